@@ -1,0 +1,220 @@
+"""`mlc-farm`: plan, build, ls, pull, verify. Bad input exits 2 with a message naming file, field, value."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mlc_farm import plan as planning
+from mlc_farm import sources, toolchain
+from mlc_farm.build import load_record
+from mlc_farm.matrix import MatrixError, load_matrix, select_models
+from mlc_farm.store import StoreError, open_store
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+out = Console()
+err = Console(stderr=True)
+
+MatrixOpt = Annotated[Path, typer.Option("--matrix", "-m", help="The matrix file.")]
+StoreOpt = Annotated[
+    str | None, typer.Option("--store", help="file://DIR or s3://bucket/prefix (default: $MLC_FARM_STORE or ./artifacts).")
+]
+ModelOpt = Annotated[list[str] | None, typer.Option("--model", help="Only this model (repeatable).")]
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    err.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    raise AssertionError
+
+
+@app.command()
+def plan(
+    matrix: MatrixOpt = Path("matrix.yaml"),
+    model: ModelOpt = None,
+    store: StoreOpt = None,
+    fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+) -> None:
+    """Show the builds a matrix needs, what they share, and how many the store already has."""
+    try:
+        loaded = load_matrix(matrix)
+        cells = select_models(loaded.matrix, model, loaded.file)
+        st = open_store(store)
+    except (MatrixError, StoreError) as e:
+        raise _fail(str(e), 2) from None
+    tc = toolchain.probe()
+    wanted = {c.model for c in cells}
+    srcs = sources.resolve(loaded, [m for m in loaded.matrix.models if m.id in wanted])
+    p = planning.make_plan(loaded.matrix, cells, srcs, tc)
+    in_store = {k: load_record(st, k) is not None for k in [*p.weight_builds, *p.lib_builds]}
+    counts = {
+        "cells": len(p.cells),
+        "unresolved_cells": sum(pc.problem is not None for pc in p.cells),
+        "weight_builds": len(p.weight_builds),
+        "library_builds": len(p.lib_builds),
+        "weight_builds_in_store": sum(in_store[k] for k in p.weight_builds),
+        "library_builds_in_store": sum(in_store[k] for k in p.lib_builds),
+        "libraries_shared": sum(len(lb.users) - 1 for lb in p.lib_builds.values()),
+    }
+    if fmt == "json":
+        doc = {
+            "matrix": loaded.file,
+            "store": st.url,
+            "toolchain": {**tc.model_dump(), "known": tc.known},
+            "counts": counts,
+            "sources": {k: v.model_dump(exclude={"config"}) for k, v in srcs.items()},
+            "weight_builds": [
+                {"key": wb.key, "model": wb.model, "quantization": wb.quantization, "in_store": in_store[wb.key]}
+                for wb in p.weight_builds.values()
+            ],
+            "library_builds": [
+                {
+                    "key": lb.key,
+                    "quantization": lb.quantization,
+                    "device": lb.device.name,
+                    "target": lb.device.target,
+                    "pool": lb.device.work_pool,
+                    "config_from": lb.config_from,
+                    "cells": [c.model_dump() for c in lb.users],
+                    "in_store": in_store[lb.key],
+                }
+                for lb in p.lib_builds.values()
+            ],
+            "cells": [pc.model_dump() for pc in p.cells],
+        }
+        print(json.dumps(doc, indent=2))
+        return
+    if fmt != "table":
+        raise _fail(f"--format: unknown format {fmt!r}; expected 'table' or 'json'", 2)
+    out.print(f"toolchain: {tc.describe()}", highlight=False, soft_wrap=True)
+    t = Table(title=f"plan for {loaded.file}")
+    for col in ("model", "quant", "device", "pool", "weights", "library"):
+        t.add_column(col)
+
+    def show(key: str | None) -> str:
+        if key is None:
+            return "-"
+        return f"{key[:12]} " + ("[cyan]in store[/]" if in_store[key] else "[yellow]to build[/]")
+
+    for pc in p.cells:
+        c = pc.cell
+        pool = loaded.matrix.device(c.device).work_pool
+        if pc.problem:
+            t.add_row(c.model, c.quantization, c.device, pool, "[red]source unresolved[/]", "-")
+        else:
+            t.add_row(c.model, c.quantization, c.device, pool, show(pc.weights), show(pc.library))
+    out.print(t)
+    for src in srcs.values():
+        if src.error:
+            out.print(f"[red]unresolved source[/] {src.model}: {src.error}", highlight=False, soft_wrap=True)
+    out.print(
+        f"{counts['cells']} cells -> {counts['weight_builds']} weight builds "
+        f"({counts['weight_builds_in_store']} in store), {counts['library_builds']} library builds "
+        f"({counts['library_builds_in_store']} in store); {counts['libraries_shared']} cells reuse a library "
+        "built for another model of the same architecture"
+    )
+
+
+@app.command()
+def build(
+    matrix: MatrixOpt = Path("matrix.yaml"),
+    model: ModelOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even what the store has.")] = False,
+    store: StoreOpt = None,
+) -> None:
+    """Build the matrix locally: the nightly flow in this process, with Prefect's temporary server."""
+    try:
+        loaded = load_matrix(matrix)
+        select_models(loaded.matrix, model, loaded.file)
+        open_store(store)
+    except (MatrixError, StoreError) as e:
+        raise _fail(str(e), 2) from None
+    from flows.nightly import nightly_build
+
+    state = nightly_build(str(matrix), models=model or None, force=force, store=store, return_state=True)
+    if not state.is_completed():
+        raise _fail(state.message or "the build failed", 1)
+    out.print(f"[green]done:[/] {state.message}")
+
+
+@app.command("ls")
+def list_catalog(store: StoreOpt = None) -> None:
+    """List the catalog: model, quantization, devices, sizes, build time."""
+    from mlc_farm.pull import catalog
+
+    try:
+        rows = catalog(open_store(store))
+    except StoreError as e:
+        raise _fail(str(e), 2) from None
+    t = Table(title="catalog")
+    for col in ("model", "quant", "devices", "weights", "libraries", "built"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(
+            r.entry.model,
+            r.entry.quantization,
+            ", ".join(sorted(r.entry.libs)) or "-",
+            _size(r.weights_size),
+            _size(sum(r.lib_sizes.values())),
+            r.built_at,
+        )
+    out.print(t)
+
+
+@app.command()
+def pull(
+    model: str,
+    quantization: str,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory to write.")],
+    device: Annotated[str | None, typer.Option("--device", help="Only this device's library.")] = None,
+    store: StoreOpt = None,
+) -> None:
+    """Write an MLC-ready directory (config, weights, tokenizer, lib/), every file checked by sha256."""
+    from mlc_farm.pull import pull as do_pull
+
+    try:
+        files = do_pull(open_store(store), model, quantization, output, device)
+    except StoreError as e:
+        raise _fail(str(e), 1) from None
+    out.print(f"wrote {len(files)} files to {output}, every sha256 verified")
+
+
+@app.command()
+def verify(store: StoreOpt = None) -> None:
+    """Check that every catalog entry and build record points at blobs that exist."""
+    from mlc_farm.pull import verify as do_verify
+
+    problems = do_verify(open_store(store))
+    for p in problems:
+        err.print(p, highlight=False)
+    if problems:
+        raise typer.Exit(1)
+    out.print("store is consistent")
+
+
+@app.command("tiny-model")
+def tiny_model(
+    output: Path,
+    seed: Annotated[int, typer.Option(help="Random seed of the weights.")] = 0,
+) -> None:
+    """Write a tiny random Llama in Hugging Face format (for examples/tiny-cpu.yaml and tests)."""
+    from mlc_farm.tiny_model import write_tiny_llama
+
+    write_tiny_llama(output, seed=seed)
+    out.print(f"wrote a tiny Llama to {output}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,81 @@
+"""Content keys: a build's key hashes every input that can change its output, and nothing else.
+
+A nightly run rebuilds exactly the builds whose key has no record, so what goes in here decides what a
+new MLC nightly or a new model revision recompiles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from mlc_farm.matrix import DeviceSpec, Overrides
+from mlc_farm.toolchain import ToolchainInfo
+
+# config.json fields that describe the checkpoint or the tokenizer, not the architecture: two fine-tunes
+# that differ only here share a model library.
+NON_ARCHITECTURE_FIELDS = frozenset({
+    "_name_or_path", "architectures", "auto_map", "bos_token_id", "eos_token_id", "pad_token_id",
+    "torch_dtype", "dtype", "transformers_version", "use_cache", "initializer_range", "attention_dropout",
+    "hidden_dropout", "output_attentions", "output_hidden_states", "return_dict", "quantization_config",
+})  # fmt: skip
+
+
+def digest(obj: Any) -> str:
+    """sha256 of the canonical JSON of `obj` (sorted keys, no whitespace)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def architecture(config: dict[str, Any]) -> dict[str, Any]:
+    """The part of a Hugging Face config.json a compiled library depends on."""
+    return {k: v for k, v in config.items() if k not in NON_ARCHITECTURE_FIELDS}
+
+
+def _toolchain(tc: ToolchainInfo) -> dict[str, str]:
+    return tc.model_dump(exclude={"error"})
+
+
+def weight_inputs(
+    source: dict[str, Any],
+    quantization: str,
+    conv_template: str,
+    overrides: Overrides,
+    model_type: str | None,
+    toolchain: ToolchainInfo,
+) -> dict[str, Any]:
+    """Inputs of convert_weight + gen_config. The convert device is left out: it does not change the output."""
+    return {
+        "kind": "weights",
+        "source": source,
+        "quantization": quantization,
+        "conv_template": conv_template,
+        "overrides": dict(overrides.items()),
+        "model_type": model_type,
+        "toolchain": _toolchain(toolchain),
+    }
+
+
+def library_inputs(
+    model: dict[str, Any],
+    quantization: str,
+    overrides: Overrides,
+    device: DeviceSpec,
+    toolchain: ToolchainInfo,
+) -> dict[str, Any]:
+    """Inputs of compile: the architecture (not the weights' values), quantization, overrides, target.
+
+    `model` is the architecture config when known; otherwise the source identity, so that a library is
+    never shared on a guess.
+    """
+    return {
+        "kind": "library",
+        "model": model,
+        "quantization": quantization,
+        "overrides": dict(overrides.items()),
+        "target": device.target,
+        "cuda_archs": sorted(device.cuda_archs),
+        "opt": device.opt,
+        "lib_ext": device.library_ext,
+        "toolchain": _toolchain(toolchain),
+    }

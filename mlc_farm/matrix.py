@@ -1,0 +1,332 @@
+"""matrix.yaml: the schema, its validation, and its expansion into cells.
+
+Every error names the file, the path of the field (`models[2].quantizations[0]`) and the bad value, so a
+user can fix a 200-line catalog without guessing. Loading reads only the file and the local source
+directories; nothing is written.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+# The names `mlc_llm convert_weight --quantization` accepts (shared/mlc-reference/README.md).
+QUANTIZATIONS: tuple[str, ...] = (
+    "q0f16", "q0bf16", "q0f32", "q3f16_0", "q3f16_1", "q4f16_0", "q4f16_1", "q4bf16_0", "q4bf16_1",
+    "q4f32_1", "q4f16_2", "q4f16_autoawq", "q4f16_ft", "e5m2_e5m2_f16", "e4m3_e4m3_f16",
+    "e4m3_e4m3_f16_max_calibrate", "fp8_e4m3fn_bf16_block_scale",
+    "fp8_e4m3fn_bf16_block_scale_static_activation",
+)  # fmt: skip
+
+Family = Literal["cuda", "rocm", "vulkan", "metal", "opencl", "webgpu", "cpu", "android", "iphone"]
+
+# The library file a family's compile produces (`-o` decides the kind of library).
+LIB_EXT: dict[str, str] = {
+    "cuda": "so", "rocm": "so", "vulkan": "so", "opencl": "so", "cpu": "so",
+    "metal": "dylib", "webgpu": "wasm", "android": "tar", "iphone": "tar",
+}  # fmt: skip
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_HF_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class MatrixError(ValueError):
+    """A matrix that cannot be built, with every problem found (file, field path, value, hint)."""
+
+    def __init__(self, file: str, problems: list[str]):
+        self.file = file
+        self.problems = problems
+        super().__init__(f"{file}: invalid matrix\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HFSource(_Strict):
+    """A Hugging Face model repo at a revision (branch, tag or commit), resolved to a commit at plan time."""
+
+    hf: str
+    revision: str = "main"
+
+    @field_validator("hf")
+    @classmethod
+    def _repo_id(cls, v: str) -> str:
+        if not _HF_REPO.match(v):
+            raise ValueError("must be a Hugging Face repo id like 'org/name'")
+        return v
+
+
+class LocalSource(_Strict):
+    """A Hugging Face-format model directory on disk; relative paths are relative to matrix.yaml."""
+
+    path: str
+
+
+class Overrides(_Strict):
+    """Options of `gen_config` that also change the compiled library (passed to `compile --overrides`)."""
+
+    context_window_size: Annotated[int, Field(gt=0)] | None = None
+    sliding_window_size: Annotated[int, Field(ge=-1)] | None = None
+    prefill_chunk_size: Annotated[int, Field(gt=0)] | None = None
+    attention_sink_size: Annotated[int, Field(ge=-1)] | None = None
+    tensor_parallel_shards: Annotated[int, Field(gt=0)] | None = None
+    pipeline_parallel_stages: Annotated[int, Field(gt=0)] | None = None
+    max_batch_size: Annotated[int, Field(gt=0)] | None = None
+
+    def items(self) -> list[tuple[str, int]]:
+        """The options that are set, in a fixed order."""
+        return [(k, v) for k, v in self.model_dump().items() if v is not None]
+
+
+class ModelSpec(_Strict):
+    id: str
+    source: HFSource | LocalSource
+    conv_template: str
+    model_type: str | None = None
+    overrides: Overrides = Overrides()
+    quantizations: list[str] | None = None
+    devices: list[str] | None = None
+
+
+class DeviceSpec(_Strict):
+    name: str
+    family: Family
+    # The value passed to `mlc_llm compile --device`: a preset (`llvm`, `vulkan:generic`) or a TVM target.
+    target: str
+    # Several CUDA architectures in one library: exported as MLC_MULTI_ARCH=80,86,90a.
+    cuda_archs: list[str] = []
+    pool: str | None = None
+    opt: str | None = None
+    lib_ext: str | None = None
+
+    @property
+    def work_pool(self) -> str:
+        return self.pool or f"mlc-{self.family}"
+
+    @property
+    def library_ext(self) -> str:
+        return self.lib_ext or LIB_EXT[self.family]
+
+
+class Rule(_Strict):
+    """An include/exclude rule: the fields it sets must all match; an omitted field matches anything."""
+
+    model: str | None = None
+    quantization: str | None = None
+    device: str | None = None
+
+    def matches(self, model: str, quantization: str, device: str) -> bool:
+        return all(
+            want is None or want == have
+            for want, have in ((self.model, model), (self.quantization, quantization), (self.device, device))
+        )
+
+
+class Matrix(_Strict):
+    quantizations: list[str]
+    devices: list[DeviceSpec]
+    models: list[ModelSpec]
+    include: list[Rule] = []
+    exclude: list[Rule] = []
+    # `convert_weight --device`: `cpu` by default, since `auto` spends ~20 s probing GPUs for nothing.
+    convert_device: str = "cpu"
+
+    def device(self, name: str) -> DeviceSpec:
+        return next(d for d in self.devices if d.name == name)
+
+    def model(self, model_id: str) -> ModelSpec:
+        return next(m for m in self.models if m.id == model_id)
+
+
+class Cell(_Strict):
+    model: str
+    quantization: str
+    device: str
+
+
+class LoadedMatrix(_Strict):
+    """A validated matrix and where it came from (local sources resolve against `base_dir`)."""
+
+    matrix: Matrix
+    file: str
+    base_dir: Path
+
+    def local_path(self, source: LocalSource) -> Path:
+        return (self.base_dir / source.path).resolve()
+
+
+def _hint(value: Any, choices: list[str] | tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else f"; expected one of: {', '.join(choices)}"
+
+
+def _loc(parts: tuple[int | str, ...]) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _pydantic_problems(err: ValidationError) -> list[str]:
+    problems = []
+    for e in err.errors():
+        # Union members show up in the location (`source.HFSource.hf`); keep the user's field path only.
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p[:1].isupper()))
+        value = e.get("input")
+        shown = "" if e["type"] == "missing" else f" (got {value!r})"
+        problems.append(f"{_loc(loc)}: {e['msg']}{shown}")
+    return sorted(set(problems), key=problems.index)
+
+
+def _check_names(m: Matrix, base_dir: Path) -> list[str]:
+    problems: list[str] = []
+    device_names = [d.name for d in m.devices]
+
+    def safe(path: str, value: str, what: str) -> None:
+        if not _SAFE_NAME.match(value) or ".." in value:
+            problems.append(
+                f"{path}: {value!r} is not a safe {what} (letters, digits, '.', '_', '-'; no '/' or '..')"
+            )
+
+    def known_quant(path: str, q: str) -> None:
+        if q not in QUANTIZATIONS:
+            problems.append(f"{path}: unknown quantization {q!r}{_hint(q, QUANTIZATIONS)}")
+
+    def known_device(path: str, d: str) -> None:
+        if d not in device_names:
+            problems.append(f"{path}: unknown device {d!r}{_hint(d, device_names)}")
+
+    for i, q in enumerate(m.quantizations):
+        known_quant(f"quantizations[{i}]", q)
+    for i, d in enumerate(m.devices):
+        safe(f"devices[{i}].name", d.name, "device name")
+    for i, d in enumerate(m.devices):
+        if d.name in device_names[:i]:
+            problems.append(f"devices[{i}].name: duplicate device {d.name!r}")
+    seen: set[str] = set()
+    for i, model in enumerate(m.models):
+        safe(f"models[{i}].id", model.id, "model id")
+        if model.id in seen:
+            problems.append(f"models[{i}].id: duplicate model id {model.id!r}")
+        seen.add(model.id)
+        for j, q in enumerate(model.quantizations or []):
+            known_quant(f"models[{i}].quantizations[{j}]", q)
+        for j, d in enumerate(model.devices or []):
+            known_device(f"models[{i}].devices[{j}]", d)
+        if isinstance(model.source, LocalSource):
+            path = (base_dir / model.source.path).resolve()
+            if not path.is_dir():
+                problems.append(f"models[{i}].source.path: directory {model.source.path!r} does not exist")
+            elif not (path / "config.json").is_file():
+                problems.append(f"models[{i}].source.path: {model.source.path!r} holds no config.json")
+    model_ids = [x.id for x in m.models]
+    for kind, rules in (("include", m.include), ("exclude", m.exclude)):
+        for i, r in enumerate(rules):
+            if r.model is None and r.quantization is None and r.device is None:
+                problems.append(f"{kind}[{i}]: the rule names nothing (set model, quantization or device)")
+            if r.model is not None and r.model not in model_ids:
+                problems.append(f"{kind}[{i}].model: unknown model {r.model!r}{_hint(r.model, model_ids)}")
+            if r.quantization is not None:
+                known_quant(f"{kind}[{i}].quantization", r.quantization)
+            if r.device is not None:
+                known_device(f"{kind}[{i}].device", r.device)
+    return problems
+
+
+def parse_matrix(text: str, file: str = "matrix.yaml", base_dir: Path | None = None) -> LoadedMatrix:
+    """Parse and validate matrix YAML text; raise MatrixError listing every problem."""
+    base_dir = base_dir or Path.cwd()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise MatrixError(file, [f"{where}malformed YAML: {getattr(e, 'problem', None) or e}"]) from None
+    if not isinstance(data, dict):
+        raise MatrixError(file, [f"the top level must be a mapping, got {type(data).__name__}"])
+    try:
+        matrix = Matrix.model_validate(data)
+    except ValidationError as e:
+        raise MatrixError(file, _pydantic_problems(e)) from None
+    problems = _check_names(matrix, base_dir)
+    if not problems:
+        problems = _check_rules_match(matrix)
+    if problems:
+        raise MatrixError(file, problems)
+    return LoadedMatrix(matrix=matrix, file=file, base_dir=base_dir.resolve())
+
+
+def load_matrix(path: str | Path) -> LoadedMatrix:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise MatrixError(str(path), [f"cannot read the file: {e.strerror}"]) from None
+    return parse_matrix(text, str(path), path.parent)
+
+
+def _base_cells(m: Matrix) -> list[Cell]:
+    all_devices = [d.name for d in m.devices]
+    return [
+        Cell(model=model.id, quantization=q, device=d)
+        for model in m.models
+        for q in (model.quantizations or m.quantizations)
+        for d in (model.devices or all_devices)
+    ]
+
+
+def _included_cells(m: Matrix, rule: Rule) -> list[Cell]:
+    return [
+        Cell(model=model.id, quantization=q, device=d.name)
+        for model in m.models
+        for q in QUANTIZATIONS
+        for d in m.devices
+        if rule.matches(model.id, q, d.name) and (rule.quantization or q in m.quantizations)
+    ]
+
+
+def _check_rules_match(m: Matrix) -> list[str]:
+    """A rule that selects no cell is almost always a typo: say so instead of building something else."""
+    base = _base_cells(m)
+    problems = [
+        f"exclude[{i}]: matches no cell of the matrix ({r.model_dump(exclude_none=True)})"
+        for i, r in enumerate(m.exclude)
+        if not any(r.matches(c.model, c.quantization, c.device) for c in base)
+    ]
+    problems += [
+        f"include[{i}]: matches no model/quantization/device combination ({r.model_dump(exclude_none=True)})"
+        for i, r in enumerate(m.include)
+        if not _included_cells(m, r)
+    ]
+    return problems
+
+
+def expand(m: Matrix) -> list[Cell]:
+    """Cells to build: each model x its quantizations x its devices, minus `exclude`, plus `include`.
+
+    As in a CI matrix, `exclude` applies to the product and `include` adds cells back afterwards.
+    """
+    cells = [
+        c for c in _base_cells(m) if not any(r.matches(c.model, c.quantization, c.device) for r in m.exclude)
+    ]
+    for rule in m.include:
+        cells += [c for c in _included_cells(m, rule) if c not in cells]
+    return cells
+
+
+def select_models(m: Matrix, models: list[str] | None, file: str) -> list[Cell]:
+    """The cells of the named models (all when None); an unknown name is an error, not an empty build."""
+    cells = expand(m)
+    if not models:
+        return cells
+    ids = [x.id for x in m.models]
+    unknown = [x for x in models if x not in ids]
+    if unknown:
+        raise MatrixError(file, [f"--model: unknown model {x!r}{_hint(x, ids)}" for x in unknown])
+    return [c for c in cells if c.model in models]

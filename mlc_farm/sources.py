@@ -1,0 +1,121 @@
+"""Model sources: a Hugging Face repo@revision resolved to a commit, or a local directory by content.
+
+Resolution gives each source an identity (the commit, or the sha256 of the files the toolchain reads)
+and its config.json; both go into the build keys.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from mlc_farm.matrix import HFSource, LoadedMatrix, LocalSource, ModelSpec
+
+# What convert_weight and gen_config read from a model directory (shared/mlc-reference/README.md).
+TOOLCHAIN_FILES = (
+    "config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json",
+    "pytorch_model*.bin", "pytorch_model*.bin.index.json", "tokenizer.json", "tokenizer_config.json",
+    "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json", "special_tokens_map.json",
+)  # fmt: skip
+
+
+class ResolvedSource(BaseModel):
+    """A source pinned to an identity, or the reason it could not be (`error`)."""
+
+    model: str
+    kind: str
+    ref: str
+    revision: str | None = None
+    identity: str | None = None
+    config: dict[str, Any] | None = None
+    error: str | None = None
+
+    def key_part(self) -> dict[str, Any]:
+        return {"kind": self.kind, "ref": self.ref if self.kind == "hf" else None, "identity": self.identity}
+
+
+def needed_files(names: list[str]) -> list[str]:
+    """The files of a model directory the toolchain reads; `.bin` weights only when there is no safetensors."""
+    picked = [n for n in names if any(fnmatch.fnmatch(Path(n).name, p) for p in TOOLCHAIN_FILES)]
+    if any(n.endswith(".safetensors") for n in picked):
+        picked = [n for n in picked if not Path(n).name.startswith("pytorch_model")]
+    return sorted(picked)
+
+
+def file_sha256(path: Path, chunk: int = 8 << 20) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def resolve_local(model: str, path: Path) -> ResolvedSource:
+    files = needed_files([p.name for p in path.iterdir() if p.is_file()])
+    listing = [(name, (path / name).stat().st_size, file_sha256(path / name)) for name in files]
+    identity = hashlib.sha256(json.dumps(listing).encode()).hexdigest()
+    config = json.loads((path / "config.json").read_text())
+    return ResolvedSource(model=model, kind="local", ref=str(path), identity=identity, config=config)
+
+
+def resolve_hf(model: str, source: HFSource) -> ResolvedSource:
+    """Resolve the revision to a commit and read config.json; offline or denied gives `error`, not a raise."""
+    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    base = ResolvedSource(model=model, kind="hf", ref=source.hf, revision=source.revision)
+    try:
+        info = HfApi().model_info(source.hf, revision=source.revision)
+        config_path = hf_hub_download(source.hf, "config.json", revision=info.sha)
+    except GatedRepoError:
+        why = f"{source.hf} is gated: accept its license on the Hub and set HF_TOKEN"
+    except RepositoryNotFoundError:
+        why = f"{source.hf} was not found (or is private: set HF_TOKEN)"
+    except RevisionNotFoundError:
+        why = f"{source.hf} has no revision {source.revision!r}"
+    except (HfHubHTTPError, OfflineModeIsEnabled) as e:
+        why = f"the Hugging Face Hub refused {source.hf}@{source.revision}: {type(e).__name__}"
+    except Exception as e:  # the HTTP client's own connection errors differ between huggingface_hub versions
+        why = f"cannot reach the Hugging Face Hub for {source.hf}: {type(e).__name__}: {e}"
+    else:
+        config = json.loads(Path(config_path).read_text())
+        return base.model_copy(update={"identity": info.sha, "config": config})
+    return base.model_copy(update={"error": why})
+
+
+def resolve(loaded: LoadedMatrix, models: list[ModelSpec]) -> dict[str, ResolvedSource]:
+    out = {}
+    for m in models:
+        if isinstance(m.source, LocalSource):
+            out[m.id] = resolve_local(m.id, loaded.local_path(m.source))
+        else:
+            out[m.id] = resolve_hf(m.id, m.source)
+    return out
+
+
+def fetch(source: ResolvedSource, cache_dir: Path | None = None) -> Path:
+    """A local directory holding the source's files: the directory itself, or a Hub snapshot in the cache."""
+    if source.kind == "local":
+        return Path(source.ref)
+    from huggingface_hub import HfApi, snapshot_download
+
+    assert source.identity, source.error
+    names = [s.rfilename for s in HfApi().model_info(source.ref, revision=source.identity).siblings or []]
+    cache = cache_dir or Path(os.environ.get("MLC_FARM_CACHE", Path.home() / ".cache" / "mlc-farm")) / "hf"
+    return Path(
+        snapshot_download(
+            source.ref, revision=source.identity, allow_patterns=needed_files(names), cache_dir=cache
+        )
+    )

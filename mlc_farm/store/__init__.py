@@ -1,0 +1,54 @@
+"""Artifact stores: one protocol, a local directory (the embedded default) and S3, chosen by URL."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+DEFAULT_STORE = "file://./artifacts"
+
+
+class StoreError(RuntimeError):
+    """The store cannot do what was asked (missing object, no permission): not worth a retry."""
+
+
+class CorruptBlobError(StoreError):
+    """A blob whose bytes do not match its sha256."""
+
+
+class ArtifactStore(Protocol):
+    url: str
+
+    def has_blob(self, sha256: str) -> bool: ...
+
+    def put_blob(self, path: Path, sha256: str) -> bool:
+        """Store `path` as the blob `sha256` unless it is there already; True if it was sent."""
+        ...
+
+    def get_blob(self, sha256: str, dest: Path) -> None:
+        """Write the blob to `dest`, verified; nothing is left at `dest` if it does not match."""
+        ...
+
+    def read_json(self, name: str) -> dict[str, Any] | None: ...
+
+    def write_json(self, name: str, data: dict[str, Any]) -> None: ...
+
+    def update_json(
+        self, name: str, change: Callable[[dict[str, Any] | None], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Read-modify-write without losing a concurrent writer's update."""
+        ...
+
+    def list(self, prefix: str) -> Iterator[str]: ...
+
+
+def open_store(url: str | None = None) -> ArtifactStore:
+    """The store at `url`, else MLC_FARM_STORE, else ./artifacts; a plain path means a local directory."""
+    url = url or os.environ.get("MLC_FARM_STORE") or DEFAULT_STORE
+    if url.startswith("s3://"):
+        raise StoreError(f"{url}: the S3 store is not available in this version")
+    from mlc_farm.store.local import LocalStore
+
+    return LocalStore(Path(url.removeprefix("file://")))

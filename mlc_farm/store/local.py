@@ -1,0 +1,134 @@
+"""The local-directory store: the embedded default, same layout and write order as S3.
+
+Every write goes to `tmp/` first and is renamed into place, so a killed build leaves at most a stray
+temporary file that no record points at.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from mlc_farm.manifest import blob_path
+from mlc_farm.store import CorruptBlobError
+
+_CHUNK = 8 << 20
+
+
+class LocalStore:
+    def __init__(self, root: Path):
+        self.root = root.resolve()
+        self.url = f"file://{self.root}"
+        (self.root / "tmp").mkdir(parents=True, exist_ok=True)
+
+    def _tmp(self) -> Path:
+        fd, name = tempfile.mkstemp(dir=self.root / "tmp", prefix=f"{os.getpid()}-")
+        os.close(fd)
+        return Path(name)
+
+    def _publish(self, tmp: Path, name: str) -> None:
+        dest = self.root / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with tmp.open("rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+
+    def has_blob(self, sha256: str) -> bool:
+        return (self.root / blob_path(sha256)).is_file()
+
+    def put_blob(self, path: Path, sha256: str) -> bool:
+        if self.has_blob(sha256):
+            return False
+        tmp = self._tmp()
+        try:
+            h = hashlib.sha256()
+            with path.open("rb") as src, tmp.open("wb") as out:
+                while block := src.read(_CHUNK):
+                    h.update(block)
+                    out.write(block)
+            if h.hexdigest() != sha256:
+                raise CorruptBlobError(f"{path} changed while being stored (sha256 {h.hexdigest()})")
+            self._publish(tmp, blob_path(sha256))
+        finally:
+            tmp.unlink(missing_ok=True)
+        return True
+
+    def get_blob(self, sha256: str, dest: Path) -> None:
+        src = self.root / blob_path(sha256)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        part = dest.with_name(dest.name + ".part")
+        h = hashlib.sha256()
+        try:
+            with src.open("rb") as f, part.open("wb") as out:
+                while block := f.read(_CHUNK):
+                    h.update(block)
+                    out.write(block)
+            if h.hexdigest() != sha256:
+                raise CorruptBlobError(f"{self.url}/{blob_path(sha256)} is corrupt (sha256 {h.hexdigest()})")
+            os.replace(part, dest)
+        finally:
+            part.unlink(missing_ok=True)
+
+    def read_json(self, name: str) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.root / name).read_text())
+        except FileNotFoundError:
+            return None
+
+    def write_json(self, name: str, data: dict[str, Any]) -> None:
+        tmp = self._tmp()
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+        self._publish(tmp, name)
+
+    def update_json(
+        self, name: str, change: Callable[[dict[str, Any] | None], dict[str, Any]]
+    ) -> dict[str, Any]:
+        with self._locked(name):
+            data = change(self.read_json(name))
+            self.write_json(name, data)
+            return data
+
+    @contextlib.contextmanager
+    def _locked(self, name: str) -> Iterator[None]:
+        lock = self.root / "tmp" / (name.replace("/", "_") + ".lock")
+        with lock.open("a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def list(self, prefix: str) -> Iterator[str]:
+        base = self.root / prefix
+        if base.is_dir():
+            for p in sorted(base.rglob("*")):
+                if p.is_file():
+                    yield p.relative_to(self.root).as_posix()
+
+    def remove_stale_tmp(self) -> int:
+        """Remove temporary files left by killed processes; returns how many."""
+        removed = 0
+        for p in (self.root / "tmp").iterdir():
+            pid = p.name.split("-", 1)[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

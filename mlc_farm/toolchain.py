@@ -1,0 +1,242 @@
+"""The `mlc_llm` adapter: the exact commands of shared/mlc-reference, the version probe, log capture.
+
+The command is `python -m mlc_llm` with the current interpreter unless MLC_FARM_MLC_LLM says otherwise
+(e.g. `/opt/mlc/bin/python -m mlc_llm`), so a worker image can keep MLC in its own environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from mlc_farm.matrix import DeviceSpec, Overrides
+
+INSTALL_HINT = (
+    "the PyPI packages mlc-llm-nightly-* / mlc-ai-nightly-* are empty placeholders (they install a "
+    "package named `mlc`, not `mlc_llm`). Install the real wheels from the MLC wheel index, e.g. "
+    "`pip install --pre -f https://mlc.ai/wheels mlc-llm-nightly-cpu mlc-ai-nightly-cpu` "
+    "(CUDA 12.8: mlc-llm-nightly-cu128 mlc-ai-nightly-cu128; ROCm 6.2: mlc-llm-nightly-rocm62 "
+    "mlc-ai-nightly-rocm62), or point MLC_FARM_MLC_LLM at an interpreter that has them"
+)
+
+# Run inside the toolchain's interpreter; prints one JSON object.
+_PROBE = r"""
+import json, importlib.util
+out = {}
+if importlib.util.find_spec("mlc_llm") is None:
+    out["error"] = "missing"
+    out["placeholder"] = importlib.util.find_spec("mlc") is not None
+else:
+    import mlc_llm, tvm
+    from importlib import metadata
+    out["mlc_llm_version"] = getattr(mlc_llm, "__version__", "unknown")
+    out["tvm_version"] = getattr(tvm, "__version__", "unknown")
+    info = {}
+    try:
+        info = dict(tvm.support.libinfo())
+    except Exception:
+        pass
+    out["tvm_commit"] = str(info.get("GIT_COMMIT_HASH", "unknown"))
+    libinfo = getattr(mlc_llm, "libinfo", None)
+    out["mlc_llm_commit"] = str(getattr(libinfo, "__commit__", None) or getattr(mlc_llm, "__commit__", "unknown"))
+    dists = [d for d in metadata.distributions() if "mlc_llm" in (d.read_text("top_level.txt") or "").split()
+             or (d.metadata["Name"] or "").startswith("mlc-llm")]
+    out["mlc_llm_dist"] = ",".join(sorted(f"{d.metadata['Name']}=={d.version}" for d in dists)) or "unknown"
+print(json.dumps(out))
+"""
+
+
+class ToolchainInfo(BaseModel):
+    """The toolchain identity that goes into every build key: a new MLC nightly changes the keys."""
+
+    model_config = ConfigDict(frozen=True)
+
+    mlc_llm_version: str = "unknown"
+    mlc_llm_commit: str = "unknown"
+    mlc_llm_dist: str = "unknown"
+    tvm_version: str = "unknown"
+    tvm_commit: str = "unknown"
+    error: str | None = None
+
+    @property
+    def known(self) -> bool:
+        return self.error is None
+
+    def describe(self) -> str:
+        if not self.known:
+            return f"unknown ({self.error})"
+        return (
+            f"mlc_llm {self.mlc_llm_version} ({self.mlc_llm_commit[:12]}), "
+            f"tvm {self.tvm_version} ({self.tvm_commit[:12]})"
+        )
+
+
+class ToolchainError(RuntimeError):
+    """A toolchain step that failed: which step, for which cell, its exit code and the end of its log."""
+
+    def __init__(self, step: str, cell: str, detail: str, log_tail: list[str], log_path: Path | None):
+        self.step, self.cell, self.log_path = step, cell, log_path
+        tail = "\n".join(f"    | {line}" for line in log_tail)
+        super().__init__(f"{step} failed for {cell}: {detail}" + (f"\n  last log lines:\n{tail}" if tail else ""))
+
+
+def command() -> list[str]:
+    """The `mlc_llm` command line prefix."""
+    configured = os.environ.get("MLC_FARM_MLC_LLM")
+    return shlex.split(configured) if configured else [sys.executable, "-m", "mlc_llm"]
+
+
+def _interpreter(cmd: list[str]) -> str | None:
+    """The Python that runs `cmd`, to probe versions with: `X -m mlc_llm` or a script's shebang."""
+    if len(cmd) >= 3 and cmd[1] == "-m":
+        return cmd[0]
+    script = Path(cmd[0]) if os.sep in cmd[0] else None
+    if script is None:
+        from shutil import which
+
+        found = which(cmd[0])
+        script = Path(found) if found else None
+    if script and script.is_file():
+        first = script.open("rb").readline().decode(errors="replace")
+        if first.startswith("#!"):
+            return first[2:].strip().split()[0]
+    return None
+
+
+def probe(timeout: float = 120) -> ToolchainInfo:
+    """Ask the toolchain's own interpreter which mlc_llm and TVM it has; never raises."""
+    cmd = command()
+    python = _interpreter(cmd)
+    if python is None:
+        return ToolchainInfo(error=f"cannot tell which Python runs {shlex.join(cmd)!r}")
+    try:
+        done = subprocess.run(
+            [python, "-c", _PROBE], capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return ToolchainInfo(error=f"probe of {python} failed: {e}")
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return ToolchainInfo(error=f"importing mlc_llm/tvm in {python} failed: {last}")
+    data = json.loads(done.stdout.strip().splitlines()[-1])
+    if data.get("error") == "missing":
+        where = " (found the placeholder package `mlc`)" if data.get("placeholder") else ""
+        return ToolchainInfo(error=f"mlc_llm is not importable by {python}{where}: {INSTALL_HINT}")
+    return ToolchainInfo(**data)
+
+
+def convert_weight_args(
+    source_dir: Path, quantization: str, out: Path, device: str, model_type: str | None
+) -> list[str]:
+    args = ["convert_weight", str(source_dir), "--quantization", quantization, "--device", device]
+    if model_type:
+        args += ["--model-type", model_type]
+    return [*args, "-o", str(out)]
+
+
+def gen_config_args(
+    source_dir: Path,
+    quantization: str,
+    conv_template: str,
+    overrides: Overrides,
+    out: Path,
+    model_type: str | None,
+) -> list[str]:
+    args = ["gen_config", str(source_dir), "--quantization", quantization, "--conv-template", conv_template]
+    for name, value in overrides.items():
+        args += [f"--{name.replace('_', '-')}", str(value)]
+    if model_type:
+        args += ["--model-type", model_type]
+    return [*args, "-o", str(out)]
+
+
+def compile_args(config: Path, device: DeviceSpec, overrides: Overrides, out: Path) -> list[str]:
+    args = ["compile", str(config), "--device", device.target]
+    if device.opt:
+        args += ["--opt", device.opt]
+    if overrides.items():
+        args += ["--overrides", ";".join(f"{k}={v}" for k, v in overrides.items())]
+    return [*args, "-o", str(out)]
+
+
+def compile_env(device: DeviceSpec) -> dict[str, str]:
+    return {"MLC_MULTI_ARCH": ",".join(device.cuda_archs)} if device.cuda_archs else {}
+
+
+def _die_with_parent() -> None:
+    """In the child: if the build process is killed, take the step down with it (Linux)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def run(
+    step: str,
+    args: list[str],
+    *,
+    cell: str,
+    log_path: Path,
+    timeout: float,
+    env: dict[str, str] | None = None,
+    on_line: Callable[[str], None] | None = None,
+    tail_lines: int = 30,
+) -> float:
+    """Run one `mlc_llm` step, streaming its output to `on_line` and `log_path`; return seconds taken.
+
+    The step runs in its own process group so a timeout kills compilers it started too.
+    """
+    full = [*command(), *args]
+    tail: deque[str] = deque(maxlen=tail_lines)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    with log_path.open("a", encoding="utf-8") as log:
+        log.write(f"$ {shlex.join(full)}\n")
+        log.flush()
+        try:
+            proc = subprocess.Popen(
+                full,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                errors="replace",
+                env={**os.environ, **(env or {})},
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        except OSError as e:
+            raise ToolchainError(step, cell, f"cannot start {full[0]!r}: {e.strerror}", [], log_path) from e
+        timed_out = threading.Event()
+
+        def kill() -> None:
+            timed_out.set()
+            os.killpg(proc.pid, signal.SIGKILL)
+
+        timer = threading.Timer(timeout, kill)
+        timer.start()
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                log.write(line)
+                tail.append(line.rstrip("\n"))
+                if on_line:
+                    on_line(line.rstrip("\n"))
+            code = proc.wait()
+        finally:
+            timer.cancel()
+    if timed_out.is_set():
+        raise ToolchainError(step, cell, f"timed out after {timeout:g} s and was killed", list(tail), log_path)
+    if code != 0:
+        raise ToolchainError(step, cell, f"exit code {code}", list(tail), log_path)
+    return time.monotonic() - start
