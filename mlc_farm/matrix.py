@@ -161,8 +161,14 @@ class LoadedMatrix(_Strict):
         return (self.base_dir / source.path).resolve()
 
 
+def _fold(name: str) -> str:
+    """Fold look-alike characters (l/I/1, O/0) and case: `q4f16_l` is a typo of `q4f16_1`."""
+    return name.lower().translate(str.maketrans("lio", "110"))
+
+
 def _hint(value: Any, choices: list[str] | tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.6)
+    lookalike = [c for c in choices if _fold(c) == _fold(str(value))]
+    close = lookalike or difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else f"; expected one of: {', '.join(choices)}"
 
 

@@ -20,7 +20,7 @@ CONFIG = {
     "vocab_size": 1000,
     "max_position_embeddings": 512,
     "rms_norm_eps": 1e-06,
-    "rope_theta": 10000.0,
+    "rope_theta": 10000,
     "hidden_act": "silu",
     "tie_word_embeddings": False,
     "bos_token_id": 0,

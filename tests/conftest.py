@@ -1,0 +1,54 @@
+"""Shared fixtures: an isolated Prefect home, the mlc_llm test double on PYTHONPATH, tiny models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from mlc_farm.tiny_model import write_tiny_llama
+from tests.helpers import DOUBLE, ROOT
+
+TINY_MATRIX = """
+quantizations: [q4f16_1, q0f16]
+devices:
+  - {name: cpu, family: cpu, target: llvm, pool: mlc-cpu}
+  - {name: vulkan, family: vulkan, target: "vulkan:generic", pool: mlc-cpu}
+models:
+  - {id: tiny-llama-a, source: {path: models/a}, conv_template: LM}
+  - {id: tiny-llama-b, source: {path: models/b}, conv_template: LM}
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two tiny Llamas of one architecture, different weights: models/a and models/b."""
+    root = tmp_path_factory.mktemp("tiny")
+    write_tiny_llama(root / "models" / "a", seed=1)
+    write_tiny_llama(root / "models" / "b", seed=2)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test: its own Prefect home, no telemetry, the double as `python -m mlc_llm`."""
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))
+    monkeypatch.setenv("DO_NOT_TRACK", "1")
+    monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    monkeypatch.setenv("PREFECT_LOGGING_LEVEL", "WARNING")
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(DOUBLE), str(ROOT)]))
+    monkeypatch.setenv("MLC_FARM_WORK_DIR", str(tmp_path / "work"))
+    monkeypatch.setenv("MLC_FARM_STORE", str(tmp_path / "store"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for name in ("MLC_FARM_MLC_LLM", "MLC_DOUBLE_FAIL", "MLC_DOUBLE_HANG", "MLC_DOUBLE_SLEEP", "MLC_DOUBLE_LOG"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def tiny_matrix(tiny_models: Path, tmp_path: Path) -> Path:
+    """examples/tiny-cpu.yaml's shape: 2 models x 2 quantizations x 2 devices, next to the tiny models."""
+    path = tiny_models / f"matrix-{tmp_path.name}.yaml"
+    path.write_text(TINY_MATRIX)
+    return path

@@ -1,0 +1,32 @@
+"""Helpers shared by the tests: run the CLI as a user would, read what the double recorded."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DOUBLE = Path(__file__).resolve().parent / "double"
+REFERENCE = ROOT.parent / "shared" / "mlc-reference"
+
+
+def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `mlc-farm` as a user would, in a fresh process."""
+    return subprocess.run(
+        [sys.executable, "-m", "mlc_farm.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+def toolchain_calls(log: Path) -> list[dict]:
+    """The invocations the double recorded (MLC_DOUBLE_LOG)."""
+    if not log.exists():
+        return []
+    return [json.loads(line) for line in log.read_text().splitlines()]

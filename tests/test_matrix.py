@@ -1,0 +1,151 @@
+"""matrix.yaml: validation errors name file, field path and value; expansion follows include/exclude."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlc_farm.matrix import Cell, MatrixError, expand, load_matrix, parse_matrix, select_models
+from tests.helpers import ROOT, cli
+
+BASE = {
+    "quantizations": ["q4f16_1", "q0f16"],
+    "devices": [
+        {"name": "cuda-sm90", "family": "cuda", "target": '{"kind":"cuda","arch":"sm_90a"}'},
+        {"name": "rocm-gfx942", "family": "rocm", "target": '{"kind":"rocm","mcpu":"gfx942"}'},
+    ],
+    "models": [
+        {"id": "a", "source": {"hf": "org/a"}, "conv_template": "LM"},
+        {"id": "b", "source": {"hf": "org/b", "revision": "v1"}, "conv_template": "LM"},
+    ],
+}
+
+
+def problems_of(doc: dict) -> list[str]:
+    with pytest.raises(MatrixError) as info:
+        parse_matrix(yaml.safe_dump(doc), "cat.yaml")
+    assert str(info.value).startswith("cat.yaml: invalid matrix")
+    return info.value.problems
+
+
+def with_(**changes: object) -> dict:
+    return {**BASE, **changes}
+
+
+def test_shipped_matrices_are_valid() -> None:
+    loaded = load_matrix(ROOT / "matrix.yaml")
+    cells = expand(loaded.matrix)
+    assert {c.device for c in cells} == {"cuda-multi", "rocm-gfx942"}
+    assert Cell(model="Qwen2.5-0.5B-Instruct", quantization="q0f16", device="rocm-gfx942") not in cells
+    assert loaded.matrix.device("cuda-multi").cuda_archs == ["80", "86", "89", "90a"]
+
+
+def test_tiny_example_is_valid_once_its_models_exist(tmp_path: Path) -> None:
+    text = (ROOT / "examples" / "tiny-cpu.yaml").read_text()
+    for name in ("tiny-llama-a", "tiny-llama-b"):
+        (tmp_path / "tiny-models" / name).mkdir(parents=True)
+        (tmp_path / "tiny-models" / name / "config.json").write_text("{}")
+    m = parse_matrix(text, "tiny-cpu.yaml", tmp_path).matrix
+    assert len(expand(m)) == 8
+    assert [d.target for d in m.devices] == ["llvm", "vulkan:generic"]
+
+
+def test_unknown_quantization_suggests_the_close_name() -> None:
+    doc = with_(models=[{**BASE["models"][0], "quantizations": ["q4f16_l"]}])
+    assert problems_of(doc) == [
+        "models[0].quantizations[0]: unknown quantization 'q4f16_l'; did you mean 'q4f16_1'?"
+    ]
+
+
+def test_unknown_device_names_the_field_and_known_devices() -> None:
+    doc = with_(models=[{**BASE["models"][0], "devices": ["cuda-sm80"]}])
+    assert problems_of(doc) == ["models[0].devices[0]: unknown device 'cuda-sm80'; did you mean 'cuda-sm90'?"]
+
+
+def test_duplicate_model_ids() -> None:
+    doc = with_(models=[BASE["models"][0], BASE["models"][0]])
+    assert problems_of(doc) == ["models[1].id: duplicate model id 'a'"]
+
+
+@pytest.mark.parametrize("bad", ["../x", "a/b", "", ".hidden", "x..y"])
+def test_model_id_must_be_a_safe_path_component(bad: str) -> None:
+    doc = with_(models=[{**BASE["models"][0], "id": bad}])
+    (problem,) = problems_of(doc)
+    assert problem.startswith(f"models[0].id: {bad!r} is not a safe model id")
+
+
+def test_rule_naming_nothing_or_unknown_things() -> None:
+    doc = with_(exclude=[{}], include=[{"model": "c"}])
+    assert problems_of(doc) == [
+        "include[0].model: unknown model 'c'; expected one of: a, b",
+        "exclude[0]: the rule names nothing (set model, quantization or device)",
+    ]
+
+
+def test_rule_that_matches_no_cell() -> None:
+    doc = with_(
+        models=[{**BASE["models"][0], "devices": ["cuda-sm90"]}],
+        exclude=[{"model": "a", "device": "rocm-gfx942"}],
+    )
+    assert problems_of(doc) == [
+        "exclude[0]: matches no cell of the matrix ({'model': 'a', 'device': 'rocm-gfx942'})"
+    ]
+
+
+def test_schema_errors_carry_the_path_and_value() -> None:
+    doc = with_(devices=[{**BASE["devices"][0], "family": "tpu"}], models=[{**BASE["models"][0], "colour": 1}])
+    problems = problems_of(doc)
+    assert any(p.startswith("devices[0].family: Input should be") and "(got 'tpu')" in p for p in problems)
+    assert any(p.startswith("models[0].colour: Extra inputs are not permitted") for p in problems)
+
+
+def test_malformed_yaml_gives_the_line() -> None:
+    with pytest.raises(MatrixError) as info:
+        parse_matrix("quantizations: [q4f16_1\ndevices: []\n", "bad.yaml")
+    (problem,) = info.value.problems
+    assert problem.startswith("line 2, column 8: malformed YAML")
+
+
+def test_missing_local_source_directory(tmp_path: Path) -> None:
+    doc = with_(models=[{"id": "a", "source": {"path": "nowhere"}, "conv_template": "LM"}])
+    with pytest.raises(MatrixError) as info:
+        parse_matrix(yaml.safe_dump(doc), "m.yaml", tmp_path)
+    assert info.value.problems == ["models[0].source.path: directory 'nowhere' does not exist"]
+
+
+def test_expansion_applies_exclude_then_include() -> None:
+    doc = with_(
+        models=[*BASE["models"], {"id": "c", "source": {"hf": "org/c"}, "conv_template": "LM",
+                                  "quantizations": ["q0f16"], "devices": ["rocm-gfx942"]}],
+        exclude=[{"device": "rocm-gfx942"}],
+        include=[{"model": "b", "quantization": "q3f16_1", "device": "rocm-gfx942"}],
+    )  # fmt: skip
+    cells = expand(parse_matrix(yaml.safe_dump(doc), "m.yaml").matrix)
+    assert [(c.model, c.quantization, c.device) for c in cells] == [
+        ("a", "q4f16_1", "cuda-sm90"),
+        ("a", "q0f16", "cuda-sm90"),
+        ("b", "q4f16_1", "cuda-sm90"),
+        ("b", "q0f16", "cuda-sm90"),
+        ("b", "q3f16_1", "rocm-gfx942"),
+    ]
+
+
+def test_select_models_rejects_unknown_names() -> None:
+    m = parse_matrix(yaml.safe_dump(BASE), "m.yaml").matrix
+    assert {c.model for c in select_models(m, ["b"], "m.yaml")} == {"b"}
+    with pytest.raises(MatrixError, match="--model: unknown model 'bb'; did you mean 'b'"):
+        select_models(m, ["bb"], "m.yaml")
+
+
+def test_cli_exits_2_with_the_message_and_writes_nothing(tmp_path: Path) -> None:
+    bad = tmp_path / "cat.yaml"
+    bad.write_text(yaml.safe_dump(with_(quantizations=["q4f16_l"])))
+    store = tmp_path / "store"
+    for command in ("plan", "build"):
+        done = cli(command, "--matrix", str(bad), "--store", str(store))
+        assert done.returncode == 2, done.stderr
+        assert f"{bad}: invalid matrix" in done.stderr
+        assert "quantizations[0]: unknown quantization 'q4f16_l'; did you mean 'q4f16_1'?" in done.stderr
+    assert not store.exists()

@@ -1,0 +1,103 @@
+"""Plan and keys: weights once per model x quantization, libraries shared by architecture, keys that move
+exactly when an input moves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from mlc_farm.matrix import expand, parse_matrix
+from mlc_farm.plan import make_plan
+from mlc_farm.sources import ResolvedSource, resolve_local
+from mlc_farm.tiny_model import write_tiny_llama
+from mlc_farm.toolchain import ToolchainInfo
+
+TC = ToolchainInfo(mlc_llm_version="0.20.0", mlc_llm_commit="a" * 40, tvm_version="0.22", tvm_commit="b" * 40)
+CONFIG = {"model_type": "llama", "hidden_size": 128, "num_hidden_layers": 2, "vocab_size": 1000}
+
+
+def matrix(**extra: object) -> dict:
+    return {
+        "quantizations": ["q4f16_1", "q0f16"],
+        "devices": [
+            {"name": "cpu", "family": "cpu", "target": "llvm"},
+            {"name": "cuda", "family": "cuda", "target": '{"kind":"cuda","arch":"sm_90a"}', "cuda_archs": ["90a"]},
+        ],
+        "models": [
+            {"id": "base", "source": {"hf": "org/base"}, "conv_template": "LM"},
+            {"id": "tune", "source": {"hf": "org/tune"}, "conv_template": "chatml"},
+        ],
+        **extra,
+    }
+
+
+def source(model: str, identity: str, **config: object) -> ResolvedSource:
+    cfg = {**CONFIG, "_name_or_path": model, "torch_dtype": "bfloat16", **config}
+    return ResolvedSource(model=model, kind="hf", ref=f"org/{model}", identity=identity, config=cfg)
+
+
+def plan_of(doc: dict, sources: dict[str, ResolvedSource], tc: ToolchainInfo = TC):
+    m = parse_matrix(yaml.safe_dump(doc), "m.yaml").matrix
+    return make_plan(m, expand(m), sources, tc)
+
+
+SOURCES = {"base": source("base", "1" * 40), "tune": source("tune", "2" * 40)}
+
+
+def test_weights_per_model_and_quantization_libraries_shared_by_architecture() -> None:
+    p = plan_of(matrix(), SOURCES)
+    assert len(p.cells) == 8
+    assert len(p.weight_builds) == 4  # 2 models x 2 quantizations, never per device
+    assert len(p.lib_builds) == 4  # the fine-tune shares the base model's libraries
+    for lb in p.lib_builds.values():
+        assert [c.model for c in lb.users] == ["base", "tune"]
+        assert p.weight_builds[lb.config_from].model == "base"
+
+
+def test_different_architectures_do_not_share() -> None:
+    p = plan_of(matrix(), {**SOURCES, "tune": source("tune", "2" * 40, num_hidden_layers=4)})
+    assert len(p.lib_builds) == 8
+
+
+def test_overrides_split_libraries_and_weights() -> None:
+    doc = matrix()
+    doc["models"][1]["overrides"] = {"context_window_size": 4096}
+    p = plan_of(doc, SOURCES)
+    assert len(p.lib_builds) == 8
+    assert len(p.weight_builds) == 4
+
+
+def test_keys_move_with_their_inputs_only() -> None:
+    base = plan_of(matrix(), SOURCES)
+    new_commit = plan_of(matrix(), {**SOURCES, "tune": source("tune", "3" * 40)})
+    assert set(new_commit.lib_builds) == set(base.lib_builds)  # new weights, same architecture: same libs
+    changed = set(new_commit.weight_builds) - set(base.weight_builds)
+    assert {new_commit.weight_builds[k].model for k in changed} == {"tune"}
+    assert len(changed) == 2
+
+    nightly = plan_of(matrix(), SOURCES, TC.model_copy(update={"mlc_llm_version": "0.21.0"}))
+    assert not set(nightly.weight_builds) & set(base.weight_builds)
+    assert not set(nightly.lib_builds) & set(base.lib_builds)
+
+    doc = matrix()
+    doc["devices"][1]["cuda_archs"] = ["90a", "80"]
+    archs = plan_of(doc, SOURCES)
+    assert len(set(archs.lib_builds) - set(base.lib_builds)) == 2  # only the cuda libraries
+    assert set(archs.weight_builds) == set(base.weight_builds)
+
+
+def test_unresolved_source_is_reported_not_built() -> None:
+    broken = ResolvedSource(model="tune", kind="hf", ref="org/tune", error="cannot reach the Hub")
+    p = plan_of(matrix(), {**SOURCES, "tune": broken})
+    assert [pc.problem for pc in p.cells if pc.cell.model == "tune"] == ["cannot reach the Hub"] * 4
+    assert len(p.weight_builds) == 2
+
+
+def test_local_source_identity_is_its_content(tmp_path: Path) -> None:
+    d = write_tiny_llama(tmp_path / "m", seed=1)
+    first = resolve_local("m", d)
+    (d / "README.md").write_text("not read by the toolchain")
+    assert resolve_local("m", d).identity == first.identity
+    write_tiny_llama(d, seed=2)
+    assert resolve_local("m", d).identity != first.identity

@@ -1,0 +1,96 @@
+"""The toolchain adapter: exact commands, version probe, log capture, failures and timeouts."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mlc_farm import toolchain
+from mlc_farm.matrix import DeviceSpec, Overrides
+
+CUDA = DeviceSpec(
+    name="cuda-multi", family="cuda", target='{"kind":"cuda","arch":"sm_80"}', cuda_archs=["80", "90a"], opt="O3"
+)
+
+
+def test_commands_follow_the_reference() -> None:
+    src, out = Path("/m"), Path("/o")
+    assert toolchain.convert_weight_args(src, "q4f16_1", out, "cpu", None) == [
+        "convert_weight", "/m", "--quantization", "q4f16_1", "--device", "cpu", "-o", "/o",
+    ]  # fmt: skip
+    over = Overrides(context_window_size=4096, prefill_chunk_size=1024)
+    assert toolchain.gen_config_args(src, "q0f16", "llama-3", over, out, "llama") == [
+        "gen_config", "/m", "--quantization", "q0f16", "--conv-template", "llama-3",
+        "--context-window-size", "4096", "--prefill-chunk-size", "1024", "--model-type", "llama", "-o", "/o",
+    ]  # fmt: skip
+    assert toolchain.compile_args(Path("/o/mlc-chat-config.json"), CUDA, over, Path("/l.so")) == [
+        "compile", "/o/mlc-chat-config.json", "--device", '{"kind":"cuda","arch":"sm_80"}', "--opt", "O3",
+        "--overrides", "context_window_size=4096;prefill_chunk_size=1024", "-o", "/l.so",
+    ]  # fmt: skip
+    assert toolchain.compile_env(CUDA) == {"MLC_MULTI_ARCH": "80,90a"}
+
+
+def test_command_is_configurable(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert toolchain.command() == [sys.executable, "-m", "mlc_llm"]
+    monkeypatch.setenv("MLC_FARM_MLC_LLM", "/opt/mlc/bin/python -m mlc_llm")
+    assert toolchain.command() == ["/opt/mlc/bin/python", "-m", "mlc_llm"]
+
+
+def test_probe_reads_versions_from_the_toolchain_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
+    info = toolchain.probe()
+    assert info.known and info.mlc_llm_version == "0.20.0.dev0" and info.tvm_commit.startswith("7e57")
+    monkeypatch.setenv("MLC_DOUBLE_VERSION", "0.21.0.dev1")
+    assert toolchain.probe().mlc_llm_version == "0.21.0.dev1"
+
+
+def test_missing_mlc_llm_says_how_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "mlc").mkdir()  # what the PyPI placeholder wheels install
+    (tmp_path / "mlc" / "__init__.py").write_text("")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    info = toolchain.probe()
+    assert not info.known
+    assert "mlc_llm is not importable" in info.error and "found the placeholder package `mlc`" in info.error
+    assert "-f https://mlc.ai/wheels mlc-llm-nightly-cpu mlc-ai-nightly-cpu" in info.error
+    assert info.describe().startswith("unknown (")
+
+
+def test_run_streams_and_keeps_the_log(tiny_models: Path, tmp_path: Path) -> None:
+    lines: list[str] = []
+    log = tmp_path / "build.log"
+    args = toolchain.convert_weight_args(tiny_models / "models" / "a", "q4f16_1", tmp_path / "o", "cpu", None)
+    toolchain.run("convert_weight", args, cell="a/q4f16_1", log_path=log, timeout=60, on_line=lines.append)
+    assert any("Saved to directory" in line for line in lines)
+    text = log.read_text()
+    assert text.startswith("$ ") and "convert_weight" in text.splitlines()[0] and "Saved to directory" in text
+
+
+def test_failure_names_step_cell_exit_code_and_log_tail(
+    tiny_models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLC_DOUBLE_FAIL", "convert_weight")
+    args = toolchain.convert_weight_args(tiny_models / "models" / "a", "q4f16_1", tmp_path / "o", "cpu", None)
+    with pytest.raises(toolchain.ToolchainError) as info:
+        toolchain.run("convert_weight", args, cell="a/q4f16_1", log_path=tmp_path / "l.log", timeout=60)
+    message = str(info.value)
+    assert message.startswith("convert_weight failed for a/q4f16_1: exit code 1")
+    assert "| ValueError: injected failure in convert_weight" in message
+    assert "working 39" in message and "working 5\n" not in message  # the tail, not the whole log
+
+
+def test_timeout_kills_the_step(tiny_models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLC_DOUBLE_HANG", "convert_weight")
+    args = toolchain.convert_weight_args(tiny_models / "models" / "a", "q4f16_1", tmp_path / "o", "cpu", None)
+    start = time.monotonic()
+    with pytest.raises(toolchain.ToolchainError, match="timed out after 3 s and was killed"):
+        toolchain.run("convert_weight", args, cell="a/q4f16_1", log_path=tmp_path / "l.log", timeout=3)
+    assert time.monotonic() - start < 30
+
+
+def test_unstartable_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLC_FARM_MLC_LLM", str(tmp_path / "no-such-mlc_llm"))
+    with pytest.raises(toolchain.ToolchainError, match="cannot start"):
+        toolchain.run("compile", ["compile"], cell="x", log_path=tmp_path / "l.log", timeout=5)
+    assert "cannot tell which Python runs" in (toolchain.probe().error or "")
