@@ -10,7 +10,7 @@ import os
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
-from prefect.futures import PrefectFuture
+from prefect.futures import PrefectFuture, as_completed
 from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from rich.console import Console
@@ -25,6 +25,10 @@ from tasks.build import build_library, build_weights, probe_toolchain, resolve_s
 PARALLEL = int(os.environ.get("MLC_FARM_PARALLEL", "2"))
 
 
+def _usable(outcome: Outcome | None) -> bool:
+    return outcome is not None and outcome.status in ("built", "reused")
+
+
 def _outcome(future: PrefectFuture) -> Outcome:
     future.wait()
     state = future.state
@@ -33,8 +37,6 @@ def _outcome(future: PrefectFuture) -> Outcome:
     try:
         state.result()
     except Exception as e:
-        if state.name == "NotReady" or "Upstream" in type(e).__name__:
-            return Outcome(status="skipped", detail="its weights failed")
         return Outcome(status="failed", detail=str(e), log=getattr(e, "log", None))
     return Outcome(status="failed", detail=state.message or state.name or "failed")
 
@@ -59,19 +61,36 @@ def nightly_build(
         return not force and load_record(st, key) is not None
 
     outcomes: dict[str, Outcome] = {}
-    futures: dict[str, PrefectFuture] = {}
+    weights: dict[str, PrefectFuture] = {}
     for wb in plan.weight_builds.values():
         if have(wb.key):
             outcomes[wb.key] = Outcome(status="reused")
         else:
-            futures[wb.key] = build_weights.submit(st.url, wb, srcs[wb.model], loaded.matrix.convert_device)
+            weights[wb.key] = build_weights.submit(st.url, wb, srcs[wb.model], loaded.matrix.convert_device)
+    libs: dict[str, PrefectFuture] = {}
+    pending = []
     for lb in plan.lib_builds.values():
         if have(lb.key):
             outcomes[lb.key] = Outcome(status="reused")
         else:
-            upstream = [futures[lb.config_from]] if lb.config_from in futures else []
-            futures[lb.key] = build_library.submit(st.url, lb, wait_for=upstream)
-    outcomes |= {key: _outcome(f) for key, f in futures.items()}
+            pending.append(lb)
+
+    def submit_ready() -> None:
+        # A library compiles the config of the first of its weight builds that is available.
+        for lb in list(pending):
+            ready = next((k for k in lb.config_from if _usable(outcomes.get(k))), None)
+            if ready:
+                libs[lb.key] = build_library.submit(st.url, lb, ready)
+                pending.remove(lb)
+
+    submit_ready()
+    for future in as_completed(list(weights.values())):
+        key = next(k for k, f in weights.items() if f is future)
+        outcomes[key] = _outcome(future)
+        submit_ready()
+    for lb in pending:
+        outcomes[lb.key] = Outcome(status="skipped", detail="none of its models' weights could be built")
+    outcomes |= {key: _outcome(f) for key, f in libs.items()}
     for key, o in outcomes.items():
         if o.status in ("built", "reused"):
             record = load_record(st, key)
@@ -94,7 +113,15 @@ def _report(summary: Summary) -> None:
         table=[r.model_dump() for r in summary.rows],
         description="Every cell of the matrix: built, reused or failed, and where its log is.",
     )
-    Console(width=160).print(summary.table())
+    console = Console(width=160)
+    console.print(summary.table())
+    for r in summary.failed:
+        console.print(
+            f"[red]FAILED[/] {r.model}/{r.quantization}/{r.device}: {r.detail}"
+            + (f"\n  log: {r.log}" if r.log else ""),
+            soft_wrap=True,
+            highlight=False,
+        )
 
 
 if __name__ == "__main__":

@@ -123,9 +123,7 @@ def build_weights(
         out = work / "out"
         run = {"cell": cell, "log_path": log, "timeout": timeout, "on_line": on_line}
         convert = toolchain.convert_weight_args(source_dir, wb.quantization, out, convert_device, wb.model_type)
-        gen = toolchain.gen_config_args(
-            source_dir, wb.quantization, wb.conv_template, wb.overrides, out, wb.model_type
-        )
+        gen = toolchain.gen_config_args(source_dir, wb.quantization, wb.conv_template, wb.overrides, out, wb.model_type)
         return {
             "convert_weight": toolchain.run("convert_weight", convert, **run),
             "gen_config": toolchain.run("gen_config", gen, **run),
@@ -140,15 +138,16 @@ def build_weights(
 def build_library(
     store: ArtifactStore,
     lb: LibBuild,
+    config_from: str,
     *,
     timeout: float = DEFAULT_TIMEOUT,
     on_line: Callable[[str], None] | None = None,
     flow_run: str | None = None,
 ) -> BuildRecord:
-    """compile the mlc-chat-config.json of `lb.config_from` for one target."""
-    weights = load_record(store, lb.config_from)
+    """compile the mlc-chat-config.json of the weight build `config_from` for one target."""
+    weights = load_record(store, config_from)
     if weights is None:
-        raise StoreError(f"weights {lb.config_from[:12]} have no build record in {store.url}")
+        raise StoreError(f"weights {config_from[:12]} have no build record in {store.url}")
     config = next(f for f in weights.files if f.path == "mlc-chat-config.json")
     lib_name = f"{LIB_FILE}.{lb.device.library_ext}"
     users = ", ".join(f"{c.model}/{c.quantization}/{c.device}" for c in lb.users)
@@ -158,9 +157,7 @@ def build_library(
         store.get_blob(config.sha256, config_path)
         args = toolchain.compile_args(config_path, lb.device, lb.overrides, work / lib_name)
         env = toolchain.compile_env(lb.device)
-        seconds = toolchain.run(
-            "compile", args, cell=users, log_path=log, timeout=timeout, env=env, on_line=on_line
-        )
+        seconds = toolchain.run("compile", args, cell=users, log_path=log, timeout=timeout, env=env, on_line=on_line)
         return {"compile": seconds}
 
     return _run_steps(

@@ -22,7 +22,8 @@ err = Console(stderr=True)
 
 MatrixOpt = Annotated[Path, typer.Option("--matrix", "-m", help="The matrix file.")]
 StoreOpt = Annotated[
-    str | None, typer.Option("--store", help="file://DIR or s3://bucket/prefix (default: $MLC_FARM_STORE or ./artifacts).")
+    str | None,
+    typer.Option("--store", help="file://DIR or s3://bucket/prefix (default: $MLC_FARM_STORE or ./artifacts)."),
 ]
 ModelOpt = Annotated[list[str] | None, typer.Option("--model", help="Only this model (repeatable).")]
 

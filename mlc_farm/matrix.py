@@ -196,9 +196,7 @@ def _check_names(m: Matrix, base_dir: Path) -> list[str]:
 
     def safe(path: str, value: str, what: str) -> None:
         if not _SAFE_NAME.match(value) or ".." in value:
-            problems.append(
-                f"{path}: {value!r} is not a safe {what} (letters, digits, '.', '_', '-'; no '/' or '..')"
-            )
+            problems.append(f"{path}: {value!r} is not a safe {what} (letters, digits, '.', '_', '-'; no '/' or '..')")
 
     def known_quant(path: str, q: str) -> None:
         if q not in QUANTIZATIONS:
@@ -318,9 +316,7 @@ def expand(m: Matrix) -> list[Cell]:
 
     As in a CI matrix, `exclude` applies to the product and `include` adds cells back afterwards.
     """
-    cells = [
-        c for c in _base_cells(m) if not any(r.matches(c.model, c.quantization, c.device) for r in m.exclude)
-    ]
+    cells = [c for c in _base_cells(m) if not any(r.matches(c.model, c.quantization, c.device) for r in m.exclude)]
     for rule in m.include:
         cells += [c for c in _included_cells(m, rule) if c not in cells]
     return cells

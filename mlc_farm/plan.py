@@ -28,8 +28,9 @@ class LibBuild(BaseModel):
     quantization: str
     device: DeviceSpec
     overrides: Overrides
-    # The weight build whose mlc-chat-config.json is compiled: the first model that needs this library.
-    config_from: str
+    # Weight builds whose mlc-chat-config.json can be compiled (any will do: same architecture), in order
+    # of preference; the first one that is built is used, so one failed model does not sink the library.
+    config_from: list[str]
     users: list[Cell]
     inputs: dict
 
@@ -55,9 +56,7 @@ class Plan(BaseModel):
         return out
 
 
-def make_plan(
-    matrix: Matrix, cells: list[Cell], sources: dict[str, ResolvedSource], toolchain: ToolchainInfo
-) -> Plan:
+def make_plan(matrix: Matrix, cells: list[Cell], sources: dict[str, ResolvedSource], toolchain: ToolchainInfo) -> Plan:
     weight_builds: dict[str, WeightBuild] = {}
     lib_builds: dict[str, LibBuild] = {}
     planned: list[PlanCell] = []
@@ -94,11 +93,13 @@ def make_plan(
                 quantization=cell.quantization,
                 device=device,
                 overrides=spec.overrides,
-                config_from=w_key,
+                config_from=[],
                 users=[],
                 inputs=l_inputs,
             ),
         )
         lib.users.append(cell)
+        if w_key not in lib.config_from:
+            lib.config_from.append(w_key)
         planned.append(PlanCell(cell=cell, weights=w_key, library=l_key))
     return Plan(toolchain=toolchain, cells=planned, weight_builds=weight_builds, lib_builds=lib_builds)

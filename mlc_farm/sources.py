@@ -115,7 +115,5 @@ def fetch(source: ResolvedSource, cache_dir: Path | None = None) -> Path:
     names = [s.rfilename for s in HfApi().model_info(source.ref, revision=source.identity).siblings or []]
     cache = cache_dir or Path(os.environ.get("MLC_FARM_CACHE", Path.home() / ".cache" / "mlc-farm")) / "hf"
     return Path(
-        snapshot_download(
-            source.ref, revision=source.identity, allow_patterns=needed_files(names), cache_dir=cache
-        )
+        snapshot_download(source.ref, revision=source.identity, allow_patterns=needed_files(names), cache_dir=cache)
     )

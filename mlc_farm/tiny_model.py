@@ -53,9 +53,7 @@ def _tokenizer(out: Path) -> None:
     tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
     tok.save(str(out / "tokenizer.json"))
     (out / "tokenizer_config.json").write_text(
-        json.dumps(
-            {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "model_max_length": 512}, indent=2
-        )
+        json.dumps({"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "model_max_length": 512}, indent=2)
     )
 
 

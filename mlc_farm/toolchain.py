@@ -121,9 +121,7 @@ def probe(timeout: float = 120) -> ToolchainInfo:
     if python is None:
         return ToolchainInfo(error=f"cannot tell which Python runs {shlex.join(cmd)!r}")
     try:
-        done = subprocess.run(
-            [python, "-c", _PROBE], capture_output=True, text=True, timeout=timeout, check=False
-        )
+        done = subprocess.run([python, "-c", _PROBE], capture_output=True, text=True, timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired) as e:
         return ToolchainInfo(error=f"probe of {python} failed: {e}")
     if done.returncode != 0:

@@ -68,9 +68,9 @@ def build_weights(store_url: str, wb: WeightBuild, source: ResolvedSource, conve
     retry_condition_fn=transient_only,
     tags=["mlc-compile"],
 )
-def build_library(store_url: str, lb: LibBuild) -> str:
+def build_library(store_url: str, lb: LibBuild, config_from: str) -> str:
     store = open_store(store_url)
-    return build.build_library(store, lb, on_line=_log_line, flow_run=str(flow_run.get_id())).key
+    return build.build_library(store, lb, config_from, on_line=_log_line, flow_run=str(flow_run.get_id())).key
 
 
 @task(name="update-catalog", retries=3, retry_delay_seconds=[2, 5, 15], retry_condition_fn=transient_only)

@@ -54,9 +54,7 @@ def test_tiny_example_is_valid_once_its_models_exist(tmp_path: Path) -> None:
 
 def test_unknown_quantization_suggests_the_close_name() -> None:
     doc = with_(models=[{**BASE["models"][0], "quantizations": ["q4f16_l"]}])
-    assert problems_of(doc) == [
-        "models[0].quantizations[0]: unknown quantization 'q4f16_l'; did you mean 'q4f16_1'?"
-    ]
+    assert problems_of(doc) == ["models[0].quantizations[0]: unknown quantization 'q4f16_l'; did you mean 'q4f16_1'?"]
 
 
 def test_unknown_device_names_the_field_and_known_devices() -> None:
@@ -89,9 +87,7 @@ def test_rule_that_matches_no_cell() -> None:
         models=[{**BASE["models"][0], "devices": ["cuda-sm90"]}],
         exclude=[{"model": "a", "device": "rocm-gfx942"}],
     )
-    assert problems_of(doc) == [
-        "exclude[0]: matches no cell of the matrix ({'model': 'a', 'device': 'rocm-gfx942'})"
-    ]
+    assert problems_of(doc) == ["exclude[0]: matches no cell of the matrix ({'model': 'a', 'device': 'rocm-gfx942'})"]
 
 
 def test_schema_errors_carry_the_path_and_value() -> None:

@@ -52,7 +52,7 @@ def test_weights_per_model_and_quantization_libraries_shared_by_architecture() -
     assert len(p.lib_builds) == 4  # the fine-tune shares the base model's libraries
     for lb in p.lib_builds.values():
         assert [c.model for c in lb.users] == ["base", "tune"]
-        assert p.weight_builds[lb.config_from].model == "base"
+        assert [p.weight_builds[k].model for k in lb.config_from] == ["base", "tune"]
 
 
 def test_different_architectures_do_not_share() -> None:

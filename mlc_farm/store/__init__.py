@@ -35,9 +35,7 @@ class ArtifactStore(Protocol):
 
     def write_json(self, name: str, data: dict[str, Any]) -> None: ...
 
-    def update_json(
-        self, name: str, change: Callable[[dict[str, Any] | None], dict[str, Any]]
-    ) -> dict[str, Any]:
+    def update_json(self, name: str, change: Callable[[dict[str, Any] | None], dict[str, Any]]) -> dict[str, Any]:
         """Read-modify-write without losing a concurrent writer's update."""
         ...
 

@@ -88,9 +88,7 @@ class LocalStore:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
         self._publish(tmp, name)
 
-    def update_json(
-        self, name: str, change: Callable[[dict[str, Any] | None], dict[str, Any]]
-    ) -> dict[str, Any]:
+    def update_json(self, name: str, change: Callable[[dict[str, Any] | None], dict[str, Any]]) -> dict[str, Any]:
         with self._locked(name):
             data = change(self.read_json(name))
             self.write_json(name, data)

@@ -129,7 +129,10 @@ def bf16_bytes(a: np.ndarray) -> bytes:
 
 def params(weights: dict[str, np.ndarray], layers: int) -> list[tuple[str, np.ndarray]]:
     """MLC's parameter order and fusions (qkv_proj, gate_up_proj) for a Llama."""
-    out = [("lm_head.weight", weights["lm_head.weight"]), ("model.embed_tokens.weight", weights["model.embed_tokens.weight"])]
+    out = [
+        ("lm_head.weight", weights["lm_head.weight"]),
+        ("model.embed_tokens.weight", weights["model.embed_tokens.weight"]),
+    ]
     for i in range(layers):
         p = f"model.layers.{i}."
         out += [
@@ -180,7 +183,9 @@ def convert_weight(args: argparse.Namespace) -> None:
     if args.device not in ("auto", "cpu"):
         fail(f"Device {args.device} is not found on this machine")
     weights = load_weights(Path(args.source) if args.source else src, args.source_format)
-    tensors = [t for name, w in params(weights, config["num_hidden_layers"]) for t in quantize(name, w, args.quantization)]
+    tensors = [
+        t for name, w in params(weights, config["num_hidden_layers"]) for t in quantize(name, w, args.quantization)
+    ]
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     shards: list[list] = [[]]
@@ -218,7 +223,9 @@ def gen_config(args: argparse.Namespace) -> None:
     src = model_dir(args.config)
     config = json.loads((src / "config.json").read_text())
     mtype = model_type(args.model_type, config)
-    generation = json.loads((src / "generation_config.json").read_text()) if (src / "generation_config.json").exists() else {}
+    generation = (
+        json.loads((src / "generation_config.json").read_text()) if (src / "generation_config.json").exists() else {}
+    )
     ctx = args.context_window_size or config.get("max_position_embeddings", 2048)
     prefill = args.prefill_chunk_size or min(ctx, 8192)
     tp, pp = args.tensor_parallel_shards or 1, args.pipeline_parallel_stages or 1
@@ -309,8 +316,16 @@ def compile_(args: argparse.Namespace) -> None:
     overrides = {}
     for item in filter(None, (args.overrides or "").split(";")):
         key, _, value = item.partition("=")
-        if key not in ("context_window_size", "sliding_window_size", "prefill_chunk_size", "attention_sink_size",
-                       "max_batch_size", "tensor_parallel_shards", "pipeline_parallel_stages", "disaggregation"):
+        if key not in (
+            "context_window_size",
+            "sliding_window_size",
+            "prefill_chunk_size",
+            "attention_sink_size",
+            "max_batch_size",
+            "tensor_parallel_shards",
+            "pipeline_parallel_stages",
+            "disaggregation",
+        ):
             fail(f"Unknown override {key!r}")
         overrides[key] = value
     identity = {

@@ -1,0 +1,171 @@
+"""End to end with the Prefect flow (embedded temporary server) and the toolchain double, through the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from mlc_farm.pull import catalog
+from mlc_farm.store.local import LocalStore
+from tests.helpers import ROOT, cli, toolchain_calls
+
+pytestmark = pytest.mark.slow
+
+
+def steps(log: Path) -> Counter:
+    return Counter(call["step"] for call in toolchain_calls(log))
+
+
+def build(matrix: Path, store: Path, calls: Path, *extra: str, env: dict | None = None):
+    return cli("build", "--matrix", str(matrix), "--store", str(store), *extra,
+               env={"MLC_DOUBLE_LOG": str(calls), **(env or {})})  # fmt: skip
+
+
+def assert_store_whole(store: Path) -> None:
+    """Every catalog entry points at records that exist; every record's blobs exist."""
+    s = LocalStore(store)
+    for row in catalog(s):
+        for key in [row.entry.weights, *(lib.key for lib in row.entry.libs.values())]:
+            assert (store / "builds" / f"{key}.json").is_file()
+    for name in s.list("builds/"):
+        record = json.loads((store / name).read_text())
+        for f in record["files"] + [record["log"]]:
+            assert s.has_blob(f["sha256"]), f"{name} -> {f['path']}"
+
+
+def test_build_reuse_and_pull(tiny_matrix: Path, tmp_path: Path) -> None:
+    store, calls = tmp_path / "store", tmp_path / "calls.log"
+    first = build(tiny_matrix, store, calls)
+    assert first.returncode == 0, first.stdout + first.stderr
+    # 8 cells: weights once per model x quantization, libraries shared by the two models.
+    assert steps(calls) == {"convert_weight": 4, "gen_config": 4, "compile": 4}
+    assert "8 cells: 8 built" in first.stdout
+    assert all(
+        "--device" in c["argv"] and "cpu" in c["argv"] for c in toolchain_calls(calls) if c["step"] == "convert_weight"
+    )
+
+    plan = json.loads(cli("plan", "--matrix", str(tiny_matrix), "--store", str(store), "--format", "json").stdout)
+    assert plan["counts"] == {
+        "cells": 8, "unresolved_cells": 0, "weight_builds": 4, "library_builds": 4,
+        "weight_builds_in_store": 4, "library_builds_in_store": 4, "libraries_shared": 4,
+    }  # fmt: skip
+    assert plan["toolchain"]["mlc_llm_version"] == "0.20.0.dev0"
+
+    calls.unlink()
+    second = build(tiny_matrix, store, calls)
+    assert second.returncode == 0 and "8 cells: 8 reused" in second.stdout
+    assert steps(calls) == {}
+
+    out = tmp_path / "pulled"
+    done = cli("pull", "tiny-llama-b", "q4f16_1", "--device", "cpu", "-o", str(out), "--store", str(store))
+    assert done.returncode == 0, done.stderr
+    # What the toolchain writes for this cell, produced again directly: the pulled files are the same bytes.
+    direct = tmp_path / "direct"
+    src = tiny_matrix.parent / "models" / "b"
+    for args in (
+        ["convert_weight", str(src), "--quantization", "q4f16_1", "--device", "cpu", "-o", str(direct)],
+        ["gen_config", str(src), "--quantization", "q4f16_1", "--conv-template", "LM", "-o", str(direct)],
+        ["compile", str(out / "mlc-chat-config.json"), "--device", "llvm", "-o", str(direct / "lib.so")],
+    ):
+        subprocess.run([sys.executable, "-m", "mlc_llm", *args], check=True, capture_output=True)
+    pulled = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert pulled == [
+        "lib/tiny-llama-b-q4f16_1-cpu.so", "mlc-chat-config.json", "params_shard_0.bin",
+        "tensor-cache.json", "tokenizer.json", "tokenizer_config.json",
+    ]  # fmt: skip
+    for name in pulled[1:]:
+        assert (out / name).read_bytes() == (direct / name).read_bytes(), name
+    assert (out / pulled[0]).read_bytes() == (direct / "lib.so").read_bytes()
+
+    listing = cli("ls", "--store", str(store))
+    assert listing.returncode == 0 and "tiny-llama-a" in listing.stdout and "cpu, vulkan" in listing.stdout
+    assert cli("verify", "--store", str(store)).returncode == 0
+    assert_store_whole(store)
+
+
+def test_one_failing_cell_does_not_stop_the_others(tiny_matrix: Path, tmp_path: Path) -> None:
+    store, calls = tmp_path / "store", tmp_path / "calls.log"
+    failing = build(tiny_matrix, store, calls, env={"MLC_DOUBLE_FAIL": "compile:vulkan:generic"})
+    assert failing.returncode == 1
+    assert "4 of 8 cells failed" in failing.stderr
+    assert steps(calls) == {"convert_weight": 4, "gen_config": 4, "compile": 4}
+    rows = [line for line in failing.stdout.splitlines() if line.startswith("│ tiny-llama")]
+    assert len(rows) == 8
+    assert sorted(" vulkan " in r for r in rows if "failed" in r) == [True] * 4
+    entries = {(r.entry.model, r.entry.quantization): r.entry for r in catalog(LocalStore(store))}
+    assert len(entries) == 4 and all(set(e.libs) == {"cpu"} for e in entries.values())
+    # The failure's log is kept in the store, and the summary says where.
+    failed = [line for line in failing.stdout.splitlines() if line.startswith("FAILED ")]
+    assert len(failed) == 4 and all("/vulkan: compile failed for" in line and "exit code 1" in line for line in failed)
+    log_blobs = {line.split("blobs/sha256/")[1] for line in failing.stdout.splitlines() if line.startswith("  log: ")}
+    assert len(log_blobs) == 2  # one log per failed library build (each shared by two cells)
+    texts = [(store / "blobs" / "sha256" / b).read_text() for b in log_blobs]
+    assert any("injected failure in compile" in t for t in texts)
+
+    calls.unlink()
+    rerun = build(tiny_matrix, store, calls)
+    assert rerun.returncode == 0, rerun.stderr
+    assert steps(calls) == {"compile": 2}  # only what failed
+    entries = {(r.entry.model, r.entry.quantization): r.entry for r in catalog(LocalStore(store))}
+    assert all(set(e.libs) == {"cpu", "vulkan"} for e in entries.values())
+
+
+def test_failed_weights_of_one_model_do_not_sink_the_shared_library(tiny_matrix: Path, tmp_path: Path) -> None:
+    store, calls = tmp_path / "store", tmp_path / "calls.log"
+    done = build(tiny_matrix, store, calls, env={"MLC_DOUBLE_FAIL": "convert_weight:models/a"})
+    assert done.returncode == 1
+    entries = {(r.entry.model, r.entry.quantization): r.entry for r in catalog(LocalStore(store))}
+    assert set(entries) == {("tiny-llama-b", "q4f16_1"), ("tiny-llama-b", "q0f16")}
+    assert all(set(e.libs) == {"cpu", "vulkan"} for e in entries.values())
+
+
+def test_killed_build_is_finished_by_the_next_run(tiny_matrix: Path, tmp_path: Path) -> None:
+    store, calls = tmp_path / "store", tmp_path / "calls.log"
+    env = {**os.environ, "MLC_DOUBLE_LOG": str(calls), "MLC_DOUBLE_SLEEP": "2"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlc_farm.cli", "build", "--matrix", str(tiny_matrix), "--store", str(store)],
+        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and len(list((store / "builds").glob("*.json"))) < 2:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    records_before = len(list((store / "builds").glob("*.json")))
+    assert 2 <= records_before < 8, "the kill should land half-way"
+    assert_store_whole(store)
+    assert cli("verify", "--store", str(store)).returncode == 0
+
+    calls_before = len(toolchain_calls(calls))
+    rerun = build(tiny_matrix, store, calls)
+    assert rerun.returncode == 0, rerun.stderr
+    assert len(list((store / "builds").glob("*.json"))) == 8
+    redone = len(toolchain_calls(calls)) - calls_before
+    assert redone < 12  # the finished builds were not run again
+    assert "8 cells:" in rerun.stdout and "reused" in rerun.stdout
+    assert_store_whole(store)
+    assert len(catalog(LocalStore(store))) == 4
+
+
+def test_force_and_a_new_toolchain_rebuild(tiny_matrix: Path, tmp_path: Path) -> None:
+    store, calls = tmp_path / "store", tmp_path / "calls.log"
+    assert build(tiny_matrix, store, calls, "--model", "tiny-llama-a").returncode == 0
+    assert steps(calls) == {"convert_weight": 2, "gen_config": 2, "compile": 4}
+    calls.unlink()
+    assert build(tiny_matrix, store, calls, "--model", "tiny-llama-a", "--force").returncode == 0
+    assert steps(calls) == {"convert_weight": 2, "gen_config": 2, "compile": 4}
+    calls.unlink()
+    nightly = build(tiny_matrix, store, calls, "--model", "tiny-llama-a", env={"MLC_DOUBLE_VERSION": "0.21.0.dev3"})
+    assert nightly.returncode == 0
+    assert steps(calls) == {"convert_weight": 2, "gen_config": 2, "compile": 4}
+    entry = catalog(LocalStore(store))[0].entry
+    record = json.loads((store / "builds" / f"{entry.weights}.json").read_text())
+    assert record["toolchain"]["mlc_llm_version"] == "0.21.0.dev3"
