@@ -95,8 +95,7 @@ def nightly_build(
         if o.status in ("built", "reused"):
             record = load_record(st, key)
             o.log = f"{st.url}/blobs/sha256/{record.log.sha256}" if record and record.log else None
-    for model, quant in plan.units():
-        update_catalog(st.url, plan, srcs[model], model, quant)
+    update_catalog(st.url, plan, srcs)
 
     summary = summarize(plan, outcomes)
     _report(summary)

@@ -192,6 +192,11 @@ def update_catalog(
     )
     planned = {pc.cell.device for pc in cells}
 
+    path = catalog_path(model, quantization)
+    current = store.read_json(path)
+    if current and current["weights"] == entry.weights and _lib_keys(current) >= _lib_keys(entry.model_dump()):
+        return CatalogEntry.model_validate(current)  # nothing new: a no-op nightly writes nothing
+
     def merge(old: dict | None) -> dict:
         # Another run may have built other devices of the same weights: keep those libraries.
         if old and old.get("weights") == entry.weights:
@@ -199,4 +204,8 @@ def update_catalog(
             return entry.model_copy(update={"libs": {**kept, **entry.libs}}).model_dump(mode="json")
         return entry.model_dump(mode="json")
 
-    return CatalogEntry.model_validate(store.update_json(catalog_path(model, quantization), merge))
+    return CatalogEntry.model_validate(store.update_json(path, merge))
+
+
+def _lib_keys(entry: dict) -> set[tuple[str, str]]:
+    return {(device, ref["key"]) for device, ref in entry["libs"].items()}
