@@ -7,6 +7,7 @@ cell never stops the others; the run ends Failed with a table artifact naming ev
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
@@ -23,6 +24,8 @@ from mlc_farm.summary import Outcome, Summary, summarize
 from tasks.build import build_library, build_weights, probe_toolchain, resolve_sources, update_catalog
 
 PARALLEL = int(os.environ.get("MLC_FARM_PARALLEL", "2"))
+# Uploads begun this long ago belong to runs that died: a live run finishes a blob well within it.
+STALE_UPLOAD_HOURS = float(os.environ.get("MLC_FARM_STALE_UPLOAD_HOURS", "24"))
 
 
 def _usable(outcome: Outcome | None) -> bool:
@@ -56,6 +59,9 @@ def nightly_build(
     srcs = resolve_sources(loaded, [m for m in loaded.matrix.models if m.id in wanted])
     plan = make_plan(loaded.matrix, cells, srcs, toolchain)
     st = open_store(store)
+    stale = st.abort_stale_uploads(timedelta(hours=STALE_UPLOAD_HOURS))
+    if stale:
+        logger.info("aborted %d unfinished uploads left by earlier runs", len(stale))
 
     def have(key: str) -> bool:
         return not force and load_record(st, key) is not None

@@ -13,6 +13,7 @@ from rich.table import Table
 from mlc_farm import plan as planning
 from mlc_farm import sources, toolchain
 from mlc_farm.build import load_record
+from mlc_farm.manifest import blob_path
 from mlc_farm.matrix import MatrixError, load_matrix, select_models
 from mlc_farm.store import StoreError, open_store
 
@@ -158,7 +159,7 @@ def list_catalog(store: StoreOpt = None) -> None:
     try:
         rows = catalog(open_store(store))
     except StoreError as e:
-        raise _fail(str(e), 2) from None
+        raise _fail(str(e), 1) from None
     t = Table(title="catalog")
     for col in ("model", "quant", "devices", "weights", "libraries", "built"):
         t.add_column(col)
@@ -197,12 +198,62 @@ def verify(store: StoreOpt = None) -> None:
     """Check that every catalog entry and build record points at blobs that exist."""
     from mlc_farm.pull import verify as do_verify
 
-    problems = do_verify(open_store(store))
+    try:
+        problems = do_verify(open_store(store))
+    except StoreError as e:
+        raise _fail(str(e), 1) from None
     for p in problems:
         err.print(p, highlight=False)
     if problems:
         raise typer.Exit(1)
     out.print("store is consistent")
+
+
+@app.command()
+def url(
+    model: str,
+    quantization: str,
+    device: Annotated[str | None, typer.Option("--device", help="Only this device's library.")] = None,
+    expires: Annotated[int, typer.Option(help="Seconds the links stay valid.")] = 3600,
+    store: StoreOpt = None,
+) -> None:
+    """Print presigned download URLs (S3 store) for people without credentials: `path url` per line."""
+    from mlc_farm.pull import pull_files
+    from mlc_farm.store.s3 import S3Store
+
+    try:
+        st = open_store(store)
+        if not isinstance(st, S3Store):
+            raise StoreError(f"{st.url}: presigned URLs need an S3 store (s3://bucket/prefix)")
+        for rel, f in pull_files(st, model, quantization, device).items():
+            print(f"{rel}\t{f.size}\t{f.sha256}\t{st.presigned_url(blob_path(f.sha256), expires)}")
+    except StoreError as e:
+        raise _fail(str(e), 1) from None
+    err.print(f"links expire in {expires} s; check each file's sha256 after download")
+
+
+@app.command()
+def gc(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would go.")] = False,
+    min_age_hours: Annotated[float, typer.Option(help="Keep anything younger (builds in flight).")] = 24.0,
+    store: StoreOpt = None,
+) -> None:
+    """Remove blobs no build record points at, and uploads that killed runs left unfinished."""
+    from datetime import timedelta
+
+    from mlc_farm.gc import collect
+
+    try:
+        report = collect(open_store(store), timedelta(hours=min_age_hours), dry_run=dry_run)
+    except StoreError as e:
+        raise _fail(str(e), 1) from None
+    verb = "would remove" if dry_run else "removed"
+    for name in [*report.blobs, *report.uploads]:
+        out.print(f"{verb} {name}", highlight=False)
+    out.print(
+        f"{verb} {len(report.blobs)} unreferenced blobs ({_size(report.bytes)}) "
+        f"and {len(report.uploads)} unfinished uploads"
+    )
 
 
 @app.command("tiny-model")

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from mlc_farm.build import load_record
-from mlc_farm.manifest import CatalogEntry, catalog_path, referenced_blobs
+from mlc_farm.manifest import CatalogEntry, FileEntry, catalog_path, referenced_blobs
 from mlc_farm.store import ArtifactStore, StoreError
 
 
@@ -54,8 +54,8 @@ def lib_filename(model: str, quantization: str, device: str, ext: str) -> str:
     return f"{model}-{quantization}-{device}.{ext}"
 
 
-def pull(store: ArtifactStore, model: str, quantization: str, out: Path, device: str | None = None) -> list[Path]:
-    """Write weights, config, tokenizer and the libraries (one device, or all) into `out`, each verified."""
+def pull_files(store: ArtifactStore, model: str, quantization: str, device: str | None = None) -> dict[str, FileEntry]:
+    """The MLC-ready layout of a catalog entry: relative path -> file (weights at the root, libs in lib/)."""
     entry = get_entry(store, model, quantization)
     weights = load_record(store, entry.weights)
     if weights is None:
@@ -65,41 +65,36 @@ def pull(store: ArtifactStore, model: str, quantization: str, out: Path, device:
             f"{model} {quantization} has no library for device {device!r}; "
             f"built: {', '.join(sorted(entry.libs)) or 'none'}"
         )
-    wanted = {f.path: f.sha256 for f in weights.files}
+    wanted = {f.path: f for f in weights.files}
     for name, ref in entry.libs.items():
         if device in (None, name):
             ext = ref.file.path.rsplit(".", 1)[-1]
-            wanted[f"lib/{lib_filename(model, quantization, name, ext)}"] = ref.file.sha256
+            wanted[f"lib/{lib_filename(model, quantization, name, ext)}"] = ref.file
+    return dict(sorted(wanted.items()))
+
+
+def pull(store: ArtifactStore, model: str, quantization: str, out: Path, device: str | None = None) -> list[Path]:
+    """Write weights, config, tokenizer and the libraries (one device, or all) into `out`, each verified."""
     written = []
-    for rel, sha in sorted(wanted.items()):
-        dest = out / rel
-        store.get_blob(sha, dest)
-        written.append(dest)
+    for rel, f in pull_files(store, model, quantization, device).items():
+        store.get_blob(f.sha256, out / rel)
+        written.append(out / rel)
     return written
 
 
 def verify(store: ArtifactStore) -> list[str]:
-    """Every catalog entry's records and blobs exist: the problems found (empty means whole)."""
+    """Every catalog entry points at records, and every record at blobs, that exist: the problems found."""
     problems = []
     for row in catalog(store):
         e = row.entry
-        keys = [e.weights, *(ref.key for ref in e.libs.values())]
-        for key in keys:
-            record = load_record(store, key)
-            if record is None:
+        for key in [e.weights, *(ref.key for ref in e.libs.values())]:
+            if load_record(store, key) is None:
                 problems.append(f"{catalog_path(e.model, e.quantization)}: build {key} has no record")
-                continue
-            problems += [
-                f"builds/{key}.json: {f.path} -> blob {f.sha256} is missing"
-                for f in referenced_blobs(record)
-                if not store.has_blob(f.sha256)
-            ]
     for name in store.list("builds/"):
         record = load_record(store, name.removeprefix("builds/").removesuffix(".json"))
-        if record:
-            problems += [
-                f"{name}: {f.path} -> blob {f.sha256} is missing"
-                for f in referenced_blobs(record)
-                if not store.has_blob(f.sha256)
-            ]
-    return sorted(set(problems))
+        problems += [
+            f"{name}: {f.path} -> blob {f.sha256} is missing"
+            for f in (referenced_blobs(record) if record else [])
+            if not store.has_blob(f.sha256)
+        ]
+    return problems

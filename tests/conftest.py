@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import pytest
 
 from mlc_farm.tiny_model import write_tiny_llama
 from tests.helpers import DOUBLE, ROOT
+from tests.seaweed import SeaweedS3
 
 TINY_MATRIX = """
 quantizations: [q4f16_1, q0f16]
@@ -42,6 +46,10 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLC_FARM_WORK_DIR", str(tmp_path / "work"))
     monkeypatch.setenv("MLC_FARM_STORE", str(tmp_path / "store"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     for name in ("MLC_FARM_MLC_LLM", "MLC_DOUBLE_FAIL", "MLC_DOUBLE_HANG", "MLC_DOUBLE_SLEEP", "MLC_DOUBLE_LOG"):
         monkeypatch.delenv(name, raising=False)
 
@@ -52,3 +60,21 @@ def tiny_matrix(tiny_models: Path, tmp_path: Path) -> Path:
     path = tiny_models / f"matrix-{tmp_path.name}.yaml"
     path.write_text(TINY_MATRIX)
     return path
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    """One real SeaweedFS S3 server for the whole session, on free ports of 127.0.0.1."""
+    server = SeaweedS3.start(tmp_path_factory.mktemp("seaweed"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_store_url(seaweed: SeaweedS3, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh bucket on the server, with the AWS environment pointing at it; returns s3://bucket/farm."""
+    for name, value in seaweed.env().items():
+        monkeypatch.setenv(name, value)
+    bucket = f"t{uuid.uuid4().hex[:16]}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/farm"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,12 +42,24 @@ class ArtifactStore(Protocol):
 
     def list(self, prefix: str) -> Iterator[str]: ...
 
+    def list_with_info(self, prefix: str) -> Iterator[tuple[str, int, datetime]]:
+        """(name, size, last modified) of every object under `prefix`."""
+        ...
+
+    def delete(self, name: str) -> None: ...
+
+    def abort_stale_uploads(self, older_than: timedelta, dry_run: bool = False) -> list[str]:
+        """Drop uploads that a killed process left unfinished (never visible to readers); their names."""
+        ...
+
 
 def open_store(url: str | None = None) -> ArtifactStore:
     """The store at `url`, else MLC_FARM_STORE, else ./artifacts; a plain path means a local directory."""
     url = url or os.environ.get("MLC_FARM_STORE") or DEFAULT_STORE
     if url.startswith("s3://"):
-        raise StoreError(f"{url}: the S3 store is not available in this version")
+        from mlc_farm.store.s3 import S3Store
+
+        return S3Store(url)
     from mlc_farm.store.local import LocalStore
 
     return LocalStore(Path(url.removeprefix("file://")))

@@ -11,9 +11,10 @@ import fcntl
 import hashlib
 import json
 import os
-import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -111,15 +112,28 @@ class LocalStore:
                 if p.is_file():
                     yield p.relative_to(self.root).as_posix()
 
-    def remove_stale_tmp(self) -> int:
-        """Remove temporary files left by killed processes; returns how many."""
-        removed = 0
+    def list_with_info(self, prefix: str) -> Iterator[tuple[str, int, datetime]]:
+        for name in self.list(prefix):
+            st = (self.root / name).stat()
+            yield name, st.st_size, datetime.fromtimestamp(st.st_mtime, timezone.utc)
+
+    def delete(self, name: str) -> None:
+        (self.root / name).unlink(missing_ok=True)
+
+    def abort_stale_uploads(self, older_than: timedelta, dry_run: bool = False) -> list[str]:
+        """Temporary files of processes that are gone, or older than `older_than`: the local twin of
+        abandoned multipart uploads."""
+        cutoff = time.time() - older_than.total_seconds()
+        stale = []
         for p in (self.root / "tmp").iterdir():
             pid = p.name.split("-", 1)[0]
-            if pid.isdigit() and not _alive(int(pid)):
-                shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-                removed += 1
-        return removed
+            if p.suffix == ".lock":
+                continue
+            if (pid.isdigit() and not _alive(int(pid))) or p.stat().st_mtime <= cutoff:
+                stale.append(f"tmp/{p.name}")
+                if not dry_run:
+                    p.unlink(missing_ok=True)
+        return stale
 
 
 def _alive(pid: int) -> bool:

@@ -1,0 +1,242 @@
+"""The S3 store: same layout and write order as the local one, on any S3 server (AWS, MinIO, Ceph, R2,
+SeaweedFS).
+
+Endpoint, region and credentials come from the standard AWS environment and config (AWS_ENDPOINT_URL,
+profiles, instance roles); path-style addressing when an endpoint is given. Blobs go up as parallel
+multipart uploads with SHA-256 part checksums the server verifies, and come down as parallel ranged GETs
+into a temporary file that is renamed only once its sha256 matches. botocore retries transient errors
+(5xx, throttling, resets) with backoff; permanent ones raise StoreError naming the bucket and what to check.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import boto3
+from boto3.exceptions import S3UploadFailedError
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from mlc_farm.manifest import blob_path
+from mlc_farm.sources import file_sha256
+from mlc_farm.store import CorruptBlobError, StoreError
+
+MB = 1024 * 1024
+_DENIED = {"AccessDenied", "403", "SignatureDoesNotMatch", "InvalidAccessKeyId", "ExpiredToken", "InvalidToken"}
+_MISSING = {"NoSuchKey", "404", "NotFound"}
+_CONFLICT = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
+
+
+def transfer_config() -> TransferConfig:
+    """Parts of 16 MB, 8 at a time: fast on one link, and memory stays near 8 x 16 MB whatever the file size."""
+    chunk = int(os.environ.get("MLC_FARM_S3_CHUNK_MB", "16")) * MB
+    return TransferConfig(
+        multipart_threshold=chunk,
+        multipart_chunksize=chunk,
+        max_concurrency=int(os.environ.get("MLC_FARM_S3_CONCURRENCY", "8")),
+        max_io_queue=64,
+        use_threads=True,
+    )
+
+
+class S3Store:
+    def __init__(self, url: str):
+        bucket, _, prefix = url.removeprefix("s3://").partition("/")
+        if not bucket:
+            raise StoreError(f"{url}: expected s3://bucket/prefix")
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        session = boto3.session.Session()
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        config = Config(
+            retries={"mode": "standard", "max_attempts": int(os.environ.get("MLC_FARM_S3_ATTEMPTS", "8"))},
+            max_pool_connections=32,
+            s3={"addressing_style": "path"} if endpoint else {},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        self.endpoint = endpoint
+        if session.get_credentials() is None:
+            raise StoreError(
+                f"no AWS credentials found for {self.url}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                "or AWS_PROFILE, or run where an instance role applies"
+            )
+        self.client = session.client("s3", endpoint_url=endpoint, config=config)
+        self.transfer = transfer_config()
+        self.requests: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self.client.meta.events.register("before-call.s3", self._count)
+
+    def _count(self, model: Any, **_: Any) -> None:
+        with self._lock:
+            self.requests[model.name] += 1
+
+    def _key(self, name: str) -> str:
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def _error(self, e: ClientError, what: str) -> StoreError:
+        """A permanent error in words a user can act on; never with credentials in it."""
+        code = str(e.response.get("Error", {}).get("Code", "unknown"))
+        where = f"s3://{self.bucket}" + (f" at {self.endpoint}" if self.endpoint else "")
+        if code in _DENIED:
+            return StoreError(
+                f"access denied ({code}) to {where} while {what}: check AWS_ACCESS_KEY_ID / "
+                "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) and the bucket policy"
+            )
+        if code == "NoSuchBucket":
+            return StoreError(f"bucket {self.bucket!r} does not exist at {where}: create it or fix MLC_FARM_STORE")
+        return StoreError(f"S3 error {code} from {where} while {what}")
+
+    def _head(self, name: str) -> dict[str, Any] | None:
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=self._key(name))
+        except ClientError as e:
+            code = str(e.response.get("Error", {}).get("Code"))
+            if code in _MISSING:
+                # HEAD has no body: a missing bucket also answers 404, so tell the two apart once.
+                self._check_bucket()
+                return None
+            raise self._error(e, f"reading {name}") from None
+
+    def _check_bucket(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as e:
+            code = str(e.response.get("Error", {}).get("Code"))
+            if code in ("404", "NoSuchBucket", "NotFound"):
+                e.response["Error"]["Code"] = "NoSuchBucket"
+            raise self._error(e, "checking the bucket") from None
+
+    def has_blob(self, sha256: str) -> bool:
+        return self._head(blob_path(sha256)) is not None
+
+    def put_blob(self, path: Path, sha256: str) -> bool:
+        if self.has_blob(sha256):
+            return False
+        try:
+            self.client.upload_file(
+                str(path),
+                self.bucket,
+                self._key(blob_path(sha256)),
+                ExtraArgs={"ChecksumAlgorithm": "SHA256"},
+                Config=self.transfer,
+            )
+        except ClientError as e:
+            raise self._error(e, f"uploading {path.name}") from None
+        except S3UploadFailedError as e:
+            if "BadDigest" in str(e):
+                raise CorruptBlobError(f"{path} changed while being uploaded") from None
+            raise StoreError(f"uploading {path.name} to {self.url} failed: {e}") from None
+        return True
+
+    def get_blob(self, sha256: str, dest: Path) -> None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        part = dest.with_name(dest.name + ".part")
+        try:
+            self.client.download_file(self.bucket, self._key(blob_path(sha256)), str(part), Config=self.transfer)
+            got = file_sha256(part)
+            if got != sha256:
+                raise CorruptBlobError(f"{self.url}/{blob_path(sha256)} is corrupt (sha256 {got})")
+            os.replace(part, dest)
+        except ClientError as e:
+            raise self._error(e, f"downloading {dest.name}") from None
+        finally:
+            part.unlink(missing_ok=True)
+
+    def read_json(self, name: str) -> dict[str, Any] | None:
+        found = self._get_json(name)
+        return found[0] if found else None
+
+    def _get_json(self, name: str) -> tuple[dict[str, Any], str] | None:
+        try:
+            obj = self.client.get_object(Bucket=self.bucket, Key=self._key(name))
+        except ClientError as e:
+            if str(e.response.get("Error", {}).get("Code")) in _MISSING:
+                return None
+            raise self._error(e, f"reading {name}") from None
+        return json.loads(obj["Body"].read()), obj["ETag"]
+
+    def write_json(self, name: str, data: dict[str, Any], **conditions: str) -> None:
+        body = json.dumps(data, indent=2, sort_keys=True, default=str).encode()
+        try:
+            self.client.put_object(
+                Bucket=self.bucket, Key=self._key(name), Body=body, ContentType="application/json", **conditions
+            )
+        except ClientError as e:
+            if str(e.response.get("Error", {}).get("Code")) in _CONFLICT and conditions:
+                raise WriteConflict from None
+            raise self._error(e, f"writing {name}") from None
+
+    def update_json(
+        self, name: str, change: Callable[[dict[str, Any] | None], dict[str, Any]], attempts: int = 20
+    ) -> dict[str, Any]:
+        """Optimistic concurrency: write only if the object is still the one read (If-Match/If-None-Match)."""
+        for attempt in range(attempts):
+            found = self._get_json(name)
+            data = change(found[0] if found else None)
+            try:
+                self.write_json(name, data, **({"IfMatch": found[1]} if found else {"IfNoneMatch": "*"}))
+                return data
+            except WriteConflict:
+                time.sleep(random.uniform(0, 0.05 * 2 ** min(attempt, 5)))
+        raise StoreError(f"{self.url}/{name} kept changing under {attempts} concurrent updates; try again")
+
+    def list(self, prefix: str) -> Iterator[str]:
+        for name, _size, _mtime in self.list_with_info(prefix):
+            yield name
+
+    def list_with_info(self, prefix: str) -> Iterator[tuple[str, int, datetime]]:
+        strip = len(self._key(""))
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self._key(prefix)
+            ):
+                for obj in page.get("Contents", []):
+                    yield obj["Key"][strip:], obj["Size"], obj["LastModified"]
+        except ClientError as e:
+            raise self._error(e, f"listing {prefix}") from None
+
+    def delete(self, name: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(name))
+        except ClientError as e:
+            raise self._error(e, f"deleting {name}") from None
+
+    def abort_stale_uploads(self, older_than: timedelta, dry_run: bool = False) -> list[str]:
+        """Abort multipart uploads under the prefix begun before `older_than` ago (left by killed runs)."""
+        cutoff = datetime.now(timezone.utc) - older_than
+        aborted = []
+        try:
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=self._key("")
+            )
+            for page in pages:
+                for up in page.get("Uploads", []):
+                    if up["Initiated"] <= cutoff:
+                        if not dry_run:
+                            self.client.abort_multipart_upload(
+                                Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"]
+                            )
+                        aborted.append(up["Key"])
+        except ClientError as e:
+            raise self._error(e, "listing multipart uploads") from None
+        return aborted
+
+    def presigned_url(self, name: str, expires: int) -> str:
+        return self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": self._key(name)}, ExpiresIn=expires
+        )
+
+
+class WriteConflict(Exception):
+    """Someone else wrote the object between our read and our write."""

@@ -1,0 +1,66 @@
+"""A TCP proxy in front of the S3 server that answers the first N connections with an HTTP 503 (or
+resets them), then forwards: real transient faults on the wire, for the retry tests."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from urllib.parse import urlparse
+
+SLOW_DOWN = (
+    b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: 93\r\nConnection: close\r\n\r\n"
+    b"<?xml version='1.0'?><Error><Code>SlowDown</Code><Message>Please reduce</Message></Error>\r\n"
+)
+
+
+class FaultyProxy:
+    def __init__(self, upstream: str, failures: int, mode: str = "503"):
+        target = urlparse(upstream)
+        self.upstream = (target.hostname, target.port)
+        self.failures, self.mode = failures, mode
+        self.seen = 0
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        self._lock = threading.Lock()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with self._lock:
+            self.seen += 1
+            fail = self.seen <= self.failures
+        if fail:
+            conn.recv(65536)
+            if self.mode == "503":
+                conn.sendall(SLOW_DOWN)
+            else:  # reset
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            conn.close()
+            return
+        up = socket.create_connection(self.upstream)
+
+        def pipe(src: socket.socket, dst: socket.socket) -> None:
+            try:
+                while data := src.recv(65536):
+                    dst.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for s in (src, dst):
+                    try:
+                        s.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+        threading.Thread(target=pipe, args=(up, conn), daemon=True).start()
+        pipe(conn, up)
+
+    def close(self) -> None:
+        self.server.close()

@@ -1,0 +1,247 @@
+"""The S3 store against a real SeaweedFS server: verified multipart transfers, resumable uploads,
+conditional catalog updates, clear permanent errors, retried transient ones."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import urllib.request
+from datetime import timedelta
+from pathlib import Path
+
+import boto3
+import pytest
+
+from mlc_farm.build import store_files
+from mlc_farm.gc import collect
+from mlc_farm.manifest import blob_path
+from mlc_farm.store import CorruptBlobError, StoreError, open_store
+from mlc_farm.store.s3 import S3Store, WriteConflict
+from tests.faults import FaultyProxy
+from tests.helpers import ROOT, cli
+from tests.seaweed import SeaweedS3
+
+
+def random_file(path: Path, size: int, seed: int) -> str:
+    data = hashlib.sha256(str(seed).encode()).digest() * (size // 32 + 1)
+    path.write_bytes(data[:size])
+    return hashlib.sha256(data[:size]).hexdigest()
+
+
+def bucket_of(url: str) -> str:
+    return url.removeprefix("s3://").split("/")[0]
+
+
+def test_multipart_round_trip_with_verified_checksums(
+    s3_store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLC_FARM_S3_CHUNK_MB", "5")
+    store = open_store(s3_store_url)
+    assert isinstance(store, S3Store)
+    big = tmp_path / "params_shard_0.bin"
+    digest = random_file(big, 23 * 1024 * 1024 + 7, seed=1)
+    assert store.put_blob(big, digest) is True
+    assert store.requests["UploadPart"] == 5 and store.requests["CompleteMultipartUpload"] == 1
+    head = boto3.client("s3").head_object(
+        Bucket=store.bucket, Key=f"farm/{blob_path(digest)}", ChecksumMode="ENABLED"
+    )
+    assert head["ContentLength"] == big.stat().st_size
+    assert head["ChecksumSHA256"].endswith("-5")  # the server holds (and checked) a SHA-256 per part
+
+    before = dict(store.requests)
+    assert store.put_blob(big, digest) is False  # already there: one HEAD, nothing sent
+    sent = {k: v - before.get(k, 0) for k, v in store.requests.items() if v != before.get(k, 0)}
+    assert sent == {"HeadObject": 1}
+
+    out = tmp_path / "out" / "shard.bin"
+    store.get_blob(digest, out)
+    assert out.read_bytes() == big.read_bytes()
+
+
+def test_corrupted_object_is_detected_and_not_left_on_disk(s3_store_url: str, tmp_path: Path) -> None:
+    store = open_store(s3_store_url)
+    f = tmp_path / "tokenizer.json"
+    digest = random_file(f, 100_000, seed=2)
+    store.put_blob(f, digest)
+    boto3.client("s3").put_object(Bucket=bucket_of(s3_store_url), Key=f"farm/{blob_path(digest)}", Body=b"evil")
+    dest = tmp_path / "pulled" / "tokenizer.json"
+    with pytest.raises(CorruptBlobError, match="is corrupt"):
+        store.get_blob(digest, dest)
+    assert list((tmp_path / "pulled").iterdir()) == []
+
+
+def test_killed_upload_is_finished_by_the_next_run_sending_only_what_is_missing(
+    s3_store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLC_FARM_S3_CHUNK_MB", "5")
+    files = {}
+    for i in range(6):
+        size = 12 * 1024 * 1024 if i == 3 else 200_000
+        p = tmp_path / f"f{i}.bin"
+        random_file(p, size, seed=10 + i)
+        files[p.name] = p
+    # A process that uploads one part at a time, slowly, killed while the big file is half-way.
+    script = textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        sys.path.insert(0, {str(ROOT)!r})
+        from mlc_farm.sources import file_sha256
+        from mlc_farm.store import open_store
+        store = open_store({s3_store_url!r})
+        store.client.meta.events.register("before-call.s3.UploadPart", lambda **kw: time.sleep(0.7))
+        for i in range(6):
+            p = Path({str(tmp_path)!r}) / f"f{{i}}.bin"
+            store.put_blob(p, file_sha256(p))
+            print("done", i, flush=True)
+    """)
+    env = {**os.environ, "MLC_FARM_S3_CONCURRENCY": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True)
+    s3 = boto3.client("s3")
+    bucket = bucket_of(s3_store_url)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.strip() == "done 2":
+            break
+    deadline = time.monotonic() + 60
+    while not s3.list_multipart_uploads(Bucket=bucket).get("Uploads") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    store = open_store(s3_store_url)
+    # Readers see only whole blobs: the big one is not there, its upload is pending.
+    assert not store.has_blob(hashlib.sha256(files["f3.bin"].read_bytes()).hexdigest())
+    assert len(s3.list_multipart_uploads(Bucket=bucket)["Uploads"]) == 1
+    assert len(list(store.list("blobs/"))) == 3
+
+    entries = store_files(store, files)
+    assert len(entries) == 6 and all(store.has_blob(e.sha256) for e in entries)
+    assert store.requests["PutObject"] == 2  # f4, f5
+    assert store.requests["CreateMultipartUpload"] == 1  # f3, again
+    assert store.requests["UploadPart"] == 3  # 12 MB in 5 MB parts
+    assert store.abort_stale_uploads(timedelta(0)) == [f"farm/{blob_path(entries[3].sha256)}"]
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+
+
+def test_concurrent_catalog_updates_both_survive(s3_store_url: str) -> None:
+    stores = [open_store(s3_store_url) for _ in range(2)]
+
+    def writer(i: int) -> None:
+        for j in range(15):
+            stores[i].update_json("catalog/m/q.json", lambda old, k=f"{i}-{j}": {**(old or {}), k: j})
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(stores[0].read_json("catalog/m/q.json") or {}) == 30
+
+
+def test_conditional_write_refuses_a_stale_update(s3_store_url: str) -> None:
+    store = open_store(s3_store_url)
+    assert isinstance(store, S3Store)
+    store.write_json("catalog/x.json", {"v": 1})
+    _, etag = store._get_json("catalog/x.json") or ({}, "")
+    store.write_json("catalog/x.json", {"v": 2})
+    with pytest.raises(WriteConflict):
+        store.write_json("catalog/x.json", {"v": 3}, IfMatch=etag)
+    assert store.read_json("catalog/x.json") == {"v": 2}
+
+
+def test_wrong_secret_and_missing_bucket_give_clear_errors(
+    seaweed: SeaweedS3,
+    s3_store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret-9f8e7d")
+    with pytest.raises(StoreError) as info:
+        open_store(s3_store_url).has_blob("0" * 64)
+    message = str(info.value)
+    assert f"s3://{bucket_of(s3_store_url)}" in message and "AWS_SECRET_ACCESS_KEY" in message
+    assert "not-the-secret-9f8e7d" not in message
+    done = cli("ls", "--store", s3_store_url)
+    assert done.returncode == 1 and "access denied" in done.stderr
+    assert "not-the-secret-9f8e7d" not in done.stdout + done.stderr
+
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    with pytest.raises(StoreError, match="no AWS credentials found for s3://"):
+        open_store(s3_store_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweed.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweed.secret_key)
+
+    with pytest.raises(StoreError, match="bucket 'no-such-bucket-x' does not exist"):
+        open_store("s3://no-such-bucket-x/farm").has_blob("0" * 64)
+
+
+@pytest.mark.parametrize("mode", ["503", "reset"])
+def test_transient_errors_are_retried(
+    seaweed: SeaweedS3, s3_store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    proxy = FaultyProxy(seaweed.endpoint, failures=3, mode=mode)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+    try:
+        store = open_store(s3_store_url)
+        f = tmp_path / "config.json"
+        digest = random_file(f, 1000, seed=3)
+        assert store.put_blob(f, digest) is True
+        assert proxy.seen > 3
+        assert store.has_blob(digest)
+    finally:
+        proxy.close()
+
+
+def test_gc_removes_only_unreferenced_old_blobs_and_stale_uploads(s3_store_url: str, tmp_path: Path) -> None:
+    store = open_store(s3_store_url)
+    a, b = tmp_path / "a", tmp_path / "b"
+    keep = store_files(store, {"a": a} if random_file(a, 10, 1) else {})[0]
+    orphan = random_file(b, 20, 2)
+    store.put_blob(b, orphan)
+    store.write_json("builds/k.json", _record(keep))
+    boto3.client("s3").create_multipart_upload(Bucket=bucket_of(s3_store_url), Key="farm/blobs/sha256/abandoned")
+
+    young = collect(store, timedelta(hours=1))
+    assert young.blobs == [] and young.uploads == []
+    dry = collect(store, timedelta(0), dry_run=True)
+    assert dry.blobs == [blob_path(orphan)] and dry.uploads == ["farm/blobs/sha256/abandoned"]
+    assert store.has_blob(orphan)
+    done = collect(store, timedelta(0))
+    assert done.bytes == 20
+    assert not store.has_blob(orphan) and store.has_blob(keep.sha256)
+
+
+def _record(entry) -> dict:
+    from mlc_farm.manifest import BuildRecord, now
+
+    return BuildRecord(
+        key="k", kind="weights", files=[entry], inputs={}, toolchain={}, started_at=now(), finished_at=now(), seconds={}
+    ).model_dump(mode="json")
+
+
+@pytest.mark.slow
+def test_build_pull_and_presigned_urls_against_s3(s3_store_url: str, tiny_matrix: Path, tmp_path: Path) -> None:
+    done = cli("build", "--matrix", str(tiny_matrix), "--store", s3_store_url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "8 cells: 8 built" in done.stdout
+    assert cli("verify", "--store", s3_store_url).returncode == 0
+    listing = cli("ls", "--store", s3_store_url)
+    assert "tiny-llama-b" in listing.stdout and "cpu, vulkan" in listing.stdout
+    out = tmp_path / "pulled"
+    assert cli("pull", "tiny-llama-a", "q0f16", "-o", str(out), "--store", s3_store_url).returncode == 0
+    assert (out / "lib" / "tiny-llama-a-q0f16-vulkan.so").is_file()
+
+    urls = cli("url", "tiny-llama-a", "q0f16", "--device", "cpu", "--expires", "600", "--store", s3_store_url)
+    assert urls.returncode == 0, urls.stderr
+    rows = [line.split("\t") for line in urls.stdout.splitlines()]
+    assert [r[0] for r in rows][0] == "lib/tiny-llama-a-q0f16-cpu.so" and len(rows) == 6
+    for rel, size, sha, link in rows:
+        assert "Expires=" in link or "X-Amz-Expires=600" in link
+        data = urllib.request.urlopen(link, timeout=30).read()  # no credentials needed
+        assert len(data) == int(size) and hashlib.sha256(data).hexdigest() == sha
+        assert data == (out / rel).read_bytes()
