@@ -3,6 +3,7 @@ resets them), then forwards: real transient faults on the wire, for the retry te
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from urllib.parse import urlparse
@@ -54,10 +55,8 @@ class FaultyProxy:
                 pass
             finally:
                 for s in (src, dst):
-                    try:
+                    with contextlib.suppress(OSError):
                         s.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
 
         threading.Thread(target=pipe, args=(up, conn), daemon=True).start()
         pipe(conn, up)

@@ -48,9 +48,7 @@ def test_multipart_round_trip_with_verified_checksums(
     digest = random_file(big, 23 * 1024 * 1024 + 7, seed=1)
     assert store.put_blob(big, digest) is True
     assert store.requests["UploadPart"] == 5 and store.requests["CompleteMultipartUpload"] == 1
-    head = boto3.client("s3").head_object(
-        Bucket=store.bucket, Key=f"farm/{blob_path(digest)}", ChecksumMode="ENABLED"
-    )
+    head = boto3.client("s3").head_object(Bucket=store.bucket, Key=f"farm/{blob_path(digest)}", ChecksumMode="ENABLED")
     assert head["ContentLength"] == big.stat().st_size
     assert head["ChecksumSHA256"].endswith("-5")  # the server holds (and checked) a SHA-256 per part
 
@@ -134,7 +132,7 @@ def test_concurrent_catalog_updates_both_survive(s3_store_url: str) -> None:
 
     def writer(i: int) -> None:
         for j in range(15):
-            stores[i].update_json("catalog/m/q.json", lambda old, k=f"{i}-{j}": {**(old or {}), k: j})
+            stores[i].update_json("catalog/m/q.json", lambda old, k=f"{i}-{j}", v=j: {**(old or {}), k: v})
 
     threads = [threading.Thread(target=writer, args=(i,)) for i in range(2)]
     for t in threads:
@@ -156,8 +154,7 @@ def test_conditional_write_refuses_a_stale_update(s3_store_url: str) -> None:
 
 
 def test_wrong_secret_and_missing_bucket_give_clear_errors(
-    seaweed: SeaweedS3,
-    s3_store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    seaweed: SeaweedS3, s3_store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret-9f8e7d")
     with pytest.raises(StoreError) as info:
@@ -239,7 +236,7 @@ def test_build_pull_and_presigned_urls_against_s3(s3_store_url: str, tiny_matrix
     urls = cli("url", "tiny-llama-a", "q0f16", "--device", "cpu", "--expires", "600", "--store", s3_store_url)
     assert urls.returncode == 0, urls.stderr
     rows = [line.split("\t") for line in urls.stdout.splitlines()]
-    assert [r[0] for r in rows][0] == "lib/tiny-llama-a-q0f16-cpu.so" and len(rows) == 6
+    assert rows[0][0] == "lib/tiny-llama-a-q0f16-cpu.so" and len(rows) == 6
     for rel, size, sha, link in rows:
         assert "Expires=" in link or "X-Amz-Expires=600" in link
         data = urllib.request.urlopen(link, timeout=30).read()  # no credentials needed
