@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -73,13 +74,18 @@ def pull_files(store: ArtifactStore, model: str, quantization: str, device: str 
     return dict(sorted(wanted.items()))
 
 
-def pull(store: ArtifactStore, model: str, quantization: str, out: Path, device: str | None = None) -> list[Path]:
+def pull(
+    store: ArtifactStore, model: str, quantization: str, out: Path, device: str | None = None, workers: int = 4
+) -> list[Path]:
     """Write weights, config, tokenizer and the libraries (one device, or all) into `out`, each verified."""
-    written = []
-    for rel, f in pull_files(store, model, quantization, device).items():
-        store.get_blob(f.sha256, out / rel)
-        written.append(out / rel)
-    return written
+    files = pull_files(store, model, quantization, device)
+
+    def one(item: tuple[str, FileEntry]) -> Path:
+        store.get_blob(item[1].sha256, out / item[0])
+        return out / item[0]
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # many small tokenizer/config files: overlap them
+        return list(pool.map(one, files.items()))
 
 
 def verify(store: ArtifactStore) -> list[str]:

@@ -52,6 +52,7 @@ class SeaweedS3:
     @classmethod
     def start(cls, data_dir: Path, access_key: str = "farm-admin", secret_key: str = "farm-secret-0123") -> SeaweedS3:
         ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True))
+        data_dir.mkdir(parents=True, exist_ok=True)
         log = data_dir / "weed.log"
         env = {**os.environ, "AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
         args = [

@@ -4,12 +4,13 @@ SeaweedFS).
 Endpoint, region and credentials come from the standard AWS environment and config (AWS_ENDPOINT_URL,
 profiles, instance roles); path-style addressing when an endpoint is given. Blobs go up as parallel
 multipart uploads with SHA-256 part checksums the server verifies, and come down as parallel ranged GETs
-into a temporary file that is renamed only once its sha256 matches. botocore retries transient errors
+into a temporary file, hashed as they land, and renamed only once the sha256 matches. botocore retries transient errors
 (5xx, throttling, resets) with backoff; permanent ones raise StoreError naming the bucket and what to check.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -17,21 +18,29 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import boto3
-from boto3.exceptions import S3UploadFailedError
-from boto3.s3.transfer import TransferConfig
+from boto3.s3.transfer import TransferConfig, create_transfer_manager
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    IncompleteReadError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
 
 from mlc_farm.manifest import blob_path
-from mlc_farm.sources import file_sha256
 from mlc_farm.store import CorruptBlobError, StoreError
 
 MB = 1024 * 1024
+# Ranged GETs of 8 MB: small enough to keep memory low, large enough for full speed.
+RANGE_SIZE = int(os.environ.get("MLC_FARM_S3_RANGE_MB", "8")) * MB
+_STREAM_ERRORS = (IncompleteReadError, ReadTimeoutError, ResponseStreamingError, ConnectionClosedError)
 _DENIED = {"AccessDenied", "403", "SignatureDoesNotMatch", "InvalidAccessKeyId", "ExpiredToken", "InvalidToken"}
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 _CONFLICT = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
@@ -73,6 +82,12 @@ class S3Store:
             )
         self.client = session.client("s3", endpoint_url=endpoint, config=config)
         self.transfer = transfer_config()
+        # One transfer manager for the store: parts of every file share one bounded pool (as the AWS CLI does).
+        self._manager = create_transfer_manager(self.client, self.transfer)
+        self._bucket_ok = False
+        self._pool = ThreadPoolExecutor(max_workers=self.transfer.max_request_concurrency)
+        # Ranges in memory (in flight or waiting to be hashed), across every download of this store.
+        self._window = threading.Semaphore(self.transfer.max_request_concurrency)
         self.requests: Counter[str] = Counter()
         self._lock = threading.Lock()
         self.client.meta.events.register("before-call.s3", self._count)
@@ -104,13 +119,15 @@ class S3Store:
             code = str(e.response.get("Error", {}).get("Code"))
             if code in _MISSING:
                 # HEAD has no body: a missing bucket also answers 404, so tell the two apart once.
-                self._check_bucket()
+                if not self._bucket_ok:
+                    self._check_bucket()
                 return None
             raise self._error(e, f"reading {name}") from None
 
     def _check_bucket(self) -> None:
         try:
             self.client.head_bucket(Bucket=self.bucket)
+            self._bucket_ok = True
         except ClientError as e:
             code = str(e.response.get("Error", {}).get("Code"))
             if code in ("404", "NoSuchBucket", "NotFound"):
@@ -123,35 +140,88 @@ class S3Store:
     def put_blob(self, path: Path, sha256: str) -> bool:
         if self.has_blob(sha256):
             return False
+        key = self._key(blob_path(sha256))
         try:
-            self.client.upload_file(
-                str(path),
-                self.bucket,
-                self._key(blob_path(sha256)),
-                ExtraArgs={"ChecksumAlgorithm": "SHA256"},
-                Config=self.transfer,
-            )
+            self._manager.upload(str(path), self.bucket, key, extra_args={"ChecksumAlgorithm": "SHA256"}).result()
         except ClientError as e:
-            raise self._error(e, f"uploading {path.name}") from None
-        except S3UploadFailedError as e:
-            if "BadDigest" in str(e):
+            if str(e.response.get("Error", {}).get("Code")) == "BadDigest":
                 raise CorruptBlobError(f"{path} changed while being uploaded") from None
-            raise StoreError(f"uploading {path.name} to {self.url} failed: {e}") from None
+            raise self._error(e, f"uploading {path.name}") from None
         return True
 
     def get_blob(self, sha256: str, dest: Path) -> None:
+        """Parallel ranged GETs written in place, hashed in order as they land: one pass, verified.
+
+        At most `max_concurrency` ranges (plus each download's first) are in memory, whatever the sizes.
+        """
         dest.parent.mkdir(parents=True, exist_ok=True)
         part = dest.with_name(dest.name + ".part")
+        key, chunk = self._key(blob_path(sha256)), RANGE_SIZE
+        hasher = hashlib.sha256()
         try:
-            self.client.download_file(self.bucket, self._key(blob_path(sha256)), str(part), Config=self.transfer)
-            got = file_sha256(part)
-            if got != sha256:
-                raise CorruptBlobError(f"{self.url}/{blob_path(sha256)} is corrupt (sha256 {got})")
+            with part.open("wb") as f:
+                first, total = self._get_range(key, 0, chunk)
+                f.write(first)
+                hasher.update(first)
+                if total > len(first):
+                    self._get_rest(key, f.fileno(), len(first), total, chunk, hasher)
+            if hasher.hexdigest() != sha256:
+                raise CorruptBlobError(f"{self.url}/{blob_path(sha256)} is corrupt (sha256 {hasher.hexdigest()})")
             os.replace(part, dest)
         except ClientError as e:
             raise self._error(e, f"downloading {dest.name}") from None
         finally:
             part.unlink(missing_ok=True)
+
+    def _get_range(self, key: str, start: int, length: int) -> tuple[bytes, int]:
+        """Bytes [start, start+length) and the object's total size; retries a stream cut mid-body."""
+        for attempt in range(4):
+            try:
+                obj = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{start + length - 1}")
+                data = obj["Body"].read()
+            except ClientError as e:
+                if str(e.response.get("Error", {}).get("Code")) == "InvalidRange" and start == 0:
+                    return b"", 0  # an empty object has no byte 0
+                raise
+            except _STREAM_ERRORS:
+                if attempt == 3:
+                    raise
+                time.sleep(0.5 * 2**attempt)
+                continue
+            total = int(obj.get("ContentRange", f"/{len(data)}").rsplit("/", 1)[1])
+            return data, total
+        raise AssertionError("unreachable")
+
+    def _get_rest(self, key: str, fd: int, start: int, total: int, chunk: int, hasher: Any) -> None:
+        window, lock = self._window, threading.Lock()
+        landed: dict[int, bytes] = {}
+        state = {"next": start}
+
+        def fetch(offset: int) -> None:
+            try:
+                data, _ = self._get_range(key, offset, min(chunk, total - offset))
+                os.pwrite(fd, data, offset)
+                with lock:
+                    landed[offset] = data
+                    while state["next"] in landed:  # hash in order; free each range once hashed
+                        block = landed.pop(state["next"])
+                        hasher.update(block)
+                        state["next"] += len(block)
+                        window.release()
+            except BaseException:
+                window.release()
+                raise
+
+        futures = []
+        for offset in range(start, total, chunk):
+            window.acquire()
+            futures.append(self._pool.submit(fetch, offset))
+            if any(f.done() and f.exception() for f in futures):
+                break
+        for f in futures:
+            f.result()
+        if state["next"] != total:
+            raise StoreError(f"{key}: download stopped at byte {state['next']} of {total}")
 
     def read_json(self, name: str) -> dict[str, Any] | None:
         found = self._get_json(name)

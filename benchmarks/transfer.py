@@ -1,0 +1,150 @@
+"""Upload and download of an artifact set (~2 GB: a few 500 MB shards and many small files) to a local
+SeaweedFS, by the mlc-farm S3 store and by two baselines measured in the same run: a plain loop of boto3
+upload_file/download_file, and the AWS CLI (`aws s3 cp --recursive`). Prints MB/s, the ratio to each
+baseline, and each process's peak memory (run by hand).
+
+    .venv/bin/python benchmarks/transfer.py [--shards 4 --shard-mb 500 --small 300]
+
+The AWS CLI is taken from $AWS_CLI, else `aws` on PATH (pip install 'mlc-farm[bench]' provides it).
+mlc-farm's upload includes computing every file's sha256 (its content address); its download checks it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def make_artifacts(root: Path, shards: int, shard_mb: int, small: int) -> int:
+    root.mkdir(parents=True)
+    block = os.urandom(8 << 20)
+    for i in range(shards):
+        with (root / f"params_shard_{i}.bin").open("wb") as f:
+            for j in range(shard_mb // 8):
+                f.write(block[j % 7 :] + block[: j % 7])  # distinct blocks, cheap to make
+    for i in range(small):
+        (root / f"small_{i:04d}.json").write_bytes(os.urandom(1024 + (i * 7919) % 200_000))
+    return sum(p.stat().st_size for p in root.iterdir())
+
+
+def worker(mode: str, src: Path, dst: Path, url: str) -> None:
+    """One measured variant, in its own process so that its peak memory is its own."""
+    import boto3
+
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    files = sorted(p for p in src.iterdir())
+    if mode == "farm-up":
+        from mlc_farm.build import store_files
+        from mlc_farm.store import open_store
+
+        entries = store_files(open_store(url), {p.name: p for p in files})
+        (dst / "manifest.json").write_text(json.dumps([e.model_dump() for e in entries]))
+    elif mode == "farm-down":
+        from concurrent.futures import ThreadPoolExecutor
+
+        from mlc_farm.store import open_store
+
+        store = open_store(url)
+        entries = json.loads((src.parent / "farm-manifest" / "manifest.json").read_text())
+        with ThreadPoolExecutor(max_workers=4) as pool:  # as `mlc-farm pull` does
+            list(pool.map(lambda e: store.get_blob(e["sha256"], dst / e["path"]), entries))
+    elif mode == "boto3-up":
+        s3 = boto3.client("s3")
+        for p in files:
+            s3.upload_file(str(p), bucket, f"{prefix}/{p.name}")
+    elif mode == "boto3-down":
+        s3 = boto3.client("s3")
+        for p in files:
+            s3.download_file(bucket, f"{prefix}/{p.name}", str(dst / p.name))
+    else:
+        raise SystemExit(f"unknown mode {mode}")
+
+
+def measure(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(seconds, peak RSS in MB) of one child process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{cmd[:3]} failed")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--shards", type=int, default=4)
+    parser.add_argument("--shard-mb", type=int, default=500)
+    parser.add_argument("--small", type=int, default=300)
+    parser.add_argument("--worker", nargs=4, metavar=("MODE", "SRC", "DST", "URL"))
+    args = parser.parse_args()
+    if args.worker:
+        mode, src, dst, url = args.worker
+        worker(mode, Path(src), Path(dst), url)
+        return
+
+    import boto3
+
+    from tests.seaweed import SeaweedS3
+
+    aws = os.environ.get("AWS_CLI") or shutil.which("aws")
+    if not aws:
+        raise SystemExit("no AWS CLI: pip install 'mlc-farm[bench]' or set AWS_CLI")
+    work = Path(tempfile.mkdtemp(prefix="mlc-farm-transfer-"))
+    try:
+        server = SeaweedS3.start(work / "seaweed")
+        env = {**os.environ, **server.env(), "AWS_CONFIG_FILE": "/dev/null"}
+        os.environ.update(server.env())
+        bucket = f"bench{uuid.uuid4().hex[:10]}"
+        boto3.client("s3").create_bucket(Bucket=bucket)
+        src = work / "artifacts"
+        total = make_artifacts(src, args.shards, args.shard_mb, args.small)
+        mb = total / 1e6
+        print(f"artifact set: {len(list(src.iterdir()))} files, {mb:.0f} MB; server {server.endpoint}\n")
+
+        def me(mode: str, dst: Path, url: str) -> list[str]:
+            dst.mkdir(parents=True, exist_ok=True)
+            return [sys.executable, __file__, "--worker", mode, str(src), str(dst), url]
+
+        runs: dict[str, tuple[float, float]] = {}
+        runs["mlc-farm upload"] = measure(me("farm-up", work / "farm-manifest", f"s3://{bucket}/farm"), env)
+        runs["boto3 loop upload"] = measure(me("boto3-up", work / "x", f"s3://{bucket}/boto3"), env)
+        runs["aws cli upload"] = measure(
+            [aws, "s3", "cp", "--recursive", "--quiet", str(src), f"s3://{bucket}/cli/"], env
+        )
+        for name, cmd in [
+            ("mlc-farm download", me("farm-down", work / "down-farm", f"s3://{bucket}/farm")),
+            ("boto3 loop download", me("boto3-down", work / "down-boto3", f"s3://{bucket}/boto3")),
+            ("aws cli download", [aws, "s3", "cp", "--recursive", "--quiet", f"s3://{bucket}/cli/", str(work / "down-cli")]),
+        ]:  # fmt: skip
+            runs[name] = measure(cmd, env)
+            shutil.rmtree(work / f"down-{name.split()[0].replace('mlc-farm', 'farm').replace('aws', 'cli')}", True)
+
+        print(f"{'':22s} {'seconds':>8s} {'MB/s':>8s} {'peak MB':>8s}")
+        for name, (seconds, peak) in runs.items():
+            print(f"{name:22s} {seconds:8.1f} {mb / seconds:8.0f} {peak:8.0f}")
+        for way in ("upload", "download"):
+            farm = runs[f"mlc-farm {way}"][0]
+            print(
+                f"\n{way}: mlc-farm vs boto3 loop {runs[f'boto3 loop {way}'][0] / farm:.2f}x, "
+                f"vs aws cli {runs[f'aws cli {way}'][0] / farm:.2f}x (higher is faster)"
+            )
+    finally:
+        if "server" in locals():
+            server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
