@@ -17,11 +17,13 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from rich.console import Console
 
 from mlc_farm.build import load_record
+from mlc_farm.hub import PublishError, repo_for
 from mlc_farm.matrix import load_matrix, select_models
 from mlc_farm.plan import make_plan
 from mlc_farm.store import open_store
 from mlc_farm.summary import Outcome, Summary, summarize
 from tasks.build import build_library, build_weights, probe_toolchain, resolve_sources, update_catalog
+from tasks.publish import publish_unit
 
 PARALLEL = int(os.environ.get("MLC_FARM_PARALLEL", "2"))
 # Uploads begun this long ago belong to runs that died: a live run finishes a blob well within it.
@@ -51,6 +53,10 @@ def nightly_build(
     logger = get_run_logger()
     loaded = load_matrix(matrix_path)
     cells = select_models(loaded.matrix, models, loaded.file)
+    try:
+        targets = {(c.model, c.quantization): repo_for(loaded.matrix, c.model, c.quantization) for c in cells}
+    except PublishError as e:
+        return Failed(message=str(e))
     toolchain = probe_toolchain()
     if not toolchain.known:
         return Failed(message=f"toolchain unavailable: {toolchain.error}")
@@ -107,9 +113,43 @@ def nightly_build(
     _report(summary)
     failed = summary.failed
     message = f"{len(summary.rows)} cells: " + ", ".join(f"{n} {s}" for s, n in sorted(summary.counts().items()))
-    if failed:
+    publish_failures = _publish(targets, st.url, {(r.model, r.quantization) for r in failed})
+    if publish_failures:
+        message += f"; {publish_failures} publish failed"
+    if failed or publish_failures:
         return Failed(message=f"{len(failed)} of {len(summary.rows)} cells failed; {message}", data=summary)
     return Completed(message=message, data=summary)
+
+
+def _publish(
+    targets: dict[tuple[str, str], tuple[str, bool] | None], store_url: str, failed_units: set[tuple[str, str]]
+) -> int:
+    """Publish every model x quantization whose cells all succeeded (a partial set would delete libraries
+    from the Hub); returns how many failed."""
+    futures = {
+        target[0]: publish_unit.submit(store_url, model, quant, *target)
+        for (model, quant), target in targets.items()
+        if target and (model, quant) not in failed_units
+    }
+    if not futures:
+        return 0
+    rows, failures = [], 0
+    console = Console(width=160)
+    for repo, future in futures.items():
+        future.wait()
+        try:
+            result = future.result()
+        except Exception as e:
+            failures += 1
+            rows.append({"repo": repo, "result": "failed", "detail": str(e)})
+            console.print(f"[red]PUBLISH FAILED[/] {repo}: {e}", soft_wrap=True, highlight=False)
+            continue
+        done = f"commit {result.commit}" if result.commit else "unchanged, no commit"
+        detail = f"{len(result.operations)} operations, {result.unchanged} files unchanged"
+        rows.append({"repo": repo, "result": done, "detail": detail})
+        console.print(f"published {repo}: {done} ({detail})", soft_wrap=True, highlight=False)
+    create_table_artifact(key="mlc-farm-publish", table=rows, description="Hugging Face repos of this run.")
+    return failures
 
 
 def _report(summary: Summary) -> None:

@@ -185,7 +185,7 @@ def update_catalog(
     entry = CatalogEntry(
         model=model,
         quantization=quantization,
-        source=source.model_dump(include={"kind", "ref", "revision", "identity"}),
+        source=source.model_dump(include={"kind", "ref", "revision", "identity", "license"}),
         weights=cells[0].weights,  # type: ignore[arg-type]
         libs=libs,
         updated_at=now(),

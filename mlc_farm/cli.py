@@ -256,6 +256,45 @@ def gc(
     )
 
 
+@app.command()
+def publish(
+    model: str,
+    quantization: str,
+    matrix: MatrixOpt = Path("matrix.yaml"),
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show the operations and the card; write nothing.")
+    ] = False,
+    store: StoreOpt = None,
+) -> None:
+    """Publish a built model x quantization to its Hugging Face repo, in one commit (HF_TOKEN)."""
+    from mlc_farm.hub import PublishError, repo_for
+    from mlc_farm.hub import publish as do_publish
+
+    try:
+        loaded = load_matrix(matrix)
+        select_models(loaded.matrix, [model], loaded.file)
+        target = repo_for(loaded.matrix, model, quantization)
+        if target is None:
+            raise PublishError(f"{loaded.file}: publishing is not configured for {model} (add a `publish:` section)")
+        result = do_publish(open_store(store), model, quantization, *target, dry_run=dry_run)
+    except MatrixError as e:
+        raise _fail(str(e), 2) from None
+    except (StoreError, PublishError) as e:
+        raise _fail(str(e), 1) from None
+    t = Table(title=f"{result.repo}: {'would commit' if dry_run else 'commit'}")
+    for col in ("op", "path", "size", "sha256"):
+        t.add_column(col)
+    for o in result.operations:
+        t.add_row(o.op, o.path, "" if o.size is None else str(o.size), o.sha256 or "")
+    out.print(t)
+    if dry_run:
+        out.print(result.card, markup=False, highlight=False)
+    if not result.operations:
+        out.print(f"{result.repo} is up to date ({result.unchanged} files unchanged): no commit")
+    elif result.commit:
+        out.print(f"committed {result.commit} to {result.repo}: {len(result.operations)} operations")
+
+
 @app.command("tiny-model")
 def tiny_model(
     output: Path,

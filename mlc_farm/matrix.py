@@ -84,6 +84,22 @@ class Overrides(_Strict):
         return [(k, v) for k, v in self.model_dump().items() if v is not None]
 
 
+class ModelPublish(_Strict):
+    """Per-model publishing: the repo name (may use {org}, {model}, {quant}), privacy, or `enabled: false`."""
+
+    repo: str | None = None
+    private: bool | None = None
+    enabled: bool = True
+
+
+class Publish(_Strict):
+    """Publishing to the Hugging Face Hub: off unless this section is present."""
+
+    org: str | None = None  # default: $MLC_FARM_HF_ORG
+    repo: str = "{org}/{model}-{quant}-MLC"
+    private: bool = False
+
+
 class ModelSpec(_Strict):
     id: str
     source: HFSource | LocalSource
@@ -92,6 +108,7 @@ class ModelSpec(_Strict):
     overrides: Overrides = Overrides()
     quantizations: list[str] | None = None
     devices: list[str] | None = None
+    publish: ModelPublish = ModelPublish()
 
 
 class DeviceSpec(_Strict):
@@ -136,6 +153,7 @@ class Matrix(_Strict):
     exclude: list[Rule] = []
     # `convert_weight --device`: `cpu` by default, since `auto` spends ~20 s probing GPUs for nothing.
     convert_device: str = "cpu"
+    publish: Publish | None = None
 
     def device(self, name: str) -> DeviceSpec:
         return next(d for d in self.devices if d.name == name)
@@ -229,6 +247,22 @@ def _check_names(m: Matrix, base_dir: Path) -> list[str]:
                 problems.append(f"models[{i}].source.path: directory {model.source.path!r} does not exist")
             elif not (path / "config.json").is_file():
                 problems.append(f"models[{i}].source.path: {model.source.path!r} holds no config.json")
+
+    def placeholders(path: str, template: str) -> None:
+        if bad := sorted(set(re.findall(r"{(\w*)}", template)) - {"org", "model", "quant"}):
+            problems.append(f"{path}: unknown placeholder {{{bad[0]}}} in {template!r}")
+
+    if m.publish:
+        placeholders("publish.repo", m.publish.repo)
+    for i, model in enumerate(m.models):
+        if model.publish.repo:
+            placeholders(f"models[{i}].publish.repo", model.publish.repo)
+            quants = model.quantizations or m.quantizations
+            if "{quant}" not in model.publish.repo and len(quants) > 1:
+                problems.append(
+                    f"models[{i}].publish.repo: {model.publish.repo!r} names one repo for {len(quants)} "
+                    "quantizations; add {quant} to it"
+                )
     model_ids = [x.id for x in m.models]
     for kind, rules in (("include", m.include), ("exclude", m.exclude)):
         for i, r in enumerate(rules):

@@ -55,8 +55,11 @@ def lib_filename(model: str, quantization: str, device: str, ext: str) -> str:
     return f"{model}-{quantization}-{device}.{ext}"
 
 
-def pull_files(store: ArtifactStore, model: str, quantization: str, device: str | None = None) -> dict[str, FileEntry]:
-    """The MLC-ready layout of a catalog entry: relative path -> file (weights at the root, libs in lib/)."""
+def pull_files(
+    store: ArtifactStore, model: str, quantization: str, device: str | None = None, lib_dir: str = "lib"
+) -> dict[str, FileEntry]:
+    """The MLC-ready layout of a catalog entry: relative path -> file (weights at the root, libraries in
+    `lib_dir`: `lib/` for a pull, `libs/` on the Hub as the mlc-ai repos have it)."""
     entry = get_entry(store, model, quantization)
     weights = load_record(store, entry.weights)
     if weights is None:
@@ -70,7 +73,7 @@ def pull_files(store: ArtifactStore, model: str, quantization: str, device: str 
     for name, ref in entry.libs.items():
         if device in (None, name):
             ext = ref.file.path.rsplit(".", 1)[-1]
-            wanted[f"lib/{lib_filename(model, quantization, name, ext)}"] = ref.file
+            wanted[f"{lib_dir}/{lib_filename(model, quantization, name, ext)}"] = ref.file
     return dict(sorted(wanted.items()))
 
 

@@ -34,6 +34,7 @@ class ResolvedSource(BaseModel):
     revision: str | None = None
     identity: str | None = None
     config: dict[str, Any] | None = None
+    license: str | None = None
     error: str | None = None
 
     def key_part(self) -> dict[str, Any]:
@@ -61,7 +62,29 @@ def resolve_local(model: str, path: Path) -> ResolvedSource:
     listing = [(name, (path / name).stat().st_size, file_sha256(path / name)) for name in files]
     identity = hashlib.sha256(json.dumps(listing).encode()).hexdigest()
     config = json.loads((path / "config.json").read_text())
-    return ResolvedSource(model=model, kind="local", ref=str(path), identity=identity, config=config)
+    return ResolvedSource(
+        model=model, kind="local", ref=str(path), identity=identity, config=config, license=_card_license(path)
+    )
+
+
+def _card_license(path: Path) -> str | None:
+    """The `license` of a local model card's YAML front matter, when there is one."""
+    import yaml
+
+    readme = path / "README.md"
+    text = readme.read_text(errors="replace") if readme.is_file() else ""
+    if text.startswith("---\n") and "\n---" in text[4:]:
+        try:
+            meta = yaml.safe_load(text[4 : text.index("\n---", 4)])
+        except yaml.YAMLError:
+            return None
+        return str(meta["license"]) if isinstance(meta, dict) and meta.get("license") else None
+    return None
+
+
+def hub_endpoint() -> str | None:
+    """HF_ENDPOINT read at call time (huggingface_hub reads it once, at import)."""
+    return os.environ.get("HF_ENDPOINT") or None
 
 
 def resolve_hf(model: str, source: HFSource) -> ResolvedSource:
@@ -77,8 +100,8 @@ def resolve_hf(model: str, source: HFSource) -> ResolvedSource:
 
     base = ResolvedSource(model=model, kind="hf", ref=source.hf, revision=source.revision)
     try:
-        info = HfApi().model_info(source.hf, revision=source.revision)
-        config_path = hf_hub_download(source.hf, "config.json", revision=info.sha)
+        info = HfApi(endpoint=hub_endpoint()).model_info(source.hf, revision=source.revision)
+        config_path = hf_hub_download(source.hf, "config.json", revision=info.sha, endpoint=hub_endpoint())
     except GatedRepoError:
         why = f"{source.hf} is gated: accept its license on the Hub and set HF_TOKEN"
     except RepositoryNotFoundError:
@@ -91,7 +114,8 @@ def resolve_hf(model: str, source: HFSource) -> ResolvedSource:
         why = f"cannot reach the Hugging Face Hub for {source.hf}: {type(e).__name__}: {e}"
     else:
         config = json.loads(Path(config_path).read_text())
-        return base.model_copy(update={"identity": info.sha, "config": config})
+        license_ = getattr(info.card_data, "license", None) if info.card_data else None
+        return base.model_copy(update={"identity": info.sha, "config": config, "license": license_})
     return base.model_copy(update={"error": why})
 
 
@@ -112,7 +136,8 @@ def fetch(source: ResolvedSource, cache_dir: Path | None = None) -> Path:
     from huggingface_hub import HfApi, snapshot_download
 
     assert source.identity, source.error
-    names = [s.rfilename for s in HfApi().model_info(source.ref, revision=source.identity).siblings or []]
+    api = HfApi(endpoint=hub_endpoint())
+    names = [s.rfilename for s in api.model_info(source.ref, revision=source.identity).siblings or []]
     cache = cache_dir or Path(os.environ.get("MLC_FARM_CACHE", Path.home() / ".cache" / "mlc-farm")) / "hf"
     return Path(
         snapshot_download(source.ref, revision=source.identity, allow_patterns=needed_files(names), cache_dir=cache)

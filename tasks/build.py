@@ -11,12 +11,13 @@ from prefect import get_run_logger, task
 from prefect.runtime import flow_run
 
 from mlc_farm import build, sources, toolchain
+from mlc_farm.hub import PublishError
 from mlc_farm.matrix import MatrixError
 from mlc_farm.plan import LibBuild, Plan, WeightBuild
 from mlc_farm.sources import ResolvedSource
 from mlc_farm.store import StoreError, open_store
 
-PERMANENT = (build.BuildFailed, toolchain.ToolchainError, StoreError, MatrixError, ValueError)
+PERMANENT = (build.BuildFailed, toolchain.ToolchainError, StoreError, MatrixError, PublishError, ValueError)
 
 
 def transient_only(_task: Any, _task_run: Any, state: Any) -> bool:

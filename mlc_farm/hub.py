@@ -1,0 +1,233 @@
+"""Publishing a model x quantization to the Hugging Face Hub: one commit with the weights, config,
+tokenizer, each device's library under `libs/`, a model card and `mlc-farm-manifest.json`.
+
+Files whose content already matches on the Hub are not sent again, files no longer produced are deleted in
+the same commit, and a republish with nothing changed makes no commit. The token comes from HF_TOKEN or
+the usual huggingface_hub login and is never printed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel
+
+from mlc_farm.build import load_record
+from mlc_farm.manifest import CatalogEntry, FileEntry
+from mlc_farm.matrix import Matrix
+from mlc_farm.pull import get_entry, lib_filename, pull_files
+from mlc_farm.sources import hub_endpoint
+from mlc_farm.store import ArtifactStore, StoreError
+
+MANIFEST = "mlc-farm-manifest.json"
+CARD = "README.md"
+
+
+class PublishError(RuntimeError):
+    """Publishing cannot go on (no org, no access, a refused commit); says what to do."""
+
+
+class Operation(BaseModel):
+    op: Literal["add", "delete"]
+    path: str
+    size: int | None = None
+    sha256: str | None = None
+
+
+class PublishResult(BaseModel):
+    repo: str
+    operations: list[Operation]
+    unchanged: int
+    commit: str | None = None
+    dry_run: bool = False
+    card: str = ""
+
+
+def repo_for(matrix: Matrix, model: str, quantization: str) -> tuple[str, bool] | None:
+    """(repo id, private) for a model x quantization, or None when it is not to be published."""
+    spec = matrix.model(model)
+    if matrix.publish is None or not spec.publish.enabled:
+        return None
+    org = matrix.publish.org or os.environ.get("MLC_FARM_HF_ORG")
+    template = spec.publish.repo or matrix.publish.repo
+    if "{org}" in template and not org:
+        raise PublishError("publishing needs an organization: set publish.org in the matrix or MLC_FARM_HF_ORG")
+    repo = template.format(org=org, model=model, quant=quantization)
+    private = spec.publish.private if spec.publish.private is not None else matrix.publish.private
+    return repo, private
+
+
+def git_blob_id(path: Path) -> str:
+    """The git object id the Hub lists for a regular (non-LFS) file."""
+    h = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def manifest(store: ArtifactStore, entry: CatalogEntry, files: dict[str, FileEntry]) -> dict[str, Any]:
+    """Everything needed to trust and reproduce the repo; deterministic, so an unchanged build republishes
+    nothing."""
+    weights = load_record(store, entry.weights)
+    if weights is None:
+        raise StoreError(f"weights {entry.weights} of {entry.model} {entry.quantization} have no record")
+    return {
+        "model": entry.model,
+        "quantization": entry.quantization,
+        "source": entry.source,
+        "toolchain": weights.toolchain,
+        "builds": {
+            "weights": {"key": entry.weights, "finished_at": weights.finished_at.isoformat()},
+            "libraries": {d: {"key": ref.key, "target": ref.target} for d, ref in sorted(entry.libs.items())},
+        },
+        "built_at": weights.finished_at.isoformat(),
+        "files": [{"path": p, "size": f.size, "sha256": f.sha256} for p, f in sorted(files.items())],
+    }
+
+
+def model_card(entry: CatalogEntry, repo: str, lib_files: dict[str, str]) -> str:
+    """README.md with the front matter the Hub and the MLC community expect, and how to run the model."""
+    meta: dict[str, Any] = {
+        "library_name": "mlc-llm",
+        "tags": ["mlc-llm", "web-llm", entry.quantization],
+    }
+    if entry.source.get("kind") == "hf":
+        meta["base_model"] = entry.source["ref"]
+    if entry.source.get("license"):
+        meta["license"] = entry.source["license"]
+    base = (
+        f"[{entry.source['ref']}](https://huggingface.co/{entry.source['ref']}) at commit `{entry.source['identity']}`"
+        if entry.source.get("kind") == "hf"
+        else f"a local model directory (content sha256 `{entry.source['identity']}`)"
+    )
+    rows = "\n".join(
+        f"| {device} | `{entry.libs[device].target}` | `{path}` |" for device, path in sorted(lib_files.items())
+    )
+    any_lib = next(iter(sorted(lib_files.values())), "libs/<model>-<quant>-<device>.so")
+    return f"""---
+{yaml.safe_dump(meta, sort_keys=True).strip()}
+---
+
+# {repo.split("/")[-1]}
+
+{entry.model} in [MLC-LLM](https://llm.mlc.ai) format, quantized with `{entry.quantization}`, converted from {base}
+by mlc-farm. Weights, `mlc-chat-config.json` and tokenizer files are at the root; model libraries are in `libs/`.
+`{MANIFEST}` lists every file with its size and sha256, the toolchain versions and the build keys.
+
+## Model libraries
+
+| device | target | library |
+| --- | --- | --- |
+{rows}
+
+## Run it
+
+```bash
+mlc_llm chat HF://{repo}
+```
+
+With a library from this repo, after downloading it (`huggingface-cli download {repo} --local-dir {repo.split("/")[-1]}`):
+
+```bash
+mlc_llm chat ./{repo.split("/")[-1]} --model-lib ./{repo.split("/")[-1]}/{any_lib}
+```
+"""
+
+
+def _remote(api: Any, repo: str) -> dict[str, tuple[str, str | None]]:
+    """path -> (git blob id, LFS sha256 or None) of the repo's main branch; empty for a new repo."""
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        return {
+            f.path: (f.blob_id, f.lfs.sha256 if f.lfs else None)
+            for f in api.list_repo_tree(repo, recursive=True, expand=True)
+            if hasattr(f, "blob_id")
+        }
+    except (RepositoryNotFoundError, RevisionNotFoundError):
+        return {}
+
+
+def _diff(local: dict[str, Path], entries: dict[str, FileEntry], remote: dict[str, tuple[str, str | None]]):
+    adds, same = [], 0
+    for path, file in sorted(local.items()):
+        have = remote.get(path)
+        sha = entries[path].sha256
+        if have and (have[1] == sha if have[1] else have[0] == git_blob_id(file)):
+            same += 1
+        else:
+            adds.append(Operation(op="add", path=path, size=file.stat().st_size, sha256=sha))
+    deletes = [Operation(op="delete", path=p) for p in sorted(remote) if p not in local and p != ".gitattributes"]
+    return adds, deletes, same
+
+
+def _with_backoff(call: Any, attempts: int = 4) -> Any:
+    """Retry a Hub call on transient failures (5xx, 429, connection errors); a commit is atomic, so a retry
+    never leaves half of one."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    for attempt in range(attempts):
+        try:
+            return call()
+        except HfHubHTTPError as e:
+            status = e.response.status_code if e.response is not None else 0
+            if (status < 500 and status != 429) or attempt == attempts - 1:
+                raise
+        except OSError:
+            if attempt == attempts - 1:
+                raise
+        time.sleep(2 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def publish(
+    store: ArtifactStore, model: str, quantization: str, repo: str, private: bool, dry_run: bool = False
+) -> PublishResult:
+    """Make `repo` hold exactly this build, in one commit; `dry_run` only reads the Hub."""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    entry = get_entry(store, model, quantization)
+    files = pull_files(store, model, quantization, lib_dir="libs")
+    lib_files = {
+        d: f"libs/{lib_filename(model, quantization, d, ref.file.path.rsplit('.', 1)[-1])}"
+        for d, ref in entry.libs.items()
+    }
+    api = HfApi(endpoint=hub_endpoint())
+    with tempfile.TemporaryDirectory(prefix="mlc-farm-publish-") as tmp:
+        root = Path(tmp)
+        local = {p: root / p for p in files}
+        for p, f in files.items():
+            store.get_blob(f.sha256, local[p])
+        card = model_card(entry, repo, lib_files)
+        (root / CARD).write_text(card)
+        (root / MANIFEST).write_text(json.dumps(manifest(store, entry, files), indent=2) + "\n")
+        for extra in (CARD, MANIFEST):
+            local[extra] = root / extra
+            data = local[extra].read_bytes()
+            files[extra] = FileEntry(path=extra, size=len(data), sha256=hashlib.sha256(data).hexdigest())
+        try:
+            adds, deletes, same = _diff(local, files, _remote(api, repo))
+            result = PublishResult(repo=repo, operations=adds + deletes, unchanged=same, dry_run=dry_run, card=card)
+            if dry_run or not result.operations:
+                return result
+            _with_backoff(lambda: api.create_repo(repo, private=private, exist_ok=True))
+            operations = [CommitOperationAdd(path_in_repo=o.path, path_or_fileobj=str(local[o.path])) for o in adds]
+            operations += [CommitOperationDelete(path_in_repo=o.path) for o in deletes]
+            message = f"mlc-farm: {model} {quantization} ({', '.join(sorted(entry.libs)) or 'no libraries'})"
+            info = _with_backoff(lambda: api.create_commit(repo, operations, commit_message=message))
+        except HfHubHTTPError as e:
+            status = e.response.status_code if e.response is not None else "?"
+            raise PublishError(
+                f"the Hub refused {repo} (HTTP {status}): check that HF_TOKEN can write to it"
+                + (" and that the organization exists" if status in (401, 403, 404) else "")
+            ) from None
+    return result.model_copy(update={"commit": info.oid})

@@ -1,0 +1,21 @@
+"""Prefect task: publish one model x quantization to the Hugging Face Hub (thin over mlc_farm.hub)."""
+
+from __future__ import annotations
+
+from prefect import task
+
+from mlc_farm import hub
+from mlc_farm.store import open_store
+from tasks.build import transient_only
+
+
+@task(
+    name="publish",
+    task_run_name="publish {repo}",
+    retries=2,
+    retry_delay_seconds=[10, 60],
+    retry_condition_fn=transient_only,
+    tags=["mlc-publish"],
+)
+def publish_unit(store_url: str, model: str, quantization: str, repo: str, private: bool) -> hub.PublishResult:
+    return hub.publish(open_store(store_url), model, quantization, repo, private)

@@ -1,0 +1,200 @@
+"""Publishing and sources against a local server speaking the Hub HTTP API (tests/hub_server.py): assertions
+are on what the server recorded."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlc_farm.matrix import HFSource
+from mlc_farm.sources import fetch, resolve_hf
+from tests.helpers import cli
+from tests.hub_server import LocalHub
+
+TOKEN = "hf_farmTestToken0123456789abcdef"
+
+
+@pytest.fixture
+def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[LocalHub]:
+    server = LocalHub(TOKEN)
+    monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("MLC_FARM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    yield server
+    assert server.state.unknown == [], "the client used endpoints the test server lacks"
+    server.close()
+
+
+def model_files(tiny_models: Path) -> dict[str, bytes]:
+    files = {p.name: p.read_bytes() for p in (tiny_models / "models" / "a").iterdir()}
+    files["README.md"] = b"---\nlicense: apache-2.0\n---\n# tiny\n"
+    files["notes.txt"] = b"not for the toolchain"
+    files["pytorch_model.bin"] = b"old torch weights, not needed beside safetensors"
+    return files
+
+
+def test_source_is_resolved_to_its_commit_and_downloads_only_what_the_toolchain_reads(
+    hub: LocalHub, tiny_models: Path
+) -> None:
+    first = hub.state.seed("org/tiny", model_files(tiny_models))
+    src = resolve_hf("tiny", HFSource(hf="org/tiny"))
+    assert src.error is None and src.identity == first and src.license == "apache-2.0"
+    assert src.config and src.config["model_type"] == "llama"
+
+    second = hub.state.seed("org/tiny", model_files(tiny_models) | {"config.json": b'{"model_type": "qwen2"}'})
+    assert resolve_hf("tiny", HFSource(hf="org/tiny")).config == {"model_type": "qwen2"}
+    pinned = resolve_hf("tiny", HFSource(hf="org/tiny", revision=first))
+    assert second != first and pinned.identity == first and pinned.config == src.config
+
+    path = fetch(src)
+    assert sorted(p.name for p in path.iterdir()) == [
+        "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+    ]  # fmt: skip
+    assert (path / "model.safetensors").read_bytes() == (
+        tiny_models / "models" / "a" / "model.safetensors"
+    ).read_bytes()
+
+
+def test_gated_missing_and_unknown_revision_say_what_to_do(
+    hub: LocalHub, tiny_models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub.state.seed("org/gated", model_files(tiny_models), gated=True)
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.setenv("HF_TOKEN", "")
+    gated = resolve_hf("g", HFSource(hf="org/gated"))
+    assert gated.error == "org/gated is gated: accept its license on the Hub and set HF_TOKEN"
+    missing = resolve_hf("m", HFSource(hf="org/nothing"))
+    assert missing.error == "org/nothing was not found (or is private: set HF_TOKEN)"
+    hub.state.seed("org/tiny", model_files(tiny_models))
+    bad = resolve_hf("t", HFSource(hf="org/tiny", revision="v9"))
+    assert bad.error == "org/tiny has no revision 'v9'"
+
+
+PUBLISH_MATRIX = """
+quantizations: [q4f16_1, q0f16]
+devices:
+  - {name: cpu, family: cpu, target: llvm, pool: mlc-cpu}
+  - {name: vulkan, family: vulkan, target: "vulkan:generic", pool: mlc-cpu%s}
+models:
+  - {id: tiny-llama-a, source: {path: models/a}, conv_template: LM}
+  - {id: tiny-llama-b, source: {path: models/b}, conv_template: LM, publish: {repo: "farm-org/b-{quant}", private: true}}
+publish: {org: farm-org}
+"""
+
+
+def write_matrix(tiny_models: Path, tmp_path: Path, vulkan_extra: str = "") -> Path:
+    path = tiny_models / f"publish-{tmp_path.name}.yaml"
+    path.write_text(PUBLISH_MATRIX % vulkan_extra)
+    return path
+
+
+def repo_files(hub: LocalHub, repo: str) -> dict[str, bytes]:
+    return {p: f.data for p, f in hub.commits(repo)[-1].files.items()}
+
+
+@pytest.mark.slow
+def test_build_publishes_one_commit_per_model_and_quantization(
+    hub: LocalHub, tiny_models: Path, tmp_path: Path
+) -> None:
+    matrix = write_matrix(tiny_models, tmp_path)
+    store = tmp_path / "store"
+    done = cli("build", "--matrix", str(matrix), "--store", str(store))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert TOKEN not in done.stdout + done.stderr
+    repos = [
+        "farm-org/tiny-llama-a-q4f16_1-MLC",
+        "farm-org/tiny-llama-a-q0f16-MLC",
+        "farm-org/b-q4f16_1",
+        "farm-org/b-q0f16",
+    ]
+    assert sorted(hub.state.repos) == sorted(repos)
+    assert (
+        hub.state.repos["farm-org/b-q0f16"].private and not hub.state.repos["farm-org/tiny-llama-a-q0f16-MLC"].private
+    )
+    for repo in repos:
+        assert len(hub.commits(repo)) == 1
+        files = repo_files(hub, repo)
+        model = "tiny-llama-a" if "tiny-llama-a" in repo else "tiny-llama-b"
+        quant = "q4f16_1" if "q4f16_1" in repo else "q0f16"
+        assert sorted(files) == sorted([
+            "README.md", "mlc-chat-config.json", "mlc-farm-manifest.json", "params_shard_0.bin",
+            "tensor-cache.json", "tokenizer.json", "tokenizer_config.json",
+            f"libs/{model}-{quant}-cpu.so", f"libs/{model}-{quant}-vulkan.so",
+        ])  # fmt: skip
+        ops = hub.commits(repo)[0].operations
+        assert {o["path"] for o in ops if o["lfs"]} >= {"params_shard_0.bin", f"libs/{model}-{quant}-cpu.so"}
+        manifest = json.loads(files["mlc-farm-manifest.json"])
+        listed = {f["path"]: f for f in manifest["files"]}
+        assert set(listed) == set(files) - {"README.md", "mlc-farm-manifest.json"}
+        for path, f in listed.items():
+            assert hashlib.sha256(files[path]).hexdigest() == f["sha256"] and len(files[path]) == f["size"]
+        assert manifest["toolchain"]["mlc_llm_version"] == "0.20.0.dev0" and manifest["source"]["kind"] == "local"
+        card = files["README.md"].decode()
+        meta = yaml.safe_load(card.split("---\n")[1])
+        assert meta["library_name"] == "mlc-llm" and {"mlc-llm", quant} <= set(meta["tags"])
+        assert f"mlc_llm chat HF://{repo}" in card and "--model-lib" in card
+    # Both models share their libraries: the same LFS object in two repos was uploaded once.
+    assert set(hub.state.lfs_puts.values()) == {1}
+
+    again = cli("build", "--matrix", str(matrix), "--store", str(store))
+    assert again.returncode == 0, again.stderr
+    assert all(len(hub.commits(r)) == 1 for r in repos)
+    assert again.stdout.count("unchanged, no commit") == 4
+
+    changed = write_matrix(tiny_models, tmp_path, ", opt: O3")  # only the vulkan libraries change
+    third = cli("build", "--matrix", str(changed), "--store", str(store))
+    assert third.returncode == 0, third.stderr
+    for repo in repos:
+        assert len(hub.commits(repo)) == 2
+        ops = hub.commits(repo)[1].operations
+        assert sorted(o["path"] for o in ops) == sorted(
+            [p for p in repo_files(hub, repo) if p.endswith("-vulkan.so")] + ["mlc-farm-manifest.json"]
+        )
+    assert set(hub.state.lfs_puts.values()) == {1}
+
+
+@pytest.mark.slow
+def test_publish_dry_run_wrong_token_and_deletion(
+    hub: LocalHub, tiny_models: Path, tiny_matrix: Path, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    built = cli("build", "--matrix", str(tiny_matrix), "--store", str(store), "--model", "tiny-llama-a")
+    assert built.returncode == 0 and hub.state.repos == {}  # no publish section: nothing published
+    matrix = write_matrix(tiny_models, tmp_path)
+
+    dry = cli("publish", "tiny-llama-a", "q0f16", "--matrix", str(matrix), "--store", str(store), "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "libs/tiny-llama-a-q0f16-vulkan.so" in dry.stdout and "library_name: mlc-llm" in dry.stdout
+    assert hub.state.repos == {} and hub.state.lfs_puts == {}
+
+    denied = cli("publish", "tiny-llama-a", "q0f16", "--matrix", str(matrix), "--store", str(store),
+                 env={"HF_TOKEN": "hf_wrongTokenValue42"})  # fmt: skip
+    assert denied.returncode == 1
+    assert "the Hub refused farm-org/tiny-llama-a-q0f16-MLC (HTTP 401): check that HF_TOKEN" in denied.stderr
+    assert "hf_wrongTokenValue42" not in denied.stdout + denied.stderr
+    assert hub.state.repos == {}
+
+    real = cli("publish", "tiny-llama-a", "q0f16", "--matrix", str(matrix), "--store", str(store))
+    assert real.returncode == 0 and "committed" in real.stdout
+    repo = "farm-org/tiny-llama-a-q0f16-MLC"
+    assert len(hub.commits(repo)) == 1
+
+    # The catalog loses the vulkan library (as if the device left the matrix): republishing deletes it.
+    entry_path = store / "catalog" / "tiny-llama-a" / "q0f16.json"
+    entry = json.loads(entry_path.read_text())
+    del entry["libs"]["vulkan"]
+    entry_path.write_text(json.dumps(entry))
+    again = cli("publish", "tiny-llama-a", "q0f16", "--matrix", str(matrix), "--store", str(store))
+    assert again.returncode == 0, again.stderr
+    ops = hub.commits(repo)[1].operations
+    assert {"op": "delete", "path": "libs/tiny-llama-a-q0f16-vulkan.so"} in ops
+    assert "libs/tiny-llama-a-q0f16-vulkan.so" not in repo_files(hub, repo)
+    assert TOKEN not in dry.stdout + real.stdout + again.stdout + again.stderr
