@@ -1,28 +1,35 @@
 """The nightly build: matrix -> plan -> only the builds whose key has no record -> store -> catalog.
 
-Embedded mode: `mlc-farm build` runs this flow in one process with Prefect's temporary server. One failing
-cell never stops the others; the run ends Failed with a table artifact naming every failure and its log.
+Embedded mode: `mlc-farm build` runs this flow in one process with Prefect's temporary server. Farm mode
+(the deployments of prefect.yaml): this flow runs on a small CPU pool and sends every build to the work
+pool of its device with `run_deployment`. One failing cell never stops the others; the run ends Failed
+with a table artifact naming every failure and its log.
 """
 
 from __future__ import annotations
 
 import os
 from datetime import timedelta
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.futures import PrefectFuture, as_completed
 from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import BaseModel
 from rich.console import Console
 
+from flows.workers import toolchain_record
 from mlc_farm.build import load_record
 from mlc_farm.hub import PublishError, repo_for
-from mlc_farm.matrix import load_matrix, select_models
-from mlc_farm.plan import make_plan
-from mlc_farm.store import open_store
+from mlc_farm.matrix import load_matrix, select_cells
+from mlc_farm.plan import LibBuild, WeightBuild, make_plan
+from mlc_farm.store import ArtifactStore, open_store
 from mlc_farm.summary import Outcome, Summary, summarize
+from mlc_farm.toolchain import ToolchainInfo
 from tasks.build import build_library, build_weights, probe_toolchain, resolve_sources, update_catalog
+from tasks.dispatch import dispatch
 from tasks.publish import publish_unit
 
 PARALLEL = int(os.environ.get("MLC_FARM_PARALLEL", "2"))
@@ -46,25 +53,63 @@ def _outcome(future: PrefectFuture) -> Outcome:
     return Outcome(status="failed", detail=state.message or state.name or "failed")
 
 
+Mode = Literal["embedded", "farm"]
+
+
 @flow(name="nightly-build", task_runner=ThreadPoolTaskRunner(max_workers=PARALLEL), log_prints=True)
 def nightly_build(
-    matrix_path: str, models: list[str] | None = None, force: bool = False, store: str | None = None
+    matrix_path: str = "matrix.yaml",
+    models: list[str] | None = None,
+    force: bool = False,
+    store: str | None = None,
+    mode: Mode = "embedded",
 ) -> State:
+    """Build the whole matrix (or some models): what the nightly schedule runs."""
+    return run_matrix(matrix_path, models, None, None, force, store, mode)
+
+
+@flow(name="build-model", task_runner=ThreadPoolTaskRunner(max_workers=PARALLEL), log_prints=True)
+def build_model(
+    model: str,
+    quantizations: list[str] | None = None,
+    devices: list[str] | None = None,
+    force: bool = False,
+    matrix_path: str = "matrix.yaml",
+    store: str | None = None,
+    mode: Mode = "farm",
+) -> State:
+    """Build one model of the matrix (`prefect deployment run 'build-model/build-model' --param model=...`)."""
+    return run_matrix(matrix_path, [model], quantizations, devices, force, store, mode)
+
+
+def run_matrix(
+    matrix_path: str,
+    models: list[str] | None,
+    quantizations: list[str] | None,
+    devices: list[str] | None,
+    force: bool,
+    store: str | None,
+    mode: Mode,
+) -> State:
+    """The one code path of both modes; `mode` decides only where each build runs (this process, or the
+    work pool of its device through `run_deployment`)."""
     logger = get_run_logger()
     loaded = load_matrix(matrix_path)
-    cells = select_models(loaded.matrix, models, loaded.file)
+    matrix = loaded.matrix
+    cells = select_cells(matrix, loaded.file, models, quantizations, devices)
     try:
-        targets = {(c.model, c.quantization): repo_for(loaded.matrix, c.model, c.quantization) for c in cells}
+        targets = {(c.model, c.quantization): repo_for(matrix, c.model, c.quantization) for c in cells}
     except PublishError as e:
         return Failed(message=str(e))
-    toolchain = probe_toolchain()
+    st = open_store(store)
+    pools = sorted({matrix.weights_pool} | {matrix.device(c.device).work_pool for c in cells})
+    toolchain = probe_toolchain() if mode == "embedded" else _farm_toolchain(st, pools)
     if not toolchain.known:
         return Failed(message=f"toolchain unavailable: {toolchain.error}")
     logger.info("toolchain: %s", toolchain.describe())
     wanted = {c.model for c in cells}
-    srcs = resolve_sources(loaded, [m for m in loaded.matrix.models if m.id in wanted])
-    plan = make_plan(loaded.matrix, cells, srcs, toolchain)
-    st = open_store(store)
+    srcs = resolve_sources(loaded, [m for m in matrix.models if m.id in wanted])
+    plan = make_plan(matrix, cells, srcs, toolchain)
     stale = st.abort_stale_uploads(timedelta(hours=STALE_UPLOAD_HOURS))
     if stale:
         logger.info("aborted %d unfinished uploads left by earlier runs", len(stale))
@@ -72,13 +117,25 @@ def nightly_build(
     def have(key: str) -> bool:
         return not force and load_record(st, key) is not None
 
+    def start_weights(wb: WeightBuild) -> PrefectFuture:
+        if mode == "embedded":
+            return build_weights.submit(st.url, wb, srcs[wb.model], matrix.convert_device)
+        params = {"wb": wb, "source": srcs[wb.model], "convert_device": matrix.convert_device, "store": st.url}
+        return dispatch.submit(f"build-weights/{matrix.weights_pool}", _jsonable(params), wb.key)
+
+    def start_library(lb: LibBuild, config_from: str) -> PrefectFuture:
+        if mode == "embedded":
+            return build_library.submit(st.url, lb, config_from)
+        params = {"lb": lb, "config_from": config_from, "store": st.url}
+        return dispatch.submit(f"build-library/{lb.device.work_pool}", _jsonable(params), lb.key)
+
     outcomes: dict[str, Outcome] = {}
     weights: dict[str, PrefectFuture] = {}
     for wb in plan.weight_builds.values():
         if have(wb.key):
             outcomes[wb.key] = Outcome(status="reused")
         else:
-            weights[wb.key] = build_weights.submit(st.url, wb, srcs[wb.model], loaded.matrix.convert_device)
+            weights[wb.key] = start_weights(wb)
     libs: dict[str, PrefectFuture] = {}
     pending = []
     for lb in plan.lib_builds.values():
@@ -92,7 +149,7 @@ def nightly_build(
         for lb in list(pending):
             ready = next((k for k in lb.config_from if _usable(outcomes.get(k))), None)
             if ready:
-                libs[lb.key] = build_library.submit(st.url, lb, ready)
+                libs[lb.key] = start_library(lb, ready)
                 pending.remove(lb)
 
     submit_ready()
@@ -119,6 +176,27 @@ def nightly_build(
     if failed or publish_failures:
         return Failed(message=f"{len(failed)} of {len(summary.rows)} cells failed; {message}", data=summary)
     return Completed(message=message, data=summary)
+
+
+def _farm_toolchain(st: ArtifactStore, pools: list[str]) -> ToolchainInfo:
+    """Probe every pool where it runs; they must agree, since weights and libraries must match."""
+    futures = [dispatch.submit(f"probe-toolchain/{pool}", {"pool": pool, "store": st.url}, pool) for pool in pools]
+    for f in futures:
+        f.result()
+    found = {
+        pool: ToolchainInfo.model_validate(st.read_json(toolchain_record(pool)) or {"error": "no probe"})
+        for pool in pools
+    }
+    if len(set(found.values())) > 1:
+        seen = "; ".join(f"{pool}: {tc.describe()}" for pool, tc in found.items())
+        return ToolchainInfo(
+            error=f"the pools run different toolchains ({seen}): build every image from one MLC nightly"
+        )
+    return found[pools[0]]
+
+
+def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.model_dump(mode="json") if isinstance(v, BaseModel) else v for k, v in params.items()}
 
 
 def _publish(

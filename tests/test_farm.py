@@ -1,0 +1,111 @@
+"""Farm mode end to end: real PostgreSQL, a real Prefect server on it, SeaweedFS, process workers on three
+pools (two standing in for the GPU pools), deployments from prefect.yaml, and the toolchain double."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+
+from mlc_farm import stack
+from tests.helpers import DOUBLE, ROOT, cli, toolchain_calls
+
+pytestmark = pytest.mark.slow
+
+FARM_MATRIX = """
+quantizations: [q4f16_1]
+weights_pool: mlc-cpu
+devices:
+  - {name: cpu, family: cpu, target: llvm, pool: mlc-cuda}
+  - {name: vulkan, family: vulkan, target: "vulkan:generic", pool: mlc-rocm}
+models:
+  - {id: tiny-llama-a, source: {path: models/a}, conv_template: LM}
+  - {id: tiny-llama-b, source: {path: models/b}, conv_template: LM}
+"""
+POOLS = ["mlc-cpu", "mlc-cuda", "mlc-rocm"]
+KEY, SECRET = "farm-admin", "farm-stack-secret-42"
+
+
+@pytest.fixture
+def farm(tmp_path: Path, tiny_models: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[stack.LocalStack, dict]]:
+    calls = tmp_path / "calls.log"
+    worker_env = {
+        "PYTHONPATH": os.pathsep.join([str(DOUBLE), str(ROOT)]),
+        "MLC_FARM_HOME": str(ROOT),
+        "MLC_DOUBLE_LOG": str(calls),
+        "MLC_FARM_WORK_DIR": str(tmp_path / "work"),
+    }
+    running = stack.up(tmp_path / "farm", POOLS, KEY, SECRET, worker_env)
+    try:
+        env = running.env(KEY, SECRET) | {"MLC_FARM_HOME": str(ROOT), "MLC_DOUBLE_LOG": str(calls)}
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        boto3.client("s3").create_bucket(Bucket="farm")
+        yield running, env
+    finally:
+        running.stop()
+
+
+def prefect(*args: str, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "prefect"), "--no-prompt", *args],
+        capture_output=True, text=True, env={**os.environ, **env}, cwd=ROOT, timeout=timeout,
+    )  # fmt: skip
+
+
+def test_build_model_deployment_sends_each_build_to_its_pool(farm, tiny_models: Path, tmp_path: Path) -> None:
+    _, env = farm
+    matrix = tiny_models / f"farm-{tmp_path.name}.yaml"
+    matrix.write_text(FARM_MATRIX)
+    store = "s3://farm/artifacts"
+
+    init = cli("farm", "init", "--matrix", str(matrix), "--gpus", "1", "--pool-limit", "4", env=env)
+    assert init.returncode == 0, init.stderr
+    assert cli("farm", "init", "--matrix", str(matrix), env=env).returncode == 0  # idempotent
+    deployed = prefect("deploy", "--all", env=env)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+
+    bad = prefect("deployment", "run", "build-model/build-model", "--param", "force=maybe", env=env)
+    assert bad.returncode != 0  # enforce_parameter_schema: model is required, force must be a boolean
+
+    run = prefect(
+        "deployment", "run", "build-model/build-model", "--param", "model=tiny-llama-a",
+        "--param", f"matrix_path={matrix}", "--param", f"store={store}", "--watch", env=env,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs()
+        flows = {f.id: f.name for f in client.read_flows()}
+        nightly = client.read_deployment_by_name("nightly-build/nightly")
+        assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]
+        assert nightly.schedules[0].schedule.timezone == "UTC"
+        limits = {lim.name: lim.limit for lim in client.read_global_concurrency_limits()}
+    assert {"mlc-compile-mlc-cuda": 1, "mlc-compile-mlc-rocm": 1}.items() <= limits.items()
+
+    ran = [(flows[r.flow_id], r.work_pool_name, r.parameters, r.state.name) for r in runs]
+    assert all(state == "Completed" for *_, state in ran), ran
+    assert sorted(pool for name, pool, *_ in ran if name == "build-weights") == ["mlc-cpu"]
+    libraries = {p["lb"]["device"]["name"]: pool for name, pool, p, _ in ran if name == "build-library"}
+    assert libraries == {"cpu": "mlc-cuda", "vulkan": "mlc-rocm"}
+    assert sorted(pool for name, pool, *_ in ran if name == "probe-toolchain") == POOLS
+    assert [pool for name, pool, *_ in ran if name == "build-model"] == ["mlc-cpu"]
+
+    steps = sorted(c["step"] for c in toolchain_calls(Path(env["MLC_DOUBLE_LOG"])))
+    assert steps == ["compile", "compile", "convert_weight", "gen_config"]
+    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="farm")["Contents"]]
+    assert "artifacts/catalog/tiny-llama-a/q4f16_1.json" in keys
+    assert sum(k.startswith("artifacts/builds/") for k in keys) == 3
+    assert cli("verify", "--store", store, env=env).returncode == 0
+    out = tmp_path / "pulled"
+    assert cli("pull", "tiny-llama-a", "q4f16_1", "-o", str(out), "--store", store, env=env).returncode == 0
+    assert sorted(p.name for p in (out / "lib").iterdir()) == [
+        "tiny-llama-a-q4f16_1-cpu.so", "tiny-llama-a-q4f16_1-vulkan.so",
+    ]  # fmt: skip
