@@ -369,6 +369,15 @@ def farm_down(
     out.print("stack stopped")
 
 
+@app.command("toolchain")
+def show_toolchain() -> None:
+    """Print the mlc_llm/TVM identity this machine would build with; exit 1 if mlc_llm is unusable."""
+    tc = toolchain.probe()
+    if not tc.known:
+        raise _fail(f"toolchain unknown: {tc.error}", 1)
+    out.print(f"toolchain: {tc.describe()} [{tc.mlc_llm_dist}]", highlight=False, markup=False)
+
+
 @app.command("tiny-model")
 def tiny_model(
     output: Path,

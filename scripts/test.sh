@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The test command: set up, lint, run every test. Test servers are started by the tests themselves.
+# The test command: set up, lint (Python, Dockerfiles via the tests, Terraform), run every test. Test servers
+# (SeaweedFS, PostgreSQL, the Prefect server, a Hub API stand-in) are started by the tests themselves.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+bash scripts/check-terraform.sh
 set +e
 .venv/bin/python -m pytest "$@"
 code=$?
