@@ -50,13 +50,9 @@ class LocalStore:
             return False
         tmp = self._tmp()
         try:
-            h = hashlib.sha256()
-            with path.open("rb") as src, tmp.open("wb") as out:
-                while block := src.read(_CHUNK):
-                    h.update(block)
-                    out.write(block)
-            if h.hexdigest() != sha256:
-                raise CorruptBlobError(f"{path} changed while being stored (sha256 {h.hexdigest()})")
+            got = _copy_hashed(path, tmp)
+            if got != sha256:
+                raise CorruptBlobError(f"{path} changed while being stored (sha256 {got})")
             self._publish(tmp, blob_path(sha256))
         finally:
             tmp.unlink(missing_ok=True)
@@ -66,14 +62,10 @@ class LocalStore:
         src = self.root / blob_path(sha256)
         dest.parent.mkdir(parents=True, exist_ok=True)
         part = dest.with_name(dest.name + ".part")
-        h = hashlib.sha256()
         try:
-            with src.open("rb") as f, part.open("wb") as out:
-                while block := f.read(_CHUNK):
-                    h.update(block)
-                    out.write(block)
-            if h.hexdigest() != sha256:
-                raise CorruptBlobError(f"{self.url}/{blob_path(sha256)} is corrupt (sha256 {h.hexdigest()})")
+            got = _copy_hashed(src, part)
+            if got != sha256:
+                raise CorruptBlobError(f"{self.url}/{blob_path(sha256)} is corrupt (sha256 {got})")
             os.replace(part, dest)
         finally:
             part.unlink(missing_ok=True)
@@ -134,6 +126,16 @@ class LocalStore:
                 if not dry_run:
                     p.unlink(missing_ok=True)
         return stale
+
+
+def _copy_hashed(src: Path, dest: Path) -> str:
+    """Copy in one pass, returning the sha256 of what was read."""
+    h = hashlib.sha256()
+    with src.open("rb") as f, dest.open("wb") as out:
+        while block := f.read(_CHUNK):
+            h.update(block)
+            out.write(block)
+    return h.hexdigest()
 
 
 def _alive(pid: int) -> bool:
