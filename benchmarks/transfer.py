@@ -60,11 +60,11 @@ def worker(mode: str, src: Path, dst: Path, url: str) -> None:
         with ThreadPoolExecutor(max_workers=4) as pool:  # as `mlc-farm pull` does
             list(pool.map(lambda e: store.get_blob(e["sha256"], dst / e["path"]), entries))
     elif mode == "boto3-up":
-        s3 = boto3.client("s3")
+        s3 = boto3.session.Session().client("s3")
         for p in files:
             s3.upload_file(str(p), bucket, f"{prefix}/{p.name}")
     elif mode == "boto3-down":
-        s3 = boto3.client("s3")
+        s3 = boto3.session.Session().client("s3")
         for p in files:
             s3.download_file(bucket, f"{prefix}/{p.name}", str(dst / p.name))
     else:

@@ -7,11 +7,10 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
 
 from mlc_farm.tiny_model import write_tiny_llama
-from tests.helpers import DOUBLE, ROOT
+from tests.helpers import DOUBLE, ROOT, s3_client
 from tests.seaweed import SeaweedS3
 
 TINY_MATRIX = """
@@ -82,5 +81,5 @@ def s3_store_url(seaweed: SeaweedS3, monkeypatch: pytest.MonkeyPatch) -> str:
     for name, value in seaweed.env().items():
         monkeypatch.setenv(name, value)
     bucket = f"t{uuid.uuid4().hex[:16]}"
-    boto3.client("s3").create_bucket(Bucket=bucket)
+    s3_client().create_bucket(Bucket=bucket)
     return f"s3://{bucket}/farm"

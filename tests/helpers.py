@@ -30,3 +30,10 @@ def toolchain_calls(log: Path) -> list[dict]:
     if not log.exists():
         return []
     return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def s3_client():
+    """A client from a fresh session: boto3's default session would keep the first test's credentials."""
+    import boto3
+
+    return boto3.session.Session().client("s3")

@@ -9,11 +9,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
 
 from mlc_farm import stack
-from tests.helpers import DOUBLE, ROOT, cli, toolchain_calls
+from tests.helpers import DOUBLE, ROOT, cli, s3_client, toolchain_calls
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +44,7 @@ def farm(tmp_path: Path, tiny_models: Path, monkeypatch: pytest.MonkeyPatch) -> 
         env = running.env(KEY, SECRET) | {"MLC_FARM_HOME": str(ROOT), "MLC_DOUBLE_LOG": str(calls)}
         for k, v in env.items():
             monkeypatch.setenv(k, v)
-        boto3.client("s3").create_bucket(Bucket="farm")
+        s3_client().create_bucket(Bucket="farm")
         yield running, env
     finally:
         running.stop()
@@ -100,7 +99,7 @@ def test_build_model_deployment_sends_each_build_to_its_pool(farm, tiny_models: 
 
     steps = sorted(c["step"] for c in toolchain_calls(Path(env["MLC_DOUBLE_LOG"])))
     assert steps == ["compile", "compile", "convert_weight", "gen_config"]
-    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="farm")["Contents"]]
+    keys = [o["Key"] for o in s3_client().list_objects_v2(Bucket="farm")["Contents"]]
     assert "artifacts/catalog/tiny-llama-a/q4f16_1.json" in keys
     assert sum(k.startswith("artifacts/builds/") for k in keys) == 3
     assert cli("verify", "--store", store, env=env).returncode == 0

@@ -15,7 +15,6 @@ import urllib.request
 from datetime import timedelta
 from pathlib import Path
 
-import boto3
 import pytest
 
 from mlc_farm.build import store_files
@@ -24,7 +23,7 @@ from mlc_farm.manifest import blob_path
 from mlc_farm.store import CorruptBlobError, StoreError, open_store
 from mlc_farm.store.s3 import S3Store, WriteConflict
 from tests.faults import FaultyProxy
-from tests.helpers import ROOT, cli
+from tests.helpers import ROOT, cli, s3_client
 from tests.seaweed import SeaweedS3
 
 
@@ -48,7 +47,7 @@ def test_multipart_round_trip_with_verified_checksums(
     digest = random_file(big, 23 * 1024 * 1024 + 7, seed=1)
     assert store.put_blob(big, digest) is True
     assert store.requests["UploadPart"] == 5 and store.requests["CompleteMultipartUpload"] == 1
-    head = boto3.client("s3").head_object(Bucket=store.bucket, Key=f"farm/{blob_path(digest)}", ChecksumMode="ENABLED")
+    head = s3_client().head_object(Bucket=store.bucket, Key=f"farm/{blob_path(digest)}", ChecksumMode="ENABLED")
     assert head["ContentLength"] == big.stat().st_size
     assert head["ChecksumSHA256"].endswith("-5")  # the server holds (and checked) a SHA-256 per part
 
@@ -67,7 +66,7 @@ def test_corrupted_object_is_detected_and_not_left_on_disk(s3_store_url: str, tm
     f = tmp_path / "tokenizer.json"
     digest = random_file(f, 100_000, seed=2)
     store.put_blob(f, digest)
-    boto3.client("s3").put_object(Bucket=bucket_of(s3_store_url), Key=f"farm/{blob_path(digest)}", Body=b"evil")
+    s3_client().put_object(Bucket=bucket_of(s3_store_url), Key=f"farm/{blob_path(digest)}", Body=b"evil")
     dest = tmp_path / "pulled" / "tokenizer.json"
     with pytest.raises(CorruptBlobError, match="is corrupt"):
         store.get_blob(digest, dest)
@@ -100,7 +99,7 @@ def test_killed_upload_is_finished_by_the_next_run_sending_only_what_is_missing(
     """)
     env = {**os.environ, "MLC_FARM_S3_CONCURRENCY": "1"}
     proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True)
-    s3 = boto3.client("s3")
+    s3 = s3_client()
     bucket = bucket_of(s3_store_url)
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -201,7 +200,7 @@ def test_gc_removes_only_unreferenced_old_blobs_and_stale_uploads(s3_store_url: 
     orphan = random_file(b, 20, 2)
     store.put_blob(b, orphan)
     store.write_json("builds/k.json", _record(keep))
-    boto3.client("s3").create_multipart_upload(Bucket=bucket_of(s3_store_url), Key="farm/blobs/sha256/abandoned")
+    s3_client().create_multipart_upload(Bucket=bucket_of(s3_store_url), Key="farm/blobs/sha256/abandoned")
 
     young = collect(store, timedelta(hours=1))
     assert young.blobs == [] and young.uploads == []
