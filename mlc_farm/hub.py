@@ -27,6 +27,7 @@ from mlc_farm.sources import hub_endpoint
 from mlc_farm.store import ArtifactStore, StoreError
 
 MANIFEST = "mlc-farm-manifest.json"
+ATTEMPTS = 4  # Hub calls, with backoff 2 s, 4 s, 8 s in between
 CARD = "README.md"
 
 
@@ -169,7 +170,7 @@ def _diff(local: dict[str, Path], entries: dict[str, FileEntry], remote: dict[st
     return adds, deletes, same
 
 
-def _with_backoff(call: Any, attempts: int = 4) -> Any:
+def _with_backoff(call: Any, attempts: int = ATTEMPTS) -> Any:
     """Retry a Hub call on transient failures (5xx, 429, connection errors); a commit is atomic, so a retry
     never leaves half of one."""
     from huggingface_hub.errors import HfHubHTTPError
@@ -225,7 +226,11 @@ def publish(
             message = f"mlc-farm: {model} {quantization} ({', '.join(sorted(entry.libs)) or 'no libraries'})"
             info = _with_backoff(lambda: api.create_commit(repo, operations, commit_message=message))
         except HfHubHTTPError as e:
-            status = e.response.status_code if e.response is not None else "?"
+            status = e.response.status_code if e.response is not None else 0
+            if status >= 500 or status == 429:
+                raise PublishError(
+                    f"the Hub failed {repo} (HTTP {status}) after {ATTEMPTS} attempts; try again later"
+                ) from None
             raise PublishError(
                 f"the Hub refused {repo} (HTTP {status}): check that HF_TOKEN can write to it"
                 + (" and that the organization exists" if status in (401, 403, 404) else "")

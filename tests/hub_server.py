@@ -75,6 +75,9 @@ class HubState:
         self.parts: dict[str, dict[int, bytes]] = {}
         self.unknown: list[str] = []
         self.lock = threading.Lock()
+        # Fault injection: answer this many LFS part/object uploads, or commits, with HTTP 500.
+        self.fail_uploads = 0
+        self.fail_commits = 0
 
     def seed(self, repo_id: str, files: dict[str, bytes], gated: bool = False) -> str:
         """A source repository with one commit; returns the commit oid."""
@@ -233,8 +236,17 @@ class _Handler(BaseHTTPRequestHandler):
             objects.append(entry)
         self._send(200, {"transfer": "basic", "objects": objects})
 
+    def _injected_failure(self, counter: str) -> bool:
+        if getattr(self.state, counter) > 0:
+            setattr(self.state, counter, getattr(self.state, counter) - 1)
+            self._error(500, "InternalError", "injected failure")
+            return True
+        return False
+
     def lfs_put(self, _m: str, _q: dict, oid: str) -> None:
         data = self._body()
+        if self._injected_failure("fail_uploads"):
+            return
         if hashlib.sha256(data).hexdigest() != oid:
             return self._error(400, "BadDigest", "content does not match oid")
         self.state.lfs[oid] = data
@@ -243,6 +255,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def lfs_part(self, _m: str, _q: dict, oid: str, number: str) -> None:
         data = self._body()
+        if self._injected_failure("fail_uploads"):
+            return
         self.state.parts.setdefault(oid, {})[int(number)] = data
         self._send(200, b"", {"ETag": f'"{hashlib.md5(data).hexdigest()}"'})
 
@@ -264,7 +278,10 @@ class _Handler(BaseHTTPRequestHandler):
     def commit(self, _m: str, _q: dict, repo_id: str, revision: str) -> None:
         if not self._authorized() or (repo := self._repo(repo_id)) is None:
             return
-        lines = [json.loads(line) for line in self._body().splitlines() if line.strip()]
+        body = self._body()
+        if self._injected_failure("fail_commits"):
+            return
+        lines = [json.loads(line) for line in body.splitlines() if line.strip()]
         current = repo.at(unquote(revision))
         files = dict(current.files) if current else {}
         ops = []

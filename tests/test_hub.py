@@ -182,10 +182,20 @@ def test_publish_dry_run_wrong_token_and_deletion(
     assert "hf_wrongTokenValue42" not in denied.stdout + denied.stderr
     assert hub.state.repos == {}
 
+    # Transient upload failures are retried with backoff: one commit, every object stored once.
+    hub.state.fail_uploads = 2
     real = cli("publish", "tiny-llama-a", "q0f16", "--matrix", str(matrix), "--store", str(store))
-    assert real.returncode == 0 and "committed" in real.stdout
+    assert real.returncode == 0 and "committed" in real.stdout, real.stderr
     repo = "farm-org/tiny-llama-a-q0f16-MLC"
-    assert len(hub.commits(repo)) == 1
+    assert len(hub.commits(repo)) == 1 and hub.state.fail_uploads == 0
+    assert set(hub.state.lfs_puts.values()) == {1}
+    # The Hub keeps failing the commit: the publish fails, and no commit (half or whole) exists.
+    hub.state.fail_commits = 100
+    refused = cli("publish", "tiny-llama-a", "q4f16_1", "--matrix", str(matrix), "--store", str(store))
+    assert refused.returncode == 1
+    assert "the Hub failed farm-org/tiny-llama-a-q4f16_1-MLC (HTTP 500) after 4 attempts" in refused.stderr
+    assert hub.commits("farm-org/tiny-llama-a-q4f16_1-MLC") == []
+    hub.state.fail_commits = 0
 
     # The catalog loses the vulkan library (as if the device left the matrix): republishing deletes it.
     entry_path = store / "catalog" / "tiny-llama-a" / "q0f16.json"
