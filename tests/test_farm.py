@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mlc_farm import stack
-from tests.helpers import DOUBLE, ROOT, cli, s3_client, toolchain_calls
+from tests.helpers import ROOT, cli, s3_client, toolchain_calls
 
 pytestmark = pytest.mark.slow
 
@@ -27,27 +26,25 @@ models:
   - {id: tiny-llama-b, source: {path: models/b}, conv_template: LM}
 """
 POOLS = ["mlc-cpu", "mlc-cuda", "mlc-rocm"]
-KEY, SECRET = "farm-admin", "farm-stack-secret-42"
 
 
 @pytest.fixture
-def farm(tmp_path: Path, tiny_models: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[stack.LocalStack, dict]]:
-    calls = tmp_path / "calls.log"
-    worker_env = {
-        "PYTHONPATH": os.pathsep.join([str(DOUBLE), str(ROOT)]),
-        "MLC_FARM_HOME": str(ROOT),
-        "MLC_DOUBLE_LOG": str(calls),
-        "MLC_FARM_WORK_DIR": str(tmp_path / "work"),
-    }
-    running = stack.up(tmp_path / "farm", POOLS, KEY, SECRET, worker_env)
+def farm(tmp_path: Path, tiny_models: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, dict]]:
+    """`mlc-farm farm up` for the test matrix (workers get the toolchain double from this environment)."""
+    matrix = tiny_models / f"farm-{tmp_path.name}.yaml"
+    matrix.write_text(FARM_MATRIX)
+    calls, state = tmp_path / "calls.log", tmp_path / "farm"
+    up = cli("farm", "up", "--dir", str(state), "--matrix", str(matrix), env={"MLC_DOUBLE_LOG": str(calls)})
+    assert up.returncode == 0, up.stdout + up.stderr
     try:
-        env = running.env(KEY, SECRET) | {"MLC_FARM_HOME": str(ROOT), "MLC_DOUBLE_LOG": str(calls)}
+        exports = (state / "env.sh").read_text().splitlines()
+        env = dict(line.removeprefix("export ").split("=", 1) for line in exports) | {"MLC_DOUBLE_LOG": str(calls)}
         for k, v in env.items():
             monkeypatch.setenv(k, v)
-        s3_client().create_bucket(Bucket="farm")
-        yield running, env
+        yield matrix, env
     finally:
-        running.stop()
+        assert cli("farm", "down", "--dir", str(state)).returncode == 0
+        assert not (state / "stack.json").exists()
 
 
 def prefect(*args: str, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -57,11 +54,10 @@ def prefect(*args: str, env: dict, timeout: float = 600) -> subprocess.Completed
     )  # fmt: skip
 
 
-def test_build_model_deployment_sends_each_build_to_its_pool(farm, tiny_models: Path, tmp_path: Path) -> None:
-    _, env = farm
-    matrix = tiny_models / f"farm-{tmp_path.name}.yaml"
-    matrix.write_text(FARM_MATRIX)
-    store = "s3://farm/artifacts"
+def test_build_model_deployment_sends_each_build_to_its_pool(farm, tmp_path: Path) -> None:
+    matrix, env = farm
+    store = env["MLC_FARM_STORE"]
+    assert store == "s3://mlc-farm/artifacts" and env["MLC_FARM_HOME"] == str(ROOT)
 
     init = cli("farm", "init", "--matrix", str(matrix), "--gpus", "1", "--pool-limit", "4", env=env)
     assert init.returncode == 0, init.stderr
@@ -99,7 +95,7 @@ def test_build_model_deployment_sends_each_build_to_its_pool(farm, tiny_models: 
 
     steps = sorted(c["step"] for c in toolchain_calls(Path(env["MLC_DOUBLE_LOG"])))
     assert steps == ["compile", "compile", "convert_weight", "gen_config"]
-    keys = [o["Key"] for o in s3_client().list_objects_v2(Bucket="farm")["Contents"]]
+    keys = [o["Key"] for o in s3_client().list_objects_v2(Bucket="mlc-farm")["Contents"]]
     assert "artifacts/catalog/tiny-llama-a/q4f16_1.json" in keys
     assert sum(k.startswith("artifacts/builds/") for k in keys) == 3
     assert cli("verify", "--store", store, env=env).returncode == 0
