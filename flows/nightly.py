@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import PrefectFuture, as_completed
 from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -231,6 +231,9 @@ def _publish(
 
 
 def _report(summary: Summary) -> None:
+    create_markdown_artifact(
+        key="mlc-farm-matrix", markdown=summary.grid(), description="The matrix of this run, cell by cell."
+    )
     create_table_artifact(
         key="mlc-farm-build-summary",
         table=[r.model_dump() for r in summary.rows],

@@ -43,6 +43,19 @@ class Summary(BaseModel):
             out[status] = out.get(status, 0) + 1
         return out
 
+    def grid(self) -> str:
+        """Markdown picture of the matrix: one row per model x quantization, one column per device."""
+        mark = {"built": "🟢 built", "reused": "🔵 reused", "failed": "🔴 failed", "skipped": "🟡 skipped",
+                "unresolved": "🔴 unresolved"}  # fmt: skip
+        devices = list(dict.fromkeys(r.device for r in self.rows))
+        cells = {(r.model, r.quantization, r.device): r for r in self.rows}
+        lines = ["| model | quantization | " + " | ".join(devices) + " |", "|---|---|" + "---|" * len(devices)]
+        for model, quant in dict.fromkeys((r.model, r.quantization) for r in self.rows):
+            row = [cells.get((model, quant, d)) for d in devices]
+            shown = [mark[_status(r)] if r else "" for r in row]
+            lines.append(f"| {model} | {quant} | " + " | ".join(shown) + " |")
+        return "\n".join(lines)
+
     def table(self) -> Table:
         colour = {"built": "green", "reused": "cyan", "failed": "red", "skipped": "yellow", "unresolved": "red"}
         t = Table(title="mlc-farm build summary")
@@ -55,6 +68,13 @@ class Summary(BaseModel):
                 r.detail or r.log,
             )  # fmt: skip
         return t
+
+
+def _status(row: CellRow) -> Status:
+    """One word for a cell: a failure anywhere wins, then an unresolved source, then the library's fate."""
+    if "failed" in (row.weights, row.library):
+        return "failed"
+    return "unresolved" if row.weights == "unresolved" else row.library
 
 
 def summarize(plan: Plan, outcomes: dict[str, Outcome]) -> Summary:

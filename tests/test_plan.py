@@ -101,3 +101,20 @@ def test_local_source_identity_is_its_content(tmp_path: Path) -> None:
     assert resolve_local("m", d).identity == first.identity
     write_tiny_llama(d, seed=2)
     assert resolve_local("m", d).identity != first.identity
+
+
+def test_summary_grid_pictures_every_cell() -> None:
+    from mlc_farm.summary import Outcome, summarize
+
+    p = plan_of(matrix(), SOURCES)
+    outcomes = {k: Outcome(status="built") for k in [*p.weight_builds, *p.lib_builds]}
+    cuda_lib = next(k for k, lb in p.lib_builds.items() if lb.device.name == "cuda" and lb.quantization == "q0f16")
+    outcomes[cuda_lib] = Outcome(status="failed", detail="compile failed")
+    grid = summarize(p, outcomes).grid().splitlines()
+    assert grid[0] == "| model | quantization | cpu | cuda |"
+    assert grid[2:] == [
+        "| base | q4f16_1 | 🟢 built | 🟢 built |",
+        "| base | q0f16 | 🟢 built | 🔴 failed |",
+        "| tune | q4f16_1 | 🟢 built | 🟢 built |",
+        "| tune | q0f16 | 🟢 built | 🔴 failed |",
+    ]
