@@ -9,7 +9,7 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -43,6 +43,14 @@ class BuildFailed(RuntimeError):
 def load_record(store: ArtifactStore, key: str) -> BuildRecord | None:
     data = store.read_json(record_path(key))
     return BuildRecord.model_validate(data) if data else None
+
+
+def all_records(store: ArtifactStore) -> Iterator[tuple[str, BuildRecord]]:
+    """(store name, record) of every build record in the store."""
+    for name in store.list("builds/"):
+        record = load_record(store, name.removeprefix("builds/").removesuffix(".json"))
+        if record:
+            yield name, record
 
 
 def store_files(store: ArtifactStore, paths: dict[str, Path], workers: int = 4) -> list[FileEntry]:

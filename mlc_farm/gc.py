@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 from pydantic import BaseModel
 
-from mlc_farm.build import load_record
+from mlc_farm.build import all_records
 from mlc_farm.manifest import referenced_blobs
 from mlc_farm.store import ArtifactStore
 
@@ -23,11 +23,7 @@ class GcReport(BaseModel):
 
 
 def collect(store: ArtifactStore, min_age: timedelta, dry_run: bool = False) -> GcReport:
-    live: set[str] = set()
-    for name in store.list("builds/"):
-        record = load_record(store, name.removeprefix("builds/").removesuffix(".json"))
-        if record:
-            live |= {f.sha256 for f in referenced_blobs(record)}
+    live = {f.sha256 for _, record in all_records(store) for f in referenced_blobs(record)}
     cutoff = datetime.now(timezone.utc) - min_age
     dead = [
         (name, size)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from mlc_farm.build import load_record
+from mlc_farm.build import all_records, load_record
 from mlc_farm.manifest import CatalogEntry, FileEntry, catalog_path, referenced_blobs
 from mlc_farm.store import ArtifactStore, StoreError
 
@@ -99,11 +99,10 @@ def verify(store: ArtifactStore) -> list[str]:
         for key in [e.weights, *(ref.key for ref in e.libs.values())]:
             if load_record(store, key) is None:
                 problems.append(f"{catalog_path(e.model, e.quantization)}: build {key} has no record")
-    for name in store.list("builds/"):
-        record = load_record(store, name.removeprefix("builds/").removesuffix(".json"))
+    for name, record in all_records(store):
         problems += [
             f"{name}: {f.path} -> blob {f.sha256} is missing"
-            for f in (referenced_blobs(record) if record else [])
+            for f in referenced_blobs(record)
             if not store.has_blob(f.sha256)
         ]
     return problems
