@@ -23,6 +23,7 @@ from rich.console import Console
 from flows.workers import toolchain_record
 from mlc_farm.build import load_record
 from mlc_farm.hub import PublishError, repo_for
+from mlc_farm.manifest import BuildRecord
 from mlc_farm.matrix import load_matrix, select_cells
 from mlc_farm.plan import LibBuild, WeightBuild, make_plan
 from mlc_farm.store import ArtifactStore, open_store
@@ -114,8 +115,15 @@ def run_matrix(
     if stale:
         logger.info("aborted %d unfinished uploads left by earlier runs", len(stale))
 
+    records: dict[str, BuildRecord] = {}  # read once: on S3 each look-up is a GET
+
     def have(key: str) -> bool:
-        return not force and load_record(st, key) is not None
+        if force:
+            return False
+        record = load_record(st, key)
+        if record:
+            records[key] = record
+        return record is not None
 
     def start_weights(wb: WeightBuild) -> PrefectFuture:
         if mode == "embedded":
@@ -162,7 +170,7 @@ def run_matrix(
     outcomes |= {key: _outcome(f) for key, f in libs.items()}
     for key, o in outcomes.items():
         if o.status in ("built", "reused"):
-            record = load_record(st, key)
+            record = records.get(key) or load_record(st, key)
             o.log = f"{st.url}/blobs/sha256/{record.log.sha256}" if record and record.log else None
     update_catalog(st.url, plan, srcs)
 
