@@ -10,7 +10,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DOUBLE = Path(__file__).resolve().parent / "double"
-REFERENCE = ROOT.parent / "shared" / "mlc-reference"
+# Facts produced by the real tool (a copy of shared/mlc-reference): the tests need nothing outside the repo.
+REFERENCE = Path(__file__).resolve().parent / "fixtures" / "mlc-reference"
 
 
 def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
