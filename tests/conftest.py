@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,6 +58,12 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     for name in ("MLC_FARM_MLC_LLM", "MLC_DOUBLE_FAIL", "MLC_DOUBLE_HANG", "MLC_DOUBLE_SLEEP", "MLC_DOUBLE_LOG"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def model_a(tiny_models: Path, tmp_path: Path) -> Path:
+    """A private copy of models/a, for tests that run the toolchain on it directly (it writes into its input)."""
+    return Path(shutil.copytree(tiny_models / "models" / "a", tmp_path / "model-a"))
 
 
 @pytest.fixture

@@ -57,10 +57,10 @@ def test_missing_mlc_llm_says_how_to_install(monkeypatch: pytest.MonkeyPatch, tm
     assert info.describe().startswith("unknown (")
 
 
-def test_run_streams_and_keeps_the_log(tiny_models: Path, tmp_path: Path) -> None:
+def test_run_streams_and_keeps_the_log(model_a: Path, tmp_path: Path) -> None:
     lines: list[str] = []
     log = tmp_path / "build.log"
-    args = toolchain.convert_weight_args(tiny_models / "models" / "a", "q4f16_1", tmp_path / "o", "cpu", None)
+    args = toolchain.convert_weight_args(model_a, "q4f16_1", tmp_path / "o", "cpu", None)
     toolchain.run("convert_weight", args, cell="a/q4f16_1", log_path=log, timeout=60, on_line=lines.append)
     assert any("Saved to directory" in line for line in lines)
     text = log.read_text()
@@ -68,10 +68,10 @@ def test_run_streams_and_keeps_the_log(tiny_models: Path, tmp_path: Path) -> Non
 
 
 def test_failure_names_step_cell_exit_code_and_log_tail(
-    tiny_models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    model_a: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MLC_DOUBLE_FAIL", "convert_weight")
-    args = toolchain.convert_weight_args(tiny_models / "models" / "a", "q4f16_1", tmp_path / "o", "cpu", None)
+    args = toolchain.convert_weight_args(model_a, "q4f16_1", tmp_path / "o", "cpu", None)
     with pytest.raises(toolchain.ToolchainError) as info:
         toolchain.run("convert_weight", args, cell="a/q4f16_1", log_path=tmp_path / "l.log", timeout=60)
     message = str(info.value)
@@ -80,9 +80,9 @@ def test_failure_names_step_cell_exit_code_and_log_tail(
     assert "working 39" in message and "working 5\n" not in message  # the tail, not the whole log
 
 
-def test_timeout_kills_the_step(tiny_models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_timeout_kills_the_step(model_a: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLC_DOUBLE_HANG", "convert_weight")
-    args = toolchain.convert_weight_args(tiny_models / "models" / "a", "q4f16_1", tmp_path / "o", "cpu", None)
+    args = toolchain.convert_weight_args(model_a, "q4f16_1", tmp_path / "o", "cpu", None)
     start = time.monotonic()
     with pytest.raises(toolchain.ToolchainError, match="timed out after 3 s and was killed"):
         toolchain.run("convert_weight", args, cell="a/q4f16_1", log_path=tmp_path / "l.log", timeout=3)

@@ -2,19 +2,27 @@
 
 Same flags (argparse rejects unknown ones and unknown quantizations with exit 2), the same input checks
 (config.json, weights present, devices that must exist locally) and the same output files with the same
-structure as the reference's sample outputs. Knobs for tests, all optional:
+structure as the reference's sample outputs. Like the real tool, convert_weight writes
+`model.safetensors.index.json` into a source directory holding a single `model.safetensors`, logs carry ANSI
+colours and tqdm progress bars redrawn with carriage returns, and compile bakes the host CPU into the library
+unless `--host` names a triple. Knobs for tests, all optional:
   MLC_DOUBLE_LOG=FILE      append one JSON line per invocation (to count toolchain runs)
   MLC_DOUBLE_FAIL=STEP[:S] exit 1 in STEP (when S is given, only if S occurs in the arguments)
   MLC_DOUBLE_HANG=STEP     sleep forever in STEP
   MLC_DOUBLE_SLEEP=SECONDS sleep that long in every step (to kill a build half-way)
+  MLC_DOUBLE_READONLY=DIR  DIR is a read-only volume: writing under it fails with EROFS
+  MLC_DOUBLE_HOST_CPU=CPU  the CPU `--host auto` finds (default znver3)
+  MLC_DOUBLE_BAD_METADATA=1  compile a library whose metadata does not fit the weights
+  MLC_DOUBLE_NAN=1         compile a library whose logits are NaN
+  MLC_DOUBLE_ENV_LOG=FILE  append the environment names each invocation sees (to check what it is given)
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import json
-import math
 import os
 import sys
 import time
@@ -22,33 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
-QUANTIZATIONS = [
-    "q0f16", "q0bf16", "q0f32", "q3f16_0", "q3f16_1", "q4f16_0", "q4f16_1", "q4bf16_0", "q4bf16_1",
-    "q4f32_1", "q4f16_2", "q4f16_autoawq", "q4f16_ft", "e5m2_e5m2_f16", "e4m3_e4m3_f16",
-    "e4m3_e4m3_f16_max_calibrate", "fp8_e4m3fn_bf16_block_scale",
-    "fp8_e4m3fn_bf16_block_scale_static_activation",
-]  # fmt: skip
-MODEL_TYPES = ["auto", "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "gpt2"]
-CONV_TEMPLATES = {
-    "LM": {"system_template": "{system_message}", "system_prefix_token_ids": [1], "stop_token_ids": [2],
-           "roles": {"user": "", "assistant": ""}, "seps": [""], "role_content_sep": "", "role_empty_sep": ""},
-    "llama-3": {"system_template": "<|start_header_id|>system<|end_header_id|>\n\n{system_message}<|eot_id|>",
-                "system_prefix_token_ids": [128000], "stop_token_ids": [128001, 128009],
-                "roles": {"user": "<|start_header_id|>user", "assistant": "<|start_header_id|>assistant"},
-                "seps": ["<|eot_id|>"], "role_content_sep": "<|end_header_id|>\n\n",
-                "role_empty_sep": "<|end_header_id|>\n\n"},
-    "chatml": {"system_template": "<|im_start|>system\n{system_message}<|im_end|>\n",
-               "system_prefix_token_ids": None, "stop_token_ids": [2],
-               "roles": {"user": "<|im_start|>user", "assistant": "<|im_start|>assistant"},
-               "seps": ["<|im_end|>\n"], "role_content_sep": "\n", "role_empty_sep": "\n"},
-    "qwen2": {"system_template": "<|im_start|>system\n{system_message}<|im_end|>\n",
-              "system_prefix_token_ids": None, "stop_token_ids": [151643, 151645],
-              "roles": {"user": "<|im_start|>user", "assistant": "<|im_start|>assistant"},
-              "seps": ["<|im_end|>\n"], "role_content_sep": "\n", "role_empty_sep": "\n"},
-    "redpajama_chat": {"system_template": "{system_message}", "system_prefix_token_ids": None,
-                       "stop_token_ids": [0], "roles": {"user": "<human>", "assistant": "<bot>"},
-                       "seps": ["\n"], "role_content_sep": ": ", "role_empty_sep": ":"},
-}  # fmt: skip
+from mlc_llm import _library
+from mlc_llm.conversation_template import ConvTemplateRegistry
+from mlc_llm.model import MODELS
+from mlc_llm.quantization import QUANTIZATION
+
+QUANTIZATIONS = list(QUANTIZATION)
+MODEL_TYPES = ["auto", *MODELS]
+CONV_TEMPLATES = ConvTemplateRegistry._conv_templates
 TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "merges.txt",
                    "added_tokens.json"]  # fmt: skip
 PRESETS = ["iphone", "macabi", "android", "android:adreno", "android:adreno-so", "windows:adreno_x86",
@@ -59,15 +48,50 @@ LIB_SUFFIXES = (".so", ".dylib", ".dll", ".tar", ".lib", ".wasm")
 SHARD_CAP = 32 * 1024 * 1024
 
 
+_bar = ""  # the progress bar on screen, which tqdm clears before a log line and redraws after it
+
+
+def log(file: str, message: str) -> None:
+    """A log line the way the real tool prints it: timestamp, level, source, ANSI-coloured words."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    message = message.replace("Found", "\x1b[92mFound\x1b[0m").replace("Not found", "\x1b[91mNot found\x1b[0m")
+    clear = f"\r{' ' * len(_bar)}\r" if _bar else ""
+    sys.stderr.write(f"{clear}[{stamp}] INFO {file}: {message}\n" + (f"\r{_bar}" if _bar else ""))
+    sys.stderr.flush()
+
+
+def progress(done: int, total: int) -> None:
+    """A tqdm bar on stderr, redrawn in place with carriage returns."""
+    global _bar
+    bar = "\u2588" * (10 * done // total)
+    _bar = f"{100 * done // total:3d}%|{bar:<10}| {done}/{total} [00:00<00:00, 2.82it/s]"
+    sys.stderr.write(f"\r{_bar}")
+    if done == total:
+        sys.stderr.write("\n")
+        _bar = ""
+    sys.stderr.flush()
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a file, failing as a read-only volume would under MLC_DOUBLE_READONLY."""
+    readonly = os.environ.get("MLC_DOUBLE_READONLY")
+    if readonly and path.resolve().is_relative_to(Path(readonly).resolve()):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+    path.write_text(text)
+
+
 def fail(message: str, code: int = 1) -> None:
     print(f"ValueError: {message}", file=sys.stderr)
     sys.exit(code)
 
 
 def knobs(step: str) -> None:
-    if log := os.environ.get("MLC_DOUBLE_LOG"):
-        with open(log, "a") as f:
+    if calls := os.environ.get("MLC_DOUBLE_LOG"):
+        with open(calls, "a") as f:
             f.write(json.dumps({"step": step, "argv": sys.argv[1:], "pid": os.getpid()}) + "\n")
+    if env_log := os.environ.get("MLC_DOUBLE_ENV_LOG"):
+        with open(env_log, "a") as f:
+            f.write(json.dumps(sorted(os.environ)) + "\n")
     print(f"[mlc_llm double] {step} {' '.join(sys.argv[2:])}", flush=True)
     if seconds := os.environ.get("MLC_DOUBLE_SLEEP"):
         time.sleep(float(seconds))
@@ -97,29 +121,36 @@ def model_type(requested: str, config: dict) -> str:
     return found
 
 
+def safetensors_index(path: Path) -> Path:
+    """The index convert_weight reads weights through; like `_check_safetensor` of the real tool, written
+    next to a lone `model.safetensors` in the source directory when it is missing."""
+    from safetensors.numpy import load_file
+
+    index = path / "model.safetensors.index.json"
+    if not index.exists() and (path / "model.safetensors").is_file():
+        tensors = load_file(str(path / "model.safetensors"))
+        doc = {"metadata": {"total_size": sum(t.nbytes for t in tensors.values())},
+               "weight_map": {name: "model.safetensors" for name in sorted(tensors)}}  # fmt: skip
+        write_text(index, json.dumps(doc, indent=2))
+    return index
+
+
 def load_weights(path: Path, source_format: str) -> dict[str, np.ndarray]:
     from safetensors.numpy import load_file
 
     safetensors = sorted(path.glob("*.safetensors"))
     if source_format in ("auto", "huggingface-safetensor") and safetensors:
+        index = safetensors_index(path)
+        log("auto_weight.py:161", f"Found source weight format: huggingface-safetensor. Source configuration: {index}")
         out: dict[str, np.ndarray] = {}
-        for f in safetensors:
-            out |= load_file(str(f))
+        for f in sorted(set(json.loads(index.read_text())["weight_map"].values())):
+            log("huggingface_loader.py:188", f"Loading HF parameters from: {path / f}")
+            out |= load_file(str(path / f))
         return out
     if sorted(path.glob("pytorch_model*.bin")):
         fail("huggingface-torch weights need torch, which this double does not load")
     fail(f"Cannot find weights in {path}: no *.safetensors or pytorch_model*.bin (source format {source_format})")
     raise AssertionError
-
-
-def quant_scheme(q: str) -> tuple[int, str]:
-    """(bits, model dtype): 16/32 bits means no quantization."""
-    dtype = "float32" if "f32" in q else "bfloat16" if "bf16" in q and q.startswith("q") else "float16"
-    if q.startswith("q0"):
-        return (32 if dtype == "float32" else 16), dtype
-    if q.startswith(("q3", "q4")):
-        return int(q[1]), dtype
-    return 8, "float16"
 
 
 def bf16_bytes(a: np.ndarray) -> bytes:
@@ -150,13 +181,13 @@ def params(weights: dict[str, np.ndarray], layers: int) -> list[tuple[str, np.nd
 
 def quantize(name: str, w: np.ndarray, q: str) -> list[tuple[str, str, list[int], bytes, int]]:
     """[(name, dtype, shape, stored bytes, logical bytes)] for one parameter."""
-    bits, dtype = quant_scheme(q)
+    bits, dtype, scale_dtype = _library.layout(q)
     if bits >= 16 or w.ndim == 1:
         if dtype == "float32":
             return [(name, "float32", list(w.shape), bf16_bytes(w), w.size * 4)]
         data = bf16_bytes(w) if dtype == "bfloat16" else w.astype(np.float16).tobytes()
         return [(name, dtype, list(w.shape), data, w.size * 2)]
-    group, per_word = 32, 32 // bits
+    group, per_word = _library.GROUP, 32 // bits
     out_dim, in_dim = w.shape
     groups = w.reshape(out_dim, in_dim // group, group)
     scale = np.abs(groups).max(axis=2) / (2 ** (bits - 1) - 1) + 1e-12
@@ -168,7 +199,7 @@ def quantize(name: str, w: np.ndarray, q: str) -> list[tuple[str, str, list[int]
     for i in range(per_word):
         packed |= levels[..., i] << np.uint32(i * bits)
     base = name.removesuffix(".weight")
-    scale_t = scale.astype(np.float16 if dtype == "float16" else np.float32)
+    scale_t = scale.astype(scale_dtype)
     return [
         (base + ".q_weight", "uint32", list(packed.shape), packed.tobytes(), packed.nbytes),
         (base + ".q_scale", str(scale_t.dtype), list(scale_t.shape), scale_t.tobytes(), scale_t.nbytes),
@@ -178,14 +209,21 @@ def quantize(name: str, w: np.ndarray, q: str) -> list[tuple[str, str, list[int]
 def convert_weight(args: argparse.Namespace) -> None:
     knobs("convert_weight")
     src = model_dir(args.config)
+    log("auto_config.py:113", f"Found model configuration: {src / 'config.json'}")
     config = json.loads((src / "config.json").read_text())
     model_type(args.model_type, config)
     if args.device not in ("auto", "cpu"):
         fail(f"Device {args.device} is not found on this machine")
     weights = load_weights(Path(args.source) if args.source else src, args.source_format)
-    tensors = [
-        t for name, w in params(weights, config["num_hidden_layers"]) for t in quantize(name, w, args.quantization)
-    ]
+    pairs = params(weights, config["num_hidden_layers"])
+    sys.stderr.write(f"Start storing to cache {args.output}\n")
+    tensors = []
+    for i, (name, w) in enumerate(pairs):
+        progress(i, len(pairs))
+        for t in quantize(name, w, args.quantization):
+            tensors.append(t)
+            log("huggingface_loader.py:170", f'[Quantized] Parameter: "\x1b[1m{t[0]}\x1b[0m", shape: {tuple(t[2])}')
+    progress(len(pairs), len(pairs))
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     shards: list[list] = [[]]
@@ -286,9 +324,20 @@ def gen_config(args: argparse.Namespace) -> None:
     print(f"Dumping configuration file to: {out / 'mlc-chat-config.json'}")
 
 
-def check_device(device: str) -> None:
+OWN_HOST = {"iphone": "arm64-apple-ios", "macabi": "arm64-apple-ios-macabi", "android": "aarch64-linux-android",
+            "android:adreno": "aarch64-linux-android", "android:adreno-so": "aarch64-linux-android",
+            "windows:adreno_x86": "x86_64-pc-windows-msvc", "webgpu": "wasm32-unknown-unknown-wasm",
+            "mali": "aarch64-linux-gnu"}  # fmt: skip
+PRESET_KIND = {"llvm": "llvm", "vulkan:generic": "vulkan", "metal:generic": "metal", "metal:x86-64": "metal",
+               "webgpu": "webgpu", "iphone": "metal", "macabi": "metal", "mali": "opencl"}  # fmt: skip
+OVERRIDES = ("context_window_size", "sliding_window_size", "prefill_chunk_size", "attention_sink_size",
+             "max_batch_size", "tensor_parallel_shards", "pipeline_parallel_stages", "disaggregation")  # fmt: skip
+
+
+def target_kind(device: str) -> str:
+    """The TVM target kind of a --device value; devices that must be present locally fail here."""
     if device in PRESETS:
-        return
+        return PRESET_KIND.get(device, "opencl")
     if device.split(":")[0] in LOCAL_DEVICES:
         fail(f"Cannot detect device `{device}`. Please make sure the device and its driver are installed.")
     if device.startswith("{"):
@@ -300,6 +349,47 @@ def check_device(device: str) -> None:
         kind = device.split()[0]
     if kind not in TARGET_KINDS:
         fail(f"Cannot parse target {device!r}: unknown target kind {kind!r}")
+    return kind
+
+
+def host_of(device: str, host: str) -> dict[str, str]:
+    """`--host auto` compiles the host code for this machine's CPU; a triple, for that triple only."""
+    if device in OWN_HOST:
+        return {"kind": "llvm", "mtriple": OWN_HOST[device]}
+    if host != "auto":
+        return {"kind": "llvm", "mtriple": host}
+    cpu = os.environ.get("MLC_DOUBLE_HOST_CPU", "znver3")
+    log("auto_target.py:129", "Found host LLVM triple: \x1b[1mx86_64-conda-linux-gnu\x1b[0m")
+    log("auto_target.py:130", f"Found host LLVM CPU: \x1b[1m{cpu}\x1b[0m")
+    return {"kind": "llvm", "mtriple": "x86_64-conda-linux-gnu", "mcpu": cpu}
+
+
+def metadata(chat: dict, quantization: str, overrides: dict[str, str]) -> dict:
+    """What `vm["_metadata"]()` returns for this library (sample-library-q4f16_1/metadata.json)."""
+    mc = chat["model_config"]
+
+    def option(name: str, default: object) -> object:
+        return int(overrides[name]) if name in overrides else default
+
+    prefill = option("prefill_chunk_size", chat["prefill_chunk_size"])
+    batch = option("max_batch_size", mc.get("max_batch_size", 128))
+    specs = _library.param_specs(mc, quantization)
+    if os.environ.get("MLC_DOUBLE_BAD_METADATA"):
+        specs[2] = {**specs[2], "shape": [specs[2]["shape"][0] + 1, *specs[2]["shape"][1:]]}
+    return {
+        "model_type": chat["model_type"], "quantization": quantization,
+        "context_window_size": option("context_window_size", chat["context_window_size"]),
+        "sliding_window_size": option("sliding_window_size", chat["sliding_window_size"]),
+        "attention_sink_size": option("attention_sink_size", chat["attention_sink_size"]),
+        "prefill_chunk_size": prefill,
+        "tensor_parallel_shards": option("tensor_parallel_shards", chat["tensor_parallel_shards"]),
+        "pipeline_parallel_stages": option("pipeline_parallel_stages", chat["pipeline_parallel_stages"]),
+        "disaggregation": False, "kv_state_kind": "kv_cache", "max_batch_size": batch,
+        "active_vocab_size": chat["active_vocab_size"], "model_task": chat["model_task"], "params": specs,
+        "kv_cache": {"num_hidden_layers": mc["num_hidden_layers"], "num_attention_heads": mc["num_attention_heads"],
+                     "num_key_value_heads": mc["num_key_value_heads"], "head_dim": mc["head_dim"]},
+        "memory_usage": _library.memory_usage(mc, prefill, batch),
+    }  # fmt: skip
 
 
 def compile_(args: argparse.Namespace) -> None:
@@ -308,36 +398,35 @@ def compile_(args: argparse.Namespace) -> None:
     config_path = path / "mlc-chat-config.json" if path.is_dir() else path
     if not config_path.is_file() or config_path.name != "mlc-chat-config.json":
         fail(f"'{args.model}' is not a mlc-chat-config.json or a directory holding one")
+    log("auto_config.py:67", f"Found model configuration: {config_path}")
     chat = json.loads(config_path.read_text())
-    check_device(args.device)
+    kind = target_kind(args.device)
     out = Path(args.output)
     if out.suffix not in LIB_SUFFIXES:
         fail(f"Unsupported output file suffix {out.suffix!r}: expected one of {LIB_SUFFIXES}")
     overrides = {}
     for item in filter(None, (args.overrides or "").split(";")):
         key, _, value = item.partition("=")
-        if key not in (
-            "context_window_size",
-            "sliding_window_size",
-            "prefill_chunk_size",
-            "attention_sink_size",
-            "max_batch_size",
-            "tensor_parallel_shards",
-            "pipeline_parallel_stages",
-            "disaggregation",
-        ):
+        if key not in OVERRIDES:
             fail(f"Unknown override {key!r}")
         overrides[key] = value
-    identity = {
-        "model_type": args.model_type if args.model_type != "auto" else chat["model_type"],
-        "model_config": chat["model_config"], "quantization": args.quantization or chat["quantization"],
-        "device": args.device, "opt": args.opt, "overrides": overrides, "host": args.host,
-        "multi_arch": os.environ.get("MLC_MULTI_ARCH"),
+    target = {"kind": kind, "host": host_of(args.device, args.host)}
+    log("compile.py:118", f"Target: {json.dumps(target)}")
+    quantization = args.quantization or chat["quantization"]
+    meta = metadata(chat, quantization, overrides)
+    for name, size in meta["memory_usage"].items():
+        log("estimate_memory_usage.py:58", f"[Memory usage] Function `{name}`: {size / 2**20:.2f} MB")
+    doc = {
+        "identity": {
+            "model_type": args.model_type if args.model_type != "auto" else chat["model_type"],
+            "model_config": chat["model_config"], "quantization": quantization, "device": args.device,
+            "opt": args.opt, "overrides": overrides, "multi_arch": os.environ.get("MLC_MULTI_ARCH"),
+        },
+        "target": target, "metadata": meta, "knobs": {"nan": bool(os.environ.get("MLC_DOUBLE_NAN"))},
     }  # fmt: skip
-    body = json.dumps(identity, sort_keys=True).encode()
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(b"\x7fELF\x02\x01\x01" + body + bytes(math.ceil(len(body) / 64) * 64))
-    print(f"Generated: {out}")
+    _library.write(out, doc)
+    log("compile.py:225", f"Generated: \x1b[1m{out}\x1b[0m")
 
 
 def main() -> None:

@@ -1,5 +1,50 @@
-"""Test double of TVM: just the version facts the toolchain probe reads."""
+"""Test double of TVM: the version facts the probe reads and the runtime calls the reference documents
+(load_module, relax.VirtualMachine, devices, contrib.tvmjs.load_tensor_cache), plus the KV-state builtins
+mlc_llm's own debug_chat drives prefill and decode with.
 
-from tvm import support  # noqa: F401
+Devices: the CPU is always present; others only when named in MLC_DOUBLE_DEVICES (e.g. `vulkan,cuda`).
+"""
+
+from __future__ import annotations
+
+import os
+
+from tvm import contrib, relax, runtime, support  # noqa: F401
 
 __version__ = "0.22.dev0"
+
+
+class Device:
+    def __init__(self, kind: str, index: int = 0):
+        self.kind, self.index = kind, index
+
+    @property
+    def present(self) -> bool:
+        return self.kind == "cpu" or self.kind in os.environ.get("MLC_DOUBLE_DEVICES", "").split(",")
+
+    def __repr__(self) -> str:
+        return f"{self.kind}({self.index})"
+
+
+def cpu(index: int = 0) -> Device:
+    return Device("cpu", index)
+
+
+def cuda(index: int = 0) -> Device:
+    return Device("cuda", index)
+
+
+def rocm(index: int = 0) -> Device:
+    return Device("rocm", index)
+
+
+def vulkan(index: int = 0) -> Device:
+    return Device("vulkan", index)
+
+
+def metal(index: int = 0) -> Device:
+    return Device("metal", index)
+
+
+def get_global_func(name: str):
+    return runtime.GLOBAL_FUNCS[name]

@@ -1,0 +1,3 @@
+"""Double of tvm.contrib."""
+
+from tvm.contrib import tvmjs  # noqa: F401

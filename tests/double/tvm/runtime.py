@@ -1,0 +1,75 @@
+"""Double of tvm.runtime: modules, tensors and shape tuples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class ShapeTuple(tuple):
+    def __new__(cls, values: Any) -> ShapeTuple:
+        return super().__new__(cls, [int(v) for v in values])
+
+
+class Tensor:
+    def __init__(self, array: np.ndarray, device: Any, dtype: str | None = None):
+        self._array, self.device = array, device
+        self.dtype = dtype or str(array.dtype)
+
+    @property
+    def shape(self) -> ShapeTuple:
+        return ShapeTuple(self._array.shape)
+
+    def numpy(self) -> np.ndarray:
+        return self._array
+
+
+def tensor(array: Any, device: Any = None) -> Tensor:
+    return Tensor(np.asarray(array), device)
+
+
+class Module:
+    def __init__(self, path: str, doc: dict[str, Any]):
+        self.path, self.doc = path, doc
+
+
+def load_module(path: str) -> Module:
+    from mlc_llm import _library
+
+    if not Path(path).is_file():
+        raise ValueError(f"cannot find file {path}")
+    return Module(path, _library.read(path))
+
+
+class KVCache:
+    def __init__(self, capacity: int):
+        self.capacity, self.length, self.sequences, self.pending = capacity, 0, set(), None
+
+
+def _add_sequence(kv: KVCache, seq_id: int) -> None:
+    kv.sequences.add(seq_id)
+
+
+def _begin_forward(kv: KVCache, seq_ids: ShapeTuple, lengths: ShapeTuple) -> None:
+    if not set(seq_ids) <= kv.sequences:
+        raise ValueError(f"sequence {list(seq_ids)} was not added to the KV cache")
+    kv.pending = sum(lengths)
+
+
+def _end_forward(kv: KVCache) -> None:
+    kv.length += kv.pending or 0
+    kv.pending = None
+
+
+def _reshape(t: Tensor, shape: ShapeTuple) -> Tensor:
+    return Tensor(t.numpy().reshape(tuple(shape)), t.device, t.dtype)
+
+
+GLOBAL_FUNCS = {
+    "vm.builtin.kv_state_add_sequence": _add_sequence,
+    "vm.builtin.kv_state_begin_forward": _begin_forward,
+    "vm.builtin.kv_state_end_forward": _end_forward,
+    "vm.builtin.reshape": _reshape,
+}
