@@ -53,11 +53,11 @@ def main() -> None:
 
     from flows.nightly import nightly_build
     from mlc_farm import sources, toolchain
-    from mlc_farm.build import load_record
-    from mlc_farm.manifest import BuildRecord, FileEntry, now, record_path
+    from mlc_farm.catalog import BuildRecord, FileEntry, FitCheck, RunCheck, Validation, load_record, now
     from mlc_farm.matrix import expand, load_matrix
     from mlc_farm.plan import make_plan
     from mlc_farm.store import open_store
+    from mlc_farm.store.layout import record_path
     from mlc_farm.tiny_model import write_tiny_llama
 
     base = write_tiny_llama(work / "models" / "m000", seed=0)
@@ -89,7 +89,7 @@ def main() -> None:
         srcs = sources.resolve(loaded, loaded.matrix.models)
     with timed("plan (keys)", t):
         plan = make_plan(loaded.matrix, cells, srcs, tc)
-    keys = [*plan.weight_builds, *plan.lib_builds]
+    keys = plan.all_keys()
     with timed("store look-ups, empty store", t):
         missing = sum(load_record(store, k) is None for k in keys)
 
@@ -97,10 +97,12 @@ def main() -> None:
     blob.write_bytes(b"x")
     entry = FileEntry(path="mlc-chat-config.json", size=1, sha256=__import__("hashlib").sha256(b"x").hexdigest())
     store.put_blob(blob, entry.sha256)
-    for key, inputs in [(k, b.inputs) for k, b in [*plan.weight_builds.items(), *plan.lib_builds.items()]]:
-        kind = "weights" if key in plan.weight_builds else "library"
-        record = BuildRecord(key=key, kind=kind, files=[entry], inputs=inputs, toolchain=inputs["toolchain"],
-                             started_at=now(), finished_at=now(), seconds={}, log=entry)  # fmt: skip
+    not_run = Validation(fits=FitCheck(status="not checked"), run=RunCheck(status="not run"))
+    builds = {**plan.convert_builds, **plan.config_builds, **plan.lib_builds}
+    for key, b in builds.items():
+        record = BuildRecord(key=key, kind=b.kind, files=[entry], inputs=b.inputs, toolchain=b.inputs["toolchain"],
+                             started_at=now(), finished_at=now(), seconds={}, log=entry,
+                             validation=not_run if b.kind == "library" else None)  # fmt: skip
         store.write_json(record_path(key), record.model_dump(mode="json"))
     with timed("store look-ups, full store", t):
         found = sum(load_record(store, k) is not None for k in keys)
@@ -121,10 +123,11 @@ def main() -> None:
     summary = state.result()
 
     print(
-        f"\nmatrix: {len(cells)} cells, {len(plan.weight_builds)} weight builds, {len(plan.lib_builds)} library builds"
+        f"\nmatrix: {len(cells)} cells, {len(plan.convert_builds)} convert + {len(plan.config_builds)} config builds, "
+        f"{len(plan.lib_builds)} library builds"
     )
     print(f"empty store: {missing} builds missing; full store: {found} records found")
-    print(f"no-op nightly: {state.name}, {summary.counts()}, toolchain runs {summary.toolchain_runs}\n")
+    print(f"no-op nightly: {state.name}, {summary.message()}\n")
     for label, seconds in t.items():
         print(f"{label:36s} {seconds * 1000:10.1f} ms")
     base_s = t["baseline: os.stat per record"]

@@ -20,16 +20,15 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel
 from rich.console import Console
 
-from flows.workers import toolchain_record
-from mlc_farm.build import load_record
+from mlc_farm.catalog import BuildRecord, load_record
 from mlc_farm.hub import PublishError, repo_for
-from mlc_farm.manifest import BuildRecord
-from mlc_farm.matrix import load_matrix, select_cells
-from mlc_farm.plan import LibBuild, WeightBuild, make_plan
+from mlc_farm.matrix import BUILTIN_NAMES, MatrixError, load_matrix, select_cells, toolchain_problems
+from mlc_farm.plan import ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, make_plan
 from mlc_farm.store import ArtifactStore, open_store
+from mlc_farm.store.layout import toolchain_path
 from mlc_farm.summary import Outcome, Summary, summarize
 from mlc_farm.toolchain import ToolchainInfo
-from tasks.build import build_library, build_weights, probe_toolchain, resolve_sources, update_catalog
+from tasks.build import build_config, build_convert, build_library, probe_toolchain, resolve_sources, update_catalog
 from tasks.dispatch import dispatch
 from tasks.publish import publish_unit
 
@@ -108,6 +107,9 @@ def run_matrix(
     if not toolchain.known:
         return Failed(message=f"toolchain unavailable: {toolchain.error}")
     logger.info("toolchain: %s", toolchain.describe())
+    accepted = toolchain.names or BUILTIN_NAMES
+    if problems := toolchain_problems(matrix, accepted):
+        return Failed(message=str(MatrixError(loaded.file, [*problems, f"(names checked against {accepted.source})"])))
     wanted = {c.model for c in cells}
     srcs = resolve_sources(loaded, [m for m in matrix.models if m.id in wanted])
     plan = make_plan(matrix, cells, srcs, toolchain)
@@ -125,26 +127,28 @@ def run_matrix(
             records[key] = record
         return record is not None
 
-    def start_weights(wb: WeightBuild) -> PrefectFuture:
+    def start(build: ConvertBuild | ConfigBuild) -> PrefectFuture:
+        source = srcs[build.model]
         if mode == "embedded":
-            return build_weights.submit(st.url, wb, srcs[wb.model], matrix.convert_device)
-        params = {"wb": wb, "source": srcs[wb.model], "convert_device": matrix.convert_device, "store": st.url}
-        return dispatch.submit(f"build-weights/{matrix.weights_pool}", _jsonable(params), wb.key)
+            if isinstance(build, ConvertBuild):
+                return build_convert.submit(st.url, build, source, matrix.convert_device)
+            return build_config.submit(st.url, build, source)
+        params = {"build": build, "source": source, "convert_device": matrix.convert_device, "store": st.url}
+        return dispatch.submit(f"build-weights/{matrix.weights_pool}", _jsonable(params), build.key)
 
-    def start_library(lb: LibBuild, config_from: str) -> PrefectFuture:
+    def start_library(lb: LibBuild, builds: ModelBuilds) -> PrefectFuture:
         if mode == "embedded":
-            return build_library.submit(st.url, lb, config_from)
-        params = {"lb": lb, "config_from": config_from, "store": st.url}
+            return build_library.submit(st.url, lb, builds)
+        params = {"lb": lb, "builds_from": builds, "store": st.url}
         return dispatch.submit(f"build-library/{lb.device.work_pool}", _jsonable(params), lb.key)
 
     outcomes: dict[str, Outcome] = {}
-    weights: dict[str, PrefectFuture] = {}
-    for wb in plan.weight_builds.values():
-        if have(wb.key):
-            outcomes[wb.key] = Outcome(status="reused")
+    running: dict[str, PrefectFuture] = {}
+    for b in [*plan.convert_builds.values(), *plan.config_builds.values()]:
+        if have(b.key):
+            outcomes[b.key] = Outcome(status="reused")
         else:
-            weights[wb.key] = start_weights(wb)
-    libs: dict[str, PrefectFuture] = {}
+            running[b.key] = start(b)
     pending = []
     for lb in plan.lib_builds.values():
         if have(lb.key):
@@ -153,32 +157,40 @@ def run_matrix(
             pending.append(lb)
 
     def submit_ready() -> None:
-        # A library compiles the config of the first of its weight builds that is available.
+        # A library compiles the config of the first of its models whose convert and config builds are ready.
         for lb in list(pending):
-            ready = next((k for k in lb.config_from if _usable(outcomes.get(k))), None)
+            ready = next(
+                (b for b in lb.sources if _usable(outcomes.get(b.convert)) and _usable(outcomes.get(b.config))), None
+            )
             if ready:
-                libs[lb.key] = start_library(lb, ready)
+                running[lb.key] = start_library(lb, ready)
                 pending.remove(lb)
 
     submit_ready()
-    for future in as_completed(list(weights.values())):
-        key = next(k for k, f in weights.items() if f is future)
+    while unfinished := [f for k, f in running.items() if k not in outcomes]:
+        future = next(as_completed(unfinished))
+        key = next(k for k, f in running.items() if f is future)
         outcomes[key] = _outcome(future)
         submit_ready()
     for lb in pending:
-        outcomes[lb.key] = Outcome(status="skipped", detail="none of its models' weights could be built")
-    outcomes |= {key: _outcome(f) for key, f in libs.items()}
+        outcomes[lb.key] = Outcome(status="not run", detail="none of its models' convert and config builds succeeded")
     for key, o in outcomes.items():
         if o.status in ("built", "reused"):
             record = records.get(key) or load_record(st, key)
-            o.log = f"{st.url}/blobs/sha256/{record.log.sha256}" if record and record.log else None
-    update_catalog(st.url, plan, srcs)
+            if record:
+                records[key] = record
+                o.log = f"{st.url}/blobs/sha256/{record.log.sha256}" if record.log else None
+                o.validation = record.validation.describe() if record.validation else ""
+    units = update_catalog(st.url, plan, srcs, records)
 
-    summary = summarize(plan, outcomes)
+    summary = summarize(plan, outcomes, units)
     _report(summary)
     failed = summary.failed
-    message = f"{len(summary.rows)} cells: " + ", ".join(f"{n} {s}" for s, n in sorted(summary.counts().items()))
-    publish_failures = _publish(targets, st.url, {(r.model, r.quantization) for r in failed})
+    message = summary.message()
+    failed_units = {(r.model, r.quantization) for r in failed} | {
+        (u.model, u.quantization) for u in units if u.status in ("kept previous", "not built")
+    }
+    publish_failures = _publish(targets, st.url, failed_units)
     if publish_failures:
         message += f"; {publish_failures} publish failed"
     if failed or publish_failures:
@@ -192,7 +204,7 @@ def _farm_toolchain(st: ArtifactStore, pools: list[str]) -> ToolchainInfo:
     for f in futures:
         f.result()
     found = {
-        pool: ToolchainInfo.model_validate(st.read_json(toolchain_record(pool)) or {"error": "no probe"})
+        pool: ToolchainInfo.model_validate(st.read_json(toolchain_path(pool)) or {"error": "no probe"})
         for pool in pools
     }
     if len(set(found.values())) > 1:

@@ -6,14 +6,19 @@ dispatcher needs no result storage shared with the workers.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from prefect import flow
 from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
+from pydantic import Field
 
-from mlc_farm import build, sources, toolchain
-from mlc_farm.plan import LibBuild, WeightBuild
+from mlc_farm import build as builds
+from mlc_farm import sources, toolchain
+from mlc_farm.plan import ConfigBuild, ConvertBuild, LibBuild, ModelBuilds
 from mlc_farm.sources import ResolvedSource
 from mlc_farm.store import open_store
+from mlc_farm.store.layout import toolchain_path
 from tasks.build import log_line
 
 
@@ -22,25 +27,28 @@ def compile_limit(pool: str) -> str:
     return f"mlc-compile-{pool}"
 
 
-def toolchain_record(pool: str) -> str:
-    return f"toolchains/{pool}.json"
-
-
 @flow(name="probe-toolchain", flow_run_name="probe toolchain on {pool}")
 def probe_toolchain_flow(pool: str, store: str | None = None) -> None:
-    open_store(store).write_json(toolchain_record(pool), toolchain.probe().model_dump())
+    open_store(store).write_json(toolchain_path(pool), toolchain.probe().model_dump())
 
 
-@flow(name="build-weights", flow_run_name="weights {wb.model}/{wb.quantization}")
-def build_weights_flow(wb: WeightBuild, source: ResolvedSource, convert_device: str, store: str | None = None) -> str:
-    return build.build_weights(
-        open_store(store), wb, sources.fetch(source), convert_device, on_line=log_line, flow_run=str(flow_run.get_id())
-    ).key
+@flow(name="build-weights", flow_run_name="{build.kind} {build.model}/{build.quantization}")
+def build_weights_flow(
+    build: Annotated[ConvertBuild | ConfigBuild, Field(discriminator="kind")],
+    source: ResolvedSource,
+    convert_device: str,
+    store: str | None = None,
+) -> str:
+    """A convert or a config build, on the weights pool (CPU is enough with convert_device: cpu)."""
+    st, run_id, source_dir = open_store(store), str(flow_run.get_id()), sources.fetch(source)
+    if isinstance(build, ConvertBuild):
+        return builds.build_convert(st, build, source_dir, convert_device, on_line=log_line, flow_run=run_id).key
+    return builds.build_config(st, build, source_dir, on_line=log_line, flow_run=run_id).key
 
 
 @flow(name="build-library", flow_run_name="library {lb.device.name}/{lb.quantization}")
-def build_library_flow(lb: LibBuild, config_from: str, store: str | None = None) -> str:
+def build_library_flow(lb: LibBuild, builds_from: ModelBuilds, store: str | None = None) -> str:
     with concurrency(compile_limit(lb.device.work_pool), occupy=1):
-        return build.build_library(
-            open_store(store), lb, config_from, on_line=log_line, flow_run=str(flow_run.get_id())
+        return builds.build_library(
+            open_store(store), lb, builds_from, on_line=log_line, flow_run=str(flow_run.get_id())
         ).key

@@ -1,5 +1,11 @@
 """One build, start to finish, without Prefect: run the toolchain steps, store blobs, then the record.
 
+The toolchain never sees a source directory: it runs on a staging directory of links to the source's files
+in the build's own work directory, so what it writes there (convert_weight writes
+`model.safetensors.index.json` into its input) never touches a model store or a Hugging Face cache, and two
+builds of one source do not race. A library is validated before its record is written: a library that does
+not fit its weights or does not run is a failed build, never a record.
+
 The Prefect tasks in `tasks/` wrap these; they can also run on a worker that has only the store.
 """
 
@@ -9,23 +15,16 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from mlc_farm import toolchain
-from mlc_farm.manifest import (
-    BuildRecord,
-    CatalogEntry,
-    FileEntry,
-    LibRef,
-    catalog_path,
-    now,
-    record_path,
-)
-from mlc_farm.plan import LibBuild, Plan, WeightBuild
-from mlc_farm.sources import ResolvedSource, file_sha256
+from mlc_farm import toolchain, validate
+from mlc_farm.catalog import BuildRecord, FileEntry, Kind, Validation, load_record, now, read_blob_json
+from mlc_farm.plan import ConfigBuild, ConvertBuild, LibBuild, ModelBuilds
+from mlc_farm.sources import file_sha256, needed_files
 from mlc_farm.store import ArtifactStore, StoreError
+from mlc_farm.store.layout import record_path
 
 # Generous defaults: real models take minutes to an hour per step on a GPU worker.
 DEFAULT_TIMEOUT = float(os.environ.get("MLC_FARM_STEP_TIMEOUT", 4 * 3600))
@@ -40,17 +39,8 @@ class BuildFailed(RuntimeError):
         super().__init__(message + (f"\n  full log: {log}" if log else ""))
 
 
-def load_record(store: ArtifactStore, key: str) -> BuildRecord | None:
-    data = store.read_json(record_path(key))
-    return BuildRecord.model_validate(data) if data else None
-
-
-def all_records(store: ArtifactStore) -> Iterator[tuple[str, BuildRecord]]:
-    """(store name, record) of every build record in the store."""
-    for name in store.list("builds/"):
-        record = load_record(store, name.removeprefix("builds/").removesuffix(".json"))
-        if record:
-            yield name, record
+class ValidationFailed(RuntimeError):
+    """A library that was built but does not fit its weights or does not run."""
 
 
 def store_files(store: ArtifactStore, paths: dict[str, Path], workers: int = 4) -> list[FileEntry]:
@@ -66,6 +56,15 @@ def store_files(store: ArtifactStore, paths: dict[str, Path], workers: int = 4) 
         return sorted(pool.map(one, paths.items()), key=lambda f: f.path)
 
 
+def stage_source(source_dir: Path, staging: Path) -> Path:
+    """A directory of symlinks to the source files the toolchain reads: no copy of multi-GB weights, and
+    anything the toolchain writes lands in `staging`, not in the source."""
+    staging.mkdir(parents=True)
+    for name in needed_files([p.name for p in source_dir.iterdir() if p.is_file()]):
+        (staging / name).symlink_to((source_dir / name).resolve())
+    return staging
+
+
 def _workdir(key: str) -> Path:
     base = os.environ.get("MLC_FARM_WORK_DIR")
     if base:
@@ -73,30 +72,31 @@ def _workdir(key: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"{key[:12]}-", dir=base))
 
 
+def _outputs(out: Path) -> dict[str, Path]:
+    return {p.relative_to(out).as_posix(): p for p in out.rglob("*") if p.is_file()}
+
+
+Steps = Callable[[Path, Path], tuple[dict[str, float], dict[str, Path], dict]]
+
+
 def _run_steps(
-    store: ArtifactStore,
-    key: str,
-    kind: str,
-    inputs: dict,
-    steps: Callable[[Path, Path], dict[str, float]],
-    outputs: Callable[[Path], dict[str, Path]],
-    on_line: Callable[[str], None] | None,
-    flow_run: str | None,
+    store: ArtifactStore, key: str, kind: Kind, inputs: dict, steps: Steps, flow_run: str | None
 ) -> BuildRecord:
+    """Run `steps(work, log)` -> (seconds, outputs, extra record fields), then store blobs and the record."""
     work = _workdir(key)
     log_path = work / "build.log"
     started = now()
     try:
         try:
-            seconds = steps(work, log_path)
-        except toolchain.ToolchainError as e:
+            seconds, outputs, extra = steps(work, log_path)
+        except (toolchain.ToolchainError, ValidationFailed) as e:
             log = store_files(store, {"build.log": log_path})[0] if log_path.exists() else None
             raise BuildFailed(str(e), f"{store.url}/blobs/sha256/{log.sha256}" if log else None) from None
-        files = store_files(store, outputs(work))
+        files = store_files(store, outputs)
         log_entry = store_files(store, {"build.log": log_path})[0]
         record = BuildRecord(
             key=key,
-            kind=kind,  # type: ignore[arg-type]
+            kind=kind,
             files=files,
             inputs=inputs,
             toolchain=inputs["toolchain"],
@@ -106,6 +106,7 @@ def _run_steps(
             log=log_entry,
             flow_run=flow_run,
             host=socket.gethostname(),
+            **extra,
         )
         # Last: only now does the build exist for readers, with every blob already in place.
         store.write_json(record_path(key), record.model_dump(mode="json"))
@@ -114,9 +115,9 @@ def _run_steps(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def build_weights(
+def build_convert(
     store: ArtifactStore,
-    wb: WeightBuild,
+    cb: ConvertBuild,
     source_dir: Path,
     convert_device: str,
     *,
@@ -124,96 +125,100 @@ def build_weights(
     on_line: Callable[[str], None] | None = None,
     flow_run: str | None = None,
 ) -> BuildRecord:
-    """convert_weight + gen_config into one directory: shards, tensor-cache.json, config, tokenizer."""
-    cell = f"{wb.model}/{wb.quantization}"
+    """convert_weight: params_shard_*.bin and tensor-cache.json."""
 
-    def steps(work: Path, log: Path) -> dict[str, float]:
-        out = work / "out"
-        run = {"cell": cell, "log_path": log, "timeout": timeout, "on_line": on_line}
-        convert = toolchain.convert_weight_args(source_dir, wb.quantization, out, convert_device, wb.model_type)
-        gen = toolchain.gen_config_args(source_dir, wb.quantization, wb.conv_template, wb.overrides, out, wb.model_type)
-        return {
-            "convert_weight": toolchain.run("convert_weight", convert, **run),
-            "gen_config": toolchain.run("gen_config", gen, **run),
-        }
+    def steps(work: Path, log: Path) -> tuple[dict[str, float], dict[str, Path], dict]:
+        src, out = stage_source(source_dir, work / cb.model), work / "out"
+        args = toolchain.convert_weight_args(src, cb.quantization, out, convert_device, cb.model_type)
+        cell = f"{cb.model}/{cb.quantization}"
+        seconds = toolchain.run("convert_weight", args, cell=cell, log_path=log, timeout=timeout, on_line=on_line)
+        return {"convert_weight": seconds}, _outputs(out), {}
 
-    def outputs(work: Path) -> dict[str, Path]:
-        return {p.relative_to(work / "out").as_posix(): p for p in (work / "out").rglob("*") if p.is_file()}
-
-    return _run_steps(store, wb.key, "weights", wb.inputs, steps, outputs, on_line, flow_run)
+    return _run_steps(store, cb.key, "convert", cb.inputs, steps, flow_run)
 
 
-def build_library(
+def build_config(
     store: ArtifactStore,
-    lb: LibBuild,
-    config_from: str,
+    gb: ConfigBuild,
+    source_dir: Path,
     *,
     timeout: float = DEFAULT_TIMEOUT,
     on_line: Callable[[str], None] | None = None,
     flow_run: str | None = None,
 ) -> BuildRecord:
-    """compile the mlc-chat-config.json of the weight build `config_from` for one target."""
-    weights = load_record(store, config_from)
-    if weights is None:
-        raise StoreError(f"weights {config_from[:12]} have no build record in {store.url}")
-    config = next(f for f in weights.files if f.path == "mlc-chat-config.json")
+    """gen_config: mlc-chat-config.json and the tokenizer files."""
+
+    def steps(work: Path, log: Path) -> tuple[dict[str, float], dict[str, Path], dict]:
+        src, out = stage_source(source_dir, work / gb.model), work / "out"
+        args = toolchain.gen_config_args(src, gb.quantization, gb.conv_template, gb.overrides, out, gb.model_type)
+        cell = f"{gb.model}/{gb.quantization}"
+        seconds = toolchain.run("gen_config", args, cell=cell, log_path=log, timeout=timeout, on_line=on_line)
+        return {"gen_config": seconds}, _outputs(out), {}
+
+    return _run_steps(store, gb.key, "config", gb.inputs, steps, flow_run)
+
+
+def _record(store: ArtifactStore, key: str, what: str) -> BuildRecord:
+    record = load_record(store, key)
+    if record is None:
+        raise StoreError(f"{what} {key[:12]} has no build record in {store.url}")
+    return record
+
+
+def _file(record: BuildRecord, name: str) -> FileEntry:
+    return next(f for f in record.files if f.path == name)
+
+
+def build_library(
+    store: ArtifactStore,
+    lb: LibBuild,
+    builds: ModelBuilds,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    on_line: Callable[[str], None] | None = None,
+    flow_run: str | None = None,
+) -> BuildRecord:
+    """compile the mlc-chat-config.json of `builds` for one target, then validate the library against that
+    model's weights: its metadata must fit them, and where the device is present it must run."""
+    convert, config = _record(store, builds.convert, "convert build"), _record(store, builds.config, "config build")
     lib_name = f"{LIB_FILE}.{lb.device.library_ext}"
     users = ", ".join(f"{c.model}/{c.quantization}/{c.device}" for c in lb.users)
 
-    def steps(work: Path, log: Path) -> dict[str, float]:
+    def steps(work: Path, log: Path) -> tuple[dict[str, float], dict[str, Path], dict]:
         config_path = work / "config" / "mlc-chat-config.json"
-        store.get_blob(config.sha256, config_path)
+        store.get_blob(_file(config, "mlc-chat-config.json").sha256, config_path)
         args = toolchain.compile_args(config_path, lb.device, lb.overrides, work / lib_name)
         env = toolchain.compile_env(lb.device)
         seconds = toolchain.run("compile", args, cell=users, log_path=log, timeout=timeout, env=env, on_line=on_line)
-        return {"compile": seconds}
+        metadata, validation = _validate(store, lb, builds, work, convert, config, timeout)
+        with log.open("a", encoding="utf-8") as f:
+            f.write(f"validation with {builds.model}'s weights: {validation.model_dump_json()}\n")
+        if on_line:
+            on_line(f"validation with {builds.model}'s weights: {validation.describe()}")
+        if not validation.ok:
+            raise ValidationFailed(f"library for {users} failed validation: {validation.describe()}")
+        extra = {"library_metadata": metadata, "validation": validation, "validated_with": builds.model_dump()}
+        return {"compile": seconds}, {lib_name: work / lib_name}, extra
 
-    return _run_steps(
-        store, lb.key, "library", lb.inputs, steps, lambda work: {lib_name: work / lib_name}, on_line, flow_run
-    )
-
-
-def update_catalog(
-    store: ArtifactStore, plan: Plan, source: ResolvedSource, model: str, quantization: str
-) -> CatalogEntry | None:
-    """Point the catalog at this plan's weights and every library of it that has a record.
-
-    Nothing is written unless the weights exist; libraries of other toolchains are dropped, since a
-    library must match the weights' format.
-    """
-    cells = [pc for pc in plan.units()[(model, quantization)] if pc.weights]
-    if not cells or load_record(store, cells[0].weights) is None:  # type: ignore[arg-type]
-        return None
-    libs = {}
-    for pc in cells:
-        record = load_record(store, pc.library) if pc.library else None
-        if record is not None:
-            lb = plan.lib_builds[record.key]
-            libs[pc.cell.device] = LibRef(key=record.key, file=record.files[0], target=lb.device.target)
-    entry = CatalogEntry(
-        model=model,
-        quantization=quantization,
-        source=source.model_dump(include={"kind", "ref", "revision", "identity", "license"}),
-        weights=cells[0].weights,  # type: ignore[arg-type]
-        libs=libs,
-        updated_at=now(),
-    )
-    planned = {pc.cell.device for pc in cells}
-
-    path = catalog_path(model, quantization)
-    current = store.read_json(path)
-    if current and current["weights"] == entry.weights and _lib_keys(current) >= _lib_keys(entry.model_dump()):
-        return CatalogEntry.model_validate(current)  # nothing new: a no-op nightly writes nothing
-
-    def merge(old: dict | None) -> dict:
-        # Another run may have built other devices of the same weights: keep those libraries.
-        if old and old.get("weights") == entry.weights:
-            kept = {d: LibRef.model_validate(v) for d, v in old["libs"].items() if d not in planned}
-            return entry.model_copy(update={"libs": {**kept, **entry.libs}}).model_dump(mode="json")
-        return entry.model_dump(mode="json")
-
-    return CatalogEntry.model_validate(store.update_json(path, merge))
+    return _run_steps(store, lb.key, "library", lb.inputs, steps, flow_run)
 
 
-def _lib_keys(entry: dict) -> set[tuple[str, str]]:
-    return {(device, ref["key"]) for device, ref in entry["libs"].items()}
+def _validate(
+    store: ArtifactStore,
+    lb: LibBuild,
+    builds: ModelBuilds,
+    work: Path,
+    convert: BuildRecord,
+    config: BuildRecord,
+    timeout: float,
+) -> tuple[dict | None, Validation]:
+    tensor_cache = read_blob_json(store, _file(convert, "tensor-cache.json"))
+    chat_config = read_blob_json(store, _file(config, "mlc-chat-config.json"))
+    runtime = validate.RUNTIME_DEVICE.get(lb.device.family)
+    weights = None
+    if runtime and validate.device_absent(runtime) is None:  # the weights are only needed to run it
+        weights = work / "model"
+        for f in [*convert.files, *config.files]:
+            store.get_blob(f.sha256, weights / f.path)
+    lib = work / f"{LIB_FILE}.{lb.device.library_ext}"
+    return validate.validate_library(lib, lb.device, builds.model, tensor_cache, chat_config, weights, timeout)

@@ -12,10 +12,18 @@ from rich.table import Table
 
 from mlc_farm import plan as planning
 from mlc_farm import sources, toolchain
-from mlc_farm.build import load_record
-from mlc_farm.manifest import blob_path
-from mlc_farm.matrix import MatrixError, load_matrix, select_cells
+from mlc_farm.catalog import load_record
+from mlc_farm.matrix import (
+    BUILTIN_NAMES,
+    Accepted,
+    LoadedMatrix,
+    MatrixError,
+    load_matrix,
+    select_cells,
+    toolchain_problems,
+)
 from mlc_farm.store import StoreError, open_store
+from mlc_farm.store.layout import blob_path
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 out = Console()
@@ -42,6 +50,14 @@ def _size(n: int) -> str:
     raise AssertionError
 
 
+def _check_names(loaded: LoadedMatrix, tc: toolchain.ToolchainInfo) -> Accepted:
+    """Names the installed toolchain would reject are bad input, found before anything runs."""
+    accepted = tc.names or BUILTIN_NAMES
+    if problems := toolchain_problems(loaded.matrix, accepted):
+        raise MatrixError(loaded.file, [*problems, f"(names checked against {accepted.source})"])
+    return accepted
+
+
 @app.command()
 def plan(
     matrix: MatrixOpt = Path("matrix.yaml"),
@@ -57,38 +73,44 @@ def plan(
     except (MatrixError, StoreError) as e:
         raise _fail(str(e), 2) from None
     tc = toolchain.probe()
+    try:
+        accepted = _check_names(loaded, tc)
+    except MatrixError as e:
+        raise _fail(str(e), 2) from None
     wanted = {c.model for c in cells}
     srcs = sources.resolve(loaded, [m for m in loaded.matrix.models if m.id in wanted])
     p = planning.make_plan(loaded.matrix, cells, srcs, tc)
-    in_store = {k: load_record(st, k) is not None for k in [*p.weight_builds, *p.lib_builds]}
-    counts = {
-        "cells": len(p.cells),
-        "unresolved_cells": sum(pc.problem is not None for pc in p.cells),
-        "weight_builds": len(p.weight_builds),
-        "library_builds": len(p.lib_builds),
-        "weight_builds_in_store": sum(in_store[k] for k in p.weight_builds),
-        "library_builds_in_store": sum(in_store[k] for k in p.lib_builds),
-        "libraries_shared": sum(len(lb.users) - 1 for lb in p.lib_builds.values()),
-    }
+    in_store = {k: load_record(st, k) is not None for k in p.all_keys()}
+    kinds = {"convert": p.convert_builds, "config": p.config_builds, "library": p.lib_builds}
+    counts = {"cells": len(p.cells), "unresolved_cells": sum(pc.problem is not None for pc in p.cells)}
+    for kind, builds in kinds.items():
+        counts[f"{kind}_builds"] = len(builds)
+        counts[f"{kind}_builds_in_store"] = sum(in_store[k] for k in builds)
+    counts["libraries_shared"] = sum(len(lb.users) - 1 for lb in p.lib_builds.values())
     if fmt == "json":
         doc = {
             "matrix": loaded.file,
             "store": st.url,
-            "toolchain": {**tc.model_dump(), "known": tc.known},
+            "toolchain": {**tc.model_dump(exclude={"names"}), "known": tc.known},
+            "names_checked_against": accepted.source,
             "counts": counts,
             "sources": {k: v.model_dump(exclude={"config"}) for k, v in srcs.items()},
-            "weight_builds": [
-                {"key": wb.key, "model": wb.model, "quantization": wb.quantization, "in_store": in_store[wb.key]}
-                for wb in p.weight_builds.values()
-            ],
+            **{
+                f"{kind}_builds": [
+                    {"key": b.key, "model": b.model, "quantization": b.quantization, "in_store": in_store[b.key]}
+                    for b in builds.values()
+                ]
+                for kind, builds in (("convert", p.convert_builds), ("config", p.config_builds))
+            },
             "library_builds": [
                 {
                     "key": lb.key,
                     "quantization": lb.quantization,
                     "device": lb.device.name,
                     "target": lb.device.target,
+                    "host": lb.device.host_triple,
                     "pool": lb.device.work_pool,
-                    "config_from": lb.config_from,
+                    "sources": [b.model_dump() for b in lb.sources],
                     "cells": [c.model_dump() for c in lb.users],
                     "in_store": in_store[lb.key],
                 }
@@ -100,9 +122,9 @@ def plan(
         return
     if fmt != "table":
         raise _fail(f"--format: unknown format {fmt!r}; expected 'table' or 'json'", 2)
-    out.print(f"toolchain: {tc.describe()}", highlight=False, soft_wrap=True)
+    out.print(f"toolchain: {tc.describe()}; names checked against {accepted.source}", highlight=False, soft_wrap=True)
     t = Table(title=f"plan for {loaded.file}")
-    for col in ("model", "quant", "device", "pool", "weights", "library"):
+    for col in ("model", "quant", "device", "pool", "convert", "config", "library"):
         t.add_column(col)
 
     def show(key: str | None) -> str:
@@ -114,18 +136,17 @@ def plan(
         c = pc.cell
         pool = loaded.matrix.device(c.device).work_pool
         if pc.problem:
-            t.add_row(c.model, c.quantization, c.device, pool, "[red]source unresolved[/]", "-")
+            t.add_row(c.model, c.quantization, c.device, pool, "[red]unresolved[/]", "-", "-")
         else:
-            t.add_row(c.model, c.quantization, c.device, pool, show(pc.weights), show(pc.library))
+            t.add_row(c.model, c.quantization, c.device, pool, show(pc.convert), show(pc.config), show(pc.library))
     out.print(t)
     for src in srcs.values():
         if src.error:
             out.print(f"[red]unresolved source[/] {src.model}: {src.error}", highlight=False, soft_wrap=True)
     out.print(
-        f"{counts['cells']} cells -> {counts['weight_builds']} weight builds "
-        f"({counts['weight_builds_in_store']} in store), {counts['library_builds']} library builds "
-        f"({counts['library_builds_in_store']} in store); {counts['libraries_shared']} cells reuse a library "
-        "built for another model of the same architecture"
+        f"{counts['cells']} cells -> "
+        + ", ".join(f"{counts[f'{k}_builds']} {k} builds ({counts[f'{k}_builds_in_store']} in store)" for k in kinds)
+        + f"; {counts['libraries_shared']} cells reuse a library built for another model of the same architecture"
     )
 
 
@@ -141,8 +162,17 @@ def build(
         loaded = load_matrix(matrix)
         select_cells(loaded.matrix, loaded.file, model)
         open_store(store)
+        tc = toolchain.probe()
+        if tc.known:
+            _check_names(loaded, tc)
     except (MatrixError, StoreError) as e:
         raise _fail(str(e), 2) from None
+    import os
+
+    # Prefect's temporary server: a generous start on a loaded 2-core worker, and no telemetry from it.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
     from flows.nightly import nightly_build
 
     state = nightly_build(str(matrix), models=model or None, force=force, store=store, return_state=True)
@@ -153,26 +183,37 @@ def build(
 
 @app.command("ls")
 def list_catalog(store: StoreOpt = None) -> None:
-    """List the catalog: model, quantization, devices, sizes, build time."""
-    from mlc_farm.pull import catalog
+    """List the catalog: model, quantization, each device's library and its validation, sizes, build time."""
+    from mlc_farm.catalog import entries
 
     try:
-        rows = catalog(open_store(store))
+        st = open_store(store)
+        found = entries(st)
     except StoreError as e:
         raise _fail(str(e), 1) from None
     t = Table(title="catalog")
     for col in ("model", "quant", "devices", "weights", "libraries", "built"):
         t.add_column(col)
-    for r in rows:
+    checks = []
+    for e in found:
+        weights = load_record(st, e.convert)
         t.add_row(
-            r.entry.model,
-            r.entry.quantization,
-            ", ".join(sorted(r.entry.libs)) or "-",
-            _size(r.weights_size),
-            _size(sum(r.lib_sizes.values())),
-            r.built_at,
+            e.model,
+            e.quantization,
+            ", ".join(sorted(e.libs)) or "-",
+            _size(weights.size if weights else 0),
+            _size(sum(ref.file.size for ref in e.libs.values())),
+            weights.finished_at.isoformat(timespec="seconds") if weights else "missing",
         )
+        checks += [
+            f"  {e.model} {e.quantization} {d}: {ref.validation.describe()}" for d, ref in sorted(e.libs.items())
+        ]
+        checks += [f"  {e.model} {e.quantization} {d}: no validated library yet" for d in e.missing]
     out.print(t)
+    if checks:
+        out.print("validation (fit to the weights; run where the device was present):", highlight=False)
+        for line in checks:
+            out.print(line, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -196,7 +237,7 @@ def pull(
 @app.command()
 def verify(store: StoreOpt = None) -> None:
     """Check that every catalog entry and build record points at blobs that exist."""
-    from mlc_farm.pull import verify as do_verify
+    from mlc_farm.catalog import verify as do_verify
 
     try:
         problems = do_verify(open_store(store))
@@ -207,6 +248,47 @@ def verify(store: StoreOpt = None) -> None:
     if problems:
         raise typer.Exit(1)
     out.print("store is consistent")
+
+
+@app.command()
+def validate(
+    model: str,
+    quantization: str,
+    device: Annotated[str | None, typer.Option("--device", help="Only this device's library.")] = None,
+    directory: Annotated[
+        Path | None,
+        typer.Option("--dir", help="A directory `mlc-farm pull` wrote (default: pull into a temporary one)."),
+    ] = None,
+    store: StoreOpt = None,
+) -> None:
+    """Check a built model again: files against the catalog, each library's fit to the weights, and a run
+    with the weights where its device is on this machine. Exit 1 if anything fails."""
+    import tempfile
+
+    from mlc_farm.pull import pull as do_pull
+    from mlc_farm.validate import validate_pulled
+
+    try:
+        st = open_store(store)
+        with tempfile.TemporaryDirectory(prefix="mlc-farm-validate-") as tmp:
+            where = directory
+            if where is None:
+                where = Path(tmp)
+                do_pull(st, model, quantization, where, device)
+            results = validate_pulled(st, model, quantization, where, device)
+    except StoreError as e:
+        raise _fail(str(e), 1) from None
+    t = Table(title=f"{model} {quantization}: validation")
+    for col in ("device", "fits the weights", "run", "tokens/s", "peak memory"):
+        t.add_column(col)
+    for name, v in results.items():
+        run = v.run.status + (f": {v.run.detail}" if v.run.detail else "")
+        speed = f"{v.run.tokens_per_s:.1f}" if v.run.tokens_per_s else "-"
+        memory = _size(v.run.peak_memory_bytes) if v.run.peak_memory_bytes else "-"
+        t.add_row(name, v.fits.status + (f": {v.fits.detail}" if v.fits.detail else ""), run, speed, memory)
+    out.print(t)
+    if not all(v.ok for v in results.values()):
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -10,8 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 from pydantic import BaseModel
 
-from mlc_farm.build import all_records
-from mlc_farm.manifest import referenced_blobs
+from mlc_farm.catalog import all_records, referenced_blobs
 from mlc_farm.store import ArtifactStore
 
 

@@ -19,12 +19,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel
 
-from mlc_farm.build import load_record
-from mlc_farm.manifest import CatalogEntry, FileEntry
+from mlc_farm.catalog import CatalogEntry, FileEntry, get_entry, load_record
 from mlc_farm.matrix import Matrix
-from mlc_farm.pull import get_entry, lib_filename, pull_files
+from mlc_farm.pull import lib_filename, pull_files
 from mlc_farm.sources import hub_endpoint
 from mlc_farm.store import ArtifactStore, StoreError
+from mlc_farm.validate import DECODE_STEPS
 
 MANIFEST = "mlc-farm-manifest.json"
 ATTEMPTS = 4  # Hub calls, with backoff 2 s, 4 s, 8 s in between
@@ -77,17 +77,22 @@ def git_blob_id(path: Path) -> str:
 def manifest(store: ArtifactStore, entry: CatalogEntry, files: dict[str, FileEntry]) -> dict[str, Any]:
     """Everything needed to trust and reproduce the repo; deterministic, so an unchanged build republishes
     nothing."""
-    weights = load_record(store, entry.weights)
-    if weights is None:
-        raise StoreError(f"weights {entry.weights} of {entry.model} {entry.quantization} have no record")
+    weights = load_record(store, entry.convert)
+    config = load_record(store, entry.config)
+    if weights is None or config is None:
+        raise StoreError(f"the builds of {entry.model} {entry.quantization} have no record")
     return {
         "model": entry.model,
         "quantization": entry.quantization,
         "source": entry.source,
         "toolchain": weights.toolchain,
         "builds": {
-            "weights": {"key": entry.weights, "finished_at": weights.finished_at.isoformat()},
-            "libraries": {d: {"key": ref.key, "target": ref.target} for d, ref in sorted(entry.libs.items())},
+            "convert": {"key": entry.convert, "finished_at": weights.finished_at.isoformat()},
+            "config": {"key": entry.config, "finished_at": config.finished_at.isoformat()},
+            "libraries": {
+                d: {"key": ref.key, "target": ref.target, "host": ref.host, "validation": ref.validation.model_dump()}
+                for d, ref in sorted(entry.libs.items())
+            },
         },
         "built_at": weights.finished_at.isoformat(),
         "files": [{"path": p, "size": f.size, "sha256": f.sha256} for p, f in sorted(files.items())],
@@ -109,9 +114,7 @@ def model_card(entry: CatalogEntry, repo: str, lib_files: dict[str, str]) -> str
         if entry.source.get("kind") == "hf"
         else f"a local model directory (content sha256 `{entry.source['identity']}`)"
     )
-    rows = "\n".join(
-        f"| {device} | `{entry.libs[device].target}` | `{path}` |" for device, path in sorted(lib_files.items())
-    )
+    rows = "\n".join(_card_row(entry, device, path) for device, path in sorted(lib_files.items()))
     any_lib = next(iter(sorted(lib_files.values())), "libs/<model>-<quant>-<device>.so")
     return f"""---
 {yaml.safe_dump(meta, sort_keys=True).strip()}
@@ -125,8 +128,13 @@ by mlc-farm. Weights, `mlc-chat-config.json` and tokenizer files are at the root
 
 ## Model libraries
 
-| device | target | library |
-| --- | --- | --- |
+Every library was checked before publishing: its metadata against these weights (names, dtypes, shapes,
+model type, quantization, context window), and a run with real weights where its device was present
+(finite logits over a prefill and {DECODE_STEPS} decode steps). A library whose device was absent says
+`not run`: nothing here claims more than was checked.
+
+| device | target | library | fits the weights | run | decode tokens/s |
+| --- | --- | --- | --- | --- | --- |
 {rows}
 
 ## Run it
@@ -141,6 +149,22 @@ With a library from this repo, after downloading it (`huggingface-cli download {
 mlc_llm chat ./{repo.split("/")[-1]} --model-lib ./{repo.split("/")[-1]}/{any_lib}
 ```
 """
+
+
+def _card_row(entry: CatalogEntry, device: str, path: str) -> str:
+    ref = entry.libs[device]
+    run = ref.validation.run
+    ran = (
+        f"passed on {run.device}"
+        if run.status == "passed"
+        else f"{run.status}: {run.detail}"
+        if run.detail
+        else run.status
+    )
+    if run.ran_with and run.ran_with != entry.model and run.status == "passed":
+        ran += f" (with {run.ran_with}'s weights, same architecture)"
+    speed = f"{run.tokens_per_s:.1f}" if run.tokens_per_s else "-"
+    return f"| {device} | `{ref.target}` | `{path}` | {ref.validation.fits.status} | {ran} | {speed} |"
 
 
 def _remote(api: Any, repo: str) -> dict[str, tuple[str, str | None]]:

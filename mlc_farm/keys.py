@@ -33,10 +33,25 @@ def architecture(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _toolchain(tc: ToolchainInfo) -> dict[str, str]:
-    return tc.model_dump(exclude={"error"})
+    return tc.model_dump(exclude={"error", "names"})
 
 
-def weight_inputs(
+def convert_inputs(
+    source: dict[str, Any], quantization: str, model_type: str | None, toolchain: ToolchainInfo
+) -> dict[str, Any]:
+    """Inputs of convert_weight: the weights depend on the source, the quantization, the model type and the
+    toolchain; not on the conv template or gen_config's options (so editing those never reconverts). The
+    convert device is left out: it does not change the output."""
+    return {
+        "kind": "convert",
+        "source": source,
+        "quantization": quantization,
+        "model_type": model_type,
+        "toolchain": _toolchain(toolchain),
+    }
+
+
+def config_inputs(
     source: dict[str, Any],
     quantization: str,
     conv_template: str,
@@ -44,9 +59,10 @@ def weight_inputs(
     model_type: str | None,
     toolchain: ToolchainInfo,
 ) -> dict[str, Any]:
-    """Inputs of convert_weight + gen_config. The convert device is left out: it does not change the output."""
+    """Inputs of gen_config: the source's config and tokenizer, the quantization, the conv template and the
+    gen_config options (seconds to rebuild)."""
     return {
-        "kind": "weights",
+        "kind": "config",
         "source": source,
         "quantization": quantization,
         "conv_template": conv_template,
@@ -63,7 +79,7 @@ def library_inputs(
     device: DeviceSpec,
     toolchain: ToolchainInfo,
 ) -> dict[str, Any]:
-    """Inputs of compile: the architecture (not the weights' values), quantization, overrides, target.
+    """Inputs of compile: the architecture (not the weights' values), quantization, overrides, target, host.
 
     `model` is the architecture config when known; otherwise the source identity, so that a library is
     never shared on a guess.
@@ -74,6 +90,7 @@ def library_inputs(
         "quantization": quantization,
         "overrides": dict(overrides.items()),
         "target": device.target,
+        "host": device.host_triple,
         "cuda_archs": sorted(device.cuda_archs),
         "opt": device.opt,
         "lib_ext": device.library_ext,

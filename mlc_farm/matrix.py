@@ -8,6 +8,7 @@ directories; nothing is written.
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -31,6 +32,21 @@ LIB_EXT: dict[str, str] = {
     "metal": "dylib", "webgpu": "wasm", "android": "tar", "iphone": "tar",
 }  # fmt: skip
 
+# `compile --device` values and the family each builds for (shared/mlc-reference: presets, local devices,
+# TVM targets as JSON or as a string). Local devices (`cuda`, `cuda:0`) must be present where compile runs.
+_TARGET_FAMILY: dict[str, str] = {
+    "llvm": "cpu", "cpu": "cpu", "c": "cpu", "cuda": "cuda", "rocm": "rocm", "vulkan": "vulkan",
+    "vulkan:generic": "vulkan", "metal": "metal", "metal:generic": "metal", "metal:x86-64": "metal",
+    "opencl": "opencl", "opencl:generic": "opencl", "windows:adreno_x86": "opencl", "webgpu": "webgpu",
+    "iphone": "iphone", "macabi": "iphone", "android": "android", "android:adreno": "android",
+    "android:adreno-so": "android", "mali": "android",
+}  # fmt: skip
+# The generic LLVM triple a family's host code is compiled for (`compile --host`) unless a device sets `host`.
+DEFAULT_HOST: dict[str, str] = {"metal": "arm64-apple-darwin"}
+GENERIC_HOST = "x86_64-unknown-linux-gnu"
+_TRIPLE = re.compile(r"^[a-z0-9_]+(-[a-z0-9_.]+){1,3}\Z")
+_OPT = re.compile(r"^(O[0-3]|[a-z_]+=[A-Za-z0-9_]+(;[a-z_]+=[A-Za-z0-9_]+)*)\Z")
+_CONVERT_DEVICE = re.compile(r"^(auto|cpu|cuda|rocm|metal|vulkan|opencl)(:[0-9]+)?\Z")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _HF_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -121,6 +137,13 @@ class DeviceSpec(_Strict):
     pool: str | None = None
     opt: str | None = None
     lib_ext: str | None = None
+    # `compile --host`: the LLVM triple of the CPU code around the kernels. Without it the toolchain tunes that
+    # code for whichever worker compiled it, and the library may not run on an older CPU.
+    host: str | None = None
+
+    @property
+    def host_triple(self) -> str:
+        return self.host or DEFAULT_HOST.get(self.family, GENERIC_HOST)
 
     @property
     def work_pool(self) -> str:
@@ -210,6 +233,46 @@ def _pydantic_problems(err: ValidationError) -> list[str]:
     return sorted(set(problems), key=problems.index)
 
 
+def target_family(target: str) -> str | None:
+    """The device family a `compile --device` value builds for, or None when it is not one the toolchain takes."""
+    if target in _TARGET_FAMILY:
+        return _TARGET_FAMILY[target]
+    if target.startswith("{"):
+        try:
+            kind = json.loads(target).get("kind")
+        except (ValueError, AttributeError):
+            return None
+    else:
+        kind = target.split(":")[0] if re.fullmatch(r"[a-z]+:[0-9]+", target) else target.split(" ")[0]
+    return (
+        _TARGET_FAMILY.get(str(kind))
+        if kind in ("llvm", "c", "cuda", "rocm", "vulkan", "metal", "opencl", "webgpu")
+        else None
+    )
+
+
+def _device_problems(path: str, d: DeviceSpec) -> list[str]:
+    problems = []
+    family = target_family(d.target)
+    if family is None:
+        problems.append(
+            f"{path}.target: {d.target!r} is not a target compile takes (a preset such as llvm, vulkan:generic, "
+            'webgpu, iphone, android; a local device such as cuda; or a TVM target like {"kind":"cuda","arch":"sm_90a"})'
+        )
+    elif family != d.family:
+        problems.append(f"{path}.target: {d.target!r} builds for {family}, but family is {d.family!r}")
+    if d.opt is not None and not _OPT.match(d.opt):
+        problems.append(f"{path}.opt: {d.opt!r} is not O0..O3 or a flag string like 'cutlass=0;cudagraph=1'")
+    if d.host is not None and not _TRIPLE.match(d.host):
+        problems.append(f"{path}.host: {d.host!r} is not an LLVM triple like 'x86_64-unknown-linux-gnu'")
+    for j, arch in enumerate(d.cuda_archs):
+        if not re.fullmatch(r"[0-9]{2,3}a?", arch):
+            problems.append(f"{path}.cuda_archs[{j}]: {arch!r} is not a CUDA architecture like '80' or '90a'")
+    if d.cuda_archs and d.family != "cuda":
+        problems.append(f"{path}.cuda_archs: only a cuda device takes CUDA architectures (family is {d.family!r})")
+    return problems
+
+
 def _check_names(m: Matrix, base_dir: Path) -> list[str]:
     problems: list[str] = []
     device_names = [d.name for d in m.devices]
@@ -233,6 +296,12 @@ def _check_names(m: Matrix, base_dir: Path) -> list[str]:
     for i, d in enumerate(m.devices):
         if d.name in device_names[:i]:
             problems.append(f"devices[{i}].name: duplicate device {d.name!r}")
+        problems += _device_problems(f"devices[{i}]", d)
+    if not _CONVERT_DEVICE.match(m.convert_device):
+        problems.append(
+            f"convert_device: {m.convert_device!r} is not a device convert_weight takes "
+            "(cpu, auto, cuda, cuda:N, rocm:N, metal, vulkan, opencl)"
+        )
     seen: set[str] = set()
     for i, model in enumerate(m.models):
         safe(f"models[{i}].id", model.id, "model id")
@@ -381,3 +450,41 @@ def select_cells(
     if problems:
         raise MatrixError(file, problems)
     return cells
+
+
+class Accepted(BaseModel):
+    """The names a toolchain accepts: asked of the installed mlc_llm's registries, or the built-in list."""
+
+    model_config = ConfigDict(frozen=True)
+
+    quantizations: tuple[str, ...]
+    conv_templates: tuple[str, ...] | None = None  # None: unknown without a toolchain, so unchecked
+    model_types: tuple[str, ...] | None = None
+    source: str = "the built-in list (no toolchain found: conv templates and model types are not checked)"
+
+
+BUILTIN_NAMES = Accepted(quantizations=QUANTIZATIONS)
+
+
+def toolchain_problems(m: Matrix, accepted: Accepted) -> list[str]:
+    """Names of the matrix the toolchain would reject, found before anything runs (each with a did-you-mean)."""
+    problems = []
+    quants = {f"quantizations[{i}]": q for i, q in enumerate(m.quantizations)}
+    for i, model in enumerate(m.models):
+        quants |= {f"models[{i}].quantizations[{j}]": q for j, q in enumerate(model.quantizations or [])}
+        if accepted.conv_templates is not None and model.conv_template not in accepted.conv_templates:
+            problems.append(
+                f"models[{i}].conv_template: {model.conv_template!r} is not a conv template of the toolchain"
+                + _hint(model.conv_template, sorted(accepted.conv_templates))
+            )
+        if accepted.model_types is not None and model.model_type and model.model_type not in accepted.model_types:
+            problems.append(
+                f"models[{i}].model_type: {model.model_type!r} is not a model type of the toolchain"
+                + _hint(model.model_type, sorted(accepted.model_types))
+            )
+    problems += [
+        f"{path}: {q!r} is not a quantization of the toolchain{_hint(q, accepted.quantizations)}"
+        for path, q in quants.items()
+        if q not in accepted.quantizations
+    ]
+    return problems

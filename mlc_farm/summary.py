@@ -1,4 +1,7 @@
-"""The run summary: every cell with what happened to its weights and its library, and where the log is."""
+"""The run summary: every cell with what happened to its convert, config and library builds, the library's
+validation, and where the log is. Each step is counted on its own, so a summary never calls built weights
+`reused`.
+"""
 
 from __future__ import annotations
 
@@ -7,98 +10,122 @@ from typing import Literal
 from pydantic import BaseModel
 from rich.table import Table
 
+from mlc_farm.catalog_update import UnitResult
 from mlc_farm.plan import Plan
 
-Status = Literal["built", "reused", "failed", "skipped", "unresolved"]
+Status = Literal["built", "reused", "failed", "not run", "unresolved"]
+STEPS = ("convert", "config", "library")
 
 
 class Outcome(BaseModel):
     status: Status
     detail: str = ""
     log: str | None = None
+    validation: str = ""
 
 
 class CellRow(BaseModel):
     model: str
     quantization: str
     device: str
-    weights: Status
+    convert: Status
+    config: Status
     library: Status
+    validation: str
+    status: Literal["ok", "failed", "unresolved"]
     log: str
     detail: str
 
 
 class Summary(BaseModel):
     rows: list[CellRow]
-    toolchain_runs: dict[str, int]
+    steps: dict[str, dict[str, int]]
+    units: list[UnitResult] = []
 
     @property
     def failed(self) -> list[CellRow]:
-        return [r for r in self.rows if "failed" in (r.weights, r.library) or r.weights == "unresolved"]
+        return [r for r in self.rows if r.status != "ok"]
 
-    def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for r in self.rows:
-            status = r.library if r.weights in ("built", "reused") else r.weights
-            out[status] = out.get(status, 0) + 1
-        return out
+    def message(self) -> str:
+        """One line: cells, then every step's own counts (`convert 4 built, config 4 reused, ...`)."""
+        cells = {s: sum(r.status == s for r in self.rows) for s in ("ok", "failed", "unresolved")}
+        head = f"{len(self.rows)} cells: " + ", ".join(f"{n} {s}" for s, n in cells.items() if n)
+        steps = "; ".join(
+            f"{step} " + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+            for step, counts in self.steps.items()
+            if any(counts.values())
+        )
+        kept = [u for u in self.units if u.status == "kept previous"]
+        tail = f"; {len(kept)} catalog entries kept at their previous builds" if kept else ""
+        return f"{head} ({steps}){tail}"
 
     def grid(self) -> str:
         """Markdown picture of the matrix: one row per model x quantization, one column per device."""
-        mark = {"built": "🟢 built", "reused": "🔵 reused", "failed": "🔴 failed", "skipped": "🟡 skipped",
-                "unresolved": "🔴 unresolved"}  # fmt: skip
+        mark = {"ok": "🟢 ok", "failed": "🔴 failed", "unresolved": "🔴 unresolved"}
         devices = list(dict.fromkeys(r.device for r in self.rows))
         cells = {(r.model, r.quantization, r.device): r for r in self.rows}
         lines = ["| model | quantization | " + " | ".join(devices) + " |", "|---|---|" + "---|" * len(devices)]
         for model, quant in dict.fromkeys((r.model, r.quantization) for r in self.rows):
             row = [cells.get((model, quant, d)) for d in devices]
-            shown = [mark[_status(r)] if r else "" for r in row]
+            shown = [f"{mark[r.status]} {r.validation}".strip() if r else "" for r in row]
             lines.append(f"| {model} | {quant} | " + " | ".join(shown) + " |")
         return "\n".join(lines)
 
     def table(self) -> Table:
-        colour = {"built": "green", "reused": "cyan", "failed": "red", "skipped": "yellow", "unresolved": "red"}
+        colour = {"built": "green", "reused": "cyan", "failed": "red", "not run": "yellow", "unresolved": "red"}
         t = Table(title="mlc-farm build summary")
-        for col in ("model", "quant", "device", "weights", "library", "log / detail"):
+        for col in ("model", "quant", "device", *STEPS, "validation", "detail"):
             t.add_column(col)
         for r in self.rows:
             t.add_row(
                 r.model, r.quantization, r.device,
-                f"[{colour[r.weights]}]{r.weights}[/]", f"[{colour[r.library]}]{r.library}[/]",
-                r.detail or r.log,
+                *(f"[{colour[s]}]{s}[/]" for s in (r.convert, r.config, r.library)),
+                r.validation, r.detail,
             )  # fmt: skip
         return t
 
 
-def _status(row: CellRow) -> Status:
-    """One word for a cell: a failure anywhere wins, then an unresolved source, then the library's fate."""
-    if "failed" in (row.weights, row.library):
-        return "failed"
-    return "unresolved" if row.weights == "unresolved" else row.library
-
-
-def summarize(plan: Plan, outcomes: dict[str, Outcome]) -> Summary:
+def summarize(plan: Plan, outcomes: dict[str, Outcome], units: list[UnitResult] | None = None) -> Summary:
+    unfit = {(u.model, u.quantization, d): why for u in units or [] for d, why in u.unfit.items()}
     rows = []
     for pc in plan.cells:
         c = pc.cell
-        if pc.problem or pc.weights is None or pc.library is None:
+        if pc.problem or pc.convert is None or pc.config is None or pc.library is None:
             rows.append(
-                CellRow(**c.model_dump(), weights="unresolved", library="skipped", log="", detail=pc.problem or "")
+                CellRow(
+                    **c.model_dump(),
+                    convert="unresolved",
+                    config="unresolved",
+                    library="not run",
+                    validation="",
+                    status="unresolved",
+                    log="",
+                    detail=pc.problem or "",
+                )
             )
             continue
-        w, lib = outcomes[pc.weights], outcomes[pc.library]
-        bad = next((o for o in (w, lib) if o.status == "failed"), None)
+        steps = [outcomes[pc.convert], outcomes[pc.config], outcomes[pc.library]]
+        bad = next((o for o in steps if o.status == "failed"), None)
+        detail = bad.detail.splitlines()[0] if bad else unfit.get((c.model, c.quantization, c.device), "")
+        lib = steps[2]
         rows.append(
             CellRow(
                 **c.model_dump(),
-                weights=w.status,
+                convert=steps[0].status,
+                config=steps[1].status,
                 library=lib.status,
+                validation=lib.validation,
+                status="ok" if all(o.status in ("built", "reused") for o in steps) and not detail else "failed",
                 log=(bad or lib).log or "",
-                detail=bad.detail.splitlines()[0] if bad else "",
+                detail=detail,
             )
         )
-    runs = {
-        "weight_builds": sum(outcomes[k].status == "built" for k in plan.weight_builds),
-        "library_builds": sum(outcomes[k].status == "built" for k in plan.lib_builds),
+    builds = {"convert": plan.convert_builds, "config": plan.config_builds, "library": plan.lib_builds}
+    counts = {
+        step: {
+            s: sum(outcomes[k].status == s for k in keys if k in outcomes)
+            for s in ("built", "reused", "failed", "not run")
+        }
+        for step, keys in builds.items()
     }
-    return Summary(rows=rows, toolchain_runs=runs)
+    return Summary(rows=rows, steps=counts, units=units or [])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from mlc_farm.matrix import DeviceSpec, Overrides
+from mlc_farm.matrix import Accepted, DeviceSpec, Overrides
 
 INSTALL_HINT = (
     "the PyPI packages mlc-llm-nightly-* / mlc-ai-nightly-* are empty placeholders (they install a "
@@ -32,7 +33,7 @@ INSTALL_HINT = (
 
 # Run inside the toolchain's interpreter; prints one JSON object.
 _PROBE = r"""
-import json, importlib.util
+import json, importlib, importlib.util
 out = {}
 if importlib.util.find_spec("mlc_llm") is None:
     out["error"] = "missing"
@@ -53,6 +54,17 @@ else:
     dists = [d for d in metadata.distributions() if "mlc_llm" in (d.read_text("top_level.txt") or "").split()
              or (d.metadata["Name"] or "").startswith("mlc-llm")]
     out["mlc_llm_dist"] = ",".join(sorted(f"{d.metadata['Name']}=={d.version}" for d in dists)) or "unknown"
+    names = {}
+    for key, module, attr in (("conv_templates", "mlc_llm.conversation_template", "ConvTemplateRegistry"),
+                              ("model_types", "mlc_llm.model", "MODELS"),
+                              ("quantizations", "mlc_llm.quantization", "QUANTIZATION")):
+        try:
+            found = getattr(importlib.import_module(module), attr)
+            names[key] = sorted(found._conv_templates if key == "conv_templates" else found)
+        except Exception:
+            pass
+    if "quantizations" in names:
+        out["names"] = names
 print(json.dumps(out))
 """
 
@@ -68,6 +80,8 @@ class ToolchainInfo(BaseModel):
     tvm_version: str = "unknown"
     tvm_commit: str = "unknown"
     error: str | None = None
+    # What the toolchain's registries accept (conv templates, model types, quantizations): not part of keys.
+    names: Accepted | None = None
 
     @property
     def known(self) -> bool:
@@ -114,14 +128,21 @@ def _interpreter(cmd: list[str]) -> str | None:
     return None
 
 
+def interpreter() -> str | None:
+    """The toolchain's Python, where the probe and library validation run (they import its mlc_llm and TVM)."""
+    return _interpreter(command())
+
+
 def probe(timeout: float = 120) -> ToolchainInfo:
-    """Ask the toolchain's own interpreter which mlc_llm and TVM it has; never raises."""
+    """Ask the toolchain's own interpreter which mlc_llm and TVM it has, and which names it accepts; never raises."""
     cmd = command()
     python = _interpreter(cmd)
     if python is None:
         return ToolchainInfo(error=f"cannot tell which Python runs {shlex.join(cmd)!r}")
     try:
-        done = subprocess.run([python, "-c", _PROBE], capture_output=True, text=True, timeout=timeout, check=False)
+        done = subprocess.run(
+            [python, "-c", _PROBE], capture_output=True, text=True, timeout=timeout, env=toolchain_env(), check=False
+        )
     except (OSError, subprocess.TimeoutExpired) as e:
         return ToolchainInfo(error=f"probe of {python} failed: {e}")
     if done.returncode != 0:
@@ -131,7 +152,9 @@ def probe(timeout: float = 120) -> ToolchainInfo:
     if data.get("error") == "missing":
         where = " (found the placeholder package `mlc`)" if data.get("placeholder") else ""
         return ToolchainInfo(error=f"mlc_llm is not importable by {python}{where}: {INSTALL_HINT}")
-    return ToolchainInfo(**data)
+    names = data.pop("names", None)
+    accepted = Accepted(**names, source=f"mlc_llm {data.get('mlc_llm_version', 'unknown')} (asked)") if names else None
+    return ToolchainInfo(**data, names=accepted)
 
 
 def convert_weight_args(
@@ -160,7 +183,8 @@ def gen_config_args(
 
 
 def compile_args(config: Path, device: DeviceSpec, overrides: Overrides, out: Path) -> list[str]:
-    args = ["compile", str(config), "--device", device.target]
+    """`--host` always: left to `auto`, the library carries the CPU of whichever worker compiled it."""
+    args = ["compile", str(config), "--device", device.target, "--host", device.host_triple]
     if device.opt:
         args += ["--opt", device.opt]
     if overrides.items():
@@ -170,6 +194,31 @@ def compile_args(config: Path, device: DeviceSpec, overrides: Overrides, out: Pa
 
 def compile_env(device: DeviceSpec) -> dict[str, str]:
     return {"MLC_MULTI_ARCH": ",".join(device.cuda_archs)} if device.cuda_archs else {}
+
+
+# What the toolchain may see of our environment: the system, Python, GPU runtimes and MLC/TVM options. Never
+# the store's or the Hub's credentials (AWS_*, HF_TOKEN), which it does not need.
+_ENV_NAMES = re.compile(
+    r"^(PATH|HOME|USER|LOGNAME|SHELL|TERM|TZ|LANG|LANGUAGE|TMPDIR|TEMP|TMP|PYTHONPATH|PYTHONHOME|PYTHONUNBUFFERED"
+    r"|VIRTUAL_ENV|CONDA_PREFIX|LD_LIBRARY_PATH|OMP_NUM_THREADS|LC_\w+|CUDA_\w+|NVIDIA_\w+|ROCM_\w+|HIP_\w+"
+    r"|HSA_\w+|VK_\w+|TVM_\w+|MLC_(?!FARM_)\w+)\Z"
+)
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def toolchain_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The allow-listed environment a toolchain step runs with."""
+    return {**{k: v for k, v in os.environ.items() if _ENV_NAMES.match(k)}, **(extra or {})}
+
+
+def clean_line(raw: str) -> str | None:
+    """A log line as a person reads it: no colour codes, and of a progress bar redrawn with carriage returns
+    only its last state (None when nothing is left, e.g. a bar erased before the next log line)."""
+    text = _ANSI.sub("", raw).rstrip("\n")
+    if "\r" not in text:
+        return text
+    shown = [part.rstrip() for part in text.split("\r") if part.strip()]
+    return shown[-1] if shown else None
 
 
 def _die_with_parent() -> None:
@@ -207,9 +256,7 @@ def run(
                 full,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                text=True,
-                errors="replace",
-                env={**os.environ, **(env or {})},
+                env=toolchain_env(env),
                 start_new_session=True,
                 preexec_fn=_die_with_parent,
             )
@@ -225,11 +272,14 @@ def run(
         timer.start()
         try:
             assert proc.stdout is not None
-            for line in proc.stdout:
-                log.write(line)
-                tail.append(line.rstrip("\n"))
+            for raw in proc.stdout:  # binary: split on \n only, so progress redraws stay within their line
+                line = clean_line(raw.decode(errors="replace"))
+                if line is None:
+                    continue
+                log.write(line + "\n")
+                tail.append(line)
                 if on_line:
-                    on_line(line.rstrip("\n"))
+                    on_line(line)
             code = proc.wait()
         finally:
             timer.cancel()

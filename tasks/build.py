@@ -11,9 +11,11 @@ from prefect import get_run_logger, task
 from prefect.runtime import flow_run
 
 from mlc_farm import build, sources, toolchain
+from mlc_farm.catalog import BuildRecord
+from mlc_farm.catalog_update import Records, UnitResult, update_unit
 from mlc_farm.hub import PublishError
 from mlc_farm.matrix import MatrixError
-from mlc_farm.plan import LibBuild, Plan, WeightBuild
+from mlc_farm.plan import ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, Plan
 from mlc_farm.sources import ResolvedSource
 from mlc_farm.store import StoreError, open_store
 
@@ -47,18 +49,30 @@ def resolve_sources(loaded: Any, models: list[Any]) -> dict[str, ResolvedSource]
 
 
 @task(
-    name="build-weights",
-    task_run_name="weights {wb.model}/{wb.quantization}",
+    name="build-convert",
+    task_run_name="convert {cb.model}/{cb.quantization}",
     retries=3,
     retry_delay_seconds=[2, 5, 15],
     retry_condition_fn=transient_only,
     tags=["mlc-weights"],
 )
-def build_weights(store_url: str, wb: WeightBuild, source: ResolvedSource, convert_device: str) -> str:
-    source_dir = sources.fetch(source)
-    store = open_store(store_url)
-    return build.build_weights(
-        store, wb, source_dir, convert_device, on_line=log_line, flow_run=str(flow_run.get_id())
+def build_convert(store_url: str, cb: ConvertBuild, source: ResolvedSource, convert_device: str) -> str:
+    return build.build_convert(
+        open_store(store_url), cb, sources.fetch(source), convert_device, on_line=log_line, flow_run=_run_id()
+    ).key
+
+
+@task(
+    name="build-config",
+    task_run_name="config {gb.model}/{gb.quantization}",
+    retries=3,
+    retry_delay_seconds=[2, 5, 15],
+    retry_condition_fn=transient_only,
+    tags=["mlc-weights"],
+)
+def build_config(store_url: str, gb: ConfigBuild, source: ResolvedSource) -> str:
+    return build.build_config(
+        open_store(store_url), gb, sources.fetch(source), on_line=log_line, flow_run=_run_id()
     ).key
 
 
@@ -70,15 +84,23 @@ def build_weights(store_url: str, wb: WeightBuild, source: ResolvedSource, conve
     retry_condition_fn=transient_only,
     tags=["mlc-compile"],
 )
-def build_library(store_url: str, lb: LibBuild, config_from: str) -> str:
+def build_library(store_url: str, lb: LibBuild, builds: ModelBuilds) -> str:
     store = open_store(store_url)
-    return build.build_library(store, lb, config_from, on_line=log_line, flow_run=str(flow_run.get_id())).key
+    return build.build_library(store, lb, builds, on_line=log_line, flow_run=_run_id()).key
 
 
 @task(name="update-catalog", retries=3, retry_delay_seconds=[2, 5, 15], retry_condition_fn=transient_only)
-def update_catalog(store_url: str, plan: Plan, resolved: dict[str, ResolvedSource]) -> int:
+def update_catalog(
+    store_url: str, plan: Plan, resolved: dict[str, ResolvedSource], known: dict[str, BuildRecord]
+) -> list[UnitResult]:
     """One task for every catalog entry: a no-op nightly over 1,000 cells stays a matter of seconds."""
-    store = open_store(store_url)
-    return sum(
-        build.update_catalog(store, plan, resolved[model], model, quant) is not None for model, quant in plan.units()
-    )
+    records = Records(open_store(store_url), known)
+    return [
+        update_unit(records.store, plan, resolved[model], model, quant, records)
+        for model, quant in plan.units()
+        if model in resolved and resolved[model].error is None
+    ]
+
+
+def _run_id() -> str:
+    return str(flow_run.get_id())

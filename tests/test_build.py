@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mlc_farm.pull import catalog
+from mlc_farm.catalog import entries
 from mlc_farm.store.local import LocalStore
 from tests.helpers import ROOT, cli, toolchain_calls
 
@@ -32,8 +33,8 @@ def build(matrix: Path, store: Path, calls: Path, *extra: str, env: dict | None 
 def assert_store_whole(store: Path) -> None:
     """Every catalog entry points at records that exist; every record's blobs exist."""
     s = LocalStore(store)
-    for row in catalog(s):
-        for key in [row.entry.weights, *(lib.key for lib in row.entry.libs.values())]:
+    for entry in entries(s):
+        for key in [entry.convert, entry.config, *(lib.key for lib in entry.libs.values())]:
             assert (store / "builds" / f"{key}.json").is_file()
     for name in s.list("builds/"):
         record = json.loads((store / name).read_text())
@@ -47,21 +48,25 @@ def test_build_reuse_and_pull(tiny_matrix: Path, tmp_path: Path) -> None:
     assert first.returncode == 0, first.stdout + first.stderr
     # 8 cells: weights once per model x quantization, libraries shared by the two models.
     assert steps(calls) == {"convert_weight": 4, "gen_config": 4, "compile": 4}
-    assert "8 cells: 8 built" in first.stdout
+    assert "8 cells: 8 ok (convert 4 built; config 4 built; library 4 built)" in first.stdout
     assert all(
         "--device" in c["argv"] and "cpu" in c["argv"] for c in toolchain_calls(calls) if c["step"] == "convert_weight"
     )
 
     plan = json.loads(cli("plan", "--matrix", str(tiny_matrix), "--store", str(store), "--format", "json").stdout)
     assert plan["counts"] == {
-        "cells": 8, "unresolved_cells": 0, "weight_builds": 4, "library_builds": 4,
-        "weight_builds_in_store": 4, "library_builds_in_store": 4, "libraries_shared": 4,
+        "cells": 8, "unresolved_cells": 0, "convert_builds": 4, "config_builds": 4, "library_builds": 4,
+        "convert_builds_in_store": 4, "config_builds_in_store": 4, "library_builds_in_store": 4,
+        "libraries_shared": 4,
     }  # fmt: skip
     assert plan["toolchain"]["mlc_llm_version"] == "0.20.0.dev0"
 
     calls.unlink()
     second = build(tiny_matrix, store, calls)
-    assert second.returncode == 0 and "8 cells: 8 reused" in second.stdout
+    assert (
+        second.returncode == 0
+        and "8 cells: 8 ok (convert 4 reused; config 4 reused; library 4 reused)" in second.stdout
+    )
     assert steps(calls) == {}
 
     out = tmp_path / "pulled"
@@ -69,11 +74,20 @@ def test_build_reuse_and_pull(tiny_matrix: Path, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     # What the toolchain writes for this cell, produced again directly: the pulled files are the same bytes.
     direct = tmp_path / "direct"
-    src = tiny_matrix.parent / "models" / "b"
+    src = Path(shutil.copytree(tiny_matrix.parent / "models" / "b", tmp_path / "b"))  # the tool writes into it
     for args in (
         ["convert_weight", str(src), "--quantization", "q4f16_1", "--device", "cpu", "-o", str(direct)],
         ["gen_config", str(src), "--quantization", "q4f16_1", "--conv-template", "LM", "-o", str(direct)],
-        ["compile", str(out / "mlc-chat-config.json"), "--device", "llvm", "-o", str(direct / "lib.so")],
+        [
+            "compile",
+            str(out / "mlc-chat-config.json"),
+            "--device",
+            "llvm",
+            "--host",
+            "x86_64-unknown-linux-gnu",
+            "-o",
+            str(direct / "lib.so"),
+        ],
     ):
         subprocess.run([sys.executable, "-m", "mlc_llm", *args], check=True, capture_output=True)
     pulled = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
@@ -100,8 +114,8 @@ def test_one_failing_cell_does_not_stop_the_others(tiny_matrix: Path, tmp_path: 
     rows = [line for line in failing.stdout.splitlines() if line.startswith("│ tiny-llama")]
     assert len(rows) == 8
     assert sorted(" vulkan " in r for r in rows if "failed" in r) == [True] * 4
-    entries = {(r.entry.model, r.entry.quantization): r.entry for r in catalog(LocalStore(store))}
-    assert len(entries) == 4 and all(set(e.libs) == {"cpu"} for e in entries.values())
+    served = {(e.model, e.quantization): e for e in entries(LocalStore(store))}
+    assert len(served) == 4 and all(set(e.libs) == {"cpu"} for e in served.values())
     # The failure's log is kept in the store, and the summary says where.
     failed = [line for line in failing.stdout.splitlines() if line.startswith("FAILED ")]
     assert len(failed) == 4 and all("/vulkan: compile failed for" in line and "exit code 1" in line for line in failed)
@@ -114,17 +128,17 @@ def test_one_failing_cell_does_not_stop_the_others(tiny_matrix: Path, tmp_path: 
     rerun = build(tiny_matrix, store, calls)
     assert rerun.returncode == 0, rerun.stderr
     assert steps(calls) == {"compile": 2}  # only what failed
-    entries = {(r.entry.model, r.entry.quantization): r.entry for r in catalog(LocalStore(store))}
-    assert all(set(e.libs) == {"cpu", "vulkan"} for e in entries.values())
+    served = {(e.model, e.quantization): e for e in entries(LocalStore(store))}
+    assert all(set(e.libs) == {"cpu", "vulkan"} for e in served.values())
 
 
 def test_failed_weights_of_one_model_do_not_sink_the_shared_library(tiny_matrix: Path, tmp_path: Path) -> None:
     store, calls = tmp_path / "store", tmp_path / "calls.log"
-    done = build(tiny_matrix, store, calls, env={"MLC_DOUBLE_FAIL": "convert_weight:models/a"})
+    done = build(tiny_matrix, store, calls, env={"MLC_DOUBLE_FAIL": "convert_weight:tiny-llama-a"})
     assert done.returncode == 1
-    entries = {(r.entry.model, r.entry.quantization): r.entry for r in catalog(LocalStore(store))}
-    assert set(entries) == {("tiny-llama-b", "q4f16_1"), ("tiny-llama-b", "q0f16")}
-    assert all(set(e.libs) == {"cpu", "vulkan"} for e in entries.values())
+    served = {(e.model, e.quantization): e for e in entries(LocalStore(store))}
+    assert set(served) == {("tiny-llama-b", "q4f16_1"), ("tiny-llama-b", "q0f16")}
+    assert all(set(e.libs) == {"cpu", "vulkan"} for e in served.values())
 
 
 def test_killed_build_is_finished_by_the_next_run(tiny_matrix: Path, tmp_path: Path) -> None:
@@ -140,19 +154,19 @@ def test_killed_build_is_finished_by_the_next_run(tiny_matrix: Path, tmp_path: P
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     records_before = len(list((store / "builds").glob("*.json")))
-    assert 2 <= records_before < 8, "the kill should land half-way"
+    assert 2 <= records_before < 12, "the kill should land half-way"
     assert_store_whole(store)
     assert cli("verify", "--store", str(store)).returncode == 0
 
     calls_before = len(toolchain_calls(calls))
     rerun = build(tiny_matrix, store, calls)
     assert rerun.returncode == 0, rerun.stderr
-    assert len(list((store / "builds").glob("*.json"))) == 8
+    assert len(list((store / "builds").glob("*.json"))) == 12  # 4 convert, 4 config, 4 library
     redone = len(toolchain_calls(calls)) - calls_before
     assert redone < 12  # the finished builds were not run again
     assert "8 cells:" in rerun.stdout and "reused" in rerun.stdout
     assert_store_whole(store)
-    assert len(catalog(LocalStore(store))) == 4
+    assert len(entries(LocalStore(store))) == 4
 
 
 def test_force_and_a_new_toolchain_rebuild(tiny_matrix: Path, tmp_path: Path) -> None:
@@ -166,6 +180,6 @@ def test_force_and_a_new_toolchain_rebuild(tiny_matrix: Path, tmp_path: Path) ->
     nightly = build(tiny_matrix, store, calls, "--model", "tiny-llama-a", env={"MLC_DOUBLE_VERSION": "0.21.0.dev3"})
     assert nightly.returncode == 0
     assert steps(calls) == {"convert_weight": 2, "gen_config": 2, "compile": 4}
-    entry = catalog(LocalStore(store))[0].entry
-    record = json.loads((store / "builds" / f"{entry.weights}.json").read_text())
+    entry = entries(LocalStore(store))[0]
+    record = json.loads((store / "builds" / f"{entry.convert}.json").read_text())
     assert record["toolchain"]["mlc_llm_version"] == "0.21.0.dev3"

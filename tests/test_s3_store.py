@@ -19,7 +19,7 @@ import pytest
 
 from mlc_farm.build import store_files
 from mlc_farm.gc import collect
-from mlc_farm.manifest import blob_path
+from mlc_farm.store.layout import blob_path
 from mlc_farm.store import CorruptBlobError, StoreError, open_store
 from mlc_farm.store.s3 import S3Store, WriteConflict
 from tests.faults import FaultyProxy
@@ -213,10 +213,10 @@ def test_gc_removes_only_unreferenced_old_blobs_and_stale_uploads(s3_store_url: 
 
 
 def _record(entry) -> dict:
-    from mlc_farm.manifest import BuildRecord, now
+    from mlc_farm.catalog import BuildRecord, now
 
     return BuildRecord(
-        key="k", kind="weights", files=[entry], inputs={}, toolchain={}, started_at=now(), finished_at=now(), seconds={}
+        key="k", kind="convert", files=[entry], inputs={}, toolchain={}, started_at=now(), finished_at=now(), seconds={}
     ).model_dump(mode="json")
 
 
@@ -224,7 +224,7 @@ def _record(entry) -> dict:
 def test_build_pull_and_presigned_urls_against_s3(s3_store_url: str, tiny_matrix: Path, tmp_path: Path) -> None:
     done = cli("build", "--matrix", str(tiny_matrix), "--store", s3_store_url)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "8 cells: 8 built" in done.stdout
+    assert "8 cells: 8 ok (convert 4 built; config 4 built; library 4 built)" in done.stdout
     assert cli("verify", "--store", s3_store_url).returncode == 0
     listing = cli("ls", "--store", s3_store_url)
     assert "tiny-llama-b" in listing.stdout and "cpu, vulkan" in listing.stdout

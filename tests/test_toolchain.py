@@ -27,7 +27,8 @@ def test_commands_follow_the_reference() -> None:
         "--context-window-size", "4096", "--prefill-chunk-size", "1024", "--model-type", "llama", "-o", "/o",
     ]  # fmt: skip
     assert toolchain.compile_args(Path("/o/mlc-chat-config.json"), CUDA, over, Path("/l.so")) == [
-        "compile", "/o/mlc-chat-config.json", "--device", '{"kind":"cuda","arch":"sm_80"}', "--opt", "O3",
+        "compile", "/o/mlc-chat-config.json", "--device", '{"kind":"cuda","arch":"sm_80"}',
+        "--host", "x86_64-unknown-linux-gnu", "--opt", "O3",
         "--overrides", "context_window_size=4096;prefill_chunk_size=1024", "-o", "/l.so",
     ]  # fmt: skip
     assert toolchain.compile_env(CUDA) == {"MLC_MULTI_ARCH": "80,90a"}

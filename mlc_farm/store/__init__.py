@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -17,6 +18,21 @@ class StoreError(RuntimeError):
 
 class CorruptBlobError(StoreError):
     """A blob whose bytes do not match its sha256."""
+
+
+class DamagedDocumentError(StoreError):
+    """A store JSON document that does not parse: readers treat it as missing, so the next build rewrites it."""
+
+
+def parse_document(where: str, raw: bytes | str) -> dict[str, Any]:
+    """A store document's JSON, or DamagedDocumentError naming the object (truncated, not UTF-8, not an object)."""
+    try:
+        data = json.loads(raw)
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
+        raise DamagedDocumentError(f"{where} is damaged ({e})") from None
+    if not isinstance(data, dict):
+        raise DamagedDocumentError(f"{where} is damaged (a JSON {type(data).__name__}, not an object)")
+    return data
 
 
 class ArtifactStore(Protocol):

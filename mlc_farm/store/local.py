@@ -18,8 +18,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from mlc_farm.manifest import blob_path
-from mlc_farm.store import CorruptBlobError
+from mlc_farm.store import CorruptBlobError, DamagedDocumentError, parse_document
+from mlc_farm.store.layout import blob_path
 
 _CHUNK = 8 << 20
 
@@ -72,9 +72,10 @@ class LocalStore:
 
     def read_json(self, name: str) -> dict[str, Any] | None:
         try:
-            return json.loads((self.root / name).read_text())
+            raw = (self.root / name).read_bytes()
         except FileNotFoundError:
             return None
+        return parse_document(f"{self.url}/{name}", raw)
 
     def write_json(self, name: str, data: dict[str, Any]) -> None:
         tmp = self._tmp()
@@ -83,7 +84,11 @@ class LocalStore:
 
     def update_json(self, name: str, change: Callable[[dict[str, Any] | None], dict[str, Any]]) -> dict[str, Any]:
         with self._locked(name):
-            data = change(self.read_json(name))
+            try:
+                current = self.read_json(name)
+            except DamagedDocumentError:
+                current = None  # rewritten whole by this update
+            data = change(current)
             self.write_json(name, data)
             return data
 

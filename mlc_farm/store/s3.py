@@ -34,8 +34,8 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
-from mlc_farm.manifest import blob_path
-from mlc_farm.store import CorruptBlobError, StoreError
+from mlc_farm.store import CorruptBlobError, DamagedDocumentError, StoreError, parse_document
+from mlc_farm.store.layout import blob_path
 
 MB = 1024 * 1024
 # Ranged GETs of 8 MB: small enough to keep memory low, large enough for full speed.
@@ -227,14 +227,19 @@ class S3Store:
         found = self._get_json(name)
         return found[0] if found else None
 
-    def _get_json(self, name: str) -> tuple[dict[str, Any], str] | None:
+    def _get_json(self, name: str, damaged_ok: bool = False) -> tuple[dict[str, Any] | None, str] | None:
         try:
             obj = self.client.get_object(Bucket=self.bucket, Key=self._key(name))
         except ClientError as e:
             if str(e.response.get("Error", {}).get("Code")) in _MISSING:
                 return None
             raise self._error(e, f"reading {name}") from None
-        return json.loads(obj["Body"].read()), obj["ETag"]
+        try:
+            return parse_document(f"{self.url}/{name}", obj["Body"].read()), obj["ETag"]
+        except DamagedDocumentError:
+            if damaged_ok:
+                return None, obj["ETag"]  # replaced whole by the conditional write that follows
+            raise
 
     def write_json(self, name: str, data: dict[str, Any], **conditions: str) -> None:
         body = json.dumps(data, indent=2, sort_keys=True, default=str).encode()
@@ -252,7 +257,7 @@ class S3Store:
     ) -> dict[str, Any]:
         """Optimistic concurrency: write only if the object is still the one read (If-Match/If-None-Match)."""
         for attempt in range(attempts):
-            found = self._get_json(name)
+            found = self._get_json(name, damaged_ok=True)
             data = change(found[0] if found else None)
             try:
                 self.write_json(name, data, **({"IfMatch": found[1]} if found else {"IfNoneMatch": "*"}))

@@ -1,0 +1,227 @@
+"""Build records and the catalog: what the store says was built, whether it was proven, and what is current.
+
+A build record lists one build's files by sha256, with provenance and (for a library) its validation. A
+catalog entry is one model x quantization: one convert build (weights), one config build (mlc-chat-config
+and tokenizer) and a library per device. An entry only moves to a new set of builds when the set is complete
+and validated (`next_entry`), so a bad nightly never replaces a good entry.
+
+Every document carries `schema_version`. A document that does not parse or validate (truncated by a crash, or
+written by an older farm) is reported and treated as missing: its build runs again and the catalog entry is
+rewritten, instead of the farm failing on it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from mlc_farm.store import ArtifactStore, DamagedDocumentError, StoreError
+from mlc_farm.store.layout import BUILDS, CATALOG, catalog_path, record_path
+
+SCHEMA_VERSION = 2
+log = logging.getLogger("mlc_farm.catalog")
+Kind = Literal["convert", "config", "library"]
+
+
+class FileEntry(BaseModel):
+    path: str
+    size: int
+    sha256: str
+
+
+class FitCheck(BaseModel):
+    """Does the library's metadata fit the weights and config it ships with (names, dtypes, shapes, options)."""
+
+    status: Literal["passed", "failed", "not checked"]
+    detail: str = ""
+
+
+class RunCheck(BaseModel):
+    """Did the library generate with real weights on its device: finite logits, decode speed, peak memory."""
+
+    status: Literal["passed", "failed", "not run"]
+    detail: str = ""
+    device: str | None = None
+    method: str | None = None
+    tokens_per_s: float | None = None
+    peak_memory_bytes: int | None = None
+    ran_with: str | None = None
+
+
+class Validation(BaseModel):
+    fits: FitCheck
+    run: RunCheck
+
+    @property
+    def ok(self) -> bool:
+        return self.fits.status != "failed" and self.run.status != "failed"
+
+    def describe(self) -> str:
+        """One line for tables: what was checked and how it went, never more than was checked."""
+        fits = {"passed": "fits", "failed": "does not fit", "not checked": "fit not checked"}[self.fits.status]
+        r = self.run
+        if r.status == "passed":
+            speed = f", {r.tokens_per_s:.0f} tok/s" if r.tokens_per_s else ""
+            run = f"ran on {r.device}{speed}"
+        else:
+            run = f"{r.status}: {r.detail}" if r.detail else r.status
+        return f"{fits}; {run}"
+
+
+class BuildRecord(BaseModel):
+    schema_version: Literal[2] = SCHEMA_VERSION
+    key: str
+    kind: Kind
+    files: list[FileEntry]
+    inputs: dict[str, Any]
+    toolchain: dict[str, Any]
+    started_at: datetime
+    finished_at: datetime
+    seconds: dict[str, float]
+    log: FileEntry | None = None
+    flow_run: str | None = None
+    host: str | None = None
+    # Libraries: what `vm["_metadata"]()` said, to check the fit of every model that shares the library.
+    library_metadata: dict[str, Any] | None = None
+    validation: Validation | None = None
+    # Libraries: the model whose convert and config builds the validation used.
+    validated_with: dict[str, str] | None = None
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+class LibRef(BaseModel):
+    key: str
+    file: FileEntry
+    target: str
+    host: str
+    validation: Validation
+
+
+class CatalogEntry(BaseModel):
+    schema_version: Literal[2] = SCHEMA_VERSION
+    model: str
+    quantization: str
+    source: dict[str, Any]
+    convert: str
+    config: str
+    libs: dict[str, LibRef]
+    # Planned devices with no validated library yet (only in an entry that had no complete predecessor).
+    missing: list[str] = []
+    updated_at: datetime
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def referenced_blobs(record: BuildRecord) -> list[FileEntry]:
+    return [*record.files, *([record.log] if record.log else [])]
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _read(store: ArtifactStore, name: str, model: type[M]) -> M | None:
+    """A store document as `model`, or None when it is missing or damaged (reported, never raised)."""
+    try:
+        data = store.read_json(name)
+        return model.model_validate(data) if data is not None else None
+    except DamagedDocumentError as e:
+        log.warning("%s; treated as missing, the next build rewrites it", e)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "document"
+        log.warning(
+            "%s/%s is not a schema %d document (%s: %s); treated as missing, the next build rewrites it",
+            store.url, name, SCHEMA_VERSION, where, first["msg"],
+        )  # fmt: skip
+    return None
+
+
+def load_record(store: ArtifactStore, key: str) -> BuildRecord | None:
+    return _read(store, record_path(key), BuildRecord)
+
+
+def all_records(store: ArtifactStore) -> Iterator[tuple[str, BuildRecord]]:
+    """(store name, record) of every readable build record in the store."""
+    for name in store.list(BUILDS):
+        record = _read(store, name, BuildRecord)
+        if record:
+            yield name, record
+
+
+def read_entry(store: ArtifactStore, model: str, quantization: str) -> CatalogEntry | None:
+    return _read(store, catalog_path(model, quantization), CatalogEntry)
+
+
+def entries(store: ArtifactStore) -> list[CatalogEntry]:
+    """Every readable catalog entry (one JSON file per model x quantization)."""
+    found = (_read(store, name, CatalogEntry) for name in store.list(CATALOG) if name.endswith(".json"))
+    return [e for e in found if e is not None]
+
+
+def get_entry(store: ArtifactStore, model: str, quantization: str) -> CatalogEntry:
+    entry = read_entry(store, model, quantization)
+    if entry is None:
+        known = sorted(f"{e.model} {e.quantization}" for e in entries(store))
+        raise StoreError(
+            f"{store.url} has no build of {model} {quantization}"
+            + (f"; it has: {', '.join(known)}" if known else "; the catalog is empty")
+        )
+    return entry
+
+
+def read_blob_json(store: ArtifactStore, file: FileEntry) -> dict[str, Any]:
+    """A small JSON output (tensor-cache.json, mlc-chat-config.json), fetched and verified."""
+    with tempfile.TemporaryDirectory(prefix="mlc-farm-doc-") as tmp:
+        path = Path(tmp) / "doc.json"
+        store.get_blob(file.sha256, path)
+        return json.loads(path.read_text())
+
+
+def next_entry(current: CatalogEntry | None, new: CatalogEntry, planned: set[str]) -> CatalogEntry | None:
+    """What the catalog should hold after a run, or None to leave it as it is.
+
+    - Same convert and config builds as now: add or replace the libraries that were built and validated, keep
+      the others (a device that failed tonight keeps last night's library of the same weights).
+    - New weights: move only when every planned device has a validated library, or when nothing better is
+      being served (no entry yet, or one that covers no more devices). Otherwise the previous entry keeps
+      serving: a nightly whose compiles all fail must not switch users to weights with no libraries.
+    """
+    if current and (current.convert, current.config) == (new.convert, new.config):
+        libs = {**current.libs, **new.libs}
+        merged = new.model_copy(update={"libs": libs, "missing": sorted(planned - set(libs))})
+        same = {d: r.key for d, r in libs.items()} == {d: r.key for d, r in current.libs.items()}
+        return None if same and merged.missing == current.missing and merged.source == current.source else merged
+    new = new.model_copy(update={"missing": sorted(planned - set(new.libs))})
+    if not new.missing or current is None:
+        return new
+    if current.missing and set(current.libs) <= set(new.libs):
+        return new
+    return None
+
+
+def verify(store: ArtifactStore) -> list[str]:
+    """Every catalog entry points at records, and every record at blobs, that exist: the problems found."""
+    problems = []
+    for e in entries(store):
+        for key in [e.convert, e.config, *(ref.key for ref in e.libs.values())]:
+            if load_record(store, key) is None:
+                problems.append(f"{catalog_path(e.model, e.quantization)}: build {key} has no record")
+    for name, record in all_records(store):
+        problems += [
+            f"{name}: {f.path} -> blob {f.sha256} is missing"
+            for f in referenced_blobs(record)
+            if not store.has_blob(f.sha256)
+        ]
+    return problems

@@ -1,0 +1,134 @@
+"""Moving the catalog forward after a run: one entry per model x quantization, only to proven builds.
+
+Each library is checked against this model's weights: a library validated with another model of the same
+architecture must still fit this model's tensor-cache.json and mlc-chat-config.json (a pure check of the
+metadata its record keeps); its run result is the one it had with the other model's weights, and says so.
+`catalog.next_entry` then decides whether the entry moves.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ValidationError
+
+from mlc_farm.catalog import (
+    BuildRecord,
+    CatalogEntry,
+    LibRef,
+    Validation,
+    load_record,
+    next_entry,
+    now,
+    read_blob_json,
+    read_entry,
+)
+from mlc_farm.plan import Plan
+from mlc_farm.sources import ResolvedSource
+from mlc_farm.store import ArtifactStore
+from mlc_farm.store.layout import catalog_path
+from mlc_farm.validate import fit_check
+
+
+class UnitResult(BaseModel):
+    """What happened to one catalog entry: moved to this run's builds, already there, or kept (and why)."""
+
+    model: str
+    quantization: str
+    status: Literal["moved", "unchanged", "kept previous", "not built"]
+    detail: str = ""
+    # Devices whose library is not in the entry for this model, and why (e.g. it does not fit these weights).
+    unfit: dict[str, str] = {}
+
+
+class Records:
+    """Build records and small JSON outputs read once per run (on S3 each is a GET)."""
+
+    def __init__(self, store: ArtifactStore, known: dict[str, BuildRecord] | None = None):
+        self.store, self._records, self._docs = store, dict(known or {}), {}
+
+    def record(self, key: str) -> BuildRecord | None:
+        if key not in self._records:
+            self._records[key] = load_record(self.store, key)
+        return self._records[key]
+
+    def doc(self, record: BuildRecord, name: str) -> dict[str, Any]:
+        file = next(f for f in record.files if f.path == name)
+        if file.sha256 not in self._docs:
+            self._docs[file.sha256] = read_blob_json(self.store, file)
+        return self._docs[file.sha256]
+
+
+def library_validation(
+    lib: BuildRecord, model: str, convert: BuildRecord, config: BuildRecord, rec: Records
+) -> Validation:
+    """The library's validation for this model's weights."""
+    assert lib.validation is not None
+    if lib.validated_with == {"model": model, "convert": convert.key, "config": config.key}:
+        return lib.validation
+    fits = fit_check(
+        lib.library_metadata, rec.doc(convert, "tensor-cache.json"), rec.doc(config, "mlc-chat-config.json")
+    )
+    if lib.library_metadata is None:
+        fits = lib.validation.fits
+    return Validation(fits=fits, run=lib.validation.run)
+
+
+def update_unit(
+    store: ArtifactStore, plan: Plan, source: ResolvedSource, model: str, quantization: str, rec: Records
+) -> UnitResult:
+    cells = [pc for pc in plan.units()[(model, quantization)] if pc.convert and pc.config]
+    result = UnitResult(model=model, quantization=quantization, status="not built")
+    if not cells:
+        return result
+    convert, config = rec.record(cells[0].convert), rec.record(cells[0].config)  # type: ignore[arg-type]
+    if convert is None or config is None:
+        return result.model_copy(update={"detail": "its convert or config build failed"})
+    libs, unfit = {}, {}
+    for pc in cells:
+        lib = rec.record(pc.library) if pc.library else None
+        if lib is None or lib.validation is None:
+            continue
+        validation = library_validation(lib, model, convert, config, rec)
+        if not validation.ok:
+            unfit[pc.cell.device] = f"library {lib.key[:12]}: {validation.describe()}: {validation.fits.detail}"
+            continue
+        device = plan.lib_builds[lib.key].device
+        libs[pc.cell.device] = LibRef(
+            key=lib.key, file=lib.files[0], target=device.target, host=device.host_triple, validation=validation
+        )
+    new = CatalogEntry(
+        model=model,
+        quantization=quantization,
+        source=source.model_dump(include={"kind", "ref", "revision", "identity", "license"}),
+        convert=convert.key,
+        config=config.key,
+        libs=libs,
+        updated_at=now(),
+    )
+    planned = {pc.cell.device for pc in cells}
+    current = read_entry(store, model, quantization)
+    if next_entry(current, new, planned) is None:
+        if current and (current.convert, current.config) == (new.convert, new.config):
+            return result.model_copy(update={"status": "unchanged", "unfit": unfit})
+        missing = sorted(planned - set(libs))
+        return result.model_copy(
+            update={
+                "status": "kept previous",
+                "unfit": unfit,
+                "detail": f"the new builds lack validated libraries for {', '.join(missing)}; "
+                "the previous complete entry keeps serving",
+            }
+        )
+
+    def write(old: dict | None) -> dict:
+        # Re-decided against what is there now: another run may have moved the entry meanwhile.
+        try:
+            now_there = CatalogEntry.model_validate(old) if old else None
+        except ValidationError:
+            now_there = None  # damaged or of an older schema: replaced
+        chosen = next_entry(now_there, new, planned)
+        return (chosen or now_there or new).model_dump(mode="json")
+
+    store.update_json(catalog_path(model, quantization), write)
+    return result.model_copy(update={"status": "moved", "unfit": unfit})

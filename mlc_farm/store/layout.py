@@ -1,0 +1,31 @@
+"""Every path the farm writes into a store, in one place (like an OCI registry).
+
+- `blobs/sha256/<hex>`: immutable files, named by their content.
+- `builds/<key>.json`: one record per finished build, listing its files by sha256.
+- `catalog/<model>/<quant>.json`: the current convert, config and each device's library of a model x quantization.
+- `toolchains/<pool>.json`: the toolchain a farm pool probed (farm mode).
+
+Written in the order blobs, record, catalog, so a reader never follows a pointer to nothing.
+"""
+
+from __future__ import annotations
+
+BLOBS = "blobs/sha256/"
+BUILDS = "builds/"
+CATALOG = "catalog/"
+
+
+def blob_path(sha256: str) -> str:
+    return f"{BLOBS}{sha256}"
+
+
+def record_path(key: str) -> str:
+    return f"{BUILDS}{key}.json"
+
+
+def catalog_path(model: str, quantization: str) -> str:
+    return f"{CATALOG}{model}/{quantization}.json"
+
+
+def toolchain_path(pool: str) -> str:
+    return f"toolchains/{pool}.json"

@@ -1,0 +1,178 @@
+"""Is a library fit to ship: does its metadata fit the weights it ships with, does it run where its device is.
+
+The library is loaded in the toolchain's own interpreter (`in_toolchain/run_library.py`, run like the probe);
+the fit itself is a pure comparison (`fits`) of that metadata with `tensor-cache.json` and
+`mlc-chat-config.json`, by the rules of shared/mlc-reference. A library whose device is absent is not run,
+and the result says so: nothing claims more than was checked.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from mlc_farm import toolchain
+from mlc_farm.catalog import FitCheck, RunCheck, Validation, get_entry
+from mlc_farm.matrix import DeviceSpec, target_family
+from mlc_farm.pull import lib_filename, pull_files
+from mlc_farm.sources import file_sha256
+from mlc_farm.store import ArtifactStore, StoreError
+
+DECODE_STEPS = 8
+# The TVM device a family's library runs on; the others (webgpu, iphone, android, opencl) never run here.
+RUNTIME_DEVICE = {"cpu": "cpu", "cuda": "cuda", "rocm": "rocm", "vulkan": "vulkan", "metal": "metal"}
+_VULKAN_ICDS = ("/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d", "/usr/local/share/vulkan/icd.d")
+_SCRIPT = Path(__file__).parent / "in_toolchain" / "run_library.py"
+
+
+class LibraryLoadError(RuntimeError):
+    """The toolchain could not load the library at all."""
+
+
+def fits(metadata: dict[str, Any], tensor_cache: dict[str, Any], chat_config: dict[str, Any]) -> list[str]:
+    """Why the library does not fit these weights (empty: it fits).
+
+    Every metadata param needs a tensor-cache record of the same name and dtype, and the same shape once
+    symbolic dimensions are read from the config (`model_config` first, then the top level); model type and
+    quantization must agree, and the config may not ask for a longer context or prefill chunk than compiled.
+    """
+    problems = []
+    model_config = chat_config.get("model_config", {})
+    records = {r["name"]: r for shard in tensor_cache.get("records", []) for r in shard.get("records", [])}
+    for param in metadata.get("params", []):
+        name, record = param["name"], records.get(param["name"])
+        if record is None:
+            problems.append(f"{name}: no such tensor in tensor-cache.json")
+            continue
+        if record["dtype"] != param["dtype"]:
+            problems.append(f"{name}: dtype {param['dtype']} in the library, {record['dtype']} in the weights")
+        shape = [model_config.get(d, chat_config.get(d, d)) if isinstance(d, str) else d for d in param["shape"]]
+        if shape != record["shape"]:
+            problems.append(
+                f"{name}: shape {param['shape']} -> {shape} in the library, {record['shape']} in the weights"
+            )
+    for field in ("model_type", "quantization"):
+        if metadata.get(field) != chat_config.get(field):
+            problems.append(
+                f"{field}: {metadata.get(field)!r} in the library, {chat_config.get(field)!r} in the config"
+            )
+    for field in ("context_window_size", "prefill_chunk_size"):
+        built, asked = metadata.get(field), chat_config.get(field)
+        if isinstance(built, int) and isinstance(asked, int) and built != -1 and asked > built:
+            problems.append(f"{field}: the config asks for {asked}, the library was compiled for {built}")
+    return problems
+
+
+def fit_check(metadata: dict[str, Any] | None, tensor_cache: dict[str, Any], chat_config: dict[str, Any]) -> FitCheck:
+    if metadata is None:
+        return FitCheck(status="not checked", detail="the library could not be loaded where it was built")
+    problems = fits(metadata, tensor_cache, chat_config)
+    if not problems:
+        return FitCheck(status="passed")
+    more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+    return FitCheck(status="failed", detail="; ".join(problems[:3]) + more)
+
+
+def device_absent(device: str) -> str | None:
+    """Why `device` (a TVM device name) is not on this machine, or None when it is."""
+    if device == "cpu":
+        return None
+    if device == "cuda" and not (Path("/dev/nvidiactl").exists() or shutil.which("nvidia-smi")):
+        return "no cuda device (no NVIDIA driver)"
+    if device == "rocm" and not Path("/dev/kfd").exists():
+        return "no rocm device (no /dev/kfd)"
+    if device == "vulkan" and not any(Path(d).is_dir() and any(Path(d).glob("*.json")) for d in _VULKAN_ICDS):
+        return "no vulkan device (no Vulkan driver ICD)"
+    if device == "metal" and sys.platform != "darwin":
+        return "no metal device (not macOS)"
+    return None
+
+
+def run_library(lib: Path, device: str, weights_dir: Path | None, timeout: float) -> dict[str, Any]:
+    """Load `lib` in the toolchain's interpreter on `device`; with weights, also run it. The script's JSON."""
+    python = toolchain.interpreter()
+    if python is None:
+        raise LibraryLoadError(f"cannot tell which Python runs {' '.join(toolchain.command())!r}")
+    args = [str(lib), device, *([str(weights_dir), str(DECODE_STEPS)] if weights_dir else [])]
+    try:
+        done = subprocess.run(
+            [python, "-c", _SCRIPT.read_text(), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=toolchain.toolchain_env(),
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise LibraryLoadError(f"loading the library took more than {timeout:g} s") from None
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise LibraryLoadError(f"the toolchain could not load the library: {last}")
+    return json.loads(lines[-1])
+
+
+def validate_library(
+    lib: Path,
+    device: DeviceSpec,
+    model: str,
+    tensor_cache: dict[str, Any],
+    chat_config: dict[str, Any],
+    weights_dir: Path | None,
+    timeout: float = 3600,
+) -> tuple[dict[str, Any] | None, Validation]:
+    """(metadata, validation) of a freshly built library against one model's weights (`weights_dir`: the
+    pulled convert + config outputs, or None to only load it)."""
+    runtime = RUNTIME_DEVICE.get(device.family)
+    absent = f"no {device.family} device here" if runtime is None else device_absent(runtime)
+    if absent:
+        return None, Validation(
+            fits=FitCheck(
+                status="not checked", detail=f"a {device.family} library cannot be loaded without its device"
+            ),
+            run=RunCheck(status="not run", detail=absent),
+        )
+    try:
+        result = run_library(lib, runtime, weights_dir, timeout)  # type: ignore[arg-type]
+    except LibraryLoadError as e:
+        return None, Validation(
+            fits=FitCheck(status="not checked", detail=str(e)),
+            run=RunCheck(status="failed", detail=str(e), device=runtime),
+        )
+    metadata = result["metadata"]
+    run = (
+        RunCheck(**result["run"], device=runtime, ran_with=model)
+        if "run" in result
+        else RunCheck(status="not run", detail="no weights given", device=runtime)
+    )
+    return metadata, Validation(fits=fit_check(metadata, tensor_cache, chat_config), run=run)
+
+
+def validate_pulled(
+    store: ArtifactStore, model: str, quantization: str, directory: Path, device: str | None
+) -> dict[str, Validation]:
+    """The checks of a build, run again on a pulled directory: every file against the catalog's sha256, then
+    each library (or `device`'s) for fit and, where its device is here, a run with these weights."""
+
+    entry = get_entry(store, model, quantization)
+    for rel, f in pull_files(store, model, quantization, device).items():
+        path = directory / rel
+        if not path.is_file():
+            raise StoreError(f"{path} is missing: pull {model} {quantization} again")
+        if file_sha256(path) != f.sha256:
+            raise StoreError(f"{path} differs from what the farm built (sha256): pull {model} {quantization} again")
+    tensor_cache = json.loads((directory / "tensor-cache.json").read_text())
+    chat_config = json.loads((directory / "mlc-chat-config.json").read_text())
+    results = {}
+    for name, ref in sorted(entry.libs.items()):
+        if device not in (None, name):
+            continue
+        family = target_family(ref.target) or "cpu"
+        spec = DeviceSpec(name=name, family=family, target=ref.target, host=ref.host)  # type: ignore[arg-type]
+        lib = directory / "lib" / lib_filename(model, quantization, name, ref.file.path.rsplit(".", 1)[-1])
+        _, results[name] = validate_library(lib, spec, model, tensor_cache, chat_config, directory)
+    return results
