@@ -66,6 +66,8 @@ class Validation(BaseModel):
     def describe(self) -> str:
         """One line for tables: what was checked and how it went, never more than was checked."""
         fits = {"passed": "fits", "failed": "does not fit", "not checked": "fit not checked"}[self.fits.status]
+        if self.fits.status == "failed":
+            fits += f" ({self.fits.detail})"
         r = self.run
         if r.status == "passed":
             speed = f", {r.tokens_per_s:.0f} tok/s" if r.tokens_per_s else ""

@@ -91,7 +91,7 @@ def update_unit(
             continue
         validation = library_validation(lib, model, convert, config, rec)
         if not validation.ok:
-            unfit[pc.cell.device] = f"library {lib.key[:12]}: {validation.describe()}: {validation.fits.detail}"
+            unfit[pc.cell.device] = f"library {lib.key[:12]}: {validation.describe()}"
             continue
         device = plan.lib_builds[lib.key].device
         libs[pc.cell.device] = LibRef(

@@ -178,7 +178,7 @@ def build(
     state = nightly_build(str(matrix), models=model or None, force=force, store=store, return_state=True)
     if not state.is_completed():
         raise _fail(state.message or "the build failed", 1)
-    out.print(f"[green]done:[/] {state.message}")
+    out.print(f"[green]done:[/] {state.message}", soft_wrap=True, highlight=False)
 
 
 @app.command("ls")

@@ -12,6 +12,7 @@ import pytest
 
 from mlc_farm.tiny_model import write_tiny_llama
 from tests.helpers import DOUBLE, ROOT, s3_client
+from tests.hub_server import LocalHub
 from tests.seaweed import SeaweedS3
 
 TINY_MATRIX = """
@@ -90,3 +91,20 @@ def s3_store_url(seaweed: SeaweedS3, monkeypatch: pytest.MonkeyPatch) -> str:
     bucket = f"t{uuid.uuid4().hex[:16]}"
     s3_client().create_bucket(Bucket=bucket)
     return f"s3://{bucket}/farm"
+
+
+TOKEN = "hf_farmTestToken0123456789abcdef"
+
+
+@pytest.fixture
+def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[LocalHub]:
+    server = LocalHub(TOKEN)
+    monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("MLC_FARM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    yield server
+    assert server.state.unknown == [], "the client used endpoints the test server lacks"
+    server.close()

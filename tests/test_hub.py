@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,24 +12,9 @@ import yaml
 
 from mlc_farm.matrix import HFSource
 from mlc_farm.sources import fetch, resolve_hf
+from tests.conftest import TOKEN
 from tests.helpers import cli
 from tests.hub_server import LocalHub
-
-TOKEN = "hf_farmTestToken0123456789abcdef"
-
-
-@pytest.fixture
-def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[LocalHub]:
-    server = LocalHub(TOKEN)
-    monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
-    monkeypatch.setenv("HF_TOKEN", TOKEN)
-    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    monkeypatch.setenv("MLC_FARM_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    yield server
-    assert server.state.unknown == [], "the client used endpoints the test server lacks"
-    server.close()
 
 
 def model_files(tiny_models: Path) -> dict[str, bytes]:

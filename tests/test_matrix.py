@@ -151,3 +151,80 @@ def test_cli_exits_2_with_the_message_and_writes_nothing(tmp_path: Path) -> None
         assert f"{bad}: invalid matrix" in done.stderr
         assert "quantizations[0]: unknown quantization 'q4f16_l'; did you mean 'q4f16_1'?" in done.stderr
     assert not store.exists()
+
+
+def test_a_device_family_must_agree_with_its_target() -> None:
+    devices = [
+        {"name": "cpu", "family": "cpu", "target": "cuda"},
+        {"name": "w", "family": "webgpu", "target": '{"kind":"cuda","arch":"sm_90a"}'},
+        {"name": "x", "family": "vulkan", "target": "no-such-target"},
+        {"name": "ok", "family": "android", "target": "android:adreno"},
+    ]
+    assert problems_of(with_(devices=devices)) == [
+        "devices[0].target: 'cuda' builds for cuda, but family is 'cpu'",
+        'devices[1].target: \'{"kind":"cuda","arch":"sm_90a"}\' builds for cuda, but family is \'webgpu\'',
+        "devices[2].target: 'no-such-target' is not a target compile takes (a preset such as llvm, vulkan:generic, "
+        'webgpu, iphone, android; a local device such as cuda; or a TVM target like {"kind":"cuda","arch":"sm_90a"})',
+    ]
+
+
+def test_opt_host_archs_and_convert_device_are_checked() -> None:
+    cuda = {"name": "c", "family": "cuda", "target": "cuda:0"}
+    doc = with_(
+        devices=[
+            {**cuda, "opt": "O4", "host": "x86_64 linux", "cuda_archs": ["sm_90"]},
+            {**cuda, "name": "d", "opt": "cutlass=0;cudagraph=1", "host": "aarch64-unknown-linux-gnu"},
+            {"name": "e", "family": "cpu", "target": "llvm", "cuda_archs": ["80"]},
+        ],
+        convert_device="gpu",
+    )
+    assert problems_of(doc) == [
+        "devices[0].opt: 'O4' is not O0..O3 or a flag string like 'cutlass=0;cudagraph=1'",
+        "devices[0].host: 'x86_64 linux' is not an LLVM triple like 'x86_64-unknown-linux-gnu'",
+        "devices[0].cuda_archs[0]: 'sm_90' is not a CUDA architecture like '80' or '90a'",
+        "devices[2].cuda_archs: only a cuda device takes CUDA architectures (family is 'cpu')",
+        "convert_device: 'gpu' is not a device convert_weight takes (cpu, auto, cuda, cuda:N, rocm:N, metal, vulkan, opencl)",
+    ]
+
+
+def test_host_defaults_to_a_generic_triple_for_the_family() -> None:
+    m = parse_matrix(yaml.safe_dump(with_(devices=[
+        {"name": "c", "family": "cuda", "target": "cuda"},
+        {"name": "m", "family": "metal", "target": "metal:generic"},
+        {"name": "g", "family": "cuda", "target": "cuda", "host": "aarch64-unknown-linux-gnu"},
+    ])), "m.yaml").matrix  # fmt: skip
+    assert [d.host_triple for d in m.devices] == [
+        "x86_64-unknown-linux-gnu", "arm64-apple-darwin", "aarch64-unknown-linux-gnu",
+    ]  # fmt: skip
+
+
+def test_names_are_checked_against_what_the_toolchain_accepts() -> None:
+    from mlc_farm.matrix import BUILTIN_NAMES, toolchain_problems
+    from mlc_farm.toolchain import probe
+
+    names = probe().names
+    assert names is not None and "redpajama_chat" in names.conv_templates and "llama" in names.model_types
+    m = parse_matrix(yaml.safe_dump(with_(models=[
+        {"id": "a", "source": {"hf": "org/a"}, "conv_template": "lama-3", "model_type": "lama"},
+        {"id": "b", "source": {"hf": "org/b"}, "conv_template": "LM", "model_type": "llama"},
+    ])), "m.yaml").matrix  # fmt: skip
+    assert toolchain_problems(m, names) == [
+        "models[0].conv_template: 'lama-3' is not a conv template of the toolchain; did you mean 'llama-3'?",
+        "models[0].model_type: 'lama' is not a model type of the toolchain; did you mean 'llama'?",
+    ]
+    # Without a toolchain only the quantizations are known: the rest is not guessed at.
+    assert toolchain_problems(m, BUILTIN_NAMES) == []
+
+
+def test_plan_rejects_a_name_the_installed_toolchain_does_not_know(tiny_matrix: Path) -> None:
+    bad = tiny_matrix.with_name(f"bad-{tiny_matrix.name}")
+    bad.write_text(tiny_matrix.read_text().replace("conv_template: LM}", "conv_template: chatm1}", 1))
+    for command in ("plan", "build"):
+        done = cli(command, "--matrix", str(bad), "--store", str(bad.parent / "never-written"))
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert (
+            "models[0].conv_template: 'chatm1' is not a conv template of the toolchain; did you mean 'chatml'?"
+            in done.stderr
+        )
+        assert "Traceback" not in done.stderr
+    assert not (bad.parent / "never-written" / "builds").exists()

@@ -19,8 +19,8 @@ import pytest
 
 from mlc_farm.build import store_files
 from mlc_farm.gc import collect
-from mlc_farm.store.layout import blob_path
 from mlc_farm.store import CorruptBlobError, StoreError, open_store
+from mlc_farm.store.layout import blob_path
 from mlc_farm.store.s3 import S3Store, WriteConflict
 from tests.faults import FaultyProxy
 from tests.helpers import ROOT, cli, s3_client

@@ -1,0 +1,162 @@
+"""Artifacts you can trust, end to end through the CLI with the toolchain double: sources stay untouched,
+options rebuild only what they change, every library is proven before it is served or published, and the
+catalog never regresses."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlc_farm.catalog import entries, read_entry
+from mlc_farm.store.local import LocalStore
+from tests.conftest import TINY_MATRIX
+from tests.helpers import cli, toolchain_calls
+from tests.hub_server import LocalHub
+from tests.test_build import build, steps
+
+pytestmark = pytest.mark.slow
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file under `root` with its sha256, and every directory: a listing to compare before and after."""
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def own_models(tiny_models: Path, tmp_path: Path, text: str = TINY_MATRIX) -> Path:
+    """A matrix beside private copies of the tiny models (the tests change and protect them)."""
+    shutil.copytree(tiny_models / "models", tmp_path / "models")
+    (tmp_path / "matrix.yaml").write_text(text)
+    return tmp_path / "matrix.yaml"
+
+
+def test_sources_stay_untouched_even_on_a_read_only_volume(tiny_models: Path, tmp_path: Path) -> None:
+    matrix = own_models(tiny_models, tmp_path)
+    store, calls = tmp_path / "store", tmp_path / "calls.log"
+    before = snapshot(tmp_path / "models")
+    assert not any(name.endswith(".index.json") for name in before)
+    # The double fails like the real tool on a read-only volume if it is ever handed the source directory.
+    done = build(matrix, store, calls, env={"MLC_DOUBLE_READONLY": str(tmp_path / "models")})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert snapshot(tmp_path / "models") == before
+    runs = toolchain_calls(calls)
+    assert steps(calls) == {"convert_weight": 4, "gen_config": 4, "compile": 4}
+    for call in runs:
+        assert str(tmp_path / "models") not in " ".join(call["argv"]), call  # always a staging directory
+        if call["step"] == "compile":
+            assert call["argv"][call["argv"].index("--host") + 1] == "x86_64-unknown-linux-gnu"
+
+    calls.unlink()
+    again = build(matrix, store, calls)
+    assert again.returncode == 0 and steps(calls) == {}  # the source's identity did not move
+
+
+def test_option_edits_rebuild_only_what_they_change(tiny_models: Path, tmp_path: Path) -> None:
+    matrix = own_models(tiny_models, tmp_path)
+    store, calls = tmp_path / "store", tmp_path / "calls.log"
+    assert build(matrix, store, calls).returncode == 0
+    first = {q: read_entry(LocalStore(store), "tiny-llama-a", q) for q in ("q4f16_1", "q0f16")}
+
+    doc = yaml.safe_load(matrix.read_text())
+    doc["models"][0]["conv_template"] = "chatml"
+    matrix.write_text(yaml.safe_dump(doc))
+    calls.unlink()
+    edited = build(matrix, store, calls)
+    assert edited.returncode == 0, edited.stdout + edited.stderr
+    assert steps(calls) == {"gen_config": 2}  # tiny-llama-a x 2 quantizations: seconds, not hours
+    assert "convert 4 reused; config 2 built, 2 reused; library 4 reused" in edited.stdout
+    for q, old in first.items():
+        new = read_entry(LocalStore(store), "tiny-llama-a", q)
+        assert new.convert == old.convert and new.config != old.config and set(new.libs) == {"cpu", "vulkan"}
+
+    doc["models"][0]["overrides"] = {"context_window_size": 256}
+    matrix.write_text(yaml.safe_dump(doc))
+    calls.unlink()
+    assert build(matrix, store, calls).returncode == 0
+    assert steps(calls) == {"gen_config": 2, "compile": 4}  # never convert_weight
+    config = json.loads(
+        (store / "builds" / f"{read_entry(LocalStore(store), 'tiny-llama-a', 'q0f16').config}.json").read_text()
+    )
+    assert config["inputs"]["overrides"] == {"context_window_size": 256}
+
+
+PUBLISHED = TINY_MATRIX + "publish: {org: farm-org}\n"
+
+
+def test_a_library_that_does_not_fit_fails_its_cell_and_changes_nothing(
+    hub: LocalHub, tiny_models: Path, tmp_path: Path
+) -> None:
+    matrix = own_models(tiny_models, tmp_path, PUBLISHED)
+    store, calls = tmp_path / "store", tmp_path / "calls.log"
+    first = build(matrix, store, calls)
+    assert first.returncode == 0, first.stdout + first.stderr
+    repos = sorted(hub.state.repos)
+    assert len(repos) == 4 and all(len(hub.commits(r)) == 1 for r in repos)
+
+    # What was checked is in `ls`, the manifest and the card, and nothing claims a run that did not happen.
+    listing = cli("ls", "--store", str(store)).stdout
+    assert "tiny-llama-b q4f16_1 cpu: fits; ran on cpu" in listing
+    assert "tiny-llama-b q4f16_1 vulkan: fit not checked; not run: no vulkan device" in listing
+    files = {p: f.data for p, f in hub.commits("farm-org/tiny-llama-b-q4f16_1-MLC")[-1].files.items()}
+    libraries = json.loads(files["mlc-farm-manifest.json"])["builds"]["libraries"]
+    assert libraries["cpu"]["validation"]["fits"]["status"] == "passed"
+    assert libraries["cpu"]["validation"]["run"]["status"] == "passed"
+    assert libraries["cpu"]["validation"]["run"]["ran_with"] == "tiny-llama-a"  # one library, both models
+    assert libraries["vulkan"]["validation"]["run"]["status"] == "not run"
+    card = files["README.md"].decode()
+    assert "| passed | passed on cpu (with tiny-llama-a's weights, same architecture) |" in card
+    assert "| not checked | not run: no vulkan device (no Vulkan driver ICD) | - |" in card
+
+    catalog_before = snapshot(store / "catalog")
+    doc = yaml.safe_load(matrix.read_text())
+    doc["devices"][0]["opt"] = "O3"  # new cpu libraries, same weights
+    matrix.write_text(yaml.safe_dump(doc))
+    calls.unlink()
+    bad = build(matrix, store, calls, env={"MLC_DOUBLE_BAD_METADATA": "1"})
+    assert bad.returncode == 1
+    assert steps(calls) == {"compile": 2}
+    assert "4 of 8 cells failed" in bad.stderr
+    failed = [line for line in bad.stdout.splitlines() if line.startswith("FAILED ")]
+    assert len(failed) == 4 and all("/cpu: library for" in line and "does not fit" in line for line in failed)
+    assert "model.layers.0.self_attn.qkv_proj.q_weight: shape [385, 16]" in bad.stdout + bad.stderr
+    assert snapshot(store / "catalog") == catalog_before  # still serving last night's proven libraries
+    assert all(len(hub.commits(r)) == 1 for r in repos)  # and nothing was published
+
+
+def test_nan_logits_fail_where_the_library_runs(tiny_models: Path, tmp_path: Path) -> None:
+    matrix = own_models(tiny_models, tmp_path)
+    store, calls = tmp_path / "store", tmp_path / "calls.log"
+    done = build(matrix, store, calls, env={"MLC_DOUBLE_NAN": "1"})
+    assert done.returncode == 1
+    failed = [line for line in done.stdout.splitlines() if line.startswith("FAILED ")]
+    assert len(failed) == 4 and all("/cpu:" in line and "non-finite logits" in line for line in failed)
+    # The vulkan libraries were cross-compiled: not run here, and they say so rather than pass.
+    served = {(e.model, e.quantization): e for e in entries(LocalStore(store))}
+    assert len(served) == 4
+    for e in served.values():
+        assert set(e.libs) == {"vulkan"} and e.missing == ["cpu"]
+        assert e.libs["vulkan"].validation.run.status == "not run"
+    assert "no validated library yet" in cli("ls", "--store", str(store)).stdout
+
+
+def test_a_nightly_whose_compiles_all_fail_keeps_the_previous_entries(tiny_models: Path, tmp_path: Path) -> None:
+    matrix = own_models(tiny_models, tmp_path)
+    store, calls = tmp_path / "store", tmp_path / "calls.log"
+    assert build(matrix, store, calls).returncode == 0
+    before = snapshot(store / "catalog")
+    calls.unlink()
+    nightly = build(matrix, store, calls, env={"MLC_DOUBLE_VERSION": "0.21.0.dev9", "MLC_DOUBLE_FAIL": "compile"})
+    assert nightly.returncode == 1
+    assert steps(calls) == {"convert_weight": 4, "gen_config": 4, "compile": 4}
+    assert "4 catalog entries kept at their previous builds" in nightly.stderr
+    assert snapshot(store / "catalog") == before
+    for e in entries(LocalStore(store)):
+        record = json.loads((store / "builds" / f"{e.convert}.json").read_text())
+        assert record["toolchain"]["mlc_llm_version"] == "0.20.0.dev0" and set(e.libs) == {"cpu", "vulkan"}

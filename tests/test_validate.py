@@ -1,0 +1,114 @@
+"""Library validation rules, on the real tool's sample library, and the catalog's rule for moving an entry."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from mlc_farm.catalog import CatalogEntry, FileEntry, FitCheck, LibRef, RunCheck, Validation, next_entry
+from mlc_farm.validate import fits
+from tests.helpers import REFERENCE
+
+SAMPLE = REFERENCE / "sample-library-q4f16_1"
+
+
+@pytest.fixture
+def sample() -> tuple[dict, dict, dict]:
+    """(library metadata, tensor-cache.json, mlc-chat-config.json) that the real tool produced together."""
+    return tuple(json.loads((SAMPLE / n).read_text()) for n in (
+        "metadata.json", "weights-tensor-cache.json", "weights-mlc-chat-config.json"))  # fmt: skip
+
+
+def test_the_real_sample_library_fits_its_weights(sample: tuple[dict, dict, dict]) -> None:
+    meta, cache, config = sample
+    assert fits(meta, cache, config) == []
+    # The records are in another order than the params: matched by name.
+    assert [p["name"] for p in meta["params"]] != [r["name"] for s in cache["records"] for r in s["records"]]
+
+
+def test_symbolic_dimensions_are_read_from_the_config(sample: tuple[dict, dict, dict]) -> None:
+    meta, cache, config = sample
+    config = copy.deepcopy(config)
+    config["model_config"]["vocab_size"] = 1024  # another vocabulary than the weights were converted with
+    problems = fits(meta, cache, config)
+    assert (
+        "model.embed_tokens.q_weight: shape ['vocab_size', 16] -> [1024, 16] in the library, [1000, 16] in the weights"
+        in problems
+    )
+    del config["model_config"]["vocab_size"]
+    config["vocab_size"] = 1000  # the top level is read when model_config lacks it
+    assert fits(meta, cache, config) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            lambda m, c, g: m["params"].append({**m["params"][0], "name": "extra.weight"}),
+            "extra.weight: no such tensor",
+        ),
+        (lambda m, c, g: m["params"][2].update(dtype="float16"), "dtype float16 in the library, uint32 in the weights"),
+        (lambda m, c, g: m["params"][2].update(shape=[385, 16]), "shape [385, 16] -> [385, 16] in the library"),
+        (lambda m, c, g: g.update(model_type="qwen2"), "model_type: 'llama' in the library, 'qwen2' in the config"),
+        (lambda m, c, g: g.update(quantization="q0f16"), "quantization: 'q4f16_1' in the library"),
+        (lambda m, c, g: g.update(context_window_size=4096), "context_window_size: the config asks for 4096"),
+        (lambda m, c, g: g.update(prefill_chunk_size=1024), "prefill_chunk_size: the config asks for 1024"),
+    ],
+)
+def test_what_does_not_fit(sample: tuple[dict, dict, dict], change, expected: str) -> None:
+    meta, cache, config = copy.deepcopy(sample)
+    change(meta, cache, config)
+    problems = fits(meta, cache, config)
+    assert any(expected in p for p in problems), problems
+
+
+def test_a_smaller_context_than_compiled_fits(sample: tuple[dict, dict, dict]) -> None:
+    meta, cache, config = copy.deepcopy(sample)
+    config["context_window_size"] = 256
+    assert fits(meta, cache, config) == []
+
+
+PASSED = Validation(fits=FitCheck(status="passed"), run=RunCheck(status="passed", device="cpu"))
+
+
+def entry(convert: str, libs: dict[str, str], missing: list[str] | None = None) -> CatalogEntry:
+    refs = {
+        d: LibRef(
+            key=k, file=FileEntry(path="model-lib.so", size=1, sha256=k), target="llvm", host="x", validation=PASSED
+        )
+        for d, k in libs.items()
+    }
+    return CatalogEntry(model="m", quantization="q", source={}, convert=convert, config=f"cfg-{convert}", libs=refs,
+                        missing=missing or [], updated_at=datetime.now(timezone.utc))  # fmt: skip
+
+
+def test_the_catalog_moves_to_a_complete_set() -> None:
+    chosen = next_entry(
+        entry("old", {"cpu": "l1", "cuda": "l2"}), entry("new", {"cpu": "n1", "cuda": "n2"}), {"cpu", "cuda"}
+    )
+    assert chosen is not None and chosen.convert == "new" and chosen.missing == []
+
+
+def test_an_incomplete_new_set_never_replaces_a_complete_entry() -> None:
+    """A new MLC nightly whose compiles all fail: the previous entry keeps serving."""
+    current = entry("old", {"cpu": "l1", "cuda": "l2"})
+    assert next_entry(current, entry("new", {}), {"cpu", "cuda"}) is None
+    assert next_entry(current, entry("new", {"cpu": "n1"}), {"cpu", "cuda"}) is None
+
+
+def test_same_weights_gain_libraries_and_keep_the_ones_that_failed_tonight() -> None:
+    current = entry("w", {"cpu": "l1", "cuda": "l2"})
+    chosen = next_entry(current, entry("w", {"cpu": "n1"}), {"cpu", "cuda"})
+    assert chosen is not None and {d: r.key for d, r in chosen.libs.items()} == {"cpu": "n1", "cuda": "l2"}
+    assert next_entry(current, entry("w", {}), {"cpu", "cuda"}) is None  # nothing new: no write
+
+
+def test_a_first_entry_may_be_partial_and_says_what_is_missing() -> None:
+    chosen = next_entry(None, entry("w", {"cpu": "n1"}), {"cpu", "cuda"})
+    assert chosen is not None and chosen.missing == ["cuda"]
+    # A partial entry is replaced by new weights that cover at least its devices.
+    assert next_entry(chosen, entry("w2", {"cpu": "x1"}), {"cpu", "cuda"}) is not None
+    assert next_entry(chosen, entry("w2", {}), {"cpu", "cuda"}) is None
