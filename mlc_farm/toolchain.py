@@ -217,8 +217,10 @@ def clean_line(raw: str) -> str | None:
     text = _ANSI.sub("", raw).rstrip("\n")
     if "\r" not in text:
         return text
-    shown = [part.rstrip() for part in text.split("\r") if part.strip()]
-    return shown[-1] if shown else None
+    shown = ""
+    for part in text.split("\r"):  # what a terminal shows: each redraw overwrites the line from its start
+        shown = part + shown[len(part) :]
+    return shown.rstrip() or None
 
 
 def _die_with_parent() -> None:

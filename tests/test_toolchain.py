@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -95,3 +96,33 @@ def test_unstartable_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     with pytest.raises(toolchain.ToolchainError, match="cannot start"):
         toolchain.run("compile", ["compile"], cell="x", log_path=tmp_path / "l.log", timeout=5)
     assert "cannot tell which Python runs" in (toolchain.probe().error or "")
+
+
+def test_logs_lose_colour_codes_and_progress_redraws(model_a: Path, tmp_path: Path) -> None:
+    """The real tool's log (ANSI colours, tqdm bars redrawn with \\r) as a person reads it: each bar's last state."""
+    lines: list[str] = []
+    log = tmp_path / "build.log"
+    args = toolchain.convert_weight_args(model_a, "q4f16_1", tmp_path / "o", "cpu", None)
+    toolchain.run("convert_weight", args, cell="a/q4f16_1", log_path=log, timeout=60, on_line=lines.append)
+    text = log.read_text()
+    assert "\x1b" not in text and "\r" not in text and "" not in lines
+    assert "Found model configuration" in text and any(line.startswith("100%|") and "15/15" in line for line in lines)
+    assert sum("%|" in line for line in lines) <= 16  # at most one line per bar state, not one per redraw
+
+
+def test_clean_line() -> None:
+    assert toolchain.clean_line("\x1b[92mFound\x1b[0m x\n") == "Found x"
+    assert toolchain.clean_line("\r  0%|   | 0/15\r" + " " * 14 + "\r") is None  # a bar erased by tqdm
+    assert toolchain.clean_line("\r 93%|##-| 14/15\r100%|###| 15/15") == "100%|###| 15/15"
+    assert toolchain.clean_line("\n") == ""
+
+
+def test_the_toolchain_sees_no_secrets(model_a: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t")
+    monkeypatch.setenv("HF_TOKEN", "hf_s3cr3t")
+    monkeypatch.setenv("MLC_DOUBLE_ENV_LOG", str(tmp_path / "env.log"))
+    args = toolchain.convert_weight_args(model_a, "q4f16_1", tmp_path / "o", "cpu", None)
+    toolchain.run("convert_weight", args, cell="a/q4f16_1", log_path=tmp_path / "l.log", timeout=60)
+    seen = json.loads((tmp_path / "env.log").read_text().splitlines()[0])
+    assert "PATH" in seen and "PYTHONPATH" in seen
+    assert not [name for name in seen if name.startswith(("AWS_", "HF_", "MLC_FARM_"))]

@@ -57,6 +57,19 @@ def test_sources_stay_untouched_even_on_a_read_only_volume(tiny_models: Path, tm
     again = build(matrix, store, calls)
     assert again.returncode == 0 and steps(calls) == {}  # the source's identity did not move
 
+    # What a user pulled can be checked again: files against the catalog, fit, and a run where the device is.
+    checked = cli("validate", "tiny-llama-b", "q4f16_1", "--store", str(store))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "│ cpu    │ passed" in checked.stdout and "not run: no vulkan" in checked.stdout
+    pulled = tmp_path / "pulled"
+    assert cli("pull", "tiny-llama-b", "q4f16_1", "-o", str(pulled), "--store", str(store)).returncode == 0
+    mine = cli("validate", "tiny-llama-b", "q4f16_1", "--dir", str(pulled), "--device", "cpu", "--store", str(store))
+    assert mine.returncode == 0 and "vulkan" not in mine.stdout
+    shard = pulled / "params_shard_0.bin"
+    shard.write_bytes(bytes([shard.read_bytes()[0] ^ 1]) + shard.read_bytes()[1:])
+    tampered = cli("validate", "tiny-llama-b", "q4f16_1", "--dir", str(pulled), "--store", str(store))
+    assert tampered.returncode == 1 and "params_shard_0.bin differs from what the farm built" in tampered.stderr
+
 
 def test_option_edits_rebuild_only_what_they_change(tiny_models: Path, tmp_path: Path) -> None:
     matrix = own_models(tiny_models, tmp_path)

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import subprocess
+import sys
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
 from mlc_farm.catalog import CatalogEntry, FileEntry, FitCheck, LibRef, RunCheck, Validation, next_entry
-from mlc_farm.validate import fits
+from mlc_farm.matrix import DeviceSpec
+from mlc_farm.validate import fits, validate_library
 from tests.helpers import REFERENCE
 
 SAMPLE = REFERENCE / "sample-library-q4f16_1"
@@ -112,3 +117,62 @@ def test_a_first_entry_may_be_partial_and_says_what_is_missing() -> None:
     # A partial entry is replaced by new weights that cover at least its devices.
     assert next_entry(chosen, entry("w2", {"cpu": "x1"}), {"cpu", "cuda"}) is not None
     assert next_entry(chosen, entry("w2", {}), {"cpu", "cuda"}) is None
+
+
+def built_library(model_a: Path, tmp_path: Path, *compile_env: str) -> tuple[Path, Path]:
+    """A weights directory and a cpu library built by the toolchain double for them."""
+    out, lib = tmp_path / "out", tmp_path / "lib.so"
+    for args in (
+        ["convert_weight", str(model_a), "--quantization", "q4f16_1", "--device", "cpu", "-o", str(out)],
+        ["gen_config", str(model_a), "--quantization", "q4f16_1", "--conv-template", "LM", "-o", str(out)],
+        ["compile", str(out / "mlc-chat-config.json"), "--device", "llvm", "--host", "x86_64-unknown-linux-gnu",
+         "-o", str(lib)],
+    ):  # fmt: skip
+        env = {**os.environ, **dict(e.split("=", 1) for e in compile_env)} if args[0] == "compile" else None
+        subprocess.run([sys.executable, "-m", "mlc_llm", *args], check=True, capture_output=True, env=env)
+    return out, lib
+
+
+CPU = DeviceSpec(name="cpu", family="cpu", target="llvm")
+
+
+def docs(out: Path) -> tuple[dict, dict]:
+    return json.loads((out / "tensor-cache.json").read_text()), json.loads((out / "mlc-chat-config.json").read_text())
+
+
+def test_a_library_runs_through_mlc_engine_or_the_tvm_runtime(
+    model_a: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out, lib = built_library(model_a, tmp_path)
+    meta, v = validate_library(lib, CPU, "a", *docs(out), out)
+    assert meta is not None and v.fits.status == "passed" and v.run.status == "passed"
+    assert v.run.method and "MLCEngine" in v.run.method and v.run.tokens_per_s and v.run.peak_memory_bytes
+    monkeypatch.setenv("MLC_DOUBLE_NO_RUNTIME", "1")  # a toolchain without libmlc_llm: the TVM runtime alone
+    _, v = validate_library(lib, CPU, "a", *docs(out), out)
+    assert v.run.status == "passed" and v.run.method == "tvm runtime: prefill of 4 tokens + 8 decode steps"
+
+
+def test_what_is_not_run_says_why(model_a: Path, tmp_path: Path) -> None:
+    out, lib = built_library(model_a, tmp_path)
+    for device, why in (
+        (DeviceSpec(name="w", family="webgpu", target="webgpu"), "no webgpu device here"),
+        (DeviceSpec(name="v", family="vulkan", target="vulkan:generic"), "no vulkan device"),
+    ):
+        meta, v = validate_library(lib, device, "a", *docs(out), out)
+        assert meta is None and v.fits.status == "not checked" and v.run.status == "not run" and why in v.run.detail
+        assert v.ok  # not run is not a failure, and not a pass either
+    _, v = validate_library(lib, CPU, "a", *docs(out), None)
+    assert v.fits.status == "passed" and v.run.status == "not run"
+
+
+def test_bad_libraries_fail(model_a: Path, tmp_path: Path) -> None:
+    out, lib = built_library(model_a, tmp_path, "MLC_DOUBLE_BAD_METADATA=1")
+    _, v = validate_library(lib, CPU, "a", *docs(out), out)
+    assert v.fits.status == "failed" and "qkv_proj.q_weight: shape [385, 16]" in v.fits.detail
+    assert v.run.status == "failed" and "shape mismatch" in v.run.detail  # the runtime refuses it too
+    out, lib = built_library(model_a, tmp_path / "nan", "MLC_DOUBLE_NAN=1")
+    _, v = validate_library(lib, CPU, "a", *docs(out), out)
+    assert v.fits.status == "passed" and v.run.status == "failed" and "non-finite logits" in v.run.detail
+    lib.write_bytes(b"not a library")
+    _, v = validate_library(lib, CPU, "a", *docs(out), out)
+    assert not v.ok and "could not load the library" in v.run.detail
