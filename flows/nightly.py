@@ -8,7 +8,6 @@ with a table artifact naming every failure and its log.
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -23,7 +22,9 @@ from rich.console import Console
 from mlc_farm.catalog import BuildRecord, load_record
 from mlc_farm.hub import PublishError, repo_for
 from mlc_farm.matrix import BUILTIN_NAMES, MatrixError, load_matrix, select_cells, toolchain_problems
-from mlc_farm.plan import ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, make_plan
+from mlc_farm.plan import ConvertBuild, LibBuild, ModelBuilds, make_plan
+from mlc_farm.schedule import Build, Scheduler, to_build
+from mlc_farm.settings import load_settings
 from mlc_farm.store import ArtifactStore, open_store
 from mlc_farm.store.layout import toolchain_path
 from mlc_farm.summary import Outcome, Summary, summarize
@@ -32,9 +33,9 @@ from tasks.build import build_config, build_convert, build_library, probe_toolch
 from tasks.dispatch import dispatch
 from tasks.publish import publish_unit
 
-PARALLEL = int(os.environ.get("MLC_FARM_PARALLEL", "2"))
-# Uploads begun this long ago belong to runs that died: a live run finishes a blob well within it.
-STALE_UPLOAD_HOURS = float(os.environ.get("MLC_FARM_STALE_UPLOAD_HOURS", "24"))
+# Threads for tasks: the scheduler starts at most MLC_FARM_PARALLEL builds in embedded mode; in farm mode each
+# task only waits for a flow run on a pool, whose own limits decide how many builds run.
+DISPATCHERS = 64
 
 
 def _usable(outcome: Outcome | None) -> bool:
@@ -56,7 +57,7 @@ def _outcome(future: PrefectFuture) -> Outcome:
 Mode = Literal["embedded", "farm"]
 
 
-@flow(name="nightly-build", task_runner=ThreadPoolTaskRunner(max_workers=PARALLEL), log_prints=True)
+@flow(name="nightly-build", task_runner=ThreadPoolTaskRunner(max_workers=DISPATCHERS), log_prints=True)
 def nightly_build(
     matrix_path: str = "matrix.yaml",
     models: list[str] | None = None,
@@ -68,7 +69,7 @@ def nightly_build(
     return run_matrix(matrix_path, models, None, None, force, store, mode)
 
 
-@flow(name="build-model", task_runner=ThreadPoolTaskRunner(max_workers=PARALLEL), log_prints=True)
+@flow(name="build-model", task_runner=ThreadPoolTaskRunner(max_workers=DISPATCHERS), log_prints=True)
 def build_model(
     model: str,
     quantizations: list[str] | None = None,
@@ -113,21 +114,26 @@ def run_matrix(
     wanted = {c.model for c in cells}
     srcs = resolve_sources(loaded, [m for m in matrix.models if m.id in wanted])
     plan = make_plan(matrix, cells, srcs, toolchain)
-    stale = st.abort_stale_uploads(timedelta(hours=STALE_UPLOAD_HOURS))
+    # Uploads begun this long ago belong to runs that died: a live run finishes a blob well within it.
+    stale = st.abort_stale_uploads(timedelta(hours=load_settings().stale_upload_hours))
     if stale:
         logger.info("aborted %d unfinished uploads left by earlier runs", len(stale))
 
     records: dict[str, BuildRecord] = {}  # read once: on S3 each look-up is a GET
 
     def have(key: str) -> bool:
-        if force:
-            return False
         record = load_record(st, key)
         if record:
             records[key] = record
         return record is not None
 
-    def start(build: ConvertBuild | ConfigBuild) -> PrefectFuture:
+    def start(build: Build, builds: ModelBuilds | None) -> PrefectFuture:
+        if isinstance(build, LibBuild):
+            assert builds is not None
+            if mode == "embedded":
+                return build_library.submit(st.url, build, builds)
+            params = {"lb": build, "builds_from": builds, "store": st.url}
+            return dispatch.submit(f"build-library/{build.device.work_pool}", _jsonable(params), build.key)
         source = srcs[build.model]
         if mode == "embedded":
             if isinstance(build, ConvertBuild):
@@ -136,43 +142,17 @@ def run_matrix(
         params = {"build": build, "source": source, "convert_device": matrix.convert_device, "store": st.url}
         return dispatch.submit(f"build-weights/{matrix.weights_pool}", _jsonable(params), build.key)
 
-    def start_library(lb: LibBuild, builds: ModelBuilds) -> PrefectFuture:
-        if mode == "embedded":
-            return build_library.submit(st.url, lb, builds)
-        params = {"lb": lb, "builds_from": builds, "store": st.url}
-        return dispatch.submit(f"build-library/{lb.device.work_pool}", _jsonable(params), lb.key)
-
-    outcomes: dict[str, Outcome] = {}
-    running: dict[str, PrefectFuture] = {}
-    for b in [*plan.convert_builds.values(), *plan.config_builds.values()]:
-        if have(b.key):
-            outcomes[b.key] = Outcome(status="reused")
-        else:
-            running[b.key] = start(b)
-    pending = []
-    for lb in plan.lib_builds.values():
-        if have(lb.key):
-            outcomes[lb.key] = Outcome(status="reused")
-        else:
-            pending.append(lb)
-
-    def submit_ready() -> None:
-        # A library compiles the config of the first of its models whose convert and config builds are ready.
-        for lb in list(pending):
-            ready = next(
-                (b for b in lb.sources if _usable(outcomes.get(b.convert)) and _usable(outcomes.get(b.config))), None
-            )
-            if ready:
-                running[lb.key] = start_library(lb, ready)
-                pending.remove(lb)
-
-    submit_ready()
-    while unfinished := [f for k, f in running.items() if k not in outcomes]:
-        future = next(as_completed(unfinished))
-        key = next(k for k, f in running.items() if f is future)
+    todo = to_build(plan, have, force)
+    outcomes: dict[str, Outcome] = {k: Outcome(status="reused") for k in plan.all_keys() if k not in todo}
+    scheduler = Scheduler(plan, todo, load_settings().parallel if mode == "embedded" else None)
+    running: dict[PrefectFuture, str] = {start(b, m): b.key for b, m in scheduler.starts()}
+    while running:
+        future = next(as_completed(list(running)))
+        key = running.pop(future)
         outcomes[key] = _outcome(future)
-        submit_ready()
-    for lb in pending:
+        scheduler.finish(key, _usable(outcomes[key]))
+        running |= {start(b, m): b.key for b, m in scheduler.starts()}
+    for lb in scheduler.never_started():
         outcomes[lb.key] = Outcome(status="not run", detail="none of its models' convert and config builds succeeded")
     for key, o in outcomes.items():
         if o.status in ("built", "reused"):

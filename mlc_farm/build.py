@@ -11,7 +11,6 @@ The Prefect tasks in `tasks/` wrap these; they can also run on a worker that has
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import tempfile
@@ -21,17 +20,17 @@ from pathlib import Path
 
 from mlc_farm import toolchain, validate
 from mlc_farm.catalog import BuildRecord, FileEntry, Kind, Validation, load_record, now, read_blob_json
+from mlc_farm.errors import PermanentError
 from mlc_farm.plan import ConfigBuild, ConvertBuild, LibBuild, ModelBuilds
+from mlc_farm.settings import load_settings
 from mlc_farm.sources import file_sha256, needed_files
 from mlc_farm.store import ArtifactStore, StoreError
 from mlc_farm.store.layout import record_path
 
-# Generous defaults: real models take minutes to an hour per step on a GPU worker.
-DEFAULT_TIMEOUT = float(os.environ.get("MLC_FARM_STEP_TIMEOUT", 4 * 3600))
 LIB_FILE = "model-lib"
 
 
-class BuildFailed(RuntimeError):
+class BuildFailed(PermanentError):
     """A build that failed for a reason a retry will not fix; names where its log is kept."""
 
     def __init__(self, message: str, log: str | None):
@@ -39,7 +38,7 @@ class BuildFailed(RuntimeError):
         super().__init__(message + (f"\n  full log: {log}" if log else ""))
 
 
-class ValidationFailed(RuntimeError):
+class ValidationFailed(PermanentError):
     """A library that was built but does not fit its weights or does not run."""
 
 
@@ -66,10 +65,15 @@ def stage_source(source_dir: Path, staging: Path) -> Path:
 
 
 def _workdir(key: str) -> Path:
-    base = os.environ.get("MLC_FARM_WORK_DIR")
+    base = load_settings().work_dir
     if base:
-        Path(base).mkdir(parents=True, exist_ok=True)
+        base.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f"{key[:12]}-", dir=base))
+
+
+def _timeout(timeout: float | None) -> float:
+    """A step's time limit: given, else MLC_FARM_STEP_TIMEOUT (generous: real models take up to hours)."""
+    return timeout if timeout is not None else load_settings().step_timeout
 
 
 def _outputs(out: Path) -> dict[str, Path]:
@@ -121,7 +125,7 @@ def build_convert(
     source_dir: Path,
     convert_device: str,
     *,
-    timeout: float = DEFAULT_TIMEOUT,
+    timeout: float | None = None,
     on_line: Callable[[str], None] | None = None,
     flow_run: str | None = None,
 ) -> BuildRecord:
@@ -131,7 +135,9 @@ def build_convert(
         src, out = stage_source(source_dir, work / cb.model), work / "out"
         args = toolchain.convert_weight_args(src, cb.quantization, out, convert_device, cb.model_type)
         cell = f"{cb.model}/{cb.quantization}"
-        seconds = toolchain.run("convert_weight", args, cell=cell, log_path=log, timeout=timeout, on_line=on_line)
+        seconds = toolchain.run(
+            "convert_weight", args, cell=cell, log_path=log, timeout=_timeout(timeout), on_line=on_line
+        )
         return {"convert_weight": seconds}, _outputs(out), {}
 
     return _run_steps(store, cb.key, "convert", cb.inputs, steps, flow_run)
@@ -142,7 +148,7 @@ def build_config(
     gb: ConfigBuild,
     source_dir: Path,
     *,
-    timeout: float = DEFAULT_TIMEOUT,
+    timeout: float | None = None,
     on_line: Callable[[str], None] | None = None,
     flow_run: str | None = None,
 ) -> BuildRecord:
@@ -152,7 +158,7 @@ def build_config(
         src, out = stage_source(source_dir, work / gb.model), work / "out"
         args = toolchain.gen_config_args(src, gb.quantization, gb.conv_template, gb.overrides, out, gb.model_type)
         cell = f"{gb.model}/{gb.quantization}"
-        seconds = toolchain.run("gen_config", args, cell=cell, log_path=log, timeout=timeout, on_line=on_line)
+        seconds = toolchain.run("gen_config", args, cell=cell, log_path=log, timeout=_timeout(timeout), on_line=on_line)
         return {"gen_config": seconds}, _outputs(out), {}
 
     return _run_steps(store, gb.key, "config", gb.inputs, steps, flow_run)
@@ -174,7 +180,7 @@ def build_library(
     lb: LibBuild,
     builds: ModelBuilds,
     *,
-    timeout: float = DEFAULT_TIMEOUT,
+    timeout: float | None = None,
     on_line: Callable[[str], None] | None = None,
     flow_run: str | None = None,
 ) -> BuildRecord:
@@ -189,8 +195,10 @@ def build_library(
         store.get_blob(_file(config, "mlc-chat-config.json").sha256, config_path)
         args = toolchain.compile_args(config_path, lb.device, lb.overrides, work / lib_name)
         env = toolchain.compile_env(lb.device)
-        seconds = toolchain.run("compile", args, cell=users, log_path=log, timeout=timeout, env=env, on_line=on_line)
-        metadata, validation = _validate(store, lb, builds, work, convert, config, timeout)
+        seconds = toolchain.run(
+            "compile", args, cell=users, log_path=log, timeout=_timeout(timeout), env=env, on_line=on_line
+        )
+        metadata, validation = _validate(store, lb, builds, work, convert, config, _timeout(timeout))
         with log.open("a", encoding="utf-8") as f:
             f.write(f"validation with {builds.model}'s weights: {validation.model_dump_json()}\n")
         if on_line:

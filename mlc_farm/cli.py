@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -13,6 +16,7 @@ from rich.table import Table
 from mlc_farm import plan as planning
 from mlc_farm import sources, toolchain
 from mlc_farm.catalog import load_record
+from mlc_farm.errors import BadInput, FarmError, PermanentError
 from mlc_farm.matrix import (
     BUILTIN_NAMES,
     Accepted,
@@ -22,12 +26,91 @@ from mlc_farm.matrix import (
     select_cells,
     toolchain_problems,
 )
+from mlc_farm.settings import load_settings
 from mlc_farm.store import StoreError, open_store
 from mlc_farm.store.layout import blob_path
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_enable=False)
 out = Console()
 err = Console(stderr=True)
+_debug = False
+
+
+def _cannot_reach(service: str, hint: str) -> Callable[[BaseException], str]:
+    return lambda e: f"cannot reach {service}: {e}. {hint}"
+
+
+def _errors() -> list[tuple[tuple[type[BaseException], ...], int, Callable[[BaseException], str]]]:
+    """The one table from an error to what a person reads and the exit code (see mlc_farm.errors)."""
+    import botocore.exceptions as boto
+
+    connection = (boto.EndpointConnectionError, boto.ConnectTimeoutError, boto.ReadTimeoutError,
+                  boto.ConnectionClosedError)  # fmt: skip
+    return [
+        ((FarmError,), 0, str),  # 0: the error's own exit_code
+        (connection, 3, _cannot_reach("the S3 endpoint", "Check AWS_ENDPOINT_URL / MLC_FARM_STORE and the network")),
+        ((boto.NoCredentialsError,), 2, lambda e: f"{e}: set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE"),
+        ((ConnectionError, TimeoutError), 3, _cannot_reach("a service", "Check the network and the endpoint settings")),
+        ((PermissionError, FileExistsError, NotADirectoryError, IsADirectoryError), 2,
+         lambda e: f"cannot use {getattr(e, 'filename', '') or 'a path'}: {getattr(e, 'strerror', '') or e}"),
+        ((OSError,), 1, lambda e: f"{getattr(e, 'filename', '') or 'I/O error'}: {getattr(e, 'strerror', '') or e}"),
+        ((KeyboardInterrupt,), 130, lambda e: "interrupted"),
+    ]  # fmt: skip
+
+
+def explain(error: BaseException) -> tuple[int, str]:
+    """(exit code, message) for an error; anything unforeseen is a bug: say so, and how to report it."""
+    for kinds, code, message in _errors():
+        if isinstance(error, kinds):
+            return code or getattr(error, "exit_code", 1), message(error)
+    return 1, f"internal error: {type(error).__name__}: {error}. Rerun with --debug and report the traceback."
+
+
+def _handled(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a command; an error becomes one message and its exit code (the traceback only with --debug)."""
+
+    @functools.wraps(f)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return f(*args, **kwargs)
+        except (typer.Exit, typer.Abort, click.exceptions.ClickException):
+            raise
+        except BaseException as e:
+            if _debug or isinstance(e, SystemExit):
+                raise
+            code, message = explain(e)
+            err.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code) from None
+
+    return run
+
+
+def command(typer_app: typer.Typer, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`@typer_app.command(...)`, with errors explained by the one table."""
+    return lambda f: typer_app.command(*args, **kwargs)(_handled(f))
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        out.print(f"mlc-farm {version('mlc-farm')}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+@_handled
+def main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error (for bug reports).")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Read and check every MLC_FARM_* setting once, before the command runs."""
+    global _debug
+    _debug = debug
+    load_settings()
+
 
 MatrixOpt = Annotated[Path, typer.Option("--matrix", "-m", help="The matrix file.")]
 StoreOpt = Annotated[
@@ -58,7 +141,7 @@ def _check_names(loaded: LoadedMatrix, tc: toolchain.ToolchainInfo) -> Accepted:
     return accepted
 
 
-@app.command()
+@command(app)
 def plan(
     matrix: MatrixOpt = Path("matrix.yaml"),
     model: ModelOpt = None,
@@ -66,17 +149,11 @@ def plan(
     fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
 ) -> None:
     """Show the builds a matrix needs, what they share, and how many the store already has."""
-    try:
-        loaded = load_matrix(matrix)
-        cells = select_cells(loaded.matrix, loaded.file, model)
-        st = open_store(store)
-    except (MatrixError, StoreError) as e:
-        raise _fail(str(e), 2) from None
+    loaded = load_matrix(matrix)
+    cells = select_cells(loaded.matrix, loaded.file, model)
+    st = open_store(store)
     tc = toolchain.probe()
-    try:
-        accepted = _check_names(loaded, tc)
-    except MatrixError as e:
-        raise _fail(str(e), 2) from None
+    accepted = _check_names(loaded, tc)
     wanted = {c.model for c in cells}
     srcs = sources.resolve(loaded, [m for m in loaded.matrix.models if m.id in wanted])
     p = planning.make_plan(loaded.matrix, cells, srcs, tc)
@@ -121,7 +198,7 @@ def plan(
         print(json.dumps(doc, indent=2))
         return
     if fmt != "table":
-        raise _fail(f"--format: unknown format {fmt!r}; expected 'table' or 'json'", 2)
+        raise BadInput(f"--format: unknown format {fmt!r}; expected 'table' or 'json'")
     out.print(f"toolchain: {tc.describe()}; names checked against {accepted.source}", highlight=False, soft_wrap=True)
     t = Table(title=f"plan for {loaded.file}")
     for col in ("model", "quant", "device", "pool", "convert", "config", "library"):
@@ -150,7 +227,7 @@ def plan(
     )
 
 
-@app.command()
+@command(app)
 def build(
     matrix: MatrixOpt = Path("matrix.yaml"),
     model: ModelOpt = None,
@@ -158,15 +235,12 @@ def build(
     store: StoreOpt = None,
 ) -> None:
     """Build the matrix locally: the nightly flow in this process, with Prefect's temporary server."""
-    try:
-        loaded = load_matrix(matrix)
-        select_cells(loaded.matrix, loaded.file, model)
-        open_store(store)
-        tc = toolchain.probe()
-        if tc.known:
-            _check_names(loaded, tc)
-    except (MatrixError, StoreError) as e:
-        raise _fail(str(e), 2) from None
+    loaded = load_matrix(matrix)
+    select_cells(loaded.matrix, loaded.file, model)
+    open_store(store)
+    tc = toolchain.probe()
+    if tc.known:
+        _check_names(loaded, tc)
     import os
 
     # Prefect's temporary server: a generous start on a loaded 2-core worker, and no telemetry from it.
@@ -181,16 +255,13 @@ def build(
     out.print(f"[green]done:[/] {state.message}", soft_wrap=True, highlight=False)
 
 
-@app.command("ls")
+@command(app, "ls")
 def list_catalog(store: StoreOpt = None) -> None:
     """List the catalog: model, quantization, each device's library and its validation, sizes, build time."""
     from mlc_farm.catalog import entries
 
-    try:
-        st = open_store(store)
-        found = entries(st)
-    except StoreError as e:
-        raise _fail(str(e), 1) from None
+    st = open_store(store, must_exist=True)
+    found = entries(st)
     t = Table(title="catalog")
     for col in ("model", "quant", "devices", "weights", "libraries", "built"):
         t.add_column(col)
@@ -216,33 +287,28 @@ def list_catalog(store: StoreOpt = None) -> None:
             out.print(line, highlight=False, soft_wrap=True)
 
 
-@app.command()
+@command(app)
 def pull(
     model: str,
     quantization: str,
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory to write.")],
     device: Annotated[str | None, typer.Option("--device", help="Only this device's library.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace a non-empty output directory.")] = False,
     store: StoreOpt = None,
 ) -> None:
     """Write an MLC-ready directory (config, weights, tokenizer, lib/), every file checked by sha256."""
     from mlc_farm.pull import pull as do_pull
 
-    try:
-        files = do_pull(open_store(store), model, quantization, output, device)
-    except StoreError as e:
-        raise _fail(str(e), 1) from None
+    files = do_pull(open_store(store, must_exist=True), model, quantization, output, device, replace=force)
     out.print(f"wrote {len(files)} files to {output}, every sha256 verified")
 
 
-@app.command()
+@command(app)
 def verify(store: StoreOpt = None) -> None:
     """Check that every catalog entry and build record points at blobs that exist."""
     from mlc_farm.catalog import verify as do_verify
 
-    try:
-        problems = do_verify(open_store(store))
-    except StoreError as e:
-        raise _fail(str(e), 1) from None
+    problems = do_verify(open_store(store, must_exist=True))
     for p in problems:
         err.print(p, highlight=False)
     if problems:
@@ -250,7 +316,7 @@ def verify(store: StoreOpt = None) -> None:
     out.print("store is consistent")
 
 
-@app.command()
+@command(app)
 def validate(
     model: str,
     quantization: str,
@@ -268,16 +334,13 @@ def validate(
     from mlc_farm.pull import pull as do_pull
     from mlc_farm.validate import validate_pulled
 
-    try:
-        st = open_store(store)
-        with tempfile.TemporaryDirectory(prefix="mlc-farm-validate-") as tmp:
-            where = directory
-            if where is None:
-                where = Path(tmp)
-                do_pull(st, model, quantization, where, device)
-            results = validate_pulled(st, model, quantization, where, device)
-    except StoreError as e:
-        raise _fail(str(e), 1) from None
+    st = open_store(store, must_exist=True)
+    with tempfile.TemporaryDirectory(prefix="mlc-farm-validate-") as tmp:
+        where = directory
+        if where is None:
+            where = Path(tmp)
+            do_pull(st, model, quantization, where, device)
+        results = validate_pulled(st, model, quantization, where, device)
     t = Table(title=f"{model} {quantization}: validation")
     for col in ("device", "fits the weights", "run", "tokens/s", "peak memory"):
         t.add_column(col)
@@ -291,7 +354,7 @@ def validate(
         raise typer.Exit(1)
 
 
-@app.command()
+@command(app)
 def url(
     model: str,
     quantization: str,
@@ -303,18 +366,15 @@ def url(
     from mlc_farm.pull import pull_files
     from mlc_farm.store.s3 import S3Store
 
-    try:
-        st = open_store(store)
-        if not isinstance(st, S3Store):
-            raise StoreError(f"{st.url}: presigned URLs need an S3 store (s3://bucket/prefix)")
-        for rel, f in pull_files(st, model, quantization, device).items():
-            print(f"{rel}\t{f.size}\t{f.sha256}\t{st.presigned_url(blob_path(f.sha256), expires)}")
-    except StoreError as e:
-        raise _fail(str(e), 1) from None
+    st = open_store(store, must_exist=True)
+    if not isinstance(st, S3Store):
+        raise StoreError(f"{st.url}: presigned URLs need an S3 store (s3://bucket/prefix)")
+    for rel, f in pull_files(st, model, quantization, device).items():
+        print(f"{rel}\t{f.size}\t{f.sha256}\t{st.presigned_url(blob_path(f.sha256), expires)}")
     err.print(f"links expire in {expires} s; check each file's sha256 after download")
 
 
-@app.command()
+@command(app)
 def gc(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would go.")] = False,
     min_age_hours: Annotated[float, typer.Option(help="Keep anything younger (builds in flight).")] = 24.0,
@@ -325,10 +385,9 @@ def gc(
 
     from mlc_farm.gc import collect
 
-    try:
-        report = collect(open_store(store), timedelta(hours=min_age_hours), dry_run=dry_run)
-    except StoreError as e:
-        raise _fail(str(e), 1) from None
+    if not 0 <= min_age_hours < float("inf"):
+        raise BadInput(f"--min-age-hours: {min_age_hours} is not a number of hours (0 or more)")
+    report = collect(open_store(store, must_exist=True), timedelta(hours=min_age_hours), dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     for name in [*report.blobs, *report.uploads]:
         out.print(f"{verb} {name}", highlight=False)
@@ -338,7 +397,7 @@ def gc(
     )
 
 
-@app.command()
+@command(app)
 def publish(
     model: str,
     quantization: str,
@@ -349,20 +408,15 @@ def publish(
     store: StoreOpt = None,
 ) -> None:
     """Publish a built model x quantization to its Hugging Face repo, in one commit (HF_TOKEN)."""
-    from mlc_farm.hub import PublishError, repo_for
     from mlc_farm.hub import publish as do_publish
+    from mlc_farm.hub import repo_for
 
-    try:
-        loaded = load_matrix(matrix)
-        select_cells(loaded.matrix, loaded.file, [model])
-        target = repo_for(loaded.matrix, model, quantization)
-        if target is None:
-            raise PublishError(f"{loaded.file}: publishing is not configured for {model} (add a `publish:` section)")
-        result = do_publish(open_store(store), model, quantization, *target, dry_run=dry_run)
-    except MatrixError as e:
-        raise _fail(str(e), 2) from None
-    except (StoreError, PublishError) as e:
-        raise _fail(str(e), 1) from None
+    loaded = load_matrix(matrix)
+    select_cells(loaded.matrix, loaded.file, [model])
+    target = repo_for(loaded.matrix, model, quantization)
+    if target is None:
+        raise BadInput(f"{loaded.file}: publishing is not configured for {model} (add a `publish:` section)")
+    result = do_publish(open_store(store, must_exist=True), model, quantization, *target, dry_run=dry_run)
     t = Table(title=f"{result.repo}: {'would commit' if dry_run else 'commit'}")
     for col in ("op", "path", "size", "sha256"):
         t.add_column(col)
@@ -381,7 +435,7 @@ farm_app = typer.Typer(no_args_is_help=True, help="Farm mode: work pools, limits
 app.add_typer(farm_app, name="farm")
 
 
-@farm_app.command("init")
+@command(farm_app, "init")
 def farm_init(
     matrix: MatrixOpt = Path("matrix.yaml"),
     pool_type: Annotated[str, typer.Option("--type", help="process, docker or kubernetes")] = "process",
@@ -391,15 +445,12 @@ def farm_init(
     """Create or update the work pools of the matrix and their concurrency limits (idempotent; PREFECT_API_URL)."""
     from mlc_farm.farm import init
 
-    try:
-        loaded = load_matrix(matrix)
-    except MatrixError as e:
-        raise _fail(str(e), 2) from None
+    loaded = load_matrix(matrix)
     for line in init(loaded.matrix, pool_type, gpus, pool_limit):
         out.print(line, highlight=False)
 
 
-@farm_app.command("up")
+@command(farm_app, "up")
 def farm_up(
     directory: Annotated[Path, typer.Option("--dir", help="State of the stack (databases, logs, PIDs).")] = Path(
         ".farm"
@@ -413,20 +464,14 @@ def farm_up(
     from mlc_farm import stack
     from mlc_farm.farm import pools_of
 
-    try:
-        pools = sorted(pools_of(load_matrix(matrix).matrix))
-    except MatrixError as e:
-        raise _fail(str(e), 2) from None
+    pools = sorted(pools_of(load_matrix(matrix).matrix))
     if (directory / "stack.json").exists():
         raise _fail(f"{directory} already runs a stack: `mlc-farm farm down --dir {directory}` first", 1)
     key = os.environ.get("AWS_ACCESS_KEY_ID", "mlc-farm")
     secret = os.environ.get("AWS_SECRET_ACCESS_KEY") or secrets.token_hex(16)
     bucket = "mlc-farm"
     env = {"MLC_FARM_STORE": f"s3://{bucket}/artifacts", "MLC_FARM_HOME": str(Path.cwd())}
-    try:
-        running = stack.up(directory, pools, key, secret, env)
-    except stack.StackError as e:
-        raise _fail(str(e), 1) from None
+    running = stack.up(directory, pools, key, secret, env)
     import boto3
 
     s3 = boto3.client("s3", endpoint_url=running.s3_endpoint, aws_access_key_id=key, aws_secret_access_key=secret,
@@ -438,7 +483,7 @@ def farm_up(
     out.print(f"use it: source {directory}/env.sh; mlc-farm farm init; prefect --no-prompt deploy --all")
 
 
-@farm_app.command("down")
+@command(farm_app, "down")
 def farm_down(
     directory: Annotated[Path, typer.Option("--dir", help="The directory given to `farm up`.")] = Path(".farm"),
 ) -> None:
@@ -446,21 +491,21 @@ def farm_down(
     from mlc_farm import stack
 
     if not (directory / "stack.json").exists():
-        raise _fail(f"no stack is running from {directory}", 1)
+        raise BadInput(f"no stack is running from {directory}")
     stack.LocalStack.load(directory).stop()
     out.print("stack stopped")
 
 
-@app.command("toolchain")
+@command(app, "toolchain")
 def show_toolchain() -> None:
     """Print the mlc_llm/TVM identity this machine would build with; exit 1 if mlc_llm is unusable."""
     tc = toolchain.probe()
     if not tc.known:
-        raise _fail(f"toolchain unknown: {tc.error}", 1)
+        raise PermanentError(f"toolchain unknown: {tc.error}")
     out.print(f"toolchain: {tc.describe()} [{tc.mlc_llm_dist}]", highlight=False, markup=False)
 
 
-@app.command("tiny-model")
+@command(app, "tiny-model")
 def tiny_model(
     output: Path,
     seed: Annotated[int, typer.Option(help="Random seed of the weights.")] = 0,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -20,8 +19,10 @@ import yaml
 from pydantic import BaseModel
 
 from mlc_farm.catalog import CatalogEntry, FileEntry, get_entry, load_record
+from mlc_farm.errors import PermanentError
 from mlc_farm.matrix import Matrix
 from mlc_farm.pull import lib_filename, pull_files
+from mlc_farm.settings import load_settings
 from mlc_farm.sources import hub_endpoint
 from mlc_farm.store import ArtifactStore, StoreError
 from mlc_farm.validate import DECODE_STEPS
@@ -31,7 +32,7 @@ ATTEMPTS = 4  # Hub calls, with backoff 2 s, 4 s, 8 s in between
 CARD = "README.md"
 
 
-class PublishError(RuntimeError):
+class PublishError(PermanentError):
     """Publishing cannot go on (no org, no access, a refused commit); says what to do."""
 
 
@@ -56,7 +57,7 @@ def repo_for(matrix: Matrix, model: str, quantization: str) -> tuple[str, bool] 
     spec = matrix.model(model)
     if matrix.publish is None or not spec.publish.enabled:
         return None
-    org = matrix.publish.org or os.environ.get("MLC_FARM_HF_ORG")
+    org = matrix.publish.org or load_settings().hf_org
     template = spec.publish.repo or matrix.publish.repo
     if "{org}" in template and not org:
         raise PublishError("publishing needs an organization: set publish.org in the matrix or MLC_FARM_HF_ORG")

@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mlc_farm.errors import BadInput
+
 # The names `mlc_llm convert_weight --quantization` accepts (shared/mlc-reference/README.md).
 QUANTIZATIONS: tuple[str, ...] = (
     "q0f16", "q0bf16", "q0f32", "q3f16_0", "q3f16_1", "q4f16_0", "q4f16_1", "q4bf16_0", "q4bf16_1",
@@ -51,7 +53,7 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _HF_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-class MatrixError(ValueError):
+class MatrixError(BadInput):
     """A matrix that cannot be built, with every problem found (file, field path, value, hint)."""
 
     def __init__(self, file: str, problems: list[str]):

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from mlc_farm.matrix import HFSource, LoadedMatrix, LocalSource, ModelSpec
+from mlc_farm.settings import load_settings
 
 # What convert_weight and gen_config read from a model directory (shared/mlc-reference/README.md).
 TOOLCHAIN_FILES = (
@@ -138,7 +139,7 @@ def fetch(source: ResolvedSource, cache_dir: Path | None = None) -> Path:
     assert source.identity, source.error
     api = HfApi(endpoint=hub_endpoint())
     names = [s.rfilename for s in api.model_info(source.ref, revision=source.identity).siblings or []]
-    cache = cache_dir or Path(os.environ.get("MLC_FARM_CACHE", Path.home() / ".cache" / "mlc-farm")) / "hf"
+    cache = cache_dir or load_settings().cache_dir / "hf"
     return Path(
         snapshot_download(source.ref, revision=source.identity, allow_patterns=needed_files(names), cache_dir=cache)
     )

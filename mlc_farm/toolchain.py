@@ -21,6 +21,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from mlc_farm.errors import PermanentError
 from mlc_farm.matrix import Accepted, DeviceSpec, Overrides
 
 INSTALL_HINT = (
@@ -96,7 +97,7 @@ class ToolchainInfo(BaseModel):
         )
 
 
-class ToolchainError(RuntimeError):
+class ToolchainError(PermanentError):
     """A toolchain step that failed: which step, for which cell, its exit code and the end of its log."""
 
     def __init__(self, step: str, cell: str, detail: str, log_tail: list[str], log_path: Path | None):
@@ -107,7 +108,9 @@ class ToolchainError(RuntimeError):
 
 def command() -> list[str]:
     """The `mlc_llm` command line prefix."""
-    configured = os.environ.get("MLC_FARM_MLC_LLM")
+    from mlc_farm.settings import load_settings
+
+    configured = load_settings().mlc_llm
     return shlex.split(configured) if configured else [sys.executable, "-m", "mlc_llm"]
 
 

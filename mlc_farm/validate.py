@@ -17,6 +17,7 @@ from typing import Any
 
 from mlc_farm import toolchain
 from mlc_farm.catalog import FitCheck, RunCheck, Validation, get_entry
+from mlc_farm.errors import PermanentError
 from mlc_farm.matrix import DeviceSpec, target_family
 from mlc_farm.pull import lib_filename, pull_files
 from mlc_farm.sources import file_sha256
@@ -29,7 +30,7 @@ _VULKAN_ICDS = ("/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d", "/usr/local/shar
 _SCRIPT = Path(__file__).parent / "in_toolchain" / "run_library.py"
 
 
-class LibraryLoadError(RuntimeError):
+class LibraryLoadError(PermanentError):
     """The toolchain could not load the library at all."""
 
 

@@ -1,4 +1,4 @@
-"""Prefect tasks: thin wrappers over mlc_farm.build, with retries for transient errors only.
+"""Prefect tasks: thin wrappers over mlc_farm.build, with the one retry policy (tasks/policy.py).
 
 A toolchain failure or a bad input fails at once: running the same compile again gives the same error.
 """
@@ -13,24 +13,10 @@ from prefect.runtime import flow_run
 from mlc_farm import build, sources, toolchain
 from mlc_farm.catalog import BuildRecord
 from mlc_farm.catalog_update import Records, UnitResult, update_unit
-from mlc_farm.hub import PublishError
-from mlc_farm.matrix import MatrixError
 from mlc_farm.plan import ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, Plan
 from mlc_farm.sources import ResolvedSource
-from mlc_farm.store import StoreError, open_store
-
-PERMANENT = (build.BuildFailed, toolchain.ToolchainError, StoreError, MatrixError, PublishError, ValueError)
-
-
-def transient_only(_task: Any, _task_run: Any, state: Any) -> bool:
-    """Retry network hiccups and the like; never a deterministic failure."""
-    try:
-        state.result()
-    except PERMANENT:
-        return False
-    except Exception:
-        return True
-    return False
+from mlc_farm.store import open_store
+from tasks.policy import RETRY
 
 
 def log_line(line: str) -> None:
@@ -43,7 +29,7 @@ def probe_toolchain() -> toolchain.ToolchainInfo:
     return toolchain.probe()
 
 
-@task(name="resolve-sources", retries=3, retry_delay_seconds=[2, 5, 15], retry_condition_fn=transient_only)
+@task(name="resolve-sources", **RETRY)
 def resolve_sources(loaded: Any, models: list[Any]) -> dict[str, ResolvedSource]:
     return sources.resolve(loaded, models)
 
@@ -51,9 +37,7 @@ def resolve_sources(loaded: Any, models: list[Any]) -> dict[str, ResolvedSource]
 @task(
     name="build-convert",
     task_run_name="convert {cb.model}/{cb.quantization}",
-    retries=3,
-    retry_delay_seconds=[2, 5, 15],
-    retry_condition_fn=transient_only,
+    **RETRY,
     tags=["mlc-weights"],
 )
 def build_convert(store_url: str, cb: ConvertBuild, source: ResolvedSource, convert_device: str) -> str:
@@ -65,9 +49,7 @@ def build_convert(store_url: str, cb: ConvertBuild, source: ResolvedSource, conv
 @task(
     name="build-config",
     task_run_name="config {gb.model}/{gb.quantization}",
-    retries=3,
-    retry_delay_seconds=[2, 5, 15],
-    retry_condition_fn=transient_only,
+    **RETRY,
     tags=["mlc-weights"],
 )
 def build_config(store_url: str, gb: ConfigBuild, source: ResolvedSource) -> str:
@@ -79,9 +61,7 @@ def build_config(store_url: str, gb: ConfigBuild, source: ResolvedSource) -> str
 @task(
     name="build-library",
     task_run_name="library {lb.device.name}/{lb.quantization} {lb.key:.12}",
-    retries=3,
-    retry_delay_seconds=[2, 5, 15],
-    retry_condition_fn=transient_only,
+    **RETRY,
     tags=["mlc-compile"],
 )
 def build_library(store_url: str, lb: LibBuild, builds: ModelBuilds) -> str:
@@ -89,7 +69,7 @@ def build_library(store_url: str, lb: LibBuild, builds: ModelBuilds) -> str:
     return build.build_library(store, lb, builds, on_line=log_line, flow_run=_run_id()).key
 
 
-@task(name="update-catalog", retries=3, retry_delay_seconds=[2, 5, 15], retry_condition_fn=transient_only)
+@task(name="update-catalog", **RETRY)
 def update_catalog(
     store_url: str, plan: Plan, resolved: dict[str, ResolvedSource], known: dict[str, BuildRecord]
 ) -> list[UnitResult]:

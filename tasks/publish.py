@@ -6,15 +6,13 @@ from prefect import task
 
 from mlc_farm import hub
 from mlc_farm.store import open_store
-from tasks.build import transient_only
+from tasks.policy import RETRY
 
 
 @task(
     name="publish",
     task_run_name="publish {repo}",
-    retries=2,
-    retry_delay_seconds=[10, 60],
-    retry_condition_fn=transient_only,
+    **RETRY,
     tags=["mlc-publish"],
 )
 def publish_unit(store_url: str, model: str, quantization: str, repo: str, private: bool) -> hub.PublishResult:

@@ -104,6 +104,28 @@ def test_build_reuse_and_pull(tiny_matrix: Path, tmp_path: Path) -> None:
     assert cli("verify", "--store", str(store)).returncode == 0
     assert_store_whole(store)
 
+    # Pulling never merges into, or half-writes, a directory.
+    args = ("pull", "tiny-llama-a", "q0f16", "--store", str(store), "-o")
+    again = cli(*args, str(out))
+    assert again.returncode == 2 and "is not empty: pull into a new directory, or add --force" in again.stderr
+    assert cli(*args, str(out), "--force").returncode == 0
+    assert sorted(p.name for p in (out / "lib").iterdir()) == [
+        "tiny-llama-a-q0f16-cpu.so",
+        "tiny-llama-a-q0f16-vulkan.so",
+    ]
+    (tmp_path / "a-file").write_text("x")
+    onto_file = cli(*args, str(tmp_path / "a-file"))
+    assert (
+        onto_file.returncode == 2 and "a file is in the way" in onto_file.stderr and "Traceback" not in onto_file.stderr
+    )
+    entry = json.loads((store / "catalog" / "tiny-llama-a" / "q0f16.json").read_text())
+    record = json.loads((store / "builds" / f"{entry['convert']}.json").read_text())
+    shard = store / "blobs" / "sha256" / next(f["sha256"] for f in record["files"] if f["path"] == "params_shard_0.bin")
+    shard.write_bytes(bytes([shard.read_bytes()[0] ^ 1]) + shard.read_bytes()[1:])
+    broken = cli(*args, str(tmp_path / "fresh"))
+    assert broken.returncode == 1 and "is corrupt" in broken.stderr
+    assert not (tmp_path / "fresh").exists() and not list(tmp_path.glob(".fresh.pulling-*"))
+
 
 def test_one_failing_cell_does_not_stop_the_others(tiny_matrix: Path, tmp_path: Path) -> None:
     store, calls = tmp_path / "store", tmp_path / "calls.log"

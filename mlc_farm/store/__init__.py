@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-DEFAULT_STORE = "file://./artifacts"
+from mlc_farm.errors import BadInput, PermanentError, ServiceUnreachable
 
 
-class StoreError(RuntimeError):
+class StoreError(PermanentError):
     """The store cannot do what was asked (missing object, no permission): not worth a retry."""
+
+
+class StoreUnavailable(ServiceUnreachable):
+    """The store did not answer, or kept failing (5xx, throttling) after its own retries: worth a retry later."""
 
 
 class CorruptBlobError(StoreError):
@@ -69,13 +72,26 @@ class ArtifactStore(Protocol):
         ...
 
 
-def open_store(url: str | None = None) -> ArtifactStore:
-    """The store at `url`, else MLC_FARM_STORE, else ./artifacts; a plain path means a local directory."""
-    url = url or os.environ.get("MLC_FARM_STORE") or DEFAULT_STORE
-    if url.startswith("s3://"):
+def open_store(url: str | None = None, must_exist: bool = False) -> ArtifactStore:
+    """The store at `url`, else MLC_FARM_STORE, else ./artifacts: `s3://bucket/prefix`, `file://DIR` or a plain
+    path. Opening never creates anything (the first write does); `must_exist` is for commands that only read,
+    so a mistyped local store is an error instead of an empty catalog."""
+    from mlc_farm.settings import load_settings
+
+    settings = load_settings()
+    url = url or settings.store
+    scheme = url.split("://", 1)[0] if "://" in url else "file"
+    if scheme == "s3":
         from mlc_farm.store.s3 import S3Store
 
-        return S3Store(url)
+        return S3Store(url, settings)
+    if scheme != "file":
+        raise BadInput(
+            f"store {url!r}: unknown scheme {scheme + '://'!r}; use file://DIR, a path, or s3://bucket/prefix"
+        )
     from mlc_farm.store.local import LocalStore
 
-    return LocalStore(Path(url.removeprefix("file://")))
+    store = LocalStore(Path(url.removeprefix("file://")))
+    if must_exist and not store.root.is_dir():
+        raise BadInput(f"no store at {store.root} (nothing was built there): check --store or MLC_FARM_STORE")
+    return store

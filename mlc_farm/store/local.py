@@ -28,9 +28,9 @@ class LocalStore:
     def __init__(self, root: Path):
         self.root = root.resolve()
         self.url = f"file://{self.root}"
-        (self.root / "tmp").mkdir(parents=True, exist_ok=True)
 
     def _tmp(self) -> Path:
+        (self.root / "tmp").mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=self.root / "tmp", prefix=f"{os.getpid()}-")
         os.close(fd)
         return Path(name)
@@ -94,6 +94,7 @@ class LocalStore:
 
     @contextlib.contextmanager
     def _locked(self, name: str) -> Iterator[None]:
+        (self.root / "tmp").mkdir(parents=True, exist_ok=True)
         lock = self.root / "tmp" / (name.replace("/", "_") + ".lock")
         with lock.open("a") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
@@ -121,7 +122,9 @@ class LocalStore:
         """Temporary files of processes that are gone, or older than `older_than`: the local twin of
         abandoned multipart uploads."""
         cutoff = time.time() - older_than.total_seconds()
-        stale = []
+        stale: list[str] = []
+        if not (self.root / "tmp").is_dir():
+            return stale
         for p in (self.root / "tmp").iterdir():
             pid = p.name.split("-", 1)[0]
             if p.suffix == ".lock":

@@ -34,32 +34,35 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
-from mlc_farm.store import CorruptBlobError, DamagedDocumentError, StoreError, parse_document
+from mlc_farm.settings import Settings, load_settings
+from mlc_farm.store import CorruptBlobError, DamagedDocumentError, StoreError, StoreUnavailable, parse_document
 from mlc_farm.store.layout import blob_path
 
 MB = 1024 * 1024
-# Ranged GETs of 8 MB: small enough to keep memory low, large enough for full speed.
-RANGE_SIZE = int(os.environ.get("MLC_FARM_S3_RANGE_MB", "8")) * MB
 _STREAM_ERRORS = (IncompleteReadError, ReadTimeoutError, ResponseStreamingError, ConnectionClosedError)
 _DENIED = {"AccessDenied", "403", "SignatureDoesNotMatch", "InvalidAccessKeyId", "ExpiredToken", "InvalidToken"}
 _MISSING = {"NoSuchKey", "404", "NotFound"}
+_THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "ServiceUnavailable", "503"}
 _CONFLICT = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 
 
-def transfer_config() -> TransferConfig:
+def transfer_config(settings: Settings) -> TransferConfig:
     """Parts of 16 MB, 8 at a time: fast on one link, and memory stays near 8 x 16 MB whatever the file size."""
-    chunk = int(os.environ.get("MLC_FARM_S3_CHUNK_MB", "16")) * MB
+    chunk = settings.s3_chunk_mb * MB
     return TransferConfig(
         multipart_threshold=chunk,
         multipart_chunksize=chunk,
-        max_concurrency=int(os.environ.get("MLC_FARM_S3_CONCURRENCY", "8")),
+        max_concurrency=settings.s3_concurrency,
         max_io_queue=64,
         use_threads=True,
     )
 
 
 class S3Store:
-    def __init__(self, url: str):
+    def __init__(self, url: str, settings: Settings | None = None):
+        settings = settings or load_settings()
+        # Ranged GETs of 8 MB: small enough to keep memory low, large enough for full speed.
+        self.range_size = settings.s3_range_mb * MB
         bucket, _, prefix = url.removeprefix("s3://").partition("/")
         if not bucket:
             raise StoreError(f"{url}: expected s3://bucket/prefix")
@@ -68,7 +71,9 @@ class S3Store:
         session = boto3.session.Session()
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         config = Config(
-            retries={"mode": "standard", "max_attempts": int(os.environ.get("MLC_FARM_S3_ATTEMPTS", "8"))},
+            retries={"mode": "standard", "max_attempts": settings.s3_attempts},
+            connect_timeout=5,
+            read_timeout=60,
             max_pool_connections=32,
             s3={"addressing_style": "path"} if endpoint else {},
             request_checksum_calculation="when_required",
@@ -81,7 +86,7 @@ class S3Store:
                 "or AWS_PROFILE, or run where an instance role applies"
             )
         self.client = session.client("s3", endpoint_url=endpoint, config=config)
-        self.transfer = transfer_config()
+        self.transfer = transfer_config(settings)
         # One transfer manager for the store: parts of every file share one bounded pool (as the AWS CLI does).
         self._manager = create_transfer_manager(self.client, self.transfer)
         self._bucket_ok = False
@@ -99,10 +104,14 @@ class S3Store:
     def _key(self, name: str) -> str:
         return f"{self.prefix}/{name}" if self.prefix else name
 
-    def _error(self, e: ClientError, what: str) -> StoreError:
-        """A permanent error in words a user can act on; never with credentials in it."""
+    def _error(self, e: ClientError, what: str) -> StoreError | StoreUnavailable:
+        """An error in words a user can act on; never with credentials in it. 5xx and throttling that outlived
+        botocore's retries are transient (StoreUnavailable): a later retry may succeed."""
         code = str(e.response.get("Error", {}).get("Code", "unknown"))
+        status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
         where = f"s3://{self.bucket}" + (f" at {self.endpoint}" if self.endpoint else "")
+        if status >= 500 or status == 429 or code in _THROTTLED:
+            return StoreUnavailable(f"{where} kept failing ({code}) while {what}; try again later")
         if code in _DENIED:
             return StoreError(
                 f"access denied ({code}) to {where} while {what}: check AWS_ACCESS_KEY_ID / "
@@ -156,7 +165,7 @@ class S3Store:
         """
         dest.parent.mkdir(parents=True, exist_ok=True)
         part = dest.with_name(dest.name + ".part")
-        key, chunk = self._key(blob_path(sha256)), RANGE_SIZE
+        key, chunk = self._key(blob_path(sha256)), self.range_size
         hasher = hashlib.sha256()
         try:
             with part.open("wb") as f:

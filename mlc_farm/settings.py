@@ -1,0 +1,100 @@
+"""Every MLC_FARM_* setting in one place: typed, validated, and read when a command or a flow starts (never at
+import), so a bad value is one clear error naming the variable, and a changed value is seen.
+
+The README's settings table is generated from this class (`settings_table`) and a test keeps them equal.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mlc_farm.errors import BadInput
+
+_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400}
+_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d)")
+
+
+def parse_seconds(value: Any) -> Any:
+    """`14400`, `4h`, `4 h`, `1h30m`, `90s` -> seconds; anything else is left for the type check to refuse."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip().lower()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = _PART.findall(text)
+    if parts and _PART.sub("", text).strip() == "":
+        return sum(float(n) * _UNITS[u] for n, u in parts)
+    raise ValueError("expected seconds or a duration like '4h', '30m', '1h30m'")
+
+
+Seconds = Annotated[float, BeforeValidator(parse_seconds), Field(gt=0, allow_inf_nan=False)]
+
+
+class Settings(BaseSettings):
+    """mlc-farm's settings, from the environment (prefix MLC_FARM_)."""
+
+    model_config = SettingsConfigDict(env_prefix="MLC_FARM_", extra="ignore", frozen=True)
+
+    store: str = Field("file://./artifacts", description="The store: `file://DIR` (or a path) or `s3://bucket/prefix`.")
+    mlc_llm: str | None = Field(
+        None, description="The mlc_llm command, e.g. `/opt/mlc/bin/python -m mlc_llm` (default: this Python)."
+    )
+    parallel: int = Field(2, ge=1, le=256, description="Builds at once in embedded mode (`mlc-farm build`).")
+    step_timeout: Seconds = Field(4 * 3600, description="Time limit of one toolchain step: seconds or `4h`, `30m`.")
+    work_dir: Path | None = Field(None, description="Scratch space for builds (default: the system's temp dir).")
+    cache: Path | None = Field(
+        None, description="Hugging Face downloads of `hf:` sources, reused by builds (default `~/.cache/mlc-farm`)."
+    )
+    stale_upload_hours: float = Field(
+        24, gt=0, allow_inf_nan=False, description="Unfinished uploads older than this belong to dead runs."
+    )
+    hf_org: str | None = Field(None, description="Hub organization when the matrix's `publish.org` is not set.")
+    home: str | None = Field(
+        None, description="Where farm workers find this checkout (prefect.yaml's pull step; `/opt/mlc-farm` in images)."
+    )
+    s3_chunk_mb: int = Field(16, ge=5, le=5120, description="S3 multipart part size in MB.")
+    s3_concurrency: int = Field(8, ge=1, le=64, description="S3 parts or ranges in flight per process.")
+    s3_range_mb: int = Field(8, ge=1, le=1024, description="S3 ranged-GET size in MB.")
+    s3_attempts: int = Field(8, ge=1, le=50, description="Attempts per S3 call (botocore standard retries).")
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.cache or Path.home() / ".cache" / "mlc-farm"
+
+
+def load_settings() -> Settings:
+    """Read the environment now; a bad value is BadInput naming the variable, the value and what is expected."""
+    try:
+        return Settings()
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            name = "MLC_FARM_" + str(err["loc"][0]).upper()
+            value = str(err.get("input"))
+            shown = value if len(value) <= 40 else value[:37] + "..."
+            problems.append(f"{name}={shown!r}: {err['msg'].removeprefix('Value error, ')}")
+        raise BadInput("invalid setting: " + "; ".join(problems)) from None
+
+
+def settings_table() -> str:
+    """The README's table of settings, generated from the class."""
+    rows = ["| variable | default | what it sets |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        shown = (
+            "-"
+            if default is None
+            else f"`{default:g}`"
+            if isinstance(default, float) and math.isfinite(default)
+            else f"`{default}`"
+        )
+        rows.append(f"| `MLC_FARM_{name.upper()}` | {shown} | {field.description} |")
+    return "\n".join(rows)

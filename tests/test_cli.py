@@ -1,0 +1,85 @@
+"""What a person sees from the CLI when something goes wrong in normal life: one message, no traceback, a
+documented exit code. Driven in-process with typer's CliRunner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mlc_farm.cli import app
+from mlc_farm.settings import load_settings, settings_table
+from tests.helpers import ROOT
+
+runner = CliRunner()
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    text = result.stdout + (result.stderr if result.stderr_bytes is not None else "")
+    assert "Traceback" not in text
+    return result.exit_code, " ".join(text.split())
+
+
+def test_the_readme_lists_every_setting() -> None:
+    assert settings_table() in (ROOT / "README.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [("14400", 14400), ("4h", 14400), ("4 h", 14400), ("1h30m", 5400), ("90s", 90)]
+)
+def test_durations(monkeypatch: pytest.MonkeyPatch, value: str, seconds: float) -> None:
+    monkeypatch.setenv("MLC_FARM_STEP_TIMEOUT", value)
+    assert load_settings().step_timeout == seconds
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("MLC_FARM_PARALLEL", "two", "MLC_FARM_PARALLEL='two': Input should be a valid integer"),
+        ("MLC_FARM_PARALLEL", "0", "MLC_FARM_PARALLEL='0': Input should be greater than or equal to 1"),
+        (
+            "MLC_FARM_STEP_TIMEOUT",
+            "4 hours",
+            "MLC_FARM_STEP_TIMEOUT='4 hours': expected seconds or a duration like '4h'",
+        ),
+        ("MLC_FARM_STALE_UPLOAD_HOURS", "nan", "MLC_FARM_STALE_UPLOAD_HOURS='nan'"),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_it(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    code, text = run("ls")
+    assert code == 2 and text.startswith("error: invalid setting: ") and message in text
+
+
+def test_stores_that_cannot_be_used(tmp_path: Path) -> None:
+    code, text = run("ls", "--store", "ftp://host/x")
+    assert code == 2 and "unknown scheme 'ftp://'" in text
+    assert not Path("ftp:").exists()
+    code, text = run("ls", "--store", str(tmp_path / "nothing-here"))
+    assert code == 2 and "no store at" in text and not (tmp_path / "nothing-here").exists()
+    code, text = run("gc", "--min-age-hours", "nan", "--store", str(tmp_path))
+    assert code == 2 and "--min-age-hours: nan is not a number of hours" in text
+
+
+def test_an_unreachable_s3_endpoint_is_exit_3(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-printed")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("MLC_FARM_S3_ATTEMPTS", "2")
+    code, text = run("ls", "--store", "s3://bucket/prefix")
+    assert code == 3 and "cannot reach the S3 endpoint" in text and "not-printed" not in text
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["--debug", "ls", "--store", "ftp://host/x"])
+    assert result.exit_code != 0 and result.exception is not None and "unknown scheme" in str(result.exception)
+
+
+def test_version() -> None:
+    code, text = run("--version")
+    assert code == 0 and text.startswith("mlc-farm ")
