@@ -6,10 +6,12 @@ The command is `python -m mlc_llm` with the current interpreter unless MLC_FARM_
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -120,9 +122,7 @@ def _interpreter(cmd: list[str]) -> str | None:
         return cmd[0]
     script = Path(cmd[0]) if os.sep in cmd[0] else None
     if script is None:
-        from shutil import which
-
-        found = which(cmd[0])
+        found = shutil.which(cmd[0])
         script = Path(found) if found else None
     if script and script.is_file():
         first = script.open("rb").readline().decode(errors="replace")
@@ -226,12 +226,11 @@ def clean_line(raw: str) -> str | None:
     return shown.rstrip() or None
 
 
-def _die_with_parent() -> None:
-    """In the child: if the build process is killed, take the step down with it (Linux)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+def _dies_with_parent(cmd: list[str]) -> list[str]:
+    """On Linux, `setpriv --pdeathsig KILL` makes the step die if the build process is killed (even by
+    SIGKILL), without the thread-unsafe `preexec_fn`; elsewhere the process group is still killed on timeout."""
+    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    return [setpriv, "--pdeathsig", "KILL", "--", *cmd] if setpriv else cmd
 
 
 def run(
@@ -257,13 +256,14 @@ def run(
         log.write(f"$ {shlex.join(full)}\n")
         log.flush()
         try:
+            if shutil.which(full[0]) is None:  # say so here: behind setpriv it would be setpriv's exit code
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), full[0])
             proc = subprocess.Popen(
-                full,
+                _dies_with_parent(full),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 env=toolchain_env(env),
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
             )
         except OSError as e:
             raise ToolchainError(step, cell, f"cannot start {full[0]!r}: {e.strerror}", [], log_path) from e

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -205,3 +206,36 @@ def test_force_and_a_new_toolchain_rebuild(tiny_matrix: Path, tmp_path: Path) ->
     entry = entries(LocalStore(store))[0]
     record = json.loads((store / "builds" / f"{entry.convert}.json").read_text())
     assert record["toolchain"]["mlc_llm_version"] == "0.21.0.dev3"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in state  # a zombie has already died
+
+
+def test_a_killed_build_takes_its_toolchain_step_with_it(tiny_matrix: Path, tmp_path: Path) -> None:
+    """The toolchain step runs in its own session (so a timeout kills its compilers), yet dies with the build."""
+    calls = tmp_path / "calls.log"
+    env = {**os.environ, "MLC_DOUBLE_LOG": str(calls), "MLC_DOUBLE_HANG": "convert_weight"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlc_farm.cli", "build", "--matrix", str(tiny_matrix), "--store", str(tmp_path / "s")],
+        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not [c for c in toolchain_calls(calls) if c["step"] == "convert_weight"]:
+            time.sleep(0.2)
+        steps_running = [c["pid"] for c in toolchain_calls(calls) if c["step"] == "convert_weight"]
+        assert steps_running and all(_alive(pid) for pid in steps_running)
+        proc.kill()  # the build process alone, as the OOM killer would
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(pid) for pid in steps_running):
+            time.sleep(0.2)
+        assert not any(_alive(pid) for pid in steps_running)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
