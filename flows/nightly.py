@@ -15,7 +15,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import PrefectFuture, as_completed
 from prefect.states import Completed, Failed, State
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from pydantic import BaseModel
 from rich.console import Console
 
@@ -36,6 +36,7 @@ from tasks.publish import publish_unit
 # Threads for tasks: the scheduler starts at most MLC_FARM_PARALLEL builds in embedded mode; in farm mode each
 # task only waits for a flow run on a pool, whose own limits decide how many builds run.
 DISPATCHERS = 64
+RUNNER: TaskRunner[Any] = ThreadPoolTaskRunner(max_workers=DISPATCHERS)
 
 
 def _usable(outcome: Outcome | None) -> bool:
@@ -57,7 +58,7 @@ def _outcome(future: PrefectFuture) -> Outcome:
 Mode = Literal["embedded", "farm"]
 
 
-@flow(name="nightly-build", task_runner=ThreadPoolTaskRunner(max_workers=DISPATCHERS), log_prints=True)
+@flow(name="nightly-build", task_runner=RUNNER, log_prints=True)
 def nightly_build(
     matrix_path: str = "matrix.yaml",
     models: list[str] | None = None,
@@ -69,7 +70,7 @@ def nightly_build(
     return run_matrix(matrix_path, models, None, None, force, store, mode)
 
 
-@flow(name="build-model", task_runner=ThreadPoolTaskRunner(max_workers=DISPATCHERS), log_prints=True)
+@flow(name="build-model", task_runner=RUNNER, log_prints=True)
 def build_model(
     model: str,
     quantizations: list[str] | None = None,

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 from mlc_farm.store import ArtifactStore, DamagedDocumentError, StoreError
 from mlc_farm.store.layout import BUILDS, CATALOG, catalog_path, record_path
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION: Literal[2] = 2
 log = logging.getLogger("mlc_farm.catalog")
 Kind = Literal["convert", "config", "library"]
 
@@ -156,7 +156,7 @@ def load_record(store: ArtifactStore, key: str) -> BuildRecord | None:
 
 def all_records(store: ArtifactStore) -> Iterator[tuple[str, BuildRecord]]:
     """(store name, record) of every readable build record in the store."""
-    for name in store.list(BUILDS):
+    for name in store.names(BUILDS):
         record = _read(store, name, BuildRecord)
         if record:
             yield name, record
@@ -168,7 +168,7 @@ def read_entry(store: ArtifactStore, model: str, quantization: str) -> CatalogEn
 
 def entries(store: ArtifactStore) -> list[CatalogEntry]:
     """Every readable catalog entry (one JSON file per model x quantization)."""
-    found = (_read(store, name, CatalogEntry) for name in store.list(CATALOG) if name.endswith(".json"))
+    found = (_read(store, name, CatalogEntry) for name in store.names(CATALOG) if name.endswith(".json"))
     return [e for e in found if e is not None]
 
 

@@ -45,7 +45,9 @@ class Records:
     """Build records and small JSON outputs read once per run (on S3 each is a GET)."""
 
     def __init__(self, store: ArtifactStore, known: dict[str, BuildRecord] | None = None):
-        self.store, self._records, self._docs = store, dict(known or {}), {}
+        self.store = store
+        self._records: dict[str, BuildRecord | None] = dict(known or {})
+        self._docs: dict[str, dict[str, Any]] = {}
 
     def record(self, key: str) -> BuildRecord | None:
         if key not in self._records:

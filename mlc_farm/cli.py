@@ -158,14 +158,14 @@ def plan(
     srcs = sources.resolve(loaded, [m for m in loaded.matrix.models if m.id in wanted])
     p = planning.make_plan(loaded.matrix, cells, srcs, tc)
     in_store = {k: load_record(st, k) is not None for k in p.all_keys()}
-    kinds = {"convert": p.convert_builds, "config": p.config_builds, "library": p.lib_builds}
-    counts = {"cells": len(p.cells), "unresolved_cells": sum(pc.problem is not None for pc in p.cells)}
+    kinds: dict[str, dict[str, Any]] = {"convert": p.convert_builds, "config": p.config_builds, "library": p.lib_builds}
+    counts: dict[str, int] = {"cells": len(p.cells), "unresolved_cells": sum(pc.problem is not None for pc in p.cells)}
     for kind, builds in kinds.items():
         counts[f"{kind}_builds"] = len(builds)
         counts[f"{kind}_builds_in_store"] = sum(in_store[k] for k in builds)
     counts["libraries_shared"] = sum(len(lb.users) - 1 for lb in p.lib_builds.values())
     if fmt == "json":
-        doc = {
+        doc: dict[str, Any] = {
             "matrix": loaded.file,
             "store": st.url,
             "toolchain": {**tc.model_dump(exclude={"names"}), "known": tc.known},

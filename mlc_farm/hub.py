@@ -246,7 +246,9 @@ def publish(
             if dry_run or not result.operations:
                 return result
             _with_backoff(lambda: api.create_repo(repo, private=private, exist_ok=True))
-            operations = [CommitOperationAdd(path_in_repo=o.path, path_or_fileobj=str(local[o.path])) for o in adds]
+            operations: list[CommitOperationAdd | CommitOperationDelete] = [
+                CommitOperationAdd(path_in_repo=o.path, path_or_fileobj=str(local[o.path])) for o in adds
+            ]
             operations += [CommitOperationDelete(path_in_repo=o.path) for o in deletes]
             message = f"mlc-farm: {model} {quantization} ({', '.join(sorted(entry.libs)) or 'no libraries'})"
             info = _with_backoff(lambda: api.create_commit(repo, operations, commit_message=message))

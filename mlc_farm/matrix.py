@@ -312,8 +312,8 @@ def _check_names(m: Matrix, base_dir: Path) -> list[str]:
         seen.add(model.id)
         for j, q in enumerate(model.quantizations or []):
             known_quant(f"models[{i}].quantizations[{j}]", q)
-        for j, d in enumerate(model.devices or []):
-            known_device(f"models[{i}].devices[{j}]", d)
+        for j, name in enumerate(model.devices or []):
+            known_device(f"models[{i}].devices[{j}]", name)
         if isinstance(model.source, LocalSource):
             path = (base_dir / model.source.path).resolve()
             if not path.is_dir():

@@ -29,9 +29,8 @@ class Scheduler:
         self.ok: set[str] = set(plan.all_keys()) - todo  # reused: usable from the start
         self.failed: set[str] = set()
         self.running: set[str] = set()
-        self.ready: list[tuple[Build, ModelBuilds | None]] = [
-            (b, None) for b in [*plan.convert_builds.values(), *plan.config_builds.values()] if b.key in todo
-        ]
+        weights: list[Build] = [*plan.convert_builds.values(), *plan.config_builds.values()]
+        self.ready: list[tuple[Build, ModelBuilds | None]] = [(b, None) for b in weights if b.key in todo]
         self.waiting: list[LibBuild] = [lb for lb in plan.lib_builds.values() if lb.key in todo]
 
     def _weights_for(self, lb: LibBuild) -> ModelBuilds | None:

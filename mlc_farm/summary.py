@@ -5,6 +5,7 @@ validation, and where the log is. Each step is counted on its own, so a summary 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal
 
 from pydantic import BaseModel
@@ -120,7 +121,11 @@ def summarize(plan: Plan, outcomes: dict[str, Outcome], units: list[UnitResult] 
                 detail=detail,
             )
         )
-    builds = {"convert": plan.convert_builds, "config": plan.config_builds, "library": plan.lib_builds}
+    builds: dict[str, Iterable[str]] = {
+        "convert": plan.convert_builds,
+        "config": plan.config_builds,
+        "library": plan.lib_builds,
+    }
     counts = {
         step: {
             s: sum(outcomes[k].status == s for k in keys if k in outcomes)

@@ -173,7 +173,7 @@ def validate_pulled(
         if device not in (None, name):
             continue
         family = target_family(ref.target) or "cpu"
-        spec = DeviceSpec(name=name, family=family, target=ref.target, host=ref.host)  # type: ignore[arg-type]
+        spec = DeviceSpec(name=name, family=family, target=ref.target, host=ref.host)
         lib = directory / "lib" / lib_filename(model, quantization, name, ref.file.path.rsplit(".", 1)[-1])
         _, results[name] = validate_library(lib, spec, model, tensor_cache, chat_config, directory)
     return results

@@ -7,6 +7,7 @@ bash scripts/setup.sh
 export DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/mypy
 bash scripts/check-terraform.sh
 set +e
 .venv/bin/python -m pytest "$@"

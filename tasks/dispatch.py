@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import task
+from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
 
@@ -15,7 +16,7 @@ from mlc_farm.build import BuildFailed
 def dispatch(deployment: str, parameters: dict[str, Any], key: str) -> str:
     """Start `deployment` with `parameters` and wait; the idempotency key makes a retried dispatch reuse
     the flow run it already started instead of building twice."""
-    run = run_deployment(
+    run: FlowRun = run_deployment(  # type: ignore[assignment]  # a FlowRun when called from sync code
         deployment,
         parameters=parameters,
         timeout=None,

@@ -37,7 +37,7 @@ def assert_store_whole(store: Path) -> None:
     for entry in entries(s):
         for key in [entry.convert, entry.config, *(lib.key for lib in entry.libs.values())]:
             assert (store / "builds" / f"{key}.json").is_file()
-    for name in s.list("builds/"):
+    for name in s.names("builds/"):
         record = json.loads((store / name).read_text())
         for f in record["files"] + [record["log"]]:
             assert s.has_blob(f["sha256"]), f"{name} -> {f['path']}"

@@ -115,7 +115,7 @@ def test_killed_upload_is_finished_by_the_next_run_sending_only_what_is_missing(
     # Readers see only whole blobs: the big one is not there, its upload is pending.
     assert not store.has_blob(hashlib.sha256(files["f3.bin"].read_bytes()).hexdigest())
     assert len(s3.list_multipart_uploads(Bucket=bucket)["Uploads"]) == 1
-    assert len(list(store.list("blobs/"))) == 3
+    assert len(list(store.names("blobs/"))) == 3
 
     entries = store_files(store, files)
     assert len(entries) == 6 and all(store.has_blob(e.sha256) for e in entries)

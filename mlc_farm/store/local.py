@@ -103,7 +103,7 @@ class LocalStore:
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
-    def list(self, prefix: str) -> Iterator[str]:
+    def names(self, prefix: str) -> Iterator[str]:
         base = self.root / prefix
         if base.is_dir():
             for p in sorted(base.rglob("*")):
@@ -111,7 +111,7 @@ class LocalStore:
                     yield p.relative_to(self.root).as_posix()
 
     def list_with_info(self, prefix: str) -> Iterator[tuple[str, int, datetime]]:
-        for name in self.list(prefix):
+        for name in self.names(prefix):
             st = (self.root / name).stat()
             yield name, st.st_size, datetime.fromtimestamp(st.st_mtime, timezone.utc)
 

@@ -275,7 +275,7 @@ class S3Store:
                 time.sleep(random.uniform(0, 0.05 * 2 ** min(attempt, 5)))
         raise StoreError(f"{self.url}/{name} kept changing under {attempts} concurrent updates; try again")
 
-    def list(self, prefix: str) -> Iterator[str]:
+    def names(self, prefix: str) -> Iterator[str]:
         for name, _size, _mtime in self.list_with_info(prefix):
             yield name
 
