@@ -204,29 +204,32 @@ def _publish(
     targets: dict[tuple[str, str], tuple[str, bool] | None], store_url: str, failed_units: set[tuple[str, str]]
 ) -> int:
     """Publish every model x quantization whose cells all succeeded (a partial set would delete libraries
-    from the Hub); returns how many failed."""
-    futures = {
-        target[0]: publish_unit.submit(store_url, model, quant, *target)
-        for (model, quant), target in targets.items()
-        if target and (model, quant) not in failed_units
-    }
-    if not futures:
+    from the Hub), MLC_FARM_PARALLEL at a time and in matrix order: repos that share a library then mostly
+    find it already uploaded by an earlier one. Returns how many failed."""
+    units = [(model, quant, target) for (model, quant), target in targets.items() if target]
+    units = [u for u in units if (u[0], u[1]) not in failed_units]
+    if not units:
         return 0
     rows, failures = [], 0
     console = Console(width=160)
-    for repo, future in futures.items():
-        future.wait()
-        try:
-            result = future.result()
-        except Exception as e:
-            failures += 1
-            rows.append({"repo": repo, "result": "failed", "detail": str(e)})
-            console.print(f"[red]PUBLISH FAILED[/] {repo}: {e}", soft_wrap=True, highlight=False)
-            continue
-        done = f"commit {result.commit}" if result.commit else "unchanged, no commit"
-        detail = f"{len(result.operations)} operations, {result.unchanged} files unchanged"
-        rows.append({"repo": repo, "result": done, "detail": detail})
-        console.print(f"published {repo}: {done} ({detail})", soft_wrap=True, highlight=False)
+    limit = load_settings().parallel
+    for start in range(0, len(units), limit):
+        wave = {
+            target[0]: publish_unit.submit(store_url, m, q, *target) for m, q, target in units[start : start + limit]
+        }
+        for repo, future in wave.items():
+            future.wait()
+            try:
+                result = future.result()
+            except Exception as e:
+                failures += 1
+                rows.append({"repo": repo, "result": "failed", "detail": str(e)})
+                console.print(f"[red]PUBLISH FAILED[/] {repo}: {e}", soft_wrap=True, highlight=False)
+                continue
+            done = f"commit {result.commit}" if result.commit else "unchanged, no commit"
+            detail = f"{len(result.operations)} operations, {result.unchanged} files unchanged"
+            rows.append({"repo": repo, "result": done, "detail": detail})
+            console.print(f"published {repo}: {done} ({detail})", soft_wrap=True, highlight=False)
     create_table_artifact(key="mlc-farm-publish", table=rows, description="Hugging Face repos of this run.")
     return failures
 

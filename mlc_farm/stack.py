@@ -72,15 +72,34 @@ class Service:
             os.killpg(self.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            try:
-                os.killpg(self.pid, 0)
-            except ProcessLookupError:
+            # Reap the leader when it is our child: a zombie still counts as a member of its group.
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.pid, os.WNOHANG)
+            if not _group_alive(self.pid):
                 break
-            time.sleep(0.2)
+            time.sleep(0.05)
         else:
             os.killpg(self.pid, signal.SIGKILL)
         if self.cleanup:
             shutil.rmtree(self.cleanup, ignore_errors=True)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process group has a member that is not a zombie (zombies of a dead parent may never be reaped
+    in a container whose init does not reap them)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":  # state, ppid, pgrp
+                return True
+    return False
 
 
 def _spawn(

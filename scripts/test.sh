@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# The test command: set up, lint (Python, Dockerfiles via the tests, Terraform), run every test. Test servers
-# (SeaweedFS, PostgreSQL, the Prefect server, a Hub API stand-in) are started by the tests themselves.
+# The test command: set up, lint (ruff, mypy, Terraform formatting), then the fast tests; `--all` adds the
+# slower group (end-to-end subprocess builds, kill tests, the farm integration test), as CI does. Test
+# servers (a Prefect test server, SeaweedFS, PostgreSQL, a Hub API stand-in) are started by the tests.
+# Other arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+select=(-m "not slow")
+if [ "${1:-}" = "--all" ]; then
+  select=()
+  shift
+fi
 bash scripts/setup.sh
 export DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
 .venv/bin/ruff check .
@@ -10,7 +17,7 @@ export DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
 .venv/bin/mypy
 bash scripts/check-terraform.sh
 set +e
-.venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest "${select[@]}" "$@"
 code=$?
 set -e
 if [ "$code" -eq 5 ]; then

@@ -35,14 +35,29 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One Prefect test server (SQLite) for the whole run, as prefect_test_harness starts it: every flow, in
+    this process or in a CLI subprocess, runs against it instead of starting a temporary server of its own."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    os.environ.update(
+        PREFECT_HOME=str(tmp_path_factory.mktemp("prefect-home")), DO_NOT_TRACK="1",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_LOGGING_LEVEL="WARNING",
+    )  # fmt: skip
+    with prefect_test_harness(server_startup_timeout=180):
+        yield str(PREFECT_API_URL.value())
+
+
 @pytest.fixture(autouse=True)
-def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test: its own Prefect home, no telemetry, the double as `python -m mlc_llm`."""
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_api: str) -> None:
+    """Every test: its own Prefect home on the shared test server, no telemetry, the double as `mlc_llm`."""
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))
     monkeypatch.setenv("DO_NOT_TRACK", "1")
     monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     monkeypatch.setenv("PREFECT_LOGGING_LEVEL", "WARNING")
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv("PREFECT_API_URL", prefect_api)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(DOUBLE), str(ROOT)]))
     monkeypatch.setenv("MLC_FARM_WORK_DIR", str(tmp_path / "work"))
     monkeypatch.setenv("MLC_FARM_STORE", str(tmp_path / "store"))

@@ -14,6 +14,19 @@ DOUBLE = Path(__file__).resolve().parent / "double"
 REFERENCE = Path(__file__).resolve().parent / "fixtures" / "mlc-reference"
 
 
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run `mlc-farm` in this process (typer's CliRunner): what a person sees, without a new interpreter and
+    Prefect import per call. For kills, signals and anything that needs a process of its own, use `cli`."""
+    from typer.testing import CliRunner
+
+    from mlc_farm.cli import app
+
+    result = CliRunner().invoke(app, list(args), env=env)
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(["mlc-farm", *args], result.exit_code, result.stdout, result.stderr)
+
+
 def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run `mlc-farm` as a user would, in a fresh process."""
     return subprocess.run(

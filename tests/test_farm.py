@@ -75,8 +75,10 @@ def test_build_model_deployment_sends_each_build_to_its_pool(farm, tmp_path: Pat
     assert run.returncode == 0, run.stdout + run.stderr
 
     from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with get_client(sync_client=True) as client:
+    # This process talks to the shared test server (tests/conftest.py); ask the farm's server instead.
+    with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}), get_client(sync_client=True) as client:
         runs = client.read_flow_runs()
         flows = {f.id: f.name for f in client.read_flows()}
         nightly = client.read_deployment_by_name("nightly-build/nightly")

@@ -9,17 +9,19 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
 import yaml
 
 from mlc_farm.catalog import entries, read_entry
 from mlc_farm.store.local import LocalStore
 from tests.conftest import TINY_MATRIX
-from tests.helpers import cli, toolchain_calls
+from tests.helpers import run_cli, toolchain_calls
 from tests.hub_server import LocalHub
-from tests.test_build import build, steps
+from tests.test_build import steps
 
-pytestmark = pytest.mark.slow
+
+def build(matrix: Path, store: Path, calls: Path, *extra: str, env: dict | None = None):
+    return run_cli("build", "--matrix", str(matrix), "--store", str(store), *extra,
+                   env={"MLC_DOUBLE_LOG": str(calls), **(env or {})})  # fmt: skip
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -58,16 +60,18 @@ def test_sources_stay_untouched_even_on_a_read_only_volume(tiny_models: Path, tm
     assert again.returncode == 0 and steps(calls) == {}  # the source's identity did not move
 
     # What a user pulled can be checked again: files against the catalog, fit, and a run where the device is.
-    checked = cli("validate", "tiny-llama-b", "q4f16_1", "--store", str(store))
+    checked = run_cli("validate", "tiny-llama-b", "q4f16_1", "--store", str(store))
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "│ cpu    │ passed" in checked.stdout and "not run: no vulkan" in checked.stdout
     pulled = tmp_path / "pulled"
-    assert cli("pull", "tiny-llama-b", "q4f16_1", "-o", str(pulled), "--store", str(store)).returncode == 0
-    mine = cli("validate", "tiny-llama-b", "q4f16_1", "--dir", str(pulled), "--device", "cpu", "--store", str(store))
+    assert run_cli("pull", "tiny-llama-b", "q4f16_1", "-o", str(pulled), "--store", str(store)).returncode == 0
+    mine = run_cli(
+        "validate", "tiny-llama-b", "q4f16_1", "--dir", str(pulled), "--device", "cpu", "--store", str(store)
+    )
     assert mine.returncode == 0 and "vulkan" not in mine.stdout
     shard = pulled / "params_shard_0.bin"
     shard.write_bytes(bytes([shard.read_bytes()[0] ^ 1]) + shard.read_bytes()[1:])
-    tampered = cli("validate", "tiny-llama-b", "q4f16_1", "--dir", str(pulled), "--store", str(store))
+    tampered = run_cli("validate", "tiny-llama-b", "q4f16_1", "--dir", str(pulled), "--store", str(store))
     assert tampered.returncode == 1 and "params_shard_0.bin differs from what the farm built" in tampered.stderr
 
 
@@ -114,7 +118,7 @@ def test_a_library_that_does_not_fit_fails_its_cell_and_changes_nothing(
     assert len(repos) == 4 and all(len(hub.commits(r)) == 1 for r in repos)
 
     # What was checked is in `ls`, the manifest and the card, and nothing claims a run that did not happen.
-    listing = cli("ls", "--store", str(store)).stdout
+    listing = run_cli("ls", "--store", str(store)).stdout
     assert "tiny-llama-b q4f16_1 cpu: fits; ran on cpu" in listing
     assert "tiny-llama-b q4f16_1 vulkan: fit not checked; not run: no vulkan device" in listing
     files = {p: f.data for p, f in hub.commits("farm-org/tiny-llama-b-q4f16_1-MLC")[-1].files.items()}
@@ -156,7 +160,7 @@ def test_nan_logits_fail_where_the_library_runs(tiny_models: Path, tmp_path: Pat
     for e in served.values():
         assert set(e.libs) == {"vulkan"} and e.missing == ["cpu"]
         assert e.libs["vulkan"].validation.run.status == "not run"
-    assert "no validated library yet" in cli("ls", "--store", str(store)).stdout
+    assert "no validated library yet" in run_cli("ls", "--store", str(store)).stdout
 
 
 def test_a_nightly_whose_compiles_all_fail_keeps_the_previous_entries(tiny_models: Path, tmp_path: Path) -> None:
