@@ -22,14 +22,14 @@ from rich.console import Console
 from mlc_farm.catalog import BuildRecord, load_record
 from mlc_farm.hub import PublishError, repo_for
 from mlc_farm.matrix import BUILTIN_NAMES, MatrixError, load_matrix, select_cells, toolchain_problems
-from mlc_farm.plan import ConvertBuild, LibBuild, ModelBuilds, make_plan
+from mlc_farm.plan import LibBuild, ModelBuilds, make_plan
 from mlc_farm.schedule import Build, Scheduler, to_build
 from mlc_farm.settings import load_settings
 from mlc_farm.store import ArtifactStore, open_store
 from mlc_farm.store.layout import toolchain_path
 from mlc_farm.summary import Outcome, Summary, summarize
 from mlc_farm.toolchain import ToolchainInfo
-from tasks.build import build_config, build_convert, build_library, probe_toolchain, resolve_sources, update_catalog
+from tasks.build import build_from_source, build_library, probe_toolchain, resolve_sources, update_catalog
 from tasks.dispatch import dispatch
 from tasks.publish import publish_unit
 
@@ -137,9 +137,7 @@ def run_matrix(
             return dispatch.submit(f"build-library/{build.device.work_pool}", _jsonable(params), build.key)
         source = srcs[build.model]
         if mode == "embedded":
-            if isinstance(build, ConvertBuild):
-                return build_convert.submit(st.url, build, source, matrix.convert_device)
-            return build_config.submit(st.url, build, source)
+            return build_from_source.submit(st.url, build, source, matrix.convert_device)
         params = {"build": build, "source": source, "convert_device": matrix.convert_device, "store": st.url}
         return dispatch.submit(f"build-weights/{matrix.weights_pool}", _jsonable(params), build.key)
 

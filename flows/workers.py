@@ -40,10 +40,14 @@ def build_weights_flow(
     store: str | None = None,
 ) -> str:
     """A convert or a config build, on the weights pool (CPU is enough with convert_device: cpu)."""
-    st, run_id, source_dir = open_store(store), str(flow_run.get_id()), sources.fetch(source)
-    if isinstance(build, ConvertBuild):
-        return builds.build_convert(st, build, source_dir, convert_device, on_line=log_line, flow_run=run_id).key
-    return builds.build_config(st, build, source_dir, on_line=log_line, flow_run=run_id).key
+    return builds.build_from_source(
+        open_store(store),
+        build,
+        sources.fetch(source),
+        convert_device,
+        on_line=log_line,
+        flow_run=str(flow_run.get_id()),
+    ).key
 
 
 @flow(name="build-library", flow_run_name="library {lb.device.name}/{lb.quantization}")

@@ -119,9 +119,9 @@ def _run_steps(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def build_convert(
+def build_from_source(
     store: ArtifactStore,
-    cb: ConvertBuild,
+    b: ConvertBuild | ConfigBuild,
     source_dir: Path,
     convert_device: str,
     *,
@@ -129,39 +129,22 @@ def build_convert(
     on_line: Callable[[str], None] | None = None,
     flow_run: str | None = None,
 ) -> BuildRecord:
-    """convert_weight: params_shard_*.bin and tensor-cache.json."""
+    """A build that reads the source: convert_weight (params_shard_*.bin, tensor-cache.json) or gen_config
+    (mlc-chat-config.json and the tokenizer files), on a staging directory of the source."""
 
     def steps(work: Path, log: Path) -> tuple[dict[str, float], dict[str, Path], dict]:
-        src, out = stage_source(source_dir, work / cb.model), work / "out"
-        args = toolchain.convert_weight_args(src, cb.quantization, out, convert_device, cb.model_type)
-        cell = f"{cb.model}/{cb.quantization}"
-        seconds = toolchain.run(
-            "convert_weight", args, cell=cell, log_path=log, timeout=_timeout(timeout), on_line=on_line
-        )
-        return {"convert_weight": seconds}, _outputs(out), {}
+        src, out = stage_source(source_dir, work / b.model), work / "out"
+        if isinstance(b, ConvertBuild):
+            step = "convert_weight"
+            args = toolchain.convert_weight_args(src, b.quantization, out, convert_device, b.model_type)
+        else:
+            step = "gen_config"
+            args = toolchain.gen_config_args(src, b.quantization, b.conv_template, b.overrides, out, b.model_type)
+        cell = f"{b.model}/{b.quantization}"
+        seconds = toolchain.run(step, args, cell=cell, log_path=log, timeout=_timeout(timeout), on_line=on_line)
+        return {step: seconds}, _outputs(out), {}
 
-    return _run_steps(store, cb.key, "convert", cb.inputs, steps, flow_run)
-
-
-def build_config(
-    store: ArtifactStore,
-    gb: ConfigBuild,
-    source_dir: Path,
-    *,
-    timeout: float | None = None,
-    on_line: Callable[[str], None] | None = None,
-    flow_run: str | None = None,
-) -> BuildRecord:
-    """gen_config: mlc-chat-config.json and the tokenizer files."""
-
-    def steps(work: Path, log: Path) -> tuple[dict[str, float], dict[str, Path], dict]:
-        src, out = stage_source(source_dir, work / gb.model), work / "out"
-        args = toolchain.gen_config_args(src, gb.quantization, gb.conv_template, gb.overrides, out, gb.model_type)
-        cell = f"{gb.model}/{gb.quantization}"
-        seconds = toolchain.run("gen_config", args, cell=cell, log_path=log, timeout=_timeout(timeout), on_line=on_line)
-        return {"gen_config": seconds}, _outputs(out), {}
-
-    return _run_steps(store, gb.key, "config", gb.inputs, steps, flow_run)
+    return _run_steps(store, b.key, b.kind, b.inputs, steps, flow_run)
 
 
 def _record(store: ArtifactStore, key: str, what: str) -> BuildRecord:

@@ -35,27 +35,16 @@ def resolve_sources(loaded: Any, models: list[Any]) -> dict[str, ResolvedSource]
 
 
 @task(
-    name="build-convert",
-    task_run_name="convert {cb.model}/{cb.quantization}",
+    name="build-from-source",
+    task_run_name="{b.kind} {b.model}/{b.quantization}",
     **RETRY,
     tags=["mlc-weights"],
 )
-def build_convert(store_url: str, cb: ConvertBuild, source: ResolvedSource, convert_device: str) -> str:
-    return build.build_convert(
-        open_store(store_url), cb, sources.fetch(source), convert_device, on_line=log_line, flow_run=_run_id()
-    ).key
-
-
-@task(
-    name="build-config",
-    task_run_name="config {gb.model}/{gb.quantization}",
-    **RETRY,
-    tags=["mlc-weights"],
-)
-def build_config(store_url: str, gb: ConfigBuild, source: ResolvedSource) -> str:
-    return build.build_config(
-        open_store(store_url), gb, sources.fetch(source), on_line=log_line, flow_run=_run_id()
-    ).key
+def build_from_source(
+    store_url: str, b: ConvertBuild | ConfigBuild, source: ResolvedSource, convert_device: str
+) -> str:
+    st, source_dir = open_store(store_url), sources.fetch(source)
+    return build.build_from_source(st, b, source_dir, convert_device, on_line=log_line, flow_run=_run_id()).key
 
 
 @task(
