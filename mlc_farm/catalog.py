@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import tempfile
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from mlc_farm.store import ArtifactStore, DamagedDocumentError, StoreError
 from mlc_farm.store.layout import BUILDS, CATALOG, catalog_path, record_path
@@ -30,10 +31,32 @@ log = logging.getLogger("mlc_farm.catalog")
 Kind = Literal["convert", "config", "library"]
 
 
+_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,254}\Z")
+_SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
+
+
 class FileEntry(BaseModel):
+    """One output file. Its path becomes a path on a user's disk (pull, publish), so it is checked wherever a
+    record is read: relative, plain components, no '..', NUL or newline."""
+
     path: str
-    size: int
+    size: int = Field(ge=0)
     sha256: str
+
+    @field_validator("path")
+    @classmethod
+    def _relative(cls, v: str) -> str:
+        parts = v.split("/")
+        if len(v) > 1024 or not all(_PART.match(p) and p not in (".", "..") for p in parts):
+            raise ValueError(f"{v[:80]!r} is not a safe relative path")
+        return v
+
+    @field_validator("sha256")
+    @classmethod
+    def _digest(cls, v: str) -> str:
+        if not _SHA256.match(v):
+            raise ValueError(f"{v[:80]!r} is not a sha256")
+        return v
 
 
 class FitCheck(BaseModel):

@@ -10,11 +10,23 @@ from __future__ import annotations
 import difflib
 import json
 import re
+import string
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from mlc_farm.errors import BadInput
 
@@ -49,7 +61,7 @@ GENERIC_HOST = "x86_64-unknown-linux-gnu"
 _TRIPLE = re.compile(r"^[a-z0-9_]+(-[a-z0-9_.]+){1,3}\Z")
 _OPT = re.compile(r"^(O[0-3]|[a-z_]+=[A-Za-z0-9_]+(;[a-z_]+=[A-Za-z0-9_]+)*)\Z")
 _CONVERT_DEVICE = re.compile(r"^(auto|cpu|cuda|rocm|metal|vulkan|opencl)(:[0-9]+)?\Z")
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 _HF_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -64,6 +76,48 @@ class MatrixError(BadInput):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _safe(what: str) -> AfterValidator:
+    """A name that becomes a path component or a work pool: no '/', '..', NUL, newline, or huge length."""
+
+    def check(value: str) -> str:
+        if not _SAFE_NAME.match(value) or ".." in value:
+            raise ValueError(
+                f"{_short(value)} is not a safe {what} (letters, digits, '.', '_', '-'; no '/' or '..'; at most 128)"
+            )
+        return value
+
+    return AfterValidator(check)
+
+
+def _quantization(value: str) -> str:
+    if value not in QUANTIZATIONS:
+        raise ValueError(f"unknown quantization {_short(value)}{_hint(value, QUANTIZATIONS)}")
+    return value
+
+
+def _not_empty(value: list) -> list:
+    if not value:
+        raise ValueError("an empty list; leave the field out to use all")
+    return value
+
+
+def _repo_template(value: str) -> str:
+    """A publish.repo template must format with {org}, {model}, {quant} only: checked now, not at publish."""
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+    except ValueError as e:
+        raise ValueError(f"{_short(value)} is not a valid template ({e})") from None
+    if bad := sorted(fields - {"org", "model", "quant"}):
+        raise ValueError(f"unknown placeholder {{{bad[0]}}} in {_short(value)} (use {{org}}, {{model}}, {{quant}})")
+    return value
+
+
+PoolName = Annotated[str, _safe("pool name")]
+Quantization = Annotated[str, AfterValidator(_quantization)]
+Count = Annotated[StrictInt, Field(gt=0, le=2**31)]
+Window = Annotated[StrictInt, Field(ge=-1, le=2**31)]
 
 
 class HFSource(_Strict):
@@ -89,13 +143,13 @@ class LocalSource(_Strict):
 class Overrides(_Strict):
     """Options of `gen_config` that also change the compiled library (passed to `compile --overrides`)."""
 
-    context_window_size: Annotated[int, Field(gt=0)] | None = None
-    sliding_window_size: Annotated[int, Field(ge=-1)] | None = None
-    prefill_chunk_size: Annotated[int, Field(gt=0)] | None = None
-    attention_sink_size: Annotated[int, Field(ge=-1)] | None = None
-    tensor_parallel_shards: Annotated[int, Field(gt=0)] | None = None
-    pipeline_parallel_stages: Annotated[int, Field(gt=0)] | None = None
-    max_batch_size: Annotated[int, Field(gt=0)] | None = None
+    context_window_size: Count | None = None
+    sliding_window_size: Window | None = None
+    prefill_chunk_size: Count | None = None
+    attention_sink_size: Window | None = None
+    tensor_parallel_shards: Count | None = None
+    pipeline_parallel_stages: Count | None = None
+    max_batch_size: Count | None = None
 
     def items(self) -> list[tuple[str, int]]:
         """The options that are set, in a fixed order."""
@@ -105,43 +159,49 @@ class Overrides(_Strict):
 class ModelPublish(_Strict):
     """Per-model publishing: the repo name (may use {org}, {model}, {quant}), privacy, or `enabled: false`."""
 
-    repo: str | None = None
-    private: bool | None = None
-    enabled: bool = True
+    repo: Annotated[str, AfterValidator(_repo_template)] | None = None
+    private: StrictBool | None = None
+    enabled: StrictBool = True
 
 
 class Publish(_Strict):
     """Publishing to the Hugging Face Hub: off unless this section is present."""
 
     org: str | None = None  # default: $MLC_FARM_HF_ORG
-    repo: str = "{org}/{model}-{quant}-MLC"
-    private: bool = False
+    repo: Annotated[str, AfterValidator(_repo_template)] = "{org}/{model}-{quant}-MLC"
+    private: StrictBool = False
 
 
 class ModelSpec(_Strict):
-    id: str
+    id: Annotated[str, _safe("model id")]
     source: HFSource | LocalSource
-    conv_template: str
-    model_type: str | None = None
+    conv_template: Annotated[str, Field(min_length=1, max_length=128)]
+    model_type: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     overrides: Overrides = Overrides()
-    quantizations: list[str] | None = None
-    devices: list[str] | None = None
+    quantizations: Annotated[list[Quantization], AfterValidator(_not_empty)] | None = None
+    devices: Annotated[list[str], AfterValidator(_not_empty)] | None = None
     publish: ModelPublish = ModelPublish()
 
 
 class DeviceSpec(_Strict):
-    name: str
+    name: Annotated[str, _safe("device name")]
     family: Family
     # The value passed to `mlc_llm compile --device`: a preset (`llvm`, `vulkan:generic`) or a TVM target.
     target: str
     # Several CUDA architectures in one library: exported as MLC_MULTI_ARCH=80,86,90a.
     cuda_archs: list[str] = []
-    pool: str | None = None
+    pool: PoolName | None = None
     opt: str | None = None
-    lib_ext: str | None = None
+    lib_ext: Annotated[str, Field(pattern=r"^[a-z0-9]{1,8}$")] | None = None
     # `compile --host`: the LLVM triple of the CPU code around the kernels. Without it the toolchain tunes that
     # code for whichever worker compiled it, and the library may not run on an older CPU.
     host: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DeviceSpec:
+        if problems := _device_problems(self):
+            raise ValueError(_FIELD_PROBLEMS + "\n".join(problems))
+        return self
 
     @property
     def host_triple(self) -> str:
@@ -160,7 +220,7 @@ class Rule(_Strict):
     """An include/exclude rule: the fields it sets must all match; an omitted field matches anything."""
 
     model: str | None = None
-    quantization: str | None = None
+    quantization: Quantization | None = None
     device: str | None = None
 
     def matches(self, model: str, quantization: str, device: str) -> bool:
@@ -171,15 +231,25 @@ class Rule(_Strict):
 
 
 class Matrix(_Strict):
-    quantizations: list[str]
-    devices: list[DeviceSpec]
-    models: list[ModelSpec]
+    quantizations: Annotated[list[Quantization], AfterValidator(_not_empty)]
+    devices: Annotated[list[DeviceSpec], AfterValidator(_not_empty)]
+    models: Annotated[list[ModelSpec], AfterValidator(_not_empty)]
     include: list[Rule] = []
     exclude: list[Rule] = []
     # `convert_weight --device`: `cpu` by default, since `auto` spends ~20 s probing GPUs for nothing.
     convert_device: str = "cpu"
+
+    @field_validator("convert_device")
+    @classmethod
+    def _convert_device(cls, v: str) -> str:
+        if not _CONVERT_DEVICE.match(v):
+            raise ValueError(
+                f"{_short(v)} is not a device convert_weight takes (cpu, auto, cuda, cuda:N, rocm:N, metal, vulkan, opencl)"
+            )
+        return v
+
     # Farm mode: the work pool that converts weights (no GPU needed with convert_device cpu).
-    weights_pool: str = "mlc-cpu"
+    weights_pool: PoolName = "mlc-cpu"
     publish: Publish | None = None
 
     def device(self, name: str) -> DeviceSpec:
@@ -224,14 +294,43 @@ def _loc(parts: tuple[int | str, ...]) -> str:
     return out
 
 
+# A validator that reports several `field: problem` lines (a device's checks) starts its message with this.
+_FIELD_PROBLEMS = "fields:\n"
+
+
+def _short(value: object, limit: int = 60) -> str:
+    """repr() of a value, cut to `limit` characters: an error never prints megabytes of a hostile input."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 12]}...({len(text)} chars)"
+
+
+def _fields_of(model: type[BaseModel]) -> set[str]:
+    """Every field name of a model and the models inside it: what a misspelled key is compared with."""
+    names = set(model.model_fields)
+    for field in model.model_fields.values():
+        for arg in typing.get_args(field.annotation) or (field.annotation,):
+            for inner in (*typing.get_args(arg), arg):
+                if isinstance(inner, type) and issubclass(inner, BaseModel):
+                    names |= _fields_of(inner)
+    return names
+
+
 def _pydantic_problems(err: ValidationError) -> list[str]:
     problems = []
     for e in err.errors():
         # Union members show up in the location (`source.HFSource.hf`); keep the user's field path only.
         loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p[:1].isupper()))
-        value = e.get("input")
-        shown = "" if e["type"] == "missing" else f" (got {value!r})"
-        problems.append(f"{_loc(loc)}: {e['msg']}{shown}")
+        msg = e["msg"].removeprefix("Value error, ")
+        if msg.startswith(_FIELD_PROBLEMS):
+            problems += [f"{_loc(loc)}.{line}" for line in msg.removeprefix(_FIELD_PROBLEMS).splitlines()]
+            continue
+        if e["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(str(loc[-1]), sorted(_fields_of(Matrix)), n=1, cutoff=0.75)
+            hint = f" (unknown field; did you mean {close[0]!r}?)" if close else " (unknown field)"
+            problems.append(f"{_loc(loc)}: {msg}{hint}")
+            continue
+        shown = "" if e["type"] in ("missing", "value_error") else f" (got {_short(e.get('input'))})"
+        problems.append(f"{_loc(loc)}: {msg}{shown}")
     return sorted(set(problems), key=problems.index)
 
 
@@ -253,25 +352,26 @@ def target_family(target: str) -> str | None:
     )
 
 
-def _device_problems(path: str, d: DeviceSpec) -> list[str]:
+def _device_problems(d: DeviceSpec) -> list[str]:
+    """What is wrong with a device whose fields each have the right type: `field: problem` lines."""
     problems = []
     family = target_family(d.target)
     if family is None:
         problems.append(
-            f"{path}.target: {d.target!r} is not a target compile takes (a preset such as llvm, vulkan:generic, "
+            f"target: {_short(d.target)} is not a target compile takes (a preset such as llvm, vulkan:generic, "
             'webgpu, iphone, android; a local device such as cuda; or a TVM target like {"kind":"cuda","arch":"sm_90a"})'
         )
     elif family != d.family:
-        problems.append(f"{path}.target: {d.target!r} builds for {family}, but family is {d.family!r}")
+        problems.append(f"target: {_short(d.target)} builds for {family}, but family is {d.family!r}")
     if d.opt is not None and not _OPT.match(d.opt):
-        problems.append(f"{path}.opt: {d.opt!r} is not O0..O3 or a flag string like 'cutlass=0;cudagraph=1'")
+        problems.append(f"opt: {_short(d.opt)} is not O0..O3 or a flag string like 'cutlass=0;cudagraph=1'")
     if d.host is not None and not _TRIPLE.match(d.host):
-        problems.append(f"{path}.host: {d.host!r} is not an LLVM triple like 'x86_64-unknown-linux-gnu'")
+        problems.append(f"host: {_short(d.host)} is not an LLVM triple like 'x86_64-unknown-linux-gnu'")
     for j, arch in enumerate(d.cuda_archs):
         if not re.fullmatch(r"[0-9]{2,3}a?", arch):
-            problems.append(f"{path}.cuda_archs[{j}]: {arch!r} is not a CUDA architecture like '80' or '90a'")
+            problems.append(f"cuda_archs[{j}]: {_short(arch)} is not a CUDA architecture like '80' or '90a'")
     if d.cuda_archs and d.family != "cuda":
-        problems.append(f"{path}.cuda_archs: only a cuda device takes CUDA architectures (family is {d.family!r})")
+        problems.append(f"cuda_archs: only a cuda device takes CUDA architectures (family is {d.family!r})")
     return problems
 
 
@@ -279,57 +379,28 @@ def _check_names(m: Matrix, base_dir: Path) -> list[str]:
     problems: list[str] = []
     device_names = [d.name for d in m.devices]
 
-    def safe(path: str, value: str, what: str) -> None:
-        if not _SAFE_NAME.match(value) or ".." in value:
-            problems.append(f"{path}: {value!r} is not a safe {what} (letters, digits, '.', '_', '-'; no '/' or '..')")
-
-    def known_quant(path: str, q: str) -> None:
-        if q not in QUANTIZATIONS:
-            problems.append(f"{path}: unknown quantization {q!r}{_hint(q, QUANTIZATIONS)}")
-
     def known_device(path: str, d: str) -> None:
         if d not in device_names:
             problems.append(f"{path}: unknown device {d!r}{_hint(d, device_names)}")
 
-    for i, q in enumerate(m.quantizations):
-        known_quant(f"quantizations[{i}]", q)
-    for i, d in enumerate(m.devices):
-        safe(f"devices[{i}].name", d.name, "device name")
     for i, d in enumerate(m.devices):
         if d.name in device_names[:i]:
             problems.append(f"devices[{i}].name: duplicate device {d.name!r}")
-        problems += _device_problems(f"devices[{i}]", d)
-    if not _CONVERT_DEVICE.match(m.convert_device):
-        problems.append(
-            f"convert_device: {m.convert_device!r} is not a device convert_weight takes "
-            "(cpu, auto, cuda, cuda:N, rocm:N, metal, vulkan, opencl)"
-        )
     seen: set[str] = set()
     for i, model in enumerate(m.models):
-        safe(f"models[{i}].id", model.id, "model id")
         if model.id in seen:
             problems.append(f"models[{i}].id: duplicate model id {model.id!r}")
         seen.add(model.id)
-        for j, q in enumerate(model.quantizations or []):
-            known_quant(f"models[{i}].quantizations[{j}]", q)
         for j, name in enumerate(model.devices or []):
             known_device(f"models[{i}].devices[{j}]", name)
         if isinstance(model.source, LocalSource):
             path = (base_dir / model.source.path).resolve()
             if not path.is_dir():
-                problems.append(f"models[{i}].source.path: directory {model.source.path!r} does not exist")
+                problems.append(f"models[{i}].source.path: directory {_short(model.source.path)} does not exist")
             elif not (path / "config.json").is_file():
-                problems.append(f"models[{i}].source.path: {model.source.path!r} holds no config.json")
-
-    def placeholders(path: str, template: str) -> None:
-        if bad := sorted(set(re.findall(r"{(\w*)}", template)) - {"org", "model", "quant"}):
-            problems.append(f"{path}: unknown placeholder {{{bad[0]}}} in {template!r}")
-
-    if m.publish:
-        placeholders("publish.repo", m.publish.repo)
+                problems.append(f"models[{i}].source.path: {_short(model.source.path)} holds no config.json")
     for i, model in enumerate(m.models):
         if model.publish.repo:
-            placeholders(f"models[{i}].publish.repo", model.publish.repo)
             quants = model.quantizations or m.quantizations
             if "{quant}" not in model.publish.repo and len(quants) > 1:
                 problems.append(
@@ -343,22 +414,67 @@ def _check_names(m: Matrix, base_dir: Path) -> list[str]:
                 problems.append(f"{kind}[{i}]: the rule names nothing (set model, quantization or device)")
             if r.model is not None and r.model not in model_ids:
                 problems.append(f"{kind}[{i}].model: unknown model {r.model!r}{_hint(r.model, model_ids)}")
-            if r.quantization is not None:
-                known_quant(f"{kind}[{i}].quantization", r.quantization)
             if r.device is not None:
                 known_device(f"{kind}[{i}].device", r.device)
     return problems
 
 
+MAX_BYTES = 4 << 20  # a catalog of thousands of models is well under 1 MB
+MAX_VALUES = 200_000  # values once YAML aliases are expanded: more is an alias bomb, not a catalog
+MAX_DEPTH = 32
+
+
+class _Loader(yaml.SafeLoader):
+    """safe_load, refusing duplicate keys (YAML would silently keep the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str) and key in seen:
+                line = key_node.start_mark.line + 1
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {_short(key)} (line {line})", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _size_problem(data: object) -> str | None:
+    """Walk the loaded document with a budget: too many values (aliases expanding) or too deep."""
+    stack: list[tuple[object, int]] = [(data, 0)]
+    count = 0
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            return f"the matrix expands to more than {MAX_VALUES:,} values (YAML aliases?)"
+        if depth > MAX_DEPTH:
+            return f"the matrix nests deeper than {MAX_DEPTH} levels"
+        if isinstance(value, dict):
+            stack += [(v, depth + 1) for v in value.values()]
+        elif isinstance(value, list):
+            stack += [(v, depth + 1) for v in value]
+    return None
+
+
 def parse_matrix(text: str, file: str = "matrix.yaml", base_dir: Path | None = None) -> LoadedMatrix:
-    """Parse and validate matrix YAML text; raise MatrixError listing every problem."""
+    """Parse and validate matrix YAML text; raise MatrixError listing every problem. Hostile input (alias
+    bombs, deep nesting, duplicate keys, huge files) is refused with a short message in bounded time."""
     base_dir = base_dir or Path.cwd()
+    if len(text) > MAX_BYTES:
+        raise MatrixError(file, [f"the file is {len(text):,} characters; a matrix is at most {MAX_BYTES:,}"])
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise MatrixError(file, [f"{where}malformed YAML: {getattr(e, 'problem', None) or e}"]) from None
+        what = str(getattr(e, "problem", None) or e)
+        raise MatrixError(file, [f"{where}malformed YAML: {what[:200]}"]) from None
+    except RecursionError:
+        raise MatrixError(file, [f"the matrix nests deeper than {MAX_DEPTH} levels"]) from None
+    if problem := _size_problem(data):
+        raise MatrixError(file, [problem])
     if not isinstance(data, dict):
         raise MatrixError(file, [f"the top level must be a mapping, got {type(data).__name__}"])
     try:
@@ -376,9 +492,13 @@ def parse_matrix(text: str, file: str = "matrix.yaml", base_dir: Path | None = N
 def load_matrix(path: str | Path) -> LoadedMatrix:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            raw = f.read(MAX_BYTES + 1)
+        text = raw.decode("utf-8")
     except OSError as e:
         raise MatrixError(str(path), [f"cannot read the file: {e.strerror}"]) from None
+    except UnicodeDecodeError as e:
+        raise MatrixError(str(path), [f"not UTF-8 text (byte {e.start})"]) from None
     return parse_matrix(text, str(path), path.parent)
 
 
@@ -439,7 +559,7 @@ def select_cells(
     """The cells of the named models, quantizations and devices (all when None); an unknown name is an
     error, not an empty build."""
     cells = expand(m)
-    problems = []
+    problems, lines = [], []
     for flag, wanted, known, pick in (
         ("--model", models, [x.id for x in m.models], lambda c: c.model),
         ("--quantization", quantizations, sorted({c.quantization for c in cells}), lambda c: c.quantization),
@@ -447,11 +567,25 @@ def select_cells(
     ):
         if not wanted:
             continue
-        problems += [f"{flag}: unknown {flag[2:]} {x!r}{_hint(x, known)}" for x in wanted if x not in known]
+        for x in wanted:
+            if x not in known:
+                problems.append(f"{flag}: unknown {flag[2:]} {_short(x)}{_hint(x, known)}")
+                lines.append(f"no {flag[2:]} {_short(x)} in {file}{_hint(x, known)}")
         cells = [c for c in cells if pick(c) in wanted]
     if problems:
-        raise MatrixError(file, problems)
+        raise SelectionError(file, problems, lines)
     return cells
+
+
+class SelectionError(MatrixError):
+    """A --model/--quantization/--device that names nothing in the matrix: said as such, not 'invalid matrix'."""
+
+    def __init__(self, file: str, problems: list[str], lines: list[str]):
+        super().__init__(file, problems)
+        self.args = ("\n".join(lines),)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class Accepted(BaseModel):
