@@ -8,6 +8,7 @@ with a table artifact naming every failure and its log.
 
 from __future__ import annotations
 
+import functools
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -19,14 +20,14 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from pydantic import BaseModel
 from rich.console import Console
 
-from mlc_farm.catalog import BuildRecord, load_record
+from mlc_farm.catalog import BuildRecord, load_record, referenced_blobs
 from mlc_farm.hub import PublishError, repo_for
 from mlc_farm.matrix import BUILTIN_NAMES, MatrixError, load_matrix, select_cells, toolchain_problems
 from mlc_farm.plan import LibBuild, ModelBuilds, make_plan
 from mlc_farm.schedule import Build, Scheduler, to_build
 from mlc_farm.settings import load_settings
 from mlc_farm.store import ArtifactStore, open_store
-from mlc_farm.store.layout import toolchain_path
+from mlc_farm.store.layout import BLOBS, toolchain_path
 from mlc_farm.summary import Outcome, Summary, summarize
 from mlc_farm.toolchain import ToolchainInfo
 from tasks.build import build_from_source, build_library, probe_toolchain, resolve_sources, update_catalog
@@ -122,11 +123,23 @@ def run_matrix(
 
     records: dict[str, BuildRecord] = {}  # read once: on S3 each look-up is a GET
 
+    @functools.cache
+    def stored_blobs() -> frozenset[str]:
+        """Every blob in the store, listed once when first needed (one LIST per 1,000 blobs on S3)."""
+        return frozenset(name.rsplit("/", 1)[-1] for name in st.names(BLOBS))
+
     def have(key: str) -> bool:
+        """A build is reused only when its record reads and every blob it points at is there."""
         record = load_record(st, key)
-        if record:
-            records[key] = record
-        return record is not None
+        if record is None:
+            return False
+        if missing := [f.path for f in referenced_blobs(record) if f.sha256 not in stored_blobs()]:
+            logger.warning(
+                "build %s points at %d missing blobs (%s): rebuilding it", key[:12], len(missing), missing[0]
+            )
+            return False
+        records[key] = record
+        return True
 
     def start(build: Build, builds: ModelBuilds | None) -> PrefectFuture:
         if isinstance(build, LibBuild):

@@ -16,7 +16,9 @@ import json
 import logging
 import re
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -250,3 +252,47 @@ def verify(store: ArtifactStore) -> list[str]:
             if not store.has_blob(f.sha256)
         ]
     return problems
+
+
+class BadBlob(BaseModel):
+    """A blob that does not hold what its name says, and what depends on it."""
+
+    sha256: str
+    problem: str
+    builds: list[str]
+    entries: list[str]
+
+
+def deep_verify(
+    store: ArtifactStore, workers: int = 8, progress: Callable[[int, int], None] | None = None
+) -> list[BadBlob]:
+    """Re-hash every blob a build record points at (in parallel); each bad one with the builds and catalog
+    entries that use it. `progress(done_bytes, total_bytes)` is called as bytes are hashed."""
+    users: dict[str, list[str]] = {}
+    sizes: dict[str, int] = {}
+    for name, record in all_records(store):
+        for f in referenced_blobs(record):
+            users.setdefault(f.sha256, []).append(f"{name} ({f.path})")
+            sizes[f.sha256] = f.size
+    total, done, lock = sum(sizes.values()), [0], threading.Lock()
+
+    def advance(n: int) -> None:
+        with lock:
+            done[0] += n
+            if progress:
+                progress(done[0], total)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        checked = dict(zip(users, pool.map(lambda sha: store.check_blob(sha, advance), users), strict=True))
+    bad, served = [], entries(store)
+    for sha, problem in checked.items():
+        if problem is None:
+            continue
+        keys = {n.split(" ", 1)[0].removeprefix(BUILDS).removesuffix(".json") for n in users[sha]}
+        used_by = [
+            catalog_path(e.model, e.quantization)
+            for e in served
+            if keys & {e.convert, e.config, *(r.key for r in e.libs.values())}
+        ]
+        bad.append(BadBlob(sha256=sha, problem=problem, builds=sorted(users[sha]), entries=used_by))
+    return bad

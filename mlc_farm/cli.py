@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -90,6 +91,13 @@ def command(typer_app: typer.Typer, *args: Any, **kwargs: Any) -> Callable[[Call
     return lambda f: typer_app.command(*args, **kwargs)(_handled(f))
 
 
+class _Warnings(logging.Handler):
+    """mlc-farm's own warnings (a damaged store document, a rebuilt build) as one line each on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err.print(f"[yellow]warning:[/] {record.getMessage()}", highlight=False, soft_wrap=True)
+
+
 def _version(value: bool) -> None:
     if value:
         from importlib.metadata import version
@@ -109,6 +117,9 @@ def main(
     """Read and check every MLC_FARM_* setting once, before the command runs."""
     global _debug
     _debug = debug
+    logger = logging.getLogger("mlc_farm")
+    logger.handlers[:] = [_Warnings(level=logging.WARNING)]
+    logger.propagate = False  # not through the handlers Prefect installs on the root logger
     load_settings()
 
 
@@ -304,16 +315,44 @@ def pull(
 
 
 @command(app)
-def verify(store: StoreOpt = None) -> None:
-    """Check that every catalog entry and build record points at blobs that exist."""
-    from mlc_farm.catalog import verify as do_verify
+def verify(
+    deep: Annotated[bool, typer.Option("--deep", help="Also re-hash every blob (reads the whole store).")] = False,
+    repair: Annotated[
+        bool, typer.Option("--repair", help="With --deep: delete bad blobs, so the next build rebuilds what used them.")
+    ] = False,
+    store: StoreOpt = None,
+) -> None:
+    """Check that every catalog entry and build record points at blobs that exist; --deep re-hashes them."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-    problems = do_verify(open_store(store, must_exist=True))
+    from mlc_farm.catalog import deep_verify
+    from mlc_farm.catalog import verify as do_verify
+    from mlc_farm.store.layout import blob_path
+
+    if repair and not deep:
+        raise BadInput("--repair needs --deep")
+    st = open_store(store, must_exist=True)
+    problems = do_verify(st)
     for p in problems:
-        err.print(p, highlight=False)
-    if problems:
+        err.print(p, highlight=False, soft_wrap=True)
+    bad = []
+    if deep:
+        columns = ("re-hashing blobs", BarColumn(), DownloadColumn(), TransferSpeedColumn())
+        with Progress(*columns, console=err, transient=True) as bar:
+            task = bar.add_task("blobs", total=None)
+            bad = deep_verify(st, progress=lambda done, total: bar.update(task, completed=done, total=total))
+        for b in bad:
+            err.print(f"blob {b.sha256} is {b.problem}", highlight=False, soft_wrap=True)
+            for name in b.builds:
+                err.print(f"  used by build {name}", highlight=False, soft_wrap=True)
+            for name in b.entries:
+                err.print(f"  served by {name}", highlight=False, soft_wrap=True)
+            if repair and b.problem != "missing":
+                st.delete(blob_path(b.sha256))
+                err.print("  deleted: the next build rebuilds what used it", highlight=False)
+    if problems or bad:
         raise typer.Exit(1)
-    out.print("store is consistent")
+    out.print("store is consistent" + (", every blob re-hashed" if deep else ""))
 
 
 @command(app)

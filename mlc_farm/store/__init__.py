@@ -44,7 +44,12 @@ class ArtifactStore(Protocol):
     def has_blob(self, sha256: str) -> bool: ...
 
     def put_blob(self, path: Path, sha256: str) -> bool:
-        """Store `path` as the blob `sha256` unless it is there already; True if it was sent."""
+        """Store `path` as the blob `sha256` unless a blob with these very bytes is there already (a stored blob
+        that does not hold them is replaced); True if it was sent."""
+        ...
+
+    def check_blob(self, sha256: str, progress: Callable[[int], None] | None = None) -> str | None:
+        """Read the blob and hash it: None when it holds what its name says, else what is wrong."""
         ...
 
     def get_blob(self, sha256: str, dest: Path) -> None:

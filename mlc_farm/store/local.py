@@ -11,8 +11,8 @@ import fcntl
 import hashlib
 import json
 import os
-import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -30,10 +30,12 @@ class LocalStore:
         self.url = f"file://{self.root}"
 
     def _tmp(self) -> Path:
+        """A new temporary file, with the permissions the umask gives (mkstemp's 0600 would hide blobs from the
+        other users of a shared store)."""
         (self.root / "tmp").mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=self.root / "tmp", prefix=f"{os.getpid()}-")
-        os.close(fd)
-        return Path(name)
+        path = self.root / "tmp" / f"{os.getpid()}-{uuid.uuid4().hex}"
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        return path
 
     def _publish(self, tmp: Path, name: str) -> None:
         dest = self.root / name
@@ -46,7 +48,8 @@ class LocalStore:
         return (self.root / blob_path(sha256)).is_file()
 
     def put_blob(self, path: Path, sha256: str) -> bool:
-        if self.has_blob(sha256):
+        stored = self.root / blob_path(sha256)
+        if stored.is_file() and stored.stat().st_size == path.stat().st_size and self.check_blob(sha256) is None:
             return False
         tmp = self._tmp()
         try:
@@ -57,6 +60,18 @@ class LocalStore:
         finally:
             tmp.unlink(missing_ok=True)
         return True
+
+    def check_blob(self, sha256: str, progress: Callable[[int], None] | None = None) -> str | None:
+        h = hashlib.sha256()
+        try:
+            with (self.root / blob_path(sha256)).open("rb") as f:
+                while block := f.read(_CHUNK):
+                    h.update(block)
+                    if progress:
+                        progress(len(block))
+        except FileNotFoundError:
+            return "missing"
+        return None if h.hexdigest() == sha256 else f"corrupt (its content hashes to {h.hexdigest()})"
 
     def get_blob(self, sha256: str, dest: Path) -> None:
         src = self.root / blob_path(sha256)

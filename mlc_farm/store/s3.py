@@ -10,6 +10,7 @@ into a temporary file, hashed as they land, and renamed only once the sha256 mat
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -121,9 +122,10 @@ class S3Store:
             return StoreError(f"bucket {self.bucket!r} does not exist at {where}: create it or fix MLC_FARM_STORE")
         return StoreError(f"S3 error {code} from {where} while {what}")
 
-    def _head(self, name: str) -> dict[str, Any] | None:
+    def _head(self, name: str, checksums: bool = False) -> dict[str, Any] | None:
         try:
-            return self.client.head_object(Bucket=self.bucket, Key=self._key(name))
+            extra = {"ChecksumMode": "ENABLED"} if checksums else {}
+            return self.client.head_object(Bucket=self.bucket, Key=self._key(name), **extra)
         except ClientError as e:
             code = str(e.response.get("Error", {}).get("Code"))
             if code in _MISSING:
@@ -147,7 +149,14 @@ class S3Store:
         return self._head(blob_path(sha256)) is not None
 
     def put_blob(self, path: Path, sha256: str) -> bool:
-        if self.has_blob(sha256):
+        # One HEAD: the server keeps the SHA-256 (per part) of what was uploaded with a checksum. Anything else
+        # under this name (another size, no checksum, other bytes) is replaced.
+        head = self._head(blob_path(sha256), checksums=True)
+        if (
+            head is not None
+            and head.get("ContentLength") == path.stat().st_size
+            and head.get("ChecksumSHA256") == self._upload_checksum(path)
+        ):
             return False
         key = self._key(blob_path(sha256))
         try:
@@ -157,6 +166,29 @@ class S3Store:
                 raise CorruptBlobError(f"{path} changed while being uploaded") from None
             raise self._error(e, f"uploading {path.name}") from None
         return True
+
+    def _upload_checksum(self, path: Path) -> str:
+        """The ChecksumSHA256 S3 reports for `path` uploaded by this store: of the file, or of its parts' digests."""
+        size, chunk = path.stat().st_size, self.transfer.multipart_chunksize
+        with path.open("rb") as f:
+            if size < self.transfer.multipart_threshold:
+                return base64.b64encode(hashlib.sha256(f.read()).digest()).decode()
+            parts = [hashlib.sha256(block).digest() for block in iter(lambda: f.read(chunk), b"")]
+        return base64.b64encode(hashlib.sha256(b"".join(parts)).digest()).decode() + f"-{len(parts)}"
+
+    def check_blob(self, sha256: str, progress: Callable[[int], None] | None = None) -> str | None:
+        h = hashlib.sha256()
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(blob_path(sha256)))["Body"]
+            for block in body.iter_chunks(1 << 20):
+                h.update(block)
+                if progress:
+                    progress(len(block))
+        except ClientError as e:
+            if str(e.response.get("Error", {}).get("Code")) in _MISSING:
+                return "missing"
+            raise self._error(e, f"reading blob {sha256[:12]}") from None
+        return None if h.hexdigest() == sha256 else f"corrupt (its content hashes to {h.hexdigest()})"
 
     def get_blob(self, sha256: str, dest: Path) -> None:
         """Parallel ranged GETs written in place, hashed in order as they land: one pass, verified.

@@ -1,0 +1,120 @@
+"""A store that heals: corrupt and missing blobs are found and rebuilt, damaged documents are reported and
+rewritten, and paths read from the store never escape. In-process CLI (typer's CliRunner), local and S3."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import run_cli, s3_client
+from tests.test_build import steps
+
+
+def build(matrix: Path, store: str, calls: Path, *extra: str):
+    return run_cli("build", "--matrix", str(matrix), "--store", store, "--model", "tiny-llama-a", *extra,
+                   env={"MLC_DOUBLE_LOG": str(calls)})  # fmt: skip
+
+
+def read_doc(store: str, name: str) -> dict:
+    if store.startswith("s3://"):
+        bucket, prefix = store.removeprefix("s3://").split("/", 1)
+        return json.loads(s3_client().get_object(Bucket=bucket, Key=f"{prefix}/{name}")["Body"].read())
+    return json.loads((Path(store) / name).read_text())
+
+
+def shard_of(store: str, quant: str) -> str:
+    entry = read_doc(store, f"catalog/tiny-llama-a/{quant}.json")
+    record = read_doc(store, f"builds/{entry['convert']}.json")
+    return next(f["sha256"] for f in record["files"] if f["path"] == "params_shard_0.bin")
+
+
+def flip_a_byte(store: str, sha: str) -> None:
+    if store.startswith("s3://"):
+        bucket, prefix = store.removeprefix("s3://").split("/", 1)
+        key = f"{prefix}/blobs/sha256/{sha}"
+        data = s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
+        s3_client().put_object(Bucket=bucket, Key=key, Body=bytes([data[0] ^ 1]) + data[1:])
+    else:
+        blob = Path(store) / "blobs" / "sha256" / sha
+        blob.write_bytes(bytes([blob.read_bytes()[0] ^ 1]) + blob.read_bytes()[1:])
+
+
+@pytest.fixture(params=["local", "s3"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return request.getfixturevalue("s3_store_url") if request.param == "s3" else str(tmp_path / "store")
+
+
+def test_a_flipped_byte_is_found_and_healed_by_the_next_build(
+    tiny_matrix: Path, tmp_path: Path, store_url: str
+) -> None:
+    calls = tmp_path / "calls.log"
+    assert build(tiny_matrix, store_url, calls).returncode == 0
+    sha = shard_of(store_url, "q4f16_1")
+    flip_a_byte(store_url, sha)
+    assert run_cli("verify", "--store", store_url).returncode == 0  # the shallow check only sees that it exists
+
+    deep = run_cli("verify", "--deep", "--store", store_url)
+    assert deep.returncode == 1
+    assert f"blob {sha} is corrupt" in deep.stderr
+    assert "(params_shard_0.bin)" in deep.stderr and "served by catalog/tiny-llama-a/q4f16_1.json" in deep.stderr
+
+    repaired = run_cli("verify", "--deep", "--repair", "--store", store_url)
+    assert repaired.returncode == 1 and "deleted: the next build rebuilds what used it" in repaired.stderr
+    calls.unlink()
+    healed = build(tiny_matrix, store_url, calls)
+    assert healed.returncode == 0, healed.stdout + healed.stderr
+    assert steps(calls) == {"convert_weight": 1}  # only the build whose blob was bad
+    assert run_cli("verify", "--deep", "--store", store_url).returncode == 0
+
+
+def test_build_force_replaces_a_corrupt_blob(tiny_matrix: Path, tmp_path: Path) -> None:
+    store, calls = str(tmp_path / "store"), tmp_path / "calls.log"
+    assert build(tiny_matrix, store, calls).returncode == 0
+    flip_a_byte(store, shard_of(store, "q0f16"))
+    assert build(tiny_matrix, store, calls, "--force").returncode == 0
+    assert run_cli("verify", "--deep", "--store", store).returncode == 0
+    assert oct((Path(store) / "blobs" / "sha256" / shard_of(store, "q0f16")).stat().st_mode & 0o777) != "0o600"
+
+
+def test_damaged_documents_are_reported_treated_as_missing_and_rewritten(tiny_matrix: Path, tmp_path: Path) -> None:
+    store, calls = tmp_path / "store", tmp_path / "calls.log"
+    assert build(tiny_matrix, str(store), calls).returncode == 0
+    entry = json.loads((store / "catalog" / "tiny-llama-a" / "q0f16.json").read_text())
+    record = store / "builds" / f"{entry['convert']}.json"
+    record.write_text(record.read_text()[:100])  # a crash or a full disk half-way
+    catalog = store / "catalog" / "tiny-llama-a" / "q4f16_1.json"
+    catalog.write_text(catalog.read_text()[:50])
+    for args in (["ls"], ["gc", "--dry-run"], ["verify"], ["pull", "tiny-llama-a", "q0f16", "-o", str(tmp_path / "o")]):
+        done = run_cli(*args, "--store", str(store))
+        assert done.returncode in (0, 1), done.stderr
+        assert "Traceback" not in done.stdout + done.stderr and "JSONDecodeError" not in done.stderr
+    assert "q4f16_1" not in run_cli("ls", "--store", str(store)).stdout.split("validation")[0]
+    assert f"build {entry['convert']} has no record" in run_cli("verify", "--store", str(store)).stderr
+
+    calls.unlink()
+    rebuilt = build(tiny_matrix, str(store), calls)
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    assert steps(calls) == {"convert_weight": 1}  # the damaged record's build, and nothing else
+    assert json.loads(record.read_text())["schema_version"] == 2
+    assert json.loads(catalog.read_text())["model"] == "tiny-llama-a"  # the damaged entry was rewritten
+    assert run_cli("verify", "--deep", "--store", str(store)).returncode == 0
+
+
+def test_paths_read_from_the_store_never_escape(tiny_matrix: Path, tmp_path: Path) -> None:
+    store, calls = tmp_path / "store", tmp_path / "calls.log"
+    assert build(tiny_matrix, str(store), calls).returncode == 0
+    entry = json.loads((store / "catalog" / "tiny-llama-a" / "q0f16.json").read_text())
+    path = store / "builds" / f"{entry['config']}.json"
+    good = path.read_text()
+    for evil in ("../../escaped", "/tmp/escaped-abs", "lib/../../../x", "a\nb", "a\x00b", "ok/"):
+        record = json.loads(good)
+        record["files"][0]["path"] = evil
+        path.write_text(json.dumps(record))
+        out = tmp_path / "deep" / "er" / "out"
+        done = run_cli("pull", "tiny-llama-a", "q0f16", "-o", str(out), "--store", str(store))
+        assert done.returncode == 1 and "points at a missing build" in done.stderr, evil
+        assert f"{path.name} is not a schema 2 document (files.0.path" in done.stderr
+        assert not out.exists() and not Path("/tmp/escaped-abs").exists()
+        assert not list(tmp_path.rglob("escaped*")) and not list(tmp_path.rglob("x"))
