@@ -203,7 +203,8 @@ def prefect_env(home: Path, api_url: str | None = None) -> dict[str, str]:
     return env | ({"PREFECT_API_URL": api_url} if api_url else {})
 
 
-def start_prefect_server(home: Path, database_url: str, port: int) -> Service:
+def start_prefect_server(home: Path, database_url: str, port: int, wait: bool = True) -> Service:
+    """A Prefect server on 127.0.0.1:`port`; `wait=False` returns at once (see `wait_for_prefect`)."""
     env = prefect_env(home) | {
         "PREFECT_API_DATABASE_CONNECTION_URL": database_url,
         "PREFECT_SERVER_API_HOST": "127.0.0.1",
@@ -213,8 +214,13 @@ def start_prefect_server(home: Path, database_url: str, port: int) -> Service:
     service = _spawn("prefect-server", [_binary("prefect"), "server", "start", "--host", "127.0.0.1", "--port",
                                          str(port), "--no-ui"], home / "server.log", env)  # fmt: skip
     service.url = f"http://127.0.0.1:{port}/api"
-    _wait(service, f"{service.url}/health", 180)
+    if wait:
+        wait_for_prefect(service)
     return service
+
+
+def wait_for_prefect(service: Service, timeout: float = 180) -> None:
+    _wait(service, f"{service.url}/health", timeout)
 
 
 def start_worker(home: Path, api_url: str, pool: str, env: dict[str, str] | None = None) -> Service:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from mlc_farm.stack import Service, free_ports, start_prefect_server, wait_for_prefect
 from mlc_farm.tiny_model import write_tiny_llama
 from tests.helpers import DOUBLE, ROOT, s3_client
 from tests.hub_server import LocalHub
@@ -35,29 +37,52 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
-def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One Prefect test server (SQLite) for the whole run, as prefect_test_harness starts it: every flow, in
-    this process or in a CLI subprocess, runs against it instead of starting a temporary server of its own."""
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
+_SERVER: dict[str, Service] = {}
 
-    os.environ.update(
-        PREFECT_HOME=str(tmp_path_factory.mktemp("prefect-home")), DO_NOT_TRACK="1",
-        PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_LOGGING_LEVEL="WARNING",
-    )  # fmt: skip
-    with prefect_test_harness(server_startup_timeout=180):
-        yield str(PREFECT_API_URL.value())
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Start the shared Prefect test server now, without waiting: it boots while the unit tests run (the tests
+    that need it run last, see below)."""
+    home = Path(tempfile.mkdtemp(prefix="mlc-farm-prefect-"))
+    _SERVER["prefect"] = start_prefect_server(
+        home, f"sqlite+aiosqlite:///{home / 'prefect.db'}", free_ports(1)[0], wait=False
+    )
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if server := _SERVER.pop("prefect", None):
+        server.stop()
+        shutil.rmtree(Path(server.log).parent, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that run flows go last, once the shared server has had the unit tests' time to boot."""
+    items.sort(key=lambda item: "prefect_api" in getattr(item, "fixturenames", ()))
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[str]:
+    """One real Prefect server (SQLite) for the whole run: every flow, in this process or in a CLI subprocess,
+    runs against it instead of starting a temporary server of its own."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    server = _SERVER["prefect"]
+    wait_for_prefect(server)
+    os.environ["PREFECT_API_URL"] = server.url
+    with temporary_settings({PREFECT_API_URL: server.url}):
+        yield server.url
 
 
 @pytest.fixture(autouse=True)
-def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_api: str) -> None:
-    """Every test: its own Prefect home on the shared test server, no telemetry, the double as `mlc_llm`."""
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """Every test: its own Prefect home, no telemetry, the double as `mlc_llm`; tests that run flows ask for
+    `prefect_api` and run against the shared server, the others see no Prefect API at all."""
+    if "prefect_api" not in request.fixturenames:
+        monkeypatch.delenv("PREFECT_API_URL", raising=False)
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))
     monkeypatch.setenv("DO_NOT_TRACK", "1")
     monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     monkeypatch.setenv("PREFECT_LOGGING_LEVEL", "WARNING")
-    monkeypatch.setenv("PREFECT_API_URL", prefect_api)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(DOUBLE), str(ROOT)]))
     monkeypatch.setenv("MLC_FARM_WORK_DIR", str(tmp_path / "work"))
     monkeypatch.setenv("MLC_FARM_STORE", str(tmp_path / "store"))

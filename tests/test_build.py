@@ -19,7 +19,7 @@ from mlc_farm.catalog import entries
 from mlc_farm.store.local import LocalStore
 from tests.helpers import ROOT, cli, toolchain_calls
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
 
 def steps(log: Path) -> Counter:

@@ -11,6 +11,8 @@ import pytest
 from tests.helpers import run_cli, s3_client
 from tests.test_build import steps
 
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
 
 def build(matrix: Path, store: str, calls: Path, *extra: str):
     return run_cli("build", "--matrix", str(matrix), "--store", store, "--model", "tiny-llama-a", *extra,

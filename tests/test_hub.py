@@ -85,6 +85,7 @@ def repo_files(hub: LocalHub, repo: str) -> dict[str, bytes]:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("prefect_api")
 def test_build_publishes_one_commit_per_model_and_quantization(
     hub: LocalHub, tiny_models: Path, tmp_path: Path
 ) -> None:
@@ -146,6 +147,7 @@ def test_build_publishes_one_commit_per_model_and_quantization(
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("prefect_api")
 def test_publish_dry_run_wrong_token_and_deletion(
     hub: LocalHub, tiny_models: Path, tiny_matrix: Path, tmp_path: Path
 ) -> None:

@@ -221,6 +221,7 @@ def _record(entry) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("prefect_api")
 def test_build_pull_and_presigned_urls_against_s3(s3_store_url: str, tiny_matrix: Path, tmp_path: Path) -> None:
     done = cli("build", "--matrix", str(tiny_matrix), "--store", s3_store_url)
     assert done.returncode == 0, done.stdout + done.stderr

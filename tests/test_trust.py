@@ -9,6 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 import yaml
 
 from mlc_farm.catalog import entries, read_entry
@@ -17,6 +18,8 @@ from tests.conftest import TINY_MATRIX
 from tests.helpers import run_cli, toolchain_calls
 from tests.hub_server import LocalHub
 from tests.test_build import steps
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
 
 
 def build(matrix: Path, store: Path, calls: Path, *extra: str, env: dict | None = None):
