@@ -291,5 +291,15 @@ def run(
     if timed_out.is_set():
         raise ToolchainError(step, cell, f"timed out after {timeout:g} s and was killed", list(tail), log_path)
     if code != 0:
-        raise ToolchainError(step, cell, f"exit code {code}", list(tail), log_path)
+        said = tool_error(list(tail))
+        raise ToolchainError(step, cell, f"exit code {code}" + (f": {said}" if said else ""), list(tail), log_path)
     return time.monotonic() - start
+
+
+_ERROR_LINE = re.compile(r"^(\w+\.)*\w*(Error|Exception)\b|: error: |invalid choice")
+
+
+def tool_error(lines: list[str]) -> str | None:
+    """The tool's own error line (argparse's `error:`, a Python exception's last line), searched from the end:
+    what a person needs first, rather than 30 lines of usage text."""
+    return next((line.strip() for line in reversed(lines) if _ERROR_LINE.search(line)), None)

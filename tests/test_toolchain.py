@@ -126,3 +126,13 @@ def test_the_toolchain_sees_no_secrets(model_a: Path, tmp_path: Path, monkeypatc
     seen = json.loads((tmp_path / "env.log").read_text().splitlines()[0])
     assert "PATH" in seen and "PYTHONPATH" in seen
     assert not [name for name in seen if name.startswith(("AWS_", "HF_", "MLC_FARM_"))]
+
+
+def test_a_failure_leads_with_the_tools_own_error_line(model_a: Path, tmp_path: Path) -> None:
+    """An unknown conv template: argparse prints its usage, then the line that matters."""
+    args = ["gen_config", str(model_a), "--quantization", "q4f16_1", "--conv-template", "no-such", "-o", str(tmp_path)]
+    with pytest.raises(toolchain.ToolchainError) as info:
+        toolchain.run("gen_config", args, cell="a/q4f16_1", log_path=tmp_path / "l.log", timeout=60)
+    first = str(info.value).splitlines()[0]
+    assert first.startswith("gen_config failed for a/q4f16_1: exit code 2: ")
+    assert "error: argument --conv-template: invalid choice: 'no-such'" in first
