@@ -23,7 +23,7 @@ from rich.console import Console
 from mlc_farm.catalog import BuildRecord, load_record, referenced_blobs
 from mlc_farm.hub import PublishError, repo_for
 from mlc_farm.matrix import BUILTIN_NAMES, MatrixError, load_matrix, select_cells, toolchain_problems
-from mlc_farm.plan import LibBuild, ModelBuilds, make_plan
+from mlc_farm.plan import LibBuild, ModelBuilds, Plan, make_plan
 from mlc_farm.schedule import Build, Scheduler, to_build
 from mlc_farm.settings import load_settings
 from mlc_farm.store import ArtifactStore, open_store
@@ -157,6 +157,9 @@ def run_matrix(
     todo = to_build(plan, have, force)
     outcomes: dict[str, Outcome] = {k: Outcome(status="reused") for k in plan.all_keys() if k not in todo}
     scheduler = Scheduler(plan, todo, load_settings().parallel if mode == "embedded" else None)
+    labels = _labels(plan)
+    progress = Console(width=160, highlight=False)
+    progress.print(f"{len(todo)} builds to run, {len(outcomes)} reused", soft_wrap=True)
     running: dict[PrefectFuture, str] = {start(b, m): b.key for b, m in scheduler.starts()}
     while running:
         future = next(as_completed(list(running)))
@@ -164,6 +167,13 @@ def run_matrix(
         outcomes[key] = _outcome(future)
         scheduler.finish(key, _usable(outcomes[key]))
         running |= {start(b, m): b.key for b, m in scheduler.starts()}
+        finished = sum(k in outcomes for k in todo)
+        waiting = len(todo) - finished - len(running)
+        mark = "[green]ok[/]" if _usable(outcomes[key]) else "[red]FAILED[/]"
+        progress.print(
+            f"[{finished}/{len(todo)}] {mark} {labels[key]}; {len(running)} running, {waiting} waiting",
+            soft_wrap=True,
+        )
     for lb in scheduler.never_started():
         outcomes[lb.key] = Outcome(status="not run", detail="none of its models' convert and config builds succeeded")
     for key, o in outcomes.items():
@@ -188,6 +198,15 @@ def run_matrix(
     if failed or publish_failures:
         return Failed(message=f"{len(failed)} of {len(summary.rows)} cells failed; {message}", data=summary)
     return Completed(message=message, data=summary)
+
+
+def _labels(plan: Plan) -> dict[str, str]:
+    """A short name per build for progress lines: `convert tiny-llama-a/q4f16_1`, `library cpu/q4f16_1`."""
+    return {
+        **{k: f"convert {b.model}/{b.quantization}" for k, b in plan.convert_builds.items()},
+        **{k: f"config {b.model}/{b.quantization}" for k, b in plan.config_builds.items()},
+        **{k: f"library {b.device.name}/{b.quantization} ({b.key[:12]})" for k, b in plan.lib_builds.items()},
+    }
 
 
 def _farm_toolchain(st: ArtifactStore, pools: list[str]) -> ToolchainInfo:

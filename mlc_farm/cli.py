@@ -28,7 +28,7 @@ from mlc_farm.matrix import (
     toolchain_problems,
 )
 from mlc_farm.settings import load_settings
-from mlc_farm.store import StoreError, open_store
+from mlc_farm.store import ArtifactStore, StoreError, open_store
 from mlc_farm.store.layout import blob_path
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_enable=False)
@@ -144,6 +144,17 @@ def _size(n: int) -> str:
     raise AssertionError
 
 
+def _quiet_engine() -> None:
+    """Prefect's own console lines (task states, tracebacks of failed tasks, the toolchain's output) stay in
+    the Prefect log (UI, API); the console gets the build's progress and summary from the flow itself."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    loggers = [logging.getLogger(), *(logging.getLogger(name) for name in list(logging.root.manager.loggerDict))]
+    for handler in (h for lg in loggers for h in getattr(lg, "handlers", [])):
+        if isinstance(handler, PrefectConsoleHandler):
+            handler.setLevel(logging.CRITICAL + 1)
+
+
 def _check_names(loaded: LoadedMatrix, tc: toolchain.ToolchainInfo) -> Accepted:
     """Names the installed toolchain would reject are bad input, found before anything runs."""
     accepted = tc.names or BUILTIN_NAMES
@@ -158,6 +169,9 @@ def plan(
     model: ModelOpt = None,
     store: StoreOpt = None,
     fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+    explain: Annotated[
+        bool, typer.Option("--explain", help="For every build to do, what differs from the closest stored build.")
+    ] = False,
 ) -> None:
     """Show the builds a matrix needs, what they share, and how many the store already has."""
     loaded = load_matrix(matrix)
@@ -236,6 +250,29 @@ def plan(
         + ", ".join(f"{counts[f'{k}_builds']} {k} builds ({counts[f'{k}_builds_in_store']} in store)" for k in kinds)
         + f"; {counts['libraries_shared']} cells reuse a library built for another model of the same architecture"
     )
+    if explain:
+        _explain(st, p, in_store)
+
+
+def _explain(st: ArtifactStore, p: planning.Plan, in_store: dict[str, bool]) -> None:
+    """Why each build is to do: what differs from the closest build in the store."""
+    from mlc_farm.catalog import all_records
+    from mlc_farm.explain import explain
+
+    records = [r for _, r in all_records(st)]
+    builds: list[tuple[str, str, dict]] = [
+        *((f"convert {b.model}/{b.quantization}", k, b.inputs) for k, b in p.convert_builds.items()),
+        *((f"config {b.model}/{b.quantization}", k, b.inputs) for k, b in p.config_builds.items()),
+        *((f"library {b.device.name}/{b.quantization}", k, b.inputs) for k, b in p.lib_builds.items()),
+    ]
+    todo = [(label, key, inputs) for label, key, inputs in builds if not in_store[key]]
+    out.print(f"\nwhy {len(todo)} builds are to do:" if todo else "\nnothing to do: every build is in the store")
+    for label, key, inputs in todo:
+        why = explain(key, inputs, records)
+        than = f" (compared with {why.closest[:12]}, built {why.built_at})" if why.closest else ""
+        out.print(f"{label} {key[:12]}{than}:", highlight=False, soft_wrap=True)
+        for change in why.changes:
+            out.print(f"  {change}", highlight=False, soft_wrap=True, markup=False)
 
 
 @command(app)
@@ -260,6 +297,7 @@ def build(
     os.environ.setdefault("DO_NOT_TRACK", "1")
     from flows.nightly import nightly_build
 
+    _quiet_engine()
     state = nightly_build(str(matrix), models=model or None, force=force, store=store, return_state=True)
     if not state.is_completed():
         raise _fail(state.message or "the build failed", 1)

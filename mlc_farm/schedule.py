@@ -29,7 +29,8 @@ class Scheduler:
         self.ok: set[str] = set(plan.all_keys()) - todo  # reused: usable from the start
         self.failed: set[str] = set()
         self.running: set[str] = set()
-        weights: list[Build] = [*plan.convert_builds.values(), *plan.config_builds.values()]
+        # Configs first: seconds each, while a conversion can take hours.
+        weights: list[Build] = [*plan.config_builds.values(), *plan.convert_builds.values()]
         self.ready: list[tuple[Build, ModelBuilds | None]] = [(b, None) for b in weights if b.key in todo]
         self.waiting: list[LibBuild] = [lb for lb in plan.lib_builds.values() if lb.key in todo]
 
