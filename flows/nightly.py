@@ -9,6 +9,7 @@ with a table artifact naming every failure and its log.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -20,6 +21,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from pydantic import BaseModel
 from rich.console import Console
 
+from mlc_farm import toolchain as toolchain_steps
 from mlc_farm.catalog import BuildRecord, load_record, referenced_blobs
 from mlc_farm.hub import PublishError, repo_for
 from mlc_farm.matrix import BUILTIN_NAMES, MatrixError, load_matrix, select_cells, toolchain_problems
@@ -160,20 +162,11 @@ def run_matrix(
     labels = _labels(plan)
     progress = Console(width=160, highlight=False)
     progress.print(f"{len(todo)} builds to run, {len(outcomes)} reused", soft_wrap=True)
-    running: dict[PrefectFuture, str] = {start(b, m): b.key for b, m in scheduler.starts()}
-    while running:
-        future = next(as_completed(list(running)))
-        key = running.pop(future)
-        outcomes[key] = _outcome(future)
-        scheduler.finish(key, _usable(outcomes[key]))
-        running |= {start(b, m): b.key for b, m in scheduler.starts()}
-        finished = sum(k in outcomes for k in todo)
-        waiting = len(todo) - finished - len(running)
-        mark = "[green]ok[/]" if _usable(outcomes[key]) else "[red]FAILED[/]"
-        progress.print(
-            f"[{finished}/{len(todo)}] {mark} {labels[key]}; {len(running)} running, {waiting} waiting",
-            soft_wrap=True,
-        )
+    try:
+        outcomes |= _run(scheduler, start, todo, labels, progress)
+    except BaseException:  # Ctrl-C or SIGTERM (Prefect's TerminationSignal): stop the steps, then unwind
+        toolchain_steps.stop_all()
+        raise
     for lb in scheduler.never_started():
         outcomes[lb.key] = Outcome(status="not run", detail="none of its models' convert and config builds succeeded")
     for key, o in outcomes.items():
@@ -198,6 +191,32 @@ def run_matrix(
     if failed or publish_failures:
         return Failed(message=f"{len(failed)} of {len(summary.rows)} cells failed; {message}", data=summary)
     return Completed(message=message, data=summary)
+
+
+def _run(
+    scheduler: Scheduler,
+    start: Callable[[Build, ModelBuilds | None], PrefectFuture],
+    todo: set[str],
+    labels: dict[str, str],
+    progress: Console,
+) -> dict[str, Outcome]:
+    """Start what the scheduler allows, and a line per finished build, until nothing runs."""
+    outcomes: dict[str, Outcome] = {}
+    running: dict[PrefectFuture, str] = {start(b, m): b.key for b, m in scheduler.starts()}
+    while running:
+        future = next(as_completed(list(running)))
+        key = running.pop(future)
+        outcomes[key] = _outcome(future)
+        scheduler.finish(key, _usable(outcomes[key]))
+        running |= {start(b, m): b.key for b, m in scheduler.starts()}
+        finished = len(outcomes)
+        waiting = len(todo) - finished - len(running)
+        mark = "[green]ok[/]" if _usable(outcomes[key]) else "[red]FAILED[/]"
+        progress.print(
+            f"[{finished}/{len(todo)}] {mark} {labels[key]}; {len(running)} running, {waiting} waiting",
+            soft_wrap=True,
+        )
+    return outcomes
 
 
 def _labels(plan: Plan) -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -41,9 +42,24 @@ def _cannot_reach(service: str, hint: str) -> Callable[[BaseException], str]:
     return lambda e: f"cannot reach {service}: {e}. {hint}"
 
 
+def _terminated(signum: int, _frame: object) -> None:
+    from prefect.exceptions import TerminationSignal
+
+    toolchain.stop_all()
+    raise TerminationSignal(signal=signum)
+
+
+def _stopped(name: str) -> str:
+    return (
+        f"stopped by {name}: the running toolchain steps were killed; every build that finished is kept in the "
+        "store, and running the same command again finishes the rest"
+    )
+
+
 def _errors() -> list[tuple[tuple[type[BaseException], ...], int, Callable[[BaseException], str]]]:
     """The one table from an error to what a person reads and the exit code (see mlc_farm.errors)."""
     import botocore.exceptions as boto
+    from prefect.exceptions import TerminationSignal
 
     connection = (boto.EndpointConnectionError, boto.ConnectTimeoutError, boto.ReadTimeoutError,
                   boto.ConnectionClosedError)  # fmt: skip
@@ -55,7 +71,8 @@ def _errors() -> list[tuple[tuple[type[BaseException], ...], int, Callable[[Base
         ((PermissionError, FileExistsError, NotADirectoryError, IsADirectoryError), 2,
          lambda e: f"cannot use {getattr(e, 'filename', '') or 'a path'}: {getattr(e, 'strerror', '') or e}"),
         ((OSError,), 1, lambda e: f"{getattr(e, 'filename', '') or 'I/O error'}: {getattr(e, 'strerror', '') or e}"),
-        ((KeyboardInterrupt,), 130, lambda e: "interrupted"),
+        ((TerminationSignal,), 128 + signal.SIGTERM, lambda e: _stopped("SIGTERM")),
+        ((KeyboardInterrupt,), 128 + signal.SIGINT, lambda e: _stopped("SIGINT")),
     ]  # fmt: skip
 
 
@@ -298,6 +315,7 @@ def build(
     from flows.nightly import nightly_build
 
     _quiet_engine()
+    signal.signal(signal.SIGTERM, _terminated)  # Prefect's engine hands SIGTERM back to this once it unwound
     state = nightly_build(str(matrix), models=model or None, force=force, store=store, return_state=True)
     if not state.is_completed():
         raise _fail(state.message or "the build failed", 1)

@@ -6,6 +6,7 @@ The command is `python -m mlc_llm` with the current interpreter unless MLC_FARM_
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -226,6 +227,21 @@ def clean_line(raw: str) -> str | None:
     return shown.rstrip() or None
 
 
+# Process groups of the steps running now: what `stop_all` kills when the build is interrupted.
+_running: set[int] = set()
+_lock = threading.Lock()
+
+
+def stop_all() -> int:
+    """Kill every toolchain step running in this process (each with the compilers it started); how many."""
+    with _lock:
+        groups = list(_running)
+    for pgid in groups:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+    return len(groups)
+
+
 def _dies_with_parent(cmd: list[str]) -> list[str]:
     """On Linux, `setpriv --pdeathsig KILL` makes the step die if the build process is killed (even by
     SIGKILL), without the thread-unsafe `preexec_fn`; elsewhere the process group is still killed on timeout."""
@@ -275,6 +291,8 @@ def run(
 
         timer = threading.Timer(timeout, kill)
         timer.start()
+        with _lock:
+            _running.add(proc.pid)
         try:
             assert proc.stdout is not None
             for raw in proc.stdout:  # binary: split on \n only, so progress redraws stay within their line
@@ -288,6 +306,8 @@ def run(
             code = proc.wait()
         finally:
             timer.cancel()
+            with _lock:
+                _running.discard(proc.pid)
     if timed_out.is_set():
         raise ToolchainError(step, cell, f"timed out after {timeout:g} s and was killed", list(tail), log_path)
     if code != 0:

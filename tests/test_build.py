@@ -239,3 +239,32 @@ def test_a_killed_build_takes_its_toolchain_step_with_it(tiny_matrix: Path, tmp_
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_and_sigterm_stop_the_build_within_seconds(
+    tiny_matrix: Path, tmp_path: Path, signum: int, code: int
+) -> None:
+    calls = tmp_path / "calls.log"
+    env = {**os.environ, "MLC_DOUBLE_LOG": str(calls), "MLC_DOUBLE_HANG": "convert_weight"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlc_farm.cli", "build", "--matrix", str(tiny_matrix), "--store", str(tmp_path / "s")],
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not [c for c in toolchain_calls(calls) if c["step"] == "convert_weight"]:
+            time.sleep(0.2)
+        hanging = [c["pid"] for c in toolchain_calls(calls) if c["step"] == "convert_weight"]
+        assert hanging
+        start = time.monotonic()
+        proc.send_signal(signum)
+        _, stderr = proc.communicate(timeout=10)
+        assert time.monotonic() - start < 10
+        assert proc.returncode == code, stderr
+        assert "stopped by SIG" in stderr and "running the same command again finishes the rest" in stderr
+        assert "Traceback" not in stderr
+        assert not any(_alive(pid) for pid in hanging)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
