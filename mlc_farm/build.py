@@ -20,7 +20,7 @@ from pathlib import Path
 
 from mlc_farm import toolchain, validate
 from mlc_farm.catalog import BuildRecord, FileEntry, Kind, Validation, load_record, now, read_blob_json
-from mlc_farm.errors import PermanentError
+from mlc_farm.errors import PermanentError, retry_transient
 from mlc_farm.plan import ConfigBuild, ConvertBuild, LibBuild, ModelBuilds
 from mlc_farm.settings import load_settings
 from mlc_farm.sources import file_sha256, needed_files
@@ -96,8 +96,9 @@ def _run_steps(
         except (toolchain.ToolchainError, ValidationFailed) as e:
             log = store_files(store, {"build.log": log_path})[0] if log_path.exists() else None
             raise BuildFailed(str(e), f"{store.url}/blobs/sha256/{log.sha256}" if log else None) from None
-        files = store_files(store, outputs)
-        log_entry = store_files(store, {"build.log": log_path})[0]
+        # The outputs are on disk: a store outage is waited out here, never by running the toolchain again.
+        files = retry_transient(lambda: store_files(store, outputs))
+        log_entry = retry_transient(lambda: store_files(store, {"build.log": log_path}))[0]
         record = BuildRecord(
             key=key,
             kind=kind,
@@ -113,7 +114,7 @@ def _run_steps(
             **extra,
         )
         # Last: only now does the build exist for readers, with every blob already in place.
-        store.write_json(record_path(key), record.model_dump(mode="json"))
+        retry_transient(lambda: store.write_json(record_path(key), record.model_dump(mode="json")))
         return record
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -169,7 +170,8 @@ def build_library(
 ) -> BuildRecord:
     """compile the mlc-chat-config.json of `builds` for one target, then validate the library against that
     model's weights: its metadata must fit them, and where the device is present it must run."""
-    convert, config = _record(store, builds.convert, "convert build"), _record(store, builds.config, "config build")
+    convert = retry_transient(lambda: _record(store, builds.convert, "convert build"))
+    config = retry_transient(lambda: _record(store, builds.config, "config build"))
     lib_name = f"{LIB_FILE}.{lb.device.library_ext}"
     users = ", ".join(f"{c.model}/{c.quantization}/{c.device}" for c in lb.users)
 

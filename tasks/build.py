@@ -34,12 +34,7 @@ def resolve_sources(loaded: Any, models: list[Any]) -> dict[str, ResolvedSource]
     return sources.resolve(loaded, models)
 
 
-@task(
-    name="build-from-source",
-    task_run_name="{b.kind} {b.model}/{b.quantization}",
-    **RETRY,
-    tags=["mlc-weights"],
-)
+@task(name="build-from-source", task_run_name="{b.kind} {b.model}/{b.quantization}", tags=["mlc-weights"])
 def build_from_source(
     store_url: str, b: ConvertBuild | ConfigBuild, source: ResolvedSource, convert_device: str
 ) -> str:
@@ -48,10 +43,7 @@ def build_from_source(
 
 
 @task(
-    name="build-library",
-    task_run_name="library {lb.device.name}/{lb.quantization} {lb.key:.12}",
-    **RETRY,
-    tags=["mlc-compile"],
+    name="build-library", task_run_name="library {lb.device.name}/{lb.quantization} {lb.key:.12}", tags=["mlc-compile"]
 )
 def build_library(store_url: str, lb: LibBuild, builds: ModelBuilds) -> str:
     store = open_store(store_url)

@@ -8,25 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlc_farm.errors import TransientError
-
-
-def transient(error: BaseException) -> bool:
-    from botocore.exceptions import ConnectionError as BotoConnectionError
-    from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
-
-    return isinstance(
-        error,
-        (TransientError, BotoConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionError, TimeoutError),
-    )
+from mlc_farm.errors import is_transient
 
 
 def transient_only(_task: Any, _task_run: Any, state: Any) -> bool:
     try:
         state.result()
     except Exception as e:
-        return transient(e)
+        return is_transient(e)
     return False
 
 
+# Tasks that do not run the toolchain. A build retries its own uploads from the outputs on disk (build.py),
+# so an outage never runs a conversion or a compile twice.
 RETRY: dict[str, Any] = {"retries": 3, "retry_delay_seconds": [2, 5, 15], "retry_condition_fn": transient_only}

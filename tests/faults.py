@@ -6,8 +6,14 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from urllib.parse import urlparse
 
+INTERNAL = (
+    b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/xml\r\nContent-Length: 95\r\n"
+    b"Connection: close\r\n\r\n"
+    b"<?xml version='1.0'?><Error><Code>InternalError</Code><Message>We broke</Message></Error>\r\n\r\n\r\n"
+)
 SLOW_DOWN = (
     b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: 93\r\nConnection: close\r\n\r\n"
     b"<?xml version='1.0'?><Error><Code>SlowDown</Code><Message>Please reduce</Message></Error>\r\n"
@@ -20,6 +26,7 @@ class FaultyProxy:
         self.upstream = (target.hostname, target.port)
         self.failures, self.mode = failures, mode
         self.seen = 0
+        self.burst_until = 0.0  # while time.monotonic() is below this, every connection gets an HTTP 500
         self.server = socket.create_server(("127.0.0.1", 0))
         self.endpoint = f"http://127.0.0.1:{self.server.getsockname()[1]}"
         self._lock = threading.Lock()
@@ -37,6 +44,12 @@ class FaultyProxy:
         with self._lock:
             self.seen += 1
             fail = self.seen <= self.failures
+            burst = time.monotonic() < self.burst_until
+        if burst:
+            conn.recv(65536)
+            conn.sendall(INTERNAL)
+            conn.close()
+            return
         if fail:
             conn.recv(65536)
             if self.mode == "503":
@@ -60,6 +73,10 @@ class FaultyProxy:
 
         threading.Thread(target=pipe, args=(up, conn), daemon=True).start()
         pipe(conn, up)
+
+    def burst(self, seconds: float) -> None:
+        """From now on, for `seconds`, answer every request with HTTP 500."""
+        self.burst_until = time.monotonic() + seconds
 
     def close(self) -> None:
         self.server.close()

@@ -72,7 +72,7 @@ def test_an_unreachable_s3_endpoint_is_exit_3(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("MLC_FARM_S3_ATTEMPTS", "2")
     code, text = run("ls", "--store", "s3://bucket/prefix")
-    assert code == 3 and "cannot reach the S3 endpoint" in text and "not-printed" not in text
+    assert code == 3 and "cannot reach http://127.0.0.1:9 for s3://bucket" in text and "not-printed" not in text
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
@@ -83,3 +83,22 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
 def test_version() -> None:
     code, text = run("--version")
     assert code == 0 and text.startswith("mlc-farm ")
+
+
+def test_an_endpoint_that_never_answers_fails_in_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A black hole: the connection is accepted and nothing ever comes back."""
+    import socket
+    import time
+
+    hole = socket.create_server(("127.0.0.1", 0), backlog=64)
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{hole.getsockname()[1]}")
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        start = time.monotonic()
+        code, text = run("ls", "--store", "s3://bucket/prefix")
+        assert time.monotonic() - start < 30
+        assert code == 3 and "within 10 s" in text and "check AWS_ENDPOINT_URL" in text
+    finally:
+        hole.close()

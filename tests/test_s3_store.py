@@ -12,6 +12,7 @@ import textwrap
 import threading
 import time
 import urllib.request
+from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from mlc_farm.store import CorruptBlobError, StoreError, open_store
 from mlc_farm.store.layout import blob_path
 from mlc_farm.store.s3 import S3Store, WriteConflict
 from tests.faults import FaultyProxy
-from tests.helpers import ROOT, cli, s3_client
+from tests.helpers import ROOT, cli, run_cli, s3_client, toolchain_calls
 from tests.seaweed import SeaweedS3
 
 
@@ -242,3 +243,34 @@ def test_build_pull_and_presigned_urls_against_s3(s3_store_url: str, tiny_matrix
         data = urllib.request.urlopen(link, timeout=30).read()  # no credentials needed
         assert len(data) == int(size) and hashlib.sha256(data).hexdigest() == sha
         assert data == (out / rel).read_bytes()
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_api")
+def test_a_burst_of_500s_is_ridden_out_running_each_build_once(
+    seaweed: SeaweedS3, s3_store_url: str, tiny_matrix: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """15 s of HTTP 500 from S3 while the builds upload: waited out from the outputs on disk, never by
+    running the toolchain again."""
+    proxy = FaultyProxy(seaweed.endpoint, failures=0)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+    calls = tmp_path / "calls.log"
+
+    def burst_when_the_first_step_runs() -> None:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not toolchain_calls(calls):
+            time.sleep(0.05)
+        proxy.burst(15)
+
+    watcher = threading.Thread(target=burst_when_the_first_step_runs, daemon=True)
+    watcher.start()
+    try:
+        done = run_cli(
+            "build", "--matrix", str(tiny_matrix), "--store", s3_store_url, env={"MLC_DOUBLE_LOG": str(calls)}
+        )
+    finally:
+        proxy.close()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert proxy.burst_until > 0  # the burst did happen during the build
+    runs = Counter(c["step"] for c in toolchain_calls(calls))
+    assert runs == {"convert_weight": 4, "gen_config": 4, "compile": 4}  # each build once

@@ -89,7 +89,9 @@ def open_store(url: str | None = None, must_exist: bool = False) -> ArtifactStor
     if scheme == "s3":
         from mlc_farm.store.s3 import S3Store
 
-        return S3Store(url, settings)
+        s3 = S3Store(url, settings)
+        s3.ping()
+        return s3
     if scheme != "file":
         raise BadInput(
             f"store {url!r}: unknown scheme {scheme + '://'!r}; use file://DIR, a path, or s3://bucket/prefix"

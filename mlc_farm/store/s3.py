@@ -30,6 +30,8 @@ from botocore.config import Config
 from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
     IncompleteReadError,
     ReadTimeoutError,
     ResponseStreamingError,
@@ -86,6 +88,7 @@ class S3Store:
                 f"no AWS credentials found for {self.url}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
                 "or AWS_PROFILE, or run where an instance role applies"
             )
+        self._session, self._config = session, config
         self.client = session.client("s3", endpoint_url=endpoint, config=config)
         self.transfer = transfer_config(settings)
         # One transfer manager for the store: parts of every file share one bounded pool (as the AWS CLI does).
@@ -97,6 +100,28 @@ class S3Store:
         self.requests: Counter[str] = Counter()
         self._lock = threading.Lock()
         self.client.meta.events.register("before-call.s3", self._count)
+
+    def ping(self, seconds: float = 10) -> None:
+        """Fail fast when the endpoint does not answer: one HEAD of the bucket with short timeouts, before the
+        generous timeouts and retries of real work (an endpoint that never answers would otherwise take
+        minutes to give up)."""
+        quick = Config(
+            connect_timeout=seconds / 4, read_timeout=seconds / 4, retries={"mode": "standard", "max_attempts": 2}
+        )
+        client = self._session.client("s3", endpoint_url=self.endpoint, config=self._config.merge(quick))
+        try:
+            client.head_bucket(Bucket=self.bucket)
+        except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError) as e:
+            where = self.endpoint or "AWS S3"
+            raise StoreUnavailable(
+                f"cannot reach {where} for s3://{self.bucket} within {seconds:g} s ({type(e).__name__}): "
+                "check AWS_ENDPOINT_URL / MLC_FARM_STORE and the network"
+            ) from None
+        except ClientError as e:
+            code = str(e.response.get("Error", {}).get("Code"))
+            if code in ("404", "NoSuchBucket", "NotFound"):
+                e.response["Error"]["Code"] = "NoSuchBucket"
+            raise self._error(e, "checking the bucket") from None
 
     def _count(self, model: Any, **_: Any) -> None:
         with self._lock:
