@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from rich.console import Console
 
 from mlc_farm import toolchain as toolchain_steps
+from mlc_farm.build import remove_stale_workdirs
 from mlc_farm.catalog import BuildRecord, load_record, referenced_blobs
 from mlc_farm.hub import PublishError, repo_for
 from mlc_farm.matrix import BUILTIN_NAMES, MatrixError, load_matrix, select_cells, toolchain_problems
@@ -122,6 +123,8 @@ def run_matrix(
     stale = st.abort_stale_uploads(timedelta(hours=load_settings().stale_upload_hours))
     if stale:
         logger.info("aborted %d unfinished uploads left by earlier runs", len(stale))
+    if mode == "embedded" and (left := remove_stale_workdirs()):
+        logger.info("removed %d work directories that killed builds left behind", len(left))
 
     records: dict[str, BuildRecord] = {}  # read once: on S3 each look-up is a GET
 

@@ -11,6 +11,7 @@ The Prefect tasks in `tasks/` wrap these; they can also run on a worker that has
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import tempfile
@@ -26,6 +27,7 @@ from mlc_farm.settings import load_settings
 from mlc_farm.sources import file_sha256, needed_files
 from mlc_farm.store import ArtifactStore, StoreError
 from mlc_farm.store.layout import record_path
+from mlc_farm.store.local import process_alive
 
 LIB_FILE = "model-lib"
 
@@ -64,11 +66,27 @@ def stage_source(source_dir: Path, staging: Path) -> Path:
     return staging
 
 
+_WORK_PREFIX = "mlc-farm-build-"
+
+
 def _workdir(key: str) -> Path:
+    """A build's scratch directory, named after this process, so a later run can tell it was left behind."""
     base = load_settings().work_dir
     if base:
         base.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f"{key[:12]}-", dir=base))
+    return Path(tempfile.mkdtemp(prefix=f"{_WORK_PREFIX}{os.getpid()}-{key[:12]}-", dir=base))
+
+
+def remove_stale_workdirs() -> list[Path]:
+    """Scratch directories of builds whose process is gone (killed, or a crashed machine): removed."""
+    base = load_settings().work_dir or Path(tempfile.gettempdir())
+    stale = []
+    for path in base.glob(f"{_WORK_PREFIX}*") if base.is_dir() else []:
+        pid = path.name.removeprefix(_WORK_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            stale.append(path)
+    return stale
 
 
 def _timeout(timeout: float | None) -> float:

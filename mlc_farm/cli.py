@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -159,6 +160,33 @@ def _size(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024  # type: ignore[assignment]
     raise AssertionError
+
+
+@contextlib.contextmanager
+def _prefect_api() -> Iterator[None]:
+    """PREFECT_API_URL when it is set; else a temporary server of our own for this build, stopped after it."""
+    import os
+    import tempfile
+
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from mlc_farm.stack import start_temporary_prefect
+
+    if os.environ.get("PREFECT_API_URL"):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="mlc-farm-prefect-") as logs:
+        server = start_temporary_prefect(Path(logs))
+        try:
+            with temporary_settings({PREFECT_API_URL: server.url}):
+                yield
+                # Logs and events still queued go to the server before it stops, not into errors at exit.
+                APILogWorker.drain_all(timeout=10)
+                EventsWorker.drain_all(timeout=10)
+        finally:
+            server.stop(timeout=10)
 
 
 def _quiet_engine() -> None:
@@ -316,7 +344,8 @@ def build(
 
     _quiet_engine()
     signal.signal(signal.SIGTERM, _terminated)  # Prefect's engine hands SIGTERM back to this once it unwound
-    state = nightly_build(str(matrix), models=model or None, force=force, store=store, return_state=True)
+    with _prefect_api():
+        state = nightly_build(str(matrix), models=model or None, force=force, store=store, return_state=True)
     if not state.is_completed():
         raise _fail(state.message or "the build failed", 1)
     out.print(f"[green]done:[/] {state.message}", soft_wrap=True, highlight=False)

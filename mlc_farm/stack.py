@@ -223,6 +223,32 @@ def wait_for_prefect(service: Service, timeout: float = 180) -> None:
     _wait(service, f"{service.url}/health", timeout)
 
 
+def start_temporary_prefect(log_dir: Path, timeout: float = 180) -> Service:
+    """The Prefect API server of an embedded build, as Prefect's own temporary server runs it (uvicorn on
+    127.0.0.1, the default database), but started here: it gets a generous start on a loaded 2-core machine,
+    no telemetry, and it dies with the build even when the build is killed (SIGKILL included)."""
+    import prefect
+
+    from mlc_farm.toolchain import dies_with_parent
+
+    port = free_ports(1)[0]
+    args = [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
+            "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port), "--log-level",
+            "error", "--lifespan", "on"]  # fmt: skip
+    env = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "DO_NOT_TRACK": "1",
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}  # fmt: skip
+    service = _spawn("Prefect's temporary server", dies_with_parent(args), log_dir / "prefect-server.log", env)
+    service.url = f"http://127.0.0.1:{port}/api"
+    try:
+        _wait(service, f"{service.url}/health", timeout)
+    except StackError as e:
+        raise StackError(
+            f"Prefect's temporary server did not start within {timeout:g} s (a loaded machine?): try again, or "
+            f"point PREFECT_API_URL at a running Prefect server. {e}"
+        ) from None
+    return service
+
+
 def start_worker(home: Path, api_url: str, pool: str, env: dict[str, str] | None = None) -> Service:
     """A process worker for `pool`; flow runs start as subprocesses with this environment."""
     worker_env = prefect_env(home, api_url) | {"PREFECT_WORKER_QUERY_SECONDS": "2"} | (env or {})

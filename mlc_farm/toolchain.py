@@ -242,7 +242,7 @@ def stop_all() -> int:
     return len(groups)
 
 
-def _dies_with_parent(cmd: list[str]) -> list[str]:
+def dies_with_parent(cmd: list[str]) -> list[str]:
     """On Linux, `setpriv --pdeathsig KILL` makes the step die if the build process is killed (even by
     SIGKILL), without the thread-unsafe `preexec_fn`; elsewhere the process group is still killed on timeout."""
     setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
@@ -275,7 +275,7 @@ def run(
             if shutil.which(full[0]) is None:  # say so here: behind setpriv it would be setpriv's exit code
                 raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), full[0])
             proc = subprocess.Popen(
-                _dies_with_parent(full),
+                dies_with_parent(full),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 env=toolchain_env(env),

@@ -268,3 +268,42 @@ def test_ctrl_c_and_sigterm_stop_the_build_within_seconds(
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(stat.parent.name))
+    return out
+
+
+def test_sigkill_leaves_nothing_running_and_the_next_run_cleans_up(tiny_matrix: Path, tmp_path: Path) -> None:
+    """No shared server here: the build starts its own temporary Prefect server, which must die with it."""
+    calls, work = tmp_path / "calls.log", tmp_path / "work"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env |= {"MLC_DOUBLE_LOG": str(calls), "MLC_DOUBLE_HANG": "convert_weight", "MLC_FARM_WORK_DIR": str(work)}
+    args = [sys.executable, "-m", "mlc_farm.cli", "build", "--matrix", str(tiny_matrix), "--store", str(tmp_path / "s")]
+    proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not [c for c in toolchain_calls(calls) if c["step"] == "convert_weight"]:
+            time.sleep(0.2)
+        started = _children(proc.pid)  # the temporary Prefect server and the toolchain steps
+        assert len(started) >= 2
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(p) for p in started):
+            time.sleep(0.2)
+        assert not [p for p in started if _alive(p)]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert list(work.glob(f"mlc-farm-build-{proc.pid}-*"))  # what the killed builds were working on
+    env.pop("MLC_DOUBLE_HANG")
+    again = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert not list(work.glob(f"mlc-farm-build-{proc.pid}-*"))

@@ -144,7 +144,7 @@ class LocalStore:
             pid = p.name.split("-", 1)[0]
             if p.suffix == ".lock":
                 continue
-            if (pid.isdigit() and not _alive(int(pid))) or p.stat().st_mtime <= cutoff:
+            if (pid.isdigit() and not process_alive(int(pid))) or p.stat().st_mtime <= cutoff:
                 stale.append(f"tmp/{p.name}")
                 if not dry_run:
                     p.unlink(missing_ok=True)
@@ -161,7 +161,7 @@ def _copy_hashed(src: Path, dest: Path) -> str:
     return h.hexdigest()
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
