@@ -150,13 +150,19 @@ def run_matrix(
         if isinstance(build, LibBuild):
             assert builds is not None
             if mode == "embedded":
-                return build_library.submit(st.url, build, builds)
-            params = {"lb": build, "builds_from": builds, "store": st.url}
+                return build_library.submit(st.url, build, builds, force)
+            params = {"lb": build, "builds_from": builds, "store": st.url, "force": force}
             return dispatch.submit(f"build-library/{build.device.work_pool}", _jsonable(params), build.key)
         source = srcs[build.model]
         if mode == "embedded":
-            return build_from_source.submit(st.url, build, source, matrix.convert_device)
-        params = {"build": build, "source": source, "convert_device": matrix.convert_device, "store": st.url}
+            return build_from_source.submit(st.url, build, source, matrix.convert_device, force)
+        params = {
+            "build": build,
+            "source": source,
+            "convert_device": matrix.convert_device,
+            "store": st.url,
+            "force": force,
+        }
         return dispatch.submit(f"build-weights/{matrix.weights_pool}", _jsonable(params), build.key)
 
     todo = to_build(plan, have, force)

@@ -38,6 +38,7 @@ def build_weights_flow(
     source: ResolvedSource,
     convert_device: str,
     store: str | None = None,
+    force: bool = False,
 ) -> str:
     """A convert or a config build, on the weights pool (CPU is enough with convert_device: cpu)."""
     return builds.build_from_source(
@@ -46,13 +47,14 @@ def build_weights_flow(
         sources.fetch(source),
         convert_device,
         on_line=log_line,
+        force=force,
         flow_run=str(flow_run.get_id()),
     ).key
 
 
 @flow(name="build-library", flow_run_name="library {lb.device.name}/{lb.quantization}")
-def build_library_flow(lb: LibBuild, builds_from: ModelBuilds, store: str | None = None) -> str:
+def build_library_flow(lb: LibBuild, builds_from: ModelBuilds, store: str | None = None, force: bool = False) -> str:
     with concurrency(compile_limit(lb.device.work_pool), occupy=1):
         return builds.build_library(
-            open_store(store), lb, builds_from, on_line=log_line, flow_run=str(flow_run.get_id())
+            open_store(store), lb, builds_from, on_line=log_line, flow_run=str(flow_run.get_id()), force=force
         ).key

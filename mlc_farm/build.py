@@ -17,10 +17,20 @@ import socket
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 
-from mlc_farm import toolchain, validate
-from mlc_farm.catalog import BuildRecord, FileEntry, Kind, Validation, load_record, now, read_blob_json
+from mlc_farm import lease, toolchain, validate
+from mlc_farm.catalog import (
+    BuildRecord,
+    FileEntry,
+    Kind,
+    Validation,
+    load_record,
+    now,
+    read_blob_json,
+    referenced_blobs,
+)
 from mlc_farm.errors import PermanentError, retry_transient
 from mlc_farm.plan import ConfigBuild, ConvertBuild, LibBuild, ModelBuilds
 from mlc_farm.settings import load_settings
@@ -102,12 +112,39 @@ Steps = Callable[[Path, Path], tuple[dict[str, float], dict[str, Path], dict]]
 
 
 def _run_steps(
-    store: ArtifactStore, key: str, kind: Kind, inputs: dict, steps: Steps, flow_run: str | None
+    store: ArtifactStore, key: str, kind: Kind, inputs: dict, steps: Steps, flow_run: str | None, force: bool
 ) -> BuildRecord:
-    """Run `steps(work, log)` -> (seconds, outputs, extra record fields), then store blobs and the record."""
+    """Under the key's lease, run `steps(work, log)` -> (seconds, outputs, extra record fields), then store
+    the blobs and the record. When another run holds the lease, its record is waited for and returned."""
+    started = now()
+
+    def built_meanwhile() -> BuildRecord | None:
+        """A whole build of this key that another run finished (forced: since this build started)."""
+        record = load_record(store, key)
+        if record is None or (force and record.finished_at < started):
+            return None
+        return record if all(store.has_blob(f.sha256) for f in referenced_blobs(record)) else None
+
+    with lease.held(store, key, load_settings().lease_seconds, built_meanwhile) as elsewhere:
+        if elsewhere is None:
+            elsewhere = built_meanwhile()  # the other run may have finished just before the lease was free
+        if elsewhere is not None:
+            return elsewhere
+        return _build(store, key, kind, inputs, steps, flow_run, started)
+
+
+def _build(
+    store: ArtifactStore,
+    key: str,
+    kind: Kind,
+    inputs: dict,
+    steps: Steps,
+    flow_run: str | None,
+    started: datetime,
+) -> BuildRecord:
+    """The build itself: steps in a scratch directory, blobs, then the record (last, for readers)."""
     work = _workdir(key)
     log_path = work / "build.log"
-    started = now()
     try:
         try:
             seconds, outputs, extra = steps(work, log_path)
@@ -147,6 +184,7 @@ def build_from_source(
     timeout: float | None = None,
     on_line: Callable[[str], None] | None = None,
     flow_run: str | None = None,
+    force: bool = False,
 ) -> BuildRecord:
     """A build that reads the source: convert_weight (params_shard_*.bin, tensor-cache.json) or gen_config
     (mlc-chat-config.json and the tokenizer files), on a staging directory of the source."""
@@ -163,7 +201,7 @@ def build_from_source(
         seconds = toolchain.run(step, args, cell=cell, log_path=log, timeout=_timeout(timeout), on_line=on_line)
         return {step: seconds}, _outputs(out), {}
 
-    return _run_steps(store, b.key, b.kind, b.inputs, steps, flow_run)
+    return _run_steps(store, b.key, b.kind, b.inputs, steps, flow_run, force)
 
 
 def _record(store: ArtifactStore, key: str, what: str) -> BuildRecord:
@@ -185,6 +223,7 @@ def build_library(
     timeout: float | None = None,
     on_line: Callable[[str], None] | None = None,
     flow_run: str | None = None,
+    force: bool = False,
 ) -> BuildRecord:
     """compile the mlc-chat-config.json of `builds` for one target, then validate the library against that
     model's weights: its metadata must fit them, and where the device is present it must run."""
@@ -211,7 +250,7 @@ def build_library(
         extra = {"library_metadata": metadata, "validation": validation, "validated_with": builds.model_dump()}
         return {"compile": seconds}, {lib_name: work / lib_name}, extra
 
-    return _run_steps(store, lb.key, "library", lb.inputs, steps, flow_run)
+    return _run_steps(store, lb.key, "library", lb.inputs, steps, flow_run, force)
 
 
 def _validate(

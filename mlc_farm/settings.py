@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     home: str | None = Field(
         None, description="Where farm workers find this checkout (prefect.yaml's pull step; `/opt/mlc-farm` in images)."
     )
+    lease_seconds: Seconds = Field(
+        300, description="A build's lease on its key, renewed while it runs: a dead builder's lapses after this."
+    )
     s3_chunk_mb: int = Field(16, ge=5, le=5120, description="S3 multipart part size in MB.")
     s3_concurrency: int = Field(8, ge=1, le=64, description="S3 parts or ranges in flight per process.")
     s3_range_mb: int = Field(8, ge=1, le=1024, description="S3 ranged-GET size in MB.")

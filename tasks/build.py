@@ -36,18 +36,19 @@ def resolve_sources(loaded: Any, models: list[Any]) -> dict[str, ResolvedSource]
 
 @task(name="build-from-source", task_run_name="{b.kind} {b.model}/{b.quantization}", tags=["mlc-weights"])
 def build_from_source(
-    store_url: str, b: ConvertBuild | ConfigBuild, source: ResolvedSource, convert_device: str
+    store_url: str, b: ConvertBuild | ConfigBuild, source: ResolvedSource, convert_device: str, force: bool
 ) -> str:
     st, source_dir = open_store(store_url), sources.fetch(source)
-    return build.build_from_source(st, b, source_dir, convert_device, on_line=log_line, flow_run=_run_id()).key
+    run = _run_id()
+    return build.build_from_source(st, b, source_dir, convert_device, on_line=log_line, flow_run=run, force=force).key
 
 
 @task(
     name="build-library", task_run_name="library {lb.device.name}/{lb.quantization} {lb.key:.12}", tags=["mlc-compile"]
 )
-def build_library(store_url: str, lb: LibBuild, builds: ModelBuilds) -> str:
+def build_library(store_url: str, lb: LibBuild, builds: ModelBuilds, force: bool) -> str:
     store = open_store(store_url)
-    return build.build_library(store, lb, builds, on_line=log_line, flow_run=_run_id()).key
+    return build.build_library(store, lb, builds, on_line=log_line, flow_run=_run_id(), force=force).key
 
 
 @task(name="update-catalog", **RETRY)

@@ -307,3 +307,15 @@ def test_sigkill_leaves_nothing_running_and_the_next_run_cleans_up(tiny_matrix: 
     again = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout + again.stderr
     assert not list(work.glob(f"mlc-farm-build-{proc.pid}-*"))
+
+
+def test_two_overlapping_runs_build_each_key_once(tiny_matrix: Path, tmp_path: Path) -> None:
+    store, calls = tmp_path / "store", tmp_path / "calls.log"
+    env = {**os.environ, "MLC_DOUBLE_LOG": str(calls), "MLC_DOUBLE_SLEEP": "1"}
+    args = [sys.executable, "-m", "mlc_farm.cli", "build", "--matrix", str(tiny_matrix), "--store", str(store)]
+    runs = [subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]  # fmt: skip
+    outputs = [run.communicate(timeout=600) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    assert steps(calls) == {"convert_weight": 4, "gen_config": 4, "compile": 4}  # each key once, in all
+    assert_store_whole(store)

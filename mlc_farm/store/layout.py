@@ -4,6 +4,7 @@
 - `builds/<key>.json`: one record per finished build, listing its files by sha256.
 - `catalog/<model>/<quant>.json`: the current convert, config and each device's library of a model x quantization.
 - `toolchains/<pool>.json`: the toolchain a farm pool probed (farm mode).
+- `leases/<key>.json`: who is building a key right now, until when (mlc_farm/lease.py).
 
 Written in the order blobs, record, catalog, so a reader never follows a pointer to nothing.
 """
@@ -25,6 +26,10 @@ def record_path(key: str) -> str:
 
 def catalog_path(model: str, quantization: str) -> str:
     return f"{CATALOG}{model}/{quantization}.json"
+
+
+def lease_path(key: str) -> str:
+    return f"leases/{key}.json"
 
 
 def toolchain_path(pool: str) -> str:

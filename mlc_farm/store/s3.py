@@ -101,12 +101,12 @@ class S3Store:
         self._lock = threading.Lock()
         self.client.meta.events.register("before-call.s3", self._count)
 
-    def ping(self, seconds: float = 10) -> None:
-        """Fail fast when the endpoint does not answer: one HEAD of the bucket with short timeouts, before the
-        generous timeouts and retries of real work (an endpoint that never answers would otherwise take
-        minutes to give up)."""
+    def ping(self, seconds: float = 2.5, attempts: int = 4) -> None:
+        """Fail fast when the endpoint does not answer: a HEAD of the bucket with short timeouts and a few
+        attempts (a 5xx blip is still ridden out), before the generous timeouts of real work (an endpoint that
+        never answers would otherwise take minutes to give up)."""
         quick = Config(
-            connect_timeout=seconds / 4, read_timeout=seconds / 4, retries={"mode": "standard", "max_attempts": 2}
+            connect_timeout=seconds, read_timeout=seconds, retries={"mode": "standard", "max_attempts": attempts}
         )
         client = self._session.client("s3", endpoint_url=self.endpoint, config=self._config.merge(quick))
         try:
@@ -114,8 +114,8 @@ class S3Store:
         except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError) as e:
             where = self.endpoint or "AWS S3"
             raise StoreUnavailable(
-                f"cannot reach {where} for s3://{self.bucket} within {seconds:g} s ({type(e).__name__}): "
-                "check AWS_ENDPOINT_URL / MLC_FARM_STORE and the network"
+                f"cannot reach {where} for s3://{self.bucket}: no answer within {seconds:g} s in {attempts} "
+                f"attempts ({type(e).__name__}); check AWS_ENDPOINT_URL / MLC_FARM_STORE and the network"
             ) from None
         except ClientError as e:
             code = str(e.response.get("Error", {}).get("Code"))
