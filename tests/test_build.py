@@ -208,6 +208,16 @@ def test_force_and_a_new_toolchain_rebuild(tiny_matrix: Path, tmp_path: Path) ->
     assert record["toolchain"]["mlc_llm_version"] == "0.21.0.dev3"
 
 
+def hanging_steps(calls: Path, timeout: float = 240) -> list[int]:
+    """Wait until the double has started (and hangs in) convert_weight; the pids of those steps."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pids := [c["pid"] for c in toolchain_calls(calls) if c["step"] == "convert_weight"]:
+            return pids
+        time.sleep(0.2)
+    raise AssertionError("no convert_weight step started")
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/status").read_text()
@@ -225,10 +235,7 @@ def test_a_killed_build_takes_its_toolchain_step_with_it(tiny_matrix: Path, tmp_
         env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and not [c for c in toolchain_calls(calls) if c["step"] == "convert_weight"]:
-            time.sleep(0.2)
-        steps_running = [c["pid"] for c in toolchain_calls(calls) if c["step"] == "convert_weight"]
+        steps_running = hanging_steps(calls)
         assert steps_running and all(_alive(pid) for pid in steps_running)
         proc.kill()  # the build process alone, as the OOM killer would
         proc.wait()
@@ -252,10 +259,7 @@ def test_ctrl_c_and_sigterm_stop_the_build_within_seconds(
         env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and not [c for c in toolchain_calls(calls) if c["step"] == "convert_weight"]:
-            time.sleep(0.2)
-        hanging = [c["pid"] for c in toolchain_calls(calls) if c["step"] == "convert_weight"]
+        hanging = hanging_steps(calls)
         assert hanging
         start = time.monotonic()
         proc.send_signal(signum)
@@ -288,9 +292,7 @@ def test_sigkill_leaves_nothing_running_and_the_next_run_cleans_up(tiny_matrix: 
     proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)  # fmt: skip
     try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and not [c for c in toolchain_calls(calls) if c["step"] == "convert_weight"]:
-            time.sleep(0.2)
+        hanging_steps(calls)
         started = _children(proc.pid)  # the temporary Prefect server and the toolchain steps
         assert len(started) >= 2
         proc.kill()
