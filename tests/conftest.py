@@ -51,6 +51,11 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if server := _SERVER.pop("prefect", None):
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=10)  # what the in-process flows still queue, before the server goes
+        EventsWorker.drain_all(timeout=10)
         server.stop()
         shutil.rmtree(Path(server.log).parent, ignore_errors=True)
 

@@ -88,6 +88,8 @@ def test_damaged_documents_are_reported_treated_as_missing_and_rewritten(tiny_ma
     record.write_text(record.read_text()[:100])  # a crash or a full disk half-way
     catalog = store / "catalog" / "tiny-llama-a" / "q4f16_1.json"
     catalog.write_text(catalog.read_text()[:50])
+    half = store / "tmp" / "999999999-deadbeef"  # a write a crash cut short, by a process that is gone
+    half.write_text('{"schema_version": 2, "key": "')
     for args in (["ls"], ["gc", "--dry-run"], ["verify"], ["pull", "tiny-llama-a", "q0f16", "-o", str(tmp_path / "o")]):
         done = run_cli(*args, "--store", str(store))
         assert done.returncode in (0, 1), done.stderr
@@ -101,6 +103,7 @@ def test_damaged_documents_are_reported_treated_as_missing_and_rewritten(tiny_ma
     assert steps(calls) == {"convert_weight": 1}  # the damaged record's build, and nothing else
     assert json.loads(record.read_text())["schema_version"] == 2
     assert json.loads(catalog.read_text())["model"] == "tiny-llama-a"  # the damaged entry was rewritten
+    assert not half.exists()  # never read, and removed by the next run
     assert run_cli("verify", "--deep", "--store", str(store)).returncode == 0
 
 
