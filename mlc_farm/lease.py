@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import lease_path
+from mlc_farm.store.local import process_alive
 
 
 class Lease(BaseModel):
@@ -31,6 +32,13 @@ class Lease(BaseModel):
 def holder_id() -> str:
     """Who holds a lease: host, process and a nonce, so two builds in one process never share one."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _dead_here(holder: str) -> bool:
+    """A holder on this machine whose process is gone (killed): its lease need not be waited out."""
+    host, _, rest = holder.partition(":")
+    pid = rest.split(":", 1)[0]
+    return host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid))
 
 
 def _current(doc: dict[str, Any] | None) -> Lease | None:
@@ -47,7 +55,7 @@ def take(store: ArtifactStore, key: str, holder: str, seconds: float) -> Lease |
 
     def change(doc: dict[str, Any] | None) -> dict[str, Any]:
         other = _current(doc)
-        if other and other.holder != holder and other.expires_at > now:
+        if other and other.holder != holder and other.expires_at > now and not _dead_here(other.holder):
             return doc  # type: ignore[return-value]  # someone else's, still live: unchanged
         return mine.model_dump(mode="json")
 

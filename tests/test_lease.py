@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -36,3 +37,16 @@ def test_a_waiting_builder_gets_the_other_ones_result(tmp_path: Path) -> None:
     with lease.held(store, "free-key", 30, lambda: None) as elsewhere:
         assert elsewhere is None and lease.take(store, "free-key", "someone", 30) is None  # held while building
     assert lease.take(store, "free-key", "someone", 30) is not None  # released after
+
+
+def test_a_killed_holder_on_this_machine_need_not_be_waited_out(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    store = LocalStore(tmp_path / "s")
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = f"{socket.gethostname()}:{gone.stdout.strip()}:0000"
+    assert lease.take(store, "k", dead, seconds=300) is not None
+    assert lease.take(store, "k", "another-host:1:x", seconds=300) is not None  # the dead holder's lease is free
+    assert lease.take(store, "k", f"{socket.gethostname()}:{os.getpid()}:1111", seconds=300) is None  # a live one
