@@ -118,12 +118,15 @@ def _run_steps(
     the blobs and the record. When another run holds the lease, its record is waited for and returned."""
     started = now()
 
-    def built_meanwhile() -> BuildRecord | None:
-        """A whole build of this key that another run finished (forced: since this build started)."""
+    def whole_record() -> BuildRecord | None:
         record = load_record(store, key)
         if record is None or (force and record.finished_at < started):
             return None
         return record if all(store.has_blob(f.sha256) for f in referenced_blobs(record)) else None
+
+    def built_meanwhile() -> BuildRecord | None:
+        """A whole build of this key that another run finished (forced: since this build started)."""
+        return retry_transient(whole_record)
 
     with lease.held(store, key, load_settings().lease_seconds, built_meanwhile) as elsewhere:
         if elsewhere is None:

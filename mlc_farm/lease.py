@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from mlc_farm.errors import retry_transient
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import lease_path
 from mlc_farm.store.local import process_alive
@@ -75,7 +76,7 @@ def held(
     """Hold the lease of `key` while the block builds it, renewing it; yields None when this process is to
     build, or what `wait_for()` returned once another holder's build appeared (then nothing is to build)."""
     holder = holder_id()
-    while take(store, key, holder, seconds) is None:
+    while retry_transient(lambda: take(store, key, holder, seconds)) is None:
         if (done := wait_for()) is not None:
             yield done
             return
@@ -84,7 +85,8 @@ def held(
 
     def renew() -> None:
         while not stop.wait(seconds / 3):
-            take(store, key, holder, seconds)
+            with contextlib.suppress(Exception):  # missed renewals are retried at the next tick
+                take(store, key, holder, seconds)
 
     renewer = threading.Thread(target=renew, daemon=True, name=f"lease {key[:12]}")
     renewer.start()
@@ -93,4 +95,5 @@ def held(
     finally:
         stop.set()
         renewer.join()
-        release(store, key, holder)
+        with contextlib.suppress(Exception):  # a lease left behind lapses by itself
+            release(store, key, holder)

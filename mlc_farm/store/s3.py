@@ -118,6 +118,9 @@ class S3Store:
                 f"attempts ({type(e).__name__}); check AWS_ENDPOINT_URL / MLC_FARM_STORE and the network"
             ) from None
         except ClientError as e:
+            error = self._error(e, "checking the bucket")
+            if isinstance(error, StoreUnavailable):
+                return  # it answers, with a 5xx for now: the real work's retries ride that out
             code = str(e.response.get("Error", {}).get("Code"))
             if code in ("404", "NoSuchBucket", "NotFound"):
                 e.response["Error"]["Code"] = "NoSuchBucket"
