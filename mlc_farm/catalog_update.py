@@ -68,11 +68,11 @@ def library_validation(
     assert lib.validation is not None
     if lib.validated_with == {"model": model, "convert": convert.key, "config": config.key}:
         return lib.validation
-    fits = fit_check(
-        lib.library_metadata, rec.doc(convert, "tensor-cache.json"), rec.doc(config, "mlc-chat-config.json")
-    )
-    if lib.library_metadata is None:
+    if lib.library_metadata is None:  # it could not be loaded where it was built: nothing to compare
         fits = lib.validation.fits
+    else:
+        cache, config_doc = rec.doc(convert, "tensor-cache.json"), rec.doc(config, "mlc-chat-config.json")
+        fits = fit_check(lib.library_metadata, cache, config_doc)
     return Validation(fits=fits, run=lib.validation.run)
 
 
