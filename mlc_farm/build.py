@@ -31,7 +31,7 @@ from mlc_farm.catalog import (
     read_blob_json,
     referenced_blobs,
 )
-from mlc_farm.errors import PermanentError, retry_transient
+from mlc_farm.errors import PermanentError
 from mlc_farm.plan import ConfigBuild, ConvertBuild, LibBuild, ModelBuilds
 from mlc_farm.settings import load_settings
 from mlc_farm.sources import file_sha256, needed_files
@@ -118,15 +118,12 @@ def _run_steps(
     the blobs and the record. When another run holds the lease, its record is waited for and returned."""
     started = now()
 
-    def whole_record() -> BuildRecord | None:
+    def built_meanwhile() -> BuildRecord | None:
+        """A whole build of this key that another run finished (forced: since this build started)."""
         record = load_record(store, key)
         if record is None or (force and record.finished_at < started):
             return None
         return record if all(store.has_blob(f.sha256) for f in referenced_blobs(record)) else None
-
-    def built_meanwhile() -> BuildRecord | None:
-        """A whole build of this key that another run finished (forced: since this build started)."""
-        return retry_transient(whole_record)
 
     with lease.held(store, key, load_settings().lease_seconds, built_meanwhile) as elsewhere:
         if elsewhere is None:
@@ -154,9 +151,9 @@ def _build(
         except (toolchain.ToolchainError, ValidationFailed) as e:
             log = store_files(store, {"build.log": log_path})[0] if log_path.exists() else None
             raise BuildFailed(str(e), f"{store.url}/blobs/sha256/{log.sha256}" if log else None) from None
-        # The outputs are on disk: a store outage is waited out here, never by running the toolchain again.
-        files = retry_transient(lambda: store_files(store, outputs))
-        log_entry = retry_transient(lambda: store_files(store, {"build.log": log_path}))[0]
+        # The outputs are on disk: the store's retries wait out an outage; the toolchain never runs again.
+        files = store_files(store, outputs)
+        log_entry = store_files(store, {"build.log": log_path})[0]
         record = BuildRecord(
             key=key,
             kind=kind,
@@ -172,7 +169,7 @@ def _build(
             **extra,
         )
         # Last: only now does the build exist for readers, with every blob already in place.
-        retry_transient(lambda: store.write_json(record_path(key), record.model_dump(mode="json")))
+        store.write_json(record_path(key), record.model_dump(mode="json"))
         return record
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -230,8 +227,8 @@ def build_library(
 ) -> BuildRecord:
     """compile the mlc-chat-config.json of `builds` for one target, then validate the library against that
     model's weights: its metadata must fit them, and where the device is present it must run."""
-    convert = retry_transient(lambda: _record(store, builds.convert, "convert build"))
-    config = retry_transient(lambda: _record(store, builds.config, "config build"))
+    convert = _record(store, builds.convert, "convert build")
+    config = _record(store, builds.config, "config build")
     lib_name = f"{LIB_FILE}.{lb.device.library_ext}"
     users = ", ".join(f"{c.model}/{c.quantization}/{c.device}" for c in lb.users)
 

@@ -8,8 +8,9 @@ the Prefect server) cannot be reached.
 
 from __future__ import annotations
 
+import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -42,26 +43,33 @@ class ServiceUnreachable(TransientError):
 
 
 def is_transient(error: BaseException) -> bool:
-    """The one allow-list of transient errors: ours, a dropped or refused connection, a timeout. Anything else
-    (a toolchain failure, bad input, a bug) fails at once, since running it again gives the same result."""
+    """The one allow-list of transient errors: ours, a dropped, refused or cut connection, a timeout. Anything
+    else (a toolchain failure, bad input, a bug) fails at once, since running it again gives the same result."""
     from botocore.exceptions import ConnectionError as BotoConnectionError
-    from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
+    from botocore.exceptions import HTTPClientError, IncompleteReadError
 
-    kinds = (TransientError, BotoConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionError, TimeoutError)
+    kinds = (TransientError, BotoConnectionError, HTTPClientError, IncompleteReadError, ConnectionError, TimeoutError)
     return isinstance(error, kinds)
 
 
-RETRY_DELAYS = (2.0, 5.0, 15.0, 30.0)
+def retry_transient(
+    call: Callable[[], T], budget: float | None = None, transient: Callable[[BaseException], bool] = is_transient
+) -> T:
+    """The one retry layer of a call to a service (S3, the Hub): run `call` again, with jittered exponential
+    backoff (0.5 s doubling up to 15 s), while it fails transiently and `budget` seconds (default
+    MLC_FARM_RETRY_SECONDS) have not passed; then the last error is raised. Callers above never retry again, so
+    an outage costs one budget, not a product of nested attempts, and never reruns the toolchain."""
+    if budget is None:
+        from mlc_farm.settings import load_settings
 
-
-def retry_transient(call: Callable[[], T], delays: Sequence[float] = RETRY_DELAYS) -> T:
-    """Run `call`, again after each delay while it fails transiently: for work whose inputs are still at
-    hand (uploading a build's outputs from disk), so an outage never reruns the toolchain."""
-    for delay in delays:
+        budget = load_settings().retry_seconds
+    deadline, delay = time.monotonic() + budget, 0.5
+    while True:
         try:
             return call()
         except Exception as e:
-            if not is_transient(e):
+            wait = delay * random.uniform(0.5, 1.0)
+            if not transient(e) or time.monotonic() + wait > deadline:
                 raise
-            time.sleep(delay)
-    return call()
+        time.sleep(wait)
+        delay = min(delay * 2, 15.0)

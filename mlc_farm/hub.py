@@ -11,15 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel
 
 from mlc_farm.catalog import CatalogEntry, FileEntry, get_entry, load_record
-from mlc_farm.errors import PermanentError
+from mlc_farm.errors import PermanentError, retry_transient
 from mlc_farm.matrix import Matrix
 from mlc_farm.pull import lib_filename, pull_files
 from mlc_farm.settings import load_settings
@@ -27,8 +27,8 @@ from mlc_farm.sources import hub_endpoint
 from mlc_farm.store import ArtifactStore, StoreError
 from mlc_farm.validate import DECODE_STEPS
 
+T = TypeVar("T")
 MANIFEST = "mlc-farm-manifest.json"
-ATTEMPTS = 4  # Hub calls, with backoff 2 s, 4 s, 8 s in between
 CARD = "README.md"
 
 
@@ -195,23 +195,20 @@ def _diff(local: dict[str, Path], entries: dict[str, FileEntry], remote: dict[st
     return adds, deletes, same
 
 
-def _with_backoff(call: Any, attempts: int = ATTEMPTS) -> Any:
-    """Retry a Hub call on transient failures (5xx, 429, connection errors); a commit is atomic, so a retry
-    never leaves half of one."""
+def _hub_transient(error: BaseException) -> bool:
+    """Hub answers worth another attempt: 5xx, 429, and the connection errors of the HTTP client."""
     from huggingface_hub.errors import HfHubHTTPError
 
-    for attempt in range(attempts):
-        try:
-            return call()
-        except HfHubHTTPError as e:
-            status = e.response.status_code if e.response is not None else 0
-            if (status < 500 and status != 429) or attempt == attempts - 1:
-                raise
-        except OSError:
-            if attempt == attempts - 1:
-                raise
-        time.sleep(2 * 2**attempt)
-    raise AssertionError("unreachable")
+    if isinstance(error, HfHubHTTPError):
+        status = error.response.status_code if error.response is not None else 0
+        return status >= 500 or status == 429
+    return isinstance(error, OSError)
+
+
+def _with_backoff(call: Callable[[], T]) -> T:
+    """A Hub call under the one retry layer (MLC_FARM_RETRY_SECONDS); a commit is atomic, so a retry never
+    leaves half of one."""
+    return retry_transient(call, transient=_hub_transient)
 
 
 def publish(
@@ -256,7 +253,8 @@ def publish(
             status = e.response.status_code if e.response is not None else 0
             if status >= 500 or status == 429:
                 raise PublishError(
-                    f"the Hub failed {repo} (HTTP {status}) after {ATTEMPTS} attempts; try again later"
+                    f"the Hub kept failing {repo} (HTTP {status}) for {load_settings().retry_seconds:g} s of retries "
+                    "(MLC_FARM_RETRY_SECONDS); try again later"
                 ) from None
             raise PublishError(
                 f"the Hub refused {repo} (HTTP {status}): check that HF_TOKEN can write to it"

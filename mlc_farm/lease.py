@@ -19,7 +19,6 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from mlc_farm.errors import retry_transient
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import lease_path
 from mlc_farm.store.local import process_alive
@@ -76,7 +75,7 @@ def held(
     """Hold the lease of `key` while the block builds it, renewing it; yields None when this process is to
     build, or what `wait_for()` returned once another holder's build appeared (then nothing is to build)."""
     holder = holder_id()
-    while retry_transient(lambda: take(store, key, holder, seconds)) is None:
+    while take(store, key, holder, seconds) is None:
         if (done := wait_for()) is not None:
             yield done
             return

@@ -66,7 +66,9 @@ class Settings(BaseSettings):
     s3_chunk_mb: int = Field(16, ge=5, le=5120, description="S3 multipart part size in MB.")
     s3_concurrency: int = Field(8, ge=1, le=64, description="S3 parts or ranges in flight per process.")
     s3_range_mb: int = Field(8, ge=1, le=1024, description="S3 ranged-GET size in MB.")
-    s3_attempts: int = Field(8, ge=1, le=50, description="Attempts per S3 call (botocore standard retries).")
+    retry_seconds: Seconds = Field(
+        120, description="How long a call to S3 or the Hub keeps retrying 5xx, throttling and dropped connections."
+    )
 
     @property
     def cache_dir(self) -> Path:

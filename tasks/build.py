@@ -1,6 +1,8 @@
-"""Prefect tasks: thin wrappers over mlc_farm.build, with the one retry policy (tasks/policy.py).
+"""Prefect tasks: thin wrappers over mlc_farm.build.
 
-A toolchain failure or a bad input fails at once: running the same compile again gives the same error.
+No task is retried by Prefect: a toolchain failure or a bad input gives the same error again, and a service
+(S3, the Hub) is retried by the one layer around each call (mlc_farm.errors.retry_transient), so retries
+never multiply and an outage never reruns a conversion or a compile.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from mlc_farm.catalog_update import Records, UnitResult, update_unit
 from mlc_farm.plan import ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, Plan
 from mlc_farm.sources import ResolvedSource
 from mlc_farm.store import open_store
-from tasks.policy import RETRY
 
 
 def log_line(line: str) -> None:
@@ -29,7 +30,7 @@ def probe_toolchain() -> toolchain.ToolchainInfo:
     return toolchain.probe()
 
 
-@task(name="resolve-sources", **RETRY)
+@task(name="resolve-sources")
 def resolve_sources(loaded: Any, models: list[Any]) -> dict[str, ResolvedSource]:
     return sources.resolve(loaded, models)
 
@@ -51,7 +52,7 @@ def build_library(store_url: str, lb: LibBuild, builds: ModelBuilds, force: bool
     return build.build_library(store, lb, builds, on_line=log_line, flow_run=_run_id(), force=force).key
 
 
-@task(name="update-catalog", **RETRY)
+@task(name="update-catalog")
 def update_catalog(
     store_url: str, plan: Plan, resolved: dict[str, ResolvedSource], known: dict[str, BuildRecord]
 ) -> list[UnitResult]:

@@ -6,13 +6,11 @@ from prefect import task
 
 from mlc_farm import hub
 from mlc_farm.store import open_store
-from tasks.policy import RETRY
 
 
 @task(
     name="publish",
     task_run_name="publish {repo}",
-    **RETRY,
     tags=["mlc-publish"],
 )
 def publish_unit(store_url: str, model: str, quantization: str, repo: str, private: bool) -> hub.PublishResult:

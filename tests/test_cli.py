@@ -70,7 +70,6 @@ def test_an_unreachable_s3_endpoint_is_exit_3(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-printed")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("MLC_FARM_S3_ATTEMPTS", "2")
     code, text = run("ls", "--store", "s3://bucket/prefix")
     assert code == 3 and "cannot reach http://127.0.0.1:9 for s3://bucket" in text and "not-printed" not in text
 

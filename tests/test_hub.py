@@ -177,9 +177,11 @@ def test_publish_dry_run_wrong_token_and_deletion(
     assert set(hub.state.lfs_puts.values()) == {1}
     # The Hub keeps failing the commit: the publish fails, and no commit (half or whole) exists.
     hub.state.fail_commits = 100
-    refused = cli("publish", "tiny-llama-a", "q4f16_1", "--matrix", str(matrix), "--store", str(store))
+    refused = cli("publish", "tiny-llama-a", "q4f16_1", "--matrix", str(matrix), "--store", str(store),
+                  env={"MLC_FARM_RETRY_SECONDS": "4"})  # fmt: skip
     assert refused.returncode == 1
-    assert "the Hub failed farm-org/tiny-llama-a-q4f16_1-MLC (HTTP 500) after 4 attempts" in refused.stderr
+    assert "the Hub kept failing farm-org/tiny-llama-a-q4f16_1-MLC (HTTP 500) for 4 s of retries" in refused.stderr
+    assert 2 <= 100 - hub.state.fail_commits <= 6  # one retry layer: a few attempts in 4 s, not attempts x layers
     assert hub.commits("farm-org/tiny-llama-a-q4f16_1-MLC") == []
     hub.state.fail_commits = 0
 

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from mlc_farm.build import store_files
+from mlc_farm.errors import is_transient
 from mlc_farm.gc import collect
-from mlc_farm.store import CorruptBlobError, StoreError, open_store
+from mlc_farm.store import CorruptBlobError, StoreError, StoreUnavailable, open_store
 from mlc_farm.store.layout import blob_path
 from mlc_farm.store.s3 import S3Store, WriteConflict
 from tests.faults import FaultyProxy
@@ -192,6 +193,30 @@ def test_transient_errors_are_retried(
         assert store.has_blob(digest)
     finally:
         proxy.close()
+
+
+def test_one_retry_layer_per_call_then_a_clear_transient_error(
+    seaweed: SeaweedS3, s3_store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An outage longer than MLC_FARM_RETRY_SECONDS: each call is attempted by one layer for that budget (a few
+    requests, not botocore's attempts times ours), then fails as a transient error naming the endpoint."""
+    proxy = FaultyProxy(seaweed.endpoint, failures=0)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+    monkeypatch.setenv("MLC_FARM_RETRY_SECONDS", "3")
+    try:
+        store = open_store(s3_store_url)
+        f = tmp_path / "config.json"
+        digest = random_file(f, 1000, seed=4)
+        proxy.burst(3600)
+        before, start = proxy.seen, time.monotonic()
+        with pytest.raises(StoreUnavailable, match=r"kept failing \(HTTP 500\) while reading blobs/") as e:
+            store.put_blob(f, digest)
+        took, requests = time.monotonic() - start, proxy.seen - before
+    finally:
+        proxy.close()
+    assert e.value.exit_code == 3 and is_transient(e.value)
+    assert took < 10
+    assert 2 <= requests <= 8, f"{requests} requests in {took:.1f} s"
 
 
 def test_gc_removes_only_unreferenced_old_blobs_and_stale_uploads(s3_store_url: str, tmp_path: Path) -> None:

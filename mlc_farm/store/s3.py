@@ -4,8 +4,12 @@ SeaweedFS).
 Endpoint, region and credentials come from the standard AWS environment and config (AWS_ENDPOINT_URL,
 profiles, instance roles); path-style addressing when an endpoint is given. Blobs go up as parallel
 multipart uploads with SHA-256 part checksums the server verifies, and come down as parallel ranged GETs
-into a temporary file, hashed as they land, and renamed only once the sha256 matches. botocore retries transient errors
-(5xx, throttling, resets) with backoff; permanent ones raise StoreError naming the bucket and what to check.
+into a temporary file, hashed as they land, and renamed only once the sha256 matches.
+
+Retries: every request (a HEAD, a GET and its body, a PUT, a page of a listing, a whole file upload) is retried
+by the one layer `mlc_farm.errors.retry_transient` for MLC_FARM_RETRY_SECONDS on 5xx, throttling and dropped
+connections; botocore's own retries are off, so attempts never multiply. What outlives the budget is
+StoreUnavailable (exit 3); permanent errors raise StoreError naming the bucket and what to check.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 from boto3.s3.transfer import TransferConfig, create_transfer_manager
@@ -32,17 +36,16 @@ from botocore.exceptions import (
     ConnectionClosedError,
     ConnectTimeoutError,
     EndpointConnectionError,
-    IncompleteReadError,
     ReadTimeoutError,
-    ResponseStreamingError,
 )
 
+from mlc_farm.errors import is_transient, retry_transient
 from mlc_farm.settings import Settings, load_settings
 from mlc_farm.store import CorruptBlobError, DamagedDocumentError, StoreError, StoreUnavailable, parse_document
 from mlc_farm.store.layout import blob_path
 
 MB = 1024 * 1024
-_STREAM_ERRORS = (IncompleteReadError, ReadTimeoutError, ResponseStreamingError, ConnectionClosedError)
+T = TypeVar("T")
 _DENIED = {"AccessDenied", "403", "SignatureDoesNotMatch", "InvalidAccessKeyId", "ExpiredToken", "InvalidToken"}
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 _THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "ServiceUnavailable", "503"}
@@ -74,7 +77,7 @@ class S3Store:
         session = boto3.session.Session()
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         config = Config(
-            retries={"mode": "standard", "max_attempts": settings.s3_attempts},
+            retries={"mode": "standard", "total_max_attempts": 1},  # the one retry layer is `_call`
             connect_timeout=5,
             read_timeout=60,
             max_pool_connections=32,
@@ -105,13 +108,11 @@ class S3Store:
         """Fail fast when the endpoint does not answer: a HEAD of the bucket with short timeouts and a few
         attempts (a 5xx blip is still ridden out), before the generous timeouts of real work (an endpoint that
         never answers would otherwise take minutes to give up)."""
-        quick = Config(
-            connect_timeout=seconds, read_timeout=seconds, retries={"mode": "standard", "max_attempts": attempts}
-        )
+        quick = Config(connect_timeout=seconds, read_timeout=seconds)
         client = self._session.client("s3", endpoint_url=self.endpoint, config=self._config.merge(quick))
         try:
-            client.head_bucket(Bucket=self.bucket)
-        except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError) as e:
+            retry_transient(lambda: client.head_bucket(Bucket=self.bucket), budget=seconds * attempts)
+        except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError) as e:
             where = self.endpoint or "AWS S3"
             raise StoreUnavailable(
                 f"cannot reach {where} for s3://{self.bucket}: no answer within {seconds:g} s in {attempts} "
@@ -133,14 +134,42 @@ class S3Store:
     def _key(self, name: str) -> str:
         return f"{self.prefix}/{name}" if self.prefix else name
 
+    def _call(self, what: str, request: Callable[[], T]) -> T:
+        """`request` under the one retry layer: 5xx and throttling (as StoreUnavailable) and dropped connections
+        are retried for MLC_FARM_RETRY_SECONDS; then they are StoreUnavailable naming the endpoint. Other client
+        errors (missing, denied, conflict) reach the caller as they are, at once."""
+
+        def attempt() -> T:
+            try:
+                return request()
+            except ClientError as e:
+                error = self._error(e, what)
+                if isinstance(error, StoreUnavailable):
+                    raise error from None
+                raise
+
+        try:
+            return retry_transient(attempt)
+        except StoreUnavailable:
+            raise
+        except Exception as e:
+            if not is_transient(e):
+                raise
+            where = self.endpoint or "AWS S3"
+            raise StoreUnavailable(
+                f"s3://{self.bucket} at {where} kept dropping the connection ({type(e).__name__}) while {what}; "
+                "try again later"
+            ) from None
+
     def _error(self, e: ClientError, what: str) -> StoreError | StoreUnavailable:
-        """An error in words a user can act on; never with credentials in it. 5xx and throttling that outlived
-        botocore's retries are transient (StoreUnavailable): a later retry may succeed."""
+        """An error in words a user can act on; never with credentials in it. 5xx and throttling are transient
+        (StoreUnavailable): a later attempt may succeed."""
         code = str(e.response.get("Error", {}).get("Code", "unknown"))
         status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
         where = f"s3://{self.bucket}" + (f" at {self.endpoint}" if self.endpoint else "")
         if status >= 500 or status == 429 or code in _THROTTLED:
-            return StoreUnavailable(f"{where} kept failing ({code}) while {what}; try again later")
+            said = f"HTTP {code}" if code.isdigit() else code
+            return StoreUnavailable(f"{where} kept failing ({said}) while {what}; try again later")
         if code in _DENIED:
             return StoreError(
                 f"access denied ({code}) to {where} while {what}: check AWS_ACCESS_KEY_ID / "
@@ -153,7 +182,9 @@ class S3Store:
     def _head(self, name: str, checksums: bool = False) -> dict[str, Any] | None:
         try:
             extra = {"ChecksumMode": "ENABLED"} if checksums else {}
-            return self.client.head_object(Bucket=self.bucket, Key=self._key(name), **extra)
+            return self._call(
+                f"reading {name}", lambda: self.client.head_object(Bucket=self.bucket, Key=self._key(name), **extra)
+            )
         except ClientError as e:
             code = str(e.response.get("Error", {}).get("Code"))
             if code in _MISSING:
@@ -165,7 +196,7 @@ class S3Store:
 
     def _check_bucket(self) -> None:
         try:
-            self.client.head_bucket(Bucket=self.bucket)
+            self._call("checking the bucket", lambda: self.client.head_bucket(Bucket=self.bucket))
             self._bucket_ok = True
         except ClientError as e:
             code = str(e.response.get("Error", {}).get("Code"))
@@ -187,8 +218,12 @@ class S3Store:
         ):
             return False
         key = self._key(blob_path(sha256))
+        extra = {"ChecksumAlgorithm": "SHA256"}
         try:
-            self._manager.upload(str(path), self.bucket, key, extra_args={"ChecksumAlgorithm": "SHA256"}).result()
+            # Retried whole: the file is on disk; an upload cut half-way leaves nothing a reader sees.
+            self._call(
+                f"uploading {path.name}", lambda: self._manager.upload(str(path), self.bucket, key, extra).result()
+            )
         except ClientError as e:
             if str(e.response.get("Error", {}).get("Code")) == "BadDigest":
                 raise CorruptBlobError(f"{path} changed while being uploaded") from None
@@ -205,18 +240,22 @@ class S3Store:
         return base64.b64encode(hashlib.sha256(b"".join(parts)).digest()).decode() + f"-{len(parts)}"
 
     def check_blob(self, sha256: str, progress: Callable[[int], None] | None = None) -> str | None:
-        h = hashlib.sha256()
-        try:
+        def read() -> str:
+            h = hashlib.sha256()
             body = self.client.get_object(Bucket=self.bucket, Key=self._key(blob_path(sha256)))["Body"]
             for block in body.iter_chunks(1 << 20):
                 h.update(block)
                 if progress:
                     progress(len(block))
+            return h.hexdigest()
+
+        try:
+            digest = self._call(f"reading blob {sha256[:12]}", read)
         except ClientError as e:
             if str(e.response.get("Error", {}).get("Code")) in _MISSING:
                 return "missing"
             raise self._error(e, f"reading blob {sha256[:12]}") from None
-        return None if h.hexdigest() == sha256 else f"corrupt (its content hashes to {h.hexdigest()})"
+        return None if digest == sha256 else f"corrupt (its content hashes to {digest})"
 
     def get_blob(self, sha256: str, dest: Path) -> None:
         """Parallel ranged GETs written in place, hashed in order as they land: one pass, verified.
@@ -243,23 +282,20 @@ class S3Store:
             part.unlink(missing_ok=True)
 
     def _get_range(self, key: str, start: int, length: int) -> tuple[bytes, int]:
-        """Bytes [start, start+length) and the object's total size; retries a stream cut mid-body."""
-        for attempt in range(4):
-            try:
-                obj = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{start + length - 1}")
-                data = obj["Body"].read()
-            except ClientError as e:
-                if str(e.response.get("Error", {}).get("Code")) == "InvalidRange" and start == 0:
-                    return b"", 0  # an empty object has no byte 0
-                raise
-            except _STREAM_ERRORS:
-                if attempt == 3:
-                    raise
-                time.sleep(0.5 * 2**attempt)
-                continue
-            total = int(obj.get("ContentRange", f"/{len(data)}").rsplit("/", 1)[1])
-            return data, total
-        raise AssertionError("unreachable")
+        """Bytes [start, start+length) and the object's total size; a stream cut mid-body is fetched again."""
+
+        def fetch() -> tuple[dict[str, Any], bytes]:
+            obj = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{start + length - 1}")
+            return obj, obj["Body"].read()
+
+        try:
+            obj, data = self._call(f"downloading {key}", fetch)
+        except ClientError as e:
+            if str(e.response.get("Error", {}).get("Code")) == "InvalidRange" and start == 0:
+                return b"", 0  # an empty object has no byte 0
+            raise
+        total = int(obj.get("ContentRange", f"/{len(data)}").rsplit("/", 1)[1])
+        return data, total
 
     def _get_rest(self, key: str, fd: int, start: int, total: int, chunk: int, hasher: Any) -> None:
         window, lock = self._window, threading.Lock()
@@ -297,24 +333,31 @@ class S3Store:
         return found[0] if found else None
 
     def _get_json(self, name: str, damaged_ok: bool = False) -> tuple[dict[str, Any] | None, str] | None:
-        try:
+        def fetch() -> tuple[bytes, str]:
             obj = self.client.get_object(Bucket=self.bucket, Key=self._key(name))
+            return obj["Body"].read(), obj["ETag"]
+
+        try:
+            raw, etag = self._call(f"reading {name}", fetch)
         except ClientError as e:
             if str(e.response.get("Error", {}).get("Code")) in _MISSING:
                 return None
             raise self._error(e, f"reading {name}") from None
         try:
-            return parse_document(f"{self.url}/{name}", obj["Body"].read()), obj["ETag"]
+            return parse_document(f"{self.url}/{name}", raw), etag
         except DamagedDocumentError:
             if damaged_ok:
-                return None, obj["ETag"]  # replaced whole by the conditional write that follows
+                return None, etag  # replaced whole by the conditional write that follows
             raise
 
     def write_json(self, name: str, data: dict[str, Any], **conditions: str) -> None:
         body = json.dumps(data, indent=2, sort_keys=True, default=str).encode()
         try:
-            self.client.put_object(
-                Bucket=self.bucket, Key=self._key(name), Body=body, ContentType="application/json", **conditions
+            self._call(
+                f"writing {name}",
+                lambda: self.client.put_object(
+                    Bucket=self.bucket, Key=self._key(name), Body=body, ContentType="application/json", **conditions
+                ),
             )
         except ClientError as e:
             if str(e.response.get("Error", {}).get("Code")) in _CONFLICT and conditions:
@@ -341,18 +384,26 @@ class S3Store:
 
     def list_with_info(self, prefix: str) -> Iterator[tuple[str, int, datetime]]:
         strip = len(self._key(""))
-        try:
-            for page in self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=self._key(prefix)
-            ):
-                for obj in page.get("Contents", []):
-                    yield obj["Key"][strip:], obj["Size"], obj["LastModified"]
-        except ClientError as e:
-            raise self._error(e, f"listing {prefix}") from None
+        after: dict[str, str] = {}
+        while True:  # page by page, so that a retry repeats one page, not the whole listing
+            try:
+                page = self._call(
+                    f"listing {prefix}",
+                    lambda after=after: self.client.list_objects_v2(  # type: ignore[misc]
+                        Bucket=self.bucket, Prefix=self._key(prefix), **after
+                    ),
+                )
+            except ClientError as e:
+                raise self._error(e, f"listing {prefix}") from None
+            for obj in page.get("Contents", []):
+                yield obj["Key"][strip:], obj["Size"], obj["LastModified"]
+            if not page.get("IsTruncated"):
+                return
+            after = {"ContinuationToken": page["NextContinuationToken"]}
 
     def delete(self, name: str) -> None:
         try:
-            self.client.delete_object(Bucket=self.bucket, Key=self._key(name))
+            self._call(f"deleting {name}", lambda: self.client.delete_object(Bucket=self.bucket, Key=self._key(name)))
         except ClientError as e:
             raise self._error(e, f"deleting {name}") from None
 
@@ -364,12 +415,15 @@ class S3Store:
             pages = self.client.get_paginator("list_multipart_uploads").paginate(
                 Bucket=self.bucket, Prefix=self._key("")
             )
-            for page in pages:
+            for page in self._call("listing multipart uploads", lambda: list(pages)):
                 for up in page.get("Uploads", []):
                     if up["Initiated"] <= cutoff:
                         if not dry_run:
-                            self.client.abort_multipart_upload(
-                                Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"]
+                            self._call(
+                                f"aborting the upload of {up['Key']}",
+                                lambda up=up: self.client.abort_multipart_upload(  # type: ignore[misc]
+                                    Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"]
+                                ),
                             )
                         aborted.append(up["Key"])
         except ClientError as e:
