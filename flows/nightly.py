@@ -8,7 +8,9 @@ with a table artifact naming every failure and its log.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import signal
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, Literal
@@ -71,7 +73,7 @@ def nightly_build(
     mode: Mode = "embedded",
 ) -> State:
     """Build the whole matrix (or some models): what the nightly schedule runs."""
-    return run_matrix(matrix_path, models, None, None, force, store, mode)
+    return _stoppable(lambda done: run_matrix(matrix_path, models, None, None, force, store, mode, done))
 
 
 @flow(name="build-model", task_runner=RUNNER, log_prints=True)
@@ -85,7 +87,43 @@ def build_model(
     mode: Mode = "farm",
 ) -> State:
     """Build one model of the matrix (`prefect deployment run 'build-model/build-model' --param model=...`)."""
-    return run_matrix(matrix_path, [model], quantizations, devices, force, store, mode)
+    return _stoppable(lambda done: run_matrix(matrix_path, [model], quantizations, devices, force, store, mode, done))
+
+
+@dataclasses.dataclass
+class Progress:
+    """What a run has done so far: enough to say, when it is stopped, what is kept and what is left."""
+
+    to_run: int = 0
+    reused: int = 0
+    finished: dict[str, Outcome] = dataclasses.field(default_factory=dict)
+
+
+def stopped_by(state: State) -> signal.Signals | None:
+    """The signal that stopped a run ended Cancelled by `_stoppable` (its message begins `stopped by SIGxxx:`)."""
+    if not state.is_cancelled() or not (state.message or "").startswith("stopped by SIG"):
+        return None
+    return signal.Signals[state.message.split()[2].rstrip(":")]  # type: ignore[union-attr]
+
+
+def _stoppable(run: Callable[[Progress], State]) -> State:
+    """SIGINT or SIGTERM (Prefect's TerminationSignal) while the run builds: kill the toolchain steps and end
+    the run Cancelled (not Crashed), saying what finished and how to resume."""
+    from prefect.exceptions import TerminationSignal
+    from prefect.states import Cancelled
+
+    progress = Progress()
+    try:
+        return run(progress)
+    except (KeyboardInterrupt, TerminationSignal) as e:
+        toolchain_steps.stop_all()
+        name = "SIGINT" if isinstance(e, KeyboardInterrupt) else signal.Signals(e.signal).name
+        kept = sum(_usable(o) for o in progress.finished.values())
+        return Cancelled(
+            message=f"stopped by {name}: {kept} of {progress.to_run} builds finished and are kept in the store "
+            f"({progress.reused} were there already); the running toolchain steps were killed, and running the "
+            "same command again finishes the rest"
+        )
 
 
 def run_matrix(
@@ -96,10 +134,12 @@ def run_matrix(
     force: bool,
     store: str | None,
     mode: Mode,
+    progress: Progress,
 ) -> State:
     """The one code path of both modes; `mode` decides only where each build runs (this process, or the
     work pool of its device through `run_deployment`)."""
     logger = get_run_logger()
+    toolchain_steps.accept_steps()
     loaded = load_matrix(matrix_path)
     matrix = loaded.matrix
     cells = select_cells(matrix, loaded.file, models, quantizations, devices)
@@ -169,13 +209,10 @@ def run_matrix(
     outcomes: dict[str, Outcome] = {k: Outcome(status="reused") for k in plan.all_keys() if k not in todo}
     scheduler = Scheduler(plan, todo, load_settings().parallel if mode == "embedded" else None)
     labels = _labels(plan)
-    progress = Console(width=160, highlight=False)
-    progress.print(f"{len(todo)} builds to run, {len(outcomes)} reused", soft_wrap=True)
-    try:
-        outcomes |= _run(scheduler, start, todo, labels, progress)
-    except BaseException:  # Ctrl-C or SIGTERM (Prefect's TerminationSignal): stop the steps, then unwind
-        toolchain_steps.stop_all()
-        raise
+    progress.to_run, progress.reused = len(todo), len(outcomes)
+    console = Console(width=160, highlight=False)
+    console.print(f"{len(todo)} builds to run, {len(outcomes)} reused", soft_wrap=True)
+    outcomes |= _run(scheduler, start, todo, labels, console, progress.finished)
     for lb in scheduler.never_started():
         outcomes[lb.key] = Outcome(status="not run", detail="none of its models' convert and config builds succeeded")
     for key, o in outcomes.items():
@@ -208,9 +245,9 @@ def _run(
     todo: set[str],
     labels: dict[str, str],
     progress: Console,
+    outcomes: dict[str, Outcome],
 ) -> dict[str, Outcome]:
-    """Start what the scheduler allows, and a line per finished build, until nothing runs."""
-    outcomes: dict[str, Outcome] = {}
+    """Start what the scheduler allows, and a line per finished build (into `outcomes`), until nothing runs."""
     running: dict[PrefectFuture, str] = {start(b, m): b.key for b, m in scheduler.starts()}
     while running:
         future = next(as_completed(list(running)))

@@ -340,12 +340,20 @@ def build(
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
-    from flows.nightly import nightly_build
+    from prefect import tags
+
+    from flows.nightly import nightly_build, stopped_by
+    from flows.runs import crash_dead_runs, run_tags
 
     _quiet_engine()
     signal.signal(signal.SIGTERM, _terminated)  # Prefect's engine hands SIGTERM back to this once it unwound
     with _prefect_api():
-        state = nightly_build(str(matrix), models=model or None, force=force, store=store, return_state=True)
+        if crashed := crash_dead_runs():
+            out.print(f"marked {crashed} flow runs of killed builds Crashed in Prefect", highlight=False)
+        with tags(*run_tags()):
+            state = nightly_build(str(matrix), models=model or None, force=force, store=store, return_state=True)
+    if signum := stopped_by(state):
+        raise _fail(state.message or "stopped", 128 + signum)
     if not state.is_completed():
         raise _fail(state.message or "the build failed", 1)
     out.print(f"[green]done:[/] {state.message}", soft_wrap=True, highlight=False)

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -232,14 +232,62 @@ _running: set[int] = set()
 _lock = threading.Lock()
 
 
+_stopping = threading.Event()
+
+
 def stop_all() -> int:
-    """Kill every toolchain step running in this process (each with the compilers it started); how many."""
+    """Kill every toolchain step running in this process (each with the compilers it started), and refuse new
+    ones: the build is being stopped. How many were killed."""
     with _lock:
+        _stopping.set()
         groups = list(_running)
     for pgid in groups:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)
     return len(groups)
+
+
+def accept_steps() -> None:
+    """A new build starts: steps may run again after an earlier `stop_all` in this process."""
+    _stopping.clear()
+
+
+@contextlib.contextmanager
+def _tracked(proc: subprocess.Popen) -> Iterator[None]:
+    """A started toolchain process, known to `stop_all` while the block runs (killed at once if stopping)."""
+    with _lock:
+        _running.add(proc.pid)
+        stopping = _stopping.is_set()
+    if stopping:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    try:
+        yield
+    finally:
+        with _lock:
+            _running.discard(proc.pid)
+
+
+def run_captured(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run a short program in the toolchain's interpreter (library validation): like `run`, in its own process
+    group, with the allow-listed environment, dying with the build and stopped by `stop_all`."""
+    proc = subprocess.Popen(
+        dies_with_parent(args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=toolchain_env(),
+        start_new_session=True,
+    )
+    with _tracked(proc):
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
 
 def dies_with_parent(cmd: list[str]) -> list[str]:
@@ -291,23 +339,20 @@ def run(
 
         timer = threading.Timer(timeout, kill)
         timer.start()
-        with _lock:
-            _running.add(proc.pid)
         try:
-            assert proc.stdout is not None
-            for raw in proc.stdout:  # binary: split on \n only, so progress redraws stay within their line
-                line = clean_line(raw.decode(errors="replace"))
-                if line is None:
-                    continue
-                log.write(line + "\n")
-                tail.append(line)
-                if on_line:
-                    on_line(line)
-            code = proc.wait()
+            with _tracked(proc):
+                assert proc.stdout is not None
+                for raw in proc.stdout:  # binary: split on \n only, so progress redraws stay within their line
+                    line = clean_line(raw.decode(errors="replace"))
+                    if line is None:
+                        continue
+                    log.write(line + "\n")
+                    tail.append(line)
+                    if on_line:
+                        on_line(line)
+                code = proc.wait()
         finally:
             timer.cancel()
-            with _lock:
-                _running.discard(proc.pid)
     if timed_out.is_set():
         raise ToolchainError(step, cell, f"timed out after {timeout:g} s and was killed", list(tail), log_path)
     if code != 0:

@@ -100,14 +100,7 @@ def run_library(lib: Path, device: str, weights_dir: Path | None, timeout: float
         raise LibraryLoadError(f"cannot tell which Python runs {' '.join(toolchain.command())!r}")
     args = [str(lib), device, *([str(weights_dir), str(DECODE_STEPS)] if weights_dir else [])]
     try:
-        done = subprocess.run(
-            [python, "-c", _SCRIPT.read_text(), *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=toolchain.toolchain_env(),
-            check=False,
-        )
+        done = toolchain.run_captured([python, "-c", _SCRIPT.read_text(), *args], timeout)
     except subprocess.TimeoutExpired:
         raise LibraryLoadError(f"loading the library took more than {timeout:g} s") from None
     lines = done.stdout.strip().splitlines()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -226,8 +228,23 @@ def _alive(pid: int) -> bool:
     return "\nState:\tZ" not in state  # a zombie has already died
 
 
+def runs_of(pid: int) -> list:
+    """The Prefect flow runs (with their task runs) of the `mlc-farm build` process `pid`, from the server."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterTags
+
+    with get_client(sync_client=True) as client:
+        tag = f"mlc-farm-process:{socket.gethostname()}:{pid}"
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[tag])))
+        return [
+            (run, client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))))
+            for run in runs
+        ]
+
+
 def test_a_killed_build_takes_its_toolchain_step_with_it(tiny_matrix: Path, tmp_path: Path) -> None:
-    """The toolchain step runs in its own session (so a timeout kills its compilers), yet dies with the build."""
+    """The toolchain step runs in its own session (so a timeout kills its compilers), yet dies with the build;
+    Prefect still shows the killed build Running, until the next build marks it Crashed."""
     calls = tmp_path / "calls.log"
     env = {**os.environ, "MLC_DOUBLE_LOG": str(calls), "MLC_DOUBLE_HANG": "convert_weight"}
     proc = subprocess.Popen(
@@ -246,6 +263,14 @@ def test_a_killed_build_takes_its_toolchain_step_with_it(tiny_matrix: Path, tmp_
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
+    [(run, task_runs)] = runs_of(proc.pid)
+    assert run.state.is_running() and any(t.state.is_running() for t in task_runs)
+    again = build(tiny_matrix, tmp_path / "s", calls, "--model", "tiny-llama-b")
+    assert again.returncode == 0, again.stderr
+    assert "marked 1 flow runs of killed builds Crashed" in again.stdout
+    [(run, task_runs)] = runs_of(proc.pid)
+    assert run.state.is_crashed() and f"(pid {proc.pid} on {socket.gethostname()}) was killed" in run.state.message
+    assert not [t for t in task_runs if t.state.is_running()]
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -266,12 +291,16 @@ def test_ctrl_c_and_sigterm_stop_the_build_within_seconds(
         _, stderr = proc.communicate(timeout=10)
         assert time.monotonic() - start < 10
         assert proc.returncode == code, stderr
-        assert "stopped by SIG" in stderr and "running the same command again finishes the rest" in stderr
-        assert "Traceback" not in stderr
+        # The config builds run first and do not hang: what finished is kept, and said.
+        assert re.search(rf"stopped by {signal.Signals(signum).name}: [34] of 12 builds finished and are kept", stderr)
+        assert "running the same command again finishes the rest" in stderr and "Traceback" not in stderr
         assert not any(_alive(pid) for pid in hanging)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
+    [(run, task_runs)] = runs_of(proc.pid)
+    assert run.state.is_cancelled(), run.state  # not Crashed: it was stopped on purpose
+    assert not [t for t in task_runs if t.state.is_running()]
 
 
 def _children(pid: int) -> list[int]:
