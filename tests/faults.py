@@ -26,7 +26,8 @@ class FaultyProxy:
         self.upstream = (target.hostname, target.port)
         self.failures, self.mode = failures, mode
         self.seen = 0
-        self.burst_until = 0.0  # while time.monotonic() is below this, every connection gets an HTTP 500
+        self.burst_until = 0.0  # while time.monotonic() is below this, every connection fails:
+        self.burst_mode = "500"  # with an HTTP 500, or "reset": the server is down (connection reset)
         self.server = socket.create_server(("127.0.0.1", 0))
         self.endpoint = f"http://127.0.0.1:{self.server.getsockname()[1]}"
         self._lock = threading.Lock()
@@ -45,14 +46,14 @@ class FaultyProxy:
             self.seen += 1
             fail = self.seen <= self.failures
             burst = time.monotonic() < self.burst_until
-        if burst:
+        if burst and self.burst_mode == "500":
             conn.recv(65536)
             conn.sendall(INTERNAL)
             conn.close()
             return
-        if fail:
+        if fail or burst:
             conn.recv(65536)
-            if self.mode == "503":
+            if fail and self.mode == "503":
                 conn.sendall(SLOW_DOWN)
             else:  # reset
                 conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
@@ -74,8 +75,9 @@ class FaultyProxy:
         threading.Thread(target=pipe, args=(up, conn), daemon=True).start()
         pipe(conn, up)
 
-    def burst(self, seconds: float) -> None:
-        """From now on, for `seconds`, answer every request with HTTP 500."""
+    def burst(self, seconds: float, mode: str = "500") -> None:
+        """From now on, for `seconds`, answer every request with HTTP 500 (or reset it: "reset")."""
+        self.burst_mode = mode
         self.burst_until = time.monotonic() + seconds
 
     def close(self) -> None:

@@ -272,11 +272,17 @@ def test_build_pull_and_presigned_urls_against_s3(s3_store_url: str, tiny_matrix
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_api")
+@pytest.mark.parametrize("fault", ["500", "reset"])
 def test_a_burst_of_500s_is_ridden_out_running_each_build_once(
-    seaweed: SeaweedS3, s3_store_url: str, tiny_matrix: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    seaweed: SeaweedS3,
+    s3_store_url: str,
+    tiny_matrix: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fault: str,
 ) -> None:
-    """15 s of HTTP 500 from S3 while the builds upload: waited out from the outputs on disk, never by
-    running the toolchain again."""
+    """15 s of HTTP 500 from S3 (or of the server down: every connection reset) while the builds upload: within
+    the retry budget, waited out from the outputs on disk, never by running the toolchain again."""
     proxy = FaultyProxy(seaweed.endpoint, failures=0)
     monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
     calls = tmp_path / "calls.log"
@@ -285,7 +291,7 @@ def test_a_burst_of_500s_is_ridden_out_running_each_build_once(
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and not toolchain_calls(calls):
             time.sleep(0.05)
-        proxy.burst(15)
+        proxy.burst(15, fault)
 
     watcher = threading.Thread(target=burst_when_the_first_step_runs, daemon=True)
     watcher.start()

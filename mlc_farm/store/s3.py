@@ -46,6 +46,7 @@ from mlc_farm.store.layout import blob_path
 
 MB = 1024 * 1024
 T = TypeVar("T")
+_ANSWERED: set[tuple[str | None, str]] = set()  # (endpoint, bucket) pairs that answered a ping in this process
 _DENIED = {"AccessDenied", "403", "SignatureDoesNotMatch", "InvalidAccessKeyId", "ExpiredToken", "InvalidToken"}
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 _THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "ServiceUnavailable", "503"}
@@ -107,7 +108,10 @@ class S3Store:
     def ping(self, seconds: float = 2.5, attempts: int = 4) -> None:
         """Fail fast when the endpoint does not answer: a HEAD of the bucket with short timeouts and a few
         attempts (a 5xx blip is still ridden out), before the generous timeouts of real work (an endpoint that
-        never answers would otherwise take minutes to give up)."""
+        never answers would otherwise take minutes to give up). Once per process and bucket: a build's tasks
+        open the store again while it runs, and an outage then is for the retry budget to wait out."""
+        if (self.endpoint, self.bucket) in _ANSWERED:
+            return
         quick = Config(connect_timeout=seconds, read_timeout=seconds)
         client = self._session.client("s3", endpoint_url=self.endpoint, config=self._config.merge(quick))
         try:
@@ -115,17 +119,16 @@ class S3Store:
         except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError) as e:
             where = self.endpoint or "AWS S3"
             raise StoreUnavailable(
-                f"cannot reach {where} for s3://{self.bucket}: no answer within {seconds:g} s in {attempts} "
-                f"attempts ({type(e).__name__}); check AWS_ENDPOINT_URL / MLC_FARM_STORE and the network"
+                f"cannot reach {where} for s3://{self.bucket}: no answer in {seconds * attempts:g} s "
+                f"({type(e).__name__}); check AWS_ENDPOINT_URL / MLC_FARM_STORE and the network"
             ) from None
         except ClientError as e:
-            error = self._error(e, "checking the bucket")
-            if isinstance(error, StoreUnavailable):
-                return  # it answers, with a 5xx for now: the real work's retries ride that out
-            code = str(e.response.get("Error", {}).get("Code"))
-            if code in ("404", "NoSuchBucket", "NotFound"):
+            if str(e.response.get("Error", {}).get("Code")) in ("404", "NoSuchBucket", "NotFound"):
                 e.response["Error"]["Code"] = "NoSuchBucket"
-            raise self._error(e, "checking the bucket") from None
+            error = self._error(e, "checking the bucket")
+            if not isinstance(error, StoreUnavailable):  # a 5xx answers: the real work's retries ride it out
+                raise error from None
+        _ANSWERED.add((self.endpoint, self.bucket))
 
     def _count(self, model: Any, **_: Any) -> None:
         with self._lock:
