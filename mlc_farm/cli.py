@@ -640,12 +640,15 @@ def show_toolchain() -> None:
 @command(app, "tiny-model")
 def tiny_model(
     output: Path,
-    seed: Annotated[int, typer.Option(help="Random seed of the weights.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Random seed of the weights.")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Replace a non-empty OUTPUT directory.")] = False,
 ) -> None:
     """Write a tiny random Llama in Hugging Face format (for examples/tiny-cpu.yaml and tests)."""
+    from mlc_farm.output_dir import replacing
     from mlc_farm.tiny_model import write_tiny_llama
 
-    write_tiny_llama(output, seed=seed)
+    with replacing(output, "OUTPUT", force) as staging:
+        write_tiny_llama(staging, seed=seed)
     out.print(f"wrote a tiny Llama to {output}")
 
 

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from mlc_farm.catalog import FileEntry, get_entry, load_record
-from mlc_farm.errors import BadInput
+from mlc_farm.output_dir import replacing
 from mlc_farm.store import ArtifactStore, StoreError
 from mlc_farm.store.layout import catalog_path
 
@@ -58,23 +55,12 @@ def pull(
     checked out: a failed or interrupted pull leaves no half-written directory. A non-empty `out` is replaced
     only with `replace`."""
     files = pull_files(store, model, quantization, device)
-    if out.exists() and not out.is_dir():
-        raise BadInput(f"-o {out}: a file is in the way; give a directory")
-    if out.is_dir() and any(out.iterdir()) and not replace:
-        raise BadInput(f"-o {out} is not empty: pull into a new directory, or add --force to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.pulling-", dir=out.parent))
+    with replacing(out, "-o", replace) as staging:
 
-    def one(item: tuple[str, FileEntry]) -> Path:
-        store.get_blob(item[1].sha256, staging / item[0])
-        return out / item[0]
+        def one(item: tuple[str, FileEntry]) -> Path:
+            store.get_blob(item[1].sha256, staging / item[0])
+            return out / item[0]
 
-    try:
         with ThreadPoolExecutor(max_workers=workers) as pool:  # many small tokenizer/config files: overlap them
             written = list(pool.map(one, files.items()))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return written

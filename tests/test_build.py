@@ -110,7 +110,7 @@ def test_build_reuse_and_pull(tiny_matrix: Path, tmp_path: Path) -> None:
     # Pulling never merges into, or half-writes, a directory.
     args = ("pull", "tiny-llama-a", "q0f16", "--store", str(store), "-o")
     again = cli(*args, str(out))
-    assert again.returncode == 2 and "is not empty: pull into a new directory, or add --force" in again.stderr
+    assert again.returncode == 2 and "is not empty: write into a new directory, or add --force" in again.stderr
     assert cli(*args, str(out), "--force").returncode == 0
     assert sorted(p.name for p in (out / "lib").iterdir()) == [
         "tiny-llama-a-q0f16-cpu.so",

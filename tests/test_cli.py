@@ -102,3 +102,26 @@ def test_an_endpoint_that_never_answers_fails_in_seconds(monkeypatch: pytest.Mon
         assert code == 3 and "no answer in 10 s" in text and "check AWS_ENDPOINT_URL" in text
     finally:
         hole.close()
+
+
+def test_tiny_model_refuses_what_it_cannot_or_must_not_write(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("mine")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("mine")
+    cases = [
+        ((str(tmp_path / "afile"),), "a file is in the way"),
+        ((str(tmp_path / "full"),), "is not empty: write into a new directory, or add --force"),
+        (("/proc/no/such",), "cannot write there"),
+        ((str(tmp_path / "new"), "--seed", "-5"), "Invalid value for '--seed'"),
+    ]
+    for args, message in cases:
+        code, text = run("tiny-model", *args)
+        assert code == 2 and message in text and "Traceback" not in text, text
+    assert (tmp_path / "afile").read_text() == "mine" and [p.name for p in (tmp_path / "full").iterdir()] == [
+        "notes.txt"
+    ]
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith((".", "new"))]  # nothing half-written
+    code, _ = run("tiny-model", str(tmp_path / "full"), "--force")
+    assert (
+        code == 0 and (tmp_path / "full" / "config.json").is_file() and not (tmp_path / "full" / "notes.txt").exists()
+    )
