@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel
 
 from mlc_farm.catalog import CatalogEntry, FileEntry, get_entry, load_record
-from mlc_farm.errors import PermanentError, retry_transient
+from mlc_farm.errors import PermanentError, ServiceUnreachable, retry_transient
 from mlc_farm.matrix import Matrix
 from mlc_farm.pull import lib_filename, pull_files
 from mlc_farm.settings import load_settings
@@ -196,19 +196,32 @@ def _diff(local: dict[str, Path], entries: dict[str, FileEntry], remote: dict[st
 
 
 def _hub_transient(error: BaseException) -> bool:
-    """Hub answers worth another attempt: 5xx, 429, and the connection errors of the HTTP client."""
-    from huggingface_hub.errors import HfHubHTTPError
+    """Hub answers worth another attempt: 5xx, 429, and the HTTP client's connection errors and timeouts."""
+    from huggingface_hub.errors import HfHubHTTPError, HTTPError
 
     if isinstance(error, HfHubHTTPError):
         status = error.response.status_code if error.response is not None else 0
         return status >= 500 or status == 429
-    return isinstance(error, OSError)
+    return isinstance(error, (HTTPError, OSError))
 
 
 def _with_backoff(call: Callable[[], T]) -> T:
-    """A Hub call under the one retry layer (MLC_FARM_RETRY_SECONDS); a commit is atomic, so a retry never
-    leaves half of one."""
+    """A Hub call that huggingface_hub does not retry itself (creating the repo, the commit) under the one
+    retry layer (MLC_FARM_RETRY_SECONDS); a commit is atomic, so a retry never leaves half of one. Reading the
+    repo and uploading LFS files are retried by huggingface_hub alone."""
     return retry_transient(call, transient=_hub_transient)
+
+
+def _unreachable(error: BaseException) -> ServiceUnreachable | None:
+    """A connection error of the Hub's HTTP client (not an HTTP answer) as the service error it is."""
+    from huggingface_hub.errors import HfHubHTTPError, HTTPError
+
+    if isinstance(error, HTTPError) and not isinstance(error, HfHubHTTPError):
+        return ServiceUnreachable(
+            f"cannot reach the Hugging Face Hub at {hub_endpoint() or 'https://huggingface.co'} "
+            f"({type(error).__name__}: {error}); check HF_ENDPOINT and the network"
+        )
+    return None
 
 
 def publish(
@@ -216,7 +229,7 @@ def publish(
 ) -> PublishResult:
     """Make `repo` hold exactly this build, in one commit; `dry_run` only reads the Hub."""
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
-    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.errors import HfHubHTTPError, HTTPError
 
     entry = get_entry(store, model, quantization)
     files = pull_files(store, model, quantization, lib_dir="libs")
@@ -243,13 +256,17 @@ def publish(
             if dry_run or not result.operations:
                 return result
             _with_backoff(lambda: api.create_repo(repo, private=private, exist_ok=True))
-            operations: list[CommitOperationAdd | CommitOperationDelete] = [
-                CommitOperationAdd(path_in_repo=o.path, path_or_fileobj=str(local[o.path])) for o in adds
-            ]
+            additions = [CommitOperationAdd(path_in_repo=o.path, path_or_fileobj=str(local[o.path])) for o in adds]
+            api.preupload_lfs_files(repo, additions)  # each part retried by huggingface_hub; the commit by us
+            operations: list[CommitOperationAdd | CommitOperationDelete] = [*additions]
             operations += [CommitOperationDelete(path_in_repo=o.path) for o in deletes]
             message = f"mlc-farm: {model} {quantization} ({', '.join(sorted(entry.libs)) or 'no libraries'})"
             info = _with_backoff(lambda: api.create_commit(repo, operations, commit_message=message))
-        except HfHubHTTPError as e:
+        except HTTPError as e:
+            if unreachable := _unreachable(e):
+                raise unreachable from None
+            if not isinstance(e, HfHubHTTPError):
+                raise
             status = e.response.status_code if e.response is not None else 0
             if status >= 500 or status == 429:
                 raise PublishError(

@@ -160,6 +160,11 @@ def test_publish_dry_run_wrong_token_and_deletion(
     assert dry.returncode == 0, dry.stderr
     assert "libs/tiny-llama-a-q0f16-vulkan.so" in dry.stdout and "library_name: mlc-llm" in dry.stdout
     assert hub.state.repos == {} and hub.state.lfs_puts == {}
+    offline = cli("publish", "tiny-llama-a", "q0f16", "--matrix", str(matrix), "--store", str(store), "--dry-run",
+                  env={"HF_ENDPOINT": "http://127.0.0.1:9"})  # fmt: skip  # nothing listens there
+    assert offline.returncode == 3, offline.stderr
+    assert "cannot reach the Hugging Face Hub at http://127.0.0.1:9 (ConnectError" in offline.stderr
+    assert "check HF_ENDPOINT and the network" in offline.stderr and "Traceback" not in offline.stderr
 
     denied = cli("publish", "tiny-llama-a", "q0f16", "--matrix", str(matrix), "--store", str(store),
                  env={"HF_TOKEN": "hf_wrongTokenValue42"})  # fmt: skip
