@@ -25,14 +25,14 @@ from rich.console import Console
 
 from mlc_farm import toolchain as toolchain_steps
 from mlc_farm.build import remove_stale_workdirs
-from mlc_farm.catalog import BuildRecord, load_record, referenced_blobs
+from mlc_farm.catalog import BuildRecord, load_failure, load_record, now, referenced_blobs
 from mlc_farm.hub import PublishError, repo_for
 from mlc_farm.matrix import BUILTIN_NAMES, MatrixError, load_matrix, select_cells, toolchain_problems
 from mlc_farm.plan import LibBuild, ModelBuilds, Plan, make_plan
 from mlc_farm.schedule import Build, Scheduler, to_build
 from mlc_farm.settings import load_settings
 from mlc_farm.store import ArtifactStore, open_store
-from mlc_farm.store.layout import BLOBS, toolchain_path
+from mlc_farm.store.layout import BLOBS, blob_url, toolchain_path
 from mlc_farm.summary import Outcome, Summary, summarize
 from mlc_farm.toolchain import ToolchainInfo
 from tasks.build import build_from_source, build_library, probe_toolchain, resolve_sources, update_catalog
@@ -140,6 +140,7 @@ def run_matrix(
     work pool of its device through `run_deployment`)."""
     logger = get_run_logger()
     toolchain_steps.accept_steps()
+    began = now()
     loaded = load_matrix(matrix_path)
     matrix = loaded.matrix
     cells = select_cells(matrix, loaded.file, models, quantizations, devices)
@@ -220,8 +221,11 @@ def run_matrix(
             record = records.get(key) or load_record(st, key)
             if record:
                 records[key] = record
-                o.log = f"{st.url}/blobs/sha256/{record.log.sha256}" if record.log else None
+                o.log = blob_url(st.url, record.log.sha256) if record.log else None
                 o.validation = record.validation.describe() if record.validation else ""
+        elif o.status == "failed" and not o.log and (failure := load_failure(st, key)) and failure.failed_at >= began:
+            # Farm mode: the worker wrote what failed; the dispatcher only saw its flow run end Failed.
+            o.log, o.detail = (blob_url(st.url, failure.log.sha256) if failure.log else None), failure.error
     units = update_catalog(st.url, plan, srcs, records)
 
     summary = summarize(plan, outcomes, units)

@@ -17,12 +17,15 @@ import socket
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from mlc_farm import lease, toolchain, validate
 from mlc_farm.catalog import (
     BuildRecord,
+    FailedCell,
+    FailureRecord,
     FileEntry,
     Kind,
     Validation,
@@ -36,7 +39,7 @@ from mlc_farm.plan import ConfigBuild, ConvertBuild, LibBuild, ModelBuilds
 from mlc_farm.settings import load_settings
 from mlc_farm.sources import file_sha256, needed_files
 from mlc_farm.store import ArtifactStore, StoreError
-from mlc_farm.store.layout import record_path
+from mlc_farm.store.layout import blob_url, failure_path, record_path
 from mlc_farm.store.local import process_alive
 
 LIB_FILE = "model-lib"
@@ -111,12 +114,21 @@ def _outputs(out: Path) -> dict[str, Path]:
 Steps = Callable[[Path, Path], tuple[dict[str, float], dict[str, Path], dict]]
 
 
-def _run_steps(
-    store: ArtifactStore, key: str, kind: Kind, inputs: dict, steps: Steps, flow_run: str | None, force: bool
-) -> BuildRecord:
+@dataclass(frozen=True)
+class Subject:
+    """What is built: the key and its inputs, and the cells it is for (named in a failure record)."""
+
+    key: str
+    kind: Kind
+    inputs: dict
+    label: str
+    cells: list[FailedCell]
+
+
+def _run_steps(store: ArtifactStore, subject: Subject, steps: Steps, flow_run: str | None, force: bool) -> BuildRecord:
     """Under the key's lease, run `steps(work, log)` -> (seconds, outputs, extra record fields), then store
     the blobs and the record. When another run holds the lease, its record is waited for and returned."""
-    started = now()
+    started, key = now(), subject.key
 
     def built_meanwhile() -> BuildRecord | None:
         """A whole build of this key that another run finished (forced: since this build started)."""
@@ -130,19 +142,15 @@ def _run_steps(
             elsewhere = built_meanwhile()  # the other run may have finished just before the lease was free
         if elsewhere is not None:
             return elsewhere
-        return _build(store, key, kind, inputs, steps, flow_run, started)
+        return _build(store, subject, steps, flow_run, started)
 
 
 def _build(
-    store: ArtifactStore,
-    key: str,
-    kind: Kind,
-    inputs: dict,
-    steps: Steps,
-    flow_run: str | None,
-    started: datetime,
+    store: ArtifactStore, subject: Subject, steps: Steps, flow_run: str | None, started: datetime
 ) -> BuildRecord:
-    """The build itself: steps in a scratch directory, blobs, then the record (last, for readers)."""
+    """The build itself: steps in a scratch directory, blobs, then the record (last, for readers). A failure
+    leaves a failure record with the log instead, until the key builds."""
+    key, inputs = subject.key, subject.inputs
     work = _workdir(key)
     log_path = work / "build.log"
     try:
@@ -150,13 +158,25 @@ def _build(
             seconds, outputs, extra = steps(work, log_path)
         except (toolchain.ToolchainError, ValidationFailed) as e:
             log = store_files(store, {"build.log": log_path})[0] if log_path.exists() else None
-            raise BuildFailed(str(e), f"{store.url}/blobs/sha256/{log.sha256}" if log else None) from None
+            failure = FailureRecord(
+                key=key,
+                kind=subject.kind,
+                label=subject.label,
+                cells=subject.cells,
+                error=str(e),
+                log=log,
+                failed_at=now(),
+                flow_run=flow_run,
+                host=socket.gethostname(),
+            )
+            store.write_json(failure_path(key), failure.model_dump(mode="json"))
+            raise BuildFailed(str(e), blob_url(store.url, log.sha256) if log else None) from None
         # The outputs are on disk: the store's retries wait out an outage; the toolchain never runs again.
         files = store_files(store, outputs)
         log_entry = store_files(store, {"build.log": log_path})[0]
         record = BuildRecord(
             key=key,
-            kind=kind,
+            kind=subject.kind,
             files=files,
             inputs=inputs,
             toolchain=inputs["toolchain"],
@@ -170,6 +190,7 @@ def _build(
         )
         # Last: only now does the build exist for readers, with every blob already in place.
         store.write_json(record_path(key), record.model_dump(mode="json"))
+        store.delete(failure_path(key))  # an earlier failure of this key is history now
         return record
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -201,7 +222,14 @@ def build_from_source(
         seconds = toolchain.run(step, args, cell=cell, log_path=log, timeout=_timeout(timeout), on_line=on_line)
         return {step: seconds}, _outputs(out), {}
 
-    return _run_steps(store, b.key, b.kind, b.inputs, steps, flow_run, force)
+    subject = Subject(
+        b.key,
+        b.kind,
+        b.inputs,
+        f"{b.kind} {b.model}/{b.quantization}",
+        [FailedCell(model=b.model, quantization=b.quantization)],
+    )
+    return _run_steps(store, subject, steps, flow_run, force)
 
 
 def _record(store: ArtifactStore, key: str, what: str) -> BuildRecord:
@@ -250,7 +278,9 @@ def build_library(
         extra = {"library_metadata": metadata, "validation": validation, "validated_with": builds.model_dump()}
         return {"compile": seconds}, {lib_name: work / lib_name}, extra
 
-    return _run_steps(store, lb.key, "library", lb.inputs, steps, flow_run, force)
+    cells = [FailedCell(model=c.model, quantization=c.quantization, device=c.device) for c in lb.users]
+    subject = Subject(lb.key, "library", lb.inputs, f"library {lb.device.name}/{lb.quantization}", cells)
+    return _run_steps(store, subject, steps, flow_run, force)
 
 
 def _validate(

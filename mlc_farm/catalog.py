@@ -26,7 +26,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from mlc_farm.store import ArtifactStore, DamagedDocumentError, StoreError
-from mlc_farm.store.layout import BUILDS, CATALOG, catalog_path, record_path
+from mlc_farm.store.layout import BUILDS, CATALOG, FAILURES, catalog_path, failure_path, record_path
 
 SCHEMA_VERSION: Literal[2] = 2
 log = logging.getLogger("mlc_farm.catalog")
@@ -126,6 +126,37 @@ class BuildRecord(BaseModel):
         return sum(f.size for f in self.files)
 
 
+class FailedCell(BaseModel):
+    """A matrix cell a failed build was for; `device` None for weights and config (every device of the cell)."""
+
+    model: str
+    quantization: str
+    device: str | None = None
+
+
+class FailureRecord(BaseModel):
+    """The last failure of a build key: what failed, the tool's own error and the log. It keeps the log alive
+    (gc) so that the links a failed run printed still work, and goes once the key builds."""
+
+    schema_version: Literal[2] = SCHEMA_VERSION
+    key: str
+    kind: Kind
+    label: str
+    cells: list[FailedCell]
+    error: str
+    log: FileEntry | None = None
+    failed_at: datetime
+    flow_run: str | None = None
+    host: str | None = None
+
+    def about(self, model: str, quantization: str, device: str | None) -> bool:
+        """Whether this failure concerns the cell (model, quantization[, device])."""
+        return any(
+            c.model == model and c.quantization == quantization and (device is None or c.device in (None, device))
+            for c in self.cells
+        )
+
+
 class LibRef(BaseModel):
     key: str
     file: FileEntry
@@ -185,6 +216,18 @@ def all_records(store: ArtifactStore) -> Iterator[tuple[str, BuildRecord]]:
         record = _read(store, name, BuildRecord)
         if record:
             yield name, record
+
+
+def load_failure(store: ArtifactStore, key: str) -> FailureRecord | None:
+    return _read(store, failure_path(key), FailureRecord)
+
+
+def all_failures(store: ArtifactStore) -> Iterator[tuple[str, FailureRecord]]:
+    """(store name, record) of every readable failure record in the store."""
+    for name in store.names(FAILURES):
+        failure = _read(store, name, FailureRecord)
+        if failure:
+            yield name, failure
 
 
 def read_entry(store: ArtifactStore, model: str, quantization: str) -> CatalogEntry | None:

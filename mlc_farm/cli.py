@@ -521,12 +521,43 @@ def gc(
         raise BadInput(f"--min-age-hours: {min_age_hours} is not a number of hours (0 or more)")
     report = collect(open_store(store, must_exist=True), timedelta(hours=min_age_hours), dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
-    for name in [*report.blobs, *report.uploads]:
+    for name in [*report.blobs, *report.uploads, *report.failures]:
         out.print(f"{verb} {name}", highlight=False)
     out.print(
-        f"{verb} {len(report.blobs)} unreferenced blobs ({_size(report.bytes)}) "
-        f"and {len(report.uploads)} unfinished uploads"
+        f"{verb} {len(report.blobs)} unreferenced blobs ({_size(report.bytes)}), "
+        f"{len(report.uploads)} unfinished uploads and {len(report.failures)} failure records of keys built since"
     )
+
+
+@command(app, "log")
+def show_log(
+    target: Annotated[list[str], typer.Argument(metavar="KEY | MODEL QUANT [DEVICE]", show_default=False)],
+    store: StoreOpt = None,
+) -> None:
+    """Print build logs: of a key (its first 6+ characters), or of a cell: its failures not built since, then
+    the logs of the builds its catalog entry serves (weights, config, the device's library)."""
+    import sys
+    import tempfile
+
+    from mlc_farm.logs import by_cell, by_key
+
+    st = open_store(store, must_exist=True)
+    if len(target) == 1:
+        found = [by_key(st, target[0])]
+    elif len(target) in (2, 3):
+        found = by_cell(st, target[0], target[1], target[2] if len(target) == 3 else None)
+    else:
+        raise BadInput(f"expected KEY or MODEL QUANT [DEVICE], got {len(target)} arguments")
+    with tempfile.TemporaryDirectory(prefix="mlc-farm-log-") as tmp:
+        for i, f in enumerate(found):
+            sys.stdout.write(("\n" if i else "") + f"=== {f.header}\n")
+            if f.log is None:
+                sys.stdout.write("(no log was kept)\n")
+                continue
+            path = Path(tmp) / f"{i}.log"
+            st.get_blob(f.log.sha256, path)
+            sys.stdout.write(path.read_text(errors="replace"))
+    sys.stdout.flush()
 
 
 @command(app)

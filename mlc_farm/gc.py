@@ -1,4 +1,6 @@
-"""Garbage collection: blobs no build record points at, and uploads that killed runs left behind.
+"""Garbage collection: blobs no build record or failure record points at, and uploads that killed runs left
+behind. The logs of failed builds stay (their failure records point at them) so that the links a failed run
+printed keep working; a failure record goes once its key has built.
 
 Only what is older than `min_age` goes: a build still running has uploaded blobs its record does not
 list yet, and must not lose them.
@@ -10,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 
 from pydantic import BaseModel
 
-from mlc_farm.catalog import all_records, referenced_blobs
+from mlc_farm.catalog import all_failures, all_records, referenced_blobs
 from mlc_farm.store import ArtifactStore
 
 
@@ -18,11 +20,16 @@ class GcReport(BaseModel):
     blobs: list[str]
     bytes: int
     uploads: list[str]
+    failures: list[str] = []  # failure records of keys that have built since
     dry_run: bool
 
 
 def collect(store: ArtifactStore, min_age: timedelta, dry_run: bool = False) -> GcReport:
-    live = {f.sha256 for _, record in all_records(store) for f in referenced_blobs(record)}
+    records = {record.key: record for _, record in all_records(store)}
+    failures = list(all_failures(store))
+    superseded = [name for name, failure in failures if failure.key in records]
+    live = {f.sha256 for record in records.values() for f in referenced_blobs(record)}
+    live |= {failure.log.sha256 for name, failure in failures if failure.log and name not in superseded}
     cutoff = datetime.now(timezone.utc) - min_age
     dead = [
         (name, size)
@@ -30,7 +37,15 @@ def collect(store: ArtifactStore, min_age: timedelta, dry_run: bool = False) -> 
         if name.rsplit("/", 1)[-1] not in live and modified <= cutoff
     ]
     if not dry_run:
+        for name in superseded:
+            store.delete(name)
         for name, _ in dead:
             store.delete(name)
     uploads = store.abort_stale_uploads(min_age, dry_run=dry_run)
-    return GcReport(blobs=[n for n, _ in dead], bytes=sum(s for _, s in dead), uploads=uploads, dry_run=dry_run)
+    return GcReport(
+        blobs=[n for n, _ in dead],
+        bytes=sum(s for _, s in dead),
+        uploads=uploads,
+        failures=superseded,
+        dry_run=dry_run,
+    )

@@ -166,6 +166,45 @@ def test_failed_weights_of_one_model_do_not_sink_the_shared_library(tiny_matrix:
     assert all(set(e.libs) == {"cpu", "vulkan"} for e in served.values())
 
 
+def test_a_failure_keeps_its_log_until_the_key_builds(tiny_matrix: Path, tmp_path: Path) -> None:
+    """A failed build leaves a failure record: `mlc-farm log` shows its log by cell or key, gc keeps the log the
+    summary linked, and the record goes once the key builds."""
+    store, calls = tmp_path / "store", tmp_path / "calls.log"
+    failed = build(tiny_matrix, store, calls, "--model", "tiny-llama-a",
+                   env={"MLC_DOUBLE_FAIL": "convert_weight:q4f16_1"})  # fmt: skip
+    assert failed.returncode == 1
+    [link] = {line.split("log: ", 1)[1].strip() for line in failed.stdout.splitlines() if "log: " in line}
+    [failure] = [json.loads(p.read_text()) for p in (store / "failures").glob("*.json")]
+    assert (
+        failure["label"] == "convert tiny-llama-a/q4f16_1" and "injected failure in convert_weight" in failure["error"]
+    )
+    assert link == f"file://{store}/blobs/sha256/{failure['log']['sha256']}"
+
+    gc = cli("gc", "--min-age-hours", "0", "--store", str(store))
+    assert gc.returncode == 0 and Path(link.removeprefix("file://")).is_file()  # the printed link still works
+
+    shown = cli("log", "tiny-llama-a", "q4f16_1", "cpu", "--store", str(store))
+    assert shown.returncode == 0, shown.stderr
+    first = shown.stdout.splitlines()[0]
+    assert first.startswith("=== convert tiny-llama-a/q4f16_1 ") and ": FAILED " in first
+    assert "convert_weight: working 39" in shown.stdout and "injected failure in convert_weight" in shown.stdout
+    by_key = cli("log", failure["key"][:8], "--store", str(store)).stdout
+    assert by_key.startswith("=== convert tiny-llama-a/q4f16_1 ") and shown.stdout.startswith(by_key)
+    for args, message in [(["zzzzzz"], "a build key is hex"), (["abcdef0123"], "no build or failure with a key"),
+                          (["tiny-llama-x", "q4f16_1"], "no build or failure of tiny-llama-x q4f16_1"),
+                          (["a", "b", "c", "d"], "expected KEY or MODEL QUANT [DEVICE]")]:  # fmt: skip
+        bad = cli("log", *args, "--store", str(store))
+        assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
+
+    assert build(tiny_matrix, store, calls, "--model", "tiny-llama-a").returncode == 0
+    assert not list((store / "failures").glob("*.json"))
+    built = cli("log", "tiny-llama-a", "q4f16_1", "cpu", "--store", str(store))
+    headers = [line for line in built.stdout.splitlines() if line.startswith("=== ")]
+    assert [h.split(" ")[1:3] for h in headers] == [["convert", "tiny-llama-a/q4f16_1"], ["config", "tiny-llama-a/q4f16_1"],
+                                                   ["library", "cpu"]]  # fmt: skip
+    assert "FAILED" not in built.stdout and "$ " in built.stdout  # each log starts with the command line
+
+
 def test_killed_build_is_finished_by_the_next_run(tiny_matrix: Path, tmp_path: Path) -> None:
     store, calls = tmp_path / "store", tmp_path / "calls.log"
     env = {**os.environ, "MLC_DOUBLE_LOG": str(calls), "MLC_DOUBLE_SLEEP": "2"}

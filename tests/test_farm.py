@@ -3,6 +3,7 @@ pools (two standing in for the GPU pools), deployments from prefect.yaml, and th
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -34,7 +35,9 @@ def farm(tmp_path: Path, tiny_models: Path, monkeypatch: pytest.MonkeyPatch) -> 
     matrix = tiny_models / f"farm-{tmp_path.name}.yaml"
     matrix.write_text(FARM_MATRIX)
     calls, state = tmp_path / "calls.log", tmp_path / "farm"
-    up = cli("farm", "up", "--dir", str(state), "--matrix", str(matrix), env={"MLC_DOUBLE_LOG": str(calls)})
+    # The workers' toolchain fails tiny-llama-b's weights: a failed build in farm mode.
+    worker_env = {"MLC_DOUBLE_LOG": str(calls), "MLC_DOUBLE_FAIL": "convert_weight:tiny-llama-b"}
+    up = cli("farm", "up", "--dir", str(state), "--matrix", str(matrix), env=worker_env)
     assert up.returncode == 0, up.stdout + up.stderr
     try:
         exports = (state / "env.sh").read_text().splitlines()
@@ -107,3 +110,22 @@ def test_build_model_deployment_sends_each_build_to_its_pool(farm, tmp_path: Pat
     assert sorted(p.name for p in (out / "lib").iterdir()) == [
         "tiny-llama-a-q4f16_1-cpu.so", "tiny-llama-a-q4f16_1-vulkan.so",
     ]  # fmt: skip
+
+    # A build that fails on a worker: the run's summary links the worker's log, and `mlc-farm log` prints it.
+    failed = prefect(
+        "deployment", "run", "build-model/build-model", "--param", "model=tiny-llama-b",
+        "--param", f"matrix_path={matrix}", "--param", f"store={store}", "--watch", env=env,
+    )  # fmt: skip
+    assert failed.returncode != 0
+    with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}), get_client(sync_client=True) as client:
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+        tables = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["mlc-farm-build-summary"]))
+        )
+        rows = json.loads(max(tables, key=lambda a: a.created).data)
+    [row] = [r for r in rows if r["model"] == "tiny-llama-b" and r["device"] == "cpu"]
+    assert row["convert"] == "failed" and row["log"].startswith(f"{store}/blobs/sha256/"), row
+    assert "injected failure in convert_weight" in row["detail"]
+    shown = cli("log", "tiny-llama-b", "q4f16_1", "--store", store, env=env)
+    assert shown.returncode == 0 and "injected failure in convert_weight" in shown.stdout, shown.stderr

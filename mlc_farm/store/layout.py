@@ -5,6 +5,7 @@
 - `catalog/<model>/<quant>.json`: the current convert, config and each device's library of a model x quantization.
 - `toolchains/<pool>.json`: the toolchain a farm pool probed (farm mode).
 - `leases/<key>.json`: who is building a key right now, until when (mlc_farm/lease.py).
+- `failures/<key>.json`: the last failure of a key that has no build yet: the error and its log (kept by gc).
 
 Written in the order blobs, record, catalog, so a reader never follows a pointer to nothing.
 """
@@ -14,14 +15,24 @@ from __future__ import annotations
 BLOBS = "blobs/sha256/"
 BUILDS = "builds/"
 CATALOG = "catalog/"
+FAILURES = "failures/"
 
 
 def blob_path(sha256: str) -> str:
     return f"{BLOBS}{sha256}"
 
 
+def blob_url(store_url: str, sha256: str) -> str:
+    """Where a person finds a blob (a log): printed in summaries and messages."""
+    return f"{store_url}/{blob_path(sha256)}"
+
+
 def record_path(key: str) -> str:
     return f"{BUILDS}{key}.json"
+
+
+def failure_path(key: str) -> str:
+    return f"{FAILURES}{key}.json"
 
 
 def catalog_path(model: str, quantization: str) -> str:
