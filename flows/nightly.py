@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.futures import PrefectFuture, as_completed
+from prefect.futures import PrefectFuture, wait
 from prefect.states import Completed, Failed, State
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from pydantic import BaseModel
@@ -31,6 +31,7 @@ from mlc_farm.matrix import BUILTIN_NAMES, MatrixError, load_matrix, select_cell
 from mlc_farm.plan import LibBuild, ModelBuilds, Plan, make_plan
 from mlc_farm.schedule import Build, Scheduler, to_build
 from mlc_farm.settings import load_settings
+from mlc_farm.status import RunStatus, StatusDisplay, clock
 from mlc_farm.store import ArtifactStore, open_store
 from mlc_farm.store.layout import BLOBS, blob_url, toolchain_path
 from mlc_farm.summary import Outcome, Summary, summarize
@@ -211,7 +212,7 @@ def run_matrix(
     scheduler = Scheduler(plan, todo, load_settings().parallel if mode == "embedded" else None)
     labels = _labels(plan)
     progress.to_run, progress.reused = len(todo), len(outcomes)
-    console = Console(width=160, highlight=False)
+    console = Console(highlight=False)
     console.print(f"{len(todo)} builds to run, {len(outcomes)} reused", soft_wrap=True)
     outcomes |= _run(scheduler, start, todo, labels, console, progress.finished)
     for lb in scheduler.never_started():
@@ -248,24 +249,33 @@ def _run(
     start: Callable[[Build, ModelBuilds | None], PrefectFuture],
     todo: set[str],
     labels: dict[str, str],
-    progress: Console,
+    console: Console,
     outcomes: dict[str, Outcome],
 ) -> dict[str, Outcome]:
-    """Start what the scheduler allows, and a line per finished build (into `outcomes`), until nothing runs."""
-    running: dict[PrefectFuture, str] = {start(b, m): b.key for b, m in scheduler.starts()}
-    while running:
-        future = next(as_completed(list(running)))
-        key = running.pop(future)
-        outcomes[key] = _outcome(future)
-        scheduler.finish(key, _usable(outcomes[key]))
-        running |= {start(b, m): b.key for b, m in scheduler.starts()}
-        finished = len(outcomes)
-        waiting = len(todo) - finished - len(running)
-        mark = "[green]ok[/]" if _usable(outcomes[key]) else "[red]FAILED[/]"
-        progress.print(
-            f"[{finished}/{len(todo)}] {mark} {labels[key]}; {len(running)} running, {waiting} waiting",
-            soft_wrap=True,
-        )
+    """Start what the scheduler allows, a line per finished build (into `outcomes`) and a live status of the
+    running ones, until nothing runs."""
+    status = RunStatus(labels, len(todo))
+    running: dict[PrefectFuture, str] = {}
+
+    def start_allowed() -> None:
+        for build, builds in scheduler.starts():
+            running[start(build, builds)] = build.key
+            status.start(build.key)
+
+    with StatusDisplay(console, status, load_settings().status_seconds) as display:
+        start_allowed()
+        while running:
+            display.tick()
+            for future in wait(list(running), timeout=1).done:
+                key = running.pop(future)
+                outcomes[key] = _outcome(future)
+                ok = _usable(outcomes[key])
+                scheduler.finish(key, ok)
+                status.finish(key, ok)
+                start_allowed()
+                mark = "[green]ok[/]" if ok else "[red]FAILED[/]"
+                took = clock(status.now() - status.started)
+                display.print(f"[{len(outcomes)}/{len(todo)}] {mark} {labels[key]} (at {took})")
     return outcomes
 
 
@@ -310,7 +320,7 @@ def _publish(
     if not units:
         return 0
     rows, failures = [], 0
-    console = Console(width=160)
+    console = Console(highlight=False)
     limit = load_settings().parallel
     for start in range(0, len(units), limit):
         wave = {
@@ -342,8 +352,14 @@ def _report(summary: Summary) -> None:
         table=[r.model_dump() for r in summary.rows],
         description="Every cell of the matrix: built, reused or failed, and where its log is.",
     )
-    console = Console(width=160)
-    console.print(summary.table())
+    console = Console(highlight=False)  # the terminal's width (COLUMNS, else 80, when not a terminal)
+    shown = summary.for_console()
+    if shown:
+        console.print(summary.table(shown))
+    if hidden := len(summary.rows) - len(shown):
+        console.print(
+            f"{hidden} ok cells not listed; every cell is in the run's mlc-farm-build-summary artifact", soft_wrap=True
+        )
     for r in summary.failed:
         console.print(
             f"[red]FAILED[/] {r.model}/{r.quantization}/{r.device}: {r.detail}"

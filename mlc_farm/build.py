@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from mlc_farm import lease, toolchain, validate
+from mlc_farm import activity, lease, toolchain, validate
 from mlc_farm.catalog import (
     BuildRecord,
     FailedCell,
@@ -137,7 +137,10 @@ def _run_steps(store: ArtifactStore, subject: Subject, steps: Steps, flow_run: s
             return None
         return record if all(store.has_blob(f.sha256) for f in referenced_blobs(record)) else None
 
-    with lease.held(store, key, load_settings().lease_seconds, built_meanwhile) as elsewhere:
+    with (
+        activity.phase(key, "taking the lease"),
+        lease.held(store, key, load_settings().lease_seconds, built_meanwhile) as elsewhere,
+    ):
         if elsewhere is None:
             elsewhere = built_meanwhile()  # the other run may have finished just before the lease was free
         if elsewhere is not None:
@@ -172,8 +175,9 @@ def _build(
             store.write_json(failure_path(key), failure.model_dump(mode="json"))
             raise BuildFailed(str(e), blob_url(store.url, log.sha256) if log else None) from None
         # The outputs are on disk: the store's retries wait out an outage; the toolchain never runs again.
-        files = store_files(store, outputs)
-        log_entry = store_files(store, {"build.log": log_path})[0]
+        with activity.phase(key, "uploading"):
+            files = store_files(store, outputs)
+            log_entry = store_files(store, {"build.log": log_path})[0]
         record = BuildRecord(
             key=key,
             kind=subject.kind,
@@ -219,7 +223,8 @@ def build_from_source(
             step = "gen_config"
             args = toolchain.gen_config_args(src, b.quantization, b.conv_template, b.overrides, out, b.model_type)
         cell = f"{b.model}/{b.quantization}"
-        seconds = toolchain.run(step, args, cell=cell, log_path=log, timeout=_timeout(timeout), on_line=on_line)
+        with activity.phase(b.key, step):
+            seconds = toolchain.run(step, args, cell=cell, log_path=log, timeout=_timeout(timeout), on_line=on_line)
         return {step: seconds}, _outputs(out), {}
 
     subject = Subject(
@@ -265,10 +270,12 @@ def build_library(
         store.get_blob(_file(config, "mlc-chat-config.json").sha256, config_path)
         args = toolchain.compile_args(config_path, lb.device, lb.overrides, work / lib_name)
         env = toolchain.compile_env(lb.device)
-        seconds = toolchain.run(
-            "compile", args, cell=users, log_path=log, timeout=_timeout(timeout), env=env, on_line=on_line
-        )
-        metadata, validation = _validate(store, lb, builds, work, convert, config, _timeout(timeout))
+        with activity.phase(lb.key, "compile"):
+            seconds = toolchain.run(
+                "compile", args, cell=users, log_path=log, timeout=_timeout(timeout), env=env, on_line=on_line
+            )
+        with activity.phase(lb.key, "validating"):
+            metadata, validation = _validate(store, lb, builds, work, convert, config, _timeout(timeout))
         with log.open("a", encoding="utf-8") as f:
             f.write(f"validation with {builds.model}'s weights: {validation.model_dump_json()}\n")
         if on_line:

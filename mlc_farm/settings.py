@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     s3_chunk_mb: int = Field(16, ge=5, le=5120, description="S3 multipart part size in MB.")
     s3_concurrency: int = Field(8, ge=1, le=64, description="S3 parts or ranges in flight per process.")
     s3_range_mb: int = Field(8, ge=1, le=1024, description="S3 ranged-GET size in MB.")
+    status_seconds: Seconds = Field(
+        60, description="How often `mlc-farm build` prints its status when the output is not a terminal."
+    )
     retry_seconds: Seconds = Field(
         120, description="How long a call to S3 or the Hub keeps retrying 5xx, throttling and dropped connections."
     )

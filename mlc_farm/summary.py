@@ -72,12 +72,18 @@ class Summary(BaseModel):
             lines.append(f"| {model} | {quant} | " + " | ".join(shown) + " |")
         return "\n".join(lines)
 
-    def table(self) -> Table:
+    def for_console(self, limit: int = 40) -> list[CellRow]:
+        """Every cell of a small matrix; only the cells that are not OK of a larger one (the artifact has all)."""
+        return self.rows if len(self.rows) <= limit else self.failed
+
+    def table(self, rows: list[CellRow] | None = None) -> Table:
+        """The cells (all, or `rows`) as a table that wraps to the console's width; the log links are printed
+        below it in full, never cut."""
         colour = {"built": "green", "reused": "cyan", "failed": "red", "not run": "yellow", "unresolved": "red"}
         t = Table(title="mlc-farm build summary")
         for col in ("model", "quant", "device", *STEPS, "validation", "detail"):
-            t.add_column(col)
-        for r in self.rows:
+            t.add_column(col, overflow="fold")
+        for r in self.rows if rows is None else rows:
             t.add_row(
                 r.model, r.quantization, r.device,
                 *(f"[{colour[s]}]{s}[/]" for s in (r.convert, r.config, r.library)),

@@ -12,7 +12,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.runtime import flow_run
 
-from mlc_farm import build, sources, toolchain
+from mlc_farm import activity, build, sources, toolchain
 from mlc_farm.catalog import BuildRecord
 from mlc_farm.catalog_update import Records, UnitResult, update_unit
 from mlc_farm.plan import ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, Plan
@@ -39,7 +39,8 @@ def resolve_sources(loaded: Any, models: list[Any]) -> dict[str, ResolvedSource]
 def build_from_source(
     store_url: str, b: ConvertBuild | ConfigBuild, source: ResolvedSource, convert_device: str, force: bool
 ) -> str:
-    st, source_dir = open_store(store_url), sources.fetch(source)
+    with activity.phase(b.key, "fetching the source"):
+        st, source_dir = open_store(store_url), sources.fetch(source)
     run = _run_id()
     return build.build_from_source(st, b, source_dir, convert_device, on_line=log_line, flow_run=run, force=force).key
 

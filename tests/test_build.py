@@ -166,6 +166,29 @@ def test_failed_weights_of_one_model_do_not_sink_the_shared_library(tiny_matrix:
     assert all(set(e.libs) == {"cpu", "vulkan"} for e in served.values())
 
 
+def test_build_shows_its_progress_live(tiny_matrix: Path, tmp_path: Path) -> None:
+    """What a person watching `mlc-farm build` sees: a line per finished build, and the status of the run: done,
+    failed, running (with the step each build is in and for how long) and waiting, with the elapsed time."""
+    slow = {"MLC_DOUBLE_SLEEP": "2", "MLC_FARM_STATUS_SECONDS": "1"}
+    logged = build(tiny_matrix, tmp_path / "s1", tmp_path / "c1", "--model", "tiny-llama-a", env=slow)
+    assert logged.returncode == 0, logged.stderr
+    text = logged.stdout
+    assert "8 builds to run, 0 reused" in text
+    assert re.search(r"^\[\d+:\d\d\] \d/8 builds done, [12] running, \d waiting$", text, re.M)
+    assert re.search(r"^  config tiny-llama-a/q\w+: gen_config \d+:\d\d, running \d+:\d\d$", text, re.M)
+    assert re.search(r"^  convert tiny-llama-a/q\w+: convert_weight \d+:\d\d, running \d+:\d\d$", text, re.M)
+    assert re.search(r"^  library (cpu|vulkan)/q\w+ \(\w+\): compile \d+:\d\d, running", text, re.M)
+    assert re.search(r"^\[8/8\] ok library \w+/q\w+ \(\w+\) \(at \d+:\d\d\)$", text, re.M)
+    assert "4 cells: 4 ok" in text
+
+    # On a terminal the status redraws in place below the finished lines, and is gone at the end.
+    tty = {**slow, "TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1", "COLUMNS": "120"}
+    live = build(tiny_matrix, tmp_path / "s2", tmp_path / "c2", "--model", "tiny-llama-a", env=tty)
+    assert live.returncode == 0, live.stderr
+    assert "\x1b[2K" in live.stdout and "builds done" in live.stdout  # erased and redrawn lines
+    assert re.search(r"convert_weight \d+:\d\d, running", live.stdout)
+
+
 def test_a_failure_keeps_its_log_until_the_key_builds(tiny_matrix: Path, tmp_path: Path) -> None:
     """A failed build leaves a failure record: `mlc-farm log` shows its log by cell or key, gc keeps the log the
     summary linked, and the record goes once the key builds."""

@@ -1,0 +1,53 @@
+"""The console summary: fits the terminal, never cuts a value, and stays short for a big matrix."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from mlc_farm import activity
+from mlc_farm.status import RunStatus, clock
+from mlc_farm.summary import CellRow, Summary
+
+
+def row(i: int, ok: bool = True) -> CellRow:
+    return CellRow(
+        model=f"Llama-3.2-1B-Instruct-fine-tune-{i}", quantization="q4f16_1", device="cuda-sm90",
+        convert="built" if ok else "failed", config="built", library="built" if ok else "not run",
+        validation="fits; ran on cuda, 181 tok/s" if ok else "", status="ok" if ok else "failed",
+        log="" if ok else f"s3://bucket/artifacts/blobs/sha256/{i:064x}",
+        detail="" if ok else "convert_weight failed: exit code 1: ValueError: Unknown quantization q4f16_l",
+    )  # fmt: skip
+
+
+def test_the_table_wraps_to_the_width_and_cuts_nothing() -> None:
+    summary = Summary(rows=[row(1), row(2, ok=False)], steps={})
+    console = Console(width=80, record=True)
+    console.print(summary.table())
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "…" not in text
+    assert "Unknown" in text and "q4f16_l" in text.replace("│", "").replace(" ", "")
+
+
+def test_a_big_matrix_shows_only_the_cells_that_are_not_ok() -> None:
+    small = Summary(rows=[row(i, ok=i != 3) for i in range(10)], steps={})
+    assert len(small.for_console()) == 10
+    big = Summary(rows=[row(i, ok=i % 100 != 7) for i in range(1000)], steps={})
+    shown = big.for_console()
+    assert [r.model for r in shown] == [f"Llama-3.2-1B-Instruct-fine-tune-{i}" for i in range(7, 1000, 100)]
+
+
+def test_the_status_names_the_phase_and_the_time() -> None:
+    now = [100.0]
+    status = RunStatus({"k1": "convert a/q4f16_1", "k2": "library cpu/q4f16_1 (abc)"}, total=5, now=lambda: now[0])
+    status.start("k1")
+    now[0] += 65
+    status.start("k2")
+    status.finish("k2", ok=False)
+    assert status.lines() == [
+        "[1:05] 1/5 builds done (1 failed), 1 running, 3 waiting",
+        "  convert a/q4f16_1: running 1:05",
+    ]
+    with activity.phase("k1", "convert_weight"):
+        assert status.lines()[1] == "  convert a/q4f16_1: convert_weight 0:00, running 1:05"
+    assert clock(3725) == "1:02:05"
