@@ -28,6 +28,13 @@ def phase(key: str, name: str) -> Iterator[None]:
                 _phases[key] = before
 
 
+def rename(key: str, name: str) -> None:
+    """The phase of `key` says more as it goes (`uploading 12.0 MB of 48.0 MB`); its start time stays."""
+    with _lock:
+        if key in _phases:
+            _phases[key] = (name, _phases[key][1])
+
+
 def current(key: str) -> tuple[str, float] | None:
     """(phase, seconds in it) of a build running in this process, or None."""
     with _lock:

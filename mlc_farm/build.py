@@ -15,6 +15,7 @@ import os
 import shutil
 import socket
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from mlc_farm.errors import PermanentError
 from mlc_farm.plan import ConfigBuild, ConvertBuild, LibBuild, ModelBuilds
 from mlc_farm.settings import load_settings
 from mlc_farm.sources import file_sha256, needed_files
+from mlc_farm.status import size
 from mlc_farm.store import ArtifactStore, StoreError
 from mlc_farm.store.layout import blob_url, failure_path, record_path
 from mlc_farm.store.local import process_alive
@@ -57,13 +59,15 @@ class ValidationFailed(PermanentError):
     """A library that was built but does not fit its weights or does not run."""
 
 
-def store_files(store: ArtifactStore, paths: dict[str, Path], workers: int = 4) -> list[FileEntry]:
+def store_files(
+    store: ArtifactStore, paths: dict[str, Path], workers: int = 4, progress: Callable[[int], None] | None = None
+) -> list[FileEntry]:
     """Put every file as a blob (skipping those already there) and list them for the record."""
 
     def one(item: tuple[str, Path]) -> FileEntry:
         name, path = item
         sha = file_sha256(path)
-        store.put_blob(path, sha)
+        store.put_blob(path, sha, progress)
         return FileEntry(path=name, size=path.stat().st_size, sha256=sha)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -176,7 +180,13 @@ def _build(
             raise BuildFailed(str(e), blob_url(store.url, log.sha256) if log else None) from None
         # The outputs are on disk: the store's retries wait out an outage; the toolchain never runs again.
         with activity.phase(key, "uploading"):
-            files = store_files(store, outputs)
+            total, sent = sum(p.stat().st_size for p in outputs.values()), Counter[str]()
+
+            def uploaded(n: int) -> None:
+                sent["bytes"] += n
+                activity.rename(key, f"uploading {size(sent['bytes'])} of {size(total)}")
+
+            files = store_files(store, outputs, progress=uploaded)
             log_entry = store_files(store, {"build.log": log_path})[0]
         record = BuildRecord(
             key=key,

@@ -30,6 +30,7 @@ from mlc_farm.matrix import (
     toolchain_problems,
 )
 from mlc_farm.settings import load_settings
+from mlc_farm.status import size
 from mlc_farm.store import ArtifactStore, StoreError, open_store
 from mlc_farm.store.layout import blob_path
 
@@ -154,12 +155,15 @@ def _fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    raise AssertionError
+@contextlib.contextmanager
+def _bytes_bar(what: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar of bytes on stderr (gone once done); yields `progress(done, total)`."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+    columns = (what, BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task(what, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 @contextlib.contextmanager
@@ -376,8 +380,8 @@ def list_catalog(store: StoreOpt = None) -> None:
             e.model,
             e.quantization,
             ", ".join(sorted(e.libs)) or "-",
-            _size(weights.size if weights else 0),
-            _size(sum(ref.file.size for ref in e.libs.values())),
+            size(weights.size if weights else 0),
+            size(sum(ref.file.size for ref in e.libs.values())),
             weights.finished_at.isoformat(timespec="seconds") if weights else "missing",
         )
         checks += [
@@ -403,7 +407,9 @@ def pull(
     """Write an MLC-ready directory (config, weights, tokenizer, lib/), every file checked by sha256."""
     from mlc_farm.pull import pull as do_pull
 
-    files = do_pull(open_store(store, must_exist=True), model, quantization, output, device, replace=force)
+    st = open_store(store, must_exist=True)
+    with _bytes_bar("downloading, every sha256 checked") as progress:
+        files = do_pull(st, model, quantization, output, device, replace=force, progress=progress)
     out.print(f"wrote {len(files)} files to {output}, every sha256 verified")
 
 
@@ -416,11 +422,8 @@ def verify(
     store: StoreOpt = None,
 ) -> None:
     """Check that every catalog entry and build record points at blobs that exist; --deep re-hashes them."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-
     from mlc_farm.catalog import deep_verify
     from mlc_farm.catalog import verify as do_verify
-    from mlc_farm.store.layout import blob_path
 
     if repair and not deep:
         raise BadInput("--repair needs --deep")
@@ -430,10 +433,8 @@ def verify(
         err.print(p, highlight=False, soft_wrap=True)
     bad = []
     if deep:
-        columns = ("re-hashing blobs", BarColumn(), DownloadColumn(), TransferSpeedColumn())
-        with Progress(*columns, console=err, transient=True) as bar:
-            task = bar.add_task("blobs", total=None)
-            bad = deep_verify(st, progress=lambda done, total: bar.update(task, completed=done, total=total))
+        with _bytes_bar("re-hashing blobs") as progress:
+            bad = deep_verify(st, progress=progress)
         for b in bad:
             err.print(f"blob {b.sha256} is {b.problem}", highlight=False, soft_wrap=True)
             for name in b.builds:
@@ -479,7 +480,7 @@ def validate(
     for name, v in results.items():
         run = v.run.status + (f": {v.run.detail}" if v.run.detail else "")
         speed = f"{v.run.tokens_per_s:.1f}" if v.run.tokens_per_s else "-"
-        memory = _size(v.run.peak_memory_bytes) if v.run.peak_memory_bytes else "-"
+        memory = size(v.run.peak_memory_bytes) if v.run.peak_memory_bytes else "-"
         t.add_row(name, v.fits.status + (f": {v.fits.detail}" if v.fits.detail else ""), run, speed, memory)
     out.print(t)
     if not all(v.ok for v in results.values()):
@@ -524,7 +525,7 @@ def gc(
     for name in [*report.blobs, *report.uploads, *report.failures]:
         out.print(f"{verb} {name}", highlight=False)
     out.print(
-        f"{verb} {len(report.blobs)} unreferenced blobs ({_size(report.bytes)}), "
+        f"{verb} {len(report.blobs)} unreferenced blobs ({size(report.bytes)}), "
         f"{len(report.uploads)} unfinished uploads and {len(report.failures)} failure records of keys built since"
     )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -48,17 +50,26 @@ def pull(
     device: str | None = None,
     workers: int = 4,
     replace: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[Path]:
     """Write weights, config, tokenizer and the libraries (one device, or all) into `out`, each verified.
 
     Everything lands in a temporary directory beside `out` first, which becomes `out` only once every file
     checked out: a failed or interrupted pull leaves no half-written directory. A non-empty `out` is replaced
-    only with `replace`."""
+    only with `replace`. `progress(bytes done, bytes in all)` follows the download."""
     files = pull_files(store, model, quantization, device)
+    total, lock, done = sum(f.size for f in files.values()), threading.Lock(), [0]
+
+    def landed(n: int) -> None:
+        with lock:
+            done[0] += n
+            if progress:
+                progress(done[0], total)
+
     with replacing(out, "-o", replace) as staging:
 
         def one(item: tuple[str, FileEntry]) -> Path:
-            store.get_blob(item[1].sha256, staging / item[0])
+            store.get_blob(item[1].sha256, staging / item[0], landed)
             return out / item[0]
 
         with ThreadPoolExecutor(max_workers=workers) as pool:  # many small tokenizer/config files: overlap them

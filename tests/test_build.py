@@ -73,8 +73,16 @@ def test_build_reuse_and_pull(tiny_matrix: Path, tmp_path: Path) -> None:
     assert steps(calls) == {}
 
     out = tmp_path / "pulled"
-    done = cli("pull", "tiny-llama-b", "q4f16_1", "--device", "cpu", "-o", str(out), "--store", str(store))
+    tty = {
+        "TTY_COMPATIBLE": "1",
+        "TTY_INTERACTIVE": "1",
+        "COLUMNS": "160",
+    }  # as on a terminal: the byte progress bar is drawn
+    done = cli("pull", "tiny-llama-b", "q4f16_1", "--device", "cpu", "-o", str(out), "--store", str(store), env=tty)
     assert done.returncode == 0, done.stderr
+    total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    bar = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", done.stderr)  # without its colours and cursor moves
+    assert "downloading, every sha256 checked" in bar and f"{total / 1000:.1f}/{total / 1000:.1f} kB" in bar, bar
     # What the toolchain writes for this cell, produced again directly: the pulled files are the same bytes.
     direct = tmp_path / "direct"
     src = Path(shutil.copytree(tiny_matrix.parent / "models" / "b", tmp_path / "b"))  # the tool writes into it

@@ -22,10 +22,14 @@ def test_blob_round_trip_and_dedup(tmp_path: Path) -> None:
     src = tmp_path / "f.bin"
     src.write_bytes(b"x" * 10_000_000)
     digest = sha(src.read_bytes())
-    assert store.put_blob(src, digest) is True
-    assert store.put_blob(src, digest) is False  # already there: not written again
-    store.get_blob(digest, tmp_path / "out" / "f.bin")
-    assert (tmp_path / "out" / "f.bin").read_bytes() == src.read_bytes()
+    sent: list[int] = []
+    assert store.put_blob(src, digest, sent.append) is True
+    assert sum(sent) == 10_000_000 and len(sent) > 1  # progress as it goes
+    assert store.put_blob(src, digest, sent.append) is False  # already there: not written again
+    assert sum(sent) == 20_000_000  # ... and reported done at once
+    landed: list[int] = []
+    store.get_blob(digest, tmp_path / "out" / "f.bin", landed.append)
+    assert (tmp_path / "out" / "f.bin").read_bytes() == src.read_bytes() and sum(landed) == 10_000_000
     assert list((tmp_path / "s" / "tmp").glob("*")) == []
 
 

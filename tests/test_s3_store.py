@@ -47,8 +47,10 @@ def test_multipart_round_trip_with_verified_checksums(
     assert isinstance(store, S3Store)
     big = tmp_path / "params_shard_0.bin"
     digest = random_file(big, 23 * 1024 * 1024 + 7, seed=1)
-    assert store.put_blob(big, digest) is True
+    sent_bytes: list[int] = []
+    assert store.put_blob(big, digest, sent_bytes.append) is True
     assert store.requests["UploadPart"] == 5 and store.requests["CompleteMultipartUpload"] == 1
+    assert sum(sent_bytes) == big.stat().st_size and len(sent_bytes) > 1  # progress as the parts go
     head = s3_client().head_object(Bucket=store.bucket, Key=f"farm/{blob_path(digest)}", ChecksumMode="ENABLED")
     assert head["ContentLength"] == big.stat().st_size
     assert head["ChecksumSHA256"].endswith("-5")  # the server holds (and checked) a SHA-256 per part
@@ -59,8 +61,10 @@ def test_multipart_round_trip_with_verified_checksums(
     assert sent == {"HeadObject": 1}
 
     out = tmp_path / "out" / "shard.bin"
-    store.get_blob(digest, out)
+    landed: list[int] = []
+    store.get_blob(digest, out, landed.append)
     assert out.read_bytes() == big.read_bytes()
+    assert sum(landed) == big.stat().st_size and len(landed) > 1  # progress as the ranges land
 
 
 def test_corrupted_object_is_detected_and_not_left_on_disk(s3_store_url: str, tmp_path: Path) -> None:

@@ -50,4 +50,8 @@ def test_the_status_names_the_phase_and_the_time() -> None:
     ]
     with activity.phase("k1", "convert_weight"):
         assert status.lines()[1] == "  convert a/q4f16_1: convert_weight 0:00, running 1:05"
+    with activity.phase("k1", "uploading"):
+        activity.rename("k1", "uploading 1.0 MB of 4.0 MB")
+        assert status.lines()[1] == "  convert a/q4f16_1: uploading 1.0 MB of 4.0 MB 0:00, running 1:05"
+    assert status.lines()[1] == "  convert a/q4f16_1: running 1:05"  # the phase ends with its block
     assert clock(3725) == "1:02:05"

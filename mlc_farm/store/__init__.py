@@ -43,17 +43,18 @@ class ArtifactStore(Protocol):
 
     def has_blob(self, sha256: str) -> bool: ...
 
-    def put_blob(self, path: Path, sha256: str) -> bool:
+    def put_blob(self, path: Path, sha256: str, progress: Callable[[int], None] | None = None) -> bool:
         """Store `path` as the blob `sha256` unless a blob with these very bytes is there already (a stored blob
-        that does not hold them is replaced); True if it was sent."""
+        that does not hold them is replaced); True if it was sent. `progress` gets byte counts as they go."""
         ...
 
     def check_blob(self, sha256: str, progress: Callable[[int], None] | None = None) -> str | None:
         """Read the blob and hash it: None when it holds what its name says, else what is wrong."""
         ...
 
-    def get_blob(self, sha256: str, dest: Path) -> None:
-        """Write the blob to `dest`, verified; nothing is left at `dest` if it does not match."""
+    def get_blob(self, sha256: str, dest: Path, progress: Callable[[int], None] | None = None) -> None:
+        """Write the blob to `dest`, verified; nothing is left at `dest` if it does not match. `progress` gets
+        byte counts as they land."""
         ...
 
     def read_json(self, name: str) -> dict[str, Any] | None: ...

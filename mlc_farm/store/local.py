@@ -47,13 +47,15 @@ class LocalStore:
     def has_blob(self, sha256: str) -> bool:
         return (self.root / blob_path(sha256)).is_file()
 
-    def put_blob(self, path: Path, sha256: str) -> bool:
+    def put_blob(self, path: Path, sha256: str, progress: Callable[[int], None] | None = None) -> bool:
         stored = self.root / blob_path(sha256)
         if stored.is_file() and stored.stat().st_size == path.stat().st_size and self.check_blob(sha256) is None:
+            if progress:
+                progress(stored.stat().st_size)
             return False
         tmp = self._tmp()
         try:
-            got = _copy_hashed(path, tmp)
+            got = _copy_hashed(path, tmp, progress)
             if got != sha256:
                 raise CorruptBlobError(f"{path} changed while being stored (sha256 {got})")
             self._publish(tmp, blob_path(sha256))
@@ -73,12 +75,12 @@ class LocalStore:
             return "missing"
         return None if h.hexdigest() == sha256 else f"corrupt (its content hashes to {h.hexdigest()})"
 
-    def get_blob(self, sha256: str, dest: Path) -> None:
+    def get_blob(self, sha256: str, dest: Path, progress: Callable[[int], None] | None = None) -> None:
         src = self.root / blob_path(sha256)
         dest.parent.mkdir(parents=True, exist_ok=True)
         part = dest.with_name(dest.name + ".part")
         try:
-            got = _copy_hashed(src, part)
+            got = _copy_hashed(src, part, progress)
             if got != sha256:
                 raise CorruptBlobError(f"{self.url}/{blob_path(sha256)} is corrupt (sha256 {got})")
             os.replace(part, dest)
@@ -151,13 +153,15 @@ class LocalStore:
         return stale
 
 
-def _copy_hashed(src: Path, dest: Path) -> str:
+def _copy_hashed(src: Path, dest: Path, progress: Callable[[int], None] | None = None) -> str:
     """Copy in one pass, returning the sha256 of what was read."""
     h = hashlib.sha256()
     with src.open("rb") as f, dest.open("wb") as out:
         while block := f.read(_CHUNK):
             h.update(block)
             out.write(block)
+            if progress:
+                progress(len(block))
     return h.hexdigest()
 
 

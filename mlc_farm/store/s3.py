@@ -38,6 +38,7 @@ from botocore.exceptions import (
     EndpointConnectionError,
     ReadTimeoutError,
 )
+from s3transfer.subscribers import BaseSubscriber
 
 from mlc_farm.errors import is_transient, retry_transient
 from mlc_farm.settings import Settings, load_settings
@@ -210,7 +211,7 @@ class S3Store:
     def has_blob(self, sha256: str) -> bool:
         return self._head(blob_path(sha256)) is not None
 
-    def put_blob(self, path: Path, sha256: str) -> bool:
+    def put_blob(self, path: Path, sha256: str, progress: Callable[[int], None] | None = None) -> bool:
         # One HEAD: the server keeps the SHA-256 (per part) of what was uploaded with a checksum. Anything else
         # under this name (another size, no checksum, other bytes) is replaced.
         head = self._head(blob_path(sha256), checksums=True)
@@ -219,13 +220,17 @@ class S3Store:
             and head.get("ContentLength") == path.stat().st_size
             and head.get("ChecksumSHA256") == self._upload_checksum(path)
         ):
+            if progress:
+                progress(path.stat().st_size)
             return False
         key = self._key(blob_path(sha256))
         extra = {"ChecksumAlgorithm": "SHA256"}
+        watch = [_Progress(progress)] if progress else None
         try:
             # Retried whole: the file is on disk; an upload cut half-way leaves nothing a reader sees.
             self._call(
-                f"uploading {path.name}", lambda: self._manager.upload(str(path), self.bucket, key, extra).result()
+                f"uploading {path.name}",
+                lambda: self._manager.upload(str(path), self.bucket, key, extra, subscribers=watch).result(),
             )
         except ClientError as e:
             if str(e.response.get("Error", {}).get("Code")) == "BadDigest":
@@ -260,7 +265,7 @@ class S3Store:
             raise self._error(e, f"reading blob {sha256[:12]}") from None
         return None if digest == sha256 else f"corrupt (its content hashes to {digest})"
 
-    def get_blob(self, sha256: str, dest: Path) -> None:
+    def get_blob(self, sha256: str, dest: Path, progress: Callable[[int], None] | None = None) -> None:
         """Parallel ranged GETs written in place, hashed in order as they land: one pass, verified.
 
         At most `max_concurrency` ranges (plus each download's first) are in memory, whatever the sizes.
@@ -274,8 +279,10 @@ class S3Store:
                 first, total = self._get_range(key, 0, chunk)
                 f.write(first)
                 hasher.update(first)
+                if progress:
+                    progress(len(first))
                 if total > len(first):
-                    self._get_rest(key, f.fileno(), len(first), total, chunk, hasher)
+                    self._get_rest(key, f.fileno(), len(first), total, chunk, hasher, progress)
             if hasher.hexdigest() != sha256:
                 raise CorruptBlobError(f"{self.url}/{blob_path(sha256)} is corrupt (sha256 {hasher.hexdigest()})")
             os.replace(part, dest)
@@ -300,7 +307,9 @@ class S3Store:
         total = int(obj.get("ContentRange", f"/{len(data)}").rsplit("/", 1)[1])
         return data, total
 
-    def _get_rest(self, key: str, fd: int, start: int, total: int, chunk: int, hasher: Any) -> None:
+    def _get_rest(
+        self, key: str, fd: int, start: int, total: int, chunk: int, hasher: Any, progress: Callable[[int], None] | None
+    ) -> None:
         window, lock = self._window, threading.Lock()
         landed: dict[int, bytes] = {}
         state = {"next": start}
@@ -309,6 +318,8 @@ class S3Store:
             try:
                 data, _ = self._get_range(key, offset, min(chunk, total - offset))
                 os.pwrite(fd, data, offset)
+                if progress:
+                    progress(len(data))
                 with lock:
                     landed[offset] = data
                     while state["next"] in landed:  # hash in order; free each range once hashed
@@ -437,6 +448,16 @@ class S3Store:
         return self.client.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": self._key(name)}, ExpiresIn=expires
         )
+
+
+class _Progress(BaseSubscriber):
+    """s3transfer's progress events as byte counts."""
+
+    def __init__(self, progress: Callable[[int], None]):
+        self.progress = progress
+
+    def on_progress(self, future: Any, bytes_transferred: int, **kwargs: Any) -> None:
+        self.progress(bytes_transferred)
 
 
 class WriteConflict(Exception):
