@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import json
 import os
 import shutil
@@ -20,7 +21,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from mlc_farm.errors import PermanentError
@@ -65,7 +66,6 @@ class Service:
     pid: int
     log: str
     url: str = ""
-    cleanup: str = ""  # a directory to remove once stopped
 
     def stop(self, timeout: float = 20) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -80,8 +80,9 @@ class Service:
             time.sleep(0.05)
         else:
             os.killpg(self.pid, signal.SIGKILL)
-        if self.cleanup:
-            shutil.rmtree(self.cleanup, ignore_errors=True)
+
+    def alive(self) -> bool:
+        return _group_alive(self.pid)
 
 
 def _group_alive(pgid: int) -> bool:
@@ -153,17 +154,24 @@ def start_seaweed(data_dir: Path, access_key: str, secret_key: str, s3_port: int
     return service
 
 
-def start_postgres(data_dir: Path, port: int) -> Service:
-    """A throwaway PostgreSQL cluster with a `prefect` database; trust auth on 127.0.0.1 only.
+def postgres_root(data_dir: Path) -> Path:
+    """Where the cluster of `data_dir` lives. As root it runs as `postgres` (the server refuses root), which
+    may not reach the caller's directory: then it lives in a directory of its own, named after `data_dir`."""
+    if os.geteuid() != 0:
+        return data_dir
+    name = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"mlc-farm-pg-{name}"
 
-    As root the cluster lives in a fresh directory owned by `postgres` (the server refuses root, and the
-    caller's directory may not be reachable by that user); it is removed when the service stops.
-    """
+
+def start_postgres(data_dir: Path, port: int) -> Service:
+    """A PostgreSQL cluster with a `prefect` database, trust auth on 127.0.0.1 only; an existing cluster (a
+    stack brought down with --keep-data) is started again with its data."""
     bindir = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
     user = "postgres" if os.geteuid() == 0 else None
     data_dir.mkdir(parents=True, exist_ok=True)
-    root = Path(tempfile.mkdtemp(prefix="mlc-farm-pg-")) if user else data_dir
+    root = postgres_root(data_dir)
     if user:
+        root.mkdir(mode=0o700, exist_ok=True)
         shutil.chown(root, user, user)
     pgdata = root / "pgdata"
     run_as = ["runuser", "-u", user, "--"] if user else []
@@ -177,7 +185,6 @@ def start_postgres(data_dir: Path, port: int) -> Service:
     args = [_binary("postgres", bindir), "-D", str(pgdata), "-p", str(port), "-k", str(root),
             "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"]  # fmt: skip
     service = _spawn("postgres", args, data_dir / "postgres.log", user=user)
-    service.cleanup = str(root) if user else ""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         done = subprocess.run(
@@ -279,12 +286,33 @@ class LocalStack:
     @classmethod
     def load(cls, directory: Path) -> LocalStack:
         data = json.loads((directory / "stack.json").read_text())
-        return cls(data["dir"], data["api_url"], data["s3_endpoint"], [Service(**s) for s in data["services"]])
+        known = {f.name for f in fields(Service)}  # a stack.json of an older mlc-farm may say more
+        services = [Service(**{k: v for k, v in s.items() if k in known}) for s in data["services"]]
+        return cls(data["dir"], data["api_url"], data["s3_endpoint"], services)
+
+    def alive(self) -> bool:
+        """Every service still runs: the stack can be used as it is."""
+        return all(service.alive() for service in self.services)
 
     def stop(self) -> None:
         for service in reversed(self.services):
             service.stop()
         (Path(self.dir) / "stack.json").unlink(missing_ok=True)
+
+
+def remove_data(directory: Path) -> list[Path]:
+    """What `farm down` deletes unless --keep-data: the databases (PostgreSQL, so the Prefect history), the
+    S3 data, Prefect's home and env.sh with its secret. Returns what was removed."""
+    gone = []
+    for path in (postgres_root(directory / "postgres"), directory / "postgres", directory / "seaweedfs",
+                 directory / "prefect", directory / "env.sh"):  # fmt: skip
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+            gone.append(path)
+        elif path.exists():
+            path.unlink()
+            gone.append(path)
+    return gone
 
 
 def up(directory: Path, pools: list[str], access_key: str, secret_key: str, worker_env: dict[str, str]) -> LocalStack:

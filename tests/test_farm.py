@@ -129,3 +129,69 @@ def test_build_model_deployment_sends_each_build_to_its_pool(farm, tmp_path: Pat
     assert "injected failure in convert_weight" in row["detail"]
     shown = cli("log", "tiny-llama-b", "q4f16_1", "--store", store, env=env)
     assert shown.returncode == 0 and "injected failure in convert_weight" in shown.stdout, shown.stderr
+
+
+ONE_POOL = """
+quantizations: [q4f16_1]
+weights_pool: mlc-cpu
+devices:
+  - {name: cpu, family: cpu, target: llvm, pool: mlc-cpu}
+models:
+  - {id: tiny-llama-a, source: {path: models/a}, conv_template: LM}
+"""
+
+
+def test_farm_up_is_idempotent_and_down_deletes_data_unless_kept(tmp_path: Path, tiny_models: Path) -> None:
+    import boto3
+
+    from mlc_farm.stack import LocalStack, postgres_root
+
+    matrix, state = tiny_models / f"one-{tmp_path.name}.yaml", tmp_path / "farm"
+    matrix.write_text(ONE_POOL)
+
+    def up() -> subprocess.CompletedProcess:
+        done = cli("farm", "up", "--dir", str(state), "--matrix", str(matrix))
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stdout + done.stderr
+        return done
+
+    def s3(env: dict):
+        return boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1")  # fmt: skip
+
+    def exports() -> dict:
+        lines = (state / "env.sh").read_text().splitlines()
+        return dict(line.removeprefix("export ").split("=", 1) for line in lines)
+
+    try:
+        up()
+        assert oct((state / "env.sh").stat().st_mode & 0o777) == "0o600"
+        first = LocalStack.load(state)
+        again = up()
+        assert f"stack already up from {state}" in again.stdout
+        assert [s.pid for s in LocalStack.load(state).services] == [s.pid for s in first.services]  # reused
+        env = exports()
+        s3(env).put_object(Bucket="mlc-farm", Key="artifacts/kept.txt", Body=b"kept")
+        assert cli("farm", "init", "--matrix", str(matrix), env=env).returncode == 0
+
+        kept = cli("farm", "down", "--dir", str(state), "--keep-data")
+        assert kept.returncode == 0 and "its data stays" in kept.stdout
+        up()
+        env = exports()
+        assert s3(env).get_object(Bucket="mlc-farm", Key="artifacts/kept.txt")["Body"].read() == b"kept"
+        from prefect.client.orchestration import get_client
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}), get_client(sync_client=True) as client:
+            assert client.read_work_pool("mlc-cpu").name == "mlc-cpu"  # the database was kept
+
+        seaweed = next(s for s in LocalStack.load(state).services if s.name == "seaweedfs")
+        os.killpg(seaweed.pid, 9)
+        restarted = up()
+        assert "has stopped services: starting it again on its data" in restarted.stdout
+        assert s3(exports()).get_object(Bucket="mlc-farm", Key="artifacts/kept.txt")["Body"].read() == b"kept"
+    finally:
+        if (state / "stack.json").exists():
+            down = cli("farm", "down", "--dir", str(state))
+            assert down.returncode == 0 and "deleted its data" in down.stdout, down.stdout + down.stderr
+    assert not (state / "seaweedfs").exists() and not (state / "env.sh").exists()
+    assert not postgres_root(state / "postgres").exists() and not (state / "postgres").exists()
