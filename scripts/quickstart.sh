@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # From a fresh clone: set up, show the plan of matrix.yaml, and build the tiny CPU example on the embedded
-# defaults (Prefect's temporary server, the ./artifacts store) when the real mlc_llm is installed.
+# defaults (Prefect's temporary server, the ./artifacts store). Without mlc_llm it installs the CPU wheels
+# first; where the MLC wheel index cannot be reached it says so and ends after the plan.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -12,17 +13,20 @@ $farm plan --matrix matrix.yaml
 [ -d examples/tiny-models/tiny-llama-b ] || $farm tiny-model examples/tiny-models/tiny-llama-b --seed 2
 $farm plan --matrix examples/tiny-cpu.yaml
 
-if .venv/bin/python -c 'import mlc_llm' 2>/dev/null || [ -n "${MLC_FARM_MLC_LLM:-}" ]; then
-  $farm build --matrix examples/tiny-cpu.yaml
-  $farm ls
-else
-  cat <<'MSG'
+path_hint() { echo; echo "mlc-farm is in .venv/bin: source .venv/bin/activate (or export PATH=\"\$PWD/.venv/bin:\$PATH\")"; }
+has_mlc() { [ -n "${MLC_FARM_MLC_LLM:-}" ] || .venv/bin/python -c 'import mlc_llm' 2>/dev/null; }
+if ! has_mlc; then
+  echo "mlc_llm is not installed: installing the CPU wheels from the MLC wheel index (scripts/install-mlc.sh cpu)"
+  if ! bash scripts/install-mlc.sh cpu; then
+    cat <<'MSG'
 
-The plan above is what the farm would build. To build it here, install the real MLC wheels
-(the PyPI packages named mlc-llm-nightly-* are empty placeholders):
-
-  bash scripts/install-mlc.sh cpu        # or cu128 / rocm62 on a GPU machine
-  bash scripts/quickstart.sh
-
+The plan above is what the farm would build; the quick start ends here, without the real mlc_llm.
+On a machine that reaches the MLC wheel index: bash scripts/install-mlc.sh cpu && bash scripts/quickstart.sh
 MSG
+    path_hint
+    exit 0
+  fi
 fi
+$farm build --matrix examples/tiny-cpu.yaml
+$farm ls
+path_hint

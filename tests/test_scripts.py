@@ -1,0 +1,58 @@
+"""The set-up scripts as a new user runs them: install-mlc.sh never falls back to PyPI's empty placeholders,
+and the quick start ends cleanly after the plan where the real mlc_llm cannot be installed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT
+
+VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
+
+
+def script(name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLC_FARM_MLC_LLM")}  # no double
+    return subprocess.run(
+        ["bash", str(ROOT / "scripts" / name), *args], capture_output=True, text=True, cwd=ROOT,
+        env=clean | (env or {}), timeout=600,
+    )  # fmt: skip
+
+
+def placeholders_installed() -> bool:
+    shown = subprocess.run([str(VENV_PYTHON), "-m", "pip", "show", "mlc-llm-nightly-cpu", "mlc-ai-nightly-cpu"],
+                           capture_output=True, text=True)  # fmt: skip
+    return shown.returncode == 0
+
+
+def test_install_mlc_refuses_an_unreachable_index() -> None:
+    done = script("install-mlc.sh", "cpu", env={"MLC_WHEEL_INDEX": "http://127.0.0.1:9/wheels"})
+    assert done.returncode == 1
+    assert "the MLC wheel index http://127.0.0.1:9/wheels cannot be reached" in done.stderr
+    assert "empty placeholders and are never installed instead" in done.stderr
+    assert not placeholders_installed()
+
+
+def test_install_mlc_refuses_an_index_without_the_wheel(tmp_path: Path) -> None:
+    (tmp_path / "mlc_ai_nightly_cu128-0.20.dev1-py3-none-any.whl").write_bytes(b"")  # another flavour only
+    done = script("install-mlc.sh", "cpu", env={"MLC_WHEEL_INDEX": str(tmp_path)})
+    assert done.returncode == 1
+    assert f"{tmp_path} has no mlc-llm-nightly-cpu / mlc-ai-nightly-cpu wheel for Python 3." in done.stderr
+    assert "nothing was installed" in done.stderr and not placeholders_installed()
+    assert script("install-mlc.sh", "cu99").returncode == 2
+
+
+@pytest.mark.slow
+def test_quickstart_without_mlc_llm_ends_after_the_plan() -> None:
+    offline = {"MLC_WHEEL_INDEX": "http://127.0.0.1:9/wheels", "HF_HUB_OFFLINE": "1"}
+    done = script("quickstart.sh", env=offline)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert "plan for examples/tiny-cpu.yaml" in done.stdout
+    assert "installing the CPU wheels from the MLC wheel index" in done.stdout
+    assert "cannot be reached from this machine" in done.stderr
+    assert "the quick start ends here, without the real mlc_llm" in done.stdout
+    assert "source .venv/bin/activate" in done.stdout
