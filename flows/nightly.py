@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import signal
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, Literal
@@ -25,7 +26,8 @@ from rich.console import Console
 
 from mlc_farm import toolchain as toolchain_steps
 from mlc_farm.build import remove_stale_workdirs
-from mlc_farm.catalog import BuildRecord, load_failure, load_record, now, referenced_blobs
+from mlc_farm.catalog import BuildRecord, all_records, load_failure, load_record, now, referenced_blobs
+from mlc_farm.durations import estimate
 from mlc_farm.hub import PublishError, repo_for
 from mlc_farm.matrix import BUILTIN_NAMES, MatrixError, load_matrix, select_cells, toolchain_problems
 from mlc_farm.plan import LibBuild, ModelBuilds, Plan, make_plan
@@ -170,10 +172,16 @@ def run_matrix(
 
     records: dict[str, BuildRecord] = {}  # read once: on S3 each look-up is a GET
 
+    blobs_lock = threading.Lock()
+
     @functools.cache
+    def listed_blobs() -> frozenset[str]:
+        return frozenset(name.rsplit("/", 1)[-1] for name in st.names(BLOBS))
+
     def stored_blobs() -> frozenset[str]:
         """Every blob in the store, listed once when first needed (one LIST per 1,000 blobs on S3)."""
-        return frozenset(name.rsplit("/", 1)[-1] for name in st.names(BLOBS))
+        with blobs_lock:
+            return listed_blobs()
 
     def have(key: str) -> bool:
         """A build is reused only when its record reads and every blob it points at is there."""
@@ -209,7 +217,7 @@ def run_matrix(
 
     todo = to_build(plan, have, force)
     outcomes: dict[str, Outcome] = {k: Outcome(status="reused") for k in plan.all_keys() if k not in todo}
-    scheduler = Scheduler(plan, todo, load_settings().parallel if mode == "embedded" else None)
+    scheduler = _scheduler(plan, todo, st, srcs, mode, matrix.weights_pool)
     labels = _labels(plan)
     progress.to_run, progress.reused = len(todo), len(outcomes)
     console = Console(highlight=False)
@@ -277,6 +285,25 @@ def _run(
                 took = clock(status.now() - status.started)
                 display.print(f"[{len(outcomes)}/{len(todo)}] {mark} {labels[key]} (at {took})")
     return outcomes
+
+
+def _scheduler(plan: Plan, todo: set[str], st: ArtifactStore, srcs: dict, mode: Mode, weights_pool: str) -> Scheduler:
+    """Critical-path order from the durations of earlier builds. Embedded: one pool of MLC_FARM_PARALLEL
+    slots. Farm: each build on its pool, as many at once as the pool's concurrency limit in Prefect."""
+    durations = estimate(plan, [r for _, r in all_records(st)], {m: s.config for m, s in srcs.items()}) if todo else {}
+    if mode == "embedded":
+        return Scheduler(plan, todo, {"local": load_settings().parallel}, durations=durations)
+    builds: list[Build] = [*plan.convert_builds.values(), *plan.config_builds.values(), *plan.lib_builds.values()]
+    pools = {b.key: b.device.work_pool if isinstance(b, LibBuild) else weights_pool for b in builds}
+    return Scheduler(plan, todo, _pool_slots(set(pools.values())), lambda b: pools[b.key], durations)
+
+
+def _pool_slots(pools: set[str]) -> dict[str, int | None]:
+    """Each work pool's concurrency limit in Prefect (None: no limit)."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return {pool: client.read_work_pool(pool).concurrency_limit for pool in pools}
 
 
 def _labels(plan: Plan) -> dict[str, str]:

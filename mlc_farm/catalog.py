@@ -17,7 +17,7 @@ import logging
 import re
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
@@ -210,12 +210,20 @@ def load_record(store: ArtifactStore, key: str) -> BuildRecord | None:
     return _read(store, record_path(key), BuildRecord)
 
 
+READERS = 16  # store documents read at once: on S3 each is a GET, so a catalog of thousands reads in seconds
+
+
+def read_all(store: ArtifactStore, names: Iterable[str], model: type[M]) -> Iterator[tuple[str, M]]:
+    """(name, document) of every readable one of `names`, READERS at a time, in order."""
+    with ThreadPoolExecutor(max_workers=READERS) as pool:
+        for name, doc in zip(names := list(names), pool.map(lambda n: _read(store, n, model), names), strict=True):
+            if doc is not None:
+                yield name, doc
+
+
 def all_records(store: ArtifactStore) -> Iterator[tuple[str, BuildRecord]]:
     """(store name, record) of every readable build record in the store."""
-    for name in store.names(BUILDS):
-        record = _read(store, name, BuildRecord)
-        if record:
-            yield name, record
+    return read_all(store, store.names(BUILDS), BuildRecord)
 
 
 def load_failure(store: ArtifactStore, key: str) -> FailureRecord | None:
@@ -224,10 +232,7 @@ def load_failure(store: ArtifactStore, key: str) -> FailureRecord | None:
 
 def all_failures(store: ArtifactStore) -> Iterator[tuple[str, FailureRecord]]:
     """(store name, record) of every readable failure record in the store."""
-    for name in store.names(FAILURES):
-        failure = _read(store, name, FailureRecord)
-        if failure:
-            yield name, failure
+    return read_all(store, store.names(FAILURES), FailureRecord)
 
 
 def read_entry(store: ArtifactStore, model: str, quantization: str) -> CatalogEntry | None:
@@ -236,8 +241,7 @@ def read_entry(store: ArtifactStore, model: str, quantization: str) -> CatalogEn
 
 def entries(store: ArtifactStore) -> list[CatalogEntry]:
     """Every readable catalog entry (one JSON file per model x quantization)."""
-    found = (_read(store, name, CatalogEntry) for name in store.names(CATALOG) if name.endswith(".json"))
-    return [e for e in found if e is not None]
+    return [e for _, e in read_all(store, (n for n in store.names(CATALOG) if n.endswith(".json")), CatalogEntry)]
 
 
 def get_entry(store: ArtifactStore, model: str, quantization: str) -> CatalogEntry:

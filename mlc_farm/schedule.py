@@ -5,31 +5,53 @@
 - a library waits for the first of its models whose convert and config builds both succeeded (any will do:
   same architecture), so one model's failure does not sink a shared library;
 - a library none of whose models can provide weights is never started;
-- at most `limit` builds run at once (embedded mode); in farm mode the pools' own limits apply.
+- each build runs on a pool (the weights pool, or its device's pool), with at most that pool's slots at once;
+  a pool never idles while work for it is ready;
+- critical-path order: of the ready builds of a pool, the one with the longest remaining path starts first:
+  its expected time plus the longest waiting library that will compile from it (a library compiles from its
+  first model whose builds have not failed), so a 70B conversion and the libraries behind it do not start
+  last and set the length of the night. `order="fifo"` keeps plan order (to compare against).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Union
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Literal, Union
 
 from mlc_farm.plan import ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, Plan
 
 Build = Union[ConvertBuild, ConfigBuild, LibBuild]  # noqa: UP007 (a runtime alias)
+Order = Literal["critical-path", "fifo"]
 
 
-def to_build(plan: Plan, have: Callable[[str], bool], force: bool) -> set[str]:
-    """The keys of the plan that must run: those with no record, or all of them when forced."""
-    return set(plan.all_keys()) if force else {k for k in plan.all_keys() if not have(k)}
+def to_build(plan: Plan, have: Callable[[str], bool], force: bool, workers: int = 16) -> set[str]:
+    """The keys of the plan that must run: those with no record, or all of them when forced. The look-ups
+    (a GET each on S3) run `workers` at a time."""
+    keys = plan.all_keys()
+    if force:
+        return set(keys)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return {key for key, found in zip(keys, pool.map(have, keys), strict=True) if not found}
 
 
 class Scheduler:
-    def __init__(self, plan: Plan, todo: set[str], limit: int | None = None):
-        self.limit = limit
+    def __init__(
+        self,
+        plan: Plan,
+        todo: set[str],
+        slots: Mapping[str, int | None] | None = None,
+        pool_of: Callable[[Build], str] = lambda _b: "local",
+        durations: Mapping[str, float] | None = None,
+        order: Order = "critical-path",
+    ):
+        """`slots`: builds at once per pool (a pool not named, or None, has no limit of ours)."""
+        self.slots, self.pool_of, self.order = dict(slots or {}), pool_of, order
+        self.durations = dict(durations or {})
         self.ok: set[str] = set(plan.all_keys()) - todo  # reused: usable from the start
         self.failed: set[str] = set()
-        self.running: set[str] = set()
-        # Configs first: seconds each, while a conversion can take hours.
+        self.running: dict[str, str] = {}  # key -> pool
+        # Plan order (configs first: seconds each) breaks ties, and is the whole order in "fifo".
         weights: list[Build] = [*plan.config_builds.values(), *plan.convert_builds.values()]
         self.ready: list[tuple[Build, ModelBuilds | None]] = [(b, None) for b in weights if b.key in todo]
         self.waiting: list[LibBuild] = [lb for lb in plan.lib_builds.values() if lb.key in todo]
@@ -37,19 +59,44 @@ class Scheduler:
     def _weights_for(self, lb: LibBuild) -> ModelBuilds | None:
         return next((b for b in lb.sources if b.convert in self.ok and b.config in self.ok), None)
 
+    def _remaining_path(self) -> dict[str, float]:
+        """Expected time of each ready build plus the longest waiting library that will compile from it."""
+        after: dict[str, float] = {}
+        for lb in self.waiting:
+            source = next((s for s in lb.sources if s.convert not in self.failed and s.config not in self.failed), None)
+            if source:
+                for key in (source.convert, source.config):
+                    after[key] = max(after.get(key, 0.0), self.durations.get(lb.key, 0.0))
+        return {b.key: self.durations.get(b.key, 0.0) + after.get(b.key, 0.0) for b, _ in self.ready}
+
+    def _free(self, pool: str) -> float:
+        limit = self.slots.get(pool)
+        return float("inf") if limit is None else limit - sum(p == pool for p in self.running.values())
+
     def starts(self) -> list[tuple[Build, ModelBuilds | None]]:
         """The builds to start now (with the model a library compiles from); they count as running."""
         for lb in list(self.waiting):
             if builds := self._weights_for(lb):
                 self.ready.append((lb, builds))
                 self.waiting.remove(lb)
-        free = len(self.ready) if self.limit is None else max(0, self.limit - len(self.running))
-        started, self.ready = self.ready[:free], self.ready[free:]
-        self.running |= {b.key for b, _ in started}
+        if self.order == "critical-path":  # a stable sort: equal paths keep the order they became ready in
+            path = self._remaining_path()
+            self.ready.sort(key=lambda item: -path[item[0].key])
+        started, left = [], []
+        free = {pool: self._free(pool) for pool in {self.pool_of(b) for b, _ in self.ready}}
+        for item in self.ready:
+            pool = self.pool_of(item[0])
+            if free[pool] > 0:
+                free[pool] -= 1
+                started.append(item)
+                self.running[item[0].key] = pool
+            else:
+                left.append(item)
+        self.ready = left
         return started
 
     def finish(self, key: str, ok: bool) -> None:
-        self.running.discard(key)
+        self.running.pop(key, None)
         (self.ok if ok else self.failed).add(key)
 
     def never_started(self) -> list[LibBuild]:

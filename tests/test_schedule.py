@@ -55,10 +55,61 @@ def test_a_library_whose_models_all_failed_never_starts() -> None:
 
 
 def test_at_most_limit_builds_run_at_once() -> None:
-    s = Scheduler(PLAN, set(PLAN.all_keys()), limit=3)
+    s = Scheduler(PLAN, set(PLAN.all_keys()), slots={"local": 3})
     ran = [b.key for b, _ in s.starts()]
     while s.running:
         assert len(s.running) <= 3
         s.finish(sorted(s.running)[0], True)
         ran += [b.key for b, _ in s.starts()]
     assert sorted(ran) == sorted(PLAN.all_keys())  # every build, each once
+
+
+def pool(b) -> str:
+    return "gpu" if b.kind == "library" else "cpu"
+
+
+def run(s: Scheduler, durations: dict[str, float]) -> tuple[float, list[str]]:
+    """Simulate: every build takes its duration; returns the makespan and the start order."""
+    clock, order, running = 0.0, [], {}
+    while True:
+        for b, _ in s.starts():
+            running[b.key] = clock + durations[b.key]
+            order.append(b.key)
+        if not running:
+            return clock, order
+        key = min(running, key=running.get)
+        clock = running.pop(key)
+        s.finish(key, True)
+
+
+def test_the_longest_remaining_path_starts_first() -> None:
+    """One weights slot, one GPU slot. The q0f16 cuda library takes 100 and waits for a q0f16 conversion
+    (10); the q4f16_1 conversions take 50 and their libraries 5. The right order starts a q0f16 conversion
+    first, so the long library runs while the q4f16_1 conversions do."""
+    durations = {k: 0.0 for k in PLAN.config_builds}
+    durations |= {k: 50.0 if b.quantization == "q4f16_1" else 10.0 for k, b in PLAN.convert_builds.items()}
+    durations |= {
+        k: 100.0 if (b.quantization, b.device.name) == ("q0f16", "cuda") else 5.0 for k, b in PLAN.lib_builds.items()
+    }
+    slots = {"cpu": 1, "gpu": 1}
+    cp, order = run(Scheduler(PLAN, set(PLAN.all_keys()), slots, pool, durations), durations)
+    fifo, _ = run(Scheduler(PLAN, set(PLAN.all_keys()), slots, pool, durations, order="fifo"), durations)
+    first_convert = next(PLAN.convert_builds[k] for k in order if k in PLAN.convert_builds)
+    assert first_convert.quantization == "q0f16"
+    # The bound: the weights pool's work (2 x 50 + 2 x 10) plus the shortest tail after it (5): 125.
+    assert cp <= 1.1 * 125 and fifo >= 1.2 * 125, (cp, fifo)
+
+
+def test_a_pool_never_idles_while_work_for_it_is_ready() -> None:
+    s = Scheduler(PLAN, set(PLAN.all_keys()), {"cpu": 1, "gpu": 2}, pool)
+    first = s.starts()
+    assert len(first) == 1  # one weights slot
+    while not any(b.kind == "library" for b in (PLAN.lib_builds.get(k) for k in s.running) if b):
+        for key in list(s.running):
+            s.finish(key, True)
+        s.starts()
+        if not s.running:
+            break
+    # Once a library is ready, it runs on the GPU pool while the weights pool keeps converting.
+    pools = sorted(s.running.values())
+    assert "gpu" in pools and ("cpu" in pools or not s.ready)
