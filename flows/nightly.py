@@ -30,6 +30,7 @@ from mlc_farm.catalog import BuildRecord, all_records, load_failure, load_record
 from mlc_farm.durations import estimate
 from mlc_farm.hub import PublishError, repo_for
 from mlc_farm.matrix import BUILTIN_NAMES, MatrixError, load_matrix, select_cells, toolchain_problems
+from mlc_farm.night import NightReport, night_report
 from mlc_farm.plan import LibBuild, ModelBuilds, Plan, make_plan
 from mlc_farm.schedule import Build, Scheduler, to_build
 from mlc_farm.settings import load_settings
@@ -222,7 +223,8 @@ def run_matrix(
     progress.to_run, progress.reused = len(todo), len(outcomes)
     console = Console(highlight=False)
     console.print(f"{len(todo)} builds to run, {len(outcomes)} reused", soft_wrap=True)
-    outcomes |= _run(scheduler, start, todo, labels, console, progress.finished)
+    status = _run(scheduler, start, todo, labels, console, progress.finished)
+    outcomes |= progress.finished
     for lb in scheduler.never_started():
         outcomes[lb.key] = Outcome(status="not run", detail="none of its models' convert and config builds succeeded")
     for key, o in outcomes.items():
@@ -238,7 +240,10 @@ def run_matrix(
     units = update_catalog(st.url, plan, srcs, records)
 
     summary = summarize(plan, outcomes, units)
-    _report(summary)
+    builds: dict[str, Build] = {**plan.convert_builds, **plan.config_builds, **plan.lib_builds}
+    pool_of = {key: scheduler.pool_of(b) for key, b in builds.items()}
+    night = night_report(plan, status.spans, pool_of, scheduler.slots, labels, status.now() - status.started)
+    _report(summary, night)
     failed = summary.failed
     message = summary.message()
     failed_units = {(r.model, r.quantization) for r in failed} | {
@@ -259,9 +264,9 @@ def _run(
     labels: dict[str, str],
     console: Console,
     outcomes: dict[str, Outcome],
-) -> dict[str, Outcome]:
+) -> RunStatus:
     """Start what the scheduler allows, a line per finished build (into `outcomes`) and a live status of the
-    running ones, until nothing runs."""
+    running ones, until nothing runs; returns the status, with when each build ran."""
     status = RunStatus(labels, len(todo))
     running: dict[PrefectFuture, str] = {}
 
@@ -284,7 +289,7 @@ def _run(
                 mark = "[green]ok[/]" if ok else "[red]FAILED[/]"
                 took = clock(status.now() - status.started)
                 display.print(f"[{len(outcomes)}/{len(todo)}] {mark} {labels[key]} (at {took})")
-    return outcomes
+    return status
 
 
 def _scheduler(plan: Plan, todo: set[str], st: ArtifactStore, srcs: dict, mode: Mode, weights_pool: str) -> Scheduler:
@@ -370,15 +375,16 @@ def _publish(
     return failures
 
 
-def _report(summary: Summary) -> None:
+def _report(summary: Summary, night: NightReport) -> None:
     create_markdown_artifact(
         key="mlc-farm-matrix", markdown=summary.grid(), description="The matrix of this run, cell by cell."
     )
     create_table_artifact(
         key="mlc-farm-build-summary",
         table=[r.model_dump() for r in summary.rows],
-        description="Every cell of the matrix: built, reused or failed, and where its log is.",
+        description="Every cell of the matrix: built, reused or failed, and where its log is.\n\n" + night.markdown(),
     )
+    create_markdown_artifact(key="mlc-farm-night", markdown=night.markdown(), description="How the night went.")
     console = Console(highlight=False)  # the terminal's width (COLUMNS, else 80, when not a terminal)
     shown = summary.for_console()
     if shown:
@@ -387,6 +393,8 @@ def _report(summary: Summary) -> None:
         console.print(
             f"{hidden} ok cells not listed; every cell is in the run's mlc-farm-build-summary artifact", soft_wrap=True
         )
+    if night.pools:
+        console.print(night.line(), soft_wrap=True, markup=False)
     for r in summary.failed:
         console.print(
             f"[red]FAILED[/] {r.model}/{r.quantization}/{r.device}: {r.detail}"

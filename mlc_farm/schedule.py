@@ -9,8 +9,9 @@
   a pool never idles while work for it is ready;
 - critical-path order: of the ready builds of a pool, the one with the longest remaining path starts first:
   its expected time plus the longest waiting library that will compile from it (a library compiles from its
-  first model whose builds have not failed), so a 70B conversion and the libraries behind it do not start
-  last and set the length of the night. `order="fifo"` keeps plan order (to compare against).
+  first model whose builds have not failed) and the backlog of that library's pool, so a 70B conversion and
+  the libraries behind it do not start last and set the length of the night, and the GPU pools are fed
+  first. `order="fifo"` keeps plan order (to compare against; benchmarks/schedule.py).
 """
 
 from __future__ import annotations
@@ -60,13 +61,21 @@ class Scheduler:
         return next((b for b in lb.sources if b.convert in self.ok and b.config in self.ok), None)
 
     def _remaining_path(self) -> dict[str, float]:
-        """Expected time of each ready build plus the longest waiting library that will compile from it."""
+        """Expected time of each ready build plus what waits behind it: a library that will compile from it
+        takes its own time, and cannot end before its pool has worked through the libraries not started yet
+        (their time / the pool's slots). So the conversions that feed a loaded pool go first, longest first."""
+        backlog: dict[str, float] = {}
+        for lb in [*self.waiting, *(b for b, _ in self.ready if isinstance(b, LibBuild))]:
+            pool = self.pool_of(lb)
+            backlog[pool] = backlog.get(pool, 0.0) + self.durations.get(lb.key, 0.0)
+        load = {pool: work / slots if (slots := self.slots.get(pool)) else 0.0 for pool, work in backlog.items()}
         after: dict[str, float] = {}
         for lb in self.waiting:
             source = next((s for s in lb.sources if s.convert not in self.failed and s.config not in self.failed), None)
             if source:
+                tail = self.durations.get(lb.key, 0.0) + load[self.pool_of(lb)]
                 for key in (source.convert, source.config):
-                    after[key] = max(after.get(key, 0.0), self.durations.get(lb.key, 0.0))
+                    after[key] = max(after.get(key, 0.0), tail)
         return {b.key: self.durations.get(b.key, 0.0) + after.get(b.key, 0.0) for b, _ in self.ready}
 
     def _free(self, pool: str) -> float:

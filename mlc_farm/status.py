@@ -35,13 +35,15 @@ class RunStatus:
         self.labels, self.total, self.now = labels, total, now
         self.started = now()
         self.running: dict[str, float] = {}  # key -> when it started
+        self.spans: dict[str, tuple[float, float]] = {}  # key -> (start, end) since the run started
         self.done = self.failed = 0
 
     def start(self, key: str) -> None:
         self.running[key] = self.now()
 
     def finish(self, key: str, ok: bool) -> None:
-        self.running.pop(key, None)
+        if (began := self.running.pop(key, None)) is not None:
+            self.spans[key] = (began - self.started, self.now() - self.started)
         self.done += 1
         self.failed += not ok
 

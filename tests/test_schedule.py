@@ -113,3 +113,22 @@ def test_a_pool_never_idles_while_work_for_it_is_ready() -> None:
     # Once a library is ready, it runs on the GPU pool while the weights pool keeps converting.
     pools = sorted(s.running.values())
     assert "gpu" in pools and ("cpu" in pools or not s.ready)
+
+
+def test_the_night_report_names_pool_use_and_the_longest_chain() -> None:
+    from mlc_farm.night import night_report
+
+    convert = next(b for b in PLAN.convert_builds.values() if (b.model, b.quantization) == ("base", "q0f16"))
+    config = next(b for b in PLAN.config_builds.values() if (b.model, b.quantization) == ("base", "q0f16"))
+    lib = next(b for b in PLAN.lib_builds.values() if (b.quantization, b.device.name) == ("q0f16", "cuda"))
+    other = next(b for b in PLAN.convert_builds.values() if (b.model, b.quantization) == ("tune", "q4f16_1"))
+    spans = {convert.key: (0.0, 10.0), config.key: (0.0, 1.0), lib.key: (10.0, 110.0), other.key: (10.0, 60.0)}
+    labels = {convert.key: "convert", config.key: "config", lib.key: "library", other.key: "other"}
+    pools = {k: "gpu" if k == lib.key else "cpu" for k in spans}
+    night = night_report(PLAN, spans, pools, {"cpu": 2, "gpu": 1}, labels, wall=110.0)
+    assert night.longest_chain == ["convert", "library"] and night.longest_chain_seconds == 110.0
+    use = {p.pool: p for p in night.pools}
+    assert use["cpu"].busy_seconds == 61.0 and use["cpu"].builds == 3
+    assert abs(use["cpu"].utilisation - 61 / 220) < 1e-9 and abs(use["gpu"].utilisation - 100 / 110) < 1e-9
+    assert "| gpu | 1 | 1 | 1:40 | 91% |" in night.markdown()
+    assert night.line().startswith("wall 1:50; build time cpu 1:01 (28%), gpu 1:40 (91%); longest chain 1:50")
