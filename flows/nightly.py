@@ -14,13 +14,14 @@ import signal
 import threading
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import PrefectFuture, wait
 from prefect.states import Completed, Failed, State
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 from pydantic import BaseModel
 from rich.console import Console
 
@@ -46,7 +47,15 @@ from tasks.publish import publish_unit
 # Threads for tasks: the scheduler starts at most MLC_FARM_PARALLEL builds in embedded mode; in farm mode each
 # task only waits for a flow run on a pool, whose own limits decide how many builds run.
 DISPATCHERS = 64
+GRID_CELLS = 500  # a bigger matrix's picture shows its cells that are not OK; the summary table has every cell
 RUNNER: TaskRunner[Any] = ThreadPoolTaskRunner(max_workers=DISPATCHERS)
+T = TypeVar("T")
+
+
+def _as_is(value: T) -> T:
+    """A big task argument that Prefect passes as it is: without quote() it walks every nested value looking
+    for futures, which took seconds per task at thousands of cells."""
+    return cast(T, quote(value))
 
 
 def _usable(outcome: Outcome | None) -> bool:
@@ -162,7 +171,7 @@ def run_matrix(
     if problems := toolchain_problems(matrix, accepted):
         return Failed(message=str(MatrixError(loaded.file, [*problems, f"(names checked against {accepted.source})"])))
     wanted = {c.model for c in cells}
-    srcs = resolve_sources(loaded, [m for m in matrix.models if m.id in wanted])
+    srcs = resolve_sources(_as_is(loaded), _as_is([m for m in matrix.models if m.id in wanted]))
     plan = make_plan(matrix, cells, srcs, toolchain)
     # Uploads begun this long ago belong to runs that died: a live run finishes a blob well within it.
     stale = st.abort_stale_uploads(timedelta(hours=load_settings().stale_upload_hours))
@@ -237,7 +246,7 @@ def run_matrix(
         elif o.status == "failed" and not o.log and (failure := load_failure(st, key)) and failure.failed_at >= began:
             # Farm mode: the worker wrote what failed; the dispatcher only saw its flow run end Failed.
             o.log, o.detail = (blob_url(st.url, failure.log.sha256) if failure.log else None), failure.error
-    units = update_catalog(st.url, plan, srcs, records)
+    units = update_catalog(st.url, _as_is(plan), _as_is(srcs), _as_is(records))
 
     summary = summarize(plan, outcomes, units)
     builds: dict[str, Build] = {**plan.convert_builds, **plan.config_builds, **plan.lib_builds}
@@ -253,8 +262,8 @@ def run_matrix(
     if publish_failures:
         message += f"; {publish_failures} publish failed"
     if failed or publish_failures:
-        return Failed(message=f"{len(failed)} of {len(summary.rows)} cells failed; {message}", data=summary)
-    return Completed(message=message, data=summary)
+        return Failed(message=f"{len(failed)} of {len(summary.rows)} cells failed; {message}")
+    return Completed(message=message)  # every cell is in the artifacts; as data, Prefect would walk it all
 
 
 def _run(
@@ -376,8 +385,11 @@ def _publish(
 
 
 def _report(summary: Summary, night: NightReport) -> None:
+    big = summary.for_console(GRID_CELLS) is not summary.rows
     create_markdown_artifact(
-        key="mlc-farm-matrix", markdown=summary.grid(), description="The matrix of this run, cell by cell."
+        key="mlc-farm-matrix",
+        markdown=summary.grid(summary.failed if big else None),
+        description=f"The {'cells that are not OK' if big else 'matrix'} of this run (every cell: mlc-farm-build-summary).",
     )
     create_table_artifact(
         key="mlc-farm-build-summary",

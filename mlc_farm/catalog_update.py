@@ -79,7 +79,7 @@ def library_validation(
 def update_unit(
     store: ArtifactStore, plan: Plan, source: ResolvedSource, model: str, quantization: str, rec: Records
 ) -> UnitResult:
-    cells = [pc for pc in plan.units()[(model, quantization)] if pc.convert and pc.config]
+    cells = [pc for pc in plan.units[(model, quantization)] if pc.convert and pc.config]
     result = UnitResult(model=model, quantization=quantization, status="not built")
     if not cells:
         return result

@@ -6,6 +6,7 @@ the toolchain identity.
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 from pydantic import BaseModel
@@ -76,8 +77,9 @@ class Plan(BaseModel):
     config_builds: dict[str, ConfigBuild]
     lib_builds: dict[str, LibBuild]
 
+    @functools.cached_property
     def units(self) -> dict[tuple[str, str], list[PlanCell]]:
-        """Cells grouped by (model, quantization): one catalog entry, one published repo each."""
+        """Cells grouped by (model, quantization): one catalog entry, one published repo each (computed once)."""
         out: dict[tuple[str, str], list[PlanCell]] = {}
         for pc in self.cells:
             out.setdefault((pc.cell.model, pc.cell.quantization), []).append(pc)
@@ -93,8 +95,10 @@ def make_plan(matrix: Matrix, cells: list[Cell], sources: dict[str, ResolvedSour
     libs: dict[str, LibBuild] = {}
     planned: list[PlanCell] = []
     accepted = toolchain.names
+    specs, devices = {m.id: m for m in matrix.models}, {d.name: d for d in matrix.devices}
+    sourced: set[tuple[str, str, str, str]] = set()  # (library, model, convert, config) already in its sources
     for cell in cells:
-        spec, src = matrix.model(cell.model), sources[cell.model]
+        spec, src = specs[cell.model], sources[cell.model]
         if src.error or src.identity is None or src.config is None:
             planned.append(PlanCell(cell=cell, problem=src.error or "source not resolved"))
             continue
@@ -128,7 +132,7 @@ def make_plan(matrix: Matrix, cells: list[Cell], sources: dict[str, ResolvedSour
             ),
         )
         arch = {"model_type": model_type, "config": keys.architecture(src.config)}
-        device = matrix.device(cell.device)
+        device = devices[cell.device]
         l_inputs = keys.library_inputs(arch, cell.quantization, spec.overrides, device, toolchain)
         l_key = keys.digest(l_inputs)
         lib = libs.setdefault(
@@ -145,7 +149,8 @@ def make_plan(matrix: Matrix, cells: list[Cell], sources: dict[str, ResolvedSour
         )
         lib.users.append(cell)
         builds = ModelBuilds(model=cell.model, convert=c_key, config=g_key)
-        if builds not in lib.sources:
+        if (l_key, cell.model, c_key, g_key) not in sourced:
+            sourced.add((l_key, cell.model, c_key, g_key))
             lib.sources.append(builds)
         planned.append(PlanCell(cell=cell, convert=c_key, config=g_key, library=l_key))
     return Plan(toolchain=toolchain, cells=planned, convert_builds=converts, config_builds=configs, lib_builds=libs)

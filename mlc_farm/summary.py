@@ -60,13 +60,14 @@ class Summary(BaseModel):
         tail = f"; {len(kept)} catalog entries kept at their previous builds" if kept else ""
         return f"{head} ({steps}){tail}"
 
-    def grid(self) -> str:
-        """Markdown picture of the matrix: one row per model x quantization, one column per device."""
+    def grid(self, rows: list[CellRow] | None = None) -> str:
+        """Markdown picture of the matrix (or of `rows`): one row per model x quantization, one column per device."""
+        rows = self.rows if rows is None else rows
         mark = {"ok": "🟢 ok", "failed": "🔴 failed", "unresolved": "🔴 unresolved"}
         devices = list(dict.fromkeys(r.device for r in self.rows))
-        cells = {(r.model, r.quantization, r.device): r for r in self.rows}
+        cells = {(r.model, r.quantization, r.device): r for r in rows}
         lines = ["| model | quantization | " + " | ".join(devices) + " |", "|---|---|" + "---|" * len(devices)]
-        for model, quant in dict.fromkeys((r.model, r.quantization) for r in self.rows):
+        for model, quant in dict.fromkeys((r.model, r.quantization) for r in rows):
             row = [cells.get((model, quant, d)) for d in devices]
             shown = [f"{mark[r.status]} {r.validation}".strip() if r else "" for r in row]
             lines.append(f"| {model} | {quant} | " + " | ".join(shown) + " |")

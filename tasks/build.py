@@ -7,13 +7,15 @@ never multiply and an outage never reruns a conversion or a compile.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from mlc_farm import activity, build, sources, toolchain
-from mlc_farm.catalog import BuildRecord
+from mlc_farm.catalog import READERS, BuildRecord
 from mlc_farm.catalog_update import Records, UnitResult, update_unit
 from mlc_farm.plan import ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, Plan
 from mlc_farm.sources import ResolvedSource
@@ -30,7 +32,7 @@ def probe_toolchain() -> toolchain.ToolchainInfo:
     return toolchain.probe()
 
 
-@task(name="resolve-sources")
+@task(name="resolve-sources", cache_policy=NO_CACHE)  # no hash of big inputs: nothing is cached
 def resolve_sources(loaded: Any, models: list[Any]) -> dict[str, ResolvedSource]:
     return sources.resolve(loaded, models)
 
@@ -53,17 +55,16 @@ def build_library(store_url: str, lb: LibBuild, builds: ModelBuilds, force: bool
     return build.build_library(store, lb, builds, on_line=log_line, flow_run=_run_id(), force=force).key
 
 
-@task(name="update-catalog")
+@task(name="update-catalog", cache_policy=NO_CACHE)
 def update_catalog(
     store_url: str, plan: Plan, resolved: dict[str, ResolvedSource], known: dict[str, BuildRecord]
 ) -> list[UnitResult]:
-    """One task for every catalog entry: a no-op nightly over 1,000 cells stays a matter of seconds."""
+    """One task for every catalog entry, READERS entries at a time (on S3 each reads and maybe writes a few
+    objects): a no-op nightly over thousands of cells stays a matter of seconds."""
     records = Records(open_store(store_url), known)
-    return [
-        update_unit(records.store, plan, resolved[model], model, quant, records)
-        for model, quant in plan.units()
-        if model in resolved and resolved[model].error is None
-    ]
+    units = [(m, q) for m, q in plan.units if m in resolved and resolved[m].error is None]
+    with ThreadPoolExecutor(max_workers=READERS) as pool:
+        return list(pool.map(lambda u: update_unit(records.store, plan, resolved[u[0]], u[0], u[1], records), units))
 
 
 def _run_id() -> str:
