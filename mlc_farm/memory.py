@@ -1,0 +1,68 @@
+"""How much device memory a library needs to run its weights (the reference's "Memory" facts):
+
+    weights  = ParamBytes of tensor-cache.json
+    temp     = the largest temporary buffer in the library metadata's `memory_usage` (what prefill needs)
+    kv cache = 2 x layers x kv_heads x head_dim x context window x bytes per element (one sequence)
+    total    = weights + temp + kv cache
+
+The context window is the library's `context_window_size` (its `sliding_window_size` when that is -1), and
+a KV element takes the bytes of the quantization's float type (f16: 2, f32: 4). What app configs of the MLC
+ecosystem ask for: `vram_required_MB` (WebLLM), `estimated_vram_bytes` (iOS/Android).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel
+
+MB = 1024 * 1024
+
+
+class MemoryEstimate(BaseModel):
+    weights_bytes: int
+    temp_bytes: int
+    kv_cache_bytes: int
+    context_window: int
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weights_bytes + self.temp_bytes + self.kv_cache_bytes
+
+    @property
+    def total_mb(self) -> float:
+        return self.total_bytes / MB
+
+    def describe(self) -> str:
+        return (
+            f"{self.total_mb:,.0f} MB (weights {self.weights_bytes / MB:,.0f} + temporary {self.temp_bytes / MB:,.0f}"
+            f" + KV cache {self.kv_cache_bytes / MB:,.0f} for {self.context_window:,} tokens)"
+        )
+
+
+def kv_bytes_per_element(quantization: str) -> int:
+    """q4f16_1 -> 2 (f16), q4f32_1 / q0f32 -> 4: the activations' float type, which the KV cache holds."""
+    m = re.match(r"^q\d+f(\d+)", quantization)
+    return int(m.group(1)) // 8 if m else 2
+
+
+def estimate(tensor_cache: dict[str, Any], metadata: dict[str, Any]) -> MemoryEstimate | None:
+    """The estimate from a convert build's tensor-cache.json and a library's metadata; None when either lacks
+    what it needs (a library that could not be loaded where it was built has no metadata)."""
+    try:
+        weights = int(tensor_cache["metadata"]["ParamBytes"])
+        kv = metadata["kv_cache"]
+        window = int(metadata.get("context_window_size", -1))
+        if window <= 0:
+            window = int(metadata.get("sliding_window_size", -1))
+        per_token = 2 * int(kv["num_hidden_layers"]) * int(kv["num_key_value_heads"]) * int(kv["head_dim"])
+        temp = max((int(v) for v in metadata.get("memory_usage", {}).values()), default=0)
+        element = kv_bytes_per_element(str(metadata.get("quantization", "")))
+    except (KeyError, TypeError, ValueError):
+        return None
+    if window <= 0:
+        return None
+    return MemoryEstimate(
+        weights_bytes=weights, temp_bytes=temp, kv_cache_bytes=per_token * window * element, context_window=window
+    )
