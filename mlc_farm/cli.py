@@ -404,7 +404,7 @@ def pull(
     force: Annotated[bool, typer.Option("--force", help="Replace a non-empty output directory.")] = False,
     store: StoreOpt = None,
 ) -> None:
-    """Write an MLC-ready directory (config, weights, tokenizer, lib/), every file checked by sha256."""
+    """Write an MLC-ready directory (config, weights, tokenizer, libs/), every file checked by sha256."""
     from mlc_farm.pull import pull as do_pull
 
     st = open_store(store, must_exist=True)

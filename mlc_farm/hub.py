@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from mlc_farm.catalog import CatalogEntry, FileEntry, get_entry, load_record
 from mlc_farm.errors import PermanentError, ServiceUnreachable, retry_transient
 from mlc_farm.matrix import Matrix
-from mlc_farm.pull import lib_filename, pull_files
+from mlc_farm.pull import lib_path, pull_files
 from mlc_farm.settings import load_settings
 from mlc_farm.sources import hub_endpoint
 from mlc_farm.store import ArtifactStore, StoreError
@@ -232,11 +232,8 @@ def publish(
     from huggingface_hub.errors import HfHubHTTPError, HTTPError
 
     entry = get_entry(store, model, quantization)
-    files = pull_files(store, model, quantization, lib_dir="libs")
-    lib_files = {
-        d: f"libs/{lib_filename(model, quantization, d, ref.file.path.rsplit('.', 1)[-1])}"
-        for d, ref in entry.libs.items()
-    }
+    files = pull_files(store, model, quantization)
+    lib_files = {d: lib_path(model, quantization, d, ref.file.path.rsplit(".", 1)[-1]) for d, ref in entry.libs.items()}
     api = HfApi(endpoint=hub_endpoint())
     with tempfile.TemporaryDirectory(prefix="mlc-farm-publish-") as tmp:
         root = Path(tmp)

@@ -18,11 +18,17 @@ def lib_filename(model: str, quantization: str, device: str, ext: str) -> str:
     return f"{model}-{quantization}-{device}.{ext}"
 
 
-def pull_files(
-    store: ArtifactStore, model: str, quantization: str, device: str | None = None, lib_dir: str = "lib"
-) -> dict[str, FileEntry]:
+LIB_DIR = "libs"  # one layout everywhere: a pull, the Hub repos, the exports' URLs
+
+
+def lib_path(model: str, quantization: str, device: str, ext: str) -> str:
+    """Where a device's library is in a model directory: `libs/{model}-{quant}-{device}.{ext}`."""
+    return f"{LIB_DIR}/{lib_filename(model, quantization, device, ext)}"
+
+
+def pull_files(store: ArtifactStore, model: str, quantization: str, device: str | None = None) -> dict[str, FileEntry]:
     """The MLC-ready layout of a catalog entry: relative path -> file (weights, config and tokenizer at the root,
-    libraries in `lib_dir`: `lib/` for a pull, `libs/` on the Hub as the mlc-ai repos have it)."""
+    libraries in `libs/`, as the mlc-ai repos on the Hub have it)."""
     entry = get_entry(store, model, quantization)
     wanted: dict[str, FileEntry] = {}
     for key in (entry.convert, entry.config):
@@ -38,7 +44,7 @@ def pull_files(
     for name, ref in entry.libs.items():
         if device in (None, name):
             ext = ref.file.path.rsplit(".", 1)[-1]
-            wanted[f"{lib_dir}/{lib_filename(model, quantization, name, ext)}"] = ref.file
+            wanted[lib_path(model, quantization, name, ext)] = ref.file
     return dict(sorted(wanted.items()))
 
 

@@ -19,7 +19,7 @@ from mlc_farm import toolchain
 from mlc_farm.catalog import FitCheck, RunCheck, Validation, get_entry
 from mlc_farm.errors import PermanentError
 from mlc_farm.matrix import DeviceSpec, target_family
-from mlc_farm.pull import lib_filename, pull_files
+from mlc_farm.pull import lib_path, pull_files
 from mlc_farm.sources import file_sha256
 from mlc_farm.store import ArtifactStore, StoreError
 
@@ -167,6 +167,6 @@ def validate_pulled(
             continue
         family = target_family(ref.target) or "cpu"
         spec = DeviceSpec(name=name, family=family, target=ref.target, host=ref.host)
-        lib = directory / "lib" / lib_filename(model, quantization, name, ref.file.path.rsplit(".", 1)[-1])
+        lib = directory / lib_path(model, quantization, name, ref.file.path.rsplit(".", 1)[-1])
         _, results[name] = validate_library(lib, spec, model, tensor_cache, chat_config, directory)
     return results

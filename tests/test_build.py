@@ -103,7 +103,7 @@ def test_build_reuse_and_pull(tiny_matrix: Path, tmp_path: Path) -> None:
         subprocess.run([sys.executable, "-m", "mlc_llm", *args], check=True, capture_output=True)
     pulled = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert pulled == [
-        "lib/tiny-llama-b-q4f16_1-cpu.so", "mlc-chat-config.json", "params_shard_0.bin",
+        "libs/tiny-llama-b-q4f16_1-cpu.so", "mlc-chat-config.json", "params_shard_0.bin",
         "tensor-cache.json", "tokenizer.json", "tokenizer_config.json",
     ]  # fmt: skip
     for name in pulled[1:]:
@@ -120,7 +120,7 @@ def test_build_reuse_and_pull(tiny_matrix: Path, tmp_path: Path) -> None:
     again = cli(*args, str(out))
     assert again.returncode == 2 and "is not empty: write into a new directory, or add --force" in again.stderr
     assert cli(*args, str(out), "--force").returncode == 0
-    assert sorted(p.name for p in (out / "lib").iterdir()) == [
+    assert sorted(p.name for p in (out / "libs").iterdir()) == [
         "tiny-llama-a-q0f16-cpu.so",
         "tiny-llama-a-q0f16-vulkan.so",
     ]

@@ -107,7 +107,7 @@ def test_build_model_deployment_sends_each_build_to_its_pool(farm, tmp_path: Pat
     assert cli("verify", "--store", store, env=env).returncode == 0
     out = tmp_path / "pulled"
     assert cli("pull", "tiny-llama-a", "q4f16_1", "-o", str(out), "--store", store, env=env).returncode == 0
-    assert sorted(p.name for p in (out / "lib").iterdir()) == [
+    assert sorted(p.name for p in (out / "libs").iterdir()) == [
         "tiny-llama-a-q4f16_1-cpu.so", "tiny-llama-a-q4f16_1-vulkan.so",
     ]  # fmt: skip
 

@@ -261,12 +261,12 @@ def test_build_pull_and_presigned_urls_against_s3(s3_store_url: str, tiny_matrix
     assert "tiny-llama-b" in listing.stdout and "cpu, vulkan" in listing.stdout
     out = tmp_path / "pulled"
     assert cli("pull", "tiny-llama-a", "q0f16", "-o", str(out), "--store", s3_store_url).returncode == 0
-    assert (out / "lib" / "tiny-llama-a-q0f16-vulkan.so").is_file()
+    assert (out / "libs" / "tiny-llama-a-q0f16-vulkan.so").is_file()
 
     urls = cli("url", "tiny-llama-a", "q0f16", "--device", "cpu", "--expires", "600", "--store", s3_store_url)
     assert urls.returncode == 0, urls.stderr
     rows = [line.split("\t") for line in urls.stdout.splitlines()]
-    assert rows[0][0] == "lib/tiny-llama-a-q0f16-cpu.so" and len(rows) == 6
+    assert rows[0][0] == "libs/tiny-llama-a-q0f16-cpu.so" and len(rows) == 6
     for rel, size, sha, link in rows:
         assert "Expires=" in link or "X-Amz-Expires=600" in link
         data = urllib.request.urlopen(link, timeout=30).read()  # no credentials needed
