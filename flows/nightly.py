@@ -351,7 +351,7 @@ def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _publish(
-    targets: dict[tuple[str, str], tuple[str, bool] | None], store_url: str, failed_units: set[tuple[str, str]]
+    targets: dict[tuple[str, str], tuple[str, bool | None] | None], store_url: str, failed_units: set[tuple[str, str]]
 ) -> int:
     """Publish every model x quantization whose cells all succeeded (a partial set would delete libraries
     from the Hub), MLC_FARM_PARALLEL at a time and in matrix order: repos that share a library then mostly

@@ -25,6 +25,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from mlc_farm.memory import MemoryEstimate
 from mlc_farm.store import ArtifactStore, DamagedDocumentError, StoreError
 from mlc_farm.store.layout import BUILDS, CATALOG, FAILURES, catalog_path, failure_path, record_path
 
@@ -163,6 +164,7 @@ class LibRef(BaseModel):
     target: str
     host: str
     validation: Validation
+    memory: MemoryEstimate | None = None  # with this entry's weights; None when the library has no metadata
 
 
 class CatalogEntry(BaseModel):
@@ -275,7 +277,7 @@ def next_entry(current: CatalogEntry | None, new: CatalogEntry, planned: set[str
     if current and (current.convert, current.config) == (new.convert, new.config):
         libs = {**current.libs, **new.libs}
         merged = new.model_copy(update={"libs": libs, "missing": sorted(planned - set(libs))})
-        same = {d: r.key for d, r in libs.items()} == {d: r.key for d, r in current.libs.items()}
+        same = libs == current.libs  # a library's validation or memory estimate for these weights counts too
         return None if same and merged.missing == current.missing and merged.source == current.source else merged
     new = new.model_copy(update={"missing": sorted(planned - set(new.libs))})
     if not new.missing or current is None:

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
+from mlc_farm import memory
 from mlc_farm.catalog import (
     BuildRecord,
     CatalogEntry,
@@ -96,13 +97,19 @@ def update_unit(
             unfit[pc.cell.device] = f"library {lib.key[:12]}: {validation.describe()}"
             continue
         device = plan.lib_builds[lib.key].device
-        libs[pc.cell.device] = LibRef(
-            key=lib.key, file=lib.files[0], target=device.target, host=device.host_triple, validation=validation
+        needs = (
+            memory.estimate(rec.doc(convert, "tensor-cache.json"), lib.library_metadata)
+            if lib.library_metadata
+            else None
         )
+        libs[pc.cell.device] = LibRef(
+            key=lib.key, file=lib.files[0], target=device.target, host=device.host_triple, validation=validation,
+            memory=needs,
+        )  # fmt: skip
     new = CatalogEntry(
         model=model,
         quantization=quantization,
-        source=source.model_dump(include={"kind", "ref", "revision", "identity", "license"}),
+        source=source.model_dump(include={"kind", "ref", "revision", "identity", "license", "restricted"}),
         convert=convert.key,
         config=config.key,
         libs=libs,

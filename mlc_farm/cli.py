@@ -385,7 +385,9 @@ def list_catalog(store: StoreOpt = None) -> None:
             weights.finished_at.isoformat(timespec="seconds") if weights else "missing",
         )
         checks += [
-            f"  {e.model} {e.quantization} {d}: {ref.validation.describe()}" for d, ref in sorted(e.libs.items())
+            f"  {e.model} {e.quantization} {d}: {ref.validation.describe()}"
+            + (f"; needs {ref.memory.describe()}" if ref.memory else "")
+            for d, ref in sorted(e.libs.items())
         ]
         checks += [f"  {e.model} {e.quantization} {d}: no validated library yet" for d in e.missing]
     out.print(t)

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from mlc_farm.catalog import CatalogEntry, FileEntry, get_entry, load_record
 from mlc_farm.errors import PermanentError, ServiceUnreachable, retry_transient
-from mlc_farm.matrix import Matrix
+from mlc_farm.matrix import Matrix, target_family
 from mlc_farm.pull import lib_path, pull_files
 from mlc_farm.settings import load_settings
 from mlc_farm.sources import hub_endpoint
@@ -52,8 +52,9 @@ class PublishResult(BaseModel):
     card: str = ""
 
 
-def repo_for(matrix: Matrix, model: str, quantization: str) -> tuple[str, bool] | None:
-    """(repo id, private) for a model x quantization, or None when it is not to be published."""
+def repo_for(matrix: Matrix, model: str, quantization: str) -> tuple[str, bool | None] | None:
+    """(repo id, private) for a model x quantization, or None when it is not to be published; private None
+    when the matrix does not say (then it follows the source: see `publish`)."""
     spec = matrix.model(model)
     if matrix.publish is None or not spec.publish.enabled:
         return None
@@ -91,7 +92,15 @@ def manifest(store: ArtifactStore, entry: CatalogEntry, files: dict[str, FileEnt
             "convert": {"key": entry.convert, "finished_at": weights.finished_at.isoformat()},
             "config": {"key": entry.config, "finished_at": config.finished_at.isoformat()},
             "libraries": {
-                d: {"key": ref.key, "target": ref.target, "host": ref.host, "validation": ref.validation.model_dump()}
+                d: {
+                    "key": ref.key,
+                    "target": ref.target,
+                    "host": ref.host,
+                    "validation": ref.validation.model_dump(),
+                    "memory": {**ref.memory.model_dump(), "total_bytes": ref.memory.total_bytes}
+                    if ref.memory
+                    else None,
+                }
                 for d, ref in sorted(entry.libs.items())
             },
         },
@@ -102,12 +111,14 @@ def manifest(store: ArtifactStore, entry: CatalogEntry, files: dict[str, FileEnt
 
 def model_card(entry: CatalogEntry, repo: str, lib_files: dict[str, str]) -> str:
     """README.md with the front matter the Hub and the MLC community expect, and how to run the model."""
+    webgpu = any(target_family(ref.target) == "webgpu" for ref in entry.libs.values())
     meta: dict[str, Any] = {
         "library_name": "mlc-llm",
-        "tags": ["mlc-llm", "web-llm", entry.quantization],
+        "tags": ["mlc-llm", *(["web-llm"] if webgpu else []), entry.quantization],
     }
-    if entry.source.get("kind") == "hf":
+    if entry.source.get("kind") == "hf":  # listed on the Hub among the base model's quantizations
         meta["base_model"] = entry.source["ref"]
+        meta["base_model_relation"] = "quantized"
     if entry.source.get("license"):
         meta["license"] = entry.source["license"]
     base = (
@@ -116,7 +127,6 @@ def model_card(entry: CatalogEntry, repo: str, lib_files: dict[str, str]) -> str
         else f"a local model directory (content sha256 `{entry.source['identity']}`)"
     )
     rows = "\n".join(_card_row(entry, device, path) for device, path in sorted(lib_files.items()))
-    any_lib = next(iter(sorted(lib_files.values())), "libs/<model>-<quant>-<device>.so")
     return f"""---
 {yaml.safe_dump(meta, sort_keys=True).strip()}
 ---
@@ -134,22 +144,63 @@ model type, quantization, context window), and a run with real weights where its
 (finite logits over a prefill and {DECODE_STEPS} decode steps). A library whose device was absent says
 `not run`: nothing here claims more than was checked.
 
-| device | target | library | fits the weights | run | decode tokens/s |
-| --- | --- | --- | --- | --- | --- |
+| device | target | library | fits the weights | run | decode tokens/s | memory |
+| --- | --- | --- | --- | --- | --- | --- |
 {rows}
+
+Memory is an estimate: the weights, the largest temporary buffer the library declares, and the KV cache
+of one sequence over its context window.
 
 ## Run it
 
-```bash
-mlc_llm chat HF://{repo}
-```
+{_run_it(repo, lib_files, entry)}"""
 
-With a library from this repo, after downloading it (`huggingface-cli download {repo} --local-dir {repo.split("/")[-1]}`):
 
-```bash
-mlc_llm chat ./{repo.split("/")[-1]} --model-lib ./{repo.split("/")[-1]}/{any_lib}
-```
-"""
+def _run_it(repo: str, lib_files: dict[str, str], entry: CatalogEntry) -> str:
+    """How to run the repo: `mlc_llm chat`/`serve` per device with its library, MLCEngine, and WebLLM when a
+    webgpu library is there."""
+    name = repo.split("/")[-1]
+    first = next(iter(sorted(lib_files.items())), ("cpu", "libs/<model>-<quant>-<device>.so"))
+    device = _runtime_device(entry.libs[first[0]].target) if first[0] in entry.libs else "cpu"
+    out = [
+        f"Download it (`huggingface-cli download {repo} --local-dir {name}`), then, with the library of your device:",
+        "",
+        "```bash",
+        *(f"mlc_llm chat ./{name} --device {_runtime_device(entry.libs[d].target)} --model-lib ./{name}/{path}"
+          for d, path in sorted(lib_files.items())),
+        f"mlc_llm serve ./{name} --device {device} --model-lib ./{name}/{first[1]}",
+        "```",
+        "",
+        "From Python:",
+        "",
+        "```python",
+        "from mlc_llm import MLCEngine",
+        "",
+        f'engine = MLCEngine(model="./{name}", device="{device}", model_lib="./{name}/{first[1]}", mode="local")',
+        'reply = engine.chat.completions.create(messages=[{"role": "user", "content": "Hello!"}], max_tokens=64)',
+        "print(reply.choices[0].message.content)",
+        "engine.terminate()",
+        "```",
+    ]  # fmt: skip
+    web = next((p for d, p in sorted(lib_files.items()) if target_family(entry.libs[d].target) == "webgpu"), None)
+    if web:
+        out += [
+            "",
+            "In the browser with [WebLLM](https://github.com/mlc-ai/web-llm) (`mlc-farm export webllm` prints the record):",
+            "",
+            "```js",
+            f'const appConfig = {{ model_list: [{{ model: "https://huggingface.co/{repo}", model_id: "{name}",',
+            f'  model_lib: "https://huggingface.co/{repo}/resolve/main/{web}" }}] }};',
+            f'const engine = await webllm.CreateMLCEngine("{name}", {{ appConfig }});',
+            "```",
+        ]
+    return "\n".join(out) + "\n"
+
+
+def _runtime_device(target: str) -> str:
+    """The `--device` of mlc_llm for a library's target (`cuda`, `rocm`, `vulkan`, `metal`, `cpu`...)."""
+    family = target_family(target) or "cpu"
+    return {"llvm": "cpu", "iphone": "metal", "android": "opencl"}.get(family, family)
 
 
 def _card_row(entry: CatalogEntry, device: str, path: str) -> str:
@@ -165,7 +216,8 @@ def _card_row(entry: CatalogEntry, device: str, path: str) -> str:
     if run.ran_with and run.ran_with != entry.model and run.status == "passed":
         ran += f" (with {run.ran_with}'s weights, same architecture)"
     speed = f"{run.tokens_per_s:.1f}" if run.tokens_per_s else "-"
-    return f"| {device} | `{ref.target}` | `{path}` | {ref.validation.fits.status} | {ran} | {speed} |"
+    needs = f"{ref.memory.total_mb:,.0f} MB" if ref.memory else "-"
+    return f"| {device} | `{ref.target}` | `{path}` | {ref.validation.fits.status} | {ran} | {speed} | {needs} |"
 
 
 def _remote(api: Any, repo: str) -> dict[str, tuple[str, str | None]]:
@@ -225,13 +277,16 @@ def _unreachable(error: BaseException) -> ServiceUnreachable | None:
 
 
 def publish(
-    store: ArtifactStore, model: str, quantization: str, repo: str, private: bool, dry_run: bool = False
+    store: ArtifactStore, model: str, quantization: str, repo: str, private: bool | None, dry_run: bool = False
 ) -> PublishResult:
-    """Make `repo` hold exactly this build, in one commit; `dry_run` only reads the Hub."""
+    """Make `repo` hold exactly this build, in one commit; `dry_run` only reads the Hub. Unless the matrix says
+    (`private`), a repo made from a gated or private source is private: its terms may not allow more."""
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
     from huggingface_hub.errors import HfHubHTTPError, HTTPError
 
     entry = get_entry(store, model, quantization)
+    if private is None:
+        private = bool(entry.source.get("restricted"))
     files = pull_files(store, model, quantization)
     lib_files = {d: lib_path(model, quantization, d, ref.file.path.rsplit(".", 1)[-1]) for d, ref in entry.libs.items()}
     api = HfApi(endpoint=hub_endpoint())

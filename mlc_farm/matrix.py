@@ -169,7 +169,7 @@ class Publish(_Strict):
 
     org: str | None = None  # default: $MLC_FARM_HF_ORG
     repo: Annotated[str, AfterValidator(_repo_template)] = "{org}/{model}-{quant}-MLC"
-    private: StrictBool = False
+    private: StrictBool | None = None  # None: private exactly when the source is gated or private
 
 
 class ModelSpec(_Strict):

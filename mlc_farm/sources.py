@@ -36,6 +36,7 @@ class ResolvedSource(BaseModel):
     identity: str | None = None
     config: dict[str, Any] | None = None
     license: str | None = None
+    restricted: bool = False  # gated or private on the Hub: what is built from it is published privately
     error: str | None = None
 
     def key_part(self) -> dict[str, Any]:
@@ -116,7 +117,10 @@ def resolve_hf(model: str, source: HFSource) -> ResolvedSource:
     else:
         config = json.loads(Path(config_path).read_text())
         license_ = getattr(info.card_data, "license", None) if info.card_data else None
-        return base.model_copy(update={"identity": info.sha, "config": config, "license": license_})
+        restricted = bool(getattr(info, "gated", False)) or bool(getattr(info, "private", False))
+        return base.model_copy(
+            update={"identity": info.sha, "config": config, "license": license_, "restricted": restricted}
+        )
     return base.model_copy(update={"error": why})
 
 

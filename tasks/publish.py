@@ -13,5 +13,5 @@ from mlc_farm.store import open_store
     task_run_name="publish {repo}",
     tags=["mlc-publish"],
 )
-def publish_unit(store_url: str, model: str, quantization: str, repo: str, private: bool) -> hub.PublishResult:
+def publish_unit(store_url: str, model: str, quantization: str, repo: str, private: bool | None) -> hub.PublishResult:
     return hub.publish(open_store(store_url), model, quantization, repo, private)

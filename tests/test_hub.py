@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mlc_farm.catalog import now
 from mlc_farm.matrix import HFSource
 from mlc_farm.sources import fetch, resolve_hf
 from tests.conftest import TOKEN
@@ -30,7 +31,7 @@ def test_source_is_resolved_to_its_commit_and_downloads_only_what_the_toolchain_
 ) -> None:
     first = hub.state.seed("org/tiny", model_files(tiny_models))
     src = resolve_hf("tiny", HFSource(hf="org/tiny"))
-    assert src.error is None and src.identity == first and src.license == "apache-2.0"
+    assert src.error is None and src.identity == first and src.license == "apache-2.0" and not src.restricted
     assert src.config and src.config["model_type"] == "llama"
 
     second = hub.state.seed("org/tiny", model_files(tiny_models) | {"config.json": b'{"model_type": "qwen2"}'})
@@ -55,6 +56,10 @@ def test_gated_missing_and_unknown_revision_say_what_to_do(
     monkeypatch.setenv("HF_TOKEN", "")
     gated = resolve_hf("g", HFSource(hf="org/gated"))
     assert gated.error == "org/gated is gated: accept its license on the Hub and set HF_TOKEN"
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    accepted = resolve_hf("g", HFSource(hf="org/gated"))  # its license accepted: builds, and publishes privately
+    assert accepted.error is None and accepted.restricted
+    monkeypatch.setenv("HF_TOKEN", "")
     missing = resolve_hf("m", HFSource(hf="org/nothing"))
     assert missing.error == "org/nothing was not found (or is private: set HF_TOKEN)"
     hub.state.seed("org/tiny", model_files(tiny_models))
@@ -201,3 +206,35 @@ def test_publish_dry_run_wrong_token_and_deletion(
     assert {"op": "delete", "path": "libs/tiny-llama-a-q0f16-vulkan.so"} in ops
     assert "libs/tiny-llama-a-q0f16-vulkan.so" not in repo_files(hub, repo)
     assert TOKEN not in dry.stdout + real.stdout + again.stdout + again.stderr
+
+
+def test_the_card_links_its_base_and_says_what_each_library_needs() -> None:
+    from mlc_farm.catalog import CatalogEntry, FileEntry, FitCheck, LibRef, RunCheck, Validation
+    from mlc_farm.hub import model_card
+    from mlc_farm.memory import MemoryEstimate
+
+    def lib(target: str, ran: bool) -> LibRef:
+        run = RunCheck(status="passed", device="cpu", tokens_per_s=42.0) if ran else RunCheck(status="not run")
+        return LibRef(key="k" * 64, file=FileEntry(path="model-lib.so", size=1, sha256="0" * 64), target=target,
+                      host="x86_64-unknown-linux-gnu", validation=Validation(fits=FitCheck(status="passed"), run=run),
+                      memory=MemoryEstimate(weights_bytes=700 * 2**20, temp_bytes=100 * 2**20,
+                                            kv_cache_bytes=224 * 2**20, context_window=4096))  # fmt: skip
+
+    source = {"kind": "hf", "ref": "org/Base-1B", "identity": "a" * 40, "license": "apache-2.0", "restricted": False}
+    entry = CatalogEntry(model="Base-1B", quantization="q4f16_1", source=source, convert="c" * 64, config="g" * 64,
+                         libs={"cpu": lib("llvm", True), "webgpu": lib("webgpu", False)}, updated_at=now())  # fmt: skip
+    files = {"cpu": "libs/Base-1B-q4f16_1-cpu.so", "webgpu": "libs/Base-1B-q4f16_1-webgpu.wasm"}
+    card = model_card(entry, "org/Base-1B-q4f16_1-MLC", files)
+    meta = yaml.safe_load(card.split("---\n")[1])
+    assert meta["base_model"] == "org/Base-1B" and meta["base_model_relation"] == "quantized"
+    assert meta["license"] == "apache-2.0" and meta["tags"] == ["mlc-llm", "web-llm", "q4f16_1"]
+    assert "| cpu | `llvm` | `libs/Base-1B-q4f16_1-cpu.so` | passed | passed on cpu | 42.0 | 1,024 MB |" in card
+    assert (
+        "mlc_llm chat ./Base-1B-q4f16_1-MLC --device cpu --model-lib ./Base-1B-q4f16_1-MLC/libs/Base-1B-q4f16_1-cpu.so"
+        in card
+    )
+    assert "mlc_llm serve ./Base-1B-q4f16_1-MLC --device cpu" in card and "MLCEngine(" in card
+    assert "webllm.CreateMLCEngine" in card and "resolve/main/libs/Base-1B-q4f16_1-webgpu.wasm" in card
+
+    no_web = model_card(entry.model_copy(update={"libs": {"cpu": entry.libs["cpu"]}}), "org/x", {"cpu": files["cpu"]})
+    assert "web-llm" not in yaml.safe_load(no_web.split("---\n")[1])["tags"] and "webllm" not in no_web
