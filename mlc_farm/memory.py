@@ -17,6 +17,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from mlc_farm.status import size
+
 MB = 1024 * 1024
 
 
@@ -36,8 +38,8 @@ class MemoryEstimate(BaseModel):
 
     def describe(self) -> str:
         return (
-            f"{self.total_mb:,.0f} MB (weights {self.weights_bytes / MB:,.0f} + temporary {self.temp_bytes / MB:,.0f}"
-            f" + KV cache {self.kv_cache_bytes / MB:,.0f} for {self.context_window:,} tokens)"
+            f"{size(self.total_bytes)} (weights {size(self.weights_bytes)} + temporary {size(self.temp_bytes)}"
+            f" + KV cache {size(self.kv_cache_bytes)} for {self.context_window:,} tokens)"
         )
 
 
