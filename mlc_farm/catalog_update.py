@@ -106,6 +106,10 @@ def update_unit(
             key=lib.key, file=lib.files[0], target=device.target, host=device.host_triple, validation=validation,
             memory=needs,
         )  # fmt: skip
+    if known := next(((d, ref.memory) for d, ref in sorted(libs.items()) if ref.memory), None):
+        for ref in libs.values():
+            if ref.memory is None:
+                ref.memory = known[1].model_copy(update={"borrowed_from": known[0]})
     new = CatalogEntry(
         model=model,
         quantization=quantization,

@@ -532,6 +532,30 @@ def gc(
     )
 
 
+@command(app, "export")
+def export_configs(
+    runtime: Annotated[str, typer.Argument(help="webllm, app or mlc-serve", show_default=False)],
+    model: ModelOpt = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option("--base-url", help="Where `mlc-farm pull` directories are served, for unpublished entries."),
+    ] = None,
+    store: StoreOpt = None,
+) -> None:
+    """Print the catalog (or --model's entries) as the config a runtime reads: WebLLM model records, app
+    entries for iphone/android, or model dirs and libraries for mlc_llm serve / MLCEngine."""
+    from mlc_farm.catalog import entries
+    from mlc_farm.exports import export
+
+    if runtime not in ("webllm", "app", "mlc-serve"):
+        raise BadInput(f"RUNTIME {runtime!r}: expected webllm, app or mlc-serve")
+    st = open_store(store, must_exist=True)
+    found = [e for e in entries(st) if not model or e.model in model]
+    if model and (unknown := sorted(set(model) - {e.model for e in found})):
+        raise BadInput(f"--model: no catalog entry of {', '.join(unknown)} in {st.url} (`mlc-farm ls` lists them)")
+    print(json.dumps(export(st, found, runtime, base_url), indent=2))  # type: ignore[arg-type]
+
+
 @command(app, "log")
 def show_log(
     target: Annotated[list[str], typer.Argument(metavar="KEY | MODEL QUANT [DEVICE]", show_default=False)],

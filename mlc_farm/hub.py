@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from mlc_farm.catalog import CatalogEntry, FileEntry, get_entry, load_record
 from mlc_farm.errors import PermanentError, ServiceUnreachable, retry_transient
@@ -25,6 +25,7 @@ from mlc_farm.pull import lib_path, pull_files
 from mlc_farm.settings import load_settings
 from mlc_farm.sources import hub_endpoint
 from mlc_farm.store import ArtifactStore, StoreError
+from mlc_farm.store.layout import published_path
 from mlc_farm.validate import DECODE_STEPS
 
 T = TypeVar("T")
@@ -305,7 +306,10 @@ def publish(
         try:
             adds, deletes, same = _diff(local, files, _remote(api, repo))
             result = PublishResult(repo=repo, operations=adds + deletes, unchanged=same, dry_run=dry_run, card=card)
-            if dry_run or not result.operations:
+            if dry_run:
+                return result
+            if not result.operations:
+                _record_published(store, entry, repo, None)
                 return result
             _with_backoff(lambda: api.create_repo(repo, private=private, exist_ok=True))
             additions = [CommitOperationAdd(path_in_repo=o.path, path_or_fileobj=str(local[o.path])) for o in adds]
@@ -329,4 +333,34 @@ def publish(
                 f"the Hub refused {repo} (HTTP {status}): check that HF_TOKEN can write to it"
                 + (" and that the organization exists" if status in (401, 403, 404) else "")
             ) from None
+    _record_published(store, entry, repo, info.oid)
     return result.model_copy(update={"commit": info.oid})
+
+
+class Published(BaseModel):
+    """Where a catalog entry's builds are on the Hub: exports point there while the entry is still these builds."""
+
+    repo: str
+    commit: str | None
+    convert: str
+    config: str
+    libs: dict[str, str]  # device -> library key
+
+    def serves(self, entry: CatalogEntry) -> bool:
+        libs = {d: ref.key for d, ref in entry.libs.items()}
+        return (self.convert, self.config, self.libs) == (entry.convert, entry.config, libs)
+
+
+def _record_published(store: ArtifactStore, entry: CatalogEntry, repo: str, commit: str | None) -> None:
+    libs = {d: ref.key for d, ref in entry.libs.items()}
+    doc = Published(repo=repo, commit=commit, convert=entry.convert, config=entry.config, libs=libs)
+    store.write_json(published_path(entry.model, entry.quantization), doc.model_dump(mode="json"))
+
+
+def published(store: ArtifactStore, entry: CatalogEntry) -> Published | None:
+    """The Hub repo that holds exactly this entry's builds, if it was published."""
+    try:
+        found = Published.model_validate(store.read_json(published_path(entry.model, entry.quantization)) or {})
+    except (ValidationError, StoreError):
+        return None
+    return found if found.serves(entry) else None

@@ -27,6 +27,9 @@ class MemoryEstimate(BaseModel):
     temp_bytes: int
     kv_cache_bytes: int
     context_window: int
+    # A library that cannot be loaded here (a .wasm, a phone's .tar) borrows the estimate of another device's
+    # library of the same weights and architecture: the same weights and KV cache, similar temporary buffers.
+    borrowed_from: str | None = None
 
     @property
     def total_bytes(self) -> int:
@@ -39,7 +42,9 @@ class MemoryEstimate(BaseModel):
     def describe(self) -> str:
         return (
             f"{size(self.total_bytes)} (weights {size(self.weights_bytes)} + temporary {size(self.temp_bytes)}"
-            f" + KV cache {size(self.kv_cache_bytes)} for {self.context_window:,} tokens)"
+            f" + KV cache {size(self.kv_cache_bytes)} for {self.context_window:,} tokens"
+            + (f"; as the {self.borrowed_from} library" if self.borrowed_from else "")
+            + ")"
         )
 
 

@@ -6,6 +6,7 @@
 - `toolchains/<pool>.json`: the toolchain a farm pool probed (farm mode).
 - `leases/<key>.json`: who is building a key right now, until when (mlc_farm/lease.py).
 - `failures/<key>.json`: the last failure of a key that has no build yet: the error and its log (kept by gc).
+- `published/<model>/<quant>.json`: the Hub repo a catalog entry was last published to, and its builds.
 
 Written in the order blobs, record, catalog, so a reader never follows a pointer to nothing.
 """
@@ -29,6 +30,10 @@ def blob_url(store_url: str, sha256: str) -> str:
 
 def record_path(key: str) -> str:
     return f"{BUILDS}{key}.json"
+
+
+def published_path(model: str, quantization: str) -> str:
+    return f"published/{model}/{quantization}.json"
 
 
 def failure_path(key: str) -> str:

@@ -1,0 +1,137 @@
+"""Ready-to-use configs of the catalog for each MLC runtime (`mlc-farm export webllm|app|mlc-serve`).
+
+- webllm: WebLLM `ModelRecord`s for the webgpu libraries: `model`, `model_id`, `model_lib`,
+  `vram_required_MB`, `low_resource_required`, `required_features`, `overrides`, and `integrity` (SRI hashes
+  of mlc-chat-config.json, the library and the tokenizer files, which WebLLM checks as it downloads them).
+- app: `mlc-app-config.json`-style entries for the iphone/android libraries: `model_id`, `model_lib` (the
+  library's system-lib prefix), `model_url`, `estimated_vram_bytes`.
+- mlc-serve: for `mlc_llm serve` and MLCEngine: the model directory URL and the `model_lib` URL per device.
+
+URLs point to the Hub repo when the entry was published with exactly these builds; else to `--base-url`,
+where the layout of `mlc-farm pull` is served as `{base}/{model}-{quant}-MLC/resolve/main/...` (the shape
+WebLLM reads from any host).
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any, Literal
+
+from mlc_farm.catalog import BuildRecord, CatalogEntry, FileEntry, load_record
+from mlc_farm.errors import BadInput
+from mlc_farm.hub import published
+from mlc_farm.matrix import target_family
+from mlc_farm.memory import MB, kv_bytes_per_element
+from mlc_farm.pull import lib_path
+from mlc_farm.sources import hub_endpoint
+from mlc_farm.store import ArtifactStore
+
+Runtime = Literal["webllm", "app", "mlc-serve"]
+LOW_RESOURCE_MB = 2048  # WebLLM's "low resource" models fit in about 2 GB
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "merges.txt")
+
+
+def sri(sha256_hex: str) -> str:
+    """Subresource Integrity of a file from its sha256: `sha256-<base64 of the digest>`."""
+    return "sha256-" + base64.b64encode(bytes.fromhex(sha256_hex)).decode()
+
+
+def repo_name(entry: CatalogEntry) -> str:
+    return f"{entry.model}-{entry.quantization}-MLC"
+
+
+class Located:
+    """Where an entry's files are: the Hub repo it was published to, or the served pull layout."""
+
+    def __init__(self, root: str, model: str):
+        self.root, self.model = root, model  # files under root; `model` is the URL a runtime is given
+
+    def url(self, path: str) -> str:
+        return f"{self.root}{path}"
+
+
+def locate(store: ArtifactStore, entry: CatalogEntry, base_url: str | None) -> Located | None:
+    if found := published(store, entry):
+        hub = (hub_endpoint() or "https://huggingface.co").rstrip("/")
+        return Located(f"{hub}/{found.repo}/resolve/main/", f"{hub}/{found.repo}")
+    if base_url:
+        root = f"{base_url.rstrip('/')}/{repo_name(entry)}/resolve/main/"
+        return Located(root, root)
+    return None
+
+
+def _files(store: ArtifactStore, entry: CatalogEntry) -> dict[str, FileEntry]:
+    records = [load_record(store, entry.convert), load_record(store, entry.config)]
+    return {f.path: f for r in records if r for f in r.files}
+
+
+def _ext(entry: CatalogEntry, device: str) -> str:
+    return entry.libs[device].file.path.rsplit(".", 1)[-1]
+
+
+def _webllm(store: ArtifactStore, entry: CatalogEntry, where: Located, device: str) -> dict[str, Any]:
+    ref, files = entry.libs[device], _files(store, entry)
+    record: dict[str, Any] = {
+        "model": where.model,
+        "model_id": repo_name(entry),
+        "model_lib": where.url(lib_path(entry.model, entry.quantization, device, _ext(entry, device))),
+        "required_features": ["shader-f16"] if kv_bytes_per_element(entry.quantization) == 2 else [],
+        "overrides": {},
+        "integrity": {
+            "model_lib": sri(ref.file.sha256),
+            "tokenizer": {name: sri(files[name].sha256) for name in TOKENIZER_FILES if name in files},
+        },
+    }
+    if "mlc-chat-config.json" in files:
+        record["integrity"]["config"] = sri(files["mlc-chat-config.json"].sha256)
+    if ref.memory:
+        record["vram_required_MB"] = round(ref.memory.total_bytes / MB, 2)
+        record["low_resource_required"] = ref.memory.total_bytes / MB <= LOW_RESOURCE_MB
+        record["overrides"]["context_window_size"] = ref.memory.context_window
+    return record
+
+
+def _system_lib_prefix(lib: BuildRecord | None, entry: CatalogEntry) -> str:
+    """`{model_type}_{quantization}`: what `mlc_llm package` links a phone library under."""
+    model_type = ((lib.library_metadata or {}).get("model_type") if lib else None) or (
+        (lib.inputs.get("model") or {}).get("model_type") if lib else None
+    )
+    return f"{model_type or entry.model}_{entry.quantization}".replace("-", "_")
+
+
+def export(store: ArtifactStore, entries: list[CatalogEntry], runtime: Runtime, base_url: str | None) -> dict[str, Any]:
+    """The config document of `runtime` for `entries`; bad input when an entry has nowhere to be found."""
+    unplaced = []
+    out: list[dict[str, Any]] = []
+    for entry in entries:
+        where = locate(store, entry, base_url)
+        if where is None:
+            unplaced.append(f"{entry.model} {entry.quantization}")
+            continue
+        families = {d: target_family(ref.target) for d, ref in entry.libs.items()}
+        if runtime == "webllm":
+            out += [_webllm(store, entry, where, d) for d in sorted(entry.libs) if families[d] == "webgpu"]
+        elif runtime == "app":
+            for d in sorted(d for d in entry.libs if families[d] in ("iphone", "android")):
+                ref = entry.libs[d]
+                out.append({
+                    "model_id": repo_name(entry),
+                    "model_lib": _system_lib_prefix(load_record(store, ref.key), entry),
+                    "model_url": where.model,
+                    "estimated_vram_bytes": ref.memory.total_bytes if ref.memory else None,
+                    "device": d,
+                })  # fmt: skip
+        else:
+            out.append({
+                "model_id": repo_name(entry),
+                "model": where.model,
+                "model_lib": {d: where.url(lib_path(entry.model, entry.quantization, d, _ext(entry, d)))
+                              for d in sorted(entry.libs)},
+            })  # fmt: skip
+    if unplaced:
+        raise BadInput(
+            f"not published to the Hub with its current builds: {', '.join(unplaced)}; publish them "
+            "(`mlc-farm publish`) or give --base-url where `mlc-farm pull` directories are served"
+        )
+    key = {"webllm": "model_list", "app": "model_list", "mlc-serve": "models"}[runtime]
+    return {key: out}
