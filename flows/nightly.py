@@ -40,7 +40,14 @@ from mlc_farm.store import ArtifactStore, open_store
 from mlc_farm.store.layout import BLOBS, blob_url, toolchain_path
 from mlc_farm.summary import Outcome, Summary, summarize
 from mlc_farm.toolchain import ToolchainInfo
-from tasks.build import build_from_source, build_library, probe_toolchain, resolve_sources, update_catalog
+from tasks.build import (
+    build_from_source,
+    build_library,
+    probe_toolchain,
+    resolve_sources,
+    update_catalog,
+    write_catalog_page,
+)
 from tasks.dispatch import dispatch
 from tasks.publish import publish_unit
 
@@ -259,6 +266,7 @@ def run_matrix(
         (u.model, u.quantization) for u in units if u.status in ("kept previous", "not built")
     }
     publish_failures = _publish(targets, st.url, failed_units)
+    write_catalog_page(st.url)  # after publishing: its links go to the Hub repos that hold these builds
     if publish_failures:
         message += f"; {publish_failures} publish failed"
     if failed or publish_failures:

@@ -556,6 +556,16 @@ def export_configs(
     print(json.dumps(export(st, found, runtime, base_url), indent=2))  # type: ignore[arg-type]
 
 
+@command(app, "page")
+def catalog_page_cmd(store: StoreOpt = None) -> None:
+    """Write the catalog page (index.html + catalog.json) at the store's root; every build does it too."""
+    from mlc_farm.catalog_page import PAGE, write_page
+
+    st = open_store(store, must_exist=True)
+    rows = write_page(st)
+    out.print(f"wrote {st.url}/{PAGE}: {rows} libraries", highlight=False, soft_wrap=True)
+
+
 @command(app, "log")
 def show_log(
     target: Annotated[list[str], typer.Argument(metavar="KEY | MODEL QUANT [DEVICE]", show_default=False)],

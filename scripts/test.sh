@@ -11,6 +11,15 @@ if [ "${1:-}" = "--all" ]; then
   shift
 fi
 bash scripts/setup.sh
+if [ ${#select[@]} -eq 0 ] && ! command -v chromium >/dev/null 2>&1; then
+  # The catalog page is tested in a real browser: Debian's chromium, installed once.
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "the slow tests need Debian's chromium: sudo apt-get install chromium" >&2
+    exit 1
+  fi
+fi
 export DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

@@ -14,7 +14,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from mlc_farm import activity, build, sources, toolchain
+from mlc_farm import activity, build, catalog_page, sources, toolchain
 from mlc_farm.catalog import READERS, BuildRecord
 from mlc_farm.catalog_update import Records, UnitResult, update_unit
 from mlc_farm.plan import ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, Plan
@@ -65,6 +65,12 @@ def update_catalog(
     units = [(m, q) for m, q in plan.units if m in resolved and resolved[m].error is None]
     with ThreadPoolExecutor(max_workers=READERS) as pool:
         return list(pool.map(lambda u: update_unit(records.store, plan, resolved[u[0]], u[0], u[1], records), units))
+
+
+@task(name="catalog-page", cache_policy=NO_CACHE)
+def write_catalog_page(store_url: str) -> int:
+    """index.html and catalog.json at the store's root: the catalog for people without a Prefect login."""
+    return catalog_page.write_page(open_store(store_url))
 
 
 def _run_id() -> str:

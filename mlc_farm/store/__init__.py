@@ -61,6 +61,10 @@ class ArtifactStore(Protocol):
 
     def write_json(self, name: str, data: dict[str, Any]) -> None: ...
 
+    def write_text(self, name: str, text: str, content_type: str) -> None:
+        """A page of the store (the catalog page): replaced whole, never seen half-written."""
+        ...
+
     def update_json(self, name: str, change: Callable[[dict[str, Any] | None], dict[str, Any]]) -> dict[str, Any]:
         """Read-modify-write without losing a concurrent writer's update."""
         ...

@@ -99,6 +99,11 @@ class LocalStore:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
         self._publish(tmp, name)
 
+    def write_text(self, name: str, text: str, content_type: str) -> None:
+        tmp = self._tmp()
+        tmp.write_text(text, encoding="utf-8")
+        self._publish(tmp, name)
+
     def update_json(self, name: str, change: Callable[[dict[str, Any] | None], dict[str, Any]]) -> dict[str, Any]:
         with self._locked(name):
             try:

@@ -378,6 +378,18 @@ class S3Store:
                 raise WriteConflict from None
             raise self._error(e, f"writing {name}") from None
 
+    def write_text(self, name: str, text: str, content_type: str) -> None:
+        body = text.encode()
+        try:
+            self._call(
+                f"writing {name}",
+                lambda: self.client.put_object(
+                    Bucket=self.bucket, Key=self._key(name), Body=body, ContentType=content_type
+                ),
+            )
+        except ClientError as e:
+            raise self._error(e, f"writing {name}") from None
+
     def update_json(
         self, name: str, change: Callable[[dict[str, Any] | None], dict[str, Any]], attempts: int = 20
     ) -> dict[str, Any]:

@@ -1,0 +1,147 @@
+"""The catalog as a static page: `index.html` and `catalog.json` at the store's root, written after every
+nightly, readable without a server or a Prefect login (a public bucket, static hosting, or file:// offline).
+
+One row per model x quantization x device: status, validation, tokens/s, sizes, memory, build time,
+toolchain, source commit, and download links (the Hub repo when published with these builds, else the
+store's blobs, relative to the page). Filters by model, quantization and device (also as `?model=`,
+`?quantization=`, `?device=` in the address, so a filtered view is a link), and the matrix picture.
+The data is inside the page too: a browser reads nothing else from file://.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import Any
+
+from mlc_farm.catalog import CatalogEntry, entries, load_record
+from mlc_farm.hub import published
+from mlc_farm.pull import lib_path
+from mlc_farm.sources import hub_endpoint
+from mlc_farm.store import ArtifactStore
+from mlc_farm.store.layout import blob_path
+
+PAGE, DATA = "index.html", "catalog.json"
+
+
+def _row(store: ArtifactStore, entry: CatalogEntry, device: str, hub_repo: str | None) -> dict[str, Any]:
+    weights, config = load_record(store, entry.convert), load_record(store, entry.config)
+    ref = entry.libs.get(device)
+    files = [f for r in (weights, config) if r for f in r.files]
+    hub = f"{(hub_endpoint() or 'https://huggingface.co').rstrip('/')}/{hub_repo}" if hub_repo else None
+    links = {f.path: (f"{hub}/resolve/main/{f.path}" if hub else blob_path(f.sha256)) for f in files}
+    row: dict[str, Any] = {
+        "model": entry.model,
+        "quantization": entry.quantization,
+        "device": device,
+        "status": "served" if ref else "missing",
+        "validation": ref.validation.describe() if ref else "no validated library yet",
+        "tokens_per_s": ref.validation.run.tokens_per_s if ref else None,
+        "weights_bytes": sum(f.size for f in weights.files) if weights else None,
+        "library_bytes": ref.file.size if ref else None,
+        "memory_bytes": ref.memory.total_bytes if ref and ref.memory else None,
+        "built_at": weights.finished_at.isoformat(timespec="seconds") if weights else None,
+        "toolchain": (weights.toolchain.get("mlc_llm_version") if weights else None),
+        "source": entry.source.get("ref") or entry.source.get("kind"),
+        "source_commit": entry.source.get("identity"),
+        "hub": hub,
+        "files": links,
+    }
+    if ref:
+        path = lib_path(entry.model, entry.quantization, device, ref.file.path.rsplit(".", 1)[-1])
+        row["library"] = f"{hub}/resolve/main/{path}" if hub else blob_path(ref.file.sha256)
+    return row
+
+
+def catalog_rows(store: ArtifactStore) -> list[dict[str, Any]]:
+    rows = []
+    for entry in sorted(entries(store), key=lambda e: (e.model, e.quantization)):
+        found = published(store, entry)
+        for device in sorted({*entry.libs, *entry.missing}):
+            rows.append(_row(store, entry, device, found.repo if found else None))
+    return rows
+
+
+def write_page(store: ArtifactStore) -> int:
+    """Write index.html and catalog.json at the store's root; how many rows."""
+    rows = catalog_rows(store)
+    data = {"store": store.url, "rows": rows}
+    store.write_json(DATA, data)
+    store.write_text(PAGE, render(data), "text/html; charset=utf-8")
+    return len(rows)
+
+
+def render(data: dict[str, Any]) -> str:
+    # `</` cannot end the script element early: the JSON is safe inside it.
+    embedded = json.dumps(data, sort_keys=True).replace("</", "<\\/")
+    return _TEMPLATE.replace("__STORE__", html.escape(str(data["store"]))).replace("__DATA__", embedded)
+
+
+_TEMPLATE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>mlc-farm catalog</title>
+<style>
+body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}
+table{border-collapse:collapse;margin:.8em 0}th,td{border:1px solid #ccc;padding:.25em .5em;text-align:left}
+th{background:#f3f3f3}.served{color:#15692c}.missing{color:#a11}.num{text-align:right}
+#grid td{text-align:center}label{margin-right:1em}
+</style></head><body>
+<h1>mlc-farm catalog</h1><p>Store: <code>__STORE__</code>. <span id="count"></span></p>
+<div><label>model <select id="model"></select></label><label>quantization <select id="quantization"></select></label>
+<label>device <select id="device"></select></label></div>
+<h2>Matrix</h2><table id="grid"></table>
+<h2>Libraries</h2>
+<table id="rows"><thead><tr><th>model</th><th>quantization</th><th>device</th><th>status</th><th>validation</th>
+<th>tokens/s</th><th>weights</th><th>library</th><th>memory</th><th>built</th><th>toolchain</th><th>source</th>
+<th>download</th></tr></thead><tbody></tbody></table>
+<script id="catalog" type="application/json">__DATA__</script>
+<script>
+const data = JSON.parse(document.getElementById("catalog").textContent);
+const keys = ["model", "quantization", "device"];
+const params = new URLSearchParams(location.search);
+const size = n => n == null ? "-" : n < 1048576 ? (n / 1024).toFixed(1) + " KB" : (n / 1048576).toFixed(1) + " MB";
+const cell = (tr, text, cls) => { const td = tr.insertCell(); td.textContent = text; if (cls) td.className = cls; return td; };
+for (const k of keys) {
+  const sel = document.getElementById(k);
+  for (const v of ["", ...new Set(data.rows.map(r => r[k]))]) sel.add(new Option(v || "all", v));
+  sel.value = params.get(k) || "";
+  sel.onchange = show;
+}
+function show() {
+  const want = Object.fromEntries(keys.map(k => [k, document.getElementById(k).value]));
+  const rows = data.rows.filter(r => keys.every(k => !want[k] || r[k] === want[k]));
+  const body = document.querySelector("#rows tbody");
+  body.replaceChildren();
+  for (const r of rows) {
+    const tr = body.insertRow();
+    tr.className = "row";
+    for (const k of keys) cell(tr, r[k]);
+    cell(tr, r.status, r.status);
+    cell(tr, r.validation);
+    cell(tr, r.tokens_per_s == null ? "-" : r.tokens_per_s.toFixed(1), "num");
+    cell(tr, size(r.weights_bytes), "num"); cell(tr, size(r.library_bytes), "num"); cell(tr, size(r.memory_bytes), "num");
+    cell(tr, r.built_at || "-"); cell(tr, r.toolchain || "-");
+    cell(tr, (r.source || "") + (r.source_commit ? " @ " + r.source_commit.slice(0, 12) : ""));
+    const links = cell(tr, "");
+    for (const [name, href] of [["repo", r.hub], ["library", r.library], ...Object.entries(r.files)]) {
+      if (!href) continue;
+      const a = document.createElement("a"); a.href = href; a.textContent = name; links.append(a, " ");
+    }
+  }
+  document.getElementById("count").textContent = rows.length + " of " + data.rows.length + " libraries shown.";
+  const devices = [...new Set(rows.map(r => r.device))];
+  const grid = document.getElementById("grid");
+  grid.replaceChildren();
+  const head = grid.insertRow();
+  for (const h of ["model", "quantization", ...devices]) { const th = document.createElement("th"); th.textContent = h; head.append(th); }
+  for (const unit of [...new Set(rows.map(r => r.model + "\\u0000" + r.quantization))]) {
+    const [m, q] = unit.split("\\u0000");
+    const tr = grid.insertRow(); cell(tr, m); cell(tr, q);
+    for (const d of devices) {
+      const r = rows.find(x => x.model === m && x.quantization === q && x.device === d);
+      cell(tr, r ? (r.status === "served" ? "\\u2714" : "\\u2718") : "", r ? r.status : "");
+    }
+  }
+}
+show();
+</script></body></html>
+"""

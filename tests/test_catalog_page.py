@@ -1,0 +1,65 @@
+"""The catalog page a nightly writes into the store, checked in a real browser (Debian's headless chromium):
+rows, filters, the matrix picture, offline from a file:// store; a screenshot is kept in test-artifacts/."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT, cli
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
+SCREENSHOT = ROOT / "test-artifacts" / "catalog-page.png"
+
+
+def chromium() -> str:
+    found = shutil.which("chromium")
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (scripts/test.sh --all installs it)")
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    return found
+
+
+def browse(page: Path, query: str = "", *flags: str) -> str:
+    done = subprocess.run(
+        [chromium(), "--headless", "--no-sandbox", "--disable-gpu", *flags, f"{page.as_uri()}{query}"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_the_nightly_writes_a_page_people_can_browse(tiny_matrix: Path, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    built = cli("build", "--matrix", str(tiny_matrix), "--store", str(store))
+    assert built.returncode == 0, built.stdout + built.stderr
+    data = json.loads((store / "catalog.json").read_text())
+    assert len(data["rows"]) == 8
+    row = next(
+        r for r in data["rows"] if (r["model"], r["quantization"], r["device"]) == ("tiny-llama-b", "q0f16", "cpu")
+    )
+    assert row["status"] == "served" and row["tokens_per_s"] > 0 and row["memory_bytes"] > 0
+    assert row["source_commit"] and row["toolchain"] == "0.20.0.dev0" and row["built_at"]
+    for link in [row["library"], *row["files"].values()]:
+        assert (store / link).is_file()  # relative to the page: works offline and from a public bucket
+
+    page = store / "index.html"
+    everything = browse(page, "", "--dump-dom")
+    assert everything.count('class="row"') == 8 and "8 of 8 libraries shown." in everything
+    assert "<td>tiny-llama-b</td>" in everything and "<td>q4f16_1</td>" in everything
+    cpu = browse(page, "?device=cpu", "--dump-dom")
+    assert cpu.count('class="row"') == 4 and "4 of 8 libraries shown." in cpu
+    one = browse(page, "?model=tiny-llama-b&quantization=q0f16", "--dump-dom")
+    assert one.count('class="row"') == 2 and "fits; ran on cpu" in one and "not run: no vulkan device" in one
+    assert one.count("\u2714") == 2  # the matrix picture: one model x quantization, two devices served
+
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    SCREENSHOT.unlink(missing_ok=True)
+    browse(page, "", "--window-size=1400,1000", f"--screenshot={SCREENSHOT}")
+    assert SCREENSHOT.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and SCREENSHOT.stat().st_size > 20_000
