@@ -238,3 +238,31 @@ def test_the_card_links_its_base_and_says_what_each_library_needs() -> None:
 
     no_web = model_card(entry.model_copy(update={"libs": {"cpu": entry.libs["cpu"]}}), "org/x", {"cpu": files["cpu"]})
     assert "web-llm" not in yaml.safe_load(no_web.split("---\n")[1])["tags"] and "webllm" not in no_web
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_api")
+def test_a_gated_source_is_published_privately_unless_the_matrix_says(
+    hub: LocalHub, tiny_models: Path, tmp_path: Path
+) -> None:
+    hub.state.seed("org/gated-tiny", model_files(tiny_models), gated=True)
+    hub.state.seed("org/open-tiny", model_files(tiny_models))
+    matrix = tmp_path / "m.yaml"
+    matrix.write_text(
+        "quantizations: [q4f16_1]\n"
+        "devices: [{name: cpu, family: cpu, target: llvm}]\n"
+        "publish: {org: farm-org}\n"
+        "models:\n"
+        "  - {id: gated, source: {hf: org/gated-tiny}, conv_template: LM}\n"
+        "  - {id: open, source: {hf: org/open-tiny}, conv_template: LM}\n"
+        "  - {id: shared, source: {hf: org/gated-tiny}, conv_template: LM, publish: {private: false}}\n"
+    )
+    done = cli("build", "--matrix", str(matrix), "--store", str(tmp_path / "store"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    private = {name: repo.private for name, repo in hub.state.repos.items() if name.startswith("farm-org/")}
+    assert private == {"farm-org/gated-q4f16_1-MLC": True, "farm-org/open-q4f16_1-MLC": False,
+                       "farm-org/shared-q4f16_1-MLC": False}  # fmt: skip
+    card = repo_files(hub, "farm-org/open-q4f16_1-MLC")["README.md"].decode()
+    meta = yaml.safe_load(card.split("---\n")[1])
+    assert meta["base_model"] == "org/open-tiny" and meta["base_model_relation"] == "quantized"
+    assert meta["license"] == "apache-2.0" and "web-llm" not in meta["tags"]
