@@ -54,7 +54,7 @@ def night_report(
     wall: float,
 ) -> NightReport:
     """From the builds that ran (`spans`), each on its pool: per-pool use, and the longest chain: a library
-    and the convert or config build it waited for (the one of its sources that ended last before it began)."""
+    and the convert or config build it waited for."""
     use = []
     for pool in sorted({pools[k] for k in spans}):
         mine = [spans[k] for k in spans if pools[k] == pool]
@@ -67,9 +67,18 @@ def night_report(
         if key not in spans:
             continue
         start, end = spans[key]
-        before = [k for s in lb.sources for k in (s.convert, s.config) if k in spans and spans[k][1] <= start]
-        if before:
-            gate = max(before, key=lambda k: spans[k][1])
+        # It compiled from the first of its models whose convert and config builds were both done: that model's
+        # later-ending build is what it waited for.
+        ready = [
+            (max(spans[src.convert][1], spans[src.config][1]), n)
+            for n, src in enumerate(lb.sources)
+            if src.convert in spans
+            and src.config in spans
+            and max(spans[src.convert][1], spans[src.config][1]) <= start
+        ]
+        if ready:
+            src = lb.sources[min(ready)[1]]
+            gate = max((src.convert, src.config), key=lambda k: spans[k][1])
             chains.append((end - spans[gate][0], [labels[gate], labels[key]]))
     length, chain = max(chains, default=(0.0, []))
     return NightReport(wall_seconds=wall, pools=use, longest_chain=chain, longest_chain_seconds=length)
