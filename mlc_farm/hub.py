@@ -164,7 +164,13 @@ def _run_it(repo: str, lib_files: dict[str, str], entry: CatalogEntry) -> str:
     first = next(iter(sorted(lib_files.items())), ("cpu", "libs/<model>-<quant>-<device>.so"))
     device = _runtime_device(entry.libs[first[0]].target) if first[0] in entry.libs else "cpu"
     out = [
-        f"Download it (`huggingface-cli download {repo} --local-dir {name}`), then, with the library of your device:",
+        "Straight from the Hub (mlc_llm compiles a library for your device on first use):",
+        "",
+        "```bash",
+        f"mlc_llm chat HF://{repo} --device {device}",
+        "```",
+        "",
+        f"Or download it (`huggingface-cli download {repo} --local-dir {name}`) and use the library of your device:",
         "",
         "```bash",
         *(f"mlc_llm chat ./{name} --device {_runtime_device(entry.libs[d].target)} --model-lib ./{name}/{path}"
