@@ -77,6 +77,18 @@ def library_validation(
     return Validation(fits=fits, run=lib.validation.run)
 
 
+def _borrow_memory(libs: dict[str, LibRef], served: dict[str, LibRef]) -> None:
+    """A library with no memory estimate of its own (not loadable where it was built) takes one of a library
+    of the same weights that has one: tonight's, else the one the entry serves (so a failed sibling tonight
+    does not change what the entry says)."""
+    mine = [(d, ref.memory) for d, ref in sorted(libs.items()) if ref.memory and not ref.memory.borrowed_from]
+    theirs = [(d, ref.memory) for d, ref in sorted(served.items()) if ref.memory and not ref.memory.borrowed_from]
+    if known := next(iter(mine or theirs), None):
+        for ref in libs.values():
+            if ref.memory is None:
+                ref.memory = known[1].model_copy(update={"borrowed_from": known[0]})
+
+
 def update_unit(
     store: ArtifactStore, plan: Plan, source: ResolvedSource, model: str, quantization: str, rec: Records
 ) -> UnitResult:
@@ -106,10 +118,10 @@ def update_unit(
             key=lib.key, file=lib.files[0], target=device.target, host=device.host_triple, validation=validation,
             memory=needs,
         )  # fmt: skip
-    if known := next(((d, ref.memory) for d, ref in sorted(libs.items()) if ref.memory), None):
-        for ref in libs.values():
-            if ref.memory is None:
-                ref.memory = known[1].model_copy(update={"borrowed_from": known[0]})
+    current = read_entry(store, model, quantization)
+    _borrow_memory(
+        libs, current.libs if current and (current.convert, current.config) == (convert.key, config.key) else {}
+    )
     new = CatalogEntry(
         model=model,
         quantization=quantization,
@@ -120,7 +132,6 @@ def update_unit(
         updated_at=now(),
     )
     planned = {pc.cell.device for pc in cells}
-    current = read_entry(store, model, quantization)
     if next_entry(current, new, planned) is None:
         if current and (current.convert, current.config) == (new.convert, new.config):
             return result.model_copy(update={"status": "unchanged", "unfit": unfit})
