@@ -140,6 +140,8 @@ def test_a_library_that_does_not_fit_fails_its_cell_and_changes_nothing(
     assert libraries["cpu"]["validation"]["run"]["status"] == "passed"
     assert libraries["cpu"]["validation"]["run"]["ran_with"] == "tiny-llama-a"  # one library, both models
     assert libraries["vulkan"]["validation"]["run"]["status"] == "not run"
+    assert libraries["cpu"]["memory"]["total_bytes"] > libraries["cpu"]["memory"]["weights_bytes"] > 0
+    assert libraries["vulkan"]["memory"]["borrowed_from"] == "cpu"  # not loadable here: the cpu library's estimate
     card = files["README.md"].decode()
     assert "| passed | passed on cpu (with tiny-llama-a's weights, same architecture) |" in card
     assert "| not checked | not run: no vulkan device (no Vulkan driver ICD) | - |" in card
