@@ -17,7 +17,7 @@ from typing import Any
 from mlc_farm.catalog import CatalogEntry, entries, load_record
 from mlc_farm.hub import published
 from mlc_farm.pull import lib_path
-from mlc_farm.sources import hub_endpoint
+from mlc_farm.sources import hub_repo_url
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import blob_path
 
@@ -28,7 +28,7 @@ def _row(store: ArtifactStore, entry: CatalogEntry, device: str, hub_repo: str |
     weights, config = load_record(store, entry.convert), load_record(store, entry.config)
     ref = entry.libs.get(device)
     files = [f for r in (weights, config) if r for f in r.files]
-    hub = f"{(hub_endpoint() or 'https://huggingface.co').rstrip('/')}/{hub_repo}" if hub_repo else None
+    hub = hub_repo_url(hub_repo) if hub_repo else None
     links = {f.path: (f"{hub}/resolve/main/{f.path}" if hub else blob_path(f.sha256)) for f in files}
     row: dict[str, Any] = {
         "model": entry.model,
@@ -48,8 +48,7 @@ def _row(store: ArtifactStore, entry: CatalogEntry, device: str, hub_repo: str |
         "files": links,
     }
     if ref:
-        path = lib_path(entry.model, entry.quantization, device, ref.file.path.rsplit(".", 1)[-1])
-        row["library"] = f"{hub}/resolve/main/{path}" if hub else blob_path(ref.file.sha256)
+        row["library"] = f"{hub}/resolve/main/{lib_path(entry, device)}" if hub else blob_path(ref.file.sha256)
     return row
 
 

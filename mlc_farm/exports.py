@@ -23,7 +23,7 @@ from mlc_farm.hub import published
 from mlc_farm.matrix import target_family
 from mlc_farm.memory import MB, kv_bytes_per_element
 from mlc_farm.pull import lib_path
-from mlc_farm.sources import hub_endpoint
+from mlc_farm.sources import hub_repo_url
 from mlc_farm.store import ArtifactStore
 
 Runtime = Literal["webllm", "app", "mlc-serve"]
@@ -52,8 +52,8 @@ class Located:
 
 def locate(store: ArtifactStore, entry: CatalogEntry, base_url: str | None) -> Located | None:
     if found := published(store, entry):
-        hub = (hub_endpoint() or "https://huggingface.co").rstrip("/")
-        return Located(f"{hub}/{found.repo}/resolve/main/", f"{hub}/{found.repo}")
+        repo = hub_repo_url(found.repo)
+        return Located(f"{repo}/resolve/main/", repo)
     if base_url:
         root = f"{base_url.rstrip('/')}/{repo_name(entry)}/resolve/main/"
         return Located(root, root)
@@ -65,16 +65,12 @@ def _files(store: ArtifactStore, entry: CatalogEntry) -> dict[str, FileEntry]:
     return {f.path: f for r in records if r for f in r.files}
 
 
-def _ext(entry: CatalogEntry, device: str) -> str:
-    return entry.libs[device].file.path.rsplit(".", 1)[-1]
-
-
 def _webllm(store: ArtifactStore, entry: CatalogEntry, where: Located, device: str) -> dict[str, Any]:
     ref, files = entry.libs[device], _files(store, entry)
     record: dict[str, Any] = {
         "model": where.model,
         "model_id": repo_name(entry),
-        "model_lib": where.url(lib_path(entry.model, entry.quantization, device, _ext(entry, device))),
+        "model_lib": where.url(lib_path(entry, device)),
         "required_features": ["shader-f16"] if kv_bytes_per_element(entry.quantization) == 2 else [],
         "overrides": {},
         "integrity": {
@@ -125,7 +121,7 @@ def export(store: ArtifactStore, entries: list[CatalogEntry], runtime: Runtime, 
             out.append({
                 "model_id": repo_name(entry),
                 "model": where.model,
-                "model_lib": {d: where.url(lib_path(entry.model, entry.quantization, d, _ext(entry, d)))
+                "model_lib": {d: where.url(lib_path(entry, d))
                               for d in sorted(entry.libs)},
             })  # fmt: skip
     if unplaced:

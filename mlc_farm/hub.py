@@ -295,7 +295,7 @@ def publish(
     if private is None:
         private = bool(entry.source.get("restricted"))
     files = pull_files(store, model, quantization)
-    lib_files = {d: lib_path(model, quantization, d, ref.file.path.rsplit(".", 1)[-1]) for d, ref in entry.libs.items()}
+    lib_files = {d: lib_path(entry, d) for d in entry.libs}
     api = HfApi(endpoint=hub_endpoint())
     with tempfile.TemporaryDirectory(prefix="mlc-farm-publish-") as tmp:
         root = Path(tmp)

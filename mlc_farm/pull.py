@@ -7,7 +7,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from mlc_farm.catalog import FileEntry, get_entry, load_record
+from mlc_farm.catalog import CatalogEntry, FileEntry, get_entry, load_record
 from mlc_farm.output_dir import replacing
 from mlc_farm.store import ArtifactStore, StoreError
 from mlc_farm.store.layout import catalog_path
@@ -21,9 +21,10 @@ def lib_filename(model: str, quantization: str, device: str, ext: str) -> str:
 LIB_DIR = "libs"  # one layout everywhere: a pull, the Hub repos, the exports' URLs
 
 
-def lib_path(model: str, quantization: str, device: str, ext: str) -> str:
-    """Where a device's library is in a model directory: `libs/{model}-{quant}-{device}.{ext}`."""
-    return f"{LIB_DIR}/{lib_filename(model, quantization, device, ext)}"
+def lib_path(entry: CatalogEntry, device: str) -> str:
+    """Where a device's library of a catalog entry is in a model directory: `libs/{model}-{quant}-{device}.{ext}`."""
+    ext = entry.libs[device].file.path.rsplit(".", 1)[-1]
+    return f"{LIB_DIR}/{lib_filename(entry.model, entry.quantization, device, ext)}"
 
 
 def pull_files(store: ArtifactStore, model: str, quantization: str, device: str | None = None) -> dict[str, FileEntry]:
@@ -43,8 +44,7 @@ def pull_files(store: ArtifactStore, model: str, quantization: str, device: str 
         )
     for name, ref in entry.libs.items():
         if device in (None, name):
-            ext = ref.file.path.rsplit(".", 1)[-1]
-            wanted[lib_path(model, quantization, name, ext)] = ref.file
+            wanted[lib_path(entry, name)] = ref.file
     return dict(sorted(wanted.items()))
 
 

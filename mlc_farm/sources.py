@@ -89,6 +89,11 @@ def hub_endpoint() -> str | None:
     return os.environ.get("HF_ENDPOINT") or None
 
 
+def hub_repo_url(repo: str) -> str:
+    """The web address of a Hub repo (on HF_ENDPOINT when set): its files are under `/resolve/main/`."""
+    return f"{(hub_endpoint() or 'https://huggingface.co').rstrip('/')}/{repo}"
+
+
 def resolve_hf(model: str, source: HFSource) -> ResolvedSource:
     """Resolve the revision to a commit and read config.json; offline or denied gives `error`, not a raise."""
     from huggingface_hub import HfApi, hf_hub_download

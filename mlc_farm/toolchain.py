@@ -242,9 +242,14 @@ def stop_all() -> int:
         _stopping.set()
         groups = list(_running)
     for pgid in groups:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
+        _kill_group(pgid)
     return len(groups)
+
+
+def _kill_group(pgid: int) -> None:
+    """SIGKILL a step's process group (the step and the compilers it started), if it is still there."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 def accept_steps() -> None:
@@ -259,8 +264,7 @@ def _tracked(proc: subprocess.Popen) -> Iterator[None]:
         _running.add(proc.pid)
         stopping = _stopping.is_set()
     if stopping:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        _kill_group(proc.pid)
     try:
         yield
     finally:
@@ -283,8 +287,7 @@ def run_captured(args: list[str], timeout: float) -> subprocess.CompletedProcess
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            _kill_group(proc.pid)
             proc.communicate()
             raise
     return subprocess.CompletedProcess(args, proc.returncode, out, err)

@@ -167,6 +167,6 @@ def validate_pulled(
             continue
         family = target_family(ref.target) or "cpu"
         spec = DeviceSpec(name=name, family=family, target=ref.target, host=ref.host)
-        lib = directory / lib_path(model, quantization, name, ref.file.path.rsplit(".", 1)[-1])
+        lib = directory / lib_path(entry, name)
         _, results[name] = validate_library(lib, spec, model, tensor_cache, chat_config, directory)
     return results

@@ -95,9 +95,7 @@ class LocalStore:
         return parse_document(f"{self.url}/{name}", raw)
 
     def write_json(self, name: str, data: dict[str, Any]) -> None:
-        tmp = self._tmp()
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-        self._publish(tmp, name)
+        self.write_text(name, json.dumps(data, indent=2, sort_keys=True, default=str), "application/json")
 
     def write_text(self, name: str, text: str, content_type: str) -> None:
         tmp = self._tmp()

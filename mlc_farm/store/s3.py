@@ -365,29 +365,22 @@ class S3Store:
             raise
 
     def write_json(self, name: str, data: dict[str, Any], **conditions: str) -> None:
-        body = json.dumps(data, indent=2, sort_keys=True, default=str).encode()
-        try:
-            self._call(
-                f"writing {name}",
-                lambda: self.client.put_object(
-                    Bucket=self.bucket, Key=self._key(name), Body=body, ContentType="application/json", **conditions
-                ),
-            )
-        except ClientError as e:
-            if str(e.response.get("Error", {}).get("Code")) in _CONFLICT and conditions:
-                raise WriteConflict from None
-            raise self._error(e, f"writing {name}") from None
+        body = json.dumps(data, indent=2, sort_keys=True, default=str)
+        self.write_text(name, body, "application/json", **conditions)
 
-    def write_text(self, name: str, text: str, content_type: str) -> None:
+    def write_text(self, name: str, text: str, content_type: str, **conditions: str) -> None:
+        """One PUT; with `conditions` (IfMatch / IfNoneMatch) a conflicting writer is WriteConflict."""
         body = text.encode()
         try:
             self._call(
                 f"writing {name}",
                 lambda: self.client.put_object(
-                    Bucket=self.bucket, Key=self._key(name), Body=body, ContentType=content_type
+                    Bucket=self.bucket, Key=self._key(name), Body=body, ContentType=content_type, **conditions
                 ),
             )
         except ClientError as e:
+            if str(e.response.get("Error", {}).get("Code")) in _CONFLICT and conditions:
+                raise WriteConflict from None
             raise self._error(e, f"writing {name}") from None
 
     def update_json(
