@@ -263,13 +263,16 @@ def run_matrix(
     failed = summary.failed
     message = summary.message()
     failed_units = {(r.model, r.quantization) for r in failed} | {
-        (u.model, u.quantization) for u in units if u.status in ("kept previous", "not built")
+        (u.model, u.quantization) for u in units if u.status in ("kept previous", "not built", "damaged")
     }
+    damaged = [u for u in units if u.status == "damaged"]
+    for u in damaged:
+        logger.error("%s %s: %s", u.model, u.quantization, u.detail)
     publish_failures = _publish(targets, st.url, failed_units)
     write_catalog_page(st.url)  # after publishing: its links go to the Hub repos that hold these builds
     if publish_failures:
         message += f"; {publish_failures} publish failed"
-    if failed or publish_failures:
+    if failed or publish_failures or damaged:
         return Failed(message=f"{len(failed)} of {len(summary.rows)} cells failed; {message}")
     return Completed(message=message)  # every cell is in the artifacts; as data, Prefect would walk it all
 

@@ -59,16 +59,27 @@ class ValidationFailed(PermanentError):
     """A library that was built but does not fit its weights or does not run."""
 
 
+def hash_files(paths: dict[str, Path], workers: int = 4) -> dict[str, str]:
+    """name -> sha256 of every file, hashed in parallel."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return dict(zip(paths, pool.map(file_sha256, paths.values()), strict=True))
+
+
 def store_files(
-    store: ArtifactStore, paths: dict[str, Path], workers: int = 4, progress: Callable[[int], None] | None = None
+    store: ArtifactStore,
+    paths: dict[str, Path],
+    hashes: dict[str, str] | None = None,
+    workers: int = 4,
+    progress: Callable[[int], None] | None = None,
 ) -> list[FileEntry]:
-    """Put every file as a blob (skipping those already there) and list them for the record."""
+    """Put every file as the blob of its sha256 (`hashes`, else hashed here; blobs already there are skipped)
+    and list them for the record."""
+    hashes = hashes or hash_files(paths, workers)
 
     def one(item: tuple[str, Path]) -> FileEntry:
         name, path = item
-        sha = file_sha256(path)
-        store.put_blob(path, sha, progress)
-        return FileEntry(path=name, size=path.stat().st_size, sha256=sha)
+        store.put_blob(path, hashes[name], progress)
+        return FileEntry(path=name, size=path.stat().st_size, sha256=hashes[name])
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return sorted(pool.map(one, paths.items()), key=lambda f: f.path)
@@ -143,20 +154,26 @@ def _run_steps(store: ArtifactStore, subject: Subject, steps: Steps, flow_run: s
 
     with (
         activity.phase(key, "taking the lease"),
-        lease.held(store, key, load_settings().lease_seconds, built_meanwhile) as elsewhere,
+        lease.held(store, key, load_settings().lease_seconds, built_meanwhile) as holding,
     ):
-        if elsewhere is None:
-            elsewhere = built_meanwhile()  # the other run may have finished just before the lease was free
-        if elsewhere is not None:
-            return elsewhere
-        return _build(store, subject, steps, flow_run, started)
+        if holding.elsewhere is None:
+            holding.elsewhere = built_meanwhile()  # the other run may have finished just before the lease was free
+        if holding.elsewhere is not None:
+            return holding.elsewhere
+        return _build(store, subject, steps, flow_run, started, holding)
 
 
 def _build(
-    store: ArtifactStore, subject: Subject, steps: Steps, flow_run: str | None, started: datetime
+    store: ArtifactStore,
+    subject: Subject,
+    steps: Steps,
+    flow_run: str | None,
+    started: datetime,
+    holding: lease.Holding,
 ) -> BuildRecord:
     """The build itself: steps in a scratch directory, blobs, then the record (last, for readers). A failure
-    leaves a failure record with the log instead, until the key builds."""
+    leaves a failure record with the log instead, until the key builds. The blobs are named in the lease before
+    any is put, so a gc running meanwhile keeps them."""
     key, inputs = subject.key, subject.inputs
     work = _workdir(key)
     log_path = work / "build.log"
@@ -164,7 +181,11 @@ def _build(
         try:
             seconds, outputs, extra = steps(work, log_path)
         except (toolchain.ToolchainError, ValidationFailed) as e:
-            log = store_files(store, {"build.log": log_path})[0] if log_path.exists() else None
+            log = None
+            if log_path.exists():
+                hashes = hash_files({"build.log": log_path})
+                holding.announce(list(hashes.values()))
+                log = store_files(store, {"build.log": log_path}, hashes)[0]
             failure = FailureRecord(
                 key=key,
                 kind=subject.kind,
@@ -186,8 +207,10 @@ def _build(
                 sent["bytes"] += n
                 activity.rename(key, f"uploading {size(sent['bytes'])} of {size(total)}")
 
-            files = store_files(store, outputs, progress=uploaded)
-            log_entry = store_files(store, {"build.log": log_path})[0]
+            hashes = hash_files({**outputs, "build.log": log_path})
+            holding.announce(list(hashes.values()))
+            files = store_files(store, outputs, hashes, progress=uploaded)
+            log_entry = store_files(store, {"build.log": log_path}, hashes)[0]
         record = BuildRecord(
             key=key,
             kind=subject.kind,

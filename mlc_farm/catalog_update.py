@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from mlc_farm import memory
 from mlc_farm.catalog import (
+    SCHEMA_VERSION,
     BuildRecord,
     CatalogEntry,
     LibRef,
@@ -22,11 +23,10 @@ from mlc_farm.catalog import (
     next_entry,
     now,
     read_blob_json,
-    read_entry,
 )
 from mlc_farm.plan import Plan
 from mlc_farm.sources import ResolvedSource
-from mlc_farm.store import ArtifactStore
+from mlc_farm.store import ArtifactStore, DamagedDocumentError
 from mlc_farm.store.layout import catalog_path
 from mlc_farm.validate import fit_check
 
@@ -36,7 +36,7 @@ class UnitResult(BaseModel):
 
     model: str
     quantization: str
-    status: Literal["moved", "unchanged", "kept previous", "not built"]
+    status: Literal["moved", "unchanged", "kept previous", "not built", "damaged"]
     detail: str = ""
     # Devices whose library is not in the entry for this model, and why (e.g. it does not fit these weights).
     unfit: dict[str, str] = {}
@@ -118,7 +118,10 @@ def update_unit(
             key=lib.key, file=lib.files[0], target=device.target, host=device.host_triple, validation=validation,
             memory=needs,
         )  # fmt: skip
-    current = read_entry(store, model, quantization)
+    try:
+        current = _entry_now(store, model, quantization)
+    except DamagedDocumentError as e:
+        return result.model_copy(update={"status": "damaged", "detail": _kept_damaged(e)})
     _borrow_memory(
         libs, current.libs if current and (current.convert, current.config) == (convert.key, config.key) else {}
     )
@@ -147,12 +150,42 @@ def update_unit(
 
     def write(old: dict | None) -> dict:
         # Re-decided against what is there now: another run may have moved the entry meanwhile.
-        try:
-            now_there = CatalogEntry.model_validate(old) if old else None
-        except ValidationError:
-            now_there = None  # damaged or of an older schema: replaced
+        now_there = _as_entry(catalog_path(model, quantization), old)
         chosen = next_entry(now_there, new, planned)
         return (chosen or now_there or new).model_dump(mode="json")
 
-    store.update_json(catalog_path(model, quantization), write)
+    try:
+        store.update_json(catalog_path(model, quantization), write, replace_damaged=False)
+    except DamagedDocumentError as e:
+        return result.model_copy(update={"status": "damaged", "unfit": unfit, "detail": _kept_damaged(e)})
     return result.model_copy(update={"status": "moved", "unfit": unfit})
+
+
+def _as_entry(name: str, doc: dict[str, Any] | None) -> CatalogEntry | None:
+    """A catalog entry as read, None when missing or of an older schema (replaced: the documented upgrade);
+    a schema 2 entry that does not validate is damaged, never replaced by one that may have less in it."""
+    if doc is None or doc.get("schema_version") != SCHEMA_VERSION:
+        return None
+    try:
+        return CatalogEntry.model_validate(doc)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "document"
+        raise DamagedDocumentError(f"{name} is damaged ({where}: {first['msg']})") from None
+
+
+def _entry_now(store: ArtifactStore, model: str, quantization: str) -> CatalogEntry | None:
+    """The entry as it is now; a read that does not parse is read again once (a garbled answer), and a second
+    damaged read is DamagedDocumentError."""
+    name = catalog_path(model, quantization)
+    try:
+        return _as_entry(name, store.read_json(name))
+    except DamagedDocumentError:
+        return _as_entry(name, store.read_json(name))
+
+
+def _kept_damaged(e: DamagedDocumentError) -> str:
+    return (
+        f"{e}: it was kept as it is, not replaced by an entry that may list fewer libraries; repair or delete "
+        "it (`mlc-farm verify` names it), then run again"
+    )

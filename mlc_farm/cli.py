@@ -6,9 +6,12 @@ import contextlib
 import functools
 import json
 import logging
+import os
 import signal
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any
 
 import click
@@ -17,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mlc_farm import plan as planning
-from mlc_farm import sources, toolchain
+from mlc_farm import sources, stopping, toolchain
 from mlc_farm.catalog import load_record
 from mlc_farm.errors import BadInput, FarmError, PermanentError
 from mlc_farm.matrix import (
@@ -44,11 +47,21 @@ def _cannot_reach(service: str, hint: str) -> Callable[[BaseException], str]:
     return lambda e: f"cannot reach {service}: {e}. {hint}"
 
 
+_signalled: list[int] = []  # the stop signals this process received
+
+
 def _terminated(signum: int, _frame: object) -> None:
     from prefect.exceptions import TerminationSignal
 
+    _signalled.append(signum)
     toolchain.stop_all()
     raise TerminationSignal(signal=signum)
+
+
+def _interrupted(signum: int, frame: FrameType | None) -> None:
+    _signalled.append(signum)
+    stopping.request()  # waits and retries in other threads end now, not at their next timeout
+    signal.default_int_handler(signum, frame)
 
 
 def _stopped(name: str) -> str:
@@ -100,6 +113,12 @@ def _handled(f: Callable[..., Any]) -> Callable[..., Any]:
                 raise
             code, message = explain(e)
             err.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+            if _signalled:
+                # Stopped: what this command wrote is cleaned up by now; threads still blocked in a read or a
+                # retry must not hold the exit (the interpreter would join them).
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
             raise typer.Exit(code) from None
 
     return run
@@ -140,6 +159,8 @@ def main(
     logger.handlers[:] = [_Warnings(level=logging.WARNING)]
     logger.propagate = False  # not through the handlers Prefect installs on the root logger
     load_settings()
+    signal.signal(signal.SIGTERM, _terminated)  # every command stops within seconds of SIGTERM or Ctrl-C
+    signal.signal(signal.SIGINT, _interrupted)
 
 
 MatrixOpt = Annotated[Path, typer.Option("--matrix", "-m", help="The matrix file.")]

@@ -42,6 +42,10 @@ class ServiceUnreachable(TransientError):
     """A service (S3, the Hub, a Prefect server) did not answer."""
 
 
+class Stopped(FarmError):
+    """A wait ended because the process is being stopped (SIGINT/SIGTERM)."""
+
+
 def is_transient(error: BaseException) -> bool:
     """The one allow-list of transient errors: ours, a dropped, refused or cut connection, a timeout. Anything
     else (a toolchain failure, bad input, a bug) fails at once, since running it again gives the same result."""
@@ -63,13 +67,15 @@ def retry_transient(
         from mlc_farm.settings import load_settings
 
         budget = load_settings().retry_seconds
+    from mlc_farm import stopping
+
     deadline, delay = time.monotonic() + budget, 0.5
     while True:
         try:
             return call()
         except Exception as e:
             wait = delay * random.uniform(0.5, 1.0)
-            if not transient(e) or time.monotonic() + wait > deadline:
+            if not transient(e) or time.monotonic() + wait > deadline or stopping.requested():
                 raise
-        time.sleep(wait)
+        stopping.pause(wait, "a retry")
         delay = min(delay * 2, 15.0)

@@ -2,8 +2,10 @@
 behind. The logs of failed builds stay (their failure records point at them) so that the links a failed run
 printed keep working; a failure record goes once its key has built.
 
-Only what is older than `min_age` goes: a build still running has uploaded blobs its record does not
-list yet, and must not lose them.
+Safe beside running builds: gc holds its lease in the store while it collects and keeps every blob that a
+live build lease names (builds name their blobs before they put or re-use any, then wait out a running gc:
+see mlc_farm/lease.py), and the unfinished uploads of live builds stay. `min_age` keeps anything younger as
+well (default 24 h).
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from datetime import datetime, timedelta, timezone
 
 from pydantic import BaseModel
 
+from mlc_farm import lease
 from mlc_farm.catalog import all_failures, all_records, referenced_blobs
+from mlc_farm.settings import load_settings
 from mlc_farm.store import ArtifactStore
 
 
@@ -25,6 +29,12 @@ class GcReport(BaseModel):
 
 
 def collect(store: ArtifactStore, min_age: timedelta, dry_run: bool = False) -> GcReport:
+    with lease.collecting(store, load_settings().lease_seconds) as protected:
+        return _collect(store, min_age, dry_run, protected)
+
+
+def _collect(store: ArtifactStore, min_age: timedelta, dry_run: bool, protected: lease.Protected) -> GcReport:
+    held = protected()  # first: a build that names its blobs after this waits for gc to end
     records = {record.key: record for _, record in all_records(store)}
     failures = list(all_failures(store))
     superseded = [name for name, failure in failures if failure.key in records]
@@ -34,14 +44,14 @@ def collect(store: ArtifactStore, min_age: timedelta, dry_run: bool = False) -> 
     dead = [
         (name, size)
         for name, size, modified in store.list_with_info("blobs/sha256/")
-        if name.rsplit("/", 1)[-1] not in live and modified <= cutoff
+        if (sha := name.rsplit("/", 1)[-1]) not in live and sha not in held and modified <= cutoff
     ]
     if not dry_run:
         for name in superseded:
             store.delete(name)
         for name, _ in dead:
             store.delete(name)
-    uploads = store.abort_stale_uploads(min_age, dry_run=dry_run)
+    uploads = store.abort_stale_uploads(min_age, dry_run=dry_run, keep=held)
     return GcReport(
         blobs=[n for n, _ in dead],
         bytes=sum(s for _, s in dead),

@@ -1,35 +1,120 @@
-"""Writing a directory a user named (`pull -o`, `tiny-model`): all or nothing, never over their files."""
+"""Writing a directory a user named (`pull -o`, `tiny-model`): all or nothing, never over their files.
+
+The new directory is staged beside the target (never inside it) and swapped in with two renames; the old one
+is moved aside first and removed last, so a failure at any point leaves the target as it was. Each staging
+or moved-aside directory is locked (flock) by the process that made it: the next write to the same place
+removes those whose process is gone, and puts back a target that a killed swap had moved aside.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import glob
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 from mlc_farm.errors import BadInput
 
+_WRITING, _REPLACED = ".writing-", ".replaced-"
+
+
+def _lock(path: Path) -> int:
+    """An exclusive lock on a directory, held until the returned descriptor is closed (or the process dies)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def _abandoned(path: Path) -> bool:
+    """A staging or moved-aside directory whose process is gone: nobody holds its lock."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False  # a live process is writing it
+    finally:
+        os.close(fd)
+    return True
+
+
+def clean_leftovers(out: Path) -> list[Path]:
+    """Remove what killed writes to `out` left beside it; a target moved aside by a killed swap goes back."""
+    removed = []
+    for path in sorted(out.parent.glob(f".{glob.escape(out.name)}.*-*")):
+        kind = _WRITING if _WRITING in path.name else _REPLACED if _REPLACED in path.name else None
+        if kind is None or not path.is_dir() or path.is_symlink() or not _abandoned(path):
+            continue
+        if kind == _REPLACED and not out.exists():
+            os.rename(path, out)  # the swap died between its two renames: the old directory is the target again
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _check_target(out: Path, what: str, replace: bool) -> Path:
+    """The absolute target, or BadInput: a file or link in the way, the current directory (or one holding
+    it), or a non-empty directory without `replace`."""
+    shown = str(out)
+    target = Path(os.path.abspath(out))
+    if target.is_symlink():
+        raise BadInput(f"{what} {shown}: is a symbolic link; give the directory it points at, or a new one")
+    if target.exists() and not target.is_dir():
+        raise BadInput(f"{what} {shown}: a file is in the way; give a directory")
+    here = Path.cwd().resolve()
+    if target.resolve() == here or target.resolve() in here.parents:
+        raise BadInput(
+            f"{what} {shown} is the current directory or holds it, which a write cannot replace: give a new "
+            f"directory (e.g. {what} ./{target.name or 'out'}-new), or run from elsewhere"
+        )
+    if target.is_dir() and any(target.iterdir()) and not replace:
+        raise BadInput(f"{what} {shown} is not empty: write into a new directory, or add --force to replace it")
+    return target
+
 
 @contextlib.contextmanager
 def replacing(out: Path, what: str, replace: bool = False) -> Iterator[Path]:
-    """A staging directory beside `out`, which becomes `out` only when the block succeeds: a failed or interrupted
-    write leaves nothing half-written. A file in the way, or a non-empty `out` without `replace`, is bad input
-    (`what` names the argument in the message)."""
-    if out.exists() and not out.is_dir():
-        raise BadInput(f"{what} {out}: a file is in the way; give a directory")
-    if out.is_dir() and any(out.iterdir()) and not replace:
-        raise BadInput(f"{what} {out} is not empty: write into a new directory, or add --force to replace it")
+    """A staging directory beside `out`, which becomes `out` only when the block succeeds: a failed or
+    interrupted write leaves `out` as it was. `what` names the argument in messages."""
+    target = _check_target(out, what, replace)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.writing-", dir=out.parent))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        clean_leftovers(target)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}{_WRITING}", dir=target.parent))
     except OSError as e:
         raise BadInput(f"{what} {out}: cannot write there ({e.strerror})") from None
+    held = _lock(staging)
     try:
         yield staging
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
+        _swap(staging, target)
     finally:
+        os.close(held)
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _swap(staging: Path, target: Path) -> None:
+    """Move `target` aside (locked, so a concurrent clean-up leaves it alone), rename `staging` into its place,
+    then remove the old one; if the second rename fails, the old one goes back."""
+    if not target.exists():
+        os.rename(staging, target)
+        return
+    aside = target.with_name(f".{target.name}{_REPLACED}{uuid.uuid4().hex[:8]}")
+    held = _lock(target)
+    try:
+        os.rename(target, aside)
+        try:
+            os.rename(staging, target)
+        except BaseException:
+            os.rename(aside, target)
+            raise
+    finally:
+        os.close(held)
+    shutil.rmtree(aside, ignore_errors=True)

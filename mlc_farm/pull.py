@@ -78,6 +78,9 @@ def pull(
             store.get_blob(item[1].sha256, staging / item[0], landed)
             return out / item[0]
 
-        with ThreadPoolExecutor(max_workers=workers) as pool:  # many small tokenizer/config files: overlap them
+        pool = ThreadPoolExecutor(max_workers=workers)  # many small tokenizer/config files: overlap them
+        try:
             written = list(pool.map(one, files.items()))
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)  # a failed or stopped pull does not wait for the rest
     return written

@@ -57,7 +57,10 @@ class Summary(BaseModel):
             if any(counts.values())
         )
         kept = [u for u in self.units if u.status == "kept previous"]
+        damaged = [f"{u.model} {u.quantization}" for u in self.units if u.status == "damaged"]
         tail = f"; {len(kept)} catalog entries kept at their previous builds" if kept else ""
+        if damaged:
+            tail += f"; catalog entries damaged and left as they are: {', '.join(damaged)} (`mlc-farm verify`)"
         return f"{head} ({steps}){tail}"
 
     def grid(self, rows: list[CellRow] | None = None) -> str:

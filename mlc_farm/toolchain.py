@@ -24,6 +24,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from mlc_farm import stopping
 from mlc_farm.errors import PermanentError
 from mlc_farm.matrix import Accepted, DeviceSpec, Overrides
 
@@ -232,14 +233,11 @@ _running: set[int] = set()
 _lock = threading.Lock()
 
 
-_stopping = threading.Event()
-
-
 def stop_all() -> int:
     """Kill every toolchain step running in this process (each with the compilers it started), and refuse new
     ones: the build is being stopped. How many were killed."""
     with _lock:
-        _stopping.set()
+        stopping.request()
         groups = list(_running)
     for pgid in groups:
         _kill_group(pgid)
@@ -254,7 +252,7 @@ def _kill_group(pgid: int) -> None:
 
 def accept_steps() -> None:
     """A new build starts: steps may run again after an earlier `stop_all` in this process."""
-    _stopping.clear()
+    stopping.clear()
 
 
 @contextlib.contextmanager
@@ -262,8 +260,8 @@ def _tracked(proc: subprocess.Popen) -> Iterator[None]:
     """A started toolchain process, known to `stop_all` while the block runs (killed at once if stopping)."""
     with _lock:
         _running.add(proc.pid)
-        stopping = _stopping.is_set()
-    if stopping:
+        refused = stopping.requested()
+    if refused:
         _kill_group(proc.pid)
     try:
         yield

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -65,8 +65,11 @@ class ArtifactStore(Protocol):
         """A page of the store (the catalog page): replaced whole, never seen half-written."""
         ...
 
-    def update_json(self, name: str, change: Callable[[dict[str, Any] | None], dict[str, Any]]) -> dict[str, Any]:
-        """Read-modify-write without losing a concurrent writer's update."""
+    def update_json(
+        self, name: str, change: Callable[[dict[str, Any] | None], dict[str, Any]], replace_damaged: bool = True
+    ) -> dict[str, Any]:
+        """Read-modify-write without losing a concurrent writer's update. A document that does not parse is
+        given to `change` as None (replaced whole), or with `replace_damaged=False` is DamagedDocumentError."""
         ...
 
     def names(self, prefix: str) -> Iterator[str]: ...
@@ -77,8 +80,11 @@ class ArtifactStore(Protocol):
 
     def delete(self, name: str) -> None: ...
 
-    def abort_stale_uploads(self, older_than: timedelta, dry_run: bool = False) -> list[str]:
-        """Drop uploads that a killed process left unfinished (never visible to readers); their names."""
+    def abort_stale_uploads(
+        self, older_than: timedelta, dry_run: bool = False, keep: Collection[str] = ()
+    ) -> list[str]:
+        """Drop uploads that a killed process left unfinished (never visible to readers), never those of a live
+        process nor of the blobs in `keep`; their names."""
         ...
 
 

@@ -4,7 +4,8 @@
 - `builds/<key>.json`: one record per finished build, listing its files by sha256.
 - `catalog/<model>/<quant>.json`: the current convert, config and each device's library of a model x quantization.
 - `toolchains/<pool>.json`: the toolchain a farm pool probed (farm mode).
-- `leases/<key>.json`: who is building a key right now, until when (mlc_farm/lease.py).
+- `leases/<key>.json`: who is building a key right now, until when, and the blobs it is about to reference;
+  `leases/gc.json`: a gc is running (mlc_farm/lease.py).
 - `failures/<key>.json`: the last failure of a key that has no build yet: the error and its log (kept by gc).
 - `published/<model>/<quant>.json`: the Hub repo a catalog entry was last published to, and its builds.
 
@@ -17,6 +18,8 @@ BLOBS = "blobs/sha256/"
 BUILDS = "builds/"
 CATALOG = "catalog/"
 FAILURES = "failures/"
+LEASES = "leases/"
+GC_LEASE = f"{LEASES}gc.json"
 
 
 def blob_path(sha256: str) -> str:
@@ -45,7 +48,7 @@ def catalog_path(model: str, quantization: str) -> str:
 
 
 def lease_path(key: str) -> str:
-    return f"leases/{key}.json"
+    return f"{LEASES}{key}.json"
 
 
 def toolchain_path(pool: str) -> str:

@@ -11,9 +11,10 @@ import fcntl
 import hashlib
 import json
 import os
+import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from mlc_farm.store import CorruptBlobError, DamagedDocumentError, parse_documen
 from mlc_farm.store.layout import blob_path
 
 _CHUNK = 8 << 20
+_HOST = socket.gethostname().replace("/", "_")
 
 
 class LocalStore:
@@ -33,7 +35,7 @@ class LocalStore:
         """A new temporary file, with the permissions the umask gives (mkstemp's 0600 would hide blobs from the
         other users of a shared store)."""
         (self.root / "tmp").mkdir(parents=True, exist_ok=True)
-        path = self.root / "tmp" / f"{os.getpid()}-{uuid.uuid4().hex}"
+        path = self.root / "tmp" / f"{_HOST}-{os.getpid()}-{uuid.uuid4().hex}"
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
         return path
 
@@ -102,11 +104,15 @@ class LocalStore:
         tmp.write_text(text, encoding="utf-8")
         self._publish(tmp, name)
 
-    def update_json(self, name: str, change: Callable[[dict[str, Any] | None], dict[str, Any]]) -> dict[str, Any]:
+    def update_json(
+        self, name: str, change: Callable[[dict[str, Any] | None], dict[str, Any]], replace_damaged: bool = True
+    ) -> dict[str, Any]:
         with self._locked(name):
             try:
                 current = self.read_json(name)
             except DamagedDocumentError:
+                if not replace_damaged:
+                    raise
                 current = None  # rewritten whole by this update
             data = change(current)
             self.write_json(name, data)
@@ -138,21 +144,29 @@ class LocalStore:
     def delete(self, name: str) -> None:
         (self.root / name).unlink(missing_ok=True)
 
-    def abort_stale_uploads(self, older_than: timedelta, dry_run: bool = False) -> list[str]:
-        """Temporary files of processes that are gone, or older than `older_than`: the local twin of
-        abandoned multipart uploads."""
-        cutoff = time.time() - older_than.total_seconds()
+    def abort_stale_uploads(
+        self, older_than: timedelta, dry_run: bool = False, keep: Collection[str] = ()
+    ) -> list[str]:
+        """Temporary files that belong to no live process, the local twin of abandoned multipart uploads: of
+        this machine, those whose process is gone; of another machine sharing the store, those untouched for
+        `older_than` and for MLC_FARM_STALE_UPLOAD_HOURS (a live writer keeps touching its file). Nothing a
+        live process of this machine holds is removed, whatever `older_than` says."""
+        from mlc_farm.settings import load_settings
+
+        quiet = max(older_than.total_seconds(), load_settings().stale_upload_hours * 3600)
         stale: list[str] = []
         if not (self.root / "tmp").is_dir():
             return stale
         for p in (self.root / "tmp").iterdir():
-            pid = p.name.split("-", 1)[0]
-            if p.suffix == ".lock":
+            host, _, rest = p.name.rpartition("-")[0].rpartition("-")
+            if p.suffix == ".lock" or not rest.isdigit():
                 continue
-            if (pid.isdigit() and not process_alive(int(pid))) or p.stat().st_mtime <= cutoff:
-                stale.append(f"tmp/{p.name}")
-                if not dry_run:
-                    p.unlink(missing_ok=True)
+            ours = host == _HOST
+            with contextlib.suppress(FileNotFoundError):
+                if (not process_alive(int(rest))) if ours else p.stat().st_mtime <= time.time() - quiet:
+                    stale.append(f"tmp/{p.name}")
+                    if not dry_run:
+                        p.unlink(missing_ok=True)
         return stale
 
 

@@ -15,6 +15,7 @@ StoreUnavailable (exit 3); permanent errors raise StoreError naming the bucket a
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -22,8 +23,8 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Collection, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -78,10 +79,14 @@ class S3Store:
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         session = boto3.session.Session()
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        # A silent server is given up after a quarter of the retry budget (at most 60 s), so that a stalled
+        # answer leaves the budget time to retry, and the budget holds.
+        self.retry_seconds = settings.retry_seconds
+        self.read_timeout = min(60.0, max(1.0, settings.retry_seconds / 4))
         config = Config(
             retries={"mode": "standard", "total_max_attempts": 1},  # the one retry layer is `_call`
             connect_timeout=5,
-            read_timeout=60,
+            read_timeout=self.read_timeout,
             max_pool_connections=32,
             s3={"addressing_style": "path"} if endpoint else {},
             request_checksum_calculation="when_required",
@@ -292,11 +297,20 @@ class S3Store:
             part.unlink(missing_ok=True)
 
     def _get_range(self, key: str, start: int, length: int) -> tuple[bytes, int]:
-        """Bytes [start, start+length) and the object's total size; a stream cut mid-body is fetched again."""
+        """Bytes [start, start+length) and the object's total size. A body that is cut, stalls or comes short
+        is fetched again, within the one retry budget: each read waits no longer than what is left of it."""
+        deadline = time.monotonic() + self.retry_seconds
 
         def fetch() -> tuple[dict[str, Any], bytes]:
             obj = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{start + length - 1}")
-            return obj, obj["Body"].read()
+            data = self._read_body(obj, key, deadline)
+            total = int(obj.get("ContentRange", f"/{len(data)}").rsplit("/", 1)[1])
+            if len(data) != (want := max(0, min(length, total - start))):
+                raise StoreUnavailable(
+                    f"s3://{self.bucket} at {self.endpoint or 'AWS S3'} kept sending {len(data)} of the {want} "
+                    f"bytes asked for at byte {start} of {key}; try again later"
+                )
+            return obj, data
 
         try:
             obj, data = self._call(f"downloading {key}", fetch)
@@ -304,41 +318,77 @@ class S3Store:
             if str(e.response.get("Error", {}).get("Code")) == "InvalidRange" and start == 0:
                 return b"", 0  # an empty object has no byte 0
             raise
-        total = int(obj.get("ContentRange", f"/{len(data)}").rsplit("/", 1)[1])
-        return data, total
+        return data, int(obj.get("ContentRange", f"/{len(data)}").rsplit("/", 1)[1])
+
+    def _read_body(self, obj: dict[str, Any], key: str, deadline: float) -> bytes:
+        """A response body read in blocks, none waiting past `deadline`: a stalled stream cannot hold a download
+        past the retry budget. Ends at the length the server announced, or where the stream ends (short)."""
+        body, want = obj["Body"], int(obj.get("ContentLength") or 0)
+        blocks: list[bytes] = []
+        got = 0
+        while got < want:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise StoreUnavailable(
+                    f"s3://{self.bucket} at {self.endpoint or 'AWS S3'} stalled while sending {key}; try again later"
+                )
+            if left < self.read_timeout:
+                with contextlib.suppress(AttributeError):  # a stream the server already closed
+                    body.set_socket_timeout(left)
+            if not (block := body.read(min(1 << 20, want - got))):
+                break
+            blocks.append(block)
+            got += len(block)
+        return b"".join(blocks)
 
     def _get_rest(
         self, key: str, fd: int, start: int, total: int, chunk: int, hasher: Any, progress: Callable[[int], None] | None
     ) -> None:
-        window, lock = self._window, threading.Lock()
+        """The ranges after the first, in parallel, hashed in order. Every range this download holds of the
+        store's window is given back however it ends (a failed range, a cancelled one), so a failure never
+        starves later downloads and never leaves this one waiting."""
+        window, lock, failed = self._window, threading.Lock(), threading.Event()
         landed: dict[int, bytes] = {}
-        state = {"next": start}
+        state = {"next": start, "held": 0}
 
         def fetch(offset: int) -> None:
             try:
                 data, _ = self._get_range(key, offset, min(chunk, total - offset))
-                os.pwrite(fd, data, offset)
-                if progress:
-                    progress(len(data))
-                with lock:
-                    landed[offset] = data
-                    while state["next"] in landed:  # hash in order; free each range once hashed
-                        block = landed.pop(state["next"])
-                        hasher.update(block)
-                        state["next"] += len(block)
-                        window.release()
             except BaseException:
-                window.release()
+                failed.set()
                 raise
+            os.pwrite(fd, data, offset)
+            if progress:
+                progress(len(data))
+            with lock:
+                landed[offset] = data
+                while state["next"] in landed:  # hash in order; free each range once hashed
+                    block = landed.pop(state["next"])
+                    hasher.update(block)
+                    state["next"] += len(block)
+                    state["held"] -= 1
+                    window.release()
 
         futures = []
-        for offset in range(start, total, chunk):
-            window.acquire()
-            futures.append(self._pool.submit(fetch, offset))
-            if any(f.done() and f.exception() for f in futures):
-                break
-        for f in futures:
-            f.result()
+        try:
+            for offset in range(start, total, chunk):
+                while not failed.is_set() and not window.acquire(timeout=0.2):
+                    pass
+                if failed.is_set():
+                    break
+                with lock:
+                    state["held"] += 1
+                futures.append(self._pool.submit(fetch, offset))
+            for f in futures:
+                f.result()
+        finally:
+            for f in futures:
+                f.cancel()
+            wait(futures)
+            with lock:
+                for _ in range(state["held"]):
+                    window.release()
+                landed.clear()
         if state["next"] != total:
             raise StoreError(f"{key}: download stopped at byte {state['next']} of {total}")
 
@@ -384,11 +434,15 @@ class S3Store:
             raise self._error(e, f"writing {name}") from None
 
     def update_json(
-        self, name: str, change: Callable[[dict[str, Any] | None], dict[str, Any]], attempts: int = 20
+        self,
+        name: str,
+        change: Callable[[dict[str, Any] | None], dict[str, Any]],
+        replace_damaged: bool = True,
+        attempts: int = 20,
     ) -> dict[str, Any]:
         """Optimistic concurrency: write only if the object is still the one read (If-Match/If-None-Match)."""
         for attempt in range(attempts):
-            found = self._get_json(name, damaged_ok=True)
+            found = self._get_json(name, damaged_ok=replace_damaged)
             data = change(found[0] if found else None)
             try:
                 self.write_json(name, data, **({"IfMatch": found[1]} if found else {"IfNoneMatch": "*"}))
@@ -426,8 +480,11 @@ class S3Store:
         except ClientError as e:
             raise self._error(e, f"deleting {name}") from None
 
-    def abort_stale_uploads(self, older_than: timedelta, dry_run: bool = False) -> list[str]:
-        """Abort multipart uploads under the prefix begun before `older_than` ago (left by killed runs)."""
+    def abort_stale_uploads(
+        self, older_than: timedelta, dry_run: bool = False, keep: Collection[str] = ()
+    ) -> list[str]:
+        """Abort multipart uploads under the prefix begun before `older_than` ago (left by killed runs), except
+        uploads of the blobs in `keep` (those of live builds)."""
         cutoff = datetime.now(timezone.utc) - older_than
         aborted = []
         try:
@@ -436,7 +493,7 @@ class S3Store:
             )
             for page in self._call("listing multipart uploads", lambda: list(pages)):
                 for up in page.get("Uploads", []):
-                    if up["Initiated"] <= cutoff:
+                    if up["Initiated"] <= cutoff and up["Key"].rsplit("/", 1)[-1] not in keep:
                         if not dry_run:
                             self._call(
                                 f"aborting the upload of {up['Key']}",
