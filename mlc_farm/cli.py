@@ -66,8 +66,8 @@ def _interrupted(signum: int, frame: FrameType | None) -> None:
 
 def _stopped(name: str) -> str:
     return (
-        f"stopped by {name}: the running toolchain steps were killed; every build that finished is kept in the "
-        "store, and running the same command again finishes the rest"
+        f"stopped by {name}: what finished is kept and nothing half-written is left (running toolchain steps "
+        "were killed); running the same command again does the rest"
     )
 
 

@@ -60,9 +60,9 @@ def clean_leftovers(out: Path) -> list[Path]:
     return removed
 
 
-def _check_target(out: Path, what: str, replace: bool) -> Path:
-    """The absolute target, or BadInput: a file or link in the way, the current directory (or one holding
-    it), or a non-empty directory without `replace`."""
+def _check_target(out: Path, what: str, replace: bool) -> None:
+    """BadInput for a target that must not be written: a file or link in the way, the current directory (or
+    one holding it), or a non-empty directory without `replace`."""
     shown = str(out)
     target = Path(os.path.abspath(out))
     if target.is_symlink():
@@ -77,17 +77,18 @@ def _check_target(out: Path, what: str, replace: bool) -> Path:
         )
     if target.is_dir() and any(target.iterdir()) and not replace:
         raise BadInput(f"{what} {shown} is not empty: write into a new directory, or add --force to replace it")
-    return target
 
 
 @contextlib.contextmanager
 def replacing(out: Path, what: str, replace: bool = False) -> Iterator[Path]:
     """A staging directory beside `out`, which becomes `out` only when the block succeeds: a failed or
     interrupted write leaves `out` as it was. `what` names the argument in messages."""
-    target = _check_target(out, what, replace)
+    target = Path(os.path.abspath(out))
+    with contextlib.suppress(OSError):  # first: a swap a kill cut short puts the old directory back
+        clean_leftovers(target)
+    _check_target(out, what, replace)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        clean_leftovers(target)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}{_WRITING}", dir=target.parent))
     except OSError as e:
         raise BadInput(f"{what} {out}: cannot write there ({e.strerror})") from None

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -420,3 +421,43 @@ def test_two_overlapping_runs_build_each_key_once(tiny_matrix: Path, tmp_path: P
     assert [run.returncode for run in runs] == [0, 0], outputs
     assert steps(calls) == {"convert_weight": 4, "gen_config": 4, "compile": 4}  # each key once, in all
     assert_store_whole(store)
+
+
+def _forge_leases(matrix: Path, store: Path) -> None:
+    """Leases on every convert build, by another host, claiming to hold for a century."""
+    plan = json.loads(cli("plan", "--matrix", str(matrix), "--store", str(store), "--format", "json").stdout)
+    far = (datetime.now(timezone.utc) + timedelta(days=36500)).isoformat()
+    for b in plan["convert_builds"]:
+        lease = store / "leases" / f"{b['key']}.json"
+        lease.parent.mkdir(parents=True, exist_ok=True)
+        lease.write_text(json.dumps({"holder": "far-away-host:1:forged", "expires_at": far}))
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_build_waiting_for_a_lease_stops_within_seconds(
+    tiny_matrix: Path, tmp_path: Path, signum: int, code: int
+) -> None:
+    store = tmp_path / "s"
+    _forge_leases(tiny_matrix, store)
+    args = [sys.executable, "-m", "mlc_farm.cli", "build", "--matrix", str(tiny_matrix), "--store", str(store)]
+    proc = subprocess.Popen(args, env=os.environ, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(8)  # the flow has started, and its conversions wait for the forged leases
+        assert proc.poll() is None
+        began = time.monotonic()
+        proc.send_signal(signum)
+        _, stderr = proc.communicate(timeout=10)
+        assert time.monotonic() - began < 10
+        assert proc.returncode == code and "Traceback" not in stderr, stderr
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+
+
+def test_a_lease_that_is_not_renewed_lapses_by_the_waiters_own_clock(tiny_matrix: Path, tmp_path: Path) -> None:
+    store, calls = tmp_path / "s", tmp_path / "calls.log"
+    _forge_leases(tiny_matrix, store)
+    env = {"MLC_DOUBLE_LOG": str(calls), "MLC_FARM_LEASE_SECONDS": "3"}
+    done = cli("build", "--matrix", str(tiny_matrix), "--store", str(store), env=env)
+    assert done.returncode == 0, done.stdout + done.stderr  # not renewed for 3 s as this build saw it: lapsed
+    assert steps(calls)["convert_weight"] == 4

@@ -4,6 +4,7 @@ rewritten, and paths read from the store never escape. In-process CLI (typer's C
 from __future__ import annotations
 
 import json
+import os
 import socket
 from pathlib import Path
 
@@ -132,3 +133,43 @@ def test_paths_read_from_the_store_never_escape(tiny_matrix: Path, tmp_path: Pat
         assert f"{path.name} is not a schema 2 document (files.0.path" in done.stderr
         assert not out.exists() and not Path("/tmp/escaped-abs").exists()
         assert not list(tmp_path.rglob("escaped*")) and not list(tmp_path.rglob("x"))
+
+
+CPU_ONLY = """
+quantizations: [q4f16_1, q0f16]
+devices:
+  - {name: cpu, family: cpu, target: llvm, pool: mlc-cpu}
+models:
+  - {id: tiny-llama-a, source: {path: models/a}, conv_template: LM}
+  - {id: tiny-llama-b, source: {path: models/b}, conv_template: LM}
+"""
+
+
+def test_a_garbled_read_of_a_catalog_entry_never_drops_its_libraries(
+    tiny_matrix: Path, tmp_path: Path, s3_store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.faults import TamperingProxy
+
+    calls = tmp_path / "calls.log"
+    assert build(tiny_matrix, s3_store_url, calls).returncode == 0  # cpu and vulkan
+    cpu_only = tiny_matrix.with_name(f"cpu-{tmp_path.name}.yaml")
+    cpu_only.write_text(CPU_ONLY)
+    entry = "catalog/tiny-llama-a/q0f16.json"
+    real = os.environ["AWS_ENDPOINT_URL"]
+    proxy = TamperingProxy(real)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+    try:
+        proxy.spoil("garble", times=1, target=f"/{entry}")  # one garbled answer: read again, and all is well
+        done = build(cpu_only, s3_store_url, calls)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert proxy.spoiled == 1
+
+        proxy.spoil("garble", times=-1, target=f"/{entry}")  # always garbled: kept, reported, the unit fails
+        done = build(cpu_only, s3_store_url, calls)
+        assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr
+        said = " ".join((done.stdout + done.stderr).split())
+        assert "catalog entries damaged and left as they are: tiny-llama-a q0f16" in said
+    finally:
+        proxy.close()
+        monkeypatch.setenv("AWS_ENDPOINT_URL", real)
+    assert sorted(read_doc(s3_store_url, entry)["libs"]) == ["cpu", "vulkan"]
