@@ -24,6 +24,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 from pydantic import BaseModel
 from rich.console import Console
+from rich.text import Text
 
 from mlc_farm import toolchain as toolchain_steps
 from mlc_farm.build import remove_stale_workdirs
@@ -38,7 +39,7 @@ from mlc_farm.settings import load_settings
 from mlc_farm.status import RunStatus, StatusDisplay, clock
 from mlc_farm.store import ArtifactStore, open_store
 from mlc_farm.store.layout import BLOBS, blob_url, toolchain_path
-from mlc_farm.summary import Outcome, Summary, summarize
+from mlc_farm.summary import BY_ANOTHER_RUN, DONE, Outcome, Summary, summarize
 from mlc_farm.toolchain import ToolchainInfo
 from tasks.build import (
     build_from_source,
@@ -66,14 +67,15 @@ def _as_is(value: T) -> T:
 
 
 def _usable(outcome: Outcome | None) -> bool:
-    return outcome is not None and outcome.status in ("built", "reused")
+    return outcome is not None and outcome.status in DONE
 
 
 def _outcome(future: PrefectFuture) -> Outcome:
     future.wait()
     state = future.state
     if state.is_completed():
-        return Outcome(status="built", log=None)
+        waited = str(state.result()).endswith(BY_ANOTHER_RUN)
+        return Outcome(status=BY_ANOTHER_RUN if waited else "built", log=None)
     try:
         state.result()
     except Exception as e:
@@ -117,6 +119,14 @@ class Progress:
     to_run: int = 0
     reused: int = 0
     finished: dict[str, Outcome] = dataclasses.field(default_factory=dict)
+
+
+HUB_UNREACHABLE = "the Hugging Face Hub could not be reached to resolve the sources"
+
+
+def hub_unreachable(state: State) -> bool:
+    """A run that failed only because the Hub did not answer (offline, 5xx) while resolving its sources."""
+    return HUB_UNREACHABLE in (state.message or "")
 
 
 def stopped_by(state: State) -> signal.Signals | None:
@@ -237,14 +247,14 @@ def run_matrix(
     scheduler = _scheduler(plan, todo, st, srcs, mode, matrix.weights_pool)
     labels = _labels(plan)
     progress.to_run, progress.reused = len(todo), len(outcomes)
-    console = Console(highlight=False)
+    console = Console(highlight=False, markup=False, emoji=False)
     console.print(f"{len(todo)} builds to run, {len(outcomes)} reused", soft_wrap=True)
     status = _run(scheduler, start, todo, labels, console, progress.finished)
     outcomes |= progress.finished
     for lb in scheduler.never_started():
         outcomes[lb.key] = Outcome(status="not run", detail="none of its models' convert and config builds succeeded")
     for key, o in outcomes.items():
-        if o.status in ("built", "reused"):
+        if o.status in DONE:
             record = records.get(key) or load_record(st, key)
             if record:
                 records[key] = record
@@ -272,6 +282,8 @@ def run_matrix(
     write_catalog_page(st.url)  # after publishing: its links go to the Hub repos that hold these builds
     if publish_failures:
         message += f"; {publish_failures} publish failed"
+    if failed and all(r.status == "unresolved" and srcs[r.model].unreachable for r in failed):
+        message = f"{HUB_UNREACHABLE}; {message}"  # a service, not the input: exit 3, and a later run may do
     if failed or publish_failures or damaged:
         return Failed(message=f"{len(failed)} of {len(summary.rows)} cells failed; {message}")
     return Completed(message=message)  # every cell is in the artifacts; as data, Prefect would walk it all
@@ -306,9 +318,9 @@ def _run(
                 scheduler.finish(key, ok)
                 status.finish(key, ok)
                 start_allowed()
-                mark = "[green]ok[/]" if ok else "[red]FAILED[/]"
+                mark = ("ok", "green") if ok else ("FAILED", "red")
                 took = clock(status.now() - status.started)
-                display.print(f"[{len(outcomes)}/{len(todo)}] {mark} {labels[key]} (at {took})")
+                display.print(Text.assemble(f"[{len(outcomes)}/{len(todo)}] ", mark, f" {labels[key]} (at {took})"))
     return status
 
 
@@ -372,7 +384,7 @@ def _publish(
     if not units:
         return 0
     rows, failures = [], 0
-    console = Console(highlight=False)
+    console = Console(highlight=False, markup=False, emoji=False)
     limit = load_settings().parallel
     for start in range(0, len(units), limit):
         wave = {
@@ -385,7 +397,7 @@ def _publish(
             except Exception as e:
                 failures += 1
                 rows.append({"repo": repo, "result": "failed", "detail": str(e)})
-                console.print(f"[red]PUBLISH FAILED[/] {repo}: {e}", soft_wrap=True, highlight=False)
+                console.print(Text.assemble(("PUBLISH FAILED", "red"), f" {repo}: {e}"), soft_wrap=True)
                 continue
             done = f"commit {result.commit}" if result.commit else "unchanged, no commit"
             detail = f"{len(result.operations)} operations, {result.unchanged} files unchanged"
@@ -408,7 +420,9 @@ def _report(summary: Summary, night: NightReport) -> None:
         description="Every cell of the matrix: built, reused or failed, and where its log is.\n\n" + night.markdown(),
     )
     create_markdown_artifact(key="mlc-farm-night", markdown=night.markdown(), description="How the night went.")
-    console = Console(highlight=False)  # the terminal's width (COLUMNS, else 80, when not a terminal)
+    console = Console(
+        highlight=False, markup=False, emoji=False
+    )  # the terminal's width (COLUMNS, else 80, when not a terminal)
     shown = summary.for_console()
     if shown:
         console.print(summary.table(shown))
@@ -420,10 +434,11 @@ def _report(summary: Summary, night: NightReport) -> None:
         console.print(night.line(), soft_wrap=True, markup=False)
     for r in summary.failed:
         console.print(
-            f"[red]FAILED[/] {r.model}/{r.quantization}/{r.device}: {r.detail}"
-            + (f"\n  log: {r.log}" if r.log else ""),
+            Text.assemble(
+                ("FAILED", "red"),
+                f" {r.model}/{r.quantization}/{r.device}: {r.detail}" + (f"\n  log: {r.log}" if r.log else ""),
+            ),
             soft_wrap=True,
-            highlight=False,
         )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from typing import Any
 
 from mlc_farm.catalog import CatalogEntry, entries, load_record
@@ -71,9 +72,14 @@ def write_page(store: ArtifactStore) -> int:
 
 
 def render(data: dict[str, Any]) -> str:
-    # `</` cannot end the script element early: the JSON is safe inside it.
-    embedded = json.dumps(data, sort_keys=True).replace("</", "<\\/")
-    return _TEMPLATE.replace("__STORE__", html.escape(str(data["store"]))).replace("__DATA__", embedded)
+    """The page, filled in one pass (a value that holds a placeholder is never filled again). The JSON has `<`,
+    `>` and `&` escaped, so nothing in it can end the script element or become markup; the page sets every
+    value as text, and links only to http(s), file and relative addresses."""
+    embedded = json.dumps(data, sort_keys=True)
+    for char in "<>&":
+        embedded = embedded.replace(char, f"\\u{ord(char):04x}")
+    values = {"__STORE__": html.escape(str(data["store"])), "__DATA__": embedded}
+    return re.sub("__STORE__|__DATA__", lambda m: values[m.group()], _TEMPLATE)
 
 
 _TEMPLATE = """<!doctype html>
@@ -122,7 +128,7 @@ function show() {
     cell(tr, (r.source || "") + (r.source_commit ? " @ " + r.source_commit.slice(0, 12) : ""));
     const links = cell(tr, "");
     for (const [name, href] of [["repo", r.hub], ["library", r.library], ...Object.entries(r.files)]) {
-      if (!href) continue;
+      if (!href || !["http:", "https:", "file:"].includes(new URL(href, location.href).protocol)) continue;
       const a = document.createElement("a"); a.href = href; a.textContent = name; links.append(a, " ");
     }
   }

@@ -7,6 +7,7 @@ import functools
 import json
 import logging
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -18,18 +19,21 @@ import click
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from mlc_farm import plan as planning
 from mlc_farm import sources, stopping, toolchain
 from mlc_farm.catalog import load_record
-from mlc_farm.errors import BadInput, FarmError, PermanentError
+from mlc_farm.errors import BadInput, FarmError, PermanentError, redact_urls
 from mlc_farm.matrix import (
     BUILTIN_NAMES,
     Accepted,
     LoadedMatrix,
     MatrixError,
+    check_names,
     load_matrix,
     select_cells,
+    shorten,
     toolchain_problems,
 )
 from mlc_farm.settings import load_settings
@@ -38,8 +42,8 @@ from mlc_farm.store import ArtifactStore, StoreError, open_store
 from mlc_farm.store.layout import blob_path
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_enable=False)
-out = Console()
-err = Console(stderr=True)
+out = Console(markup=False, highlight=False, emoji=False)  # nothing printed is read as markup: names and URLs are data
+err = Console(stderr=True, markup=False, highlight=False, emoji=False)
 _debug = False
 
 
@@ -48,6 +52,18 @@ def _cannot_reach(service: str, hint: str) -> Callable[[BaseException], str]:
 
 
 _signalled: list[int] = []  # the stop signals this process received
+
+
+def _http_unreachable(e: BaseException) -> str:
+    """An HTTP service (the Prefect API, the Hub) that did not answer, named by the address asked."""
+    try:
+        asked = str(e.request.url).split("?", 1)[0]  # type: ignore[attr-defined]
+    except (AttributeError, RuntimeError):
+        asked = "a service"
+    return (
+        f"cannot reach {asked} ({type(e).__name__}): check PREFECT_API_URL (the Prefect API; unset, `mlc-farm "
+        "build` runs its own) or HF_ENDPOINT (the Hub), and the network"
+    )
 
 
 def _terminated(signum: int, _frame: object) -> None:
@@ -74,6 +90,7 @@ def _stopped(name: str) -> str:
 def _errors() -> list[tuple[tuple[type[BaseException], ...], int, Callable[[BaseException], str]]]:
     """The one table from an error to what a person reads and the exit code (see mlc_farm.errors)."""
     import botocore.exceptions as boto
+    import httpx
     from prefect.exceptions import TerminationSignal
 
     connection = (boto.EndpointConnectionError, boto.ConnectTimeoutError, boto.ReadTimeoutError,
@@ -82,6 +99,7 @@ def _errors() -> list[tuple[tuple[type[BaseException], ...], int, Callable[[Base
         ((FarmError,), 0, str),  # 0: the error's own exit_code
         (connection, 3, _cannot_reach("the S3 endpoint", "Check AWS_ENDPOINT_URL / MLC_FARM_STORE and the network")),
         ((boto.NoCredentialsError,), 2, lambda e: f"{e}: set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE"),
+        ((httpx.TransportError,), 3, _http_unreachable),
         ((ConnectionError, TimeoutError), 3, _cannot_reach("a service", "Check the network and the endpoint settings")),
         ((PermissionError, FileExistsError, NotADirectoryError, IsADirectoryError), 2,
          lambda e: f"cannot use {getattr(e, 'filename', '') or 'a path'}: {getattr(e, 'strerror', '') or e}"),
@@ -95,8 +113,10 @@ def explain(error: BaseException) -> tuple[int, str]:
     """(exit code, message) for an error; anything unforeseen is a bug: say so, and how to report it."""
     for kinds, code, message in _errors():
         if isinstance(error, kinds):
-            return code or getattr(error, "exit_code", 1), message(error)
-    return 1, f"internal error: {type(error).__name__}: {error}. Rerun with --debug and report the traceback."
+            return code or getattr(error, "exit_code", 1), redact_urls(message(error))
+    return 1, redact_urls(
+        f"internal error: {type(error).__name__}: {error}. Rerun with --debug and report the traceback."
+    )
 
 
 def _handled(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -112,7 +132,7 @@ def _handled(f: Callable[..., Any]) -> Callable[..., Any]:
             if _debug or isinstance(e, SystemExit):
                 raise
             code, message = explain(e)
-            err.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+            err.print(Text.assemble(("error:", "red"), f" {message}"), soft_wrap=True)
             if _signalled:
                 # Stopped: what this command wrote is cleaned up by now; threads still blocked in a read or a
                 # retry must not hold the exit (the interpreter would join them).
@@ -133,7 +153,7 @@ class _Warnings(logging.Handler):
     """mlc-farm's own warnings (a damaged store document, a rebuilt build) as one line each on stderr."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        err.print(f"[yellow]warning:[/] {record.getMessage()}", highlight=False, soft_wrap=True)
+        err.print(Text.assemble(("warning:", "yellow"), f" {redact_urls(record.getMessage())}"), soft_wrap=True)
 
 
 def _version(value: bool) -> None:
@@ -172,7 +192,7 @@ ModelOpt = Annotated[list[str] | None, typer.Option("--model", help="Only this m
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    err.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(Text.assemble(("error:", "red"), f" {message}"), soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -299,22 +319,22 @@ def plan(
     for col in ("model", "quant", "device", "pool", "convert", "config", "library"):
         t.add_column(col)
 
-    def show(key: str | None) -> str:
+    def show(key: str | None) -> Text:
         if key is None:
-            return "-"
-        return f"{key[:12]} " + ("[cyan]in store[/]" if in_store[key] else "[yellow]to build[/]")
+            return Text("-")
+        return Text.assemble(f"{key[:12]} ", ("in store", "cyan") if in_store[key] else ("to build", "yellow"))
 
     for pc in p.cells:
         c = pc.cell
         pool = loaded.matrix.device(c.device).work_pool
         if pc.problem:
-            t.add_row(c.model, c.quantization, c.device, pool, "[red]unresolved[/]", "-", "-")
+            t.add_row(c.model, c.quantization, c.device, pool, Text("unresolved", "red"), "-", "-")
         else:
             t.add_row(c.model, c.quantization, c.device, pool, show(pc.convert), show(pc.config), show(pc.library))
     out.print(t)
     for src in srcs.values():
         if src.error:
-            out.print(f"[red]unresolved source[/] {src.model}: {src.error}", highlight=False, soft_wrap=True)
+            out.print(Text.assemble(("unresolved source", "red"), f" {src.model}: {src.error}"), soft_wrap=True)
     out.print(
         f"{counts['cells']} cells -> "
         + ", ".join(f"{counts[f'{k}_builds']} {k} builds ({counts[f'{k}_builds_in_store']} in store)" for k in kinds)
@@ -367,7 +387,7 @@ def build(
     os.environ.setdefault("DO_NOT_TRACK", "1")
     from prefect import tags
 
-    from flows.nightly import nightly_build, stopped_by
+    from flows.nightly import hub_unreachable, nightly_build, stopped_by
     from flows.runs import crash_dead_runs, run_tags
 
     _quiet_engine()
@@ -380,8 +400,8 @@ def build(
     if signum := stopped_by(state):
         raise _fail(state.message or "stopped", 128 + signum)
     if not state.is_completed():
-        raise _fail(state.message or "the build failed", 1)
-    out.print(f"[green]done:[/] {state.message}", soft_wrap=True, highlight=False)
+        raise _fail(state.message or "the build failed", 3 if hub_unreachable(state) else 1)
+    out.print(Text.assemble(("done:", "green"), f" {state.message}"), soft_wrap=True)
 
 
 @command(app, "ls")
@@ -430,6 +450,7 @@ def pull(
     """Write an MLC-ready directory (config, weights, tokenizer, libs/), every file checked by sha256."""
     from mlc_farm.pull import pull as do_pull
 
+    check_names(model=model, quantization=quantization, device=device)
     st = open_store(store, must_exist=True)
     with _bytes_bar("downloading, every sha256 checked") as progress:
         files = do_pull(st, model, quantization, output, device, replace=force, progress=progress)
@@ -490,6 +511,7 @@ def validate(
     from mlc_farm.pull import pull as do_pull
     from mlc_farm.validate import validate_pulled
 
+    check_names(model=model, quantization=quantization, device=device)
     st = open_store(store, must_exist=True)
     with tempfile.TemporaryDirectory(prefix="mlc-farm-validate-") as tmp:
         where = directory
@@ -522,6 +544,7 @@ def url(
     from mlc_farm.pull import pull_files
     from mlc_farm.store.s3 import S3Store
 
+    check_names(model=model, quantization=quantization, device=device)
     st = open_store(store, must_exist=True)
     if not isinstance(st, S3Store):
         raise StoreError(f"{st.url}: presigned URLs need an S3 store (s3://bucket/prefix)")
@@ -566,10 +589,12 @@ def export_configs(
     """Print the catalog (or --model's entries) as the config a runtime reads: WebLLM model records, app
     entries for iphone/android, or model dirs and libraries for mlc_llm serve / MLCEngine."""
     from mlc_farm.catalog import entries
-    from mlc_farm.exports import export
+    from mlc_farm.exports import check_base_url, export
 
     if runtime not in ("webllm", "app", "mlc-serve"):
-        raise BadInput(f"RUNTIME {runtime!r}: expected webllm, app or mlc-serve")
+        raise BadInput(f"RUNTIME {shorten(runtime)}: expected webllm, app or mlc-serve")
+    if base_url is not None:
+        check_base_url(base_url)
     st = open_store(store, must_exist=True)
     found = [e for e in entries(st) if not model or e.model in model]
     if model and (unknown := sorted(set(model) - {e.model for e in found})):
@@ -599,13 +624,18 @@ def show_log(
 
     from mlc_farm.logs import by_cell, by_key
 
+    if len(target) == 1:
+        if not re.fullmatch(r"[0-9a-f]{6,64}", target[0]):
+            raise BadInput(f"KEY {shorten(target[0])} is not a build key (6 to 64 hex digits, as `plan` shows them)")
+    elif len(target) in (2, 3):
+        check_names(model=target[0], quantization=target[1], device=target[2] if len(target) == 3 else None)
+    else:
+        raise BadInput(f"expected KEY or MODEL QUANT [DEVICE], got {len(target)} arguments")
     st = open_store(store, must_exist=True)
     if len(target) == 1:
         found = [by_key(st, target[0])]
-    elif len(target) in (2, 3):
-        found = by_cell(st, target[0], target[1], target[2] if len(target) == 3 else None)
     else:
-        raise BadInput(f"expected KEY or MODEL QUANT [DEVICE], got {len(target)} arguments")
+        found = by_cell(st, target[0], target[1], target[2] if len(target) == 3 else None)
     with tempfile.TemporaryDirectory(prefix="mlc-farm-log-") as tmp:
         for i, f in enumerate(found):
             sys.stdout.write(("\n" if i else "") + f"=== {f.header}\n")
@@ -632,6 +662,7 @@ def publish(
     from mlc_farm.hub import publish as do_publish
     from mlc_farm.hub import repo_for
 
+    check_names(model=model, quantization=quantization)
     loaded = load_matrix(matrix)
     select_cells(loaded.matrix, loaded.file, [model])
     target = repo_for(loaded.matrix, model, quantization)

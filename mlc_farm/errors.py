@@ -9,6 +9,7 @@ the Prefect server) cannot be reached.
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -44,6 +45,15 @@ class ServiceUnreachable(TransientError):
 
 class Stopped(FarmError):
     """A wait ended because the process is being stopped (SIGINT/SIGTERM)."""
+
+
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]*@")
+
+
+def redact_urls(text: str) -> str:
+    """`scheme://user:password@host` -> `scheme://***@host` wherever it appears: no message, log or page ever
+    shows credentials that someone put in a URL."""
+    return _USERINFO.sub(r"\1***@", text)
 
 
 def is_transient(error: BaseException) -> bool:

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import base64
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from mlc_farm.catalog import BuildRecord, CatalogEntry, FileEntry, load_record
-from mlc_farm.errors import BadInput
+from mlc_farm.errors import BadInput, redact_urls
 from mlc_farm.hub import published
-from mlc_farm.matrix import target_family
+from mlc_farm.matrix import shorten, target_family
 from mlc_farm.memory import MB, kv_bytes_per_element
 from mlc_farm.pull import lib_path
 from mlc_farm.sources import hub_repo_url
@@ -48,6 +49,24 @@ class Located:
 
     def url(self, path: str) -> str:
         return f"{self.root}{path}"
+
+
+def check_base_url(url: str) -> str:
+    """An address that every runtime (and a browser) fetches from: http(s), a host, no spaces or control
+    characters, no credentials. `javascript:`, `file:` and the like are refused."""
+    parts = urlsplit(url)
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or "@" in parts.netloc
+        or not url.isprintable()
+        or any(c.isspace() for c in url)
+    ):
+        raise BadInput(
+            f"--base-url {shorten(redact_urls(url))}: give an http(s):// address with a host and no spaces or "
+            "credentials, e.g. https://models.example.com"
+        )
+    return url
 
 
 def locate(store: ArtifactStore, entry: CatalogEntry, base_url: str | None) -> Located | None:

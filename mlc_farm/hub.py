@@ -331,7 +331,7 @@ def publish(
                 raise
             status = e.response.status_code if e.response is not None else 0
             if status >= 500 or status == 429:
-                raise PublishError(
+                raise ServiceUnreachable(
                     f"the Hub kept failing {repo} (HTTP {status}) for {load_settings().retry_seconds:g} s of retries "
                     "(MLC_FARM_RETRY_SECONDS); try again later"
                 ) from None

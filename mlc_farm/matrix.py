@@ -78,22 +78,38 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _safe(what: str) -> AfterValidator:
-    """A name that becomes a path component or a work pool: no '/', '..', NUL, newline, or huge length."""
+def _unsafe(value: str, what: str) -> str | None:
+    """Why a name cannot become a path component or a work pool (a '/', '..', NUL, newline, a huge length)."""
+    if _SAFE_NAME.match(value) and ".." not in value:
+        return None
+    return f"{shorten(value)} is not a safe {what} (letters, digits, '.', '_', '-'; no '/' or '..'; at most 128)"
 
+
+def _safe(what: str) -> AfterValidator:
     def check(value: str) -> str:
-        if not _SAFE_NAME.match(value) or ".." in value:
-            raise ValueError(
-                f"{_short(value)} is not a safe {what} (letters, digits, '.', '_', '-'; no '/' or '..'; at most 128)"
-            )
+        if problem := _unsafe(value, what):
+            raise ValueError(problem)
         return value
 
     return AfterValidator(check)
 
 
+def check_names(**names: str | None) -> None:
+    """Names given on the command line (model, quantization, device), by the matrix's rules, since they become
+    store paths: BadInput naming each argument that breaks them (keyword `model_id` -> `MODEL_ID`)."""
+    what = {"model": "model id", "quantization": "quantization", "device": "device name"}
+    problems = [
+        f"{arg.upper()} {problem}"
+        for arg, value in names.items()
+        if value is not None and (problem := _unsafe(value, what.get(arg, arg)))
+    ]
+    if problems:
+        raise BadInput("; ".join(problems))
+
+
 def _quantization(value: str) -> str:
     if value not in QUANTIZATIONS:
-        raise ValueError(f"unknown quantization {_short(value)}{_hint(value, QUANTIZATIONS)}")
+        raise ValueError(f"unknown quantization {shorten(value)}{_hint(value, QUANTIZATIONS)}")
     return value
 
 
@@ -108,9 +124,9 @@ def _repo_template(value: str) -> str:
     try:
         fields = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
     except ValueError as e:
-        raise ValueError(f"{_short(value)} is not a valid template ({e})") from None
+        raise ValueError(f"{shorten(value)} is not a valid template ({e})") from None
     if bad := sorted(fields - {"org", "model", "quant"}):
-        raise ValueError(f"unknown placeholder {{{bad[0]}}} in {_short(value)} (use {{org}}, {{model}}, {{quant}})")
+        raise ValueError(f"unknown placeholder {{{bad[0]}}} in {shorten(value)} (use {{org}}, {{model}}, {{quant}})")
     return value
 
 
@@ -244,7 +260,7 @@ class Matrix(_Strict):
     def _convert_device(cls, v: str) -> str:
         if not _CONVERT_DEVICE.match(v):
             raise ValueError(
-                f"{_short(v)} is not a device convert_weight takes (cpu, auto, cuda, cuda:N, rocm:N, metal, vulkan, opencl)"
+                f"{shorten(v)} is not a device convert_weight takes (cpu, auto, cuda, cuda:N, rocm:N, metal, vulkan, opencl)"
             )
         return v
 
@@ -298,7 +314,7 @@ def _loc(parts: tuple[int | str, ...]) -> str:
 _FIELD_PROBLEMS = "fields:\n"
 
 
-def _short(value: object, limit: int = 60) -> str:
+def shorten(value: object, limit: int = 60) -> str:
     """repr() of a value, cut to `limit` characters: an error never prints megabytes of a hostile input."""
     text = repr(value)
     return text if len(text) <= limit else f"{text[: limit - 12]}...({len(text)} chars)"
@@ -329,7 +345,7 @@ def _pydantic_problems(err: ValidationError) -> list[str]:
             hint = f" (unknown field; did you mean {close[0]!r}?)" if close else " (unknown field)"
             problems.append(f"{_loc(loc)}: {msg}{hint}")
             continue
-        shown = "" if e["type"] in ("missing", "value_error") else f" (got {_short(e.get('input'))})"
+        shown = "" if e["type"] in ("missing", "value_error") else f" (got {shorten(e.get('input'))})"
         problems.append(f"{_loc(loc)}: {msg}{shown}")
     return sorted(set(problems), key=problems.index)
 
@@ -358,18 +374,18 @@ def _device_problems(d: DeviceSpec) -> list[str]:
     family = target_family(d.target)
     if family is None:
         problems.append(
-            f"target: {_short(d.target)} is not a target compile takes (a preset such as llvm, vulkan:generic, "
+            f"target: {shorten(d.target)} is not a target compile takes (a preset such as llvm, vulkan:generic, "
             'webgpu, iphone, android; a local device such as cuda; or a TVM target like {"kind":"cuda","arch":"sm_90a"})'
         )
     elif family != d.family:
-        problems.append(f"target: {_short(d.target)} builds for {family}, but family is {d.family!r}")
+        problems.append(f"target: {shorten(d.target)} builds for {family}, but family is {d.family!r}")
     if d.opt is not None and not _OPT.match(d.opt):
-        problems.append(f"opt: {_short(d.opt)} is not O0..O3 or a flag string like 'cutlass=0;cudagraph=1'")
+        problems.append(f"opt: {shorten(d.opt)} is not O0..O3 or a flag string like 'cutlass=0;cudagraph=1'")
     if d.host is not None and not _TRIPLE.match(d.host):
-        problems.append(f"host: {_short(d.host)} is not an LLVM triple like 'x86_64-unknown-linux-gnu'")
+        problems.append(f"host: {shorten(d.host)} is not an LLVM triple like 'x86_64-unknown-linux-gnu'")
     for j, arch in enumerate(d.cuda_archs):
         if not re.fullmatch(r"[0-9]{2,3}a?", arch):
-            problems.append(f"cuda_archs[{j}]: {_short(arch)} is not a CUDA architecture like '80' or '90a'")
+            problems.append(f"cuda_archs[{j}]: {shorten(arch)} is not a CUDA architecture like '80' or '90a'")
     if d.cuda_archs and d.family != "cuda":
         problems.append(f"cuda_archs: only a cuda device takes CUDA architectures (family is {d.family!r})")
     return problems
@@ -396,9 +412,9 @@ def _check_names(m: Matrix, base_dir: Path) -> list[str]:
         if isinstance(model.source, LocalSource):
             path = (base_dir / model.source.path).resolve()
             if not path.is_dir():
-                problems.append(f"models[{i}].source.path: directory {_short(model.source.path)} does not exist")
+                problems.append(f"models[{i}].source.path: directory {shorten(model.source.path)} does not exist")
             elif not (path / "config.json").is_file():
-                problems.append(f"models[{i}].source.path: {_short(model.source.path)} holds no config.json")
+                problems.append(f"models[{i}].source.path: {shorten(model.source.path)} holds no config.json")
     for i, model in enumerate(m.models):
         if model.publish.repo:
             quants = model.quantizations or m.quantizations
@@ -434,7 +450,7 @@ class _Loader(yaml.SafeLoader):
             if isinstance(key, str) and key in seen:
                 line = key_node.start_mark.line + 1
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {_short(key)} (line {line})", key_node.start_mark
+                    None, None, f"duplicate key {shorten(key)} (line {line})", key_node.start_mark
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
@@ -569,8 +585,8 @@ def select_cells(
             continue
         for x in wanted:
             if x not in known:
-                problems.append(f"{flag}: unknown {flag[2:]} {_short(x)}{_hint(x, known)}")
-                lines.append(f"no {flag[2:]} {_short(x)} in {file}{_hint(x, known)}")
+                problems.append(f"{flag}: unknown {flag[2:]} {shorten(x)}{_hint(x, known)}")
+                lines.append(f"no {flag[2:]} {shorten(x)} in {file}{_hint(x, known)}")
         cells = [c for c in cells if pick(c) in wanted]
     if problems:
         raise SelectionError(file, problems, lines)

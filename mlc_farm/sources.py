@@ -38,6 +38,7 @@ class ResolvedSource(BaseModel):
     license: str | None = None
     restricted: bool = False  # gated or private on the Hub: what is built from it is published privately
     error: str | None = None
+    unreachable: bool = False  # the error is the Hub not answering (offline, 5xx): a service, not the input
 
     def key_part(self) -> dict[str, Any]:
         return {"kind": self.kind, "ref": self.ref if self.kind == "hf" else None, "identity": self.identity}
@@ -106,6 +107,7 @@ def resolve_hf(model: str, source: HFSource) -> ResolvedSource:
     )
 
     base = ResolvedSource(model=model, kind="hf", ref=source.hf, revision=source.revision)
+    unreachable = False
     try:
         info = HfApi(endpoint=hub_endpoint()).model_info(source.hf, revision=source.revision)
         config_path = hf_hub_download(source.hf, "config.json", revision=info.sha, endpoint=hub_endpoint())
@@ -115,10 +117,14 @@ def resolve_hf(model: str, source: HFSource) -> ResolvedSource:
         why = f"{source.hf} was not found (or is private: set HF_TOKEN)"
     except RevisionNotFoundError:
         why = f"{source.hf} has no revision {source.revision!r}"
-    except (HfHubHTTPError, OfflineModeIsEnabled) as e:
-        why = f"the Hugging Face Hub refused {source.hf}@{source.revision}: {type(e).__name__}"
+    except OfflineModeIsEnabled:
+        why, unreachable = f"{source.hf}: offline (HF_HUB_OFFLINE is set), its revision cannot be resolved", True
+    except HfHubHTTPError as e:
+        status = e.response.status_code if e.response is not None else 0
+        why = f"the Hugging Face Hub refused {source.hf}@{source.revision}: HTTP {status}"
+        unreachable = status >= 500 or status == 429
     except Exception as e:  # the HTTP client's own connection errors differ between huggingface_hub versions
-        why = f"cannot reach the Hugging Face Hub for {source.hf}: {type(e).__name__}: {e}"
+        why, unreachable = f"cannot reach the Hugging Face Hub for {source.hf}: {type(e).__name__}", True
     else:
         config = json.loads(Path(config_path).read_text())
         license_ = getattr(info.card_data, "license", None) if info.card_data else None
@@ -126,7 +132,7 @@ def resolve_hf(model: str, source: HFSource) -> ResolvedSource:
         return base.model_copy(
             update={"identity": info.sha, "config": config, "license": license_, "restricted": restricted}
         )
-    return base.model_copy(update={"error": why})
+    return base.model_copy(update={"error": why, "unreachable": unreachable})
 
 
 def resolve(loaded: LoadedMatrix, models: list[ModelSpec]) -> dict[str, ResolvedSource]:

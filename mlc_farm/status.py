@@ -80,7 +80,7 @@ class StatusDisplay:
         if self.live:
             self.live.__exit__(None, None, None)
 
-    def print(self, line: str) -> None:
+    def print(self, line: str | Text) -> None:
         self.console.print(line, soft_wrap=True, highlight=False)
 
     def tick(self) -> None:

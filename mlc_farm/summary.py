@@ -10,11 +10,16 @@ from typing import Literal
 
 from pydantic import BaseModel
 from rich.table import Table
+from rich.text import Text
 
 from mlc_farm.catalog_update import UnitResult
 from mlc_farm.plan import Plan
 
-Status = Literal["built", "reused", "failed", "not run", "unresolved"]
+BY_ANOTHER_RUN: Literal["built by another run"] = (
+    "built by another run"  # waited for: an overlapping run held the key's lease and built it
+)
+Status = Literal["built", "built by another run", "reused", "failed", "not run", "unresolved"]
+DONE: tuple[Status, ...] = ("built", BY_ANOTHER_RUN, "reused")  # the build's record is in the store
 STEPS = ("convert", "config", "library")
 
 
@@ -56,12 +61,15 @@ class Summary(BaseModel):
             for step, counts in self.steps.items()
             if any(counts.values())
         )
+        unresolved = {r.model: r.detail for r in self.rows if r.status == "unresolved"}
+        if unresolved:
+            head += " (" + "; ".join(f"{m}: {why}" for m, why in unresolved.items()) + ")"
         kept = [u for u in self.units if u.status == "kept previous"]
         damaged = [f"{u.model} {u.quantization}" for u in self.units if u.status == "damaged"]
         tail = f"; {len(kept)} catalog entries kept at their previous builds" if kept else ""
         if damaged:
             tail += f"; catalog entries damaged and left as they are: {', '.join(damaged)} (`mlc-farm verify`)"
-        return f"{head} ({steps}){tail}"
+        return f"{head}{f' ({steps})' if steps else ''}{tail}"
 
     def grid(self, rows: list[CellRow] | None = None) -> str:
         """Markdown picture of the matrix (or of `rows`): one row per model x quantization, one column per device."""
@@ -83,15 +91,22 @@ class Summary(BaseModel):
     def table(self, rows: list[CellRow] | None = None) -> Table:
         """The cells (all, or `rows`) as a table that wraps to the console's width; the log links are printed
         below it in full, never cut."""
-        colour = {"built": "green", "reused": "cyan", "failed": "red", "not run": "yellow", "unresolved": "red"}
+        colour = {
+            "built": "green",
+            BY_ANOTHER_RUN: "cyan",
+            "reused": "cyan",
+            "failed": "red",
+            "not run": "yellow",
+            "unresolved": "red",
+        }
         t = Table(title="mlc-farm build summary")
         for col in ("model", "quant", "device", *STEPS, "validation", "detail"):
             t.add_column(col, overflow="fold")
         for r in self.rows if rows is None else rows:
             t.add_row(
-                r.model, r.quantization, r.device,
-                *(f"[{colour[s]}]{s}[/]" for s in (r.convert, r.config, r.library)),
-                r.validation, r.detail,
+                Text(r.model), Text(r.quantization), Text(r.device),
+                *(Text(s, colour[s]) for s in (r.convert, r.config, r.library)),
+                Text(r.validation), Text(r.detail),
             )  # fmt: skip
         return t
 
@@ -126,7 +141,7 @@ def summarize(plan: Plan, outcomes: dict[str, Outcome], units: list[UnitResult] 
                 config=steps[1].status,
                 library=lib.status,
                 validation=lib.validation,
-                status="ok" if all(o.status in ("built", "reused") for o in steps) and not detail else "failed",
+                status="ok" if all(o.status in DONE for o in steps) and not detail else "failed",
                 log=(bad or lib).log or "",
                 detail=detail,
             )
@@ -139,7 +154,7 @@ def summarize(plan: Plan, outcomes: dict[str, Outcome], units: list[UnitResult] 
     counts = {
         step: {
             s: sum(outcomes[k].status == s for k in keys if k in outcomes)
-            for s in ("built", "reused", "failed", "not run")
+            for s in ("built", BY_ANOTHER_RUN, "reused", "failed", "not run")
         }
         for step, keys in builds.items()
     }

@@ -20,6 +20,7 @@ from mlc_farm.catalog_update import Records, UnitResult, update_unit
 from mlc_farm.plan import ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, Plan
 from mlc_farm.sources import ResolvedSource
 from mlc_farm.store import open_store
+from mlc_farm.summary import BY_ANOTHER_RUN
 
 
 def log_line(line: str) -> None:
@@ -44,15 +45,21 @@ def build_from_source(
     with activity.phase(b.key, "fetching the source"):
         st, source_dir = open_store(store_url), sources.fetch(source)
     run = _run_id()
-    return build.build_from_source(st, b, source_dir, convert_device, on_line=log_line, flow_run=run, force=force).key
+    record = build.build_from_source(st, b, source_dir, convert_device, on_line=log_line, flow_run=run, force=force)
+    return _built(record, run)
 
 
 @task(
     name="build-library", task_run_name="library {lb.device.name}/{lb.quantization} {lb.key:.12}", tags=["mlc-compile"]
 )
 def build_library(store_url: str, lb: LibBuild, builds: ModelBuilds, force: bool) -> str:
-    store = open_store(store_url)
-    return build.build_library(store, lb, builds, on_line=log_line, flow_run=_run_id(), force=force).key
+    store, run = open_store(store_url), _run_id()
+    return _built(build.build_library(store, lb, builds, on_line=log_line, flow_run=run, force=force), run)
+
+
+def _built(record: BuildRecord, run: str | None) -> str:
+    """The key, marked when another run built it while this one waited for its lease."""
+    return record.key if record.flow_run == run else f"{record.key} {BY_ANOTHER_RUN}"
 
 
 @task(name="update-catalog", cache_policy=NO_CACHE)

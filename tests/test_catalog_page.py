@@ -63,3 +63,19 @@ def test_the_nightly_writes_a_page_people_can_browse(tiny_matrix: Path, tmp_path
     SCREENSHOT.unlink(missing_ok=True)
     browse(page, "", "--window-size=1400,1000", f"--screenshot={SCREENSHOT}")
     assert SCREENSHOT.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and SCREENSHOT.stat().st_size > 20_000
+
+
+def test_no_value_can_become_markup_or_script(tmp_path: Path) -> None:
+    """A store URL or a field holding the data placeholder, a closing script tag or a handler stays text."""
+    from mlc_farm.catalog_page import render
+
+    evil = '__DATA__</script><img src=x onerror="document.body.dataset.pwned=1">&amp;__STORE__'
+    row = {"model": evil, "quantization": "q0f16", "device": "cpu", "status": "served", "files": {},
+           "library": "javascript:document.body.dataset.pwned=2", "hub": None}  # fmt: skip
+    page = tmp_path / "index.html"
+    page.write_text(render({"store": evil, "rows": [row]}))
+    html = page.read_text()
+    assert "<img" not in html and html.count("</script>") == 2  # the data's own and the page's script
+    dom = browse(page, "", "--dump-dom")
+    assert "data-pwned" not in dom and "&lt;img src=x" in dom  # shown as text, never run
+    assert 'href="javascript:' not in dom  # a link that is not http(s), file or relative is not made

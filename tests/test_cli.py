@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from mlc_farm.cli import app
 from mlc_farm.settings import load_settings, settings_table
-from tests.helpers import ROOT
+from tests.helpers import ROOT, cli
 
 runner = CliRunner()
 
@@ -125,3 +125,67 @@ def test_tiny_model_refuses_what_it_cannot_or_must_not_write(tmp_path: Path) -> 
     assert (
         code == 0 and (tmp_path / "full" / "config.json").is_file() and not (tmp_path / "full" / "notes.txt").exists()
     )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["pull", "../../x", "q0f16", "-o", "out"],
+        ["pull", "m", "q0f16/../../y", "-o", "out"],
+        ["pull", "m", "q0f16", "--device", "../cpu", "-o", "out"],
+        ["validate", "../x", "q0f16"],
+        ["url", "x/../../y", "q0f16"],
+        ["log", "../x", "q0f16"],
+        ["publish", "[/x]", "q0f16"],
+    ],
+)
+def test_names_on_the_command_line_follow_the_matrix_rules(tmp_path: Path, args: list[str]) -> None:
+    (tmp_path / "store" / "catalog").mkdir(parents=True)
+    code, text = run(*args, "--store", str(tmp_path / "store"))
+    assert code == 2 and "is not a safe" in text, text
+    assert not (tmp_path / "out").exists()
+
+
+def test_keys_markup_and_long_names_in_messages(tmp_path: Path) -> None:
+    (tmp_path / "store").mkdir()
+    code, text = run("log", "../../etc", "--store", str(tmp_path / "store"))
+    assert code == 2 and "is not a build key" in text
+    code, text = run("pull", "x" * 5000, "q0f16", "-o", "out", "--store", str(tmp_path / "store"))
+    assert code == 2 and len(text) < 400 and "(5002 chars)" in text  # shortened, as the matrix errors are
+    code, text = run("ls", "--store", str(tmp_path / "[/x]" / "[bold]y"))
+    assert code == 2 and "[/x]/[bold]y" in text  # printed as it is: rich markup is never parsed from a value
+
+
+@pytest.mark.parametrize("scheme", ["ftp", "http", "file", "s3"])
+def test_credentials_in_a_store_url_are_never_printed(scheme: str) -> None:
+    code, text = run("ls", "--store", f"{scheme}://farmer:hunter2secret@host/x")
+    assert code == 2 and "hunter2secret" not in text and "farmer" not in text
+    assert f"{scheme}://***@host/x" in text
+
+
+@pytest.mark.parametrize("base", ["javascript:alert(1)", "http://a b/", "file:///etc", "https://u:p@host/", "/rel"])
+def test_export_refuses_a_base_url_no_runtime_should_fetch(tmp_path: Path, base: str) -> None:
+    (tmp_path / "store").mkdir()
+    code, text = run("export", "webllm", "--base-url", base, "--store", str(tmp_path / "store"))
+    assert code == 2 and "give an http(s):// address" in text and ":p@" not in text
+
+
+@pytest.mark.slow
+def test_an_unreachable_prefect_api_is_exit_3(tiny_matrix: Path) -> None:
+    done = cli("build", "--matrix", str(tiny_matrix), env={"PREFECT_API_URL": "http://127.0.0.1:9/api"}, timeout=120)
+    assert done.returncode == 3 and "Traceback" not in done.stderr, done.stderr
+    assert "cannot reach http://127.0.0.1:9/api/" in done.stderr and "PREFECT_API_URL" in done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_api")
+def test_an_offline_build_names_its_unresolved_sources_and_exits_3(tmp_path: Path) -> None:
+    matrix = tmp_path / "matrix.yaml"
+    matrix.write_text(
+        "quantizations: [q0f16]\ndevices: [{name: cpu, family: cpu, target: llvm}]\n"
+        "models: [{id: qwen, source: {hf: Qwen/Qwen2.5-0.5B-Instruct, revision: main}, conv_template: LM}]\n"
+    )
+    done = cli("build", "--matrix", str(matrix), "--store", str(tmp_path / "s"), env={"HF_HUB_OFFLINE": "1"})
+    said = " ".join(done.stderr.split())
+    assert done.returncode == 3 and "Traceback" not in said, said
+    assert "the Hugging Face Hub could not be reached" in said and "1 unresolved (qwen: Qwen/Qwen2.5-0.5B" in said

@@ -189,7 +189,7 @@ def test_publish_dry_run_wrong_token_and_deletion(
     hub.state.fail_commits = 100
     refused = cli("publish", "tiny-llama-a", "q4f16_1", "--matrix", str(matrix), "--store", str(store),
                   env={"MLC_FARM_RETRY_SECONDS": "4"})  # fmt: skip
-    assert refused.returncode == 1
+    assert refused.returncode == 3  # a service that kept failing, not the input: exit 3
     assert "the Hub kept failing farm-org/tiny-llama-a-q4f16_1-MLC (HTTP 500) for 4 s of retries" in refused.stderr
     assert 2 <= 100 - hub.state.fail_commits <= 6  # one retry layer: a few attempts in 4 s, not attempts x layers
     assert hub.commits("farm-org/tiny-llama-a-q4f16_1-MLC") == []

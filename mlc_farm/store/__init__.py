@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Collection, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from mlc_farm.errors import BadInput, PermanentError, ServiceUnreachable
+from mlc_farm.errors import BadInput, PermanentError, ServiceUnreachable, redact_urls
 
 
 class StoreError(PermanentError):
@@ -96,6 +97,11 @@ def open_store(url: str | None = None, must_exist: bool = False) -> ArtifactStor
 
     settings = load_settings()
     url = url or settings.store
+    if re.match(r"(?i)[a-z][a-z0-9+.-]*://[^/]*@", url):
+        raise BadInput(
+            f"store {redact_urls(url)!r}: credentials do not belong in a store URL (they would show in logs); "
+            "give them as AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a profile or an instance role"
+        )
     scheme = url.split("://", 1)[0] if "://" in url else "file"
     if scheme == "s3":
         from mlc_farm.store.s3 import S3Store
