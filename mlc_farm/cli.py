@@ -40,6 +40,7 @@ from mlc_farm.settings import load_settings
 from mlc_farm.status import size
 from mlc_farm.store import ArtifactStore, StoreError, open_store
 from mlc_farm.store.layout import blob_path
+from mlc_farm.store.local import LocalStore
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_enable=False)
 out = Console(markup=False, highlight=False, emoji=False)  # nothing printed is read as markup: names and URLs are data
@@ -375,7 +376,8 @@ def build(
     """Build the matrix locally: the nightly flow in this process, with Prefect's temporary server."""
     loaded = load_matrix(matrix)
     select_cells(loaded.matrix, loaded.file, model)
-    open_store(store)
+    if isinstance(st := open_store(store), LocalStore):
+        st.check_writable()
     tc = toolchain.probe()
     if tc.known:
         _check_names(loaded, tc)

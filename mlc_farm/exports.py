@@ -19,7 +19,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from mlc_farm.catalog import BuildRecord, CatalogEntry, FileEntry, load_record
-from mlc_farm.errors import BadInput, redact_urls
+from mlc_farm.errors import BadInput, PermanentError, redact_urls
 from mlc_farm.hub import published
 from mlc_farm.matrix import shorten, target_family
 from mlc_farm.memory import MB, kv_bytes_per_element
@@ -148,5 +148,15 @@ def export(store: ArtifactStore, entries: list[CatalogEntry], runtime: Runtime, 
             f"not published to the Hub with its current builds: {', '.join(unplaced)}; publish them "
             "(`mlc-farm publish`) or give --base-url where `mlc-farm pull` directories are served"
         )
+    if not out:
+        wanted = {"webllm": "a webgpu", "app": "an iphone or android", "mlc-serve": "any"}[runtime]
+        raise NothingToExport(
+            f"nothing to export for {runtime}: {len(entries)} catalog entries, none with {wanted} library; "
+            "add a device of that family to the matrix and build it"
+        )
     key = {"webllm": "model_list", "app": "model_list", "mlc-serve": "models"}[runtime]
     return {key: out}
+
+
+class NothingToExport(PermanentError):
+    """No library of the catalog (or of --model) is for the runtime asked: an empty config would look fine."""

@@ -320,15 +320,31 @@ def shorten(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit else f"{text[: limit - 12]}...({len(text)} chars)"
 
 
-def _fields_of(model: type[BaseModel]) -> set[str]:
-    """Every field name of a model and the models inside it: what a misspelled key is compared with."""
-    names = set(model.model_fields)
-    for field in model.model_fields.values():
+def _field_paths(model: type[BaseModel], prefix: str = "") -> set[str]:
+    """Every field of a model and of the models inside it, as dotted paths (`models.overrides.prefill_chunk_size`):
+    what a misspelled or misplaced key is compared with."""
+    paths = set()
+    for name, field in model.model_fields.items():
+        paths.add(prefix + name)
         for arg in typing.get_args(field.annotation) or (field.annotation,):
             for inner in (*typing.get_args(arg), arg):
                 if isinstance(inner, type) and issubclass(inner, BaseModel):
-                    names |= _fields_of(inner)
-    return names
+                    paths |= _field_paths(inner, f"{prefix}{name}.")
+    return paths
+
+
+def _suggest(loc: tuple) -> str | None:
+    """The field an unknown key at `loc` was meant to be, as a path from where it stands: a typo of a sibling
+    (`overides` -> 'overrides'), or a field one level down (`context_window_size` on a model ->
+    'overrides.context_window_size')."""
+    parent = ".".join(p for p in loc[:-1] if isinstance(p, str))
+    here = [p.removeprefix(f"{parent}.") if parent else p for p in _field_paths(Matrix) if p.startswith(parent)]
+    here = [p for p in here if p and not p.startswith(".")]
+    by_name: dict[str, str] = {}
+    for path in sorted(here, key=lambda p: (p.count("."), p)):  # the nearest field of a name wins
+        by_name.setdefault(path.rsplit(".", 1)[-1], path)
+    close = difflib.get_close_matches(str(loc[-1]), sorted(by_name), n=1, cutoff=0.75)
+    return by_name[close[0]] if close and by_name[close[0]] != loc[-1] else None
 
 
 def _pydantic_problems(err: ValidationError) -> list[str]:
@@ -341,8 +357,8 @@ def _pydantic_problems(err: ValidationError) -> list[str]:
             problems += [f"{_loc(loc)}.{line}" for line in msg.removeprefix(_FIELD_PROBLEMS).splitlines()]
             continue
         if e["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(str(loc[-1]), sorted(_fields_of(Matrix)), n=1, cutoff=0.75)
-            hint = f" (unknown field; did you mean {close[0]!r}?)" if close else " (unknown field)"
+            close = _suggest(loc)
+            hint = f" (unknown field; did you mean {close!r}?)" if close else " (unknown field)"
             problems.append(f"{_loc(loc)}: {msg}{hint}")
             continue
         shown = "" if e["type"] in ("missing", "value_error") else f" (got {shorten(e.get('input'))})"

@@ -27,6 +27,12 @@ MSG
     exit 0
   fi
 fi
-$farm build --matrix examples/tiny-cpu.yaml
-$farm ls
+# A failed cell must not hide what was built: list the catalog and the hint, then end with the build's code.
+status=0
+$farm build --matrix examples/tiny-cpu.yaml || status=$?
+$farm ls || true
 path_hint
+if [ "$status" -ne 0 ]; then
+  echo "the build ended with exit code $status: the failed cells and their logs are listed above (mlc-farm log MODEL QUANT)"
+fi
+exit "$status"

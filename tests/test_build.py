@@ -421,6 +421,12 @@ def test_two_overlapping_runs_build_each_key_once(tiny_matrix: Path, tmp_path: P
     assert [run.returncode for run in runs] == [0, 0], outputs
     assert steps(calls) == {"convert_weight": 4, "gen_config": 4, "compile": 4}  # each key once, in all
     assert_store_whole(store)
+    # Each run says what it built itself: the claims add up to the 12 builds, the rest were waited for.
+    done = [" ".join(out.split()).split("done:", 1)[1] for out, _ in outputs]
+    claims = sum(int(n) for line in done for n in re.findall(r"(\d+) built(?! by another run)", line))
+    waited = sum(int(n) for line in done for n in re.findall(r"(\d+) built by another run", line))
+    reused = sum(int(n) for line in done for n in re.findall(r"(\d+) reused", line))
+    assert claims == 12 and claims + waited + reused == 24, done
 
 
 def _forge_leases(matrix: Path, store: Path) -> None:

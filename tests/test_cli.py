@@ -189,3 +189,18 @@ def test_an_offline_build_names_its_unresolved_sources_and_exits_3(tmp_path: Pat
     said = " ".join(done.stderr.split())
     assert done.returncode == 3 and "Traceback" not in said, said
     assert "the Hugging Face Hub could not be reached" in said and "1 unresolved (qwen: Qwen/Qwen2.5-0.5B" in said
+
+
+def test_an_export_with_nothing_to_export_says_why(tmp_path: Path) -> None:
+    (tmp_path / "store").mkdir()
+    for runtime, wanted in (("webllm", "a webgpu"), ("app", "an iphone or android")):
+        code, text = run("export", runtime, "--store", str(tmp_path / "store"))
+        assert code == 1 and f"nothing to export for {runtime}" in text and f"none with {wanted} library" in text
+
+
+def test_a_store_that_cannot_be_written_is_refused_before_anything_runs(tiny_matrix: Path, tmp_path: Path) -> None:
+    file = tmp_path / "a-file"
+    file.write_text("not a store")
+    for store, said in ((str(file), "is a file, not a directory"), ("/proc/mlc-farm-x", "cannot be written")):
+        code, text = run("build", "--matrix", str(tiny_matrix), "--store", store)
+        assert code == 2 and said in text, text

@@ -57,6 +57,14 @@ def test_unknown_quantization_suggests_the_close_name() -> None:
     assert problems_of(doc) == ["models[0].quantizations[0]: unknown quantization 'q4f16_l'; did you mean 'q4f16_1'?"]
 
 
+def test_a_misplaced_field_points_at_where_it_belongs() -> None:
+    doc = with_(models=[{**BASE["models"][0], "context_window_size": 4096}])
+    assert problems_of(doc) == [
+        "models[0].context_window_size: Extra inputs are not permitted (unknown field; did you mean "
+        "'overrides.context_window_size'?)"
+    ]
+
+
 def test_unknown_device_names_the_field_and_known_devices() -> None:
     doc = with_(models=[{**BASE["models"][0], "devices": ["cuda-sm80"]}])
     assert problems_of(doc) == ["models[0].devices[0]: unknown device 'cuda-sm80'; did you mean 'cuda-sm90'?"]

@@ -56,3 +56,18 @@ def test_quickstart_without_mlc_llm_ends_after_the_plan() -> None:
     assert "cannot be reached from this machine" in done.stderr
     assert "the quick start ends here, without the real mlc_llm" in done.stdout
     assert "source .venv/bin/activate" in done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_api")
+def test_quickstart_with_a_failed_cell_still_lists_what_was_built(tmp_path: Path) -> None:
+    from tests.helpers import DOUBLE
+
+    env = {"PYTHONPATH": str(DOUBLE), "MLC_DOUBLE_FAIL": "compile:vulkan", "HF_HUB_OFFLINE": "1",
+           "MLC_FARM_STORE": str(tmp_path / "store"), "MLC_FARM_WORK_DIR": str(tmp_path / "work")}  # fmt: skip
+    done = script("quickstart.sh", env=env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert "catalog" in done.stdout and "tiny-llama-a" in done.stdout.split("catalog", 1)[1]  # `ls` ran
+    assert "source .venv/bin/activate" in done.stdout  # and the hint
+    assert "the build ended with exit code 1" in done.stdout

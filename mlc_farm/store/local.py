@@ -31,6 +31,19 @@ class LocalStore:
         self.root = root.resolve()
         self.url = f"file://{self.root}"
 
+    def check_writable(self) -> None:
+        """Before a build spends anything: the store's directory exists or can be made, and takes a file."""
+        from mlc_farm.errors import BadInput
+
+        if self.root.exists() and not self.root.is_dir():
+            raise BadInput(f"store {self.root} is a file, not a directory: give a directory (or s3://bucket/prefix)")
+        try:
+            os.unlink(self._tmp())
+        except OSError as e:
+            raise BadInput(
+                f"store {self.root} cannot be written ({e.strerror}): check --store / MLC_FARM_STORE"
+            ) from None
+
     def _tmp(self) -> Path:
         """A new temporary file, with the permissions the umask gives (mkstemp's 0600 would hide blobs from the
         other users of a shared store)."""
