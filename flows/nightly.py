@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.text import Text
 
+from mlc_farm import terminal
 from mlc_farm import toolchain as toolchain_steps
 from mlc_farm.build import remove_stale_workdirs
 from mlc_farm.catalog import BuildRecord, all_records, load_failure, load_record, now, referenced_blobs
@@ -247,7 +248,7 @@ def run_matrix(
     scheduler = _scheduler(plan, todo, st, srcs, mode, matrix.weights_pool)
     labels = _labels(plan)
     progress.to_run, progress.reused = len(todo), len(outcomes)
-    console = Console(highlight=False, markup=False, emoji=False)
+    console = terminal.console()
     console.print(f"{len(todo)} builds to run, {len(outcomes)} reused", soft_wrap=True)
     status = _run(scheduler, start, todo, labels, console, progress.finished)
     outcomes |= progress.finished
@@ -285,7 +286,8 @@ def run_matrix(
     if failed and all(r.status == "unresolved" and srcs[r.model].unreachable for r in failed):
         message = f"{HUB_UNREACHABLE}; {message}"  # a service, not the input: exit 3, and a later run may do
     if failed or publish_failures or damaged:
-        return Failed(message=f"{len(failed)} of {len(summary.rows)} cells failed; {message}")
+        failures = f"; failed: {summary.failures()}" if failed else ""
+        return Failed(message=f"{len(failed)} of {len(summary.rows)} cells failed; {message}{failures}")
     return Completed(message=message)  # every cell is in the artifacts; as data, Prefect would walk it all
 
 
@@ -384,7 +386,7 @@ def _publish(
     if not units:
         return 0
     rows, failures = [], 0
-    console = Console(highlight=False, markup=False, emoji=False)
+    console = terminal.console()
     limit = load_settings().parallel
     for start in range(0, len(units), limit):
         wave = {
@@ -420,9 +422,7 @@ def _report(summary: Summary, night: NightReport) -> None:
         description="Every cell of the matrix: built, reused or failed, and where its log is.\n\n" + night.markdown(),
     )
     create_markdown_artifact(key="mlc-farm-night", markdown=night.markdown(), description="How the night went.")
-    console = Console(
-        highlight=False, markup=False, emoji=False
-    )  # the terminal's width (COLUMNS, else 80, when not a terminal)
+    console = terminal.console()  # the terminal's width; never wrapped when not a terminal
     shown = summary.for_console()
     if shown:
         console.print(summary.table(shown))

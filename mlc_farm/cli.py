@@ -17,7 +17,6 @@ from typing import Annotated, Any
 
 import click
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -41,10 +40,11 @@ from mlc_farm.status import size
 from mlc_farm.store import ArtifactStore, StoreError, open_store
 from mlc_farm.store.layout import blob_path
 from mlc_farm.store.local import LocalStore
+from mlc_farm.terminal import console
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_enable=False)
-out = Console(markup=False, highlight=False, emoji=False)  # nothing printed is read as markup: names and URLs are data
-err = Console(stderr=True, markup=False, highlight=False, emoji=False)
+out = console()
+err = console(stderr=True)
 _debug = False
 
 
@@ -273,12 +273,13 @@ def plan(
     wanted = {c.model for c in cells}
     srcs = sources.resolve(loaded, [m for m in loaded.matrix.models if m.id in wanted])
     p = planning.make_plan(loaded.matrix, cells, srcs, tc)
-    in_store = {k: load_record(st, k) is not None for k in p.all_keys()}
+    # With an unknown toolchain the keys that hold it are not the keys a build would have: the store is not asked.
+    in_store: dict[str, bool | None] = {k: (load_record(st, k) is not None) if tc.known else None for k in p.all_keys()}
     kinds: dict[str, dict[str, Any]] = {"convert": p.convert_builds, "config": p.config_builds, "library": p.lib_builds}
     counts: dict[str, int] = {"cells": len(p.cells), "unresolved_cells": sum(pc.problem is not None for pc in p.cells)}
     for kind, builds in kinds.items():
         counts[f"{kind}_builds"] = len(builds)
-        counts[f"{kind}_builds_in_store"] = sum(in_store[k] for k in builds)
+        counts[f"{kind}_builds_in_store"] = sum(bool(in_store[k]) for k in builds)
     counts["libraries_shared"] = sum(len(lb.users) - 1 for lb in p.lib_builds.values())
     if fmt == "json":
         doc: dict[str, Any] = {
@@ -323,6 +324,8 @@ def plan(
     def show(key: str | None) -> Text:
         if key is None:
             return Text("-")
+        if in_store[key] is None:
+            return Text.assemble(f"{key[:12]} ", ("unknown", "yellow"))
         return Text.assemble(f"{key[:12]} ", ("in store", "cyan") if in_store[key] else ("to build", "yellow"))
 
     for pc in p.cells:
@@ -336,13 +339,20 @@ def plan(
     for src in srcs.values():
         if src.error:
             out.print(Text.assemble(("unresolved source", "red"), f" {src.model}: {src.error}"), soft_wrap=True)
+    stored = (lambda k: f"{counts[f'{k}_builds_in_store']} in store") if tc.known else (lambda k: "store not asked")
     out.print(
         f"{counts['cells']} cells -> "
-        + ", ".join(f"{counts[f'{k}_builds']} {k} builds ({counts[f'{k}_builds_in_store']} in store)" for k in kinds)
+        + ", ".join(f"{counts[f'{k}_builds']} {k} builds ({stored(k)})" for k in kinds)
         + f"; {counts['libraries_shared']} cells reuse a library built for another model of the same architecture"
     )
-    if explain:
-        _explain(st, p, in_store)
+    if not tc.known:
+        out.print(
+            f"the toolchain is unknown ({tc.error}): every key holds the toolchain's identity, so these keys are "
+            "not the ones a build would have and what the store has cannot be told; fix MLC_FARM_MLC_LLM "
+            "(`mlc-farm toolchain` says what is wrong)"
+        )
+    if explain and tc.known:
+        _explain(st, p, {k: bool(v) for k, v in in_store.items()})
 
 
 def _explain(st: ArtifactStore, p: planning.Plan, in_store: dict[str, bool]) -> None:
@@ -678,7 +688,7 @@ def publish(
         t.add_row(o.op, o.path, "" if o.size is None else str(o.size), o.sha256 or "")
     out.print(t)
     if dry_run:
-        out.print(result.card, markup=False, highlight=False)
+        sys.stdout.write(result.card if result.card.endswith("\n") else result.card + "\n")  # as it is: markdown
     if not result.operations:
         out.print(f"{result.repo} is up to date ({result.unchanged} files unchanged): no commit")
     elif result.commit:

@@ -71,6 +71,18 @@ class Summary(BaseModel):
             tail += f"; catalog entries damaged and left as they are: {', '.join(damaged)} (`mlc-farm verify`)"
         return f"{head}{f' ({steps})' if steps else ''}{tail}"
 
+    def failures(self, limit: int = 10) -> str:
+        """The failed cells, each with its reason and the command that prints its log (for the run's final state
+        message, which `prefect deployment run --watch` and notifications show)."""
+        lines = [
+            f"{r.model} {r.quantization} {r.device}: {(r.detail or r.status).splitlines()[0][:200]} "
+            f"(mlc-farm log {r.model} {r.quantization} {r.device})"
+            for r in self.failed[:limit]
+        ]
+        if more := len(self.failed) - limit:
+            lines.append(f"and {more} more (the mlc-farm-build-summary artifact lists every cell)")
+        return "; ".join(lines)
+
     def grid(self, rows: list[CellRow] | None = None) -> str:
         """Markdown picture of the matrix (or of `rows`): one row per model x quantization, one column per device."""
         rows = self.rows if rows is None else rows

@@ -144,6 +144,10 @@ def test_one_failing_cell_does_not_stop_the_others(tiny_matrix: Path, tmp_path: 
     failing = build(tiny_matrix, store, calls, env={"MLC_DOUBLE_FAIL": "compile:vulkan:generic"})
     assert failing.returncode == 1
     assert "4 of 8 cells failed" in failing.stderr
+    # The run's final state message (what `prefect deployment run --watch` shows) names each cell and its log.
+    said = " ".join(failing.stderr.split())
+    assert "failed: tiny-llama-a q4f16_1 vulkan: compile failed for" in said
+    assert "(mlc-farm log tiny-llama-a q4f16_1 vulkan)" in said
     assert steps(calls) == {"convert_weight": 4, "gen_config": 4, "compile": 4}
     rows = [line for line in failing.stdout.splitlines() if line.startswith("│ tiny-llama")]
     assert len(rows) == 8
