@@ -689,6 +689,9 @@ def publish(
     out.print(t)
     if dry_run:
         sys.stdout.write(result.card if result.card.endswith("\n") else result.card + "\n")  # as it is: markdown
+    if result.note:
+        err.print(f"note: {result.note}", soft_wrap=True)
+        return
     if not result.operations:
         out.print(f"{result.repo} is up to date ({result.unchanged} files unchanged): no commit")
     elif result.commit:

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -51,6 +54,7 @@ class PublishResult(BaseModel):
     commit: str | None = None
     dry_run: bool = False
     card: str = ""
+    note: str = ""  # what a dry run could not compare
 
 
 def repo_for(matrix: Matrix, model: str, quantization: str) -> tuple[str, bool | None] | None:
@@ -241,6 +245,21 @@ def _remote(api: Any, repo: str) -> dict[str, tuple[str, str | None]]:
         return {}
 
 
+def _hub_answers(seconds: float = 3.0) -> str | None:
+    """None when the Hub can be asked now; else why not (offline mode, or no connection in `seconds`). A dry run
+    asks this first instead of riding out huggingface_hub's retries."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set"
+    url = urlsplit(hub_endpoint() or "https://huggingface.co")
+    try:
+        socket.create_connection(
+            (url.hostname or "", url.port or (443 if url.scheme == "https" else 80)), seconds
+        ).close()
+    except OSError as e:
+        return f"no connection to {url.scheme}://{url.netloc} ({e.strerror or type(e).__name__})"
+    return None
+
+
 def _diff(local: dict[str, Path], entries: dict[str, FileEntry], remote: dict[str, tuple[str, str | None]]):
     adds, same = [], 0
     for path, file in sorted(local.items()):
@@ -310,6 +329,12 @@ def publish(
             data = local[extra].read_bytes()
             files[extra] = FileEntry(path=extra, size=len(data), sha256=hashlib.sha256(data).hexdigest())
         try:
+            if dry_run and (why := _hub_answers()):
+                adds, deletes, same = _diff(local, files, {})
+                note = (
+                    f"the Hub was not asked ({why}): every file is listed as an add; what {repo} has was not compared"
+                )
+                return PublishResult(repo=repo, operations=adds, unchanged=0, dry_run=True, card=card, note=note)
             adds, deletes, same = _diff(local, files, _remote(api, repo))
             result = PublishResult(repo=repo, operations=adds + deletes, unchanged=same, dry_run=dry_run, card=card)
             if dry_run:

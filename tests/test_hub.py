@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -165,8 +166,17 @@ def test_publish_dry_run_wrong_token_and_deletion(
     assert dry.returncode == 0, dry.stderr
     assert "libs/tiny-llama-a-q0f16-vulkan.so" in dry.stdout and "library_name: mlc-llm" in dry.stdout
     assert hub.state.repos == {} and hub.state.lfs_puts == {}
-    offline = cli("publish", "tiny-llama-a", "q0f16", "--matrix", str(matrix), "--store", str(store), "--dry-run",
+    # A dry run without the Hub previews the operations and the card at once, saying what it did not compare.
+    began = time.monotonic()
+    preview = cli("publish", "tiny-llama-a", "q0f16", "--matrix", str(matrix), "--store", str(store), "--dry-run",
                   env={"HF_ENDPOINT": "http://127.0.0.1:9"})  # fmt: skip  # nothing listens there
+    assert preview.returncode == 0 and time.monotonic() - began < 20, preview.stderr
+    assert "library_name: mlc-llm" in preview.stdout and "libs/tiny-llama-a-q0f16-vulkan.so" in preview.stdout
+    said = " ".join(preview.stderr.split())
+    assert "the Hub was not asked (no connection to http://127.0.0.1:9" in said and "was not compared" in said
+    assert "Retrying" not in preview.stderr + preview.stdout
+    offline = cli("publish", "tiny-llama-a", "q0f16", "--matrix", str(matrix), "--store", str(store),
+                  env={"HF_ENDPOINT": "http://127.0.0.1:9"})  # fmt: skip
     assert offline.returncode == 3, offline.stderr
     assert "cannot reach the Hugging Face Hub at http://127.0.0.1:9 (ConnectError" in offline.stderr
     assert "check HF_ENDPOINT and the network" in offline.stderr and "Traceback" not in offline.stderr
