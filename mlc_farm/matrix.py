@@ -20,9 +20,11 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     StrictBool,
     StrictInt,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -150,10 +152,30 @@ class HFSource(_Strict):
         return v
 
 
+def _source_kind(value: Any) -> str:
+    """Which kind of source a matrix entry means, so that its problems are those of that kind only."""
+    return "Local" if isinstance(value, dict) and "path" in value and "hf" not in value else "HF"
+
+
+def _path(value: str) -> str:
+    """A path the filesystem can take: no NUL or newline, components of at most 255 bytes, 4,096 in all."""
+    if "\x00" in value or "\n" in value or "\r" in value:
+        raise ValueError(f"{shorten(value)} holds a NUL or a line break, which no path can")
+    if len(value.encode()) > 4096 or any(len(part.encode()) > 255 for part in value.split("/")):
+        raise ValueError(f"{shorten(value)} is too long for a path (components of at most 255 bytes, 4,096 in all)")
+    return value
+
+
 class LocalSource(_Strict):
     """A Hugging Face-format model directory on disk; relative paths are relative to matrix.yaml."""
 
-    path: str
+    path: Annotated[str, AfterValidator(_path)]
+
+
+# Tags start upper-case: the error paths drop them (`models[0].source.path`, not `source.Local.path`).
+Source = Annotated[
+    Annotated[HFSource, Tag("HF")] | Annotated[LocalSource, Tag("Local")], Discriminator(_source_kind)
+]
 
 
 class Overrides(_Strict):
@@ -190,7 +212,7 @@ class Publish(_Strict):
 
 class ModelSpec(_Strict):
     id: Annotated[str, _safe("model id")]
-    source: HFSource | LocalSource
+    source: Source
     conv_template: Annotated[str, Field(min_length=1, max_length=128)]
     model_type: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     overrides: Overrides = Overrides()
@@ -456,8 +478,28 @@ MAX_VALUES = 200_000  # values once YAML aliases are expanded: more is an alias 
 MAX_DEPTH = 32
 
 
+MAX_DIGITS = 100  # far longer than any number of a matrix; Python refuses to convert past 4,300
+
+
+class _Oversized:
+    """An integer too long to be one of a matrix's numbers, kept as what it is so that validation names the
+    field it stands in (and nothing converts thousands of digits)."""
+
+    def __init__(self, digits: int):
+        self.digits = digits
+
+    def __repr__(self) -> str:
+        return f"an integer of {self.digits:,} digits"
+
+
 class _Loader(yaml.SafeLoader):
-    """safe_load, refusing duplicate keys (YAML would silently keep the last one)."""
+    """safe_load, refusing duplicate keys (YAML would silently keep the last one), and integers of more than
+    MAX_DIGITS digits."""
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> object:  # type: ignore[override]
+        if (digits := sum(c.isdigit() for c in str(node.value))) > MAX_DIGITS:
+            return _Oversized(digits)
+        return super().construct_yaml_int(node)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: set = set()
@@ -470,6 +512,9 @@ class _Loader(yaml.SafeLoader):
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 
 
 def _size_problem(data: object) -> str | None:

@@ -19,8 +19,9 @@ from tests.test_matrix import BASE
 HOSTILE_VALUES = [
     10**100, -(10**30), -1, 0, True, False, None, "", "x" * 300, "a\x00b", "../..", "/abs", "a/b", "x\n", "..",
     1.5, float("nan"), float("inf"), [], {}, [[[[[]]]]], {"a": {"b": {"c": {}}}}, "q4f16_l", "{org}/{model",
-    "{nope}", "O9", "cuda", "💥" * 50, ["x"] * 50,
+    "{nope}", "O9", "cuda", "💥" * 50, ["x"] * 50, "HUGE_INT", "models/a\x00b", "x" * 256 + "/y", "a\rb",
 ]  # fmt: skip
+HUGE_INT = "9" * 5000  # written into the YAML text as a number: more digits than Python converts
 
 
 def paths(doc: object, prefix: tuple = ()) -> list[tuple]:
@@ -75,7 +76,7 @@ def test_generated_mutations_are_refused_cleanly(path: tuple, value: object, dro
     else:
         doc = assign(DOC, path, value)
     try:
-        text = yaml.safe_dump(doc, allow_unicode=True)
+        text = yaml.safe_dump(doc, allow_unicode=True).replace("HUGE_INT", HUGE_INT)
     except yaml.YAMLError:
         return
     outcome(text)
@@ -91,6 +92,18 @@ BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
     ("text", "expected"),
     [
         (BOMB + "quantizations: *i\n", "expands to more than 200,000 values"),
+        (
+            yaml.safe_dump(assign(DOC, ("models", 0, "overrides"), {"context_window_size": "N"})).replace("N", HUGE_INT),
+            "models[0].overrides.context_window_size: Input should be a valid integer (got an integer of 5,000 digits)",
+        ),
+        (
+            yaml.safe_dump(assign(DOC, ("models", 0, "source"), {"path": "models/a\x00b"})),
+            "models[0].source.path: 'models/a\\x00b' holds a NUL or a line break",
+        ),
+        (
+            yaml.safe_dump(assign(DOC, ("models", 0, "source"), {"path": "x" * 300})),
+            "is too long for a path (components of at most 255 bytes",
+        ),
         ("quantizations: " + "[" * 5000 + "]" * 5000 + "\n", "nests deeper than"),
         ("quantizations: [q4f16_1]\nquantizations: [q0f16]\n", "duplicate key 'quantizations'"),
         (yaml.safe_dump(assign(DOC, ("models", 0, "quantizations"), [])), "models[0].quantizations: an empty list"),
@@ -149,3 +162,15 @@ def test_files_that_are_not_text_or_too_big(tmp_path: Path) -> None:
         load_matrix(binary)
     done = run_cli("plan", "--matrix", str(binary))
     assert done.returncode == 2 and "a matrix is at most" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_huge_integers_and_impossible_paths_through_the_cli(tmp_path: Path) -> None:
+    doc = assign(DOC, ("models", 0, "overrides"), {"prefill_chunk_size": "N"})
+    doc = yaml.safe_dump(assign(doc, ("models", 1, "source"), {"path": "models/b\x00x"})).replace("N", HUGE_INT)
+    matrix = tmp_path / "m.yaml"
+    matrix.write_text(doc)
+    done = run_cli("plan", "--matrix", str(matrix))
+    said = " ".join(done.stderr.split())
+    assert done.returncode == 2 and "Traceback" not in said and said.startswith(f"error: {matrix}: invalid matrix")
+    assert "prefill_chunk_size: Input should be a valid integer (got an integer of 5,000 digits)" in said
+    assert "models[1].source.path: 'models/b\\x00x' holds a NUL or a line break" in said and len(said) < 2_000
