@@ -41,7 +41,7 @@ from mlc_farm.status import RunStatus, StatusDisplay, clock
 from mlc_farm.store import ArtifactStore, open_store
 from mlc_farm.store.layout import BLOBS, blob_url, toolchain_path
 from mlc_farm.summary import BY_ANOTHER_RUN, DONE, Outcome, Summary, summarize
-from mlc_farm.toolchain import ToolchainInfo
+from mlc_farm.toolchain import SNAPSHOT_POOL, ToolchainInfo
 from tasks.build import (
     build_from_source,
     build_library,
@@ -185,6 +185,8 @@ def run_matrix(
     if not toolchain.known:
         return Failed(message=f"toolchain unavailable: {toolchain.error}")
     logger.info("toolchain: %s", toolchain.describe())
+    if mode == "embedded":  # farm pools keep theirs: `plan` without a toolchain checks names against it
+        st.write_json(toolchain_path(SNAPSHOT_POOL), toolchain.model_dump())
     accepted = toolchain.names or BUILTIN_NAMES
     if problems := toolchain_problems(matrix, accepted):
         return Failed(message=str(MatrixError(loaded.file, [*problems, f"(names checked against {accepted.source})"])))

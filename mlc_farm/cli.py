@@ -246,9 +246,10 @@ def _quiet_engine() -> None:
             handler.setLevel(logging.CRITICAL + 1)
 
 
-def _check_names(loaded: LoadedMatrix, tc: toolchain.ToolchainInfo) -> Accepted:
-    """Names the installed toolchain would reject are bad input, found before anything runs."""
-    accepted = tc.names or BUILTIN_NAMES
+def _check_names(loaded: LoadedMatrix, tc: toolchain.ToolchainInfo, st: ArtifactStore) -> Accepted:
+    """Names the installed toolchain would reject are bad input, found before anything runs; without one, the
+    names of the newest toolchain probed into the store, else the built-in list."""
+    accepted = tc.names or toolchain.names_snapshot(st) or BUILTIN_NAMES
     if problems := toolchain_problems(loaded.matrix, accepted):
         raise MatrixError(loaded.file, [*problems, f"(names checked against {accepted.source})"])
     return accepted
@@ -269,7 +270,7 @@ def plan(
     cells = select_cells(loaded.matrix, loaded.file, model)
     st = open_store(store)
     tc = toolchain.probe()
-    accepted = _check_names(loaded, tc)
+    accepted = _check_names(loaded, tc, st)
     wanted = {c.model for c in cells}
     srcs = sources.resolve(loaded, [m for m in loaded.matrix.models if m.id in wanted])
     p = planning.make_plan(loaded.matrix, cells, srcs, tc)
@@ -390,7 +391,7 @@ def build(
         st.check_writable()
     tc = toolchain.probe()
     if tc.known:
-        _check_names(loaded, tc)
+        _check_names(loaded, tc, st)
     import os
 
     # Prefect's temporary server: a generous start on a loaded 2-core worker, and no telemetry from it.

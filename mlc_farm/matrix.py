@@ -173,9 +173,7 @@ class LocalSource(_Strict):
 
 
 # Tags start upper-case: the error paths drop them (`models[0].source.path`, not `source.Local.path`).
-Source = Annotated[
-    Annotated[HFSource, Tag("HF")] | Annotated[LocalSource, Tag("Local")], Discriminator(_source_kind)
-]
+Source = Annotated[Annotated[HFSource, Tag("HF")] | Annotated[LocalSource, Tag("Local")], Discriminator(_source_kind)]
 
 
 class Overrides(_Strict):

@@ -27,6 +27,8 @@ from pydantic import BaseModel, ConfigDict
 from mlc_farm import stopping
 from mlc_farm.errors import PermanentError
 from mlc_farm.matrix import Accepted, DeviceSpec, Overrides
+from mlc_farm.store import ArtifactStore, StoreError
+from mlc_farm.store.layout import TOOLCHAINS
 
 INSTALL_HINT = (
     "the PyPI packages mlc-llm-nightly-* / mlc-ai-nightly-* are empty placeholders (they install a "
@@ -136,6 +138,27 @@ def _interpreter(cmd: list[str]) -> str | None:
 def interpreter() -> str | None:
     """The toolchain's Python, where the probe and library validation run (they import its mlc_llm and TVM)."""
     return _interpreter(command())
+
+
+SNAPSHOT_POOL = "embedded"  # where an embedded build keeps its probe in the store (farm pools use their names)
+
+
+def names_snapshot(store: ArtifactStore) -> Accepted | None:
+    """The names a toolchain accepted, from the newest probe kept in the store (every build keeps its probe
+    under `toolchains/`): where no toolchain is installed (a laptop), the matrix is still checked against the
+    registries of the one that builds it, and says so."""
+    kept = sorted(store.list_with_info(TOOLCHAINS), key=lambda found: found[2], reverse=True)
+    for name, _size, when in kept:
+        with contextlib.suppress(ValueError, StoreError):
+            info = ToolchainInfo.model_validate(store.read_json(name) or {"error": "empty"})
+            if info.known and info.names is not None:
+                return info.names.model_copy(
+                    update={
+                        "source": f"a snapshot of the registries of mlc_llm {info.mlc_llm_version}, kept by the "
+                        f"probe in {store.url}/{name} on {when:%Y-%m-%d} (no toolchain here)"
+                    }
+                )
+    return None
 
 
 def probe(timeout: float = 120) -> ToolchainInfo:

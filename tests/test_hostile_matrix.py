@@ -93,7 +93,9 @@ BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
     [
         (BOMB + "quantizations: *i\n", "expands to more than 200,000 values"),
         (
-            yaml.safe_dump(assign(DOC, ("models", 0, "overrides"), {"context_window_size": "N"})).replace("N", HUGE_INT),
+            yaml.safe_dump(assign(DOC, ("models", 0, "overrides"), {"context_window_size": "N"})).replace(
+                "N", HUGE_INT
+            ),
             "models[0].overrides.context_window_size: Input should be a valid integer (got an integer of 5,000 digits)",
         ),
         (

@@ -236,3 +236,20 @@ def test_plan_rejects_a_name_the_installed_toolchain_does_not_know(tiny_matrix: 
         )
         assert "Traceback" not in done.stderr
     assert not (bad.parent / "never-written" / "builds").exists()
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_without_a_toolchain_plan_checks_names_against_the_snapshot_a_build_kept(
+    tiny_matrix: Path, tmp_path: Path
+) -> None:
+    store = str(tmp_path / "store")
+    assert cli("build", "--matrix", str(tiny_matrix), "--store", store, "--model", "tiny-llama-a").returncode == 0
+    typo = tiny_matrix.with_name(f"typo-{tmp_path.name}.yaml")
+    typo.write_text(tiny_matrix.read_text().replace("conv_template: LM}", "conv_template: llama-3-typo}", 1))
+    laptop = {"MLC_FARM_MLC_LLM": "/nonexistent/python -m mlc_llm"}  # no toolchain here
+    done = cli("plan", "--matrix", str(typo), "--store", store, env=laptop)
+    said = " ".join(done.stderr.split())
+    assert done.returncode == 2 and "'llama-3-typo' is not a conv template of the toolchain" in said, said
+    assert "names checked against a snapshot of the registries of mlc_llm 0.20.0.dev0, kept by the probe in" in said
+    elsewhere = cli("plan", "--matrix", str(typo), "--store", str(tmp_path / "empty"), env=laptop)
+    assert elsewhere.returncode == 0 and "conv templates and model types are not checked" in elsewhere.stdout

@@ -19,6 +19,7 @@ BUILDS = "builds/"
 CATALOG = "catalog/"
 FAILURES = "failures/"
 LEASES = "leases/"
+TOOLCHAINS = "toolchains/"
 GC_LEASE = f"{LEASES}gc.json"
 
 
@@ -52,4 +53,4 @@ def lease_path(key: str) -> str:
 
 
 def toolchain_path(pool: str) -> str:
-    return f"toolchains/{pool}.json"
+    return f"{TOOLCHAINS}{pool}.json"
