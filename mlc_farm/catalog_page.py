@@ -1,8 +1,10 @@
 """The catalog as a static page: `index.html` and `catalog.json` at the store's root, written after every
 nightly, readable without a server or a Prefect login (a public bucket, static hosting, or file:// offline).
 
-One row per model x quantization x device: status, validation, tokens/s, sizes, memory, build time,
-toolchain, source commit, and download links (the Hub repo when published with these builds, else the
+One row per model x quantization x device: status, validation, tokens/s, sizes (the weight files as
+stored, the library, the memory it needs to run), build time, toolchain, source commit, the last failure of
+a cell that is missing or kept at an older build (its error, its log and the `mlc-farm log` command), and
+download links (the Hub repo when published with these builds, else the
 store's blobs, relative to the page). Filters by model, quantization and device (also as `?model=`,
 `?quantization=`, `?device=` in the address, so a filtered view is a link), and the matrix picture.
 The data is inside the page too: a browser reads nothing else from file://.
@@ -15,7 +17,7 @@ import json
 import re
 from typing import Any
 
-from mlc_farm.catalog import CatalogEntry, entries, load_record
+from mlc_farm.catalog import CatalogEntry, FailureRecord, all_failures, entries, load_record
 from mlc_farm.hub import published
 from mlc_farm.pull import lib_path
 from mlc_farm.sources import hub_repo_url
@@ -25,7 +27,37 @@ from mlc_farm.store.layout import blob_path
 PAGE, DATA = "index.html", "catalog.json"
 
 
-def _row(store: ArtifactStore, entry: CatalogEntry, device: str, hub_repo: str | None) -> dict[str, Any]:
+Failures = dict[tuple[str, str, str | None], FailureRecord]
+
+
+def _failures(store: ArtifactStore) -> Failures:
+    """The newest failure of each cell (device None: the weights or config of every device of the cell)."""
+    found: Failures = {}
+    for _, failure in all_failures(store):
+        for c in failure.cells:
+            at = (c.model, c.quantization, c.device)
+            if at not in found or found[at].failed_at < failure.failed_at:
+                found[at] = failure
+    return found
+
+
+def _failure(entry: CatalogEntry, device: str, failures: Failures, served: bool) -> dict[str, Any]:
+    """What last failed for this cell since its entry moved (a served library may be kept at older builds)."""
+    cell = [failures.get((entry.model, entry.quantization, d)) for d in (device, None)]
+    failed = [f for f in cell if f and (not served or f.failed_at > entry.updated_at)]
+    if not failed:
+        return {}
+    last = max(failed, key=lambda f: f.failed_at)
+    return {
+        "failure": last.error.strip().splitlines()[0][:300] if last.error.strip() else "failed",
+        "failure_log": blob_path(last.log.sha256) if last.log else None,
+        "failure_command": f"mlc-farm log {entry.model} {entry.quantization} {device}",
+    }
+
+
+def _row(
+    store: ArtifactStore, entry: CatalogEntry, device: str, hub_repo: str | None, failures: Failures
+) -> dict[str, Any]:
     weights, config = load_record(store, entry.convert), load_record(store, entry.config)
     ref = entry.libs.get(device)
     files = [f for r in (weights, config) if r for f in r.files]
@@ -47,6 +79,7 @@ def _row(store: ArtifactStore, entry: CatalogEntry, device: str, hub_repo: str |
         "source_commit": entry.source.get("identity"),
         "hub": hub,
         "files": links,
+        **_failure(entry, device, failures, served=ref is not None),
     }
     if ref:
         row["library"] = f"{hub}/resolve/main/{lib_path(entry, device)}" if hub else blob_path(ref.file.sha256)
@@ -54,21 +87,22 @@ def _row(store: ArtifactStore, entry: CatalogEntry, device: str, hub_repo: str |
 
 
 def catalog_rows(store: ArtifactStore) -> list[dict[str, Any]]:
-    rows = []
+    rows, failures = [], _failures(store)
     for entry in sorted(entries(store), key=lambda e: (e.model, e.quantization)):
         found = published(store, entry)
         for device in sorted({*entry.libs, *entry.missing}):
-            rows.append(_row(store, entry, device, found.repo if found else None))
+            rows.append(_row(store, entry, device, found.repo if found else None, failures))
     return rows
 
 
-def write_page(store: ArtifactStore) -> int:
-    """Write index.html and catalog.json at the store's root; how many rows."""
+def write_page(store: ArtifactStore) -> str:
+    """Write index.html and catalog.json at the store's root; what they hold, in the page's own words."""
     rows = catalog_rows(store)
     data = {"store": store.url, "rows": rows}
     store.write_json(DATA, data)
     store.write_text(PAGE, render(data), "text/html; charset=utf-8")
-    return len(rows)
+    served = sum(r["status"] == "served" for r in rows)
+    return f"{len(rows)} rows: {served} libraries served, {len(rows) - served} missing"
 
 
 def render(data: dict[str, Any]) -> str:
@@ -96,8 +130,8 @@ th{background:#f3f3f3}.served{color:#15692c}.missing{color:#a11}.num{text-align:
 <h2>Matrix</h2><table id="grid"></table>
 <h2>Libraries</h2>
 <table id="rows"><thead><tr><th>model</th><th>quantization</th><th>device</th><th>status</th><th>validation</th>
-<th>tokens/s</th><th>weights</th><th>library</th><th>memory</th><th>built</th><th>toolchain</th><th>source</th>
-<th>download</th></tr></thead><tbody></tbody></table>
+<th>tokens/s</th><th>weight files</th><th>library</th><th>memory to run</th><th>built</th><th>toolchain</th>
+<th>source</th><th>last failure</th><th>download</th></tr></thead><tbody></tbody></table>
 <script id="catalog" type="application/json">__DATA__</script>
 <script>
 const data = JSON.parse(document.getElementById("catalog").textContent);
@@ -126,13 +160,17 @@ function show() {
     cell(tr, size(r.weights_bytes), "num"); cell(tr, size(r.library_bytes), "num"); cell(tr, size(r.memory_bytes), "num");
     cell(tr, r.built_at || "-"); cell(tr, r.toolchain || "-");
     cell(tr, (r.source || "") + (r.source_commit ? " @ " + r.source_commit.slice(0, 12) : ""));
+    const failed = cell(tr, r.failure ? r.failure + " (" + r.failure_command + ") " : "", r.failure ? "failure" : "");
     const links = cell(tr, "");
+    if (r.failure_log) { const a = document.createElement("a"); a.href = r.failure_log; a.textContent = "log"; failed.append(a); }
     for (const [name, href] of [["repo", r.hub], ["library", r.library], ...Object.entries(r.files)]) {
       if (!href || !["http:", "https:", "file:"].includes(new URL(href, location.href).protocol)) continue;
       const a = document.createElement("a"); a.href = href; a.textContent = name; links.append(a, " ");
     }
   }
-  document.getElementById("count").textContent = rows.length + " of " + data.rows.length + " libraries shown.";
+  const served = rows.filter(r => r.status === "served").length;
+  document.getElementById("count").textContent = rows.length + " of " + data.rows.length + " rows shown: " +
+    served + " libraries served, " + (rows.length - served) + " missing.";
   const devices = [...new Set(rows.map(r => r.device))];
   const grid = document.getElementById("grid");
   grid.replaceChildren();

@@ -425,7 +425,7 @@ def list_catalog(store: StoreOpt = None) -> None:
     st = open_store(store, must_exist=True)
     found = entries(st)
     t = Table(title="catalog")
-    for col in ("model", "quant", "devices", "weights", "libraries", "built"):
+    for col in ("model", "quant", "devices", "weight files", "libraries", "built"):
         t.add_column(col)
     checks = []
     for e in found:
@@ -621,8 +621,7 @@ def catalog_page_cmd(store: StoreOpt = None) -> None:
     from mlc_farm.catalog_page import PAGE, write_page
 
     st = open_store(store, must_exist=True)
-    rows = write_page(st)
-    out.print(f"wrote {st.url}/{PAGE}: {rows} libraries", highlight=False, soft_wrap=True)
+    out.print(f"wrote {st.url}/{PAGE}: {write_page(st)}", soft_wrap=True)
 
 
 @command(app, "log")

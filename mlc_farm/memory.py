@@ -41,7 +41,7 @@ class MemoryEstimate(BaseModel):
 
     def describe(self) -> str:
         return (
-            f"{size(self.total_bytes)} (weights {size(self.weights_bytes)} + temporary {size(self.temp_bytes)}"
+            f"{size(self.total_bytes)} (parameters {size(self.weights_bytes)} + temporary {size(self.temp_bytes)}"
             f" + KV cache {size(self.kv_cache_bytes)} for {self.context_window:,} tokens"
             + (f"; as the {self.borrowed_from} library" if self.borrowed_from else "")
             + ")"

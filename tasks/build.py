@@ -75,7 +75,7 @@ def update_catalog(
 
 
 @task(name="catalog-page", cache_policy=NO_CACHE)
-def write_catalog_page(store_url: str) -> int:
+def write_catalog_page(store_url: str) -> str:
     """index.html and catalog.json at the store's root: the catalog for people without a Prefect login."""
     return catalog_page.write_page(open_store(store_url))
 

@@ -51,10 +51,10 @@ def test_the_nightly_writes_a_page_people_can_browse(tiny_matrix: Path, tmp_path
 
     page = store / "index.html"
     everything = browse(page, "", "--dump-dom")
-    assert everything.count('class="row"') == 8 and "8 of 8 libraries shown." in everything
+    assert everything.count('class="row"') == 8 and "8 of 8 rows shown: 8 libraries served, 0 missing." in everything
     assert "<td>tiny-llama-b</td>" in everything and "<td>q4f16_1</td>" in everything
     cpu = browse(page, "?device=cpu", "--dump-dom")
-    assert cpu.count('class="row"') == 4 and "4 of 8 libraries shown." in cpu
+    assert cpu.count('class="row"') == 4 and "4 of 8 rows shown: 4 libraries served, 0 missing." in cpu
     one = browse(page, "?model=tiny-llama-b&quantization=q0f16", "--dump-dom")
     assert one.count('class="row"') == 2 and "fits; ran on cpu" in one and "not run: no vulkan device" in one
     assert one.count("\u2714") == 2  # the matrix picture: one model x quantization, two devices served
@@ -79,3 +79,21 @@ def test_no_value_can_become_markup_or_script(tmp_path: Path) -> None:
     dom = browse(page, "", "--dump-dom")
     assert "data-pwned" not in dom and "&lt;img src=x" in dom  # shown as text, never run
     assert 'href="javascript:' not in dom  # a link that is not http(s), file or relative is not made
+
+
+def test_a_failed_cell_shows_its_reason_and_log(tiny_matrix: Path, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    failing = cli("build", "--matrix", str(tiny_matrix), "--store", str(store), "--model", "tiny-llama-a",
+                  env={"MLC_DOUBLE_FAIL": "compile:vulkan:generic"})  # fmt: skip
+    assert failing.returncode == 1
+    data = json.loads((store / "catalog.json").read_text())
+    missing = [r for r in data["rows"] if r["status"] == "missing"]
+    assert {r["device"] for r in missing} == {"vulkan"} and len(missing) == 2
+    for r in missing:
+        assert "compile failed" in r["failure"] and (store / r["failure_log"]).is_file()
+        assert r["failure_command"] == f"mlc-farm log tiny-llama-a {r['quantization']} vulkan"
+    dom = browse(store / "index.html", "?device=vulkan", "--dump-dom")
+    assert "2 of 4 rows shown: 0 libraries served, 2 missing." in dom
+    assert "(mlc-farm log tiny-llama-a q0f16 vulkan)" in dom and ">log</a>" in dom
+    page = cli("page", "--store", str(store))
+    assert "4 rows: 2 libraries served, 2 missing" in page.stdout  # the same counts as the page

@@ -20,7 +20,7 @@ def test_the_estimate_of_the_real_sample() -> None:
     # 2 x 2 layers x 2 KV heads x 64 head_dim x 512 tokens x 2 bytes (f16)
     assert got.context_window == 512 and got.kv_cache_bytes == 2 * 2 * 2 * 64 * 512 * 2
     assert got.total_bytes == 329_600 + 1_310_720 + 524_288
-    assert got.describe() == "2.1 MB (weights 321.9 KB + temporary 1.2 MB + KV cache 512.0 KB for 512 tokens)"
+    assert got.describe() == "2.1 MB (parameters 321.9 KB + temporary 1.2 MB + KV cache 512.0 KB for 512 tokens)"
 
 
 def test_what_is_missing_gives_no_estimate() -> None:
