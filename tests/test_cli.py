@@ -204,3 +204,11 @@ def test_a_store_that_cannot_be_written_is_refused_before_anything_runs(tiny_mat
     for store, said in ((str(file), "is a file, not a directory"), ("/proc/mlc-farm-x", "cannot be written")):
         code, text = run("build", "--matrix", str(tiny_matrix), "--store", store)
         assert code == 2 and said in text, text
+
+
+def test_output_that_is_not_a_terminal_never_cuts_a_name(tiny_matrix: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["plan", "--matrix", str(tiny_matrix), "--store", str(tmp_path / "s")])
+    lines = result.stdout.splitlines()
+    assert result.exit_code == 0 and "…" not in result.stdout
+    rows = [line for line in lines if line.startswith("│ tiny-llama-")]
+    assert len(rows) == 8 and all("to build" in row for row in rows)  # one line per cell, nothing wrapped
