@@ -31,8 +31,9 @@ from mlc_farm import toolchain as toolchain_steps
 from mlc_farm.build import remove_stale_workdirs
 from mlc_farm.catalog import BuildRecord, all_records, load_failure, load_record, now, referenced_blobs
 from mlc_farm.durations import estimate
-from mlc_farm.hub import PublishError, repo_for
-from mlc_farm.matrix import BUILTIN_NAMES, MatrixError, load_matrix, select_cells, toolchain_problems
+from mlc_farm.errors import MatrixError, PublishError
+from mlc_farm.hub import repo_for
+from mlc_farm.matrix import BUILTIN_NAMES, load_matrix, select_cells, toolchain_problems
 from mlc_farm.night import NightReport, night_report
 from mlc_farm.plan import LibBuild, ModelBuilds, Plan, make_plan
 from mlc_farm.schedule import Build, Scheduler, to_build
@@ -87,7 +88,7 @@ def _outcome(future: PrefectFuture) -> Outcome:
 Mode = Literal["embedded", "farm"]
 
 
-@flow(name="nightly-build", task_runner=RUNNER, log_prints=True)
+@flow(retries=0, name="nightly-build", task_runner=RUNNER, log_prints=True)
 def nightly_build(
     matrix_path: str = "matrix.yaml",
     models: list[str] | None = None,
@@ -99,7 +100,7 @@ def nightly_build(
     return _stoppable(lambda done: run_matrix(matrix_path, models, None, None, force, store, mode, done))
 
 
-@flow(name="build-model", task_runner=RUNNER, log_prints=True)
+@flow(retries=0, name="build-model", task_runner=RUNNER, log_prints=True)
 def build_model(
     model: str,
     quantizations: list[str] | None = None,

@@ -27,12 +27,12 @@ def compile_limit(pool: str) -> str:
     return f"mlc-compile-{pool}"
 
 
-@flow(name="probe-toolchain", flow_run_name="probe toolchain on {pool}")
+@flow(retries=0, name="probe-toolchain", flow_run_name="probe toolchain on {pool}")
 def probe_toolchain_flow(pool: str, store: str | None = None) -> None:
     open_store(store).write_json(toolchain_path(pool), toolchain.probe().model_dump())
 
 
-@flow(name="build-weights", flow_run_name="{build.kind} {build.model}/{build.quantization}")
+@flow(retries=0, name="build-weights", flow_run_name="{build.kind} {build.model}/{build.quantization}")
 def build_weights_flow(
     build: Annotated[ConvertBuild | ConfigBuild, Field(discriminator="kind")],
     source: ResolvedSource,
@@ -52,7 +52,7 @@ def build_weights_flow(
     ).key
 
 
-@flow(name="build-library", flow_run_name="library {lb.device.name}/{lb.quantization}")
+@flow(retries=0, name="build-library", flow_run_name="library {lb.device.name}/{lb.quantization}")
 def build_library_flow(lb: LibBuild, builds_from: ModelBuilds, store: str | None = None, force: bool = False) -> str:
     with concurrency(compile_limit(lb.device.work_pool), occupy=1):
         return builds.build_library(

@@ -35,28 +35,16 @@ from mlc_farm.catalog import (
     read_blob_json,
     referenced_blobs,
 )
-from mlc_farm.errors import PermanentError
+from mlc_farm.errors import BuildFailed, StoreError, ValidationFailed
 from mlc_farm.plan import ConfigBuild, ConvertBuild, LibBuild, ModelBuilds
 from mlc_farm.settings import load_settings
 from mlc_farm.sources import file_sha256, needed_files
 from mlc_farm.status import size
-from mlc_farm.store import ArtifactStore, StoreError
+from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import blob_url, failure_path, record_path
 from mlc_farm.store.local import process_alive
 
 LIB_FILE = "model-lib"
-
-
-class BuildFailed(PermanentError):
-    """A build that failed for a reason a retry will not fix; names where its log is kept."""
-
-    def __init__(self, message: str, log: str | None):
-        self.log = log
-        super().__init__(message + (f"\n  full log: {log}" if log else ""))
-
-
-class ValidationFailed(PermanentError):
-    """A library that was built but does not fit its weights or does not run."""
 
 
 def hash_files(paths: dict[str, Path], workers: int = 4) -> dict[str, str]:

@@ -25,8 +25,9 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from mlc_farm.errors import DamagedDocumentError, StoreError
 from mlc_farm.memory import MemoryEstimate
-from mlc_farm.store import ArtifactStore, DamagedDocumentError, StoreError
+from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import BUILDS, CATALOG, FAILURES, catalog_path, failure_path, record_path
 
 SCHEMA_VERSION: Literal[2] = 2

@@ -24,9 +24,10 @@ from mlc_farm.catalog import (
     now,
     read_blob_json,
 )
+from mlc_farm.errors import DamagedDocumentError
 from mlc_farm.plan import Plan
 from mlc_farm.sources import ResolvedSource
-from mlc_farm.store import ArtifactStore, DamagedDocumentError
+from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import catalog_path
 from mlc_farm.validate import fit_check
 

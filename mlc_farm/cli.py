@@ -23,12 +23,11 @@ from rich.text import Text
 from mlc_farm import plan as planning
 from mlc_farm import sources, stopping, toolchain
 from mlc_farm.catalog import load_record
-from mlc_farm.errors import BadInput, FarmError, PermanentError, redact_urls
+from mlc_farm.errors import BadInput, FarmError, MatrixError, PermanentError, StoreError, redact_urls
 from mlc_farm.matrix import (
     BUILTIN_NAMES,
     Accepted,
     LoadedMatrix,
-    MatrixError,
     check_names,
     load_matrix,
     select_cells,
@@ -37,7 +36,7 @@ from mlc_farm.matrix import (
 )
 from mlc_farm.settings import load_settings
 from mlc_farm.status import size
-from mlc_farm.store import ArtifactStore, StoreError, open_store
+from mlc_farm.store import ArtifactStore, open_store
 from mlc_farm.store.layout import blob_path
 from mlc_farm.store.local import LocalStore
 from mlc_farm.terminal import console
@@ -90,16 +89,13 @@ def _stopped(name: str) -> str:
 
 def _errors() -> list[tuple[tuple[type[BaseException], ...], int, Callable[[BaseException], str]]]:
     """The one table from an error to what a person reads and the exit code (see mlc_farm.errors)."""
-    import botocore.exceptions as boto
     import httpx
     from prefect.exceptions import TerminationSignal
 
-    connection = (boto.EndpointConnectionError, boto.ConnectTimeoutError, boto.ReadTimeoutError,
-                  boto.ConnectionClosedError)  # fmt: skip
+    # The store and the Hub map their clients' errors to ours at their boundary; the Prefect API's client is
+    # httpx, met here.
     return [
         ((FarmError,), 0, str),  # 0: the error's own exit_code
-        (connection, 3, _cannot_reach("the S3 endpoint", "Check AWS_ENDPOINT_URL / MLC_FARM_STORE and the network")),
-        ((boto.NoCredentialsError,), 2, lambda e: f"{e}: set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE"),
         ((httpx.TransportError,), 3, _http_unreachable),
         ((ConnectionError, TimeoutError), 3, _cannot_reach("a service", "Check the network and the endpoint settings")),
         ((PermissionError, FileExistsError, NotADirectoryError, IsADirectoryError), 2,

@@ -12,6 +12,8 @@ import random
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -47,6 +49,87 @@ class Stopped(FarmError):
     """A wait ended because the process is being stopped (SIGINT/SIGTERM)."""
 
 
+# The errors of each part, in one place: what a store, a matrix, the toolchain, a build, publishing or the
+# local stack can fail with.
+
+
+class StoreError(PermanentError):
+    """The store cannot do what was asked (missing object, no permission): not worth a retry."""
+
+
+class StoreUnavailable(ServiceUnreachable):
+    """The store did not answer, or kept failing (5xx, throttling) after its own retries: worth a retry later."""
+
+
+class CorruptBlobError(StoreError):
+    """A blob whose bytes do not match its sha256."""
+
+
+class DamagedDocumentError(StoreError):
+    """A store JSON document that does not parse: readers treat it as missing, so the next build rewrites it."""
+
+
+class WriteConflict(TransientError):
+    """Someone else wrote the object between our read and our write."""
+
+
+class MatrixError(BadInput):
+    """A matrix that cannot be built, with every problem found (file, field path, value, hint)."""
+
+    def __init__(self, file: str, problems: list[str]):
+        self.file = file
+        self.problems = problems
+        super().__init__(f"{file}: invalid matrix\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class SelectionError(MatrixError):
+    """A --model/--quantization/--device that names nothing in the matrix: said as such, not 'invalid matrix'."""
+
+    def __init__(self, file: str, problems: list[str], lines: list[str]):
+        super().__init__(file, problems)
+        self.args = ("\n".join(lines),)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class ToolchainError(PermanentError):
+    """A toolchain step that failed: which step, for which cell, its exit code and the end of its log."""
+
+    def __init__(self, step: str, cell: str, detail: str, log_tail: list[str], log_path: Path | None):
+        self.step, self.cell, self.log_path = step, cell, log_path
+        tail = "\n".join(f"    | {line}" for line in log_tail)
+        super().__init__(f"{step} failed for {cell}: {detail}" + (f"\n  last log lines:\n{tail}" if tail else ""))
+
+
+class LibraryLoadError(PermanentError):
+    """The toolchain could not load the library at all."""
+
+
+class BuildFailed(PermanentError):
+    """A build that failed for a reason a retry will not fix; names where its log is kept."""
+
+    def __init__(self, message: str, log: str | None):
+        self.log = log
+        super().__init__(message + (f"\n  full log: {log}" if log else ""))
+
+
+class ValidationFailed(PermanentError):
+    """A library that was built but does not fit its weights or does not run."""
+
+
+class PublishError(PermanentError):
+    """Publishing cannot go on (no org, no access, a refused commit); says what to do."""
+
+
+class NothingToExport(PermanentError):
+    """No library of the catalog (or of --model) is for the runtime asked: an empty config would look fine."""
+
+
+class StackError(PermanentError):
+    """A service that would not start; carries the end of its log."""
+
+
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]*@")
 
 
@@ -58,34 +141,49 @@ def redact_urls(text: str) -> str:
 
 def is_transient(error: BaseException) -> bool:
     """The one allow-list of transient errors: ours, a dropped, refused or cut connection, a timeout. Anything
-    else (a toolchain failure, bad input, a bug) fails at once, since running it again gives the same result."""
-    from botocore.exceptions import ConnectionError as BotoConnectionError
-    from botocore.exceptions import HTTPClientError, IncompleteReadError
+    else (a toolchain failure, bad input, a bug) fails at once, since running it again gives the same result.
+    Each client's own errors are mapped to these at its boundary (the S3 store, the Hub), so this rule knows
+    no client."""
+    return isinstance(error, (TransientError, ConnectionError, TimeoutError))
 
-    kinds = (TransientError, BotoConnectionError, HTTPClientError, IncompleteReadError, ConnectionError, TimeoutError)
-    return isinstance(error, kinds)
+
+@dataclass(frozen=True)
+class Backoff:
+    """The retry policy as parameters: jittered exponential backoff from `first` seconds, doubling up to `cap`,
+    each wait drawn between `jitter` and 1 times the step."""
+
+    first: float = 0.5
+    cap: float = 15.0
+    jitter: float = 0.5
 
 
 def retry_transient(
-    call: Callable[[], T], budget: float | None = None, transient: Callable[[BaseException], bool] = is_transient
+    call: Callable[[], T],
+    budget: float | None = None,
+    transient: Callable[[BaseException], bool] = is_transient,
+    backoff: Backoff = Backoff(),
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] | None = None,
 ) -> T:
-    """The one retry layer of a call to a service (S3, the Hub): run `call` again, with jittered exponential
-    backoff (0.5 s doubling up to 15 s), while it fails transiently and `budget` seconds (default
-    MLC_FARM_RETRY_SECONDS) have not passed; then the last error is raised. Callers above never retry again, so
-    an outage costs one budget, not a product of nested attempts, and never reruns the toolchain."""
+    """The one retry layer of a call to a service (S3, the Hub): run `call` again, with `backoff`, while it
+    fails transiently and `budget` seconds (default MLC_FARM_RETRY_SECONDS) of `clock` have not passed; then the
+    last error is raised. Callers above never retry again, so an outage costs one budget, not a product of
+    nested attempts, and never reruns the toolchain. A stop request (SIGINT/SIGTERM) ends the waits at once;
+    tests give a `clock` and a `sleep` of their own instead of waiting."""
+    from mlc_farm import stopping
+
     if budget is None:
         from mlc_farm.settings import load_settings
 
         budget = load_settings().retry_seconds
-    from mlc_farm import stopping
-
-    deadline, delay = time.monotonic() + budget, 0.5
+    pause = sleep or (lambda seconds: stopping.pause(seconds, "a retry"))
+    deadline, step = clock() + budget, backoff.first
     while True:
         try:
             return call()
         except Exception as e:
-            wait = delay * random.uniform(0.5, 1.0)
-            if not transient(e) or time.monotonic() + wait > deadline or stopping.requested():
+            wait = step * random.uniform(backoff.jitter, 1.0)
+            if not transient(e) or clock() + wait > deadline or stopping.requested():
                 raise
-        stopping.pause(wait, "a retry")
-        delay = min(delay * 2, 15.0)
+        pause(wait)
+        step = min(step * 2, backoff.cap)

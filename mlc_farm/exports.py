@@ -19,7 +19,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from mlc_farm.catalog import BuildRecord, CatalogEntry, FileEntry, load_record
-from mlc_farm.errors import BadInput, PermanentError, redact_urls
+from mlc_farm.errors import BadInput, NothingToExport, redact_urls
 from mlc_farm.hub import published
 from mlc_farm.matrix import shorten, target_family
 from mlc_farm.memory import MB, kv_bytes_per_element
@@ -156,7 +156,3 @@ def export(store: ArtifactStore, entries: list[CatalogEntry], runtime: Runtime, 
         )
     key = {"webllm": "model_list", "app": "model_list", "mlc-serve": "models"}[runtime]
     return {key: out}
-
-
-class NothingToExport(PermanentError):
-    """No library of the catalog (or of --model) is for the runtime asked: an empty config would look fine."""

@@ -22,22 +22,18 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from mlc_farm.catalog import CatalogEntry, FileEntry, get_entry, load_record
-from mlc_farm.errors import PermanentError, ServiceUnreachable, retry_transient
+from mlc_farm.errors import PublishError, ServiceUnreachable, StoreError, retry_transient
 from mlc_farm.matrix import Matrix, target_family
 from mlc_farm.pull import lib_path, pull_files
 from mlc_farm.settings import load_settings
 from mlc_farm.sources import hub_endpoint
-from mlc_farm.store import ArtifactStore, StoreError
+from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import published_path
 from mlc_farm.validate import DECODE_STEPS
 
 T = TypeVar("T")
 MANIFEST = "mlc-farm-manifest.json"
 CARD = "README.md"
-
-
-class PublishError(PermanentError):
-    """Publishing cannot go on (no org, no access, a refused commit); says what to do."""
 
 
 class Operation(BaseModel):
@@ -274,13 +270,15 @@ def _diff(local: dict[str, Path], entries: dict[str, FileEntry], remote: dict[st
 
 
 def _hub_transient(error: BaseException) -> bool:
-    """Hub answers worth another attempt: 5xx, 429, and the HTTP client's connection errors and timeouts."""
+    """Hub answers worth another attempt: 5xx, 429, and the HTTP client's connection errors and timeouts
+    (huggingface_hub 1.x: httpx's HTTPError)."""
     from huggingface_hub.errors import HfHubHTTPError, HTTPError
 
     if isinstance(error, HfHubHTTPError):
         status = error.response.status_code if error.response is not None else 0
         return status >= 500 or status == 429
-    return isinstance(error, (HTTPError, OSError))
+    # The HTTP client's connection errors and timeouts; any other OSError (a missing file) is not the Hub's.
+    return isinstance(error, (HTTPError, ConnectionError, TimeoutError))
 
 
 def _with_backoff(call: Callable[[], T]) -> T:

@@ -30,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from mlc_farm.errors import BadInput
+from mlc_farm.errors import BadInput, MatrixError, SelectionError
 
 # The names `mlc_llm convert_weight --quantization` accepts (shared/mlc-reference/README.md).
 QUANTIZATIONS: tuple[str, ...] = (
@@ -65,15 +65,6 @@ _OPT = re.compile(r"^(O[0-3]|[a-z_]+=[A-Za-z0-9_]+(;[a-z_]+=[A-Za-z0-9_]+)*)\Z")
 _CONVERT_DEVICE = re.compile(r"^(auto|cpu|cuda|rocm|metal|vulkan|opencl)(:[0-9]+)?\Z")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 _HF_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-class MatrixError(BadInput):
-    """A matrix that cannot be built, with every problem found (file, field path, value, hint)."""
-
-    def __init__(self, file: str, problems: list[str]):
-        self.file = file
-        self.problems = problems
-        super().__init__(f"{file}: invalid matrix\n" + "\n".join(f"  - {p}" for p in problems))
 
 
 class _Strict(BaseModel):
@@ -650,17 +641,6 @@ def select_cells(
     if problems:
         raise SelectionError(file, problems, lines)
     return cells
-
-
-class SelectionError(MatrixError):
-    """A --model/--quantization/--device that names nothing in the matrix: said as such, not 'invalid matrix'."""
-
-    def __init__(self, file: str, problems: list[str], lines: list[str]):
-        super().__init__(file, problems)
-        self.args = ("\n".join(lines),)
-
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 class Accepted(BaseModel):

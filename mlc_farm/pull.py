@@ -8,8 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from mlc_farm.catalog import CatalogEntry, FileEntry, get_entry, load_record
+from mlc_farm.errors import StoreError
 from mlc_farm.output_dir import replacing
-from mlc_farm.store import ArtifactStore, StoreError
+from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import catalog_path
 
 

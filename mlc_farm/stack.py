@@ -24,16 +24,12 @@ import urllib.request
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from mlc_farm.errors import PermanentError
+from mlc_farm.errors import StackError
 
 SEAWEED_PORTS = (
     "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
     "s3.port", "s3.port.grpc", "s3.port.iceberg", "s3.port.lance", "debug.port", "admin.port",
 )  # fmt: skip
-
-
-class StackError(PermanentError):
-    """A service that would not start; carries the end of its log."""
 
 
 def free_ports(n: int) -> list[int]:

@@ -25,9 +25,9 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from mlc_farm import stopping
-from mlc_farm.errors import PermanentError
+from mlc_farm.errors import StoreError, ToolchainError
 from mlc_farm.matrix import Accepted, DeviceSpec, Overrides
-from mlc_farm.store import ArtifactStore, StoreError
+from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import TOOLCHAINS
 
 INSTALL_HINT = (
@@ -101,15 +101,6 @@ class ToolchainInfo(BaseModel):
             f"mlc_llm {self.mlc_llm_version} ({self.mlc_llm_commit[:12]}), "
             f"tvm {self.tvm_version} ({self.tvm_commit[:12]})"
         )
-
-
-class ToolchainError(PermanentError):
-    """A toolchain step that failed: which step, for which cell, its exit code and the end of its log."""
-
-    def __init__(self, step: str, cell: str, detail: str, log_tail: list[str], log_path: Path | None):
-        self.step, self.cell, self.log_path = step, cell, log_path
-        tail = "\n".join(f"    | {line}" for line in log_tail)
-        super().__init__(f"{step} failed for {cell}: {detail}" + (f"\n  last log lines:\n{tail}" if tail else ""))
 
 
 def command() -> list[str]:

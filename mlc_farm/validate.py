@@ -17,21 +17,17 @@ from typing import Any
 
 from mlc_farm import toolchain
 from mlc_farm.catalog import FitCheck, RunCheck, Validation, get_entry
-from mlc_farm.errors import PermanentError
+from mlc_farm.errors import LibraryLoadError, StoreError
 from mlc_farm.matrix import DeviceSpec, target_family
 from mlc_farm.pull import lib_path, pull_files
 from mlc_farm.sources import file_sha256
-from mlc_farm.store import ArtifactStore, StoreError
+from mlc_farm.store import ArtifactStore
 
 DECODE_STEPS = 8
 # The TVM device a family's library runs on; the others (webgpu, iphone, android, opencl) never run here.
 RUNTIME_DEVICE = {"cpu": "cpu", "cuda": "cuda", "rocm": "rocm", "vulkan": "vulkan", "metal": "metal"}
 _VULKAN_ICDS = ("/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d", "/usr/local/share/vulkan/icd.d")
 _SCRIPT = Path(__file__).parent / "in_toolchain" / "run_library.py"
-
-
-class LibraryLoadError(PermanentError):
-    """The toolchain could not load the library at all."""
 
 
 def fits(metadata: dict[str, Any], tensor_cache: dict[str, Any], chat_config: dict[str, Any]) -> list[str]:

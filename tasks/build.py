@@ -28,17 +28,17 @@ def log_line(line: str) -> None:
     get_run_logger().info(line)
 
 
-@task(name="probe-toolchain")
+@task(retries=0, name="probe-toolchain")
 def probe_toolchain() -> toolchain.ToolchainInfo:
     return toolchain.probe()
 
 
-@task(name="resolve-sources", cache_policy=NO_CACHE)  # no hash of big inputs: nothing is cached
+@task(retries=0, name="resolve-sources", cache_policy=NO_CACHE)  # no hash of big inputs: nothing is cached
 def resolve_sources(loaded: Any, models: list[Any]) -> dict[str, ResolvedSource]:
     return sources.resolve(loaded, models)
 
 
-@task(name="build-from-source", task_run_name="{b.kind} {b.model}/{b.quantization}", tags=["mlc-weights"])
+@task(retries=0, name="build-from-source", task_run_name="{b.kind} {b.model}/{b.quantization}", tags=["mlc-weights"])
 def build_from_source(
     store_url: str, b: ConvertBuild | ConfigBuild, source: ResolvedSource, convert_device: str, force: bool
 ) -> str:
@@ -50,7 +50,10 @@ def build_from_source(
 
 
 @task(
-    name="build-library", task_run_name="library {lb.device.name}/{lb.quantization} {lb.key:.12}", tags=["mlc-compile"]
+    retries=0,
+    name="build-library",
+    task_run_name="library {lb.device.name}/{lb.quantization} {lb.key:.12}",
+    tags=["mlc-compile"],
 )
 def build_library(store_url: str, lb: LibBuild, builds: ModelBuilds, force: bool) -> str:
     store, run = open_store(store_url), _run_id()
@@ -62,7 +65,7 @@ def _built(record: BuildRecord, run: str | None) -> str:
     return record.key if record.flow_run == run else f"{record.key} {BY_ANOTHER_RUN}"
 
 
-@task(name="update-catalog", cache_policy=NO_CACHE)
+@task(retries=0, name="update-catalog", cache_policy=NO_CACHE)
 def update_catalog(
     store_url: str, plan: Plan, resolved: dict[str, ResolvedSource], known: dict[str, BuildRecord]
 ) -> list[UnitResult]:
@@ -74,7 +77,7 @@ def update_catalog(
         return list(pool.map(lambda u: update_unit(records.store, plan, resolved[u[0]], u[0], u[1], records), units))
 
 
-@task(name="catalog-page", cache_policy=NO_CACHE)
+@task(retries=0, name="catalog-page", cache_policy=NO_CACHE)
 def write_catalog_page(store_url: str) -> str:
     """index.html and catalog.json at the store's root: the catalog for people without a Prefect login."""
     return catalog_page.write_page(open_store(store_url))

@@ -9,10 +9,10 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
 
-from mlc_farm.build import BuildFailed
+from mlc_farm.errors import BuildFailed
 
 
-@task(name="dispatch", task_run_name="{deployment} {key:.12}")
+@task(retries=0, name="dispatch", task_run_name="{deployment} {key:.12}")
 def dispatch(deployment: str, parameters: dict[str, Any], key: str) -> str:
     """Start `deployment` with `parameters` and wait; the idempotency key makes a retried dispatch reuse
     the flow run it already started instead of building twice."""

@@ -9,6 +9,7 @@ from mlc_farm.store import open_store
 
 
 @task(
+    retries=0,
     name="publish",
     task_run_name="publish {repo}",
     tags=["mlc-publish"],

@@ -12,7 +12,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mlc_farm.matrix import MatrixError, load_matrix, parse_matrix
+from mlc_farm.errors import MatrixError
+from mlc_farm.matrix import load_matrix, parse_matrix
 from tests.helpers import run_cli
 from tests.test_matrix import BASE
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mlc_farm.store import CorruptBlobError, open_store
+from mlc_farm.errors import CorruptBlobError
+from mlc_farm.store import open_store
 from mlc_farm.store.layout import blob_path
 from mlc_farm.store.local import LocalStore
 

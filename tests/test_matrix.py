@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlc_farm.matrix import Cell, MatrixError, expand, load_matrix, parse_matrix, select_cells
+from mlc_farm.errors import MatrixError
+from mlc_farm.matrix import Cell, expand, load_matrix, parse_matrix, select_cells
 from tests.helpers import ROOT, cli
 
 BASE = {

@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 
 from mlc_farm.build import store_files
-from mlc_farm.errors import is_transient
+from mlc_farm.errors import CorruptBlobError, StoreError, StoreUnavailable, WriteConflict, is_transient
 from mlc_farm.gc import collect
-from mlc_farm.store import CorruptBlobError, StoreError, StoreUnavailable, open_store
+from mlc_farm.store import open_store
 from mlc_farm.store.layout import blob_path
-from mlc_farm.store.s3 import S3Store, WriteConflict
+from mlc_farm.store.s3 import S3Store
 from tests.faults import FaultyProxy
 from tests.helpers import ROOT, cli, run_cli, s3_client, toolchain_calls
 from tests.seaweed import SeaweedS3

@@ -9,23 +9,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from mlc_farm.errors import BadInput, PermanentError, ServiceUnreachable, redact_urls
-
-
-class StoreError(PermanentError):
-    """The store cannot do what was asked (missing object, no permission): not worth a retry."""
-
-
-class StoreUnavailable(ServiceUnreachable):
-    """The store did not answer, or kept failing (5xx, throttling) after its own retries: worth a retry later."""
-
-
-class CorruptBlobError(StoreError):
-    """A blob whose bytes do not match its sha256."""
-
-
-class DamagedDocumentError(StoreError):
-    """A store JSON document that does not parse: readers treat it as missing, so the next build rewrites it."""
+from mlc_farm.errors import BadInput, DamagedDocumentError, redact_urls
 
 
 def parse_document(where: str, raw: bytes | str) -> dict[str, Any]:

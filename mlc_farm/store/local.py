@@ -19,7 +19,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from mlc_farm.store import CorruptBlobError, DamagedDocumentError, parse_document
+from mlc_farm.errors import CorruptBlobError, DamagedDocumentError
+from mlc_farm.store import parse_document
 from mlc_farm.store.layout import blob_path
 
 _CHUNK = 8 << 20

@@ -33,17 +33,29 @@ import boto3
 from boto3.s3.transfer import TransferConfig, create_transfer_manager
 from botocore.config import Config
 from botocore.exceptions import (
+    BotoCoreError,
     ClientError,
     ConnectionClosedError,
     ConnectTimeoutError,
     EndpointConnectionError,
+    HTTPClientError,
+    IncompleteReadError,
     ReadTimeoutError,
 )
+from botocore.exceptions import ConnectionError as BotoConnectionError
 from s3transfer.subscribers import BaseSubscriber
 
-from mlc_farm.errors import is_transient, retry_transient
+from mlc_farm.errors import (
+    CorruptBlobError,
+    DamagedDocumentError,
+    StoreError,
+    StoreUnavailable,
+    WriteConflict,
+    is_transient,
+    retry_transient,
+)
 from mlc_farm.settings import Settings, load_settings
-from mlc_farm.store import CorruptBlobError, DamagedDocumentError, StoreError, StoreUnavailable, parse_document
+from mlc_farm.store import parse_document
 from mlc_farm.store.layout import blob_path
 
 MB = 1024 * 1024
@@ -53,6 +65,12 @@ _DENIED = {"AccessDenied", "403", "SignatureDoesNotMatch", "InvalidAccessKeyId",
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 _THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "ServiceUnavailable", "503"}
 _CONFLICT = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
+
+
+def _transient(error: BaseException) -> bool:
+    """botocore's dropped, refused, cut or timed-out connections, beside the farm's own allow-list: the S3
+    client's errors, known here only (the boundary maps them to StoreUnavailable)."""
+    return is_transient(error) or isinstance(error, (BotoConnectionError, HTTPClientError, IncompleteReadError))
 
 
 def transfer_config(settings: Settings) -> TransferConfig:
@@ -121,7 +139,9 @@ class S3Store:
         quick = Config(connect_timeout=seconds, read_timeout=seconds)
         client = self._session.client("s3", endpoint_url=self.endpoint, config=self._config.merge(quick))
         try:
-            retry_transient(lambda: client.head_bucket(Bucket=self.bucket), budget=seconds * attempts)
+            retry_transient(
+                lambda: client.head_bucket(Bucket=self.bucket), budget=seconds * attempts, transient=_transient
+            )
         except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError) as e:
             where = self.endpoint or "AWS S3"
             raise StoreUnavailable(
@@ -158,17 +178,21 @@ class S3Store:
                 raise
 
         try:
-            return retry_transient(attempt)
+            return retry_transient(attempt, transient=_transient)
         except StoreUnavailable:
             raise
+        except ClientError:
+            raise  # the caller turns it into words (missing, denied, conflict)
         except Exception as e:
-            if not is_transient(e):
-                raise
             where = self.endpoint or "AWS S3"
-            raise StoreUnavailable(
-                f"s3://{self.bucket} at {where} kept dropping the connection ({type(e).__name__}) while {what}; "
-                "try again later"
-            ) from None
+            if _transient(e):
+                raise StoreUnavailable(
+                    f"s3://{self.bucket} at {where} kept dropping the connection ({type(e).__name__}) while {what}; "
+                    "try again later"
+                ) from None
+            if isinstance(e, BotoCoreError):  # no botocore error leaves the store
+                raise StoreError(f"s3://{self.bucket} at {where}: {type(e).__name__} while {what}: {e}") from None
+            raise
 
     def _error(self, e: ClientError, what: str) -> StoreError | StoreUnavailable:
         """An error in words a user can act on; never with credentials in it. 5xx and throttling are transient
@@ -520,7 +544,3 @@ class _Progress(BaseSubscriber):
 
     def on_progress(self, future: Any, bytes_transferred: int, **kwargs: Any) -> None:
         self.progress(bytes_transferred)
-
-
-class WriteConflict(Exception):
-    """Someone else wrote the object between our read and our write."""

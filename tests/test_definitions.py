@@ -1,0 +1,34 @@
+"""Every Prefect task and flow of the farm is pinned to retries=0: the one retry layer is around each service
+call, and a failing compile must never run again because an operator set PREFECT_TASKS_DEFAULT_RETRIES."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.helpers import ROOT
+
+LIST = """
+import importlib, json, pkgutil
+from prefect import Flow, Task
+import flows, tasks
+found = {}
+for package in (flows, tasks):
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        for obj in vars(module).values():
+            if isinstance(obj, (Flow, Task)):
+                found[f"{type(obj).__name__} {obj.name}"] = obj.retries
+print(json.dumps(found))
+"""
+
+
+def test_every_task_and_flow_has_zero_retries_whatever_the_defaults() -> None:
+    env = {**os.environ, "PREFECT_TASKS_DEFAULT_RETRIES": "3", "PREFECT_FLOWS_DEFAULT_RETRIES": "3"}
+    done = subprocess.run([sys.executable, "-c", LIST], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout.splitlines()[-1])
+    assert len(found) >= 13 and {"Flow nightly-build", "Task build-library", "Task dispatch"} <= set(found)
+    assert {name: retries for name, retries in found.items() if retries != 0} == {}
