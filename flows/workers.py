@@ -15,16 +15,12 @@ from pydantic import Field
 
 from mlc_farm import build as builds
 from mlc_farm import sources, toolchain
+from mlc_farm.farm import compile_limit
 from mlc_farm.plan import ConfigBuild, ConvertBuild, LibBuild, ModelBuilds
 from mlc_farm.sources import ResolvedSource
 from mlc_farm.store import open_store
 from mlc_farm.store.layout import toolchain_path
 from tasks.build import log_line
-
-
-def compile_limit(pool: str) -> str:
-    """The global concurrency limit that keeps one compile per GPU of a pool (`mlc-farm farm init`)."""
-    return f"mlc-compile-{pool}"
 
 
 @flow(retries=0, name="probe-toolchain", flow_run_name="probe toolchain on {pool}")

@@ -35,6 +35,7 @@ from mlc_farm.catalog import (
     read_blob_json,
     referenced_blobs,
 )
+from mlc_farm.devices import family as device_family
 from mlc_farm.errors import BuildFailed, StoreError, ValidationFailed
 from mlc_farm.plan import ConfigBuild, ConvertBuild, LibBuild, ModelBuilds
 from mlc_farm.settings import load_settings
@@ -322,9 +323,8 @@ def _validate(
 ) -> tuple[dict | None, Validation]:
     tensor_cache = read_blob_json(store, _file(convert, "tensor-cache.json"))
     chat_config = read_blob_json(store, _file(config, "mlc-chat-config.json"))
-    runtime = validate.RUNTIME_DEVICE.get(lb.device.family)
     weights = None
-    if runtime and validate.device_absent(runtime) is None:  # the weights are only needed to run it
+    if device_family(lb.device.family).missing_here() is None:  # the weights are only needed to run it
         weights = work / "model"
         for f in [*convert.files, *config.files]:
             store.get_blob(f.sha256, weights / f.path)

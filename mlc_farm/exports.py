@@ -19,9 +19,10 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from mlc_farm.catalog import BuildRecord, CatalogEntry, FileEntry, load_record
+from mlc_farm.devices import FAMILIES, of_target
 from mlc_farm.errors import BadInput, NothingToExport, redact_urls
 from mlc_farm.hub import published
-from mlc_farm.matrix import shorten, target_family
+from mlc_farm.matrix import shorten
 from mlc_farm.memory import MB, kv_bytes_per_element
 from mlc_farm.pull import lib_path
 from mlc_farm.sources import hub_repo_url
@@ -49,6 +50,12 @@ class Located:
 
     def url(self, path: str) -> str:
         return f"{self.root}{path}"
+
+
+def _exports(target: str) -> tuple[str, ...]:
+    """The runtimes whose exports list a library of this target (its family's)."""
+    found = of_target(target)
+    return found.exports if found else ()
 
 
 def check_base_url(url: str) -> str:
@@ -123,11 +130,11 @@ def export(store: ArtifactStore, entries: list[CatalogEntry], runtime: Runtime, 
         if where is None:
             unplaced.append(f"{entry.model} {entry.quantization}")
             continue
-        families = {d: target_family(ref.target) for d, ref in entry.libs.items()}
+        exported = {d: runtime in _exports(ref.target) for d, ref in entry.libs.items()}
         if runtime == "webllm":
-            out += [_webllm(store, entry, where, d) for d in sorted(entry.libs) if families[d] == "webgpu"]
+            out += [_webllm(store, entry, where, d) for d in sorted(entry.libs) if exported[d]]
         elif runtime == "app":
-            for d in sorted(d for d in entry.libs if families[d] in ("iphone", "android")):
+            for d in sorted(d for d in entry.libs if exported[d]):
                 ref = entry.libs[d]
                 out.append({
                     "model_id": repo_name(entry),
@@ -149,9 +156,9 @@ def export(store: ArtifactStore, entries: list[CatalogEntry], runtime: Runtime, 
             "(`mlc-farm publish`) or give --base-url where `mlc-farm pull` directories are served"
         )
     if not out:
-        wanted = {"webllm": "a webgpu", "app": "an iphone or android", "mlc-serve": "any"}[runtime]
+        families = " or ".join(f.name for f in FAMILIES.values() if runtime in f.exports) or "any"
         raise NothingToExport(
-            f"nothing to export for {runtime}: {len(entries)} catalog entries, none with {wanted} library; "
+            f"nothing to export for {runtime}: {len(entries)} catalog entries, none with a library for {families}; "
             "add a device of that family to the matrix and build it"
         )
     key = {"webllm": "model_list", "app": "model_list", "mlc-serve": "models"}[runtime]

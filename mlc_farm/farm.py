@@ -2,17 +2,24 @@
 
 One pool converts weights (`weights_pool`, CPU), one per device family compiles; each pool gets a
 concurrency limit (builds at once) and a global concurrency limit `mlc-compile-<pool>` (compiles at once:
-one per GPU). Docker and Kubernetes pools take their base job template from infra/pools/.
+one per GPU). Docker and Kubernetes pools take their base job template from mlc_farm/pools/ (package data),
+the one its device family names (mlc_farm/devices.py).
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from importlib.resources import files
 
+from mlc_farm.devices import family as device_family
 from mlc_farm.matrix import Matrix
 
-INFRA = Path(__file__).resolve().parent.parent / "infra" / "pools"
+POOLS = files("mlc_farm") / "pools"
+
+
+def compile_limit(pool: str) -> str:
+    """The global concurrency limit that keeps one compile per GPU of a pool (`mlc-farm farm init`)."""
+    return f"mlc-compile-{pool}"
 
 
 def pools_of(matrix: Matrix) -> dict[str, str]:
@@ -28,8 +35,8 @@ def base_job_template(pool_type: str, family: str) -> dict:
         from prefect.workers.process import ProcessWorker
 
         return ProcessWorker.get_default_base_job_template()
-    path = INFRA / f"{pool_type}-{family if family in ('cuda', 'rocm') else 'cpu'}.json"
-    if not path.exists():
+    path = POOLS / f"{pool_type}-{device_family(family).pool_template}.json"
+    if not path.is_file():
         raise FileNotFoundError(f"no base job template {path} for a {pool_type} pool of family {family}")
     return json.loads(path.read_text())
 
@@ -43,8 +50,6 @@ def init(matrix: Matrix, pool_type: str, gpus: int, pool_limit: int | None) -> l
         WorkPoolCreate,
     )
     from prefect.exceptions import ObjectNotFound
-
-    from flows.workers import compile_limit
 
     done = []
     with get_client(sync_client=True) as client:

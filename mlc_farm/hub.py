@@ -22,8 +22,10 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from mlc_farm.catalog import CatalogEntry, FileEntry, get_entry, load_record
+from mlc_farm.devices import Family, of_target
+from mlc_farm.devices import family as device_family
 from mlc_farm.errors import PublishError, ServiceUnreachable, StoreError, retry_transient
-from mlc_farm.matrix import Matrix, target_family
+from mlc_farm.matrix import Matrix
 from mlc_farm.pull import lib_path, pull_files
 from mlc_farm.settings import load_settings
 from mlc_farm.sources import hub_endpoint
@@ -112,7 +114,7 @@ def manifest(store: ArtifactStore, entry: CatalogEntry, files: dict[str, FileEnt
 
 def model_card(entry: CatalogEntry, repo: str, lib_files: dict[str, str]) -> str:
     """README.md with the front matter the Hub and the MLC community expect, and how to run the model."""
-    webgpu = any(target_family(ref.target) == "webgpu" for ref in entry.libs.values())
+    webgpu = any("webllm" in _family(ref.target).exports for ref in entry.libs.values())
     meta: dict[str, Any] = {
         "library_name": "mlc-llm",
         "tags": ["mlc-llm", *(["web-llm"] if webgpu else []), entry.quantization],
@@ -189,7 +191,7 @@ def _run_it(repo: str, lib_files: dict[str, str], entry: CatalogEntry) -> str:
         "engine.terminate()",
         "```",
     ]  # fmt: skip
-    web = next((p for d, p in sorted(lib_files.items()) if target_family(entry.libs[d].target) == "webgpu"), None)
+    web = next((p for d, p in sorted(lib_files.items()) if "webllm" in _family(entry.libs[d].target).exports), None)
     if web:
         out += [
             "",
@@ -204,10 +206,14 @@ def _run_it(repo: str, lib_files: dict[str, str], entry: CatalogEntry) -> str:
     return "\n".join(out) + "\n"
 
 
+def _family(target: str) -> Family:
+    """The family of a library's target (a target no family knows is taken for a CPU one)."""
+    return of_target(target) or device_family("cpu")
+
+
 def _runtime_device(target: str) -> str:
     """The `--device` of mlc_llm for a library's target (`cuda`, `rocm`, `vulkan`, `metal`, `cpu`...)."""
-    family = target_family(target) or "cpu"
-    return {"llvm": "cpu", "iphone": "metal", "android": "opencl"}.get(family, family)
+    return _family(target).mlc_device
 
 
 def _card_row(entry: CatalogEntry, device: str, path: str) -> str:

@@ -8,12 +8,11 @@ directories; nothing is written.
 from __future__ import annotations
 
 import difflib
-import json
 import re
 import string
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import yaml
 from pydantic import (
@@ -30,6 +29,8 @@ from pydantic import (
     model_validator,
 )
 
+from mlc_farm.devices import FAMILIES, target_family
+from mlc_farm.devices import family as device_family
 from mlc_farm.errors import BadInput, MatrixError, SelectionError
 
 # The names `mlc_llm convert_weight --quantization` accepts (shared/mlc-reference/README.md).
@@ -40,29 +41,21 @@ QUANTIZATIONS: tuple[str, ...] = (
     "fp8_e4m3fn_bf16_block_scale_static_activation",
 )  # fmt: skip
 
-Family = Literal["cuda", "rocm", "vulkan", "metal", "opencl", "webgpu", "cpu", "android", "iphone"]
 
-# The library file a family's compile produces (`-o` decides the kind of library).
-LIB_EXT: dict[str, str] = {
-    "cuda": "so", "rocm": "so", "vulkan": "so", "opencl": "so", "cpu": "so",
-    "metal": "dylib", "webgpu": "wasm", "android": "tar", "iphone": "tar",
-}  # fmt: skip
+def _family(value: str) -> str:
+    """A device family of the registry (mlc_farm/devices.py)."""
+    if value not in FAMILIES:
+        *rest, last = map(repr, FAMILIES)
+        raise ValueError(f"Input should be {', '.join(rest)} or {last} (got {shorten(value)})")
+    return value
 
-# `compile --device` values and the family each builds for (shared/mlc-reference: presets, local devices,
-# TVM targets as JSON or as a string). Local devices (`cuda`, `cuda:0`) must be present where compile runs.
-_TARGET_FAMILY: dict[str, str] = {
-    "llvm": "cpu", "cpu": "cpu", "c": "cpu", "cuda": "cuda", "rocm": "rocm", "vulkan": "vulkan",
-    "vulkan:generic": "vulkan", "metal": "metal", "metal:generic": "metal", "metal:x86-64": "metal",
-    "opencl": "opencl", "opencl:generic": "opencl", "windows:adreno_x86": "opencl", "webgpu": "webgpu",
-    "iphone": "iphone", "macabi": "iphone", "android": "android", "android:adreno": "android",
-    "android:adreno-so": "android", "mali": "android",
-}  # fmt: skip
-# The generic LLVM triple a family's host code is compiled for (`compile --host`) unless a device sets `host`.
-DEFAULT_HOST: dict[str, str] = {"metal": "arm64-apple-darwin"}
-GENERIC_HOST = "x86_64-unknown-linux-gnu"
+
+FamilyName = Annotated[str, AfterValidator(_family)]
 _TRIPLE = re.compile(r"^[a-z0-9_]+(-[a-z0-9_.]+){1,3}\Z")
 _OPT = re.compile(r"^(O[0-3]|[a-z_]+=[A-Za-z0-9_]+(;[a-z_]+=[A-Za-z0-9_]+)*)\Z")
-_CONVERT_DEVICE = re.compile(r"^(auto|cpu|cuda|rocm|metal|vulkan|opencl)(:[0-9]+)?\Z")
+_CONVERT_DEVICE = re.compile(
+    rf"^(auto|{'|'.join(sorted({f.mlc_device for f in FAMILIES.values() if f.convert_on}))})(:[0-9]+)?\Z"
+)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 _HF_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -212,7 +205,7 @@ class ModelSpec(_Strict):
 
 class DeviceSpec(_Strict):
     name: Annotated[str, _safe("device name")]
-    family: Family
+    family: FamilyName
     # The value passed to `mlc_llm compile --device`: a preset (`llvm`, `vulkan:generic`) or a TVM target.
     target: str
     # Several CUDA architectures in one library: exported as MLC_MULTI_ARCH=80,86,90a.
@@ -232,7 +225,7 @@ class DeviceSpec(_Strict):
 
     @property
     def host_triple(self) -> str:
-        return self.host or DEFAULT_HOST.get(self.family, GENERIC_HOST)
+        return self.host or device_family(self.family).default_host
 
     @property
     def work_pool(self) -> str:
@@ -240,7 +233,7 @@ class DeviceSpec(_Strict):
 
     @property
     def library_ext(self) -> str:
-        return self.lib_ext or LIB_EXT[self.family]
+        return self.lib_ext or device_family(self.family).lib_ext
 
 
 class Rule(_Strict):
@@ -375,24 +368,6 @@ def _pydantic_problems(err: ValidationError) -> list[str]:
         shown = "" if e["type"] in ("missing", "value_error") else f" (got {shorten(e.get('input'))})"
         problems.append(f"{_loc(loc)}: {msg}{shown}")
     return sorted(set(problems), key=problems.index)
-
-
-def target_family(target: str) -> str | None:
-    """The device family a `compile --device` value builds for, or None when it is not one the toolchain takes."""
-    if target in _TARGET_FAMILY:
-        return _TARGET_FAMILY[target]
-    if target.startswith("{"):
-        try:
-            kind = json.loads(target).get("kind")
-        except (ValueError, AttributeError):
-            return None
-    else:
-        kind = target.split(":")[0] if re.fullmatch(r"[a-z]+:[0-9]+", target) else target.split(" ")[0]
-    return (
-        _TARGET_FAMILY.get(str(kind))
-        if kind in ("llvm", "c", "cuda", "rocm", "vulkan", "metal", "opencl", "webgpu")
-        else None
-    )
 
 
 def _device_problems(d: DeviceSpec) -> list[str]:

@@ -9,24 +9,21 @@ and the result says so: nothing claims more than was checked.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from mlc_farm import toolchain
 from mlc_farm.catalog import FitCheck, RunCheck, Validation, get_entry
+from mlc_farm.devices import family as device_family
+from mlc_farm.devices import target_family
 from mlc_farm.errors import LibraryLoadError, StoreError
-from mlc_farm.matrix import DeviceSpec, target_family
+from mlc_farm.matrix import DeviceSpec
 from mlc_farm.pull import lib_path, pull_files
 from mlc_farm.sources import file_sha256
 from mlc_farm.store import ArtifactStore
 
 DECODE_STEPS = 8
-# The TVM device a family's library runs on; the others (webgpu, iphone, android, opencl) never run here.
-RUNTIME_DEVICE = {"cpu": "cpu", "cuda": "cuda", "rocm": "rocm", "vulkan": "vulkan", "metal": "metal"}
-_VULKAN_ICDS = ("/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d", "/usr/local/share/vulkan/icd.d")
 _SCRIPT = Path(__file__).parent / "in_toolchain" / "run_library.py"
 
 
@@ -74,21 +71,6 @@ def fit_check(metadata: dict[str, Any] | None, tensor_cache: dict[str, Any], cha
     return FitCheck(status="failed", detail="; ".join(problems[:3]) + more)
 
 
-def device_absent(device: str) -> str | None:
-    """Why `device` (a TVM device name) is not on this machine, or None when it is."""
-    if device == "cpu":
-        return None
-    if device == "cuda" and not (Path("/dev/nvidiactl").exists() or shutil.which("nvidia-smi")):
-        return "no cuda device (no NVIDIA driver)"
-    if device == "rocm" and not Path("/dev/kfd").exists():
-        return "no rocm device (no /dev/kfd)"
-    if device == "vulkan" and not any(Path(d).is_dir() and any(Path(d).glob("*.json")) for d in _VULKAN_ICDS):
-        return "no vulkan device (no Vulkan driver ICD)"
-    if device == "metal" and sys.platform != "darwin":
-        return "no metal device (not macOS)"
-    return None
-
-
 def run_library(lib: Path, device: str, weights_dir: Path | None, timeout: float) -> dict[str, Any]:
     """Load `lib` in the toolchain's interpreter on `device`; with weights, also run it. The script's JSON."""
     python = toolchain.interpreter()
@@ -117,17 +99,17 @@ def validate_library(
 ) -> tuple[dict[str, Any] | None, Validation]:
     """(metadata, validation) of a freshly built library against one model's weights (`weights_dir`: the
     pulled convert + config outputs, or None to only load it)."""
-    runtime = RUNTIME_DEVICE.get(device.family)
-    absent = f"no {device.family} device here" if runtime is None else device_absent(runtime)
-    if absent:
+    fam = device_family(device.family)
+    runtime, absent = fam.runtime_device, fam.missing_here()
+    if absent or runtime is None:
         return None, Validation(
             fits=FitCheck(
                 status="not checked", detail=f"a {device.family} library cannot be loaded without its device"
             ),
-            run=RunCheck(status="not run", detail=absent),
+            run=RunCheck(status="not run", detail=absent or f"no {device.family} device here"),
         )
     try:
-        result = run_library(lib, runtime, weights_dir, timeout)  # type: ignore[arg-type]
+        result = run_library(lib, runtime, weights_dir, timeout)
     except LibraryLoadError as e:
         return None, Validation(
             fits=FitCheck(status="not checked", detail=str(e)),
