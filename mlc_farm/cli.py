@@ -7,7 +7,6 @@ import functools
 import json
 import logging
 import os
-import re
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -632,12 +631,9 @@ def show_log(
 
     from mlc_farm.logs import by_cell, by_key
 
-    if len(target) == 1:
-        if not re.fullmatch(r"[0-9a-f]{6,64}", target[0]):
-            raise BadInput(f"KEY {shorten(target[0])} is not a build key (6 to 64 hex digits, as `plan` shows them)")
-    elif len(target) in (2, 3):
+    if len(target) in (2, 3):
         check_names(model=target[0], quantization=target[1], device=target[2] if len(target) == 3 else None)
-    else:
+    elif len(target) != 1:
         raise BadInput(f"expected KEY or MODEL QUANT [DEVICE], got {len(target)} arguments")
     st = open_store(store, must_exist=True)
     if len(target) == 1:

@@ -8,6 +8,7 @@ from pydantic import BaseModel
 
 from mlc_farm.catalog import FileEntry, all_failures, load_failure, load_record, read_entry
 from mlc_farm.errors import BadInput
+from mlc_farm.matrix import shorten
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import BUILDS, FAILURES
 
@@ -40,7 +41,9 @@ def _of_key(store: ArtifactStore, key: str, label: str) -> FoundLog | None:
 
 def by_key(store: ArtifactStore, prefix: str) -> FoundLog:
     if not _KEY_PREFIX.match(prefix):
-        raise BadInput(f"KEY {prefix!r}: a build key is hex (at least its first 6 characters), as `plan` prints it")
+        raise BadInput(
+            f"KEY {shorten(prefix)}: a build key is hex (at least its first 6 characters), as `plan` prints it"
+        )
     keys = _keys(store, prefix)
     if not keys:
         raise BadInput(f"no build or failure with a key starting {prefix} in {store.url}")

@@ -149,7 +149,7 @@ def test_names_on_the_command_line_follow_the_matrix_rules(tmp_path: Path, args:
 def test_keys_markup_and_long_names_in_messages(tmp_path: Path) -> None:
     (tmp_path / "store").mkdir()
     code, text = run("log", "../../etc", "--store", str(tmp_path / "store"))
-    assert code == 2 and "is not a build key" in text
+    assert code == 2 and "a build key is hex" in text
     code, text = run("pull", "x" * 5000, "q0f16", "-o", "out", "--store", str(tmp_path / "store"))
     assert code == 2 and len(text) < 400 and "(5002 chars)" in text  # shortened, as the matrix errors are
     code, text = run("ls", "--store", str(tmp_path / "[/x]" / "[bold]y"))
