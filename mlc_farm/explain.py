@@ -43,7 +43,7 @@ def _same_model(inputs: dict[str, Any], record: BuildRecord) -> bool:
     )
 
 
-def explain(key: str, inputs: dict[str, Any], records: list[BuildRecord]) -> Explanation:
+def closest_build(key: str, inputs: dict[str, Any], records: list[BuildRecord]) -> Explanation:
     """Compare a build's inputs with the stored builds of its kind; the closest (fewest differences, the same
     source first) says what changed."""
     kind = inputs.get("kind")

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from mlc_farm import stopping
 from mlc_farm.catalog import CatalogEntry, FileEntry, get_entry, load_record
 from mlc_farm.errors import StoreError
 from mlc_farm.output_dir import replacing
@@ -83,5 +84,7 @@ def pull(
         try:
             written = list(pool.map(one, files.items()))
         finally:
-            pool.shutdown(wait=False, cancel_futures=True)  # a failed or stopped pull does not wait for the rest
+            # A failed pull lets the downloads in flight end (each within the retry budget) before its staging
+            # goes, so none writes into it afterwards; a stopped one does not wait (the process ends now).
+            pool.shutdown(wait=not stopping.requested(), cancel_futures=True)
     return written

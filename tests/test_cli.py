@@ -212,3 +212,18 @@ def test_output_that_is_not_a_terminal_never_cuts_a_name(tiny_matrix: Path, tmp_
     assert result.exit_code == 0 and "…" not in result.stdout
     rows = [line for line in lines if line.startswith("│ tiny-llama-")]
     assert len(rows) == 8 and all("to build" in row for row in rows)  # one line per cell, nothing wrapped
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["plan", "--format", "xml"], "'xml' is not one of 'table', 'json'"),
+        (["farm", "init", "--type", "nomad"], "'nomad' is not one of 'process', 'docker', 'kubernetes'"),
+        (["export", "gguf"], "'gguf' is not one of 'webllm', 'app', 'mlc-serve'"),
+    ],
+)
+def test_choices_are_checked_by_typer_and_listed(args: list[str], said: str) -> None:
+    code, text = run(*args)
+    assert code == 2 and said in text.replace("│ ", "").replace(" │", "")
+    help_text = runner.invoke(app, [*args[:-2], "--help"] if args[0] != "export" else ["export", "--help"]).stdout
+    assert said.split("one of ")[1].split(",")[0].strip("'") in help_text  # the choices are in --help

@@ -1,0 +1,5 @@
+"""`python -m mlc_farm.cli`: the `mlc-farm` command."""
+
+from mlc_farm.cli import app
+
+app()

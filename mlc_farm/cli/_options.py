@@ -1,0 +1,37 @@
+"""Options several commands share."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+MatrixOpt = Annotated[Path, typer.Option("--matrix", "-m", help="The matrix file.")]
+StoreOpt = Annotated[
+    str | None,
+    typer.Option("--store", help="file://DIR or s3://bucket/prefix (default: $MLC_FARM_STORE or ./artifacts)."),
+]
+ModelOpt = Annotated[list[str] | None, typer.Option("--model", help="Only this model (repeatable).")]
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+
+
+class Runtime(str, Enum):
+    """The runtimes `export` writes configs for."""
+
+    webllm = "webllm"
+    app = "app"
+    mlc_serve = "mlc-serve"
+
+
+class PoolType(str, Enum):
+    """The work pool types `farm init` makes (their base job templates: mlc_farm/pools/)."""
+
+    process = "process"
+    docker = "docker"
+    kubernetes = "kubernetes"

@@ -1,0 +1,103 @@
+"""`mlc-farm build`: the nightly flow in this process, on Prefect's temporary server."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.text import Text
+
+from mlc_farm import toolchain
+from mlc_farm.cli._app import app
+from mlc_farm.cli._errors import command, terminated
+from mlc_farm.cli._options import MatrixOpt, ModelOpt, StoreOpt
+from mlc_farm.cli._output import fail, out
+from mlc_farm.cli.plan import names_accepted
+from mlc_farm.matrix import (
+    load_matrix,
+    select_cells,
+)
+from mlc_farm.store import open_store
+from mlc_farm.store.local import LocalStore
+
+
+@contextlib.contextmanager
+def _prefect_api() -> Iterator[None]:
+    """PREFECT_API_URL when it is set; else a temporary server of our own for this build, stopped after it."""
+    import tempfile
+
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from mlc_farm.stack import start_temporary_prefect
+
+    if os.environ.get("PREFECT_API_URL"):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="mlc-farm-prefect-") as logs:
+        server = start_temporary_prefect(Path(logs))
+        try:
+            with temporary_settings({PREFECT_API_URL: server.url}):
+                yield
+                # Logs and events still queued go to the server before it stops, not into errors at exit.
+                APILogWorker.drain_all(timeout=10)
+                EventsWorker.drain_all(timeout=10)
+        finally:
+            server.stop(timeout=10)
+
+
+def _quiet_engine() -> None:
+    """Prefect's own console lines (task states, tracebacks of failed tasks, the toolchain's output) stay in
+    the Prefect log (UI, API); the console gets the build's progress and summary from the flow itself."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    loggers = [logging.getLogger(), *(logging.getLogger(name) for name in list(logging.root.manager.loggerDict))]
+    for handler in (h for lg in loggers for h in getattr(lg, "handlers", [])):
+        if isinstance(handler, PrefectConsoleHandler):
+            handler.setLevel(logging.CRITICAL + 1)
+
+
+@command(app)
+def build(
+    matrix: MatrixOpt = Path("matrix.yaml"),
+    model: ModelOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even what the store has.")] = False,
+    store: StoreOpt = None,
+) -> None:
+    """Build the matrix locally: the nightly flow in this process, with Prefect's temporary server."""
+    loaded = load_matrix(matrix)
+    select_cells(loaded.matrix, loaded.file, model)
+    if isinstance(st := open_store(store), LocalStore):
+        st.check_writable()
+    tc = toolchain.probe()
+    if tc.known:
+        names_accepted(loaded, tc, st)
+
+    # Prefect's temporary server: a generous start on a loaded 2-core worker, and no telemetry from it.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    from prefect import tags
+
+    from flows.nightly import hub_unreachable, nightly_build, stopped_by
+    from flows.runs import crash_dead_runs, run_tags
+
+    _quiet_engine()
+    signal.signal(signal.SIGTERM, terminated)  # Prefect's engine hands SIGTERM back to this once it unwound
+    with _prefect_api():
+        if crashed := crash_dead_runs():
+            out.print(f"marked {crashed} flow runs of killed builds Crashed in Prefect", highlight=False)
+        with tags(*run_tags()):
+            state = nightly_build(str(matrix), models=model or None, force=force, store=store, return_state=True)
+    if signum := stopped_by(state):
+        raise fail(state.message or "stopped", 128 + signum)
+    if not state.is_completed():
+        raise fail(state.message or "the build failed", 3 if hub_unreachable(state) else 1)
+    out.print(Text.assemble(("done:", "green"), f" {state.message}"), soft_wrap=True)

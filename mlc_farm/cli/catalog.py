@@ -1,0 +1,156 @@
+"""Reading and keeping the store: `ls`, `verify`, `gc`, `page`, `log`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from mlc_farm.catalog import load_record
+from mlc_farm.cli._app import app
+from mlc_farm.cli._errors import command
+from mlc_farm.cli._options import StoreOpt
+from mlc_farm.cli._output import bytes_bar, err, out
+from mlc_farm.errors import BadInput
+from mlc_farm.matrix import (
+    check_names,
+)
+from mlc_farm.status import size
+from mlc_farm.store import open_store
+from mlc_farm.store.layout import blob_path
+
+
+@command(app, "ls")
+def list_catalog(store: StoreOpt = None) -> None:
+    """List the catalog: model, quantization, each device's library and its validation, sizes, build time."""
+    from mlc_farm.catalog import entries
+
+    st = open_store(store, must_exist=True)
+    found = entries(st)
+    t = Table(title="catalog")
+    for col in ("model", "quant", "devices", "weight files", "libraries", "built"):
+        t.add_column(col)
+    checks = []
+    for e in found:
+        weights = load_record(st, e.convert)
+        t.add_row(
+            e.model,
+            e.quantization,
+            ", ".join(sorted(e.libs)) or "-",
+            size(weights.size if weights else 0),
+            size(sum(ref.file.size for ref in e.libs.values())),
+            weights.finished_at.isoformat(timespec="seconds") if weights else "missing",
+        )
+        checks += [
+            f"  {e.model} {e.quantization} {d}: {ref.validation.describe()}"
+            + (f"; needs {ref.memory.describe()}" if ref.memory else "")
+            for d, ref in sorted(e.libs.items())
+        ]
+        checks += [f"  {e.model} {e.quantization} {d}: no validated library yet" for d in e.missing]
+    out.print(t)
+    if checks:
+        out.print("validation (fit to the weights; run where the device was present):", highlight=False)
+        for line in checks:
+            out.print(line, highlight=False, soft_wrap=True)
+
+
+@command(app, "verify")
+def verify_cmd(
+    deep: Annotated[bool, typer.Option("--deep", help="Also re-hash every blob (reads the whole store).")] = False,
+    repair: Annotated[
+        bool, typer.Option("--repair", help="With --deep: delete bad blobs, so the next build rebuilds what used them.")
+    ] = False,
+    store: StoreOpt = None,
+) -> None:
+    """Check that every catalog entry and build record points at blobs that exist; --deep re-hashes them."""
+    from mlc_farm.catalog import deep_verify, verify
+
+    if repair and not deep:
+        raise BadInput("--repair needs --deep")
+    st = open_store(store, must_exist=True)
+    problems = verify(st)
+    for p in problems:
+        err.print(p, highlight=False, soft_wrap=True)
+    bad = []
+    if deep:
+        with bytes_bar("re-hashing blobs") as progress:
+            bad = deep_verify(st, progress=progress)
+        for b in bad:
+            err.print(f"blob {b.sha256} is {b.problem}", highlight=False, soft_wrap=True)
+            for name in b.builds:
+                err.print(f"  used by build {name}", highlight=False, soft_wrap=True)
+            for name in b.entries:
+                err.print(f"  served by {name}", highlight=False, soft_wrap=True)
+            if repair and b.problem != "missing":
+                st.delete(blob_path(b.sha256))
+                err.print("  deleted: the next build rebuilds what used it", highlight=False)
+    if problems or bad:
+        raise typer.Exit(1)
+    out.print("store is consistent" + (", every blob re-hashed" if deep else ""))
+
+
+@command(app)
+def gc(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would go.")] = False,
+    min_age_hours: Annotated[float, typer.Option(help="Keep anything younger (builds in flight).")] = 24.0,
+    store: StoreOpt = None,
+) -> None:
+    """Remove blobs no build record points at, and uploads that killed runs left unfinished."""
+    from datetime import timedelta
+
+    from mlc_farm.gc import collect
+
+    if not 0 <= min_age_hours < float("inf"):
+        raise BadInput(f"--min-age-hours: {min_age_hours} is not a number of hours (0 or more)")
+    report = collect(open_store(store, must_exist=True), timedelta(hours=min_age_hours), dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for name in [*report.blobs, *report.uploads, *report.failures]:
+        out.print(f"{verb} {name}", highlight=False)
+    out.print(
+        f"{verb} {len(report.blobs)} unreferenced blobs ({size(report.bytes)}), "
+        f"{len(report.uploads)} unfinished uploads and {len(report.failures)} failure records of keys built since"
+    )
+
+
+@command(app, "page")
+def catalog_page_cmd(store: StoreOpt = None) -> None:
+    """Write the catalog page (index.html + catalog.json) at the store's root; every build does it too."""
+    from mlc_farm.catalog_page import PAGE, write_page
+
+    st = open_store(store, must_exist=True)
+    out.print(f"wrote {st.url}/{PAGE}: {write_page(st)}", soft_wrap=True)
+
+
+@command(app, "log")
+def show_log(
+    target: Annotated[list[str], typer.Argument(metavar="KEY | MODEL QUANT [DEVICE]", show_default=False)],
+    store: StoreOpt = None,
+) -> None:
+    """Print build logs: of a key (its first 6+ characters), or of a cell: its failures not built since, then
+    the logs of the builds its catalog entry serves (weights, config, the device's library)."""
+    import tempfile
+
+    from mlc_farm.logs import by_cell, by_key
+
+    if len(target) in (2, 3):
+        check_names(model=target[0], quantization=target[1], device=target[2] if len(target) == 3 else None)
+    elif len(target) != 1:
+        raise BadInput(f"expected KEY or MODEL QUANT [DEVICE], got {len(target)} arguments")
+    st = open_store(store, must_exist=True)
+    if len(target) == 1:
+        found = [by_key(st, target[0])]
+    else:
+        found = by_cell(st, target[0], target[1], target[2] if len(target) == 3 else None)
+    with tempfile.TemporaryDirectory(prefix="mlc-farm-log-") as tmp:
+        for i, f in enumerate(found):
+            sys.stdout.write(("\n" if i else "") + f"=== {f.header}\n")
+            if f.log is None:
+                sys.stdout.write("(no log was kept)\n")
+                continue
+            path = Path(tmp) / f"{i}.log"
+            st.get_blob(f.log.sha256, path)
+            sys.stdout.write(path.read_text(errors="replace"))
+    sys.stdout.flush()

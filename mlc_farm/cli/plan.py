@@ -1,0 +1,158 @@
+"""`mlc-farm plan`: the builds a matrix needs and what the store has."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from mlc_farm import plan as planning
+from mlc_farm import sources, toolchain
+from mlc_farm.catalog import load_record
+from mlc_farm.cli._app import app
+from mlc_farm.cli._errors import command
+from mlc_farm.cli._options import Format, MatrixOpt, ModelOpt, StoreOpt
+from mlc_farm.cli._output import out
+from mlc_farm.errors import MatrixError
+from mlc_farm.matrix import (
+    BUILTIN_NAMES,
+    Accepted,
+    LoadedMatrix,
+    load_matrix,
+    select_cells,
+    toolchain_problems,
+)
+from mlc_farm.store import ArtifactStore, open_store
+
+
+def names_accepted(loaded: LoadedMatrix, tc: toolchain.ToolchainInfo, st: ArtifactStore) -> Accepted:
+    """Names the installed toolchain would reject are bad input, found before anything runs; without one, the
+    names of the newest toolchain probed into the store, else the built-in list."""
+    accepted = tc.names or toolchain.names_snapshot(st) or BUILTIN_NAMES
+    if problems := toolchain_problems(loaded.matrix, accepted):
+        raise MatrixError(loaded.file, [*problems, f"(names checked against {accepted.source})"])
+    return accepted
+
+
+@command(app)
+def plan(
+    matrix: MatrixOpt = Path("matrix.yaml"),
+    model: ModelOpt = None,
+    store: StoreOpt = None,
+    fmt: Annotated[Format, typer.Option("--format", help="How to print the plan.")] = Format.table,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="For every build to do, what differs from the closest stored build.")
+    ] = False,
+) -> None:
+    """Show the builds a matrix needs, what they share, and how many the store already has."""
+    loaded = load_matrix(matrix)
+    cells = select_cells(loaded.matrix, loaded.file, model)
+    st = open_store(store)
+    tc = toolchain.probe()
+    accepted = names_accepted(loaded, tc, st)
+    wanted = {c.model for c in cells}
+    srcs = sources.resolve(loaded, [m for m in loaded.matrix.models if m.id in wanted])
+    p = planning.make_plan(loaded.matrix, cells, srcs, tc)
+    # With an unknown toolchain the keys that hold it are not the keys a build would have: the store is not asked.
+    in_store: dict[str, bool | None] = {k: (load_record(st, k) is not None) if tc.known else None for k in p.all_keys()}
+    kinds: dict[str, dict[str, Any]] = {"convert": p.convert_builds, "config": p.config_builds, "library": p.lib_builds}
+    counts: dict[str, int] = {"cells": len(p.cells), "unresolved_cells": sum(pc.problem is not None for pc in p.cells)}
+    for kind, builds in kinds.items():
+        counts[f"{kind}_builds"] = len(builds)
+        counts[f"{kind}_builds_in_store"] = sum(bool(in_store[k]) for k in builds)
+    counts["libraries_shared"] = sum(len(lb.users) - 1 for lb in p.lib_builds.values())
+    if fmt is Format.json:
+        doc: dict[str, Any] = {
+            "matrix": loaded.file,
+            "store": st.url,
+            "toolchain": {**tc.model_dump(exclude={"names"}), "known": tc.known},
+            "names_checked_against": accepted.source,
+            "counts": counts,
+            "sources": {k: v.model_dump(exclude={"config"}) for k, v in srcs.items()},
+            **{
+                f"{kind}_builds": [
+                    {"key": b.key, "model": b.model, "quantization": b.quantization, "in_store": in_store[b.key]}
+                    for b in builds.values()
+                ]
+                for kind, builds in (("convert", p.convert_builds), ("config", p.config_builds))
+            },
+            "library_builds": [
+                {
+                    "key": lb.key,
+                    "quantization": lb.quantization,
+                    "device": lb.device.name,
+                    "target": lb.device.target,
+                    "host": lb.device.host_triple,
+                    "pool": lb.device.work_pool,
+                    "sources": [b.model_dump() for b in lb.sources],
+                    "cells": [c.model_dump() for c in lb.users],
+                    "in_store": in_store[lb.key],
+                }
+                for lb in p.lib_builds.values()
+            ],
+            "cells": [pc.model_dump() for pc in p.cells],
+        }
+        print(json.dumps(doc, indent=2))
+        return
+    out.print(f"toolchain: {tc.describe()}; names checked against {accepted.source}", highlight=False, soft_wrap=True)
+    t = Table(title=f"plan for {loaded.file}")
+    for col in ("model", "quant", "device", "pool", "convert", "config", "library"):
+        t.add_column(col)
+
+    def show(key: str | None) -> Text:
+        if key is None:
+            return Text("-")
+        if in_store[key] is None:
+            return Text.assemble(f"{key[:12]} ", ("unknown", "yellow"))
+        return Text.assemble(f"{key[:12]} ", ("in store", "cyan") if in_store[key] else ("to build", "yellow"))
+
+    for pc in p.cells:
+        c = pc.cell
+        pool = loaded.matrix.device(c.device).work_pool
+        if pc.problem:
+            t.add_row(c.model, c.quantization, c.device, pool, Text("unresolved", "red"), "-", "-")
+        else:
+            t.add_row(c.model, c.quantization, c.device, pool, show(pc.convert), show(pc.config), show(pc.library))
+    out.print(t)
+    for src in srcs.values():
+        if src.error:
+            out.print(Text.assemble(("unresolved source", "red"), f" {src.model}: {src.error}"), soft_wrap=True)
+    stored = (lambda k: f"{counts[f'{k}_builds_in_store']} in store") if tc.known else (lambda k: "store not asked")
+    out.print(
+        f"{counts['cells']} cells -> "
+        + ", ".join(f"{counts[f'{k}_builds']} {k} builds ({stored(k)})" for k in kinds)
+        + f"; {counts['libraries_shared']} cells reuse a library built for another model of the same architecture"
+    )
+    if not tc.known:
+        out.print(
+            f"the toolchain is unknown ({tc.error}): every key holds the toolchain's identity, so these keys are "
+            "not the ones a build would have and what the store has cannot be told; fix MLC_FARM_MLC_LLM "
+            "(`mlc-farm toolchain` says what is wrong)"
+        )
+    if explain and tc.known:
+        _why_to_build(st, p, {k: bool(v) for k, v in in_store.items()})
+
+
+def _why_to_build(st: ArtifactStore, p: planning.Plan, in_store: dict[str, bool]) -> None:
+    """Why each build is to do: what differs from the closest build in the store."""
+    from mlc_farm.catalog import all_records
+    from mlc_farm.explain import closest_build
+
+    records = [r for _, r in all_records(st)]
+    builds: list[tuple[str, str, dict]] = [
+        *((f"convert {b.model}/{b.quantization}", k, b.inputs) for k, b in p.convert_builds.items()),
+        *((f"config {b.model}/{b.quantization}", k, b.inputs) for k, b in p.config_builds.items()),
+        *((f"library {b.device.name}/{b.quantization}", k, b.inputs) for k, b in p.lib_builds.items()),
+    ]
+    todo = [(label, key, inputs) for label, key, inputs in builds if not in_store[key]]
+    out.print(f"\nwhy {len(todo)} builds are to do:" if todo else "\nnothing to do: every build is in the store")
+    for label, key, inputs in todo:
+        why = closest_build(key, inputs, records)
+        than = f" (compared with {why.closest[:12]}, built {why.built_at})" if why.closest else ""
+        out.print(f"{label} {key[:12]}{than}:", highlight=False, soft_wrap=True)
+        for change in why.changes:
+            out.print(f"  {change}", highlight=False, soft_wrap=True, markup=False)

@@ -1,0 +1,84 @@
+"""Giving builds to their runtimes: `export`, `publish`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from mlc_farm.cli._app import app
+from mlc_farm.cli._errors import command
+from mlc_farm.cli._options import MatrixOpt, ModelOpt, Runtime, StoreOpt
+from mlc_farm.cli._output import err, out
+from mlc_farm.errors import BadInput
+from mlc_farm.matrix import (
+    check_names,
+    load_matrix,
+    select_cells,
+)
+from mlc_farm.store import open_store
+
+
+@command(app, "export")
+def export_configs(
+    runtime: Annotated[Runtime, typer.Argument(help="The runtime whose config to print.", show_default=False)],
+    model: ModelOpt = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option("--base-url", help="Where `mlc-farm pull` directories are served, for unpublished entries."),
+    ] = None,
+    store: StoreOpt = None,
+) -> None:
+    """Print the catalog (or --model's entries) as the config a runtime reads: WebLLM model records, app
+    entries for iphone/android, or model dirs and libraries for mlc_llm serve / MLCEngine."""
+    from mlc_farm.catalog import entries
+    from mlc_farm.exports import check_base_url, export
+
+    if base_url is not None:
+        check_base_url(base_url)
+    st = open_store(store, must_exist=True)
+    found = [e for e in entries(st) if not model or e.model in model]
+    if model and (unknown := sorted(set(model) - {e.model for e in found})):
+        raise BadInput(f"--model: no catalog entry of {', '.join(unknown)} in {st.url} (`mlc-farm ls` lists them)")
+    print(json.dumps(export(st, found, runtime.value, base_url), indent=2))
+
+
+@command(app, "publish")
+def publish_cmd(
+    model: str,
+    quantization: str,
+    matrix: MatrixOpt = Path("matrix.yaml"),
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show the operations and the card; write nothing.")
+    ] = False,
+    store: StoreOpt = None,
+) -> None:
+    """Publish a built model x quantization to its Hugging Face repo, in one commit (HF_TOKEN)."""
+    from mlc_farm.hub import publish, repo_for
+
+    check_names(model=model, quantization=quantization)
+    loaded = load_matrix(matrix)
+    select_cells(loaded.matrix, loaded.file, [model])
+    target = repo_for(loaded.matrix, model, quantization)
+    if target is None:
+        raise BadInput(f"{loaded.file}: publishing is not configured for {model} (add a `publish:` section)")
+    result = publish(open_store(store, must_exist=True), model, quantization, *target, dry_run=dry_run)
+    t = Table(title=f"{result.repo}: {'would commit' if dry_run else 'commit'}")
+    for col in ("op", "path", "size", "sha256"):
+        t.add_column(col)
+    for o in result.operations:
+        t.add_row(o.op, o.path, "" if o.size is None else str(o.size), o.sha256 or "")
+    out.print(t)
+    if dry_run:
+        sys.stdout.write(result.card if result.card.endswith("\n") else result.card + "\n")  # as it is: markdown
+    if result.note:
+        err.print(f"note: {result.note}", soft_wrap=True)
+        return
+    if not result.operations:
+        out.print(f"{result.repo} is up to date ({result.unchanged} files unchanged): no commit")
+    elif result.commit:
+        out.print(f"committed {result.commit} to {result.repo}: {len(result.operations)} operations")

@@ -1,0 +1,100 @@
+"""Getting a build out of the store: `pull`, `url`, `validate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from mlc_farm.cli._app import app
+from mlc_farm.cli._errors import command
+from mlc_farm.cli._options import StoreOpt
+from mlc_farm.cli._output import bytes_bar, err, out
+from mlc_farm.errors import StoreError
+from mlc_farm.matrix import (
+    check_names,
+)
+from mlc_farm.status import size
+from mlc_farm.store import open_store
+from mlc_farm.store.layout import blob_path
+
+
+@command(app, "pull")
+def pull_cmd(
+    model: str,
+    quantization: str,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory to write.")],
+    device: Annotated[str | None, typer.Option("--device", help="Only this device's library.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace a non-empty output directory.")] = False,
+    store: StoreOpt = None,
+) -> None:
+    """Write an MLC-ready directory (config, weights, tokenizer, libs/), every file checked by sha256."""
+    from mlc_farm.pull import pull
+
+    check_names(model=model, quantization=quantization, device=device)
+    st = open_store(store, must_exist=True)
+    with bytes_bar("downloading, every sha256 checked") as progress:
+        files = pull(st, model, quantization, output, device, replace=force, progress=progress)
+    out.print(f"wrote {len(files)} files to {output}, every sha256 verified")
+
+
+@command(app, "validate")
+def validate_cmd(
+    model: str,
+    quantization: str,
+    device: Annotated[str | None, typer.Option("--device", help="Only this device's library.")] = None,
+    directory: Annotated[
+        Path | None,
+        typer.Option("--dir", help="A directory `mlc-farm pull` wrote (default: pull into a temporary one)."),
+    ] = None,
+    store: StoreOpt = None,
+) -> None:
+    """Check a built model again: files against the catalog, each library's fit to the weights, and a run
+    with the weights where its device is on this machine. Exit 1 if anything fails."""
+    import tempfile
+
+    from mlc_farm.pull import pull
+    from mlc_farm.validate import validate_pulled
+
+    check_names(model=model, quantization=quantization, device=device)
+    st = open_store(store, must_exist=True)
+    with tempfile.TemporaryDirectory(prefix="mlc-farm-validate-") as tmp:
+        where = directory
+        if where is None:
+            where = Path(tmp)
+            pull(st, model, quantization, where, device)
+        results = validate_pulled(st, model, quantization, where, device)
+    t = Table(title=f"{model} {quantization}: validation")
+    for col in ("device", "fits the weights", "run", "tokens/s", "peak memory"):
+        t.add_column(col)
+    for name, v in results.items():
+        run = v.run.status + (f": {v.run.detail}" if v.run.detail else "")
+        speed = f"{v.run.tokens_per_s:.1f}" if v.run.tokens_per_s else "-"
+        memory = size(v.run.peak_memory_bytes) if v.run.peak_memory_bytes else "-"
+        t.add_row(name, v.fits.status + (f": {v.fits.detail}" if v.fits.detail else ""), run, speed, memory)
+    out.print(t)
+    if not all(v.ok for v in results.values()):
+        raise typer.Exit(1)
+
+
+@command(app)
+def url(
+    model: str,
+    quantization: str,
+    device: Annotated[str | None, typer.Option("--device", help="Only this device's library.")] = None,
+    expires: Annotated[int, typer.Option(help="Seconds the links stay valid.")] = 3600,
+    store: StoreOpt = None,
+) -> None:
+    """Print presigned download URLs (S3 store) for people without credentials: `path url` per line."""
+    from mlc_farm.pull import pull_files
+    from mlc_farm.store.s3 import S3Store
+
+    check_names(model=model, quantization=quantization, device=device)
+    st = open_store(store, must_exist=True)
+    if not isinstance(st, S3Store):
+        raise StoreError(f"{st.url}: presigned URLs need an S3 store (s3://bucket/prefix)")
+    for rel, f in pull_files(st, model, quantization, device).items():
+        print(f"{rel}\t{f.size}\t{f.sha256}\t{st.presigned_url(blob_path(f.sha256), expires)}")
+    err.print(f"links expire in {expires} s; check each file's sha256 after download")

@@ -1,0 +1,38 @@
+"""`mlc-farm toolchain` and `mlc-farm tiny-model`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mlc_farm import toolchain
+from mlc_farm.cli._app import app
+from mlc_farm.cli._errors import command
+from mlc_farm.cli._output import out
+from mlc_farm.errors import PermanentError
+
+
+@command(app, "toolchain")
+def show_toolchain() -> None:
+    """Print the mlc_llm/TVM identity this machine would build with; exit 1 if mlc_llm is unusable."""
+    tc = toolchain.probe()
+    if not tc.known:
+        raise PermanentError(f"toolchain unknown: {tc.error}")
+    out.print(f"toolchain: {tc.describe()} [{tc.mlc_llm_dist}]", highlight=False, markup=False)
+
+
+@command(app, "tiny-model")
+def tiny_model(
+    output: Path,
+    seed: Annotated[int, typer.Option(min=0, help="Random seed of the weights.")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Replace a non-empty OUTPUT directory.")] = False,
+) -> None:
+    """Write a tiny random Llama in Hugging Face format (for examples/tiny-cpu.yaml and tests)."""
+    from mlc_farm.output_dir import replacing
+    from mlc_farm.tiny_model import write_tiny_llama
+
+    with replacing(output, "OUTPUT", force) as staging:
+        write_tiny_llama(staging, seed=seed)
+    out.print(f"wrote a tiny Llama to {output}")
