@@ -148,7 +148,8 @@ def _run_steps(store: ArtifactStore, subject: Subject, steps: Steps, flow_run: s
         if holding.elsewhere is None:
             holding.elsewhere = built_meanwhile()  # the other run may have finished just before the lease was free
         if holding.elsewhere is not None:
-            return holding.elsewhere
+            record: BuildRecord = holding.elsewhere
+            return record
         return _build(store, subject, steps, flow_run, started, holding)
 
 

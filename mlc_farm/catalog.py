@@ -263,7 +263,8 @@ def read_blob_json(store: ArtifactStore, file: FileEntry) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="mlc-farm-doc-") as tmp:
         path = Path(tmp) / "doc.json"
         store.get_blob(file.sha256, path)
-        return json.loads(path.read_text())
+        doc: dict[str, Any] = json.loads(path.read_text())
+        return doc
 
 
 def next_entry(current: CatalogEntry | None, new: CatalogEntry, planned: set[str]) -> CatalogEntry | None:

@@ -110,8 +110,8 @@ def _weights_estimate(
         theirs = _weight_bytes(parameters(config), str(r.inputs.get("quantization"))) or r.size
         return wall_seconds(r) * size / theirs
     if size and (seconds_per_byte := rate(b.kind, b.quantization)) is not None:
-        return seconds_per_byte * size
-    return DEFAULT_SECONDS[b.kind]
+        return float(seconds_per_byte * size)
+    return float(DEFAULT_SECONDS[b.kind])
 
 
 def _library_estimate(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from importlib.resources import files
+from typing import Any
 
 from mlc_farm.devices import family as device_family
 from mlc_farm.matrix import Matrix
@@ -38,7 +39,8 @@ def base_job_template(pool_type: str, family: str) -> dict:
     path = POOLS / f"{pool_type}-{device_family(family).pool_template}.json"
     if not path.is_file():
         raise FileNotFoundError(f"no base job template {path} for a {pool_type} pool of family {family}")
-    return json.loads(path.read_text())
+    template: dict[str, Any] = json.loads(path.read_text())
+    return template
 
 
 def init(matrix: Matrix, pool_type: str, gpus: int, pool_limit: int | None) -> list[str]:

@@ -262,7 +262,9 @@ def _hub_answers(seconds: float = 3.0) -> str | None:
     return None
 
 
-def _diff(local: dict[str, Path], entries: dict[str, FileEntry], remote: dict[str, tuple[str, str | None]]):
+def _diff(
+    local: dict[str, Path], entries: dict[str, FileEntry], remote: dict[str, tuple[str, str | None]]
+) -> tuple[list[Operation], list[Operation], int]:
     adds, same = [], 0
     for path, file in sorted(local.items()):
         have = remote.get(path)

@@ -85,7 +85,8 @@ def run_library(lib: Path, device: str, weights_dir: Path | None, timeout: float
     if done.returncode != 0 or not lines:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise LibraryLoadError(f"the toolchain could not load the library: {last}")
-    return json.loads(lines[-1])
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
 
 
 def validate_library(

@@ -23,7 +23,7 @@ SLOW_DOWN = (
 class FaultyProxy:
     def __init__(self, upstream: str, failures: int, mode: str = "503"):
         target = urlparse(upstream)
-        self.upstream = (target.hostname, target.port)
+        self.upstream = (target.hostname or "127.0.0.1", target.port or 80)
         self.failures, self.mode = failures, mode
         self.seen = 0
         self.burst_until = 0.0  # while time.monotonic() is below this, every connection fails:
@@ -93,7 +93,7 @@ class TamperingProxy:
 
     def __init__(self, upstream: str, target: str = "Range: bytes="):
         parsed = urlparse(upstream)
-        self.upstream = (parsed.hostname, parsed.port)
+        self.upstream = (parsed.hostname or "127.0.0.1", parsed.port or 80)
         self.target, self.mode, self.left, self.spoiled = target, "", 0, 0
         self._lock = threading.Lock()
         self._closed = threading.Event()

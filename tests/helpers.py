@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DOUBLE = Path(__file__).resolve().parent / "double"
@@ -46,7 +47,7 @@ def toolchain_calls(log: Path) -> list[dict]:
     return [json.loads(line) for line in log.read_text().splitlines()]
 
 
-def s3_client():
+def s3_client() -> Any:
     """A client from a fresh session: boto3's default session would keep the first test's credentials."""
     import boto3
 

@@ -9,10 +9,13 @@ Uses only what shared/mlc-reference documents: `tvm.runtime.load_module`, `tvm.r
 usage: python - LIBRARY DEVICE [WEIGHTS_DIR DECODE_STEPS]
 """
 
+from __future__ import annotations
+
 import json
 import resource
 import sys
 import time
+from typing import Any
 
 
 def peak_rss() -> int:
@@ -20,7 +23,7 @@ def peak_rss() -> int:
     return rss if sys.platform == "darwin" else rss * 1024
 
 
-def tvm_run(tvm, vm, meta, device, weights_dir, steps):
+def tvm_run(tvm: Any, vm: Any, meta: dict[str, Any], device: Any, weights_dir: str, steps: int) -> dict[str, Any]:
     """One prefill of a few token ids, then `steps` decode steps: logits must be finite and of vocab size."""
     import numpy as np
     from tvm.contrib import tvmjs
@@ -42,7 +45,7 @@ def tvm_run(tvm, vm, meta, device, weights_dir, steps):
     )  # fmt: skip
     builtin("vm.builtin.kv_state_add_sequence")(kv, 0)
 
-    def step(ids, function):
+    def step(ids: list[int], function: str) -> int:
         emb = vm["embed"](tvm.runtime.tensor(np.array(ids, dtype="int32"), device), params)
         emb = builtin("vm.builtin.reshape")(emb, shape([1, len(ids), emb.shape[-1]]))
         builtin("vm.builtin.kv_state_begin_forward")(kv, shape([0]), shape([len(ids)]))
@@ -64,7 +67,7 @@ def tvm_run(tvm, vm, meta, device, weights_dir, steps):
             "tokens_per_s": steps / seconds if seconds > 0 else None}  # fmt: skip
 
 
-def engine_run(device_name, weights_dir, lib, steps):
+def engine_run(device_name: str, weights_dir: str, lib: str, steps: int) -> dict[str, Any]:
     """The public way to run a model: one chat completion through MLCEngine."""
     from mlc_llm import MLCEngine
 
@@ -82,7 +85,7 @@ def engine_run(device_name, weights_dir, lib, steps):
             "tokens_per_s": tokens / seconds if seconds > 0 else None}  # fmt: skip
 
 
-def main(argv):
+def main(argv: list[str]) -> None:
     import tvm
 
     lib, device_name = argv[0], argv[1]

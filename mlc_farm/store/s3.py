@@ -215,7 +215,7 @@ class S3Store:
     def _head(self, name: str, checksums: bool = False) -> dict[str, Any] | None:
         try:
             extra = {"ChecksumMode": "ENABLED"} if checksums else {}
-            return self._call(
+            head: dict[str, Any] = self._call(
                 f"reading {name}", lambda: self.client.head_object(Bucket=self.bucket, Key=self._key(name), **extra)
             )
         except ClientError as e:
@@ -226,6 +226,7 @@ class S3Store:
                     self._check_bucket()
                 return None
             raise self._error(e, f"reading {name}") from None
+        return head
 
     def _check_bucket(self) -> None:
         try:
@@ -531,8 +532,10 @@ class S3Store:
         return aborted
 
     def presigned_url(self, name: str, expires: int) -> str:
-        return self.client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": self._key(name)}, ExpiresIn=expires
+        return str(
+            self.client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": self._key(name)}, ExpiresIn=expires
+            )
         )
 
 
