@@ -40,9 +40,11 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 _SERVER: dict[str, Service] = {}
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
-    """Start the shared Prefect test server now, without waiting: it boots while the unit tests run (the tests
-    that need it run last, see below)."""
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the shared Prefect test server once the tests are chosen, and only if one of them needs it,
+    without waiting: it boots while the unit tests run (the tests that need it run last, see below)."""
+    if not any("prefect_api" in getattr(item, "fixturenames", ()) for item in session.items):
+        return
     home = Path(tempfile.mkdtemp(prefix="mlc-farm-prefect-"))
     _SERVER["prefect"] = start_prefect_server(
         home, f"sqlite+aiosqlite:///{home / 'prefect.db'}", free_ports(1)[0], wait=False

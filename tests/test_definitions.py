@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.helpers import ROOT
 
@@ -32,3 +33,12 @@ def test_every_task_and_flow_has_zero_retries_whatever_the_defaults() -> None:
     found = json.loads(done.stdout.splitlines()[-1])
     assert len(found) >= 13 and {"Flow nightly-build", "Task build-library", "Task dispatch"} <= set(found)
     assert {name: retries for name, retries in found.items() if retries != 0} == {}
+
+
+def test_the_unit_tests_alone_start_no_prefect_server(tmp_path: Path) -> None:
+    """`pytest tests/test_schedule.py` is a fast loop: no server boots for tests that do not need one."""
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_schedule.py"],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert not list(tmp_path.glob("mlc-farm-prefect-*"))  # the shared server's home was never made
