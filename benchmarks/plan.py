@@ -131,9 +131,9 @@ def run(work: Path, url: str, n: int) -> None:
     from prefect import flow
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.nightly import nightly_build
     from mlc_farm import sources, toolchain
     from mlc_farm.catalog import load_record
+    from mlc_farm.flows.nightly import nightly_build
     from mlc_farm.matrix import expand, load_matrix
     from mlc_farm.plan import make_plan
     from mlc_farm.schedule import to_build

@@ -42,8 +42,7 @@ from mlc_farm.status import RunStatus, StatusDisplay, clock
 from mlc_farm.store import ArtifactStore, open_store
 from mlc_farm.store.layout import BLOBS, blob_url, toolchain_path
 from mlc_farm.summary import BY_ANOTHER_RUN, DONE, Outcome, Summary, summarize
-from mlc_farm.toolchain import SNAPSHOT_POOL, ToolchainInfo
-from tasks.build import (
+from mlc_farm.tasks.build import (
     build_from_source,
     build_library,
     probe_toolchain,
@@ -51,8 +50,9 @@ from tasks.build import (
     update_catalog,
     write_catalog_page,
 )
-from tasks.dispatch import dispatch
-from tasks.publish import publish_unit
+from mlc_farm.tasks.dispatch import dispatch
+from mlc_farm.tasks.publish import publish_unit
+from mlc_farm.toolchain import SNAPSHOT_POOL, ToolchainInfo
 
 # Threads for tasks: the scheduler starts at most MLC_FARM_PARALLEL builds in embedded mode; in farm mode each
 # task only waits for a flow run on a pool, whose own limits decide how many builds run.

@@ -20,7 +20,7 @@ from mlc_farm.plan import ConfigBuild, ConvertBuild, LibBuild, ModelBuilds
 from mlc_farm.sources import ResolvedSource
 from mlc_farm.store import open_store
 from mlc_farm.store.layout import toolchain_path
-from tasks.build import log_line
+from mlc_farm.tasks.build import log_line
 
 
 @flow(retries=0, name="probe-toolchain", flow_run_name="probe toolchain on {pool}")

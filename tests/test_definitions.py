@@ -14,7 +14,7 @@ from tests.helpers import ROOT
 LIST = """
 import importlib, json, pkgutil
 from prefect import Flow, Task
-import flows, tasks
+from mlc_farm import flows, tasks
 found = {}
 for package in (flows, tasks):
     for info in pkgutil.iter_modules(package.__path__):

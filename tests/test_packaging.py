@@ -1,0 +1,33 @@
+"""`pip install .` adds exactly one top-level package: mlc_farm, with the flows and tasks of prefect.yaml as
+mlc_farm.flows and mlc_farm.tasks, and the work pools' templates as package data."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT
+
+
+@pytest.mark.slow
+def test_the_wheel_holds_one_top_level_package_and_its_data(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(ROOT)],
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    [wheel] = tmp_path.glob("mlc_farm-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {n.split("/")[0] for n in names if not n.startswith("mlc_farm-")} == {"mlc_farm"}
+    for needed in ("flows/nightly.py", "flows/workers.py", "tasks/build.py", "in_toolchain/run_library.py",
+                   "pools/docker-cuda.json", "pools/kubernetes-rocm.json", "cli/__main__.py"):  # fmt: skip
+        assert f"mlc_farm/{needed}" in names, needed
+    assert not [n for n in names if n.startswith("tests/") or "/double/" in n]  # the double is never shipped
+
+
+def test_the_core_never_imports_the_flows_or_tasks() -> None:
+    core = [p for p in (ROOT / "mlc_farm").rglob("*.py") if p.parts[-2] not in ("flows", "tasks", "cli")]
+    offenders = [p.name for p in core if "mlc_farm.flows" in p.read_text() or "mlc_farm.tasks" in p.read_text()]
+    assert offenders == []
