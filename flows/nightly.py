@@ -32,13 +32,14 @@ from mlc_farm.build import remove_stale_workdirs
 from mlc_farm.catalog import BuildRecord, all_records, load_failure, load_record, now, referenced_blobs
 from mlc_farm.durations import estimate
 from mlc_farm.errors import MatrixError, PublishError
+from mlc_farm.formatting import clock
 from mlc_farm.hub import repo_for
 from mlc_farm.matrix import BUILTIN_NAMES, load_matrix, select_cells, toolchain_problems
 from mlc_farm.night import NightReport, night_report
 from mlc_farm.plan import LibBuild, ModelBuilds, Plan, make_plan
 from mlc_farm.schedule import Build, Scheduler, to_build
 from mlc_farm.settings import load_settings
-from mlc_farm.status import RunStatus, StatusDisplay, clock
+from mlc_farm.status import RunStatus, StatusDisplay
 from mlc_farm.store import ArtifactStore, open_store
 from mlc_farm.store.layout import BLOBS, blob_url, toolchain_path
 from mlc_farm.summary import BY_ANOTHER_RUN, DONE, Outcome, Summary, summarize

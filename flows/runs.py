@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import socket
 
-from mlc_farm.store.local import process_alive
+from mlc_farm.processes import process_alive
 
 EMBEDDED = "mlc-farm-embedded"
 _PROCESS = "mlc-farm-process:"

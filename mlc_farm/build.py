@@ -37,13 +37,13 @@ from mlc_farm.catalog import (
 )
 from mlc_farm.devices import family as device_family
 from mlc_farm.errors import BuildFailed, StoreError, ValidationFailed
+from mlc_farm.formatting import size
 from mlc_farm.plan import ConfigBuild, ConvertBuild, LibBuild, ModelBuilds
+from mlc_farm.processes import process_alive
 from mlc_farm.settings import load_settings
 from mlc_farm.sources import file_sha256, needed_files
-from mlc_farm.status import size
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import blob_url, failure_path, record_path
-from mlc_farm.store.local import process_alive
 
 LIB_FILE = "model-lib"
 

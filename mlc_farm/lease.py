@@ -32,9 +32,9 @@ from pydantic import BaseModel, ValidationError
 from mlc_farm import stopping
 from mlc_farm.catalog import read_all
 from mlc_farm.errors import DamagedDocumentError, StoreError
+from mlc_farm.processes import process_alive
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import GC_LEASE, LEASES, lease_path
-from mlc_farm.store.local import process_alive
 
 Clock = Callable[[], float]
 Protected = Callable[[], set[str]]

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from mlc_farm.status import size
+from mlc_farm.formatting import size
 
 MB = 1024 * 1024
 

@@ -12,22 +12,7 @@ from rich.live import Live
 from rich.text import Text
 
 from mlc_farm import activity
-
-
-def size(n: float) -> str:
-    """`512 B`, `12.0 MB`: a byte count the way a person reads it."""
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError
-
-
-def clock(seconds: float) -> str:
-    """`1:05`, `1:02:05`: elapsed time the way a person reads it."""
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+from mlc_farm.formatting import clock
 
 
 class RunStatus:

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict
 from mlc_farm import stopping
 from mlc_farm.errors import StoreError, ToolchainError
 from mlc_farm.matrix import Accepted, DeviceSpec, Overrides
+from mlc_farm.processes import kill_group
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import TOOLCHAINS
 
@@ -254,14 +255,8 @@ def stop_all() -> int:
         stopping.request()
         groups = list(_running)
     for pgid in groups:
-        _kill_group(pgid)
+        kill_group(pgid)
     return len(groups)
-
-
-def _kill_group(pgid: int) -> None:
-    """SIGKILL a step's process group (the step and the compilers it started), if it is still there."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
 
 
 def accept_steps() -> None:
@@ -276,7 +271,7 @@ def _tracked(proc: subprocess.Popen) -> Iterator[None]:
         _running.add(proc.pid)
         refused = stopping.requested()
     if refused:
-        _kill_group(proc.pid)
+        kill_group(proc.pid)
     try:
         yield
     finally:
@@ -299,7 +294,7 @@ def run_captured(args: list[str], timeout: float) -> subprocess.CompletedProcess
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            _kill_group(proc.pid)
+            kill_group(proc.pid)
             proc.communicate()
             raise
     return subprocess.CompletedProcess(args, proc.returncode, out, err)

@@ -13,10 +13,10 @@ from mlc_farm.cli._errors import command
 from mlc_farm.cli._options import StoreOpt
 from mlc_farm.cli._output import bytes_bar, err, out
 from mlc_farm.errors import StoreError
+from mlc_farm.formatting import size
 from mlc_farm.matrix import (
     check_names,
 )
-from mlc_farm.status import size
 from mlc_farm.store import open_store
 from mlc_farm.store.layout import blob_path
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mlc_farm.errors import CorruptBlobError, DamagedDocumentError
+from mlc_farm.processes import process_alive
 from mlc_farm.store import parse_document
 from mlc_farm.store.layout import blob_path
 
@@ -194,13 +195,3 @@ def _copy_hashed(src: Path, dest: Path, progress: Callable[[int], None] | None =
             if progress:
                 progress(len(block))
     return h.hexdigest()
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
