@@ -93,6 +93,14 @@ class SelectionError(MatrixError):
         return str(self.args[0])
 
 
+class NamesRejected(MatrixError):
+    """Names of the matrix (conv templates, model types, quantizations) that the toolchain would reject."""
+
+
+class ToolchainUnavailable(PermanentError):
+    """No usable toolchain where the builds would run (or pools that run different ones)."""
+
+
 class ToolchainError(PermanentError):
     """A toolchain step that failed: which step, for which cell, its exit code and the end of its log."""
 

@@ -18,13 +18,6 @@ from mlc_farm.cli._app import app
 from mlc_farm.cli._errors import command, terminated
 from mlc_farm.cli._options import MatrixOpt, ModelOpt, StoreOpt
 from mlc_farm.cli._output import fail, out
-from mlc_farm.cli.plan import names_accepted
-from mlc_farm.matrix import (
-    load_matrix,
-    select_cells,
-)
-from mlc_farm.store import open_store
-from mlc_farm.store.local import LocalStore
 
 
 @contextlib.contextmanager
@@ -72,13 +65,10 @@ def build(
     store: StoreOpt = None,
 ) -> None:
     """Build the matrix locally: the nightly flow in this process, with Prefect's temporary server."""
-    loaded = load_matrix(matrix)
-    select_cells(loaded.matrix, loaded.file, model)
-    if isinstance(st := open_store(store), LocalStore):
-        st.check_writable()
-    tc = toolchain.probe()
-    if tc.known:
-        names_accepted(loaded, tc, st)
+    from mlc_farm.run import preflight
+
+    # The run's own pre-flight, once: the flow is handed its probe instead of making another.
+    pre = preflight(str(matrix), model or None, None, None, store, lambda st, pools: toolchain.probe())
 
     # Prefect's temporary server: a generous start on a loaded 2-core worker, and no telemetry from it.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
@@ -95,7 +85,9 @@ def build(
         if crashed := crash_dead_runs():
             out.print(f"marked {crashed} flow runs of killed builds Crashed in Prefect", highlight=False)
         with tags(*run_tags()):
-            state = nightly_build(str(matrix), models=model or None, force=force, store=store, return_state=True)
+            state = nightly_build(
+                str(matrix), models=model or None, force=force, store=store, toolchain=pre.toolchain, return_state=True
+            )
     if signum := stopped_by(state):
         raise fail(state.message or "stopped", 128 + signum)
     if not state.is_completed():

@@ -1,0 +1,370 @@
+"""One run of a matrix, step by step, without Prefect: pre-flight, plan, what to build, dispatch, outcomes,
+catalog, report, publish, page.
+
+The orchestrator plugs in through `Engine`: where each build runs and how one waits for it, how sources are
+resolved and the toolchain probed, the catalog update, publishing and the run's artifacts. `flows/nightly.py`
+gives Prefect's (tasks in this process, or flow runs on work pools); a test can give one that builds in
+place. The CLI calls the same `preflight` before it starts the flow, and hands its probe to it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, Literal, Protocol
+
+from rich.text import Text
+
+from mlc_farm import terminal
+from mlc_farm import toolchain as toolchain_steps
+from mlc_farm.build import remove_stale_workdirs
+from mlc_farm.catalog import BuildRecord, FailureRecord, all_records, load_failure, load_record, now, referenced_blobs
+from mlc_farm.catalog_update import UnitResult
+from mlc_farm.durations import estimate
+from mlc_farm.errors import NamesRejected, PublishError, ToolchainUnavailable
+from mlc_farm.formatting import clock
+from mlc_farm.hub import PublishResult, repo_for
+from mlc_farm.matrix import BUILTIN_NAMES, Cell, LoadedMatrix, ModelSpec, load_matrix, select_cells, toolchain_problems
+from mlc_farm.night import NightReport, night_report
+from mlc_farm.plan import LibBuild, ModelBuilds, Plan, make_plan
+from mlc_farm.schedule import Build, Scheduler, to_build
+from mlc_farm.settings import load_settings
+from mlc_farm.sources import ResolvedSource
+from mlc_farm.status import RunStatus, StatusDisplay
+from mlc_farm.store import ArtifactStore, open_store
+from mlc_farm.store.layout import BLOBS, blob_url, toolchain_path
+from mlc_farm.store.local import LocalStore
+from mlc_farm.summary import DONE, Outcome, Summary, summarize
+from mlc_farm.toolchain import SNAPSHOT_POOL, ToolchainInfo
+
+Mode = Literal["embedded", "farm"]
+Target = tuple[str, bool | None]  # a Hub repo and whether it is private (None: as the source)
+HUB_UNREACHABLE = "the Hugging Face Hub could not be reached to resolve the sources"
+
+
+class Engine(Protocol):
+    """What a run asks of its orchestrator."""
+
+    mode: Mode  # embedded: every build in this process; farm: each on the work pool of its device
+
+    def resolve(self, loaded: LoadedMatrix, models: list[ModelSpec]) -> dict[str, ResolvedSource]: ...
+
+    def start(self, build: Build, builds: ModelBuilds | None, source: ResolvedSource | None) -> Any:
+        """Start a build where it runs; a handle to wait for."""
+        ...
+
+    def finished(self, handles: list[Any], timeout: float) -> list[Any]:
+        """The handles whose build ended, waiting at most `timeout` seconds for one."""
+        ...
+
+    def outcome(self, handle: Any) -> Outcome: ...
+
+    def slots(self, pools: set[str]) -> dict[str, int | None]:
+        """Farm mode: builds at once per pool (None: no limit)."""
+        ...
+
+    def update_catalog(
+        self, plan: Plan, sources: dict[str, ResolvedSource], records: dict[str, BuildRecord]
+    ) -> list[UnitResult]: ...
+
+    def publish(self, units: list[tuple[str, str, str, bool | None]]) -> list[tuple[str, PublishResult | Exception]]:
+        """Publish (model, quantization, repo, private) units; each repo's result or error."""
+        ...
+
+    def write_page(self) -> None: ...
+
+    def artifacts(self, summary: Summary, night: NightReport, published: list[dict[str, str]]) -> None:
+        """Keep the run's summary, matrix picture, night report and publish results where its users look."""
+        ...
+
+
+@dataclasses.dataclass
+class Progress:
+    """What a run has done so far: enough to say, when it is stopped, what is kept and what is left."""
+
+    to_run: int = 0
+    reused: int = 0
+    finished: dict[str, Outcome] = dataclasses.field(default_factory=dict)
+
+    def kept(self) -> int:
+        return sum(usable(o) for o in self.finished.values())
+
+
+def usable(outcome: Outcome | None) -> bool:
+    return outcome is not None and outcome.status in DONE
+
+
+@dataclasses.dataclass
+class Preflight:
+    """Everything checked before anything runs: the matrix and its cells, where each is published, the store,
+    the toolchain and the names it accepts."""
+
+    loaded: LoadedMatrix
+    cells: list[Cell]
+    targets: dict[tuple[str, str], Target | None]
+    store: ArtifactStore
+    toolchain: ToolchainInfo
+    pools: list[str]
+
+
+def preflight(
+    matrix_path: str,
+    models: list[str] | None,
+    quantizations: list[str] | None,
+    devices: list[str] | None,
+    store_url: str | None,
+    probe: Callable[[ArtifactStore, list[str]], ToolchainInfo],
+) -> Preflight:
+    """Load and select the matrix, open the store, probe the toolchain (`probe(store, pools)`) and check the
+    matrix's names against it: the errors a run can have before it builds anything."""
+    loaded = load_matrix(matrix_path)
+    matrix = loaded.matrix
+    cells = select_cells(matrix, loaded.file, models, quantizations, devices)
+    targets = {(c.model, c.quantization): repo_for(matrix, c.model, c.quantization) for c in cells}
+    store = open_store(store_url)
+    if isinstance(store, LocalStore):
+        store.check_writable()  # before anything is spent, not after the first build
+    pools = sorted({matrix.weights_pool} | {matrix.device(c.device).work_pool for c in cells})
+    toolchain = probe(store, pools)
+    if not toolchain.known:
+        raise ToolchainUnavailable(f"toolchain unavailable: {toolchain.error}")
+    accepted = toolchain.names or BUILTIN_NAMES
+    if problems := toolchain_problems(matrix, accepted):
+        raise NamesRejected(loaded.file, [*problems, f"(names checked against {accepted.source})"])
+    return Preflight(loaded, cells, targets, store, toolchain, pools)
+
+
+REFUSED = (PublishError, ToolchainUnavailable, NamesRejected)  # pre-flight errors that end a run Failed
+
+
+@dataclasses.dataclass
+class RunResult:
+    ok: bool
+    message: str
+
+
+class MatrixRun:
+    """One run, in named steps; `execute` runs them in order."""
+
+    def __init__(
+        self, pre: Preflight, engine: Engine, force: bool, progress: Progress, log: logging.Logger | Any
+    ) -> None:
+        self.pre, self.engine, self.force, self.progress, self.log = pre, engine, force, progress, log
+        self.store = pre.store
+        self.matrix = pre.loaded.matrix
+        self.began: datetime = now()
+        self.records: dict[str, BuildRecord] = {}  # read once: on S3 each look-up is a GET
+        self.console = terminal.console()
+
+    def execute(self) -> RunResult:
+        toolchain_steps.accept_steps()
+        self.began = now()
+        self.log.info("toolchain: %s", self.pre.toolchain.describe())
+        self.keep_probe()
+        self.make_plan()
+        self.clean_up()
+        self.choose()
+        status = self.dispatch()
+        outcomes = self.collect()
+        units = self.engine.update_catalog(self.plan, self.sources, self.records)
+        summary = summarize(self.plan, outcomes, units)
+        self.report(summary, status)
+        failed_units = {(r.model, r.quantization) for r in summary.failed} | {
+            (u.model, u.quantization) for u in units if u.status in ("kept previous", "not built", "damaged")
+        }
+        published, publish_failures = self.publish(failed_units)
+        self.engine.write_page()  # after publishing: its links go to the Hub repos that hold these builds
+        self.engine.artifacts(summary, self.night, published)
+        return self.result(summary, units, publish_failures)
+
+    def keep_probe(self) -> None:
+        """Embedded runs keep their probe in the store (farm pools keep theirs): `plan` on a machine without a
+        toolchain checks the matrix's names against it."""
+        if self.engine.mode == "embedded":
+            self.store.write_json(toolchain_path(SNAPSHOT_POOL), self.pre.toolchain.model_dump())
+
+    def make_plan(self) -> None:
+        wanted = {c.model for c in self.pre.cells}
+        self.sources = self.engine.resolve(self.pre.loaded, [m for m in self.matrix.models if m.id in wanted])
+        self.plan = make_plan(self.matrix, self.pre.cells, self.sources, self.pre.toolchain)
+
+    def clean_up(self) -> None:
+        """What earlier runs that died left: unfinished uploads (begun long before a live run would finish a
+        blob) and, in embedded mode, their work directories."""
+        stale = self.store.abort_stale_uploads(timedelta(hours=load_settings().stale_upload_hours))
+        if stale:
+            self.log.info("aborted %d unfinished uploads left by earlier runs", len(stale))
+        if self.engine.mode == "embedded" and (left := remove_stale_workdirs()):
+            self.log.info("removed %d work directories that killed builds left behind", len(left))
+
+    def choose(self) -> None:
+        """The builds to run: those whose record is missing, damaged or points at missing blobs (or all, forced)."""
+        lock = threading.Lock()
+
+        @functools.cache
+        def listed() -> frozenset[str]:
+            return frozenset(name.rsplit("/", 1)[-1] for name in self.store.names(BLOBS))
+
+        def stored_blobs() -> frozenset[str]:
+            """Every blob in the store, listed once when first needed (one LIST per 1,000 blobs on S3)."""
+            with lock:
+                return listed()
+
+        def have(key: str) -> bool:
+            record = load_record(self.store, key)
+            if record is None:
+                return False
+            if missing := [f.path for f in referenced_blobs(record) if f.sha256 not in stored_blobs()]:
+                self.log.warning(
+                    "build %s points at %d missing blobs (%s): rebuilding it", key[:12], len(missing), missing[0]
+                )
+                return False
+            self.records[key] = record
+            return True
+
+        self.todo = to_build(self.plan, have, self.force)
+        self.outcomes = {k: Outcome(status="reused") for k in self.plan.all_keys() if k not in self.todo}
+        self.scheduler = self._scheduler()
+        self.labels = _labels(self.plan)
+        self.progress.to_run, self.progress.reused = len(self.todo), len(self.outcomes)
+
+    def _scheduler(self) -> Scheduler:
+        """Critical-path order from the durations of earlier builds, over the engine's pools and slots."""
+        durations = (
+            estimate(self.plan, [r for _, r in all_records(self.store)], {m: s.config for m, s in self.sources.items()})
+            if self.todo
+            else {}
+        )
+        builds: list[Build] = [*self.plan.convert_builds.values(), *self.plan.config_builds.values(),
+                               *self.plan.lib_builds.values()]  # fmt: skip
+        pools = {b.key: b.device.work_pool if isinstance(b, LibBuild) else self.matrix.weights_pool for b in builds}
+        if self.engine.mode == "embedded":  # one pool of MLC_FARM_PARALLEL slots
+            return Scheduler(self.plan, self.todo, {"local": load_settings().parallel}, durations=durations)
+        return Scheduler(
+            self.plan, self.todo, self.engine.slots(set(pools.values())), lambda b: pools[b.key], durations
+        )
+
+    def dispatch(self) -> RunStatus:
+        """Start what the scheduler allows, a line per finished build and a live status of the running ones,
+        until nothing runs; the status keeps when each build ran."""
+        self.console.print(f"{len(self.todo)} builds to run, {len(self.outcomes)} reused", soft_wrap=True)
+        status = RunStatus(self.labels, len(self.todo))
+        running: dict[Any, str] = {}
+        finished = self.progress.finished
+
+        def start_allowed() -> None:
+            for build, builds in self.scheduler.starts():
+                source = None if isinstance(build, LibBuild) else self.sources[build.model]
+                running[self.engine.start(build, builds, source)] = build.key
+                status.start(build.key)
+
+        with StatusDisplay(self.console, status, load_settings().status_seconds) as display:
+            start_allowed()
+            while running:
+                display.tick()
+                for handle in self.engine.finished(list(running), timeout=1):
+                    key = running.pop(handle)
+                    finished[key] = self.engine.outcome(handle)
+                    ok = usable(finished[key])
+                    self.scheduler.finish(key, ok)
+                    status.finish(key, ok)
+                    start_allowed()
+                    mark = ("ok", "green") if ok else ("FAILED", "red")
+                    took = clock(status.now() - status.started)
+                    line = Text.assemble(
+                        f"[{len(finished)}/{len(self.todo)}] ", mark, f" {self.labels[key]} (at {took})"
+                    )
+                    display.print(line)
+        self.status = status
+        return status
+
+    def collect(self) -> dict[str, Outcome]:
+        """Every build's outcome, with its log and validation (or, in farm mode, the failure the worker wrote)."""
+        outcomes = self.outcomes | self.progress.finished
+        for lb in self.scheduler.never_started():
+            outcomes[lb.key] = Outcome(
+                status="not run", detail="none of its models' convert and config builds succeeded"
+            )
+        for key, o in outcomes.items():
+            if o.status in DONE:
+                record = self.records.get(key) or load_record(self.store, key)
+                if record:
+                    self.records[key] = record
+                    o.log = blob_url(self.store.url, record.log.sha256) if record.log else None
+                    o.validation = record.validation.describe() if record.validation else ""
+            elif o.status == "failed" and not o.log and (failure := self._failure_since_began(key)):
+                # Farm mode: the worker wrote what failed; the dispatcher only saw its flow run end Failed.
+                o.log = blob_url(self.store.url, failure.log.sha256) if failure.log else None
+                o.detail = failure.error
+        return outcomes
+
+    def _failure_since_began(self, key: str) -> FailureRecord | None:
+        failure = load_failure(self.store, key)
+        return failure if failure and failure.failed_at >= self.began else None
+
+    def report(self, summary: Summary, status: RunStatus) -> None:
+        """The summary table (every cell of a small matrix, the failed ones of a big one), the night's use of
+        the pools, and each failure with its log."""
+        builds: dict[str, Build] = {**self.plan.convert_builds, **self.plan.config_builds, **self.plan.lib_builds}
+        pool_of = {key: self.scheduler.pool_of(b) for key, b in builds.items()}
+        elapsed = status.now() - status.started
+        self.night = night_report(self.plan, status.spans, pool_of, self.scheduler.slots, self.labels, elapsed)
+        shown = summary.for_console()
+        if shown:
+            self.console.print(summary.table(shown))
+        if hidden := len(summary.rows) - len(shown):
+            self.console.print(
+                f"{hidden} ok cells not listed; every cell is in the run's mlc-farm-build-summary artifact",
+                soft_wrap=True,
+            )
+        if self.night.pools:
+            self.console.print(self.night.line(), soft_wrap=True, markup=False)
+        for r in summary.failed:
+            detail = f" {r.model}/{r.quantization}/{r.device}: {r.detail}" + (f"\n  log: {r.log}" if r.log else "")
+            self.console.print(Text.assemble(("FAILED", "red"), detail), soft_wrap=True)
+        for u in (u for u in summary.units if u.status == "damaged"):
+            self.log.error("%s %s: %s", u.model, u.quantization, u.detail)
+
+    def publish(self, failed_units: set[tuple[str, str]]) -> tuple[list[dict[str, str]], int]:
+        """Publish every model x quantization whose cells all succeeded (a partial set would delete libraries
+        from the Hub), in matrix order; (rows for the artifact, how many failed)."""
+        units = [
+            (m, q, *target) for (m, q), target in self.pre.targets.items() if target and (m, q) not in failed_units
+        ]
+        rows, failures = [], 0
+        for repo, result in self.engine.publish(units) if units else []:
+            if isinstance(result, Exception):
+                failures += 1
+                rows.append({"repo": repo, "result": "failed", "detail": str(result)})
+                self.console.print(Text.assemble(("PUBLISH FAILED", "red"), f" {repo}: {result}"), soft_wrap=True)
+                continue
+            done = f"commit {result.commit}" if result.commit else "unchanged, no commit"
+            detail = f"{len(result.operations)} operations, {result.unchanged} files unchanged"
+            rows.append({"repo": repo, "result": done, "detail": detail})
+            self.console.print(f"published {repo}: {done} ({detail})", soft_wrap=True)
+        return rows, failures
+
+    def result(self, summary: Summary, units: list[UnitResult], publish_failures: int) -> RunResult:
+        failed, message = summary.failed, summary.message()
+        damaged = [u for u in units if u.status == "damaged"]
+        if publish_failures:
+            message += f"; {publish_failures} publish failed"
+        if failed and all(r.status == "unresolved" and self.sources[r.model].unreachable for r in failed):
+            message = f"{HUB_UNREACHABLE}; {message}"  # a service, not the input: exit 3, and a later run may do
+        if failed or publish_failures or damaged:
+            failures = f"; failed: {summary.failures()}" if failed else ""
+            return RunResult(False, f"{len(failed)} of {len(summary.rows)} cells failed; {message}{failures}")
+        return RunResult(True, message)
+
+
+def _labels(plan: Plan) -> dict[str, str]:
+    """A short name per build for progress lines: `convert tiny-llama-a/q4f16_1`, `library cpu/q4f16_1`."""
+    return {
+        **{k: f"convert {b.model}/{b.quantization}" for k, b in plan.convert_builds.items()},
+        **{k: f"config {b.model}/{b.quantization}" for k, b in plan.config_builds.items()},
+        **{k: f"library {b.device.name}/{b.quantization} ({b.key[:12]})" for k, b in plan.lib_builds.items()},
+    }
