@@ -1,0 +1,101 @@
+"""The run of a matrix without Prefect (mlc_farm/run.py): an engine that builds each build in place, here,
+runs the same steps the nightly flow runs, with the toolchain double."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlc_farm import build, catalog_page, sources, toolchain
+from mlc_farm.catalog import BuildRecord, entries
+from mlc_farm.catalog_update import Records, UnitResult, update_unit
+from mlc_farm.hub import PublishResult
+from mlc_farm.matrix import LoadedMatrix, ModelSpec
+from mlc_farm.night import NightReport
+from mlc_farm.plan import LibBuild, ModelBuilds, Plan
+from mlc_farm.run import MatrixRun, Progress, preflight
+from mlc_farm.schedule import Build
+from mlc_farm.sources import ResolvedSource
+from mlc_farm.store import ArtifactStore
+from mlc_farm.summary import Outcome, Summary
+from tests.helpers import ROOT
+
+
+@dataclass(eq=False)
+class Done:
+    """A build that already ran (in place): its outcome."""
+
+    outcome: Outcome
+
+
+@dataclass
+class InPlace:
+    """An engine with no orchestrator: each build runs when it is started."""
+
+    store: ArtifactStore
+    mode: str = "embedded"
+    summaries: list[Summary] = field(default_factory=list)
+
+    def resolve(self, loaded: LoadedMatrix, models: list[ModelSpec]) -> dict[str, ResolvedSource]:
+        return sources.resolve(loaded, models)
+
+    def start(self, b: Build, builds: ModelBuilds | None, source: ResolvedSource | None) -> Done:
+        try:
+            if isinstance(b, LibBuild):
+                assert builds is not None
+                build.build_library(self.store, b, builds)
+            else:
+                assert source is not None
+                build.build_from_source(self.store, b, sources.fetch(source), "cpu")
+        except Exception as e:
+            return Done(Outcome(status="failed", detail=str(e)))
+        return Done(Outcome(status="built"))
+
+    def finished(self, handles: list[Any], timeout: float) -> list[Any]:
+        return handles
+
+    def outcome(self, handle: Done) -> Outcome:
+        return handle.outcome
+
+    def slots(self, pools: set[str]) -> dict[str, int | None]:
+        raise AssertionError("an embedded run has one local pool")
+
+    def update_catalog(
+        self, plan: Plan, resolved: dict[str, ResolvedSource], records: dict[str, BuildRecord]
+    ) -> list[UnitResult]:
+        rec = Records(self.store, records)
+        return [update_unit(self.store, plan, resolved[m], m, q, rec) for m, q in plan.units]
+
+    def publish(self, units: list[tuple[str, str, str, bool | None]]) -> list[tuple[str, PublishResult | Exception]]:
+        return []
+
+    def write_page(self) -> None:
+        catalog_page.write_page(self.store)
+
+    def artifacts(self, summary: Summary, night: NightReport, published: list[dict[str, str]]) -> None:
+        self.summaries.append(summary)
+
+
+def test_a_run_builds_the_matrix_then_reuses_it_without_prefect(tiny_matrix: Path, tmp_path: Path) -> None:
+    def run() -> tuple[bool, str]:
+        pre = preflight(str(tiny_matrix), None, None, None, str(tmp_path / "store"), lambda st, p: toolchain.probe())
+        engine = InPlace(pre.store)
+        done = MatrixRun(pre, engine, False, Progress(), logging.getLogger("test")).execute()
+        return done.ok, done.message
+
+    assert run() == (True, "8 cells: 8 ok (convert 4 built; config 4 built; library 4 built)")
+    assert run() == (True, "8 cells: 8 ok (convert 4 reused; config 4 reused; library 4 reused)")
+    from mlc_farm.store import open_store
+
+    served = entries(open_store(str(tmp_path / "store")))
+    assert len(served) == 4 and all(set(e.libs) == {"cpu", "vulkan"} for e in served)
+
+
+def test_the_run_and_its_steps_import_no_prefect() -> None:
+    ask = "import sys, mlc_farm.run; print(sorted(m for m in sys.modules if m.split('.')[0] == 'prefect'))"
+    done = subprocess.run([sys.executable, "-c", ask], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert done.stdout.strip() == "[]"
