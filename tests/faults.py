@@ -1,5 +1,5 @@
-"""A TCP proxy in front of the S3 server that answers the first N connections with an HTTP 503 (or
-resets them), then forwards: real transient faults on the wire, for the retry tests."""
+"""Proxies of our own in front of the S3 server, for real faults on the wire: FaultyProxy answers the first N
+connections with an HTTP 503 (or resets them), then forwards; TamperingProxy spoils chosen answers."""
 
 from __future__ import annotations
 
@@ -20,17 +20,15 @@ SLOW_DOWN = (
 )
 
 
-class FaultyProxy:
-    def __init__(self, upstream: str, failures: int, mode: str = "503"):
+class _Proxy:
+    """A TCP server on a free port of 127.0.0.1 in front of `upstream`, a thread per connection (`_handle`)."""
+
+    def __init__(self, upstream: str):
         target = urlparse(upstream)
         self.upstream = (target.hostname or "127.0.0.1", target.port or 80)
-        self.failures, self.mode = failures, mode
-        self.seen = 0
-        self.burst_until = 0.0  # while time.monotonic() is below this, every connection fails:
-        self.burst_mode = "500"  # with an HTTP 500, or "reset": the server is down (connection reset)
+        self._lock = threading.Lock()
         self.server = socket.create_server(("127.0.0.1", 0))
         self.endpoint = f"http://127.0.0.1:{self.server.getsockname()[1]}"
-        self._lock = threading.Lock()
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
@@ -40,6 +38,21 @@ class FaultyProxy:
             except OSError:
                 return
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.server.close()
+
+
+class FaultyProxy(_Proxy):
+    def __init__(self, upstream: str, failures: int, mode: str = "503"):
+        self.failures, self.mode = failures, mode
+        self.seen = 0
+        self.burst_until = 0.0  # while time.monotonic() is below this, every connection fails:
+        self.burst_mode = "500"  # with an HTTP 500, or "reset": the server is down (connection reset)
+        super().__init__(upstream)
 
     def _handle(self, conn: socket.socket) -> None:
         with self._lock:
@@ -80,11 +93,8 @@ class FaultyProxy:
         self.burst_mode = mode
         self.burst_until = time.monotonic() + seconds
 
-    def close(self) -> None:
-        self.server.close()
 
-
-class TamperingProxy:
+class TamperingProxy(_Proxy):
     """An HTTP proxy in front of the S3 server that reads each request and its answer whole (one request per
     connection) and can spoil the answers to GETs that match `target` (a substring of the request line):
     `short` (a well-formed answer with half the bytes), `cut` (half the body, then the connection drops),
@@ -92,26 +102,13 @@ class TamperingProxy:
     `spoil(mode, times)` spoils the next `times` matching answers (-1: all of them)."""
 
     def __init__(self, upstream: str, target: str = "Range: bytes="):
-        parsed = urlparse(upstream)
-        self.upstream = (parsed.hostname or "127.0.0.1", parsed.port or 80)
         self.target, self.mode, self.left, self.spoiled = target, "", 0, 0
-        self._lock = threading.Lock()
         self._closed = threading.Event()
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.endpoint = f"http://127.0.0.1:{self.server.getsockname()[1]}"
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__(upstream)
 
     def spoil(self, mode: str, times: int = -1, target: str | None = None) -> None:
         with self._lock:
             self.mode, self.left, self.target = mode, times, target or self.target
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.server.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
 
     @staticmethod
     def _read_message(sock: socket.socket, has_body: bool = True, to_eof: bool = False) -> tuple[bytes, bytes]:
@@ -173,4 +170,4 @@ class TamperingProxy:
 
     def close(self) -> None:
         self._closed.set()
-        self.server.close()
+        super().close()
