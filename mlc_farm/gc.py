@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from mlc_farm import lease
 from mlc_farm.catalog import all_failures, all_records, referenced_blobs
+from mlc_farm.output_dir import clean_noted
 from mlc_farm.settings import load_settings
 from mlc_farm.store import ArtifactStore
 
@@ -25,12 +26,14 @@ class GcReport(BaseModel):
     bytes: int
     uploads: list[str]
     failures: list[str] = []  # failure records of keys that have built since
+    staging: list[str] = []  # what killed pulls left beside their output directories
     dry_run: bool
 
 
 def collect(store: ArtifactStore, min_age: timedelta, dry_run: bool = False) -> GcReport:
     with lease.collecting(store, load_settings().lease_seconds) as protected:
-        return _collect(store, min_age, dry_run, protected)
+        report = _collect(store, min_age, dry_run, protected)
+    return report.model_copy(update={"staging": [str(p) for p in clean_noted(dry_run)]})
 
 
 def _collect(store: ArtifactStore, min_age: timedelta, dry_run: bool, protected: lease.Protected) -> GcReport:

@@ -3,7 +3,9 @@
 The new directory is staged beside the target (never inside it) and swapped in with two renames; the old one
 is moved aside first and removed last, so a failure at any point leaves the target as it was. Each staging
 or moved-aside directory is locked (flock) by the process that made it: the next write to the same place
-removes those whose process is gone, and puts back a target that a killed swap had moved aside.
+removes those whose process is gone, and puts back a target that a killed swap had moved aside. Each staging
+directory is also noted under `MLC_FARM_CACHE/writing/` while it exists, so that `mlc-farm gc` finds and
+removes those of killed writes wherever they were.
 """
 
 from __future__ import annotations
@@ -93,12 +95,50 @@ def replacing(out: Path, what: str, replace: bool = False) -> Iterator[Path]:
     except OSError as e:
         raise BadInput(f"{what} {out}: cannot write there ({e.strerror})") from None
     held = _lock(staging)
+    note = _note(staging)
     try:
         yield staging
         _swap(staging, target)
     finally:
         os.close(held)
         shutil.rmtree(staging, ignore_errors=True)
+        if note:
+            note.unlink(missing_ok=True)
+
+
+def _notes() -> Path:
+    from mlc_farm.settings import load_settings
+
+    return load_settings().cache_dir / "writing"
+
+
+def _note(staging: Path) -> Path | None:
+    """Note where a staging directory is, for `gc` (best effort: a cache that cannot be written notes nothing)."""
+    try:
+        _notes().mkdir(parents=True, exist_ok=True)
+        note = _notes() / f"{uuid.uuid4().hex}.path"
+        note.write_text(str(staging))
+        return note
+    except OSError:
+        return None
+
+
+def clean_noted(dry_run: bool = False) -> list[Path]:
+    """Staging directories of killed writes (`pull -o`, `tiny-model`) wherever they were: removed, with their
+    notes. Only a directory named as this module names them and that no live process holds is touched."""
+    removed = []
+    for note in sorted(_notes().glob("*.path")) if _notes().is_dir() else []:
+        with contextlib.suppress(OSError):
+            staging = Path(note.read_text())
+            if staging.exists() and not (_WRITING in staging.name and staging.is_dir() and _abandoned(staging)):
+                continue  # still being written (or not ours): left alone
+            if staging.exists():
+                removed.append(staging)
+                if not dry_run:
+                    shutil.rmtree(staging, ignore_errors=True)
+            if not dry_run:
+                note.unlink(missing_ok=True)
+    return removed
 
 
 def _swap(staging: Path, target: Path) -> None:

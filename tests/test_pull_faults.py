@@ -19,7 +19,7 @@ from mlc_farm.errors import CorruptBlobError, StoreUnavailable
 from mlc_farm.output_dir import replacing
 from mlc_farm.store.s3 import S3Store
 from tests.faults import TamperingProxy
-from tests.helpers import ROOT, run_cli
+from tests.helpers import ROOT, cli, run_cli
 from tests.test_heal import flip_a_byte, shard_of
 from tests.test_s3_store import random_file
 
@@ -180,12 +180,16 @@ def test_a_stalled_pull_stops_within_seconds_of_a_signal_and_a_killed_ones_lefto
             assert proc.returncode == code and "stopped by" in stderr and "Traceback" not in stderr
             assert not list(tmp_path.glob(".out.*"))  # it cleaned up after itself
         else:
-            assert list(tmp_path.glob(".out.writing-*"))  # a SIGKILL leaves its staging behind ...
+            assert list(tmp_path.glob(".out.writing-*"))  # a SIGKILL leaves its staging behind, which gc removes
+            swept = cli("gc", "--store", s3_store_url, env=env)
+            assert swept.returncode == 0 and "removed 0 unreferenced blobs" in " ".join(swept.stdout.split())
+            assert "and 1 staging directories of killed pulls" in " ".join(swept.stdout.split())
+            assert not list(tmp_path.glob(".out.*"))
         assert _listing(target) == {"mine.txt": "keep me"}
         proxy.spoil("", times=0)
         again = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert again.returncode == 0, again.stderr
-        assert not list(tmp_path.glob(".out.*"))  # ... which the next pull to the same place removes
+        assert not list(tmp_path.glob(".out.*"))  # and nothing is left beside the target
         assert (target / "mlc-chat-config.json").is_file() and not (target / "mine.txt").exists()
     finally:
         proxy.close()

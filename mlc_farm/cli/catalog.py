@@ -107,11 +107,12 @@ def gc(
         raise BadInput(f"--min-age-hours: {min_age_hours} is not a number of hours (0 or more)")
     report = collect(open_store(store, must_exist=True), timedelta(hours=min_age_hours), dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
-    for name in [*report.blobs, *report.uploads, *report.failures]:
+    for name in [*report.blobs, *report.uploads, *report.failures, *report.staging]:
         out.print(f"{verb} {name}", highlight=False)
     out.print(
         f"{verb} {len(report.blobs)} unreferenced blobs ({size(report.bytes)}), "
-        f"{len(report.uploads)} unfinished uploads and {len(report.failures)} failure records of keys built since"
+        f"{len(report.uploads)} unfinished uploads, {len(report.failures)} failure records of keys built since "
+        f"and {len(report.staging)} staging directories of killed pulls"
     )
 
 
