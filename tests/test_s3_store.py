@@ -1,5 +1,6 @@
-"""The S3 store against a real SeaweedFS server: verified multipart transfers, resumable uploads,
-conditional catalog updates, clear permanent errors, retried transient ones."""
+"""What only the S3 store has, against a real SeaweedFS server (the contract of every store is
+test_store_contract.py): verified multipart transfers, resumable uploads, conditional writes, clear permanent
+errors, retried transient ones."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from mlc_farm.build import store_files
-from mlc_farm.errors import CorruptBlobError, StoreError, StoreUnavailable, WriteConflict, is_transient
+from mlc_farm.errors import StoreError, StoreUnavailable, WriteConflict, is_transient
 from mlc_farm.gc import collect
 from mlc_farm.store import open_store
 from mlc_farm.store.layout import blob_path
@@ -65,18 +66,6 @@ def test_multipart_round_trip_with_verified_checksums(
     store.get_blob(digest, out, landed.append)
     assert out.read_bytes() == big.read_bytes()
     assert sum(landed) == big.stat().st_size and len(landed) > 1  # progress as the ranges land
-
-
-def test_corrupted_object_is_detected_and_not_left_on_disk(s3_store_url: str, tmp_path: Path) -> None:
-    store = open_store(s3_store_url)
-    f = tmp_path / "tokenizer.json"
-    digest = random_file(f, 100_000, seed=2)
-    store.put_blob(f, digest)
-    s3_client().put_object(Bucket=bucket_of(s3_store_url), Key=f"farm/{blob_path(digest)}", Body=b"evil")
-    dest = tmp_path / "pulled" / "tokenizer.json"
-    with pytest.raises(CorruptBlobError, match="is corrupt"):
-        store.get_blob(digest, dest)
-    assert list((tmp_path / "pulled").iterdir()) == []
 
 
 def test_killed_upload_is_finished_by_the_next_run_sending_only_what_is_missing(
@@ -130,21 +119,6 @@ def test_killed_upload_is_finished_by_the_next_run_sending_only_what_is_missing(
     assert store.requests["UploadPart"] == 3  # 12 MB in 5 MB parts
     assert store.abort_stale_uploads(timedelta(0)) == [f"farm/{blob_path(entries[3].sha256)}"]
     assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
-
-
-def test_concurrent_catalog_updates_both_survive(s3_store_url: str) -> None:
-    stores = [open_store(s3_store_url) for _ in range(2)]
-
-    def writer(i: int) -> None:
-        for j in range(15):
-            stores[i].update_json("catalog/m/q.json", lambda old, k=f"{i}-{j}", v=j: {**(old or {}), k: v})
-
-    threads = [threading.Thread(target=writer, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(stores[0].read_json("catalog/m/q.json") or {}) == 30
 
 
 def test_conditional_write_refuses_a_stale_update(s3_store_url: str) -> None:
