@@ -83,10 +83,14 @@ class Observer:
         return now - self.seen[name][1] >= self.seconds
 
 
-def live(name: str, other: Lease | None, observer: Observer | None) -> bool:
-    """Another holder's lease that still holds: not expired by its own word, its process not known dead, and
-    (for a waiter) renewed within the waiter's own lease period."""
-    if other is None or other.expires_at <= datetime.now(timezone.utc) or _dead_here(other.holder):
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def live(name: str, other: Lease | None, observer: Observer | None, at: datetime | None = None) -> bool:
+    """Another holder's lease that still holds at `at` (default now): not expired by its own word, its process
+    not known dead, and (for a waiter) renewed within the waiter's own lease period."""
+    if other is None or other.expires_at <= (at or _utc_now()) or _dead_here(other.holder):
         return False
     return observer is None or not observer.lapsed(name, other)
 
@@ -99,16 +103,17 @@ def take(
     observer: Observer | None = None,
     blobs: list[str] | None = None,
     name: str | None = None,
+    at: datetime | None = None,
 ) -> Lease | None:
-    """Take (or renew) the lease of `key` unless another holder's is live; the lease, or None. A renewal keeps
-    the blobs named before unless `blobs` replaces them."""
+    """Take (or renew) the lease of `key` unless another holder's is live (at `at`, default now: tests give
+    their own time); the lease, or None. A renewal keeps the blobs named before unless `blobs` replaces them."""
     name = name or lease_path(key)
 
     def change(doc: dict[str, Any] | None) -> dict[str, Any]:
         other = _current(doc)
-        if other and other.holder != holder and live(name, other, observer):
+        now = at or _utc_now()
+        if other and other.holder != holder and live(name, other, observer, now):
             return doc  # type: ignore[return-value]  # someone else's, still live: unchanged
-        now = datetime.now(timezone.utc)
         kept = other.blobs if other and other.holder == holder and blobs is None else (blobs or [])
         return Lease(holder=holder, expires_at=now + timedelta(seconds=seconds), renewed_at=now, blobs=kept).model_dump(
             mode="json"

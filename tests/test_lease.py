@@ -16,17 +16,17 @@ from mlc_farm.store.layout import lease_path
 from mlc_farm.store.local import LocalStore
 
 
-def test_one_holder_at_a_time_and_a_dead_holders_lease_lapses(tmp_path: Path) -> None:
-    store = LocalStore(tmp_path / "s")
-    assert lease.take(store, "k", "a", seconds=1) is not None
-    assert lease.take(store, "k", "b", seconds=1) is None  # a holds it
-    assert lease.take(store, "k", "a", seconds=1) is not None  # a renews
-    time.sleep(1.2)  # a died without releasing
-    assert lease.take(store, "k", "b", seconds=1) is not None
+def test_one_holder_at_a_time_and_a_lease_not_renewed_lapses(tmp_path: Path) -> None:
+    store, t0 = LocalStore(tmp_path / "s"), datetime(2026, 12, 1, tzinfo=timezone.utc)
+    at = [t0 + timedelta(seconds=s) for s in (0, 0.5, 0.8, 2.0)]
+    assert lease.take(store, "k", "a", seconds=1, at=at[0]) is not None
+    assert lease.take(store, "k", "b", seconds=1, at=at[1]) is None  # a holds it
+    assert lease.take(store, "k", "a", seconds=1, at=at[2]) is not None  # a renews: until 1.8 s
+    assert lease.take(store, "k", "b", seconds=1, at=at[3]) is not None  # a died without renewing
     lease.release(store, "k", "a")  # not a's any more: nothing happens
-    assert lease.take(store, "k", "a", seconds=1) is None
+    assert lease.take(store, "k", "a", seconds=1, at=at[3]) is None
     lease.release(store, "k", "b")
-    assert lease.take(store, "k", "a", seconds=1) is not None
+    assert lease.take(store, "k", "a", seconds=1, at=at[3]) is not None
 
 
 def test_a_waiting_builder_gets_the_other_ones_result(tmp_path: Path) -> None:
