@@ -10,7 +10,6 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from mlc_farm import plan as planning
 from mlc_farm import sources, toolchain
 from mlc_farm.catalog import load_record
 from mlc_farm.cli._app import app
@@ -26,6 +25,7 @@ from mlc_farm.matrix import (
     select_cells,
     toolchain_problems,
 )
+from mlc_farm.plan import Plan, make_plan
 from mlc_farm.store import ArtifactStore, open_store
 
 
@@ -56,7 +56,7 @@ def plan(
     accepted = names_accepted(loaded, tc, st)
     wanted = {c.model for c in cells}
     srcs = sources.resolve(loaded, [m for m in loaded.matrix.models if m.id in wanted])
-    p = planning.make_plan(loaded.matrix, cells, srcs, tc)
+    p = make_plan(loaded.matrix, cells, srcs, tc)
     # With an unknown toolchain the keys that hold it are not the keys a build would have: the store is not asked.
     in_store: dict[str, bool | None] = {k: (load_record(st, k) is not None) if tc.known else None for k in p.all_keys()}
     kinds: dict[str, dict[str, Any]] = {"convert": p.convert_builds, "config": p.config_builds, "library": p.lib_builds}
@@ -137,7 +137,7 @@ def plan(
         _why_to_build(st, p, {k: bool(v) for k, v in in_store.items()})
 
 
-def _why_to_build(st: ArtifactStore, p: planning.Plan, in_store: dict[str, bool]) -> None:
+def _why_to_build(st: ArtifactStore, p: Plan, in_store: dict[str, bool]) -> None:
     """Why each build is to do: what differs from the closest build in the store."""
     from mlc_farm.catalog import all_records
     from mlc_farm.explain import closest_build
