@@ -145,6 +145,7 @@ models:
 """
 
 
+@pytest.mark.slow
 def test_a_garbled_read_of_a_catalog_entry_never_drops_its_libraries(
     tiny_matrix: Path, tmp_path: Path, s3_store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -239,6 +239,7 @@ def test_plan_rejects_a_name_the_installed_toolchain_does_not_know(tiny_matrix: 
     assert not (bad.parent / "never-written" / "builds").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("prefect_api")
 def test_without_a_toolchain_plan_checks_names_against_the_snapshot_a_build_kept(
     tiny_matrix: Path, tmp_path: Path
