@@ -50,6 +50,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return request.getfixturevalue("s3_store_url") if request.param == "s3" else str(tmp_path / "store")
 
 
+@pytest.mark.slow
 def test_a_flipped_byte_is_found_and_healed_by_the_next_build(
     tiny_matrix: Path, tmp_path: Path, store_url: str
 ) -> None:
@@ -73,6 +74,7 @@ def test_a_flipped_byte_is_found_and_healed_by_the_next_build(
     assert run_cli("verify", "--deep", "--store", store_url).returncode == 0
 
 
+@pytest.mark.slow
 def test_build_force_replaces_a_corrupt_blob(tiny_matrix: Path, tmp_path: Path) -> None:
     store, calls = str(tmp_path / "store"), tmp_path / "calls.log"
     assert build(tiny_matrix, store, calls).returncode == 0

@@ -78,6 +78,7 @@ def test_sources_stay_untouched_even_on_a_read_only_volume(tiny_models: Path, tm
     assert tampered.returncode == 1 and "params_shard_0.bin differs from what the farm built" in tampered.stderr
 
 
+@pytest.mark.slow
 def test_option_edits_rebuild_only_what_they_change(tiny_models: Path, tmp_path: Path) -> None:
     matrix = own_models(tiny_models, tmp_path)
     store, calls = tmp_path / "store", tmp_path / "calls.log"
@@ -120,6 +121,7 @@ def test_option_edits_rebuild_only_what_they_change(tiny_models: Path, tmp_path:
 PUBLISHED = TINY_MATRIX + "publish: {org: farm-org}\n"
 
 
+@pytest.mark.slow
 def test_a_library_that_does_not_fit_fails_its_cell_and_changes_nothing(
     hub: LocalHub, tiny_models: Path, tmp_path: Path
 ) -> None:
