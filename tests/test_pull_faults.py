@@ -197,3 +197,23 @@ def test_a_stalled_pull_stops_within_seconds_of_a_signal_and_a_killed_ones_lefto
         proxy.close()
         with contextlib.suppress(ProcessLookupError, UnboundLocalError):
             proc.kill()
+
+
+def test_a_full_disk_mid_download_fails_it_without_a_hang(
+    tampered, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    store, _proxy, sha = tampered
+    real, writes = os.pwrite, [0]
+
+    def pwrite(fd: int, data: bytes, offset: int) -> int:
+        writes[0] += 1
+        if writes[0] == 2:  # the first range after the one at byte 0: nothing after it can be hashed in order
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data, offset)
+
+    monkeypatch.setattr("mlc_farm.store.s3.os.pwrite", pwrite)
+    with pytest.raises(OSError, match="No space left"):
+        store.get_blob(sha, tmp_path / "got" / "blob")
+    assert not list((tmp_path / "got").iterdir()) and _window_is_whole(store)

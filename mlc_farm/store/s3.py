@@ -143,7 +143,7 @@ class S3Store:
                 lambda: client.head_bucket(Bucket=self.bucket), budget=seconds * attempts, transient=_transient
             )
         except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError) as e:
-            where = self.endpoint or "AWS S3"
+            where = self._where
             raise StoreUnavailable(
                 f"cannot reach {where} for s3://{self.bucket}: no answer in {seconds * attempts:g} s "
                 f"({type(e).__name__}); check AWS_ENDPOINT_URL / MLC_FARM_STORE and the network"
@@ -159,6 +159,11 @@ class S3Store:
     def _count(self, model: Any, **_: Any) -> None:
         with self._lock:
             self.requests[model.name] += 1
+
+    @property
+    def _where(self) -> str:
+        """The endpoint, for messages."""
+        return self.endpoint or "AWS S3"
 
     def _key(self, name: str) -> str:
         return f"{self.prefix}/{name}" if self.prefix else name
@@ -178,13 +183,13 @@ class S3Store:
                 raise
 
         try:
-            return retry_transient(attempt, transient=_transient)
+            return retry_transient(attempt, budget=self.retry_seconds, transient=_transient)
         except StoreUnavailable:
             raise
         except ClientError:
             raise  # the caller turns it into words (missing, denied, conflict)
         except Exception as e:
-            where = self.endpoint or "AWS S3"
+            where = self._where
             if _transient(e):
                 raise StoreUnavailable(
                     f"s3://{self.bucket} at {where} kept dropping the connection ({type(e).__name__}) while {what}; "
@@ -326,24 +331,23 @@ class S3Store:
         is fetched again, within the one retry budget: each read waits no longer than what is left of it."""
         deadline = time.monotonic() + self.retry_seconds
 
-        def fetch() -> tuple[dict[str, Any], bytes]:
+        def fetch() -> tuple[bytes, int]:
             obj = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{start + length - 1}")
             data = self._read_body(obj, key, deadline)
             total = int(obj.get("ContentRange", f"/{len(data)}").rsplit("/", 1)[1])
             if len(data) != (want := max(0, min(length, total - start))):
                 raise StoreUnavailable(
-                    f"s3://{self.bucket} at {self.endpoint or 'AWS S3'} kept sending {len(data)} of the {want} "
+                    f"s3://{self.bucket} at {self._where} kept sending {len(data)} of the {want} "
                     f"bytes asked for at byte {start} of {key}; try again later"
                 )
-            return obj, data
+            return data, total
 
         try:
-            obj, data = self._call(f"downloading {key}", fetch)
+            return self._call(f"downloading {key}", fetch)
         except ClientError as e:
             if str(e.response.get("Error", {}).get("Code")) == "InvalidRange" and start == 0:
                 return b"", 0  # an empty object has no byte 0
             raise
-        return data, int(obj.get("ContentRange", f"/{len(data)}").rsplit("/", 1)[1])
 
     def _read_body(self, obj: dict[str, Any], key: str, deadline: float) -> bytes:
         """A response body read in blocks, none waiting past `deadline`: a stalled stream cannot hold a download
@@ -355,7 +359,7 @@ class S3Store:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise StoreUnavailable(
-                    f"s3://{self.bucket} at {self.endpoint or 'AWS S3'} stalled while sending {key}; try again later"
+                    f"s3://{self.bucket} at {self._where} stalled while sending {key}; try again later"
                 )
             if left < self.read_timeout:
                 with contextlib.suppress(AttributeError):  # a stream the server already closed
@@ -379,10 +383,10 @@ class S3Store:
         def fetch(offset: int) -> None:
             try:
                 data, _ = self._get_range(key, offset, min(chunk, total - offset))
+                os.pwrite(fd, data, offset)  # a full disk fails the download as a cut stream does
             except BaseException:
                 failed.set()
                 raise
-            os.pwrite(fd, data, offset)
             if progress:
                 progress(len(data))
             with lock:
