@@ -125,9 +125,8 @@ def take(
 
 def release(store: ArtifactStore, key: str, holder: str, name: str | None = None) -> None:
     name = name or lease_path(key)
-    with contextlib.suppress(DamagedDocumentError):
-        if (lease := _current(store.read_json(name))) and lease.holder == holder:
-            store.delete(name)
+    if (lease := _read(store, name)) and lease.holder == holder:
+        store.delete(name)
 
 
 @contextlib.contextmanager

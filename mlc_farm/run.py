@@ -172,13 +172,13 @@ class MatrixRun:
         outcomes = self.collect()
         units = self.engine.update_catalog(self.plan, self.sources, self.records)
         summary = summarize(self.plan, outcomes, units)
-        self.report(summary, status)
+        night = self.report(summary, status)
         failed_units = {(r.model, r.quantization) for r in summary.failed} | {
             (u.model, u.quantization) for u in units if u.status in ("kept previous", "not built", "damaged")
         }
         published, publish_failures = self.publish(failed_units)
         self.engine.write_page()  # after publishing: its links go to the Hub repos that hold these builds
-        self.engine.artifacts(summary, self.night, published)
+        self.engine.artifacts(summary, night, published)
         return self.result(summary, units, publish_failures)
 
     def keep_probe(self) -> None:
@@ -279,7 +279,6 @@ class MatrixRun:
                         f"[{len(finished)}/{len(self.todo)}] ", mark, f" {self.labels[key]} (at {took})"
                     )
                     display.print(line)
-        self.status = status
         return status
 
     def collect(self) -> dict[str, Outcome]:
@@ -306,13 +305,13 @@ class MatrixRun:
         failure = load_failure(self.store, key)
         return failure if failure and failure.failed_at >= self.began else None
 
-    def report(self, summary: Summary, status: RunStatus) -> None:
+    def report(self, summary: Summary, status: RunStatus) -> NightReport:
         """The summary table (every cell of a small matrix, the failed ones of a big one), the night's use of
         the pools, and each failure with its log."""
         builds: dict[str, Build] = {**self.plan.convert_builds, **self.plan.config_builds, **self.plan.lib_builds}
         pool_of = {key: self.scheduler.pool_of(b) for key, b in builds.items()}
         elapsed = status.now() - status.started
-        self.night = night_report(self.plan, status.spans, pool_of, self.scheduler.slots, self.labels, elapsed)
+        night = night_report(self.plan, status.spans, pool_of, self.scheduler.slots, self.labels, elapsed)
         shown = summary.for_console()
         if shown:
             self.console.print(summary.table(shown))
@@ -321,13 +320,14 @@ class MatrixRun:
                 f"{hidden} ok cells not listed; every cell is in the run's mlc-farm-build-summary artifact",
                 soft_wrap=True,
             )
-        if self.night.pools:
-            self.console.print(self.night.line(), soft_wrap=True, markup=False)
+        if night.pools:
+            self.console.print(night.line(), soft_wrap=True, markup=False)
         for r in summary.failed:
             detail = f" {r.model}/{r.quantization}/{r.device}: {r.detail}" + (f"\n  log: {r.log}" if r.log else "")
             self.console.print(Text.assemble(("FAILED", "red"), detail), soft_wrap=True)
         for u in (u for u in summary.units if u.status == "damaged"):
             self.log.error("%s %s: %s", u.model, u.quantization, u.detail)
+        return night
 
     def publish(self, failed_units: set[tuple[str, str]]) -> tuple[list[dict[str, str]], int]:
         """Publish every model x quantization whose cells all succeeded (a partial set would delete libraries
