@@ -200,13 +200,17 @@ def _read(store: ArtifactStore, name: str, model: type[M]) -> M | None:
     except DamagedDocumentError as e:
         log.warning("%s; treated as missing, the next build rewrites it", e)
     except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "document"
         log.warning(
-            "%s/%s is not a schema %d document (%s: %s); treated as missing, the next build rewrites it",
-            store.url, name, SCHEMA_VERSION, where, first["msg"],
+            "%s/%s is not a schema %d document (%s); treated as missing, the next build rewrites it",
+            store.url, name, SCHEMA_VERSION, first_problem(e),
         )  # fmt: skip
     return None
+
+
+def first_problem(e: ValidationError) -> str:
+    """`field.path: what is wrong` of the first error of a document that does not validate."""
+    first = e.errors()[0]
+    return f"{'.'.join(str(p) for p in first['loc']) or 'document'}: {first['msg']}"
 
 
 def load_record(store: ArtifactStore, key: str) -> BuildRecord | None:

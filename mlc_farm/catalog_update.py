@@ -19,6 +19,7 @@ from mlc_farm.catalog import (
     CatalogEntry,
     LibRef,
     Validation,
+    first_problem,
     load_record,
     next_entry,
     now,
@@ -170,9 +171,7 @@ def _as_entry(name: str, doc: dict[str, Any] | None) -> CatalogEntry | None:
     try:
         return CatalogEntry.model_validate(doc)
     except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "document"
-        raise DamagedDocumentError(f"{name} is damaged ({where}: {first['msg']})") from None
+        raise DamagedDocumentError(f"{name} is damaged ({first_problem(e)})") from None
 
 
 def _entry_now(store: ArtifactStore, model: str, quantization: str) -> CatalogEntry | None:
