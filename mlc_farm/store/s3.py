@@ -401,12 +401,12 @@ class S3Store:
         futures = []
         try:
             for offset in range(start, total, chunk):
-                while not failed.is_set() and not window.acquire(timeout=0.2):
+                while not (got := window.acquire(timeout=0.2)) and not failed.is_set():
                     pass
+                with lock:
+                    state["held"] += got  # a slot taken as a range failed is given back with the others
                 if failed.is_set():
                     break
-                with lock:
-                    state["held"] += 1
                 futures.append(self._pool.submit(fetch, offset))
             for f in futures:
                 f.result()
