@@ -14,6 +14,8 @@ unless `--host` names a triple. Knobs for tests, all optional:
   MLC_DOUBLE_HOST_CPU=CPU  the CPU `--host auto` finds (default znver3)
   MLC_DOUBLE_BAD_METADATA=1  compile a library whose metadata does not fit the weights
   MLC_DOUBLE_NAN=1         compile a library whose logits are NaN
+  MLC_DOUBLE_ROPE_BASE=B   compile a library with rope base B: it fits its weights, runs, and computes another
+                           function (the reference's wrong-rope-base library)
   MLC_DOUBLE_ENV_LOG=FILE  append the environment names each invocation sees (to check what it is given)
 """
 
@@ -202,7 +204,14 @@ def quantize(name: str, w: np.ndarray, q: str) -> list[tuple[str, str, list[int]
     scale_t = scale.astype(scale_dtype)
     return [
         (base + ".q_weight", "uint32", list(packed.shape), packed.tobytes(), packed.nbytes),
-        (base + ".q_scale", str(scale_t.dtype), list(scale_t.shape), scale_t.tobytes(), scale_t.nbytes),
+        # float32 records are stored as bf16 ("f32-to-bf16"), scales included
+        (
+            base + ".q_scale",
+            str(scale_t.dtype),
+            list(scale_t.shape),
+            bf16_bytes(scale_t) if scale_dtype == "float32" else scale_t.tobytes(),
+            scale_t.nbytes,
+        ),
     ]
 
 
@@ -422,7 +431,8 @@ def compile_(args: argparse.Namespace) -> None:
             "model_config": chat["model_config"], "quantization": quantization, "device": args.device,
             "opt": args.opt, "overrides": overrides, "multi_arch": os.environ.get("MLC_MULTI_ARCH"),
         },
-        "target": target, "metadata": meta, "knobs": {"nan": bool(os.environ.get("MLC_DOUBLE_NAN"))},
+        "target": target, "metadata": meta, "knobs": {"nan": bool(os.environ.get("MLC_DOUBLE_NAN")),
+                                                     "rope_base": os.environ.get("MLC_DOUBLE_ROPE_BASE")},
     }  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     _library.write(out, doc)

@@ -1,11 +1,15 @@
 """Double of tvm.relax.VirtualMachine over the double's library files: the functions of a chat library,
-with the argument checks the real runtime makes (parameter count, shapes, dtypes, device)."""
+with the argument checks the real runtime makes (parameter count, shapes, dtypes, device). `prefill` and
+`decode` compute a Llama over the weights they are given (`_llama_math`), with the rope base the library was
+compiled for (or the MLC_DOUBLE_ROPE_BASE knob's, a library that fits its weights and computes another
+function)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+import _llama_math
 import numpy as np
 
 from tvm.runtime import KVCache, Module, ShapeTuple, Tensor
@@ -22,6 +26,7 @@ class VirtualMachine:
         if not device.present:
             raise RuntimeError(f"device {device!r} is not present on this machine")
         self.doc, self.device, self.meta = module.doc, device, module.doc["metadata"]
+        self._weights: tuple[tuple[int, ...], _llama_math.Weights] | None = None
         self._functions = {
             "_metadata": lambda: json.dumps(self.meta),
             "embed": self._embed,
@@ -56,9 +61,23 @@ class VirtualMachine:
 
     def _embed(self, ids: Tensor, params: list[Tensor]) -> Tensor:
         self._check_params(params)
-        hidden = _hidden(self.meta)
-        rows = np.stack([np.cos(np.arange(hidden) * 0.01 + int(i)) for i in ids.numpy().ravel()]).astype(np.float32)
-        return Tensor(rows, self.device)
+        rows = self._model(params).embed[ids.numpy().ravel().astype(np.int64)]
+        return Tensor(rows.astype(np.float32), self.device)
+
+    def _model(self, params: list[Tensor]) -> _llama_math.Weights:
+        """The float32 weights behind `params` (dequantized once per set of parameters)."""
+        ident = tuple(id(p) for p in params)
+        if self._weights is None or self._weights[0] != ident:
+            arrays = {spec["name"]: _float32(t) for spec, t in zip(self.meta["params"], params, strict=True)}
+            tensors = {}
+            for name, array in arrays.items():
+                if name.endswith(".q_weight"):
+                    base = name.removesuffix(".q_weight")
+                    tensors[base + ".weight"] = _dequantize(array, arrays[base + ".q_scale"], self.meta["quantization"])
+                elif not name.endswith(".q_scale"):
+                    tensors[name] = array
+            self._weights = ident, _mlc_weights(tensors, self.doc["identity"]["model_config"])
+        return self._weights[1]
 
     def _create_kv(self, max_seqs: ShapeTuple, max_len: ShapeTuple, chunk: ShapeTuple, page: ShapeTuple,
                    sliding: ShapeTuple) -> KVCache:  # fmt: skip
@@ -72,12 +91,44 @@ class VirtualMachine:
             raise ValueError("begin_forward was not called on the KV cache")
         if kv.length + kv.pending > kv.capacity:
             raise ValueError("the KV cache is full")
-        last = embedding.numpy().reshape(-1, embedding.shape[-1])[-1]
-        logits = np.tanh(np.arange(vocab, dtype=np.float32) * 0.003 + float(last.sum()) + kv.length)
-        if self.doc.get("knobs", {}).get("nan"):
+        weights, config = self._model(params), self.doc["identity"]["model_config"]
+        rows = embedding.numpy().reshape(-1, embedding.shape[-1]).astype(np.float32)
+        knobs = self.doc.get("knobs", {})
+        base = float(knobs.get("rope_base") or config.get("position_embedding_base", 10000))
+        logits = _llama_math.forward(weights, config, rows, kv.math, base)[-1][:vocab]
+        if knobs.get("nan"):
             logits[::7] = np.nan
         return Tensor(logits.reshape(1, 1, vocab), self.device), kv
 
 
-def _hidden(meta: dict[str, Any]) -> int:
-    return next(p["shape"][0] for p in meta["params"] if p["name"] == "model.norm.weight")
+def _float32(t: Tensor) -> np.ndarray:
+    """A parameter as stored in memory, read as numbers: bf16 (stored as uint16) widened to float32."""
+    a = t.numpy()
+    if a.dtype == np.uint16:
+        return (a.astype(np.uint32) << 16).view(np.float32)
+    return a if a.dtype == np.uint32 else a.astype(np.float32)
+
+
+def _dequantize(packed: np.ndarray, scale: np.ndarray, quantization: str) -> np.ndarray:
+    from mlc_llm._library import GROUP, layout
+
+    bits = layout(quantization)[0]
+    per_word = 32 // bits
+    levels = np.stack([(packed >> np.uint32(i * bits)) & np.uint32(2**bits - 1) for i in range(per_word)], axis=-1)
+    in_dim = scale.shape[1] * GROUP
+    levels = levels.reshape(packed.shape[0], -1)[:, :in_dim].astype(np.float32) - 2 ** (bits - 1)
+    return (levels.reshape(packed.shape[0], -1, GROUP) * scale[..., None]).reshape(packed.shape[0], in_dim)
+
+
+def _mlc_weights(t: dict[str, np.ndarray], mc: dict[str, Any]) -> _llama_math.Weights:
+    layers = []
+    for i in range(mc["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        layers.append({
+            "input_norm": t[p + "input_layernorm.weight"], "post_norm": t[p + "post_attention_layernorm.weight"],
+            "qkv": t[p + "self_attn.qkv_proj.weight"], "o": t[p + "self_attn.o_proj.weight"],
+            "gate_up": t[p + "mlp.gate_up_proj.weight"], "down": t[p + "mlp.down_proj.weight"],
+        })  # fmt: skip
+    embed = t["model.embed_tokens.weight"]
+    head = embed if mc.get("tie_word_embeddings") else t["lm_head.weight"]
+    return _llama_math.Weights(embed, head, t["model.norm.weight"], layers)

@@ -45,7 +45,10 @@ def load_module(path: str) -> Module:
 
 class KVCache:
     def __init__(self, capacity: int):
+        from _llama_math import Cache
+
         self.capacity, self.length, self.sequences, self.pending = capacity, 0, set(), None
+        self.math = Cache()
 
 
 def _add_sequence(kv: KVCache, seq_id: int) -> None:
