@@ -26,7 +26,7 @@ from mlc_farm.catalog_update import UnitResult
 from mlc_farm.hub import PublishResult
 from mlc_farm.matrix import LoadedMatrix, ModelSpec
 from mlc_farm.night import NightReport
-from mlc_farm.plan import LibBuild, ModelBuilds, Plan
+from mlc_farm.plan import CheckBuild, LibBuild, ModelBuilds, Plan, ReferenceBuild
 from mlc_farm.run import HUB_UNREACHABLE, REFUSED, MatrixRun, Mode, Preflight, Progress, preflight
 from mlc_farm.schedule import Build
 from mlc_farm.settings import load_settings
@@ -37,6 +37,8 @@ from mlc_farm.summary import BY_ANOTHER_RUN, Outcome, Summary
 from mlc_farm.tasks.build import (
     build_from_source,
     build_library,
+    build_reference,
+    check_cell,
     probe_toolchain,
     resolve_sources,
     update_catalog,
@@ -171,28 +173,34 @@ class PrefectEngine:
             pool: ToolchainInfo.model_validate(st.read_json(toolchain_path(pool)) or {"error": "no probe"})
             for pool in pools
         }
-        if len(set(found.values())) > 1:
+        if len({tc.model_copy(update={"reference": None}) for tc in found.values()}) > 1:
             seen = "; ".join(f"{pool}: {tc.describe()}" for pool, tc in found.items())
             return ToolchainInfo(
                 error=f"the pools run different toolchains ({seen}): build every image from one MLC nightly"
             )
-        return found[pools[0]]
+        # Fidelity's reference pass runs on the weights pool: whether it can is what that pool's probe found.
+        return found.get(self.weights_pool, found[pools[0]])
 
     def resolve(self, loaded: LoadedMatrix, models: list[ModelSpec]) -> dict[str, ResolvedSource]:
         return resolve_sources(_as_is(loaded), _as_is(models))
 
     def start(self, build: Build, builds: ModelBuilds | None, source: ResolvedSource | None) -> PrefectFuture:
-        if isinstance(build, LibBuild):
-            assert builds is not None
-            if self.mode == "embedded":
-                return build_library.submit(self.store_url, build, builds, self.force)
-            params = {"lb": build, "builds_from": builds, "store": self.store_url, "force": self.force}
-            return dispatch.submit(f"build-library/{build.device.work_pool}", _jsonable(params), build.key)
-        assert source is not None
+        """Embedded: a task here. Farm: a flow run on the build's pool (the device's, else the weights pool)."""
         if self.mode == "embedded":
+            if isinstance(build, LibBuild):
+                assert builds is not None
+                return build_library.submit(self.store_url, build, builds, self.force)
+            if isinstance(build, CheckBuild):
+                return check_cell.submit(self.store_url, build, self.force)
+            assert source is not None
+            if isinstance(build, ReferenceBuild):
+                return build_reference.submit(self.store_url, build, source, self.force)
             return build_from_source.submit(self.store_url, build, source, self.convert_device, self.force)
-        params = {"build": build, "source": source, "convert_device": self.convert_device, "store": self.store_url,
-                  "force": self.force}  # fmt: skip
+        if isinstance(build, LibBuild | CheckBuild):
+            params: dict[str, Any] = {"lb": build, "builds_from": builds, "store": self.store_url, "force": self.force}
+            return dispatch.submit(f"build-library/{build.device.work_pool}", _jsonable(params), build.key)
+        params = {"build": build, "source": source, "convert_device": self.convert_device,
+                  "store": self.store_url, "force": self.force}  # fmt: skip
         return dispatch.submit(f"build-weights/{self.weights_pool}", _jsonable(params), build.key)
 
     def finished(self, handles: list[Any], timeout: float) -> list[Any]:

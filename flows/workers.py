@@ -16,7 +16,7 @@ from pydantic import Field
 from mlc_farm import build as builds
 from mlc_farm import sources, toolchain
 from mlc_farm.farm import compile_limit
-from mlc_farm.plan import ConfigBuild, ConvertBuild, LibBuild, ModelBuilds
+from mlc_farm.plan import CheckBuild, ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, ReferenceBuild
 from mlc_farm.sources import ResolvedSource
 from mlc_farm.store import open_store
 from mlc_farm.store.layout import toolchain_path
@@ -30,13 +30,17 @@ def probe_toolchain_flow(pool: str, store: str | None = None) -> None:
 
 @flow(retries=0, name="build-weights", flow_run_name="{build.kind} {build.model}/{build.quantization}")
 def build_weights_flow(
-    build: Annotated[ConvertBuild | ConfigBuild, Field(discriminator="kind")],
+    build: Annotated[ConvertBuild | ConfigBuild | ReferenceBuild, Field(discriminator="kind")],
     source: ResolvedSource,
     convert_device: str,
     store: str | None = None,
     force: bool = False,
 ) -> str:
-    """A convert or a config build, on the weights pool (CPU is enough with convert_device: cpu)."""
+    """A convert, config or fidelity reference build, on the weights pool (CPU is enough with convert_device:
+    cpu): each reads the source."""
+    run = str(flow_run.get_id())
+    if isinstance(build, ReferenceBuild):
+        return builds.build_reference(open_store(store), build, sources.fetch(source), flow_run=run, force=force).key
     return builds.build_from_source(
         open_store(store),
         build,
@@ -44,13 +48,20 @@ def build_weights_flow(
         convert_device,
         on_line=log_line,
         force=force,
-        flow_run=str(flow_run.get_id()),
+        flow_run=run,
     ).key
 
 
-@flow(retries=0, name="build-library", flow_run_name="library {lb.device.name}/{lb.quantization}")
-def build_library_flow(lb: LibBuild, builds_from: ModelBuilds, store: str | None = None, force: bool = False) -> str:
+@flow(retries=0, name="build-library", flow_run_name="{lb.kind} {lb.device.name}/{lb.quantization}")
+def build_library_flow(
+    lb: Annotated[LibBuild | CheckBuild, Field(discriminator="kind")],
+    builds_from: ModelBuilds,
+    store: str | None = None,
+    force: bool = False,
+) -> str:
+    """A library build, or a cell's check (run and fidelity), on the device's pool."""
+    run, st = str(flow_run.get_id()), open_store(store)
+    if isinstance(lb, CheckBuild):
+        return builds.check_cell(st, lb, on_line=log_line, flow_run=run, force=force).key
     with concurrency(compile_limit(lb.device.work_pool), occupy=1):
-        return builds.build_library(
-            open_store(store), lb, builds_from, on_line=log_line, flow_run=str(flow_run.get_id()), force=force
-        ).key
+        return builds.build_library(st, lb, builds_from, on_line=log_line, flow_run=run, force=force).key

@@ -11,6 +11,7 @@ The Prefect tasks in `tasks/` wrap these; they can also run on a worker that has
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -22,13 +23,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from mlc_farm import activity, lease, toolchain, validate
+from mlc_farm import activity, fidelity, lease, toolchain, validate
 from mlc_farm.catalog import (
     BuildRecord,
     FailedCell,
     FailureRecord,
     FileEntry,
     Kind,
+    RunCheck,
     Validation,
     load_record,
     now,
@@ -36,9 +38,10 @@ from mlc_farm.catalog import (
     referenced_blobs,
 )
 from mlc_farm.devices import family as device_family
-from mlc_farm.errors import BuildFailed, StoreError, ValidationFailed
+from mlc_farm.errors import BuildFailed, LibraryLoadError, StoreError, ValidationFailed
+from mlc_farm.fidelity import Fidelity
 from mlc_farm.formatting import size
-from mlc_farm.plan import ConfigBuild, ConvertBuild, LibBuild, ModelBuilds
+from mlc_farm.plan import CheckBuild, ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, ReferenceBuild
 from mlc_farm.processes import process_alive
 from mlc_farm.settings import load_settings
 from mlc_farm.sources import file_sha256, needed_files
@@ -206,7 +209,7 @@ def _build(
             kind=subject.kind,
             files=files,
             inputs=inputs,
-            toolchain=inputs["toolchain"],
+            toolchain=inputs.get("toolchain", {}),  # a reference is the same under every toolchain
             started_at=started,
             finished_at=now(),
             seconds=seconds,
@@ -331,3 +334,144 @@ def _validate(
             store.get_blob(f.sha256, weights / f.path)
     lib = work / f"{LIB_FILE}.{lb.device.library_ext}"
     return validate.validate_library(lib, lb.device, builds.model, tensor_cache, chat_config, weights, timeout)
+
+
+REFERENCE_FILE, DISTRIBUTIONS_FILE = "reference.json", "distributions.json"
+
+
+def _write_request(path: Path, tokens: list[int], probe_ids: list[list[int]] | None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"tokens": tokens, "k": fidelity.TOP_K, "probe_ids": probe_ids}))
+    return path
+
+
+def build_reference(
+    store: ArtifactStore,
+    rb: ReferenceBuild,
+    source_dir: Path,
+    *,
+    timeout: float | None = None,
+    flow_run: str | None = None,
+    force: bool = False,
+) -> BuildRecord:
+    """The source's reference distributions over the evaluation tokens, from transformers in float32 in the
+    toolchain's interpreter."""
+
+    def steps(work: Path, log: Path) -> tuple[dict[str, float], dict[str, Path], dict]:
+        config = json.loads((source_dir / "config.json").read_text())
+        tokens = fidelity.eval_tokens(source_dir / "tokenizer.json", rb.positions, int(config["vocab_size"]))
+        request = _write_request(work / "request.json", tokens.tokens, None)
+        with activity.phase(rb.key, "reference pass"):
+            try:
+                out = validate.in_toolchain("reference.py", [str(source_dir), str(request)], _timeout(timeout),
+                                            "the reference pass")  # fmt: skip
+            except LibraryLoadError as e:
+                raise ValidationFailed(str(e)) from None
+        if "unavailable" in out:
+            raise ValidationFailed(f"the reference pass cannot run: {out['unavailable']}")
+        dist = fidelity.Distributions(method=f"{fidelity.METHOD_TRANSFORMERS} ({rb.tools})",
+                                      tokens=tokens.tokens, seeded=tokens.seeded, **out)  # fmt: skip
+        with log.open("a", encoding="utf-8") as f:
+            f.write(f"reference of {rb.model}: {dist.method}, {tokens.describe()}, {dist.seconds:.1f} s\n")
+        path = work / "out" / REFERENCE_FILE
+        path.parent.mkdir(parents=True)
+        path.write_text(dist.model_dump_json())
+        return {"reference": dist.seconds or 0.0}, {REFERENCE_FILE: path}, {}
+
+    subject = Subject(rb.key, "reference", rb.inputs, f"reference {rb.model}", [])
+    return _run_steps(store, subject, steps, flow_run, force)
+
+
+def check_cell(
+    store: ArtifactStore,
+    cb: CheckBuild,
+    *,
+    timeout: float | None = None,
+    on_line: Callable[[str], None] | None = None,
+    flow_run: str | None = None,
+    force: bool = False,
+) -> BuildRecord:
+    """The cell on its device: its library with its weights, run (median tokens/s of several timed runs) and
+    the teacher-forced pass of fidelity, in one tracked, killable process; a run that fails fails the check. The
+    fidelity numbers are judged here against the night's thresholds and again when the catalog moves."""
+    lib, convert, config = (_record(store, k, w) for k, w in ((cb.library, "library"),
+                            (cb.builds.convert, "convert build"), (cb.builds.config, "config build")))  # fmt: skip
+    cell = f"{cb.model}/{cb.quantization}/{cb.device.name}"
+
+    def steps(work: Path, log: Path) -> tuple[dict[str, float], dict[str, Path], dict]:
+        tensor_cache = read_blob_json(store, _file(convert, "tensor-cache.json"))
+        chat_config = read_blob_json(store, _file(config, "mlc-chat-config.json"))
+        fits = validate.fit_check(lib.library_metadata, tensor_cache, chat_config)
+        fam = device_family(cb.device.family)
+        if (absent := fam.missing_here()) or fam.runtime_device is None:
+            why = absent or f"no {cb.device.family} device here"
+            run = RunCheck(status="not run", detail=why)
+            result = Fidelity(status="not measured", detail="the library did not run here")
+            return _checked(log, cell, Validation(fits=fits, run=run), result, {}, on_line)
+        weights = work / "model"
+        for f in [*convert.files, *config.files]:
+            store.get_blob(f.sha256, weights / f.path)
+        lib_file = work / lib.files[0].path
+        store.get_blob(lib.files[0].sha256, lib_file)
+        ref = _reference(store, cb)
+        if ref is None:
+            tokens = fidelity.eval_tokens(weights / "tokenizer.json", cb.positions, int(chat_config["vocab_size"]))
+        else:
+            tokens = fidelity.EvalTokens(tokens=ref.tokens, seeded=ref.seeded)
+        request = _write_request(work / "request.json", tokens.tokens, ref.top_ids if ref else None)
+        with activity.phase(cb.key, "run and fidelity"):
+            try:
+                out = validate.run_library(lib_file, fam.runtime_device, weights, _timeout(timeout), request)
+            except LibraryLoadError as e:
+                raise ValidationFailed(f"{cell}: {e}") from None
+        run = RunCheck(**out["run"], device=fam.runtime_device, ran_with=cb.model)
+        validation = Validation(fits=fits, run=run)
+        if not validation.ok:
+            _checked(log, cell, validation, None, {}, on_line)
+            raise ValidationFailed(f"{cell} failed its check: {validation.describe()}")
+        dist = fidelity.Distributions(method=f"{cb.quantization} library on {fam.runtime_device}",
+                                      tokens=tokens.tokens, seeded=tokens.seeded, **out["distributions"])  # fmt: skip
+        seconds = {"fidelity": dist.seconds or 0.0}
+        if ref is None:
+            path = work / "out" / DISTRIBUTIONS_FILE
+            path.parent.mkdir(parents=True)
+            path.write_text(dist.model_dump_json(exclude={"probe_logprobs"}))
+            result = Fidelity(status="reference", reference=dist.method, evaluation=tokens.describe(),
+                              seconds=dist.seconds)  # fmt: skip
+            return seconds, {DISTRIBUTIONS_FILE: path}, _checked(log, cell, validation, result, {}, on_line)[2]
+        measured = fidelity.compare(ref, dist)
+        ok, why = fidelity.judge(measured, cb.thresholds)
+        result = Fidelity(status="passed" if ok else "failed", detail=why, reference=ref.method,
+                          evaluation=tokens.describe(), measured=measured, thresholds=cb.thresholds,
+                          seconds=dist.seconds)  # fmt: skip
+        return seconds, {}, _checked(log, cell, validation, result, {}, on_line)[2]
+
+    subject = Subject(cb.key, "check", cb.inputs, f"check {cell}",
+                      [FailedCell(model=cb.model, quantization=cb.quantization, device=cb.device.name)])  # fmt: skip
+    return _run_steps(store, subject, steps, flow_run, force)
+
+
+def _checked(
+    log: Path,
+    cell: str,
+    validation: Validation,
+    result: Fidelity | None,
+    outputs: dict[str, Path],
+    on_line: Callable[[str], None] | None,
+) -> tuple[dict[str, float], dict[str, Path], dict]:
+    """Log the check's outcome; the record fields of a check that ran nothing or measured nothing."""
+    line = f"check of {cell}: {validation.describe()}" + (f"; {result.describe()}" if result else "")
+    with log.open("a", encoding="utf-8") as f:
+        f.write(line + "\n")
+    if on_line:
+        on_line(line)
+    return {}, outputs, {"validation": validation, "fidelity": result}
+
+
+def _reference(store: ArtifactStore, cb: CheckBuild) -> fidelity.Distributions | None:
+    """The distributions this check is measured against (None: its own pass is the reference)."""
+    if cb.reference is None:
+        return None
+    record = _record(store, cb.reference, "fidelity reference")
+    name = REFERENCE_FILE if record.kind == "reference" else DISTRIBUTIONS_FILE
+    return fidelity.Distributions.model_validate(read_blob_json(store, _file(record, name)))

@@ -26,13 +26,14 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from mlc_farm.errors import DamagedDocumentError, StoreError
+from mlc_farm.fidelity import Fidelity
 from mlc_farm.memory import MemoryEstimate
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import BUILDS, CATALOG, FAILURES, catalog_path, failure_path, record_path
 
 SCHEMA_VERSION: Literal[2] = 2
 log = logging.getLogger("mlc_farm.catalog")
-Kind = Literal["convert", "config", "library"]
+Kind = Literal["convert", "config", "library", "reference", "check"]
 
 
 _PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,254}\Z")
@@ -77,7 +78,8 @@ class RunCheck(BaseModel):
     detail: str = ""
     device: str | None = None
     method: str | None = None
-    tokens_per_s: float | None = None
+    tokens_per_s: float | None = None  # the median of the timed runs
+    tokens_per_s_runs: list[float] | None = None  # each timed run's, the noise band of a later comparison
     peak_memory_bytes: int | None = None
     ran_with: str | None = None
 
@@ -122,6 +124,8 @@ class BuildRecord(BaseModel):
     validation: Validation | None = None
     # Libraries: the model whose convert and config builds the validation used.
     validated_with: dict[str, str] | None = None
+    # Checks: the cell's fidelity to its source (judged against the thresholds of the night it ran).
+    fidelity: Fidelity | None = None
 
     @property
     def size(self) -> int:
@@ -166,6 +170,8 @@ class LibRef(BaseModel):
     host: str
     validation: Validation
     memory: MemoryEstimate | None = None  # with this entry's weights; None when the library has no metadata
+    fidelity: Fidelity | None = None  # with this entry's weights, on the device (None: from before fidelity)
+    check: str | None = None  # the check build that measured it
 
 
 class CatalogEntry(BaseModel):

@@ -2,8 +2,10 @@
 
 Each library is checked against this model's weights: a library validated with another model of the same
 architecture must still fit this model's tensor-cache.json and mlc-chat-config.json (a pure check of the
-metadata its record keeps); its run result is the one it had with the other model's weights, and says so.
-`catalog.next_entry` then decides whether the entry moves.
+metadata its record keeps); the cell's check gives its run with these weights and its fidelity, judged
+against the matrix's thresholds and against the same cell under the previous toolchain (the entry being
+served). A library that fails either is left out, so it is never current. `catalog.next_entry` then decides
+whether the entry moves.
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from mlc_farm import memory
+from mlc_farm import fidelity, memory
 from mlc_farm.catalog import (
     SCHEMA_VERSION,
     BuildRecord,
     CatalogEntry,
     LibRef,
+    RunCheck,
     Validation,
     first_problem,
     load_record,
@@ -26,7 +29,8 @@ from mlc_farm.catalog import (
     read_blob_json,
 )
 from mlc_farm.errors import DamagedDocumentError
-from mlc_farm.plan import Plan
+from mlc_farm.fidelity import Fidelity
+from mlc_farm.plan import Plan, PlanCell
 from mlc_farm.sources import ResolvedSource
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import catalog_path
@@ -79,6 +83,29 @@ def library_validation(
     return Validation(fits=fits, run=lib.validation.run)
 
 
+def cell_fidelity(
+    plan: Plan, pc: PlanCell, rec: Records, served: LibRef | None
+) -> tuple[Fidelity, RunCheck | None] | str:
+    """The cell's fidelity and its run with these weights, or why the cell fails: its check did not complete,
+    its numbers are beyond the thresholds, or its KL is far worse than the entry being served has under the
+    previous toolchain."""
+    if pc.check is None:
+        return Fidelity(status="not measured", detail=pc.no_fidelity or "no check was planned"), None
+    record = rec.record(pc.check)
+    if record is None or record.fidelity is None:
+        return f"its check {pc.check[:12]} did not complete"
+    found = record.fidelity
+    run = record.validation.run if record.validation and record.validation.run.status == "passed" else None
+    if found.measured is None:
+        return found, run
+    limits = plan.check_builds[pc.check].thresholds
+    before = served.fidelity if served and served.check != pc.check and served.fidelity else None
+    previous = before.measured.kl_mean if before and before.measured else None
+    ok, why = fidelity.judge(found.measured, limits, previous)
+    judged = found.model_copy(update={"status": "passed" if ok else "failed", "detail": why, "thresholds": limits})
+    return (judged, run) if ok else f"{judged.describe()}"
+
+
 def _borrow_memory(libs: dict[str, LibRef], served: dict[str, LibRef]) -> None:
     """A library with no memory estimate of its own (not loadable where it was built) takes one of a library
     of the same weights that has one: tonight's, else the one the entry serves (so a failed sibling tonight
@@ -101,7 +128,11 @@ def update_unit(
     convert, config = rec.record(cells[0].convert), rec.record(cells[0].config)  # type: ignore[arg-type]
     if convert is None or config is None:
         return result.model_copy(update={"detail": "its convert or config build failed"})
-    libs, unfit = {}, {}
+    try:
+        current = _entry_now(store, model, quantization)
+    except DamagedDocumentError as e:
+        return result.model_copy(update={"status": "damaged", "detail": _kept_damaged(e)})
+    libs, unfit, rejected = {}, {}, 0
     for pc in cells:
         lib = rec.record(pc.library) if pc.library else None
         if lib is None or lib.validation is None:
@@ -110,6 +141,15 @@ def update_unit(
         if not validation.ok:
             unfit[pc.cell.device] = f"library {lib.key[:12]}: {validation.describe()}"
             continue
+        served = current.libs.get(pc.cell.device) if current else None
+        judged = cell_fidelity(plan, pc, rec, served)
+        if isinstance(judged, str):
+            unfit[pc.cell.device] = judged
+            rejected += 1
+            continue
+        cell_fid, run = judged
+        if run is not None:
+            validation = Validation(fits=validation.fits, run=run)
         device = plan.lib_builds[lib.key].device
         needs = (
             memory.estimate(rec.doc(convert, "tensor-cache.json"), lib.library_metadata)
@@ -118,12 +158,12 @@ def update_unit(
         )
         libs[pc.cell.device] = LibRef(
             key=lib.key, file=lib.files[0], target=device.target, host=device.host_triple, validation=validation,
-            memory=needs,
+            memory=needs, fidelity=cell_fid, check=pc.check,
         )  # fmt: skip
-    try:
-        current = _entry_now(store, model, quantization)
-    except DamagedDocumentError as e:
-        return result.model_copy(update={"status": "damaged", "detail": _kept_damaged(e)})
+    if rejected and not libs:
+        detail = "no library of these weights passed its fidelity check: the catalog was left as it is"
+        return result.model_copy(update={"status": "kept previous" if current else "not built", "unfit": unfit,
+                                         "detail": detail})  # fmt: skip
     _borrow_memory(
         libs, current.libs if current and (current.convert, current.config) == (convert.key, config.key) else {}
     )

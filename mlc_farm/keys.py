@@ -33,7 +33,7 @@ def architecture(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _toolchain(tc: ToolchainInfo) -> dict[str, str]:
-    return tc.model_dump(exclude={"error", "names"})
+    return tc.model_dump(exclude={"error", "names", "reference"})
 
 
 def convert_inputs(
@@ -96,3 +96,28 @@ def library_inputs(
         "lib_ext": device.library_ext,
         "toolchain": _toolchain(toolchain),
     }
+
+
+def reference_inputs(source: dict[str, Any], eval_set: str, positions: int, method: str, top_k: int) -> dict[str, Any]:
+    """Inputs of a fidelity reference: the source and the evaluation, never the toolchain (a float32 pass of
+    the source is the same function under every MLC nightly), so it is computed once."""
+    return {"kind": "reference", "source": source, "eval_set": eval_set, "positions": positions, "method": method,
+            "top_k": top_k}  # fmt: skip
+
+
+def check_inputs(
+    library: str,
+    convert: str,
+    config: str,
+    reference: str | None,
+    role: str,
+    eval_set: str,
+    positions: int,
+    top_k: int,
+    toolchain: ToolchainInfo,
+) -> dict[str, Any]:
+    """Inputs of a cell's check: its library, weights and config, its reference and the evaluation (the
+    toolchain is in the library's key already; named here for the history of each cell)."""
+    return {"kind": "check", "library": library, "convert": convert, "config": config, "reference": reference,
+            "role": role, "eval_set": eval_set, "positions": positions, "top_k": top_k,
+            "toolchain": _toolchain(toolchain)}  # fmt: skip

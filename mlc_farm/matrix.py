@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from mlc_farm import fidelity as fidelity_rules
 from mlc_farm.devices import FAMILIES, target_family
 from mlc_farm.devices import family as device_family
 from mlc_farm.errors import BadInput, MatrixError, SelectionError
@@ -201,6 +202,7 @@ class ModelSpec(_Strict):
     quantizations: Annotated[list[Quantization], AfterValidator(_not_empty)] | None = None
     devices: Annotated[list[str], AfterValidator(_not_empty)] | None = None
     publish: ModelPublish = ModelPublish()
+    fidelity: fidelity_rules.Rules | None = None  # over the matrix's
 
 
 class DeviceSpec(_Strict):
@@ -271,6 +273,8 @@ class Matrix(_Strict):
     # Farm mode: the work pool that converts weights (no GPU needed with convert_device cpu).
     weights_pool: PoolName = "mlc-cpu"
     publish: Publish | None = None
+    # Thresholds of the fidelity gate over the defaults of each quantization family (mlc_farm.fidelity).
+    fidelity: fidelity_rules.Rules | None = None
 
     def device(self, name: str) -> DeviceSpec:
         return next(d for d in self.devices if d.name == name)

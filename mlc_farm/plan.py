@@ -1,7 +1,8 @@
 """The plan: cells expanded into convert builds (per source x quantization), config builds (per model x
-quantization x conv template x options) and library builds (per distinct architecture x quantization x
-overrides x target x host), each with its content key. Pure: the caller brings the resolved sources and
-the toolchain identity.
+quantization x conv template x options), library builds (per distinct architecture x quantization x
+overrides x target x host), fidelity references (per source x evaluation set x method) and cell checks (per
+library x weights x reference: the cell's run and fidelity on its device), each with its content key. Pure:
+the caller brings the resolved sources and the toolchain identity.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from mlc_farm import keys
+from mlc_farm import fidelity, keys
 from mlc_farm.matrix import Cell, DeviceSpec, Matrix, Overrides
 from mlc_farm.sources import ResolvedSource
 from mlc_farm.toolchain import ToolchainInfo
@@ -62,12 +63,48 @@ class LibBuild(BaseModel):
     inputs: dict
 
 
+class ReferenceBuild(BaseModel):
+    """Reference next-token distributions of a source, from transformers in float32: on the weights pool (it
+    reads the source), once per source and evaluation set, for every quantization, device and nightly."""
+
+    kind: Literal["reference"] = "reference"
+    key: str
+    model: str
+    positions: int
+    tools: str  # the torch and transformers the probe found (not in the key: any float32 pass will do)
+    inputs: dict
+
+
+class CheckBuild(BaseModel):
+    """One cell's check on its device: a run with its weights (median tokens/s) and the teacher-forced pass of
+    fidelity against `reference` (a ReferenceBuild, or the check whose library pass is the reference), or,
+    `role` "reference", the pass that is the reference of its source on this device."""
+
+    kind: Literal["check"] = "check"
+    key: str
+    model: str
+    quantization: str
+    device: DeviceSpec
+    library: str
+    builds: ModelBuilds
+    reference: str | None
+    role: Literal["measured", "reference"]
+    positions: int
+    thresholds: fidelity.Thresholds
+    inputs: dict
+
+    def depends_on(self) -> list[str]:
+        return [self.library, self.builds.convert, self.builds.config, *([self.reference] if self.reference else [])]
+
+
 class PlanCell(BaseModel):
     cell: Cell
     convert: str | None = None
     config: str | None = None
     library: str | None = None
+    check: str | None = None
     problem: str | None = None
+    no_fidelity: str | None = None  # why the cell's fidelity cannot be measured
 
 
 class Plan(BaseModel):
@@ -76,6 +113,8 @@ class Plan(BaseModel):
     convert_builds: dict[str, ConvertBuild]
     config_builds: dict[str, ConfigBuild]
     lib_builds: dict[str, LibBuild]
+    reference_builds: dict[str, ReferenceBuild] = {}
+    check_builds: dict[str, CheckBuild] = {}
 
     @functools.cached_property
     def units(self) -> dict[tuple[str, str], list[PlanCell]]:
@@ -86,7 +125,8 @@ class Plan(BaseModel):
         return out
 
     def all_keys(self) -> list[str]:
-        return [*self.convert_builds, *self.config_builds, *self.lib_builds]
+        return [*self.convert_builds, *self.config_builds, *self.lib_builds, *self.reference_builds,
+                *self.check_builds]  # fmt: skip
 
 
 def make_plan(matrix: Matrix, cells: list[Cell], sources: dict[str, ResolvedSource], toolchain: ToolchainInfo) -> Plan:
@@ -153,4 +193,67 @@ def make_plan(matrix: Matrix, cells: list[Cell], sources: dict[str, ResolvedSour
             sourced.add((l_key, cell.model, c_key, g_key))
             lib.sources.append(builds)
         planned.append(PlanCell(cell=cell, convert=c_key, config=g_key, library=l_key))
-    return Plan(toolchain=toolchain, cells=planned, convert_builds=converts, config_builds=configs, lib_builds=libs)
+    references, checks = _checks(matrix, planned, sources, toolchain)
+    return Plan(toolchain=toolchain, cells=planned, convert_builds=converts, config_builds=configs, lib_builds=libs,
+                reference_builds=references, check_builds=checks)  # fmt: skip
+
+
+NO_REFERENCE = (
+    "no reference: torch and transformers are not importable beside the toolchain, and the matrix has no "
+    f"{'/'.join(fidelity.REFERENCE_QUANTIZATIONS)} build of this model on this device"
+)
+
+
+def _checks(
+    matrix: Matrix, planned: list[PlanCell], sources: dict[str, ResolvedSource], toolchain: ToolchainInfo
+) -> tuple[dict[str, ReferenceBuild], dict[str, CheckBuild]]:
+    """Each cell's check, and the reference it is measured against: transformers where the toolchain's
+    interpreter has it, else the highest-precision build of the same model on the same device, else none."""
+    references: dict[str, ReferenceBuild] = {}
+    checks: dict[str, CheckBuild] = {}
+    built = [pc for pc in planned if pc.library]
+    by_cell = {(pc.cell.model, pc.cell.quantization, pc.cell.device): pc for pc in built}
+
+    def check(pc: PlanCell, reference: str | None, role: Literal["measured", "reference"]) -> str:
+        spec, c = matrix.model(pc.cell.model), pc.cell
+        n = fidelity.positions(matrix.fidelity, spec.fidelity)
+        builds = ModelBuilds(model=c.model, convert=pc.convert or "", config=pc.config or "")
+        inputs = keys.check_inputs(pc.library or "", builds.convert, builds.config, reference, role, fidelity.EVAL_SET,
+                                   n, fidelity.TOP_K, toolchain)  # fmt: skip
+        key = keys.digest(inputs)
+        checks[key] = CheckBuild(
+            key=key, model=c.model, quantization=c.quantization, device=matrix.device(c.device),
+            library=pc.library or "", builds=builds, reference=reference, role=role, positions=n,
+            thresholds=fidelity.thresholds(c.quantization, matrix.fidelity, spec.fidelity), inputs=inputs,
+        )  # fmt: skip
+        pc.check = key
+        return key
+
+    def stand_in(pc: PlanCell) -> PlanCell | None:
+        c = pc.cell
+        return next(
+            (by_cell[k] for q in fidelity.REFERENCE_QUANTIZATIONS if (k := (c.model, q, c.device)) in by_cell), None
+        )
+
+    order = {q: i for i, q in enumerate(fidelity.REFERENCE_QUANTIZATIONS)}
+    for pc in sorted(built, key=lambda pc: order.get(pc.cell.quantization, len(order))):  # references first
+        if toolchain.reference:
+            spec = matrix.model(pc.cell.model)
+            n = fidelity.positions(matrix.fidelity, spec.fidelity)
+            inputs = keys.reference_inputs(sources[pc.cell.model].key_part(), fidelity.EVAL_SET, n,
+                                           fidelity.METHOD_TRANSFORMERS, fidelity.TOP_K)  # fmt: skip
+            ref = references.setdefault(
+                keys.digest(inputs),
+                ReferenceBuild(
+                    key=keys.digest(inputs), model=pc.cell.model, positions=n, tools=toolchain.reference, inputs=inputs
+                ),
+            )
+            check(pc, ref.key, "measured")
+        elif (best := stand_in(pc)) is None:
+            pc.no_fidelity = NO_REFERENCE
+        elif best is pc:
+            check(pc, None, "reference")
+        else:
+            assert best.check is not None  # reference cells are planned first
+            check(pc, best.check, "measured")
+    return references, checks

@@ -28,9 +28,18 @@ from mlc_farm.durations import estimate
 from mlc_farm.errors import NamesRejected, PublishError, ToolchainUnavailable
 from mlc_farm.formatting import clock
 from mlc_farm.hub import PublishResult, repo_for
-from mlc_farm.matrix import BUILTIN_NAMES, Cell, LoadedMatrix, ModelSpec, load_matrix, select_cells, toolchain_problems
+from mlc_farm.matrix import (
+    BUILTIN_NAMES,
+    Cell,
+    DeviceSpec,
+    LoadedMatrix,
+    ModelSpec,
+    load_matrix,
+    select_cells,
+    toolchain_problems,
+)
 from mlc_farm.night import NightReport, night_report
-from mlc_farm.plan import LibBuild, ModelBuilds, Plan, make_plan
+from mlc_farm.plan import CheckBuild, LibBuild, ModelBuilds, Plan, make_plan
 from mlc_farm.schedule import Build, Scheduler, to_build
 from mlc_farm.settings import load_settings
 from mlc_farm.sources import ResolvedSource
@@ -239,9 +248,8 @@ class MatrixRun:
             if self.todo
             else {}
         )
-        builds: list[Build] = [*self.plan.convert_builds.values(), *self.plan.config_builds.values(),
-                               *self.plan.lib_builds.values()]  # fmt: skip
-        pools = {b.key: b.device.work_pool if isinstance(b, LibBuild) else self.matrix.weights_pool for b in builds}
+        builds = list(_builds(self.plan).values())
+        pools = {b.key: d.work_pool if (d := on_device(b)) else self.matrix.weights_pool for b in builds}
         if self.engine.mode == "embedded":  # one pool of MLC_FARM_PARALLEL slots
             return Scheduler(self.plan, self.todo, {"local": load_settings().parallel}, durations=durations)
         return Scheduler(
@@ -258,7 +266,7 @@ class MatrixRun:
 
         def start_allowed() -> None:
             for build, builds in self.scheduler.starts():
-                source = None if isinstance(build, LibBuild) else self.sources[build.model]
+                source = None if isinstance(build, LibBuild | CheckBuild) else self.sources[build.model]
                 running[self.engine.start(build, builds, source)] = build.key
                 status.start(build.key)
 
@@ -284,17 +292,21 @@ class MatrixRun:
     def collect(self) -> dict[str, Outcome]:
         """Every build's outcome, with its log and validation (or, in farm mode, the failure the worker wrote)."""
         outcomes = self.outcomes | self.progress.finished
-        for lb in self.scheduler.never_started():
-            outcomes[lb.key] = Outcome(
-                status="not run", detail="none of its models' convert and config builds succeeded"
+        for b in self.scheduler.never_started():
+            why = (
+                "one of its inputs failed"
+                if isinstance(b, CheckBuild)
+                else "none of its models' convert and config builds succeeded"
             )
+            outcomes[b.key] = Outcome(status="not run", detail=why)
         for key, o in outcomes.items():
             if o.status in DONE:
                 record = self.records.get(key) or load_record(self.store, key)
                 if record:
                     self.records[key] = record
                     o.log = blob_url(self.store.url, record.log.sha256) if record.log else None
-                    o.validation = record.validation.describe() if record.validation else ""
+                    shown = [record.validation.describe()] if record.validation else []
+                    o.validation = "; ".join([*shown, *([record.fidelity.describe()] if record.fidelity else [])])
             elif o.status == "failed" and not o.log and (failure := self._failure_since_began(key)):
                 # Farm mode: the worker wrote what failed; the dispatcher only saw its flow run end Failed.
                 o.log = blob_url(self.store.url, failure.log.sha256) if failure.log else None
@@ -308,8 +320,7 @@ class MatrixRun:
     def report(self, summary: Summary, status: RunStatus) -> NightReport:
         """The summary table (every cell of a small matrix, the failed ones of a big one), the night's use of
         the pools, and each failure with its log."""
-        builds: dict[str, Build] = {**self.plan.convert_builds, **self.plan.config_builds, **self.plan.lib_builds}
-        pool_of = {key: self.scheduler.pool_of(b) for key, b in builds.items()}
+        pool_of = {key: self.scheduler.pool_of(b) for key, b in _builds(self.plan).items()}
         elapsed = status.now() - status.started
         night = night_report(self.plan, status.spans, pool_of, self.scheduler.slots, self.labels, elapsed)
         shown = summary.for_console()
@@ -361,10 +372,22 @@ class MatrixRun:
         return RunResult(True, message)
 
 
+def _builds(plan: Plan) -> dict[str, Build]:
+    return {**plan.convert_builds, **plan.config_builds, **plan.lib_builds, **plan.reference_builds,
+            **plan.check_builds}  # fmt: skip
+
+
+def on_device(build: Build) -> DeviceSpec | None:
+    """The device whose pool runs the build (None: the weights pool, which reads the source)."""
+    return build.device if isinstance(build, LibBuild | CheckBuild) else None
+
+
 def _labels(plan: Plan) -> dict[str, str]:
     """A short name per build for progress lines: `convert tiny-llama-a/q4f16_1`, `library cpu/q4f16_1`."""
     return {
         **{k: f"convert {b.model}/{b.quantization}" for k, b in plan.convert_builds.items()},
         **{k: f"config {b.model}/{b.quantization}" for k, b in plan.config_builds.items()},
         **{k: f"library {b.device.name}/{b.quantization} ({b.key[:12]})" for k, b in plan.lib_builds.items()},
+        **{k: f"reference {b.model}" for k, b in plan.reference_builds.items()},
+        **{k: f"check {b.model}/{b.quantization}/{b.device.name}" for k, b in plan.check_builds.items()},
     }

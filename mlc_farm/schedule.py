@@ -5,6 +5,8 @@
 - a library waits for the first of its models whose convert and config builds both succeeded (any will do:
   same architecture), so one model's failure does not sink a shared library;
 - a library none of whose models can provide weights is never started;
+- a fidelity reference (transformers, from the source) can start at once; a cell's check waits for its
+  library, its weights and config and its reference, and is never started when one of them failed;
 - each build runs on a pool (the weights pool, or its device's pool), with at most that pool's slots at once;
   a pool never idles while work for it is ready;
 - critical-path order: of the ready builds of a pool, the one with the longest remaining path starts first:
@@ -20,9 +22,9 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal, Union
 
-from mlc_farm.plan import ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, Plan
+from mlc_farm.plan import CheckBuild, ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, Plan, ReferenceBuild
 
-Build = Union[ConvertBuild, ConfigBuild, LibBuild]  # noqa: UP007 (a runtime alias)
+Build = Union[ConvertBuild, ConfigBuild, LibBuild, ReferenceBuild, CheckBuild]  # noqa: UP007 (a runtime alias)
 Order = Literal["critical-path", "fifo"]
 
 
@@ -53,9 +55,11 @@ class Scheduler:
         self.failed: set[str] = set()
         self.running: dict[str, str] = {}  # key -> pool
         # Plan order (configs first: seconds each) breaks ties, and is the whole order in "fifo".
-        weights: list[Build] = [*plan.config_builds.values(), *plan.convert_builds.values()]
+        weights: list[Build] = [*plan.config_builds.values(), *plan.convert_builds.values(),
+                                *plan.reference_builds.values()]  # fmt: skip
         self.ready: list[tuple[Build, ModelBuilds | None]] = [(b, None) for b in weights if b.key in todo]
         self.waiting: list[LibBuild] = [lb for lb in plan.lib_builds.values() if lb.key in todo]
+        self.checks: list[CheckBuild] = [cb for cb in plan.check_builds.values() if cb.key in todo]
 
     def _weights_for(self, lb: LibBuild) -> ModelBuilds | None:
         return next((b for b in lb.sources if b.convert in self.ok and b.config in self.ok), None)
@@ -88,6 +92,10 @@ class Scheduler:
             if builds := self._weights_for(lb):
                 self.ready.append((lb, builds))
                 self.waiting.remove(lb)
+        for cb in list(self.checks):
+            if all(k in self.ok for k in cb.depends_on()):
+                self.ready.append((cb, cb.builds))
+                self.checks.remove(cb)
         if self.order == "critical-path":  # a stable sort: equal paths keep the order they became ready in
             path = self._remaining_path()
             self.ready.sort(key=lambda item: -path[item[0].key])
@@ -108,6 +116,7 @@ class Scheduler:
         self.running.pop(key, None)
         (self.ok if ok else self.failed).add(key)
 
-    def never_started(self) -> list[LibBuild]:
-        """Libraries left waiting once nothing runs: none of their models' weights could be built."""
-        return list(self.waiting) if not self.running and not self.ready else []
+    def never_started(self) -> list[LibBuild | CheckBuild]:
+        """Builds left waiting once nothing runs: libraries none of whose models' weights could be built, checks
+        one of whose inputs failed."""
+        return [*self.waiting, *self.checks] if not self.running and not self.ready else []

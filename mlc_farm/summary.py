@@ -20,7 +20,7 @@ BY_ANOTHER_RUN: Literal["built by another run"] = (
 )
 Status = Literal["built", "built by another run", "reused", "failed", "not run", "unresolved"]
 DONE: tuple[Status, ...] = ("built", BY_ANOTHER_RUN, "reused")  # the build's record is in the store
-STEPS = ("convert", "config", "library")
+STEPS = ("convert", "config", "library", "check")
 
 
 class Outcome(BaseModel):
@@ -37,6 +37,7 @@ class CellRow(BaseModel):
     convert: Status
     config: Status
     library: Status
+    check: Status | None = None  # None: no check planned (no reference for fidelity)
     validation: str
     status: Literal["ok", "failed", "unresolved"]
     log: str
@@ -117,7 +118,7 @@ class Summary(BaseModel):
         for r in self.rows if rows is None else rows:
             t.add_row(
                 Text(r.model), Text(r.quantization), Text(r.device),
-                *(Text(s, colour[s]) for s in (r.convert, r.config, r.library)),
+                *(Text(s, colour[s]) if s else Text("-") for s in (r.convert, r.config, r.library, r.check)),
                 Text(r.validation), Text(r.detail),
             )  # fmt: skip
         return t
@@ -143,16 +144,24 @@ def summarize(plan: Plan, outcomes: dict[str, Outcome], units: list[UnitResult] 
             )
             continue
         steps = [outcomes[pc.convert], outcomes[pc.config], outcomes[pc.library]]
-        bad = next((o for o in steps if o.status == "failed"), None)
-        detail = bad.detail.splitlines()[0] if bad else unfit.get((c.model, c.quantization, c.device), "")
+        check = outcomes.get(pc.check) if pc.check else None
+        steps += [check] if check else []
+        bad = next((o for o in steps if o.status in ("failed", "not run")), None)
+        detail = (
+            (bad.detail or bad.status).splitlines()[0] if bad else unfit.get((c.model, c.quantization, c.device), "")
+        )
         lib = steps[2]
+        shown = check.validation if check and check.validation else lib.validation
+        if not pc.check and pc.no_fidelity:
+            shown += f"; fidelity not measured: {pc.no_fidelity}"
         rows.append(
             CellRow(
                 **c.model_dump(),
                 convert=steps[0].status,
                 config=steps[1].status,
                 library=lib.status,
-                validation=lib.validation,
+                check=check.status if check else None,
+                validation=shown,
                 status="ok" if all(o.status in DONE for o in steps) and not detail else "failed",
                 log=(bad or lib).log or "",
                 detail=detail,
@@ -162,6 +171,8 @@ def summarize(plan: Plan, outcomes: dict[str, Outcome], units: list[UnitResult] 
         "convert": plan.convert_builds,
         "config": plan.config_builds,
         "library": plan.lib_builds,
+        "reference": plan.reference_builds,
+        "check": plan.check_builds,
     }
     counts = {
         step: {

@@ -73,6 +73,13 @@ else:
             pass
     if "quantizations" in names:
         out["names"] = names
+    # Fidelity's reference pass needs torch and transformers in this interpreter (worker images install them).
+    if importlib.util.find_spec("torch") and importlib.util.find_spec("transformers"):
+        try:
+            import torch, transformers
+            out["reference"] = f"transformers {transformers.__version__}, torch {torch.__version__}"
+        except Exception:
+            pass
 print(json.dumps(out))
 """
 
@@ -90,6 +97,8 @@ class ToolchainInfo(BaseModel):
     error: str | None = None
     # What the toolchain's registries accept (conv templates, model types, quantizations): not part of keys.
     names: Accepted | None = None
+    # torch and transformers, when importable beside it: fidelity's reference pass can run (not part of keys).
+    reference: str | None = None
 
     @property
     def known(self) -> bool:

@@ -24,7 +24,8 @@ from mlc_farm.sources import file_sha256
 from mlc_farm.store import ArtifactStore
 
 DECODE_STEPS = 8
-_SCRIPT = Path(__file__).parent / "in_toolchain" / "run_library.py"
+TIMED_RUNS = 5  # tokens/s is the median of these, and their spread is the noise band of a regression
+_SCRIPTS = Path(__file__).parent / "in_toolchain"
 
 
 def fits(metadata: dict[str, Any], tensor_cache: dict[str, Any], chat_config: dict[str, Any]) -> list[str]:
@@ -71,22 +72,33 @@ def fit_check(metadata: dict[str, Any] | None, tensor_cache: dict[str, Any], cha
     return FitCheck(status="failed", detail="; ".join(problems[:3]) + more)
 
 
-def run_library(lib: Path, device: str, weights_dir: Path | None, timeout: float) -> dict[str, Any]:
-    """Load `lib` in the toolchain's interpreter on `device`; with weights, also run it. The script's JSON."""
+def in_toolchain(script: str, args: list[str], timeout: float, what: str) -> dict[str, Any]:
+    """Run `in_toolchain/<script>` (after distributions.py) in the toolchain's interpreter; its last line's JSON."""
     python = toolchain.interpreter()
     if python is None:
         raise LibraryLoadError(f"cannot tell which Python runs {' '.join(toolchain.command())!r}")
-    args = [str(lib), device, *([str(weights_dir), str(DECODE_STEPS)] if weights_dir else [])]
+    code = (_SCRIPTS / "distributions.py").read_text() + "\n" + (_SCRIPTS / script).read_text()
     try:
-        done = toolchain.run_captured([python, "-c", _SCRIPT.read_text(), *args], timeout)
+        done = toolchain.run_captured([python, "-c", code, *args], timeout)
     except subprocess.TimeoutExpired:
-        raise LibraryLoadError(f"loading the library took more than {timeout:g} s") from None
+        raise LibraryLoadError(f"{what} took more than {timeout:g} s") from None
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise LibraryLoadError(f"the toolchain could not load the library: {last}")
+        raise LibraryLoadError(f"{what} failed in the toolchain: {last}")
     result: dict[str, Any] = json.loads(lines[-1])
     return result
+
+
+def run_library(
+    lib: Path, device: str, weights_dir: Path | None, timeout: float, request: Path | None = None
+) -> dict[str, Any]:
+    """Load `lib` in the toolchain's interpreter on `device`; with weights, also run it (and, given a fidelity
+    request, make its teacher-forced pass). The script's JSON."""
+    args = [str(lib), device]
+    if weights_dir:
+        args += [str(weights_dir), str(DECODE_STEPS), str(TIMED_RUNS), *([str(request)] if request else [])]
+    return in_toolchain("run_library.py", args, timeout, "loading the library")
 
 
 def validate_library(

@@ -17,7 +17,7 @@ from prefect.runtime import flow_run
 from mlc_farm import activity, build, catalog_page, sources, toolchain
 from mlc_farm.catalog import READERS, BuildRecord
 from mlc_farm.catalog_update import Records, UnitResult, update_unit
-from mlc_farm.plan import ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, Plan
+from mlc_farm.plan import CheckBuild, ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, Plan, ReferenceBuild
 from mlc_farm.sources import ResolvedSource
 from mlc_farm.store import open_store
 from mlc_farm.summary import BY_ANOTHER_RUN
@@ -58,6 +58,21 @@ def build_from_source(
 def build_library(store_url: str, lb: LibBuild, builds: ModelBuilds, force: bool) -> str:
     store, run = open_store(store_url), _run_id()
     return _built(build.build_library(store, lb, builds, on_line=log_line, flow_run=run, force=force), run)
+
+
+@task(retries=0, name="build-reference", task_run_name="reference {rb.model}", tags=["mlc-weights"])
+def build_reference(store_url: str, rb: ReferenceBuild, source: ResolvedSource, force: bool) -> str:
+    with activity.phase(rb.key, "fetching the source"):
+        st, source_dir = open_store(store_url), sources.fetch(source)
+    run = _run_id()
+    return _built(build.build_reference(st, rb, source_dir, flow_run=run, force=force), run)
+
+
+@task(retries=0, name="check-cell", task_run_name="check {cb.model}/{cb.quantization}/{cb.device.name}",
+      tags=["mlc-compile"])  # fmt: skip
+def check_cell(store_url: str, cb: CheckBuild, force: bool) -> str:
+    store, run = open_store(store_url), _run_id()
+    return _built(build.check_cell(store, cb, on_line=log_line, flow_run=run, force=force), run)
 
 
 def _built(record: BuildRecord, run: str | None) -> str:

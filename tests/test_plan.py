@@ -130,7 +130,7 @@ def test_summary_counts_each_step_on_its_own() -> None:
     outcomes = {k: Outcome(status="reused") for k in p.all_keys()}
     outcomes |= {k: Outcome(status="built") for k in p.config_builds}
     summary = summarize(p, outcomes)
-    assert summary.message() == "8 cells: 8 ok (convert 4 reused; config 4 built; library 4 reused)"
+    assert summary.message() == "8 cells: 8 ok (convert 4 reused; config 4 built; library 4 reused; check 8 reused)"
 
 
 def test_conv_template_moves_only_the_config_key() -> None:

@@ -16,7 +16,7 @@ from mlc_farm.catalog_update import Records, UnitResult, update_unit
 from mlc_farm.hub import PublishResult
 from mlc_farm.matrix import LoadedMatrix, ModelSpec
 from mlc_farm.night import NightReport
-from mlc_farm.plan import LibBuild, ModelBuilds, Plan
+from mlc_farm.plan import CheckBuild, LibBuild, ModelBuilds, Plan, ReferenceBuild
 from mlc_farm.run import MatrixRun, Progress, preflight
 from mlc_farm.schedule import Build
 from mlc_farm.sources import ResolvedSource
@@ -48,6 +48,11 @@ class InPlace:
             if isinstance(b, LibBuild):
                 assert builds is not None
                 build.build_library(self.store, b, builds)
+            elif isinstance(b, CheckBuild):
+                build.check_cell(self.store, b)
+            elif isinstance(b, ReferenceBuild):
+                assert source is not None
+                build.build_reference(self.store, b, sources.fetch(source))
             else:
                 assert source is not None
                 build.build_from_source(self.store, b, sources.fetch(source), "cpu")
@@ -87,8 +92,8 @@ def test_a_run_builds_the_matrix_then_reuses_it_without_prefect(tiny_matrix: Pat
         done = MatrixRun(pre, engine, False, Progress(), logging.getLogger("test")).execute()
         return done.ok, done.message
 
-    assert run() == (True, "8 cells: 8 ok (convert 4 built; config 4 built; library 4 built)")
-    assert run() == (True, "8 cells: 8 ok (convert 4 reused; config 4 reused; library 4 reused)")
+    assert run() == (True, "8 cells: 8 ok (convert 4 built; config 4 built; library 4 built; reference 2 built; check 8 built)")
+    assert run() == (True, "8 cells: 8 ok (convert 4 reused; config 4 reused; library 4 reused; reference 2 reused; check 8 reused)")
     from mlc_farm.store import open_store
 
     served = entries(open_store(str(tmp_path / "store")))

@@ -18,7 +18,7 @@ def finish_all(s: Scheduler, started: list, failing: set[str] = frozenset()) -> 
 
 
 def test_reused_work_is_skipped_and_force_runs_everything() -> None:
-    have = set(PLAN.convert_builds) | set(PLAN.lib_builds)
+    have = set(PLAN.convert_builds) | set(PLAN.lib_builds) | set(PLAN.check_builds)
     assert to_build(PLAN, have.__contains__, force=False) == set(PLAN.config_builds)
     assert to_build(PLAN, have.__contains__, force=True) == set(PLAN.all_keys())
     s = Scheduler(PLAN, set(PLAN.config_builds))
@@ -51,7 +51,7 @@ def test_a_library_whose_models_all_failed_never_starts() -> None:
     first = s.starts()
     finish_all(s, first, failing={b.key for b, _ in first if b.kind == "convert"})
     assert s.starts() == [] and not s.running
-    assert {lb.key for lb in s.never_started()} == set(PLAN.lib_builds)
+    assert {b.key for b in s.never_started()} == set(PLAN.lib_builds) | set(PLAN.check_builds)
 
 
 def test_at_most_limit_builds_run_at_once() -> None:
@@ -73,7 +73,7 @@ def run(s: Scheduler, durations: dict[str, float]) -> tuple[float, list[str]]:
     clock, order, running = 0.0, [], {}
     while True:
         for b, _ in s.starts():
-            running[b.key] = clock + durations[b.key]
+            running[b.key] = clock + durations.get(b.key, 0.0)
             order.append(b.key)
         if not running:
             return clock, order
@@ -132,3 +132,21 @@ def test_the_night_report_names_pool_use_and_the_longest_chain() -> None:
     assert abs(use["cpu"].utilisation - 61 / 220) < 1e-9 and abs(use["gpu"].utilisation - 100 / 110) < 1e-9
     assert "| gpu | 1 | 1 | 1:40 | 91% |" in night.markdown()
     assert night.line().startswith("wall 1:50; build time cpu 1:01 (28%), gpu 1:40 (91%); longest chain 1:50")
+
+
+def test_a_check_waits_for_its_library_weights_and_reference_and_never_starts_without_them() -> None:
+    """Without transformers, each model's q0f16 check on a device is the reference of its q4f16_1 check."""
+    s = Scheduler(PLAN, set(PLAN.all_keys()))
+    weights = s.starts()
+    finish_all(s, weights)
+    libs = s.starts()
+    assert kinds(libs) == ["library"] * 4
+    finish_all(s, libs)
+    first = s.starts()
+    assert {b.role for b, _ in first} == {"reference"} and {b.quantization for b, _ in first} == {"q0f16"}
+    failing = {b.key for b, _ in first if b.model == "base" and b.device.name == "cuda"}
+    finish_all(s, first, failing)
+    second = s.starts()
+    assert {(b.model, b.device.name) for b, _ in second} == {("base", "cpu"), ("tune", "cpu"), ("tune", "cuda")}
+    finish_all(s, second)
+    assert [(b.model, b.quantization, b.device.name) for b in s.never_started()] == [("base", "q4f16_1", "cuda")]
