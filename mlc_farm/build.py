@@ -364,7 +364,7 @@ def build_reference(
         with activity.phase(rb.key, "reference pass"):
             try:
                 out = validate.in_toolchain("reference.py", [str(source_dir), str(request)], _timeout(timeout),
-                                            "the reference pass")  # fmt: skip
+                                            ("the reference pass", "make the reference pass"))  # fmt: skip
             except LibraryLoadError as e:
                 raise ValidationFailed(str(e)) from None
         if "unavailable" in out:

@@ -113,13 +113,15 @@ class Summary(BaseModel):
             "unresolved": "red",
         }
         t = Table(title="mlc-farm build summary")
-        for col in ("model", "quant", "device", *STEPS, "validation", "detail"):
+        shown = self.rows if rows is None else rows
+        steps = STEPS if any(r.check for r in shown) else STEPS[:-1]  # no empty column: no check was planned
+        for col in ("model", "quant", "device", *steps, "validation", "detail"):
             t.add_column(col, overflow="fold")
-        for r in self.rows if rows is None else rows:
+        for r in shown:
+            statuses = (r.convert, r.config, r.library, r.check)[: len(steps)]
             t.add_row(
                 Text(r.model), Text(r.quantization), Text(r.device),
-                *(Text(s, colour[s]) if s else Text("-") for s in (r.convert, r.config, r.library, r.check)),
-                Text(r.validation), Text(r.detail),
+                *(Text(s, colour[s]) if s else Text("-") for s in statuses), Text(r.validation), Text(r.detail),
             )  # fmt: skip
         return t
 

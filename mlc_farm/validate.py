@@ -72,8 +72,9 @@ def fit_check(metadata: dict[str, Any] | None, tensor_cache: dict[str, Any], cha
     return FitCheck(status="failed", detail="; ".join(problems[:3]) + more)
 
 
-def in_toolchain(script: str, args: list[str], timeout: float, what: str) -> dict[str, Any]:
-    """Run `in_toolchain/<script>` (after distributions.py) in the toolchain's interpreter; its last line's JSON."""
+def in_toolchain(script: str, args: list[str], timeout: float, what: tuple[str, str]) -> dict[str, Any]:
+    """Run `in_toolchain/<script>` (after distributions.py) in the toolchain's interpreter; its last line's JSON.
+    `what`: the task for messages, as a noun and as a verb (`loading the library`, `load the library`)."""
     python = toolchain.interpreter()
     if python is None:
         raise LibraryLoadError(f"cannot tell which Python runs {' '.join(toolchain.command())!r}")
@@ -81,11 +82,11 @@ def in_toolchain(script: str, args: list[str], timeout: float, what: str) -> dic
     try:
         done = toolchain.run_captured([python, "-c", code, *args], timeout)
     except subprocess.TimeoutExpired:
-        raise LibraryLoadError(f"{what} took more than {timeout:g} s") from None
+        raise LibraryLoadError(f"{what[0]} took more than {timeout:g} s") from None
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise LibraryLoadError(f"{what} failed in the toolchain: {last}")
+        raise LibraryLoadError(f"the toolchain could not {what[1]}: {last}")
     result: dict[str, Any] = json.loads(lines[-1])
     return result
 
@@ -98,7 +99,7 @@ def run_library(
     args = [str(lib), device]
     if weights_dir:
         args += [str(weights_dir), str(DECODE_STEPS), str(TIMED_RUNS), *([str(request)] if request else [])]
-    return in_toolchain("run_library.py", args, timeout, "loading the library")
+    return in_toolchain("run_library.py", args, timeout, ("loading the library", "load the library"))
 
 
 def validate_library(

@@ -92,8 +92,14 @@ def test_a_run_builds_the_matrix_then_reuses_it_without_prefect(tiny_matrix: Pat
         done = MatrixRun(pre, engine, False, Progress(), logging.getLogger("test")).execute()
         return done.ok, done.message
 
-    assert run() == (True, "8 cells: 8 ok (convert 4 built; config 4 built; library 4 built; reference 2 built; check 8 built)")
-    assert run() == (True, "8 cells: 8 ok (convert 4 reused; config 4 reused; library 4 reused; reference 2 reused; check 8 reused)")
+    assert run() == (
+        True,
+        "8 cells: 8 ok (convert 4 built; config 4 built; library 4 built; reference 2 built; check 8 built)",
+    )
+    assert run() == (
+        True,
+        "8 cells: 8 ok (convert 4 reused; config 4 reused; library 4 reused; reference 2 reused; check 8 reused)",
+    )
     from mlc_farm.store import open_store
 
     served = entries(open_store(str(tmp_path / "store")))

@@ -154,7 +154,7 @@ def test_a_library_runs_through_mlc_engine_or_the_tvm_runtime(
     assert v.run.method and "MLCEngine" in v.run.method and v.run.tokens_per_s and v.run.peak_memory_bytes
     monkeypatch.setenv("MLC_DOUBLE_NO_RUNTIME", "1")  # a toolchain without libmlc_llm: the TVM runtime alone
     _, v = validate_library(lib, CPU, "a", *docs(out), out)
-    assert v.run.status == "passed" and v.run.method == "tvm runtime: prefill of 4 tokens + 8 decode steps"
+    assert v.run.status == "passed" and v.run.method == "tvm runtime: 5 x (prefill of 4 tokens + 8 decode steps)"
 
 
 def test_what_is_not_run_says_why(model_a: Path, tmp_path: Path) -> None:
