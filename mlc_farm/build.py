@@ -414,6 +414,10 @@ def check_cell(
         lib_file = work / lib.files[0].path
         store.get_blob(lib.files[0].sha256, lib_file)
         ref = _reference(store, cb)
+        if isinstance(ref, str):
+            run = RunCheck(status="not run", detail=ref)
+            result = Fidelity(status="not measured", detail=ref)
+            return _checked(log, cell, Validation(fits=fits, run=run), result, {}, on_line)
         if ref is None:
             tokens = fidelity.eval_tokens(weights / "tokenizer.json", cb.positions, int(chat_config["vocab_size"]))
         else:
@@ -468,10 +472,13 @@ def _checked(
     return {}, outputs, {"validation": validation, "fidelity": result}
 
 
-def _reference(store: ArtifactStore, cb: CheckBuild) -> fidelity.Distributions | None:
-    """The distributions this check is measured against (None: its own pass is the reference)."""
+def _reference(store: ArtifactStore, cb: CheckBuild) -> fidelity.Distributions | str | None:
+    """The distributions this check is measured against (None: its own pass is the reference; a string: why
+    there are none, a reference library that did not run where it was checked)."""
     if cb.reference is None:
         return None
     record = _record(store, cb.reference, "fidelity reference")
     name = REFERENCE_FILE if record.kind == "reference" else DISTRIBUTIONS_FILE
+    if not any(f.path == name for f in record.files):
+        return f"its reference ({record.fidelity.describe() if record.fidelity else cb.reference[:12]}) has no distributions"
     return fidelity.Distributions.model_validate(read_blob_json(store, _file(record, name)))

@@ -1,10 +1,12 @@
 """Test double of `transformers.AutoModelForCausalLM` for a Llama checkpoint (config.json and
 *.safetensors): `from_pretrained(DIR, dtype=torch.float32)`, then `model(ids).logits` for every position,
-computed by `_llama_math` in float32 over the source weights. Absent with MLC_DOUBLE_NO_TORCH=1, like torch."""
+computed by `_llama_math` in float32 over the source weights. Absent with MLC_DOUBLE_NO_TORCH=1, like torch.
+MLC_DOUBLE_REFERENCE_LOG=FILE appends a line per model loaded (to count reference passes)."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -39,6 +41,9 @@ class AutoModelForCausalLM:
     def from_pretrained(path: str, dtype: Any = None, **_: Any) -> _CausalLM:
         from safetensors.numpy import load_file
 
+        if log := os.environ.get("MLC_DOUBLE_REFERENCE_LOG"):
+            with open(log, "a") as f:
+                f.write(json.dumps({"step": "reference", "path": str(path)}) + "\n")
         root = Path(path)
         config = json.loads((root / "config.json").read_text())
         if config.get("model_type") != "llama":

@@ -1,0 +1,159 @@
+"""Fidelity: every library measured against its source on its device (the double computes a Llama over the
+weights it is given, like the real tool; shared/mlc-reference, "Next-token distributions through a library")."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlc_farm import fidelity, toolchain
+from mlc_farm.catalog import entries
+from mlc_farm.run import MatrixRun, Progress, RunResult, preflight
+from mlc_farm.store import open_store
+from tests.test_run import InPlace
+
+MATRIX = """
+quantizations: {quants}
+devices:
+  - {{name: cpu, family: cpu, target: llvm, pool: mlc-cpu}}
+  - {{name: vulkan, family: vulkan, target: "vulkan:generic", pool: mlc-cpu}}
+models:
+  - {{id: tiny, source: {{path: models/a}}, conv_template: LM}}
+{extra}
+"""
+
+
+def write_matrix(tiny_models: Path, tmp_path: Path, quants: str, extra: str = "") -> Path:
+    path = tiny_models / f"fidelity-{tmp_path.name}.yaml"
+    path.write_text(MATRIX.format(quants=quants, extra=extra))
+    return path
+
+
+def run(matrix: Path, store: Path) -> tuple[RunResult, InPlace]:
+    pre = preflight(str(matrix), None, None, None, str(store), lambda st, p: toolchain.probe())
+    engine = InPlace(pre.store)
+    return MatrixRun(pre, engine, False, Progress(), logging.getLogger("test")).execute(), engine
+
+
+def served(store: Path) -> dict[str, dict]:
+    return {e.quantization: e.libs for e in entries(open_store(str(store)))}
+
+
+def test_metrics_are_zero_for_the_same_distribution_and_grow_with_the_difference() -> None:
+    ref = np.log(np.array([[0.5, 0.3, 0.1], [0.7, 0.2, 0.05]]))
+    assert np.allclose(fidelity.kl_per_position(ref, ref), 0)
+    worse = np.log(np.array([[0.3, 0.5, 0.1], [0.2, 0.7, 0.05]]))
+    kl = fidelity.kl_per_position(ref, worse)
+    assert (kl > 0.05).all()
+    # the rest of the vocabulary is one bucket: 0.1 and 0.05 of mass the top 3 do not hold
+    p, q = np.array([0.5, 0.3, 0.1, 0.1]), np.array([0.3, 0.5, 0.1, 0.1])
+    assert kl[0] == pytest.approx(float((p * np.log(p / q)).sum()))
+
+
+def test_thresholds_come_per_quantization_family_and_the_matrix_adjusts_them() -> None:
+    assert fidelity.thresholds("q0f16").min_top1 == 0.95 and fidelity.thresholds("q0f16").max_kl == 0.01
+    assert fidelity.thresholds("q4f16_1").max_kl == 0.25 and fidelity.thresholds("q4f16_1").min_top1 is None
+    assert fidelity.thresholds("q3f16_1").max_kl == 0.75
+    mine = fidelity.thresholds("q4f16_1", fidelity.Rules(max_kl=0.1), fidelity.Rules(gate=False))
+    assert (mine.max_kl, mine.gate) == (0.1, False)
+    m = fidelity.Measured(top1=0.5, kl_mean=0.3, kl_p99=1, ppl_reference=None, ppl_library=None, positions=8)
+    assert fidelity.judge(m, fidelity.thresholds("q4f16_1")) == (False, "KL 0.3000 > 0.25 (4-bit)")
+    assert fidelity.judge(m, mine) == (True, "KL 0.3000 > 0.1 (4-bit)")  # recorded, not gated
+    assert fidelity.judge(m, fidelity.thresholds("q4f16_1", fidelity.Rules(max_kl=1)), previous_kl=0.1)[0] is False
+
+
+def test_the_text_goes_through_the_models_tokenizer_or_seeded_ids_say_so(tiny_models: Path) -> None:
+    text = fidelity.eval_tokens(tiny_models / "models" / "a" / "tokenizer.json", 128, 1000)
+    assert not text.seeded and len(text.tokens) == 129 and text.describe() == "fidelity-v1 text, 128 positions"
+    too_long = fidelity.eval_tokens(tiny_models / "models" / "a" / "tokenizer.json", 8000, 1000)
+    assert too_long.seeded and "tokens, 8001 are needed" in too_long.describe()
+    none = fidelity.eval_tokens(None, 16, 1000)
+    assert none.seeded and none.tokens == fidelity.eval_tokens(None, 16, 1000).tokens  # seeded: the same each time
+
+
+def test_each_library_is_measured_against_one_reference_per_source(
+    tiny_models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    matrix, store = write_matrix(tiny_models, tmp_path, "[q0f32, q4f16_1, q3f16_1]"), tmp_path / "store"
+    passes = tmp_path / "reference.log"
+    monkeypatch.setenv("MLC_DOUBLE_REFERENCE_LOG", str(passes))
+    done, engine = run(matrix, store)
+    assert done.ok, done.message
+    libs = served(store)
+    q0 = libs["q0f32"]["cpu"].fidelity
+    assert q0 is not None and q0.status == "passed" and q0.measured is not None
+    assert q0.measured.top1 >= 0.99 and q0.measured.kl_mean < 1e-3
+    assert q0.reference and q0.reference.startswith("transformers float32")
+    assert q0.evaluation == "fidelity-v1 text, 128 positions"
+    assert q0.measured.ppl_reference and q0.measured.ppl_library  # a text: its perplexity under both
+    kl = {q: libs[q]["cpu"].fidelity.measured.kl_mean for q in libs}  # type: ignore[union-attr]
+    assert kl["q0f32"] < kl["q4f16_1"] < kl["q3f16_1"]  # quantization damage, measured
+    assert all(libs[q]["vulkan"].fidelity.status == "not measured" for q in libs)  # no vulkan here: no number
+    assert len(passes.read_text().splitlines()) == 1  # one reference for 3 quantizations x 2 devices
+    again, _ = run(matrix, store)
+    monkeypatch.setenv("MLC_DOUBLE_VERSION", "0.21.0.dev1")  # a new nightly: new libraries, new checks
+    nightly, _ = run(matrix, store)
+    assert again.ok and nightly.ok, nightly.message
+    assert len(passes.read_text().splitlines()) == 1  # still the one reference
+
+
+def test_a_library_that_computes_another_function_fails_its_cell_and_is_never_served(
+    tiny_models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reference's wrong-rope-base library: it fits its weights and runs; only fidelity sees it."""
+    matrix, store = write_matrix(tiny_models, tmp_path, "[q0f16]"), tmp_path / "store"
+    assert run(matrix, store)[0].ok
+    catalog = {p: p.read_bytes() for p in (store / "catalog").rglob("*.json")}
+    monkeypatch.setenv("MLC_DOUBLE_VERSION", "0.21.0.dev1")
+    monkeypatch.setenv("MLC_DOUBLE_ROPE_BASE", "1")
+    done, engine = run(matrix, store)
+    assert not done.ok and "1 of 2 cells failed" in done.message
+    assert "tiny q0f16 cpu: fidelity failed: top-1" in done.message and "KL" in done.message
+    row = next(r for r in engine.summaries[0].rows if r.device == "cpu")
+    assert row.status == "failed" and "fits; ran on cpu" in row.validation  # every other check passed it
+    assert {p: p.read_bytes() for p in (store / "catalog").rglob("*.json")} == catalog  # last night's keeps serving
+
+    fresh = tmp_path / "fresh"
+    assert not run(matrix, fresh)[0].ok
+    assert "cpu" not in served(fresh)["q0f16"]  # never current, even with nothing else to serve
+
+
+def test_without_torch_the_highest_precision_build_is_the_reference_and_without_one_nothing_is_claimed(
+    tiny_models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLC_DOUBLE_NO_TORCH", "1")
+    alone = write_matrix(tiny_models, tmp_path, "[q4f16_1]")
+    done, engine = run(alone, tmp_path / "alone")
+    assert done.ok, done.message
+    f = served(tmp_path / "alone")["q4f16_1"]["cpu"].fidelity
+    assert f is not None and f.status == "not measured" and f.measured is None and "no reference" in f.detail
+    assert all("fidelity not measured: no reference" in r.validation for r in engine.summaries[0].rows)
+
+    both = write_matrix(tiny_models, tmp_path, "[q0f16, q4f16_1]")
+    done, _ = run(both, tmp_path / "both")
+    assert done.ok, done.message
+    libs = served(tmp_path / "both")
+    assert libs["q0f16"]["cpu"].fidelity.status == "reference"  # type: ignore[union-attr]
+    q4 = libs["q4f16_1"]["cpu"].fidelity
+    assert q4 is not None and q4.status == "passed" and q4.reference == "q0f16 library on cpu"
+    assert q4.measured is not None and 0.01 < q4.measured.kl_mean < 0.25
+
+
+def test_a_kl_regression_under_a_new_toolchain_fails_the_cell_and_keeps_the_previous_entry(
+    tiny_models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loose = "fidelity: {max_kl: 10, min_top1: 0}"  # only the regression rule can fail it
+    matrix, store = write_matrix(tiny_models, tmp_path, "[q4f16_1]", loose), tmp_path / "store"
+    first, _ = run(matrix, store)
+    assert first.ok, first.message
+    before = served(store)["q4f16_1"]["cpu"]
+    monkeypatch.setenv("MLC_DOUBLE_VERSION", "0.21.0.dev1")
+    monkeypatch.setenv("MLC_DOUBLE_ROPE_BASE", "1")
+    nightly, engine = run(matrix, store)
+    assert not nightly.ok
+    old = before.fidelity.measured.kl_mean  # type: ignore[union-attr]
+    assert "under the previous one" in nightly.message and f"{old:.4f} under the previous" in nightly.message
+    assert served(store)["q4f16_1"]["cpu"] == before  # the previous entry keeps serving
