@@ -178,8 +178,10 @@ class PrefectEngine:
             return ToolchainInfo(
                 error=f"the pools run different toolchains ({seen}): build every image from one MLC nightly"
             )
-        # Fidelity's reference pass runs on the weights pool: whether it can is what that pool's probe found.
-        return found.get(self.weights_pool, found[pools[0]])
+        # Fidelity's reference pass (on the weights pool) is planned only where every pool's image has torch and
+        # transformers: images from one build agree, and a mixed farm falls back to its highest-precision builds.
+        tools = {tc.reference for tc in found.values()}
+        return found[pools[0]].model_copy(update={"reference": tools.pop() if len(tools) == 1 else None})
 
     def resolve(self, loaded: LoadedMatrix, models: list[ModelSpec]) -> dict[str, ResolvedSource]:
         return resolve_sources(_as_is(loaded), _as_is(models))

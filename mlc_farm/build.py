@@ -336,15 +336,6 @@ def _validate(
     return validate.validate_library(lib, lb.device, builds.model, tensor_cache, chat_config, weights, timeout)
 
 
-REFERENCE_FILE, DISTRIBUTIONS_FILE = "reference.json", "distributions.json"
-
-
-def _write_request(path: Path, tokens: list[int], probe_ids: list[list[int]] | None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"tokens": tokens, "k": fidelity.TOP_K, "probe_ids": probe_ids}))
-    return path
-
-
 def build_reference(
     store: ArtifactStore,
     rb: ReferenceBuild,
@@ -360,7 +351,7 @@ def build_reference(
     def steps(work: Path, log: Path) -> tuple[dict[str, float], dict[str, Path], dict]:
         config = json.loads((source_dir / "config.json").read_text())
         tokens = fidelity.eval_tokens(source_dir / "tokenizer.json", rb.positions, int(config["vocab_size"]))
-        request = _write_request(work / "request.json", tokens.tokens, None)
+        request = validate.write_request(work / "request.json", tokens.tokens, None)
         with activity.phase(rb.key, "reference pass"):
             try:
                 out = validate.in_toolchain("reference.py", [str(source_dir), str(request)], _timeout(timeout),
@@ -373,10 +364,10 @@ def build_reference(
                                       tokens=tokens.tokens, seeded=tokens.seeded, **out)  # fmt: skip
         with log.open("a", encoding="utf-8") as f:
             f.write(f"reference of {rb.model}: {dist.method}, {tokens.describe()}, {dist.seconds:.1f} s\n")
-        path = work / "out" / REFERENCE_FILE
+        path = work / "out" / validate.REFERENCE_FILE
         path.parent.mkdir(parents=True)
         path.write_text(dist.model_dump_json())
-        return {"reference": dist.seconds or 0.0}, {REFERENCE_FILE: path}, {}
+        return {"reference": dist.seconds or 0.0}, {validate.REFERENCE_FILE: path}, {}
 
     subject = Subject(rb.key, "reference", rb.inputs, f"reference {rb.model}", [])
     return _run_steps(store, subject, steps, flow_run, force)
@@ -413,7 +404,7 @@ def check_cell(
             store.get_blob(f.sha256, weights / f.path)
         lib_file = work / lib.files[0].path
         store.get_blob(lib.files[0].sha256, lib_file)
-        ref = _reference(store, cb)
+        ref = validate.reference_distributions(store, cb.reference) if cb.reference else None
         if isinstance(ref, str):
             run = RunCheck(status="not run", detail=ref)
             result = Fidelity(status="not measured", detail=ref)
@@ -422,7 +413,7 @@ def check_cell(
             tokens = fidelity.eval_tokens(weights / "tokenizer.json", cb.positions, int(chat_config["vocab_size"]))
         else:
             tokens = fidelity.EvalTokens(tokens=ref.tokens, seeded=ref.seeded)
-        request = _write_request(work / "request.json", tokens.tokens, ref.top_ids if ref else None)
+        request = validate.write_request(work / "request.json", tokens.tokens, ref.top_ids if ref else None)
         with activity.phase(cb.key, "run and fidelity"):
             try:
                 out = validate.run_library(lib_file, fam.runtime_device, weights, _timeout(timeout), request)
@@ -437,12 +428,12 @@ def check_cell(
                                       tokens=tokens.tokens, seeded=tokens.seeded, **out["distributions"])  # fmt: skip
         seconds = {"fidelity": dist.seconds or 0.0}
         if ref is None:
-            path = work / "out" / DISTRIBUTIONS_FILE
+            path = work / "out" / validate.DISTRIBUTIONS_FILE
             path.parent.mkdir(parents=True)
             path.write_text(dist.model_dump_json(exclude={"probe_logprobs"}))
             result = Fidelity(status="reference", reference=dist.method, evaluation=tokens.describe(),
                               seconds=dist.seconds)  # fmt: skip
-            return seconds, {DISTRIBUTIONS_FILE: path}, _checked(log, cell, validation, result, {}, on_line)[2]
+            return seconds, {validate.DISTRIBUTIONS_FILE: path}, _checked(log, cell, validation, result, {}, on_line)[2]
         measured = fidelity.compare(ref, dist)
         ok, why = fidelity.judge(measured, cb.thresholds)
         result = Fidelity(status="passed" if ok else "failed", detail=why, reference=ref.method,
@@ -470,15 +461,3 @@ def _checked(
     if on_line:
         on_line(line)
     return {}, outputs, {"validation": validation, "fidelity": result}
-
-
-def _reference(store: ArtifactStore, cb: CheckBuild) -> fidelity.Distributions | str | None:
-    """The distributions this check is measured against (None: its own pass is the reference; a string: why
-    there are none, a reference library that did not run where it was checked)."""
-    if cb.reference is None:
-        return None
-    record = _record(store, cb.reference, "fidelity reference")
-    name = REFERENCE_FILE if record.kind == "reference" else DISTRIBUTIONS_FILE
-    if not any(f.path == name for f in record.files):
-        return f"its reference ({record.fidelity.describe() if record.fidelity else cb.reference[:12]}) has no distributions"
-    return fidelity.Distributions.model_validate(read_blob_json(store, _file(record, name)))

@@ -70,6 +70,9 @@ def _row(
         "status": "served" if ref else "missing",
         "validation": ref.validation.describe() if ref else "no validated library yet",
         "tokens_per_s": ref.validation.run.tokens_per_s if ref else None,
+        "fidelity": (ref.fidelity.describe() if ref.fidelity else "fidelity not measured (built before fidelity)")
+        if ref
+        else "",
         "weights_bytes": sum(f.size for f in weights.files) if weights else None,
         "library_bytes": ref.file.size if ref else None,
         "memory_bytes": ref.memory.total_bytes if ref and ref.memory else None,
@@ -130,7 +133,7 @@ th{background:#f3f3f3}.served{color:#15692c}.missing{color:#a11}.num{text-align:
 <h2>Matrix</h2><table id="grid"></table>
 <h2>Libraries</h2>
 <table id="rows"><thead><tr><th>model</th><th>quantization</th><th>device</th><th>status</th><th>validation</th>
-<th>tokens/s</th><th>weight files</th><th>library</th><th>memory to run</th><th>built</th><th>toolchain</th>
+<th>fidelity</th><th>tokens/s</th><th>weight files</th><th>library</th><th>memory to run</th><th>built</th><th>toolchain</th>
 <th>source</th><th>last failure</th><th>download</th></tr></thead><tbody></tbody></table>
 <script id="catalog" type="application/json">__DATA__</script>
 <script>
@@ -156,6 +159,7 @@ function show() {
     for (const k of keys) cell(tr, r[k]);
     cell(tr, r.status, r.status);
     cell(tr, r.validation);
+    cell(tr, r.fidelity);
     cell(tr, r.tokens_per_s == null ? "-" : r.tokens_per_s.toFixed(1), "num");
     cell(tr, size(r.weights_bytes), "num"); cell(tr, size(r.library_bytes), "num"); cell(tr, size(r.memory_bytes), "num");
     cell(tr, r.built_at || "-"); cell(tr, r.toolchain || "-");

@@ -100,6 +100,7 @@ def manifest(store: ArtifactStore, entry: CatalogEntry, files: dict[str, FileEnt
                     "target": ref.target,
                     "host": ref.host,
                     "validation": ref.validation.model_dump(),
+                    "fidelity": ref.fidelity.model_dump() if ref.fidelity else None,
                     "memory": {**ref.memory.model_dump(), "total_bytes": ref.memory.total_bytes}
                     if ref.memory
                     else None,
@@ -153,6 +154,14 @@ model type, quantization, context window), and a run with real weights where its
 
 Memory is an estimate: the weights, the largest temporary buffer the library declares, and the KV cache
 of one sequence over its context window.
+
+## Fidelity
+
+Each library was run over an evaluation sequence on its device, and its next-token distributions compared
+with a reference's: top-1 agreement and KL(reference || library) per position, and the perplexity of the
+text under both. A library beyond its quantization's threshold is never published.
+
+{fidelity_table(entry, sorted(lib_files))}
 
 ## Run it
 
@@ -214,6 +223,24 @@ def _family(target: str) -> Family:
 def _runtime_device(target: str) -> str:
     """The `--device` of mlc_llm for a library's target (`cuda`, `rocm`, `vulkan`, `metal`, `cpu`...)."""
     return _family(target).mlc_device
+
+
+def fidelity_table(entry: CatalogEntry, devices: list[str]) -> str:
+    """A row per device: what the reference was, on which tokens, and the numbers (or why there are none)."""
+    rows = ["| device | reference | evaluation | top-1 | mean KL | p99 KL | perplexity (reference / library) |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for d in devices:
+        f = entry.libs[d].fidelity
+        if f is None or f.measured is None:
+            said = "not measured: from before fidelity" if f is None else f.describe().removeprefix("fidelity")
+            rows.append(f"| {d} | {said.strip(' :')} | | | | | |")
+            continue
+        m = f.measured
+        ppl = f"{m.ppl_reference:.2f} / {m.ppl_library:.2f}" if m.ppl_reference and m.ppl_library else "-"
+        rows.append(
+            f"| {d} | {f.reference} | {f.evaluation} | {m.top1:.3f} | {m.kl_mean:.4g} | {m.kl_p99:.4g} | {ppl} |"
+        )
+    return "\n".join(rows)
 
 
 def _card_row(entry: CatalogEntry, device: str, path: str) -> str:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from mlc_farm import toolchain
-from mlc_farm.catalog import FitCheck, RunCheck, Validation, get_entry
+from mlc_farm import fidelity, toolchain
+from mlc_farm.catalog import FitCheck, LibRef, RunCheck, Validation, get_entry, load_record, read_blob_json
 from mlc_farm.devices import family as device_family
 from mlc_farm.devices import target_family
 from mlc_farm.errors import LibraryLoadError, StoreError
@@ -26,6 +27,7 @@ from mlc_farm.store import ArtifactStore
 DECODE_STEPS = 8
 TIMED_RUNS = 5  # tokens/s is the median of these, and their spread is the noise band of a regression
 _SCRIPTS = Path(__file__).parent / "in_toolchain"
+REFERENCE_FILE, DISTRIBUTIONS_FILE = "reference.json", "distributions.json"  # a reference's, a reference check's
 
 
 def fits(metadata: dict[str, Any], tensor_cache: dict[str, Any], chat_config: dict[str, Any]) -> list[str]:
@@ -140,9 +142,10 @@ def validate_library(
 
 def validate_pulled(
     store: ArtifactStore, model: str, quantization: str, directory: Path, device: str | None
-) -> dict[str, Validation]:
+) -> dict[str, tuple[Validation, fidelity.Fidelity | None]]:
     """The checks of a build, run again on a pulled directory: every file against the catalog's sha256, then
-    each library (or `device`'s) for fit and, where its device is here, a run with these weights."""
+    each library (or `device`'s) for fit and, where its device is here, a run with these weights and its
+    fidelity against the reference the farm's check used."""
 
     entry = get_entry(store, model, quantization)
     for rel, f in pull_files(store, model, quantization, device).items():
@@ -160,5 +163,53 @@ def validate_pulled(
         family = target_family(ref.target) or "cpu"
         spec = DeviceSpec(name=name, family=family, target=ref.target, host=ref.host)
         lib = directory / lib_path(entry, name)
-        _, results[name] = validate_library(lib, spec, model, tensor_cache, chat_config, directory)
+        _, validation = validate_library(lib, spec, model, tensor_cache, chat_config, directory)
+        runtime = device_family(family).runtime_device
+        measured = ref.fidelity
+        if validation.ok and validation.run.status == "passed" and runtime:
+            with tempfile.TemporaryDirectory(prefix="mlc-farm-fidelity-") as work:
+                measured = pulled_fidelity(store, ref, lib, runtime, directory, Path(work), 3600)
+        results[name] = (validation, measured)
     return results
+
+
+def write_request(path: Path, tokens: list[int], probe_ids: list[list[int]] | None) -> Path:
+    """The teacher-forced pass's input: the evaluation tokens and, to measure against, the reference's top-k."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"tokens": tokens, "k": fidelity.TOP_K, "probe_ids": probe_ids}))
+    return path
+
+
+def reference_distributions(store: ArtifactStore, key: str) -> fidelity.Distributions | str:
+    """The distributions of a reference build, or of a check whose library pass is the reference; a string:
+    why there are none (a reference library that did not run where it was checked)."""
+    record = load_record(store, key)
+    if record is None:
+        return f"its reference {key[:12]} has no build record"
+    name = REFERENCE_FILE if record.kind == "reference" else DISTRIBUTIONS_FILE
+    if not any(f.path == name for f in record.files):
+        return f"its reference ({record.fidelity.describe() if record.fidelity else key[:12]}) has no distributions"
+    return fidelity.Distributions.model_validate(read_blob_json(store, next(f for f in record.files if f.path == name)))
+
+
+def pulled_fidelity(
+    store: ArtifactStore, ref: LibRef, lib: Path, runtime: str, weights_dir: Path, work: Path, timeout: float
+) -> fidelity.Fidelity:
+    """The library's fidelity measured again with these files, against the reference its check used."""
+    check = load_record(store, ref.check) if ref.check else None
+    if check is None or check.fidelity is None or check.fidelity.measured is None:
+        return ref.fidelity or fidelity.Fidelity(status="not measured", detail="the farm measured none")
+    reference = reference_distributions(store, check.inputs["reference"])
+    if isinstance(reference, str):
+        return fidelity.Fidelity(status="not measured", detail=reference)
+    request = write_request(work / "request.json", reference.tokens, reference.top_ids)
+    out = run_library(lib, runtime, weights_dir, timeout, request)
+    if "distributions" not in out:
+        return fidelity.Fidelity(status="not measured", detail=out.get("run", {}).get("detail", "it did not run"))
+    dist = fidelity.Distributions(method="this copy", tokens=reference.tokens, seeded=reference.seeded,
+                                  **out["distributions"])  # fmt: skip
+    measured = fidelity.compare(reference, dist)
+    limits = check.fidelity.thresholds
+    ok, why = fidelity.judge(measured, limits) if limits else (True, "")
+    return check.fidelity.model_copy(update={"status": "passed" if ok else "failed", "detail": why,
+                                             "measured": measured, "seconds": dist.seconds})  # fmt: skip

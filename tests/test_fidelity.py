@@ -80,7 +80,7 @@ def test_each_library_is_measured_against_one_reference_per_source(
     matrix, store = write_matrix(tiny_models, tmp_path, "[q0f32, q4f16_1, q3f16_1]"), tmp_path / "store"
     passes = tmp_path / "reference.log"
     monkeypatch.setenv("MLC_DOUBLE_REFERENCE_LOG", str(passes))
-    done, engine = run(matrix, store)
+    done, _engine = run(matrix, store)
     assert done.ok, done.message
     libs = served(store)
     q0 = libs["q0f32"]["cpu"].fidelity
@@ -152,8 +152,39 @@ def test_a_kl_regression_under_a_new_toolchain_fails_the_cell_and_keeps_the_prev
     before = served(store)["q4f16_1"]["cpu"]
     monkeypatch.setenv("MLC_DOUBLE_VERSION", "0.21.0.dev1")
     monkeypatch.setenv("MLC_DOUBLE_ROPE_BASE", "1")
-    nightly, engine = run(matrix, store)
+    nightly, _engine = run(matrix, store)
     assert not nightly.ok
     old = before.fidelity.measured.kl_mean  # type: ignore[union-attr]
     assert "under the previous one" in nightly.message and f"{old:.4f} under the previous" in nightly.message
     assert served(store)["q4f16_1"]["cpu"] == before  # the previous entry keeps serving
+
+
+def test_the_numbers_are_shown_wherever_the_validation_is(tiny_models: Path, tmp_path: Path) -> None:
+    from mlc_farm.hub import manifest, model_card
+    from tests.helpers import run_cli
+
+    matrix, store = write_matrix(tiny_models, tmp_path, "[q0f16, q4f16_1]"), tmp_path / "store"
+    assert run(matrix, store)[0].ok
+    wide = {"COLUMNS": "300"}
+    listed = run_cli("ls", "--store", str(store), env=wide)
+    assert "tiny q4f16_1 cpu: fits; ran on cpu" in listed.stdout and "fidelity passed: top-1 0." in listed.stdout
+    assert "tiny q4f16_1 vulkan: fit not checked" in listed.stdout and "fidelity not measured" in listed.stdout
+
+    pulled = tmp_path / "pulled"
+    assert run_cli("pull", "tiny", "q4f16_1", "-o", str(pulled), "--store", str(store)).returncode == 0
+    checked = run_cli("validate", "tiny", "q4f16_1", "--dir", str(pulled), "--store", str(store), env=wide)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "passed: top-1 0." in checked.stdout and "vs transformers float32" in checked.stdout
+
+    entry = next(e for e in entries(open_store(str(store))) if e.quantization == "q4f16_1")
+    card = model_card(entry, "org/tiny-q4f16_1-MLC", {"cpu": "libs/cpu.so", "vulkan": "libs/vulkan.so"})
+    row = next(line for line in card.splitlines() if line.startswith("| cpu | transformers float32"))
+    kl = entry.libs["cpu"].fidelity.measured.kl_mean  # type: ignore[union-attr]
+    assert "fidelity-v1 text, 128 positions" in row and f"{kl:.4g}" in row
+    assert "| vulkan | not measured: the library did not run here |" in card
+    doc = manifest(open_store(str(store)), entry, {})
+    assert doc["builds"]["libraries"]["cpu"]["fidelity"]["measured"]["kl_mean"] == kl
+
+    planned = run_cli("plan", "--matrix", str(matrix), "--store", str(store), "--explain", env=wide)
+    assert "fidelity of each cell:" in planned.stdout
+    assert "tiny/q4f16_1/cpu: against transformers" in planned.stdout and "KL <= 0.25" in planned.stdout

@@ -47,12 +47,13 @@ def list_catalog(store: StoreOpt = None) -> None:
         checks += [
             f"  {e.model} {e.quantization} {d}: {ref.validation.describe()}"
             + (f"; needs {ref.memory.describe()}" if ref.memory else "")
+            + (f"; {ref.fidelity.describe()}" if ref.fidelity else "")
             for d, ref in sorted(e.libs.items())
         ]
         checks += [f"  {e.model} {e.quantization} {d}: no validated library yet" for d in e.missing]
     out.print(t)
     if checks:
-        out.print("validation (fit to the weights; run where the device was present):", highlight=False)
+        out.print("validation (fit to the weights; run and fidelity where the device was present):", highlight=False)
         for line in checks:
             out.print(line, highlight=False, soft_wrap=True)
 

@@ -59,7 +59,8 @@ def plan(
     p = make_plan(loaded.matrix, cells, srcs, tc)
     # With an unknown toolchain the keys that hold it are not the keys a build would have: the store is not asked.
     in_store: dict[str, bool | None] = {k: (load_record(st, k) is not None) if tc.known else None for k in p.all_keys()}
-    kinds: dict[str, dict[str, Any]] = {"convert": p.convert_builds, "config": p.config_builds, "library": p.lib_builds}
+    kinds: dict[str, dict[str, Any]] = {"convert": p.convert_builds, "config": p.config_builds, "library": p.lib_builds,
+                                        "reference": p.reference_builds, "check": p.check_builds}  # fmt: skip
     counts: dict[str, int] = {"cells": len(p.cells), "unresolved_cells": sum(pc.problem is not None for pc in p.cells)}
     for kind, builds in kinds.items():
         counts[f"{kind}_builds"] = len(builds)
@@ -94,13 +95,27 @@ def plan(
                 }
                 for lb in p.lib_builds.values()
             ],
+            "reference_builds": [
+                {"key": k, "model": b.model, "in_store": in_store[k]} for k, b in p.reference_builds.items()
+            ],
+            "check_builds": [
+                {
+                    "key": k,
+                    "cell": f"{b.model}/{b.quantization}/{b.device.name}",
+                    "role": b.role,
+                    "reference": b.reference,
+                    "thresholds": b.thresholds.model_dump(),
+                    "in_store": in_store[k],
+                }
+                for k, b in p.check_builds.items()
+            ],
             "cells": [pc.model_dump() for pc in p.cells],
         }
         print(json.dumps(doc, indent=2))
         return
     out.print(f"toolchain: {tc.describe()}; names checked against {accepted.source}", highlight=False, soft_wrap=True)
     t = Table(title=f"plan for {loaded.file}")
-    for col in ("model", "quant", "device", "pool", "convert", "config", "library"):
+    for col in ("model", "quant", "device", "pool", "convert", "config", "library", "check"):
         t.add_column(col)
 
     def show(key: str | None) -> Text:
@@ -114,9 +129,10 @@ def plan(
         c = pc.cell
         pool = loaded.matrix.device(c.device).work_pool
         if pc.problem:
-            t.add_row(c.model, c.quantization, c.device, pool, Text("unresolved", "red"), "-", "-")
+            t.add_row(c.model, c.quantization, c.device, pool, Text("unresolved", "red"), "-", "-", "-")
         else:
-            t.add_row(c.model, c.quantization, c.device, pool, show(pc.convert), show(pc.config), show(pc.library))
+            t.add_row(c.model, c.quantization, c.device, pool, show(pc.convert), show(pc.config), show(pc.library),
+                      show(pc.check))  # fmt: skip
     out.print(t)
     for src in srcs.values():
         if src.error:
@@ -135,6 +151,27 @@ def plan(
         )
     if explain and tc.known:
         _why_to_build(st, p, {k: bool(v) for k, v in in_store.items()})
+        _how_fidelity(p)
+
+
+def _how_fidelity(p: Plan) -> None:
+    """What each cell's fidelity will be measured against, and the bound it must meet."""
+    out.print("\nfidelity of each cell:", highlight=False)
+    for pc in p.cells:
+        c = pc.cell
+        if pc.problem:
+            continue
+        cb = p.check_builds.get(pc.check or "")
+        if cb is None:
+            how = f"not measured: {pc.no_fidelity}"
+        elif cb.role == "reference":
+            how = f"the reference of {c.model} on {c.device} (its own pass)"
+        elif cb.reference in p.reference_builds:
+            how = f"against {p.reference_builds[cb.reference].tools} in float32; {cb.thresholds.describe()}"
+        else:
+            ref = p.check_builds[cb.reference or ""]
+            how = f"against the {ref.quantization} library on {c.device}; {cb.thresholds.describe()}"
+        out.print(f"  {c.model}/{c.quantization}/{c.device}: {how}", highlight=False, soft_wrap=True, markup=False)
 
 
 def _why_to_build(st: ArtifactStore, p: Plan, in_store: dict[str, bool]) -> None:
@@ -147,6 +184,8 @@ def _why_to_build(st: ArtifactStore, p: Plan, in_store: dict[str, bool]) -> None
         *((f"convert {b.model}/{b.quantization}", k, b.inputs) for k, b in p.convert_builds.items()),
         *((f"config {b.model}/{b.quantization}", k, b.inputs) for k, b in p.config_builds.items()),
         *((f"library {b.device.name}/{b.quantization}", k, b.inputs) for k, b in p.lib_builds.items()),
+        *((f"reference {b.model}", k, b.inputs) for k, b in p.reference_builds.items()),
+        *((f"check {b.model}/{b.quantization}/{b.device.name}", k, b.inputs) for k, b in p.check_builds.items()),
     ]
     todo = [(label, key, inputs) for label, key, inputs in builds if not in_store[key]]
     out.print(f"\nwhy {len(todo)} builds are to do:" if todo else "\nnothing to do: every build is in the store")

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from mlc_farm.cli._app import app
 from mlc_farm.cli._errors import command
@@ -67,15 +68,17 @@ def validate_cmd(
             pull(st, model, quantization, where, device)
         results = validate_pulled(st, model, quantization, where, device)
     t = Table(title=f"{model} {quantization}: validation")
-    for col in ("device", "fits the weights", "run", "tokens/s", "peak memory"):
-        t.add_column(col)
-    for name, v in results.items():
+    for col in ("device", "fits the weights", "run", "tokens/s", "peak memory", "fidelity"):
+        t.add_column(col, overflow="fold")
+    for name, (v, fid) in results.items():
         run = v.run.status + (f": {v.run.detail}" if v.run.detail else "")
         speed = f"{v.run.tokens_per_s:.1f}" if v.run.tokens_per_s else "-"
         memory = size(v.run.peak_memory_bytes) if v.run.peak_memory_bytes else "-"
-        t.add_row(name, v.fits.status + (f": {v.fits.detail}" if v.fits.detail else ""), run, speed, memory)
+        shown = fid.describe().removeprefix("fidelity ") if fid else "not measured (built before fidelity)"
+        fits = v.fits.status + (f": {v.fits.detail}" if v.fits.detail else "")
+        t.add_row(*(Text(x) for x in (name, fits, run, speed, memory, shown)))
     out.print(t)
-    if not all(v.ok for v in results.values()):
+    if not all(v.ok and (fid is None or fid.status != "failed") for v, fid in results.values()):
         raise typer.Exit(1)
 
 
