@@ -257,6 +257,12 @@ class PrefectEngine:
             + night.markdown(),
         )
         create_markdown_artifact(key="mlc-farm-night", markdown=night.markdown(), description="How the night went.")
+        if summary.regressions:
+            create_markdown_artifact(
+                key="mlc-farm-regressions",
+                markdown="\n".join(f"- {line}" for line in summary.regressions),
+                description="Cells slower, further from their source or bigger than under the previous toolchain.",
+            )
         if published:
             create_table_artifact(
                 key="mlc-farm-publish", table=published, description="Hugging Face repos of this run."

@@ -28,7 +28,15 @@ def probe_toolchain_flow(pool: str, store: str | None = None) -> None:
     open_store(store).write_json(toolchain_path(pool), toolchain.probe().model_dump())
 
 
-@flow(retries=0, name="build-weights", flow_run_name="{build.kind} {build.model}/{build.quantization}")
+def _weights_run_name() -> str:
+    """`convert tiny/q4f16_1`, `config tiny/q4f16_1`, `reference tiny`."""
+    b = flow_run.parameters["build"]
+    fields = b if isinstance(b, dict) else b.model_dump()
+    quantization = fields.get("quantization")
+    return f"{fields['kind']} {fields['model']}" + (f"/{quantization}" if quantization else "")
+
+
+@flow(retries=0, name="build-weights", flow_run_name=_weights_run_name)
 def build_weights_flow(
     build: Annotated[ConvertBuild | ConfigBuild | ReferenceBuild, Field(discriminator="kind")],
     source: ResolvedSource,

@@ -398,7 +398,7 @@ def check_cell(
             why = absent or f"no {cb.device.family} device here"
             run = RunCheck(status="not run", detail=why)
             result = Fidelity(status="not measured", detail="the library did not run here")
-            return _checked(log, cell, Validation(fits=fits, run=run), result, {}, on_line)
+            return _checked(log, cb, Validation(fits=fits, run=run), result, {}, on_line)
         weights = work / "model"
         for f in [*convert.files, *config.files]:
             store.get_blob(f.sha256, weights / f.path)
@@ -408,7 +408,7 @@ def check_cell(
         if isinstance(ref, str):
             run = RunCheck(status="not run", detail=ref)
             result = Fidelity(status="not measured", detail=ref)
-            return _checked(log, cell, Validation(fits=fits, run=run), result, {}, on_line)
+            return _checked(log, cb, Validation(fits=fits, run=run), result, {}, on_line)
         if ref is None:
             tokens = fidelity.eval_tokens(weights / "tokenizer.json", cb.positions, int(chat_config["vocab_size"]))
         else:
@@ -422,7 +422,7 @@ def check_cell(
         run = RunCheck(**out["run"], device=fam.runtime_device, ran_with=cb.model)
         validation = Validation(fits=fits, run=run)
         if not validation.ok:
-            _checked(log, cell, validation, None, {}, on_line)
+            _checked(log, cb, validation, None, {}, on_line)
             raise ValidationFailed(f"{cell} failed its check: {validation.describe()}")
         dist = fidelity.Distributions(method=f"{cb.quantization} library on {fam.runtime_device}",
                                       tokens=tokens.tokens, seeded=tokens.seeded, **out["distributions"])  # fmt: skip
@@ -433,13 +433,13 @@ def check_cell(
             path.write_text(dist.model_dump_json(exclude={"probe_logprobs"}))
             result = Fidelity(status="reference", reference=dist.method, evaluation=tokens.describe(),
                               seconds=dist.seconds)  # fmt: skip
-            return seconds, {validate.DISTRIBUTIONS_FILE: path}, _checked(log, cell, validation, result, {}, on_line)[2]
+            return seconds, {validate.DISTRIBUTIONS_FILE: path}, _checked(log, cb, validation, result, {}, on_line)[2]
         measured = fidelity.compare(ref, dist)
         ok, why = fidelity.judge(measured, cb.thresholds)
         result = Fidelity(status="passed" if ok else "failed", detail=why, reference=ref.method,
                           evaluation=tokens.describe(), measured=measured, thresholds=cb.thresholds,
                           seconds=dist.seconds)  # fmt: skip
-        return seconds, {}, _checked(log, cell, validation, result, {}, on_line)[2]
+        return seconds, {}, _checked(log, cb, validation, result, {}, on_line)[2]
 
     subject = Subject(cb.key, "check", cb.inputs, f"check {cell}",
                       [FailedCell(model=cb.model, quantization=cb.quantization, device=cb.device.name)])  # fmt: skip
@@ -448,16 +448,19 @@ def check_cell(
 
 def _checked(
     log: Path,
-    cell: str,
+    cb: CheckBuild,
     validation: Validation,
     result: Fidelity | None,
     outputs: dict[str, Path],
     on_line: Callable[[str], None] | None,
 ) -> tuple[dict[str, float], dict[str, Path], dict]:
     """Log the check's outcome; the record fields of a check that ran nothing or measured nothing."""
-    line = f"check of {cell}: {validation.describe()}" + (f"; {result.describe()}" if result else "")
+    line = f"check of {cb.model}/{cb.quantization}/{cb.device.name}: {validation.describe()}" + (
+        f"; {result.describe()}" if result else ""
+    )
     with log.open("a", encoding="utf-8") as f:
         f.write(line + "\n")
     if on_line:
         on_line(line)
-    return {}, outputs, {"validation": validation, "fidelity": result}
+    names = {"model": cb.model, "quantization": cb.quantization, "device": cb.device.name}
+    return {}, outputs, {"validation": validation, "fidelity": result, "cell": names}

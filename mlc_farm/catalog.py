@@ -124,8 +124,10 @@ class BuildRecord(BaseModel):
     validation: Validation | None = None
     # Libraries: the model whose convert and config builds the validation used.
     validated_with: dict[str, str] | None = None
-    # Checks: the cell's fidelity to its source (judged against the thresholds of the night it ran).
+    # Checks: the cell's fidelity to its source (judged against the thresholds of the night it ran), and the
+    # cell's names in the matrix (not in the key: the history of a cell follows them).
     fidelity: Fidelity | None = None
+    cell: dict[str, str] | None = None
 
     @property
     def size(self) -> int:

@@ -17,7 +17,8 @@ import json
 import re
 from typing import Any
 
-from mlc_farm.catalog import CatalogEntry, FailureRecord, all_failures, entries, load_record
+from mlc_farm.catalog import CatalogEntry, FailureRecord, all_failures, all_records, entries, load_record
+from mlc_farm.history import Point, regressions, series
 from mlc_farm.hub import published
 from mlc_farm.pull import lib_path
 from mlc_farm.sources import hub_repo_url
@@ -55,8 +56,23 @@ def _failure(entry: CatalogEntry, device: str, failures: Failures, served: bool)
     }
 
 
+def _history(points: list[Point]) -> dict[str, Any]:
+    """A cell's series for the page's charts, and what the newest toolchain lost."""
+    return {
+        "points": [{"toolchain": p.toolchain, "at": p.at.isoformat(timespec="seconds"), "tokens_per_s": p.tokens_per_s,
+                    "tokens_per_s_runs": p.tokens_per_s_runs, "kl": p.kl_mean, "memory_bytes": p.peak_memory_bytes}
+                   for p in points],
+        "regressions": [{"what": r.what, "describe": r.describe()} for r in regressions(points)],
+    }  # fmt: skip
+
+
 def _row(
-    store: ArtifactStore, entry: CatalogEntry, device: str, hub_repo: str | None, failures: Failures
+    store: ArtifactStore,
+    entry: CatalogEntry,
+    device: str,
+    hub_repo: str | None,
+    failures: Failures,
+    points: list[Point],
 ) -> dict[str, Any]:
     weights, config = load_record(store, entry.convert), load_record(store, entry.config)
     ref = entry.libs.get(device)
@@ -83,6 +99,7 @@ def _row(
         "hub": hub,
         "files": links,
         **_failure(entry, device, failures, served=ref is not None),
+        "history": _history(points),
     }
     if ref:
         row["library"] = f"{hub}/resolve/main/{lib_path(entry, device)}" if hub else blob_path(ref.file.sha256)
@@ -91,10 +108,12 @@ def _row(
 
 def catalog_rows(store: ArtifactStore) -> list[dict[str, Any]]:
     rows, failures = [], _failures(store)
+    cells = series([r for _, r in all_records(store)])
     for entry in sorted(entries(store), key=lambda e: (e.model, e.quantization)):
         found = published(store, entry)
         for device in sorted({*entry.libs, *entry.missing}):
-            rows.append(_row(store, entry, device, found.repo if found else None, failures))
+            points = cells.get((entry.model, entry.quantization, device), [])
+            rows.append(_row(store, entry, device, found.repo if found else None, failures, points))
     return rows
 
 
@@ -133,7 +152,7 @@ th{background:#f3f3f3}.served{color:#15692c}.missing{color:#a11}.num{text-align:
 <h2>Matrix</h2><table id="grid"></table>
 <h2>Libraries</h2>
 <table id="rows"><thead><tr><th>model</th><th>quantization</th><th>device</th><th>status</th><th>validation</th>
-<th>fidelity</th><th>tokens/s</th><th>weight files</th><th>library</th><th>memory to run</th><th>built</th><th>toolchain</th>
+<th>fidelity</th><th>history (tokens/s, KL)</th><th>tokens/s</th><th>weight files</th><th>library</th><th>memory to run</th><th>built</th><th>toolchain</th>
 <th>source</th><th>last failure</th><th>download</th></tr></thead><tbody></tbody></table>
 <script id="catalog" type="application/json">__DATA__</script>
 <script>
@@ -141,6 +160,33 @@ const data = JSON.parse(document.getElementById("catalog").textContent);
 const keys = ["model", "quantization", "device"];
 const params = new URLSearchParams(location.search);
 const size = n => n == null ? "-" : n < 1048576 ? (n / 1024).toFixed(1) + " KB" : (n / 1048576).toFixed(1) + " MB";
+const SVG = "http://www.w3.org/2000/svg";
+function chart(history, key, label) {
+  // A small line per cell, one point per toolchain; the newest point red when it is a regression.
+  const w = 120, h = 28, pts = history.points.map(p => p[key]).filter(v => v != null);
+  const svg = document.createElementNS(SVG, "svg");
+  svg.setAttribute("width", w); svg.setAttribute("height", h); svg.setAttribute("class", "chart " + key);
+  const title = document.createElementNS(SVG, "title");
+  title.textContent = label + ": " + (pts.length ? pts.map(v => +v.toPrecision(3)).join(" -> ") : "not measured");
+  svg.append(title);
+  if (!pts.length) return svg;
+  const lo = Math.min(...pts), hi = Math.max(...pts), x = i => 4 + i * (w - 8) / Math.max(pts.length - 1, 1);
+  const y = v => hi === lo ? h / 2 : h - 4 - (v - lo) * (h - 8) / (hi - lo);
+  const line = document.createElementNS(SVG, "polyline");
+  line.setAttribute("points", pts.map((v, i) => x(i) + "," + y(v)).join(" "));
+  line.setAttribute("fill", "none"); line.setAttribute("stroke", "#36c");
+  svg.append(line);
+  const bad = history.regressions.some(r => (key === "kl" ? "KL" : "tokens/s") === r.what);
+  pts.forEach((v, i) => {
+    const dot = document.createElementNS(SVG, "circle");
+    dot.setAttribute("cx", x(i)); dot.setAttribute("cy", y(v)); dot.setAttribute("r", 2.5);
+    const regressed = bad && i === pts.length - 1;
+    dot.setAttribute("fill", regressed ? "#c00" : "#36c");
+    if (regressed) dot.setAttribute("class", "regression");
+    svg.append(dot);
+  });
+  return svg;
+}
 const cell = (tr, text, cls) => { const td = tr.insertCell(); td.textContent = text; if (cls) td.className = cls; return td; };
 for (const k of keys) {
   const sel = document.getElementById(k);
@@ -160,6 +206,7 @@ function show() {
     cell(tr, r.status, r.status);
     cell(tr, r.validation);
     cell(tr, r.fidelity);
+    cell(tr, "").append(chart(r.history, "tokens_per_s", "tokens/s"), chart(r.history, "kl", "KL"));
     cell(tr, r.tokens_per_s == null ? "-" : r.tokens_per_s.toFixed(1), "num");
     cell(tr, size(r.weights_bytes), "num"); cell(tr, size(r.library_bytes), "num"); cell(tr, size(r.memory_bytes), "num");
     cell(tr, r.built_at || "-"); cell(tr, r.toolchain || "-");

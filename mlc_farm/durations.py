@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from mlc_farm.catalog import BuildRecord
-from mlc_farm.keys import digest
+from mlc_farm.keys import across_toolchains, digest
 from mlc_farm.plan import ConfigBuild, ConvertBuild, LibBuild, Plan
 
 DEFAULT_SECONDS = {"convert": 1800.0, "config": 30.0, "library": 600.0}
@@ -58,14 +58,10 @@ def _weight_bytes(params: float | None, quantization: str) -> float | None:
     return params * bits_per_weight(quantization) / 8 if params else None
 
 
-def _without_toolchain(inputs: dict[str, Any]) -> str:
-    return digest({k: v for k, v in inputs.items() if k != "toolchain"})
-
-
 def estimate(plan: Plan, records: Iterable[BuildRecord], configs: dict[str, dict[str, Any] | None]) -> dict[str, float]:
     """Expected seconds of every build of `plan`; `configs` is each model's config.json (None if unknown)."""
     records = list(records)
-    by_inputs = {_without_toolchain(r.inputs): wall_seconds(r) for r in records}
+    by_inputs = {across_toolchains(r.inputs): wall_seconds(r) for r in records}
     weights = [r for r in records if r.kind in ("convert", "config")]
     out: dict[str, float] = {}
 
@@ -100,7 +96,7 @@ def _weights_estimate(
     config: dict[str, Any] | None,
     rate: Any,
 ) -> float:
-    if (same := by_inputs.get(_without_toolchain(b.inputs))) is not None:
+    if (same := by_inputs.get(across_toolchains(b.inputs))) is not None:
         return same
     size = _weight_bytes(parameters(config), b.quantization)
     source = b.inputs.get("source")
@@ -121,7 +117,7 @@ def _library_estimate(
     by_target: dict[str, list[float]],
     every: list[float],
 ) -> float:
-    if (same := by_inputs.get(_without_toolchain(lb.inputs))) is not None:
+    if (same := by_inputs.get(across_toolchains(lb.inputs))) is not None:
         return same
     arch = by_arch.get((digest(lb.inputs.get("model")), lb.quantization, str(lb.inputs.get("target"))))
     for found in (arch, by_target.get(str(lb.inputs.get("target"))), every):

@@ -209,4 +209,5 @@ def judge(m: Measured, limits: Thresholds, previous_kl: float | None = None) -> 
         problems.append(f"KL {m.kl_mean:.4f} > {limits.max_kl:g} ({limits.family})")
     if previous_kl is not None and m.kl_mean > REGRESSION_FACTOR * previous_kl + REGRESSION_SLACK:
         problems.append(f"KL {m.kl_mean:.4f} under this toolchain, {previous_kl:.4f} under the previous one")
-    return (not problems or not limits.gate), "; ".join(problems)
+    why = "; ".join(problems)
+    return (not problems or not limits.gate), (f"recorded, not gated: {why}" if why and not limits.gate else why)

@@ -27,6 +27,11 @@ def digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def across_toolchains(inputs: dict[str, Any]) -> str:
+    """The digest of a build's inputs without the toolchain: the same build under every MLC nightly."""
+    return digest({k: v for k, v in inputs.items() if k != "toolchain"})
+
+
 def architecture(config: dict[str, Any]) -> dict[str, Any]:
     """The part of a Hugging Face config.json a compiled library depends on."""
     return {k: v for k, v in config.items() if k not in NON_ARCHITECTURE_FIELDS}

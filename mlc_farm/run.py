@@ -27,6 +27,7 @@ from mlc_farm.catalog_update import UnitResult
 from mlc_farm.durations import estimate
 from mlc_farm.errors import NamesRejected, PublishError, ToolchainUnavailable
 from mlc_farm.formatting import clock
+from mlc_farm.history import night_regressions
 from mlc_farm.hub import PublishResult, repo_for
 from mlc_farm.matrix import (
     BUILTIN_NAMES,
@@ -181,6 +182,7 @@ class MatrixRun:
         outcomes = self.collect()
         units = self.engine.update_catalog(self.plan, self.sources, self.records)
         summary = summarize(self.plan, outcomes, units)
+        summary.regressions = night_regressions([r for _, r in all_records(self.store)], set(self.plan.check_builds))
         night = self.report(summary, status)
         failed_units = {(r.model, r.quantization) for r in summary.failed} | {
             (u.model, u.quantization) for u in units if u.status in ("kept previous", "not built", "damaged")
@@ -336,6 +338,10 @@ class MatrixRun:
         for r in summary.failed:
             detail = f" {r.model}/{r.quantization}/{r.device}: {r.detail}" + (f"\n  log: {r.log}" if r.log else "")
             self.console.print(Text.assemble(("FAILED", "red"), detail), soft_wrap=True)
+        if summary.regressions:
+            self.console.print("regressions against the previous toolchain:", soft_wrap=True)
+            for line in summary.regressions:
+                self.console.print(Text(f"  {line}", "yellow"), soft_wrap=True)
         for u in (u for u in summary.units if u.status == "damaged"):
             self.log.error("%s %s: %s", u.model, u.quantization, u.detail)
         return night

@@ -48,6 +48,7 @@ class Summary(BaseModel):
     rows: list[CellRow]
     steps: dict[str, dict[str, int]]
     units: list[UnitResult] = []
+    regressions: list[str] = []  # against the previous toolchain (mlc_farm.history)
 
     @property
     def failed(self) -> list[CellRow]:
@@ -68,6 +69,8 @@ class Summary(BaseModel):
         kept = [u for u in self.units if u.status == "kept previous"]
         damaged = [f"{u.model} {u.quantization}" for u in self.units if u.status == "damaged"]
         tail = f"; {len(kept)} catalog entries kept at their previous builds" if kept else ""
+        if self.regressions:
+            tail += f"; {len(self.regressions)} regressions against the previous toolchain"
         if damaged:
             tail += f"; catalog entries damaged and left as they are: {', '.join(damaged)} (`mlc-farm verify`)"
         return f"{head}{f' ({steps})' if steps else ''}{tail}"

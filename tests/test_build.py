@@ -52,7 +52,10 @@ def test_build_reuse_and_pull(tiny_matrix: Path, tmp_path: Path) -> None:
     assert first.returncode == 0, first.stdout + first.stderr
     # 8 cells: weights once per model x quantization, libraries shared by the two models.
     assert steps(calls) == {"convert_weight": 4, "gen_config": 4, "compile": 4}
-    assert "8 cells: 8 ok (convert 4 built; config 4 built; library 4 built)" in first.stdout
+    assert (
+        "8 cells: 8 ok (convert 4 built; config 4 built; library 4 built; reference 2 built; check 8 built)"
+        in first.stdout
+    )
     assert all(
         "--device" in c["argv"] and "cpu" in c["argv"] for c in toolchain_calls(calls) if c["step"] == "convert_weight"
     )
@@ -69,7 +72,8 @@ def test_build_reuse_and_pull(tiny_matrix: Path, tmp_path: Path) -> None:
     second = build(tiny_matrix, store, calls)
     assert (
         second.returncode == 0
-        and "8 cells: 8 ok (convert 4 reused; config 4 reused; library 4 reused)" in second.stdout
+        and "8 cells: 8 ok (convert 4 reused; config 4 reused; library 4 reused; reference 2 reused; check 8 reused)"
+        in second.stdout
     )
     assert steps(calls) == {}
 
@@ -186,8 +190,8 @@ def test_build_shows_its_progress_live(tiny_matrix: Path, tmp_path: Path) -> Non
     logged = build(tiny_matrix, tmp_path / "s1", tmp_path / "c1", "--model", "tiny-llama-a", env=slow)
     assert logged.returncode == 0, logged.stderr
     text = logged.stdout
-    assert "8 builds to run, 0 reused" in text
-    assert re.search(r"^\[\d+:\d\d\] \d/8 builds done, [12] running, \d waiting$", text, re.M)
+    assert "13 builds to run, 0 reused" in text  # 2 convert, 2 config, 4 library, 1 reference, 4 check
+    assert re.search(r"^\[\d+:\d\d\] \d+/13 builds done, [12] running, \d+ waiting$", text, re.M)
     assert re.search(r"^  config tiny-llama-a/q\w+: gen_config \d+:\d\d, running \d+:\d\d$", text, re.M)
     assert re.search(r"^  convert tiny-llama-a/q\w+: convert_weight \d+:\d\d, running \d+:\d\d$", text, re.M)
     assert re.search(r"^  library (cpu|vulkan)/q\w+ \(\w+\): compile \d+:\d\d, running", text, re.M)
@@ -261,7 +265,7 @@ def test_killed_build_is_finished_by_the_next_run(tiny_matrix: Path, tmp_path: P
     calls_before = len(toolchain_calls(calls))
     rerun = build(tiny_matrix, store, calls)
     assert rerun.returncode == 0, rerun.stderr
-    assert len(list((store / "builds").glob("*.json"))) == 12  # 4 convert, 4 config, 4 library
+    assert len(list((store / "builds").glob("*.json"))) == 22  # 4 convert, 4 config, 4 library, 2 reference, 8 check
     redone = len(toolchain_calls(calls)) - calls_before
     assert redone < 12  # the finished builds were not run again
     assert "8 cells:" in rerun.stdout and "reused" in rerun.stdout
@@ -367,7 +371,7 @@ def test_ctrl_c_and_sigterm_stop_the_build_within_seconds(
         assert time.monotonic() - start < 10
         assert proc.returncode == code, stderr
         # What finished is kept, and said (the hanging conversions start first: the longest path).
-        assert re.search(rf"stopped by {signal.Signals(signum).name}: \d+ of 12 builds finished and are kept", stderr)
+        assert re.search(rf"stopped by {signal.Signals(signum).name}: \d+ of 22 builds finished and are kept", stderr)
         assert "running the same command again finishes the rest" in stderr and "Traceback" not in stderr
         assert not any(_alive(pid) for pid in hanging)
     finally:
@@ -425,12 +429,12 @@ def test_two_overlapping_runs_build_each_key_once(tiny_matrix: Path, tmp_path: P
     assert [run.returncode for run in runs] == [0, 0], outputs
     assert steps(calls) == {"convert_weight": 4, "gen_config": 4, "compile": 4}  # each key once, in all
     assert_store_whole(store)
-    # Each run says what it built itself: the claims add up to the 12 builds, the rest were waited for.
+    # Each run says what it built itself: the claims add up to the 22 builds, the rest were waited for.
     done = [" ".join(out.split()).split("done:", 1)[1] for out, _ in outputs]
     claims = sum(int(n) for line in done for n in re.findall(r"(\d+) built(?! by another run)", line))
     waited = sum(int(n) for line in done for n in re.findall(r"(\d+) built by another run", line))
     reused = sum(int(n) for line in done for n in re.findall(r"(\d+) reused", line))
-    assert claims == 12 and claims + waited + reused == 24, done
+    assert claims == 22 and claims + waited + reused == 44, done
 
 
 def _forge_leases(matrix: Path, store: Path) -> None:

@@ -97,3 +97,37 @@ def test_a_failed_cell_shows_its_reason_and_log(tiny_matrix: Path, tmp_path: Pat
     assert "(mlc-farm log tiny-llama-a q0f16 vulkan)" in dom and ">log</a>" in dom
     page = cli("page", "--store", str(store))
     assert "4 rows: 2 libraries served, 2 missing" in page.stdout  # the same counts as the page
+
+
+HISTORY_SCREENSHOT = ROOT / "test-artifacts" / "catalog-history.png"
+
+
+def test_each_cell_draws_its_history_with_regressions_marked(
+    tiny_models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three nightlies of one cell, the last with a slower kernel and a library further from its source."""
+    from mlc_farm import catalog_page
+    from mlc_farm.store import open_store
+    from tests.test_fidelity import run, write_matrix
+
+    loose = "fidelity: {max_kl: 10, min_top1: 0, gate: false}"  # recorded, not gated: the new libraries serve
+    matrix, store = write_matrix(tiny_models, tmp_path, "[q4f16_1]", loose), tmp_path / "store"
+    for version, env in (("0.20.0.dev0", {}), ("0.21.0.dev1", {}),
+                         ("0.21.0.dev2", {"MLC_DOUBLE_DECODE_SLEEP": "0.02", "MLC_DOUBLE_ROPE_BASE": "1"})):  # fmt: skip
+        monkeypatch.setenv("MLC_DOUBLE_VERSION", version)
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        assert run(matrix, store)[0].ok
+    catalog_page.write_page(open_store(str(store)))
+    data = json.loads((store / "catalog.json").read_text())
+    cpu = next(r for r in data["rows"] if r["device"] == "cpu")
+    assert len(cpu["history"]["points"]) == 3
+    assert {r["what"] for r in cpu["history"]["regressions"]} == {"tokens/s", "KL"}
+    dom = browse(store / "index.html", "?device=cpu", "--dump-dom")
+    assert dom.count('class="chart tokens_per_s"') == 1 and dom.count('class="chart kl"') == 1
+    assert dom.count('class="regression"') == 2  # the newest point of both charts
+    assert "<title>KL: " in dom and "not measured" not in dom.split('class="chart kl"')[1].split("</svg>")[0]
+    HISTORY_SCREENSHOT.parent.mkdir(exist_ok=True)
+    HISTORY_SCREENSHOT.unlink(missing_ok=True)
+    browse(store / "index.html", "?device=cpu", "--window-size=1800,500", f"--screenshot={HISTORY_SCREENSHOT}")
+    assert HISTORY_SCREENSHOT.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

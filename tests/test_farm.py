@@ -92,10 +92,15 @@ def test_build_model_deployment_sends_each_build_to_its_pool(farm, tmp_path: Pat
 
     ran = [(flows[r.flow_id], r.work_pool_name, r.parameters, r.state.name) for r in runs]
     assert all(state == "Completed" for *_, state in ran), ran
-    # The convert build and the config build of tiny-llama-a/q4f16_1, both on the weights pool.
-    assert sorted(pool for name, pool, *_ in ran if name == "build-weights") == ["mlc-cpu", "mlc-cpu"]
-    libraries = {p["lb"]["device"]["name"]: pool for name, pool, p, _ in ran if name == "build-library"}
-    assert libraries == {"cpu": "mlc-cuda", "vulkan": "mlc-rocm"}
+    # The convert, config and fidelity reference builds of tiny-llama-a/q4f16_1, all on the weights pool.
+    weights = sorted((p["build"]["kind"], pool) for name, pool, p, _ in ran if name == "build-weights")
+    assert weights == [("config", "mlc-cpu"), ("convert", "mlc-cpu"), ("reference", "mlc-cpu")]
+    # Each library, and each cell's check (its run and fidelity), on its device's pool.
+    on_device = {
+        (p["lb"]["kind"], p["lb"]["device"]["name"]): pool for name, pool, p, _ in ran if name == "build-library"
+    }
+    assert on_device == {("library", "cpu"): "mlc-cuda", ("library", "vulkan"): "mlc-rocm",
+                         ("check", "cpu"): "mlc-cuda", ("check", "vulkan"): "mlc-rocm"}  # fmt: skip
     assert sorted(pool for name, pool, *_ in ran if name == "probe-toolchain") == POOLS
     assert [pool for name, pool, *_ in ran if name == "build-model"] == ["mlc-cpu"]
 
@@ -103,7 +108,9 @@ def test_build_model_deployment_sends_each_build_to_its_pool(farm, tmp_path: Pat
     assert steps == ["compile", "compile", "convert_weight", "gen_config"]
     keys = [o["Key"] for o in s3_client().list_objects_v2(Bucket="mlc-farm")["Contents"]]
     assert "artifacts/catalog/tiny-llama-a/q4f16_1.json" in keys
-    assert sum(k.startswith("artifacts/builds/") for k in keys) == 4  # convert, config, two libraries
+    assert (
+        sum(k.startswith("artifacts/builds/") for k in keys) == 7
+    )  # convert, config, 2 libraries, reference, 2 checks
     assert cli("verify", "--store", store, env=env).returncode == 0
     out = tmp_path / "pulled"
     assert cli("pull", "tiny-llama-a", "q4f16_1", "-o", str(out), "--store", store, env=env).returncode == 0

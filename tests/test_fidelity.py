@@ -61,7 +61,7 @@ def test_thresholds_come_per_quantization_family_and_the_matrix_adjusts_them() -
     assert (mine.max_kl, mine.gate) == (0.1, False)
     m = fidelity.Measured(top1=0.5, kl_mean=0.3, kl_p99=1, ppl_reference=None, ppl_library=None, positions=8)
     assert fidelity.judge(m, fidelity.thresholds("q4f16_1")) == (False, "KL 0.3000 > 0.25 (4-bit)")
-    assert fidelity.judge(m, mine) == (True, "KL 0.3000 > 0.1 (4-bit)")  # recorded, not gated
+    assert fidelity.judge(m, mine) == (True, "recorded, not gated: KL 0.3000 > 0.1 (4-bit)")  # recorded, not gated
     assert fidelity.judge(m, fidelity.thresholds("q4f16_1", fidelity.Rules(max_kl=1)), previous_kl=0.1)[0] is False
 
 
@@ -188,3 +188,43 @@ def test_the_numbers_are_shown_wherever_the_validation_is(tiny_models: Path, tmp
     planned = run_cli("plan", "--matrix", str(matrix), "--store", str(store), "--explain", env=wide)
     assert "fidelity of each cell:" in planned.stdout
     assert "tiny/q4f16_1/cpu: against transformers" in planned.stdout and "KL <= 0.25" in planned.stdout
+
+
+def test_history_keeps_a_point_per_toolchain_and_lists_what_regressed(
+    tiny_models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.helpers import run_cli
+
+    matrix, store = write_matrix(tiny_models, tmp_path, "[q4f16_1]"), tmp_path / "store"
+    assert run(matrix, store)[0].ok
+    monkeypatch.setenv("MLC_DOUBLE_VERSION", "0.21.0.dev1")
+    assert run(matrix, store)[0].ok  # (whether noise is taken for a drop: the next test, without timing)
+    monkeypatch.setenv("MLC_DOUBLE_VERSION", "0.21.0.dev2")
+    monkeypatch.setenv("MLC_DOUBLE_DECODE_SLEEP", "0.02")  # a slower kernel in this nightly
+    slow, engine = run(matrix, store)
+    assert slow.ok and "1 regressions against the previous toolchain" in slow.message
+    (line,) = engine.summaries[0].regressions
+    assert line.startswith("tiny q4f16_1 cpu: tokens/s down:") and "mlc_llm 0.21.0.dev1" in line
+    shown = run_cli("history", "tiny", "q4f16_1", "cpu", "--store", str(store), env={"COLUMNS": "200"})
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert [v in shown.stdout for v in ("0.20.0.dev0", "0.21.0.dev1", "0.21.0.dev2")] == [True] * 3
+    assert "regression: tokens/s down" in shown.stdout
+    missing = run_cli("history", "nope", "q4f16_1", "--store", str(store))
+    assert missing.returncode == 2 and "no checked build of nope q4f16_1" in missing.stderr
+
+
+def test_a_speed_drop_within_the_spread_of_the_runs_is_no_regression() -> None:
+    from datetime import datetime, timezone
+
+    from mlc_farm.history import Point, regressions
+
+    def at(runs: list[float], kl: float = 0.05, memory: int = 100) -> Point:
+        t = datetime.now(timezone.utc)
+        return Point(toolchain=str(runs), at=t, tokens_per_s=sorted(runs)[len(runs) // 2], tokens_per_s_runs=runs,
+                     kl_mean=kl, peak_memory_bytes=memory, check="k")  # fmt: skip
+
+    assert regressions([at([100, 110, 120]), at([90, 95, 101])]) == []  # the ranges overlap: noise
+    (drop,) = regressions([at([100, 110, 120]), at([80, 85, 99])])
+    assert drop.what == "tokens/s" and (drop.before, drop.after) == (110, 85)
+    assert [r.what for r in regressions([at([100]), at([100], kl=0.2, memory=120)])] == ["KL", "memory"]
+    assert regressions([at([100], kl=0.05), at([100], kl=0.1)]) == []  # within 2x + 0.01

@@ -229,7 +229,10 @@ def _record(entry) -> dict:
 def test_build_pull_and_presigned_urls_against_s3(s3_store_url: str, tiny_matrix: Path, tmp_path: Path) -> None:
     done = cli("build", "--matrix", str(tiny_matrix), "--store", s3_store_url)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "8 cells: 8 ok (convert 4 built; config 4 built; library 4 built)" in done.stdout
+    assert (
+        "8 cells: 8 ok (convert 4 built; config 4 built; library 4 built; reference 2 built; check 8 built)"
+        in done.stdout
+    )
     assert cli("verify", "--store", s3_store_url).returncode == 0
     listing = cli("ls", "--store", s3_store_url)
     assert "tiny-llama-b" in listing.stdout and "cpu, vulkan" in listing.stdout

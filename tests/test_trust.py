@@ -140,12 +140,14 @@ def test_a_library_that_does_not_fit_fails_its_cell_and_changes_nothing(
     libraries = json.loads(files["mlc-farm-manifest.json"])["builds"]["libraries"]
     assert libraries["cpu"]["validation"]["fits"]["status"] == "passed"
     assert libraries["cpu"]["validation"]["run"]["status"] == "passed"
-    assert libraries["cpu"]["validation"]["run"]["ran_with"] == "tiny-llama-a"  # one library, both models
+    assert libraries["cpu"]["validation"]["run"]["ran_with"] == "tiny-llama-b"  # one library; each cell's own check
+    assert libraries["cpu"]["fidelity"]["status"] == "passed" and libraries["cpu"]["fidelity"]["measured"]["top1"]
     assert libraries["vulkan"]["validation"]["run"]["status"] == "not run"
     assert libraries["cpu"]["memory"]["total_bytes"] > libraries["cpu"]["memory"]["weights_bytes"] > 0
     assert libraries["vulkan"]["memory"]["borrowed_from"] == "cpu"  # not loadable here: the cpu library's estimate
     card = files["README.md"].decode()
-    assert "| passed | passed on cpu (with tiny-llama-a's weights, same architecture) |" in card
+    assert "| passed | passed on cpu |" in card  # run with these weights by the cell's check
+    assert "| cpu | transformers float32 (transformers " in card
     assert "| not checked | not run: no vulkan device (no Vulkan driver ICD) | - |" in card
 
     catalog_before = snapshot(store / "catalog")

@@ -2,11 +2,13 @@
 with the argument checks the real runtime makes (parameter count, shapes, dtypes, device). `prefill` and
 `decode` compute a Llama over the weights they are given (`_llama_math`), with the rope base the library was
 compiled for (or the MLC_DOUBLE_ROPE_BASE knob's, a library that fits its weights and computes another
-function)."""
+function). MLC_DOUBLE_DECODE_SLEEP=SECONDS makes every step that much slower."""
 
 from __future__ import annotations
 
 import json
+import os
+import time
 from typing import Any
 
 import _llama_math
@@ -91,6 +93,8 @@ class VirtualMachine:
             raise ValueError("begin_forward was not called on the KV cache")
         if kv.length + kv.pending > kv.capacity:
             raise ValueError("the KV cache is full")
+        if pause := os.environ.get("MLC_DOUBLE_DECODE_SLEEP"):  # a slower kernel, for speed regressions
+            time.sleep(float(pause))
         weights, config = self._model(params), self.doc["identity"]["model_config"]
         rows = embedding.numpy().reshape(-1, embedding.shape[-1]).astype(np.float32)
         knobs = self.doc.get("knobs", {})

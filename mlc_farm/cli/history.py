@@ -1,0 +1,56 @@
+"""`mlc-farm history`: a cell's speed, memory and fidelity, one point per toolchain, from the store's records."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from mlc_farm.cli._app import app
+from mlc_farm.cli._errors import command
+from mlc_farm.cli._options import StoreOpt
+from mlc_farm.cli._output import out
+from mlc_farm.errors import BadInput
+from mlc_farm.formatting import size
+from mlc_farm.matrix import check_names
+from mlc_farm.store import open_store
+
+
+@command(app, "history")
+def history_cmd(
+    model: str,
+    quantization: str,
+    device: Annotated[str | None, typer.Argument(help="Only this device.")] = None,
+    store: StoreOpt = None,
+) -> None:
+    """Print each device's series: decode tokens/s (median and range of the timed runs), peak memory, top-1
+    and KL against the source, one row per toolchain, with the newest toolchain's regressions."""
+    from mlc_farm.catalog import all_records
+    from mlc_farm.history import regressions, series
+
+    check_names(model=model, quantization=quantization, device=device)
+    found = {
+        cell[2]: points
+        for cell, points in series([r for _, r in all_records(open_store(store, must_exist=True))]).items()
+        if cell[:2] == (model, quantization) and device in (None, cell[2])
+    }
+    if not found:
+        raise BadInput(f"no checked build of {model} {quantization}{f' {device}' if device else ''} in the store")
+    for name, points in sorted(found.items()):
+        t = Table(title=f"{model} {quantization} {name}")
+        for col in ("toolchain", "checked", "tokens/s", "range", "peak memory", "top-1", "KL"):
+            t.add_column(col)
+        for p in points:
+            runs = f"{min(p.tokens_per_s_runs):.1f}-{max(p.tokens_per_s_runs):.1f}" if p.tokens_per_s_runs else "-"
+            t.add_row(
+                Text(p.toolchain), p.at.isoformat(timespec="seconds"),
+                f"{p.tokens_per_s:.1f}" if p.tokens_per_s else "-", runs,
+                size(p.peak_memory_bytes) if p.peak_memory_bytes else "-",
+                f"{p.top1:.3f}" if p.top1 is not None else "not measured",
+                f"{p.kl_mean:.4g}" if p.kl_mean is not None else "not measured",
+            )  # fmt: skip
+        out.print(t)
+        for r in regressions(points):
+            out.print(Text(f"regression: {r.describe()}", "yellow"), soft_wrap=True)

@@ -1,0 +1,121 @@
+"""Speed, memory and fidelity across nightlies, from the check records already in the store (no database of
+its own): one point per toolchain, per catalog cell and per library (architecture x quantization x target),
+and the regressions of the newest toolchain against the one before. Pure, given the records.
+
+Timing is noisy: a point keeps every timed run's tokens/s, and a drop counts only when the new runs are all
+below the old ones (the two ranges do not overlap). KL counts when it is far worse (`fidelity.judge`'s rule);
+peak memory when it grew by more than a tenth.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from mlc_farm.catalog import BuildRecord
+from mlc_farm.fidelity import REGRESSION_FACTOR, REGRESSION_SLACK
+from mlc_farm.keys import across_toolchains
+
+MEMORY_GROWTH = 1.10
+
+
+class Point(BaseModel):
+    toolchain: str
+    at: datetime
+    tokens_per_s: float | None = None
+    tokens_per_s_runs: list[float] = []
+    peak_memory_bytes: int | None = None
+    top1: float | None = None
+    kl_mean: float | None = None
+    check: str
+
+
+class Regression(BaseModel):
+    what: str  # "tokens/s", "KL", "memory"
+    before: float
+    after: float
+
+    def describe(self) -> str:
+        if self.what == "tokens/s":
+            return f"tokens/s down: {self.before:.1f} -> {self.after:.1f} (beyond the spread of the timed runs)"
+        if self.what == "KL":
+            return f"KL up: {self.before:.4g} -> {self.after:.4g}"
+        return f"peak memory up: {self.before / 2**20:.0f} MB -> {self.after / 2**20:.0f} MB"
+
+
+def toolchain_name(toolchain: dict[str, Any]) -> str:
+    commit = str(toolchain.get("mlc_llm_commit", ""))[:12]
+    return f"mlc_llm {toolchain.get('mlc_llm_version', 'unknown')}" + (f" ({commit})" if commit else "")
+
+
+def point(record: BuildRecord) -> Point:
+    run = record.validation.run if record.validation else None
+    measured = record.fidelity.measured if record.fidelity else None
+    return Point(
+        toolchain=toolchain_name(record.toolchain), at=record.finished_at, check=record.key,
+        tokens_per_s=run.tokens_per_s if run else None, tokens_per_s_runs=(run.tokens_per_s_runs or []) if run else [],
+        peak_memory_bytes=run.peak_memory_bytes if run else None,
+        top1=measured.top1 if measured else None, kl_mean=measured.kl_mean if measured else None,
+    )  # fmt: skip
+
+
+def series(records: list[BuildRecord], by: str = "cell") -> dict[tuple[str, ...], list[Point]]:
+    """The points of every cell (`by="cell"`: model, quantization, device) or library (`by="library"`: its
+    inputs without the toolchain, and a label), oldest first; the newest check per toolchain."""
+    libraries = {r.key: r for r in records if r.kind == "library"}
+    grouped: dict[tuple[str, ...], dict[str, Point]] = {}
+    for r in records:
+        if r.kind != "check" or r.cell is None or r.validation is None or r.validation.run.status != "passed":
+            continue
+        if by == "cell":
+            name: tuple[str, ...] = (r.cell["model"], r.cell["quantization"], r.cell["device"])
+        elif (lib := libraries.get(r.inputs.get("library", ""))) is not None:
+            name = (across_toolchains(lib.inputs), library_label(lib))
+        else:
+            continue
+        p = point(r)
+        points = grouped.setdefault(name, {})
+        if p.toolchain not in points or points[p.toolchain].at < p.at:
+            points[p.toolchain] = p
+    return {k: sorted(v.values(), key=lambda p: p.at) for k, v in grouped.items()}
+
+
+def library_label(lib: BuildRecord) -> str:
+    model = lib.inputs.get("model", {})
+    return f"{model.get('model_type', 'model')} {lib.inputs.get('quantization')} {lib.inputs.get('target')}"
+
+
+def regressions(points: list[Point]) -> list[Regression]:
+    """What the newest point lost against the one before it (a different toolchain)."""
+    if len(points) < 2:
+        return []
+    old, new = points[-2], points[-1]
+    found = []
+    if old.tokens_per_s_runs and new.tokens_per_s_runs and max(new.tokens_per_s_runs) < min(old.tokens_per_s_runs):
+        found.append(Regression(what="tokens/s", before=old.tokens_per_s or 0, after=new.tokens_per_s or 0))
+    if (
+        old.kl_mean is not None
+        and new.kl_mean is not None
+        and new.kl_mean > REGRESSION_FACTOR * old.kl_mean + REGRESSION_SLACK
+    ):
+        found.append(Regression(what="KL", before=old.kl_mean, after=new.kl_mean))
+    if (
+        old.peak_memory_bytes
+        and new.peak_memory_bytes
+        and new.peak_memory_bytes > MEMORY_GROWTH * old.peak_memory_bytes
+    ):
+        found.append(Regression(what="memory", before=old.peak_memory_bytes, after=new.peak_memory_bytes))
+    return found
+
+
+def night_regressions(records: list[BuildRecord], checks: set[str]) -> list[str]:
+    """Each regression of a cell whose newest point is one of `checks` (tonight's), against the toolchain
+    before, one line each."""
+    lines = []
+    for (model, quantization, device), points in sorted(series(records).items()):
+        if points[-1].check in checks:
+            lines += [f"{model} {quantization} {device}: {r.describe()} ({points[-2].toolchain} -> "
+                      f"{points[-1].toolchain})" for r in regressions(points)]  # fmt: skip
+    return lines
