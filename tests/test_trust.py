@@ -165,6 +165,16 @@ def test_a_library_that_does_not_fit_fails_its_cell_and_changes_nothing(
     assert snapshot(store / "catalog") == catalog_before  # still serving last night's proven libraries
     assert all(len(hub.commits(r)) == 1 for r in repos)  # and nothing was published
 
+    # A library that fits and runs but computes another function (another rope base): only fidelity sees it.
+    doc["devices"][0]["opt"] = "O1"
+    matrix.write_text(yaml.safe_dump(doc))
+    wrong = build(matrix, store, calls, env={"MLC_DOUBLE_ROPE_BASE": "1"})
+    assert wrong.returncode == 1 and "4 of 8 cells failed" in wrong.stderr
+    failed = [line for line in wrong.stdout.splitlines() if line.startswith("FAILED ")]
+    assert len(failed) == 4 and all("/cpu: fidelity failed: top-1" in line for line in failed), failed
+    assert snapshot(store / "catalog") == catalog_before
+    assert all(len(hub.commits(r)) == 1 for r in repos)
+
 
 def test_nan_logits_fail_where_the_library_runs(tiny_models: Path, tmp_path: Path) -> None:
     matrix = own_models(tiny_models, tmp_path)
