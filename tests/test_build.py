@@ -64,6 +64,7 @@ def test_build_reuse_and_pull(tiny_matrix: Path, tmp_path: Path) -> None:
     assert plan["counts"] == {
         "cells": 8, "unresolved_cells": 0, "convert_builds": 4, "config_builds": 4, "library_builds": 4,
         "convert_builds_in_store": 4, "config_builds_in_store": 4, "library_builds_in_store": 4,
+        "reference_builds": 2, "reference_builds_in_store": 2, "check_builds": 8, "check_builds_in_store": 8,
         "libraries_shared": 4,
     }  # fmt: skip
     assert plan["toolchain"]["mlc_llm_version"] == "0.20.0.dev0"
@@ -195,7 +196,8 @@ def test_build_shows_its_progress_live(tiny_matrix: Path, tmp_path: Path) -> Non
     assert re.search(r"^  config tiny-llama-a/q\w+: gen_config \d+:\d\d, running \d+:\d\d$", text, re.M)
     assert re.search(r"^  convert tiny-llama-a/q\w+: convert_weight \d+:\d\d, running \d+:\d\d$", text, re.M)
     assert re.search(r"^  library (cpu|vulkan)/q\w+ \(\w+\): compile \d+:\d\d, running", text, re.M)
-    assert re.search(r"^\[8/8\] ok library \w+/q\w+ \(\w+\) \(at \d+:\d\d\)$", text, re.M)
+    assert re.search(r"^\[\d+/13\] ok library \w+/q\w+ \(\w+\) \(at \d+:\d\d\)$", text, re.M)
+    assert re.search(r"^\[13/13\] ok check tiny-llama-a/q\w+/\w+ \(at \d+:\d\d\)$", text, re.M)
     assert "4 cells: 4 ok" in text
 
     # On a terminal the status redraws in place below the finished lines, and is gone at the end.

@@ -209,6 +209,12 @@ def test_history_keeps_a_point_per_toolchain_and_lists_what_regressed(
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert [v in shown.stdout for v in ("0.20.0.dev0", "0.21.0.dev1", "0.21.0.dev2")] == [True] * 3
     assert "regression: tokens/s down" in shown.stdout
+    from mlc_farm.catalog import all_records
+    from mlc_farm.history import series
+
+    libraries = series([r for _, r in all_records(open_store(str(store)))], by="library")
+    cpu = [points for (_, label), points in libraries.items() if label == "llama q4f16_1 llvm"]
+    assert [len(points) for points in cpu] == [3]  # the cpu library across the three toolchains
     missing = run_cli("history", "nope", "q4f16_1", "--store", str(store))
     assert missing.returncode == 2 and "no checked build of nope q4f16_1" in missing.stderr
 
