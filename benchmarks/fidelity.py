@@ -71,7 +71,9 @@ def main() -> None:
     print(f"validation run alone (baseline):     {baseline:7.2f} s")
     print(f"cell check (run + fidelity pass):    {check:7.2f} s   {check / baseline:5.2f}x the baseline")
     print(f"  of which fidelity's pass:          {check - baseline:7.2f} s   {(check - baseline) / baseline:5.2f}x")
-    print(f"reference per source (transformers): {ref_seconds:7.2f} s   {ref_seconds / baseline:5.2f}x, once per source")
+    print(
+        f"reference per source (transformers): {ref_seconds:7.2f} s   {ref_seconds / baseline:5.2f}x, once per source"
+    )
     print(json.dumps({"top1": round(measured.top1, 3), "kl_mean": round(measured.kl_mean, 4)}))
 
 
