@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from mlc_farm import toolchain as toolchain_steps
 from mlc_farm.catalog import BuildRecord
 from mlc_farm.catalog_update import UnitResult
+from mlc_farm.fingerprints import Fingerprint
 from mlc_farm.hub import PublishResult
 from mlc_farm.matrix import LoadedMatrix, ModelSpec
 from mlc_farm.night import NightReport
@@ -39,6 +40,7 @@ from mlc_farm.tasks.build import (
     build_library,
     build_reference,
     check_cell,
+    conversion_fingerprints,
     probe_toolchain,
     resolve_sources,
     update_catalog,
@@ -185,6 +187,11 @@ class PrefectEngine:
 
     def resolve(self, loaded: LoadedMatrix, models: list[ModelSpec]) -> dict[str, ResolvedSource]:
         return resolve_sources(_as_is(loaded), _as_is(models))
+
+    def fingerprints(self, toolchain: ToolchainInfo, classes: dict[str, dict]) -> dict[str, Fingerprint]:
+        """Twins convert in seconds on a CPU: here, with this process's toolchain, when it is the run's (farm
+        mode: the image of the pool the nightly runs on); otherwise none, and convert keys hold the version."""
+        return conversion_fingerprints(self.store_url, _as_is(toolchain), _as_is(classes))
 
     def start(self, build: Build, builds: ModelBuilds | None, source: ResolvedSource | None) -> PrefectFuture:
         """Embedded: a task here. Farm: a flow run on the build's pool (the device's, else the weights pool)."""

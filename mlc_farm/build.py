@@ -130,6 +130,7 @@ class Subject:
     inputs: dict
     label: str
     cells: list[FailedCell]
+    toolchain: dict | None = None  # the toolchain that runs it, when its key does not hold it (a fingerprint)
 
 
 def _run_steps(store: ArtifactStore, subject: Subject, steps: Steps, flow_run: str | None, force: bool) -> BuildRecord:
@@ -209,7 +210,7 @@ def _build(
             kind=subject.kind,
             files=files,
             inputs=inputs,
-            toolchain=inputs.get("toolchain", {}),  # a reference is the same under every toolchain
+            toolchain=subject.toolchain or inputs.get("toolchain", {}),  # {} for a reference: the same under all
             started_at=started,
             finished_at=now(),
             seconds=seconds,
@@ -259,6 +260,7 @@ def build_from_source(
         b.inputs,
         f"{b.kind} {b.model}/{b.quantization}",
         [FailedCell(model=b.model, quantization=b.quantization)],
+        b.toolchain if isinstance(b, ConvertBuild) else None,
     )
     return _run_steps(store, subject, steps, flow_run, force)
 

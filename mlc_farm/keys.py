@@ -37,22 +37,28 @@ def architecture(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k not in NON_ARCHITECTURE_FIELDS}
 
 
-def _toolchain(tc: ToolchainInfo) -> dict[str, str]:
+def toolchain_identity(tc: ToolchainInfo) -> dict[str, str]:
+    """What a toolchain is, for keys: its versions and commits (not what it accepts or has beside it)."""
     return tc.model_dump(exclude={"error", "names", "reference"})
 
 
 def convert_inputs(
-    source: dict[str, Any], quantization: str, model_type: str | None, toolchain: ToolchainInfo
+    source: dict[str, Any],
+    quantization: str,
+    model_type: str | None,
+    toolchain: ToolchainInfo,
+    fingerprint: str | None = None,
 ) -> dict[str, Any]:
-    """Inputs of convert_weight: the weights depend on the source, the quantization, the model type and the
-    toolchain; not on the conv template or gen_config's options (so editing those never reconverts). The
-    convert device is left out: it does not change the output."""
+    """Inputs of convert_weight: the weights depend on the source, the quantization, the model type and what
+    the toolchain's converter does: its conversion fingerprint for this class when known (mlc_farm/twins.py),
+    else its identity; not on the conv template or gen_config's options (so editing those never reconverts).
+    The convert device is left out: it does not change the output."""
     return {
         "kind": "convert",
         "source": source,
         "quantization": quantization,
         "model_type": model_type,
-        "toolchain": _toolchain(toolchain),
+        "toolchain": {"conversion_fingerprint": fingerprint} if fingerprint else toolchain_identity(toolchain),
     }
 
 
@@ -73,7 +79,7 @@ def config_inputs(
         "conv_template": conv_template,
         "overrides": dict(overrides.items()),
         "model_type": model_type,
-        "toolchain": _toolchain(toolchain),
+        "toolchain": toolchain_identity(toolchain),
     }
 
 
@@ -99,7 +105,7 @@ def library_inputs(
         "cuda_archs": sorted(device.cuda_archs),
         "opt": device.opt,
         "lib_ext": device.library_ext,
-        "toolchain": _toolchain(toolchain),
+        "toolchain": toolchain_identity(toolchain),
     }
 
 
@@ -125,4 +131,4 @@ def check_inputs(
     toolchain is in the library's key already; named here for the history of each cell)."""
     return {"kind": "check", "library": library, "convert": convert, "config": config, "reference": reference,
             "role": role, "eval_set": eval_set, "positions": positions, "top_k": top_k,
-            "toolchain": _toolchain(toolchain)}  # fmt: skip
+            "toolchain": toolchain_identity(toolchain)}  # fmt: skip

@@ -12,7 +12,7 @@ import re
 import string
 import typing
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -275,6 +275,9 @@ class Matrix(_Strict):
     publish: Publish | None = None
     # Thresholds of the fidelity gate over the defaults of each quantization family (mlc_farm.fidelity).
     fidelity: fidelity_rules.Rules | None = None
+    # What a convert key holds of the toolchain: its conversion fingerprint (a tiny twin converted by it:
+    # mlc_farm/twins.py), so a nightly re-converts only what its converter changed; or `toolchain`: its version.
+    convert_identity: Literal["fingerprint", "toolchain"] = "fingerprint"
 
     def device(self, name: str) -> DeviceSpec:
         return next(d for d in self.devices if d.name == name)

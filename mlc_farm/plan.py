@@ -12,7 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from mlc_farm import fidelity, keys
+from mlc_farm import fidelity, keys, twins
+from mlc_farm.fingerprints import Fingerprint
 from mlc_farm.matrix import Cell, DeviceSpec, Matrix, Overrides
 from mlc_farm.sources import ResolvedSource
 from mlc_farm.toolchain import ToolchainInfo
@@ -27,6 +28,8 @@ class ConvertBuild(BaseModel):
     quantization: str
     model_type: str | None
     inputs: dict
+    toolchain: dict[str, str] = {}  # the toolchain that runs it (its key may hold a fingerprint instead)
+    identity_note: str = ""  # why the key holds the fingerprint or the version
 
 
 class ConfigBuild(BaseModel):
@@ -129,7 +132,45 @@ class Plan(BaseModel):
                 *self.check_builds]  # fmt: skip
 
 
-def make_plan(matrix: Matrix, cells: list[Cell], sources: dict[str, ResolvedSource], toolchain: ToolchainInfo) -> Plan:
+def conversion_classes(matrix: Matrix, cells: list[Cell], sources: dict[str, ResolvedSource]) -> dict[str, dict]:
+    """Every distinct conversion class of the cells that have a twin (mlc_farm.twins), by class key."""
+    out = {}
+    for cell in cells:
+        src, spec = sources[cell.model], matrix.model(cell.model)
+        if src.config is None or matrix.convert_identity != "fingerprint":
+            continue
+        config = {**src.config, **({"model_type": spec.model_type} if spec.model_type else {})}
+        if (cls := twins.conversion_class(config, cell.quantization)) is not None:
+            out[twins.class_key(cls)] = cls
+    return out
+
+
+def _identity(
+    matrix: Matrix, spec_type: str | None, src: ResolvedSource, quantization: str, found: dict[str, Fingerprint]
+) -> tuple[str | None, str]:
+    """The fingerprint a convert key holds (None: the toolchain version), and why."""
+    if matrix.convert_identity == "toolchain":
+        return None, "keyed by the toolchain version (convert_identity: toolchain)"
+    config = {**(src.config or {}), **({"model_type": spec_type} if spec_type else {})}
+    cls = twins.conversion_class(config, quantization)
+    if cls is None:
+        return None, f"keyed by the toolchain version: no twin for model type {config.get('model_type')!r}"
+    fp = found.get(twins.class_key(cls))
+    if fp is None:
+        return None, "keyed by the toolchain version: no conversion fingerprint for this toolchain"
+    if fp.fingerprint is None:
+        return None, f"keyed by the toolchain version: {fp.error}"
+    return fp.fingerprint, f"conversion fingerprint {fp.fingerprint[:12]}"
+
+
+def make_plan(
+    matrix: Matrix,
+    cells: list[Cell],
+    sources: dict[str, ResolvedSource],
+    toolchain: ToolchainInfo,
+    fingerprints: dict[str, Fingerprint] | None = None,
+) -> Plan:
+    """`fingerprints`: the toolchain's conversion fingerprints by class key (without: version keys)."""
     converts: dict[str, ConvertBuild] = {}
     configs: dict[str, ConfigBuild] = {}
     libs: dict[str, LibBuild] = {}
@@ -147,14 +188,16 @@ def make_plan(matrix: Matrix, cells: list[Cell], sources: dict[str, ResolvedSour
             problem = f"model type {model_type!r} (config.json of {cell.model}) is not one the toolchain knows"
             planned.append(PlanCell(cell=cell, problem=problem))
             continue
-        c_inputs = keys.convert_inputs(src.key_part(), cell.quantization, spec.model_type, toolchain)
+        fingerprint, note = _identity(matrix, spec.model_type, src, cell.quantization, fingerprints or {})
+        c_inputs = keys.convert_inputs(src.key_part(), cell.quantization, spec.model_type, toolchain, fingerprint)
         c_key = keys.digest(c_inputs)
         converts.setdefault(
             c_key,
             ConvertBuild(
-                key=c_key, model=cell.model, quantization=cell.quantization, model_type=spec.model_type, inputs=c_inputs
+                key=c_key, model=cell.model, quantization=cell.quantization, model_type=spec.model_type,
+                inputs=c_inputs, toolchain=keys.toolchain_identity(toolchain), identity_note=note,
             ),
-        )
+        )  # fmt: skip
         g_inputs = keys.config_inputs(
             src.key_part(), cell.quantization, spec.conv_template, spec.overrides, spec.model_type, toolchain
         )

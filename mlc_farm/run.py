@@ -26,6 +26,7 @@ from mlc_farm.catalog import BuildRecord, FailureRecord, all_records, load_failu
 from mlc_farm.catalog_update import UnitResult
 from mlc_farm.durations import estimate
 from mlc_farm.errors import NamesRejected, PublishError, ToolchainUnavailable
+from mlc_farm.fingerprints import Fingerprint
 from mlc_farm.formatting import clock
 from mlc_farm.history import night_regressions
 from mlc_farm.hub import PublishResult, repo_for
@@ -40,7 +41,7 @@ from mlc_farm.matrix import (
     toolchain_problems,
 )
 from mlc_farm.night import NightReport, night_report
-from mlc_farm.plan import CheckBuild, LibBuild, ModelBuilds, Plan, make_plan
+from mlc_farm.plan import CheckBuild, LibBuild, ModelBuilds, Plan, conversion_classes, make_plan
 from mlc_farm.schedule import Build, Scheduler, to_build
 from mlc_farm.settings import load_settings
 from mlc_farm.sources import ResolvedSource
@@ -62,6 +63,11 @@ class Engine(Protocol):
     mode: Mode  # embedded: every build in this process; farm: each on the work pool of its device
 
     def resolve(self, loaded: LoadedMatrix, models: list[ModelSpec]) -> dict[str, ResolvedSource]: ...
+
+    def fingerprints(self, toolchain: ToolchainInfo, classes: dict[str, dict]) -> dict[str, Fingerprint]:
+        """The toolchain's conversion fingerprints of these classes (mlc_farm.fingerprints); {} where they cannot
+        be had (convert keys then hold the toolchain version)."""
+        ...
 
     def start(self, build: Build, builds: ModelBuilds | None, source: ResolvedSource | None) -> Any:
         """Start a build where it runs; a handle to wait for."""
@@ -201,7 +207,9 @@ class MatrixRun:
     def make_plan(self) -> None:
         wanted = {c.model for c in self.pre.cells}
         self.sources = self.engine.resolve(self.pre.loaded, [m for m in self.matrix.models if m.id in wanted])
-        self.plan = make_plan(self.matrix, self.pre.cells, self.sources, self.pre.toolchain)
+        classes = conversion_classes(self.matrix, self.pre.cells, self.sources)
+        found = self.engine.fingerprints(self.pre.toolchain, classes) if classes else {}
+        self.plan = make_plan(self.matrix, self.pre.cells, self.sources, self.pre.toolchain, found)
 
     def clean_up(self) -> None:
         """What earlier runs that died left: unfinished uploads (begun long before a live run would finish a

@@ -26,7 +26,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
 
 def steps(log: Path) -> Counter:
-    return Counter(call["step"] for call in toolchain_calls(log))
+    """The toolchain steps run on the matrix's own sources and builds (not on conversion twins)."""
+    return Counter(call["step"] for call in toolchain_calls(log) if "mlc-farm-twin-" not in " ".join(call["argv"]))
 
 
 def build(matrix: Path, store: Path, calls: Path, *extra: str, env: dict | None = None):
@@ -285,17 +286,29 @@ def test_force_and_a_new_toolchain_rebuild(tiny_matrix: Path, tmp_path: Path) ->
     calls.unlink()
     nightly = build(tiny_matrix, store, calls, "--model", "tiny-llama-a", env={"MLC_DOUBLE_VERSION": "0.21.0.dev3"})
     assert nightly.returncode == 0
-    assert steps(calls) == {"convert_weight": 2, "gen_config": 2, "compile": 4}
+    # A new toolchain: configs and libraries again; the weights only if its converter changed (tests/test_fingerprints.py)
+    assert steps(calls) == {"gen_config": 2, "compile": 4}
     entry = entries(LocalStore(store))[0]
-    record = json.loads((store / "builds" / f"{entry.convert}.json").read_text())
-    assert record["toolchain"]["mlc_llm_version"] == "0.21.0.dev3"
+    config = json.loads((store / "builds" / f"{entry.config}.json").read_text())
+    assert config["toolchain"]["mlc_llm_version"] == "0.21.0.dev3"
+    calls.unlink()
+    versioned = tiny_matrix.read_text() + "convert_identity: toolchain\n"
+    (tmp_path / "versioned.yaml").write_text(versioned)
+    shutil.copytree(tiny_matrix.parent / "models", tmp_path / "models", dirs_exist_ok=True)
+    again = build(tmp_path / "versioned.yaml", store, calls, "--model", "tiny-llama-a",
+                  env={"MLC_DOUBLE_VERSION": "0.21.0.dev3"})  # fmt: skip
+    assert again.returncode == 0 and steps(calls) == {"convert_weight": 2}  # version keys: converted again
+
+
+HANG_CONVERT = "convert_weight:mlc-farm-build-"  # a build's convert_weight hangs (not a conversion twin's)
 
 
 def hanging_steps(calls: Path, timeout: float = 240) -> list[int]:
-    """Wait until the double has started (and hangs in) convert_weight; the pids of those steps."""
+    """Wait until the double has started (and hangs in) a build's convert_weight; the pids of those steps."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if pids := [c["pid"] for c in toolchain_calls(calls) if c["step"] == "convert_weight"]:
+        calls_now = [c for c in toolchain_calls(calls) if "mlc-farm-twin-" not in " ".join(c["argv"])]
+        if pids := [c["pid"] for c in calls_now if c["step"] == "convert_weight"]:
             return pids
         time.sleep(0.2)
     raise AssertionError("no convert_weight step started")
@@ -327,7 +340,7 @@ def test_a_killed_build_takes_its_toolchain_step_with_it(tiny_matrix: Path, tmp_
     """The toolchain step runs in its own session (so a timeout kills its compilers), yet dies with the build;
     Prefect still shows the killed build Running, until the next build marks it Crashed."""
     calls = tmp_path / "calls.log"
-    env = {**os.environ, "MLC_DOUBLE_LOG": str(calls), "MLC_DOUBLE_HANG": "convert_weight"}
+    env = {**os.environ, "MLC_DOUBLE_LOG": str(calls), "MLC_DOUBLE_HANG": HANG_CONVERT}
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlc_farm.cli", "build", "--matrix", str(tiny_matrix), "--store", str(tmp_path / "s")],
         env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
@@ -359,7 +372,7 @@ def test_ctrl_c_and_sigterm_stop_the_build_within_seconds(
     tiny_matrix: Path, tmp_path: Path, signum: int, code: int
 ) -> None:
     calls = tmp_path / "calls.log"
-    env = {**os.environ, "MLC_DOUBLE_LOG": str(calls), "MLC_DOUBLE_HANG": "convert_weight"}
+    env = {**os.environ, "MLC_DOUBLE_LOG": str(calls), "MLC_DOUBLE_HANG": HANG_CONVERT}
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlc_farm.cli", "build", "--matrix", str(tiny_matrix), "--store", str(tmp_path / "s")],
         env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
@@ -397,7 +410,7 @@ def test_sigkill_leaves_nothing_running_and_the_next_run_cleans_up(tiny_matrix: 
     """No shared server here: the build starts its own temporary Prefect server, which must die with it."""
     calls, work = tmp_path / "calls.log", tmp_path / "work"
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env |= {"MLC_DOUBLE_LOG": str(calls), "MLC_DOUBLE_HANG": "convert_weight", "MLC_FARM_WORK_DIR": str(work)}
+    env |= {"MLC_DOUBLE_LOG": str(calls), "MLC_DOUBLE_HANG": HANG_CONVERT, "MLC_FARM_WORK_DIR": str(work)}
     args = [sys.executable, "-m", "mlc_farm.cli", "build", "--matrix", str(tiny_matrix), "--store", str(tmp_path / "s")]
     proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)  # fmt: skip

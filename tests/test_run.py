@@ -13,6 +13,7 @@ from typing import Any
 from mlc_farm import build, catalog_page, sources, toolchain
 from mlc_farm.catalog import BuildRecord, entries
 from mlc_farm.catalog_update import Records, UnitResult, update_unit
+from mlc_farm.fingerprints import Fingerprint, fingerprints
 from mlc_farm.hub import PublishResult
 from mlc_farm.matrix import LoadedMatrix, ModelSpec
 from mlc_farm.night import NightReport
@@ -42,6 +43,9 @@ class InPlace:
 
     def resolve(self, loaded: LoadedMatrix, models: list[ModelSpec]) -> dict[str, ResolvedSource]:
         return sources.resolve(loaded, models)
+
+    def fingerprints(self, tc: toolchain.ToolchainInfo, classes: dict[str, dict]) -> dict[str, Fingerprint]:
+        return fingerprints(self.store, tc, classes)
 
     def start(self, b: Build, builds: ModelBuilds | None, source: ResolvedSource | None) -> Done:
         try:

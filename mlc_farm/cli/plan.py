@@ -17,6 +17,7 @@ from mlc_farm.cli._errors import command
 from mlc_farm.cli._options import Format, MatrixOpt, ModelOpt, StoreOpt
 from mlc_farm.cli._output import out
 from mlc_farm.errors import MatrixError
+from mlc_farm.fingerprints import fingerprints
 from mlc_farm.matrix import (
     BUILTIN_NAMES,
     Accepted,
@@ -25,7 +26,7 @@ from mlc_farm.matrix import (
     select_cells,
     toolchain_problems,
 )
-from mlc_farm.plan import Plan, make_plan
+from mlc_farm.plan import Plan, conversion_classes, make_plan
 from mlc_farm.store import ArtifactStore, open_store
 
 
@@ -56,7 +57,8 @@ def plan(
     accepted = names_accepted(loaded, tc, st)
     wanted = {c.model for c in cells}
     srcs = sources.resolve(loaded, [m for m in loaded.matrix.models if m.id in wanted])
-    p = make_plan(loaded.matrix, cells, srcs, tc)
+    classes = conversion_classes(loaded.matrix, cells, srcs) if tc.known else {}
+    p = make_plan(loaded.matrix, cells, srcs, tc, fingerprints(st, tc, classes) if classes else {})
     # With an unknown toolchain the keys that hold it are not the keys a build would have: the store is not asked.
     in_store: dict[str, bool | None] = {k: (load_record(st, k) is not None) if tc.known else None for k in p.all_keys()}
     kinds: dict[str, dict[str, Any]] = {"convert": p.convert_builds, "config": p.config_builds, "library": p.lib_builds,
@@ -178,6 +180,7 @@ def _why_to_build(st: ArtifactStore, p: Plan, in_store: dict[str, bool]) -> None
     """Why each build is to do: what differs from the closest build in the store."""
     from mlc_farm.catalog import all_records
     from mlc_farm.explain import closest_build
+    from mlc_farm.history import toolchain_name
 
     records = [r for _, r in all_records(st)]
     builds: list[tuple[str, str, dict]] = [
@@ -187,11 +190,19 @@ def _why_to_build(st: ArtifactStore, p: Plan, in_store: dict[str, bool]) -> None
         *((f"reference {b.model}", k, b.inputs) for k, b in p.reference_builds.items()),
         *((f"check {b.model}/{b.quantization}/{b.device.name}", k, b.inputs) for k, b in p.check_builds.items()),
     ]
+    for key, b in p.convert_builds.items():
+        fp = b.inputs["toolchain"].get("conversion_fingerprint")
+        done = load_record(st, key) if in_store[key] and fp else None
+        if done is not None and done.toolchain != b.toolchain:
+            out.print(f"convert {b.model}/{b.quantization} {key[:12]} reused: conversion unchanged under "
+                      f"{toolchain_name(b.toolchain)} (fingerprint {fp[:12]} = that of "
+                      f"{toolchain_name(done.toolchain)}, which converted it)", highlight=False, soft_wrap=True)  # fmt: skip
     todo = [(label, key, inputs) for label, key, inputs in builds if not in_store[key]]
     out.print(f"\nwhy {len(todo)} builds are to do:" if todo else "\nnothing to do: every build is in the store")
     for label, key, inputs in todo:
         why = closest_build(key, inputs, records)
         than = f" (compared with {why.closest[:12]}, built {why.built_at})" if why.closest else ""
-        out.print(f"{label} {key[:12]}{than}:", highlight=False, soft_wrap=True)
+        note = f" ({p.convert_builds[key].identity_note})" if key in p.convert_builds else ""
+        out.print(f"{label} {key[:12]}{than}{note}:", highlight=False, soft_wrap=True)
         for change in why.changes:
             out.print(f"  {change}", highlight=False, soft_wrap=True, markup=False)

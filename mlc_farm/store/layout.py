@@ -8,6 +8,7 @@
   `leases/gc.json`: a gc is running (mlc_farm/lease.py).
 - `failures/<key>.json`: the last failure of a key that has no build yet: the error and its log (kept by gc).
 - `published/<model>/<quant>.json`: the Hub repo a catalog entry was last published to, and its builds.
+- `fingerprints/<key>.json`: a toolchain's conversion fingerprint for a conversion class (mlc_farm/twins.py).
 
 Written in the order blobs, record, catalog, so a reader never follows a pointer to nothing.
 """
@@ -20,6 +21,7 @@ CATALOG = "catalog/"
 FAILURES = "failures/"
 LEASES = "leases/"
 TOOLCHAINS = "toolchains/"
+FINGERPRINTS = "fingerprints/"
 GC_LEASE = f"{LEASES}gc.json"
 
 
@@ -54,3 +56,7 @@ def lease_path(key: str) -> str:
 
 def toolchain_path(pool: str) -> str:
     return f"{TOOLCHAINS}{pool}.json"
+
+
+def fingerprint_path(key: str) -> str:
+    return f"{FINGERPRINTS}{key}.json"

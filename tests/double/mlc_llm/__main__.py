@@ -8,7 +8,7 @@ colours and tqdm progress bars redrawn with carriage returns, and compile bakes 
 unless `--host` names a triple. Knobs for tests, all optional:
   MLC_DOUBLE_LOG=FILE      append one JSON line per invocation (to count toolchain runs)
   MLC_DOUBLE_FAIL=STEP[:S] exit 1 in STEP (when S is given, only if S occurs in the arguments)
-  MLC_DOUBLE_HANG=STEP     sleep forever in STEP
+  MLC_DOUBLE_HANG=STEP[:S] sleep forever in STEP (when S is given, only if S occurs in the arguments)
   MLC_DOUBLE_SLEEP=SECONDS sleep that long in every step (to kill a build half-way)
   MLC_DOUBLE_READONLY=DIR  DIR is a read-only volume: writing under it fails with EROFS
   MLC_DOUBLE_HOST_CPU=CPU  the CPU `--host auto` finds (default znver3)
@@ -17,6 +17,8 @@ unless `--host` names a triple. Knobs for tests, all optional:
   MLC_DOUBLE_ROPE_BASE=B   compile a library with rope base B: it fits its weights, runs, and computes another
                            function (the reference's wrong-rope-base library)
   MLC_DOUBLE_ENV_LOG=FILE  append the environment names each invocation sees (to check what it is given)
+  MLC_DOUBLE_CONVERT_CHANGE=TYPE  convert_weight of model type TYPE stores its tensors in another order (a
+                           converter that changed: same tensors, other bytes)
 """
 
 from __future__ import annotations
@@ -97,7 +99,8 @@ def knobs(step: str) -> None:
     print(f"[mlc_llm double] {step} {' '.join(sys.argv[2:])}", flush=True)
     if seconds := os.environ.get("MLC_DOUBLE_SLEEP"):
         time.sleep(float(seconds))
-    if os.environ.get("MLC_DOUBLE_HANG") == step:
+    hang_step, _, hang_needle = os.environ.get("MLC_DOUBLE_HANG", "").partition(":")
+    if hang_step == step and (not hang_needle or hang_needle in " ".join(sys.argv)):
         while True:
             time.sleep(60)
     rule = os.environ.get("MLC_DOUBLE_FAIL", "")
@@ -226,6 +229,8 @@ def convert_weight(args: argparse.Namespace) -> None:
     weights = load_weights(Path(args.source) if args.source else src, args.source_format)
     pairs = params(weights, config["num_hidden_layers"])
     sys.stderr.write(f"Start storing to cache {args.output}\n")
+    if os.environ.get("MLC_DOUBLE_CONVERT_CHANGE") == config.get("model_type"):
+        pairs = pairs[::-1]
     tensors = []
     for i, (name, w) in enumerate(pairs):
         progress(i, len(pairs))

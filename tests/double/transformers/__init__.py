@@ -46,8 +46,8 @@ class AutoModelForCausalLM:
                 f.write(json.dumps({"step": "reference", "path": str(path)}) + "\n")
         root = Path(path)
         config = json.loads((root / "config.json").read_text())
-        if config.get("model_type") != "llama":
-            raise ValueError(f"this double runs Llama checkpoints only, not {config.get('model_type')!r}")
+        if config.get("model_type") not in ("llama", "mistral"):
+            raise ValueError(f"this double runs Llama-style checkpoints only, not {config.get('model_type')!r}")
         tensors: dict[str, np.ndarray] = {}
         for f in sorted(root.glob("*.safetensors")):
             tensors |= load_file(str(f))
