@@ -234,3 +234,27 @@ def test_a_speed_drop_within_the_spread_of_the_runs_is_no_regression() -> None:
     assert drop.what == "tokens/s" and (drop.before, drop.after) == (110, 85)
     assert [r.what for r in regressions([at([100]), at([100], kl=0.2, memory=120)])] == ["KL", "memory"]
     assert regressions([at([100], kl=0.05), at([100], kl=0.1)]) == []  # within 2x + 0.01
+
+
+def test_a_models_own_fidelity_section_adjusts_the_global_one(tiny_models: Path, tmp_path: Path) -> None:
+    from mlc_farm import sources
+    from mlc_farm.errors import MatrixError
+    from mlc_farm.matrix import expand, load_matrix
+    from mlc_farm.plan import make_plan
+
+    text = MATRIX.format(quants="[q4f16_1]", extra="fidelity: {max_kl: 0.5, positions: 64}").replace(
+        "conv_template: LM}", "conv_template: LM, fidelity: {max_kl: 0.05, gate: false}}"
+    )
+    path = tiny_models / f"own-{tmp_path.name}.yaml"
+    path.write_text(text)
+    loaded = load_matrix(path)
+    srcs = sources.resolve(loaded, loaded.matrix.models)
+    plan = make_plan(loaded.matrix, expand(loaded.matrix), srcs, toolchain.probe())
+    (cb,) = [b for b in plan.check_builds.values() if b.device.name == "cpu"]
+    assert (cb.thresholds.max_kl, cb.thresholds.gate, cb.positions) == (0.05, False, 64)  # the model's, over all
+
+    bad = tiny_models / f"bad-{tmp_path.name}.yaml"
+    bad.write_text(MATRIX.format(quants="[q4f16_1]", extra="fidelity: {max_kl: -1, gates: false}"))
+    with pytest.raises(MatrixError) as e:
+        load_matrix(bad)
+    assert "fidelity.max_kl" in str(e.value) and "fidelity.gates" in str(e.value)
