@@ -318,6 +318,13 @@ def build_library(
     return _run_steps(store, subject, steps, flow_run, force)
 
 
+def _fetch_model(store: ArtifactStore, convert: BuildRecord, config: BuildRecord, into: Path) -> Path:
+    """The weights, mlc-chat-config.json and tokenizer a library runs with, as one directory."""
+    for f in [*convert.files, *config.files]:
+        store.get_blob(f.sha256, into / f.path)
+    return into
+
+
 def _validate(
     store: ArtifactStore,
     lb: LibBuild,
@@ -331,9 +338,7 @@ def _validate(
     chat_config = read_blob_json(store, _file(config, "mlc-chat-config.json"))
     weights = None
     if device_family(lb.device.family).missing_here() is None:  # the weights are only needed to run it
-        weights = work / "model"
-        for f in [*convert.files, *config.files]:
-            store.get_blob(f.sha256, weights / f.path)
+        weights = _fetch_model(store, convert, config, work / "model")
     lib = work / f"{LIB_FILE}.{lb.device.library_ext}"
     return validate.validate_library(lib, lb.device, builds.model, tensor_cache, chat_config, weights, timeout)
 
@@ -400,17 +405,15 @@ def check_cell(
             why = absent or f"no {cb.device.family} device here"
             run = RunCheck(status="not run", detail=why)
             result = Fidelity(status="not measured", detail="the library did not run here")
-            return _checked(log, cb, Validation(fits=fits, run=run), result, {}, on_line)
-        weights = work / "model"
-        for f in [*convert.files, *config.files]:
-            store.get_blob(f.sha256, weights / f.path)
+            return {}, {}, _checked(log, cb, Validation(fits=fits, run=run), result, on_line)
+        weights = _fetch_model(store, convert, config, work / "model")
         lib_file = work / lib.files[0].path
         store.get_blob(lib.files[0].sha256, lib_file)
         ref = validate.reference_distributions(store, cb.reference) if cb.reference else None
         if isinstance(ref, str):
             run = RunCheck(status="not run", detail=ref)
             result = Fidelity(status="not measured", detail=ref)
-            return _checked(log, cb, Validation(fits=fits, run=run), result, {}, on_line)
+            return {}, {}, _checked(log, cb, Validation(fits=fits, run=run), result, on_line)
         if ref is None:
             tokens = fidelity.eval_tokens(weights / "tokenizer.json", cb.positions, int(chat_config["vocab_size"]))
         else:
@@ -424,7 +427,7 @@ def check_cell(
         run = RunCheck(**out["run"], device=fam.runtime_device, ran_with=cb.model)
         validation = Validation(fits=fits, run=run)
         if not validation.ok:
-            _checked(log, cb, validation, None, {}, on_line)
+            _checked(log, cb, validation, None, on_line)
             raise ValidationFailed(f"{cell} failed its check: {validation.describe()}")
         dist = fidelity.Distributions(method=f"{cb.quantization} library on {fam.runtime_device}",
                                       tokens=tokens.tokens, seeded=tokens.seeded, **out["distributions"])  # fmt: skip
@@ -435,13 +438,13 @@ def check_cell(
             path.write_text(dist.model_dump_json(exclude={"probe_logprobs"}))
             result = Fidelity(status="reference", reference=dist.method, evaluation=tokens.describe(),
                               seconds=dist.seconds)  # fmt: skip
-            return seconds, {validate.DISTRIBUTIONS_FILE: path}, _checked(log, cb, validation, result, {}, on_line)[2]
+            return seconds, {validate.DISTRIBUTIONS_FILE: path}, _checked(log, cb, validation, result, on_line)
         measured = fidelity.compare(ref, dist)
         ok, why = fidelity.judge(measured, cb.thresholds)
         result = Fidelity(status="passed" if ok else "failed", detail=why, reference=ref.method,
                           evaluation=tokens.describe(), measured=measured, thresholds=cb.thresholds,
                           seconds=dist.seconds)  # fmt: skip
-        return seconds, {}, _checked(log, cb, validation, result, {}, on_line)[2]
+        return seconds, {}, _checked(log, cb, validation, result, on_line)
 
     subject = Subject(cb.key, "check", cb.inputs, f"check {cell}",
                       [FailedCell(model=cb.model, quantization=cb.quantization, device=cb.device.name)])  # fmt: skip
@@ -453,10 +456,9 @@ def _checked(
     cb: CheckBuild,
     validation: Validation,
     result: Fidelity | None,
-    outputs: dict[str, Path],
     on_line: Callable[[str], None] | None,
-) -> tuple[dict[str, float], dict[str, Path], dict]:
-    """Log the check's outcome; the record fields of a check that ran nothing or measured nothing."""
+) -> dict:
+    """Log the check's outcome; the check record's own fields."""
     line = f"check of {cb.model}/{cb.quantization}/{cb.device.name}: {validation.describe()}" + (
         f"; {result.describe()}" if result else ""
     )
@@ -465,4 +467,4 @@ def _checked(
     if on_line:
         on_line(line)
     names = {"model": cb.model, "quantization": cb.quantization, "device": cb.device.name}
-    return {}, outputs, {"validation": validation, "fidelity": result, "cell": names}
+    return {"validation": validation, "fidelity": result, "cell": names}

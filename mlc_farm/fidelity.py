@@ -66,6 +66,11 @@ DEFAULTS = {
 REGRESSION_FACTOR, REGRESSION_SLACK = 2.0, 0.01
 
 
+def kl_regressed(new: float, old: float) -> bool:
+    """Is a KL far worse than the same library's under the previous toolchain (the gate's and history's rule)."""
+    return new > REGRESSION_FACTOR * old + REGRESSION_SLACK
+
+
 def family(quantization: str) -> str:
     if quantization.startswith("q0"):
         return "unquantized"
@@ -207,7 +212,7 @@ def judge(m: Measured, limits: Thresholds, previous_kl: float | None = None) -> 
         problems.append(f"top-1 {m.top1:.3f} < {limits.min_top1:g}")
     if limits.max_kl is not None and m.kl_mean > limits.max_kl:
         problems.append(f"KL {m.kl_mean:.4f} > {limits.max_kl:g} ({limits.family})")
-    if previous_kl is not None and m.kl_mean > REGRESSION_FACTOR * previous_kl + REGRESSION_SLACK:
+    if previous_kl is not None and kl_regressed(m.kl_mean, previous_kl):
         problems.append(f"KL {m.kl_mean:.4f} under this toolchain, {previous_kl:.4f} under the previous one")
     why = "; ".join(problems)
     return (not problems or not limits.gate), (f"recorded, not gated: {why}" if why and not limits.gate else why)

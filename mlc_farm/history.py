@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from mlc_farm.catalog import BuildRecord
-from mlc_farm.fidelity import REGRESSION_FACTOR, REGRESSION_SLACK
+from mlc_farm.fidelity import kl_regressed
 from mlc_farm.keys import across_toolchains
 
 MEMORY_GROWTH = 1.10
@@ -95,11 +95,7 @@ def regressions(points: list[Point]) -> list[Regression]:
     found = []
     if old.tokens_per_s_runs and new.tokens_per_s_runs and max(new.tokens_per_s_runs) < min(old.tokens_per_s_runs):
         found.append(Regression(what="tokens/s", before=old.tokens_per_s or 0, after=new.tokens_per_s or 0))
-    if (
-        old.kl_mean is not None
-        and new.kl_mean is not None
-        and new.kl_mean > REGRESSION_FACTOR * old.kl_mean + REGRESSION_SLACK
-    ):
+    if old.kl_mean is not None and new.kl_mean is not None and kl_regressed(new.kl_mean, old.kl_mean):
         found.append(Regression(what="KL", before=old.kl_mean, after=new.kl_mean))
     if (
         old.peak_memory_bytes
