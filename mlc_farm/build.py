@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from mlc_farm import activity, fidelity, lease, toolchain, validate
+from mlc_farm import activity, fidelity, jit, lease, toolchain, validate
 from mlc_farm.catalog import (
     BuildRecord,
     FailedCell,
@@ -400,12 +400,13 @@ def check_cell(
         tensor_cache = read_blob_json(store, _file(convert, "tensor-cache.json"))
         chat_config = read_blob_json(store, _file(config, "mlc-chat-config.json"))
         fits = validate.fit_check(lib.library_metadata, tensor_cache, chat_config)
+        keys = _jit_keys(store, config, cb, work, log, timeout)
         fam = device_family(cb.device.family)
         if (absent := fam.missing_here()) or fam.runtime_device is None:
             why = absent or f"no {cb.device.family} device here"
             run = RunCheck(status="not run", detail=why)
             result = Fidelity(status="not measured", detail="the library did not run here")
-            return {}, {}, _checked(log, cb, Validation(fits=fits, run=run), result, on_line)
+            return {}, {}, _checked(log, cb, keys, Validation(fits=fits, run=run), result, on_line)
         weights = _fetch_model(store, convert, config, work / "model")
         lib_file = work / lib.files[0].path
         store.get_blob(lib.files[0].sha256, lib_file)
@@ -413,7 +414,7 @@ def check_cell(
         if isinstance(ref, str):
             run = RunCheck(status="not run", detail=ref)
             result = Fidelity(status="not measured", detail=ref)
-            return {}, {}, _checked(log, cb, Validation(fits=fits, run=run), result, on_line)
+            return {}, {}, _checked(log, cb, keys, Validation(fits=fits, run=run), result, on_line)
         if ref is None:
             tokens = fidelity.eval_tokens(weights / "tokenizer.json", cb.positions, int(chat_config["vocab_size"]))
         else:
@@ -427,7 +428,7 @@ def check_cell(
         run = RunCheck(**out["run"], device=fam.runtime_device, ran_with=cb.model)
         validation = Validation(fits=fits, run=run)
         if not validation.ok:
-            _checked(log, cb, validation, None, on_line)
+            _checked(log, cb, keys, validation, None, on_line)
             raise ValidationFailed(f"{cell} failed its check: {validation.describe()}")
         dist = fidelity.Distributions(method=f"{cb.quantization} library on {fam.runtime_device}",
                                       tokens=tokens.tokens, seeded=tokens.seeded, **out["distributions"])  # fmt: skip
@@ -438,22 +439,38 @@ def check_cell(
             path.write_text(dist.model_dump_json(exclude={"probe_logprobs"}))
             result = Fidelity(status="reference", reference=dist.method, evaluation=tokens.describe(),
                               seconds=dist.seconds)  # fmt: skip
-            return seconds, {validate.DISTRIBUTIONS_FILE: path}, _checked(log, cb, validation, result, on_line)
+            return seconds, {validate.DISTRIBUTIONS_FILE: path}, _checked(log, cb, keys, validation, result, on_line)
         measured = fidelity.compare(ref, dist)
         ok, why = fidelity.judge(measured, cb.thresholds)
         result = Fidelity(status="passed" if ok else "failed", detail=why, reference=ref.method,
                           evaluation=tokens.describe(), measured=measured, thresholds=cb.thresholds,
                           seconds=dist.seconds)  # fmt: skip
-        return seconds, {}, _checked(log, cb, validation, result, on_line)
+        return seconds, {}, _checked(log, cb, keys, validation, result, on_line)
 
     subject = Subject(cb.key, "check", cb.inputs, f"check {cell}",
                       [FailedCell(model=cb.model, quantization=cb.quantization, device=cb.device.name)])  # fmt: skip
     return _run_steps(store, subject, steps, flow_run, force)
 
 
+def _jit_keys(
+    store: ArtifactStore, config: BuildRecord, cb: CheckBuild, work: Path, log: Path, timeout: float | None
+) -> dict[str, jit.JitKey] | None:
+    """The names mlc_llm's JIT cache gives this cell's library (the engine's defaults, every device index a
+    machine may have): what `mlc-farm install` writes, listed in the entry so anyone can check a cache file."""
+    path = work / "jit" / "mlc-chat-config.json"
+    store.get_blob(_file(config, "mlc-chat-config.json").sha256, path)
+    try:
+        return jit.keys(path, jit.device_strings(cb.device.target), timeout=_timeout(timeout))
+    except LibraryLoadError as e:
+        with log.open("a", encoding="utf-8") as f:
+            f.write(f"JIT keys not computed: {e}\n")
+        return None
+
+
 def _checked(
     log: Path,
     cb: CheckBuild,
+    keys: dict[str, jit.JitKey] | None,
     validation: Validation,
     result: Fidelity | None,
     on_line: Callable[[str], None] | None,
@@ -467,4 +484,4 @@ def _checked(
     if on_line:
         on_line(line)
     names = {"model": cb.model, "quantization": cb.quantization, "device": cb.device.name}
-    return {"validation": validation, "fidelity": result, "cell": names}
+    return {"validation": validation, "fidelity": result, "cell": names, "jit_keys": keys}

@@ -27,7 +27,9 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from mlc_farm.errors import DamagedDocumentError, StoreError
 from mlc_farm.fidelity import Fidelity
+from mlc_farm.jit import JitKey
 from mlc_farm.memory import MemoryEstimate
+from mlc_farm.runtime import LibRuntime
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import BUILDS, CATALOG, FAILURES, catalog_path, failure_path, record_path
 
@@ -128,6 +130,8 @@ class BuildRecord(BaseModel):
     # cell's names in the matrix (not in the key: the history of a cell follows them).
     fidelity: Fidelity | None = None
     cell: dict[str, str] | None = None
+    # Checks: the names mlc_llm's JIT cache gives the library with these weights' config, per device string.
+    jit_keys: dict[str, JitKey] | None = None
 
     @property
     def size(self) -> int:
@@ -174,6 +178,8 @@ class LibRef(BaseModel):
     memory: MemoryEstimate | None = None  # with this entry's weights; None when the library has no metadata
     fidelity: Fidelity | None = None  # with this entry's weights, on the device (None: from before fidelity)
     check: str | None = None  # the check build that measured it
+    runtime: LibRuntime | None = None  # what it was compiled with and needs (None: from before runtimes)
+    jit_keys: dict[str, JitKey] = {}  # mlc_llm's JIT cache name per device string, with this entry's config
 
 
 class CatalogEntry(BaseModel):

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from mlc_farm import fidelity, memory
+from mlc_farm import fidelity, memory, runtime
 from mlc_farm.catalog import (
     SCHEMA_VERSION,
     BuildRecord,
@@ -156,9 +156,12 @@ def update_unit(
             if lib.library_metadata
             else None
         )
+        check = rec.record(pc.check) if pc.check else None
         libs[pc.cell.device] = LibRef(
             key=lib.key, file=lib.files[0], target=device.target, host=device.host_triple, validation=validation,
             memory=needs, fidelity=cell_fid, check=pc.check,
+            runtime=runtime.of_library(lib.toolchain, device, quantization),
+            jit_keys=(check.jit_keys if check else None) or {},
         )  # fmt: skip
     if rejected and not libs:
         detail = "no library of these weights passed its fidelity check: the catalog was left as it is"

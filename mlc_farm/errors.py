@@ -114,6 +114,11 @@ class LibraryLoadError(PermanentError):
     """The toolchain could not load the library at all."""
 
 
+class RuntimeMismatch(PermanentError):
+    """A library compiled by another mlc_llm/TVM (or for another GPU) than the local runtime: loading it would
+    fail inside TVM, so it is refused first, in one line naming both sides."""
+
+
 class BuildFailed(PermanentError):
     """A build that failed for a reason a retry will not fix; names where its log is kept."""
 

@@ -2,7 +2,7 @@
 the error table on its own (`_errors.py`), shared options and output. Importing this package registers every
 command on `app`."""
 
-from mlc_farm.cli import build, catalog, farm, history, plan, publish, pull, tools  # noqa: F401  (registers the commands)
+from mlc_farm.cli import build, catalog, farm, history, install, plan, publish, pull, tools  # noqa: F401  (registers the commands)
 from mlc_farm.cli._app import app
 from mlc_farm.cli._errors import message_for
 

@@ -444,6 +444,22 @@ def compile_(args: argparse.Namespace) -> None:
     log("compile.py:225", f"Generated: \x1b[1m{out}\x1b[0m")
 
 
+def chat(args: argparse.Namespace) -> None:
+    """`mlc_llm chat MODEL`: the model and library resolved as the real tool does (`HF://` names through the
+    caches, a library from the JIT when none is given), then one reply per line of stdin."""
+    knobs("chat")
+    from mlc_llm import MLCEngine
+
+    engine = MLCEngine(args.model, device=args.device, model_lib=args.model_lib)
+    print(f"model: {engine.model_path}\nmodel_lib: {engine.model_lib}", flush=True)
+    for line in sys.stdin:
+        if line.strip() in ("", "/exit"):
+            break
+        reply = engine.chat.completions.create(messages=[{"role": "user", "content": line.strip()}], max_tokens=4)
+        print(reply.choices[0].message.content, flush=True)
+    engine.terminate()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="mlc_llm")
     sub = parser.add_subparsers(dest="subcommand", required=True)
@@ -484,6 +500,12 @@ def main() -> None:
     p.add_argument("--overrides", default="")
     p.add_argument("--debug-dump")
     p.set_defaults(func=compile_)
+
+    p = sub.add_parser("chat")
+    p.add_argument("model")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--model-lib")
+    p.set_defaults(func=chat)
 
     args = parser.parse_args()
     args.func(args)

@@ -12,13 +12,26 @@ import tvm
 from tvm.contrib import tvmjs
 from tvm.runtime import ShapeTuple
 
+from mlc_llm.interface import jit
+from mlc_llm.support import download_cache
+
+
+def _device(name: str) -> Any:
+    """`cpu`, `cuda`, `cuda:1`...; `auto`: the first GPU present, else the CPU."""
+    if name == "auto":
+        found = [k for k in ("cuda", "rocm", "metal", "vulkan") if getattr(tvm, k)(0).present]
+        name = found[0] if found else "cpu"
+    kind, _, index = name.partition(":")
+    return getattr(tvm, "cpu" if kind == "llvm" else kind)(int(index or 0))
+
 
 class MLCEngine:
     def __init__(self, model: str, device: str = "auto", model_lib: str | None = None, mode: str = "local"):
-        if model_lib is None:
-            raise ValueError("model_lib is required by this double")
-        kind = "cpu" if device in ("auto", "cpu", "llvm") else device.split(":")[0]
-        self._dev = getattr(tvm, kind)(0)
+        self._dev = _device(device)
+        model = str(download_cache.get_or_download_model(model))
+        if model_lib is None:  # the engine's defaults: every override None
+            model_lib = jit.jit(Path(model), dict.fromkeys((*jit.ORDER, "opt")), self._dev).model_lib_path
+        self.model_path, self.model_lib = model, model_lib
         self._vm = tvm.relax.VirtualMachine(tvm.runtime.load_module(model_lib), self._dev)
         meta = json.loads(self._vm["_metadata"]())
         weights, _ = tvmjs.load_tensor_cache(model, self._dev)

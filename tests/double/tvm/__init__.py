@@ -2,7 +2,8 @@
 (load_module, relax.VirtualMachine, devices, contrib.tvmjs.load_tensor_cache), plus the KV-state builtins
 mlc_llm's own debug_chat drives prefill and decode with.
 
-Devices: the CPU is always present; others only when named in MLC_DOUBLE_DEVICES (e.g. `vulkan,cuda`).
+Devices: the CPU is always present (index 0); others only when named in MLC_DOUBLE_DEVICES (e.g. `vulkan,cuda`,
+or `cuda*2` for two of them).
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ class Device:
 
     @property
     def present(self) -> bool:
-        return self.kind == "cpu" or self.kind in os.environ.get("MLC_DOUBLE_DEVICES", "").split(",")
+        counts = {"cpu": 1}
+        for item in filter(None, os.environ.get("MLC_DOUBLE_DEVICES", "").split(",")):
+            kind, _, n = item.partition("*")
+            counts[kind] = int(n or 1)
+        return self.index < counts.get(self.kind, 0)
 
     def __repr__(self) -> str:
         return f"{self.kind}({self.index})"

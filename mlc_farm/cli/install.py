@@ -1,0 +1,85 @@
+"""`mlc-farm install`: a build where mlc_llm itself finds it (`HF://ORG/NAME`, no download, no compile)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from mlc_farm.cli._app import app
+from mlc_farm.cli._errors import command
+from mlc_farm.cli._options import StoreOpt
+from mlc_farm.cli._output import out
+from mlc_farm.errors import BadInput
+from mlc_farm.matrix import check_names
+from mlc_farm.store import open_store
+
+
+def _indices(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        found = sorted({int(i) for i in text.split(",")})
+    except ValueError:
+        found = [-1]
+    if not found or found[0] < 0:
+        raise BadInput(f"--device-index {text!r}: give device indices such as 0 or 0,1,2,3")
+    return found
+
+
+@command(app, "install")
+def install_cmd(
+    model: str,
+    quantization: str,
+    device: Annotated[
+        str | None, typer.Option("--device", help="Only this device's library (default: every one this machine runs).")
+    ] = None,
+    device_index: Annotated[
+        str | None,
+        typer.Option(
+            "--device-index", help="Key the library for these indices, e.g. 0,1 (default: the devices present)."
+        ),
+    ] = None,
+    mlc_home: Annotated[
+        Path | None,
+        typer.Option(
+            "--mlc-home",
+            help="mlc_llm's cache root (default: $MLC_LLM_HOME, $XDG_CACHE_HOME/mlc_llm, ~/.cache/mlc_llm).",
+        ),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--as",
+            help="ORG/NAME of HF://ORG/NAME (default: the Hub repo it is published to, else mlc-farm/MODEL-QUANT-MLC).",
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace other weights or libraries at those names.")] = False,
+    any_runtime: Annotated[
+        bool, typer.Option("--any-runtime", help="Install a library built by another mlc_llm/TVM than this one.")
+    ] = False,
+    store: StoreOpt = None,
+) -> None:
+    """Put a built model where mlc_llm looks for HF://ORG/NAME: its weights in the cache, each library under the
+    JIT key the local mlc_llm computes, so `mlc_llm chat|serve HF://ORG/NAME` and MLCEngine use them as they are."""
+    from mlc_farm import jit, toolchain
+    from mlc_farm.catalog import get_entry
+    from mlc_farm.install import default_name, install, local_gpu_archs
+
+    check_names(model=model, quantization=quantization, device=device)
+    st = open_store(store, must_exist=True)
+    home = mlc_home or jit.mlc_llm_home()
+    repo = name or default_name(st, get_entry(st, model, quantization))
+    done = install(st, model, quantization, home, repo, toolchain.probe(), device, _indices(device_index), force,
+                   any_runtime, local_gpu_archs())  # fmt: skip
+    for what in done.replaced:
+        out.print(f"replaced {escape(what)}")
+    if not done.weights_written and not done.written:
+        out.print(f"already installed: HF://{escape(repo)} ({escape(str(done.weights))}), nothing changed")
+        return
+    out.print(f"weights: {escape(str(done.weights))}" + ("" if done.weights_written else " (already there)"))
+    for dev, path in sorted(done.libraries.items()):
+        out.print(f"library for {dev}: {escape(str(path))}" + ("" if dev in done.written else " (already there)"))
+    out.print(f"run it: mlc_llm chat HF://{escape(repo)} --device {escape(next(iter(sorted(done.libraries))))}")

@@ -1,0 +1,192 @@
+"""`mlc-farm install`: a catalog entry put where mlc_llm's own resolution looks, so `mlc_llm chat HF://ORG/NAME`,
+`mlc_llm serve HF://ORG/NAME` and `MLCEngine("HF://ORG/NAME")` run the farm's build with no download and no
+compile (shared/mlc-reference, "How mlc_llm itself finds a model and its library").
+
+The weights, config and tokenizer go to `MLC_LLM_HOME/model_weights/hf/ORG/NAME` (staged, then swapped in),
+each library to `MLC_LLM_HOME/model_lib/<md5>.<ext>` under the JIT key of the engine's defaults for every
+local device of its kind, computed by the local toolchain. Every conflict is found before anything is written;
+what is already there and identical is left alone, so installing twice is a no-op.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlc_farm import jit, runtime
+from mlc_farm.catalog import CatalogEntry, FileEntry, LibRef, get_entry
+from mlc_farm.devices import of_target
+from mlc_farm.errors import BadInput, RuntimeMismatch
+from mlc_farm.output_dir import replacing
+from mlc_farm.pull import LIB_DIR, pull_files
+from mlc_farm.sources import file_sha256
+from mlc_farm.store import ArtifactStore
+from mlc_farm.store.layout import published_path
+from mlc_farm.toolchain import ToolchainInfo
+
+
+@dataclass
+class Installed:
+    weights: Path
+    weights_written: bool
+    libraries: dict[str, Path] = field(default_factory=dict)  # device string -> cache file
+    written: list[str] = field(default_factory=list)  # device strings whose file was (re)written
+    replaced: list[str] = field(default_factory=list)  # what --force replaced, said as such
+
+
+def default_name(store: ArtifactStore, entry: CatalogEntry) -> str:
+    """The Hub repo the entry is published to, else `mlc-farm/{model}-{quant}-MLC`."""
+    doc = store.read_json(published_path(entry.model, entry.quantization)) or {}
+    repo = doc.get("repo")
+    return (
+        repo if isinstance(repo, str) and repo.count("/") == 1 else f"mlc-farm/{entry.model}-{entry.quantization}-MLC"
+    )
+
+
+def check_name(name: str) -> str:
+    parts = name.split("/")
+    if len(parts) != 2 or not all(p and p not in (".", "..") and p.replace("-", "").replace("_", "").replace(
+            ".", "").isalnum() for p in parts):  # fmt: skip
+        raise BadInput(f"--as {name!r}: give ORG/NAME (letters, digits, '-', '_', '.'), as in HF://ORG/NAME")
+    return name
+
+
+def chosen_libraries(entry: CatalogEntry, device: str | None) -> dict[str, LibRef]:
+    """`device`'s library, or every library whose device is on this machine."""
+    if device is not None:
+        if device not in entry.libs:
+            raise BadInput(
+                f"--device {device!r}: {entry.model} {entry.quantization} has libraries for "
+                f"{', '.join(sorted(entry.libs)) or 'no device'}"
+            )
+        chosen = {device: entry.libs[device]}
+    else:
+        chosen = {d: ref for d, ref in entry.libs.items() if (f := of_target(ref.target)) and not f.missing_here()}
+        if not chosen:
+            raise BadInput(
+                f"none of the libraries of {entry.model} {entry.quantization} ({', '.join(sorted(entry.libs))}) is "
+                "for a device on this machine; name one with --device"
+            )
+    for name, ref in chosen.items():
+        kind = jit.jit_device(ref.target)
+        if kind is None:
+            raise BadInput(f"--device {name}: a {ref.target} library is not loaded by mlc_llm (WebLLM fetches it: "
+                           "`mlc-farm export webllm`)")  # fmt: skip
+        if ":" not in jit.device_strings(ref.target, [0])[0]:
+            raise BadInput(f"--device {name}: a {ref.target} library is linked into an app by `mlc_llm package`, "
+                           "not loaded from the cache: `mlc-farm export app`")  # fmt: skip
+    return chosen
+
+
+def check_runtimes(libs: dict[str, LibRef], local: ToolchainInfo, gpu_archs: list[str] | None) -> None:
+    """Refuse, before anything is loaded, a library this runtime cannot load."""
+    if not local.known:
+        raise RuntimeMismatch(f"cannot tell which runtime is here: {local.error}")
+    for name, ref in sorted(libs.items()):
+        if ref.runtime is None:
+            raise RuntimeMismatch(f"{name}: the catalog does not say which runtime built this library (built before "
+                                  "runtimes were recorded): rebuild it, or --any-runtime")  # fmt: skip
+        if why := runtime.mismatch(ref.runtime, local.model_dump(), gpu_archs):
+            raise RuntimeMismatch(f"{name}: {why}")
+
+
+def _differs(path: Path, want: FileEntry) -> bool:
+    return not path.is_file() or path.stat().st_size != want.size or file_sha256(path) != want.sha256
+
+
+def _weight_files(store: ArtifactStore, entry: CatalogEntry) -> dict[str, FileEntry]:
+    files = pull_files(store, entry.model, entry.quantization)
+    return {p: f for p, f in files.items() if not p.startswith(f"{LIB_DIR}/")}
+
+
+def install(
+    store: ArtifactStore,
+    model: str,
+    quantization: str,
+    home: Path,
+    name: str,
+    local: ToolchainInfo,
+    device: str | None = None,
+    indices: list[int] | None = None,
+    force: bool = False,
+    any_runtime: bool = False,
+    gpu_archs: list[str] | None = None,
+) -> Installed:
+    entry = get_entry(store, model, quantization)
+    libs = chosen_libraries(entry, device)
+    if not any_runtime:
+        check_runtimes(libs, local, gpu_archs)
+    files = _weight_files(store, entry)
+    weights = jit.weights_dir(home, check_name(name))
+    stale = [p for p, f in files.items() if _differs(weights / p, f)] if weights.exists() else list(files)
+    result = Installed(weights=weights, weights_written=bool(stale))
+    if weights.exists() and stale and not force:
+        raise BadInput(
+            f"{weights} holds other weights ({len(stale)} of {len(files)} files differ, e.g. {stale[0]}): "
+            "--force replaces them"
+        )
+    with tempfile.TemporaryDirectory(prefix="mlc-farm-install-") as tmp:
+        config = Path(tmp) / "mlc-chat-config.json"
+        store.get_blob(files["mlc-chat-config.json"].sha256, config)
+        planned: dict[str, tuple[Path, LibRef]] = {}
+        for lib_name, ref in sorted(libs.items()):
+            lib_copy = Path(tmp) / f"{lib_name}-{ref.file.path}"
+            store.get_blob(ref.file.sha256, lib_copy)
+            kind = jit.jit_device(ref.target)
+            assert kind is not None
+            if indices is not None:
+                found = jit.keys(config, [f"{kind}:{i}" for i in indices])
+            elif kind == "cpu":
+                found = jit.keys(config, ["cpu:0"])
+            else:
+                found = jit.keys(config, [], present=(lib_copy, kind))
+            if not found:
+                raise BadInput(f"--device {lib_name}: no {kind} device here to key its library by; give "
+                               "--device-index")  # fmt: skip
+            for dev, key in found.items():
+                planned[dev] = (jit.cache_file(home, key, dev), ref)
+        conflicts = [(dev, path) for dev, (path, ref) in planned.items() if path.exists() and _differs(path, ref.file)]
+        if conflicts and not force:
+            dev, path = conflicts[0]
+            raise BadInput(
+                f"{path} (the JIT cache file of {dev}) holds another library ({path.stat().st_size} bytes, "
+                f"sha256 {file_sha256(path)[:12]}): --force replaces it"
+            )
+        result.replaced = [f"{path} ({file_sha256(path)[:12]})" for _, path in conflicts]
+        if result.weights_written:
+            if weights.exists():
+                result.replaced.append(f"{weights} ({len(stale)} files differed)")
+            with replacing(weights, "--as", replace=True) as staging:
+                for rel, f in files.items():
+                    store.get_blob(f.sha256, staging / rel)
+        for dev, (path, ref) in sorted(planned.items()):
+            result.libraries[dev] = path
+            if path.exists() and not _differs(path, ref.file):
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            part = path.with_name(f".{path.name}.{os.getpid()}.part")
+            try:
+                store.get_blob(ref.file.sha256, part)
+                os.replace(part, path)
+            finally:
+                part.unlink(missing_ok=True)
+            result.written.append(dev)
+    return result
+
+
+def local_gpu_archs() -> list[str] | None:
+    """The local NVIDIA GPUs' `sm_XY`, from nvidia-smi; None when it cannot tell."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        out = subprocess.run([smi, "--query-gpu=compute_cap", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=20, check=True).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    archs = sorted({"sm_" + line.strip().replace(".", "") for line in out.splitlines() if line.strip()})
+    return archs or None

@@ -1,0 +1,107 @@
+"""What a library needs of the runtime that loads it, and whether a local runtime offers it. Pure.
+
+mlc_llm's JIT cache key holds neither the mlc_llm/TVM version nor the GPU architecture (shared/mlc-reference):
+a library built by another runtime is loaded anyway and fails inside TVM ("Cannot find global function ...",
+a VM version check, a wrong argument count). So every library records the toolchain that compiled it and what
+its device must offer, and `install`, `validate --dir` and `pull --check-runtime` compare that with the local
+toolchain's probe before anything is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from pydantic import BaseModel
+
+from mlc_farm.devices import of_target
+from mlc_farm.matrix import DeviceSpec
+
+
+class Needs(BaseModel):
+    """What the machine that runs the library must offer."""
+
+    device: str  # mlc_llm's `--device` kind: cuda, rocm, vulkan, metal, cpu, webgpu, ...
+    cuda_archs: list[str] = []  # sm_XY the fat binary or the target's `arch` covers
+    rocm_mcpu: str | None = None
+    features: list[str] = []  # e.g. shader-f16 for a WebGPU f16 build
+    host: str  # the host triple the CPU part was compiled for
+
+
+class LibRuntime(BaseModel):
+    """The runtime a library was compiled with, and what it needs of the device."""
+
+    mlc_llm_version: str
+    mlc_llm_commit: str
+    tvm_version: str
+    tvm_commit: str
+    needs: Needs
+
+    def describe(self) -> str:
+        return f"mlc_llm {self.mlc_llm_version} ({self.mlc_llm_commit[:12]}), tvm {self.tvm_version}"
+
+
+def _target_field(target: str, field: str) -> str | None:
+    """A field of a TVM target given as JSON (`{"kind": "cuda", "arch": "sm_86"}`) or as text (`-arch=sm_86`)."""
+    if target.startswith("{"):
+        try:
+            value = json.loads(target).get(field)
+        except (ValueError, AttributeError):
+            return None
+        return str(value) if value else None
+    found = re.search(rf"-{field}=(\S+)", target)
+    return found.group(1) if found else None
+
+
+def needs_of(device: DeviceSpec, quantization: str) -> Needs:
+    family = of_target(device.target)
+    kind = family.mlc_device if family else "cpu"
+    archs = list(device.cuda_archs)
+    if kind == "cuda" and not archs and (arch := _target_field(device.target, "arch")):
+        archs = [arch]
+    features = ["shader-f16"] if kind == "webgpu" and "f16" in quantization else []
+    return Needs(device=kind, cuda_archs=archs, rocm_mcpu=_target_field(device.target, "mcpu") if kind == "rocm"
+                 else None, features=features, host=device.host_triple)  # fmt: skip
+
+
+def of_library(toolchain: dict[str, Any], device: DeviceSpec, quantization: str) -> LibRuntime | None:
+    """The runtime of a library from its build record's toolchain; None when the record does not say."""
+    fields = ("mlc_llm_version", "mlc_llm_commit", "tvm_version", "tvm_commit")
+    if not all(toolchain.get(f) for f in fields):
+        return None
+    return LibRuntime(**{f: toolchain[f] for f in fields}, needs=needs_of(device, quantization))
+
+
+def same_runtime(lib: LibRuntime, local: dict[str, Any]) -> bool:
+    """Whether a local toolchain (its probe's versions) is the one the library was compiled with: the commits
+    when both sides know them, else the versions."""
+    for version, commit in (("mlc_llm_version", "mlc_llm_commit"), ("tvm_version", "tvm_commit")):
+        ours, theirs = getattr(lib, commit), local.get(commit, "unknown")
+        if "unknown" not in (ours, theirs):
+            if ours != theirs:
+                return False
+        elif getattr(lib, version) != local.get(version):
+            return False
+    return True
+
+
+def mismatch(lib: LibRuntime, local: dict[str, Any], local_gpu_archs: list[str] | None = None) -> str | None:
+    """One line saying why this runtime cannot load the library, naming both sides and what to do; None when
+    it can. `local_gpu_archs`: the local CUDA GPUs' sm_XY, when known."""
+    here = (
+        f"mlc_llm {local.get('mlc_llm_version')} ({str(local.get('mlc_llm_commit'))[:12]}), "
+        f"tvm {local.get('tvm_version')}"
+    )
+    if not same_runtime(lib, local):
+        return (
+            f"built with {lib.describe()}; this runtime is {here}: install the runtime the library was built with, "
+            "or take a build made for yours (`mlc-farm ls` shows each library's runtime)"
+        )
+    archs = lib.needs.cuda_archs
+    if archs and local_gpu_archs and not set(local_gpu_archs) & set(archs):
+        return (
+            f"built for CUDA {', '.join(archs)}; this machine's GPUs are {', '.join(local_gpu_archs)}: take a build "
+            "whose cuda_archs include yours"
+        )
+    return None

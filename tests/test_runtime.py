@@ -1,0 +1,175 @@
+"""Issue 21: mlc_llm finds the farm's builds by itself (install, the exact JIT key), every library names the
+runtime it needs, and a mismatch is refused in one line before anything is loaded."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mlc_farm import jit
+from mlc_farm.catalog import entries
+from mlc_farm.store import open_store
+from tests.helpers import DOUBLE, REFERENCE, ROOT, run_cli, toolchain_calls
+from tests.test_fidelity import run, write_matrix
+
+SAMPLE = REFERENCE / "sample-library-q4f16_1" / "weights-mlc-chat-config.json"
+NAME = "farm/tiny-q4f16_1"
+
+
+def double_keys(cases: list[tuple[Path, dict, str]]) -> list[tuple[str, str | None]]:
+    """The double's own JIT keys (mlc_llm.interface.jit, written from the reference apart from the farm's), in
+    its interpreter: (md5, system-lib prefix) per (config, overrides, device)."""
+    code = ("import json, sys; from mlc_llm.interface.jit import key_of; "
+            "print(json.dumps([key_of(json.load(open(c)), o, d) for c, o, d in json.loads(sys.argv[1])]))")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code, json.dumps([(str(c), o, d) for c, o, d in cases])],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return [tuple(k) for k in json.loads(done.stdout)]
+
+
+def configs(tmp_path: Path) -> dict[str, Path]:
+    """The reference's sample config, one without its derived fields (the config class fills them), a
+    tensor-parallel one and one with a sliding window."""
+    base = json.loads(SAMPLE.read_text())
+    variants = {"sample": base}
+    sparse = json.loads(SAMPLE.read_text())
+    for derived in ("head_dim", "num_key_value_heads", "prefill_chunk_size"):
+        del sparse["model_config"][derived]
+    variants["derived fields left out"] = sparse
+    variants["tensor parallel"] = {**base, "tensor_parallel_shards": 2,
+                                   "model_config": {**base["model_config"], "tensor_parallel_shards": 2}}  # fmt: skip
+    variants["sliding window"] = {**base, "sliding_window_size": 256}
+    out = {}
+    for i, (name, doc) in enumerate(variants.items()):
+        out[name] = tmp_path / f"c{i}" / "mlc-chat-config.json"
+        out[name].parent.mkdir()
+        out[name].write_text(json.dumps(doc))
+    return out
+
+
+OVERRIDES = [
+    {},
+    {"context_window_size": 1024, "prefill_chunk_size": 256, "max_batch_size": 4},
+    {"context_window_size": -1, "sliding_window_size": -1, "attention_sink_size": -1},
+    {"tensor_parallel_shards": 2, "pipeline_parallel_stages": 1, "opt": "O3"},
+]
+
+
+def test_the_farms_jit_key_is_the_one_mlc_llm_computes(tmp_path: Path) -> None:
+    devices = ["cpu:0", "cuda:0", "cuda:3", "vulkan:1", "iphone", "android"]
+    farm, cases = {}, []
+    for name, config in configs(tmp_path).items():
+        for i, given in enumerate(OVERRIDES):
+            overrides = {k: v for k, v in given.items() if k != "opt"}
+            for device, key in jit.keys(config, devices, overrides, given.get("opt")).items():
+                farm[(name, i, device)] = (key.md5, key.system_lib_prefix)
+                cases.append((config, given, device))
+    assert list(farm.values()) == double_keys(cases)
+    # The config class fills the derived fields: a config without them is the same library.
+    assert all(farm[("derived fields left out", i, d)] == farm[("sample", i, d)] for _, i, d in farm)
+    # Every override set and device string is another library; -1 sizes and O3 count, None ones do not.
+    assert len({farm[("sample", i, d)] for _, i, d in farm}) == len(OVERRIDES) * len(devices)
+    prefix = farm[("sample", 0, "iphone")][1]
+    assert prefix and prefix.startswith("llama_q4f16_1_") and "-" not in prefix
+    assert farm[("sample", 0, "cuda:0")][1] is None
+
+
+def test_the_cache_root_follows_mlc_llms_rule(tmp_path: Path) -> None:
+    assert jit.mlc_llm_home({"MLC_LLM_HOME": "/a", "XDG_CACHE_HOME": "/b"}) == Path("/a")
+    assert jit.mlc_llm_home({"XDG_CACHE_HOME": "/b"}) == Path("/b/mlc_llm")
+    assert jit.mlc_llm_home({}) == Path.home() / ".cache" / "mlc_llm"
+    key = jit.JitKey(md5="0" * 32)
+    assert jit.cache_file(tmp_path, key, "cuda:0").name == "0" * 32 + ".so"
+    assert jit.cache_file(tmp_path, key, "iphone").suffix == ".tar"
+    assert jit.device_strings("llvm") == ["cpu:0"]
+    assert jit.device_strings("cuda", [0, 1]) == ["cuda:0", "cuda:1"]
+    assert jit.device_strings("webgpu") == []
+
+
+def engine_env(home: Path, log: Path) -> dict[str, str]:
+    return {**os.environ, "MLC_LLM_HOME": str(home), "MLC_JIT_POLICY": "READONLY",
+            "MLC_DOWNLOAD_CACHE_POLICY": "READONLY", "MLC_DOUBLE_LOG": str(log), "PYTHONPATH": str(DOUBLE)}  # fmt: skip
+
+
+def mlc_chat(model: str, env: dict[str, str], device: str = "cpu") -> subprocess.CompletedProcess:
+    """`mlc_llm chat MODEL --device D` (the double), one line of input."""
+    return subprocess.run([sys.executable, "-m", "mlc_llm", "chat", model, "--device", device], input="Hello\n",
+                          capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def built(tiny_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store with tiny q4f16_1 built for the CPU (and a vulkan library this machine cannot run)."""
+    tmp = tmp_path_factory.mktemp("runtime")
+    store = tmp / "store"
+    with pytest.MonkeyPatch.context() as env:  # once for the module: the per-test environment, by hand
+        env.setenv("PYTHONPATH", os.pathsep.join([str(DOUBLE), str(ROOT)]))
+        env.setenv("MLC_FARM_WORK_DIR", str(tmp / "work"))
+        env.setenv("MLC_FARM_CACHE", str(tmp / "cache"))
+        env.delenv("PREFECT_API_URL", raising=False)
+        result, _ = run(write_matrix(tiny_models, tmp, "[q4f16_1]"), store)
+    assert result.ok, result
+    return store
+
+
+def test_after_install_mlc_llm_runs_the_farms_build_with_no_download_and_no_compile(
+    built: Path, tmp_path: Path
+) -> None:
+    home, log = tmp_path / "mlc", tmp_path / "calls.jsonl"
+    before = mlc_chat(f"HF://{NAME}", engine_env(home, log))
+    assert before.returncode != 0 and "not in the cache" in before.stderr
+    done = run_cli("install", "tiny", "q4f16_1", "--mlc-home", str(home), "--as", NAME, "--store", str(built))
+    assert done.returncode == 0, done.stdout + done.stderr
+    entry = next(e for e in entries(open_store(str(built))))
+    lib = entry.libs["cpu"]
+    assert set(lib.jit_keys) == {"cpu:0"}  # the catalog names the cache file, for anyone to check
+    cache_file = home / "model_lib" / f"{lib.jit_keys['cpu:0'].md5}.so"
+    assert f"library for cpu:0: {cache_file}" in done.stdout
+    assert "vulkan" not in done.stdout  # no vulkan device here: that library is not installed
+
+    chat = mlc_chat(f"HF://{NAME}", engine_env(home, log))
+    assert chat.returncode == 0, chat.stderr
+    assert f"model: {home / 'model_weights' / 'hf' / NAME}" in chat.stdout
+    assert f"model_lib: {cache_file}" in chat.stdout
+    assert [c["step"] for c in toolchain_calls(log)] == ["chat", "chat"]  # no compile, no download
+    open_store(str(built)).get_blob(lib.file.sha256, tmp_path / "built.so")
+    assert cache_file.read_bytes() == (tmp_path / "built.so").read_bytes()  # the farm's library, byte for byte
+
+    again = run_cli("install", "tiny", "q4f16_1", "--mlc-home", str(home), "--as", NAME, "--store", str(built))
+    assert again.returncode == 0 and "already installed" in again.stdout
+
+
+def test_a_different_library_at_the_name_is_replaced_only_with_force(built: Path, tmp_path: Path) -> None:
+    home = tmp_path / "mlc"
+    args = ("install", "tiny", "q4f16_1", "--mlc-home", str(home), "--as", NAME, "--store", str(built))
+    assert run_cli(*args).returncode == 0
+    cache_file = next((home / "model_lib").iterdir())
+    cache_file.write_bytes(b"another library")
+    refused = run_cli(*args)
+    assert refused.returncode == 2
+    assert "holds another library (15 bytes" in refused.stdout + refused.stderr and "--force" in refused.stderr
+    assert cache_file.read_bytes() == b"another library"
+    forced = run_cli(*args, "--force")
+    assert forced.returncode == 0 and f"replaced {cache_file}" in forced.stdout.replace("\n", "")
+
+
+def test_a_library_of_another_runtime_is_refused_in_one_line_before_anything_is_loaded(
+    built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home, log = tmp_path / "mlc", tmp_path / "calls.jsonl"
+    monkeypatch.setenv("MLC_DOUBLE_VERSION", "0.21.0")
+    monkeypatch.setenv("MLC_DOUBLE_COMMIT", "f" * 40)
+    monkeypatch.setenv("MLC_DOUBLE_LOG", str(log))
+    done = run_cli("install", "tiny", "q4f16_1", "--mlc-home", str(home), "--store", str(built))
+    assert done.returncode == 1
+    message = done.stderr.strip()
+    assert len(message.splitlines()) == 1, message
+    assert "built with mlc_llm 0.20.0.dev0" in message and "this runtime is mlc_llm 0.21.0" in message
+    assert "install the runtime the library was built with, or take a build made for yours" in message
+    assert not home.exists() and not log.exists()
+    forced = run_cli("install", "tiny", "q4f16_1", "--mlc-home", str(home), "--store", str(built), "--any-runtime")
+    assert forced.returncode == 0, forced.stderr
