@@ -19,7 +19,7 @@ from typing import Any
 
 from mlc_farm.catalog import CatalogEntry, FailureRecord, all_failures, all_records, entries, load_record
 from mlc_farm.history import Point, regressions, series
-from mlc_farm.hub import published
+from mlc_farm.hub import Published, published
 from mlc_farm.pull import lib_path
 from mlc_farm.sources import hub_repo_url
 from mlc_farm.store import ArtifactStore
@@ -70,15 +70,15 @@ def _row(
     store: ArtifactStore,
     entry: CatalogEntry,
     device: str,
-    hub_repo: str | None,
+    hub: Published | None,
     failures: Failures,
     points: list[Point],
 ) -> dict[str, Any]:
     weights, config = load_record(store, entry.convert), load_record(store, entry.config)
     ref = entry.libs.get(device)
     files = [f for r in (weights, config) if r for f in r.files]
-    hub = hub_repo_url(hub_repo) if hub_repo else None
-    links = {f.path: (f"{hub}/resolve/main/{f.path}" if hub else blob_path(f.sha256)) for f in files}
+    root = hub.root() if hub else None  # pinned to the commit that published these builds
+    links = {f.path: (f"{root}{f.path}" if root else blob_path(f.sha256)) for f in files}
     row: dict[str, Any] = {
         "model": entry.model,
         "quantization": entry.quantization,
@@ -93,16 +93,16 @@ def _row(
         "library_bytes": ref.file.size if ref else None,
         "memory_bytes": ref.memory.total_bytes if ref and ref.memory else None,
         "built_at": weights.finished_at.isoformat(timespec="seconds") if weights else None,
-        "toolchain": (weights.toolchain.get("mlc_llm_version") if weights else None),
+        "toolchain": ref.runtime.describe() if ref and ref.runtime else None,
         "source": entry.source.get("ref") or entry.source.get("kind"),
         "source_commit": entry.source.get("identity"),
-        "hub": hub,
+        "hub": hub_repo_url(hub.repo) if hub else None,
         "files": links,
         **_failure(entry, device, failures, served=ref is not None),
         "history": _history(points),
     }
     if ref:
-        row["library"] = f"{hub}/resolve/main/{lib_path(entry, device)}" if hub else blob_path(ref.file.sha256)
+        row["library"] = f"{root}{lib_path(entry, device)}" if root else blob_path(ref.file.sha256)
     return row
 
 
@@ -113,7 +113,7 @@ def catalog_rows(store: ArtifactStore) -> list[dict[str, Any]]:
         found = published(store, entry)
         for device in sorted({*entry.libs, *entry.missing}):
             points = cells.get((entry.model, entry.quantization, device), [])
-            rows.append(_row(store, entry, device, found.repo if found else None, failures, points))
+            rows.append(_row(store, entry, device, found, failures, points))
     return rows
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -127,3 +128,17 @@ def target_family(target: str) -> str | None:
     """The name of the family `target` builds for, or None."""
     found = of_target(target)
     return found.name if found else None
+
+
+def local_gpu_archs() -> list[str] | None:
+    """The local NVIDIA GPUs' `sm_XY`, from nvidia-smi; None when it cannot tell."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        out = subprocess.run([smi, "--query-gpu=compute_cap", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=20, check=True).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    archs = sorted({"sm_" + line.strip().replace(".", "") for line in out.splitlines() if line.strip()})
+    return archs or None

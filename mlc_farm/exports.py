@@ -7,9 +7,10 @@
   library's system-lib prefix), `model_url`, `estimated_vram_bytes`.
 - mlc-serve: for `mlc_llm serve` and MLCEngine: the model directory URL and the `model_lib` URL per device.
 
-URLs point to the Hub repo when the entry was published with exactly these builds; else to `--base-url`,
-where the layout of `mlc-farm pull` is served as `{base}/{model}-{quant}-MLC/resolve/main/...` (the shape
-WebLLM reads from any host).
+URLs point to the Hub repo when the entry was published with exactly these builds, pinned to the commit that
+published them (`resolve/<commit>/`); else to `--base-url`, where the layout of `mlc-farm pull` is served as
+`{base}/{model}-{quant}-MLC/resolve/main/...` (the shape WebLLM reads from any host). Library file names
+carry their content hash, so no URL of a library ever serves other bytes (WebLLM caches by URL).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from mlc_farm.hub import published
 from mlc_farm.matrix import shorten
 from mlc_farm.memory import MB, kv_bytes_per_element
 from mlc_farm.pull import lib_path
-from mlc_farm.sources import hub_repo_url
 from mlc_farm.store import ArtifactStore
 
 Runtime = Literal["webllm", "app", "mlc-serve"]
@@ -78,8 +78,7 @@ def check_base_url(url: str) -> str:
 
 def locate(store: ArtifactStore, entry: CatalogEntry, base_url: str | None) -> Located | None:
     if found := published(store, entry):
-        repo = hub_repo_url(found.repo)
-        return Located(f"{repo}/resolve/main/", repo)
+        return Located(found.root(), found.root())
     if base_url:
         root = f"{base_url.rstrip('/')}/{repo_name(entry)}/resolve/main/"
         return Located(root, root)

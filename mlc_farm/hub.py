@@ -28,7 +28,7 @@ from mlc_farm.errors import PublishError, ServiceUnreachable, StoreError, retry_
 from mlc_farm.matrix import Matrix
 from mlc_farm.pull import lib_path, pull_files
 from mlc_farm.settings import load_settings
-from mlc_farm.sources import hub_endpoint
+from mlc_farm.sources import hub_endpoint, hub_repo_url
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import published_path
 from mlc_farm.validate import DECODE_STEPS
@@ -104,6 +104,8 @@ def manifest(store: ArtifactStore, entry: CatalogEntry, files: dict[str, FileEnt
                     "memory": {**ref.memory.model_dump(), "total_bytes": ref.memory.total_bytes}
                     if ref.memory
                     else None,
+                    "runtime": ref.runtime.model_dump() if ref.runtime else None,
+                    "jit_keys": {dev: key.model_dump() for dev, key in sorted(ref.jit_keys.items())},
                 }
                 for d, ref in sorted(entry.libs.items())
             },
@@ -148,9 +150,13 @@ model type, quantization, context window), and a run with real weights where its
 (finite logits over a prefill and {DECODE_STEPS} decode steps). A library whose device was absent says
 `not run`: nothing here claims more than was checked.
 
-| device | target | library | fits the weights | run | decode tokens/s | memory |
-| --- | --- | --- | --- | --- | --- | --- |
+| device | target | library | runtime | fits the weights | run | decode tokens/s | memory |
+| --- | --- | --- | --- | --- | --- | --- | --- |
 {rows}
+
+A library loads only in the runtime it was compiled with (the mlc_llm and TVM above): another one fails inside
+TVM ("Cannot find global function ..."). `{MANIFEST}` also lists each library's mlc_llm JIT cache names
+(`jit_keys`), the file names under `MLC_LLM_HOME/model_lib/` that `mlc_llm chat HF://...` would look for.
 
 Memory is an estimate: the weights, the largest temporary buffer the library declares, and the KV cache
 of one sequence over its context window.
@@ -204,7 +210,9 @@ def _run_it(repo: str, lib_files: dict[str, str], entry: CatalogEntry) -> str:
     if web:
         out += [
             "",
-            "In the browser with [WebLLM](https://github.com/mlc-ai/web-llm) (`mlc-farm export webllm` prints the record):",
+            "In the browser with [WebLLM](https://github.com/mlc-ai/web-llm). The library's file name carries its "
+            "content hash, so its URL never serves other bytes; `mlc-farm export webllm` prints the record with every "
+            "URL pinned to the commit that published it:",
             "",
             "```js",
             f'const appConfig = {{ model_list: [{{ model: "https://huggingface.co/{repo}", model_id: "{name}",',
@@ -257,7 +265,10 @@ def _card_row(entry: CatalogEntry, device: str, path: str) -> str:
         ran += f" (with {run.ran_with}'s weights, same architecture)"
     speed = f"{run.tokens_per_s:.1f}" if run.tokens_per_s else "-"
     needs = f"{ref.memory.total_mb:,.0f} MB" if ref.memory else "-"
-    return f"| {device} | `{ref.target}` | `{path}` | {ref.validation.fits.status} | {ran} | {speed} | {needs} |"
+    built = ref.runtime.describe() if ref.runtime else "not recorded"
+    return (
+        f"| {device} | `{ref.target}` | `{path}` | {built} | {ref.validation.fits.status} | {ran} | {speed} | {needs} |"
+    )
 
 
 def _remote(api: Any, repo: str) -> dict[str, tuple[str, str | None]]:
@@ -372,9 +383,10 @@ def publish(
             result = PublishResult(repo=repo, operations=adds + deletes, unchanged=same, dry_run=dry_run, card=card)
             if dry_run:
                 return result
-            if not result.operations:
-                _record_published(store, entry, repo, None)
-                return result
+            if not result.operations:  # the repo holds these files already: pinned to the commit it is at
+                head = _with_backoff(lambda: api.model_info(repo).sha)
+                _record_published(store, entry, repo, head)
+                return result.model_copy(update={"commit": head})
             _with_backoff(lambda: api.create_repo(repo, private=private, exist_ok=True))
             additions = [CommitOperationAdd(path_in_repo=o.path, path_or_fileobj=str(local[o.path])) for o in adds]
             api.preupload_lfs_files(repo, additions)  # each part retried by huggingface_hub; the commit by us
@@ -409,6 +421,11 @@ class Published(BaseModel):
     convert: str
     config: str
     libs: dict[str, str]  # device -> library key
+
+    def root(self) -> str:
+        """The URL its files are under, pinned to the commit that published them (`resolve/<commit>/`): it never
+        serves other bytes, whatever is committed later (a record from before commits were kept: `main`)."""
+        return f"{hub_repo_url(self.repo)}/resolve/{self.commit or 'main'}/"
 
     def serves(self, entry: CatalogEntry) -> bool:
         libs = {d: ref.key for d, ref in entry.libs.items()}

@@ -11,8 +11,6 @@ what is already there and identical is left alone, so installing twice is a no-o
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +18,7 @@ from pathlib import Path
 from mlc_farm import jit, runtime
 from mlc_farm.catalog import CatalogEntry, FileEntry, LibRef, get_entry
 from mlc_farm.devices import of_target
-from mlc_farm.errors import BadInput, RuntimeMismatch
+from mlc_farm.errors import BadInput
 from mlc_farm.output_dir import replacing
 from mlc_farm.pull import LIB_DIR, pull_files
 from mlc_farm.sources import file_sha256
@@ -82,18 +80,6 @@ def chosen_libraries(entry: CatalogEntry, device: str | None) -> dict[str, LibRe
     return chosen
 
 
-def check_runtimes(libs: dict[str, LibRef], local: ToolchainInfo, gpu_archs: list[str] | None) -> None:
-    """Refuse, before anything is loaded, a library this runtime cannot load."""
-    if not local.known:
-        raise RuntimeMismatch(f"cannot tell which runtime is here: {local.error}")
-    for name, ref in sorted(libs.items()):
-        if ref.runtime is None:
-            raise RuntimeMismatch(f"{name}: the catalog does not say which runtime built this library (built before "
-                                  "runtimes were recorded): rebuild it, or --any-runtime")  # fmt: skip
-        if why := runtime.mismatch(ref.runtime, local.model_dump(), gpu_archs):
-            raise RuntimeMismatch(f"{name}: {why}")
-
-
 def _differs(path: Path, want: FileEntry) -> bool:
     return not path.is_file() or path.stat().st_size != want.size or file_sha256(path) != want.sha256
 
@@ -119,7 +105,7 @@ def install(
     entry = get_entry(store, model, quantization)
     libs = chosen_libraries(entry, device)
     if not any_runtime:
-        check_runtimes(libs, local, gpu_archs)
+        runtime.refuse_mismatched({d: ref.runtime for d, ref in libs.items()}, local, gpu_archs)
     files = _weight_files(store, entry)
     weights = jit.weights_dir(home, check_name(name))
     stale = [p for p, f in files.items() if _differs(weights / p, f)] if weights.exists() else list(files)
@@ -176,17 +162,3 @@ def install(
                 part.unlink(missing_ok=True)
             result.written.append(dev)
     return result
-
-
-def local_gpu_archs() -> list[str] | None:
-    """The local NVIDIA GPUs' `sm_XY`, from nvidia-smi; None when it cannot tell."""
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return None
-    try:
-        out = subprocess.run([smi, "--query-gpu=compute_cap", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=20, check=True).stdout  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return None
-    archs = sorted({"sm_" + line.strip().replace(".", "") for line in out.splitlines() if line.strip()})
-    return archs or None

@@ -15,18 +15,20 @@ from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import catalog_path
 
 
-def lib_filename(model: str, quantization: str, device: str, ext: str) -> str:
-    """The MLC naming convention: `{model_id}-{quantization}-{device}.{ext}`."""
-    return f"{model}-{quantization}-{device}.{ext}"
+def lib_filename(model: str, quantization: str, device: str, sha256: str, ext: str) -> str:
+    """The MLC naming convention, `{model_id}-{quantization}-{device}`, then the first 12 hex digits of the
+    library's sha256: a URL of a library never serves other bytes (WebLLM caches by URL), a rebuild has a new one."""
+    return f"{model}-{quantization}-{device}-{sha256[:12]}.{ext}"
 
 
 LIB_DIR = "libs"  # one layout everywhere: a pull, the Hub repos, the exports' URLs
 
 
 def lib_path(entry: CatalogEntry, device: str) -> str:
-    """Where a device's library of a catalog entry is in a model directory: `libs/{model}-{quant}-{device}.{ext}`."""
-    ext = entry.libs[device].file.path.rsplit(".", 1)[-1]
-    return f"{LIB_DIR}/{lib_filename(entry.model, entry.quantization, device, ext)}"
+    """Where a device's library of a catalog entry is in a model directory: `libs/{model}-{quant}-{device}-{hash}.{ext}`."""
+    ref = entry.libs[device]
+    ext = ref.file.path.rsplit(".", 1)[-1]
+    return f"{LIB_DIR}/{lib_filename(entry.model, entry.quantization, device, ref.file.sha256, ext)}"
 
 
 def pull_files(store: ArtifactStore, model: str, quantization: str, device: str | None = None) -> dict[str, FileEntry]:

@@ -16,7 +16,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from mlc_farm.devices import of_target
+from mlc_farm.errors import RuntimeMismatch
 from mlc_farm.matrix import DeviceSpec
+from mlc_farm.toolchain import ToolchainInfo
 
 
 class Needs(BaseModel):
@@ -105,3 +107,19 @@ def mismatch(lib: LibRuntime, local: dict[str, Any], local_gpu_archs: list[str] 
             "whose cuda_archs include yours"
         )
     return None
+
+
+def refuse_mismatched(
+    libs: dict[str, LibRuntime | None], local: ToolchainInfo, gpu_archs: list[str] | None = None
+) -> None:
+    """RuntimeMismatch, in one line, for the first library (by device name) this runtime cannot load."""
+    if not local.known:
+        raise RuntimeMismatch(f"cannot tell which runtime is here: {local.error}")
+    for name, lib in sorted(libs.items()):
+        if lib is None:
+            raise RuntimeMismatch(
+                f"{name}: the catalog does not say which runtime built this library (built before runtimes were "
+                "recorded): rebuild it, or --any-runtime"
+            )
+        if why := mismatch(lib, local.model_dump(), gpu_archs):
+            raise RuntimeMismatch(f"{name}: {why}")

@@ -26,7 +26,8 @@ export DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
 .venv/bin/mypy
 bash scripts/check-terraform.sh
 set +e
-.venv/bin/python -m pytest "${select[@]}" "$@"
+# Two worker processes (pytest-xdist), or as many as asked with -n: each starts its own test servers.
+.venv/bin/python -m pytest -n "${MLC_FARM_TEST_WORKERS:-2}" "${select[@]}" "$@"
 code=$?
 set -e
 if [ "$code" -eq 5 ]; then

@@ -40,6 +40,14 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 _SERVER: dict[str, Service] = {}
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """xdist gives its workers an 80-column terminal size: the CLI's consoles (made when the tests import them)
+    must see what a pipe sees, as in a run without workers."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        for name in ("COLUMNS", "LINES"):
+            os.environ.pop(name, None)
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Start the shared Prefect test server once the tests are chosen, and only if one of them needs it,
     without waiting: it boots while the unit tests run (the tests that need it run last, see below)."""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from mlc_farm.store.layout import published_path
 from tests.conftest import TOKEN
 from tests.helpers import cli
 from tests.hub_server import LocalHub
@@ -47,20 +48,27 @@ def test_exports_for_every_runtime(hub: LocalHub, tiny_models: Path, tmp_path: P
 
     webllm = export("webllm")["model_list"]
     assert sorted(r["model_id"] for r in webllm) == ["tiny-llama-a-q0f32-MLC", "tiny-llama-a-q4f16_1-MLC"]
+    libs = {}
     for record in webllm:
         assert set(record) == WEBLLM_FIELDS
         quant = record["model_id"].split("-")[-2]
         repo = f"farm-org/tiny-llama-a-{quant}-MLC"
-        assert record["model"] == f"{hub.endpoint}/{repo}"  # published: the Hub repo
-        assert record["model_lib"] == f"{hub.endpoint}/{repo}/resolve/main/libs/tiny-llama-a-{quant}-webgpu.wasm"
+        commit = json.loads((tmp_path / "store" / published_path("tiny-llama-a", quant)).read_text())["commit"]
+        assert commit == hub.commits(repo)[-1].oid
+        root = f"{hub.endpoint}/{repo}/resolve/{commit}/"  # published: the Hub repo at the commit that has it
+        assert record["model"] == root
+        pulled = tmp_path / quant
+        assert cli("pull", "tiny-llama-a", quant, "-o", str(pulled), "--store", store).returncode == 0
+        (lib,) = (pulled / "libs").glob(f"tiny-llama-a-{quant}-webgpu-*.wasm")
+        assert lib.name == f"tiny-llama-a-{quant}-webgpu-{hashlib.sha256(lib.read_bytes()).hexdigest()[:12]}.wasm"
+        assert record["model_lib"] == f"{root}libs/{lib.name}"
+        libs[quant] = record["model_lib"]
         assert record["required_features"] == (["shader-f16"] if quant == "q4f16_1" else [])
         assert record["vram_required_MB"] > 0 and record["low_resource_required"] is True
         assert record["overrides"] == {"context_window_size": 512}
-        pulled = tmp_path / quant
-        assert cli("pull", "tiny-llama-a", quant, "-o", str(pulled), "--store", store).returncode == 0
         integrity = record["integrity"]
         assert integrity["config"] == sri(pulled / "mlc-chat-config.json")
-        assert integrity["model_lib"] == sri(pulled / "libs" / f"tiny-llama-a-{quant}-webgpu.wasm")
+        assert integrity["model_lib"] == sri(lib)
         assert integrity["tokenizer"] == {n: sri(pulled / n) for n in ("tokenizer.json", "tokenizer_config.json")}
 
     app = export("app", "--base-url", "https://cdn.example/m")["model_list"]  # published: the Hub wins
@@ -71,7 +79,8 @@ def test_exports_for_every_runtime(hub: LocalHub, tiny_models: Path, tmp_path: P
 
     serve = export("mlc-serve", "--model", "tiny-llama-a")["models"]
     assert sorted(serve[0]["model_lib"]) == ["android", "cpu", "webgpu"]
-    assert serve[0]["model_lib"]["cpu"].endswith("/resolve/main/libs/tiny-llama-a-q0f32-cpu.so")
+    assert "/resolve/main/" not in serve[0]["model_lib"]["cpu"]
+    assert serve[0]["model_lib"]["cpu"].split("/libs/")[1].startswith("tiny-llama-a-q0f32-cpu-")
 
     # A rebuild that is not published yet: the exports point at --base-url, or say what is missing.
     rebuilt = cli("build", "--matrix", str(matrix), "--store", store, "--force", "--model", "tiny-llama-a",
@@ -80,6 +89,10 @@ def test_exports_for_every_runtime(hub: LocalHub, tiny_models: Path, tmp_path: P
     served = export("webllm", "--base-url", "https://cdn.example/m")["model_list"]
     assert {r["model"] for r in served} == {f"https://cdn.example/m/tiny-llama-a-{q}-MLC/resolve/main/"
                                              for q in ("q4f16_1", "q0f32")}  # fmt: skip
+    for record in served:  # the rebuilt library is other bytes: another name, so no cache serves the old one
+        quant = record["model_id"].split("-")[-2]
+        old_name, new_name = libs[quant].rsplit("/", 1)[1], record["model_lib"].rsplit("/", 1)[1]
+        assert new_name != old_name and new_name.startswith(f"tiny-llama-a-{quant}-webgpu-")
     nowhere = cli("export", "webllm", "--store", store)
     assert nowhere.returncode == 2 and "not published to the Hub with its current builds" in nowhere.stderr
     bad = cli("export", "gguf", "--store", store)

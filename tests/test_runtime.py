@@ -173,3 +173,16 @@ def test_a_library_of_another_runtime_is_refused_in_one_line_before_anything_is_
     assert not home.exists() and not log.exists()
     forced = run_cli("install", "tiny", "q4f16_1", "--mlc-home", str(home), "--store", str(built), "--any-runtime")
     assert forced.returncode == 0, forced.stderr
+    pulled = tmp_path / "pulled"
+    refused = run_cli("pull", "tiny", "q4f16_1", "-o", str(pulled), "--check-runtime", "--store", str(built))
+    assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1
+    assert "this runtime is mlc_llm 0.21.0" in refused.stderr and not pulled.exists()
+    monkeypatch.delenv("MLC_DOUBLE_VERSION")
+    monkeypatch.delenv("MLC_DOUBLE_COMMIT")
+    assert (
+        run_cli("pull", "tiny", "q4f16_1", "-o", str(pulled), "--check-runtime", "--store", str(built)).returncode == 0
+    )
+    monkeypatch.setenv("MLC_DOUBLE_COMMIT", "f" * 40)  # same version, another commit: another runtime
+    refused = run_cli("validate", "tiny", "q4f16_1", "--dir", str(pulled), "--store", str(built))
+    assert refused.returncode == 1 and "ffffffffffff" in refused.stderr, refused.stdout
+    assert not log.exists()  # nothing was loaded

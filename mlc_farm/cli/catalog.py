@@ -31,7 +31,7 @@ def list_catalog(store: StoreOpt = None) -> None:
     st = open_store(store, must_exist=True)
     found = entries(st)
     t = Table(title="catalog")
-    for col in ("model", "quant", "devices", "weight files", "libraries", "built"):
+    for col in ("model", "quant", "devices", "runtimes", "weight files", "libraries", "built"):
         t.add_column(col)
     checks = []
     for e in found:
@@ -40,12 +40,14 @@ def list_catalog(store: StoreOpt = None) -> None:
             e.model,
             e.quantization,
             ", ".join(sorted(e.libs)) or "-",
+            "; ".join(sorted({ref.runtime.describe() for ref in e.libs.values() if ref.runtime})) or "-",
             size(weights.size if weights else 0),
             size(sum(ref.file.size for ref in e.libs.values())),
             weights.finished_at.isoformat(timespec="seconds") if weights else "missing",
         )
         checks += [
             f"  {e.model} {e.quantization} {d}: {ref.validation.describe()}"
+            + (f"; built with {ref.runtime.describe()}" if ref.runtime else "")
             + (f"; needs {ref.memory.describe()}" if ref.memory else "")
             + (f"; {ref.fidelity.describe()}" if ref.fidelity else "")
             for d, ref in sorted(e.libs.items())

@@ -66,7 +66,8 @@ def install_cmd(
     JIT key the local mlc_llm computes, so `mlc_llm chat|serve HF://ORG/NAME` and MLCEngine use them as they are."""
     from mlc_farm import jit, toolchain
     from mlc_farm.catalog import get_entry
-    from mlc_farm.install import default_name, install, local_gpu_archs
+    from mlc_farm.devices import local_gpu_archs
+    from mlc_farm.install import default_name, install
 
     check_names(model=model, quantization=quantization, device=device)
     st = open_store(store, must_exist=True)

@@ -18,7 +18,7 @@ from mlc_farm.formatting import size
 from mlc_farm.matrix import (
     check_names,
 )
-from mlc_farm.store import open_store
+from mlc_farm.store import ArtifactStore, open_store
 from mlc_farm.store.layout import blob_path
 
 
@@ -29,6 +29,10 @@ def pull_cmd(
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory to write.")],
     device: Annotated[str | None, typer.Option("--device", help="Only this device's library.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace a non-empty output directory.")] = False,
+    check_runtime: Annotated[
+        bool,
+        typer.Option("--check-runtime", help="First check that the local mlc_llm/TVM can load the libraries."),
+    ] = False,
     store: StoreOpt = None,
 ) -> None:
     """Write an MLC-ready directory (config, weights, tokenizer, libs/), every file checked by sha256."""
@@ -36,9 +40,28 @@ def pull_cmd(
 
     check_names(model=model, quantization=quantization, device=device)
     st = open_store(store, must_exist=True)
+    if check_runtime:
+        _refuse_mismatched(st, model, quantization, device)
     with bytes_bar("downloading, every sha256 checked") as progress:
         files = pull(st, model, quantization, output, device, replace=force, progress=progress)
     out.print(f"wrote {len(files)} files to {output}, every sha256 verified")
+
+
+def _refuse_mismatched(
+    st: ArtifactStore, model: str, quantization: str, device: str | None, runnable_only: bool = False
+) -> None:
+    """Exit 1 in one line, before anything is loaded, when the local runtime cannot load a library (of
+    `device`, or every one; `runnable_only`: those whose device is on this machine, which validation runs)."""
+    from mlc_farm import runtime, toolchain
+    from mlc_farm.catalog import get_entry
+    from mlc_farm.devices import local_gpu_archs, of_target
+
+    entry = get_entry(st, model, quantization)
+    libs = {d: ref.runtime for d, ref in entry.libs.items() if device in (None, d)}
+    if runnable_only:
+        libs = {d: r for d, r in libs.items() if (f := of_target(entry.libs[d].target)) and not f.missing_here()}
+    if libs:
+        runtime.refuse_mismatched(libs, toolchain.probe(), local_gpu_archs())
 
 
 @command(app, "validate")
@@ -61,6 +84,7 @@ def validate_cmd(
 
     check_names(model=model, quantization=quantization, device=device)
     st = open_store(store, must_exist=True)
+    _refuse_mismatched(st, model, quantization, device, runnable_only=True)
     with tempfile.TemporaryDirectory(prefix="mlc-farm-validate-") as tmp:
         where = directory
         if where is None:

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+import mlc_llm
 from mlc_llm import _library
 from mlc_llm.conversation_template import ConvTemplateRegistry
 from mlc_llm.model import MODELS
@@ -436,6 +437,7 @@ def compile_(args: argparse.Namespace) -> None:
             "model_config": chat["model_config"], "quantization": quantization, "device": args.device,
             "opt": args.opt, "overrides": overrides, "multi_arch": os.environ.get("MLC_MULTI_ARCH"),
         },
+        "built_by": {"mlc_llm": mlc_llm.__version__, "commit": mlc_llm.__commit__},  # code of that runtime
         "target": target, "metadata": meta, "knobs": {"nan": bool(os.environ.get("MLC_DOUBLE_NAN")),
                                                      "rope_base": os.environ.get("MLC_DOUBLE_ROPE_BASE")},
     }  # fmt: skip
