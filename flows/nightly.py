@@ -165,9 +165,10 @@ class PrefectEngine:
         self.convert_device, self.weights_pool = pre.loaded.matrix.convert_device, pre.loaded.matrix.weights_pool
 
     def probe(self, st: ArtifactStore, pools: list[str]) -> ToolchainInfo:
-        """Embedded: this machine. Farm: every pool (they must agree, since weights and libraries must match)."""
+        """Embedded: this machine. Farm: every pool's image, each building (and keying) its devices' libraries
+        with its own toolchain; the weights pool (`pools[0]`) is the run's."""
         if self.mode == "embedded":
-            return probe_toolchain()
+            return probe_toolchain(pools)
         futures = [dispatch.submit(f"probe-toolchain/{pool}", {"pool": pool, "store": st.url}, pool) for pool in pools]
         for f in futures:
             f.result()
@@ -175,15 +176,7 @@ class PrefectEngine:
             pool: ToolchainInfo.model_validate(st.read_json(toolchain_path(pool)) or {"error": "no probe"})
             for pool in pools
         }
-        if len({tc.model_copy(update={"reference": None}) for tc in found.values()}) > 1:
-            seen = "; ".join(f"{pool}: {tc.describe()}" for pool, tc in found.items())
-            return ToolchainInfo(
-                error=f"the pools run different toolchains ({seen}): build every image from one MLC nightly"
-            )
-        # Fidelity's reference pass (on the weights pool) is planned only where every pool's image has torch and
-        # transformers: images from one build agree, and a mixed farm falls back to its highest-precision builds.
-        tools = {tc.reference for tc in found.values()}
-        return found[pools[0]].model_copy(update={"reference": tools.pop() if len(tools) == 1 else None})
+        return toolchain_steps.of_pools(found, pools[0])
 
     def resolve(self, loaded: LoadedMatrix, models: list[ModelSpec]) -> dict[str, ResolvedSource]:
         return resolve_sources(_as_is(loaded), _as_is(models))

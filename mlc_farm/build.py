@@ -315,7 +315,8 @@ def build_library(
 
     cells = [FailedCell(model=c.model, quantization=c.quantization, device=c.device) for c in lb.users]
     subject = Subject(lb.key, "library", lb.inputs, f"library {lb.device.name}/{lb.quantization}", cells)
-    return _run_steps(store, subject, steps, flow_run, force)
+    with toolchain.on_pool(lb.device.work_pool):  # the toolchain of the device's pool compiles and loads it
+        return _run_steps(store, subject, steps, flow_run, force)
 
 
 def _fetch_model(store: ArtifactStore, convert: BuildRecord, config: BuildRecord, into: Path) -> Path:
@@ -449,7 +450,8 @@ def check_cell(
 
     subject = Subject(cb.key, "check", cb.inputs, f"check {cell}",
                       [FailedCell(model=cb.model, quantization=cb.quantization, device=cb.device.name)])  # fmt: skip
-    return _run_steps(store, subject, steps, flow_run, force)
+    with toolchain.on_pool(cb.device.work_pool):
+        return _run_steps(store, subject, steps, flow_run, force)
 
 
 def _jit_keys(

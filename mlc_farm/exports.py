@@ -26,6 +26,7 @@ from mlc_farm.hub import published
 from mlc_farm.matrix import shorten
 from mlc_farm.memory import MB, kv_bytes_per_element
 from mlc_farm.pull import lib_path
+from mlc_farm.runtime import matches
 from mlc_farm.store import ArtifactStore
 
 Runtime = Literal["webllm", "app", "mlc-serve"]
@@ -120,8 +121,15 @@ def _system_lib_prefix(lib: BuildRecord | None, entry: CatalogEntry) -> str:
     return f"{model_type or entry.model}_{entry.quantization}".replace("-", "_")
 
 
-def export(store: ArtifactStore, entries: list[CatalogEntry], runtime: Runtime, base_url: str | None) -> dict[str, Any]:
-    """The config document of `runtime` for `entries`; bad input when an entry has nowhere to be found."""
+def export(
+    store: ArtifactStore,
+    entries: list[CatalogEntry],
+    runtime: Runtime,
+    base_url: str | None,
+    built_with: str | None = None,
+) -> dict[str, Any]:
+    """The config document of `runtime` for `entries` (only the libraries of the mlc_llm `built_with` names, when
+    given); bad input when an entry has nowhere to be found."""
     unplaced = []
     out: list[dict[str, Any]] = []
     for entry in entries:
@@ -129,7 +137,8 @@ def export(store: ArtifactStore, entries: list[CatalogEntry], runtime: Runtime, 
         if where is None:
             unplaced.append(f"{entry.model} {entry.quantization}")
             continue
-        exported = {d: runtime in _exports(ref.target) for d, ref in entry.libs.items()}
+        exported = {d: runtime in _exports(ref.target) and (built_with is None or matches(ref.runtime, built_with))
+                    for d, ref in entry.libs.items()}  # fmt: skip
         if runtime == "webllm":
             out += [_webllm(store, entry, where, d) for d in sorted(entry.libs) if exported[d]]
         elif runtime == "app":
@@ -147,7 +156,7 @@ def export(store: ArtifactStore, entries: list[CatalogEntry], runtime: Runtime, 
                 "model_id": repo_name(entry),
                 "model": where.model,
                 "model_lib": {d: where.url(lib_path(entry, d))
-                              for d in sorted(entry.libs)},
+                              for d in sorted(entry.libs) if built_with is None or exported[d]},
             })  # fmt: skip
     if unplaced:
         raise BadInput(

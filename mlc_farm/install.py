@@ -53,22 +53,31 @@ def check_name(name: str) -> str:
     return name
 
 
-def chosen_libraries(entry: CatalogEntry, device: str | None) -> dict[str, LibRef]:
-    """`device`'s library, or every library whose device is on this machine."""
+def chosen_libraries(
+    entry: CatalogEntry, device: str | None, built_with: str | None, local: ToolchainInfo
+) -> dict[str, LibRef]:
+    """`device`'s library, or those whose device is on this machine; of the runtime `built_with` names, else
+    those the local runtime can load when it can load any (a mismatch is then refused with the reason). One
+    library per mlc_llm device kind: they would share its JIT cache name."""
+    what = f"{entry.model} {entry.quantization}"
     if device is not None:
         if device not in entry.libs:
             raise BadInput(
-                f"--device {device!r}: {entry.model} {entry.quantization} has libraries for "
-                f"{', '.join(sorted(entry.libs)) or 'no device'}"
+                f"--device {device!r}: {what} has libraries for {', '.join(sorted(entry.libs)) or 'no device'}"
             )
         chosen = {device: entry.libs[device]}
     else:
         chosen = {d: ref for d, ref in entry.libs.items() if (f := of_target(ref.target)) and not f.missing_here()}
         if not chosen:
-            raise BadInput(
-                f"none of the libraries of {entry.model} {entry.quantization} ({', '.join(sorted(entry.libs))}) is "
-                "for a device on this machine; name one with --device"
-            )
+            raise BadInput(f"none of the libraries of {what} ({', '.join(sorted(entry.libs))}) is for a device on this "
+                           "machine; name one with --device")  # fmt: skip
+    if built_with is not None:
+        chosen = {d: chosen[d] for d in runtime.built_with({d: r.runtime for d, r in chosen.items()}, built_with, what)}
+    elif local.known:
+        loadable = {
+            d: r for d, r in chosen.items() if r.runtime and runtime.same_runtime(r.runtime, local.model_dump())
+        }
+        chosen = loadable or chosen
     for name, ref in chosen.items():
         kind = jit.jit_device(ref.target)
         if kind is None:
@@ -77,6 +86,12 @@ def chosen_libraries(entry: CatalogEntry, device: str | None) -> dict[str, LibRe
         if ":" not in jit.device_strings(ref.target, [0])[0]:
             raise BadInput(f"--device {name}: a {ref.target} library is linked into an app by `mlc_llm package`, "
                            "not loaded from the cache: `mlc-farm export app`")  # fmt: skip
+    kinds: dict[str, list[str]] = {}
+    for name, ref in sorted(chosen.items()):
+        kinds.setdefault(str(jit.jit_device(ref.target)), []).append(name)
+    if shared := next((names for names in kinds.values() if len(names) > 1), None):
+        raise BadInput(f"{', '.join(shared)} would share mlc_llm's JIT cache name on this machine: choose one with "
+                       "--device (or --runtime)")  # fmt: skip
     return chosen
 
 
@@ -101,9 +116,10 @@ def install(
     force: bool = False,
     any_runtime: bool = False,
     gpu_archs: list[str] | None = None,
+    built_with: str | None = None,
 ) -> Installed:
     entry = get_entry(store, model, quantization)
-    libs = chosen_libraries(entry, device)
+    libs = chosen_libraries(entry, device, built_with, local)
     if not any_runtime:
         runtime.refuse_mismatched({d: ref.runtime for d, ref in libs.items()}, local, gpu_archs)
     files = _weight_files(store, entry)

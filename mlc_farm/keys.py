@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from mlc_farm.matrix import DeviceSpec, Overrides
-from mlc_farm.toolchain import ToolchainInfo
+from mlc_farm.toolchain import ToolchainInfo, identity
 
 # config.json fields that describe the checkpoint or the tokenizer, not the architecture: two fine-tunes
 # that differ only here share a model library.
@@ -39,7 +39,7 @@ def architecture(config: dict[str, Any]) -> dict[str, Any]:
 
 def toolchain_identity(tc: ToolchainInfo) -> dict[str, str]:
     """What a toolchain is, for keys: its versions and commits (not what it accepts or has beside it)."""
-    return tc.model_dump(exclude={"error", "names", "reference"})
+    return identity(tc)
 
 
 def convert_inputs(

@@ -1,6 +1,6 @@
 """The plan: cells expanded into convert builds (per source x quantization), config builds (per model x
 quantization x conv template x options), library builds (per distinct architecture x quantization x
-overrides x target x host), fidelity references (per source x evaluation set x method) and cell checks (per
+overrides x target x host, under the toolchain of the device's pool), fidelity references (per source x evaluation set x method) and cell checks (per
 library x weights x reference: the cell's run and fidelity on its device), each with its content key. Pure:
 the caller brings the resolved sources and the toolchain identity.
 """
@@ -16,7 +16,7 @@ from mlc_farm import fidelity, keys, twins
 from mlc_farm.fingerprints import Fingerprint
 from mlc_farm.matrix import Cell, DeviceSpec, Matrix, Overrides
 from mlc_farm.sources import ResolvedSource
-from mlc_farm.toolchain import ToolchainInfo
+from mlc_farm.toolchain import ToolchainInfo, of_pool
 
 
 class ConvertBuild(BaseModel):
@@ -216,7 +216,8 @@ def make_plan(
         )
         arch = {"model_type": model_type, "config": keys.architecture(src.config)}
         device = devices[cell.device]
-        l_inputs = keys.library_inputs(arch, cell.quantization, spec.overrides, device, toolchain)
+        l_inputs = keys.library_inputs(arch, cell.quantization, spec.overrides, device, of_pool(toolchain,
+                                       device.work_pool))  # fmt: skip
         l_key = keys.digest(l_inputs)
         lib = libs.setdefault(
             l_key,
@@ -262,7 +263,7 @@ def _checks(
         n = fidelity.positions(matrix.fidelity, spec.fidelity)
         builds = ModelBuilds(model=c.model, convert=pc.convert or "", config=pc.config or "")
         inputs = keys.check_inputs(pc.library or "", builds.convert, builds.config, reference, role, fidelity.EVAL_SET,
-                                   n, fidelity.TOP_K, toolchain)  # fmt: skip
+                                   n, fidelity.TOP_K, of_pool(toolchain, matrix.device(c.device).work_pool))  # fmt: skip
         key = keys.digest(inputs)
         checks[key] = CheckBuild(
             key=key, model=c.model, quantization=c.quantization, device=matrix.device(c.device),

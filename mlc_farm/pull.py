@@ -7,7 +7,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from mlc_farm import stopping
+from mlc_farm import runtime, stopping
 from mlc_farm.catalog import CatalogEntry, FileEntry, get_entry, load_record
 from mlc_farm.errors import StoreError
 from mlc_farm.output_dir import replacing
@@ -31,10 +31,16 @@ def lib_path(entry: CatalogEntry, device: str) -> str:
     return f"{LIB_DIR}/{lib_filename(entry.model, entry.quantization, device, ref.file.sha256, ext)}"
 
 
-def pull_files(store: ArtifactStore, model: str, quantization: str, device: str | None = None) -> dict[str, FileEntry]:
+def pull_files(
+    store: ArtifactStore, model: str, quantization: str, device: str | None = None, built_with: str | None = None
+) -> dict[str, FileEntry]:
     """The MLC-ready layout of a catalog entry: relative path -> file (weights, config and tokenizer at the root,
-    libraries in `libs/`, as the mlc-ai repos on the Hub have it)."""
+    libraries in `libs/`, as the mlc-ai repos on the Hub have it); `built_with`: only the libraries of that
+    runtime (`--runtime`)."""
     entry = get_entry(store, model, quantization)
+    if built_with is not None:
+        keep = runtime.built_with({d: r.runtime for d, r in entry.libs.items()}, built_with, f"{model} {quantization}")
+        entry = entry.model_copy(update={"libs": {d: entry.libs[d] for d in keep}})
     wanted: dict[str, FileEntry] = {}
     for key in (entry.convert, entry.config):
         record = load_record(store, key)
@@ -58,6 +64,7 @@ def pull(
     quantization: str,
     out: Path,
     device: str | None = None,
+    built_with: str | None = None,
     workers: int = 4,
     replace: bool = False,
     progress: Callable[[int, int], None] | None = None,
@@ -67,7 +74,7 @@ def pull(
     Everything lands in a temporary directory beside `out` first, which becomes `out` only once every file
     checked out: a failed or interrupted pull leaves no half-written directory. A non-empty `out` is replaced
     only with `replace`. `progress(bytes done, bytes in all)` follows the download."""
-    files = pull_files(store, model, quantization, device)
+    files = pull_files(store, model, quantization, device, built_with)
     total, lock, done = sum(f.size for f in files.values()), threading.Lock(), [0]
 
     def landed(n: int) -> None:

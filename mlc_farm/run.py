@@ -35,6 +35,7 @@ from mlc_farm.matrix import (
     Cell,
     DeviceSpec,
     LoadedMatrix,
+    Matrix,
     ModelSpec,
     load_matrix,
     select_cells,
@@ -127,6 +128,11 @@ class Preflight:
     pools: list[str]
 
 
+def pools_of(matrix: Matrix, cells: list[Cell]) -> list[str]:
+    """The pools the cells build on: the weights pool (weights, configs, references: the run's toolchain) first."""
+    return [matrix.weights_pool, *sorted({matrix.device(c.device).work_pool for c in cells} - {matrix.weights_pool})]
+
+
 def preflight(
     matrix_path: str,
     models: list[str] | None,
@@ -135,8 +141,8 @@ def preflight(
     store_url: str | None,
     probe: Callable[[ArtifactStore, list[str]], ToolchainInfo],
 ) -> Preflight:
-    """Load and select the matrix, open the store, probe the toolchain (`probe(store, pools)`) and check the
-    matrix's names against it: the errors a run can have before it builds anything."""
+    """Load and select the matrix, open the store, probe the toolchain (`probe(store, pools)`, the weights pool
+    first) and check the matrix's names against it: the errors a run can have before it builds anything."""
     loaded = load_matrix(matrix_path)
     matrix = loaded.matrix
     cells = select_cells(matrix, loaded.file, models, quantizations, devices)
@@ -144,7 +150,7 @@ def preflight(
     store = open_store(store_url)
     if isinstance(store, LocalStore):
         store.check_writable()  # before anything is spent, not after the first build
-    pools = sorted({matrix.weights_pool} | {matrix.device(c.device).work_pool for c in cells})
+    pools = pools_of(matrix, cells)
     toolchain = probe(store, pools)
     if not toolchain.known:
         raise ToolchainUnavailable(f"toolchain unavailable: {toolchain.error}")

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from mlc_farm.devices import of_target
-from mlc_farm.errors import RuntimeMismatch
+from mlc_farm.errors import BadInput, RuntimeMismatch
 from mlc_farm.matrix import DeviceSpec
 from mlc_farm.toolchain import ToolchainInfo
 
@@ -107,6 +107,24 @@ def mismatch(lib: LibRuntime, local: dict[str, Any], local_gpu_archs: list[str] 
             "whose cuda_archs include yours"
         )
     return None
+
+
+def matches(lib: LibRuntime | None, wanted: str) -> bool:
+    """Whether a library was built by the runtime `--runtime` names: an mlc_llm version, or 7+ hex digits of its
+    commit."""
+    if lib is None:
+        return False
+    return wanted == lib.mlc_llm_version or (len(wanted) >= 7 and lib.mlc_llm_commit.startswith(wanted))
+
+
+def built_with(libs: dict[str, LibRuntime | None], wanted: str, what: str) -> list[str]:
+    """The devices whose library `wanted` built; BadInput naming the runtimes there are when none."""
+    found = [d for d, lib in sorted(libs.items()) if matches(lib, wanted)]
+    if not found:
+        there = sorted({f"{lib.mlc_llm_version} ({lib.mlc_llm_commit[:12]})" for lib in libs.values() if lib})
+        raise BadInput(f"--runtime {wanted}: no library of {what} was built with it; built with: "
+                       f"{', '.join(there) or 'unrecorded runtimes'}")  # fmt: skip
+    return found
 
 
 def refuse_mismatched(

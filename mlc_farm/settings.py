@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     mlc_llm: str | None = Field(
         None, description="The mlc_llm command, e.g. `/opt/mlc/bin/python -m mlc_llm` (default: this Python)."
     )
+    pool_mlc_llm: dict[str, str] = Field(
+        {},
+        description="Per work pool, the mlc_llm command of an embedded run, as JSON, e.g. "
+        '`{"cuda-stable": "/opt/stable/bin/python -m mlc_llm"}`: runtimes side by side on one machine (farm pools '
+        "have their own images).",
+    )
     parallel: int = Field(2, ge=1, le=256, description="Builds at once in embedded mode (`mlc-farm build`).")
     step_timeout: Seconds = Field(4 * 3600, description="Time limit of one toolchain step: seconds or `4h`, `30m`.")
     work_dir: Path | None = Field(None, description="Scratch space for builds (default: the system's temp dir).")

@@ -7,6 +7,7 @@ The command is `python -m mlc_llm` with the current interpreter unless MLC_FARM_
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import json
 import os
@@ -99,6 +100,8 @@ class ToolchainInfo(BaseModel):
     names: Accepted | None = None
     # torch and transformers, when importable beside it: fidelity's reference pass can run (not part of keys).
     reference: str | None = None
+    # The pools whose toolchain is another one (its identity): their libraries and checks are keyed by it.
+    pools: dict[str, dict[str, str]] = {}
 
     @property
     def known(self) -> bool:
@@ -113,11 +116,26 @@ class ToolchainInfo(BaseModel):
         )
 
 
+_pool: contextvars.ContextVar[str | None] = contextvars.ContextVar("mlc_farm_pool", default=None)
+
+
+@contextlib.contextmanager
+def on_pool(pool: str | None) -> Iterator[None]:
+    """Toolchain steps in this block are those of `pool` (its MLC_FARM_POOL_MLC_LLM command, if it has one)."""
+    token = _pool.set(pool)
+    try:
+        yield
+    finally:
+        _pool.reset(token)
+
+
 def command() -> list[str]:
-    """The `mlc_llm` command line prefix."""
+    """The `mlc_llm` command line prefix: the current pool's (MLC_FARM_POOL_MLC_LLM), else MLC_FARM_MLC_LLM, else
+    this Python's."""
     from mlc_farm.settings import load_settings
 
-    configured = load_settings().mlc_llm
+    settings = load_settings()
+    configured = settings.pool_mlc_llm.get(_pool.get() or "") or settings.mlc_llm
     return shlex.split(configured) if configured else [sys.executable, "-m", "mlc_llm"]
 
 
@@ -160,6 +178,51 @@ def names_snapshot(store: ArtifactStore) -> Accepted | None:
                     }
                 )
     return None
+
+
+IDENTITY = ("mlc_llm_version", "mlc_llm_commit", "mlc_llm_dist", "tvm_version", "tvm_commit")
+
+
+def identity(tc: ToolchainInfo) -> dict[str, str]:
+    """What a toolchain is: its versions and commits (not what it accepts or has beside it)."""
+    return {f: getattr(tc, f) for f in IDENTITY}
+
+
+def of_pools(found: dict[str, ToolchainInfo], run_pool: str) -> ToolchainInfo:
+    """One run's toolchain from every pool's probe: the run pool's (weights, configs, references), with the
+    pools whose toolchain differs listed in `pools`, so each device's libraries are built and keyed by its own.
+    Fidelity's reference pass is planned only where every pool has torch and transformers (images from one
+    build agree; a mixed farm falls back to its highest-precision builds)."""
+    for pool, tc in sorted(found.items()):
+        if not tc.known:
+            return ToolchainInfo(error=f"pool {pool}: {tc.error}")
+    run = found[run_pool]
+    others = {pool: identity(tc) for pool, tc in sorted(found.items()) if identity(tc) != identity(run)}
+    tools = {tc.reference for tc in found.values()}
+    return run.model_copy(update={"pools": others, "reference": tools.pop() if len(tools) == 1 else None})
+
+
+def of_pool(tc: ToolchainInfo, pool: str) -> ToolchainInfo:
+    """The toolchain a pool builds with: its own when it differs from the run's."""
+    return ToolchainInfo(**tc.pools[pool]) if pool in tc.pools else tc
+
+
+def probe_here(pools: list[str]) -> ToolchainInfo:
+    """Every pool on this machine (embedded): each with its MLC_FARM_POOL_MLC_LLM command, else the default one;
+    `pools[0]` is the run's (the weights pool)."""
+    from mlc_farm.settings import load_settings
+
+    configured = load_settings().pool_mlc_llm
+    default = probe() if any(p not in configured for p in pools) else None
+    found = {}
+    for pool in pools:
+        if pool in configured:
+            with on_pool(pool):
+                found[pool] = probe()
+        else:
+            assert default is not None
+            found[pool] = default
+    return of_pools(found, pools[0])
 
 
 def probe(timeout: float = 120) -> ToolchainInfo:

@@ -29,8 +29,8 @@ def log_line(line: str) -> None:
 
 
 @task(retries=0, name="probe-toolchain")
-def probe_toolchain() -> toolchain.ToolchainInfo:
-    return toolchain.probe()
+def probe_toolchain(pools: list[str]) -> toolchain.ToolchainInfo:
+    return toolchain.probe_here(pools)
 
 
 @task(retries=0, name="conversion-fingerprints", cache_policy=NO_CACHE)

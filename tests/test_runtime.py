@@ -186,3 +186,63 @@ def test_a_library_of_another_runtime_is_refused_in_one_line_before_anything_is_
     refused = run_cli("validate", "tiny", "q4f16_1", "--dir", str(pulled), "--store", str(built))
     assert refused.returncode == 1 and "ffffffffffff" in refused.stderr, refused.stdout
     assert not log.exists()  # nothing was loaded
+
+
+TWO_RUNTIMES = """
+quantizations: [q4f16_1]
+devices:
+  - {name: cpu-nightly, family: cpu, target: llvm, pool: mlc-cpu}
+  - {name: cpu-stable, family: cpu, target: llvm, pool: mlc-stable}
+models:
+  - {id: tiny, source: {path: models/a}, conv_template: LM}
+"""
+
+
+def test_two_pools_with_different_toolchains_build_one_model_and_each_library_is_picked_by_runtime(
+    tiny_models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logging
+    import stat
+
+    from mlc_farm import toolchain
+    from mlc_farm.run import MatrixRun, Progress, preflight
+    from tests.test_run import InPlace
+
+    stable = tmp_path / "stable-python"  # another mlc_llm release installed beside tonight's
+    stable.write_text(f'#!/bin/sh\nMLC_DOUBLE_VERSION=0.19.0 MLC_DOUBLE_COMMIT={"5" * 40} exec {sys.executable} "$@"\n')
+    stable.chmod(stable.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("MLC_FARM_POOL_MLC_LLM", json.dumps({"mlc-stable": f"{stable} -m mlc_llm"}))
+    matrix, store = tiny_models / f"two-{tmp_path.name}.yaml", tmp_path / "store"
+    matrix.write_text(TWO_RUNTIMES)
+    pre = preflight(str(matrix), None, None, None, str(store), lambda st, pools: toolchain.probe_here(pools))
+    assert set(pre.toolchain.pools) == {"mlc-stable"} and pre.toolchain.mlc_llm_version == "0.20.0.dev0"
+    result = MatrixRun(pre, InPlace(pre.store), False, Progress(), logging.getLogger("test")).execute()
+    assert result.ok, result.message
+
+    (entry,) = entries(open_store(str(store)))
+    built = {d: (ref.runtime.mlc_llm_version if ref.runtime else None) for d, ref in entry.libs.items()}
+    assert built == {"cpu-nightly": "0.20.0.dev0", "cpu-stable": "0.19.0"}
+    assert all(ref.validation.run.status == "passed" and ref.fidelity for ref in entry.libs.values())
+    listed = run_cli("ls", "--store", str(store), env={"COLUMNS": "250"})
+    assert "0.19.0" in listed.stdout and "0.20.0.dev0" in listed.stdout
+
+    for version, device in (("0.19.0", "cpu-stable"), ("0.20.0.dev0", "cpu-nightly"), ("5555555", "cpu-stable")):
+        out = tmp_path / f"pulled-{version}"
+        done = run_cli("pull", "tiny", "q4f16_1", "-o", str(out), "--runtime", version, "--store", str(store))
+        assert done.returncode == 0, done.stderr
+        (lib,) = (out / "libs").iterdir()
+        assert lib.name.split("-q4f16_1-")[1].rsplit("-", 1)[0] == device
+        assert f'"mlc_llm": "{built[device]}"' in lib.read_text(errors="replace")  # compiled by that toolchain
+    unknown = run_cli(
+        "pull", "tiny", "q4f16_1", "-o", str(tmp_path / "x"), "--runtime", "0.18.0", "--store", str(store)
+    )
+    assert unknown.returncode == 2 and "built with: 0.19.0 (555555555555), 0.20.0.dev0" in unknown.stderr
+
+    home = tmp_path / "mlc"  # this machine runs tonight's mlc_llm: install takes the library it can load
+    done = run_cli("install", "tiny", "q4f16_1", "--mlc-home", str(home), "--store", str(store))
+    assert done.returncode == 0, done.stderr
+    (installed,) = (home / "model_lib").iterdir()
+    assert installed.name == f"{entry.libs['cpu-nightly'].jit_keys['cpu:0'].md5}.so"
+    assert entry.libs["cpu-nightly"].jit_keys == entry.libs["cpu-stable"].jit_keys  # the same cache name
+    other = run_cli("install", "tiny", "q4f16_1", "--mlc-home", str(home), "--runtime", "0.19.0", "--store", str(store))
+    assert other.returncode == 1 and "built with mlc_llm 0.19.0" in other.stderr

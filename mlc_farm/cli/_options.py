@@ -13,6 +13,10 @@ StoreOpt = Annotated[
     str | None,
     typer.Option("--store", help="file://DIR or s3://bucket/prefix (default: $MLC_FARM_STORE or ./artifacts)."),
 ]
+RuntimeOpt = Annotated[
+    str | None,
+    typer.Option("--runtime", help="Only libraries built with this mlc_llm (a version, or 7+ digits of its commit)."),
+]
 ModelOpt = Annotated[list[str] | None, typer.Option("--model", help="Only this model (repeatable).")]
 
 

@@ -68,7 +68,7 @@ def build(
     from mlc_farm.run import preflight
 
     # The run's own pre-flight, once: the flow is handed its probe instead of making another.
-    pre = preflight(str(matrix), model or None, None, None, store, lambda st, pools: toolchain.probe())
+    pre = preflight(str(matrix), model or None, None, None, store, lambda st, pools: toolchain.probe_here(pools))
 
     # Prefect's temporary server: a generous start on a loaded 2-core worker, and no telemetry from it.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")

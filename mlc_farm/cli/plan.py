@@ -27,6 +27,7 @@ from mlc_farm.matrix import (
     toolchain_problems,
 )
 from mlc_farm.plan import Plan, conversion_classes, make_plan
+from mlc_farm.run import pools_of
 from mlc_farm.store import ArtifactStore, open_store
 
 
@@ -53,7 +54,7 @@ def plan(
     loaded = load_matrix(matrix)
     cells = select_cells(loaded.matrix, loaded.file, model)
     st = open_store(store)
-    tc = toolchain.probe()
+    tc = toolchain.probe_here(pools_of(loaded.matrix, cells))
     accepted = names_accepted(loaded, tc, st)
     wanted = {c.model for c in cells}
     srcs = sources.resolve(loaded, [m for m in loaded.matrix.models if m.id in wanted])

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from mlc_farm.cli._app import app
 from mlc_farm.cli._errors import command
-from mlc_farm.cli._options import MatrixOpt, ModelOpt, Runtime, StoreOpt
+from mlc_farm.cli._options import MatrixOpt, ModelOpt, Runtime, RuntimeOpt, StoreOpt
 from mlc_farm.cli._output import err, out
 from mlc_farm.errors import BadInput
 from mlc_farm.matrix import (
@@ -31,6 +31,7 @@ def export_configs(
         str | None,
         typer.Option("--base-url", help="Where `mlc-farm pull` directories are served, for unpublished entries."),
     ] = None,
+    built_with: RuntimeOpt = None,
     store: StoreOpt = None,
 ) -> None:
     """Print the catalog (or --model's entries) as the config a runtime reads: WebLLM model records, app
@@ -44,7 +45,7 @@ def export_configs(
     found = [e for e in entries(st) if not model or e.model in model]
     if model and (unknown := sorted(set(model) - {e.model for e in found})):
         raise BadInput(f"--model: no catalog entry of {', '.join(unknown)} in {st.url} (`mlc-farm ls` lists them)")
-    print(json.dumps(export(st, found, runtime.value, base_url), indent=2))
+    print(json.dumps(export(st, found, runtime.value, base_url, built_with), indent=2))
 
 
 @command(app, "publish")

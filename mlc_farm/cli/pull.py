@@ -11,7 +11,7 @@ from rich.text import Text
 
 from mlc_farm.cli._app import app
 from mlc_farm.cli._errors import command
-from mlc_farm.cli._options import StoreOpt
+from mlc_farm.cli._options import RuntimeOpt, StoreOpt
 from mlc_farm.cli._output import bytes_bar, err, out
 from mlc_farm.errors import StoreError
 from mlc_farm.formatting import size
@@ -33,6 +33,7 @@ def pull_cmd(
         bool,
         typer.Option("--check-runtime", help="First check that the local mlc_llm/TVM can load the libraries."),
     ] = False,
+    built_with: RuntimeOpt = None,
     store: StoreOpt = None,
 ) -> None:
     """Write an MLC-ready directory (config, weights, tokenizer, libs/), every file checked by sha256."""
@@ -41,14 +42,19 @@ def pull_cmd(
     check_names(model=model, quantization=quantization, device=device)
     st = open_store(store, must_exist=True)
     if check_runtime:
-        _refuse_mismatched(st, model, quantization, device)
+        _refuse_mismatched(st, model, quantization, device, built_with)
     with bytes_bar("downloading, every sha256 checked") as progress:
-        files = pull(st, model, quantization, output, device, replace=force, progress=progress)
+        files = pull(st, model, quantization, output, device, built_with, replace=force, progress=progress)
     out.print(f"wrote {len(files)} files to {output}, every sha256 verified")
 
 
 def _refuse_mismatched(
-    st: ArtifactStore, model: str, quantization: str, device: str | None, runnable_only: bool = False
+    st: ArtifactStore,
+    model: str,
+    quantization: str,
+    device: str | None,
+    built_with: str | None = None,
+    runnable_only: bool = False,
 ) -> None:
     """Exit 1 in one line, before anything is loaded, when the local runtime cannot load a library (of
     `device`, or every one; `runnable_only`: those whose device is on this machine, which validation runs)."""
@@ -58,6 +64,8 @@ def _refuse_mismatched(
 
     entry = get_entry(st, model, quantization)
     libs = {d: ref.runtime for d, ref in entry.libs.items() if device in (None, d)}
+    if built_with is not None:
+        libs = {d: libs[d] for d in runtime.built_with(libs, built_with, f"{model} {quantization}")}
     if runnable_only:
         libs = {d: r for d, r in libs.items() if (f := of_target(entry.libs[d].target)) and not f.missing_here()}
     if libs:
