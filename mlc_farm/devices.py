@@ -58,6 +58,7 @@ class Family:
     - `convert_on`: it can be `convert_weight --device`.
     - `pool_template`: the base job template of its work pools (`mlc_farm/pools/<type>-<template>.json`).
     - `exports`: the runtimes whose exports list its libraries (`webllm`, `app`).
+    - `compile_needs`: what compiling for it needs on the pool beyond the wheel (mlc_farm/capabilities.py).
     """
 
     name: str
@@ -71,6 +72,7 @@ class Family:
     convert_on: bool = False
     pool_template: str = "cpu"
     exports: tuple[str, ...] = ()
+    compile_needs: tuple[str, ...] = ()
 
     def missing_here(self) -> str | None:
         """Why a library of this family cannot run on this machine, or None when it can."""
@@ -85,20 +87,22 @@ FAMILIES: dict[str, Family] = {
         Family("cuda", "so", ("cuda",), ("cuda",), runtime_device="cuda", absent=_no_nvidia, mlc_device="cuda",
                convert_on=True, pool_template="cuda"),
         Family("rocm", "so", ("rocm",), ("rocm",), runtime_device="rocm", absent=_no_kfd, mlc_device="rocm",
-               convert_on=True, pool_template="rocm"),
+               convert_on=True, pool_template="rocm", compile_needs=("the ROCm toolchain",)),
         Family("vulkan", "so", ("vulkan", "vulkan:generic"), ("vulkan",), runtime_device="vulkan",
                absent=_no_vulkan, mlc_device="vulkan", convert_on=True),
         Family("metal", "dylib", ("metal", "metal:generic", "metal:x86-64"), ("metal",),
                default_host="arm64-apple-darwin", runtime_device="metal", absent=_not_macos, mlc_device="metal",
-               convert_on=True),
+               convert_on=True, compile_needs=("xcrun metal",)),
         Family("opencl", "so", ("opencl", "opencl:generic", "windows:adreno_x86"), ("opencl",),
                mlc_device="opencl", convert_on=True),
-        Family("webgpu", "wasm", ("webgpu",), ("webgpu",), mlc_device="webgpu", exports=("webllm",)),
+        Family("webgpu", "wasm", ("webgpu",), ("webgpu",), mlc_device="webgpu", exports=("webllm",),
+               compile_needs=("emcc", "mlc_wasm_runtime.bc")),
         Family("cpu", "so", ("llvm", "cpu", "c"), ("llvm", "c"), runtime_device="cpu", mlc_device="cpu",
                convert_on=True),
         Family("android", "tar", ("android", "android:adreno", "android:adreno-so", "mali"), mlc_device="opencl",
                exports=("app",)),
-        Family("iphone", "tar", ("iphone", "macabi"), mlc_device="metal", exports=("app",)),
+        Family("iphone", "tar", ("iphone", "macabi"), mlc_device="metal", exports=("app",),
+               compile_needs=("xcrun metal",)),
     )
 }  # fmt: skip
 
@@ -131,7 +135,8 @@ def target_family(target: str) -> str | None:
 
 
 def local_gpu_archs() -> list[str] | None:
-    """The local NVIDIA GPUs' `sm_XY`, from nvidia-smi; None when it cannot tell."""
+    """The local NVIDIA GPUs' architectures as the matrix's `cuda_archs` say them (`86`), from nvidia-smi; None
+    when it cannot tell."""
     smi = shutil.which("nvidia-smi")
     if smi is None:
         return None
@@ -140,5 +145,5 @@ def local_gpu_archs() -> list[str] | None:
                              text=True, timeout=20, check=True).stdout  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         return None
-    archs = sorted({"sm_" + line.strip().replace(".", "") for line in out.splitlines() if line.strip()})
+    archs = sorted({line.strip().replace(".", "") for line in out.splitlines() if line.strip()})
     return archs or None

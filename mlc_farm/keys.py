@@ -89,8 +89,10 @@ def library_inputs(
     overrides: Overrides,
     device: DeviceSpec,
     toolchain: ToolchainInfo,
+    tools: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Inputs of compile: the architecture (not the weights' values), quantization, overrides, target, host.
+    """Inputs of compile: the architecture (not the weights' values), quantization, overrides, target, host,
+    and the compilers beyond the wheel that build it (`tools`: emcc, nvcc), when it needs any.
 
     `model` is the architecture config when known; otherwise the source identity, so that a library is
     never shared on a guess.
@@ -106,6 +108,7 @@ def library_inputs(
         "opt": device.opt,
         "lib_ext": device.library_ext,
         "toolchain": toolchain_identity(toolchain),
+        **({"tools": tools} if tools else {}),
     }
 
 

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from mlc_farm import fidelity, keys, twins
+from mlc_farm import capabilities, fidelity, keys, twins
 from mlc_farm.fingerprints import Fingerprint
 from mlc_farm.matrix import Cell, DeviceSpec, Matrix, Overrides
 from mlc_farm.sources import ResolvedSource
@@ -216,8 +216,9 @@ def make_plan(
         )
         arch = {"model_type": model_type, "config": keys.architecture(src.config)}
         device = devices[cell.device]
-        l_inputs = keys.library_inputs(arch, cell.quantization, spec.overrides, device, of_pool(toolchain,
-                                       device.work_pool))  # fmt: skip
+        tools = capabilities.tools(device, toolchain.can_build(device.work_pool))
+        l_inputs = keys.library_inputs(arch, cell.quantization, spec.overrides, device,
+                                       of_pool(toolchain, device.work_pool), tools)  # fmt: skip
         l_key = keys.digest(l_inputs)
         lib = libs.setdefault(
             l_key,

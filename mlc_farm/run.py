@@ -19,13 +19,13 @@ from typing import Any, Literal, Protocol
 
 from rich.text import Text
 
-from mlc_farm import terminal
+from mlc_farm import capabilities, terminal
 from mlc_farm import toolchain as toolchain_steps
 from mlc_farm.build import remove_stale_workdirs
 from mlc_farm.catalog import BuildRecord, FailureRecord, all_records, load_failure, load_record, now, referenced_blobs
 from mlc_farm.catalog_update import UnitResult
 from mlc_farm.durations import estimate
-from mlc_farm.errors import NamesRejected, PublishError, ToolchainUnavailable
+from mlc_farm.errors import BadInput, NamesRejected, PublishError, ToolchainUnavailable
 from mlc_farm.fingerprints import Fingerprint
 from mlc_farm.formatting import clock
 from mlc_farm.history import night_regressions
@@ -128,6 +128,14 @@ class Preflight:
     pools: list[str]
 
 
+def refuse_unbuildable(matrix: Matrix, cells: list[Cell], toolchain: ToolchainInfo) -> None:
+    """Exit 2 before anything runs when a device's pool cannot build its target (no emcc for webgpu, cuda_archs
+    beyond the pool's nvcc...): otherwise it would fail at compile time, after its conversion spent its GPU time."""
+    devices = [matrix.device(name) for name in sorted({c.device for c in cells})]
+    if found := capabilities.problems(devices, toolchain.can_build):
+        raise BadInput("\n".join(found))
+
+
 def pools_of(matrix: Matrix, cells: list[Cell]) -> list[str]:
     """The pools the cells build on: the weights pool (weights, configs, references: the run's toolchain) first."""
     return [matrix.weights_pool, *sorted({matrix.device(c.device).work_pool for c in cells} - {matrix.weights_pool})]
@@ -157,6 +165,7 @@ def preflight(
     accepted = toolchain.names or BUILTIN_NAMES
     if problems := toolchain_problems(matrix, accepted):
         raise NamesRejected(loaded.file, [*problems, f"(names checked against {accepted.source})"])
+    refuse_unbuildable(matrix, cells, toolchain)
     return Preflight(loaded, cells, targets, store, toolchain, pools)
 
 

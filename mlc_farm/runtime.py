@@ -25,7 +25,7 @@ class Needs(BaseModel):
     """What the machine that runs the library must offer."""
 
     device: str  # mlc_llm's `--device` kind: cuda, rocm, vulkan, metal, cpu, webgpu, ...
-    cuda_archs: list[str] = []  # sm_XY the fat binary or the target's `arch` covers
+    cuda_archs: list[str] = []  # what the fat binary or the target's `arch` covers, as cuda_archs say them (86)
     rocm_mcpu: str | None = None
     features: list[str] = []  # e.g. shader-f16 for a WebGPU f16 build
     host: str  # the host triple the CPU part was compiled for
@@ -61,7 +61,7 @@ def needs_of(device: DeviceSpec, quantization: str) -> Needs:
     kind = family.mlc_device if family else "cpu"
     archs = list(device.cuda_archs)
     if kind == "cuda" and not archs and (arch := _target_field(device.target, "arch")):
-        archs = [arch]
+        archs = [arch.removeprefix("sm_")]  # as cuda_archs say them: 86, 90a
     features = ["shader-f16"] if kind == "webgpu" and "f16" in quantization else []
     return Needs(device=kind, cuda_archs=archs, rocm_mcpu=_target_field(device.target, "mcpu") if kind == "rocm"
                  else None, features=features, host=device.host_triple)  # fmt: skip
@@ -90,7 +90,7 @@ def same_runtime(lib: LibRuntime, local: dict[str, Any]) -> bool:
 
 def mismatch(lib: LibRuntime, local: dict[str, Any], local_gpu_archs: list[str] | None = None) -> str | None:
     """One line saying why this runtime cannot load the library, naming both sides and what to do; None when
-    it can. `local_gpu_archs`: the local CUDA GPUs' sm_XY, when known."""
+    it can. `local_gpu_archs`: the local CUDA GPUs' architectures (86), when known."""
     here = (
         f"mlc_llm {local.get('mlc_llm_version')} ({str(local.get('mlc_llm_commit'))[:12]}), "
         f"tvm {local.get('tvm_version')}"
@@ -103,8 +103,8 @@ def mismatch(lib: LibRuntime, local: dict[str, Any], local_gpu_archs: list[str] 
     archs = lib.needs.cuda_archs
     if archs and local_gpu_archs and not set(local_gpu_archs) & set(archs):
         return (
-            f"built for CUDA {', '.join(archs)}; this machine's GPUs are {', '.join(local_gpu_archs)}: take a build "
-            "whose cuda_archs include yours"
+            f"built for CUDA architectures {', '.join(archs)}; this machine's GPUs are {', '.join(local_gpu_archs)}: "
+            "take a build whose cuda_archs include yours"
         )
     return None
 

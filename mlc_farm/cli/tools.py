@@ -15,12 +15,27 @@ from mlc_farm.errors import PermanentError
 
 
 @command(app, "toolchain")
-def show_toolchain() -> None:
-    """Print the mlc_llm/TVM identity this machine would build with; exit 1 if mlc_llm is unusable."""
+def show_toolchain(
+    expect_commit: Annotated[
+        str | None,
+        typer.Option("--expect-commit", help="Exit 1 unless mlc_llm reports this commit (an image's own check)."),
+    ] = None,
+) -> None:
+    """Print the mlc_llm/TVM identity this machine would build with, and the compilers beyond the wheel it has
+    (emcc, nvcc, Xcode, the NDK, ROCm); exit 1 if mlc_llm is unusable."""
     tc = toolchain.probe()
     if not tc.known:
         raise PermanentError(f"toolchain unknown: {tc.error}")
     out.print(f"toolchain: {tc.describe()} [{tc.mlc_llm_dist}]", highlight=False, markup=False)
+    out.print("can compile with:", highlight=False)
+    for line in tc.capabilities.lines():
+        out.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
+    if expect_commit and not tc.mlc_llm_commit.startswith(expect_commit):
+        raise PermanentError(
+            f"mlc_llm reports commit {tc.mlc_llm_commit}, this image's mlc_wasm_runtime.bc was built from "
+            f"{expect_commit}: a .wasm would link a runtime of another commit; rebuild the image with "
+            "--build-arg MLC_LLM_COMMIT set to the wheel's commit"
+        )
 
 
 @command(app, "tiny-model")

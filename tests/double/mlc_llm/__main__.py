@@ -28,6 +28,8 @@ import errno
 import hashlib
 import json
 import os
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -85,9 +87,30 @@ def write_text(path: Path, text: str) -> None:
     path.write_text(text)
 
 
-def fail(message: str, code: int = 1) -> None:
-    print(f"ValueError: {message}", file=sys.stderr)
+def fail(message: str, code: int = 1, error: str = "ValueError") -> None:
+    print(f"{error}: {message}", file=sys.stderr)
     sys.exit(code)
+
+
+def compilers(device: str, kind: str) -> dict[str, str]:
+    """What compiling for webgpu and android:adreno-so needs beyond the wheel, as the real tool finds it (or
+    fails without it): emcc and mlc_wasm_runtime.bc (./web/dist/wasm, then $MLC_LLM_SOURCE_DIR), TVM_NDK_CC."""
+    found = {}
+    if kind == "webgpu":
+        if shutil.which("emcc") is None:
+            fail("emcc not found on PATH: compiling for webgpu needs Emscripten", error="RuntimeError")
+        bases = [
+            Path.cwd(),
+            *([Path(os.environ["MLC_LLM_SOURCE_DIR"])] if os.environ.get("MLC_LLM_SOURCE_DIR") else []),
+        ]
+        if not any((b / "web" / "dist" / "wasm" / "mlc_wasm_runtime.bc").is_file() for b in bases):
+            fail("Cannot find library: mlc_wasm_runtime.bc\nHint: build it with web/prep_emcc_deps.sh in the mlc-llm "
+                 "source tree and set MLC_LLM_SOURCE_DIR to that tree", error="RuntimeError")  # fmt: skip
+        said = subprocess.run(["emcc", "--version"], capture_output=True, text=True, check=True).stdout
+        found["emcc"] = said.splitlines()[0]
+    if device == "android:adreno-so" and not os.environ.get("TVM_NDK_CC"):
+        fail("Require environment variable TVM_NDK_CC", error="RuntimeError")
+    return found
 
 
 def knobs(step: str) -> None:
@@ -425,6 +448,7 @@ def compile_(args: argparse.Namespace) -> None:
         if key not in OVERRIDES:
             fail(f"Unknown override {key!r}")
         overrides[key] = value
+    tools = compilers(args.device, kind)
     target = {"kind": kind, "host": host_of(args.device, args.host)}
     log("compile.py:118", f"Target: {json.dumps(target)}")
     quantization = args.quantization or chat["quantization"]
@@ -437,7 +461,7 @@ def compile_(args: argparse.Namespace) -> None:
             "model_config": chat["model_config"], "quantization": quantization, "device": args.device,
             "opt": args.opt, "overrides": overrides, "multi_arch": os.environ.get("MLC_MULTI_ARCH"),
         },
-        "built_by": {"mlc_llm": mlc_llm.__version__, "commit": mlc_llm.__commit__},  # code of that runtime
+        "built_by": {"mlc_llm": mlc_llm.__version__, "commit": mlc_llm.__commit__, **tools},  # code of that runtime
         "target": target, "metadata": meta, "knobs": {"nan": bool(os.environ.get("MLC_DOUBLE_NAN")),
                                                      "rope_base": os.environ.get("MLC_DOUBLE_ROPE_BASE")},
     }  # fmt: skip

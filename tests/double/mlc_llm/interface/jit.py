@@ -76,7 +76,7 @@ def jit(model_path: Path, overrides: dict[str, Any], device: Any, system_lib_pre
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / path.name
         subprocess.run([sys.executable, "-m", "mlc_llm", "compile", str(Path(model_path) / "mlc-chat-config.json"),
-                        "--device", dev.split(":")[0], "--opt", overrides.get("opt") or "O2", "-o", str(out)],
+                        "--device", {"cpu": "llvm"}.get(dev.split(":")[0], dev.split(":")[0]), "--opt", overrides.get("opt") or "O2", "-o", str(out)],
                        check=True, env=os.environ)  # fmt: skip
         os.replace(out, path)
     return JITResult(str(path), prefix)
