@@ -17,9 +17,11 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import PrefectFuture, wait
 from prefect.states import Completed, Failed, State
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from prefect.runtime import flow_run as runtime_flow_run
 from prefect.utilities.annotations import quote
 from pydantic import BaseModel
 
+from mlc_farm import alerts
 from mlc_farm import toolchain as toolchain_steps
 from mlc_farm.catalog import BuildRecord
 from mlc_farm.catalog_update import UnitResult
@@ -250,7 +252,7 @@ class PrefectEngine:
             description=f"The {'cells that are not OK' if big else 'matrix'} of this run (every cell: "
             "mlc-farm-build-summary).",
         )
-        create_table_artifact(
+        table = create_table_artifact(
             key="mlc-farm-build-summary",
             table=[r.model_dump() for r in summary.rows],
             description="Every cell of the matrix: built, reused or failed, and where its log is.\n\n"
@@ -267,6 +269,15 @@ class PrefectEngine:
             create_table_artifact(
                 key="mlc-farm-publish", table=published, description="Hugging Face repos of this run."
             )
+        alerts.emit(alerts.outcome(summary, _artifact_link(table)), runtime_flow_run.id)
+
+
+def _artifact_link(artifact: Any) -> str:
+    """Where a person opens an artifact: the UI's page when PREFECT_UI_URL is set, else its id and key."""
+    from prefect.settings import PREFECT_UI_URL
+
+    ui = PREFECT_UI_URL.value()
+    return f"{ui}/artifacts/artifact/{artifact}" if ui else f"artifact {artifact} (mlc-farm-build-summary)"
 
 
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:

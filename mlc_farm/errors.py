@@ -146,10 +146,22 @@ class StackError(PermanentError):
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]*@")
 
 
+_SECRETS: set[str] = set()  # values read from Prefect blocks (credentials.py), never shown
+
+
+def remember_secret(value: str | None) -> None:
+    """A secret this process holds (a block's value): `redact_urls` hides it wherever it would appear."""
+    if value and len(value) >= 8:
+        _SECRETS.add(value)
+
+
 def redact_urls(text: str) -> str:
-    """`scheme://user:password@host` -> `scheme://***@host` wherever it appears: no message, log or page ever
-    shows credentials that someone put in a URL."""
-    return _USERINFO.sub(r"\1***@", text)
+    """`scheme://user:password@host` -> `scheme://***@host` wherever it appears, and any secret read from a
+    block -> `***`: no message, log or page ever shows credentials."""
+    text = _USERINFO.sub(r"\1***@", text)
+    for secret in _SECRETS:
+        text = text.replace(secret, "***")
+    return text
 
 
 def is_transient(error: BaseException) -> bool:

@@ -75,3 +75,44 @@ def init(matrix: Matrix, pool_type: str, gpus: int, pool_limit: int | None) -> l
                 client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=gpus))
             done.append(f"global concurrency limit {name}: {gpus} compile(s) at once")
     return done
+
+
+def block_names() -> tuple[str, str]:
+    """The names of the AwsCredentials and Secret blocks: the settings', else mlc-farm-aws, mlc-farm-hf-token."""
+    from mlc_farm.settings import load_settings
+
+    settings = load_settings()
+    return settings.aws_credentials_block or "mlc-farm-aws", settings.hf_token_block or "mlc-farm-hf-token"
+
+
+def store_credentials(env: dict[str, str]) -> list[str]:
+    """Save the store's AWS credentials and endpoint (an AwsCredentials block) and the Hub token (a Secret block)
+    of `env` on the Prefect server, under the names the settings give (else mlc-farm-aws, mlc-farm-hf-token), so
+    that workers need no secrets in their environment; a line each, never a value."""
+    from prefect.blocks.system import Secret
+    from prefect_aws import AwsClientParameters, AwsCredentials
+
+    aws_block, hf_block = block_names()
+    done = []
+    key, secret = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
+    if key and secret:
+        name = aws_block
+        endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+        AwsCredentials(
+            aws_access_key_id=key,
+            aws_secret_access_key=secret,
+            aws_session_token=env.get("AWS_SESSION_TOKEN"),
+            region_name=env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION"),
+            aws_client_parameters=AwsClientParameters(endpoint_url=endpoint),
+        ).save(name, overwrite=True)
+        done.append(f"AwsCredentials block {name!r}: the store's keys{' and endpoint' if endpoint else ''}; "
+                    f"workers: MLC_FARM_AWS_CREDENTIALS_BLOCK={name}")  # fmt: skip
+    else:
+        done.append("no AwsCredentials block: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set here")
+    if token := env.get("HF_TOKEN"):
+        name = hf_block
+        Secret(value=token).save(name, overwrite=True)
+        done.append(f"Secret block {name!r}: the Hub token; workers: MLC_FARM_HF_TOKEN_BLOCK={name}")
+    else:
+        done.append("no Secret block for the Hub: HF_TOKEN is not set here")
+    return done

@@ -2,7 +2,7 @@
 tokenizer, each device's library under `libs/`, a model card and `mlc-farm-manifest.json`.
 
 Files whose content already matches on the Hub are not sent again, files no longer produced are deleted in
-the same commit, and a republish with nothing changed makes no commit. The token comes from HF_TOKEN or
+the same commit, and a republish with nothing changed makes no commit. The token comes from HF_TOKEN, the Secret block MLC_FARM_HF_TOKEN_BLOCK names, or
 the usual huggingface_hub login and is never printed.
 """
 
@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from mlc_farm import credentials
 from mlc_farm.catalog import CatalogEntry, FileEntry, get_entry, load_record
 from mlc_farm.devices import Family, of_target
 from mlc_farm.devices import family as device_family
@@ -359,7 +360,7 @@ def publish(
         private = bool(entry.source.get("restricted"))
     files = pull_files(store, model, quantization)
     lib_files = {d: lib_path(entry, d) for d in entry.libs}
-    api = HfApi(endpoint=hub_endpoint())
+    api = HfApi(endpoint=hub_endpoint(), token=credentials.hf_token())
     with tempfile.TemporaryDirectory(prefix="mlc-farm-publish-") as tmp:
         root = Path(tmp)
         local = {p: root / p for p in files}

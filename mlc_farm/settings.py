@@ -62,6 +62,14 @@ class Settings(BaseSettings):
     stale_upload_hours: float = Field(
         24, gt=0, allow_inf_nan=False, description="Unfinished uploads older than this belong to dead runs."
     )
+    aws_credentials_block: str | None = Field(
+        None,
+        description="An AwsCredentials block (prefect-aws) with the S3 store's keys and endpoint, for workers "
+        "with no AWS variables (the environment's win when both are set).",
+    )
+    hf_token_block: str | None = Field(
+        None, description="A Secret block with the Hub token, for workers without HF_TOKEN (HF_TOKEN wins)."
+    )
     hf_org: str | None = Field(None, description="Hub organization when the matrix's `publish.org` is not set.")
     home: str | None = Field(
         None, description="Where farm workers find this checkout (prefect.yaml's pull step; `/opt/mlc-farm` in images)."

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from mlc_farm import credentials
 from mlc_farm.matrix import HFSource, LoadedMatrix, LocalSource, ModelSpec
 from mlc_farm.settings import load_settings
 
@@ -109,8 +110,9 @@ def resolve_hf(model: str, source: HFSource) -> ResolvedSource:
     base = ResolvedSource(model=model, kind="hf", ref=source.hf, revision=source.revision)
     unreachable = False
     try:
-        info = HfApi(endpoint=hub_endpoint()).model_info(source.hf, revision=source.revision)
-        config_path = hf_hub_download(source.hf, "config.json", revision=info.sha, endpoint=hub_endpoint())
+        token = credentials.hf_token()
+        info = HfApi(endpoint=hub_endpoint(), token=token).model_info(source.hf, revision=source.revision)
+        config_path = hf_hub_download(source.hf, "config.json", revision=info.sha, endpoint=hub_endpoint(), token=token)
     except GatedRepoError:
         why = f"{source.hf} is gated: accept its license on the Hub and set HF_TOKEN"
     except RepositoryNotFoundError:
@@ -152,9 +154,12 @@ def fetch(source: ResolvedSource, cache_dir: Path | None = None) -> Path:
     from huggingface_hub import HfApi, snapshot_download
 
     assert source.identity, source.error
-    api = HfApi(endpoint=hub_endpoint())
+    token = credentials.hf_token()
+    api = HfApi(endpoint=hub_endpoint(), token=token)
     names = [s.rfilename for s in api.model_info(source.ref, revision=source.identity).siblings or []]
     cache = cache_dir or load_settings().cache_dir / "hf"
     return Path(
-        snapshot_download(source.ref, revision=source.identity, allow_patterns=needed_files(names), cache_dir=cache)
+        snapshot_download(
+            source.ref, revision=source.identity, allow_patterns=needed_files(names), cache_dir=cache, token=token
+        )
     )

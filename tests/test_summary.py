@@ -56,3 +56,28 @@ def test_the_status_names_the_phase_and_the_time() -> None:
         assert status.lines()[1] == "  convert a/q4f16_1: uploading 1.0 MB of 4.0 MB 0:00, running 1:05"
     assert status.lines()[1] == "  convert a/q4f16_1: running 1:05"  # the phase ends with its block
     assert clock(3725) == "1:02:05"
+
+
+def test_a_nightlys_outcome_is_its_worst_news_and_names_what_to_run() -> None:
+    from mlc_farm.alerts import outcome
+    from mlc_farm.catalog_update import UnitResult
+    from mlc_farm.summary import CellRow, Summary
+
+    def row(device: str, status: str, detail: str = "") -> CellRow:
+        return CellRow(model="m", quantization="q4f16_1", device=device, convert="built", config="built",
+                       library="built", validation="", status=status, log="", detail=detail)  # type: ignore[arg-type]  # fmt: skip
+
+    ok = Summary(rows=[row("cpu", "ok")], steps={})
+    assert outcome(ok, None).outcome == "ok"
+    kept = ok.model_copy(update={"units": [UnitResult(model="m", quantization="q4f16_1", status="kept previous",
+                                                       detail="the new builds lack vulkan")]})  # fmt: skip
+    found = outcome(kept, "http://ui/artifacts/artifact/1")
+    assert found.outcome == "kept-previous" and "(mlc-farm log m q4f16_1)" in found.message
+    assert found.message.endswith("summary: http://ui/artifacts/artifact/1")
+    regressed = ok.model_copy(update={"regressions": ["m q4f16_1 cpu: tokens/s down: 40 -> 20"]})
+    assert outcome(regressed, None).outcome == "regressed"
+    failed = Summary(rows=[row("cpu", "failed", "compile failed: exit code 1"), row("gpu", "ok")], steps={},
+                     regressions=["x"])  # fmt: skip
+    worst = outcome(failed, None)
+    assert worst.outcome == "failed" and worst.cells_ok == 1
+    assert worst.failed == ["m q4f16_1 cpu: compile failed: exit code 1 (mlc-farm log m q4f16_1 cpu)"]

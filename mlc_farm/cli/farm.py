@@ -25,13 +25,46 @@ def farm_init(
     pool_type: Annotated[PoolType, typer.Option("--type", help="The work pools' type.")] = PoolType.process,
     gpus: Annotated[int, typer.Option(help="Compiles at once per pool (one per GPU).")] = 1,
     pool_limit: Annotated[int | None, typer.Option(help="Flow runs at once per pool.")] = None,
+    store_credentials: Annotated[
+        bool,
+        typer.Option("--store-credentials", help="Save the AWS keys and HF_TOKEN of this environment in blocks."),
+    ] = False,
+    notify: Annotated[
+        str | None,
+        typer.Option(
+            "--notify",
+            help="A notification block (TYPE/NAME, e.g. slack-webhook/ops) that hears of "
+            "failed, kept, regressed or missed nightlies.",
+        ),
+    ] = None,
+    missed_after: Annotated[
+        str, typer.Option("--missed-after", help="A nightly that has not completed for this long notifies (e.g. 26h).")
+    ] = "26h",
 ) -> None:
-    """Create or update the work pools of the matrix and their concurrency limits (idempotent; PREFECT_API_URL)."""
+    """Create or update the work pools of the matrix and their concurrency limits, and optionally the credential
+    blocks and the nightly's automations (idempotent; PREFECT_API_URL)."""
+    from datetime import timedelta
+
+    from mlc_farm import alerts
     from mlc_farm.farm import init
+    from mlc_farm.farm import store_credentials as save_credentials
+    from mlc_farm.settings import parse_seconds
 
     loaded = load_matrix(matrix)
+    try:
+        window = timedelta(seconds=float(parse_seconds(missed_after)))
+    except ValueError as e:
+        raise BadInput(f"--missed-after {missed_after!r}: {e}") from None
+    if window < timedelta(seconds=10):
+        raise BadInput(f"--missed-after {missed_after!r}: Prefect's proactive triggers need at least 10 s")
     for line in init(loaded.matrix, pool_type.value, gpus, pool_limit):
         out.print(line, highlight=False)
+    if store_credentials:
+        for line in save_credentials(dict(os.environ)):
+            out.print(line, highlight=False, soft_wrap=True)
+    if notify:
+        for line in alerts.apply(notify, window):
+            out.print(line, highlight=False, soft_wrap=True)
 
 
 @command(farm_app, "up")
@@ -75,10 +108,22 @@ def farm_up(
                       region_name="us-east-1")  # fmt: skip
     with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
         s3.create_bucket(Bucket=bucket)
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from mlc_farm.farm import block_names, store_credentials
+
+    with temporary_settings({PREFECT_API_URL: running.api_url}):  # the stack's keys (and HF_TOKEN) in blocks too
+        saved = store_credentials({**running.env(key, secret), **({"HF_TOKEN": t} if (t := os.environ.get("HF_TOKEN"))
+                                                                    else {})})  # fmt: skip
+    aws_block, hf_block = block_names()
+    blocks = {"MLC_FARM_AWS_CREDENTIALS_BLOCK": aws_block,
+              **({"MLC_FARM_HF_TOKEN_BLOCK": hf_block} if os.environ.get("HF_TOKEN") else {})}  # fmt: skip
     env_sh = directory / "env.sh"
     env_sh.touch(mode=0o600)
     env_sh.chmod(0o600)  # before the secret goes in
-    env_sh.write_text("".join(f"export {k}={v}\n" for k, v in (running.env(key, secret) | env).items()))
+    env_sh.write_text("".join(f"export {k}={v}\n" for k, v in (running.env(key, secret) | env | blocks).items()))
+    for line in saved:
+        out.print(line, highlight=False, soft_wrap=True)
     out.print(
         f"stack up: Prefect API {running.api_url}, S3 {running.s3_endpoint}, workers for {', '.join(pools)}",
         highlight=False,

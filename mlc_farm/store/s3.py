@@ -45,6 +45,7 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from s3transfer.subscribers import BaseSubscriber
 
+from mlc_farm import credentials
 from mlc_farm.errors import (
     CorruptBlobError,
     DamagedDocumentError,
@@ -95,8 +96,14 @@ class S3Store:
             raise StoreError(f"{url}: expected s3://bucket/prefix")
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
-        session = boto3.session.Session()
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        creds = credentials.aws()
+        session = boto3.session.Session(
+            aws_access_key_id=creds.access_key_id,
+            aws_secret_access_key=creds.secret_access_key,
+            aws_session_token=creds.session_token,
+            region_name=creds.region,
+        )
+        endpoint = creds.endpoint
         # A silent server is given up after a quarter of the retry budget (at most 60 s), so that a stalled
         # answer leaves the budget time to retry, and the budget holds.
         self.retry_seconds = settings.retry_seconds
@@ -114,7 +121,8 @@ class S3Store:
         if session.get_credentials() is None:
             raise StoreError(
                 f"no AWS credentials found for {self.url}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
-                "or AWS_PROFILE, or run where an instance role applies"
+                "or AWS_PROFILE, or MLC_FARM_AWS_CREDENTIALS_BLOCK (an AwsCredentials block), or run where an "
+                "instance role applies"
             )
         self._session, self._config = session, config
         self.client = session.client("s3", endpoint_url=endpoint, config=config)

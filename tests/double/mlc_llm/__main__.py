@@ -17,6 +17,7 @@ unless `--host` names a triple. Knobs for tests, all optional:
   MLC_DOUBLE_ROPE_BASE=B   compile a library with rope base B: it fits its weights, runs, and computes another
                            function (the reference's wrong-rope-base library)
   MLC_DOUBLE_ENV_LOG=FILE  append the environment names each invocation sees (to check what it is given)
+  MLC_DOUBLE_ENV_DUMP=FILE append the whole environment each invocation sees (to check no secret is in it)
   MLC_DOUBLE_CONVERT_CHANGE=TYPE  convert_weight of model type TYPE stores its tensors in another order (a
                            converter that changed: same tensors, other bytes)
 """
@@ -120,6 +121,9 @@ def knobs(step: str) -> None:
     if env_log := os.environ.get("MLC_DOUBLE_ENV_LOG"):
         with open(env_log, "a") as f:
             f.write(json.dumps(sorted(os.environ)) + "\n")
+    if env_dump := os.environ.get("MLC_DOUBLE_ENV_DUMP"):
+        with open(env_dump, "a") as f:
+            f.write(json.dumps(dict(os.environ)) + "\n")
     print(f"[mlc_llm double] {step} {' '.join(sys.argv[2:])}", flush=True)
     if seconds := os.environ.get("MLC_DOUBLE_SLEEP"):
         time.sleep(float(seconds))

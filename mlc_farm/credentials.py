@@ -1,0 +1,93 @@
+"""Where the farm's secrets come from: the environment, else the Prefect blocks the settings name, as Prefect
+users keep them. The store's AWS credentials and endpoint from an `AwsCredentials` block (prefect-aws,
+MLC_FARM_AWS_CREDENTIALS_BLOCK); the Hub token from a `Secret` block (MLC_FARM_HF_TOKEN_BLOCK). Environment
+variables win when both are set, so nothing that works today changes. A value read from a block is never put
+in the environment (the toolchain never sees it) and is redacted from every message (`errors.redact`)."""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+
+from mlc_farm.errors import BadInput, remember_secret
+from mlc_farm.settings import load_settings
+
+ENV_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_PROFILE")  # the environment has credentials of its own
+
+
+@dataclass(frozen=True)
+class Aws:
+    """What a boto3 session and client are made with (None: boto3's own chain, i.e. the environment)."""
+
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    session_token: str | None = None
+    region: str | None = None
+    endpoint: str | None = None
+    source: str = "the environment"
+
+
+def env_endpoint() -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+
+
+def aws() -> Aws:
+    """The S3 store's credentials: the environment's when it has some (or no block is named), else the block's.
+    An endpoint in the environment wins over the block's."""
+    name = load_settings().aws_credentials_block
+    if name is None or any(os.environ.get(k) for k in ENV_KEYS):
+        return Aws(endpoint=env_endpoint())
+    found = _aws_block(name)
+    return Aws(**{**found.__dict__, "endpoint": env_endpoint() or found.endpoint})
+
+
+@functools.lru_cache(maxsize=8)
+def _aws_block(name: str) -> Aws:
+    from prefect_aws import AwsCredentials
+
+    block = _load(AwsCredentials, name, "MLC_FARM_AWS_CREDENTIALS_BLOCK")
+    secret = block.aws_secret_access_key.get_secret_value() if block.aws_secret_access_key else None
+    token = block.aws_session_token
+    for value in (secret, token):
+        remember_secret(value)
+    params = block.aws_client_parameters
+    return Aws(access_key_id=block.aws_access_key_id, secret_access_key=secret, session_token=token,
+               region=block.region_name, endpoint=params.endpoint_url if params else None,
+               source=f"the AwsCredentials block {name!r}")  # fmt: skip
+
+
+def hf_token() -> str | None:
+    """The Hub token: HF_TOKEN when set (huggingface_hub reads it itself: None), else the Secret block's."""
+    name = load_settings().hf_token_block
+    if name is None or os.environ.get("HF_TOKEN"):
+        return None
+    return _hf_block(name)
+
+
+@functools.lru_cache(maxsize=8)
+def _hf_block(name: str) -> str:
+    from prefect.blocks.system import Secret
+
+    value = str(_load(Secret, name, "MLC_FARM_HF_TOKEN_BLOCK").get())
+    remember_secret(value)
+    return value
+
+
+def _load(kind: type, name: str, setting: str):  # type: ignore[no-untyped-def]
+    """A block by name; a clear error naming the setting when it is not there or the server does not answer."""
+    from prefect.settings import PREFECT_API_URL
+
+    try:
+        return kind.load(name)  # type: ignore[attr-defined]
+    except ValueError:
+        raise BadInput(
+            f"{setting}={name!r}: no {kind.__name__} block of that name on the Prefect server at "
+            f"{PREFECT_API_URL.value() or '(no PREFECT_API_URL)'}; `mlc-farm farm init --store-credentials` "
+            "creates it from the environment"
+        ) from None
+    except Exception as e:
+        raise BadInput(
+            f"{setting}={name!r}: the block could not be read from the Prefect server at "
+            f"{PREFECT_API_URL.value() or '(no PREFECT_API_URL)'} ({type(e).__name__}); is PREFECT_API_URL set?"
+        ) from None
