@@ -15,9 +15,9 @@ from typing import Any, TypeVar, cast
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import PrefectFuture, wait
+from prefect.runtime import flow_run as runtime_flow_run
 from prefect.states import Completed, Failed, State
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
-from prefect.runtime import flow_run as runtime_flow_run
 from prefect.utilities.annotations import quote
 from pydantic import BaseModel
 

@@ -85,7 +85,9 @@ def problem(device: DeviceSpec, pool: str, caps: Capabilities) -> str | None:
     if missing:
         return (f"device {device.name}: target {device.target} needs {' and '.join(wanted)} on pool {pool}; "
                 f"{', '.join(missing)}")  # fmt: skip
-    beyond = [a for a in device.cuda_archs if caps.nvcc_archs and a not in caps.nvcc_archs]
+    # `nvcc --list-gpu-arch` names the base architectures (90); 90a and 100f are their feature variants.
+    bases = {a.rstrip("abcdefghijklmnopqrstuvwxyz") for a in caps.nvcc_archs}
+    beyond = [a for a in device.cuda_archs if caps.nvcc_archs and a.rstrip("abcdefghijklmnopqrstuvwxyz") not in bases]
     if beyond:
         return (f"device {device.name}: cuda_archs {', '.join(beyond)} are beyond {caps.nvcc} on pool {pool}, which "
                 f"targets {_span(caps.nvcc_archs)}")  # fmt: skip

@@ -385,9 +385,8 @@ def publish(
             if dry_run:
                 return result
             if not result.operations:  # the repo holds these files already: pinned to the commit it is at
-                head = _with_backoff(lambda: api.model_info(repo).sha)
-                _record_published(store, entry, repo, head)
-                return result.model_copy(update={"commit": head})
+                _record_published(store, entry, repo, _with_backoff(lambda: api.model_info(repo).sha))
+                return result
             _with_backoff(lambda: api.create_repo(repo, private=private, exist_ok=True))
             additions = [CommitOperationAdd(path_in_repo=o.path, path_or_fileobj=str(local[o.path])) for o in adds]
             api.preupload_lfs_files(repo, additions)  # each part retried by huggingface_hub; the commit by us

@@ -128,11 +128,17 @@ class Preflight:
     pools: list[str]
 
 
-def refuse_unbuildable(matrix: Matrix, cells: list[Cell], toolchain: ToolchainInfo) -> None:
-    """Exit 2 before anything runs when a device's pool cannot build its target (no emcc for webgpu, cuda_archs
-    beyond the pool's nvcc...): otherwise it would fail at compile time, after its conversion spent its GPU time."""
+def unbuildable(matrix: Matrix, cells: list[Cell], toolchain: ToolchainInfo) -> list[str]:
+    """The devices of the cells whose pool cannot build their target (no emcc for webgpu, cuda_archs beyond
+    the pool's nvcc...), a line each."""
     devices = [matrix.device(name) for name in sorted({c.device for c in cells})]
-    if found := capabilities.problems(devices, toolchain.can_build):
+    return capabilities.problems(devices, toolchain.can_build)
+
+
+def refuse_unbuildable(matrix: Matrix, cells: list[Cell], toolchain: ToolchainInfo) -> None:
+    """Exit 2 before anything runs when a device's pool cannot build its target: otherwise it would fail at
+    compile time, after its conversion spent its GPU time."""
+    if found := unbuildable(matrix, cells, toolchain):
         raise BadInput("\n".join(found))
 
 

@@ -10,6 +10,7 @@ toolchain's probe before anything is loaded.
 from __future__ import annotations
 
 import json
+import platform
 import re
 from typing import Any
 
@@ -88,9 +89,20 @@ def same_runtime(lib: LibRuntime, local: dict[str, Any]) -> bool:
     return True
 
 
-def mismatch(lib: LibRuntime, local: dict[str, Any], local_gpu_archs: list[str] | None = None) -> str | None:
+_ARCH = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}
+_OWN_HOST = ("webgpu",)  # libraries whose host part is not this machine's CPU (phones are never loaded here)
+
+
+def _arch(name: str) -> str:
+    return _ARCH.get(name.lower(), name.lower())
+
+
+def mismatch(
+    lib: LibRuntime, local: dict[str, Any], local_gpu_archs: list[str] | None = None, machine: str | None = None
+) -> str | None:
     """One line saying why this runtime cannot load the library, naming both sides and what to do; None when
-    it can. `local_gpu_archs`: the local CUDA GPUs' architectures (86), when known."""
+    it can. `local_gpu_archs`: the local CUDA GPUs' architectures (86), when known; `machine`: this CPU
+    (`platform.machine()`), which the library's host part must be compiled for."""
     here = (
         f"mlc_llm {local.get('mlc_llm_version')} ({str(local.get('mlc_llm_commit'))[:12]}), "
         f"tvm {local.get('tvm_version')}"
@@ -99,6 +111,12 @@ def mismatch(lib: LibRuntime, local: dict[str, Any], local_gpu_archs: list[str] 
         return (
             f"built with {lib.describe()}; this runtime is {here}: install the runtime the library was built with, "
             "or take a build made for yours (`mlc-farm ls` shows each library's runtime)"
+        )
+    host = _arch(lib.needs.host.split("-")[0])
+    if machine and lib.needs.device not in _OWN_HOST and host != _arch(machine):
+        return (
+            f"its host part was compiled for {lib.needs.host}; this machine is {machine}: take a build whose host "
+            "is yours"
         )
     archs = lib.needs.cuda_archs
     if archs and local_gpu_archs and not set(local_gpu_archs) & set(archs):
@@ -139,5 +157,5 @@ def refuse_mismatched(
                 f"{name}: the catalog does not say which runtime built this library (built before runtimes were "
                 "recorded): rebuild it, or --any-runtime"
             )
-        if why := mismatch(lib, local.model_dump(), gpu_archs):
+        if why := mismatch(lib, local.model_dump(), gpu_archs, platform.machine()):
             raise RuntimeMismatch(f"{name}: {why}")

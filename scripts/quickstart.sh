@@ -8,7 +8,9 @@ bash scripts/setup.sh
 export DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
 farm=.venv/bin/mlc-farm
 
-$farm plan --matrix matrix.yaml
+# matrix.yaml is a farm's: its GPU devices are built on their pools' workers, which have the tools this
+# machine may lack (nvcc, ROCm); the plan says which it cannot build here, and the quick start goes on.
+$farm plan --matrix matrix.yaml || echo "(those devices are built by the workers of their pools; this machine builds examples/tiny-cpu.yaml)"
 [ -d examples/tiny-models/tiny-llama-a ] || $farm tiny-model examples/tiny-models/tiny-llama-a --seed 1
 [ -d examples/tiny-models/tiny-llama-b ] || $farm tiny-model examples/tiny-models/tiny-llama-b --seed 2
 $farm plan --matrix examples/tiny-cpu.yaml

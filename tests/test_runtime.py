@@ -246,3 +246,28 @@ def test_two_pools_with_different_toolchains_build_one_model_and_each_library_is
     assert entry.libs["cpu-nightly"].jit_keys == entry.libs["cpu-stable"].jit_keys  # the same cache name
     other = run_cli("install", "tiny", "q4f16_1", "--mlc-home", str(home), "--runtime", "0.19.0", "--store", str(store))
     assert other.returncode == 1 and "built with mlc_llm 0.19.0" in other.stderr
+
+
+def test_a_library_for_another_gpu_or_cpu_is_named_as_such() -> None:
+    from mlc_farm import runtime
+    from mlc_farm.matrix import DeviceSpec
+
+    tc = {"mlc_llm_version": "0.20", "mlc_llm_commit": "a" * 40, "tvm_version": "0.22", "tvm_commit": "b" * 40}
+    cuda = DeviceSpec(name="gpu", family="cuda", target="cuda", cuda_archs=["80", "90"])
+    lib = runtime.of_library(tc, cuda, "q4f16_1")
+    assert lib is not None and lib.needs.cuda_archs == ["80", "90"] and lib.needs.device == "cuda"
+    assert runtime.mismatch(lib, tc, ["80"], "x86_64") is None
+    said = runtime.mismatch(lib, tc, ["86"], "x86_64")
+    assert said and "built for CUDA architectures 80, 90; this machine's GPUs are 86" in said
+    arm = runtime.of_library(tc, DeviceSpec(name="c", family="cpu", target="llvm", host="aarch64-unknown-linux-gnu"),
+                             "q4f16_1")  # fmt: skip
+    assert arm and runtime.mismatch(arm, tc, None, "arm64") is None
+    said = runtime.mismatch(arm, tc, None, "x86_64")
+    assert said and "compiled for aarch64-unknown-linux-gnu; this machine is x86_64" in said
+    web = runtime.of_library(tc, DeviceSpec(name="w", family="webgpu", target="webgpu"), "q4f16_1")
+    assert web and web.needs.features == ["shader-f16"] and runtime.mismatch(web, tc, None, "x86_64") is None
+    json_target = DeviceSpec(name="a", family="cuda", target='{"kind": "cuda", "arch": "sm_86"}')
+    assert (found := runtime.of_library(tc, json_target, "q0f16")) and found.needs.cuda_archs == ["86"]
+    rocm = DeviceSpec(name="r", family="rocm", target='{"kind": "rocm", "mcpu": "gfx90a"}')
+    assert (found := runtime.of_library(tc, rocm, "q0f16")) and found.needs.rocm_mcpu == "gfx90a"
+    assert runtime.of_library({"mlc_llm_version": "x"}, cuda, "q0f16") is None  # a record that does not say

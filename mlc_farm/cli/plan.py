@@ -16,7 +16,7 @@ from mlc_farm.cli._app import app
 from mlc_farm.cli._errors import command
 from mlc_farm.cli._options import Format, MatrixOpt, ModelOpt, StoreOpt
 from mlc_farm.cli._output import out
-from mlc_farm.errors import MatrixError
+from mlc_farm.errors import BadInput, MatrixError
 from mlc_farm.fingerprints import fingerprints
 from mlc_farm.matrix import (
     BUILTIN_NAMES,
@@ -27,7 +27,7 @@ from mlc_farm.matrix import (
     toolchain_problems,
 )
 from mlc_farm.plan import Plan, conversion_classes, make_plan
-from mlc_farm.run import pools_of, refuse_unbuildable
+from mlc_farm.run import pools_of, unbuildable
 from mlc_farm.store import ArtifactStore, open_store
 
 
@@ -56,8 +56,8 @@ def plan(
     st = open_store(store)
     pools = pools_of(loaded.matrix, cells)
     tc = toolchain.probe_here(pools)
-    if tc.known:
-        refuse_unbuildable(loaded.matrix, cells, tc)
+    # What the pools cannot build: shown with the plan, then exit 2 (`build` refuses it before anything runs).
+    cannot = unbuildable(loaded.matrix, cells, tc) if tc.known else []
     accepted = names_accepted(loaded, tc, st)
     wanted = {c.model for c in cells}
     srcs = sources.resolve(loaded, [m for m in loaded.matrix.models if m.id in wanted])
@@ -117,8 +117,11 @@ def plan(
                 for k, b in p.check_builds.items()
             ],
             "cells": [pc.model_dump() for pc in p.cells],
+            "cannot_build": cannot,
         }
         print(json.dumps(doc, indent=2))
+        if cannot:
+            raise BadInput("\n".join(cannot))
         return
     out.print(f"toolchain: {tc.describe()}; names checked against {accepted.source}", highlight=False, soft_wrap=True)
     t = Table(title=f"plan for {loaded.file}")
@@ -164,6 +167,8 @@ def plan(
         out.print("\nwhat each pool can compile:", highlight=False)
         for pool in pools:
             out.print(f"  {pool}: {'; '.join(tc.can_build(pool).lines())}", highlight=False, soft_wrap=True)
+    if cannot:
+        raise BadInput("\n".join(cannot))
 
 
 def _how_fidelity(p: Plan) -> None:
