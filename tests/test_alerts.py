@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
@@ -96,6 +97,19 @@ def everything_prefect_kept(api: str) -> str:
     return json.dumps([events, artifacts, logs])
 
 
+def nightly_events(api: str, since: datetime, timeout: float = 60) -> list[dict]:
+    """The nightlies' events since `since`, once the server has stored one (its event persister writes in
+    batches)."""
+    deadline = time.monotonic() + timeout
+    wanted = {"event": {"prefix": ["mlc-farm.nightly."]}, "occurred": {"since": since.isoformat()}}
+    with httpx.Client(base_url=api, timeout=30) as client:
+        while True:
+            found = client.post("/events/filter", json={"filter": wanted, "limit": 10}).json()["events"]
+            if found or time.monotonic() > deadline:
+                return list(found)
+            time.sleep(0.5)
+
+
 def test_blocks_from_farm_init_serve_a_build_with_no_secrets_in_its_environment(
     prefect_api: str, s3_store_url: str, hub: LocalHub, tiny_models: Path, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -112,7 +126,7 @@ def test_blocks_from_farm_init_serve_a_build_with_no_secrets_in_its_environment(
     assert f"Secret block {names['MLC_FARM_HF_TOKEN_BLOCK']!r}" in made.stdout
     assert secret not in made.stdout and TOKEN not in made.stdout
 
-    dump = tmp_path / "toolchain-env.jsonl"
+    began, dump = datetime.now(timezone.utc), tmp_path / "toolchain-env.jsonl"
     worker = {k: v for k, v in os.environ.items() if k not in SECRET_NAMES} | {"MLC_DOUBLE_ENV_DUMP": str(dump)}
     built = subprocess.run([sys.executable, "-m", "mlc_farm.cli", "build", "--matrix", str(matrix), "--store",
                             s3_store_url], capture_output=True, text=True, env=worker, cwd=ROOT, timeout=600)  # fmt: skip
@@ -120,14 +134,12 @@ def test_blocks_from_farm_init_serve_a_build_with_no_secrets_in_its_environment(
     assert len(hub.commits("farm-org/tiny-q4f16_1-MLC")) == 1  # published with the Secret block's token
     listed = run_cli("ls", "--store", s3_store_url)  # the store holds the build (read with the env's keys)
     assert "tiny" in listed.stdout
-    seen = [built.stdout, built.stderr, dump.read_text(), everything_prefect_kept(prefect_api)]
-    assert dump.read_text() and not [s for s in (secret, TOKEN) for text in seen if s in text]
 
-    with httpx.Client(base_url=prefect_api, timeout=30) as client:  # the nightly said how it went
-        said = client.post("/events/filter", json={"filter": {"event": {"prefix": ["mlc-farm.nightly."]}},
-                                                   "limit": 10}).json()["events"]  # fmt: skip
+    said = nightly_events(prefect_api, began)  # the nightly said how it went
     assert said and said[0]["event"] == "mlc-farm.nightly.ok" and said[0]["payload"]["cells_ok"] == 1
     assert said[0]["payload"]["artifact"] and any(r["prefect.resource.role"] == "flow-run" for r in said[0]["related"])
+    seen = [built.stdout, built.stderr, dump.read_text(), everything_prefect_kept(prefect_api)]
+    assert dump.read_text() and not [s for s in (secret, TOKEN) for text in seen if s in text]
 
     monkeypatch.setenv("MLC_FARM_AWS_CREDENTIALS_BLOCK", "no-such-block")
     for name in SECRET_NAMES:

@@ -271,3 +271,23 @@ def test_a_library_for_another_gpu_or_cpu_is_named_as_such() -> None:
     rocm = DeviceSpec(name="r", family="rocm", target='{"kind": "rocm", "mcpu": "gfx90a"}')
     assert (found := runtime.of_library(tc, rocm, "q0f16")) and found.needs.rocm_mcpu == "gfx90a"
     assert runtime.of_library({"mlc_llm_version": "x"}, cuda, "q0f16") is None  # a record that does not say
+
+
+def test_a_gpu_library_is_keyed_for_every_device_of_its_kind_here_or_the_indices_given(
+    built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entry = next(e for e in entries(open_store(str(built))))
+    recorded = entry.libs["vulkan"].jit_keys
+    assert sorted(recorded) == [f"vulkan:{i}" for i in range(8)]  # what the catalog lists, for anyone to check
+    monkeypatch.setenv("MLC_DOUBLE_DEVICES", "vulkan*2")  # two Vulkan GPUs on this machine
+    home = tmp_path / "mlc"
+    args = ("install", "tiny", "q4f16_1", "--device", "vulkan", "--mlc-home", str(home), "--store", str(built))
+    done = run_cli(*args)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (home / "model_lib").iterdir()) == sorted(
+        f"{recorded[f'vulkan:{i}'].md5}.so" for i in (0, 1)
+    )
+    indices = run_cli(*args[:-2], "--device-index", "3", "--store", str(built))
+    assert indices.returncode == 0 and f"{recorded['vulkan:3'].md5}.so" in indices.stdout
+    bad = run_cli(*args[:-2], "--device-index", "one", "--store", str(built))
+    assert bad.returncode == 2 and "--device-index 'one'" in bad.stderr
