@@ -71,8 +71,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that run flows go last, once the shared server has had the unit tests' time to boot."""
-    items.sort(key=lambda item: "prefect_api" in getattr(item, "fixturenames", ()))
+    """Tests that run flows go last, once the shared server has had the unit tests' time to boot; in each
+    group the slow tests first, so that the workers end on short tests (no long one left running alone)."""
+    items.sort(key=lambda item: ("prefect_api" in getattr(item, "fixturenames", ()),
+                                 item.get_closest_marker("slow") is None))  # fmt: skip
 
 
 @pytest.fixture(scope="session")
