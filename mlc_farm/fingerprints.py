@@ -13,11 +13,11 @@ from pydantic import BaseModel
 
 from mlc_farm import toolchain, twins
 from mlc_farm.errors import ToolchainError
-from mlc_farm.keys import digest, toolchain_identity
+from mlc_farm.keys import digest
 from mlc_farm.settings import load_settings
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import fingerprint_path
-from mlc_farm.toolchain import ToolchainInfo
+from mlc_farm.toolchain import ToolchainInfo, identity
 
 
 class Fingerprint(BaseModel):
@@ -45,7 +45,7 @@ def _convert_twin(cls: dict[str, Any]) -> tuple[str | None, str | None]:
 
 def fingerprints(store: ArtifactStore, tc: ToolchainInfo, classes: dict[str, dict[str, Any]]) -> dict[str, Fingerprint]:
     """class key -> this toolchain's fingerprint (or why there is none), computed once per toolchain."""
-    ident = toolchain_identity(tc)
+    ident = identity(tc)
 
     def one(key: str) -> Fingerprint:
         name = fingerprint_path(digest({"toolchain": ident, "class": key}))

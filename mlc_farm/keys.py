@@ -37,11 +37,6 @@ def architecture(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k not in NON_ARCHITECTURE_FIELDS}
 
 
-def toolchain_identity(tc: ToolchainInfo) -> dict[str, str]:
-    """What a toolchain is, for keys: its versions and commits (not what it accepts or has beside it)."""
-    return identity(tc)
-
-
 def convert_inputs(
     source: dict[str, Any],
     quantization: str,
@@ -58,7 +53,7 @@ def convert_inputs(
         "source": source,
         "quantization": quantization,
         "model_type": model_type,
-        "toolchain": {"conversion_fingerprint": fingerprint} if fingerprint else toolchain_identity(toolchain),
+        "toolchain": {"conversion_fingerprint": fingerprint} if fingerprint else identity(toolchain),
     }
 
 
@@ -79,7 +74,7 @@ def config_inputs(
         "conv_template": conv_template,
         "overrides": dict(overrides.items()),
         "model_type": model_type,
-        "toolchain": toolchain_identity(toolchain),
+        "toolchain": identity(toolchain),
     }
 
 
@@ -107,7 +102,7 @@ def library_inputs(
         "cuda_archs": sorted(device.cuda_archs),
         "opt": device.opt,
         "lib_ext": device.library_ext,
-        "toolchain": toolchain_identity(toolchain),
+        "toolchain": identity(toolchain),
         **({"tools": tools} if tools else {}),
     }
 
@@ -134,4 +129,4 @@ def check_inputs(
     toolchain is in the library's key already; named here for the history of each cell)."""
     return {"kind": "check", "library": library, "convert": convert, "config": config, "reference": reference,
             "role": role, "eval_set": eval_set, "positions": positions, "top_k": top_k,
-            "toolchain": toolchain_identity(toolchain)}  # fmt: skip
+            "toolchain": identity(toolchain)}  # fmt: skip

@@ -16,7 +16,7 @@ from mlc_farm import capabilities, fidelity, keys, twins
 from mlc_farm.fingerprints import Fingerprint
 from mlc_farm.matrix import Cell, DeviceSpec, Matrix, Overrides
 from mlc_farm.sources import ResolvedSource
-from mlc_farm.toolchain import ToolchainInfo, of_pool
+from mlc_farm.toolchain import ToolchainInfo, identity, of_pool
 
 
 class ConvertBuild(BaseModel):
@@ -195,7 +195,7 @@ def make_plan(
             c_key,
             ConvertBuild(
                 key=c_key, model=cell.model, quantization=cell.quantization, model_type=spec.model_type,
-                inputs=c_inputs, toolchain=keys.toolchain_identity(toolchain), identity_note=note,
+                inputs=c_inputs, toolchain=identity(toolchain), identity_note=note,
             ),
         )  # fmt: skip
         g_inputs = keys.config_inputs(

@@ -14,7 +14,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from mlc_farm import activity, build, catalog_page, fingerprints, keys, sources, toolchain
+from mlc_farm import activity, build, catalog_page, fingerprints, sources, toolchain
 from mlc_farm.catalog import READERS, BuildRecord
 from mlc_farm.catalog_update import Records, UnitResult, update_unit
 from mlc_farm.plan import CheckBuild, ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, Plan, ReferenceBuild
@@ -38,7 +38,7 @@ def conversion_fingerprints(
     store_url: str, run_toolchain: toolchain.ToolchainInfo, classes: dict[str, dict]
 ) -> dict[str, fingerprints.Fingerprint]:
     here = toolchain.probe()
-    if keys.toolchain_identity(here) != keys.toolchain_identity(run_toolchain):
+    if toolchain.identity(here) != toolchain.identity(run_toolchain):
         get_run_logger().warning("conversion fingerprints not computed: this process runs %s, the run %s; convert "
                                  "keys hold the toolchain version", here.describe(), run_toolchain.describe())  # fmt: skip
         return {}
