@@ -259,15 +259,13 @@ def probe_here(pools: list[str]) -> ToolchainInfo:
     from mlc_farm.settings import load_settings
 
     configured = load_settings().pool_mlc_llm
-    default = probe() if any(p not in configured for p in pools) else None
+    by_command: dict[str | None, ToolchainInfo] = {}  # pools that share a command share its probe
     found = {}
     for pool in pools:
-        if pool in configured:
+        if (cmd := configured.get(pool)) not in by_command:
             with on_pool(pool):
-                found[pool] = probe()
-        else:
-            assert default is not None
-            found[pool] = default
+                by_command[cmd] = probe()
+        found[pool] = by_command[cmd]
     return of_pools(found, pools[0])
 
 
