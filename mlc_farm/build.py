@@ -401,7 +401,7 @@ def check_cell(
         tensor_cache = read_blob_json(store, _file(convert, "tensor-cache.json"))
         chat_config = read_blob_json(store, _file(config, "mlc-chat-config.json"))
         fits = validate.fit_check(lib.library_metadata, tensor_cache, chat_config)
-        keys = _jit_keys(store, config, cb, work, log, timeout)
+        keys = _jit_keys(chat_config, cb, log, timeout)
         fam = device_family(cb.device.family)
         if (absent := fam.missing_here()) or fam.runtime_device is None:
             why = absent or f"no {cb.device.family} device here"
@@ -454,15 +454,11 @@ def check_cell(
         return _run_steps(store, subject, steps, flow_run, force)
 
 
-def _jit_keys(
-    store: ArtifactStore, config: BuildRecord, cb: CheckBuild, work: Path, log: Path, timeout: float | None
-) -> dict[str, jit.JitKey] | None:
+def _jit_keys(chat_config: dict, cb: CheckBuild, log: Path, timeout: float | None) -> dict[str, jit.JitKey] | None:
     """The names mlc_llm's JIT cache gives this cell's library (the engine's defaults, every device index a
     machine may have): what `mlc-farm install` writes, listed in the entry so anyone can check a cache file."""
-    path = work / "jit" / "mlc-chat-config.json"
-    store.get_blob(_file(config, "mlc-chat-config.json").sha256, path)
     try:
-        return jit.keys(path, jit.device_strings(cb.device.target), timeout=_timeout(timeout))
+        return jit.keys(chat_config, jit.device_strings(cb.device.target), timeout=_timeout(timeout))
     except LibraryLoadError as e:
         with log.open("a", encoding="utf-8") as f:
             f.write(f"JIT keys not computed: {e}\n")

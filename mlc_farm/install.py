@@ -11,12 +11,13 @@ what is already there and identical is left alone, so installing twice is a no-o
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlc_farm import jit, runtime
-from mlc_farm.catalog import CatalogEntry, FileEntry, LibRef, get_entry
+from mlc_farm.catalog import CatalogEntry, FileEntry, LibRef, get_entry, read_blob_json
 from mlc_farm.devices import of_target
 from mlc_farm.errors import BadInput
 from mlc_farm.output_dir import replacing
@@ -131,13 +132,14 @@ def install(
             f"{weights} holds other weights ({len(stale)} of {len(files)} files differ, e.g. {stale[0]}): "
             "--force replaces them"
         )
+    config = read_blob_json(store, files["mlc-chat-config.json"])
     with tempfile.TemporaryDirectory(prefix="mlc-farm-install-") as tmp:
-        config = Path(tmp) / "mlc-chat-config.json"
-        store.get_blob(files["mlc-chat-config.json"].sha256, config)
         planned: dict[str, tuple[Path, LibRef]] = {}
+        fetched: dict[str, Path] = {}  # each library once, by sha256: counted devices with it, copied from it
         for lib_name, ref in sorted(libs.items()):
-            lib_copy = Path(tmp) / f"{lib_name}-{ref.file.path}"
-            store.get_blob(ref.file.sha256, lib_copy)
+            lib_copy = fetched.setdefault(ref.file.sha256, Path(tmp) / f"{lib_name}-{ref.file.path}")
+            if not lib_copy.exists():
+                store.get_blob(ref.file.sha256, lib_copy)
             kind = jit.jit_device(ref.target)
             assert kind is not None
             if indices is not None:
@@ -172,7 +174,7 @@ def install(
             path.parent.mkdir(parents=True, exist_ok=True)
             part = path.with_name(f".{path.name}.{os.getpid()}.part")
             try:
-                store.get_blob(ref.file.sha256, part)
+                shutil.copyfile(fetched[ref.file.sha256], part)  # checked against its sha256 as it was fetched
                 os.replace(part, path)
             finally:
                 part.unlink(missing_ok=True)

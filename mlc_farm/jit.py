@@ -10,6 +10,7 @@ import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -69,14 +70,15 @@ def cache_file(home: Path, key: JitKey, device: str) -> Path:
 
 
 def keys(
-    chat_config: Path,
+    chat_config: dict[str, Any],
     devices: list[str],
     overrides: dict[str, object] | None = None,
     opt: str | None = None,
     timeout: float = 300,
     present: tuple[Path, str] | None = None,
 ) -> dict[str, JitKey]:
-    """The JIT keys for these device strings, computed in the toolchain's interpreter; by default those of the
+    """The JIT keys of a model's mlc-chat-config.json (as read) for these device strings, computed in the
+    toolchain's interpreter; by default those of the
     engine's defaults (no overrides, no opt), which is what `MLCEngine("HF://...")` and `mlc_llm chat` ask for.
     `present` (library, kind): instead of `devices`, every device of that kind this machine has."""
     from mlc_farm.validate import in_toolchain
@@ -88,7 +90,7 @@ def keys(
         request.write_text(
             json.dumps(
                 {
-                    "config": str(chat_config),
+                    "config": chat_config,
                     "devices": devices,
                     "overrides": overrides or {},
                     "opt": opt,

@@ -65,7 +65,7 @@ def test_the_farms_jit_key_is_the_one_mlc_llm_computes(tmp_path: Path) -> None:
     for name, config in configs(tmp_path).items():
         for i, given in enumerate(OVERRIDES):
             overrides = {k: v for k, v in given.items() if k != "opt"}
-            for device, key in jit.keys(config, devices, overrides, given.get("opt")).items():
+            for device, key in jit.keys(json.loads(config.read_text()), devices, overrides, given.get("opt")).items():
                 farm[(name, i, device)] = (key.md5, key.system_lib_prefix)
                 cases.append((config, given, device))
     assert list(farm.values()) == double_keys(cases)

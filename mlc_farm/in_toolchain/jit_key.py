@@ -8,7 +8,7 @@ the library on `tvm.<kind>(i)` for i = 0, 1, ... (`tvm.relax.VirtualMachine` fai
 the keys are those of `KIND:0` to `KIND:n-1`.
 
 usage: python - REQUEST_JSON
-  (request: {"config": "mlc-chat-config.json", "devices": ["cuda:0", "iphone", ...],
+  (request: {"config": {mlc-chat-config.json's document}, "devices": ["cuda:0", "iphone", ...],
              "overrides": {"context_window_size": 4096, ...}, "opt": null, "present": null})
 Prints {"keys": {device: {"md5": ..., "system_lib_prefix": ... or null}}} on its last line.
 """
@@ -87,8 +87,7 @@ def present(library, kind, most=16):
 
 def main(argv):
     request = read_request(argv[0])
-    with open(request["config"], encoding="utf-8") as f:
-        chat = json.load(f)
+    chat = request["config"]
     devices = request["devices"]
     if request.get("present"):
         kind = request["present"]["kind"]
