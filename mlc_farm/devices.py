@@ -128,6 +128,12 @@ def of_target(target: str) -> Family | None:
     return next((f for f in FAMILIES.values() if kind in f.target_kinds), None)
 
 
+def runs_here(target: str) -> bool:
+    """Whether a library of `target` can run on this machine (its family's device is present)."""
+    found = of_target(target)
+    return found is not None and found.missing_here() is None
+
+
 def target_family(target: str) -> str | None:
     """The name of the family `target` builds for, or None."""
     found = of_target(target)

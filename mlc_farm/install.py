@@ -18,7 +18,7 @@ from pathlib import Path
 
 from mlc_farm import jit, runtime
 from mlc_farm.catalog import CatalogEntry, FileEntry, LibRef, get_entry, read_blob_json
-from mlc_farm.devices import of_target
+from mlc_farm.devices import runs_here
 from mlc_farm.errors import BadInput
 from mlc_farm.output_dir import replacing
 from mlc_farm.pull import LIB_DIR, pull_files
@@ -68,7 +68,7 @@ def chosen_libraries(
             )
         chosen = {device: entry.libs[device]}
     else:
-        chosen = {d: ref for d, ref in entry.libs.items() if (f := of_target(ref.target)) and not f.missing_here()}
+        chosen = {d: ref for d, ref in entry.libs.items() if runs_here(ref.target)}
         if not chosen:
             raise BadInput(f"none of the libraries of {what} ({', '.join(sorted(entry.libs))}) is for a device on this "
                            "machine; name one with --device")  # fmt: skip

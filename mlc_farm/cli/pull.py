@@ -60,14 +60,14 @@ def _refuse_mismatched(
     `device`, or every one; `runnable_only`: those whose device is on this machine, which validation runs)."""
     from mlc_farm import runtime, toolchain
     from mlc_farm.catalog import get_entry
-    from mlc_farm.devices import local_gpu_archs, of_target
+    from mlc_farm.devices import local_gpu_archs, runs_here
 
     entry = get_entry(st, model, quantization)
     libs = {d: ref.runtime for d, ref in entry.libs.items() if device in (None, d)}
     if built_with is not None:
         libs = {d: libs[d] for d in runtime.built_with(libs, built_with, f"{model} {quantization}")}
     if runnable_only:
-        libs = {d: r for d, r in libs.items() if (f := of_target(entry.libs[d].target)) and not f.missing_here()}
+        libs = {d: r for d, r in libs.items() if runs_here(entry.libs[d].target)}
     if libs:
         runtime.refuse_mismatched(libs, toolchain.probe(), local_gpu_archs())
 
