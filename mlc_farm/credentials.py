@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from mlc_farm.errors import BadInput, remember_secret
@@ -28,8 +29,10 @@ class Aws:
     source: str = "the environment"
 
 
-def env_endpoint() -> str | None:
-    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+def env_endpoint(env: Mapping[str, str] | None = None) -> str | None:
+    """The S3 endpoint an environment names (boto3's own variables: the S3-specific one first)."""
+    env = os.environ if env is None else env
+    return env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
 
 
 def aws() -> Aws:

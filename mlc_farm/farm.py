@@ -77,42 +77,40 @@ def init(matrix: Matrix, pool_type: str, gpus: int, pool_limit: int | None) -> l
     return done
 
 
-def block_names() -> tuple[str, str]:
-    """The names of the AwsCredentials and Secret blocks: the settings', else mlc-farm-aws, mlc-farm-hf-token."""
-    from mlc_farm.settings import load_settings
-
-    settings = load_settings()
-    return settings.aws_credentials_block or "mlc-farm-aws", settings.hf_token_block or "mlc-farm-hf-token"
-
-
-def store_credentials(env: dict[str, str]) -> list[str]:
+def store_credentials(env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
     """Save the store's AWS credentials and endpoint (an AwsCredentials block) and the Hub token (a Secret block)
     of `env` on the Prefect server, under the names the settings give (else mlc-farm-aws, mlc-farm-hf-token), so
-    that workers need no secrets in their environment; a line each, never a value."""
+    that workers need no secrets in their environment. Returns a line each, never a value, and the settings
+    that name the blocks saved (`MLC_FARM_AWS_CREDENTIALS_BLOCK=...`), for workers."""
     from prefect.blocks.system import Secret
     from prefect_aws import AwsClientParameters, AwsCredentials
 
-    aws_block, hf_block = block_names()
-    done = []
+    from mlc_farm.credentials import env_endpoint
+    from mlc_farm.settings import load_settings
+
+    settings = load_settings()
+    aws_block = settings.aws_credentials_block or "mlc-farm-aws"
+    hf_block = settings.hf_token_block or "mlc-farm-hf-token"
+    done, names = [], {}
     key, secret = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
     if key and secret:
-        name = aws_block
-        endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+        endpoint = env_endpoint(env)
         AwsCredentials(
             aws_access_key_id=key,
             aws_secret_access_key=secret,
             aws_session_token=env.get("AWS_SESSION_TOKEN"),
             region_name=env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION"),
             aws_client_parameters=AwsClientParameters(endpoint_url=endpoint),
-        ).save(name, overwrite=True)
-        done.append(f"AwsCredentials block {name!r}: the store's keys{' and endpoint' if endpoint else ''}; "
-                    f"workers: MLC_FARM_AWS_CREDENTIALS_BLOCK={name}")  # fmt: skip
+        ).save(aws_block, overwrite=True)
+        names["MLC_FARM_AWS_CREDENTIALS_BLOCK"] = aws_block
+        done.append(f"AwsCredentials block {aws_block!r}: the store's keys{' and endpoint' if endpoint else ''}; "
+                    f"workers: MLC_FARM_AWS_CREDENTIALS_BLOCK={aws_block}")  # fmt: skip
     else:
         done.append("no AwsCredentials block: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set here")
     if token := env.get("HF_TOKEN"):
-        name = hf_block
-        Secret(value=token).save(name, overwrite=True)
-        done.append(f"Secret block {name!r}: the Hub token; workers: MLC_FARM_HF_TOKEN_BLOCK={name}")
+        Secret(value=token).save(hf_block, overwrite=True)
+        names["MLC_FARM_HF_TOKEN_BLOCK"] = hf_block
+        done.append(f"Secret block {hf_block!r}: the Hub token; workers: MLC_FARM_HF_TOKEN_BLOCK={hf_block}")
     else:
         done.append("no Secret block for the Hub: HF_TOKEN is not set here")
-    return done
+    return done, names

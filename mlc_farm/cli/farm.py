@@ -60,7 +60,7 @@ def farm_init(
     for line in init(loaded.matrix, pool_type.value, gpus, pool_limit):
         out.print(line, highlight=False)
     if store_credentials:
-        for line in save_credentials(dict(os.environ)):
+        for line in save_credentials(dict(os.environ))[0]:
             out.print(line, highlight=False, soft_wrap=True)
     if notify:
         for line in alerts.apply(notify, window):
@@ -110,14 +110,11 @@ def farm_up(
         s3.create_bucket(Bucket=bucket)
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from mlc_farm.farm import block_names, store_credentials
+    from mlc_farm.farm import store_credentials
 
     with temporary_settings({PREFECT_API_URL: running.api_url}):  # the stack's keys (and HF_TOKEN) in blocks too
-        saved = store_credentials({**running.env(key, secret), **({"HF_TOKEN": t} if (t := os.environ.get("HF_TOKEN"))
-                                                                    else {})})  # fmt: skip
-    aws_block, hf_block = block_names()
-    blocks = {"MLC_FARM_AWS_CREDENTIALS_BLOCK": aws_block,
-              **({"MLC_FARM_HF_TOKEN_BLOCK": hf_block} if os.environ.get("HF_TOKEN") else {})}  # fmt: skip
+        hf = {"HF_TOKEN": os.environ["HF_TOKEN"]} if os.environ.get("HF_TOKEN") else {}
+        saved, blocks = store_credentials(running.env(key, secret) | hf)
     env_sh = directory / "env.sh"
     env_sh.touch(mode=0o600)
     env_sh.chmod(0o600)  # before the secret goes in
