@@ -75,9 +75,7 @@ def chosen_libraries(
     if built_with is not None:
         chosen = {d: chosen[d] for d in runtime.built_with({d: r.runtime for d, r in chosen.items()}, built_with, what)}
     elif local.known:
-        loadable = {
-            d: r for d, r in chosen.items() if r.runtime and runtime.same_runtime(r.runtime, local.model_dump())
-        }
+        loadable = {d: r for d, r in chosen.items() if r.runtime and runtime.same_runtime(r.runtime, local)}
         chosen = loadable or chosen
     for name, ref in chosen.items():
         kind = jit.jit_device(ref.target)

@@ -76,15 +76,15 @@ def of_library(toolchain: dict[str, Any], device: DeviceSpec, quantization: str)
     return LibRuntime(**{f: toolchain[f] for f in fields}, needs=needs_of(device, quantization))
 
 
-def same_runtime(lib: LibRuntime, local: dict[str, Any]) -> bool:
-    """Whether a local toolchain (its probe's versions) is the one the library was compiled with: the commits
-    when both sides know them, else the versions."""
+def same_runtime(lib: LibRuntime, local: ToolchainInfo) -> bool:
+    """Whether a local toolchain (its probe) is the one the library was compiled with: the commits when both
+    sides know them, else the versions."""
     for version, commit in (("mlc_llm_version", "mlc_llm_commit"), ("tvm_version", "tvm_commit")):
-        ours, theirs = getattr(lib, commit), local.get(commit, "unknown")
+        ours, theirs = getattr(lib, commit), getattr(local, commit)
         if "unknown" not in (ours, theirs):
             if ours != theirs:
                 return False
-        elif getattr(lib, version) != local.get(version):
+        elif getattr(lib, version) != getattr(local, version):
             return False
     return True
 
@@ -98,16 +98,13 @@ def _arch(name: str) -> str:
 
 
 def mismatch(
-    lib: LibRuntime, local: dict[str, Any], local_gpu_archs: list[str] | None = None, machine: str | None = None
+    lib: LibRuntime, local: ToolchainInfo, local_gpu_archs: list[str] | None = None, machine: str | None = None
 ) -> str | None:
     """One line saying why this runtime cannot load the library, naming both sides and what to do; None when
     it can. `local_gpu_archs`: the local CUDA GPUs' architectures (86), when known; `machine`: this CPU
     (`platform.machine()`), which the library's host part must be compiled for."""
-    here = (
-        f"mlc_llm {local.get('mlc_llm_version')} ({str(local.get('mlc_llm_commit'))[:12]}), "
-        f"tvm {local.get('tvm_version')}"
-    )
     if not same_runtime(lib, local):
+        here = f"mlc_llm {local.mlc_llm_version} ({local.mlc_llm_commit[:12]}), tvm {local.tvm_version}"
         return (
             f"built with {lib.describe()}; this runtime is {here}: install the runtime the library was built with, "
             "or take a build made for yours (`mlc-farm ls` shows each library's runtime)"
@@ -157,5 +154,5 @@ def refuse_mismatched(
                 f"{name}: the catalog does not say which runtime built this library (built before runtimes were "
                 "recorded): rebuild it, or --any-runtime"
             )
-        if why := mismatch(lib, local.model_dump(), gpu_archs, platform.machine()):
+        if why := mismatch(lib, local, gpu_archs, platform.machine()):
             raise RuntimeMismatch(f"{name}: {why}")

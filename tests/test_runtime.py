@@ -251,21 +251,23 @@ def test_two_pools_with_different_toolchains_build_one_model_and_each_library_is
 def test_a_library_for_another_gpu_or_cpu_is_named_as_such() -> None:
     from mlc_farm import runtime
     from mlc_farm.matrix import DeviceSpec
+    from mlc_farm.toolchain import ToolchainInfo
 
     tc = {"mlc_llm_version": "0.20", "mlc_llm_commit": "a" * 40, "tvm_version": "0.22", "tvm_commit": "b" * 40}
+    here = ToolchainInfo(**tc)
     cuda = DeviceSpec(name="gpu", family="cuda", target="cuda", cuda_archs=["80", "90"])
     lib = runtime.of_library(tc, cuda, "q4f16_1")
     assert lib is not None and lib.needs.cuda_archs == ["80", "90"] and lib.needs.device == "cuda"
-    assert runtime.mismatch(lib, tc, ["80"], "x86_64") is None
-    said = runtime.mismatch(lib, tc, ["86"], "x86_64")
+    assert runtime.mismatch(lib, here, ["80"], "x86_64") is None
+    said = runtime.mismatch(lib, here, ["86"], "x86_64")
     assert said and "built for CUDA architectures 80, 90; this machine's GPUs are 86" in said
     arm = runtime.of_library(tc, DeviceSpec(name="c", family="cpu", target="llvm", host="aarch64-unknown-linux-gnu"),
                              "q4f16_1")  # fmt: skip
-    assert arm and runtime.mismatch(arm, tc, None, "arm64") is None
-    said = runtime.mismatch(arm, tc, None, "x86_64")
+    assert arm and runtime.mismatch(arm, here, None, "arm64") is None
+    said = runtime.mismatch(arm, here, None, "x86_64")
     assert said and "compiled for aarch64-unknown-linux-gnu; this machine is x86_64" in said
     web = runtime.of_library(tc, DeviceSpec(name="w", family="webgpu", target="webgpu"), "q4f16_1")
-    assert web and web.needs.features == ["shader-f16"] and runtime.mismatch(web, tc, None, "x86_64") is None
+    assert web and web.needs.features == ["shader-f16"] and runtime.mismatch(web, here, None, "x86_64") is None
     json_target = DeviceSpec(name="a", family="cuda", target='{"kind": "cuda", "arch": "sm_86"}')
     assert (found := runtime.of_library(tc, json_target, "q0f16")) and found.needs.cuda_archs == ["86"]
     rocm = DeviceSpec(name="r", family="rocm", target='{"kind": "rocm", "mcpu": "gfx90a"}')
