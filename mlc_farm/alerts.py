@@ -137,7 +137,7 @@ def automations(block_id: UUID, missed_after: timedelta, prefix: str = "mlc-farm
 
 def apply(block: str, missed_after: timedelta, prefix: str = "mlc-farm") -> list[str]:
     """Create or update the automations for the notification block named `block` (any of Prefect's
-    notification blocks: `slack-webhook/NAME`, or NAME alone when only one block has it); a line each."""
+    notification blocks, as TYPE/NAME: `slack-webhook/ops`); a line each."""
     from prefect.automations import Automation
 
     notifier = _notification_block(block)

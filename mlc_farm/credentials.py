@@ -2,10 +2,11 @@
 users keep them. The store's AWS credentials and endpoint from an `AwsCredentials` block (prefect-aws,
 MLC_FARM_AWS_CREDENTIALS_BLOCK); the Hub token from a `Secret` block (MLC_FARM_HF_TOKEN_BLOCK). Environment
 variables win when both are set, so nothing that works today changes. A value read from a block is never put
-in the environment (the toolchain never sees it) and is redacted from every message (`errors.redact`)."""
+in the environment (the toolchain never sees it) and is redacted from every message (`errors.redact_urls`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Mapping
@@ -26,7 +27,6 @@ class Aws:
     session_token: str | None = None
     region: str | None = None
     endpoint: str | None = None
-    source: str = "the environment"
 
 
 def env_endpoint(env: Mapping[str, str] | None = None) -> str | None:
@@ -42,7 +42,7 @@ def aws() -> Aws:
     if name is None or any(os.environ.get(k) for k in ENV_KEYS):
         return Aws(endpoint=env_endpoint())
     found = _aws_block(name)
-    return Aws(**{**found.__dict__, "endpoint": env_endpoint() or found.endpoint})
+    return dataclasses.replace(found, endpoint=env_endpoint() or found.endpoint)
 
 
 @functools.lru_cache(maxsize=8)
@@ -56,8 +56,7 @@ def _aws_block(name: str) -> Aws:
         remember_secret(value)
     params = block.aws_client_parameters
     return Aws(access_key_id=block.aws_access_key_id, secret_access_key=secret, session_token=token,
-               region=block.region_name, endpoint=params.endpoint_url if params else None,
-               source=f"the AwsCredentials block {name!r}")  # fmt: skip
+               region=block.region_name, endpoint=params.endpoint_url if params else None)  # fmt: skip
 
 
 def hf_token() -> str | None:
