@@ -82,7 +82,7 @@ def chosen_libraries(
         if kind is None:
             raise BadInput(f"--device {name}: a {ref.target} library is not loaded by mlc_llm (WebLLM fetches it: "
                            "`mlc-farm export webllm`)")  # fmt: skip
-        if ":" not in jit.device_strings(ref.target, [0])[0]:
+        if kind in jit.SYSTEM_LIBRARY_DEVICES:
             raise BadInput(f"--device {name}: a {ref.target} library is linked into an app by `mlc_llm package`, "
                            "not loaded from the cache: `mlc-farm export app`")  # fmt: skip
     kinds: dict[str, list[str]] = {}

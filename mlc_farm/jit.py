@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from mlc_farm.devices import of_target
 
-SYSTEM_LIBRARY = {"iphone": "iphone", "macabi": "macabi"}  # targets whose JIT device is the plain string
+SYSTEM_LIBRARY_DEVICES = ("iphone", "macabi", "android")  # JIT devices of system libraries: plain, no index
 RECORDED_INDICES = range(8)  # the device indices whose keys a catalog entry lists (eight GPUs per machine)
 
 
@@ -43,8 +43,8 @@ def weights_dir(home: Path, repo: str) -> Path:
 def jit_device(target: str) -> str | None:
     """The JIT's device kind for a library target: `cuda`, `cpu`, ... (with `:INDEX` added), or the plain
     `iphone`, `macabi`, `android` of a system library; None for a target the JIT never serves (webgpu)."""
-    if target in SYSTEM_LIBRARY:
-        return SYSTEM_LIBRARY[target]
+    if target in ("iphone", "macabi"):
+        return target
     if target.startswith("android") or target == "mali":
         return "android"
     family = of_target(target)
@@ -58,14 +58,14 @@ def device_strings(target: str, indices: range | list[int] = RECORDED_INDICES) -
     kind = jit_device(target)
     if kind is None:
         return []
-    if kind in ("iphone", "macabi", "android"):
+    if kind in SYSTEM_LIBRARY_DEVICES:
         return [kind]
     return [f"{kind}:{i}" for i in ([0] if kind == "cpu" else indices)]
 
 
 def cache_file(home: Path, key: JitKey, device: str) -> Path:
     """`model_lib/<md5>.<so|dylib|dll>`, `.tar` for the system libraries of phones."""
-    suffix = "tar" if ":" not in device else {"darwin": "dylib", "win32": "dll"}.get(sys.platform, "so")
+    suffix = "tar" if device in SYSTEM_LIBRARY_DEVICES else {"darwin": "dylib", "win32": "dll"}.get(sys.platform, "so")
     return home / "model_lib" / f"{key.md5}.{suffix}"
 
 
