@@ -137,8 +137,8 @@ def export(
         if where is None:
             unplaced.append(f"{entry.model} {entry.quantization}")
             continue
-        exported = {d: runtime in _exports(ref.target) and (built_with is None or matches(ref.runtime, built_with))
-                    for d, ref in entry.libs.items()}  # fmt: skip
+        wanted = {d for d, ref in entry.libs.items() if built_with is None or matches(ref.runtime, built_with)}
+        exported = {d: d in wanted and runtime in _exports(ref.target) for d, ref in entry.libs.items()}
         if runtime == "webllm":
             out += [_webllm(store, entry, where, d) for d in sorted(entry.libs) if exported[d]]
         elif runtime == "app":
@@ -155,8 +155,7 @@ def export(
             out.append({
                 "model_id": repo_name(entry),
                 "model": where.model,
-                "model_lib": {d: where.url(lib_path(entry, d))
-                              for d in sorted(entry.libs) if built_with is None or exported[d]},
+                "model_lib": {d: where.url(lib_path(entry, d)) for d in sorted(wanted)},
             })  # fmt: skip
     if unplaced:
         raise BadInput(

@@ -238,6 +238,13 @@ def test_two_pools_with_different_toolchains_build_one_model_and_each_library_is
     )
     assert unknown.returncode == 2 and "built with: 0.19.0 (555555555555), 0.20.0.dev0" in unknown.stderr
 
+    def served(*runtime: str) -> list[str]:
+        done = run_cli("export", "mlc-serve", "--base-url", "https://cdn.example/m", *runtime, "--store", str(store))
+        assert done.returncode == 0, done.stderr
+        return sorted(json.loads(done.stdout)["models"][0]["model_lib"])
+
+    assert served() == ["cpu-nightly", "cpu-stable"] and served("--runtime", "0.19.0") == ["cpu-stable"]
+
     home = tmp_path / "mlc"  # this machine runs tonight's mlc_llm: install takes the library it can load
     done = run_cli("install", "tiny", "q4f16_1", "--mlc-home", str(home), "--store", str(store))
     assert done.returncode == 0, done.stderr
