@@ -23,7 +23,7 @@ def _indices(text: str | None) -> list[int] | None:
     try:
         found = sorted({int(i) for i in text.split(",")})
     except ValueError:
-        found = [-1]
+        found = []
     if not found or found[0] < 0:
         raise BadInput(f"--device-index {text!r}: give device indices such as 0 or 0,1,2,3")
     return found
