@@ -44,7 +44,7 @@ from mlc_farm.formatting import size
 from mlc_farm.plan import CheckBuild, ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, ReferenceBuild
 from mlc_farm.processes import process_alive
 from mlc_farm.settings import load_settings
-from mlc_farm.sources import file_sha256, needed_files
+from mlc_farm.sources import SourceFiles, file_sha256
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import blob_url, failure_path, record_path
 
@@ -75,15 +75,6 @@ def store_files(
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return sorted(pool.map(one, paths.items()), key=lambda f: f.path)
-
-
-def stage_source(source_dir: Path, staging: Path) -> Path:
-    """A directory of symlinks to the source files the toolchain reads: no copy of multi-GB weights, and
-    anything the toolchain writes lands in `staging`, not in the source."""
-    staging.mkdir(parents=True)
-    for name in needed_files([p.name for p in source_dir.iterdir() if p.is_file()]):
-        (staging / name).symlink_to((source_dir / name).resolve())
-    return staging
 
 
 _WORK_PREFIX = "mlc-farm-build-"
@@ -230,7 +221,7 @@ def _build(
 def build_from_source(
     store: ArtifactStore,
     b: ConvertBuild | ConfigBuild,
-    source_dir: Path,
+    source: SourceFiles,
     convert_device: str,
     *,
     timeout: float | None = None,
@@ -242,7 +233,7 @@ def build_from_source(
     (mlc-chat-config.json and the tokenizer files), on a staging directory of the source."""
 
     def steps(work: Path, log: Path) -> tuple[dict[str, float], dict[str, Path], dict]:
-        src, out = stage_source(source_dir, work / b.model), work / "out"
+        src, out = source.stage(work / b.model), work / "out"
         if isinstance(b, ConvertBuild):
             step = "convert_weight"
             args = toolchain.convert_weight_args(src, b.quantization, out, convert_device, b.model_type)
@@ -347,7 +338,7 @@ def _validate(
 def build_reference(
     store: ArtifactStore,
     rb: ReferenceBuild,
-    source_dir: Path,
+    source: SourceFiles,
     *,
     timeout: float | None = None,
     flow_run: str | None = None,
@@ -357,6 +348,7 @@ def build_reference(
     toolchain's interpreter."""
 
     def steps(work: Path, log: Path) -> tuple[dict[str, float], dict[str, Path], dict]:
+        source_dir = source.stage(work / rb.model)
         config = json.loads((source_dir / "config.json").read_text())
         tokens = fidelity.eval_tokens(source_dir / "tokenizer.json", rb.positions, int(config["vocab_size"]))
         request = validate.write_request(work / "request.json", tokens.tokens, None)

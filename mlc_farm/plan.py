@@ -154,6 +154,11 @@ def _identity(
     config = {**(src.config or {}), **({"model_type": spec_type} if spec_type else {})}
     cls = twins.conversion_class(config, quantization)
     if cls is None:
+        if config.get("model_type") in twins.TWIN_TYPES:
+            return (
+                None,
+                f"keyed by the toolchain version: its twin would hold over {twins.TWIN_MAX_PARAMETERS} parameters",
+            )
         return None, f"keyed by the toolchain version: no twin for model type {config.get('model_type')!r}"
     fp = found.get(twins.class_key(cls))
     if fp is None:

@@ -1,7 +1,8 @@
 """Model sources: a Hugging Face repo@revision resolved to a commit, or a local directory by content.
 
 Resolution gives each source an identity (the commit, or the sha256 of the files the toolchain reads)
-and its config.json; both go into the build keys.
+and its config.json; both go into the build keys. A source is read, never trusted (mlc_farm/source_checks.py):
+a link out of it or an impossible config.json makes it `invalid`, and its cells fail with the reason.
 """
 
 from __future__ import annotations
@@ -10,14 +11,17 @@ import fnmatch
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 from mlc_farm import credentials
+from mlc_farm.errors import BadInput
 from mlc_farm.matrix import HFSource, LoadedMatrix, LocalSource, ModelSpec
 from mlc_farm.settings import load_settings
+from mlc_farm.source_checks import SourceRefused, inside, listed, read_config
 
 # What convert_weight and gen_config read from a model directory (shared/mlc-reference/README.md).
 TOOLCHAIN_FILES = (
@@ -40,6 +44,7 @@ class ResolvedSource(BaseModel):
     restricted: bool = False  # gated or private on the Hub: what is built from it is published privately
     error: str | None = None
     unreachable: bool = False  # the error is the Hub not answering (offline, 5xx): a service, not the input
+    invalid: bool = False  # the error is the source itself (a link out of it, a config.json it cannot trust)
 
     def key_part(self) -> dict[str, Any]:
         return {"kind": self.kind, "ref": self.ref if self.kind == "hf" else None, "identity": self.identity}
@@ -62,21 +67,27 @@ def file_sha256(path: Path, chunk: int = 8 << 20) -> str:
 
 
 def resolve_local(model: str, path: Path) -> ResolvedSource:
-    files = needed_files([p.name for p in path.iterdir() if p.is_file()])
-    listing = [(name, (path / name).stat().st_size, file_sha256(path / name)) for name in files]
+    names = listed(path)
+    try:
+        if "config.json" not in names:
+            raise SourceRefused(f"model {model}: {path} holds no config.json")
+        files = inside(model, path, needed_files(names) + [n for n in names if n == "README.md"])
+        config = read_config(model, files["config.json"])
+    except SourceRefused as e:
+        return ResolvedSource(model=model, kind="local", ref=str(path), error=str(e), invalid=True)
+    readme = files.pop("README.md", None)
+    listing = [(name, real.stat().st_size, file_sha256(real)) for name, real in files.items()]
     identity = hashlib.sha256(json.dumps(listing).encode()).hexdigest()
-    config = json.loads((path / "config.json").read_text())
     return ResolvedSource(
-        model=model, kind="local", ref=str(path), identity=identity, config=config, license=_card_license(path)
+        model=model, kind="local", ref=str(path), identity=identity, config=config, license=_card_license(readme)
     )
 
 
-def _card_license(path: Path) -> str | None:
+def _card_license(readme: Path | None) -> str | None:
     """The `license` of a local model card's YAML front matter, when there is one."""
     import yaml
 
-    readme = path / "README.md"
-    text = readme.read_text(errors="replace") if readme.is_file() else ""
+    text = readme.read_text(errors="replace") if readme else ""
     if text.startswith("---\n") and "\n---" in text[4:]:
         try:
             meta = yaml.safe_load(text[4 : text.index("\n---", 4)])
@@ -128,7 +139,10 @@ def resolve_hf(model: str, source: HFSource) -> ResolvedSource:
     except Exception as e:  # the HTTP client's own connection errors differ between huggingface_hub versions
         why, unreachable = f"cannot reach the Hugging Face Hub for {source.hf}: {type(e).__name__}", True
     else:
-        config = json.loads(Path(config_path).read_text())
+        try:
+            config = read_config(model, Path(config_path))
+        except SourceRefused as e:
+            return base.model_copy(update={"error": str(e), "invalid": True})
         license_ = getattr(info.card_data, "license", None) if info.card_data else None
         restricted = bool(getattr(info, "gated", False)) or bool(getattr(info, "private", False))
         return base.model_copy(
@@ -147,19 +161,42 @@ def resolve(loaded: LoadedMatrix, models: list[ModelSpec]) -> dict[str, Resolved
     return out
 
 
-def fetch(source: ResolvedSource, cache_dir: Path | None = None) -> Path:
-    """A local directory holding the source's files: the directory itself, or a Hub snapshot in the cache."""
+@dataclass(frozen=True)
+class SourceFiles:
+    """The files of a source the toolchain reads, each as the real file it is, every one inside the source."""
+
+    model: str
+    files: dict[str, Path]
+
+    def stage(self, staging: Path) -> Path:
+        """A directory of symlinks to these files: no copy of multi-GB weights, nothing that leaves the source,
+        and anything the toolchain writes lands in `staging`, not in the source."""
+        staging.mkdir(parents=True)
+        for name, real in self.files.items():
+            (staging / name).symlink_to(real)
+        return staging
+
+
+def fetch(source: ResolvedSource, cache_dir: Path | None = None) -> SourceFiles:
+    """The source's files, checked again where they are read: the local directory's, or those of a Hub snapshot
+    in the cache (its links point into the repo's own `blobs/`, inside its cache folder)."""
     if source.kind == "local":
-        return Path(source.ref)
+        path = Path(source.ref)
+        return SourceFiles(source.model, inside(source.model, path, needed_files(listed(path))))
     from huggingface_hub import HfApi, snapshot_download
 
-    assert source.identity, source.error
+    if not source.identity:
+        raise BadInput(source.error or f"model {source.model}: source not resolved")
     token = credentials.hf_token()
     api = HfApi(endpoint=hub_endpoint(), token=token)
     names = [s.rfilename for s in api.model_info(source.ref, revision=source.identity).siblings or []]
     cache = cache_dir or load_settings().cache_dir / "hf"
-    return Path(
+    snapshot = Path(
         snapshot_download(
             source.ref, revision=source.identity, allow_patterns=needed_files(names), cache_dir=cache, token=token
         )
+    )
+    # snapshots/<commit>/ of the repo's cache folder models--ORG--NAME, which holds its blobs/
+    return SourceFiles(
+        source.model, inside(source.model, snapshot, needed_files(listed(snapshot)), snapshot.parents[1])
     )

@@ -25,6 +25,9 @@ TWIN_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 SIZE_FIELDS = frozenset({"hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                          "num_key_value_heads", "vocab_size", "head_dim"})  # fmt: skip
 GROUP = 32  # the largest group size of MLC's group quantizations: twin dimensions are multiples of it
+# A twin's parameters at most (the largest real classes, head size 256 with 16:1 grouped queries, take ~75M):
+# the twin is written in memory, so a class whose twin would be larger keeps version keys instead.
+TWIN_MAX_PARAMETERS = 1 << 27
 _DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}  # safetensors' names
 
 
@@ -36,14 +39,26 @@ def conversion_class(config: dict[str, Any], quantization: str) -> dict[str, Any
         return None
     kept = {k: v for k, v in architecture(config).items() if k not in SIZE_FIELDS}
     dtype = str(config.get("torch_dtype") or config.get("dtype") or "float32")
-    return {
+    cls = {
         "architecture": kept,
-        "gqa_ratio": heads // int(config.get("num_key_value_heads", heads)),
+        "gqa_ratio": heads // int(config.get("num_key_value_heads") or heads),
         "head_dim": int(config.get("head_dim") or hidden // heads),
         "dtype": dtype if dtype in _DTYPES else "float32",
         "quantization": quantization,
         "format": "huggingface-safetensor",
     }
+    return cls if twin_parameters(cls) <= TWIN_MAX_PARAMETERS else None
+
+
+def twin_parameters(cls: dict[str, Any]) -> int:
+    """How many parameters the class's twin holds, counted from its shapes without making them."""
+    total = 0
+    for shape in _tensor_names(twin_config(cls)).values():
+        n = 1
+        for d in shape:
+            n *= d
+        total += n
+    return total
 
 
 def class_key(cls: dict[str, Any]) -> str:

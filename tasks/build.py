@@ -55,9 +55,9 @@ def build_from_source(
     store_url: str, b: ConvertBuild | ConfigBuild, source: ResolvedSource, convert_device: str, force: bool
 ) -> str:
     with activity.phase(b.key, "fetching the source"):
-        st, source_dir = open_store(store_url), sources.fetch(source)
+        st, files = open_store(store_url), sources.fetch(source)
     run = _run_id()
-    record = build.build_from_source(st, b, source_dir, convert_device, on_line=log_line, flow_run=run, force=force)
+    record = build.build_from_source(st, b, files, convert_device, on_line=log_line, flow_run=run, force=force)
     return _built(record, run)
 
 
@@ -75,9 +75,9 @@ def build_library(store_url: str, lb: LibBuild, builds: ModelBuilds, force: bool
 @task(retries=0, name="build-reference", task_run_name="reference {rb.model}", tags=["mlc-weights"])
 def build_reference(store_url: str, rb: ReferenceBuild, source: ResolvedSource, force: bool) -> str:
     with activity.phase(rb.key, "fetching the source"):
-        st, source_dir = open_store(store_url), sources.fetch(source)
+        st, files = open_store(store_url), sources.fetch(source)
     run = _run_id()
-    return _built(build.build_reference(st, rb, source_dir, flow_run=run, force=force), run)
+    return _built(build.build_reference(st, rb, files, flow_run=run, force=force), run)
 
 
 @task(retries=0, name="check-cell", task_run_name="check {cb.model}/{cb.quantization}/{cb.device.name}",

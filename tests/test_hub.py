@@ -40,13 +40,14 @@ def test_source_is_resolved_to_its_commit_and_downloads_only_what_the_toolchain_
     pinned = resolve_hf("tiny", HFSource(hf="org/tiny", revision=first))
     assert second != first and pinned.identity == first and pinned.config == src.config
 
-    path = fetch(src)
-    assert sorted(p.name for p in path.iterdir()) == [
+    fetched = fetch(src)  # a snapshot of links into the repo's blobs/: inside its cache folder, so accepted
+    assert sorted(fetched.files) == [
         "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
     ]  # fmt: skip
-    assert (path / "model.safetensors").read_bytes() == (
-        tiny_models / "models" / "a" / "model.safetensors"
-    ).read_bytes()
+    assert (
+        fetched.files["model.safetensors"].read_bytes()
+        == (tiny_models / "models" / "a" / "model.safetensors").read_bytes()
+    )
 
 
 def test_gated_missing_and_unknown_revision_say_what_to_do(

@@ -61,6 +61,7 @@ def plan(
     accepted = names_accepted(loaded, tc, st)
     wanted = {c.model for c in cells}
     srcs = sources.resolve(loaded, [m for m in loaded.matrix.models if m.id in wanted])
+    cannot += [s.error for s in srcs.values() if s.invalid and s.error]  # shown with the plan, then exit 2 too
     classes = conversion_classes(loaded.matrix, cells, srcs) if tc.known else {}
     p = make_plan(loaded.matrix, cells, srcs, tc, fingerprints(st, tc, classes) if classes else {})
     # With an unknown toolchain the keys that hold it are not the keys a build would have: the store is not asked.
@@ -145,7 +146,7 @@ def plan(
                       show(pc.check))  # fmt: skip
     out.print(t)
     for src in srcs.values():
-        if src.error:
+        if src.error and not src.invalid:
             out.print(Text.assemble(("unresolved source", "red"), f" {src.model}: {src.error}"), soft_wrap=True)
     stored = (lambda k: f"{counts[f'{k}_builds_in_store']} in store") if tc.known else (lambda k: "store not asked")
     out.print(
