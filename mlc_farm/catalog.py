@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -23,12 +22,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError
 
-from mlc_farm.errors import DamagedDocumentError, StoreError
+from mlc_farm.errors import DamagedDocumentError, StoreError, UnsafeStoreName
 from mlc_farm.fidelity import Fidelity
 from mlc_farm.jit import JitKey
 from mlc_farm.memory import MemoryEstimate
+from mlc_farm.names import UNSAFE, BuildKey, Name, RelPath, Sha256
 from mlc_farm.runtime import LibRuntime
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import BUILDS, CATALOG, FAILURES, catalog_path, failure_path, record_path
@@ -38,32 +38,13 @@ log = logging.getLogger("mlc_farm.catalog")
 Kind = Literal["convert", "config", "library", "reference", "check"]
 
 
-_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,254}\Z")
-_SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
-
-
 class FileEntry(BaseModel):
-    """One output file. Its path becomes a path on a user's disk (pull, publish), so it is checked wherever a
-    record is read: relative, plain components, no '..', NUL or newline."""
+    """One output file. Its path becomes a path on a user's disk (pull, publish, install), so it is checked
+    wherever a record is read (mlc_farm/names.py)."""
 
-    path: str
+    path: RelPath
     size: int = Field(ge=0)
-    sha256: str
-
-    @field_validator("path")
-    @classmethod
-    def _relative(cls, v: str) -> str:
-        parts = v.split("/")
-        if len(v) > 1024 or not all(_PART.match(p) and p not in (".", "..") for p in parts):
-            raise ValueError(f"{v[:80]!r} is not a safe relative path")
-        return v
-
-    @field_validator("sha256")
-    @classmethod
-    def _digest(cls, v: str) -> str:
-        if not _SHA256.match(v):
-            raise ValueError(f"{v[:80]!r} is not a sha256")
-        return v
+    sha256: Sha256
 
 
 class FitCheck(BaseModel):
@@ -110,7 +91,7 @@ class Validation(BaseModel):
 
 class BuildRecord(BaseModel):
     schema_version: Literal[2] = SCHEMA_VERSION
-    key: str
+    key: BuildKey
     kind: Kind
     files: list[FileEntry]
     inputs: dict[str, Any]
@@ -129,7 +110,7 @@ class BuildRecord(BaseModel):
     # Checks: the cell's fidelity to its source (judged against the thresholds of the night it ran), and the
     # cell's names in the matrix (not in the key: the history of a cell follows them).
     fidelity: Fidelity | None = None
-    cell: dict[str, str] | None = None
+    cell: dict[str, Name] | None = None
     # Checks: the names mlc_llm's JIT cache gives the library with these weights' config, per device string.
     jit_keys: dict[str, JitKey] | None = None
 
@@ -141,9 +122,9 @@ class BuildRecord(BaseModel):
 class FailedCell(BaseModel):
     """A matrix cell a failed build was for; `device` None for weights and config (every device of the cell)."""
 
-    model: str
-    quantization: str
-    device: str | None = None
+    model: Name
+    quantization: Name
+    device: Name | None = None
 
 
 class FailureRecord(BaseModel):
@@ -151,7 +132,7 @@ class FailureRecord(BaseModel):
     (gc) so that the links a failed run printed still work, and goes once the key builds."""
 
     schema_version: Literal[2] = SCHEMA_VERSION
-    key: str
+    key: BuildKey
     kind: Kind
     label: str
     cells: list[FailedCell]
@@ -170,28 +151,28 @@ class FailureRecord(BaseModel):
 
 
 class LibRef(BaseModel):
-    key: str
+    key: BuildKey
     file: FileEntry
     target: str
     host: str
     validation: Validation
     memory: MemoryEstimate | None = None  # with this entry's weights; None when the library has no metadata
     fidelity: Fidelity | None = None  # with this entry's weights, on the device (None: from before fidelity)
-    check: str | None = None  # the check build that measured it
+    check: BuildKey | None = None  # the check build that measured it
     runtime: LibRuntime | None = None  # what it was compiled with and needs (None: from before runtimes)
     jit_keys: dict[str, JitKey] = {}  # mlc_llm's JIT cache name per device string, with this entry's config
 
 
 class CatalogEntry(BaseModel):
     schema_version: Literal[2] = SCHEMA_VERSION
-    model: str
-    quantization: str
+    model: Name
+    quantization: Name
     source: dict[str, Any]
-    convert: str
-    config: str
-    libs: dict[str, LibRef]
+    convert: BuildKey
+    config: BuildKey
+    libs: dict[Name, LibRef]
     # Planned devices with no validated library yet (only in an entry that had no complete predecessor).
-    missing: list[str] = []
+    missing: list[Name] = []
     updated_at: datetime
 
 
@@ -206,14 +187,21 @@ def referenced_blobs(record: BuildRecord) -> list[FileEntry]:
 M = TypeVar("M", bound=BaseModel)
 
 
-def _read(store: ArtifactStore, name: str, model: type[M]) -> M | None:
-    """A store document as `model`, or None when it is missing or damaged (reported, never raised)."""
+def read_document(store: ArtifactStore, name: str, model: type[M]) -> M | None:
+    """A store document as `model`, or None when it is missing or damaged (reported, never raised). A name in
+    it that breaks the path rule (mlc_farm/names.py) is not damage but a tampered store: UnsafeStoreName."""
     try:
         data = store.read_json(name)
         return model.model_validate(data) if data is not None else None
     except DamagedDocumentError as e:
         log.warning("%s; treated as missing, the next build rewrites it", e)
     except ValidationError as e:
+        if unsafe := [p for p in e.errors() if p["type"] == UNSAFE]:
+            where = ".".join(str(part) for part in unsafe[0]["loc"])
+            raise UnsafeStoreName(
+                f"{store.url}/{name}: {where}: {unsafe[0]['msg']}: refused, nothing was written (whoever can write "
+                "to the store wrote a name that would be a path elsewhere; repair or delete the document)"
+            ) from None
         log.warning(
             "%s/%s is not a schema %d document (%s); treated as missing, the next build rewrites it",
             store.url, name, SCHEMA_VERSION, first_problem(e),
@@ -228,7 +216,7 @@ def first_problem(e: ValidationError) -> str:
 
 
 def load_record(store: ArtifactStore, key: str) -> BuildRecord | None:
-    return _read(store, record_path(key), BuildRecord)
+    return read_document(store, record_path(key), BuildRecord)
 
 
 READERS = 16  # store documents read at once: on S3 each is a GET, so a catalog of thousands reads in seconds
@@ -237,7 +225,9 @@ READERS = 16  # store documents read at once: on S3 each is a GET, so a catalog 
 def read_all(store: ArtifactStore, names: Iterable[str], model: type[M]) -> Iterator[tuple[str, M]]:
     """(name, document) of every readable one of `names`, READERS at a time, in order."""
     with ThreadPoolExecutor(max_workers=READERS) as pool:
-        for name, doc in zip(names := list(names), pool.map(lambda n: _read(store, n, model), names), strict=True):
+        for name, doc in zip(
+            names := list(names), pool.map(lambda n: read_document(store, n, model), names), strict=True
+        ):
             if doc is not None:
                 yield name, doc
 
@@ -248,7 +238,7 @@ def all_records(store: ArtifactStore) -> Iterator[tuple[str, BuildRecord]]:
 
 
 def load_failure(store: ArtifactStore, key: str) -> FailureRecord | None:
-    return _read(store, failure_path(key), FailureRecord)
+    return read_document(store, failure_path(key), FailureRecord)
 
 
 def all_failures(store: ArtifactStore) -> Iterator[tuple[str, FailureRecord]]:
@@ -257,7 +247,7 @@ def all_failures(store: ArtifactStore) -> Iterator[tuple[str, FailureRecord]]:
 
 
 def read_entry(store: ArtifactStore, model: str, quantization: str) -> CatalogEntry | None:
-    return _read(store, catalog_path(model, quantization), CatalogEntry)
+    return read_document(store, catalog_path(model, quantization), CatalogEntry)
 
 
 def entries(store: ArtifactStore) -> list[CatalogEntry]:

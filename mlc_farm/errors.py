@@ -69,6 +69,10 @@ class DamagedDocumentError(StoreError):
     """A store JSON document that does not parse: readers treat it as missing, so the next build rewrites it."""
 
 
+class UnsafeStoreName(BadInput):
+    """A store document holding a name that breaks the path rule (mlc_farm/names.py): a tampered store."""
+
+
 class WriteConflict(TransientError):
     """Someone else wrote the object between our read and our write."""
 

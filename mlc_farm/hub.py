@@ -19,14 +19,15 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from mlc_farm import credentials
-from mlc_farm.catalog import CatalogEntry, FileEntry, get_entry, load_record
+from mlc_farm.catalog import CatalogEntry, FileEntry, get_entry, load_record, read_document
 from mlc_farm.devices import Family, of_target
 from mlc_farm.devices import family as device_family
 from mlc_farm.errors import PublishError, ServiceUnreachable, StoreError, retry_transient
 from mlc_farm.matrix import Matrix
+from mlc_farm.names import BuildKey, Name, RepoId
 from mlc_farm.pull import lib_path, pull_files
 from mlc_farm.settings import load_settings
 from mlc_farm.sources import hub_endpoint, hub_repo_url
@@ -416,11 +417,11 @@ def publish(
 class Published(BaseModel):
     """Where a catalog entry's builds are on the Hub: exports point there while the entry is still these builds."""
 
-    repo: str
+    repo: RepoId
     commit: str | None
-    convert: str
-    config: str
-    libs: dict[str, str]  # device -> library key
+    convert: BuildKey
+    config: BuildKey
+    libs: dict[Name, BuildKey]  # device -> library key
 
     def root(self) -> str:
         """The URL its files are under, pinned to the commit that published them (`resolve/<commit>/`): it never
@@ -440,8 +441,5 @@ def _record_published(store: ArtifactStore, entry: CatalogEntry, repo: str, comm
 
 def published(store: ArtifactStore, entry: CatalogEntry) -> Published | None:
     """The Hub repo that holds exactly this entry's builds, if it was published."""
-    try:
-        found = Published.model_validate(store.read_json(published_path(entry.model, entry.quantization)) or {})
-    except (ValidationError, StoreError):
-        return None
-    return found if found.serves(entry) else None
+    found = read_document(store, published_path(entry.model, entry.quantization), Published)
+    return found if found and found.serves(entry) else None

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlc_farm import jit, runtime
-from mlc_farm.catalog import CatalogEntry, FileEntry, LibRef, get_entry, read_blob_json
+from mlc_farm.catalog import CatalogEntry, FileEntry, LibRef, get_entry, read_blob_json, read_document
 from mlc_farm.devices import runs_here
 from mlc_farm.errors import BadInput
+from mlc_farm.hub import Published
 from mlc_farm.output_dir import replacing
 from mlc_farm.pull import LIB_DIR, pull_files
 from mlc_farm.sources import file_sha256
@@ -39,11 +40,8 @@ class Installed:
 
 def default_name(store: ArtifactStore, entry: CatalogEntry) -> str:
     """The Hub repo the entry is published to, else `mlc-farm/{model}-{quant}-MLC`."""
-    doc = store.read_json(published_path(entry.model, entry.quantization)) or {}
-    repo = doc.get("repo")
-    return (
-        repo if isinstance(repo, str) and repo.count("/") == 1 else f"mlc-farm/{entry.model}-{entry.quantization}-MLC"
-    )
+    doc = read_document(store, published_path(entry.model, entry.quantization), Published)
+    return doc.repo if doc else f"mlc-farm/{entry.model}-{entry.quantization}-MLC"
 
 
 def check_name(name: str) -> str:

@@ -15,13 +15,14 @@ from typing import Any
 from pydantic import BaseModel
 
 from mlc_farm.devices import of_target
+from mlc_farm.names import Md5
 
 SYSTEM_LIBRARY_DEVICES = ("iphone", "macabi", "android")  # JIT devices of system libraries: plain, no index
 RECORDED_INDICES = range(8)  # the device indices whose keys a catalog entry lists (eight GPUs per machine)
 
 
 class JitKey(BaseModel):
-    md5: str
+    md5: Md5  # a file name in mlc_llm's cache (install writes there)
     system_lib_prefix: str | None = None
 
 

@@ -33,6 +33,7 @@ from mlc_farm import fidelity as fidelity_rules
 from mlc_farm.devices import FAMILIES, target_family
 from mlc_farm.devices import family as device_family
 from mlc_farm.errors import BadInput, MatrixError, SelectionError
+from mlc_farm.names import shorten, unsafe, unsafe_repo
 
 # The names `mlc_llm convert_weight --quantization` accepts (shared/mlc-reference/README.md).
 QUANTIZATIONS: tuple[str, ...] = (
@@ -57,24 +58,15 @@ _OPT = re.compile(r"^(O[0-3]|[a-z_]+=[A-Za-z0-9_]+(;[a-z_]+=[A-Za-z0-9_]+)*)\Z")
 _CONVERT_DEVICE = re.compile(
     rf"^(auto|{'|'.join(sorted({f.mlc_device for f in FAMILIES.values() if f.convert_on}))})(:[0-9]+)?\Z"
 )
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
-_HF_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _unsafe(value: str, what: str) -> str | None:
-    """Why a name cannot become a path component or a work pool (a '/', '..', NUL, newline, a huge length)."""
-    if _SAFE_NAME.match(value) and ".." not in value:
-        return None
-    return f"{shorten(value)} is not a safe {what} (letters, digits, '.', '_', '-'; no '/' or '..'; at most 128)"
-
-
 def _safe(what: str) -> AfterValidator:
     def check(value: str) -> str:
-        if problem := _unsafe(value, what):
+        if problem := unsafe(value, what):
             raise ValueError(problem)
         return value
 
@@ -88,7 +80,7 @@ def check_names(**names: str | None) -> None:
     problems = [
         f"{arg.upper()} {problem}"
         for arg, value in names.items()
-        if value is not None and (problem := _unsafe(value, what.get(arg, arg)))
+        if value is not None and (problem := unsafe(value, what.get(arg, arg)))
     ]
     if problems:
         raise BadInput("; ".join(problems))
@@ -132,7 +124,7 @@ class HFSource(_Strict):
     @field_validator("hf")
     @classmethod
     def _repo_id(cls, v: str) -> str:
-        if not _HF_REPO.match(v):
+        if unsafe_repo(v):
             raise ValueError("must be a Hugging Face repo id like 'org/name'")
         return v
 
@@ -323,12 +315,6 @@ def _loc(parts: tuple[int | str, ...]) -> str:
 
 # A validator that reports several `field: problem` lines (a device's checks) starts its message with this.
 _FIELD_PROBLEMS = "fields:\n"
-
-
-def shorten(value: object, limit: int = 60) -> str:
-    """repr() of a value, cut to `limit` characters: an error never prints megabytes of a hostile input."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[: limit - 12]}...({len(text)} chars)"
 
 
 def _field_paths(model: type[BaseModel], prefix: str = "") -> set[str]:

@@ -21,6 +21,7 @@ from mlc_farm.matrix import (
 )
 from mlc_farm.store import open_store
 from mlc_farm.store.layout import blob_path
+from mlc_farm.terminal import printable
 
 
 @command(app, "ls")
@@ -150,11 +151,12 @@ def show_log(
         found = by_cell(st, target[0], target[1], target[2] if len(target) == 3 else None)
     with tempfile.TemporaryDirectory(prefix="mlc-farm-log-") as tmp:
         for i, f in enumerate(found):
-            sys.stdout.write(("\n" if i else "") + f"=== {f.header}\n")
+            # A log and its header are the store's bytes: printable, never a terminal's orders (escapes, OSC 52).
+            sys.stdout.write(("\n" if i else "") + f"=== {printable(f.header)}\n")
             if f.log is None:
                 sys.stdout.write("(no log was kept)\n")
                 continue
             path = Path(tmp) / f"{i}.log"
             st.get_blob(f.log.sha256, path)
-            sys.stdout.write(path.read_text(errors="replace"))
+            sys.stdout.write(printable(path.read_text(errors="replace")))
     sys.stdout.flush()

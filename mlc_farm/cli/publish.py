@@ -21,6 +21,7 @@ from mlc_farm.matrix import (
     select_cells,
 )
 from mlc_farm.store import open_store
+from mlc_farm.terminal import printable
 
 
 @command(app, "export")
@@ -75,7 +76,8 @@ def publish_cmd(
         t.add_row(o.op, o.path, "" if o.size is None else str(o.size), o.sha256 or "")
     out.print(t)
     if dry_run:
-        sys.stdout.write(result.card if result.card.endswith("\n") else result.card + "\n")  # as it is: markdown
+        card = printable(result.card)  # as it is (markdown), but for control characters
+        sys.stdout.write(card if card.endswith("\n") else card + "\n")
     if result.note:
         err.print(f"note: {result.note}", soft_wrap=True)
         return
