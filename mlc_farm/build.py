@@ -208,6 +208,7 @@ def _build(
             log=log_entry,
             flow_run=flow_run,
             host=socket.gethostname(),
+            image=os.environ.get("MLC_FARM_IMAGE"),
             **extra,
         )
         # Last: only now does the build exist for readers, with every blob already in place.

@@ -102,6 +102,7 @@ class BuildRecord(BaseModel):
     log: FileEntry | None = None
     flow_run: str | None = None
     host: str | None = None
+    image: str | None = None  # the worker image it was built in (MLC_FARM_IMAGE, which the images set)
     # Libraries: what `vm["_metadata"]()` said, to check the fit of every model that shares the library.
     library_metadata: dict[str, Any] | None = None
     validation: Validation | None = None

@@ -17,10 +17,12 @@ import json
 import re
 from typing import Any
 
+from mlc_farm import credentials, provenance
 from mlc_farm.catalog import CatalogEntry, FailureRecord, all_failures, all_records, entries, load_record
 from mlc_farm.history import Point, regressions, series
 from mlc_farm.hub import Published, published
 from mlc_farm.pull import lib_path
+from mlc_farm.signatures import SIGNATURE, fingerprint, public_key
 from mlc_farm.sources import hub_repo_url
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import blob_path
@@ -79,6 +81,8 @@ def _row(
     files = [f for r in (weights, config) if r for f in r.files]
     root = hub.root() if hub else None  # pinned to the commit that published these builds
     links = {f.path: (f"{root}{f.path}" if root else blob_path(f.sha256)) for f in files}
+    if root:  # a published folder carries its signature and its signed provenance
+        links |= {"model.sig": f"{root}{SIGNATURE}", "provenance": f"{root}{provenance.FILE}"}
     row: dict[str, Any] = {
         "model": entry.model,
         "quantization": entry.quantization,
@@ -117,10 +121,21 @@ def catalog_rows(store: ArtifactStore) -> list[dict[str, Any]]:
     return rows
 
 
+def verify_note() -> str:
+    """How a reader of the page checks what they download, with the fingerprint of the key that signs it."""
+    signed_by = fingerprint(public_key(credentials.signing_key()))
+    return (
+        f"Every published folder is signed by the farm's key {signed_by} (OpenSSF model-signing, model.sig) and "
+        f"carries its signed provenance ({provenance.FILE}). Verify a download with the farm's public key: "
+        "model_signing verify key --signature DIR/model.sig --public_key farm.pub DIR (or mlc-farm verify-signature "
+        "DIR); mlc-farm pull and install verify before they write."
+    )
+
+
 def write_page(store: ArtifactStore) -> str:
     """Write index.html and catalog.json at the store's root; what they hold, in the page's own words."""
     rows = catalog_rows(store)
-    data = {"store": store.url, "rows": rows}
+    data = {"store": store.url, "rows": rows, "verify": verify_note()}
     store.write_json(DATA, data)
     store.write_text(PAGE, render(data), "text/html; charset=utf-8")
     served = sum(r["status"] == "served" for r in rows)
@@ -146,7 +161,7 @@ table{border-collapse:collapse;margin:.8em 0}th,td{border:1px solid #ccc;padding
 th{background:#f3f3f3}.served{color:#15692c}.missing{color:#a11}.num{text-align:right}
 #grid td{text-align:center}label{margin-right:1em}
 </style></head><body>
-<h1>mlc-farm catalog</h1><p>Store: <code>__STORE__</code>. <span id="count"></span></p>
+<h1>mlc-farm catalog</h1><p>Store: <code>__STORE__</code>. <span id="count"></span></p><p id="verify"></p>
 <div><label>model <select id="model"></select></label><label>quantization <select id="quantization"></select></label>
 <label>device <select id="device"></select></label></div>
 <h2>Matrix</h2><table id="grid"></table>
@@ -157,6 +172,7 @@ th{background:#f3f3f3}.served{color:#15692c}.missing{color:#a11}.num{text-align:
 <script id="catalog" type="application/json">__DATA__</script>
 <script>
 const data = JSON.parse(document.getElementById("catalog").textContent);
+document.getElementById("verify").textContent = data.verify || "";
 const keys = ["model", "quantization", "device"];
 const params = new URLSearchParams(location.search);
 const size = n => n == null ? "-" : n < 1048576 ? (n / 1024).toFixed(1) + " KB" : (n / 1048576).toFixed(1) + " MB";

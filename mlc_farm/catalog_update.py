@@ -28,9 +28,11 @@ from mlc_farm.catalog import (
     now,
     read_blob_json,
 )
+from mlc_farm.entry_signatures import sign_entry
 from mlc_farm.errors import DamagedDocumentError
 from mlc_farm.fidelity import Fidelity
 from mlc_farm.plan import Plan, PlanCell
+from mlc_farm.pull import entry_files
 from mlc_farm.sources import ResolvedSource
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import catalog_path
@@ -173,7 +175,7 @@ def update_unit(
     new = CatalogEntry(
         model=model,
         quantization=quantization,
-        source=source.model_dump(include={"kind", "ref", "revision", "identity", "license", "restricted"}),
+        source=source.model_dump(include={"kind", "ref", "revision", "identity", "license", "restricted", "files"}),
         convert=convert.key,
         config=config.key,
         libs=libs,
@@ -194,9 +196,13 @@ def update_unit(
         )
 
     def write(old: dict | None) -> dict:
-        # Re-decided against what is there now: another run may have moved the entry meanwhile.
+        # Re-decided against what is there now: another run may have moved the entry meanwhile. What it moves to
+        # is signed first, so no reader ever sees an entry without its signature.
         now_there = _as_entry(catalog_path(model, quantization), old)
         chosen = next_entry(now_there, new, planned)
+        if chosen is not None or now_there is None:
+            moved = chosen or new
+            sign_entry(store, moved, entry_files(store, moved))
         return (chosen or now_there or new).model_dump(mode="json")
 
     try:

@@ -1,6 +1,7 @@
 """Where the farm's secrets come from: the environment, else the Prefect blocks the settings name, as Prefect
 users keep them. The store's AWS credentials and endpoint from an `AwsCredentials` block (prefect-aws,
-MLC_FARM_AWS_CREDENTIALS_BLOCK); the Hub token from a `Secret` block (MLC_FARM_HF_TOKEN_BLOCK). Environment
+MLC_FARM_AWS_CREDENTIALS_BLOCK); the Hub token and the signing key from `Secret` blocks (MLC_FARM_HF_TOKEN_BLOCK,
+MLC_FARM_SIGNING_KEY_BLOCK). Environment
 variables win when both are set, so nothing that works today changes. A value read from a block is never put
 in the environment (the toolchain never sees it) and is redacted from every message (`errors.redact_urls`)."""
 
@@ -9,8 +10,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from mlc_farm.errors import BadInput, remember_secret
 from mlc_farm.settings import load_settings
@@ -76,7 +79,58 @@ def _hf_block(name: str) -> str:
     return value
 
 
-def _load(kind: type, name: str, setting: str):  # type: ignore[no-untyped-def]
+LOCAL_KEY = "signing/private.pem"  # under the cache dir: the key of a machine given none
+
+
+def signing_key() -> bytes:
+    """The farm's private signing key (PEM): MLC_FARM_SIGNING_KEY's file, else the Secret block of
+    MLC_FARM_SIGNING_KEY_BLOCK, else this machine's own key (made now, 0600, if there is none yet)."""
+    settings = load_settings()
+    if settings.signing_key is not None:
+        try:
+            return settings.signing_key.read_bytes()
+        except OSError as e:
+            raise BadInput(f"MLC_FARM_SIGNING_KEY={str(settings.signing_key)!r}: {e.strerror or e}") from None
+    if settings.signing_key_block:
+        from prefect.blocks.system import Secret
+
+        return str(
+            _load(Secret, settings.signing_key_block, "MLC_FARM_SIGNING_KEY_BLOCK", "--signing-key").get()
+        ).encode()
+    path = settings.cache_dir / LOCAL_KEY
+    if not path.is_file():
+        from mlc_farm.signatures import new_private_key
+
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".new-")  # 0600
+        with os.fdopen(fd, "wb") as f:
+            f.write(new_private_key())
+        try:
+            os.link(tmp, path)  # the first key made wins (another thread or process may race): never replaced
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+    return path.read_bytes()
+
+
+def trusted_keys() -> list[bytes]:
+    """The public keys whose signatures are accepted: MLC_FARM_TRUSTED_KEYS's files, else the signing key's."""
+    from mlc_farm.signatures import public_key
+
+    names = load_settings().trusted_keys
+    if not names:
+        return [public_key(signing_key())]
+    keys = []
+    for name in (n.strip() for n in names.split(",") if n.strip()):
+        try:
+            keys.append(Path(name).read_bytes())
+        except OSError as e:
+            raise BadInput(f"MLC_FARM_TRUSTED_KEYS: {name!r}: {e.strerror or e}") from None
+    return keys
+
+
+def _load(kind: type, name: str, setting: str, made_by: str = "--store-credentials"):  # type: ignore[no-untyped-def]
     """A block by name; a clear error naming the setting when it is not there or the server does not answer."""
     from prefect.settings import PREFECT_API_URL
 
@@ -85,8 +139,7 @@ def _load(kind: type, name: str, setting: str):  # type: ignore[no-untyped-def]
     except ValueError:
         raise BadInput(
             f"{setting}={name!r}: no {kind.__name__} block of that name on the Prefect server at "
-            f"{PREFECT_API_URL.value() or '(no PREFECT_API_URL)'}; `mlc-farm farm init --store-credentials` "
-            "creates it from the environment"
+            f"{PREFECT_API_URL.value() or '(no PREFECT_API_URL)'}; `mlc-farm farm init {made_by}` creates it"
         ) from None
     except Exception as e:
         raise BadInput(

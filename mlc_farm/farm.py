@@ -77,6 +77,28 @@ def init(matrix: Matrix, pool_type: str, gpus: int, pool_limit: int | None) -> l
     return done
 
 
+def signing_key_block() -> list[str]:
+    """The farm's signing key in a Secret block (MLC_FARM_SIGNING_KEY_BLOCK, else mlc-farm-signing-key): made once,
+    never replaced (what was signed with it stays verifiable); lines saying so, the public key and its fingerprint."""
+    from prefect.blocks.system import Secret
+
+    from mlc_farm.settings import load_settings
+    from mlc_farm.signatures import fingerprint, new_private_key, public_key
+
+    name = load_settings().signing_key_block or "mlc-farm-signing-key"
+    try:
+        block: Any = Secret.load(name)
+        pem = str(block.get()).encode()
+        said = f"Secret block {name!r}: the farm's signing key, as it was (kept: what it signed stays verifiable)"
+    except ValueError:  # no block of that name
+        pem = new_private_key()
+        Secret(value=pem.decode()).save(name)
+        said = f"Secret block {name!r}: a new signing key"
+    public = public_key(pem)
+    return [said, f"workers: MLC_FARM_SIGNING_KEY_BLOCK={name}", f"public key ({fingerprint(public)}), give it to "
+            "users (MLC_FARM_TRUSTED_KEYS, model_signing verify --public_key):", public.decode().strip()]  # fmt: skip
+
+
 def store_credentials(env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
     """Save the store's AWS credentials and endpoint (an AwsCredentials block) and the Hub token (a Secret block)
     of `env` on the Prefect server, under the names the settings give (else mlc-farm-aws, mlc-farm-hf-token), so

@@ -21,15 +21,18 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel
 
-from mlc_farm import credentials
+from mlc_farm import credentials, provenance
 from mlc_farm.catalog import CatalogEntry, FileEntry, get_entry, load_record, read_document
 from mlc_farm.devices import Family, of_target
 from mlc_farm.devices import family as device_family
+from mlc_farm.entry_signatures import sign_folder, sign_statement
 from mlc_farm.errors import PublishError, ServiceUnreachable, StoreError, retry_transient
 from mlc_farm.matrix import Matrix
 from mlc_farm.names import BuildKey, Name, RepoId
+from mlc_farm.provenance import entry_records
 from mlc_farm.pull import lib_path, pull_files
 from mlc_farm.settings import load_settings
+from mlc_farm.signatures import SIGNATURE, fingerprint, public_key
 from mlc_farm.sources import hub_endpoint, hub_repo_url
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import published_path
@@ -117,8 +120,9 @@ def manifest(store: ArtifactStore, entry: CatalogEntry, files: dict[str, FileEnt
     }
 
 
-def model_card(entry: CatalogEntry, repo: str, lib_files: dict[str, str]) -> str:
-    """README.md with the front matter the Hub and the MLC community expect, and how to run the model."""
+def model_card(entry: CatalogEntry, repo: str, lib_files: dict[str, str], signed_by: str | None = None) -> str:
+    """README.md with the front matter the Hub and the MLC community expect, how to run the model and, with
+    `signed_by` (the signing key's fingerprint), how to verify it."""
     webgpu = any("webllm" in _family(ref.target).exports for ref in entry.libs.values())
     meta: dict[str, Any] = {
         "library_name": "mlc-llm",
@@ -173,7 +177,30 @@ text under both. A library beyond its quantization's threshold is never publishe
 
 ## Run it
 
-{_run_it(repo, lib_files, entry)}"""
+{_run_it(repo, lib_files, entry)}{_verify_it(repo, signed_by)}"""
+
+
+def _verify_it(repo: str, signed_by: str | None) -> str:
+    if signed_by is None:
+        return ""
+    name = repo.split("/")[-1]
+    return f"""
+
+## Verify it
+
+Every file here (this card included) is signed by the farm's key, fingerprint `{signed_by}` (the sha256 of its
+PEM public key), in the OpenSSF model-signing format: `{SIGNATURE}`, a Sigstore bundle over every file's sha256.
+With the farm's public key (`farm.pub`, from whoever runs the farm):
+
+```bash
+pip install model-signing pyopenssl
+huggingface-cli download {repo} --local-dir {name}
+model_signing verify key --signature {name}/{SIGNATURE} --public_key farm.pub --ignore-paths {name}/.cache {name}
+```
+
+A changed, added or missing file fails the verification. `{provenance.FILE}` is the signed in-toto provenance
+(SLSA v1) of every file: the source and its commit, the toolchain, the conversion fingerprint, the worker image and
+the flow run of each build; `mlc-farm provenance` prints it from the farm's store."""
 
 
 def _run_it(repo: str, lib_files: dict[str, str], entry: CatalogEntry) -> str:
@@ -367,13 +394,26 @@ def publish(
         local = {p: root / p for p in files}
         for p, f in files.items():
             store.get_blob(f.sha256, local[p])
-        card = model_card(entry, repo, lib_files)
+        card = model_card(entry, repo, lib_files, fingerprint(public_key(credentials.signing_key())))
         (root / CARD).write_text(card)
         (root / MANIFEST).write_text(json.dumps(manifest(store, entry, files), indent=2) + "\n")
         for extra in (CARD, MANIFEST):
             local[extra] = root / extra
             data = local[extra].read_bytes()
             files[extra] = FileEntry(path=extra, size=len(data), sha256=hashlib.sha256(data).hexdigest())
+        # Provenance of every file above, then the folder's signature over all of them (model-signing format).
+        statement = provenance.statement(entry, entry_records(store, entry), {p: f.sha256 for p, f in files.items()})
+        local[provenance.FILE] = root / provenance.FILE
+        local[provenance.FILE].write_text(sign_statement(store, statement))
+        data = local[provenance.FILE].read_bytes()
+        files[provenance.FILE] = FileEntry(
+            path=provenance.FILE, size=len(data), sha256=hashlib.sha256(data).hexdigest()
+        )
+        signature = sign_folder(store, {p: f.sha256 for p, f in files.items()}, repo.split("/")[-1])
+        local[SIGNATURE] = root / SIGNATURE
+        local[SIGNATURE].write_text(signature)
+        files[SIGNATURE] = FileEntry(path=SIGNATURE, size=local[SIGNATURE].stat().st_size,
+                                     sha256=hashlib.sha256(signature.encode()).hexdigest())  # fmt: skip
         try:
             if dry_run and (why := _hub_answers()):
                 adds, deletes, same = _diff(local, files, {})

@@ -19,10 +19,11 @@ from pathlib import Path
 from mlc_farm import jit, runtime
 from mlc_farm.catalog import CatalogEntry, FileEntry, LibRef, get_entry, read_blob_json, read_document
 from mlc_farm.devices import runs_here
+from mlc_farm.entry_signatures import verified
 from mlc_farm.errors import BadInput
 from mlc_farm.hub import Published
 from mlc_farm.output_dir import replacing
-from mlc_farm.pull import LIB_DIR, pull_files
+from mlc_farm.pull import LIB_DIR, lib_path, pull_files
 from mlc_farm.sources import file_sha256
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import published_path
@@ -114,12 +115,15 @@ def install(
     any_runtime: bool = False,
     gpu_archs: list[str] | None = None,
     built_with: str | None = None,
+    allow_unsigned: bool = False,
 ) -> Installed:
     entry = get_entry(store, model, quantization)
     libs = chosen_libraries(entry, device, built_with, local)
     if not any_runtime:
         runtime.refuse_mismatched({d: ref.runtime for d, ref in libs.items()}, local, gpu_archs)
     files = _weight_files(store, entry)
+    # Every file to be written is the one the farm signed, before anything is written.
+    verified(store, entry, files | {lib_path(entry, d): ref.file for d, ref in libs.items()}, False, allow_unsigned)
     weights = jit.weights_dir(home, check_name(name))
     stale = [p for p, f in files.items() if _differs(weights / p, f)] if weights.exists() else list(files)
     result = Installed(weights=weights, weights_written=bool(stale))

@@ -9,8 +9,10 @@ from pathlib import Path
 
 from mlc_farm import runtime, stopping
 from mlc_farm.catalog import CatalogEntry, FileEntry, get_entry, load_record
+from mlc_farm.entry_signatures import verified
 from mlc_farm.errors import StoreError
 from mlc_farm.output_dir import replacing
+from mlc_farm.signatures import SIGNATURE
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import catalog_path
 
@@ -34,10 +36,16 @@ def lib_path(entry: CatalogEntry, device: str) -> str:
 def pull_files(
     store: ArtifactStore, model: str, quantization: str, device: str | None = None, built_with: str | None = None
 ) -> dict[str, FileEntry]:
+    return entry_files(store, get_entry(store, model, quantization), device, built_with)
+
+
+def entry_files(
+    store: ArtifactStore, entry: CatalogEntry, device: str | None = None, built_with: str | None = None
+) -> dict[str, FileEntry]:
     """The MLC-ready layout of a catalog entry: relative path -> file (weights, config and tokenizer at the root,
     libraries in `libs/`, as the mlc-ai repos on the Hub have it); `built_with`: only the libraries of that
     runtime (`--runtime`)."""
-    entry = get_entry(store, model, quantization)
+    model, quantization = entry.model, entry.quantization
     if built_with is not None:
         keep = runtime.built_with({d: r.runtime for d, r in entry.libs.items()}, built_with, f"{model} {quantization}")
         entry = entry.model_copy(update={"libs": {d: entry.libs[d] for d in keep}})
@@ -68,13 +76,18 @@ def pull(
     workers: int = 4,
     replace: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    allow_unsigned: bool = False,
 ) -> list[Path]:
-    """Write weights, config, tokenizer and the libraries (one device, or all) into `out`, each verified.
+    """Write weights, config, tokenizer and the libraries (one device, or all) into `out`, each verified: first
+    against the farm's signature of the entry (a whole pull gets it as `model.sig`), then by sha256.
 
     Everything lands in a temporary directory beside `out` first, which becomes `out` only once every file
     checked out: a failed or interrupted pull leaves no half-written directory. A non-empty `out` is replaced
     only with `replace`. `progress(bytes done, bytes in all)` follows the download."""
-    files = pull_files(store, model, quantization, device, built_with)
+    entry = get_entry(store, model, quantization)
+    files = entry_files(store, entry, device, built_with)
+    whole = device is None and built_with is None
+    bundle = verified(store, entry, files, whole, allow_unsigned)
     total, lock, done = sum(f.size for f in files.values()), threading.Lock(), [0]
 
     def landed(n: int) -> None:
@@ -96,4 +109,7 @@ def pull(
             # A failed pull lets the downloads in flight end (each within the retry budget) before its staging
             # goes, so none writes into it afterwards; a stopped one does not wait (the process ends now).
             pool.shutdown(wait=not stopping.requested(), cancel_futures=True)
+        if bundle and whole:
+            (staging / SIGNATURE).write_text(bundle)
+            written.append(out / SIGNATURE)
     return written

@@ -38,6 +38,10 @@ def parse_seconds(value: Any) -> Any:
 Seconds = Annotated[float, BeforeValidator(parse_seconds), Field(gt=0, allow_inf_nan=False)]
 
 
+# Prefect's rule for block document names, checked with the other settings instead of at the first block call.
+BlockName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=128)]
+
+
 class Settings(BaseSettings):
     """mlc-farm's settings, from the environment (prefix MLC_FARM_)."""
 
@@ -62,13 +66,27 @@ class Settings(BaseSettings):
     stale_upload_hours: float = Field(
         24, gt=0, allow_inf_nan=False, description="Unfinished uploads older than this belong to dead runs."
     )
-    aws_credentials_block: str | None = Field(
+    aws_credentials_block: BlockName | None = Field(
         None,
         description="An AwsCredentials block (prefect-aws) with the S3 store's keys and endpoint, for workers "
         "with no AWS variables (the environment's win when both are set).",
     )
-    hf_token_block: str | None = Field(
+    hf_token_block: BlockName | None = Field(
         None, description="A Secret block with the Hub token, for workers without HF_TOKEN (HF_TOKEN wins)."
+    )
+    signing_key: Path | None = Field(
+        None,
+        description="PEM file of the farm's elliptic-curve private key, which signs every catalog entry and published "
+        "folder (default: the Secret block of MLC_FARM_SIGNING_KEY_BLOCK, else this machine's own key, made on first "
+        "use as `signing/private.pem` in MLC_FARM_CACHE).",
+    )
+    signing_key_block: BlockName | None = Field(
+        None, description="A Secret block holding the signing key's PEM (`farm init --signing-key` makes one)."
+    )
+    trusted_keys: str | None = Field(
+        None,
+        description="Comma-separated PEM public key files whose signatures `pull` and `install` accept (default: the "
+        "public half of the signing key).",
     )
     hf_org: str | None = Field(None, description="Hub organization when the matrix's `publish.org` is not set.")
     home: str | None = Field(

@@ -42,6 +42,7 @@ class ResolvedSource(BaseModel):
     config: dict[str, Any] | None = None
     license: str | None = None
     restricted: bool = False  # gated or private on the Hub: what is built from it is published privately
+    files: dict[str, str] | None = None  # a local source: the files the toolchain reads, with their sha256
     error: str | None = None
     unreachable: bool = False  # the error is the Hub not answering (offline, 5xx): a service, not the input
     invalid: bool = False  # the error is the source itself (a link out of it, a config.json it cannot trust)
@@ -78,9 +79,8 @@ def resolve_local(model: str, path: Path) -> ResolvedSource:
     readme = files.pop("README.md", None)
     listing = [(name, real.stat().st_size, file_sha256(real)) for name, real in files.items()]
     identity = hashlib.sha256(json.dumps(listing).encode()).hexdigest()
-    return ResolvedSource(
-        model=model, kind="local", ref=str(path), identity=identity, config=config, license=_card_license(readme)
-    )
+    return ResolvedSource(model=model, kind="local", ref=str(path), identity=identity, config=config,
+                          license=_card_license(readme), files={name: sha for name, _, sha in listing})  # fmt: skip
 
 
 def _card_license(readme: Path | None) -> str | None:

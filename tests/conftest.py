@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from mlc_farm.signatures import new_private_key
 from mlc_farm.stack import Service, free_ports, start_prefect_server, wait_for_prefect
 from mlc_farm.tiny_model import write_tiny_llama
 from tests.helpers import DOUBLE, MLC_LLM_SOURCE, ROOT, s3_client
@@ -42,10 +43,14 @@ _SERVER: dict[str, Service] = {}
 
 def pytest_configure(config: pytest.Config) -> None:
     """xdist gives its workers an 80-column terminal size: the CLI's consoles (made when the tests import them)
-    must see what a pipe sees, as in a run without workers."""
+    must see what a pipe sees, as in a run without workers. Every build and pull of the run (module fixtures
+    included) signs and trusts one farm key, as a farm's machines do; tests of the keys themselves unset it."""
     if os.environ.get("PYTEST_XDIST_WORKER"):
         for name in ("COLUMNS", "LINES"):
             os.environ.pop(name, None)
+    key = Path(tempfile.mkdtemp(prefix="mlc-farm-key-")) / "farm.pem"
+    key.write_bytes(new_private_key())
+    os.environ["MLC_FARM_SIGNING_KEY"] = str(key)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

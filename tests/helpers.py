@@ -61,3 +61,21 @@ def s3_client() -> Any:
     import boto3
 
     return boto3.session.Session().client("s3")
+
+
+ONE_CELL = """
+quantizations: [q4f16_1]
+devices: [{name: cpu, family: cpu, target: llvm}]
+models: [{id: tiny-llama-a, source: {path: models/a}, conv_template: LM}]
+publish: {org: farm-org}
+"""
+
+
+def built_store(tiny_models: Path, tmp_path: Path, text: str = ONE_CELL) -> tuple[Path, Path]:
+    """(the store, the matrix) of one tiny cell built (and published, when the matrix says) through the CLI."""
+    matrix = tiny_models / f"one-cell-{tmp_path.name}.yaml"
+    matrix.write_text(text)
+    store = tmp_path / "built"
+    done = cli("build", "--matrix", str(matrix), "--store", str(store))
+    assert done.returncode == 0, done.stdout + done.stderr
+    return store, matrix

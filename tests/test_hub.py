@@ -117,7 +117,8 @@ def test_build_publishes_one_commit_per_model_and_quantization(
         model = "tiny-llama-a" if "tiny-llama-a" in repo else "tiny-llama-b"
         quant = "q4f16_1" if "q4f16_1" in repo else "q0f16"
         assert sorted(unhashed(f) for f in files) == sorted([
-            "README.md", "mlc-chat-config.json", "mlc-farm-manifest.json", "params_shard_0.bin",
+            "README.md", "mlc-chat-config.json", "mlc-farm-manifest.json", "model.sig", "params_shard_0.bin",
+            "provenance.sigstore.json",
             "tensor-cache.json", "tokenizer.json", "tokenizer_config.json",
             f"libs/{model}-{quant}-cpu.so", f"libs/{model}-{quant}-vulkan.so",
         ])  # fmt: skip
@@ -125,7 +126,12 @@ def test_build_publishes_one_commit_per_model_and_quantization(
         assert {unhashed(o["path"]) for o in ops if o["lfs"]} >= {"params_shard_0.bin", f"libs/{model}-{quant}-cpu.so"}
         manifest = json.loads(files["mlc-farm-manifest.json"])
         listed = {f["path"]: f for f in manifest["files"]}
-        assert set(listed) == set(files) - {"README.md", "mlc-farm-manifest.json"}
+        assert set(listed) == set(files) - {
+            "README.md",
+            "mlc-farm-manifest.json",
+            "model.sig",
+            "provenance.sigstore.json",
+        }
         for path, f in listed.items():
             assert hashlib.sha256(files[path]).hexdigest() == f["sha256"] and len(files[path]) == f["size"]
         assert manifest["toolchain"]["mlc_llm_version"] == "0.20.0.dev0" and manifest["source"]["kind"] == "local"
@@ -138,7 +144,7 @@ def test_build_publishes_one_commit_per_model_and_quantization(
 
     again = cli("build", "--matrix", str(matrix), "--store", str(store))
     assert again.returncode == 0, again.stderr
-    assert all(len(hub.commits(r)) == 1 for r in repos)
+    assert all(len(hub.commits(r)) == 1 for r in repos), [c.operations for r in repos for c in hub.commits(r)[1:]]
     assert again.stdout.count("unchanged, no commit") == 4
 
     changed = write_matrix(tiny_models, tmp_path, ", opt: O3")  # only the vulkan libraries change
@@ -150,7 +156,14 @@ def test_build_publishes_one_commit_per_model_and_quantization(
         vulkan = next(unhashed(p) for p in repo_files(hub, repo) if unhashed(p).endswith("-vulkan.so"))
         # The rebuilt library has a new name (its content hash), so the card that links it changes too.
         assert sorted((o["op"], unhashed(o["path"])) for o in ops) == sorted(
-            [("add", vulkan), ("delete", vulkan), ("add", "mlc-farm-manifest.json"), ("add", "README.md")]
+            [
+                ("add", vulkan),
+                ("delete", vulkan),
+                ("add", "mlc-farm-manifest.json"),
+                ("add", "README.md"),
+                ("add", "model.sig"),
+                ("add", "provenance.sigstore.json"),
+            ]
         )
     assert set(hub.state.lfs_puts.values()) == {1}
 

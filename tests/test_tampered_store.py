@@ -15,17 +15,11 @@ from mlc_farm.catalog import FileEntry, load_record, read_entry
 from mlc_farm.sources import file_sha256
 from mlc_farm.store.layout import catalog_path, published_path, record_path
 from mlc_farm.store.local import LocalStore
-from tests.helpers import cli, run_cli
+from tests.helpers import ONE_CELL, built_store, run_cli
 from tests.hub_server import LocalHub
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
-MATRIX = """
-quantizations: [q4f16_1]
-devices: [{name: cpu, family: cpu, target: llvm}]
-models: [{id: tiny-llama-a, source: {path: models/a}, conv_template: LM}]
-publish: {org: farm-org}
-"""
 ESCAPES = ("\x1b", "\x07", "\x9b", "\x9d")
 ENTRY = catalog_path("tiny-llama-a", "q4f16_1")
 
@@ -103,11 +97,7 @@ def commands(root: Path, store: Path, matrix: Path) -> dict[str, list[str]]:
 def test_a_tampered_store_is_refused_by_every_command_and_writes_nothing(
     hub: LocalHub, tiny_models: Path, tmp_path: Path
 ) -> None:
-    matrix = tiny_models / f"tamper-{tmp_path.name}.yaml"
-    matrix.write_text(MATRIX)
-    built = tmp_path / "built"
-    done = cli("build", "--matrix", str(matrix), "--store", str(built))
-    assert done.returncode == 0, done.stdout + done.stderr
+    built, matrix = built_store(tiny_models, tmp_path)
     store = tmp_path / "store"
     entry = read_entry(LocalStore(built), "tiny-llama-a", "q4f16_1")
     assert entry is not None and entry.libs["cpu"].check
@@ -132,11 +122,7 @@ def test_a_tampered_store_is_refused_by_every_command_and_writes_nothing(
 
 
 def test_control_characters_from_the_store_never_reach_the_terminal(tiny_models: Path, tmp_path: Path) -> None:
-    matrix = tiny_models / f"escapes-{tmp_path.name}.yaml"
-    matrix.write_text(MATRIX.replace("publish: {org: farm-org}\n", ""))
-    store = tmp_path / "store"
-    done = cli("build", "--matrix", str(matrix), "--store", str(store))
-    assert done.returncode == 0, done.stdout + done.stderr
+    store, _ = built_store(tiny_models, tmp_path, ONE_CELL.replace("publish: {org: farm-org}\n", ""))
     st = LocalStore(store)
     entry = read_entry(st, "tiny-llama-a", "q4f16_1")
     assert entry is not None

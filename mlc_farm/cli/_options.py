@@ -19,6 +19,15 @@ RuntimeOpt = Annotated[
 ]
 ModelOpt = Annotated[list[str] | None, typer.Option("--model", help="Only this model (repeatable).")]
 
+AllowUnsignedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-unsigned",
+        help="Take an entry the store holds no signature of, with a warning (a signature that does not match is "
+        "refused anyway).",
+    ),
+]
+
 
 class Format(str, Enum):
     table = "table"

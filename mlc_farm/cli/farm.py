@@ -29,6 +29,12 @@ def farm_init(
         bool,
         typer.Option("--store-credentials", help="Save the AWS keys and HF_TOKEN of this environment in blocks."),
     ] = False,
+    signing_key: Annotated[
+        bool,
+        typer.Option(
+            "--signing-key", help="Make the farm's signing key in a Secret block (once) and print its public key."
+        ),
+    ] = False,
     notify: Annotated[
         str | None,
         typer.Option(
@@ -46,7 +52,7 @@ def farm_init(
     from datetime import timedelta
 
     from mlc_farm import alerts
-    from mlc_farm.farm import init
+    from mlc_farm.farm import init, signing_key_block
     from mlc_farm.farm import store_credentials as save_credentials
     from mlc_farm.settings import parse_seconds
 
@@ -61,6 +67,9 @@ def farm_init(
         out.print(line, highlight=False)
     if store_credentials:
         for line in save_credentials(dict(os.environ))[0]:
+            out.print(line, highlight=False, soft_wrap=True)
+    if signing_key:
+        for line in signing_key_block():
             out.print(line, highlight=False, soft_wrap=True)
     if notify:
         for line in alerts.apply(notify, window):

@@ -10,7 +10,7 @@ from rich.markup import escape
 
 from mlc_farm.cli._app import app
 from mlc_farm.cli._errors import command
-from mlc_farm.cli._options import RuntimeOpt, StoreOpt
+from mlc_farm.cli._options import AllowUnsignedOpt, RuntimeOpt, StoreOpt
 from mlc_farm.cli._output import out
 from mlc_farm.errors import BadInput
 from mlc_farm.matrix import check_names
@@ -61,6 +61,7 @@ def install_cmd(
         bool, typer.Option("--any-runtime", help="Install a library built by another mlc_llm/TVM than this one.")
     ] = False,
     built_with: RuntimeOpt = None,
+    allow_unsigned: AllowUnsignedOpt = False,
     store: StoreOpt = None,
 ) -> None:
     """Put a built model where mlc_llm looks for HF://ORG/NAME: its weights in the cache, each library under the
@@ -75,7 +76,7 @@ def install_cmd(
     home = mlc_home or jit.mlc_llm_home()
     repo = name or default_name(st, get_entry(st, model, quantization))
     done = install(st, model, quantization, home, repo, toolchain.probe(), device, _indices(device_index), force,
-                   any_runtime, local_gpu_archs(), built_with)  # fmt: skip
+                   any_runtime, local_gpu_archs(), built_with, allow_unsigned)  # fmt: skip
     for what in done.replaced:
         out.print(f"replaced {escape(what)}")
     if not done.weights_written and not done.written:

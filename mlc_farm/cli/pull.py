@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -11,9 +12,9 @@ from rich.text import Text
 
 from mlc_farm.cli._app import app
 from mlc_farm.cli._errors import command
-from mlc_farm.cli._options import RuntimeOpt, StoreOpt
+from mlc_farm.cli._options import AllowUnsignedOpt, RuntimeOpt, StoreOpt
 from mlc_farm.cli._output import bytes_bar, err, out
-from mlc_farm.errors import StoreError
+from mlc_farm.errors import BadInput, StoreError
 from mlc_farm.formatting import size
 from mlc_farm.matrix import (
     check_names,
@@ -34,9 +35,11 @@ def pull_cmd(
         typer.Option("--check-runtime", help="First check that the local mlc_llm/TVM can load the libraries."),
     ] = False,
     built_with: RuntimeOpt = None,
+    allow_unsigned: AllowUnsignedOpt = False,
     store: StoreOpt = None,
 ) -> None:
-    """Write an MLC-ready directory (config, weights, tokenizer, libs/), every file checked by sha256."""
+    """Write an MLC-ready directory (config, weights, tokenizer, libs/, the farm's model.sig), every file checked
+    against the farm's signature and by sha256."""
     from mlc_farm.pull import pull
 
     check_names(model=model, quantization=quantization, device=device)
@@ -44,7 +47,8 @@ def pull_cmd(
     if check_runtime:
         _refuse_mismatched(st, model, quantization, device, built_with)
     with bytes_bar("downloading, every sha256 checked") as progress:
-        files = pull(st, model, quantization, output, device, built_with, replace=force, progress=progress)
+        files = pull(st, model, quantization, output, device, built_with, replace=force, progress=progress,
+                     allow_unsigned=allow_unsigned)  # fmt: skip
     out.print(f"wrote {len(files)} files to {output}, every sha256 verified")
 
 
@@ -133,3 +137,53 @@ def url(
     for rel, f in pull_files(st, model, quantization, device).items():
         print(f"{rel}\t{f.size}\t{f.sha256}\t{st.presigned_url(blob_path(f.sha256), expires)}")
     err.print(f"links expire in {expires} s; check each file's sha256 after download")
+
+
+@command(app, "verify-signature")
+def verify_signature_cmd(
+    directory: Annotated[Path, typer.Argument(help="A folder downloaded by any means (pull, huggingface-cli, ...).")],
+) -> None:
+    """Check a folder against its model.sig: every file as the farm signed it, none added or missing, signed by a
+    trusted key (MLC_FARM_TRUSTED_KEYS). Exit 1 if not."""
+    from mlc_farm.credentials import trusted_keys
+    from mlc_farm.signatures import verify_folder
+
+    if not directory.is_dir():
+        raise BadInput(f"{directory} is not a directory")
+    signed = verify_folder(directory, trusted_keys())
+    out.print(f"{directory}: {len(signed)} files, each as the farm signed it")
+
+
+@command(app, "provenance")
+def provenance_cmd(
+    model: str,
+    quantization: str,
+    device: Annotated[str | None, typer.Argument(help="Only this device's library (default: every one).")] = None,
+    bundle: Annotated[
+        bool, typer.Option("--bundle", help="Print the signed Sigstore bundle, not the statement.")
+    ] = False,
+    store: StoreOpt = None,
+) -> None:
+    """Print the signed provenance of a build (an in-toto statement, SLSA provenance v1): every file of its pull
+    with its sha256, the source and its commit, the matrix options, the toolchain, the conversion fingerprint, and
+    the worker image, host and flow run of each build. Its files are checked against the farm's signature first."""
+    from mlc_farm import provenance
+    from mlc_farm.catalog import get_entry
+    from mlc_farm.credentials import trusted_keys
+    from mlc_farm.entry_signatures import sign_statement, verified
+    from mlc_farm.pull import entry_files
+    from mlc_farm.signatures import signed_statement
+
+    check_names(model=model, quantization=quantization, device=device)
+    st = open_store(store, must_exist=True)
+    entry = get_entry(st, model, quantization)
+    files = entry_files(st, entry, device)
+    verified(st, entry, files, whole=device is None, allow_unsigned=False)
+    if device is not None:
+        entry = entry.model_copy(update={"libs": {device: entry.libs[device]}})
+    statement = provenance.statement(
+        entry, provenance.entry_records(st, entry), {p: f.sha256 for p, f in files.items()}
+    )
+    signed = sign_statement(st, statement)
+    checked = signed_statement(signed, trusted_keys(), f"the provenance of {model} {quantization}")
+    print(signed if bundle else json.dumps(checked, indent=2))

@@ -1,0 +1,76 @@
+"""The farm's signatures in the store: of each catalog entry, made before the entry moves (so no reader sees an
+entry without one) and checked before `pull` or `install` writes anything, so a blob swapped in the bucket, with
+its record rewritten to match, is refused; and of each published folder."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+
+from mlc_farm import credentials, signatures
+from mlc_farm.catalog import CatalogEntry, FileEntry
+from mlc_farm.keys import digest
+from mlc_farm.store import ArtifactStore
+from mlc_farm.store.layout import entry_signature_path, folder_signature_path
+
+log = logging.getLogger("mlc_farm.signatures")
+
+
+def _path(entry: CatalogEntry) -> str:
+    served = {"convert": entry.convert, "config": entry.config, "libs": {d: r.key for d, r in entry.libs.items()}}
+    return entry_signature_path(entry.model, entry.quantization, digest(served))
+
+
+def sign_entry(store: ArtifactStore, entry: CatalogEntry, files: dict[str, FileEntry]) -> None:
+    """Sign every file the entry serves (`files`: its whole pull), once per set of builds it serves."""
+    name = _path(entry)
+    if store.read_json(name) is not None:
+        return
+    digests = {p: f.sha256 for p, f in files.items()}
+    bundle = signatures.sign(digests, f"{entry.model}-{entry.quantization}", credentials.signing_key())
+    store.write_json(name, json.loads(bundle))
+
+
+def sign_folder(store: ArtifactStore, files: dict[str, str], name: str) -> str:
+    """The signature (bundle JSON) of a published folder's files (path -> sha256), made once and kept in the
+    store by what it signs: publishing the same folder again commits the same `model.sig`, not a new one."""
+    return _kept(store, signatures.files_digest(files), lambda: signatures.sign(files, name, credentials.signing_key()))
+
+
+def sign_statement(store: ArtifactStore, statement: dict) -> str:
+    """A provenance statement signed (bundle JSON), made once per statement and kept like a folder's signature."""
+    return _kept(store, digest(statement), lambda: signatures.sign_statement(statement, credentials.signing_key()))
+
+
+def _kept(store: ArtifactStore, what: str, make: Callable[[], str]) -> str:
+    path = folder_signature_path(what)
+    if (doc := store.read_json(path)) is None:
+        doc = json.loads(make())
+        store.write_json(path, doc)
+    return _text(doc)
+
+
+def _text(doc: dict) -> str:
+    """A bundle as text, the same bytes however the store keeps it (so a folder's model.sig never changes)."""
+    return json.dumps(doc, sort_keys=True)
+
+
+def verified(
+    store: ArtifactStore, entry: CatalogEntry, files: dict[str, FileEntry], whole: bool, allow_unsigned: bool
+) -> str | None:
+    """The entry's signature (bundle JSON) once each of `files` is the one the farm signed (and, `whole`, every
+    signed file is among them); None when the entry is unsigned and `allow_unsigned` takes it anyway."""
+    what = f"{store.url} {entry.model} {entry.quantization}"
+    doc = store.read_json(_path(entry))
+    if doc is None:
+        if not allow_unsigned:
+            raise signatures.SignatureRefused(
+                f"{what}: the store holds no signature of these builds: refused (--allow-unsigned takes it anyway)"
+            )
+        log.warning("%s is unsigned: taken without a signature (--allow-unsigned)", what)
+        return None
+    bundle = _text(doc)
+    signed = signatures.signed_files(bundle, credentials.trusted_keys(), what)
+    signatures.check({p: f.sha256 for p, f in files.items()}, signed, what, whole)
+    return bundle
