@@ -17,12 +17,13 @@ import json
 import re
 from typing import Any
 
-from mlc_farm import credentials, provenance
+from mlc_farm import provenance
 from mlc_farm.catalog import CatalogEntry, FailureRecord, all_failures, all_records, entries, load_record
+from mlc_farm.entry_signatures import signed_by
 from mlc_farm.history import Point, regressions, series
 from mlc_farm.hub import Published, published
 from mlc_farm.pull import lib_path
-from mlc_farm.signatures import SIGNATURE, fingerprint, public_key
+from mlc_farm.signatures import SIGNATURE
 from mlc_farm.sources import hub_repo_url
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import blob_path
@@ -100,6 +101,7 @@ def _row(
         "toolchain": ref.runtime.describe() if ref and ref.runtime else None,
         "source": entry.source.get("ref") or entry.source.get("kind"),
         "source_commit": entry.source.get("identity"),
+        "signed_by": signed_by(store, entry),
         "hub": hub_repo_url(hub.repo) if hub else None,
         "files": links,
         **_failure(entry, device, failures, served=ref is not None),
@@ -121,21 +123,23 @@ def catalog_rows(store: ArtifactStore) -> list[dict[str, Any]]:
     return rows
 
 
-def verify_note() -> str:
-    """How a reader of the page checks what they download, with the fingerprint of the key that signs it."""
-    signed_by = fingerprint(public_key(credentials.signing_key()))
+def verify_note(keys: set[str]) -> str:
+    """How a reader of the page checks what they download, with the fingerprints of the keys that signed it."""
+    if not keys:
+        return "No entry of this store is signed: mlc-farm pull and install refuse it unless --allow-unsigned."
     return (
-        f"Every published folder is signed by the farm's key {signed_by} (OpenSSF model-signing, model.sig) and "
-        f"carries its signed provenance ({provenance.FILE}). Verify a download with the farm's public key: "
-        "model_signing verify key --signature DIR/model.sig --public_key farm.pub DIR (or mlc-farm verify-signature "
-        "DIR); mlc-farm pull and install verify before they write."
+        f"Every entry and published folder is signed by the farm's key {', '.join(sorted(keys))} (OpenSSF "
+        f"model-signing, model.sig; a published folder also carries its signed provenance, {provenance.FILE}). "
+        "Verify a download with the farm's public key: model_signing verify key --signature DIR/model.sig "
+        "--public_key farm.pub DIR (or mlc-farm verify-signature DIR); mlc-farm pull and install verify before "
+        "they write."
     )
 
 
 def write_page(store: ArtifactStore) -> str:
     """Write index.html and catalog.json at the store's root; what they hold, in the page's own words."""
     rows = catalog_rows(store)
-    data = {"store": store.url, "rows": rows, "verify": verify_note()}
+    data = {"store": store.url, "rows": rows, "verify": verify_note({r["signed_by"] for r in rows if r["signed_by"]})}
     store.write_json(DATA, data)
     store.write_text(PAGE, render(data), "text/html; charset=utf-8")
     served = sum(r["status"] == "served" for r in rows)

@@ -56,6 +56,14 @@ def _text(doc: dict) -> str:
     return json.dumps(doc, sort_keys=True)
 
 
+def signed_by(store: ArtifactStore, entry: CatalogEntry) -> str | None:
+    """The fingerprint of the key that signed the entry (the bundle's key hint), None when it is unsigned: what a
+    page shows is read from the store, not from whichever key the reader's machine has."""
+    doc = store.read_json(_path(entry)) or {}
+    hint = doc.get("verificationMaterial", {}).get("publicKey", {}).get("hint")
+    return f"sha256:{hint}" if isinstance(hint, str) and hint.isalnum() else None
+
+
 def verified(
     store: ArtifactStore, entry: CatalogEntry, files: dict[str, FileEntry], whole: bool, allow_unsigned: bool
 ) -> str | None:

@@ -85,6 +85,7 @@ def validate_cmd(
         Path | None,
         typer.Option("--dir", help="A directory `mlc-farm pull` wrote (default: pull into a temporary one)."),
     ] = None,
+    allow_unsigned: AllowUnsignedOpt = False,
     store: StoreOpt = None,
 ) -> None:
     """Check a built model again: files against the catalog, each library's fit to the weights, and a run
@@ -101,7 +102,7 @@ def validate_cmd(
         where = directory
         if where is None:
             where = Path(tmp)
-            pull(st, model, quantization, where, device)
+            pull(st, model, quantization, where, device, allow_unsigned=allow_unsigned)
         results = validate_pulled(st, model, quantization, where, device)
     t = Table(title=f"{model} {quantization}: validation")
     for col in ("device", "fits the weights", "run", "tokens/s", "peak memory", "fidelity"):
