@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from mlc_farm import activity, fidelity, jit, lease, toolchain, validate
+from mlc_farm import activity, device_code, fidelity, jit, lease, runtime, toolchain, validate
 from mlc_farm.catalog import (
     BuildRecord,
     FailedCell,
@@ -294,6 +294,14 @@ def build_library(
             seconds = toolchain.run(
                 "compile", args, cell=users, log_path=log, timeout=_timeout(timeout), env=env, on_line=on_line
             )
+        extra: dict = {}
+        if (needs := runtime.needs_of(lb.device, lb.quantization)).device == "cuda":
+            # The device code it holds, read where it is built: a library without a binary for its
+            # architectures is not built, whatever the compile said.
+            code = device_code.cuda_code((work / lib_name).read_bytes())
+            if problem := device_code.cuda_problem(code, needs.cuda_archs):
+                raise ValidationFailed(f"library for {users}: {problem}")
+            extra["cuda_archs"] = code.archs
         with activity.phase(lb.key, "validating"):
             metadata, validation = _validate(store, lb, builds, work, convert, config, _timeout(timeout))
         with log.open("a", encoding="utf-8") as f:
@@ -302,7 +310,7 @@ def build_library(
             on_line(f"validation with {builds.model}'s weights: {validation.describe()}")
         if not validation.ok:
             raise ValidationFailed(f"library for {users} failed validation: {validation.describe()}")
-        extra = {"library_metadata": metadata, "validation": validation, "validated_with": builds.model_dump()}
+        extra |= {"library_metadata": metadata, "validation": validation, "validated_with": builds.model_dump()}
         return {"compile": seconds}, {lib_name: work / lib_name}, extra
 
     cells = [FailedCell(model=c.model, quantization=c.quantization, device=c.device) for c in lb.users]

@@ -38,11 +38,11 @@ class Capabilities(BaseModel):
 
 
 def _span(archs: list[str]) -> str:
-    ordered = sorted(archs, key=_arch_number)
+    ordered = sorted(archs, key=arch_number)
     return f"{ordered[0]} to {ordered[-1]}" if len(ordered) > 1 else ordered[0]
 
 
-def _arch_number(arch: str) -> int:
+def arch_number(arch: str) -> int:
     """A CUDA architecture's number without its feature suffix (90a -> 90): what orders and matches them."""
     digits = re.sub(r"\D", "", arch)
     return int(digits) if digits else 0
@@ -87,8 +87,8 @@ def problem(device: DeviceSpec, pool: str, caps: Capabilities) -> str | None:
         return (f"device {device.name}: target {device.target} needs {' and '.join(wanted)} on pool {pool}; "
                 f"{', '.join(missing)}")  # fmt: skip
     # `nvcc --list-gpu-arch` names the base architectures (90); 90a and 100f are their feature variants.
-    bases = {_arch_number(a) for a in caps.nvcc_archs}
-    beyond = [a for a in device.cuda_archs if caps.nvcc_archs and _arch_number(a) not in bases]
+    bases = {arch_number(a) for a in caps.nvcc_archs}
+    beyond = [a for a in device.cuda_archs if caps.nvcc_archs and arch_number(a) not in bases]
     if beyond:
         return (f"device {device.name}: cuda_archs {', '.join(beyond)} are beyond {caps.nvcc} on pool {pool}, which "
                 f"targets {_span(caps.nvcc_archs)}")  # fmt: skip

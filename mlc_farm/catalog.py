@@ -106,6 +106,8 @@ class BuildRecord(BaseModel):
     # Libraries: what `vm["_metadata"]()` said, to check the fit of every model that shares the library.
     library_metadata: dict[str, Any] | None = None
     validation: Validation | None = None
+    # CUDA libraries: the SM architectures of the images the library holds, read from it (mlc_farm/device_code.py).
+    cuda_archs: list[str] | None = None
     # Libraries: the model whose convert and config builds the validation used.
     validated_with: dict[str, str] | None = None
     # Checks: the cell's fidelity to its source (judged against the thresholds of the night it ran), and the

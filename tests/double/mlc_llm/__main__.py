@@ -29,6 +29,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -470,8 +471,20 @@ def compile_(args: argparse.Namespace) -> None:
                                                      "rope_base": os.environ.get("MLC_DOUBLE_ROPE_BASE")},
     }  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
-    _library.write(out, doc)
+    _library.write(out, doc, cuda_code(args.device) if kind == "cuda" else b"")
     log("compile.py:225", f"Generated: \x1b[1m{out}\x1b[0m")
+
+
+def cuda_code(device: str) -> bytes:
+    """What the real compile embeds (shared/mlc-reference, CUDA libraries on a real GPU): a fat binary with an image
+    per architecture (MLC_MULTI_ARCH, else the target's -arch) where the driver's library loads, the CUDA source
+    where it does not (MLC_DOUBLE_NO_DRIVER: a CPU-only builder). MLC_DOUBLE_CUDA_ARCHS replaces the
+    architectures embedded (a library that lacks one it was asked for)."""
+    if os.environ.get("MLC_DOUBLE_NO_DRIVER"):
+        return _library.CUDA_SOURCE
+    arch = re.search(r"sm_(\d+)", device)
+    wanted = os.environ.get("MLC_DOUBLE_CUDA_ARCHS") or os.environ.get("MLC_MULTI_ARCH") or (arch and arch.group(1))
+    return _library.cuda_fatbin([int(re.sub(r"\D", "", a)) for a in (wanted or "90").split(",") if a])
 
 
 def chat(args: argparse.Namespace) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -90,9 +91,27 @@ def memory_usage(mc: dict[str, Any], prefill: int, max_batch: int) -> dict[str, 
     }  # fmt: skip
 
 
-def write(path: Path, doc: dict[str, Any]) -> None:
+def write(path: Path, doc: dict[str, Any], device_code: bytes = b"") -> None:
     body = json.dumps(doc).encode()  # key order kept: the metadata lists keys as the real library does
-    path.write_bytes(MAGIC + body + b"\n" + bytes(math.ceil(len(body) / 64) * 64))
+    path.write_bytes(MAGIC + body + b"\n" + bytes(math.ceil(len(body) / 64) * 64) + device_code)
+
+
+def cuda_fatbin(archs: list[int]) -> bytes:
+    """A fat binary as the reference describes it: magic 0xBA55ED50, version, header size, fat size, then one
+    image per architecture, an ELF64 header with e_machine 190 (EM_CUDA) and the SM in bits 8-15 of e_flags."""
+    images = b""
+    for sm in archs:
+        elf = bytearray(64)
+        elf[0:7] = b"\x7fELF\x02\x01\x01"
+        struct.pack_into("<HHI", elf, 16, 2, 190, 1)  # e_type ET_EXEC, e_machine EM_CUDA, e_version
+        struct.pack_into("<I", elf, 48, 0x6000004 | (sm << 8))  # e_flags: 0x6005a04 for sm_90
+        images += bytes(elf) + bytes(192)  # the image's sections, as padding
+    return struct.pack("<IHHQ", 0xBA55ED50, 1, 16, len(images)) + images
+
+
+CUDA_SOURCE = (
+    b'#include <cuda_fp16.h>\nextern "C" __global__ void __launch_bounds__(256) fused_matmul_kernel(half* A) {}\n'
+)
 
 
 def read(path: str | Path) -> dict[str, Any]:
