@@ -32,6 +32,7 @@ from mlc_farm.entry_signatures import sign_entry
 from mlc_farm.errors import DamagedDocumentError
 from mlc_farm.fidelity import Fidelity
 from mlc_farm.plan import Plan, PlanCell
+from mlc_farm.provenance import entry_records
 from mlc_farm.pull import entry_files
 from mlc_farm.sources import ResolvedSource
 from mlc_farm.store import ArtifactStore
@@ -202,7 +203,7 @@ def update_unit(
         chosen = next_entry(now_there, new, planned)
         if chosen is not None or now_there is None:
             moved = chosen or new
-            sign_entry(store, moved, entry_files(store, moved))
+            sign_entry(store, moved, entry_files(store, moved), entry_records(store, moved))
         return (chosen or now_there or new).model_dump(mode="json")
 
     try:

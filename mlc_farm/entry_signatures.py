@@ -1,6 +1,6 @@
-"""The farm's signatures in the store: of each catalog entry, made before the entry moves (so no reader sees an
-entry without one) and checked before `pull` or `install` writes anything, so a blob swapped in the bucket, with
-its record rewritten to match, is refused; and of each published folder."""
+"""The farm's signatures in the store: of each catalog entry and its provenance, made before the entry moves (so
+no reader sees an entry without them) and checked before `pull` or `install` writes anything, so a blob swapped in
+the bucket, with its record rewritten to match, is refused; and of each published folder and its provenance."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import json
 import logging
 from collections.abc import Callable
 
-from mlc_farm import credentials, signatures
-from mlc_farm.catalog import CatalogEntry, FileEntry
+from mlc_farm import credentials, provenance, signatures
+from mlc_farm.catalog import BuildRecord, CatalogEntry, FileEntry
 from mlc_farm.keys import digest
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import entry_signature_path, folder_signature_path
@@ -22,12 +22,16 @@ def _path(entry: CatalogEntry) -> str:
     return entry_signature_path(entry.model, entry.quantization, digest(served))
 
 
-def sign_entry(store: ArtifactStore, entry: CatalogEntry, files: dict[str, FileEntry]) -> None:
-    """Sign every file the entry serves (`files`: its whole pull), once per set of builds it serves."""
+def sign_entry(
+    store: ArtifactStore, entry: CatalogEntry, files: dict[str, FileEntry], records: dict[str, BuildRecord]
+) -> None:
+    """Sign every file the entry serves (`files`: its whole pull), and its provenance (`records`: of the builds it
+    serves), once per set of builds it serves."""
     name = _path(entry)
     if store.read_json(name) is not None:
         return
     digests = {p: f.sha256 for p, f in files.items()}
+    sign_statement(store, provenance.statement(entry, records, digests))
     bundle = signatures.sign(digests, f"{entry.model}-{entry.quantization}", credentials.signing_key())
     store.write_json(name, json.loads(bundle))
 
@@ -41,6 +45,12 @@ def sign_folder(store: ArtifactStore, files: dict[str, str], name: str) -> str:
 def sign_statement(store: ArtifactStore, statement: dict) -> str:
     """A provenance statement signed (bundle JSON), made once per statement and kept like a folder's signature."""
     return _kept(store, digest(statement), lambda: signatures.sign_statement(statement, credentials.signing_key()))
+
+
+def signed_provenance(store: ArtifactStore, statement: dict) -> str | None:
+    """The farm's signed bundle of exactly this statement, if it made one (None: it never signed it)."""
+    doc = store.read_json(folder_signature_path(digest(statement)))
+    return _text(doc) if doc is not None else None
 
 
 def _kept(store: ArtifactStore, what: str, make: Callable[[], str]) -> str:

@@ -149,6 +149,11 @@ def test_published_and_pulled_folders_are_signed_and_a_swapped_blob_is_refused(
     assert printed.returncode == 0, printed.stderr
     pull_files = {s["name"] for s in json.loads(printed.stdout)["subject"]}
     assert pull_files == set(subjects) - {"README.md", "mlc-farm-manifest.json"}
+    one = run_cli("provenance", "tiny-llama-a", "q4f16_1", "cpu", "--bundle", "--store", str(store))
+    assert (
+        signatures.signed_statement(one.stdout, trusted_keys(), "bundle")["subject"]
+        == json.loads(printed.stdout)["subject"]
+    )
     page = json.loads((store / "catalog.json").read_text())
     assert signatures.fingerprint(trusted_keys()[0]) in page["verify"]
     assert page["rows"][0]["files"]["provenance"].endswith(provenance.FILE)

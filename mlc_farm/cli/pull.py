@@ -167,24 +167,33 @@ def provenance_cmd(
 ) -> None:
     """Print the signed provenance of a build (an in-toto statement, SLSA provenance v1): every file of its pull
     with its sha256, the source and its commit, the matrix options, the toolchain, the conversion fingerprint, and
-    the worker image, host and flow run of each build. Its files are checked against the farm's signature first."""
+    the worker image, host and flow run of each build. The files are checked against the farm's signature and the
+    statement against the farm's signature of it first; DEVICE shows only the files and builds of that library."""
     from mlc_farm import provenance
     from mlc_farm.catalog import get_entry
     from mlc_farm.credentials import trusted_keys
-    from mlc_farm.entry_signatures import sign_statement, verified
-    from mlc_farm.pull import entry_files
-    from mlc_farm.signatures import signed_statement
+    from mlc_farm.entry_signatures import signed_provenance, verified
+    from mlc_farm.pull import entry_files, lib_path
+    from mlc_farm.signatures import SignatureRefused, signed_statement
 
     check_names(model=model, quantization=quantization, device=device)
     st = open_store(store, must_exist=True)
     entry = get_entry(st, model, quantization)
-    files = entry_files(st, entry, device)
-    verified(st, entry, files, whole=device is None, allow_unsigned=False)
-    if device is not None:
-        entry = entry.model_copy(update={"libs": {device: entry.libs[device]}})
+    if device is not None and device not in entry.libs:
+        raise BadInput(f"{model} {quantization} has no library for device {device!r}; built: {', '.join(entry.libs)}")
+    files = entry_files(st, entry)
+    verified(st, entry, files, whole=True, allow_unsigned=False)
     statement = provenance.statement(
         entry, provenance.entry_records(st, entry), {p: f.sha256 for p, f in files.items()}
     )
-    signed = sign_statement(st, statement)
+    signed = signed_provenance(st, statement)
+    if signed is None:
+        raise SignatureRefused(f"{model} {quantization}: the store holds no signed provenance of these builds")
     checked = signed_statement(signed, trusted_keys(), f"the provenance of {model} {quantization}")
+    if device is not None:  # a view of the signed statement: the shared files, that library, its builds
+        other = {lib_path(entry, d) for d in entry.libs if d != device}
+        checked["subject"] = [s for s in checked["subject"] if s["name"] not in other]
+        keep = {"convert", "config", f"library {device}"}
+        runs = checked["predicate"]["runDetails"]
+        runs["byproducts"] = [b for b in runs["byproducts"] if b["name"].rsplit(" ", 1)[0] in keep]
     print(signed if bundle else json.dumps(checked, indent=2))
