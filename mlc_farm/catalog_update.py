@@ -163,7 +163,7 @@ def update_unit(
         libs[pc.cell.device] = LibRef(
             key=lib.key, file=lib.files[0], target=device.target, host=device.host_triple, validation=validation,
             memory=needs, fidelity=cell_fid, check=pc.check,
-            runtime=runtime.of_library(lib.toolchain, device, quantization),
+            runtime=runtime.of_library(lib.toolchain, device, quantization, lib.cuda_archs),
             jit_keys=(check.jit_keys if check else None) or {},
         )  # fmt: skip
     if rejected and not libs:

@@ -26,7 +26,9 @@ class Needs(BaseModel):
     """What the machine that runs the library must offer."""
 
     device: str  # mlc_llm's `--device` kind: cuda, rocm, vulkan, metal, cpu, webgpu, ...
-    cuda_archs: list[str] = []  # what the fat binary or the target's `arch` covers, as cuda_archs say them (86)
+    # The SM architectures of the library's CUDA images (read from it, mlc_farm/device_code.py), else those its
+    # cuda_archs or target's `arch` asked for (a record from before the check), as cuda_archs say them (86).
+    cuda_archs: list[str] = []
     rocm_mcpu: str | None = None
     features: list[str] = []  # e.g. shader-f16 for a WebGPU f16 build
     host: str  # the host triple the CPU part was compiled for
@@ -68,12 +70,19 @@ def needs_of(device: DeviceSpec, quantization: str) -> Needs:
                  else None, features=features, host=device.host_triple)  # fmt: skip
 
 
-def of_library(toolchain: dict[str, Any], device: DeviceSpec, quantization: str) -> LibRuntime | None:
-    """The runtime of a library from its build record's toolchain; None when the record does not say."""
+def of_library(
+    toolchain: dict[str, Any], device: DeviceSpec, quantization: str, found_archs: list[str] | None = None
+) -> LibRuntime | None:
+    """The runtime of a library from its build record's toolchain; None when the record does not say.
+    `found_archs`: the CUDA architectures read from the library itself (its record), which win over those the
+    matrix asked for."""
     fields = ("mlc_llm_version", "mlc_llm_commit", "tvm_version", "tvm_commit")
     if not all(toolchain.get(f) for f in fields):
         return None
-    return LibRuntime(**{f: toolchain[f] for f in fields}, needs=needs_of(device, quantization))
+    needs = needs_of(device, quantization)
+    if found_archs:
+        needs = needs.model_copy(update={"cuda_archs": found_archs})
+    return LibRuntime(**{f: toolchain[f] for f in fields}, needs=needs)
 
 
 def same_runtime(lib: LibRuntime, local: ToolchainInfo) -> bool:

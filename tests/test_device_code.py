@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mlc_farm.catalog import all_records
+from mlc_farm.catalog import all_records, read_entry
 from mlc_farm.device_code import CudaCode, cuda_code, cuda_problem
 from mlc_farm.store.local import LocalStore
 from tests.helpers import DOUBLE, cli
@@ -58,3 +58,8 @@ def test_a_cuda_library_without_the_binaries_it_needs_is_not_built(tiny_models: 
     build()
     libraries = [r for _, r in all_records(LocalStore(store)) if r.kind == "library"]
     assert [r.cuda_archs for r in libraries] == [["80", "90"]]
+    # What the library holds, not what the matrix asked (90a), is what the catalog says it needs.
+    entry = read_entry(LocalStore(store), "tiny-llama-a", "q4f16_1")
+    assert (
+        entry is not None and entry.libs["h100"].runtime and entry.libs["h100"].runtime.needs.cuda_archs == ["80", "90"]
+    )
