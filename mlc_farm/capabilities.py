@@ -23,6 +23,9 @@ class Capabilities(BaseModel):
     nvcc: str | None = None  # `nvcc --version`'s release line
     nvcc_archs: list[str] = []  # what it can target (`nvcc --list-gpu-arch`), as cuda_archs say them: 80, 90a
     rocm: str | None = None  # the ROCm version (/opt/rocm/.info/version, or hipcc)
+    # What the pool's TVM can offload to (libinfo's USE_CUBLAS, USE_CUTLASS, USE_FLASHINFER or the flashinfer
+    # package), by `--opt` flag name; None: not known (no toolchain probed).
+    offload: dict[str, bool] | None = None
 
     def lines(self) -> list[str]:
         """One line per tool, found or not: for `mlc-farm toolchain`, `plan --explain` and the image's start."""
@@ -34,7 +37,9 @@ class Capabilities(BaseModel):
             f"TVM_NDK_CC: {self.ndk_cc or 'not set'}",
             f"nvcc: {self.nvcc or 'not found'}{archs}",
             f"ROCm: {self.rocm or 'not found'}",
-        ]
+            "offload: " + (", ".join(f"{k} {'yes' if v else 'no'}" for k, v in sorted(self.offload.items()))
+                           if self.offload is not None else "not known"),
+        ]  # fmt: skip
 
 
 def _span(archs: list[str]) -> str:
@@ -93,6 +98,43 @@ def problem(device: DeviceSpec, pool: str, caps: Capabilities) -> str | None:
         return (f"device {device.name}: cuda_archs {', '.join(beyond)} are beyond {caps.nvcc} on pool {pool}, which "
                 f"targets {_span(caps.nvcc_archs)}")  # fmt: skip
     return None
+
+
+# The --opt flags that offload to a library TVM may be built without (shared/mlc-reference, "CUDA libraries on a
+# real NVIDIA GPU"), and the unquantized builds for which the default --opt turns cublas_gemm on.
+OFFLOAD_FLAGS = {"cublas_gemm": "cublas", "cutlass": "cutlass", "flashinfer": "flashinfer"}
+LIBRARY = {"cublas": "cuBLAS (USE_CUBLAS)", "cutlass": "CUTLASS (USE_CUTLASS)", "flashinfer": "FlashInfer"}
+UNQUANTIZED = ("q0f16", "q0bf16", "q0f32")
+
+
+def offload_needs(device: DeviceSpec, quantization: str) -> list[str]:
+    """The `--opt` flags of a CUDA compile that need a library the pool's TVM may lack: those the device's opt
+    turns on, and cublas_gemm for an unquantized build at a default opt (O2, O3, or none given)."""
+    family = of_target(device.target)
+    if family is None or family.mlc_device != "cuda":
+        return []
+    opt = device.opt or ""
+    flags = dict(item.split("=", 1) for item in opt.split(";") if "=" in item)
+    wanted = [f for f in OFFLOAD_FLAGS if flags.get(f) == "1"]
+    default = opt in ("", "O2", "O3")
+    if default and quantization in UNQUANTIZED and "cublas_gemm" not in wanted:
+        wanted.append("cublas_gemm")
+    return wanted
+
+
+def offload_problem(device: DeviceSpec, quantization: str, pool: str, caps: Capabilities) -> str | None:
+    """Why `pool` cannot compile this device x quantization with its opt: a flag whose library its TVM lacks, and
+    the flags that would build it."""
+    if caps.offload is None:
+        return None
+    lacking = [f for f in offload_needs(device, quantization) if not caps.offload.get(OFFLOAD_FLAGS[f], False)]
+    if not lacking:
+        return None
+    what = ", ".join(LIBRARY[OFFLOAD_FLAGS[f]] for f in lacking)
+    how = ";".join(f"{f}=0" for f in lacking)
+    return (f"device {device.name} ({quantization}): its opt ({device.opt or 'the default, O2'}) compiles with "
+            f"{', '.join(lacking)}, and pool {pool}'s TVM has no {what}: give the device opt: '{how}' (or run it "
+            "on a pool whose TVM has it)")  # fmt: skip
 
 
 def tools(device: DeviceSpec, caps: Capabilities) -> dict[str, str]:

@@ -130,9 +130,14 @@ class Preflight:
 
 def unbuildable(matrix: Matrix, cells: list[Cell], toolchain: ToolchainInfo) -> list[str]:
     """The devices of the cells whose pool cannot build their target (no emcc for webgpu, cuda_archs beyond
-    the pool's nvcc...), a line each."""
+    the pool's nvcc, an opt that needs cuBLAS where TVM has none...), a line each."""
     devices = [matrix.device(name) for name in sorted({c.device for c in cells})]
-    return capabilities.problems(devices, toolchain.can_build)
+    found = capabilities.problems(devices, toolchain.can_build)
+    for device, quantization in sorted({(c.device, c.quantization) for c in cells}):
+        spec = matrix.device(device)
+        if why := capabilities.offload_problem(spec, quantization, spec.work_pool, toolchain.can_build(spec.work_pool)):
+            found.append(why)
+    return found
 
 
 def refuse_unbuildable(matrix: Matrix, cells: list[Cell], toolchain: ToolchainInfo) -> None:

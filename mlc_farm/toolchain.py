@@ -117,6 +117,12 @@ if os.path.isfile(rocm):
     caps["rocm"] = "ROCm " + open(rocm).read().strip()
 elif shutil.which("hipcc"):
     caps["rocm"] = (first_line("hipcc", "--version") or ["hipcc"])[0]
+# What the pool's TVM can offload to (tvm.support.libinfo(), and the flashinfer package): a default --opt that
+# needs what it lacks fails at compile (`RuntimeError: cuBLAS is not enabled.`).
+if "mlc_llm_version" in out:
+    on = lambda key: str(info.get(key, "OFF")).upper() not in ("OFF", "0", "FALSE", "NOTFOUND", "")
+    caps["offload"] = {"cublas": on("USE_CUBLAS"), "cutlass": on("USE_CUTLASS"),
+                       "flashinfer": on("USE_FLASHINFER") or importlib.util.find_spec("flashinfer") is not None}
 out["capabilities"] = caps
 print(json.dumps(out))
 """

@@ -454,9 +454,11 @@ def compile_(args: argparse.Namespace) -> None:
             fail(f"Unknown override {key!r}")
         overrides[key] = value
     tools = compilers(args.device, kind)
+    quantization = args.quantization or chat["quantization"]
+    if kind == "cuda":
+        offload(args.opt, quantization)
     target = {"kind": kind, "host": host_of(args.device, args.host)}
     log("compile.py:118", f"Target: {json.dumps(target)}")
-    quantization = args.quantization or chat["quantization"]
     meta = metadata(chat, quantization, overrides)
     for name, size in meta["memory_usage"].items():
         log("estimate_memory_usage.py:58", f"[Memory usage] Function `{name}`: {size / 2**20:.2f} MB")
@@ -473,6 +475,21 @@ def compile_(args: argparse.Namespace) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     _library.write(out, doc, cuda_code(args.device) if kind == "cuda" else b"")
     log("compile.py:225", f"Generated: \x1b[1m{out}\x1b[0m")
+
+
+def offload(opt: str, quantization: str) -> None:
+    """As the real compile fails on a TVM built without a library its --opt uses (shared/mlc-reference): the
+    presets O2/O3 turn cublas_gemm on for unquantized builds; a flag string starts from all off."""
+    from tvm import support
+
+    flags = dict(item.split("=", 1) for item in opt.split(";") if "=" in item)
+    used = {name for flag, name in (("cublas_gemm", "cublas"), ("cutlass", "cutlass"), ("flashinfer", "flashinfer"))
+            if flags.get(flag) == "1"}  # fmt: skip
+    if opt in ("O2", "O3") and quantization in ("q0f16", "q0bf16", "q0f32"):
+        used.add("cublas")
+    names = {"cublas": "cuBLAS", "cutlass": "CUTLASS", "flashinfer": "FlashInfer"}
+    for name in sorted(used & support.without()):
+        fail(f"{names[name]} is not enabled.", error="RuntimeError")
 
 
 def cuda_code(device: str) -> bytes:
