@@ -184,6 +184,8 @@ def update_unit(
     )
     planned = {pc.cell.device for pc in cells}
     if next_entry(current, new, planned) is None:
+        if current:  # it keeps serving: signed, if it was written before signatures (a no-op once it is)
+            sign_entry(store, current, entry_files(store, current), entry_records(store, current))
         if current and (current.convert, current.config) == (new.convert, new.config):
             return result.model_copy(update={"status": "unchanged", "unfit": unfit})
         missing = sorted(planned - set(libs))

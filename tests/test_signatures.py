@@ -21,7 +21,7 @@ from mlc_farm.credentials import signing_key, trusted_keys
 from mlc_farm.errors import BadInput
 from mlc_farm.store.layout import record_path
 from mlc_farm.store.local import LocalStore
-from tests.helpers import ROOT, built_store, run_cli
+from tests.helpers import ONE_CELL, ROOT, built_store, cli, run_cli
 from tests.hub_server import LocalHub
 
 
@@ -211,3 +211,17 @@ def test_a_machine_given_no_key_makes_its_own_once_and_trusts_it(
     monkeypatch.setenv("MLC_FARM_TRUSTED_KEYS", str(tmp_path / "missing.pub"))
     with pytest.raises(BadInput, match=r"MLC_FARM_TRUSTED_KEYS: .*missing\.pub"):
         trusted_keys()
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_api")
+def test_a_store_from_before_signatures_is_signed_by_its_next_nightly(tiny_models: Path, tmp_path: Path) -> None:
+    store, matrix = built_store(tiny_models, tmp_path, ONE_CELL.replace("publish: {org: farm-org}\n", ""))
+    shutil.rmtree(store / "signatures")  # as a store written before signatures has it
+    out = tmp_path / "out"
+    assert run_cli("pull", "tiny-llama-a", "q4f16_1", "-o", str(out), "--store", str(store)).returncode == 1
+    again = cli("build", "--matrix", str(matrix), "--store", str(store))
+    assert again.returncode == 0 and "0 builds to run" in again.stdout, again.stdout + again.stderr
+    pulled = run_cli("pull", "tiny-llama-a", "q4f16_1", "-o", str(out), "--store", str(store))
+    assert pulled.returncode == 0, pulled.stderr
+    assert signatures.verify_folder(out, trusted_keys())
