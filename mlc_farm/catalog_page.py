@@ -76,6 +76,7 @@ def _row(
     hub: Published | None,
     failures: Failures,
     points: list[Point],
+    signer: str | None,
 ) -> dict[str, Any]:
     weights, config = load_record(store, entry.convert), load_record(store, entry.config)
     ref = entry.libs.get(device)
@@ -101,7 +102,7 @@ def _row(
         "toolchain": ref.runtime.describe() if ref and ref.runtime else None,
         "source": entry.source.get("ref") or entry.source.get("kind"),
         "source_commit": entry.source.get("identity"),
-        "signed_by": signed_by(store, entry),
+        "signed_by": signer,
         "hub": hub_repo_url(hub.repo) if hub else None,
         "files": links,
         **_failure(entry, device, failures, served=ref is not None),
@@ -116,10 +117,10 @@ def catalog_rows(store: ArtifactStore) -> list[dict[str, Any]]:
     rows, failures = [], _failures(store)
     cells = series([r for _, r in all_records(store)])
     for entry in sorted(entries(store), key=lambda e: (e.model, e.quantization)):
-        found = published(store, entry)
+        found, signer = published(store, entry), signed_by(store, entry)  # once per entry, for each device's row
         for device in sorted({*entry.libs, *entry.missing}):
             points = cells.get((entry.model, entry.quantization, device), [])
-            rows.append(_row(store, entry, device, found, failures, points))
+            rows.append(_row(store, entry, device, found, failures, points, signer))
     return rows
 
 

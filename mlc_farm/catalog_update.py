@@ -32,7 +32,6 @@ from mlc_farm.entry_signatures import sign_entry
 from mlc_farm.errors import DamagedDocumentError
 from mlc_farm.fidelity import Fidelity
 from mlc_farm.plan import Plan, PlanCell
-from mlc_farm.provenance import entry_records
 from mlc_farm.pull import entry_files
 from mlc_farm.sources import ResolvedSource
 from mlc_farm.store import ArtifactStore
@@ -185,7 +184,7 @@ def update_unit(
     planned = {pc.cell.device for pc in cells}
     if next_entry(current, new, planned) is None:
         if current:  # it keeps serving: signed, if it was written before signatures (a no-op once it is)
-            sign_entry(store, current, entry_files(store, current), entry_records(store, current))
+            sign_entry(store, current, entry_files)
         if current and (current.convert, current.config) == (new.convert, new.config):
             return result.model_copy(update={"status": "unchanged", "unfit": unfit})
         missing = sorted(planned - set(libs))
@@ -205,7 +204,7 @@ def update_unit(
         chosen = next_entry(now_there, new, planned)
         if chosen is not None or now_there is None:
             moved = chosen or new
-            sign_entry(store, moved, entry_files(store, moved), entry_records(store, moved))
+            sign_entry(store, moved, entry_files)
         return (chosen or now_there or new).model_dump(mode="json")
 
     try:

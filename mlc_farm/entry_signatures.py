@@ -9,7 +9,7 @@ import logging
 from collections.abc import Callable
 
 from mlc_farm import credentials, provenance, signatures
-from mlc_farm.catalog import BuildRecord, CatalogEntry, FileEntry
+from mlc_farm.catalog import CatalogEntry, FileEntry
 from mlc_farm.keys import digest
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import entry_signature_path, folder_signature_path
@@ -23,15 +23,15 @@ def _path(entry: CatalogEntry) -> str:
 
 
 def sign_entry(
-    store: ArtifactStore, entry: CatalogEntry, files: dict[str, FileEntry], records: dict[str, BuildRecord]
+    store: ArtifactStore, entry: CatalogEntry, files_of: Callable[[ArtifactStore, CatalogEntry], dict[str, FileEntry]]
 ) -> None:
-    """Sign every file the entry serves (`files`: its whole pull), and its provenance (`records`: of the builds it
-    serves), once per set of builds it serves."""
+    """Sign every file the entry serves (`files_of`: its whole pull, `pull.entry_files`) and its provenance, once per
+    set of builds it serves: an entry already signed costs one read, nothing is loaded for it."""
     name = _path(entry)
     if store.read_json(name) is not None:
         return
-    digests = {p: f.sha256 for p, f in files.items()}
-    sign_statement(store, provenance.statement(entry, records, digests))
+    digests = {p: f.sha256 for p, f in files_of(store, entry).items()}
+    sign_statement(store, provenance.statement(entry, provenance.entry_records(store, entry), digests))
     bundle = signatures.sign(digests, f"{entry.model}-{entry.quantization}", credentials.signing_key())
     store.write_json(name, json.loads(bundle))
 

@@ -395,25 +395,21 @@ def publish(
         for p, f in files.items():
             store.get_blob(f.sha256, local[p])
         card = model_card(entry, repo, lib_files, fingerprint(public_key(credentials.signing_key())))
-        (root / CARD).write_text(card)
-        (root / MANIFEST).write_text(json.dumps(manifest(store, entry, files), indent=2) + "\n")
-        for extra in (CARD, MANIFEST):
-            local[extra] = root / extra
-            data = local[extra].read_bytes()
-            files[extra] = FileEntry(path=extra, size=len(data), sha256=hashlib.sha256(data).hexdigest())
+        listing = json.dumps(manifest(store, entry, files), indent=2) + "\n"  # of the build's files only
+
+        def add(name: str, text: str) -> None:
+            """A file the farm writes into the folder beside the build's files."""
+            local[name] = root / name
+            local[name].write_text(text)
+            data = local[name].read_bytes()
+            files[name] = FileEntry(path=name, size=len(data), sha256=hashlib.sha256(data).hexdigest())
+
+        add(CARD, card)
+        add(MANIFEST, listing)
         # Provenance of every file above, then the folder's signature over all of them (model-signing format).
-        statement = provenance.statement(entry, entry_records(store, entry), {p: f.sha256 for p, f in files.items()})
-        local[provenance.FILE] = root / provenance.FILE
-        local[provenance.FILE].write_text(sign_statement(store, statement))
-        data = local[provenance.FILE].read_bytes()
-        files[provenance.FILE] = FileEntry(
-            path=provenance.FILE, size=len(data), sha256=hashlib.sha256(data).hexdigest()
-        )
-        signature = sign_folder(store, {p: f.sha256 for p, f in files.items()}, repo.split("/")[-1])
-        local[SIGNATURE] = root / SIGNATURE
-        local[SIGNATURE].write_text(signature)
-        files[SIGNATURE] = FileEntry(path=SIGNATURE, size=local[SIGNATURE].stat().st_size,
-                                     sha256=hashlib.sha256(signature.encode()).hexdigest())  # fmt: skip
+        digests = {p: f.sha256 for p, f in files.items()}
+        add(provenance.FILE, sign_statement(store, provenance.statement(entry, entry_records(store, entry), digests)))
+        add(SIGNATURE, sign_folder(store, {p: f.sha256 for p, f in files.items()}, repo.split("/")[-1]))
         try:
             if dry_run and (why := _hub_answers()):
                 adds, deletes, same = _diff(local, files, {})

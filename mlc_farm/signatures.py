@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mlc_farm.errors import BadInput, PermanentError
+from mlc_farm.sources import file_sha256
 
 SIGNATURE = "model.sig"  # in a signed folder: the one file its signature does not cover
 # Not part of a folder, as model-signing has it (git's files), and huggingface_hub's download bookkeeping.
@@ -121,16 +122,8 @@ def folder_files(folder: Path) -> dict[str, str]:
         if path.is_symlink():
             raise SignatureRefused(f"{folder}: {rel} is a link: refused")
         if path.is_file() and rel != SIGNATURE:
-            out[rel] = _sha256(path)
+            out[rel] = file_sha256(path)
     return out
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(8 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def verify_folder(folder: Path, trusted: list[bytes]) -> dict[str, str]:
