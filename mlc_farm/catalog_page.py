@@ -99,7 +99,7 @@ def _row(
         "library_bytes": ref.file.size if ref else None,
         "memory_bytes": ref.memory.total_bytes if ref and ref.memory else None,
         "built_at": weights.finished_at.isoformat(timespec="seconds") if weights else None,
-        "toolchain": ref.runtime.describe() if ref and ref.runtime else None,
+        "toolchain": ref.runtime.describe_all() if ref and ref.runtime else None,
         "source": entry.source.get("ref") or entry.source.get("kind"),
         "source_commit": entry.source.get("identity"),
         "signed_by": signer,

@@ -73,3 +73,18 @@ def cuda_problem(code: CudaCode, wanted: list[str]) -> str | None:
             "(or the target's arch): a GPU of that architecture fails with CUDA_ERROR_NO_BINARY_FOR_GPU"
         )
     return None
+
+
+def runs_on(image: str, gpu: str) -> bool:
+    """Whether a CUDA image of architecture `image` runs on a GPU of compute capability `gpu` (both as cuda_archs
+    say them: 80, 86, 90a). NVIDIA's binary compatibility: a cubin runs on GPUs of its major version with an equal
+    or higher minor one (sm_80 on an 8.6 GPU); an architecture-specific one (90a) only on its own."""
+    i, g = arch_number(image), arch_number(gpu)
+    if image.endswith("a"):
+        return i == g
+    return i // 10 == g // 10 and i % 10 <= g % 10
+
+
+def held(archs: list[str]) -> str:
+    """`sm_80, sm_90`: architectures as a user reads them."""
+    return ", ".join(f"sm_{a}" for a in archs)

@@ -113,6 +113,12 @@ def _webllm(store: ArtifactStore, entry: CatalogEntry, where: Located, device: s
     return record
 
 
+def _cuda_archs(entry: CatalogEntry, devices: set[str]) -> dict[str, list[str]]:
+    """The CUDA architectures each library holds binaries for: what a server's GPU must be one of."""
+    return {d: r.runtime.needs.cuda_archs for d in sorted(devices) if (r := entry.libs[d]).runtime and
+            r.runtime.needs.cuda_archs}  # fmt: skip
+
+
 def _system_lib_prefix(lib: BuildRecord | None, entry: CatalogEntry) -> str:
     """`{model_type}_{quantization}`: what `mlc_llm package` links a phone library under."""
     model_type = ((lib.library_metadata or {}).get("model_type") if lib else None) or (
@@ -156,6 +162,7 @@ def export(
                 "model_id": repo_name(entry),
                 "model": where.model,
                 "model_lib": {d: where.url(lib_path(entry, d)) for d in sorted(wanted)},
+                **({"cuda_archs": archs} if (archs := _cuda_archs(entry, wanted)) else {}),
             })  # fmt: skip
     if unplaced:
         raise BadInput(

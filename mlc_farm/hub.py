@@ -294,7 +294,7 @@ def _card_row(entry: CatalogEntry, device: str, path: str) -> str:
         ran += f" (with {run.ran_with}'s weights, same architecture)"
     speed = f"{run.tokens_per_s:.1f}" if run.tokens_per_s else "-"
     needs = f"{ref.memory.total_mb:,.0f} MB" if ref.memory else "-"
-    built = ref.runtime.describe() if ref.runtime else "not recorded"
+    built = ref.runtime.describe_all() if ref.runtime else "not recorded"
     return (
         f"| {device} | `{ref.target}` | `{path}` | {built} | {ref.validation.fits.status} | {ran} | {speed} | {needs} |"
     )

@@ -35,6 +35,7 @@ class Installed:
     weights: Path
     weights_written: bool
     libraries: dict[str, Path] = field(default_factory=dict)  # device string -> cache file
+    chosen: dict[str, str] = field(default_factory=dict)  # device string -> the catalog device of its library
     written: list[str] = field(default_factory=list)  # device strings whose file was (re)written
     replaced: list[str] = field(default_factory=list)  # what --force replaced, said as such
 
@@ -53,12 +54,27 @@ def check_name(name: str) -> str:
     return name
 
 
+def _for_these_gpus(chosen: dict[str, LibRef], gpu_archs: list[str]) -> dict[str, LibRef]:
+    """The CUDA libraries with binaries for the local GPUs (all of them when none has: the refusal then says
+    why), those holding the GPUs' own architecture first; other kinds as they are."""
+    runs = {d: r for d, r in chosen.items() if r.runtime is None or runtime.arch_runs(r.runtime, gpu_archs)}
+    exact = {d: r for d, r in runs.items() if r.runtime and set(r.runtime.needs.cuda_archs) & set(gpu_archs)}
+    cuda = [d for d, r in chosen.items() if r.runtime and r.runtime.needs.cuda_archs]
+    best = exact or {d: r for d, r in runs.items() if d in cuda} or {d: chosen[d] for d in cuda}
+    return {d: r for d, r in chosen.items() if d not in cuda} | best
+
+
 def chosen_libraries(
-    entry: CatalogEntry, device: str | None, built_with: str | None, local: ToolchainInfo
+    entry: CatalogEntry,
+    device: str | None,
+    built_with: str | None,
+    local: ToolchainInfo,
+    gpu_archs: list[str] | None = None,
 ) -> dict[str, LibRef]:
     """`device`'s library, or those whose device is on this machine; of the runtime `built_with` names, else
-    those the local runtime can load when it can load any (a mismatch is then refused with the reason). One
-    library per mlc_llm device kind: they would share its JIT cache name."""
+    those the local runtime can load when it can load any (a mismatch is then refused with the reason); of CUDA
+    libraries, those with binaries for the local GPUs (`gpu_archs`, from nvidia-smi). One library per mlc_llm
+    device kind: they would share its JIT cache name."""
     what = f"{entry.model} {entry.quantization}"
     if device is not None:
         if device not in entry.libs:
@@ -76,6 +92,8 @@ def chosen_libraries(
     elif local.known:
         loadable = {d: r for d, r in chosen.items() if r.runtime and runtime.same_runtime(r.runtime, local)}
         chosen = loadable or chosen
+    if device is None and gpu_archs:
+        chosen = _for_these_gpus(chosen, gpu_archs)
     for name, ref in chosen.items():
         kind = jit.jit_device(ref.target)
         if kind is None:
@@ -118,7 +136,7 @@ def install(
     allow_unsigned: bool = False,
 ) -> Installed:
     entry = get_entry(store, model, quantization)
-    libs = chosen_libraries(entry, device, built_with, local)
+    libs = chosen_libraries(entry, device, built_with, local, gpu_archs)
     if not any_runtime:
         runtime.refuse_mismatched({d: ref.runtime for d, ref in libs.items()}, local, gpu_archs)
     files = _weight_files(store, entry)
@@ -153,6 +171,7 @@ def install(
                                "--device-index")  # fmt: skip
             for dev, key in found.items():
                 planned[dev] = (jit.cache_file(home, key, dev), ref)
+                result.chosen[dev] = lib_name
         conflicts = [(dev, path) for dev, (path, ref) in planned.items() if path.exists() and _differs(path, ref.file)]
         if conflicts and not force:
             dev, path = conflicts[0]

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from mlc_farm.device_code import held, runs_on
 from mlc_farm.devices import of_target
 from mlc_farm.errors import BadInput, RuntimeMismatch
 from mlc_farm.matrix import DeviceSpec
@@ -45,6 +46,11 @@ class LibRuntime(BaseModel):
 
     def describe(self) -> str:
         return f"mlc_llm {self.mlc_llm_version} ({self.mlc_llm_commit[:12]}), tvm {self.tvm_version}"
+
+    def describe_all(self) -> str:
+        """The runtime and the device binaries it holds: what the card and the page say a library needs."""
+        archs = self.needs.cuda_archs
+        return self.describe() + (f"; CUDA binaries {held(archs)}" if archs else "")
 
 
 def _target_field(target: str, field: str) -> str | None:
@@ -124,13 +130,17 @@ def mismatch(
             f"its host part was compiled for {lib.needs.host}; this machine is {machine}: take a build whose host "
             "is yours"
         )
-    archs = lib.needs.cuda_archs
-    if archs and local_gpu_archs and not set(local_gpu_archs) & set(archs):
-        return (
-            f"built for CUDA architectures {', '.join(archs)}; this machine's GPUs are {', '.join(local_gpu_archs)}: "
-            "take a build whose cuda_archs include yours"
-        )
+    if not arch_runs(lib, local_gpu_archs):
+        gpus = f"this GPU is {held(local_gpu_archs or [])}" if len(local_gpu_archs or []) == 1 else (
+            f"these GPUs are {held(local_gpu_archs or [])}")  # fmt: skip
+        return f"library holds {held(lib.needs.cuda_archs)}; {gpus}: take a build whose cuda_archs include yours"
     return None
+
+
+def arch_runs(lib: LibRuntime, local_gpu_archs: list[str] | None) -> bool:
+    """Whether one of the library's CUDA images runs on one of the local GPUs (True when either is unknown)."""
+    archs = lib.needs.cuda_archs
+    return not archs or not local_gpu_archs or any(runs_on(a, g) for a in archs for g in local_gpu_archs)
 
 
 def matches(lib: LibRuntime | None, wanted: str) -> bool:

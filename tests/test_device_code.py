@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from mlc_farm.catalog import all_records, read_entry
-from mlc_farm.device_code import CudaCode, cuda_code, cuda_problem
+from mlc_farm.device_code import CudaCode, cuda_code, cuda_problem, runs_on
+from mlc_farm.store.layout import blob_path
 from mlc_farm.store.local import LocalStore
-from tests.helpers import DOUBLE, cli, run_cli, toolchain_calls
+from tests.helpers import DOUBLE, built_store, cli, run_cli, toolchain_calls
 
 sys.path.insert(0, str(DOUBLE))
 from mlc_llm import _library
@@ -40,6 +41,13 @@ def test_the_kinds_of_cuda_library_are_told_apart_from_their_bytes() -> None:
     # A host library is an ELF too, of another machine: nothing in it is read as CUDA code.
     host = Path(sys.executable).resolve().read_bytes()
     assert cuda_code(host) == CudaCode(archs=[], source=False)
+
+
+def test_a_cuda_image_runs_on_its_major_version_at_an_equal_or_higher_minor() -> None:
+    assert runs_on("80", "86") and runs_on("86", "86") and runs_on("90", "90")
+    assert not runs_on("86", "80") and not runs_on("80", "90") and not runs_on("90", "86")
+    assert runs_on("90a", "90") and not runs_on("90a", "100") and not runs_on("100a", "103")
+    assert runs_on("100", "103") and not runs_on("120", "100")
 
 
 @pytest.mark.slow
@@ -110,3 +118,54 @@ def test_the_double_fails_at_compile_as_the_real_tool_without_cublas(tmp_path: P
     done = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "MLC_DOUBLE_NO_OFFLOAD": "cublas"})
     assert done.returncode == 1 and "RuntimeError: cuBLAS is not enabled." in done.stderr
     assert not (tmp_path / "lib.so").exists()
+
+
+TWO_GPUS = """
+quantizations: [q4f16_1]
+devices:
+  - {name: a100, family: cuda, target: '{"kind":"cuda","arch":"sm_80"}', pool: mlc-cpu}
+  - {name: h100, family: cuda, target: '{"kind":"cuda","arch":"sm_90"}', pool: mlc-cpu}
+models: [{id: tiny-llama-a, source: {path: models/a}, conv_template: LM}]
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_api")
+def test_install_takes_the_library_with_binaries_for_this_gpu_and_refuses_one_without(
+    tiny_models: Path, tmp_path: Path
+) -> None:
+    store, matrix = built_store(tiny_models, tmp_path, TWO_GPUS)
+    entry = read_entry(LocalStore(store), "tiny-llama-a", "q4f16_1")
+    assert entry is not None
+    held = {d: r.runtime.needs.cuda_archs for d, r in entry.libs.items() if r.runtime}
+    assert held == {"a100": ["80"], "h100": ["90"]}
+    # What each library holds is said wherever a user reads what it needs: the card, the page, the serve export.
+    matrix.write_text(TWO_GPUS + "publish: {org: farm-org}\n")
+    card = cli("publish", "tiny-llama-a", "q4f16_1", "--matrix", str(matrix), "--store", str(store), "--dry-run",
+               env={"HF_ENDPOINT": "http://127.0.0.1:9"})  # fmt: skip
+    assert card.returncode == 0 and "CUDA binaries sm_90" in card.stdout and "CUDA binaries sm_80" in card.stdout
+    assert run_cli("page", "--store", str(store)).returncode == 0
+    assert "CUDA binaries sm_90" in (store / "catalog.json").read_text()
+    served = run_cli("export", "mlc-serve", "--base-url", "https://models.example.com", "--store", str(store))
+    assert json.loads(served.stdout)["models"][0]["cuda_archs"] == {"a100": ["80"], "h100": ["90"]}
+
+    # A machine with one 8.6 GPU (nvidia-smi says so): an sm_80 cubin runs there, an sm_90 one does not.
+    gpu = {"PATH": f"{DOUBLE / 'nvidia'}{os.pathsep}{os.environ['PATH']}", "MLC_DOUBLE_GPU_CAPS": "8.6",
+           "MLC_DOUBLE_DEVICES": "cuda"}  # fmt: skip
+    home = tmp_path / "mlc"
+    where = ("--mlc-home", str(home), "--store", str(store))
+    refused = cli("install", "tiny-llama-a", "q4f16_1", "--device", "h100", *where, env=gpu)
+    assert refused.returncode == 1 and "h100: library holds sm_90; this GPU is sm_86" in refused.stderr
+    assert not home.exists()  # refused before anything was written
+    pulled = cli("pull", "tiny-llama-a", "q4f16_1", "-o", str(tmp_path / "o"), "--check-runtime", "--store",
+                 str(store), env=gpu)  # fmt: skip
+    assert pulled.returncode == 1 and "library holds sm_90; this GPU is sm_86" in pulled.stderr
+    assert not (tmp_path / "o").exists()
+    done = cli("install", "tiny-llama-a", "q4f16_1", *where, env=gpu)
+    assert done.returncode == 0 and "(a100's)" in done.stdout, done.stderr
+    (lib,) = (home / "model_lib").iterdir()
+    assert lib.read_bytes() == (store / blob_path(entry.libs["a100"].file.sha256)).read_bytes()
+    # A 9.0 GPU takes the sm_90 library.
+    other = cli("install", "tiny-llama-a", "q4f16_1", "--mlc-home", str(tmp_path / "mlc90"), "--store", str(store),
+                env={**gpu, "MLC_DOUBLE_GPU_CAPS": "9.0"})  # fmt: skip
+    assert other.returncode == 0 and "(h100's)" in other.stdout, other.stdout + other.stderr

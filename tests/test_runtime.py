@@ -266,8 +266,11 @@ def test_a_library_for_another_gpu_or_cpu_is_named_as_such() -> None:
     lib = runtime.of_library(tc, cuda, "q4f16_1")
     assert lib is not None and lib.needs.cuda_archs == ["80", "90"] and lib.needs.device == "cuda"
     assert runtime.mismatch(lib, here, ["80"], "x86_64") is None
-    said = runtime.mismatch(lib, here, ["86"], "x86_64")
-    assert said and "built for CUDA architectures 80, 90; this machine's GPUs are 86" in said
+    assert runtime.mismatch(lib, here, ["86"], "x86_64") is None  # an sm_80 cubin runs on an 8.6 GPU
+    said = runtime.mismatch(lib, here, ["75"], "x86_64")
+    assert said and "library holds sm_80, sm_90; this GPU is sm_75" in said
+    said = runtime.mismatch(lib, here, ["75", "120"], "x86_64")
+    assert said and "library holds sm_80, sm_90; these GPUs are sm_75, sm_120" in said
     arm = runtime.of_library(tc, DeviceSpec(name="c", family="cpu", target="llvm", host="aarch64-unknown-linux-gnu"),
                              "q4f16_1")  # fmt: skip
     assert arm and runtime.mismatch(arm, here, None, "arm64") is None

@@ -84,5 +84,7 @@ def install_cmd(
         return
     out.print(f"weights: {escape(str(done.weights))}" + ("" if done.weights_written else " (already there)"))
     for dev, path in sorted(done.libraries.items()):
-        out.print(f"library for {dev}: {escape(str(path))}" + ("" if dev in done.written else " (already there)"))
+        lib = done.chosen[dev]
+        out.print(f"library for {dev}: {escape(str(path))} ({escape(lib)}'s)" + ("" if dev in done.written else
+                  " (already there)"))  # fmt: skip
     out.print(f"run it: mlc_llm chat HF://{escape(repo)} --device {escape(next(iter(sorted(done.libraries))))}")
