@@ -30,6 +30,7 @@ from mlc_farm.jit import JitKey
 from mlc_farm.memory import MemoryEstimate
 from mlc_farm.names import UNSAFE, BuildKey, Name, RelPath, Sha256
 from mlc_farm.runtime import LibRuntime
+from mlc_farm.speed import Speed
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import BUILDS, CATALOG, FAILURES, catalog_path, failure_path, record_path
 
@@ -60,9 +61,10 @@ class RunCheck(BaseModel):
     status: Literal["passed", "failed", "not run"]
     detail: str = ""
     device: str | None = None
-    method: str | None = None
-    tokens_per_s: float | None = None  # the median of the timed runs
+    method: str | None = None  # how tokens_per_s was measured: a figure compares only with one of its method
+    tokens_per_s: float | None = None  # decode through the VM: the median of the timed runs
     tokens_per_s_runs: list[float] | None = None  # each timed run's, the noise band of a later comparison
+    speeds: list[Speed] = []  # every figure with its phase and method (decode, prefill, MLCEngine's)
     peak_memory_bytes: int | None = None
     ran_with: str | None = None
 

@@ -20,11 +20,12 @@ from typing import Any
 from mlc_farm import provenance
 from mlc_farm.catalog import CatalogEntry, FailureRecord, all_failures, all_records, entries, load_record
 from mlc_farm.entry_signatures import signed_by
-from mlc_farm.history import Point, regressions, series
+from mlc_farm.history import Point, regressions, series, speed_series
 from mlc_farm.hub import Published, published
 from mlc_farm.pull import lib_path
 from mlc_farm.signatures import SIGNATURE
 from mlc_farm.sources import hub_repo_url
+from mlc_farm.speed import of_phase
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import blob_path
 
@@ -60,11 +61,15 @@ def _failure(entry: CatalogEntry, device: str, failures: Failures, served: bool)
 
 
 def _history(points: list[Point]) -> dict[str, Any]:
-    """A cell's series for the page's charts, and what the newest toolchain lost."""
+    """A cell's series for the page's charts (tokens/s of the newest speed method only: another method's figures
+    are another series), and what the newest toolchain lost."""
+    speeds = speed_series(points)
     return {
-        "points": [{"toolchain": p.toolchain, "at": p.at.isoformat(timespec="seconds"), "tokens_per_s": p.tokens_per_s,
-                    "tokens_per_s_runs": p.tokens_per_s_runs, "kl": p.kl_mean, "memory_bytes": p.peak_memory_bytes}
-                   for p in points],
+        "points": [{"toolchain": p.toolchain, "at": p.at.isoformat(timespec="seconds"),
+                    "tokens_per_s": p.tokens_per_s if p in speeds else None,
+                    "tokens_per_s_runs": p.tokens_per_s_runs if p in speeds else [], "kl": p.kl_mean,
+                    "memory_bytes": p.peak_memory_bytes} for p in points],
+        "speed_method": points[-1].method if points else None,
         "regressions": [{"what": r.what, "describe": r.describe()} for r in regressions(points)],
     }  # fmt: skip
 
@@ -92,6 +97,10 @@ def _row(
         "status": "served" if ref else "missing",
         "validation": ref.validation.describe() if ref else "no validated library yet",
         "tokens_per_s": ref.validation.run.tokens_per_s if ref else None,
+        "prefill_tokens_per_s": prefill.tokens_per_s
+        if ref and (prefill := of_phase(ref.validation.run.speeds, "prefill"))
+        else None,
+        "speed_method": ref.validation.run.method if ref else None,
         "fidelity": (ref.fidelity.describe() if ref.fidelity else "fidelity not measured (built before fidelity)")
         if ref
         else "",
@@ -172,7 +181,7 @@ th{background:#f3f3f3}.served{color:#15692c}.missing{color:#a11}.num{text-align:
 <h2>Matrix</h2><table id="grid"></table>
 <h2>Libraries</h2>
 <table id="rows"><thead><tr><th>model</th><th>quantization</th><th>device</th><th>status</th><th>validation</th>
-<th>fidelity</th><th>history (tokens/s, KL)</th><th>tokens/s</th><th>weight files</th><th>library</th><th>memory to run</th><th>built</th><th>toolchain</th>
+<th>fidelity</th><th>history (decode tokens/s, KL)</th><th>decode tokens/s</th><th>prefill tokens/s</th><th>weight files</th><th>library</th><th>memory to run</th><th>built</th><th>toolchain</th>
 <th>source</th><th>last failure</th><th>download</th></tr></thead><tbody></tbody></table>
 <script id="catalog" type="application/json">__DATA__</script>
 <script>
@@ -228,7 +237,8 @@ function show() {
     cell(tr, r.validation);
     cell(tr, r.fidelity);
     cell(tr, "").append(chart(r.history, "tokens_per_s", "tokens/s"), chart(r.history, "kl", "KL"));
-    cell(tr, r.tokens_per_s == null ? "-" : r.tokens_per_s.toFixed(1), "num");
+    cell(tr, r.tokens_per_s == null ? "-" : r.tokens_per_s.toFixed(1), "num").title = r.speed_method || "";
+    cell(tr, r.prefill_tokens_per_s == null ? "-" : r.prefill_tokens_per_s.toFixed(1), "num");
     cell(tr, size(r.weights_bytes), "num"); cell(tr, size(r.library_bytes), "num"); cell(tr, size(r.memory_bytes), "num");
     cell(tr, r.built_at || "-"); cell(tr, r.toolchain || "-");
     cell(tr, (r.source || "") + (r.source_commit ? " @ " + r.source_commit.slice(0, 12) : ""));

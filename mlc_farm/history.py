@@ -3,7 +3,8 @@ its own): one point per toolchain, per catalog cell and per library (architectur
 and the regressions of the newest toolchain against the one before. Pure, given the records.
 
 Timing is noisy: a point keeps every timed run's tokens/s, and a drop counts only when the new runs are all
-below the old ones (the two ranges do not overlap). KL counts when it is far worse (`fidelity.judge`'s rule);
+below the old ones (the two ranges do not overlap). Speeds compare only within one method (`speed.py`): a
+change of method starts a new series instead of flagging a regression. KL counts when it is far worse (`fidelity.judge`'s rule);
 peak memory when it grew by more than a tenth.
 """
 
@@ -17,6 +18,7 @@ from pydantic import BaseModel
 from mlc_farm.catalog import BuildRecord
 from mlc_farm.fidelity import kl_regressed
 from mlc_farm.keys import across_toolchains
+from mlc_farm.speed import of_phase
 
 MEMORY_GROWTH = 1.10
 
@@ -24,8 +26,10 @@ MEMORY_GROWTH = 1.10
 class Point(BaseModel):
     toolchain: str
     at: datetime
-    tokens_per_s: float | None = None
+    tokens_per_s: float | None = None  # decode through the VM, as `method` measured it
     tokens_per_s_runs: list[float] = []
+    method: str | None = None
+    prefill_tokens_per_s: float | None = None
     peak_memory_bytes: int | None = None
     top1: float | None = None
     kl_mean: float | None = None
@@ -56,6 +60,8 @@ def point(record: BuildRecord) -> Point:
     return Point(
         toolchain=toolchain_name(record.toolchain), at=record.finished_at, check=record.key,
         tokens_per_s=run.tokens_per_s if run else None, tokens_per_s_runs=(run.tokens_per_s_runs or []) if run else [],
+        method=run.method if run else None,
+        prefill_tokens_per_s=(prefill.tokens_per_s if run and (prefill := of_phase(run.speeds, "prefill")) else None),
         peak_memory_bytes=run.peak_memory_bytes if run else None,
         top1=measured.top1 if measured else None, kl_mean=measured.kl_mean if measured else None,
     )  # fmt: skip
@@ -93,7 +99,8 @@ def regressions(points: list[Point]) -> list[Regression]:
         return []
     old, new = points[-2], points[-1]
     found = []
-    if old.tokens_per_s_runs and new.tokens_per_s_runs and max(new.tokens_per_s_runs) < min(old.tokens_per_s_runs):
+    runs = (old.tokens_per_s_runs, new.tokens_per_s_runs) if old.method == new.method else ([], [])  # a new series
+    if runs[0] and runs[1] and max(runs[1]) < min(runs[0]):
         found.append(Regression(what="tokens/s", before=old.tokens_per_s or 0, after=new.tokens_per_s or 0))
     if old.kl_mean is not None and new.kl_mean is not None and kl_regressed(new.kl_mean, old.kl_mean):
         found.append(Regression(what="KL", before=old.kl_mean, after=new.kl_mean))
@@ -104,6 +111,11 @@ def regressions(points: list[Point]) -> list[Regression]:
     ):
         found.append(Regression(what="memory", before=old.peak_memory_bytes, after=new.peak_memory_bytes))
     return found
+
+
+def speed_series(points: list[Point]) -> list[Point]:
+    """The points measured with the newest point's speed method: the series its tokens/s belong to."""
+    return [p for p in points if p.method == points[-1].method] if points else []
 
 
 def night_regressions(records: list[BuildRecord], checks: set[str]) -> list[str]:

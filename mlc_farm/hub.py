@@ -34,9 +34,9 @@ from mlc_farm.pull import lib_path, pull_files
 from mlc_farm.settings import load_settings
 from mlc_farm.signatures import SIGNATURE, fingerprint, public_key
 from mlc_farm.sources import hub_endpoint, hub_repo_url
+from mlc_farm.speed import LIVENESS_STEPS, of_phase
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import published_path
-from mlc_farm.validate import DECODE_STEPS
 
 T = TypeVar("T")
 MANIFEST = "mlc-farm-manifest.json"
@@ -139,6 +139,9 @@ def model_card(entry: CatalogEntry, repo: str, lib_files: dict[str, str], signed
         else f"a local model directory (content sha256 `{entry.source['identity']}`)"
     )
     rows = "\n".join(_card_row(entry, device, path) for device, path in sorted(lib_files.items()))
+    runs = [entry.libs[d].validation.run for d in lib_files]
+    methods = sorted({m for r in runs for m in [s.method for s in r.speeds] or ([r.method] if r.method else [])})
+    speeds = "\n".join(f"- {m}" for m in methods) or "- not measured: no library ran where it was built"
     return f"""---
 {yaml.safe_dump(meta, sort_keys=True).strip()}
 ---
@@ -153,12 +156,16 @@ by mlc-farm. Weights, `mlc-chat-config.json` and tokenizer files are at the root
 
 Every library was checked before publishing: its metadata against these weights (names, dtypes, shapes,
 model type, quantization, context window), and a run with real weights where its device was present
-(finite logits over a prefill and {DECODE_STEPS} decode steps). A library whose device was absent says
+(finite logits over a prefill and {LIVENESS_STEPS} decode steps). A library whose device was absent says
 `not run`: nothing here claims more than was checked.
 
-| device | target | library | runtime | fits the weights | run | decode tokens/s | memory |
-| --- | --- | --- | --- | --- | --- | --- | --- |
+| device | target | library | runtime | fits the weights | run | decode tokens/s | prefill tokens/s | memory |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- |
 {rows}
+
+Speeds were measured on the device named in `run` (one sequence, batch 1), each figure the median of its timed
+runs, by these methods (a figure compares only with one of its own method):
+{speeds}
 
 A library loads only in the runtime it was compiled with (the mlc_llm and TVM above): another one fails inside
 TVM ("Cannot find global function ..."). `{MANIFEST}` also lists each library's mlc_llm JIT cache names
@@ -293,11 +300,11 @@ def _card_row(entry: CatalogEntry, device: str, path: str) -> str:
     if run.ran_with and run.ran_with != entry.model and run.status == "passed":
         ran += f" (with {run.ran_with}'s weights, same architecture)"
     speed = f"{run.tokens_per_s:.1f}" if run.tokens_per_s else "-"
+    prefill = f"{p.tokens_per_s:.1f}" if (p := of_phase(run.speeds, "prefill")) and p.tokens_per_s else "-"
     needs = f"{ref.memory.total_mb:,.0f} MB" if ref.memory else "-"
     built = ref.runtime.describe_all() if ref.runtime else "not recorded"
-    return (
-        f"| {device} | `{ref.target}` | `{path}` | {built} | {ref.validation.fits.status} | {ran} | {speed} | {needs} |"
-    )
+    fits = ref.validation.fits.status
+    return f"| {device} | `{ref.target}` | `{path}` | {built} | {fits} | {ran} | {speed} | {prefill} | {needs} |"
 
 
 def _remote(api: Any, repo: str) -> dict[str, tuple[str, str | None]]:

@@ -10,6 +10,7 @@ import hashlib
 import json
 from typing import Any
 
+from mlc_farm import speed
 from mlc_farm.matrix import DeviceSpec, Overrides
 from mlc_farm.toolchain import ToolchainInfo, identity
 
@@ -125,8 +126,8 @@ def check_inputs(
     top_k: int,
     toolchain: ToolchainInfo,
 ) -> dict[str, Any]:
-    """Inputs of a cell's check: its library, weights and config, its reference and the evaluation (the
-    toolchain is in the library's key already; named here for the history of each cell)."""
+    """Inputs of a cell's check: its library, weights and config, its reference, the evaluation and how speed is
+    measured (the toolchain is in the library's key already; named here for the history of each cell)."""
     return {"kind": "check", "library": library, "convert": convert, "config": config, "reference": reference,
             "role": role, "eval_set": eval_set, "positions": positions, "top_k": top_k,
-            "toolchain": identity(toolchain)}  # fmt: skip
+            "toolchain": identity(toolchain), "speed": speed.PLAN}  # fmt: skip

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from mlc_farm import fidelity, toolchain
+from mlc_farm import fidelity, speed, toolchain
 from mlc_farm.catalog import FitCheck, LibRef, RunCheck, Validation, get_entry, load_record, read_blob_json
 from mlc_farm.devices import family as device_family
 from mlc_farm.devices import target_family
@@ -24,8 +24,6 @@ from mlc_farm.pull import lib_path, pull_files
 from mlc_farm.sources import file_sha256
 from mlc_farm.store import ArtifactStore
 
-DECODE_STEPS = 8
-TIMED_RUNS = 5  # tokens/s is the median of these, and their spread is the noise band of a regression
 _SCRIPTS = Path(__file__).parent / "in_toolchain"
 REFERENCE_FILE, DISTRIBUTIONS_FILE = "reference.json", "distributions.json"  # a reference's, a reference check's
 
@@ -100,7 +98,8 @@ def run_library(
     request, make its teacher-forced pass). The script's JSON."""
     args = [str(lib), device]
     if weights_dir:
-        args += [str(weights_dir), str(DECODE_STEPS), str(TIMED_RUNS), *([str(request)] if request else [])]
+        plan = (speed.LIVENESS_STEPS, speed.DECODE_STEPS, speed.TIMED_RUNS, speed.PREFILL_TOKENS)
+        args += [str(weights_dir), *map(str, plan), *([str(request)] if request else [])]
     return in_toolchain("run_library.py", args, timeout, ("loading the library", "load the library"))
 
 

@@ -238,9 +238,13 @@ def test_the_card_links_its_base_and_says_what_each_library_needs() -> None:
     from mlc_farm.catalog import CatalogEntry, FileEntry, FitCheck, LibRef, RunCheck, Validation
     from mlc_farm.hub import model_card
     from mlc_farm.memory import MemoryEstimate
+    from mlc_farm.speed import Speed
 
     def lib(target: str, ran: bool) -> LibRef:
-        run = RunCheck(status="passed", device="cpu", tokens_per_s=42.0) if ran else RunCheck(status="not run")
+        speeds = [Speed(phase="decode", method="VM decode", tokens_per_s=42.0, runs=[41.0, 42.0, 43.0]),
+                  Speed(phase="prefill", method="VM prefill", tokens_per_s=900.0, runs=[900.0])]  # fmt: skip
+        run = (RunCheck(status="passed", device="cpu", method="VM decode", tokens_per_s=42.0, speeds=speeds) if ran
+               else RunCheck(status="not run"))  # fmt: skip
         return LibRef(key="k" * 64, file=FileEntry(path="model-lib.so", size=1, sha256="0" * 64), target=target,
                       host="x86_64-unknown-linux-gnu", validation=Validation(fits=FitCheck(status="passed"), run=run),
                       memory=MemoryEstimate(weights_bytes=700 * 2**20, temp_bytes=100 * 2**20,
@@ -255,9 +259,10 @@ def test_the_card_links_its_base_and_says_what_each_library_needs() -> None:
     assert meta["base_model"] == "org/Base-1B" and meta["base_model_relation"] == "quantized"
     assert meta["license"] == "apache-2.0" and meta["tags"] == ["mlc-llm", "web-llm", "q4f16_1"]
     assert (
-        "| cpu | `llvm` | `libs/Base-1B-q4f16_1-cpu.so` | not recorded | passed | passed on cpu | 42.0 | 1,024 MB |"
-        in card
+        "| cpu | `llvm` | `libs/Base-1B-q4f16_1-cpu.so` | not recorded | passed | passed on cpu | 42.0 | 900.0 | "
+        "1,024 MB |" in card
     )
+    assert "by these methods (a figure compares only with one of its own method):\n- VM decode\n- VM prefill" in card
     assert (
         "mlc_llm chat ./Base-1B-q4f16_1-MLC --device cpu --model-lib ./Base-1B-q4f16_1-MLC/libs/Base-1B-q4f16_1-cpu.so"
         in card

@@ -25,8 +25,9 @@ def history_cmd(
     device: Annotated[str | None, typer.Argument(help="Only this device.")] = None,
     store: StoreOpt = None,
 ) -> None:
-    """Print each device's series: decode tokens/s (median and range of the timed runs), peak memory, top-1
-    and KL against the source, one row per toolchain, with the newest toolchain's regressions."""
+    """Print each device's series: decode tokens/s (median and range of the timed runs) and prefill tokens/s with
+    the method that measured them (speeds compare only within one), peak memory, top-1 and KL against the source,
+    one row per toolchain, with the newest toolchain's regressions."""
     from mlc_farm.catalog import all_records
     from mlc_farm.history import regressions, series
 
@@ -40,17 +41,22 @@ def history_cmd(
         raise BadInput(f"no checked build of {model} {quantization}{f' {device}' if device else ''} in the store")
     for name, points in sorted(found.items()):
         t = Table(title=f"{model} {quantization} {name}")
-        for col in ("toolchain", "checked", "tokens/s", "range", "peak memory", "top-1", "KL"):
+        for col in ("toolchain", "checked", "method", "decode tok/s", "range", "prefill tok/s", "peak memory",
+                    "top-1", "KL"):  # fmt: skip
             t.add_column(col)
+        methods = list(dict.fromkeys(p.method or "not recorded" for p in points))
         for p in points:
             runs = f"{min(p.tokens_per_s_runs):.1f}-{max(p.tokens_per_s_runs):.1f}" if p.tokens_per_s_runs else "-"
             t.add_row(
-                Text(p.toolchain), p.at.isoformat(timespec="seconds"),
+                Text(p.toolchain), p.at.isoformat(timespec="seconds"), str(methods.index(p.method or "not recorded") + 1),
                 f"{p.tokens_per_s:.1f}" if p.tokens_per_s else "-", runs,
+                f"{p.prefill_tokens_per_s:.1f}" if p.prefill_tokens_per_s else "-",
                 size(p.peak_memory_bytes) if p.peak_memory_bytes else "-",
                 f"{p.top1:.3f}" if p.top1 is not None else "not measured",
                 f"{p.kl_mean:.4g}" if p.kl_mean is not None else "not measured",
             )  # fmt: skip
         out.print(t)
+        for i, method in enumerate(methods, 1):  # speeds compare only within one method: each is a series
+            out.print(Text(f"method {i}: {method}"), soft_wrap=True)
         for r in regressions(points):
             out.print(Text(f"regression: {r.describe()}", "yellow"), soft_wrap=True)

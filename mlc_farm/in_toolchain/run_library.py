@@ -5,9 +5,11 @@ pass of fidelity. Prints one JSON object on its last line.
 Uses only what shared/mlc-reference documents: `tvm.runtime.load_module`, `tvm.relax.VirtualMachine` on
 `tvm.<device>(0)`, `vm["_metadata"]()`, `tvm.contrib.tvmjs.load_tensor_cache`, the chat functions `embed`,
 `create_tir_paged_kv_cache`, `prefill` and `decode` (driven with the KV-state builtins the way mlc_llm's own
-`testing/debug_chat.py` drives them), and `mlc_llm.MLCEngine` when the toolchain has its C++ runtime.
+`testing/debug_chat.py` drives them), and `mlc_llm.MLCEngine` when the toolchain has its C++ runtime; for the
+speeds (the reference's "speeds measured three ways"), TVM's `Device.sync()` after the timed steps instead of
+a copy of the logits to the host each step.
 
-usage: python - LIBRARY DEVICE [WEIGHTS_DIR DECODE_STEPS RUNS [REQUEST_JSON]]
+usage: python - LIBRARY DEVICE [WEIGHTS_DIR LIVENESS_STEPS DECODE_STEPS RUNS PREFILL_TOKENS [REQUEST_JSON]]
   (request: {"tokens": [...], "k": K, "probe_ids": [[...], ...] or null})
 """
 
@@ -36,24 +38,33 @@ class Runner:
 
     def new_sequence(self):
         shape, builtin, meta = self.tvm.runtime.ShapeTuple, self.tvm.get_global_func, self.meta
-        ctx, sliding = meta["context_window_size"], meta["sliding_window_size"]
         self.kv = self.vm["create_tir_paged_kv_cache"](
-            shape([1]), shape([ctx if ctx != -1 else sliding]), shape([meta["prefill_chunk_size"]]), shape([16]),
-            shape([int(sliding != -1)]),
+            shape([1]), shape([self.capacity()]), shape([meta["prefill_chunk_size"]]), shape([16]),
+            shape([int(meta["sliding_window_size"] != -1)]),
         )  # fmt: skip
         builtin("vm.builtin.kv_state_add_sequence")(self.kv, 0)
 
-    def step(self, ids, function):
-        """The logits of the next token after `ids`: finite, of vocabulary size."""
-        import numpy as np
+    def capacity(self):
+        """The tokens one sequence's KV cache holds."""
+        ctx, sliding = self.meta["context_window_size"], self.meta["sliding_window_size"]
+        return ctx if ctx != -1 else sliding
 
-        tvm, shape, builtin = self.tvm, self.tvm.runtime.ShapeTuple, self.tvm.get_global_func
-        emb = self.vm["embed"](tvm.runtime.tensor(np.array(ids, dtype="int32"), self.device), self.params)
-        emb = builtin("vm.builtin.reshape")(emb, shape([1, len(ids), emb.shape[-1]]))
-        builtin("vm.builtin.kv_state_begin_forward")(self.kv, shape([0]), shape([len(ids)]))
+    def forward(self, ids, length, function):
+        """One step over the `length` token ids of the device tensor `ids`; its logits stay on the device."""
+        shape, builtin = self.tvm.runtime.ShapeTuple, self.tvm.get_global_func
+        emb = self.vm["embed"](ids, self.params)
+        emb = builtin("vm.builtin.reshape")(emb, shape([1, length, emb.shape[-1]]))
+        builtin("vm.builtin.kv_state_begin_forward")(self.kv, shape([0]), shape([length]))
         logits, _ = self.vm[function](emb, self.kv, self.params)
         builtin("vm.builtin.kv_state_end_forward")(self.kv)
-        out = logits.numpy().astype("float32").reshape(-1)
+        return logits
+
+    def step(self, ids, function):
+        """The logits of the next token after `ids`, read back: finite, of vocabulary size."""
+        import numpy as np
+
+        tensor = self.tvm.runtime.tensor(np.array(ids, dtype="int32"), self.device)
+        out = self.forward(tensor, len(ids), function).numpy().astype("float32").reshape(-1)
         if out.size != self.vocab:
             raise ValueError(f"{function} gave {out.size} logits, expected vocab_size {self.vocab}")
         if not np.isfinite(out).all():
@@ -61,22 +72,67 @@ class Runner:
         return out
 
 
-def tvm_run(runner, steps, runs):
-    """`runs` times: one prefill of a few token ids, then `steps` timed decode steps. Tokens/s is the median of
-    the runs, and each run's figure is kept: a later drop is flagged only beyond their spread."""
-    speeds = []
-    for _ in range(runs):
+def liveness(runner, steps):
+    """One prefill of a few token ids and `steps` decode steps, each step's logits read back and checked."""
+    runner.new_sequence()
+    token = int(runner.step([1, 2, 3, 4], "prefill").argmax())
+    for _ in range(steps):
+        token = int(runner.step([token], "decode").argmax())
+
+
+def timed(runs, one):
+    """`one()`'s seconds over `runs` runs after a warm-up run that is not counted (the first run of a set is the
+    slowest: module load, allocations)."""
+    one()
+    return [one() for _ in range(runs)]
+
+
+def speed(phase, method, tokens, seconds):
+    speeds = sorted(tokens / s for s in seconds if s > 0)
+    return {"phase": phase, "method": method, "tokens_per_s": speeds[len(speeds) // 2] if speeds else None,
+            "runs": speeds}  # fmt: skip
+
+
+def decode_speed(runner, steps, runs):
+    """Tokens/s of decode as the kernels run: one token in, the logits left on the device, one synchronisation
+    at the end of each run, so the figure is the library's and not the loop's copies to the host."""
+    import numpy as np
+
+    steps = min(steps, runner.capacity() - 1)  # one prompt token, then every step in the context
+    token = runner.tvm.runtime.tensor(np.array([1], dtype="int32"), runner.device)
+
+    def one():
         runner.new_sequence()
-        token = int(runner.step([1, 2, 3, 4], "prefill").argmax())
+        runner.forward(token, 1, "prefill")
+        runner.device.sync()
         start = time.perf_counter()
         for _ in range(steps):
-            token = int(runner.step([token], "decode").argmax())
-        seconds = time.perf_counter() - start
-        speeds.append(steps / seconds if seconds > 0 else None)
-    known = sorted(s for s in speeds if s is not None)
-    median = known[len(known) // 2] if known else None
-    return {"status": "passed", "method": f"tvm runtime: {runs} x (prefill of 4 tokens + {steps} decode steps)",
-            "tokens_per_s": median, "tokens_per_s_runs": known}  # fmt: skip
+            runner.forward(token, 1, "decode")
+        runner.device.sync()
+        return time.perf_counter() - start
+
+    method = (f"TVM VM decode: {steps} steps per run after a 1-token prefill, logits left on the device, one "
+              f"sync per run; median of {runs} runs after a warm-up run")  # fmt: skip
+    return speed("decode", method, steps, timed(runs, one))
+
+
+def prefill_speed(runner, tokens, runs):
+    """Tokens/s of one long prompt (`tokens`, or the library's prefill chunk or context if smaller): one call."""
+    import numpy as np
+
+    n = min(tokens, runner.meta["prefill_chunk_size"], runner.capacity())
+    ids = runner.tvm.runtime.tensor(np.arange(1, n + 1, dtype="int32") % runner.vocab, runner.device)
+
+    def one():
+        runner.new_sequence()
+        runner.device.sync()
+        start = time.perf_counter()
+        runner.forward(ids, n, "prefill")
+        runner.device.sync()
+        return time.perf_counter() - start
+
+    method = f"TVM VM prefill: one prompt of {n} tokens per run, one sync; median of {runs} runs after a warm-up run"
+    return speed("prefill", method, n, timed(runs, one))
 
 
 def teacher_forced(runner, request):
@@ -90,22 +146,48 @@ def teacher_forced(runner, request):
     return {**out, "seconds": time.perf_counter() - start}
 
 
-def engine_run(device_name, weights_dir, lib, steps):
-    """The public way to run a model: one chat completion through MLCEngine."""
+def engine_speed(device_name, weights_dir, lib, steps, runs):
+    """The public way to run a model: chat completions through MLCEngine, its own method (prefill, sampling and
+    detokenizing included), never mixed with the VM's figures."""
     from mlc_llm import MLCEngine
 
     engine = MLCEngine(model=weights_dir, device=device_name, model_lib=lib, mode="local")
-    try:
+    made = []
+
+    def one():
         start = time.perf_counter()
         reply = engine.chat.completions.create(messages=[{"role": "user", "content": "Hello"}], max_tokens=steps)
         seconds = time.perf_counter() - start
+        if not reply.usage.completion_tokens or not reply.choices[0].message.content:
+            raise RuntimeError("MLCEngine generated nothing")
+        made.append(reply.usage.completion_tokens)
+        return seconds
+
+    try:
+        seconds = timed(runs, one)
     finally:
         engine.terminate()
-    tokens = reply.usage.completion_tokens
-    if not tokens or not reply.choices[0].message.content:
-        return {"status": "failed", "detail": "MLCEngine generated nothing"}
-    return {"status": "passed", "method": f"MLCEngine chat completion of {tokens} tokens",
-            "tokens_per_s": tokens / seconds if seconds > 0 else None}  # fmt: skip
+    method = (f"MLCEngine chat completion of up to {steps} tokens (prefill and sampling included); median of "
+              f"{runs} runs after a warm-up run")  # fmt: skip
+    return speed("decode", method, min(made[1:]), seconds)
+
+
+def run_checks(runner, lib, device_name, weights_dir, plan):
+    """Liveness, then the speeds: the VM's decode and prefill, and MLCEngine's where the toolchain has it."""
+    live, steps, runs, prefill = plan
+    liveness(runner, live)
+    decode = decode_speed(runner, steps, runs)
+    speeds = [decode, prefill_speed(runner, prefill, runs)]
+    try:
+        import mlc_llm
+
+        has_engine = hasattr(mlc_llm, "MLCEngine")
+    except ImportError:
+        has_engine = False
+    if has_engine:
+        speeds.append(engine_speed(device_name, weights_dir, lib, steps, runs))
+    return {"status": "passed", "method": decode["method"], "tokens_per_s": decode["tokens_per_s"],
+            "tokens_per_s_runs": decode["runs"], "speeds": speeds}  # fmt: skip
 
 
 def main(argv):
@@ -117,7 +199,7 @@ def main(argv):
     meta = json.loads(vm["_metadata"]())
     out = {"metadata": meta}
     if len(argv) > 2:
-        weights_dir, steps, runs = argv[2], int(argv[3]), int(argv[4])
+        weights_dir, plan = argv[2], [int(a) for a in argv[3:7]]
         try:
             runner = Runner(tvm, vm, meta, device, weights_dir)
             if runner.missing:
@@ -126,20 +208,9 @@ def main(argv):
                     "detail": f"the weights have no {runner.missing[0]} ({len(runner.missing)} params missing)",
                 }
             else:
-                run = tvm_run(runner, steps, runs)
-                if len(argv) > 5:
-                    out["distributions"] = teacher_forced(runner, read_request(argv[5]))
-            if run["status"] == "passed":
-                try:
-                    import mlc_llm
-
-                    has_engine = hasattr(mlc_llm, "MLCEngine")
-                except ImportError:
-                    has_engine = False
-                if has_engine:
-                    engine = engine_run(device_name, weights_dir, lib, steps)
-                    run = {**run, **{k: v for k, v in engine.items() if k != "tokens_per_s"},
-                           "method": f"{run['method']}; {engine.get('method', 'MLCEngine')}"}  # fmt: skip
+                run = run_checks(runner, lib, device_name, weights_dir, plan)
+                if len(argv) > 7:
+                    out["distributions"] = teacher_forced(runner, read_request(argv[7]))
         except Exception as e:  # the library or the weights are at fault: a result, not a crash
             run = {"status": "failed", "detail": f"{type(e).__name__}: {e}"}
         out["run"] = {**run, "peak_memory_bytes": peak_rss()}

@@ -25,7 +25,8 @@ class Weights:
 
 @dataclass
 class Cache:
-    """Keys and values of the positions seen so far, per layer."""
+    """Keys and values of the positions seen so far, per layer: a list holding one [positions, kv_heads, head_dim]
+    array once a step has run."""
 
     keys: list[list[np.ndarray]] = field(default_factory=list)
     values: list[list[np.ndarray]] = field(default_factory=list)
@@ -48,7 +49,7 @@ def forward(w: Weights, config: dict[str, Any], x: np.ndarray, cache: Cache, rop
     """Logits [tokens, vocab] of the token embeddings `x` following the cached positions (the cache grows)."""
     heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
     head_dim, eps = config["head_dim"], config.get("rms_norm_eps", 1e-6)
-    start = len(cache.keys[0]) if cache.keys else 0
+    start = len(cache.keys[0][0]) if cache.keys and cache.keys[0] else 0
     n = x.shape[0]
     positions = np.arange(start, start + n, dtype=np.float64)
     if not cache.keys:
@@ -60,18 +61,20 @@ def forward(w: Weights, config: dict[str, Any], x: np.ndarray, cache: Cache, rop
         k = qkv[:, heads * head_dim : (heads + kv_heads) * head_dim].reshape(n, kv_heads, head_dim)
         v = qkv[:, (heads + kv_heads) * head_dim :].reshape(n, kv_heads, head_dim)
         q, k = _rope(q, positions, rope_base), _rope(k, positions, rope_base)
-        cache.keys[i].extend(k)
-        cache.values[i].extend(v)
-        keys, values = np.stack(cache.keys[i]), np.stack(cache.values[i])  # [total, kv_heads, head_dim]
+        cache.keys[i].append(k)
+        cache.values[i].append(v)
+        if len(cache.keys[i]) > 1:  # one array per layer: each step adds one, not one per position
+            cache.keys[i], cache.values[i] = [np.concatenate(cache.keys[i])], [np.concatenate(cache.values[i])]
+        keys, values = cache.keys[i][0], cache.values[i][0]  # [total, kv_heads, head_dim]
         group = heads // kv_heads
         keys, values = np.repeat(keys, group, axis=1), np.repeat(values, group, axis=1)
-        scores = np.einsum("thd,shd->hts", q, keys) / np.sqrt(head_dim)
+        scores = q.transpose(1, 0, 2) @ keys.transpose(1, 2, 0) / np.float32(np.sqrt(head_dim))  # [h, t, s]
         total = keys.shape[0]
         mask = np.arange(total)[None, :] > (start + np.arange(n))[:, None]
         scores = np.where(mask[None], -np.inf, scores)
         scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
         scores /= scores.sum(axis=-1, keepdims=True)
-        attended = np.einsum("hts,shd->thd", scores, values).reshape(n, heads * head_dim)
+        attended = (scores @ values.transpose(1, 0, 2)).transpose(1, 0, 2).reshape(n, heads * head_dim)
         x = x + attended @ layer["o"].T
         h = _rms(x, layer["post_norm"], eps)
         gate, up = np.split(h @ layer["gate_up"].T, 2, axis=-1)

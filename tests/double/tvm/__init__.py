@@ -30,6 +30,10 @@ class Device:
     def __repr__(self) -> str:
         return f"{self.kind}({self.index})"
 
+    def sync(self) -> None:
+        """Wait for the kernels launched on the device (TVM's `Device.sync`)."""
+        runtime.wait()
+
 
 def cpu(index: int = 0) -> Device:
     return Device("cpu", index)

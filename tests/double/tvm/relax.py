@@ -2,19 +2,24 @@
 with the argument checks the real runtime makes (parameter count, shapes, dtypes, device). `prefill` and
 `decode` compute a Llama over the weights they are given (`_llama_math`), with the rope base the library was
 compiled for (or the MLC_DOUBLE_ROPE_BASE knob's, a library that fits its weights and computes another
-function). MLC_DOUBLE_DECODE_SLEEP=SECONDS makes every step that much slower."""
+function).
+
+Each step's kernels take device time (`tvm.runtime.launch`), as on a GPU at batch 1, where a decode step reads
+every weight once: the bytes of the weights given over MLC_DOUBLE_BANDWIDTH (bytes/s, default 1e9), plus 2
+operations per weight and token at 1e11 per second. So a 4-bit build of a model decodes faster than its 16-bit
+one, and a prefill's tokens/s is far above a decode step's. MLC_DOUBLE_DECODE_SLEEP=SECONDS adds that much to
+every step's kernels (a slower kernel, for speed regressions)."""
 
 from __future__ import annotations
 
 import json
 import os
-import time
 from typing import Any
 
 import _llama_math
 import numpy as np
 
-from tvm.runtime import KVCache, Module, ShapeTuple, Tensor
+from tvm.runtime import KVCache, Module, ShapeTuple, Tensor, launch
 
 _DEVICE_OF_TARGET = {"llvm": "cpu", "c": "cpu", "cuda": "cuda", "rocm": "rocm", "vulkan": "vulkan", "metal": "metal"}
 
@@ -29,6 +34,7 @@ class VirtualMachine:
             raise RuntimeError(f"device {device!r} is not present on this machine")
         self.doc, self.device, self.meta = module.doc, device, module.doc["metadata"]
         self._weights: tuple[tuple[int, ...], _llama_math.Weights] | None = None
+        self._checked: tuple[tuple[int, ...], int] | None = None
         self._functions = {
             "_metadata": lambda: json.dumps(self.meta),
             "embed": self._embed,
@@ -44,7 +50,16 @@ class VirtualMachine:
         return self._functions[name]
 
     def _check_params(self, params: list[Tensor]) -> int:
-        """Bind the symbolic dimensions and check every parameter; returns the vocabulary size."""
+        """Bind the symbolic dimensions and check every parameter; returns the vocabulary size. Once per set of
+        parameters: the tensors are not changed in between."""
+        ident = tuple(id(p) for p in params)
+        if self._checked is not None and self._checked[0] == ident:
+            return self._checked[1]
+        vocab = self._bind(params)
+        self._checked = ident, vocab
+        return vocab
+
+    def _bind(self, params: list[Tensor]) -> int:
         specs = self.meta["params"]
         if len(params) != len(specs):
             raise ValueError(f"expected {len(specs)} parameters, got {len(params)}")
@@ -63,7 +78,7 @@ class VirtualMachine:
 
     def _embed(self, ids: Tensor, params: list[Tensor]) -> Tensor:
         self._check_params(params)
-        rows = self._model(params).embed[ids.numpy().ravel().astype(np.int64)]
+        rows = self._model(params).embed[ids._array.ravel().astype(np.int64)]
         return Tensor(rows.astype(np.float32), self.device)
 
     def _model(self, params: list[Tensor]) -> _llama_math.Weights:
@@ -93,10 +108,9 @@ class VirtualMachine:
             raise ValueError("begin_forward was not called on the KV cache")
         if kv.length + kv.pending > kv.capacity:
             raise ValueError("the KV cache is full")
-        if pause := os.environ.get("MLC_DOUBLE_DECODE_SLEEP"):  # a slower kernel, for speed regressions
-            time.sleep(float(pause))
         weights, config = self._model(params), self.doc["identity"]["model_config"]
-        rows = embedding.numpy().reshape(-1, embedding.shape[-1]).astype(np.float32)
+        rows = embedding._array.reshape(-1, embedding.shape[-1]).astype(np.float32)
+        launch(_kernel_seconds(params, weights, len(rows)))
         knobs = self.doc.get("knobs", {})
         base = float(knobs.get("rope_base") or config.get("position_embedding_base", 10000))
         logits = _llama_math.forward(weights, config, rows, kv.math, base)[-1][:vocab]
@@ -105,9 +119,18 @@ class VirtualMachine:
         return Tensor(logits.reshape(1, 1, vocab), self.device), kv
 
 
+def _kernel_seconds(params: list[Tensor], model: _llama_math.Weights, tokens: int) -> float:
+    """The device time of one step over `tokens` tokens (see the module's docstring)."""
+    nbytes = sum(p._array.nbytes for p in params)
+    arrays = [model.embed, model.lm_head, model.norm, *(a for layer in model.layers for a in layer.values())]
+    weights = sum(a.size for a in arrays)
+    slower = float(os.environ.get("MLC_DOUBLE_DECODE_SLEEP") or 0)
+    return nbytes / float(os.environ.get("MLC_DOUBLE_BANDWIDTH") or 1e9) + 2 * weights * tokens / 1e11 + slower
+
+
 def _float32(t: Tensor) -> np.ndarray:
     """A parameter as stored in memory, read as numbers: bf16 (stored as uint16) widened to float32."""
-    a = t.numpy()
+    a = t._array
     if a.dtype == np.uint16:
         return (a.astype(np.uint32) << 16).view(np.float32)
     return a if a.dtype == np.uint32 else a.astype(np.float32)

@@ -1,7 +1,12 @@
-"""Double of tvm.runtime: modules, tensors and shape tuples."""
+"""Double of tvm.runtime: modules, tensors and shape tuples, and a device's work queue.
+
+A GPU runs kernels after the host has launched them: a launch returns at once, and only reading a tensor back
+(`numpy()`) or `Device.sync()` waits for the queue (shared/mlc-reference, speeds measured three ways). The double
+keeps the time the queue is busy until; `launch` adds a kernel's time to it."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +28,23 @@ class Tensor:
         return ShapeTuple(self._array.shape)
 
     def numpy(self) -> np.ndarray:
+        """A copy to the host: waits for the kernels launched before it."""
+        wait()
         return self._array
+
+
+_QUEUE = {"busy_until": 0.0}
+
+
+def launch(seconds: float) -> None:
+    """A kernel of `seconds` on the device, queued after those launched before it."""
+    _QUEUE["busy_until"] = max(time.perf_counter(), _QUEUE["busy_until"]) + seconds
+
+
+def wait() -> None:
+    """Until every launched kernel has run."""
+    if (left := _QUEUE["busy_until"] - time.perf_counter()) > 0:
+        time.sleep(left)
 
 
 def tensor(array: Any, device: Any = None) -> Tensor:
@@ -67,7 +88,7 @@ def _end_forward(kv: KVCache) -> None:
 
 
 def _reshape(t: Tensor, shape: ShapeTuple) -> Tensor:
-    return Tensor(t.numpy().reshape(tuple(shape)), t.device, t.dtype)
+    return Tensor(t._array.reshape(tuple(shape)), t.device, t.dtype)
 
 
 GLOBAL_FUNCS = {
