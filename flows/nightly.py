@@ -36,7 +36,7 @@ from mlc_farm.settings import load_settings
 from mlc_farm.sources import ResolvedSource
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import toolchain_path
-from mlc_farm.summary import BY_ANOTHER_RUN, Outcome, Summary
+from mlc_farm.summary import BY_ANOTHER_RUN, CellRow, Outcome, Summary
 from mlc_farm.tasks.build import (
     build_from_source,
     build_library,
@@ -107,6 +107,25 @@ def build_model(
     return _stoppable(matrix_path, [model], quantizations, devices, force, store, mode, None)
 
 
+class PoolCheckRun(BaseModel):
+    """What `check_pool` returns to `mlc-farm farm check-pool`: the run's outcome and every cell's row."""
+
+    ok: bool
+    message: str
+    rows: list[CellRow] = []
+
+
+@flow(retries=0, name="check-pool", task_runner=RUNNER, log_prints=True)
+def check_pool(matrix_path: str, store: str) -> PoolCheckRun:
+    """`mlc-farm farm check-pool`: the pool-check matrix built through a nightly's deployments (farm mode), every
+    build made again (`force`: the pool is what is checked, not the store), with no alert: nobody is paged for
+    a check an operator is watching."""
+    engine = PrefectEngine("farm", True, alert=False)
+    state = _stoppable(matrix_path, None, None, None, True, store, "farm", None, engine)
+    rows = engine.summary.rows if engine.summary else []
+    return PoolCheckRun(ok=state.is_completed(), message=state.message or state.name or "", rows=rows)
+
+
 def hub_unreachable(state: State) -> bool:
     """A run that failed only because the Hub did not answer (offline, 5xx) while resolving its sources."""
     return HUB_UNREACHABLE in (state.message or "")
@@ -128,6 +147,7 @@ def _stoppable(
     store: str | None,
     mode: Mode,
     probed: ToolchainInfo | None,
+    engine: PrefectEngine | None = None,
 ) -> State:
     """Wire Prefect to the run (mlc_farm/run.py). SIGINT or SIGTERM (Prefect's TerminationSignal) while it
     builds: kill the toolchain steps and end the run Cancelled (not Crashed), saying what finished."""
@@ -136,7 +156,7 @@ def _stoppable(
 
     progress = Progress()
     try:
-        engine = PrefectEngine(mode, force)
+        engine = engine or PrefectEngine(mode, force)
         probe = (lambda st, pools: probed) if probed else engine.probe
         try:
             pre = preflight(matrix_path, models, quantizations, devices, store, probe)
@@ -159,8 +179,9 @@ class PrefectEngine:
     """The run's orchestrator: tasks in this process (embedded), or flow runs on each device's work pool
     through `run_deployment` (farm); Prefect artifacts for the summary, the matrix, the night and publishing."""
 
-    def __init__(self, mode: Mode, force: bool):
-        self.mode, self.force = mode, force
+    def __init__(self, mode: Mode, force: bool, alert: bool = True):
+        self.mode, self.force, self.alert = mode, force, alert
+        self.summary: Summary | None = None
 
     def bind(self, pre: Preflight) -> None:
         self.store_url = pre.store.url
@@ -245,6 +266,7 @@ class PrefectEngine:
         write_catalog_page(self.store_url)
 
     def artifacts(self, summary: Summary, night: NightReport, published: list[dict[str, str]]) -> None:
+        self.summary = summary
         big = summary.for_console(GRID_CELLS) is not summary.rows
         create_markdown_artifact(
             key="mlc-farm-matrix",
@@ -269,7 +291,8 @@ class PrefectEngine:
             create_table_artifact(
                 key="mlc-farm-publish", table=published, description="Hugging Face repos of this run."
             )
-        alerts.emit(alerts.outcome(summary, _artifact_link(table)), runtime_flow_run.id)
+        if self.alert:
+            alerts.emit(alerts.outcome(summary, _artifact_link(table)), runtime_flow_run.id)
 
 
 def _artifact_link(artifact: Any) -> str:

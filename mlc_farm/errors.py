@@ -45,6 +45,10 @@ class ServiceUnreachable(TransientError):
     """A service (S3, the Hub, a Prefect server) did not answer."""
 
 
+class NoWorker(TransientError):
+    """A work pool that does not exist or that no worker polls: a run there would wait for ever."""
+
+
 class Stopped(FarmError):
     """A wait ended because the process is being stopped (SIGINT/SIGTERM)."""
 

@@ -77,6 +77,26 @@ def init(matrix: Matrix, pool_type: str, gpus: int, pool_limit: int | None) -> l
     return done
 
 
+def idle_pools(pools: list[str]) -> list[str]:
+    """Why a run on these pools would wait for ever, one line per pool: it does not exist, or no worker polls it
+    (none online: Prefect marks a worker offline once its heartbeats stop)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import WorkerStatus
+    from prefect.exceptions import ObjectNotFound
+
+    found = []
+    with get_client(sync_client=True) as client:
+        for pool in dict.fromkeys(pools):
+            try:
+                workers = client.read_workers_for_work_pool(pool)
+            except ObjectNotFound:
+                found.append(f"work pool {pool} does not exist: mlc-farm farm init, then prefect deploy --all")
+                continue
+            if not any(w.status == WorkerStatus.ONLINE for w in workers):
+                found.append(f"no worker is polling pool {pool}: start one (prefect worker start --pool {pool})")
+    return found
+
+
 def signing_key_block() -> list[str]:
     """The farm's signing key in a Secret block (MLC_FARM_SIGNING_KEY_BLOCK, else mlc-farm-signing-key): made once,
     never replaced (what was signed with it stays verifiable); lines saying so, the public key and its fingerprint."""

@@ -131,7 +131,12 @@ class HFSource(_Strict):
 
 def _source_kind(value: Any) -> str:
     """Which kind of source a matrix entry means, so that its problems are those of that kind only."""
-    return "Local" if isinstance(value, dict) and "path" in value and "hf" not in value else "HF"
+    if isinstance(value, dict) and "hf" not in value:
+        if "path" in value:
+            return "Local"
+        if "tiny" in value:
+            return "Tiny"
+    return "HF"
 
 
 def _path(value: str) -> str:
@@ -149,8 +154,18 @@ class LocalSource(_Strict):
     path: Annotated[str, AfterValidator(_path)]
 
 
+class TinySource(_Strict):
+    """The farm's own tiny Llama (`mlc_farm/tiny_model.py`) of a seed, made wherever it is read: a model every
+    worker has without a download, for `farm check-pool` and for trying the farm."""
+
+    tiny: Annotated[StrictInt, Field(ge=0, le=2**31)]
+
+
 # Tags start upper-case: the error paths drop them (`models[0].source.path`, not `source.Local.path`).
-Source = Annotated[Annotated[HFSource, Tag("HF")] | Annotated[LocalSource, Tag("Local")], Discriminator(_source_kind)]
+Source = Annotated[
+    Annotated[HFSource, Tag("HF")] | Annotated[LocalSource, Tag("Local")] | Annotated[TinySource, Tag("Tiny")],
+    Discriminator(_source_kind),
+]
 
 
 class Overrides(_Strict):

@@ -7,10 +7,12 @@ a link out of it or an impossible config.json makes it `invalid`, and its cells 
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from pydantic import BaseModel
 
 from mlc_farm import credentials
 from mlc_farm.errors import BadInput
-from mlc_farm.matrix import HFSource, LoadedMatrix, LocalSource, ModelSpec
+from mlc_farm.matrix import HFSource, LoadedMatrix, LocalSource, ModelSpec, TinySource
 from mlc_farm.settings import load_settings
 from mlc_farm.source_checks import SourceRefused, inside, listed, read_config
 
@@ -156,9 +158,33 @@ def resolve(loaded: LoadedMatrix, models: list[ModelSpec]) -> dict[str, Resolved
     for m in models:
         if isinstance(m.source, LocalSource):
             out[m.id] = resolve_local(m.id, loaded.local_path(m.source))
+        elif isinstance(m.source, TinySource):
+            out[m.id] = resolve_tiny(m.id, m.source.tiny)
         else:
             out[m.id] = resolve_hf(m.id, m.source)
     return out
+
+
+def tiny_dir(seed: int) -> Path:
+    """The farm's tiny Llama of `seed` in the cache, made once (in a temporary folder, then renamed: a killed
+    writer leaves no half model under the name)."""
+    from mlc_farm.tiny_model import write_tiny_llama
+
+    root = load_settings().cache_dir / "tiny" / f"llama-{seed}"
+    if not (root / "config.json").is_file():
+        root.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f".llama-{seed}-", dir=root.parent) as tmp:
+            made = write_tiny_llama(Path(tmp) / "model", seed)
+            with contextlib.suppress(OSError):  # another process made it first: theirs is the same model
+                made.rename(root)
+    return root
+
+
+def resolve_tiny(model: str, seed: int) -> ResolvedSource:
+    local = resolve_local(model, tiny_dir(seed))
+    return local.model_copy(
+        update={"kind": "tiny", "ref": f"the farm's tiny Llama, seed {seed}", "revision": str(seed)}
+    )
 
 
 @dataclass(frozen=True)
@@ -182,6 +208,13 @@ def fetch(source: ResolvedSource, cache_dir: Path | None = None) -> SourceFiles:
     in the cache (its links point into the repo's own `blobs/`, inside its cache folder)."""
     if source.kind == "local":
         path = Path(source.ref)
+        return SourceFiles(source.model, inside(source.model, path, needed_files(listed(path))))
+    if source.kind == "tiny":
+        made = resolve_tiny(source.model, int(source.revision or 0))
+        if made.identity != source.identity:
+            raise BadInput(f"model {source.model}: {source.ref} made here differs from the one planned (another "
+                           "numpy or tokenizers version than the planner's?)")  # fmt: skip
+        path = tiny_dir(int(source.revision or 0))
         return SourceFiles(source.model, inside(source.model, path, needed_files(listed(path))))
     from huggingface_hub import HfApi, snapshot_download
 

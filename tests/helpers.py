@@ -43,6 +43,14 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> 
     )
 
 
+def prefect(*args: str, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
+    """The `prefect` command line, from the repository (its prefect.yaml)."""
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "prefect"), "--no-prompt", *args],
+        capture_output=True, text=True, env={**os.environ, **env}, cwd=ROOT, timeout=timeout,
+    )  # fmt: skip
+
+
 def unhashed(path: str) -> str:
     """A library path without the content hash its name carries (`libs/m-q-cpu-0123456789ab.so` ->
     `libs/m-q-cpu.so`); other paths as they are."""

@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, cli, s3_client, toolchain_calls, unhashed
+from tests.helpers import ROOT, cli, prefect, s3_client, toolchain_calls, unhashed
 
 pytestmark = pytest.mark.slow
 
@@ -48,13 +47,6 @@ def farm(tmp_path: Path, tiny_models: Path, monkeypatch: pytest.MonkeyPatch) -> 
     finally:
         assert cli("farm", "down", "--dir", str(state)).returncode == 0
         assert not (state / "stack.json").exists()
-
-
-def prefect(*args: str, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "prefect"), "--no-prompt", *args],
-        capture_output=True, text=True, env={**os.environ, **env}, cwd=ROOT, timeout=timeout,
-    )  # fmt: skip
 
 
 def test_build_model_deployment_sends_each_build_to_its_pool(farm, tmp_path: Path) -> None:

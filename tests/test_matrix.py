@@ -255,3 +255,23 @@ def test_without_a_toolchain_plan_checks_names_against_the_snapshot_a_build_kept
     assert "names checked against a snapshot of the registries of mlc_llm 0.20.0.dev0, kept by the probe in" in said
     elsewhere = cli("plan", "--matrix", str(typo), "--store", str(tmp_path / "empty"), env=laptop)
     assert elsewhere.returncode == 0 and "conv templates and model types are not checked" in elsewhere.stdout
+
+
+def test_the_farms_tiny_llama_is_a_source_every_worker_makes_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlc_farm.errors import BadInput
+    from mlc_farm.sources import fetch, resolve
+
+    bad = problems_of(with_(models=[{"id": "t", "source": {"tiny": -1}, "conv_template": "LM"}]))
+    assert any(p.startswith("models[0].source.tiny: Input should be greater than or equal to 0") for p in bad), bad
+    monkeypatch.setenv("MLC_FARM_CACHE", str(tmp_path / "planner"))
+    loaded = parse_matrix(yaml.safe_dump(with_(models=[{"id": "t", "source": {"tiny": 3}, "conv_template": "LM"}])),
+                          "cat.yaml")  # fmt: skip
+    source = resolve(loaded, loaded.matrix.models)["t"]
+    assert source.kind == "tiny" and source.identity and source.ref == "the farm's tiny Llama, seed 3"
+    monkeypatch.setenv("MLC_FARM_CACHE", str(tmp_path / "worker"))  # another machine makes it again
+    assert sorted(fetch(source).files) == ["config.json", "model.safetensors", "tokenizer.json",
+                                           "tokenizer_config.json"]  # fmt: skip
+    with pytest.raises(BadInput, match="made here differs from the one planned"):
+        fetch(source.model_copy(update={"identity": "0" * 64}))

@@ -8,15 +8,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from mlc_farm.cli._app import farm_app
 from mlc_farm.cli._errors import command
 from mlc_farm.cli._options import MatrixOpt, PoolType
 from mlc_farm.cli._output import out
-from mlc_farm.errors import BadInput
-from mlc_farm.matrix import (
-    load_matrix,
-)
+from mlc_farm.errors import BadInput, NoWorker
+from mlc_farm.matrix import LoadedMatrix, load_matrix
 
 
 @command(farm_app, "init")
@@ -46,6 +45,14 @@ def farm_init(
     missed_after: Annotated[
         str, typer.Option("--missed-after", help="A nightly that has not completed for this long notifies (e.g. 26h).")
     ] = "26h",
+    check_pools: Annotated[
+        bool,
+        typer.Option(
+            "--check-pools",
+            help="Then run `farm check-pool` for each pool of the matrix's devices "
+            "(once the deployments exist and workers poll the pools).",
+        ),
+    ] = False,
 ) -> None:
     """Create or update the work pools of the matrix and their concurrency limits, and optionally the credential
     blocks and the nightly's automations (idempotent; PREFECT_API_URL)."""
@@ -74,6 +81,54 @@ def farm_init(
     if notify:
         for line in alerts.apply(notify, window):
             out.print(line, highlight=False, soft_wrap=True)
+    if check_pools:
+        broken = [p for p in sorted({d.work_pool for d in loaded.matrix.devices}) if not _check_pool(loaded, p, None)]
+        if broken:
+            raise typer.Exit(1)
+
+
+@command(farm_app, "check-pool")
+def farm_check_pool(
+    pool: Annotated[str, typer.Argument(help="The work pool to check (a pool of the matrix's devices).")],
+    matrix: MatrixOpt = Path("matrix.yaml"),
+    store: Annotated[
+        str | None,
+        typer.Option(help="Where the check writes (default: beside the farm's store, <store>-pool-check)."),
+    ] = None,
+) -> None:
+    """Build the farm's tiny Llama for each device of POOL through the deployments a nightly uses, check it on
+    the pool's workers, and say what the pool can do: its toolchain and offload, the binaries its libraries hold,
+    the check's fit, run, fidelity and speed. Exit 1 when the pool does not work (PREFECT_API_URL)."""
+    if not _check_pool(load_matrix(matrix), pool, store):
+        raise typer.Exit(1)
+
+
+def _check_pool(loaded: LoadedMatrix, pool: str, store: str | None) -> bool:
+    """Run one pool's check and print its answer; whether the pool works."""
+    import tempfile
+
+    import yaml
+    from prefect.settings import PREFECT_API_URL
+
+    from mlc_farm.farm import idle_pools
+    from mlc_farm.flows.nightly import check_pool
+    from mlc_farm.pool_check import check_matrix, check_store_url, report
+    from mlc_farm.store import open_store
+
+    doc = check_matrix(loaded.matrix, pool)
+    if not PREFECT_API_URL.value():
+        raise BadInput("farm check-pool runs on the farm: set PREFECT_API_URL to its Prefect server")
+    if idle := idle_pools([loaded.matrix.weights_pool, pool]):
+        raise NoWorker("; ".join(idle))
+    url = store or check_store_url(open_store().url)
+    with tempfile.TemporaryDirectory(prefix="mlc-farm-pool-check-") as tmp:
+        path = Path(tmp) / "pool-check.yaml"
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        done = check_pool(str(path), url)
+    lines, works = report(open_store(url), loaded.matrix, pool, done.ok, done.message, done.rows)
+    for line in lines:
+        out.print(Text(line), soft_wrap=True)
+    return works
 
 
 @command(farm_app, "up")
