@@ -22,7 +22,7 @@ from mlc_farm.devices import runs_here
 from mlc_farm.entry_signatures import verified
 from mlc_farm.errors import BadInput
 from mlc_farm.hub import Published
-from mlc_farm.output_dir import replacing
+from mlc_farm.output_dir import replacing, scratch
 from mlc_farm.pull import LIB_DIR, lib_path, pull_files
 from mlc_farm.sources import file_sha256
 from mlc_farm.store import ArtifactStore
@@ -151,7 +151,7 @@ def install(
             "--force replaces them"
         )
     config = read_blob_json(store, files["mlc-chat-config.json"])
-    with tempfile.TemporaryDirectory(prefix="mlc-farm-install-") as tmp:
+    with scratch(Path(tempfile.gettempdir()), "mlc-farm-install") as tmp:
         planned: dict[str, tuple[Path, LibRef]] = {}
         fetched: dict[str, Path] = {}  # each library once, by sha256: counted devices with it, copied from it
         for lib_name, ref in sorted(libs.items()):
@@ -186,16 +186,30 @@ def install(
             with replacing(weights, "--as", replace=True) as staging:
                 for rel, f in files.items():
                     store.get_blob(f.sha256, staging / rel)
-        for dev, (path, ref) in sorted(planned.items()):
-            result.libraries[dev] = path
-            if path.exists() and not _differs(path, ref.file):
-                continue
-            path.parent.mkdir(parents=True, exist_ok=True)
-            part = path.with_name(f".{path.name}.{os.getpid()}.part")
-            try:
+        lib_dir = home / "model_lib"
+        _remove_old_parts(lib_dir)
+        with scratch(lib_dir, "mlc-farm-install") as copies:
+            for dev, (path, ref) in sorted(planned.items()):
+                result.libraries[dev] = path
+                if path.exists() and not _differs(path, ref.file):
+                    continue
+                part = copies / path.name  # a whole copy, renamed into place: never a partial library under its name
                 shutil.copyfile(fetched[ref.file.sha256], part)  # checked against its sha256 as it was fetched
                 os.replace(part, path)
-            finally:
-                part.unlink(missing_ok=True)
-            result.written.append(dev)
+                result.written.append(dev)
     return result
+
+
+def _remove_old_parts(lib_dir: Path) -> None:
+    """Partial copies (`.<name>.<pid>.part`) that installs of mlc-farm before the locked scratch directory left
+    when killed: removed once their process is gone."""
+    for part in lib_dir.glob(".*.*.part") if lib_dir.is_dir() else []:
+        pid = part.name.split(".")[-2]
+        if not pid.isdigit() or not part.is_file() or part.is_symlink():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            part.unlink(missing_ok=True)
+        except OSError:
+            continue  # alive (another user's): left alone

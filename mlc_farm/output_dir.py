@@ -1,4 +1,4 @@
-"""Writing a directory a user named (`pull -o`, `tiny-model`): all or nothing, never over their files.
+"""Writing a directory a user named (`pull -o`, `tiny-model`, `install`): all or nothing, never over their files.
 
 The new directory is staged beside the target (never inside it) and swapped in with two renames; the old one
 is moved aside first and removed last, so a failure at any point leaves the target as it was. Each staging
@@ -94,11 +94,30 @@ def replacing(out: Path, what: str, replace: bool = False) -> Iterator[Path]:
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}{_WRITING}", dir=target.parent))
     except OSError as e:
         raise BadInput(f"{what} {out}: cannot write there ({e.strerror})") from None
+    with _held(staging):
+        yield staging
+        _swap(staging, target)
+
+
+@contextlib.contextmanager
+def scratch(parent: Path, name: str) -> Iterator[Path]:
+    """A directory in `parent` for files on their way elsewhere (`install`'s downloads and library copies,
+    moved out of it by rename): locked and noted as a staging directory is, so what a killed process left is
+    removed by the next one here (first thing) and by `mlc-farm gc`."""
+    with contextlib.suppress(OSError):
+        clean_leftovers(parent / name)
+    parent.mkdir(parents=True, exist_ok=True)
+    with _held(Path(tempfile.mkdtemp(prefix=f".{name}{_WRITING}", dir=parent))) as path:
+        yield path
+
+
+@contextlib.contextmanager
+def _held(staging: Path) -> Iterator[Path]:
+    """`staging` locked and noted while the block runs, then removed with its note."""
     held = _lock(staging)
     note = _note(staging)
     try:
         yield staging
-        _swap(staging, target)
     finally:
         os.close(held)
         shutil.rmtree(staging, ignore_errors=True)

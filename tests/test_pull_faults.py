@@ -217,3 +217,60 @@ def test_a_full_disk_mid_download_fails_it_without_a_hang(
     with pytest.raises(OSError, match="No space left"):
         store.get_blob(sha, tmp_path / "got" / "blob")
     assert not list((tmp_path / "got").iterdir()) and _window_is_whole(store)
+
+
+@pytest.mark.slow
+def test_killed_installs_leave_nothing_after_the_next_install_and_after_gc(
+    tiny_models: Path, tmp_path: Path, s3_store_url: str, prefect_api: str
+) -> None:
+    matrix = tiny_models / f"one-{tmp_path.name}.yaml"
+    matrix.write_text(ONE_CELL)
+    assert run_cli("build", "--matrix", str(matrix), "--store", s3_store_url).returncode == 0
+    home, temp = tmp_path / "mlc", tmp_path / "tmp"
+    temp.mkdir()
+    proxy = TamperingProxy(os.environ["AWS_ENDPOINT_URL"])
+    args = [sys.executable, "-m", "mlc_farm.cli", "install", "tiny-llama-a", "q0f16", "--device", "cpu",
+            "--mlc-home", str(home), "--store", s3_store_url]  # fmt: skip
+    env = {**os.environ, "AWS_ENDPOINT_URL": proxy.endpoint, "TMPDIR": str(temp)}
+
+    from mlc_farm.catalog import get_entry
+    from mlc_farm.store import open_store
+
+    library = get_entry(open_store(s3_store_url), "tiny-llama-a", "q0f16").libs["cpu"].file.sha256
+
+    def killed_installs(n: int) -> None:
+        """`n` installs SIGKILLed while their library's download hangs: each leaves its scratch directory."""
+        proxy.spoil("stall", times=-1, target=f"/blobs/sha256/{library}")
+        for _ in range(n):
+            stalled = proxy.spoiled
+            proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 60
+            while proxy.spoiled == stalled and time.monotonic() < deadline:
+                time.sleep(0.1)
+            proc.kill()
+            proc.wait()
+        proxy.spoil("", times=0)
+
+    def leftovers() -> list[str]:
+        lib_dir = home / "model_lib"
+        hidden = [p.name for p in lib_dir.iterdir() if p.name.startswith(".")] if lib_dir.is_dir() else []
+        return [p.name for p in temp.iterdir() if "mlc-farm-install" in p.name] + hidden
+
+    try:
+        killed_installs(5)
+        assert len(leftovers()) == 1  # the last one's: each install first removed those of the killed ones before
+        swept = cli("gc", "--store", s3_store_url, env=env)
+        assert swept.returncode == 0 and leftovers() == []
+        killed_installs(5)
+        # A library copy killed half-way, as installs before the scratch directory left it (its process is gone).
+        (home / "model_lib").mkdir(parents=True)
+        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+        (home / "model_lib" / f".abc.so.{int(dead.stdout)}.part").write_bytes(b"half a library")
+        assert len(leftovers()) == 2
+        done = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and "already installed" not in done.stdout, done.stdout + done.stderr
+        assert leftovers() == []
+        again = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert again.returncode == 0 and "already installed" in again.stdout and leftovers() == []
+    finally:
+        proxy.close()
