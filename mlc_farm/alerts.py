@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from mlc_farm.summary import Summary
 
 NIGHTLY_FLOW = "nightly-build"
+BUILD_MODEL_FLOW = "build-model"
 EVENT_PREFIX = "mlc-farm.nightly."
 Outcome = Literal["ok", "failed", "kept-previous", "regressed"]
 
@@ -75,8 +76,8 @@ def emit(found: NightlyOutcome, flow_run: str | None) -> None:
     )
 
 
-def _nightly_flow() -> dict[str, str]:
-    return {"prefect.resource.role": "flow", "prefect.resource.name": NIGHTLY_FLOW}
+def _flow(name: str) -> dict[str, str]:
+    return {"prefect.resource.role": "flow", "prefect.resource.name": name}
 
 
 def automations(block_id: UUID, missed_after: timedelta, prefix: str = "mlc-farm") -> list[Any]:
@@ -95,13 +96,29 @@ def automations(block_id: UUID, missed_after: timedelta, prefix: str = "mlc-farm
             trigger=EventTrigger(
                 expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed"},
                 match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"}),
-                match_related=ResourceSpecification(_nightly_flow()),
+                match_related=ResourceSpecification(_flow(NIGHTLY_FLOW)),
                 posture=Posture.Reactive,
                 threshold=1,
             ),
             actions=send(
                 "mlc-farm nightly {{ flow_run.name }} ended {{ flow_run.state.name }}",
                 "mlc-farm nightly {{ flow_run.name }} ended {{ flow_run.state.name }}:\n{{ flow_run.state.message }}",
+            ),
+        ),
+        Automation(
+            name=f"{prefix}: build-model failed",
+            description="A build of one model (the build-model deployment) ended Failed or Crashed.",
+            trigger=EventTrigger(
+                expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed"},
+                match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"}),
+                match_related=ResourceSpecification(_flow(BUILD_MODEL_FLOW)),
+                posture=Posture.Reactive,
+                threshold=1,
+            ),
+            actions=send(
+                "mlc-farm build of {{ flow_run.parameters.model }} ({{ flow_run.name }}) ended {{ flow_run.state.name }}",
+                "mlc-farm build-model run {{ flow_run.name }} for model {{ flow_run.parameters.model }} ended "
+                "{{ flow_run.state.name }}:\n{{ flow_run.state.message }}",
             ),
         ),
         Automation(
@@ -121,7 +138,7 @@ def automations(block_id: UUID, missed_after: timedelta, prefix: str = "mlc-farm
             trigger=EventTrigger(
                 expect={"prefect.flow-run.Completed"},
                 match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"}),
-                match_related=ResourceSpecification(_nightly_flow()),
+                match_related=ResourceSpecification(_flow(NIGHTLY_FLOW)),
                 posture=Posture.Proactive,
                 threshold=1,
                 within=missed_after,

@@ -76,7 +76,7 @@ def hook() -> Iterator[tuple[Hook, str]]:
     CustomWebhookNotificationBlock(name=name, url=receiver.url,
                                    json_data={"subject": "{{subject}}", "body": "{{body}}"}).save(name)  # fmt: skip
     yield receiver, f"custom-webhook/{name}"
-    for title in ("nightly failed", "nightly needs attention", "nightly did not run"):
+    for title in ("nightly failed", "build-model failed", "nightly needs attention", "nightly did not run"):
         with contextlib.suppress(ValueError):
             Automation.read(name=f"mlc-farm: {title}").delete()
     receiver.server.shutdown()
@@ -166,6 +166,24 @@ def test_a_nightly_with_a_failing_cell_notifies_with_its_cells_and_log_commands(
     message = receiver.wait_for("mlc-farm log tiny q4f16_1 cpu")
     assert "ended Failed" in message["subject"]
     assert "tiny q4f16_1 cpu: " in message["body"] and "injected failure in compile" in message["body"]
+
+
+def test_a_failed_build_model_run_notifies_in_its_own_words(
+    hook: tuple[Hook, str], tiny_models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlc_farm.flows.nightly import build_model
+
+    receiver, block = hook
+    matrix = write(tiny_models, tmp_path)
+    made = run_cli("farm", "init", "--matrix", str(matrix), "--notify", block)
+    assert "automation 'mlc-farm: build-model failed': created" in made.stdout, made.stdout + made.stderr
+    monkeypatch.setenv("MLC_DOUBLE_FAIL", "compile")
+    state = build_model("tiny", matrix_path=str(matrix), store=str(tmp_path / "store"), mode="embedded",
+                        return_state=True)  # fmt: skip
+    assert state.is_failed()
+    message = receiver.wait_for("mlc-farm build of tiny")
+    assert "ended Failed" in message["subject"] and "for model tiny ended Failed" in message["body"]
+    assert "injected failure in compile" in message["body"]
 
 
 def test_a_nightly_that_did_not_run_notifies(hook: tuple[Hook, str], tiny_models: Path, tmp_path: Path) -> None:
