@@ -197,12 +197,14 @@ def retry_transient(
     backoff: Backoff = Backoff(),
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] | None = None,
+    asked_wait: Callable[[BaseException], float | None] = lambda _e: None,
 ) -> T:
     """The one retry layer of a call to a service (S3, the Hub): run `call` again, with `backoff`, while it
     fails transiently and `budget` seconds (default MLC_FARM_RETRY_SECONDS) of `clock` have not passed; then the
     last error is raised. Callers above never retry again, so an outage costs one budget, not a product of
-    nested attempts, and never reruns the toolchain. A stop request (SIGINT/SIGTERM) ends the waits at once;
-    tests give a `clock` and a `sleep` of their own instead of waiting."""
+    nested attempts, and never reruns the toolchain. A wait the service asked for (`asked_wait`: its
+    Retry-After) is waited at least, or, when it would pass the budget, not at all. A stop request
+    (SIGINT/SIGTERM) ends the waits at once; tests give a `clock` and a `sleep` of their own instead of waiting."""
     from mlc_farm import stopping
 
     if budget is None:
@@ -215,7 +217,7 @@ def retry_transient(
         try:
             return call()
         except Exception as e:
-            wait = step * random.uniform(backoff.jitter, 1.0)
+            wait = max(step * random.uniform(backoff.jitter, 1.0), asked_wait(e) or 0.0)
             if not transient(e) or clock() + wait > deadline or stopping.requested():
                 raise
         pause(wait)

@@ -14,6 +14,7 @@ import os
 import socket
 import tempfile
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
@@ -307,14 +308,15 @@ def _card_row(entry: CatalogEntry, device: str, path: str) -> str:
     return f"| {device} | `{ref.target}` | `{path}` | {built} | {fits} | {ran} | {speed} | {prefill} | {needs} |"
 
 
-def _remote(api: Any, repo: str) -> dict[str, tuple[str, str | None]]:
-    """path -> (git blob id, LFS sha256 or None) of the repo's main branch; empty for a new repo."""
+def _remote(api: Any, repo: str, revision: str | None = None) -> dict[str, tuple[str, str | None]]:
+    """path -> (git blob id, LFS sha256 or None) of the repo at `revision` (its main branch by default); empty
+    for a new repo."""
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
     try:
         return {
             f.path: (f.blob_id, f.lfs.sha256 if f.lfs else None)
-            for f in api.list_repo_tree(repo, recursive=True, expand=True)
+            for f in api.list_repo_tree(repo, revision=revision, recursive=True, expand=True)
             if hasattr(f, "blob_id")
         }
     except (RepositoryNotFoundError, RevisionNotFoundError):
@@ -364,10 +366,78 @@ def _hub_transient(error: BaseException) -> bool:
 
 
 def _with_backoff(call: Callable[[], T]) -> T:
-    """A Hub call that huggingface_hub does not retry itself (creating the repo, the commit) under the one
-    retry layer (MLC_FARM_RETRY_SECONDS); a commit is atomic, so a retry never leaves half of one. Reading the
-    repo and uploading LFS files are retried by huggingface_hub alone."""
-    return retry_transient(call, transient=_hub_transient)
+    """A Hub call that huggingface_hub does not retry itself (reading the repo's head, creating it, the commit)
+    under the one retry layer (MLC_FARM_RETRY_SECONDS), waiting at least what a 429 or 503's Retry-After asks; a
+    commit is atomic, so a retry never leaves half of one. Listing the repo and uploading LFS files are retried
+    by huggingface_hub alone (which honours Retry-After in seconds itself)."""
+    return retry_transient(call, transient=_hub_transient, asked_wait=retry_after)
+
+
+def retry_after(error: BaseException) -> float | None:
+    """The seconds a Hub answer's `Retry-After` asks to wait: a number, or an HTTP date (read against the answer's
+    own `Date`, so this machine's clock does not matter); None when it asks nothing."""
+    from email.utils import parsedate_to_datetime
+
+    from huggingface_hub.errors import HfHubHTTPError
+
+    response = error.response if isinstance(error, HfHubHTTPError) else None
+    value = (response.headers.get("Retry-After") or "").strip() if response is not None else ""
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+        sent = parsedate_to_datetime(response.headers["Date"]) if response and "Date" in response.headers else None
+    except (TypeError, ValueError, IndexError):
+        return None
+    now = sent or datetime.now(timezone.utc)
+    return max(0.0, (when - now).total_seconds()) if when.tzinfo and now.tzinfo else None
+
+
+def _status(error: BaseException) -> int:
+    from huggingface_hub.errors import HfHubHTTPError
+
+    response = error.response if isinstance(error, HfHubHTTPError) else None
+    return response.status_code if response is not None else 0
+
+
+def _hub_error(error: Exception, repo: str) -> Exception:
+    """What a Hub failure that outlasted the retries means for this publish, in the farm's terms (never an
+    internal error): huggingface_hub's upload threads wrap the HTTP error in a RuntimeError."""
+    from huggingface_hub.errors import HfHubHTTPError, HTTPError
+
+    cause = error.__cause__ if isinstance(error, RuntimeError) and isinstance(error.__cause__, HTTPError) else error
+    assert isinstance(cause, Exception)
+    if unreachable := _unreachable(cause):
+        return unreachable
+    if not isinstance(cause, HfHubHTTPError):
+        return error
+    status, budget = _status(cause), load_settings().retry_seconds
+    if status == 429:
+        return ServiceUnreachable(f"the Hub is rate-limiting {repo}: it still answered 429 after {budget:g} s of "
+                                  "retries (MLC_FARM_RETRY_SECONDS), or asked to wait beyond them; try again later")  # fmt: skip
+    if status >= 500:
+        return ServiceUnreachable(f"the Hub kept failing {repo} (HTTP {status}) for {budget:g} s of retries "
+                                  "(MLC_FARM_RETRY_SECONDS); try again later")  # fmt: skip
+    if status == 412:
+        return PublishError(f"someone else pushed to {repo} while this publish ran, twice (HTTP 412 on the commit "
+                            "after reading it again): publish again once they are done")  # fmt: skip
+    return PublishError(
+        f"the Hub refused {repo} (HTTP {status}): check that HF_TOKEN can write to it"
+        + (" and that the organization exists" if status in (401, 403, 404) else "")
+    )
+
+
+def _head(api: Any, repo: str) -> str | None:
+    """The commit the repo's main branch is at: the parent its next commit must have; None for a new repo."""
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        sha: str | None = _with_backoff(lambda: api.model_info(repo).sha)
+    except (RepositoryNotFoundError, RevisionNotFoundError):
+        return None
+    return sha
 
 
 def _unreachable(error: BaseException) -> ServiceUnreachable | None:
@@ -387,7 +457,7 @@ def publish(
 ) -> PublishResult:
     """Make `repo` hold exactly this build, in one commit; `dry_run` only reads the Hub. Unless the matrix says
     (`private`), a repo made from a gated or private source is private: its terms may not allow more."""
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+    from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, HTTPError
 
     entry = get_entry(store, model, quantization)
@@ -424,37 +494,43 @@ def publish(
                     f"the Hub was not asked ({why}): every file is listed as an add; what {repo} has was not compared"
                 )
                 return PublishResult(repo=repo, operations=adds, unchanged=0, dry_run=True, card=card, note=note)
-            adds, deletes, same = _diff(local, files, _remote(api, repo))
-            result = PublishResult(repo=repo, operations=adds + deletes, unchanged=same, dry_run=dry_run, card=card)
-            if dry_run:
-                return result
-            if not result.operations:  # the repo holds these files already: pinned to the commit it is at
-                _record_published(store, entry, repo, _with_backoff(lambda: api.model_info(repo).sha))
-                return result
-            _with_backoff(lambda: api.create_repo(repo, private=private, exist_ok=True))
-            additions = [CommitOperationAdd(path_in_repo=o.path, path_or_fileobj=str(local[o.path])) for o in adds]
-            api.preupload_lfs_files(repo, additions)  # each part retried by huggingface_hub; the commit by us
-            operations: list[CommitOperationAdd | CommitOperationDelete] = [*additions]
-            operations += [CommitOperationDelete(path_in_repo=o.path) for o in deletes]
             message = f"mlc-farm: {model} {quantization} ({', '.join(sorted(entry.libs)) or 'no libraries'})"
-            info = _with_backoff(lambda: api.create_commit(repo, operations, commit_message=message))
-        except HTTPError as e:
-            if unreachable := _unreachable(e):
-                raise unreachable from None
-            if not isinstance(e, HfHubHTTPError):
-                raise
-            status = e.response.status_code if e.response is not None else 0
-            if status >= 500 or status == 429:
-                raise ServiceUnreachable(
-                    f"the Hub kept failing {repo} (HTTP {status}) for {load_settings().retry_seconds:g} s of retries "
-                    "(MLC_FARM_RETRY_SECONDS); try again later"
-                ) from None
-            raise PublishError(
-                f"the Hub refused {repo} (HTTP {status}): check that HF_TOKEN can write to it"
-                + (" and that the organization exists" if status in (401, 403, 404) else "")
-            ) from None
+            for attempt in (1, 2):  # a commit answered 412 (someone pushed since we read): read again, once
+                head = _head(api, repo) if not dry_run else None
+                adds, deletes, same = _diff(local, files, _remote(api, repo, head) if head or dry_run else {})
+                result = PublishResult(repo=repo, operations=adds + deletes, unchanged=same, dry_run=dry_run,
+                                       card=card)  # fmt: skip
+                if dry_run:
+                    return result
+                if not result.operations:  # the repo holds these files already: pinned to the commit it is at
+                    _record_published(store, entry, repo, head)
+                    return result
+                try:
+                    info = _commit(api, repo, private, local, adds, deletes, message, head)
+                    break
+                except HfHubHTTPError as e:
+                    if _status(e) != 412 or attempt == 2:
+                        raise
+        except (HTTPError, RuntimeError) as e:
+            raise _hub_error(e, repo) from None
     _record_published(store, entry, repo, info.oid)
     return result.model_copy(update={"commit": info.oid})
+
+
+def _commit(
+    api: Any, repo: str, private: bool, local: dict[str, Path], adds: list[Operation], deletes: list[Operation],
+    message: str, parent: str | None,
+) -> Any:  # fmt: skip
+    """One commit of the diff on top of `parent` (the commit the diff was read at): the Hub refuses it with 412
+    when someone pushed since."""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
+    _with_backoff(lambda: api.create_repo(repo, private=private, exist_ok=True))
+    additions = [CommitOperationAdd(path_in_repo=o.path, path_or_fileobj=str(local[o.path])) for o in adds]
+    api.preupload_lfs_files(repo, additions)  # each part retried by huggingface_hub; the commit by us
+    operations: list[CommitOperationAdd | CommitOperationDelete] = [*additions]
+    operations += [CommitOperationDelete(path_in_repo=o.path) for o in deletes]
+    return _with_backoff(lambda: api.create_commit(repo, operations, commit_message=message, parent_commit=parent))
 
 
 class Published(BaseModel):

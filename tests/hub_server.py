@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -75,9 +76,15 @@ class HubState:
         self.parts: dict[str, dict[int, bytes]] = {}
         self.unknown: list[str] = []
         self.lock = threading.Lock()
-        # Fault injection: answer this many LFS part/object uploads, or commits, with HTTP 500.
+        # Fault injection: answer this many LFS part/object uploads, or commits, with HTTP 500; this many commits
+        # with 429 and `Retry-After: limit_after` (-1: every one), noting when each commit came; let someone else
+        # push to the repo just before this many commits (which then fail 412, as their parent is not the head).
         self.fail_uploads = 0
         self.fail_commits = 0
+        self.limit_commits = 0
+        self.limit_after = "1"
+        self.commit_times: list[float] = []
+        self.push_before_commits = 0
 
     def seed(self, repo_id: str, files: dict[str, bytes], gated: bool = False) -> str:
         """A source repository with one commit; returns the commit oid."""
@@ -279,9 +286,21 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._authorized() or (repo := self._repo(repo_id)) is None:
             return
         body = self._body()
+        self.state.commit_times.append(time.monotonic())
         if self._injected_failure("fail_commits"):
             return
+        if self.state.limit_commits:
+            self.state.limit_commits -= self.state.limit_commits > 0
+            return self._send(429, {"error": "rate limited"}, {"Retry-After": self.state.limit_after,
+                                                              "X-Error-Message": "You are rate limited"})  # fmt: skip
         lines = [json.loads(line) for line in body.splitlines() if line.strip()]
+        if self.state.push_before_commits > 0:
+            self.state.push_before_commits -= 1
+            self.state._commit(repo, "someone else", [{"op": "add", "path": "theirs.txt"}],
+                               {**(repo.commits[-1].files if repo.commits else {}), "theirs.txt": HubFile(b"x", False)})  # fmt: skip
+        parent = lines[0]["value"].get("parentCommit")
+        if parent and repo.commits and parent != repo.commits[-1].oid:
+            return self._error(412, "PreconditionFailed", "A commit has happened since. Please refresh and try again.")
         current = repo.at(unquote(revision))
         files = dict(current.files) if current else {}
         ops = []

@@ -4,6 +4,7 @@ are on what the server recorded."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import time
 from pathlib import Path
@@ -220,18 +221,45 @@ def test_publish_dry_run_wrong_token_and_deletion(
     assert 2 <= 100 - hub.state.fail_commits <= 6  # one retry layer: a few attempts in 4 s, not attempts x layers
     assert hub.commits("farm-org/tiny-llama-a-q4f16_1-MLC") == []
     hub.state.fail_commits = 0
+    # Rate-limited: a 429 that outlasts the budget is exit 3 saying so, in one attempt when Retry-After asks more
+    # than the budget has (no pointless wait), within the budget otherwise; never an internal error.
+    hub.state.limit_commits, hub.state.limit_after = -1, "10"
+    began, hub.state.commit_times = time.monotonic(), []
+    limited = cli("publish", "tiny-llama-a", "q4f16_1", "--matrix", str(matrix), "--store", str(store),
+                  env={"MLC_FARM_RETRY_SECONDS": "4"})  # fmt: skip
+    assert limited.returncode == 3 and len(hub.state.commit_times) == 1, limited.stderr
+    assert "the Hub is rate-limiting farm-org/tiny-llama-a-q4f16_1-MLC" in " ".join(limited.stderr.split())
+    assert "internal error" not in limited.stderr and time.monotonic() - began < 30
+    hub.state.limit_after, hub.state.commit_times = "1", []
+    limited = cli("publish", "tiny-llama-a", "q4f16_1", "--matrix", str(matrix), "--store", str(store),
+                  env={"MLC_FARM_RETRY_SECONDS": "4"})  # fmt: skip
+    assert limited.returncode == 3 and 2 <= len(hub.state.commit_times) <= 5, limited.stderr
+    # Retry-After is waited at least, twice; then the commit lands.
+    hub.state.limit_commits, hub.state.limit_after, hub.state.commit_times = 2, "2", []
+    waited = cli("publish", "tiny-llama-a", "q4f16_1", "--matrix", str(matrix), "--store", str(store))
+    assert waited.returncode == 0 and len(hub.commits("farm-org/tiny-llama-a-q4f16_1-MLC")) == 1, waited.stderr
+    times = hub.state.commit_times
+    assert len(times) == 3 and all(b - a >= 2 for a, b in itertools.pairwise(times)), times
 
     # The catalog loses the vulkan library (as if the device left the matrix): republishing deletes it.
     entry_path = store / "catalog" / "tiny-llama-a" / "q0f16.json"
     entry = json.loads(entry_path.read_text())
     del entry["libs"]["vulkan"]
     entry_path.write_text(json.dumps(entry))
+    hub.state.push_before_commits = 1  # someone pushes between the publish reading the repo and its commit
     again = cli("publish", "tiny-llama-a", "q0f16", "--matrix", str(matrix), "--store", str(store))
-    assert again.returncode == 0, again.stderr
-    ops = hub.commits(repo)[1].operations
-    assert [unhashed(o["path"]) for o in ops if o["op"] == "delete"] == ["libs/tiny-llama-a-q0f16-vulkan.so"]
+    assert again.returncode == 0, again.stderr  # 412: read again, commit again on their commit
+    assert [c.summary for c in hub.commits(repo)][1] == "someone else"
+    ops = hub.commits(repo)[2].operations  # on top of theirs: the repo holds exactly this build again
+    deleted = sorted(unhashed(o["path"]) for o in ops if o["op"] == "delete")
+    assert deleted == ["libs/tiny-llama-a-q0f16-vulkan.so", "theirs.txt"]
     assert not any(unhashed(p) == "libs/tiny-llama-a-q0f16-vulkan.so" for p in repo_files(hub, repo))
     assert TOKEN not in dry.stdout + real.stdout + again.stdout + again.stderr
+    hub.state.push_before_commits = 2  # they push again after the publish read the repo again: it says so
+    entry["libs"] = {}
+    entry_path.write_text(json.dumps(entry))
+    raced = cli("publish", "tiny-llama-a", "q0f16", "--matrix", str(matrix), "--store", str(store))
+    assert raced.returncode == 1 and "someone else pushed to farm-org/tiny-llama-a-q0f16-MLC" in raced.stderr
 
 
 def test_the_card_links_its_base_and_says_what_each_library_needs() -> None:
