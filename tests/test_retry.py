@@ -52,3 +52,33 @@ def test_a_custom_rule_decides_what_is_transient() -> None:
     call = Flaky(1, ValueError("429"))
     assert retry_transient(call, budget=30, transient=lambda e: "429" in str(e)) == "done"
     assert call.calls == 2
+
+
+def test_a_wait_the_service_asks_for_is_waited_at_least_or_not_at_all() -> None:
+    import httpx
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from mlc_farm.hub import retry_after
+
+    def limited(headers: dict[str, str]) -> HfHubHTTPError:
+        request = httpx.Request("POST", "https://hub.example/api/models/o/n/commit/main")
+        return HfHubHTTPError("429", response=httpx.Response(429, headers=headers, request=request))
+
+    assert retry_after(limited({"Retry-After": "7"})) == 7
+    # A date is read against the answer's own Date: this machine's clock, however wrong, does not matter.
+    dated = {"Retry-After": "Wed, 21 Oct 2015 07:28:30 GMT", "Date": "Wed, 21 Oct 2015 07:28:00 GMT"}
+    assert retry_after(limited(dated)) == 30
+    assert retry_after(limited({})) is None and retry_after(limited({"Retry-After": "soon"})) is None
+    now, waits = [0.0], []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        now[0] += seconds
+
+    call = Flaky(2, TransientError("429"))
+    assert retry_transient(call, budget=30, clock=lambda: now[0], sleep=sleep, asked_wait=lambda _e: 7.0) == "done"
+    assert waits == [7.0, 7.0]  # at least what it asked, though the backoff's own step was shorter
+    call, waits[:] = Flaky(2, TransientError("429")), []
+    with pytest.raises(TransientError):
+        retry_transient(call, budget=30, clock=lambda: now[0], sleep=sleep, asked_wait=lambda _e: 60.0)
+    assert waits == [] and call.calls == 1  # beyond the budget: given up at once, not waited in vain
