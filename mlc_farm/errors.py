@@ -45,6 +45,13 @@ class ServiceUnreachable(TransientError):
     """A service (S3, the Hub, a Prefect server) did not answer."""
 
 
+class ClockSkew(FarmError):
+    """A service refuses this machine's requests for its clock (S3 signatures): a service-side condition (exit
+    3), but not one a retry within the budget cures, so never retried."""
+
+    exit_code = 3
+
+
 class NoWorker(TransientError):
     """A work pool that does not exist or that no worker polls: a run there would wait for ever."""
 

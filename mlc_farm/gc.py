@@ -10,7 +10,7 @@ well (default 24 h).
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 from pydantic import BaseModel
 
@@ -31,19 +31,19 @@ class GcReport(BaseModel):
 
 
 def collect(store: ArtifactStore, min_age: timedelta, dry_run: bool = False) -> GcReport:
-    with lease.collecting(store, load_settings().lease_seconds) as protected:
-        report = _collect(store, min_age, dry_run, protected)
+    with lease.collecting(store, load_settings().lease_seconds) as view:
+        report = _collect(store, min_age, dry_run, view)
     return report.model_copy(update={"staging": [str(p) for p in clean_noted(dry_run)]})
 
 
-def _collect(store: ArtifactStore, min_age: timedelta, dry_run: bool, protected: lease.Protected) -> GcReport:
-    held = protected()  # first: a build that names its blobs after this waits for gc to end
+def _collect(store: ArtifactStore, min_age: timedelta, dry_run: bool, view: lease.Collecting) -> GcReport:
+    held = view.protected()  # first: a build that names its blobs after this waits for gc to end
     records = {record.key: record for _, record in all_records(store)}
     failures = list(all_failures(store))
     superseded = [name for name, failure in failures if failure.key in records]
     live = {f.sha256 for record in records.values() for f in referenced_blobs(record)}
     live |= {failure.log.sha256 for name, failure in failures if failure.log and name not in superseded}
-    cutoff = datetime.now(timezone.utc) - min_age
+    cutoff = view.now - min_age  # the store's time against the store's times: this machine's clock plays no part
     dead = [
         (name, size)
         for name, size, modified in store.list_with_info("blobs/sha256/")
@@ -54,7 +54,7 @@ def _collect(store: ArtifactStore, min_age: timedelta, dry_run: bool, protected:
             store.delete(name)
         for name, _ in dead:
             store.delete(name)
-    uploads = store.abort_stale_uploads(min_age, dry_run=dry_run, keep=held)
+    uploads = store.abort_stale_uploads(min_age, dry_run=dry_run, keep=held, now=view.now)
     return GcReport(
         blobs=[n for n, _ in dead],
         bytes=sum(s for _, s in dead),

@@ -6,7 +6,8 @@ same key. The first to take a key's lease builds it; the other waits for its rec
 lease every third of MLC_FARM_LEASE_SECONDS, and each renewal changes the document. A waiter trusts what it
 sees, not what the holder claims: a lease whose document has not changed for MLC_FARM_LEASE_SECONDS of the
 waiter's own clock has lapsed, whatever its `expires_at` says (a holder with another setting, a skewed clock or
-a forged file cannot keep a key forever). A lease of a process of this machine that is gone lapses at once.
+a forged file cannot keep a key forever). A lease of a process of this machine that is gone lapses at once. No
+machine's clock is compared with another's: gc judges by the store's own time (see `collecting`).
 
 gc versus builds (as registries do it): before a build puts or re-uses any blob, it names them in its lease
 and then looks for gc's lease; gc takes its lease and then reads the build leases. Whichever comes second sees
@@ -34,7 +35,7 @@ from mlc_farm.catalog import read_all
 from mlc_farm.errors import DamagedDocumentError, StoreError
 from mlc_farm.processes import process_alive
 from mlc_farm.store import ArtifactStore
-from mlc_farm.store.layout import GC_LEASE, LEASES, lease_path
+from mlc_farm.store.layout import CLOCK, GC_LEASE, LEASES, lease_path
 
 Clock = Callable[[], float]
 Protected = Callable[[], set[str]]
@@ -87,12 +88,35 @@ def _utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def live(name: str, other: Lease | None, observer: Observer | None, at: datetime | None = None) -> bool:
-    """Another holder's lease that still holds at `at` (default now): not expired by its own word, its process
-    not known dead, and (for a waiter) renewed within the waiter's own lease period."""
-    if other is None or other.expires_at <= (at or _utc_now()) or _dead_here(other.holder):
+def live(name: str, other: Lease | None, observer: Observer | None) -> bool:
+    """Another holder's lease that still holds: its process not known dead and, for a waiter, renewed within the
+    waiter's own lease period by the waiter's own clock. Never this machine's time against the holder's
+    `expires_at` (another machine's clock: one fast by two days would see every lease lapsed). Without an
+    observer (a holder renewing its own) another holder's lease is live: it is never taken back."""
+    if other is None or _dead_here(other.holder):
         return False
     return observer is None or not observer.lapsed(name, other)
+
+
+def renewed_lately(lease: Lease, written: datetime | None, store_now: datetime, seconds: float) -> bool:
+    """Whether the store saw this lease renewed within its period (the holder's own `expires_at - renewed_at`,
+    both of its clock, or `seconds` if longer), by the store's clock alone: `written` is when the store wrote
+    the document, `store_now` when it wrote one of ours (`store_now`)."""
+    if written is None or _dead_here(lease.holder):
+        return False
+    period = (lease.expires_at - lease.renewed_at).total_seconds() if lease.renewed_at else 0.0
+    return store_now - written < timedelta(seconds=max(period, seconds))
+
+
+def store_now(store: ArtifactStore) -> datetime:
+    """The store's own time: when it wrote a document this process writes now (S3's LastModified, a file's
+    mtime), never this machine's clock, which may be off the other writers'."""
+    name = f"{CLOCK}{uuid.uuid4().hex}.json"
+    store.write_json(name, {"holder": holder_id()})
+    try:
+        return next(modified for found, _, modified in store.list_with_info(CLOCK) if found == name)
+    finally:
+        store.delete(name)
 
 
 def take(
@@ -105,14 +129,14 @@ def take(
     name: str | None = None,
     at: datetime | None = None,
 ) -> Lease | None:
-    """Take (or renew) the lease of `key` unless another holder's is live (at `at`, default now: tests give
-    their own time); the lease, or None. A renewal keeps the blobs named before unless `blobs` replaces them."""
+    """Take (or renew) the lease of `key` unless another holder's is live; the lease (stamped `at`, default now),
+    or None. A renewal keeps the blobs named before unless `blobs` replaces them."""
     name = name or lease_path(key)
 
     def change(doc: dict[str, Any] | None) -> dict[str, Any]:
         other = _current(doc)
-        now = at or _utc_now()
-        if other and other.holder != holder and live(name, other, observer, now):
+        now = at or _utc_now()  # written for the record and as the renewal's mark; never compared with theirs
+        if other and other.holder != holder and live(name, other, observer):
             return doc  # type: ignore[return-value]  # someone else's, still live: unchanged
         kept = other.blobs if other and other.holder == holder and blobs is None else (blobs or [])
         return Lease(holder=holder, expires_at=now + timedelta(seconds=seconds), renewed_at=now, blobs=kept).model_dump(
@@ -204,18 +228,30 @@ def held(
         yield Holding(store, key, holder, seconds, clock=clock)
 
 
+@dataclass(frozen=True)
+class Collecting:
+    """What gc works with under its lease: the store's time, and `protected()`: the blobs that live build leases
+    name, to be read after the lease is taken."""
+
+    now: datetime
+    protected: Protected
+
+
 @contextlib.contextmanager
-def collecting(store: ArtifactStore, seconds: float) -> Iterator[Protected]:
-    """gc's lease while the block collects; yields `protected()`: the blobs that live build leases name, to be
-    read after the lease is taken. Another gc that is running is an error, not a wait."""
+def collecting(store: ArtifactStore, seconds: float) -> Iterator[Collecting]:
+    """gc's lease while the block collects. Every time gc judges by is the store's: a lease is live when the
+    store wrote it within its period of the store's now. Another gc that is running is an error, not a wait."""
     holder = holder_id()
     if take(store, "gc", holder, seconds, Observer(seconds), name=GC_LEASE) is None:
         other = _read(store, GC_LEASE)
         raise StoreError(f"another gc of {store.url} is running ({other.holder if other else 'unknown'}); try later")
 
-    def protected() -> set[str]:
-        names = [n for n in store.names(LEASES) if n != GC_LEASE]
-        return {b for name, lease in read_all(store, names, Lease) if live(name, lease, None) for b in lease.blobs}
-
     with _renewed(store, "gc", holder, seconds, name=GC_LEASE):
-        yield protected
+        now = store_now(store)
+
+        def protected() -> set[str]:
+            written = {name: modified for name, _, modified in store.list_with_info(LEASES) if name != GC_LEASE}
+            leases = read_all(store, list(written), Lease)
+            return {b for name, got in leases if renewed_lately(got, written[name], now, seconds) for b in got.blobs}
+
+        yield Collecting(now, protected)

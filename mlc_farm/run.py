@@ -19,7 +19,7 @@ from typing import Any, Literal, Protocol
 
 from rich.text import Text
 
-from mlc_farm import capabilities, terminal
+from mlc_farm import capabilities, lease, terminal
 from mlc_farm import toolchain as toolchain_steps
 from mlc_farm.build import remove_stale_workdirs
 from mlc_farm.catalog import BuildRecord, FailureRecord, all_records, load_failure, load_record, now, referenced_blobs
@@ -240,7 +240,8 @@ class MatrixRun:
     def clean_up(self) -> None:
         """What earlier runs that died left: unfinished uploads (begun long before a live run would finish a
         blob) and, in embedded mode, their work directories."""
-        stale = self.store.abort_stale_uploads(timedelta(hours=load_settings().stale_upload_hours))
+        stale = self.store.abort_stale_uploads(timedelta(hours=load_settings().stale_upload_hours),
+                                               now=lease.store_now(self.store))  # fmt: skip
         if stale:
             self.log.info("aborted %d unfinished uploads left by earlier runs", len(stale))
         if self.engine.mode == "embedded" and (left := remove_stale_workdirs()):

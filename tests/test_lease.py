@@ -17,16 +17,36 @@ from mlc_farm.store.local import LocalStore
 
 
 def test_one_holder_at_a_time_and_a_lease_not_renewed_lapses(tmp_path: Path) -> None:
-    store, t0 = LocalStore(tmp_path / "s"), datetime(2026, 12, 1, tzinfo=timezone.utc)
-    at = [t0 + timedelta(seconds=s) for s in (0, 0.5, 0.8, 2.0)]
-    assert lease.take(store, "k", "a", seconds=1, at=at[0]) is not None
-    assert lease.take(store, "k", "b", seconds=1, at=at[1]) is None  # a holds it
-    assert lease.take(store, "k", "a", seconds=1, at=at[2]) is not None  # a renews: until 1.8 s
-    assert lease.take(store, "k", "b", seconds=1, at=at[3]) is not None  # a died without renewing
+    """b waits by its own clock: a's lease lapses once its document has stayed the same for a lease period of
+    b's clock, never by comparing b's time with the `expires_at` a's machine wrote."""
+    store, t0, now = LocalStore(tmp_path / "s"), datetime(2026, 12, 1, tzinfo=timezone.utc), [0.0]
+    b_sees = lease.Observer(1, clock=lambda: now[0])
+    assert lease.take(store, "k", "a", seconds=1, at=t0) is not None
+    assert lease.take(store, "k", "b", seconds=1, observer=b_sees, at=t0 + timedelta(days=2)) is None  # a holds it
+    now[0] = 0.8  # b's clock two days ahead changes nothing: a's lease is live while a renews it
+    assert lease.take(store, "k", "a", seconds=1, at=t0 + timedelta(seconds=0.8)) is not None  # a renews
+    assert lease.take(store, "k", "b", seconds=1, observer=b_sees) is None
+    now[0] = 1.7
+    assert lease.take(store, "k", "b", seconds=1, observer=b_sees) is None  # 0.9 s since a renewed, by b's clock
+    now[0] = 2.0
+    assert lease.take(store, "k", "b", seconds=1, observer=b_sees) is not None  # a died without renewing
     lease.release(store, "k", "a")  # not a's any more: nothing happens
-    assert lease.take(store, "k", "a", seconds=1, at=at[3]) is None
+    assert lease.take(store, "k", "a", seconds=1) is None  # nor does a renewal take it back
     lease.release(store, "k", "b")
-    assert lease.take(store, "k", "a", seconds=1, at=at[3]) is not None
+    assert lease.take(store, "k", "a", seconds=1) is not None
+
+
+def test_gc_judges_a_lease_by_the_stores_clock_alone(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "s")
+    t0 = datetime(2026, 12, 1, tzinfo=timezone.utc)
+    held = lease.Lease(holder="elsewhere:1:x", expires_at=t0 + timedelta(seconds=300), renewed_at=t0, blobs=["b"])
+    written = lease.store_now(store)
+    # Written by the store a minute before the store's now: live for a 300 s lease, whatever the holder's
+    # clock said (its expires_at is a day in the past of this machine's).
+    assert lease.renewed_lately(held, written, written + timedelta(seconds=60), seconds=30)
+    assert not lease.renewed_lately(held, written, written + timedelta(seconds=301), seconds=30)
+    assert lease.renewed_lately(held, written, written + timedelta(seconds=301), seconds=600)  # gc's own, longer
+    assert not list(store.names("clock/"))  # the store's time was read from a document deleted after
 
 
 def test_a_waiting_builder_gets_the_other_ones_result(tmp_path: Path) -> None:
@@ -112,8 +132,8 @@ def test_gc_keeps_what_a_live_build_lease_names_and_a_build_waits_out_a_running_
     store = LocalStore(tmp_path / "s")
     with lease.held(store, "k", 300, lambda: None) as holding:
         holding.announce(["a" * 64])
-        with lease.collecting(store, 300) as protected:
-            assert protected() == {"a" * 64}
+        with lease.collecting(store, 300) as view:
+            assert view.protected() == {"a" * 64}
             with pytest.raises(StoreError, match="another gc"), lease.collecting(store, 300):
                 pass
             waited = threading.Event()
@@ -126,7 +146,7 @@ def test_gc_keeps_what_a_live_build_lease_names_and_a_build_waits_out_a_running_
             worker.start()
             time.sleep(0.3)
             assert not waited.is_set()  # the build waits while gc holds its lease
-            assert protected() == {"b" * 64}  # what it names is kept from now on
+            assert view.protected() == {"b" * 64}  # what it names is kept from now on
         worker.join(5)
         assert waited.is_set()  # gc ended: the build goes on
     assert not list(store.names("leases/"))  # both released

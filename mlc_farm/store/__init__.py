@@ -66,10 +66,11 @@ class ArtifactStore(Protocol):
     def delete(self, name: str) -> None: ...
 
     def abort_stale_uploads(
-        self, older_than: timedelta, dry_run: bool = False, keep: Collection[str] = ()
+        self, older_than: timedelta, dry_run: bool = False, keep: Collection[str] = (), now: datetime | None = None
     ) -> list[str]:
         """Drop uploads that a killed process left unfinished (never visible to readers), never those of a live
-        process nor of the blobs in `keep`; their names."""
+        process nor of the blobs in `keep`; their names. `now`: the store's time (`lease.store_now`) that their
+        age is counted from, so this machine's clock plays no part."""
         ...
 
 

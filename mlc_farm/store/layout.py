@@ -25,6 +25,7 @@ FAILURES = "failures/"
 LEASES = "leases/"
 TOOLCHAINS = "toolchains/"
 FINGERPRINTS = "fingerprints/"
+CLOCK = "clock/"  # a document written and read back for the store's own time, then deleted (lease.store_now)
 GC_LEASE = f"{LEASES}gc.json"
 
 

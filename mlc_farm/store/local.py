@@ -160,7 +160,7 @@ class LocalStore:
         (self.root / name).unlink(missing_ok=True)
 
     def abort_stale_uploads(
-        self, older_than: timedelta, dry_run: bool = False, keep: Collection[str] = ()
+        self, older_than: timedelta, dry_run: bool = False, keep: Collection[str] = (), now: datetime | None = None
     ) -> list[str]:
         """Temporary files that belong to no live process, the local twin of abandoned multipart uploads: of
         this machine, those whose process is gone; of another machine sharing the store, those untouched for
@@ -169,6 +169,7 @@ class LocalStore:
         from mlc_farm.settings import load_settings
 
         quiet = max(older_than.total_seconds(), load_settings().stale_upload_hours * 3600)
+        clock = now.timestamp() if now else time.time()
         stale: list[str] = []
         if not (self.root / "tmp").is_dir():
             return stale
@@ -178,7 +179,7 @@ class LocalStore:
                 continue
             ours = host == _HOST
             with contextlib.suppress(FileNotFoundError):
-                if (not process_alive(int(rest))) if ours else p.stat().st_mtime <= time.time() - quiet:
+                if (not process_alive(int(rest))) if ours else p.stat().st_mtime <= clock - quiet:
                     stale.append(f"tmp/{p.name}")
                     if not dry_run:
                         p.unlink(missing_ok=True)

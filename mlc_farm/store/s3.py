@@ -47,6 +47,7 @@ from s3transfer.subscribers import BaseSubscriber
 
 from mlc_farm import credentials
 from mlc_farm.errors import (
+    ClockSkew,
     CorruptBlobError,
     DamagedDocumentError,
     StoreError,
@@ -84,6 +85,23 @@ def transfer_config(settings: Settings) -> TransferConfig:
         max_io_queue=64,
         use_threads=True,
     )
+
+
+def _clock_skew(e: ClientError) -> float | None:
+    """This machine's clock minus the store's, when a refusal is for that (RequestTimeTooSkewed, or an answer
+    whose `Date` is more than 15 minutes off ours: S3 refuses such signatures whatever the code says)."""
+    from email.utils import parsedate_to_datetime
+
+    date = e.response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    try:
+        theirs = parsedate_to_datetime(date) if date else None
+    except (TypeError, ValueError):
+        theirs = None
+    skew = (datetime.now(timezone.utc) - theirs).total_seconds() if theirs and theirs.tzinfo else None
+    code = str(e.response.get("Error", {}).get("Code"))
+    if code == "RequestTimeTooSkewed" or (skew is not None and abs(skew) > 900):
+        return skew if skew is not None else 0.0
+    return None
 
 
 class S3Store:
@@ -186,13 +204,13 @@ class S3Store:
                 return request()
             except ClientError as e:
                 error = self._error(e, what)
-                if isinstance(error, StoreUnavailable):
+                if isinstance(error, (StoreUnavailable, ClockSkew)):
                     raise error from None
                 raise
 
         try:
             return retry_transient(attempt, budget=self.retry_seconds, transient=_transient)
-        except StoreUnavailable:
+        except (StoreUnavailable, ClockSkew):
             raise
         except ClientError:
             raise  # the caller turns it into words (missing, denied, conflict)
@@ -207,7 +225,7 @@ class S3Store:
                 raise StoreError(f"s3://{self.bucket} at {where}: {type(e).__name__} while {what}: {e}") from None
             raise
 
-    def _error(self, e: ClientError, what: str) -> StoreError | StoreUnavailable:
+    def _error(self, e: ClientError, what: str) -> StoreError | StoreUnavailable | ClockSkew:
         """An error in words a user can act on; never with credentials in it. 5xx and throttling are transient
         (StoreUnavailable): a later attempt may succeed."""
         code = str(e.response.get("Error", {}).get("Code", "unknown"))
@@ -216,6 +234,11 @@ class S3Store:
         if status >= 500 or status == 429 or code in _THROTTLED:
             said = f"HTTP {code}" if code.isdigit() else code
             return StoreUnavailable(f"{where} kept failing ({said}) while {what}; try again later")
+        if status == 403 and (skew := _clock_skew(e)) is not None:
+            return ClockSkew(
+                f"the local clock is {skew:+.0f} s off the store's ({where}); requests are refused (S3 rejects a "
+                f"signature more than 15 minutes off): set this machine's clock right (NTP), then run again"
+            )
         if code in _DENIED:
             return StoreError(
                 f"access denied ({code}) to {where} while {what}: check AWS_ACCESS_KEY_ID / "
@@ -518,11 +541,11 @@ class S3Store:
             raise self._error(e, f"deleting {name}") from None
 
     def abort_stale_uploads(
-        self, older_than: timedelta, dry_run: bool = False, keep: Collection[str] = ()
+        self, older_than: timedelta, dry_run: bool = False, keep: Collection[str] = (), now: datetime | None = None
     ) -> list[str]:
         """Abort multipart uploads under the prefix begun before `older_than` ago (left by killed runs), except
         uploads of the blobs in `keep` (those of live builds)."""
-        cutoff = datetime.now(timezone.utc) - older_than
+        cutoff = (now or datetime.now(timezone.utc)) - older_than
         aborted = []
         try:
             pages = self.client.get_paginator("list_multipart_uploads").paginate(
