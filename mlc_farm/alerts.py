@@ -176,7 +176,12 @@ def _notification_block(block: str) -> Any:
     from prefect.blocks.core import Block
 
     from mlc_farm.errors import BadInput
+    from mlc_farm.names import shorten
 
+    kind, _, name = block.partition("/")
+    if not kind or not name:
+        raise BadInput(f"--notify {shorten(block)}: give TYPE/NAME of a notification block, e.g. custom-webhook/ops "
+                       "(`prefect block ls` lists them)")  # fmt: skip
     try:
         found = cast(Block, Block.load(block))
     except (ValueError, KeyError) as e:

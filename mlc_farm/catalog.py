@@ -24,7 +24,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
-from mlc_farm.errors import DamagedDocumentError, StoreError, UnsafeStoreName
+from mlc_farm.errors import DamagedDocumentError, NotFound, UnsafeStoreName
 from mlc_farm.fidelity import Fidelity
 from mlc_farm.jit import JitKey
 from mlc_farm.memory import MemoryEstimate
@@ -264,7 +264,7 @@ def get_entry(store: ArtifactStore, model: str, quantization: str) -> CatalogEnt
     entry = read_entry(store, model, quantization)
     if entry is None:
         known = sorted(f"{e.model} {e.quantization}" for e in entries(store))
-        raise StoreError(
+        raise NotFound(
             f"{store.url} has no build of {model} {quantization}"
             + (f"; it has: {', '.join(known)}" if known else "; the catalog is empty")
         )

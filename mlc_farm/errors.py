@@ -80,6 +80,11 @@ class DamagedDocumentError(StoreError):
     """A store JSON document that does not parse: readers treat it as missing, so the next build rewrites it."""
 
 
+class NotFound(BadInput):
+    """What a command was asked for is not in the store (a model x quantization, a device, a build key): the
+    name given is the problem, exit 2, in every command."""
+
+
 class UnsafeStoreName(BadInput):
     """A store document holding a name that breaks the path rule (mlc_farm/names.py): a tampered store."""
 

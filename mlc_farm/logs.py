@@ -7,7 +7,7 @@ import re
 from pydantic import BaseModel
 
 from mlc_farm.catalog import FileEntry, all_failures, load_failure, load_record, read_entry
-from mlc_farm.errors import BadInput
+from mlc_farm.errors import BadInput, NotFound
 from mlc_farm.matrix import shorten
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import BUILDS, FAILURES
@@ -46,7 +46,7 @@ def by_key(store: ArtifactStore, prefix: str) -> FoundLog:
         )
     keys = _keys(store, prefix)
     if not keys:
-        raise BadInput(f"no build or failure with a key starting {prefix} in {store.url}")
+        raise NotFound(f"no build or failure with a key starting {prefix} in {store.url}")
     if len(keys) > 1:
         raise BadInput(f"KEY {prefix} is ambiguous in {store.url}: {', '.join(k[:12] for k in keys[:5])}; give more")
     found = _of_key(store, keys[0], "build")
@@ -77,5 +77,5 @@ def by_cell(store: ArtifactStore, model: str, quantization: str, device: str | N
         found += [log for label, key in builds if (log := _of_key(store, key, f"{label} {model}/{quantization}"))]
     if not found:
         cell = " ".join(x for x in (model, quantization, device) if x)
-        raise BadInput(f"no build or failure of {cell} in {store.url} (`mlc-farm ls` lists what is there)")
+        raise NotFound(f"no build or failure of {cell} in {store.url} (`mlc-farm ls` lists what is there)")
     return found

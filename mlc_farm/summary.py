@@ -83,7 +83,7 @@ class Summary(BaseModel):
             f"(mlc-farm log {r.model} {r.quantization} {r.device})"
             for r in self.failed[:limit]
         ]
-        if more := len(self.failed) - limit:
+        if (more := len(self.failed) - limit) > 0:
             lines.append(f"and {more} more (the mlc-farm-build-summary artifact lists every cell)")
         return "; ".join(lines)
 

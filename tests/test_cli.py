@@ -65,6 +65,54 @@ def test_stores_that_cannot_be_used(tmp_path: Path) -> None:
     assert code == 2 and "--min-age-hours: nan is not a number of hours" in text
 
 
+def test_the_small_things_a_user_meets_are_clear_messages_with_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each from a fleet's attack (issue 31): bad input named, shortened and redacted, never an internal error."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-printed")
+    said = dict.fromkeys(
+        ("bucket", "endpoint", "age", "expires", "index", "home", "empty", "file", "long", "notify"), (0, "")
+    )
+    said["bucket"] = run("ls", "--store", "s3://Bad_Bucket!/x")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9/?token=SECRET")
+    said["endpoint"] = run("ls", "--store", "s3://bucket/x")
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    said["age"] = run("gc", "--min-age-hours", "1e308", "--store", str(tmp_path))
+    said["expires"] = run("url", "m", "q4f16_1", "--expires", "-1", "--store", str(tmp_path))
+    said["index"] = run("install", "m", "q4f16_1", "--device-index", "1_0", "--store", str(tmp_path))
+    (tmp_path / "a-file").write_text("")
+    said["home"] = run("install", "m", "q4f16_1", "--mlc-home", str(tmp_path / "a-file"), "--store", str(tmp_path))
+    said["empty"] = run("ls", "--store", "")
+    said["file"] = run("ls", "--store", "file://")
+    said["long"] = run("ls", "--store", "x" * 3000)
+    said["notify"] = run("farm", "init", "--notify", "ops")
+    assert all(code == 2 for code, _ in said.values()), said
+    texts = {k: " ".join(text.split()) for k, (_, text) in said.items()}
+    assert "'Bad_Bucket!' is not a bucket name" in texts["bucket"]
+    assert "AWS_ENDPOINT_URL 'http://127.0.0.1:9/'" in texts["endpoint"] and "SECRET" not in texts["endpoint"]
+    assert "--min-age-hours: 1e+308 is not a number of hours from 0 to" in texts["age"]
+    assert "--expires" in texts["expires"] and "greater than or equal to 1" in texts["expires"]
+    assert "--device-index '1_0': give device indices" in texts["index"]
+    assert "--mlc-home" in texts["home"] and "not a file" in texts["home"] and "--as" not in texts["home"]
+    assert "--store '': give a store" in texts["empty"] and "no directory after file://" in texts["file"]
+    assert "an address of 3000 characters" in texts["long"] and len(texts["long"]) < 300
+    assert "--notify 'ops': give TYPE/NAME" in texts["notify"]
+    assert "internal error" not in " ".join(texts.values())
+    # 5,000 indices are a typo, not 5,000 copies of a library.
+    code, text = run("install", "m", "q4f16_1", "--device-index", ",".join(map(str, range(5000))), "--store",
+                     str(tmp_path))  # fmt: skip
+    assert code == 2 and "below 64" in text and len(text) < 400
+
+
+def test_not_found_is_exit_2_everywhere(tmp_path: Path) -> None:
+    (tmp_path / "catalog").mkdir()
+    for args in (["pull", "m", "q4f16_1", "-o", str(tmp_path / "o")], ["validate", "m", "q4f16_1"],
+                 ["history", "m", "q4f16_1"], ["log", "m", "q4f16_1"]):  # fmt: skip
+        code, text = run(*args, "--store", str(tmp_path))
+        assert code == 2 and ("no build" in text or "no checked build" in text), (args, text)
+
+
 def test_an_unreachable_s3_endpoint_is_exit_3(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")

@@ -71,3 +71,36 @@ def test_quickstart_with_a_failed_cell_still_lists_what_was_built(tmp_path: Path
     assert "catalog" in done.stdout and "tiny-llama-a" in done.stdout.split("catalog", 1)[1]  # `ls` ran
     assert "source .venv/bin/activate" in done.stdout  # and the hint
     assert "the build ended with exit code 1" in done.stdout
+
+
+@pytest.mark.slow
+def test_local_s3_writes_pasteable_exports_without_printing_the_secret(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    import httpx
+
+    from mlc_farm.stack import free_ports
+
+    (port,) = free_ports(1)
+    env = {**os.environ, "AWS_SECRET_ACCESS_KEY": "never-printed-secret"}
+    proc = subprocess.Popen(["bash", str(ROOT / "scripts" / "local-s3.sh"), str(tmp_path / "s3"), str(port)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)  # fmt: skip
+    try:
+        deadline, up = time.monotonic() + 120, False
+        while not up and time.monotonic() < deadline:
+            try:
+                up = httpx.get(f"http://127.0.0.1:{port}", timeout=2).status_code in (200, 403)
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        assert up
+        exports = tmp_path / "s3" / "env.sh"
+        assert exports.stat().st_mode & 0o777 == 0o600
+        sourced = subprocess.run(["bash", "-c", f"source {exports} && echo $AWS_SECRET_ACCESS_KEY $MLC_FARM_STORE"],
+                                 capture_output=True, text=True)  # fmt: skip
+        assert sourced.stdout.split() == ["never-printed-secret", "s3://mlc-farm/artifacts"]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        output, _ = proc.communicate(timeout=30)
+    assert f"source {tmp_path / 's3' / 'env.sh'}" in output and "never-printed-secret" not in output

@@ -99,9 +99,15 @@ def handled(f: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(f)
     def run(*args: Any, **kwargs: Any) -> Any:
         try:
-            return f(*args, **kwargs)
+            done = f(*args, **kwargs)
+            sys.stdout.flush()  # here, not at exit: a reader that went away is met below
+            return done
         except (typer.Exit, typer.Abort, click.exceptions.ClickException):
             raise
+        except BrokenPipeError:
+            # The reader of the output went away (`| head -1`): nobody to tell, nothing went wrong here.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(0) from None
         except BaseException as e:
             if _debug[0] or isinstance(e, SystemExit):
                 raise

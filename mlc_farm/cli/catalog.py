@@ -96,6 +96,9 @@ def verify_cmd(
     out.print("store is consistent" + (", every blob re-hashed" if deep else ""))
 
 
+MAX_AGE_HOURS = 24 * 366 * 10  # beyond it nothing is younger, and timedelta would overflow
+
+
 @command(app)
 def gc(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would go.")] = False,
@@ -107,8 +110,9 @@ def gc(
 
     from mlc_farm.gc import collect
 
-    if not 0 <= min_age_hours < float("inf"):
-        raise BadInput(f"--min-age-hours: {min_age_hours} is not a number of hours (0 or more)")
+    if not 0 <= min_age_hours <= MAX_AGE_HOURS:
+        raise BadInput(f"--min-age-hours: {min_age_hours:g} is not a number of hours from 0 to {MAX_AGE_HOURS:g} "
+                       "(ten years)")  # fmt: skip
     report = collect(open_store(store, must_exist=True), timedelta(hours=min_age_hours), dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     for name in [*report.blobs, *report.uploads, *report.failures, *report.staging]:

@@ -12,7 +12,7 @@ from mlc_farm.cli._app import app
 from mlc_farm.cli._errors import command
 from mlc_farm.cli._options import StoreOpt
 from mlc_farm.cli._output import out
-from mlc_farm.errors import BadInput
+from mlc_farm.errors import NotFound
 from mlc_farm.formatting import size
 from mlc_farm.matrix import check_names
 from mlc_farm.store import open_store
@@ -38,7 +38,7 @@ def history_cmd(
         if cell[:2] == (model, quantization) and device in (None, cell[2])
     }
     if not found:
-        raise BadInput(f"no checked build of {model} {quantization}{f' {device}' if device else ''} in the store")
+        raise NotFound(f"no checked build of {model} {quantization}{f' {device}' if device else ''} in the store")
     for name, points in sorted(found.items()):
         t = Table(title=f"{model} {quantization} {name}")
         for col in ("toolchain", "checked", "method", "decode tok/s", "range", "prefill tok/s", "peak memory",

@@ -14,19 +14,22 @@ from mlc_farm.cli._options import AllowUnsignedOpt, RuntimeOpt, StoreOpt
 from mlc_farm.cli._output import out
 from mlc_farm.errors import BadInput
 from mlc_farm.matrix import check_names
+from mlc_farm.names import shorten
 from mlc_farm.store import open_store
+
+MAX_DEVICES = 64  # device indices of one machine: more is a typo, and each would be a copy of the library
 
 
 def _indices(text: str | None) -> list[int] | None:
+    """`0,1,2`: plain decimal indices below MAX_DEVICES (int() would read `1_0` as 10)."""
     if text is None:
         return None
-    try:
-        found = sorted({int(i) for i in text.split(",")})
-    except ValueError:
-        found = []
-    if not found or found[0] < 0:
-        raise BadInput(f"--device-index {text!r}: give device indices such as 0 or 0,1,2,3")
-    return found
+    parts = text.split(",")
+    if not all(p.strip().isdecimal() and p.strip().isascii() for p in parts) or len(parts) > MAX_DEVICES or any(
+            int(p) >= MAX_DEVICES for p in parts):  # fmt: skip
+        raise BadInput(f"--device-index {shorten(text)}: give device indices such as 0 or 0,1,2,3 (below "
+                       f"{MAX_DEVICES})")  # fmt: skip
+    return sorted({int(p) for p in parts})
 
 
 @command(app, "install")
@@ -43,7 +46,7 @@ def install_cmd(
         ),
     ] = None,
     mlc_home: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--mlc-home",
             help="mlc_llm's cache root (default: $MLC_LLM_HOME, $XDG_CACHE_HOME/mlc_llm, ~/.cache/mlc_llm).",
@@ -73,10 +76,14 @@ def install_cmd(
 
     check_names(model=model, quantization=quantization, device=device)
     st = open_store(store, must_exist=True)
-    home = mlc_home or jit.mlc_llm_home()
+    if mlc_home is not None and (not mlc_home.strip() or (Path(mlc_home).exists() and not Path(mlc_home).is_dir())):
+        raise BadInput(f"--mlc-home {shorten(mlc_home)}: give a directory (MLC_LLM_HOME), not "
+                       f"{'an empty path' if not mlc_home.strip() else 'a file'}")  # fmt: skip
+    home = Path(mlc_home) if mlc_home is not None else jit.mlc_llm_home()
+    indices = _indices(device_index)
     repo = name or default_name(st, get_entry(st, model, quantization))
-    done = install(st, model, quantization, home, repo, toolchain.probe(), device, _indices(device_index), force,
-                   any_runtime, local_gpu_archs(), built_with, allow_unsigned)  # fmt: skip
+    done = install(st, model, quantization, home, repo, toolchain.probe(), device, indices, force, any_runtime,
+                   local_gpu_archs(), built_with, allow_unsigned)  # fmt: skip
     for what in done.replaced:
         out.print(f"replaced {escape(what)}")
     if not done.weights_written and not done.written:

@@ -124,10 +124,13 @@ def url(
     model: str,
     quantization: str,
     device: Annotated[str | None, typer.Option("--device", help="Only this device's library.")] = None,
-    expires: Annotated[int, typer.Option(help="Seconds the links stay valid.")] = 3600,
+    expires: Annotated[
+        int, typer.Option(help="Seconds the links stay valid: 1 to 604800 (7 days, S3's longest).", min=1, max=604800)
+    ] = 3600,
     store: StoreOpt = None,
 ) -> None:
-    """Print presigned download URLs (S3 store) for people without credentials: `path url` per line."""
+    """Print presigned download URLs (S3 store) for people without credentials: one line per file, `path`, size,
+    sha256 and URL separated by tabs."""
     from mlc_farm.pull import pull_files
     from mlc_farm.store.s3 import S3Store
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mlc_farm.errors import BadInput, DamagedDocumentError, redact_urls
+from mlc_farm.names import shorten
 
 
 def parse_document(where: str, raw: bytes | str) -> dict[str, Any]:
@@ -81,7 +82,12 @@ def open_store(url: str | None = None, must_exist: bool = False) -> ArtifactStor
     from mlc_farm.settings import load_settings
 
     settings = load_settings()
+    if url is not None and not url.strip():
+        raise BadInput("--store '': give a store (a path, file://DIR or s3://bucket/prefix), or leave it out to use "
+                       "MLC_FARM_STORE")  # fmt: skip
     url = url or settings.store
+    if len(url) > 1024:
+        raise BadInput(f"store {shorten(url)}: an address of {len(url)} characters; no path or URL is that long")
     if re.match(r"(?i)[a-z][a-z0-9+.-]*://[^/]*@", url):
         raise BadInput(
             f"store {redact_urls(url)!r}: credentials do not belong in a store URL (they would show in logs); "
@@ -100,6 +106,8 @@ def open_store(url: str | None = None, must_exist: bool = False) -> ArtifactStor
         )
     from mlc_farm.store.local import LocalStore
 
+    if not url.removeprefix("file://"):
+        raise BadInput(f"store {url!r}: no directory after file://; give file:///abs/path or a path")
     store = LocalStore(Path(url.removeprefix("file://")))
     if must_exist and not store.root.is_dir():
         raise BadInput(f"no store at {store.root} (nothing was built there): check --store or MLC_FARM_STORE")

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import threading
 import time
 from collections import Counter
@@ -47,6 +48,7 @@ from s3transfer.subscribers import BaseSubscriber
 
 from mlc_farm import credentials
 from mlc_farm.errors import (
+    BadInput,
     ClockSkew,
     CorruptBlobError,
     DamagedDocumentError,
@@ -54,8 +56,10 @@ from mlc_farm.errors import (
     StoreUnavailable,
     WriteConflict,
     is_transient,
+    redact_urls,
     retry_transient,
 )
+from mlc_farm.names import shorten
 from mlc_farm.settings import Settings, load_settings
 from mlc_farm.store import parse_document
 from mlc_farm.store.layout import blob_path
@@ -67,6 +71,10 @@ _DENIED = {"AccessDenied", "403", "SignatureDoesNotMatch", "InvalidAccessKeyId",
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 _THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "ServiceUnavailable", "503"}
 _CONFLICT = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
+
+
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # S3's bucket naming rules
+_ENDPOINT = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?")
 
 
 def _transient(error: BaseException) -> bool:
@@ -111,7 +119,10 @@ class S3Store:
         self.range_size = settings.s3_range_mb * MB
         bucket, _, prefix = url.removeprefix("s3://").partition("/")
         if not bucket:
-            raise StoreError(f"{url}: expected s3://bucket/prefix")
+            raise BadInput(f"{shorten(url)}: expected s3://bucket/prefix")
+        if not _BUCKET.fullmatch(bucket):
+            raise BadInput(f"store {shorten(url)}: {shorten(bucket)} is not a bucket name (3 to 63 lowercase letters, "
+                           "digits, '.' and '-', starting and ending with a letter or digit)")  # fmt: skip
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         creds = credentials.aws()
@@ -122,6 +133,9 @@ class S3Store:
             region_name=creds.region,
         )
         endpoint = creds.endpoint
+        if endpoint and not _ENDPOINT.fullmatch(endpoint):
+            raise BadInput(f"AWS_ENDPOINT_URL {shorten(redact_urls(endpoint.split('?')[0]))}: expected http(s)://HOST"
+                           "[:PORT][/PATH], with no credentials or query in it")  # fmt: skip
         # A silent server is given up after a quarter of the retry budget (at most 60 s), so that a stalled
         # answer leaves the budget time to retry, and the budget holds.
         self.retry_seconds = settings.retry_seconds
