@@ -281,6 +281,51 @@ def test_killed_build_is_finished_by_the_next_run(tiny_matrix: Path, tmp_path: P
     assert len(entries(LocalStore(store))) == 4
 
 
+def test_a_dead_temporary_prefect_server_ends_the_build_within_seconds_and_the_rerun_finishes(
+    tiny_matrix: Path, tmp_path: Path
+) -> None:
+    store, calls = tmp_path / "store", tmp_path / "calls.log"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # its own temporary server
+    env |= {"MLC_DOUBLE_LOG": str(calls), "MLC_DOUBLE_SLEEP": "2"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlc_farm.cli", "build", "--matrix", str(tiny_matrix), "--store", str(store)],
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and len(list((store / "builds").glob("*.json"))) < 2:
+            time.sleep(0.2)
+        found = subprocess.run(["pgrep", "-f", "prefect.server.api.server:create_app"], capture_output=True,
+                               text=True).stdout.split()  # fmt: skip
+        server = [int(pid) for pid in found if os.getpgid(int(pid)) != os.getpgid(proc.pid)]  # its own group
+        assert server, "the build's temporary server"
+        for pid in server:
+            with contextlib.suppress(ProcessLookupError):
+                if Path(f"/proc/{pid}/environ").read_bytes().find(str(calls).encode()) != -1:
+                    os.kill(pid, signal.SIGKILL)  # this build's server (it has the build's environment)
+                    began = time.monotonic()
+        _, stderr = proc.communicate(timeout=30)
+        assert time.monotonic() - began < 10
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    said = " ".join(stderr.split())
+    assert proc.returncode == 3 and "Prefect's temporary server stopped (its log: " in said, said
+    assert "Traceback" not in stderr and "HF_ENDPOINT" not in stderr
+    time.sleep(1)  # the toolchain steps it stopped are gone: no process with this build's environment is left
+    left = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        with contextlib.suppress(OSError):
+            if str(calls).encode() in environ.read_bytes():
+                left.append(environ.parent.name)
+    assert not left
+    calls_before = len(toolchain_calls(calls))
+    rerun = build(tiny_matrix, store, calls)
+    assert rerun.returncode == 0 and "reused" in rerun.stdout, rerun.stderr
+    assert len(toolchain_calls(calls)) - calls_before < 12  # only what was in flight or not started
+    assert_store_whole(store)
+
+
 def test_force_and_a_new_toolchain_rebuild(tiny_matrix: Path, tmp_path: Path) -> None:
     store, calls = tmp_path / "store", tmp_path / "calls.log"
     assert build(tiny_matrix, store, calls, "--model", "tiny-llama-a").returncode == 0

@@ -6,6 +6,8 @@ import contextlib
 import logging
 import os
 import signal
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -17,7 +19,8 @@ from mlc_farm import toolchain
 from mlc_farm.cli._app import app
 from mlc_farm.cli._errors import command, terminated
 from mlc_farm.cli._options import MatrixOpt, ModelOpt, StoreOpt
-from mlc_farm.cli._output import fail, out
+from mlc_farm.cli._output import err, fail, out
+from mlc_farm.stack import Service
 
 
 @contextlib.contextmanager
@@ -36,6 +39,7 @@ def _prefect_api() -> Iterator[None]:
         return
     with tempfile.TemporaryDirectory(prefix="mlc-farm-prefect-") as logs:
         server = start_temporary_prefect(Path(logs))
+        watching = _watch(server)
         try:
             with temporary_settings({PREFECT_API_URL: server.url}):
                 yield
@@ -43,7 +47,30 @@ def _prefect_api() -> Iterator[None]:
                 APILogWorker.drain_all(timeout=10)
                 EventsWorker.drain_all(timeout=10)
         finally:
+            watching.set()
             server.stop(timeout=10)
+
+
+def _watch(server: Service, every: float = 1.0) -> threading.Event:
+    """Notice within seconds that the build's temporary Prefect server died (killed, out of memory): Prefect's
+    client would retry its calls for minutes while the status line went on. Say so and where its log is, stop
+    the toolchain steps, exit 3 at once, as a killed build would: what finished is in the store, and the same
+    command finishes the rest. Set the returned event to stop watching."""
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(every):
+            if not server.alive():
+                toolchain.stop_all()
+                err.print(Text.assemble(("error:", "red"), f" Prefect's temporary server stopped (its log: {server.log}); "
+                          "the running toolchain steps were stopped. What finished is kept in the store: run the same "
+                          "command again to finish the rest"), soft_wrap=True)  # fmt: skip
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(3)
+
+    threading.Thread(target=watch, daemon=True, name="prefect server watch").start()
+    return stop
 
 
 def _quiet_engine() -> None:
