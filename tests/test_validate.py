@@ -159,7 +159,6 @@ def test_a_library_runs_through_mlc_engine_or_the_tvm_runtime(
     assert "128 steps per run" in decode.method and "logits left on the device" in decode.method
     assert "after a warm-up run" in decode.method and len(decode.runs) == speed.TIMED_RUNS
     assert "one prompt of 512 tokens" in prefill.method and prefill.tokens_per_s and decode.tokens_per_s
-    assert prefill.tokens_per_s > decode.tokens_per_s  # one call over 512 tokens against one call per token
     assert engine.method.startswith("MLCEngine") and engine.tokens_per_s
     monkeypatch.setenv("MLC_DOUBLE_NO_RUNTIME", "1")  # a toolchain without libmlc_llm: the TVM runtime alone
     _, v = validate_library(lib, CPU, "a", *docs(out), out)
