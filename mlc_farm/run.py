@@ -362,7 +362,7 @@ class MatrixRun:
         night = night_report(self.plan, status.spans, pool_of, self.scheduler.slots, self.labels, elapsed)
         shown = summary.for_console()
         if shown:
-            self.console.print(summary.table(shown))
+            self.console.print(summary.table(shown, self.console.width))
         if hidden := len(summary.rows) - len(shown):
             self.console.print(
                 f"{hidden} ok cells not listed; every cell is in the run's mlc-farm-build-summary artifact",

@@ -9,11 +9,13 @@ from collections.abc import Iterable
 from typing import Literal
 
 from pydantic import BaseModel
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from mlc_farm.catalog_update import UnitResult
 from mlc_farm.plan import Plan
+from mlc_farm.terminal import name_columns
 
 BY_ANOTHER_RUN: Literal["built by another run"] = (
     "built by another run"  # waited for: an overlapping run held the key's lease and built it
@@ -28,6 +30,11 @@ class Outcome(BaseModel):
     detail: str = ""
     log: str | None = None
     validation: str = ""
+
+
+COLOUR = {"built": "green", BY_ANOTHER_RUN: "cyan", "reused": "cyan", "failed": "red", "not run": "yellow",
+          "unresolved": "red"}  # fmt: skip
+MIN_COLUMN = 10  # the narrowest a status, validation or detail column reads well at
 
 
 class CellRow(BaseModel):
@@ -104,29 +111,40 @@ class Summary(BaseModel):
         """Every cell of a small matrix; only the cells that are not OK of a larger one (the artifact has all)."""
         return self.rows if len(self.rows) <= limit else self.failed
 
-    def table(self, rows: list[CellRow] | None = None) -> Table:
-        """The cells (all, or `rows`) as a table that wraps to the console's width; the log links are printed
-        below it in full, never cut."""
-        colour = {
-            "built": "green",
-            BY_ANOTHER_RUN: "cyan",
-            "reused": "cyan",
-            "failed": "red",
-            "not run": "yellow",
-            "unresolved": "red",
-        }
-        t = Table(title="mlc-farm build summary")
+    def table(self, rows: list[CellRow] | None = None, width: int | None = None) -> RenderableType:
+        """The cells (all, or `rows`) as a table that wraps to the console's `width`; where that leaves the other
+        columns too narrow to read beside whole names (an 80-column terminal, long model ids), one block of lines
+        per cell instead. The log links are printed below it in full, never cut."""
         shown = self.rows if rows is None else rows
         steps = STEPS if any(r.check for r in shown) else STEPS[:-1]  # no empty column: no check was planned
-        for col in ("model", "quant", "device", *steps, "validation", "detail"):
+        names = {"model": [r.model for r in shown], "quant": [r.quantization for r in shown],
+                 "device": [r.device for r in shown]}  # fmt: skip
+        named = sum(max([len(k), *map(len, v)]) + 3 for k, v in names.items())
+        if width is not None and width - named < MIN_COLUMN * (len(steps) + 2):
+            return Group(Text("mlc-farm build summary", style="italic"), *(self._block(r, steps) for r in shown))
+        t = Table(title="mlc-farm build summary")
+        name_columns(t, names)
+        for col in (*steps, "validation", "detail"):
             t.add_column(col, overflow="fold")
         for r in shown:
             statuses = (r.convert, r.config, r.library, r.check)[: len(steps)]
             t.add_row(
                 Text(r.model), Text(r.quantization), Text(r.device),
-                *(Text(s, colour[s]) if s else Text("-") for s in statuses), Text(r.validation), Text(r.detail),
+                *(Text(s, COLOUR[s]) if s else Text("-") for s in statuses), Text(r.validation), Text(r.detail),
             )  # fmt: skip
         return t
+
+    @staticmethod
+    def _block(r: CellRow, steps: tuple[str, ...]) -> Text:
+        statuses = (r.convert, r.config, r.library, r.check)[: len(steps)]
+        line = Text.assemble((f"{r.model} {r.quantization} {r.device}", "bold"), ": ")
+        for i, (step, status) in enumerate(zip(steps, statuses, strict=True)):
+            line.append(f"{', ' if i else ''}{step} ")
+            line.append(status or "-", COLOUR.get(status or "", ""))
+        for extra in (r.validation, r.detail):
+            if extra:
+                line.append(f"\n  {extra}")
+        return line
 
 
 def summarize(plan: Plan, outcomes: dict[str, Outcome], units: list[UnitResult] | None = None) -> Summary:

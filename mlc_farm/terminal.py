@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 from rich.console import Console, ConsoleOptions, RenderableType
 from rich.segment import Segment
+from rich.table import Table
 
 UNWRAPPED = 10_000  # the width of output that is not a terminal, unless COLUMNS says otherwise
 # C0 controls but tab and newline, DEL, and the C1 controls (U+0080-U+009F: CSI and OSC among them).
@@ -43,3 +44,10 @@ def console(stderr: bool = False) -> Console:
     if not made.is_terminal and "COLUMNS" not in os.environ:
         made.width = UNWRAPPED
     return made
+
+
+def name_columns(table: Table, names: dict[str, list[str]]) -> None:
+    """Columns of names a reader tells cells apart by (model ids, quantizations, devices, pools): never cut nor
+    wrapped, at any width (80 columns included); the table's other columns give way first (they fold)."""
+    for column, values in names.items():
+        table.add_column(column, no_wrap=True, min_width=max([len(column), *(len(v) for v in values)]))

@@ -262,6 +262,29 @@ def test_output_that_is_not_a_terminal_never_cuts_a_name(tiny_matrix: Path, tmp_
     assert len(rows) == 8 and all("to build" in row for row in rows)  # one line per cell, nothing wrapped
 
 
+def test_at_80_columns_every_table_keeps_model_quantization_and_device_whole(tiny_matrix: Path, tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from mlc_farm.summary import CellRow, Summary
+    from tests.helpers import cli
+
+    planned = cli("plan", "--matrix", str(tiny_matrix), "--store", str(tmp_path / "s"), env={"COLUMNS": "80"})
+    lines = planned.stdout.splitlines()
+    rows = [line for line in lines if line.startswith("│ tiny-llama-")]
+    table = [line for line in lines if line[:1] in "┏┃┡│└"]
+    assert planned.returncode == 0 and "…" not in planned.stdout and max(map(len, table)) <= 80, planned.stdout
+    assert len(rows) == 8 and all("to build: convert" in row for row in rows)  # the keys gave way, not the ids
+    assert {row.split("│")[1].strip() for row in rows} == {"tiny-llama-a", "tiny-llama-b"}
+    long = "a-model-with-a-rather-long-name-7b-instruct"
+    row = CellRow(model=long, quantization="q4f16_1", device="cuda-sm90a", convert="built", config="built",
+                  library="failed", validation="fits; ran on cuda, 181 tok/s", status="failed", log="x" * 80,
+                  detail="compile failed: " + "y" * 200)  # fmt: skip
+    narrow = Console(width=80, record=True)
+    narrow.print(Summary(rows=[row], steps={}).table())
+    text = narrow.export_text()
+    assert long in text and "q4f16_1" in text and "cuda-sm90a" in text and "…" not in text
+
+
 @pytest.mark.parametrize(
     ("args", "said"),
     [

@@ -22,12 +22,16 @@ def row(i: int, ok: bool = True) -> CellRow:
 
 def test_the_table_wraps_to_the_width_and_cuts_nothing() -> None:
     summary = Summary(rows=[row(1), row(2, ok=False)], steps={})
-    console = Console(width=80, record=True)
-    console.print(summary.table())
-    text = console.export_text()
-    assert max(len(line) for line in text.splitlines()) <= 80
-    assert "…" not in text
-    assert "Unknown" in text and "q4f16_l" in text.replace("│", "").replace(" ", "")
+    texts = {}
+    for width in (80, 200):  # 80: the names whole leave too little room for a table: one block per cell
+        console = Console(width=width, record=True)
+        console.print(summary.table(width=width))
+        texts[width] = text = console.export_text()
+        assert max(len(line) for line in text.splitlines()) <= width
+        assert "…" not in text and "Llama-3.2-1B-Instruct-fine-tune-2" in text and "cuda-sm90" in text
+        assert "q4f16_l" in text.replace("│", "").replace(" ", "")
+    assert "Llama-3.2-1B-Instruct-fine-tune-2 q4f16_1 cuda-sm90: convert failed, config" in texts[80]
+    assert "┃ model" in texts[200]
 
 
 def test_a_big_matrix_shows_only_the_cells_that_are_not_ok() -> None:

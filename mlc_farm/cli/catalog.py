@@ -21,7 +21,7 @@ from mlc_farm.matrix import (
 )
 from mlc_farm.store import open_store
 from mlc_farm.store.layout import blob_path
-from mlc_farm.terminal import printable
+from mlc_farm.terminal import name_columns, printable
 
 
 @command(app, "ls")
@@ -32,8 +32,9 @@ def list_catalog(store: StoreOpt = None) -> None:
     st = open_store(store, must_exist=True)
     found = entries(st)
     t = Table(title="catalog")
-    for col in ("model", "quant", "devices", "runtimes", "weight files", "libraries", "built"):
-        t.add_column(col)
+    name_columns(t, {"model": [e.model for e in found], "quant": [e.quantization for e in found]})
+    for col in ("devices", "runtimes", "weight files", "libraries", "built"):
+        t.add_column(col, overflow="fold")
     checks = []
     for e in found:
         weights = load_record(st, e.convert)

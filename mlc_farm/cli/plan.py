@@ -29,6 +29,7 @@ from mlc_farm.matrix import (
 from mlc_farm.plan import Plan, conversion_classes, make_plan
 from mlc_farm.run import pools_of, unbuildable
 from mlc_farm.store import ArtifactStore, open_store
+from mlc_farm.terminal import name_columns
 
 
 def names_accepted(loaded: LoadedMatrix, tc: toolchain.ToolchainInfo, st: ArtifactStore) -> Accepted:
@@ -125,25 +126,7 @@ def plan(
             raise BadInput("\n".join(cannot))
         return
     out.print(f"toolchain: {tc.describe()}; names checked against {accepted.source}", highlight=False, soft_wrap=True)
-    t = Table(title=f"plan for {loaded.file}")
-    for col in ("model", "quant", "device", "pool", "convert", "config", "library", "check"):
-        t.add_column(col)
-
-    def show(key: str | None) -> Text:
-        if key is None:
-            return Text("-")
-        if in_store[key] is None:
-            return Text.assemble(f"{key[:12]} ", ("unknown", "yellow"))
-        return Text.assemble(f"{key[:12]} ", ("in store", "cyan") if in_store[key] else ("to build", "yellow"))
-
-    for pc in p.cells:
-        c = pc.cell
-        pool = loaded.matrix.device(c.device).work_pool
-        if pc.problem:
-            t.add_row(c.model, c.quantization, c.device, pool, Text("unresolved", "red"), "-", "-", "-")
-        else:
-            t.add_row(c.model, c.quantization, c.device, pool, show(pc.convert), show(pc.config), show(pc.library),
-                      show(pc.check))  # fmt: skip
+    t = _plan_table(p, loaded, in_store, title=f"plan for {loaded.file}", wide=out.width >= 120)
     out.print(t)
     for src in srcs.values():
         if src.error and not src.invalid:
@@ -214,7 +197,10 @@ def _why_to_build(st: ArtifactStore, p: Plan, in_store: dict[str, bool]) -> None
                       f"{toolchain_name(b.toolchain)} (fingerprint {fp[:12]} = that of "
                       f"{toolchain_name(done.toolchain)}, which converted it)", highlight=False, soft_wrap=True)  # fmt: skip
     todo = [(label, key, inputs) for label, key, inputs in builds if not in_store[key]]
-    out.print(f"\nwhy {len(todo)} builds are to do:" if todo else "\nnothing to do: every build is in the store")
+    if not builds:
+        out.print("\nno build was planned: every cell is unresolved or cannot be built (see above)")
+    else:
+        out.print(f"\nwhy {len(todo)} builds are to do:" if todo else "\nnothing to do: every build is in the store")
     for label, key, inputs in todo:
         why = closest_build(key, inputs, records)
         than = f" (compared with {why.closest[:12]}, built {why.built_at})" if why.closest else ""
@@ -222,3 +208,40 @@ def _why_to_build(st: ArtifactStore, p: Plan, in_store: dict[str, bool]) -> None
         out.print(f"{label} {key[:12]}{than}{note}:", highlight=False, soft_wrap=True)
         for change in why.changes:
             out.print(f"  {change}", highlight=False, soft_wrap=True, markup=False)
+
+
+_STEPS = ("convert", "config", "library", "check")
+
+
+def _plan_table(p: Plan, loaded: LoadedMatrix, in_store: dict[str, bool | None], title: str, wide: bool) -> Table:
+    """One row per cell, its names whole at any width. Wide: each build's key and whether the store has it;
+    narrow (an 80-column terminal), one column saying what is to build (`plan --json` has the keys)."""
+    t = Table(title=title)
+    cells = [pc.cell for pc in p.cells]
+    pools = [loaded.matrix.device(c.device).work_pool for c in cells]
+    name_columns(t, {"model": [c.model for c in cells], "quant": [c.quantization for c in cells],
+                     "device": [c.device for c in cells], "pool": pools})  # fmt: skip
+    for col in _STEPS if wide else ("builds",):
+        t.add_column(col, overflow="fold")
+
+    def show(key: str | None) -> Text:
+        if key is None:
+            return Text("-")
+        if in_store[key] is None:
+            return Text.assemble(f"{key[:12]} ", ("unknown", "yellow"))
+        return Text.assemble(f"{key[:12]} ", ("in store", "cyan") if in_store[key] else ("to build", "yellow"))
+
+    def builds(keys: tuple[str | None, ...]) -> Text:
+        todo = [step for step, key in zip(_STEPS, keys, strict=True) if key and in_store[key] is not True]
+        unknown = any(key and in_store[key] is None for key in keys)
+        if not todo:
+            return Text("in store", "cyan")
+        return Text(("unknown: " if unknown else "to build: ") + ", ".join(todo), "yellow")
+
+    for pc, pool in zip(p.cells, pools, strict=True):
+        c, keys = pc.cell, (pc.convert, pc.config, pc.library, pc.check)
+        if pc.problem:
+            t.add_row(c.model, c.quantization, c.device, pool, Text("unresolved", "red"), *("-",) * (3 if wide else 0))
+        else:
+            t.add_row(c.model, c.quantization, c.device, pool, *(map(show, keys) if wide else (builds(keys),)))
+    return t
