@@ -2,11 +2,27 @@
 # From a fresh clone: set up, show the plan of matrix.yaml, and build the tiny CPU example on the embedded
 # defaults (Prefect's temporary server, the ./artifacts store). Without mlc_llm it installs the CPU wheels
 # first; where the MLC wheel index cannot be reached it says so and ends after the plan.
+#   --stand-in: no wheels at all; build with the repository's toolchain double (tests/double) instead, into
+#   ./artifacts-stand-in: a stand-in that computes a real tiny Llama, not MLC.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
 farm=.venv/bin/mlc-farm
+if [ "${1:-}" = "--stand-in" ]; then
+  cat <<'MSG'
+A STAND-IN, not MLC: the toolchain double of the tests (tests/double: a mlc_llm and TVM that compute the tiny
+Llama with numpy, write libraries only it can load, and follow the real tool's command line and outputs) builds
+examples/tiny-cpu.yaml into ./artifacts-stand-in. Nothing it makes runs in the real mlc_llm.
+MSG
+  export PYTHONPATH="$PWD/tests/double${PYTHONPATH:+:$PYTHONPATH}" PATH="$PWD/tests/double/bin:$PATH"
+  export MLC_FARM_STORE="${MLC_FARM_STORE:-$PWD/artifacts-stand-in}"
+  [ -d examples/tiny-models/tiny-llama-a ] || $farm tiny-model examples/tiny-models/tiny-llama-a --seed 1
+  [ -d examples/tiny-models/tiny-llama-b ] || $farm tiny-model examples/tiny-models/tiny-llama-b --seed 2
+  $farm build --matrix examples/tiny-cpu.yaml
+  $farm ls
+  exit 0
+fi
 
 # matrix.yaml is a farm's: its GPU devices are built on their pools' workers, which have the tools this
 # machine may lack (nvcc, ROCm); the plan says which it cannot build here, and the quick start goes on.
@@ -24,6 +40,7 @@ if ! has_mlc; then
 
 The plan above is what the farm would build; the quick start ends here, without the real mlc_llm.
 On a machine that reaches the MLC wheel index: bash scripts/install-mlc.sh cpu && bash scripts/quickstart.sh
+To see a build now with the repository's stand-in toolchain (not MLC): bash scripts/quickstart.sh --stand-in
 MSG
     path_hint
     exit 0

@@ -104,3 +104,13 @@ def test_local_s3_writes_pasteable_exports_without_printing_the_secret(tmp_path:
         os.killpg(proc.pid, signal.SIGTERM)
         output, _ = proc.communicate(timeout=30)
     assert f"source {tmp_path / 's3' / 'env.sh'}" in output and "never-printed-secret" not in output
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_api")
+def test_a_newcomer_without_the_wheels_sees_a_build_with_the_stand_in(tmp_path: Path) -> None:
+    env = {"HF_HUB_OFFLINE": "1", "MLC_FARM_STORE": str(tmp_path / "store"), "MLC_FARM_WORK_DIR": str(tmp_path / "w")}
+    done = script("quickstart.sh", "--stand-in", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("A STAND-IN, not MLC") and "8 cells: 8 ok" in done.stdout
+    assert "tiny-llama-b" in done.stdout.split("catalog", 1)[1] and not (ROOT / "artifacts-stand-in").exists()
