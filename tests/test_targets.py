@@ -135,3 +135,30 @@ def test_the_double_fails_as_the_real_tool_does_without_emcc_the_bitcode_or_the_
     assert done.returncode == 1 and "TVM_NDK_CC" in done.stderr
     done = compile_with({**os.environ, "TVM_NDK_CC": "/usr/bin/true"}, "android:adreno-so", tmp_path / "e" / "lib.so")
     assert done.returncode == 0, done.stderr
+
+
+ROCM = """
+quantizations: [q4f16_1]
+devices:
+  - {name: cpu, family: cpu, target: llvm, pool: mlc-cpu}
+  - {name: mi300, family: rocm, target: '{"kind":"rocm","mcpu":"gfx942"}', pool: mlc-rocm}
+models:
+  - {id: tiny, source: {path: models/a}, conv_template: LM}
+"""
+
+
+def test_plan_checks_each_pool_with_its_own_stored_probe(tiny_models: Path, tmp_path: Path) -> None:
+    """This machine has no ROCm: its probe would refuse the ROCm pool's device; the farm's stored probe of that
+    pool is the truth, and the plan says which probe it used for each pool."""
+    from mlc_farm import toolchain
+    from mlc_farm.capabilities import Capabilities
+
+    matrix, store = write(tiny_models, tmp_path, ROCM), tmp_path / "store"
+    here = run_cli("plan", "--matrix", str(matrix), "--store", str(store))
+    assert here.returncode == 2 and "the ROCm toolchain not found" in " ".join(here.stderr.split())
+    probe = toolchain.probe().model_copy(update={"capabilities": Capabilities(rocm="6.2.4")})
+    open_store(str(store)).write_json("toolchains/mlc-rocm.json", probe.model_dump())
+    farm = run_cli("plan", "--matrix", str(matrix), "--store", str(store))
+    said = " ".join(farm.stdout.split())
+    assert farm.returncode == 0, farm.stdout + farm.stderr
+    assert "mlc-cpu: this machine's probe; mlc-rocm: its stored probe (toolchains/mlc-rocm.json)" in said

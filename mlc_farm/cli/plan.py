@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 from rich.text import Text
 
@@ -16,7 +18,7 @@ from mlc_farm.cli._app import app
 from mlc_farm.cli._errors import command
 from mlc_farm.cli._options import Format, MatrixOpt, ModelOpt, StoreOpt
 from mlc_farm.cli._output import out
-from mlc_farm.errors import BadInput, MatrixError
+from mlc_farm.errors import BadInput, MatrixError, StoreError
 from mlc_farm.fingerprints import fingerprints
 from mlc_farm.matrix import (
     BUILTIN_NAMES,
@@ -29,6 +31,7 @@ from mlc_farm.matrix import (
 from mlc_farm.plan import Plan, conversion_classes, make_plan
 from mlc_farm.run import pools_of, unbuildable
 from mlc_farm.store import ArtifactStore, open_store
+from mlc_farm.store.layout import toolchain_path
 from mlc_farm.terminal import name_columns
 
 
@@ -56,7 +59,7 @@ def plan(
     cells = select_cells(loaded.matrix, loaded.file, model)
     st = open_store(store)
     pools = pools_of(loaded.matrix, cells)
-    tc = toolchain.probe_here(pools)
+    tc, probes = _pool_probes(st, pools, toolchain.probe_here(pools))
     # What the pools cannot build: shown with the plan, then exit 2 (`build` refuses it before anything runs).
     cannot = unbuildable(loaded.matrix, cells, tc) if tc.known else []
     accepted = names_accepted(loaded, tc, st)
@@ -126,6 +129,8 @@ def plan(
             raise BadInput("\n".join(cannot))
         return
     out.print(f"toolchain: {tc.describe()}; names checked against {accepted.source}", highlight=False, soft_wrap=True)
+    out.print("pools checked with: " + "; ".join(f"{pool}: {how}" for pool, how in probes.items()), highlight=False,
+              soft_wrap=True)  # fmt: skip
     t = _plan_table(p, loaded, in_store, title=f"plan for {loaded.file}", wide=out.width >= 120)
     out.print(t)
     for src in srcs.values():
@@ -245,3 +250,22 @@ def _plan_table(p: Plan, loaded: LoadedMatrix, in_store: dict[str, bool | None],
         else:
             t.add_row(c.model, c.quantization, c.device, pool, *(map(show, keys) if wide else (builds(keys),)))
     return t
+
+
+def _pool_probes(
+    st: ArtifactStore, pools: list[str], here: toolchain.ToolchainInfo
+) -> tuple[toolchain.ToolchainInfo, dict[str, str]]:
+    """What each pool can build is its own probe's (`toolchains/<pool>.json`, written by the farm's
+    probe-toolchain runs) where the store has one: this machine's tools say nothing of a ROCm pool's. With every
+    pool's stored probe, the plan is the farm's (its toolchains and keys); else this machine's, with the stored
+    pools' capabilities. Also, for each pool, which probe was used."""
+    stored = {}
+    for pool in pools:
+        with contextlib.suppress(StoreError, ValidationError):
+            if (doc := st.read_json(toolchain_path(pool))) is not None:
+                stored[pool] = toolchain.ToolchainInfo.model_validate(doc)
+    said = {p: f"its stored probe ({toolchain_path(p)})" if p in stored else "this machine's probe" for p in pools}
+    if stored and len(stored) == len(pools) and all(t.known for t in stored.values()):
+        return toolchain.of_pools(stored, pools[0]), said
+    caps = {p: here.can_build(p) for p in pools} | {p: t.capabilities for p, t in stored.items()}
+    return here.model_copy(update={"pool_capabilities": caps}), said
