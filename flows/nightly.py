@@ -25,6 +25,8 @@ from mlc_farm import alerts
 from mlc_farm import toolchain as toolchain_steps
 from mlc_farm.catalog import BuildRecord
 from mlc_farm.catalog_update import UnitResult
+from mlc_farm.errors import ToolchainUnavailable
+from mlc_farm.farm import idle_pools
 from mlc_farm.fingerprints import Fingerprint
 from mlc_farm.hub import PublishResult
 from mlc_farm.matrix import LoadedMatrix, ModelSpec
@@ -192,6 +194,8 @@ class PrefectEngine:
         with its own toolchain; the weights pool (`pools[0]`) is the run's."""
         if self.mode == "embedded":
             return probe_toolchain(pools)
+        if idle := idle_pools(pools):  # a run there would wait for ever: say so instead
+            raise ToolchainUnavailable("; ".join(idle))
         futures = [dispatch.submit(f"probe-toolchain/{pool}", {"pool": pool, "store": st.url}, pool) for pool in pools]
         for f in futures:
             f.result()

@@ -9,13 +9,19 @@ the one its device family names (mlc_farm/devices.py).
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from importlib.resources import files
-from typing import Any
+from typing import Any, cast
 
 from mlc_farm.devices import family as device_family
 from mlc_farm.matrix import Matrix
 
 POOLS = files("mlc_farm") / "pools"
+
+
+ZOMBIE_AUTOMATION = "mlc-farm: crash zombie runs"
+HEARTBEAT_SECONDS = 30  # Prefect's shortest flow-run heartbeat period
+ZOMBIE_AFTER = timedelta(seconds=3 * HEARTBEAT_SECONDS)  # no heartbeat for this long: its worker is gone
 
 
 def compile_limit(pool: str) -> str:
@@ -32,14 +38,20 @@ def pools_of(matrix: Matrix) -> dict[str, str]:
 
 
 def base_job_template(pool_type: str, family: str) -> dict:
+    """The pool type's job template (ours for docker and kubernetes), whose runs send Prefect heartbeats every
+    HEARTBEAT_SECONDS: a run whose worker dies without a word (SIGKILL, out of memory) is marked Crashed by
+    the zombie automation instead of staying Running."""
     if pool_type == "process":
         from prefect.workers.process import ProcessWorker
 
-        return ProcessWorker.get_default_base_job_template()
-    path = POOLS / f"{pool_type}-{device_family(family).pool_template}.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"no base job template {path} for a {pool_type} pool of family {family}")
-    template: dict[str, Any] = json.loads(path.read_text())
+        template: dict[str, Any] = ProcessWorker.get_default_base_job_template()
+    else:
+        path = POOLS / f"{pool_type}-{device_family(family).pool_template}.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"no base job template {path} for a {pool_type} pool of family {family}")
+        template = json.loads(path.read_text())
+    env = template["variables"]["properties"]["env"]
+    env["default"] = {**(env.get("default") or {}), "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS)}
     return template
 
 
@@ -74,7 +86,60 @@ def init(matrix: Matrix, pool_type: str, gpus: int, pool_limit: int | None) -> l
             except ObjectNotFound:
                 client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=gpus))
             done.append(f"global concurrency limit {name}: {gpus} compile(s) at once")
+    done.append(_apply_zombie_automation())
     return done
+
+
+def zombie_automation() -> Any:
+    """Prefect's recipe for zombie runs, as code: a flow run that sent a heartbeat and then nothing (no
+    heartbeat, no final state) for ZOMBIE_AFTER is set Crashed. The nightly's dispatch then sees its build end
+    Crashed and names the cell; its lease lapses; the next nightly rebuilds it."""
+    from prefect.automations import Automation, EventTrigger, Posture
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.events import ResourceSpecification
+
+    return Automation(
+        name=ZOMBIE_AUTOMATION,
+        description=f"A flow run silent for {ZOMBIE_AFTER.total_seconds():g} s after a heartbeat: its worker died.",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={
+                "prefect.flow-run.heartbeat",
+                "prefect.flow-run.Completed",
+                "prefect.flow-run.Failed",
+                "prefect.flow-run.Cancelled",
+                "prefect.flow-run.Crashed",
+            },
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=ZOMBIE_AFTER,
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                message=(
+                    f"no heartbeat for {ZOMBIE_AFTER.total_seconds():g} s: its worker died (killed, out of memory); the "
+                    "build's lease lapses and the next run rebuilds it"
+                ),
+            )
+        ],
+    )
+
+
+def _apply_zombie_automation() -> str:
+    from prefect.automations import Automation
+
+    wanted = zombie_automation()
+    try:
+        there = cast(Automation, Automation.read(name=ZOMBIE_AUTOMATION))
+    except ValueError:
+        wanted.create()
+        return f"automation {ZOMBIE_AUTOMATION!r}: created (runs silent for {ZOMBIE_AFTER.total_seconds():g} s crash)"
+    wanted.model_copy(update={"id": there.id}).update()
+    return f"automation {ZOMBIE_AUTOMATION!r}: up to date"
 
 
 def idle_pools(pools: list[str]) -> list[str]:

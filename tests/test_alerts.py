@@ -193,3 +193,36 @@ def test_a_nightly_that_did_not_run_notifies(hook: tuple[Hook, str], tiny_models
     assert made.returncode == 0, made.stdout + made.stderr
     message = receiver.wait_for("did not run", timeout=60)  # no nightly completes here: 10 s, then Prefect says so
     assert "No mlc-farm nightly (nightly-build) completed in the last" in message["body"]
+
+
+def test_farm_init_crashes_zombie_runs_and_a_nightly_names_a_pool_no_worker_polls(
+    tiny_models: Path, tmp_path: Path
+) -> None:
+    """A worker killed mid-build (an OOM-killed pod) sends no more heartbeats: farm init's automation sets its
+    run Crashed after three missed ones; runs on its pools send them. A pool no worker polls is named at once."""
+    from prefect.automations import Automation
+    from prefect.client.orchestration import get_client
+
+    from mlc_farm.farm import ZOMBIE_AUTOMATION
+    from mlc_farm.flows.nightly import nightly_build
+
+    matrix = tiny_models / f"idle-{tmp_path.name}.yaml"  # pools of its own: no other test's worker polls them
+    matrix.write_text(MATRIX.replace("pool: mlc-cpu", "pool: mlc-idle") + "weights_pool: mlc-idle\n")
+    made = run_cli("farm", "init", "--matrix", str(matrix))
+    assert made.returncode == 0 and f"automation {ZOMBIE_AUTOMATION!r}" in made.stdout, made.stdout + made.stderr
+    zombie = Automation.read(name=ZOMBIE_AUTOMATION)
+    try:
+        trigger = zombie.trigger
+        assert trigger.posture == "Proactive" and trigger.within.total_seconds() == 90  # type: ignore[union-attr]
+        assert trigger.after == {"prefect.flow-run.heartbeat"}  # type: ignore[union-attr]
+        assert zombie.actions[0].state == "CRASHED"  # type: ignore[union-attr]
+        with get_client(sync_client=True) as client:
+            pool = client.read_work_pool("mlc-idle")
+        env = pool.base_job_template["variables"]["properties"]["env"]["default"]
+        assert env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "30"
+        began = time.monotonic()
+        state = nightly_build(str(matrix), store=str(tmp_path / "store"), mode="farm", return_state=True)
+        assert state.is_failed() and "no worker is polling pool mlc-idle" in (state.message or "")
+        assert time.monotonic() - began < 60  # said, not waited for
+    finally:
+        zombie.delete()
