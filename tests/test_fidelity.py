@@ -215,6 +215,9 @@ def test_history_keeps_a_point_per_toolchain_and_lists_what_regressed(
     libraries = series([r for _, r in all_records(open_store(str(store)))], by="library")
     cpu = [points for (_, label), points in libraries.items() if label == "llama q4f16_1 llvm"]
     assert [len(points) for points in cpu] == [3]  # the cpu library across the three toolchains
+    unrun = run_cli("history", "tiny", "q4f16_1", "vulkan", "--store", str(store))  # no Vulkan device here
+    assert unrun.returncode == 0 and "vulkan: checked, but its library did not run (no vulkan device" in " ".join(
+        unrun.stdout.split()), unrun.stdout + unrun.stderr  # fmt: skip
     missing = run_cli("history", "nope", "q4f16_1", "--store", str(store))
     assert missing.returncode == 2 and "no checked build of nope q4f16_1" in missing.stderr
 

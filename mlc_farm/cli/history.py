@@ -32,12 +32,24 @@ def history_cmd(
     from mlc_farm.history import regressions, series
 
     check_names(model=model, quantization=quantization, device=device)
+    records = [r for _, r in all_records(open_store(store, must_exist=True))]
     found = {
         cell[2]: points
-        for cell, points in series([r for _, r in all_records(open_store(store, must_exist=True))]).items()
+        for cell, points in series(records).items()
         if cell[:2] == (model, quantization) and device in (None, cell[2])
     }
-    if not found:
+    # Checks that could not run the library (no such device where it was built) measured nothing: said as such.
+    unrun = {
+        r.cell["device"]: r.validation.run.detail or r.validation.run.status
+        for r in records
+        if r.kind == "check" and r.cell and r.validation and r.validation.run.status != "passed"
+        and (r.cell["model"], r.cell["quantization"]) == (model, quantization) and device in (None, r.cell["device"])
+        and r.cell["device"] not in found
+    }  # fmt: skip
+    for name, why in sorted(unrun.items()):
+        out.print(Text(f"{model} {quantization} {name}: checked, but its library did not run ({why}): no speed, "
+                       "memory or fidelity was measured"), soft_wrap=True)  # fmt: skip
+    if not found and not unrun:
         raise NotFound(f"no checked build of {model} {quantization}{f' {device}' if device else ''} in the store")
     for name, points in sorted(found.items()):
         t = Table(title=f"{model} {quantization} {name}")
