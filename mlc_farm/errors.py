@@ -175,11 +175,22 @@ def remember_secret(value: str | None) -> None:
         _SECRETS.add(value)
 
 
+# A URL query parameter that carries a credential (a presigned URL's signature, `?token=`, `api_key=`...).
+_SECRET_PARAM = re.compile(
+    r"(?i)([?&](?:[a-z0-9_.-]*(?:token|secret|signature|credential|password|passwd|key))=)[^&\s'\"]*"
+)
+_SECRET_ENV = ("HF_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")  # read where a client may echo them
+
+
 def redact_urls(text: str) -> str:
-    """`scheme://user:password@host` -> `scheme://***@host` wherever it appears, and any secret read from a
-    block -> `***`: no message, log or page ever shows credentials."""
-    text = _USERINFO.sub(r"\1***@", text)
-    for secret in _SECRETS:
+    """`scheme://user:password@host` -> `scheme://***@host` wherever it appears, a credential in a URL's query
+    (`?token=...`, `X-Amz-Signature=...`) -> `***`, and any secret read from a block or from the environment
+    (HF_TOKEN, the AWS secret key) -> `***`: no message, log or page ever shows credentials, whatever a client's
+    exception put in its text."""
+    import os
+
+    text = _SECRET_PARAM.sub(r"\1***", _USERINFO.sub(r"\1***@", text))
+    for secret in (*_SECRETS, *(v for name in _SECRET_ENV if len(v := os.environ.get(name, "")) >= 8)):
         text = text.replace(secret, "***")
     return text
 

@@ -298,3 +298,15 @@ def test_choices_are_checked_by_typer_and_listed(args: list[str], said: str) -> 
     assert code == 2 and said in text.replace("│ ", "").replace(" │", "")
     help_text = runner.invoke(app, [*args[:-2], "--help"] if args[0] != "export" else ["export", "--help"]).stdout
     assert said.split("one of ")[1].split(",")[0].strip("'") in help_text  # the choices are in --help
+
+
+def test_secrets_in_a_clients_exception_text_are_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlc_farm.errors import redact_urls
+
+    monkeypatch.setenv("HF_TOKEN", "hf_abcdefgh12345678")
+    said = redact_urls(
+        "EndpointResolutionError: http://u:pw@host:9/?token=SECRET1&x=1 and "
+        "https://b.s3.example/k?X-Amz-Credential=AKIA%2F1&X-Amz-Signature=deadbeef; auth hf_abcdefgh12345678"
+    )
+    assert "pw" not in said and "SECRET1" not in said and "deadbeef" not in said and "AKIA" not in said
+    assert "hf_abcdefgh12345678" not in said and "x=1" in said and "host:9" in said

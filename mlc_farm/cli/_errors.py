@@ -88,8 +88,10 @@ def message_for(error: BaseException) -> tuple[int, str]:
     for kinds, code, message in _errors():
         if isinstance(error, kinds):
             return code or getattr(error, "exit_code", 1), redact_urls(message(error))
+    said = str(error)
+    said = said if len(said) <= 2000 else f"{said[:2000]}... ({len(said)} characters)"
     return 1, redact_urls(
-        f"internal error: {type(error).__name__}: {error}. Rerun with --debug and report the traceback."
+        f"internal error: {type(error).__name__}: {said}. Rerun with --debug and report the traceback."
     )
 
 
