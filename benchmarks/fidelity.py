@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -24,6 +25,27 @@ from pathlib import Path
 
 from mlc_farm import fidelity, toolchain, validate
 from mlc_farm.tiny_model import write_tiny_llama
+
+ONE_CPU_CELL = """
+quantizations: [q4f16_1]
+devices: [{name: cpu, family: cpu, target: llvm}]
+models: [{id: tiny, source: {path: model}, conv_template: LM}]
+"""
+
+
+def built_cell(root: Path) -> float:
+    """A baseline other benchmarks measure against: one tiny CPU cell built end to end in `root` (`mlc-farm
+    build`, the toolchain double, Prefect's temporary server, caches in `root`), into `root/store`; seconds."""
+    os.environ["MLC_FARM_CACHE"] = str(root / "cache")
+    write_tiny_llama(root / "model", seed=1)
+    (root / "matrix.yaml").write_text(ONE_CPU_CELL)
+    start = time.perf_counter()
+    built = subprocess.run([sys.executable, "-m", "mlc_farm.cli", "build", "--matrix", str(root / "matrix.yaml"),
+                            "--store", str(root / "store")], capture_output=True, text=True, env=os.environ)  # fmt: skip
+    seconds = time.perf_counter() - start
+    if built.returncode:
+        sys.exit(f"the baseline build failed:\n{built.stdout}{built.stderr}")
+    return seconds
 
 
 def median_seconds(call: Callable[[], object], repeat: int) -> float:

@@ -14,26 +14,15 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-from benchmarks.fidelity import median_seconds
+from benchmarks.fidelity import built_cell, median_seconds
 from mlc_farm import credentials, provenance, signatures
 from mlc_farm.catalog import read_entry
 from mlc_farm.entry_signatures import verified
 from mlc_farm.pull import entry_files
 from mlc_farm.store.local import LocalStore
-from mlc_farm.tiny_model import write_tiny_llama
-
-MATRIX = """
-quantizations: [q4f16_1]
-devices: [{name: cpu, family: cpu, target: llvm}]
-models: [{id: tiny, source: {path: model}, conv_template: LM}]
-"""
 
 
 def main() -> None:
@@ -43,15 +32,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mlc-farm-bench-") as tmp:
         root = Path(tmp)
-        os.environ["MLC_FARM_CACHE"] = str(root / "cache")
-        write_tiny_llama(root / "model", seed=1)
-        (root / "matrix.yaml").write_text(MATRIX)
-        start = time.perf_counter()
-        built = subprocess.run([sys.executable, "-m", "mlc_farm.cli", "build", "--matrix", str(root / "matrix.yaml"),
-                                "--store", str(root / "store")], capture_output=True, text=True, env=os.environ)  # fmt: skip
-        build_s = time.perf_counter() - start
-        if built.returncode:
-            sys.exit(f"the baseline build failed:\n{built.stdout}{built.stderr}")
+        build_s = built_cell(root)
         store = LocalStore(root / "store")
         entry = read_entry(store, "tiny", "q4f16_1")
         assert entry is not None

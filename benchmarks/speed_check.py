@@ -15,23 +15,14 @@ compile of minutes.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from benchmarks.fidelity import median_seconds
+from benchmarks.fidelity import built_cell, median_seconds
 from mlc_farm import speed
-from mlc_farm.tiny_model import write_tiny_llama
 from mlc_farm.validate import run_library
-
-MATRIX = """
-quantizations: [q4f16_1]
-devices: [{name: cpu, family: cpu, target: llvm}]
-models: [{id: tiny, source: {path: model}, conv_template: LM}]
-"""
 
 
 def toolchain(*args: str) -> None:
@@ -44,15 +35,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mlc-farm-bench-") as tmp:
         root = Path(tmp)
-        os.environ["MLC_FARM_CACHE"] = str(root / "cache")
-        write_tiny_llama(root / "model", seed=1)
-        (root / "matrix.yaml").write_text(MATRIX)
-        start = time.perf_counter()
-        built = subprocess.run([sys.executable, "-m", "mlc_farm.cli", "build", "--matrix", str(root / "matrix.yaml"),
-                                "--store", str(root / "store")], capture_output=True, text=True, env=os.environ)  # fmt: skip
-        build_s = time.perf_counter() - start
-        if built.returncode:
-            sys.exit(f"the baseline build failed:\n{built.stdout}{built.stderr}")
+        build_s = built_cell(root)
         out, lib = root / "out", root / "lib.so"
         model = str(root / "model")
         toolchain("convert_weight", model, "--quantization", "q4f16_1", "--device", "cpu", "-o", str(out))

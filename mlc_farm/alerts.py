@@ -88,38 +88,37 @@ def automations(block_id: UUID, missed_after: timedelta, prefix: str = "mlc-farm
     def send(subject: str, body: str) -> list[Any]:
         return [SendNotification(block_document_id=block_id, subject=subject, body=body)]
 
+    def failed(title: str, flow: str, description: str, subject: str, body: str) -> Any:
+        """A run of `flow` ended Failed or Crashed."""
+        return Automation(
+            name=f"{prefix}: {title}",
+            description=description,
+            trigger=EventTrigger(
+                expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed"},
+                match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"}),
+                match_related=ResourceSpecification(_flow(flow)),
+                posture=Posture.Reactive,
+                threshold=1,
+            ),
+            actions=send(subject, body),
+        )
+
     hours = missed_after.total_seconds() / 3600
     return [
-        Automation(
-            name=f"{prefix}: nightly failed",
-            description="A nightly ended Failed or Crashed: its final state message names the failing cells.",
-            trigger=EventTrigger(
-                expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed"},
-                match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"}),
-                match_related=ResourceSpecification(_flow(NIGHTLY_FLOW)),
-                posture=Posture.Reactive,
-                threshold=1,
-            ),
-            actions=send(
-                "mlc-farm nightly {{ flow_run.name }} ended {{ flow_run.state.name }}",
-                "mlc-farm nightly {{ flow_run.name }} ended {{ flow_run.state.name }}:\n{{ flow_run.state.message }}",
-            ),
+        failed(
+            "nightly failed",
+            NIGHTLY_FLOW,
+            "A nightly ended Failed or Crashed: its final state message names the failing cells.",
+            "mlc-farm nightly {{ flow_run.name }} ended {{ flow_run.state.name }}",
+            "mlc-farm nightly {{ flow_run.name }} ended {{ flow_run.state.name }}:\n{{ flow_run.state.message }}",
         ),
-        Automation(
-            name=f"{prefix}: build-model failed",
-            description="A build of one model (the build-model deployment) ended Failed or Crashed.",
-            trigger=EventTrigger(
-                expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed"},
-                match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"}),
-                match_related=ResourceSpecification(_flow(BUILD_MODEL_FLOW)),
-                posture=Posture.Reactive,
-                threshold=1,
-            ),
-            actions=send(
-                "mlc-farm build of {{ flow_run.parameters.model }} ({{ flow_run.name }}) ended {{ flow_run.state.name }}",
-                "mlc-farm build-model run {{ flow_run.name }} for model {{ flow_run.parameters.model }} ended "
-                "{{ flow_run.state.name }}:\n{{ flow_run.state.message }}",
-            ),
+        failed(
+            "build-model failed",
+            BUILD_MODEL_FLOW,
+            "A build of one model (the build-model deployment) ended Failed or Crashed.",
+            "mlc-farm build of {{ flow_run.parameters.model }} ({{ flow_run.name }}) ended {{ flow_run.state.name }}",
+            "mlc-farm build-model run {{ flow_run.name }} for model {{ flow_run.parameters.model }} ended "
+            "{{ flow_run.state.name }}:\n{{ flow_run.state.message }}",
         ),
         Automation(
             name=f"{prefix}: nightly needs attention",
