@@ -71,12 +71,12 @@ def s3_client() -> Any:
     return boto3.session.Session().client("s3")
 
 
-ONE_CELL = """
+UNPUBLISHED_CELL = """
 quantizations: [q4f16_1]
 devices: [{name: cpu, family: cpu, target: llvm}]
 models: [{id: tiny-llama-a, source: {path: models/a}, conv_template: LM}]
-publish: {org: farm-org}
 """
+ONE_CELL = UNPUBLISHED_CELL + "publish: {org: farm-org}\n"
 
 
 def built_store(tiny_models: Path, tmp_path: Path, text: str = ONE_CELL) -> tuple[Path, Path]:

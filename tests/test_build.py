@@ -282,9 +282,13 @@ def test_killed_build_is_finished_by_the_next_run(tiny_matrix: Path, tmp_path: P
 
 
 def test_a_dead_temporary_prefect_server_ends_the_build_within_seconds_and_the_rerun_finishes(
-    tiny_matrix: Path, tmp_path: Path
+    tiny_models: Path, tmp_path: Path
 ) -> None:
+    from tests.helpers import UNPUBLISHED_CELL
+
     store, calls = tmp_path / "store", tmp_path / "calls.log"
+    tiny_matrix = tiny_models / f"one-{tmp_path.name}.yaml"  # one cell: 5 builds, killed after 2
+    tiny_matrix.write_text(UNPUBLISHED_CELL)
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # its own temporary server
     env |= {"MLC_DOUBLE_LOG": str(calls), "MLC_DOUBLE_SLEEP": "2"}
     proc = subprocess.Popen(

@@ -101,15 +101,15 @@ def fast_clock(days: int) -> dict[str, str]:
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_api")
 def test_gc_on_a_machine_whose_clock_is_two_days_fast_removes_nothing_a_live_build_or_the_catalog_needs(
-    tiny_matrix: Path, store_url: str, tmp_path: Path
+    tiny_models: Path, store_url: str, tmp_path: Path
 ) -> None:
     import hashlib
 
-    from tests.helpers import cli
+    from tests.helpers import UNPUBLISHED_CELL, cli
 
-    assert (
-        run_cli("build", "--matrix", str(tiny_matrix), "--store", store_url, "--model", "tiny-llama-a").returncode == 0
-    )
+    matrix = tiny_models / f"one-{tmp_path.name}.yaml"
+    matrix.write_text(UNPUBLISHED_CELL)
+    assert run_cli("build", "--matrix", str(matrix), "--store", store_url).returncode == 0
     blob = tmp_path / "blob"
     blob.write_bytes(os.urandom(1000))
     sha = hashlib.sha256(blob.read_bytes()).hexdigest()
