@@ -15,7 +15,7 @@ from pydantic import Field
 
 from mlc_farm import build as builds
 from mlc_farm import sources, toolchain
-from mlc_farm.farm import compile_limit
+from mlc_farm.farm import COMPILE_SLOT_LEASE, compile_limit
 from mlc_farm.plan import CheckBuild, ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, ReferenceBuild
 from mlc_farm.sources import ResolvedSource
 from mlc_farm.store import open_store
@@ -71,5 +71,5 @@ def build_library_flow(
     run, st = str(flow_run.get_id()), open_store(store)
     if isinstance(lb, CheckBuild):
         return builds.check_cell(st, lb, on_line=log_line, flow_run=run, force=force).key
-    with concurrency(compile_limit(lb.device.work_pool), occupy=1):
+    with concurrency(compile_limit(lb.device.work_pool), occupy=1, lease_duration=COMPILE_SLOT_LEASE.total_seconds()):
         return builds.build_library(st, lb, builds_from, on_line=log_line, flow_run=run, force=force).key

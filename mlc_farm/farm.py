@@ -20,8 +20,12 @@ POOLS = files("mlc_farm") / "pools"
 
 
 ZOMBIE_AUTOMATION = "mlc-farm: crash zombie runs"
-HEARTBEAT_SECONDS = 30  # Prefect's shortest flow-run heartbeat period
+FARM_TAG = "mlc-farm"  # every deployment of prefect.yaml: the runs the farm's pools start
+HEARTBEAT_SECONDS = 30  # Prefect's shortest flow-run heartbeat period (its default is 180 s)
 ZOMBIE_AFTER = timedelta(seconds=3 * HEARTBEAT_SECONDS)  # no heartbeat for this long: its worker is gone
+# A compile's slot of its pool's limit lapses this long after its holder last renewed it: a dead worker's slot
+# is free again about when its run is crashed (Prefect renews a live holder's at three quarters of it).
+COMPILE_SLOT_LEASE = ZOMBIE_AFTER
 
 
 def compile_limit(pool: str) -> str:
@@ -90,10 +94,12 @@ def init(matrix: Matrix, pool_type: str, gpus: int, pool_limit: int | None) -> l
     return done
 
 
-def zombie_automation() -> Any:
+def zombie_automation(silent: timedelta = ZOMBIE_AFTER) -> Any:
     """Prefect's recipe for zombie runs, as code: a flow run that sent a heartbeat and then nothing (no
-    heartbeat, no final state) for ZOMBIE_AFTER is set Crashed. The nightly's dispatch then sees its build end
-    Crashed and names the cell; its lease lapses; the next nightly rebuilds it."""
+    heartbeat, no final state) for `silent` is set Crashed. The nightly's dispatch then sees its build end
+    Crashed and names the cell; its lease lapses; the next nightly rebuilds it. Only the runs of the farm's
+    deployments (tag FARM_TAG), which its pools' templates make beat every HEARTBEAT_SECONDS: any other run
+    on the server beats every 180 s by Prefect's default, and a server-wide rule would crash it alive."""
     from prefect.automations import Automation, EventTrigger, Posture
     from prefect.client.schemas.objects import StateType
     from prefect.events.actions import ChangeFlowRunState
@@ -101,7 +107,7 @@ def zombie_automation() -> Any:
 
     return Automation(
         name=ZOMBIE_AUTOMATION,
-        description=f"A flow run silent for {ZOMBIE_AFTER.total_seconds():g} s after a heartbeat: its worker died.",
+        description=f"A flow run silent for {silent.total_seconds():g} s after a heartbeat: its worker died.",
         trigger=EventTrigger(
             after={"prefect.flow-run.heartbeat"},
             expect={
@@ -112,16 +118,17 @@ def zombie_automation() -> Any:
                 "prefect.flow-run.Crashed",
             },
             match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            match_related=ResourceSpecification({"prefect.resource.id": f"prefect.tag.{FARM_TAG}"}),
             for_each={"prefect.resource.id"},
             posture=Posture.Proactive,
             threshold=1,
-            within=ZOMBIE_AFTER,
+            within=silent,
         ),
         actions=[
             ChangeFlowRunState(
                 state=StateType.CRASHED,
                 message=(
-                    f"no heartbeat for {ZOMBIE_AFTER.total_seconds():g} s: its worker died (killed, out of memory); the "
+                    f"no heartbeat for {silent.total_seconds():g} s: its worker died (killed, out of memory); the "
                     "build's lease lapses and the next run rebuilds it"
                 ),
             )

@@ -215,6 +215,9 @@ def test_farm_init_crashes_zombie_runs_and_a_nightly_names_a_pool_no_worker_poll
         trigger = zombie.trigger
         assert trigger.posture == "Proactive" and trigger.within.total_seconds() == 90  # type: ignore[union-attr]
         assert trigger.after == {"prefect.flow-run.heartbeat"}  # type: ignore[union-attr]
+        # The farm's runs only: any other beats every 180 s (Prefect's default) and would be crashed alive.
+        related = json.loads(zombie.model_dump_json())["trigger"]["match_related"]
+        assert related in ({"prefect.resource.id": "prefect.tag.mlc-farm"}, [{"prefect.resource.id": "prefect.tag.mlc-farm"}])  # fmt: skip
         assert zombie.actions[0].state == "CRASHED"  # type: ignore[union-attr]
         with get_client(sync_client=True) as client:
             pool = client.read_work_pool("mlc-idle")

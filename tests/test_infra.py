@@ -14,6 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from mlc_farm.farm import FARM_TAG
 from mlc_farm.matrix import load_matrix
 from tests.helpers import ROOT
 
@@ -82,6 +83,7 @@ def test_prefect_yaml_deploys_every_pool_of_the_matrix() -> None:
     spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     by_flow: dict[str, set[str]] = {}
     for d in spec["deployments"]:
+        assert FARM_TAG in d["tags"], d  # the zombie automation covers the farm's runs by this tag
         module, func = d["entrypoint"].split(":")
         assert hasattr(__import__(module.removesuffix(".py").replace("/", "."), fromlist=[func]), func)
         by_flow.setdefault(func, set()).add(d["work_pool"]["name"])
