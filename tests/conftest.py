@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +42,18 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 _SERVER: dict[str, Service] = {}
+# A Prefect home whose database a temporary server has already set up (migrations, block types): an embedded
+# build spends ~7 s of its first start on that, in every test's fresh home. Made once, in the background.
+_HOME = Path(tempfile.mkdtemp(prefix="mlc-farm-prefect-home-"))
+_HOME_READY = threading.Thread(target=lambda: _set_up_home(_HOME), daemon=True)
+
+
+def _set_up_home(home: Path) -> None:
+    """Start and stop a temporary server in `home`, as `mlc-farm build` does (in a process of its own: the
+    tests' environment is theirs)."""
+    code = "import pathlib, mlc_farm.stack as s; s.start_temporary_prefect(pathlib.Path(sys.argv[1])).stop()"
+    env = {**os.environ, "PREFECT_HOME": str(home), "DO_NOT_TRACK": "1"}
+    subprocess.run([sys.executable, "-c", f"import sys; {code}", str(home / "logs")], env=env, timeout=300, check=True)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -56,6 +71,8 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Start the shared Prefect test server once the tests are chosen, and only if one of them needs it,
     without waiting: it boots while the unit tests run (the tests that need it run last, see below)."""
+    if any(item.get_closest_marker("slow") for item in session.items):
+        _HOME_READY.start()
     if not any("prefect_api" in getattr(item, "fixturenames", ()) for item in session.items):
         return
     home = Path(tempfile.mkdtemp(prefix="mlc-farm-prefect-"))
@@ -65,6 +82,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    if _HOME_READY.ident is not None:
+        _HOME_READY.join()
+    shutil.rmtree(_HOME, ignore_errors=True)
     if server := _SERVER.pop("prefect", None):
         from prefect.events.worker import EventsWorker
         from prefect.logging.handlers import APILogWorker
@@ -102,6 +122,9 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytes
     if "prefect_api" not in request.fixturenames:
         monkeypatch.delenv("PREFECT_API_URL", raising=False)
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))
+    if request.node.get_closest_marker("slow") and _HOME_READY.ident is not None:
+        _HOME_READY.join()
+        shutil.copytree(_HOME, tmp_path / "prefect-home", ignore=shutil.ignore_patterns("logs"))
     monkeypatch.setenv("DO_NOT_TRACK", "1")
     monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     monkeypatch.setenv("PREFECT_LOGGING_LEVEL", "WARNING")

@@ -193,7 +193,7 @@ def test_publish_dry_run_wrong_token_and_deletion(
     assert "the Hub was not asked (no connection to http://127.0.0.1:9" in said and "was not compared" in said
     assert "Retrying" not in preview.stderr + preview.stdout
     offline = cli("publish", "tiny-llama-a", "q0f16", "--matrix", str(matrix), "--store", str(store),
-                  env={"HF_ENDPOINT": "http://127.0.0.1:9"})  # fmt: skip
+                  env={"HF_ENDPOINT": "http://127.0.0.1:9", "MLC_FARM_RETRY_SECONDS": "4"})  # fmt: skip
     assert offline.returncode == 3, offline.stderr
     assert "cannot reach the Hugging Face Hub at http://127.0.0.1:9 (ConnectError" in offline.stderr
     assert "check HF_ENDPOINT and the network" in offline.stderr and "Traceback" not in offline.stderr
