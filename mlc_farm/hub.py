@@ -27,11 +27,12 @@ from mlc_farm.catalog import CatalogEntry, FileEntry, get_entry, load_record, re
 from mlc_farm.devices import Family, of_target
 from mlc_farm.devices import family as device_family
 from mlc_farm.entry_signatures import sign_folder, sign_statement
-from mlc_farm.errors import PublishError, ServiceUnreachable, StoreError, retry_transient
+from mlc_farm.errors import PublishError, ServiceUnreachable, StoreError
 from mlc_farm.matrix import Matrix
 from mlc_farm.names import BuildKey, Name, RepoId
 from mlc_farm.provenance import entry_records
 from mlc_farm.pull import lib_path, pull_files
+from mlc_farm.retry import retry_transient
 from mlc_farm.settings import load_settings
 from mlc_farm.signatures import SIGNATURE, fingerprint, public_key
 from mlc_farm.sources import hub_endpoint, hub_repo_url

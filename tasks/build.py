@@ -1,7 +1,7 @@
 """Prefect tasks: thin wrappers over mlc_farm.build.
 
 No task is retried by Prefect: a toolchain failure or a bad input gives the same error again, and a service
-(S3, the Hub) is retried by the one layer around each call (mlc_farm.errors.retry_transient), so retries
+(S3, the Hub) is retried by the one layer around each call (mlc_farm.retry.retry_transient), so retries
 never multiply and an outage never reruns a conversion or a compile.
 """
 

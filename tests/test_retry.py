@@ -1,10 +1,11 @@
-"""The one retry layer (mlc_farm.errors.retry_transient): transient errors only, within a time budget."""
+"""The one retry layer (mlc_farm.retry.retry_transient): transient errors only, within a time budget."""
 
 from __future__ import annotations
 
 import pytest
 
-from mlc_farm.errors import Backoff, BadInput, TransientError, retry_transient
+from mlc_farm.errors import BadInput, TransientError
+from mlc_farm.retry import Backoff, retry_transient
 
 
 class Flaky:

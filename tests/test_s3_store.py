@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from mlc_farm.build import store_files
-from mlc_farm.errors import StoreError, StoreUnavailable, WriteConflict, is_transient
+from mlc_farm.errors import StoreError, StoreUnavailable, WriteConflict
 from mlc_farm.gc import collect
+from mlc_farm.retry import is_transient
 from mlc_farm.store import open_store
 from mlc_farm.store.layout import blob_path
 from mlc_farm.store.s3 import S3Store

@@ -7,7 +7,7 @@ multipart uploads with SHA-256 part checksums the server verifies, and come down
 into a temporary file, hashed as they land, and renamed only once the sha256 matches.
 
 Retries: every request (a HEAD, a GET and its body, a PUT, a page of a listing, a whole file upload) is retried
-by the one layer `mlc_farm.errors.retry_transient` for MLC_FARM_RETRY_SECONDS on 5xx, throttling and dropped
+by the one layer `mlc_farm.retry.retry_transient` for MLC_FARM_RETRY_SECONDS on 5xx, throttling and dropped
 connections; botocore's own retries are off, so attempts never multiply. What outlives the budget is
 StoreUnavailable (exit 3); permanent errors raise StoreError naming the bucket and what to check.
 """
@@ -55,11 +55,10 @@ from mlc_farm.errors import (
     StoreError,
     StoreUnavailable,
     WriteConflict,
-    is_transient,
     redact_urls,
-    retry_transient,
 )
 from mlc_farm.names import shorten
+from mlc_farm.retry import is_transient, retry_transient
 from mlc_farm.settings import Settings, load_settings
 from mlc_farm.store import parse_document
 from mlc_farm.store.layout import blob_path
