@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from mlc_farm import fidelity, toolchain, validate
+from mlc_farm import fidelity, fidelity_metrics, fidelity_rules, toolchain, toolchain_scripts, validate
 from mlc_farm.tiny_model import write_tiny_llama
 
 ONE_CPU_CELL = """
@@ -59,7 +59,7 @@ def median_seconds(call: Callable[[], object], repeat: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--positions", type=int, default=fidelity.POSITIONS)
+    parser.add_argument("--positions", type=int, default=fidelity_rules.POSITIONS)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--quantization", default="q4f16_1")
     args = parser.parse_args()
@@ -73,11 +73,11 @@ def main() -> None:
                       "-o", str(built)],
                      ["compile", str(built / "mlc-chat-config.json"), "--device", "llvm", "-o", str(work / "lib.so")]):  # fmt: skip
             subprocess.run([*mlc, *step], check=True, capture_output=True)
-        tokens = fidelity.eval_tokens(source / "tokenizer.json", args.positions, 1000)
+        tokens = fidelity_metrics.eval_tokens(source / "tokenizer.json", args.positions, 1000)
         ref_request = validate.write_request(work / "ref.json", tokens.tokens, None)
 
         def reference() -> dict:
-            return validate.in_toolchain("reference.py", [str(source), str(ref_request)], 600, ("ref", "ref"))
+            return toolchain_scripts.in_toolchain("reference.py", [str(source), str(ref_request)], 600, ("ref", "ref"))
 
         ref = fidelity.Distributions(method="bench", tokens=tokens.tokens, seeded=tokens.seeded, **reference())
         request = validate.write_request(work / "req.json", tokens.tokens, ref.top_ids)
@@ -86,7 +86,7 @@ def main() -> None:
         check = median_seconds(lambda: validate.run_library(lib, "cpu", built, 600, request), args.repeat)
         ref_seconds = median_seconds(reference, args.repeat)
         out = validate.run_library(lib, "cpu", built, 600, request)
-        measured = fidelity.compare(ref, fidelity.Distributions(method="lib", tokens=tokens.tokens,
+        measured = fidelity_metrics.compare(ref, fidelity.Distributions(method="lib", tokens=tokens.tokens,
                                                                 seeded=tokens.seeded, **out["distributions"]))  # fmt: skip
     print(f"toolchain: {' '.join(toolchain.command())} ({sys.version.split()[0]}); {args.quantization}, "
           f"{args.positions} positions ({tokens.describe()}), median of {args.repeat}")  # fmt: skip

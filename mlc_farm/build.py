@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import socket
-import tempfile
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +22,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from mlc_farm import activity, device_code, fidelity, jit, lease, runtime, toolchain, validate
+from mlc_farm import (
+    activity,
+    device_code,
+    fidelity,
+    fidelity_metrics,
+    fidelity_rules,
+    fit,
+    jit,
+    lease,
+    runtime,
+    toolchain,
+    toolchain_scripts,
+    validate,
+)
 from mlc_farm.catalog import (
     BuildRecord,
     FailedCell,
@@ -38,15 +50,16 @@ from mlc_farm.catalog import (
     referenced_blobs,
 )
 from mlc_farm.devices import family as device_family
+from mlc_farm.digests import file_sha256
 from mlc_farm.errors import BuildFailed, LibraryLoadError, StoreError, ValidationFailed
 from mlc_farm.fidelity import Fidelity
 from mlc_farm.formatting import size
 from mlc_farm.plan import CheckBuild, ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, ReferenceBuild
-from mlc_farm.processes import process_alive
 from mlc_farm.settings import load_settings
-from mlc_farm.sources import SourceFiles, file_sha256
+from mlc_farm.sources import SourceFiles
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import blob_url, failure_path, record_path
+from mlc_farm.workdirs import workdir
 
 LIB_FILE = "model-lib"
 
@@ -75,29 +88,6 @@ def store_files(
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return sorted(pool.map(one, paths.items()), key=lambda f: f.path)
-
-
-_WORK_PREFIX = "mlc-farm-build-"
-
-
-def _workdir(key: str) -> Path:
-    """A build's scratch directory, named after this process, so a later run can tell it was left behind."""
-    base = load_settings().work_dir
-    if base:
-        base.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f"{_WORK_PREFIX}{os.getpid()}-{key[:12]}-", dir=base))
-
-
-def remove_stale_workdirs() -> list[Path]:
-    """Scratch directories of builds whose process is gone (killed, or a crashed machine): removed."""
-    base = load_settings().work_dir or Path(tempfile.gettempdir())
-    stale = []
-    for path in base.glob(f"{_WORK_PREFIX}*") if base.is_dir() else []:
-        pid = path.name.removeprefix(_WORK_PREFIX).split("-", 1)[0]
-        if pid.isdigit() and not process_alive(int(pid)):
-            shutil.rmtree(path, ignore_errors=True)
-            stale.append(path)
-    return stale
 
 
 def _timeout(timeout: float | None) -> float:
@@ -160,7 +150,7 @@ def _build(
     leaves a failure record with the log instead, until the key builds. The blobs are named in the lease before
     any is put, so a gc running meanwhile keeps them."""
     key, inputs = subject.key, subject.inputs
-    work = _workdir(key)
+    work = workdir(key)
     log_path = work / "build.log"
     try:
         try:
@@ -359,17 +349,17 @@ def build_reference(
     def steps(work: Path, log: Path) -> tuple[dict[str, float], dict[str, Path], dict]:
         source_dir = source.stage(work / rb.model)
         config = json.loads((source_dir / "config.json").read_text())
-        tokens = fidelity.eval_tokens(source_dir / "tokenizer.json", rb.positions, int(config["vocab_size"]))
+        tokens = fidelity_metrics.eval_tokens(source_dir / "tokenizer.json", rb.positions, int(config["vocab_size"]))
         request = validate.write_request(work / "request.json", tokens.tokens, None)
         with activity.phase(rb.key, "reference pass"):
             try:
-                out = validate.in_toolchain("reference.py", [str(source_dir), str(request)], _timeout(timeout),
+                out = toolchain_scripts.in_toolchain("reference.py", [str(source_dir), str(request)], _timeout(timeout),
                                             ("the reference pass", "make the reference pass"))  # fmt: skip
             except LibraryLoadError as e:
                 raise ValidationFailed(str(e)) from None
         if "unavailable" in out:
             raise ValidationFailed(f"the reference pass cannot run: {out['unavailable']}")
-        dist = fidelity.Distributions(method=f"{fidelity.METHOD_TRANSFORMERS} ({rb.tools})",
+        dist = fidelity.Distributions(method=f"{fidelity_rules.METHOD_TRANSFORMERS} ({rb.tools})",
                                       tokens=tokens.tokens, seeded=tokens.seeded, **out)  # fmt: skip
         with log.open("a", encoding="utf-8") as f:
             f.write(f"reference of {rb.model}: {dist.method}, {tokens.describe()}, {dist.seconds:.1f} s\n")
@@ -401,7 +391,7 @@ def check_cell(
     def steps(work: Path, log: Path) -> tuple[dict[str, float], dict[str, Path], dict]:
         tensor_cache = read_blob_json(store, _file(convert, "tensor-cache.json"))
         chat_config = read_blob_json(store, _file(config, "mlc-chat-config.json"))
-        fits = validate.fit_check(lib.library_metadata, tensor_cache, chat_config)
+        fits = fit.fit_check(lib.library_metadata, tensor_cache, chat_config)
         keys = _jit_keys(chat_config, cb, log, timeout)
         fam = device_family(cb.device.family)
         if (absent := fam.missing_here()) or fam.runtime_device is None:
@@ -418,7 +408,9 @@ def check_cell(
             result = Fidelity(status="not measured", detail=ref)
             return {}, {}, _checked(log, cb, keys, Validation(fits=fits, run=run), result, on_line)
         if ref is None:
-            tokens = fidelity.eval_tokens(weights / "tokenizer.json", cb.positions, int(chat_config["vocab_size"]))
+            tokens = fidelity_metrics.eval_tokens(
+                weights / "tokenizer.json", cb.positions, int(chat_config["vocab_size"])
+            )
         else:
             tokens = fidelity.EvalTokens(tokens=ref.tokens, seeded=ref.seeded)
         request = validate.write_request(work / "request.json", tokens.tokens, ref.top_ids if ref else None)
@@ -442,7 +434,7 @@ def check_cell(
             result = Fidelity(status="reference", reference=dist.method, evaluation=tokens.describe(),
                               seconds=dist.seconds)  # fmt: skip
             return seconds, {validate.DISTRIBUTIONS_FILE: path}, _checked(log, cb, keys, validation, result, on_line)
-        measured = fidelity.compare(ref, dist)
+        measured = fidelity_metrics.compare(ref, dist)
         ok, why = fidelity.judge(measured, cb.thresholds)
         result = Fidelity(status="passed" if ok else "failed", detail=why, reference=ref.method,
                           evaluation=tokens.describe(), measured=measured, thresholds=cb.thresholds,

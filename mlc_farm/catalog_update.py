@@ -31,12 +31,12 @@ from mlc_farm.catalog import (
 from mlc_farm.entry_signatures import sign_entry
 from mlc_farm.errors import DamagedDocumentError
 from mlc_farm.fidelity import Fidelity
+from mlc_farm.fit import fit_check
 from mlc_farm.plan import Plan, PlanCell
 from mlc_farm.pull import entry_files
 from mlc_farm.sources import ResolvedSource
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import catalog_path
-from mlc_farm.validate import fit_check
 
 
 class UnitResult(BaseModel):

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from mlc_farm.catalog import BuildRecord
-from mlc_farm.fidelity import kl_regressed
+from mlc_farm.fidelity_rules import kl_regressed
 from mlc_farm.keys import across_toolchains
 from mlc_farm.speed import of_phase
 

@@ -19,12 +19,12 @@ from pathlib import Path
 from mlc_farm import jit, runtime
 from mlc_farm.catalog import CatalogEntry, FileEntry, LibRef, get_entry, read_blob_json, read_document
 from mlc_farm.devices import runs_here
+from mlc_farm.digests import file_sha256
 from mlc_farm.entry_signatures import verified
 from mlc_farm.errors import BadInput
 from mlc_farm.hub import Published
 from mlc_farm.output_dir import replacing, scratch
 from mlc_farm.pull import LIB_DIR, lib_path, pull_files
-from mlc_farm.sources import file_sha256
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import published_path
 from mlc_farm.toolchain import ToolchainInfo

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from mlc_farm.devices import of_target
 from mlc_farm.names import Md5
+from mlc_farm.toolchain_scripts import in_toolchain
 
 SYSTEM_LIBRARY_DEVICES = ("iphone", "macabi", "android")  # JIT devices of system libraries: plain, no index
 RECORDED_INDICES = range(8)  # the device indices whose keys a catalog entry lists (eight GPUs per machine)
@@ -82,8 +83,6 @@ def keys(
     toolchain's interpreter; by default those of the
     engine's defaults (no overrides, no opt), which is what `MLCEngine("HF://...")` and `mlc_llm chat` ask for.
     `present` (library, kind): instead of `devices`, every device of that kind this machine has."""
-    from mlc_farm.validate import in_toolchain
-
     if not devices and present is None:
         return {}
     with tempfile.TemporaryDirectory(prefix="mlc-farm-jit-") as tmp:

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from mlc_farm import capabilities, fidelity, keys, twins
+from mlc_farm import capabilities, fidelity_rules, keys, twins
 from mlc_farm.fingerprints import Fingerprint
 from mlc_farm.matrix import Cell, DeviceSpec, Matrix, Overrides
 from mlc_farm.sources import ResolvedSource
@@ -93,7 +93,7 @@ class CheckBuild(BaseModel):
     reference: str | None
     role: Literal["measured", "reference"]
     positions: int
-    thresholds: fidelity.Thresholds
+    thresholds: fidelity_rules.Thresholds
     inputs: dict
 
     def depends_on(self) -> list[str]:
@@ -250,7 +250,7 @@ def make_plan(
 
 NO_REFERENCE = (
     "no reference: torch and transformers are not importable beside the toolchain, and the matrix has no "
-    f"{'/'.join(fidelity.REFERENCE_QUANTIZATIONS)} build of this model on this device"
+    f"{'/'.join(fidelity_rules.REFERENCE_QUANTIZATIONS)} build of this model on this device"
 )
 
 
@@ -266,15 +266,15 @@ def _checks(
 
     def check(pc: PlanCell, reference: str | None, role: Literal["measured", "reference"]) -> str:
         spec, c = matrix.model(pc.cell.model), pc.cell
-        n = fidelity.positions(matrix.fidelity, spec.fidelity)
+        n = fidelity_rules.positions(matrix.fidelity, spec.fidelity)
         builds = ModelBuilds(model=c.model, convert=pc.convert or "", config=pc.config or "")
-        inputs = keys.check_inputs(pc.library or "", builds.convert, builds.config, reference, role, fidelity.EVAL_SET,
-                                   n, fidelity.TOP_K, of_pool(toolchain, matrix.device(c.device).work_pool))  # fmt: skip
+        inputs = keys.check_inputs(pc.library or "", builds.convert, builds.config, reference, role, fidelity_rules.EVAL_SET,
+                                   n, fidelity_rules.TOP_K, of_pool(toolchain, matrix.device(c.device).work_pool))  # fmt: skip
         key = keys.digest(inputs)
         checks[key] = CheckBuild(
             key=key, model=c.model, quantization=c.quantization, device=matrix.device(c.device),
             library=pc.library or "", builds=builds, reference=reference, role=role, positions=n,
-            thresholds=fidelity.thresholds(c.quantization, matrix.fidelity, spec.fidelity), inputs=inputs,
+            thresholds=fidelity_rules.thresholds(c.quantization, matrix.fidelity, spec.fidelity), inputs=inputs,
         )  # fmt: skip
         pc.check = key
         return key
@@ -282,16 +282,17 @@ def _checks(
     def stand_in(pc: PlanCell) -> PlanCell | None:
         c = pc.cell
         return next(
-            (by_cell[k] for q in fidelity.REFERENCE_QUANTIZATIONS if (k := (c.model, q, c.device)) in by_cell), None
+            (by_cell[k] for q in fidelity_rules.REFERENCE_QUANTIZATIONS if (k := (c.model, q, c.device)) in by_cell),
+            None,
         )
 
-    order = {q: i for i, q in enumerate(fidelity.REFERENCE_QUANTIZATIONS)}
+    order = {q: i for i, q in enumerate(fidelity_rules.REFERENCE_QUANTIZATIONS)}
     for pc in sorted(built, key=lambda pc: order.get(pc.cell.quantization, len(order))):  # references first
         if toolchain.reference:
             spec = matrix.model(pc.cell.model)
-            n = fidelity.positions(matrix.fidelity, spec.fidelity)
-            inputs = keys.reference_inputs(sources[pc.cell.model].key_part(), fidelity.EVAL_SET, n,
-                                           fidelity.METHOD_TRANSFORMERS, fidelity.TOP_K)  # fmt: skip
+            n = fidelity_rules.positions(matrix.fidelity, spec.fidelity)
+            inputs = keys.reference_inputs(sources[pc.cell.model].key_part(), fidelity_rules.EVAL_SET, n,
+                                           fidelity_rules.METHOD_TRANSFORMERS, fidelity_rules.TOP_K)  # fmt: skip
             ref = references.setdefault(
                 keys.digest(inputs),
                 ReferenceBuild(

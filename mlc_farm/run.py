@@ -21,7 +21,6 @@ from rich.text import Text
 
 from mlc_farm import capabilities, lease, terminal
 from mlc_farm import toolchain as toolchain_steps
-from mlc_farm.build import remove_stale_workdirs
 from mlc_farm.catalog import BuildRecord, FailureRecord, all_records, load_failure, load_record, now, referenced_blobs
 from mlc_farm.catalog_update import UnitResult
 from mlc_farm.durations import estimate
@@ -49,9 +48,9 @@ from mlc_farm.sources import ResolvedSource
 from mlc_farm.status import RunStatus, StatusDisplay
 from mlc_farm.store import ArtifactStore, open_store
 from mlc_farm.store.layout import BLOBS, blob_url, toolchain_path
-from mlc_farm.store.local import LocalStore
 from mlc_farm.summary import DONE, Outcome, Summary, summarize
 from mlc_farm.toolchain import SNAPSHOT_POOL, ToolchainInfo
+from mlc_farm.workdirs import remove_stale_workdirs
 
 Mode = Literal["embedded", "farm"]
 Target = tuple[str, bool | None]  # a Hub repo and whether it is private (None: as the source)
@@ -167,8 +166,7 @@ def preflight(
     cells = select_cells(matrix, loaded.file, models, quantizations, devices)
     targets = {(c.model, c.quantization): repo_for(matrix, c.model, c.quantization) for c in cells}
     store = open_store(store_url)
-    if isinstance(store, LocalStore):
-        store.check_writable()  # before anything is spent, not after the first build
+    store.check_writable()  # before anything is spent, not after the first build
     pools = pools_of(matrix, cells)
     toolchain = probe(store, pools)
     if not toolchain.known:

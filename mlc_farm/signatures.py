@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from mlc_farm.digests import file_sha256
 from mlc_farm.errors import BadInput, PermanentError
-from mlc_farm.sources import file_sha256
 
 SIGNATURE = "model.sig"  # in a signed folder: the one file its signature does not cover
 # Not part of a folder, as model-signing has it (git's files), and huggingface_hub's download bookkeeping.

@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from mlc_farm import credentials
+from mlc_farm.digests import file_sha256
 from mlc_farm.errors import BadInput
 from mlc_farm.matrix import HFSource, LoadedMatrix, LocalSource, ModelSpec, TinySource
 from mlc_farm.settings import load_settings
@@ -59,14 +60,6 @@ def needed_files(names: list[str]) -> list[str]:
     if any(n.endswith(".safetensors") for n in picked):
         picked = [n for n in picked if not Path(n).name.startswith("pytorch_model")]
     return sorted(picked)
-
-
-def file_sha256(path: Path, chunk: int = 8 << 20) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def resolve_local(model: str, path: Path) -> ResolvedSource:

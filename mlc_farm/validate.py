@@ -1,7 +1,7 @@
 """Is a library fit to ship: does its metadata fit the weights it ships with, does it run where its device is.
 
 The library is loaded in the toolchain's own interpreter (`in_toolchain/run_library.py`, run like the probe);
-the fit itself is a pure comparison (`fits`) of that metadata with `tensor-cache.json` and
+the fit itself is a pure comparison (`mlc_farm/fit.py`) of that metadata with `tensor-cache.json` and
 `mlc-chat-config.json`, by the rules of shared/mlc-reference. A library whose device is absent is not run,
 and the result says so: nothing claims more than was checked.
 """
@@ -9,86 +9,23 @@ and the result says so: nothing claims more than was checked.
 from __future__ import annotations
 
 import json
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from mlc_farm import fidelity, speed, toolchain
+from mlc_farm import fidelity, fidelity_metrics, fidelity_rules, speed
 from mlc_farm.catalog import FitCheck, LibRef, RunCheck, Validation, get_entry, load_record, read_blob_json
 from mlc_farm.devices import family as device_family
 from mlc_farm.devices import target_family
+from mlc_farm.digests import file_sha256
 from mlc_farm.errors import LibraryLoadError, StoreError
+from mlc_farm.fit import fit_check
 from mlc_farm.matrix import DeviceSpec
 from mlc_farm.pull import lib_path, pull_files
-from mlc_farm.sources import file_sha256
 from mlc_farm.store import ArtifactStore
+from mlc_farm.toolchain_scripts import in_toolchain
 
-_SCRIPTS = Path(__file__).parent / "in_toolchain"
 REFERENCE_FILE, DISTRIBUTIONS_FILE = "reference.json", "distributions.json"  # a reference's, a reference check's
-
-
-def fits(metadata: dict[str, Any], tensor_cache: dict[str, Any], chat_config: dict[str, Any]) -> list[str]:
-    """Why the library does not fit these weights (empty: it fits).
-
-    Every metadata param needs a tensor-cache record of the same name and dtype, and the same shape once
-    symbolic dimensions are read from the config (`model_config` first, then the top level); model type and
-    quantization must agree, and the config may not ask for a longer context or prefill chunk than compiled.
-    """
-    problems = []
-    model_config = chat_config.get("model_config", {})
-    records = {r["name"]: r for shard in tensor_cache.get("records", []) for r in shard.get("records", [])}
-    for param in metadata.get("params", []):
-        name, record = param["name"], records.get(param["name"])
-        if record is None:
-            problems.append(f"{name}: no such tensor in tensor-cache.json")
-            continue
-        if record["dtype"] != param["dtype"]:
-            problems.append(f"{name}: dtype {param['dtype']} in the library, {record['dtype']} in the weights")
-        shape = [model_config.get(d, chat_config.get(d, d)) if isinstance(d, str) else d for d in param["shape"]]
-        if shape != record["shape"]:
-            problems.append(
-                f"{name}: shape {param['shape']} -> {shape} in the library, {record['shape']} in the weights"
-            )
-    for field in ("model_type", "quantization"):
-        if metadata.get(field) != chat_config.get(field):
-            problems.append(
-                f"{field}: {metadata.get(field)!r} in the library, {chat_config.get(field)!r} in the config"
-            )
-    for field in ("context_window_size", "prefill_chunk_size"):
-        built, asked = metadata.get(field), chat_config.get(field)
-        if isinstance(built, int) and isinstance(asked, int) and built != -1 and asked > built:
-            problems.append(f"{field}: the config asks for {asked}, the library was compiled for {built}")
-    return problems
-
-
-def fit_check(metadata: dict[str, Any] | None, tensor_cache: dict[str, Any], chat_config: dict[str, Any]) -> FitCheck:
-    if metadata is None:
-        return FitCheck(status="not checked", detail="the library could not be loaded where it was built")
-    problems = fits(metadata, tensor_cache, chat_config)
-    if not problems:
-        return FitCheck(status="passed")
-    more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-    return FitCheck(status="failed", detail="; ".join(problems[:3]) + more)
-
-
-def in_toolchain(script: str, args: list[str], timeout: float, what: tuple[str, str]) -> dict[str, Any]:
-    """Run `in_toolchain/<script>` (after distributions.py) in the toolchain's interpreter; its last line's JSON.
-    `what`: the task for messages, as a noun and as a verb (`loading the library`, `load the library`)."""
-    python = toolchain.interpreter()
-    if python is None:
-        raise LibraryLoadError(f"cannot tell which Python runs {' '.join(toolchain.command())!r}")
-    code = (_SCRIPTS / "distributions.py").read_text() + "\n" + (_SCRIPTS / script).read_text()
-    try:
-        done = toolchain.run_captured([python, "-c", code, *args], timeout)
-    except subprocess.TimeoutExpired:
-        raise LibraryLoadError(f"{what[0]} took more than {timeout:g} s") from None
-    lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise LibraryLoadError(f"the toolchain could not {what[1]}: {last}")
-    result: dict[str, Any] = json.loads(lines[-1])
-    return result
 
 
 def run_library(
@@ -175,7 +112,7 @@ def validate_pulled(
 def write_request(path: Path, tokens: list[int], probe_ids: list[list[int]] | None) -> Path:
     """The teacher-forced pass's input: the evaluation tokens and, to measure against, the reference's top-k."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"tokens": tokens, "k": fidelity.TOP_K, "probe_ids": probe_ids}))
+    path.write_text(json.dumps({"tokens": tokens, "k": fidelity_rules.TOP_K, "probe_ids": probe_ids}))
     return path
 
 
@@ -207,7 +144,7 @@ def pulled_fidelity(
         return fidelity.Fidelity(status="not measured", detail=out.get("run", {}).get("detail", "it did not run"))
     dist = fidelity.Distributions(method="this copy", tokens=reference.tokens, seeded=reference.seeded,
                                   **out["distributions"])  # fmt: skip
-    measured = fidelity.compare(reference, dist)
+    measured = fidelity_metrics.compare(reference, dist)
     limits = check.fidelity.thresholds
     ok, why = fidelity.judge(measured, limits) if limits else (True, "")
     return check.fidelity.model_copy(update={"status": "passed" if ok else "failed", "detail": why,

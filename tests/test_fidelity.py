@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlc_farm import fidelity, toolchain
+from mlc_farm import fidelity, fidelity_metrics, fidelity_rules, toolchain
 from mlc_farm.catalog import entries
 from mlc_farm.run import MatrixRun, Progress, RunResult, preflight
 from mlc_farm.store import open_store
@@ -44,9 +44,9 @@ def served(store: Path) -> dict[str, dict]:
 
 def test_metrics_are_zero_for_the_same_distribution_and_grow_with_the_difference() -> None:
     ref = np.log(np.array([[0.5, 0.3, 0.1], [0.7, 0.2, 0.05]]))
-    assert np.allclose(fidelity.kl_per_position(ref, ref), 0)
+    assert np.allclose(fidelity_metrics.kl_per_position(ref, ref), 0)
     worse = np.log(np.array([[0.3, 0.5, 0.1], [0.2, 0.7, 0.05]]))
-    kl = fidelity.kl_per_position(ref, worse)
+    kl = fidelity_metrics.kl_per_position(ref, worse)
     assert (kl > 0.05).all()
     # the rest of the vocabulary is one bucket: 0.1 and 0.05 of mass the top 3 do not hold
     p, q = np.array([0.5, 0.3, 0.1, 0.1]), np.array([0.3, 0.5, 0.1, 0.1])
@@ -54,24 +54,29 @@ def test_metrics_are_zero_for_the_same_distribution_and_grow_with_the_difference
 
 
 def test_thresholds_come_per_quantization_family_and_the_matrix_adjusts_them() -> None:
-    assert fidelity.thresholds("q0f16").min_top1 == 0.95 and fidelity.thresholds("q0f16").max_kl == 0.01
-    assert fidelity.thresholds("q4f16_1").max_kl == 0.25 and fidelity.thresholds("q4f16_1").min_top1 is None
-    assert fidelity.thresholds("q3f16_1").max_kl == 0.75
-    mine = fidelity.thresholds("q4f16_1", fidelity.Rules(max_kl=0.1), fidelity.Rules(gate=False))
+    assert fidelity_rules.thresholds("q0f16").min_top1 == 0.95 and fidelity_rules.thresholds("q0f16").max_kl == 0.01
+    assert fidelity_rules.thresholds("q4f16_1").max_kl == 0.25 and fidelity_rules.thresholds("q4f16_1").min_top1 is None
+    assert fidelity_rules.thresholds("q3f16_1").max_kl == 0.75
+    mine = fidelity_rules.thresholds("q4f16_1", fidelity_rules.Rules(max_kl=0.1), fidelity_rules.Rules(gate=False))
     assert (mine.max_kl, mine.gate) == (0.1, False)
     m = fidelity.Measured(top1=0.5, kl_mean=0.3, kl_p99=1, ppl_reference=None, ppl_library=None, positions=8)
-    assert fidelity.judge(m, fidelity.thresholds("q4f16_1")) == (False, "KL 0.3000 > 0.25 (4-bit)")
+    assert fidelity.judge(m, fidelity_rules.thresholds("q4f16_1")) == (False, "KL 0.3000 > 0.25 (4-bit)")
     assert fidelity.judge(m, mine) == (True, "recorded, not gated: KL 0.3000 > 0.1 (4-bit)")  # recorded, not gated
-    assert fidelity.judge(m, fidelity.thresholds("q4f16_1", fidelity.Rules(max_kl=1)), previous_kl=0.1)[0] is False
+    assert (
+        fidelity.judge(m, fidelity_rules.thresholds("q4f16_1", fidelity_rules.Rules(max_kl=1)), previous_kl=0.1)[0]
+        is False
+    )
 
 
 def test_the_text_goes_through_the_models_tokenizer_or_seeded_ids_say_so(tiny_models: Path) -> None:
-    text = fidelity.eval_tokens(tiny_models / "models" / "a" / "tokenizer.json", 128, 1000)
+    text = fidelity_metrics.eval_tokens(tiny_models / "models" / "a" / "tokenizer.json", 128, 1000)
     assert not text.seeded and len(text.tokens) == 129 and text.describe() == "fidelity-v1 text, 128 positions"
-    too_long = fidelity.eval_tokens(tiny_models / "models" / "a" / "tokenizer.json", 8000, 1000)
+    too_long = fidelity_metrics.eval_tokens(tiny_models / "models" / "a" / "tokenizer.json", 8000, 1000)
     assert too_long.seeded and "tokens, 8001 are needed" in too_long.describe()
-    none = fidelity.eval_tokens(None, 16, 1000)
-    assert none.seeded and none.tokens == fidelity.eval_tokens(None, 16, 1000).tokens  # seeded: the same each time
+    none = fidelity_metrics.eval_tokens(None, 16, 1000)
+    assert (
+        none.seeded and none.tokens == fidelity_metrics.eval_tokens(None, 16, 1000).tokens
+    )  # seeded: the same each time
 
 
 def test_each_library_is_measured_against_one_reference_per_source(

@@ -84,7 +84,7 @@ def test_killed_upload_is_finished_by_the_next_run_sending_only_what_is_missing(
         import sys, time
         from pathlib import Path
         sys.path.insert(0, {str(ROOT)!r})
-        from mlc_farm.sources import file_sha256
+        from mlc_farm.digests import file_sha256
         from mlc_farm.store import open_store
         store = open_store({s3_store_url!r})
         store.client.meta.events.register("before-call.s3.UploadPart", lambda **kw: time.sleep(0.7))

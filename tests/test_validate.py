@@ -15,8 +15,9 @@ import pytest
 
 from mlc_farm import speed
 from mlc_farm.catalog import CatalogEntry, FileEntry, FitCheck, LibRef, RunCheck, Validation, next_entry
+from mlc_farm.fit import fits
 from mlc_farm.matrix import DeviceSpec
-from mlc_farm.validate import fits, validate_library
+from mlc_farm.validate import validate_library
 from tests.helpers import REFERENCE
 
 SAMPLE = REFERENCE / "sample-library-q4f16_1"
@@ -167,7 +168,7 @@ def test_a_library_runs_through_mlc_engine_or_the_tvm_runtime(
 
 def test_the_warm_up_run_is_not_counted() -> None:
     """The timing rule of the check's script, run as the toolchain's interpreter runs it."""
-    from mlc_farm.validate import _SCRIPTS
+    from mlc_farm.toolchain_scripts import _SCRIPTS
 
     scope: dict = {"__name__": "run_library"}
     exec((_SCRIPTS / "distributions.py").read_text() + (_SCRIPTS / "run_library.py").read_text(), scope)

@@ -14,7 +14,7 @@ from mlc_farm.cli._app import app
 from mlc_farm.cli._errors import command
 from mlc_farm.cli._options import AllowUnsignedOpt, RuntimeOpt, StoreOpt
 from mlc_farm.cli._output import bytes_bar, err, out
-from mlc_farm.errors import BadInput, StoreError
+from mlc_farm.errors import BadInput
 from mlc_farm.formatting import size
 from mlc_farm.matrix import (
     check_names,
@@ -132,12 +132,10 @@ def url(
     """Print presigned download URLs (S3 store) for people without credentials: one line per file, `path`, size,
     sha256 and URL separated by tabs."""
     from mlc_farm.pull import pull_files
-    from mlc_farm.store.s3 import S3Store
 
     check_names(model=model, quantization=quantization, device=device)
     st = open_store(store, must_exist=True)
-    if not isinstance(st, S3Store):
-        raise StoreError(f"{st.url}: presigned URLs need an S3 store (s3://bucket/prefix)")
+    st.presigned_url("catalog.json", 1)  # a store without links says so before anything is read
     for rel, f in pull_files(st, model, quantization, device).items():
         print(f"{rel}\t{f.size}\t{f.sha256}\t{st.presigned_url(blob_path(f.sha256), expires)}")
     err.print(f"links expire in {expires} s; check each file's sha256 after download")

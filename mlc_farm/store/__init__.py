@@ -2,30 +2,32 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Collection, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from mlc_farm.errors import BadInput, DamagedDocumentError, redact_urls
+from mlc_farm.errors import BadInput, redact_urls
 from mlc_farm.names import shorten
-
-
-def parse_document(where: str, raw: bytes | str) -> dict[str, Any]:
-    """A store document's JSON, or DamagedDocumentError naming the object (truncated, not UTF-8, not an object)."""
-    try:
-        data = json.loads(raw)
-    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
-        raise DamagedDocumentError(f"{where} is damaged ({e})") from None
-    if not isinstance(data, dict):
-        raise DamagedDocumentError(f"{where} is damaged (a JSON {type(data).__name__}, not an object)")
-    return data
+from mlc_farm.settings import Settings, load_settings
 
 
 class ArtifactStore(Protocol):
     url: str
+
+    def ping(self) -> None:
+        """Fail fast, naming the store, when it cannot be reached (an endpoint that never answers)."""
+        ...
+
+    def check_writable(self) -> None:
+        """Before a build spends anything: the store takes writes (BadInput naming it if not)."""
+        ...
+
+    def presigned_url(self, name: str, expires: int) -> str:
+        """A link to the object `name` for someone without credentials, valid `expires` seconds (StoreError
+        where the backend has no such links)."""
+        ...
 
     def has_blob(self, sha256: str) -> bool: ...
 
@@ -79,8 +81,6 @@ def open_store(url: str | None = None, must_exist: bool = False) -> ArtifactStor
     """The store at `url`, else MLC_FARM_STORE, else ./artifacts: `s3://bucket/prefix`, `file://DIR` or a plain
     path. Opening never creates anything (the first write does); `must_exist` is for commands that only read,
     so a mistyped local store is an error instead of an empty catalog."""
-    from mlc_farm.settings import load_settings
-
     settings = load_settings()
     if url is not None and not url.strip():
         raise BadInput("--store '': give a store (a path, file://DIR or s3://bucket/prefix), or leave it out to use "
@@ -94,16 +94,17 @@ def open_store(url: str | None = None, must_exist: bool = False) -> ArtifactStor
             "give them as AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a profile or an instance role"
         )
     scheme = url.split("://", 1)[0] if "://" in url else "file"
-    if scheme == "s3":
-        from mlc_farm.store.s3 import S3Store
-
-        s3 = S3Store(url, settings)
-        s3.ping()
-        return s3
-    if scheme != "file":
+    backend = _BACKENDS.get(scheme)
+    if backend is None:
         raise BadInput(
             f"store {url!r}: unknown scheme {scheme + '://'!r}; use file://DIR, a path, or s3://bucket/prefix"
         )
+    store = backend(url, settings, must_exist)
+    store.ping()
+    return store
+
+
+def _open_local(url: str, settings: Settings, must_exist: bool) -> ArtifactStore:
     from mlc_farm.store.local import LocalStore
 
     if not url.removeprefix("file://"):
@@ -112,3 +113,13 @@ def open_store(url: str | None = None, must_exist: bool = False) -> ArtifactStor
     if must_exist and not store.root.is_dir():
         raise BadInput(f"no store at {store.root} (nothing was built there): check --store or MLC_FARM_STORE")
     return store
+
+
+def _open_s3(url: str, settings: Settings, must_exist: bool) -> ArtifactStore:
+    from mlc_farm.store.s3 import S3Store  # boto3 is loaded only for an S3 store
+
+    return S3Store(url, settings)
+
+
+# A backend per URL scheme: a new one is a function here and a module beside local.py and s3.py.
+_BACKENDS: dict[str, Callable[[str, Settings, bool], ArtifactStore]] = {"file": _open_local, "s3": _open_s3}

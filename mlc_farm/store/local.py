@@ -19,9 +19,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from mlc_farm.errors import CorruptBlobError, DamagedDocumentError
+from mlc_farm.errors import BadInput, CorruptBlobError, DamagedDocumentError, StoreError
 from mlc_farm.processes import process_alive
-from mlc_farm.store import parse_document
+from mlc_farm.settings import load_settings
+from mlc_farm.store.documents import parse_document
 from mlc_farm.store.layout import blob_path
 
 _CHUNK = 8 << 20
@@ -33,10 +34,14 @@ class LocalStore:
         self.root = root.resolve()
         self.url = f"file://{self.root}"
 
+    def ping(self) -> None:
+        """A directory is always there to ask (whether it exists is `check_writable`'s or a reader's question)."""
+
+    def presigned_url(self, name: str, expires: int) -> str:
+        raise StoreError(f"{self.url}: presigned URLs need an S3 store (s3://bucket/prefix)")
+
     def check_writable(self) -> None:
         """Before a build spends anything: the store's directory exists or can be made, and takes a file."""
-        from mlc_farm.errors import BadInput
-
         if self.root.exists() and not self.root.is_dir():
             raise BadInput(f"store {self.root} is a file, not a directory: give a directory (or s3://bucket/prefix)")
         try:
@@ -166,8 +171,6 @@ class LocalStore:
         this machine, those whose process is gone; of another machine sharing the store, those untouched for
         `older_than` and for MLC_FARM_STALE_UPLOAD_HOURS (a live writer keeps touching its file). Nothing a
         live process of this machine holds is removed, whatever `older_than` says."""
-        from mlc_farm.settings import load_settings
-
         quiet = max(older_than.total_seconds(), load_settings().stale_upload_hours * 3600)
         clock = now.timestamp() if now else time.time()
         stale: list[str] = []

@@ -23,6 +23,7 @@ import random
 import re
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -60,7 +61,7 @@ from mlc_farm.errors import (
 from mlc_farm.names import shorten
 from mlc_farm.retry import is_transient, retry_transient
 from mlc_farm.settings import Settings, load_settings
-from mlc_farm.store import parse_document
+from mlc_farm.store.documents import parse_document
 from mlc_farm.store.layout import blob_path
 
 MB = 1024 * 1024
@@ -167,6 +168,12 @@ class S3Store:
         self.requests: Counter[str] = Counter()
         self._lock = threading.Lock()
         self.client.meta.events.register("before-call.s3", self._count)
+
+    def check_writable(self) -> None:
+        """Before a build spends anything: the credentials may write here (a small object, put and deleted)."""
+        name = f"tmp/writable-{uuid.uuid4().hex}"
+        self.write_text(name, "", "text/plain")
+        self.delete(name)
 
     def ping(self, seconds: float = 2.5, attempts: int = 4) -> None:
         """Fail fast when the endpoint does not answer: a HEAD of the bucket with short timeouts and a few
