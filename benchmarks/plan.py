@@ -37,7 +37,7 @@ DEVICES = [
     {"name": "cpu", "family": "cpu", "target": "llvm"},
     {"name": "vulkan", "family": "vulkan", "target": "vulkan:generic"},
     {"name": "cuda-sm90", "family": "cuda", "target": '{"kind":"cuda","arch":"sm_90a"}', "cuda_archs": ["90a"]},
-    {"name": "rocm-gfx942", "family": "rocm", "target": '{"kind":"rocm","mcpu":"gfx942"}'},
+    {"name": "cuda-sm80", "family": "cuda", "target": '{"kind":"cuda","arch":"sm_80"}', "cuda_archs": ["80"]},
 ]
 
 
@@ -91,6 +91,7 @@ def models(work: Path, n: int) -> Path:
 def fill(store, plan, work: Path) -> None:  # type: ignore[no-untyped-def]
     """A record for every build of the plan, pointing at one tiny blob (16 writes at a time)."""
     from mlc_farm.catalog import BuildRecord, FileEntry, FitCheck, RunCheck, Validation, now
+    from mlc_farm.fidelity import Fidelity
     from mlc_farm.store.layout import record_path
 
     blob = work / "blob"
@@ -98,15 +99,18 @@ def fill(store, plan, work: Path) -> None:  # type: ignore[no-untyped-def]
     entry = FileEntry(path="mlc-chat-config.json", size=1, sha256=hashlib.sha256(b"x").hexdigest())
     store.put_blob(blob, entry.sha256)
     not_run = Validation(fits=FitCheck(status="not checked"), run=RunCheck(status="not run"))
+    unmeasured = Fidelity(status="not measured", detail="a benchmark's stand-in record")
 
     def write(item) -> None:  # type: ignore[no-untyped-def]
         key, b = item
-        record = BuildRecord(key=key, kind=b.kind, files=[entry], inputs=b.inputs, toolchain=b.inputs["toolchain"],
+        record = BuildRecord(key=key, kind=b.kind, files=[entry], inputs=b.inputs, toolchain=b.inputs.get("toolchain", {}),
                              started_at=now(), finished_at=now(), seconds={}, log=entry,
-                             validation=not_run if b.kind == "library" else None)  # fmt: skip
+                             validation=not_run if b.kind in ("library", "check") else None,
+                             fidelity=unmeasured if b.kind == "check" else None)  # fmt: skip
         store.write_json(record_path(key), record.model_dump(mode="json"))
 
-    builds = {**plan.convert_builds, **plan.config_builds, **plan.lib_builds}
+    builds = {**plan.convert_builds, **plan.config_builds, **plan.lib_builds, **plan.reference_builds,
+              **plan.check_builds}  # fmt: skip
     with ThreadPoolExecutor(max_workers=16) as pool:
         list(pool.map(write, builds.items()))
 
@@ -121,6 +125,7 @@ def main() -> None:
     os.environ.setdefault("PREFECT_HOME", str(work / "prefect"))
     os.environ.update(DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_LOGGING_LEVEL="WARNING")
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests" / "double"), str(ROOT)])
+    os.environ["PATH"] = os.pathsep.join([str(ROOT / "tests" / "double" / "bin"), os.environ["PATH"]])  # its nvcc
     sys.path.insert(0, str(ROOT))
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(seaweed(work)) if args.seaweed else args.store or str(work / "store")
@@ -133,9 +138,11 @@ def run(work: Path, url: str, n: int) -> None:
 
     from mlc_farm import sources, toolchain
     from mlc_farm.catalog import load_record
+    from mlc_farm.fingerprints import fingerprints
     from mlc_farm.flows.nightly import nightly_build
     from mlc_farm.matrix import expand, load_matrix
-    from mlc_farm.plan import make_plan
+    from mlc_farm.plan import conversion_classes, make_plan
+    from mlc_farm.run import pools_of
     from mlc_farm.schedule import to_build
     from mlc_farm.stack import start_temporary_prefect
     from mlc_farm.store import open_store
@@ -143,18 +150,21 @@ def run(work: Path, url: str, n: int) -> None:
     matrix_path = models(work, n)
     store = open_store(url)
     t: dict[str, float] = {}
-    tc = toolchain.probe()  # the toolchain double: a subprocess, the same with or without work to do
     with timed("work: load + validate the matrix", t):
         loaded = load_matrix(matrix_path)
         cells = expand(loaded.matrix)
+    # The toolchain double, probed as the run probes it (per pool): subprocesses, the same with or without work.
+    tc = toolchain.probe_here(pools_of(loaded.matrix, cells))
     with timed("work: hash the sources", t):
         srcs = sources.resolve(loaded, loaded.matrix.models)
+    classes = conversion_classes(loaded.matrix, cells, srcs)
+    fingerprints(store, tc, classes)  # the conversion twins, made once (as a first nightly does), kept in the store
     with timed("work: keys (plan)", t):
-        plan = make_plan(loaded.matrix, cells, srcs, tc)
+        plan = make_plan(loaded.matrix, cells, srcs, tc, fingerprints(store, tc, classes))
     fill(store, plan, work)
     with timed("work: look up every key", t):
         todo = to_build(plan, lambda k: load_record(store, k) is not None, force=False)
-    assert not todo
+    assert not todo, f"{len(todo)} builds the stand-in records do not cover"
     work_s = sum(v for k, v in t.items() if k.startswith("work:"))
 
     server = start_temporary_prefect(work)
@@ -175,6 +185,7 @@ def run(work: Path, url: str, n: int) -> None:
     print(f"\nstore {url}; {len(cells)} cells: {len(plan.convert_builds)} convert + {len(plan.config_builds)} config + "
           f"{len(plan.lib_builds)} library builds")  # fmt: skip
     print(f"first nightly (writes the catalog): {first.name}; no-op nightly: {state.name}, {state.message}\n")
+    assert state.is_completed(), "the no-op nightly must complete having built nothing"
     for label, seconds in t.items():
         print(f"{label:36s} {seconds:8.2f} s {seconds / work_s:6.2f}x work")
     print(f"{'work (the baseline)':36s} {work_s:8.2f} s")

@@ -3,7 +3,7 @@ the lower bound of any schedule (run by hand).
 
 A catalog of fine-tunes: architectures from 1B to 70B parameters, a few models each, x quantizations x
 devices on pools with N slots. Conversions take 5-90 min by model size, configs half a minute, compiles
-2-20 min by target; the scheduler sees the expected durations, the builds take them +-25% (noise). The
+2-20 min by target, each cell's check (a run and a fidelity pass on its device) 1-10 min by model size; the scheduler sees the expected durations, the builds take them +-25% (noise). The
 bound is max(critical path, work per pool / slots of the pool). Several nights with different seeds.
 
     PYTHONPATH=. .venv/bin/python benchmarks/schedule.py [--seeds 5]
@@ -74,8 +74,10 @@ def catalog() -> tuple[Plan, dict[str, float], dict[str, str]]:
     for lb in plan.lib_builds.values():
         billions = size[lb.sources[0].model][0]
         minutes[lb.key] = min(20.0, max(2.0, compile_minutes[lb.device.name] * (0.6 + billions / 70)))
+    for cb in plan.check_builds.values():
+        minutes[cb.key] = 1 + 9 * size[cb.model][0] / 70
     pools = {k: "weights" for k in [*plan.convert_builds, *plan.config_builds]}
-    pools |= {k: lb.device.work_pool for k, lb in plan.lib_builds.items()}
+    pools |= {k: b.device.work_pool for k, b in [*plan.lib_builds.items(), *plan.check_builds.items()]}
     return plan, minutes, pools
 
 
@@ -102,6 +104,8 @@ def bound(plan: Plan, actual: dict[str, float], pools: dict[str, str]) -> tuple[
         return min(max(actual[s.convert], actual[s.config]) for s in lb.sources)
 
     path = max(path, *(ready(lb) + actual[lb.key] for lb in plan.lib_builds.values()))
+    checked = {cb.library: actual[cb.key] for cb in plan.check_builds.values()}  # a check follows its library
+    path = max(path, *(ready(lb) + actual[lb.key] + checked.get(lb.key, 0.0) for lb in plan.lib_builds.values()))
     work: dict[str, float] = {}
     for key, pool in pools.items():
         work[pool] = work.get(pool, 0.0) + actual[key]

@@ -67,17 +67,25 @@ class Scheduler:
     def _remaining_path(self) -> dict[str, float]:
         """Expected time of each ready build plus what waits behind it: a library that will compile from it
         takes its own time, and cannot end before its pool has worked through the libraries not started yet
-        (their time / the pool's slots). So the conversions that feed a loaded pool go first, longest first."""
+        (their time / the pool's slots); a check waits for its library, its model's weights and its reference
+        (a reference check first waits for the checks it is the reference of). So the conversions that feed a
+        loaded pool, or that many checks wait for, go first, longest first."""
         backlog: dict[str, float] = {}
-        for lb in [*self.waiting, *(b for b, _ in self.ready if isinstance(b, LibBuild))]:
-            pool = self.pool_of(lb)
-            backlog[pool] = backlog.get(pool, 0.0) + self.durations.get(lb.key, 0.0)
+        device_work = [*self.waiting, *self.checks, *(b for b, _ in self.ready if isinstance(b, LibBuild | CheckBuild))]
+        for b in device_work:
+            pool = self.pool_of(b)
+            backlog[pool] = backlog.get(pool, 0.0) + self.durations.get(b.key, 0.0)
         load = {pool: work / slots if (slots := self.slots.get(pool)) else 0.0 for pool, work in backlog.items()}
         after: dict[str, float] = {}
+        # Measured checks before reference checks: a reference check's tail includes the checks that wait for it.
+        for cb in sorted(self.checks, key=lambda c: c.role == "reference"):
+            tail = self.durations.get(cb.key, 0.0) + after.get(cb.key, 0.0) + load.get(self.pool_of(cb), 0.0)
+            for key in cb.depends_on():
+                after[key] = max(after.get(key, 0.0), tail)
         for lb in self.waiting:
             source = next((s for s in lb.sources if s.convert not in self.failed and s.config not in self.failed), None)
             if source:
-                tail = self.durations.get(lb.key, 0.0) + load[self.pool_of(lb)]
+                tail = self.durations.get(lb.key, 0.0) + after.get(lb.key, 0.0) + load[self.pool_of(lb)]
                 for key in (source.convert, source.config):
                     after[key] = max(after.get(key, 0.0), tail)
         return {b.key: self.durations.get(b.key, 0.0) + after.get(b.key, 0.0) for b, _ in self.ready}

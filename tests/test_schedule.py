@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mlc_farm.schedule import Scheduler, to_build
+from mlc_farm.schedule import Build, Scheduler, to_build
 from tests.test_plan import SOURCES, matrix, plan_of
 
 PLAN = plan_of(matrix(), SOURCES)  # models base and tune (one architecture) x 2 quantizations x cpu, cuda
@@ -98,6 +98,21 @@ def test_the_longest_remaining_path_starts_first() -> None:
     assert first_convert.quantization == "q0f16"
     # The bound: the weights pool's work (2 x 50 + 2 x 10) plus the shortest tail after it (5): 125.
     assert cp <= 1.1 * 125 and fifo >= 1.2 * 125, (cp, fifo)
+
+
+def test_a_library_whose_checks_are_long_compiles_first() -> None:
+    """One GPU slot runs libraries and checks. Every library takes 5; the cuda cells' checks take 100, the cpu
+    cells' 1: the cuda libraries compile first, so their long checks start early instead of last."""
+    durations = {k: 5.0 for k in PLAN.lib_builds}
+    durations |= {k: 100.0 if b.device.name == "cuda" else 1.0 for k, b in PLAN.check_builds.items()}
+
+    def on_gpu(b: Build) -> str:
+        return "gpu" if b.kind in ("library", "check") else "cpu"
+
+    cp, order = run(Scheduler(PLAN, set(PLAN.all_keys()), {"gpu": 1}, on_gpu, durations), durations)
+    fifo, _ = run(Scheduler(PLAN, set(PLAN.all_keys()), {"gpu": 1}, on_gpu, durations, order="fifo"), durations)
+    assert next(PLAN.lib_builds[k] for k in order if k in PLAN.lib_builds).device.name == "cuda"
+    assert cp <= fifo, (cp, fifo)
 
 
 def test_a_pool_never_idles_while_work_for_it_is_ready() -> None:
