@@ -14,7 +14,7 @@ PACKAGE = ROOT / "mlc_farm"
 
 
 def _modules() -> dict[str, Path]:
-    """Every module of the package by dotted name (flows/ and tasks/ under their package names)."""
+    """Every module of the package by dotted name."""
     found = {}
     for path in PACKAGE.rglob("*.py"):
         if "in_toolchain" in path.parts:  # scripts run in the toolchain's interpreter, never imported
