@@ -17,6 +17,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
+from pydantic import BaseModel
 from rich.text import Text
 
 from mlc_farm import capabilities, lease, terminal
@@ -181,10 +182,14 @@ def preflight(
 REFUSED = (PublishError, ToolchainUnavailable, NamesRejected)  # pre-flight errors that end a run Failed
 
 
-@dataclasses.dataclass
-class RunResult:
+class RunResult(BaseModel):
+    """How a run ended, as the CLI and the flow's callers read it (never parsed out of a message): `reason`
+    "hub unreachable" is a service's fault (exit 3, a later run may do), "stopped" names the signal."""
+
     ok: bool
     message: str
+    reason: Literal["done", "failed cells", "hub unreachable", "refused", "stopped"] = "done"
+    signal: str | None = None
 
 
 class MatrixRun:
@@ -403,12 +408,14 @@ class MatrixRun:
         damaged = [u for u in units if u.status == "damaged"]
         if publish_failures:
             message += f"; {publish_failures} publish failed"
-        if failed and all(r.status == "unresolved" and self.sources[r.model].unreachable for r in failed):
-            message = f"{HUB_UNREACHABLE}; {message}"  # a service, not the input: exit 3, and a later run may do
+        hub_down = bool(failed) and all(r.status == "unresolved" and self.sources[r.model].unreachable for r in failed)
+        if hub_down:
+            message = f"{HUB_UNREACHABLE}; {message}"
         if failed or publish_failures or damaged:
             failures = f"; failed: {summary.failures()}" if failed else ""
-            return RunResult(False, f"{len(failed)} of {len(summary.rows)} cells failed; {message}{failures}")
-        return RunResult(True, message)
+            return RunResult(ok=False, message=f"{len(failed)} of {len(summary.rows)} cells failed; {message}{failures}",
+                             reason="hub unreachable" if hub_down else "failed cells")  # fmt: skip
+        return RunResult(ok=True, message=message)
 
 
 def _builds(plan: Plan) -> dict[str, Build]:

@@ -25,6 +25,14 @@ DONE: tuple[Status, ...] = ("built", BY_ANOTHER_RUN, "reused")  # the build's re
 STEPS = ("convert", "config", "library", "check")
 
 
+class Built(BaseModel):
+    """What a build returns to the run: its key, and whether another run built it while this one waited for
+    the key's lease (embedded: the task's own record; farm: the record's flow run against the child run)."""
+
+    key: str
+    by_another_run: bool = False
+
+
 class Outcome(BaseModel):
     status: Status
     detail: str = ""

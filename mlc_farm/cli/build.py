@@ -103,7 +103,7 @@ def build(
     os.environ.setdefault("DO_NOT_TRACK", "1")
     from prefect import tags
 
-    from mlc_farm.flows.nightly import hub_unreachable, nightly_build, stopped_by
+    from mlc_farm.flows.nightly import nightly_build, run_result
     from mlc_farm.flows.runs import crash_dead_runs, run_tags
 
     _quiet_engine()
@@ -115,8 +115,9 @@ def build(
             state = nightly_build(
                 str(matrix), models=model or None, force=force, store=store, toolchain=pre.toolchain, return_state=True
             )
-    if signum := stopped_by(state):
-        raise fail(state.message or "stopped", 128 + signum)
-    if not state.is_completed():
-        raise fail(state.message or "the build failed", 3 if hub_unreachable(state) else 1)
-    out.print(Text.assemble(("done:", "green"), f" {state.message}"), soft_wrap=True)
+    ended = run_result(state)
+    if ended.signal:
+        raise fail(ended.message, 128 + signal.Signals[ended.signal])
+    if not ended.ok:
+        raise fail(ended.message, 3 if ended.reason == "hub unreachable" else 1)
+    out.print(Text.assemble(("done:", "green"), f" {ended.message}"), soft_wrap=True)

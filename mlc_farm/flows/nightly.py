@@ -32,13 +32,13 @@ from mlc_farm.hub import PublishResult
 from mlc_farm.matrix import LoadedMatrix, ModelSpec
 from mlc_farm.night import NightReport
 from mlc_farm.plan import CheckBuild, LibBuild, ModelBuilds, Plan, ReferenceBuild
-from mlc_farm.run import HUB_UNREACHABLE, REFUSED, MatrixRun, Mode, Preflight, Progress, preflight
+from mlc_farm.run import REFUSED, MatrixRun, Mode, Preflight, Progress, RunResult, preflight
 from mlc_farm.schedule import Build
 from mlc_farm.settings import load_settings
 from mlc_farm.sources import ResolvedSource
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import toolchain_path
-from mlc_farm.summary import BY_ANOTHER_RUN, CellRow, Outcome, Summary
+from mlc_farm.summary import BY_ANOTHER_RUN, Built, CellRow, Outcome, Summary
 from mlc_farm.tasks.build import (
     build_from_source,
     build_library,
@@ -72,7 +72,8 @@ def _outcome(future: PrefectFuture) -> Outcome:
     future.wait()
     state = future.state
     if state.is_completed():
-        waited = str(state.result()).endswith(BY_ANOTHER_RUN)
+        built = state.result()
+        waited = isinstance(built, Built) and built.by_another_run
         return Outcome(status=BY_ANOTHER_RUN if waited else "built", log=None)
     try:
         state.result()
@@ -128,16 +129,12 @@ def check_pool(matrix_path: str, store: str) -> PoolCheckRun:
     return PoolCheckRun(ok=state.is_completed(), message=state.message or state.name or "", rows=rows)
 
 
-def hub_unreachable(state: State) -> bool:
-    """A run that failed only because the Hub did not answer (offline, 5xx) while resolving its sources."""
-    return HUB_UNREACHABLE in (state.message or "")
-
-
-def stopped_by(state: State) -> signal.Signals | None:
-    """The signal that stopped a run ended Cancelled by `_stoppable` (its message begins `stopped by SIGxxx:`)."""
-    if not state.is_cancelled() or not (state.message or "").startswith("stopped by SIG"):
-        return None
-    return signal.Signals[state.message.split()[2].rstrip(":")]  # type: ignore[union-attr]
+def run_result(state: State) -> RunResult:
+    """How a nightly or build-model run ended, from its final state (the typed result it carries)."""
+    found = state.result(raise_on_failure=False)
+    if isinstance(found, RunResult):
+        return found
+    return RunResult(ok=state.is_completed(), message=state.message or state.name or "", reason="failed cells")
 
 
 def _stoppable(
@@ -163,18 +160,19 @@ def _stoppable(
         try:
             pre = preflight(matrix_path, models, quantizations, devices, store, probe)
         except REFUSED as e:
-            return Failed(message=str(e))
+            return Failed(message=str(e), data=RunResult(ok=False, message=str(e), reason="refused"))
         engine.bind(pre)
         done = MatrixRun(pre, engine, force, progress, get_run_logger()).execute()
-        return Completed(message=done.message) if done.ok else Failed(message=done.message)
+        return (Completed if done.ok else Failed)(message=done.message, data=done)
     except (KeyboardInterrupt, TerminationSignal) as e:
         toolchain_steps.stop_all()
         name = "SIGINT" if isinstance(e, KeyboardInterrupt) else signal.Signals(e.signal).name
-        return Cancelled(
-            message=f"stopped by {name}: {progress.kept()} of {progress.to_run} builds finished and are kept in the "
+        message = (
+            f"stopped by {name}: {progress.kept()} of {progress.to_run} builds finished and are kept in the "
             f"store ({progress.reused} were there already); the running toolchain steps were killed, and running "
             "the same command again finishes the rest"
         )
+        return Cancelled(message=message, data=RunResult(ok=False, message=message, reason="stopped", signal=name))
 
 
 class PrefectEngine:
@@ -227,10 +225,12 @@ class PrefectEngine:
             return build_from_source.submit(self.store_url, build, source, self.convert_device, self.force)
         if isinstance(build, LibBuild | CheckBuild):
             params: dict[str, Any] = {"lb": build, "builds_from": builds, "store": self.store_url, "force": self.force}
-            return dispatch.submit(f"build-library/{build.device.work_pool}", _jsonable(params), build.key)
+            return dispatch.submit(
+                f"build-library/{build.device.work_pool}", _jsonable(params), build.key, self.store_url
+            )
         params = {"build": build, "source": source, "convert_device": self.convert_device,
                   "store": self.store_url, "force": self.force}  # fmt: skip
-        return dispatch.submit(f"build-weights/{self.weights_pool}", _jsonable(params), build.key)
+        return dispatch.submit(f"build-weights/{self.weights_pool}", _jsonable(params), build.key, self.store_url)
 
     def finished(self, handles: list[Any], timeout: float) -> list[Any]:
         return list(wait(handles, timeout=timeout).done)

@@ -20,7 +20,7 @@ from mlc_farm.catalog_update import Records, UnitResult, update_unit
 from mlc_farm.plan import CheckBuild, ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, Plan, ReferenceBuild
 from mlc_farm.sources import ResolvedSource
 from mlc_farm.store import open_store
-from mlc_farm.summary import BY_ANOTHER_RUN
+from mlc_farm.summary import Built
 
 
 def log_line(line: str) -> None:
@@ -53,7 +53,7 @@ def resolve_sources(loaded: Any, models: list[Any]) -> dict[str, ResolvedSource]
 @task(retries=0, name="build-from-source", task_run_name="{b.kind} {b.model}/{b.quantization}", tags=["mlc-weights"])
 def build_from_source(
     store_url: str, b: ConvertBuild | ConfigBuild, source: ResolvedSource, convert_device: str, force: bool
-) -> str:
+) -> Built:
     with activity.phase(b.key, "fetching the source"):
         st, files = open_store(store_url), sources.fetch(source)
     run = _run_id()
@@ -67,13 +67,13 @@ def build_from_source(
     task_run_name="library {lb.device.name}/{lb.quantization} {lb.key:.12}",
     tags=["mlc-compile"],
 )
-def build_library(store_url: str, lb: LibBuild, builds: ModelBuilds, force: bool) -> str:
+def build_library(store_url: str, lb: LibBuild, builds: ModelBuilds, force: bool) -> Built:
     store, run = open_store(store_url), _run_id()
     return _built(build.build_library(store, lb, builds, on_line=log_line, flow_run=run, force=force), run)
 
 
 @task(retries=0, name="build-reference", task_run_name="reference {rb.model}", tags=["mlc-weights"])
-def build_reference(store_url: str, rb: ReferenceBuild, source: ResolvedSource, force: bool) -> str:
+def build_reference(store_url: str, rb: ReferenceBuild, source: ResolvedSource, force: bool) -> Built:
     with activity.phase(rb.key, "fetching the source"):
         st, files = open_store(store_url), sources.fetch(source)
     run = _run_id()
@@ -82,14 +82,13 @@ def build_reference(store_url: str, rb: ReferenceBuild, source: ResolvedSource, 
 
 @task(retries=0, name="check-cell", task_run_name="check {cb.model}/{cb.quantization}/{cb.device.name}",
       tags=["mlc-compile"])  # fmt: skip
-def check_cell(store_url: str, cb: CheckBuild, force: bool) -> str:
+def check_cell(store_url: str, cb: CheckBuild, force: bool) -> Built:
     store, run = open_store(store_url), _run_id()
     return _built(build.check_cell(store, cb, on_line=log_line, flow_run=run, force=force), run)
 
 
-def _built(record: BuildRecord, run: str | None) -> str:
-    """The key, marked when another run built it while this one waited for its lease."""
-    return record.key if record.flow_run == run else f"{record.key} {BY_ANOTHER_RUN}"
+def _built(record: BuildRecord, run: str | None) -> Built:
+    return Built(key=record.key, by_another_run=record.flow_run != run)
 
 
 @task(retries=0, name="update-catalog", cache_policy=NO_CACHE)
