@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from mlc_farm import (
     activity,
@@ -51,7 +52,7 @@ from mlc_farm.catalog import (
 )
 from mlc_farm.devices import family as device_family
 from mlc_farm.digests import file_sha256
-from mlc_farm.errors import BuildFailed, LibraryLoadError, StoreError, ValidationFailed
+from mlc_farm.errors import BuildFailed, LibraryLoadError, StoreError, ToolchainError, ValidationFailed
 from mlc_farm.fidelity import Fidelity
 from mlc_farm.formatting import size
 from mlc_farm.plan import CheckBuild, ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, ReferenceBuild
@@ -99,7 +100,7 @@ def _outputs(out: Path) -> dict[str, Path]:
     return {p.relative_to(out).as_posix(): p for p in out.rglob("*") if p.is_file()}
 
 
-Steps = Callable[[Path, Path], tuple[dict[str, float], dict[str, Path], dict]]
+Steps = Callable[[Path, Path], tuple[dict[str, float], dict[str, Path], dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -108,10 +109,10 @@ class Subject:
 
     key: str
     kind: Kind
-    inputs: dict
+    inputs: dict[str, Any]
     label: str
     cells: list[FailedCell]
-    toolchain: dict | None = None  # the toolchain that runs it, when its key does not hold it (a fingerprint)
+    toolchain: dict[str, Any] | None = None  # the toolchain that runs it, when its key does not hold it (a fingerprint)
 
 
 def _run_steps(store: ArtifactStore, subject: Subject, steps: Steps, flow_run: str | None, force: bool) -> BuildRecord:
@@ -155,7 +156,7 @@ def _build(
     try:
         try:
             seconds, outputs, extra = steps(work, log_path)
-        except (toolchain.ToolchainError, ValidationFailed) as e:
+        except (ToolchainError, ValidationFailed) as e:
             log = None
             if log_path.exists():
                 hashes = hash_files({"build.log": log_path})
@@ -223,7 +224,7 @@ def build_from_source(
     """A build that reads the source: convert_weight (params_shard_*.bin, tensor-cache.json) or gen_config
     (mlc-chat-config.json and the tokenizer files), on a staging directory of the source."""
 
-    def steps(work: Path, log: Path) -> tuple[dict[str, float], dict[str, Path], dict]:
+    def steps(work: Path, log: Path) -> tuple[dict[str, float], dict[str, Path], dict[str, Any]]:
         src, out = source.stage(work / b.model), work / "out"
         if isinstance(b, ConvertBuild):
             step = "convert_weight"
@@ -275,7 +276,7 @@ def build_library(
     lib_name = f"{LIB_FILE}.{lb.device.library_ext}"
     users = ", ".join(f"{c.model}/{c.quantization}/{c.device}" for c in lb.users)
 
-    def steps(work: Path, log: Path) -> tuple[dict[str, float], dict[str, Path], dict]:
+    def steps(work: Path, log: Path) -> tuple[dict[str, float], dict[str, Path], dict[str, Any]]:
         config_path = work / "config" / "mlc-chat-config.json"
         store.get_blob(_file(config, "mlc-chat-config.json").sha256, config_path)
         args = toolchain.compile_args(config_path, lb.device, lb.overrides, work / lib_name)
@@ -284,7 +285,7 @@ def build_library(
             seconds = toolchain.run(
                 "compile", args, cell=users, log_path=log, timeout=_timeout(timeout), env=env, on_line=on_line
             )
-        extra: dict = {}
+        extra: dict[str, Any] = {}
         if (needs := runtime.needs_of(lb.device, lb.quantization)).device == "cuda":
             # The device code it holds, read where it is built: a library without a binary for its
             # architectures is not built, whatever the compile said.
@@ -324,7 +325,7 @@ def _validate(
     convert: BuildRecord,
     config: BuildRecord,
     timeout: float,
-) -> tuple[dict | None, Validation]:
+) -> tuple[dict[str, Any] | None, Validation]:
     tensor_cache = read_blob_json(store, _file(convert, "tensor-cache.json"))
     chat_config = read_blob_json(store, _file(config, "mlc-chat-config.json"))
     weights = None
@@ -346,7 +347,7 @@ def build_reference(
     """The source's reference distributions over the evaluation tokens, from transformers in float32 in the
     toolchain's interpreter."""
 
-    def steps(work: Path, log: Path) -> tuple[dict[str, float], dict[str, Path], dict]:
+    def steps(work: Path, log: Path) -> tuple[dict[str, float], dict[str, Path], dict[str, Any]]:
         source_dir = source.stage(work / rb.model)
         config = json.loads((source_dir / "config.json").read_text())
         tokens = fidelity_metrics.eval_tokens(source_dir / "tokenizer.json", rb.positions, int(config["vocab_size"]))
@@ -388,7 +389,7 @@ def check_cell(
                             (cb.builds.convert, "convert build"), (cb.builds.config, "config build")))  # fmt: skip
     cell = f"{cb.model}/{cb.quantization}/{cb.device.name}"
 
-    def steps(work: Path, log: Path) -> tuple[dict[str, float], dict[str, Path], dict]:
+    def steps(work: Path, log: Path) -> tuple[dict[str, float], dict[str, Path], dict[str, Any]]:
         tensor_cache = read_blob_json(store, _file(convert, "tensor-cache.json"))
         chat_config = read_blob_json(store, _file(config, "mlc-chat-config.json"))
         fits = fit.fit_check(lib.library_metadata, tensor_cache, chat_config)
@@ -447,7 +448,9 @@ def check_cell(
         return _run_steps(store, subject, steps, flow_run, force)
 
 
-def _jit_keys(chat_config: dict, cb: CheckBuild, log: Path, timeout: float | None) -> dict[str, jit.JitKey] | None:
+def _jit_keys(
+    chat_config: dict[str, Any], cb: CheckBuild, log: Path, timeout: float | None
+) -> dict[str, jit.JitKey] | None:
     """The names mlc_llm's JIT cache gives this cell's library (the engine's defaults, every device index a
     machine may have): what `mlc-farm install` writes, listed in the entry so anyone can check a cache file."""
     try:
@@ -465,7 +468,7 @@ def _checked(
     validation: Validation,
     result: Fidelity | None,
     on_line: Callable[[str], None] | None,
-) -> dict:
+) -> dict[str, Any]:
     """Log the check's outcome; the check record's own fields."""
     line = f"check of {cb.model}/{cb.quantization}/{cb.device.name}: {validation.describe()}" + (
         f"; {result.describe()}" if result else ""

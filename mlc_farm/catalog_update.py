@@ -197,7 +197,7 @@ def update_unit(
             }
         )
 
-    def write(old: dict | None) -> dict:
+    def write(old: dict[str, Any] | None) -> dict[str, Any]:
         # Re-decided against what is there now: another run may have moved the entry meanwhile. What it moves to
         # is signed first, so no reader ever sees an entry without its signature.
         now_there = _as_entry(catalog_path(model, quantization), old)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from mlc_farm import credentials, provenance, signatures
 from mlc_farm.catalog import CatalogEntry, FileEntry
@@ -42,12 +43,12 @@ def sign_folder(store: ArtifactStore, files: dict[str, str], name: str) -> str:
     return _kept(store, signatures.files_digest(files), lambda: signatures.sign(files, name, credentials.signing_key()))
 
 
-def sign_statement(store: ArtifactStore, statement: dict) -> str:
+def sign_statement(store: ArtifactStore, statement: dict[str, Any]) -> str:
     """A provenance statement signed (bundle JSON), made once per statement and kept like a folder's signature."""
     return _kept(store, digest(statement), lambda: signatures.sign_statement(statement, credentials.signing_key()))
 
 
-def signed_provenance(store: ArtifactStore, statement: dict) -> str | None:
+def signed_provenance(store: ArtifactStore, statement: dict[str, Any]) -> str | None:
     """The farm's signed bundle of exactly this statement, if it made one (None: it never signed it)."""
     doc = store.read_json(folder_signature_path(digest(statement)))
     return _text(doc) if doc is not None else None
@@ -61,7 +62,7 @@ def _kept(store: ArtifactStore, what: str, make: Callable[[], str]) -> str:
     return _text(doc)
 
 
-def _text(doc: dict) -> str:
+def _text(doc: dict[str, Any]) -> str:
     """A bundle as text, the same bytes however the store keeps it (so a folder's model.sig never changes)."""
     return json.dumps(doc, sort_keys=True)
 

@@ -41,7 +41,7 @@ def pools_of(matrix: Matrix) -> dict[str, str]:
     return pools
 
 
-def base_job_template(pool_type: str, family: str) -> dict:
+def base_job_template(pool_type: str, family: str) -> dict[str, Any]:
     """The pool type's job template (ours for docker and kubernetes), whose runs send Prefect heartbeats every
     HEARTBEAT_SECONDS: a run whose worker dies without a word (SIGKILL, out of memory) is marked Crashed by
     the zombie automation instead of staying Running."""

@@ -357,7 +357,7 @@ def _diff(
 def _hub_transient(error: BaseException) -> bool:
     """Hub answers worth another attempt: 5xx, 429, and the HTTP client's connection errors and timeouts
     (huggingface_hub 1.x: httpx's HTTPError)."""
-    from huggingface_hub.errors import HfHubHTTPError, HTTPError
+    from huggingface_hub.errors import HfHubHTTPError, HTTPError  # type: ignore[attr-defined]  # its HTTP client's
 
     if isinstance(error, HfHubHTTPError):
         status = error.response.status_code if error.response is not None else 0
@@ -406,7 +406,7 @@ def _status(error: BaseException) -> int:
 def _hub_error(error: Exception, repo: str) -> Exception:
     """What a Hub failure that outlasted the retries means for this publish, in the farm's terms (never an
     internal error): huggingface_hub's upload threads wrap the HTTP error in a RuntimeError."""
-    from huggingface_hub.errors import HfHubHTTPError, HTTPError
+    from huggingface_hub.errors import HfHubHTTPError, HTTPError  # type: ignore[attr-defined]  # its HTTP client's
 
     cause = error.__cause__ if isinstance(error, RuntimeError) and isinstance(error.__cause__, HTTPError) else error
     assert isinstance(cause, Exception)
@@ -443,7 +443,7 @@ def _head(api: Any, repo: str) -> str | None:
 
 def _unreachable(error: BaseException) -> ServiceUnreachable | None:
     """A connection error of the Hub's HTTP client (not an HTTP answer) as the service error it is."""
-    from huggingface_hub.errors import HfHubHTTPError, HTTPError
+    from huggingface_hub.errors import HfHubHTTPError, HTTPError  # type: ignore[attr-defined]  # its HTTP client's
 
     if isinstance(error, HTTPError) and not isinstance(error, HfHubHTTPError):
         return ServiceUnreachable(
@@ -459,7 +459,7 @@ def publish(
     """Make `repo` hold exactly this build, in one commit; `dry_run` only reads the Hub. Unless the matrix says
     (`private`), a repo made from a gated or private source is private: its terms may not allow more."""
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError, HTTPError
+    from huggingface_hub.errors import HfHubHTTPError, HTTPError  # type: ignore[attr-defined]  # its HTTP client's
 
     entry = get_entry(store, model, quantization)
     if private is None:

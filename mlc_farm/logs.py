@@ -8,7 +8,7 @@ from pydantic import BaseModel
 
 from mlc_farm.catalog import FileEntry, all_failures, load_failure, load_record, read_entry
 from mlc_farm.errors import BadInput, NotFound
-from mlc_farm.matrix import shorten
+from mlc_farm.names import shorten
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import BUILDS, FAILURES
 

@@ -11,6 +11,7 @@ import difflib
 import re
 import string
 import typing
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -92,7 +93,7 @@ def _quantization(value: str) -> str:
     return value
 
 
-def _not_empty(value: list) -> list:
+def _not_empty(value: list[Any]) -> list[Any]:
     if not value:
         raise ValueError("an empty list; leave the field out to use all")
     return value
@@ -345,7 +346,7 @@ def _field_paths(model: type[BaseModel], prefix: str = "") -> set[str]:
     return paths
 
 
-def _suggest(loc: tuple) -> str | None:
+def _suggest(loc: tuple[Any, ...]) -> str | None:
     """The field an unknown key at `loc` was meant to be, as a path from where it stands: a typo of a sibling
     (`overides` -> 'overrides'), or a field one level down (`context_window_size` on a model ->
     'overrides.context_window_size')."""
@@ -473,8 +474,8 @@ class _Loader(yaml.SafeLoader):
             return _Oversized(digits)
         return super().construct_yaml_int(node)
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: set = set()
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
+        seen: set[Hashable] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             if isinstance(key, str) and key in seen:
@@ -609,11 +610,12 @@ def select_cells(
     error, not an empty build."""
     cells = expand(m)
     problems, lines = [], []
-    for flag, wanted, known, pick in (
+    choices: list[tuple[str, list[str] | None, list[str], Callable[[Cell], str]]] = [
         ("--model", models, [x.id for x in m.models], lambda c: c.model),
         ("--quantization", quantizations, sorted({c.quantization for c in cells}), lambda c: c.quantization),
         ("--device", devices, [d.name for d in m.devices], lambda c: c.device),
-    ):
+    ]
+    for flag, wanted, known, pick in choices:
         if not wanted:
             continue
         for x in wanted:

@@ -8,7 +8,7 @@ the caller brings the resolved sources and the toolchain identity.
 from __future__ import annotations
 
 import functools
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -27,7 +27,7 @@ class ConvertBuild(BaseModel):
     model: str
     quantization: str
     model_type: str | None
-    inputs: dict
+    inputs: dict[str, Any]
     toolchain: dict[str, str] = {}  # the toolchain that runs it (its key may hold a fingerprint instead)
     identity_note: str = ""  # why the key holds the fingerprint or the version
 
@@ -42,7 +42,7 @@ class ConfigBuild(BaseModel):
     conv_template: str
     overrides: Overrides
     model_type: str | None
-    inputs: dict
+    inputs: dict[str, Any]
 
 
 class ModelBuilds(BaseModel):
@@ -63,7 +63,7 @@ class LibBuild(BaseModel):
     # and config builds are ready, so one failed model does not sink the library.
     sources: list[ModelBuilds]
     users: list[Cell]
-    inputs: dict
+    inputs: dict[str, Any]
 
 
 class ReferenceBuild(BaseModel):
@@ -75,7 +75,7 @@ class ReferenceBuild(BaseModel):
     model: str
     positions: int
     tools: str  # the torch and transformers the probe found (not in the key: any float32 pass will do)
-    inputs: dict
+    inputs: dict[str, Any]
 
 
 class CheckBuild(BaseModel):
@@ -94,7 +94,7 @@ class CheckBuild(BaseModel):
     role: Literal["measured", "reference"]
     positions: int
     thresholds: fidelity_rules.Thresholds
-    inputs: dict
+    inputs: dict[str, Any]
 
     def depends_on(self) -> list[str]:
         return [self.library, self.builds.convert, self.builds.config, *([self.reference] if self.reference else [])]
@@ -132,7 +132,9 @@ class Plan(BaseModel):
                 *self.check_builds]  # fmt: skip
 
 
-def conversion_classes(matrix: Matrix, cells: list[Cell], sources: dict[str, ResolvedSource]) -> dict[str, dict]:
+def conversion_classes(
+    matrix: Matrix, cells: list[Cell], sources: dict[str, ResolvedSource]
+) -> dict[str, dict[str, Any]]:
     """Every distinct conversion class of the cells that have a twin (mlc_farm.twins), by class key."""
     out = {}
     for cell in cells:

@@ -65,7 +65,7 @@ class Engine(Protocol):
 
     def resolve(self, loaded: LoadedMatrix, models: list[ModelSpec]) -> dict[str, ResolvedSource]: ...
 
-    def fingerprints(self, toolchain: ToolchainInfo, classes: dict[str, dict]) -> dict[str, Fingerprint]:
+    def fingerprints(self, toolchain: ToolchainInfo, classes: dict[str, dict[str, Any]]) -> dict[str, Fingerprint]:
         """The toolchain's conversion fingerprints of these classes (mlc_farm.fingerprints); {} where they cannot
         be had (convert keys then hold the toolchain version)."""
         ...

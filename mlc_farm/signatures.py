@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from mlc_farm.digests import file_sha256
 from mlc_farm.errors import BadInput, PermanentError
@@ -139,7 +140,7 @@ def verify_folder(folder: Path, trusted: list[bytes]) -> dict[str, str]:
 _IN_TOTO = "application/vnd.in-toto+json"
 
 
-def sign_statement(statement: dict, private_pem: bytes) -> str:
+def sign_statement(statement: dict[str, Any], private_pem: bytes) -> str:
     """An in-toto statement signed as model-signing signs its own: a Sigstore bundle (v0.3) whose DSSE envelope
     holds the statement, with the key's hint (its fingerprint without `sha256:`)."""
     import base64
@@ -161,7 +162,7 @@ def sign_statement(statement: dict, private_pem: bytes) -> str:
     }, sort_keys=True)  # fmt: skip
 
 
-def signed_statement(bundle: str, trusted: list[bytes], what: str) -> dict:
+def signed_statement(bundle: str, trusted: list[bytes], what: str) -> dict[str, Any]:
     """The in-toto statement of a bundle (a `model.sig`, or a provenance), once its DSSE envelope verifies with one
     of the `trusted` public keys."""
     from model_signing._signing import sign_ec_key, sign_sigstore_pb
@@ -183,6 +184,6 @@ def signed_statement(bundle: str, trusted: list[bytes], what: str) -> dict:
                     continue
             if kind != _IN_TOTO:
                 raise SignatureRefused(f"{what}: its payload is {kind}, not an in-toto statement")
-            doc: dict = json.loads(payload)
+            doc: dict[str, Any] = json.loads(payload)
             return doc
     raise SignatureRefused(f"{what}: its signature was not made by a trusted key (MLC_FARM_TRUSTED_KEYS)")

@@ -22,6 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -387,7 +388,7 @@ def accept_steps() -> None:
 
 
 @contextlib.contextmanager
-def _tracked(proc: subprocess.Popen) -> Iterator[None]:
+def _tracked(proc: subprocess.Popen[Any]) -> Iterator[None]:
     """A started toolchain process, known to `stop_all` while the block runs (killed at once if stopping)."""
     with _lock:
         _running.add(proc.pid)

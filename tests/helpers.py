@@ -18,7 +18,7 @@ REFERENCE = Path(__file__).resolve().parent / "fixtures" / "mlc-reference"
 MLC_LLM_SOURCE = Path(__file__).resolve().parent / "fixtures" / "mlc-llm-source"
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run `mlc-farm` in this process (typer's CliRunner): what a person sees, without a new interpreter and
     Prefect import per call. For kills, signals and anything that needs a process of its own, use `cli`."""
     from typer.testing import CliRunner
@@ -31,7 +31,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     return subprocess.CompletedProcess(["mlc-farm", *args], result.exit_code, result.stdout, result.stderr)
 
 
-def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Run `mlc-farm` as a user would, in a fresh process."""
     return subprocess.run(
         [sys.executable, "-m", "mlc_farm.cli", *args],
@@ -43,7 +43,7 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> 
     )
 
 
-def prefect(*args: str, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
+def prefect(*args: str, env: dict[str, Any], timeout: float = 600) -> subprocess.CompletedProcess[str]:
     """The `prefect` command line, from the repository (its prefect.yaml)."""
     return subprocess.run(
         [str(Path(sys.executable).parent / "prefect"), "--no-prompt", *args],
@@ -57,7 +57,7 @@ def unhashed(path: str) -> str:
     return re.sub(r"-[0-9a-f]{12}(\.[a-z]+)$", r"\1", path)
 
 
-def toolchain_calls(log: Path) -> list[dict]:
+def toolchain_calls(log: Path) -> list[dict[str, Any]]:
     """The invocations the double recorded (MLC_DOUBLE_LOG)."""
     if not log.exists():
         return []

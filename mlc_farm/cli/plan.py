@@ -136,7 +136,10 @@ def plan(
     for src in srcs.values():
         if src.error and not src.invalid:
             out.print(Text.assemble(("unresolved source", "red"), f" {src.model}: {src.error}"), soft_wrap=True)
-    stored = (lambda k: f"{counts[f'{k}_builds_in_store']} in store") if tc.known else (lambda k: "store not asked")
+
+    def stored(kind: str) -> str:
+        return f"{counts[f'{kind}_builds_in_store']} in store" if tc.known else "store not asked"
+
     out.print(
         f"{counts['cells']} cells -> "
         + ", ".join(f"{counts[f'{k}_builds']} {k} builds ({stored(k)})" for k in kinds)
@@ -187,7 +190,7 @@ def _why_to_build(st: ArtifactStore, p: Plan, in_store: dict[str, bool]) -> None
     from mlc_farm.history import toolchain_name
 
     records = [r for _, r in all_records(st)]
-    builds: list[tuple[str, str, dict]] = [
+    builds: list[tuple[str, str, dict[str, Any]]] = [
         *((f"convert {b.model}/{b.quantization}", k, b.inputs) for k, b in p.convert_builds.items()),
         *((f"config {b.model}/{b.quantization}", k, b.inputs) for k, b in p.config_builds.items()),
         *((f"library {b.device.name}/{b.quantization}", k, b.inputs) for k, b in p.lib_builds.items()),

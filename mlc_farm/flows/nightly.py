@@ -14,9 +14,10 @@ from typing import Any, TypeVar, cast
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.client.schemas.objects import State
 from prefect.futures import PrefectFuture, wait
 from prefect.runtime import flow_run as runtime_flow_run
-from prefect.states import Completed, Failed, State
+from prefect.states import Completed, Failed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 from pydantic import BaseModel
@@ -68,7 +69,7 @@ def _as_is(value: T) -> T:
     return cast(T, quote(value))
 
 
-def _outcome(future: PrefectFuture) -> Outcome:
+def _outcome(future: PrefectFuture[Any]) -> Outcome:
     future.wait()
     state = future.state
     if state.is_completed():
@@ -206,12 +207,12 @@ class PrefectEngine:
     def resolve(self, loaded: LoadedMatrix, models: list[ModelSpec]) -> dict[str, ResolvedSource]:
         return resolve_sources(_as_is(loaded), _as_is(models))
 
-    def fingerprints(self, toolchain: ToolchainInfo, classes: dict[str, dict]) -> dict[str, Fingerprint]:
+    def fingerprints(self, toolchain: ToolchainInfo, classes: dict[str, dict[str, Any]]) -> dict[str, Fingerprint]:
         """Twins convert in seconds on a CPU: here, with this process's toolchain, when it is the run's (farm
         mode: the image of the pool the nightly runs on); otherwise none, and convert keys hold the version."""
         return conversion_fingerprints(self.store_url, _as_is(toolchain), _as_is(classes))
 
-    def start(self, build: Build, builds: ModelBuilds | None, source: ResolvedSource | None) -> PrefectFuture:
+    def start(self, build: Build, builds: ModelBuilds | None, source: ResolvedSource | None) -> PrefectFuture[Any]:
         """Embedded: a task here. Farm: a flow run on the build's pool (the device's, else the weights pool)."""
         if self.mode == "embedded":
             if isinstance(build, LibBuild):

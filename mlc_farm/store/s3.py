@@ -594,7 +594,7 @@ class S3Store:
         )
 
 
-class _Progress(BaseSubscriber):
+class _Progress(BaseSubscriber):  # type: ignore[misc]  # s3transfer has no type hints
     """s3transfer's progress events as byte counts."""
 
     def __init__(self, progress: Callable[[int], None]):

@@ -35,7 +35,7 @@ def probe_toolchain(pools: list[str]) -> toolchain.ToolchainInfo:
 
 @task(retries=0, name="conversion-fingerprints", cache_policy=NO_CACHE)
 def conversion_fingerprints(
-    store_url: str, run_toolchain: toolchain.ToolchainInfo, classes: dict[str, dict]
+    store_url: str, run_toolchain: toolchain.ToolchainInfo, classes: dict[str, dict[str, Any]]
 ) -> dict[str, fingerprints.Fingerprint]:
     here = toolchain.probe()
     if toolchain.identity(here) != toolchain.identity(run_toolchain):
