@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,6 +31,7 @@ from mlc_farm.matrix import (
 )
 from mlc_farm.plan import Plan, conversion_classes, make_plan
 from mlc_farm.run import pools_of, unbuildable
+from mlc_farm.sources import ResolvedSource
 from mlc_farm.store import ArtifactStore, open_store
 from mlc_farm.store.layout import toolchain_path
 from mlc_farm.terminal import name_columns
@@ -44,6 +46,54 @@ def names_accepted(loaded: LoadedMatrix, tc: toolchain.ToolchainInfo, st: Artifa
     return accepted
 
 
+@dataclass
+class Planned:
+    """A matrix's plan and what the store has of it: what `plan` prints, as a table or as JSON."""
+
+    loaded: LoadedMatrix
+    store: ArtifactStore
+    pools: list[str]
+    toolchain: toolchain.ToolchainInfo
+    probes: dict[str, str]  # pool -> which probe it was checked with
+    accepted: Accepted
+    sources: dict[str, ResolvedSource]
+    plan: Plan
+    in_store: dict[str, bool | None]  # None: not asked (the toolchain is unknown)
+    cannot: list[str]  # what the pools cannot build, sources that are invalid: exit 2 after the plan is shown
+
+    def kinds(self) -> dict[str, dict[str, Any]]:
+        p = self.plan
+        return {"convert": p.convert_builds, "config": p.config_builds, "library": p.lib_builds,
+                "reference": p.reference_builds, "check": p.check_builds}  # fmt: skip
+
+    def counts(self) -> dict[str, int]:
+        p = self.plan
+        counts = {"cells": len(p.cells), "unresolved_cells": sum(pc.problem is not None for pc in p.cells)}
+        for kind, builds in self.kinds().items():
+            counts[f"{kind}_builds"] = len(builds)
+            counts[f"{kind}_builds_in_store"] = sum(bool(self.in_store[k]) for k in builds)
+        counts["libraries_shared"] = sum(len(lb.users) - 1 for lb in p.lib_builds.values())
+        return counts
+
+
+def planned(matrix: Path, model: list[str] | None, store: str | None) -> Planned:
+    loaded = load_matrix(matrix)
+    cells = select_cells(loaded.matrix, loaded.file, model)
+    st = open_store(store)
+    pools = pools_of(loaded.matrix, cells)
+    tc, probes = _pool_probes(st, pools, toolchain.probe_here(pools))
+    cannot = unbuildable(loaded.matrix, cells, tc) if tc.known else []
+    accepted = names_accepted(loaded, tc, st)
+    wanted = {c.model for c in cells}
+    srcs = sources.resolve(loaded, [m for m in loaded.matrix.models if m.id in wanted])
+    cannot += [s.error for s in srcs.values() if s.invalid and s.error]
+    classes = conversion_classes(loaded.matrix, cells, srcs) if tc.known else {}
+    p = make_plan(loaded.matrix, cells, srcs, tc, fingerprints(st, tc, classes) if classes else {})
+    # With an unknown toolchain the keys that hold it are not the keys a build would have: the store is not asked.
+    in_store = {k: (load_record(st, k) is not None) if tc.known else None for k in p.all_keys()}
+    return Planned(loaded, st, pools, tc, probes, accepted, srcs, p, in_store, cannot)
+
+
 @command(app)
 def plan(
     matrix: MatrixOpt = Path("matrix.yaml"),
@@ -55,85 +105,64 @@ def plan(
     ] = False,
 ) -> None:
     """Show the builds a matrix needs, what they share, and how many the store already has."""
-    loaded = load_matrix(matrix)
-    cells = select_cells(loaded.matrix, loaded.file, model)
-    st = open_store(store)
-    pools = pools_of(loaded.matrix, cells)
-    tc, probes = _pool_probes(st, pools, toolchain.probe_here(pools))
-    # What the pools cannot build: shown with the plan, then exit 2 (`build` refuses it before anything runs).
-    cannot = unbuildable(loaded.matrix, cells, tc) if tc.known else []
-    accepted = names_accepted(loaded, tc, st)
-    wanted = {c.model for c in cells}
-    srcs = sources.resolve(loaded, [m for m in loaded.matrix.models if m.id in wanted])
-    cannot += [s.error for s in srcs.values() if s.invalid and s.error]  # shown with the plan, then exit 2 too
-    classes = conversion_classes(loaded.matrix, cells, srcs) if tc.known else {}
-    p = make_plan(loaded.matrix, cells, srcs, tc, fingerprints(st, tc, classes) if classes else {})
-    # With an unknown toolchain the keys that hold it are not the keys a build would have: the store is not asked.
-    in_store: dict[str, bool | None] = {k: (load_record(st, k) is not None) if tc.known else None for k in p.all_keys()}
-    kinds: dict[str, dict[str, Any]] = {"convert": p.convert_builds, "config": p.config_builds, "library": p.lib_builds,
-                                        "reference": p.reference_builds, "check": p.check_builds}  # fmt: skip
-    counts: dict[str, int] = {"cells": len(p.cells), "unresolved_cells": sum(pc.problem is not None for pc in p.cells)}
-    for kind, builds in kinds.items():
-        counts[f"{kind}_builds"] = len(builds)
-        counts[f"{kind}_builds_in_store"] = sum(bool(in_store[k]) for k in builds)
-    counts["libraries_shared"] = sum(len(lb.users) - 1 for lb in p.lib_builds.values())
+    found = planned(matrix, model, store)
     if fmt is Format.json:
-        doc: dict[str, Any] = {
-            "matrix": loaded.file,
-            "store": st.url,
-            "toolchain": {**tc.model_dump(exclude={"names"}), "known": tc.known},
-            "capabilities_checked": tc.known,
-            "names_checked_against": accepted.source,
-            "counts": counts,
-            "sources": {k: v.model_dump(exclude={"config"}) for k, v in srcs.items()},
-            **{
-                f"{kind}_builds": [
-                    {"key": b.key, "model": b.model, "quantization": b.quantization, "in_store": in_store[b.key]}
-                    for b in builds.values()
-                ]
-                for kind, builds in (("convert", p.convert_builds), ("config", p.config_builds))
-            },
-            "library_builds": [
-                {
-                    "key": lb.key,
-                    "quantization": lb.quantization,
-                    "device": lb.device.name,
-                    "target": lb.device.target,
-                    "host": lb.device.host_triple,
-                    "pool": lb.device.work_pool,
-                    "sources": [b.model_dump() for b in lb.sources],
-                    "cells": [c.model_dump() for c in lb.users],
-                    "in_store": in_store[lb.key],
-                }
-                for lb in p.lib_builds.values()
-            ],
-            "reference_builds": [
-                {"key": k, "model": b.model, "in_store": in_store[k]} for k, b in p.reference_builds.items()
-            ],
-            "check_builds": [
-                {
-                    "key": k,
-                    "cell": f"{b.model}/{b.quantization}/{b.device.name}",
-                    "role": b.role,
-                    "reference": b.reference,
-                    "thresholds": b.thresholds.model_dump(),
-                    "in_store": in_store[k],
-                }
-                for k, b in p.check_builds.items()
-            ],
-            "cells": [pc.model_dump() for pc in p.cells],
-            "cannot_build": cannot,
-        }
-        print(json.dumps(doc, indent=2))
-        if cannot:
-            raise BadInput("\n".join(cannot))
-        return
-    out.print(f"toolchain: {tc.describe()}; names checked against {accepted.source}", highlight=False, soft_wrap=True)
-    out.print("pools checked with: " + "; ".join(f"{pool}: {how}" for pool, how in probes.items()), highlight=False,
+        print(json.dumps(_as_json(found), indent=2))
+    else:
+        _print_plan(found, explain)
+    if found.cannot:
+        raise BadInput("\n".join(found.cannot))
+
+
+def _as_json(found: Planned) -> dict[str, Any]:
+    p, in_store, tc = found.plan, found.in_store, found.toolchain
+    weights = {
+        f"{kind}_builds": [
+            {"key": b.key, "model": b.model, "quantization": b.quantization, "in_store": in_store[b.key]}
+            for b in builds.values()
+        ]
+        for kind, builds in (("convert", p.convert_builds), ("config", p.config_builds))
+    }
+    libraries = [
+        {"key": lb.key, "quantization": lb.quantization, "device": lb.device.name, "target": lb.device.target,
+         "host": lb.device.host_triple, "pool": lb.device.work_pool, "sources": [b.model_dump() for b in lb.sources],
+         "cells": [c.model_dump() for c in lb.users], "in_store": in_store[lb.key]}
+        for lb in p.lib_builds.values()
+    ]  # fmt: skip
+    checks = [
+        {"key": k, "cell": f"{b.model}/{b.quantization}/{b.device.name}", "role": b.role, "reference": b.reference,
+         "thresholds": b.thresholds.model_dump(), "in_store": in_store[k]}
+        for k, b in p.check_builds.items()
+    ]  # fmt: skip
+    return {
+        "matrix": found.loaded.file,
+        "store": found.store.url,
+        "toolchain": {**tc.model_dump(exclude={"names"}), "known": tc.known},
+        "capabilities_checked": tc.known,
+        "names_checked_against": found.accepted.source,
+        "counts": found.counts(),
+        "sources": {k: v.model_dump(exclude={"config"}) for k, v in found.sources.items()},
+        **weights,
+        "library_builds": libraries,
+        "reference_builds": [
+            {"key": k, "model": b.model, "in_store": in_store[k]} for k, b in p.reference_builds.items()
+        ],
+        "check_builds": checks,
+        "cells": [pc.model_dump() for pc in p.cells],
+        "cannot_build": found.cannot,
+    }
+
+
+def _print_plan(found: Planned, explain: bool) -> None:
+    p, tc, counts = found.plan, found.toolchain, found.counts()
+    out.print(f"toolchain: {tc.describe()}; names checked against {found.accepted.source}", highlight=False,
               soft_wrap=True)  # fmt: skip
-    t = _plan_table(p, loaded, in_store, title=f"plan for {loaded.file}", wide=out.width >= 120)
-    out.print(t)
-    for src in srcs.values():
+    out.print("pools checked with: " + "; ".join(f"{pool}: {how}" for pool, how in found.probes.items()),
+              highlight=False, soft_wrap=True)  # fmt: skip
+    out.print(
+        _plan_table(p, found.loaded, found.in_store, title=f"plan for {found.loaded.file}", wide=out.width >= 120)
+    )
+    for src in found.sources.values():
         if src.error and not src.invalid:
             out.print(Text.assemble(("unresolved source", "red"), f" {src.model}: {src.error}"), soft_wrap=True)
 
@@ -142,7 +171,7 @@ def plan(
 
     out.print(
         f"{counts['cells']} cells -> "
-        + ", ".join(f"{counts[f'{k}_builds']} {k} builds ({stored(k)})" for k in kinds)
+        + ", ".join(f"{counts[f'{k}_builds']} {k} builds ({stored(k)})" for k in found.kinds())
         + f"; {counts['libraries_shared']} cells reuse a library built for another model of the same architecture"
     )
     if not tc.known:
@@ -154,13 +183,11 @@ def plan(
         out.print("pool capabilities were not checked (no toolchain here): a target a pool cannot build fails at "
                   "compile time")  # fmt: skip
     if explain and tc.known:
-        _why_to_build(st, p, {k: bool(v) for k, v in in_store.items()})
+        _why_to_build(found.store, p, {k: bool(v) for k, v in found.in_store.items()})
         _how_fidelity(p)
         out.print("\nwhat each pool can compile:", highlight=False)
-        for pool in pools:
+        for pool in found.pools:
             out.print(f"  {pool}: {'; '.join(tc.can_build(pool).lines())}", highlight=False, soft_wrap=True)
-    if cannot:
-        raise BadInput("\n".join(cannot))
 
 
 def _how_fidelity(p: Plan) -> None:
