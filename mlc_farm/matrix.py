@@ -403,37 +403,46 @@ def _device_problems(d: DeviceSpec) -> list[str]:
 
 
 def _check_names(m: Matrix, base_dir: Path) -> list[str]:
-    problems: list[str] = []
+    """Names that must be unique or must name something: devices, models, their sources, repos and rules."""
     device_names = [d.name for d in m.devices]
-
-    def known_device(path: str, d: str) -> None:
-        if d not in device_names:
-            problems.append(f"{path}: unknown device {d!r}{_hint(d, device_names)}")
-
-    for i, d in enumerate(m.devices):
-        if d.name in device_names[:i]:
-            problems.append(f"devices[{i}].name: duplicate device {d.name!r}")
+    problems = [f"devices[{i}].name: duplicate device {d.name!r}" for i, d in enumerate(m.devices)
+                if d.name in device_names[:i]]  # fmt: skip
     seen: set[str] = set()
     for i, model in enumerate(m.models):
         if model.id in seen:
             problems.append(f"models[{i}].id: duplicate model id {model.id!r}")
         seen.add(model.id)
-        for j, name in enumerate(model.devices or []):
-            known_device(f"models[{i}].devices[{j}]", name)
-        if isinstance(model.source, LocalSource):
-            path = (base_dir / model.source.path).resolve()
-            if not path.is_dir():
-                problems.append(f"models[{i}].source.path: directory {shorten(model.source.path)} does not exist")
-            elif not (path / "config.json").is_file():
-                problems.append(f"models[{i}].source.path: {shorten(model.source.path)} holds no config.json")
-    for i, model in enumerate(m.models):
-        if model.publish.repo:
-            quants = model.quantizations or m.quantizations
-            if "{quant}" not in model.publish.repo and len(quants) > 1:
-                problems.append(
-                    f"models[{i}].publish.repo: {model.publish.repo!r} names one repo for {len(quants)} "
-                    "quantizations; add {quant} to it"
-                )
+        problems += [_unknown_device(f"models[{i}].devices[{j}]", name, device_names)
+                     for j, name in enumerate(model.devices or []) if name not in device_names]  # fmt: skip
+        problems += _source_problems(f"models[{i}].source.path", model, base_dir)
+        problems += _repo_problems(f"models[{i}].publish.repo", model, m)
+    return problems + _rule_problems(m, device_names)
+
+
+def _unknown_device(path: str, name: str, device_names: list[str]) -> str:
+    return f"{path}: unknown device {name!r}{_hint(name, device_names)}"
+
+
+def _source_problems(path: str, model: ModelSpec, base_dir: Path) -> list[str]:
+    if not isinstance(model.source, LocalSource):
+        return []
+    found = (base_dir / model.source.path).resolve()
+    if not found.is_dir():
+        return [f"{path}: directory {shorten(model.source.path)} does not exist"]
+    if not (found / "config.json").is_file():
+        return [f"{path}: {shorten(model.source.path)} holds no config.json"]
+    return []
+
+
+def _repo_problems(path: str, model: ModelSpec, m: Matrix) -> list[str]:
+    quants = model.quantizations or m.quantizations
+    if model.publish.repo and "{quant}" not in model.publish.repo and len(quants) > 1:
+        return [f"{path}: {model.publish.repo!r} names one repo for {len(quants)} quantizations; add {{quant}} to it"]
+    return []
+
+
+def _rule_problems(m: Matrix, device_names: list[str]) -> list[str]:
+    problems = []
     model_ids = [x.id for x in m.models]
     for kind, rules in (("include", m.include), ("exclude", m.exclude)):
         for i, r in enumerate(rules):
@@ -441,8 +450,8 @@ def _check_names(m: Matrix, base_dir: Path) -> list[str]:
                 problems.append(f"{kind}[{i}]: the rule names nothing (set model, quantization or device)")
             if r.model is not None and r.model not in model_ids:
                 problems.append(f"{kind}[{i}].model: unknown model {r.model!r}{_hint(r.model, model_ids)}")
-            if r.device is not None:
-                known_device(f"{kind}[{i}].device", r.device)
+            if r.device is not None and r.device not in device_names:
+                problems.append(_unknown_device(f"{kind}[{i}].device", r.device, device_names))
     return problems
 
 
