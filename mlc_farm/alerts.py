@@ -82,73 +82,88 @@ def _flow(name: str) -> dict[str, str]:
 
 def automations(block_id: UUID, missed_after: timedelta, prefix: str = "mlc-farm") -> list[Any]:
     """The automations of `farm init --notify`: each sends the notification block `block_id`."""
-    from prefect.automations import Automation, EventTrigger, Posture, SendNotification
+    return [
+        _failed(block_id, f"{prefix}: nightly failed", NIGHTLY_FLOW,
+                "A nightly ended Failed or Crashed: its final state message names the failing cells.",
+                "mlc-farm nightly {{ flow_run.name }} ended {{ flow_run.state.name }}",
+                "mlc-farm nightly {{ flow_run.name }} ended {{ flow_run.state.name }}:\n{{ flow_run.state.message }}"),
+        _failed(block_id, f"{prefix}: build-model failed", BUILD_MODEL_FLOW,
+                "A build of one model (the build-model deployment) ended Failed or Crashed.",
+                "mlc-farm build of {{ flow_run.parameters.model }} ({{ flow_run.name }}) ended {{ flow_run.state.name }}",
+                "mlc-farm build-model run {{ flow_run.name }} for model {{ flow_run.parameters.model }} ended "
+                "{{ flow_run.state.name }}:\n{{ flow_run.state.message }}"),
+        _needs_attention(block_id, f"{prefix}: nightly needs attention"),
+        _did_not_run(block_id, f"{prefix}: nightly did not run", missed_after),
+    ]  # fmt: skip
+
+
+def _send(block_id: UUID, subject: str, body: str) -> list[Any]:
+    from prefect.automations import SendNotification
+
+    return [SendNotification(block_document_id=block_id, subject=subject, body=body)]
+
+
+def _failed(block_id: UUID, name: str, flow: str, description: str, subject: str, body: str) -> Any:
+    """A run of `flow` ended Failed or Crashed."""
+    from prefect.automations import Automation, EventTrigger, Posture
     from prefect.events.schemas.events import ResourceSpecification
 
-    def send(subject: str, body: str) -> list[Any]:
-        return [SendNotification(block_document_id=block_id, subject=subject, body=body)]
+    return Automation(
+        name=name,
+        description=description,
+        trigger=EventTrigger(
+            expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed"},
+            match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"}),
+            match_related=ResourceSpecification(_flow(flow)),
+            posture=Posture.Reactive,
+            threshold=1,
+        ),
+        actions=_send(block_id, subject, body),
+    )
 
-    def failed(title: str, flow: str, description: str, subject: str, body: str) -> Any:
-        """A run of `flow` ended Failed or Crashed."""
-        return Automation(
-            name=f"{prefix}: {title}",
-            description=description,
-            trigger=EventTrigger(
-                expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed"},
-                match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"}),
-                match_related=ResourceSpecification(_flow(flow)),
-                posture=Posture.Reactive,
-                threshold=1,
-            ),
-            actions=send(subject, body),
-        )
+
+def _needs_attention(block_id: UUID, name: str) -> Any:
+    """A nightly completed but kept entries at previous builds, or regressed (the farm's own events)."""
+    from prefect.automations import Automation, EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    return Automation(
+        name=name,
+        description="A nightly completed but kept catalog entries at previous builds, or regressed.",
+        trigger=EventTrigger(
+            expect={f"{EVENT_PREFIX}kept-previous", f"{EVENT_PREFIX}regressed"},
+            match=ResourceSpecification({"prefect.resource.id": "mlc-farm.nightly.*"}),
+            posture=Posture.Reactive,
+            threshold=1,
+        ),
+        actions=_send(block_id, "mlc-farm nightly: {{ event.payload.outcome }}", "{{ event.payload.message }}"),
+    )
+
+
+def _did_not_run(block_id: UUID, name: str, missed_after: timedelta) -> Any:
+    """No nightly completed within `missed_after`: its pool or worker may be down."""
+    from prefect.automations import Automation, EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
 
     hours = missed_after.total_seconds() / 3600
-    return [
-        failed(
-            "nightly failed",
-            NIGHTLY_FLOW,
-            "A nightly ended Failed or Crashed: its final state message names the failing cells.",
-            "mlc-farm nightly {{ flow_run.name }} ended {{ flow_run.state.name }}",
-            "mlc-farm nightly {{ flow_run.name }} ended {{ flow_run.state.name }}:\n{{ flow_run.state.message }}",
+    return Automation(
+        name=name,
+        description=f"No nightly completed within {hours:g} h: the worker pool may be down.",
+        trigger=EventTrigger(
+            expect={"prefect.flow-run.Completed"},
+            match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"}),
+            match_related=ResourceSpecification(_flow(NIGHTLY_FLOW)),
+            posture=Posture.Proactive,
+            threshold=1,
+            within=missed_after,
         ),
-        failed(
-            "build-model failed",
-            BUILD_MODEL_FLOW,
-            "A build of one model (the build-model deployment) ended Failed or Crashed.",
-            "mlc-farm build of {{ flow_run.parameters.model }} ({{ flow_run.name }}) ended {{ flow_run.state.name }}",
-            "mlc-farm build-model run {{ flow_run.name }} for model {{ flow_run.parameters.model }} ended "
-            "{{ flow_run.state.name }}:\n{{ flow_run.state.message }}",
+        actions=_send(
+            block_id,
+            "mlc-farm nightly did not run",
+            f"No mlc-farm nightly ({NIGHTLY_FLOW}) completed in the last {hours:g} h: is its worker pool up? "
+            "`prefect work-pool ls`, `prefect flow-run ls --flow-name nightly-build`",
         ),
-        Automation(
-            name=f"{prefix}: nightly needs attention",
-            description="A nightly completed but kept catalog entries at previous builds, or regressed.",
-            trigger=EventTrigger(
-                expect={f"{EVENT_PREFIX}kept-previous", f"{EVENT_PREFIX}regressed"},
-                match=ResourceSpecification({"prefect.resource.id": "mlc-farm.nightly.*"}),
-                posture=Posture.Reactive,
-                threshold=1,
-            ),
-            actions=send("mlc-farm nightly: {{ event.payload.outcome }}", "{{ event.payload.message }}"),
-        ),
-        Automation(
-            name=f"{prefix}: nightly did not run",
-            description=f"No nightly completed within {hours:g} h: the worker pool may be down.",
-            trigger=EventTrigger(
-                expect={"prefect.flow-run.Completed"},
-                match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"}),
-                match_related=ResourceSpecification(_flow(NIGHTLY_FLOW)),
-                posture=Posture.Proactive,
-                threshold=1,
-                within=missed_after,
-            ),
-            actions=send(
-                "mlc-farm nightly did not run",
-                f"No mlc-farm nightly ({NIGHTLY_FLOW}) completed in the last {hours:g} h: is its worker pool up? "
-                "`prefect work-pool ls`, `prefect flow-run ls --flow-name nightly-build`",
-            ),
-        ),
-    ]
+    )
 
 
 def apply(block: str, missed_after: timedelta, prefix: str = "mlc-farm") -> list[str]:

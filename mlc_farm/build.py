@@ -157,36 +157,10 @@ def _build(
         try:
             seconds, outputs, extra = steps(work, log_path)
         except (ToolchainError, ValidationFailed) as e:
-            log = None
-            if log_path.exists():
-                hashes = hash_files({"build.log": log_path})
-                holding.announce(list(hashes.values()))
-                log = store_files(store, {"build.log": log_path}, hashes)[0]
-            failure = FailureRecord(
-                key=key,
-                kind=subject.kind,
-                label=subject.label,
-                cells=subject.cells,
-                error=str(e),
-                log=log,
-                failed_at=now(),
-                flow_run=flow_run,
-                host=socket.gethostname(),
-            )
-            store.write_json(failure_path(key), failure.model_dump(mode="json"))
+            log = _record_failure(store, subject, e, log_path, flow_run, holding)
             raise BuildFailed(str(e), blob_url(store.url, log.sha256) if log else None) from None
         # The outputs are on disk: the store's retries wait out an outage; the toolchain never runs again.
-        with activity.phase(key, "uploading"):
-            total, sent = sum(p.stat().st_size for p in outputs.values()), Counter[str]()
-
-            def uploaded(n: int) -> None:
-                sent["bytes"] += n
-                activity.rename(key, f"uploading {size(sent['bytes'])} of {size(total)}")
-
-            hashes = hash_files({**outputs, "build.log": log_path})
-            holding.announce(list(hashes.values()))
-            files = store_files(store, outputs, hashes, progress=uploaded)
-            log_entry = store_files(store, {"build.log": log_path}, hashes)[0]
+        files, log_entry = _upload(store, key, outputs, log_path, holding)
         record = BuildRecord(
             key=key,
             kind=subject.kind,
@@ -208,6 +182,44 @@ def _build(
         return record
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _record_failure(
+    store: ArtifactStore,
+    subject: Subject,
+    error: Exception,
+    log_path: Path,
+    flow_run: str | None,
+    holding: lease.Holding,
+) -> FileEntry | None:
+    """A failure record with the build's log, kept until the key builds; the log's entry."""
+    log = None
+    if log_path.exists():
+        hashes = hash_files({"build.log": log_path})
+        holding.announce(list(hashes.values()))
+        log = store_files(store, {"build.log": log_path}, hashes)[0]
+    failure = FailureRecord(key=subject.key, kind=subject.kind, label=subject.label, cells=subject.cells,
+                            error=str(error), log=log, failed_at=now(), flow_run=flow_run,
+                            host=socket.gethostname())  # fmt: skip
+    store.write_json(failure_path(subject.key), failure.model_dump(mode="json"))
+    return log
+
+
+def _upload(
+    store: ArtifactStore, key: str, outputs: dict[str, Path], log_path: Path, holding: lease.Holding
+) -> tuple[list[FileEntry], FileEntry]:
+    """The outputs and the log as blobs, named in the lease first; the status line counts the bytes sent."""
+    with activity.phase(key, "uploading"):
+        total, sent = sum(p.stat().st_size for p in outputs.values()), Counter[str]()
+
+        def uploaded(n: int) -> None:
+            sent["bytes"] += n
+            activity.rename(key, f"uploading {size(sent['bytes'])} of {size(total)}")
+
+        hashes = hash_files({**outputs, "build.log": log_path})
+        holding.announce(list(hashes.values()))
+        files = store_files(store, outputs, hashes, progress=uploaded)
+        return files, store_files(store, {"build.log": log_path}, hashes)[0]
 
 
 def build_from_source(
@@ -408,12 +420,7 @@ def check_cell(
             run = RunCheck(status="not run", detail=ref)
             result = Fidelity(status="not measured", detail=ref)
             return {}, {}, _checked(log, cb, keys, Validation(fits=fits, run=run), result, on_line)
-        if ref is None:
-            tokens = fidelity_metrics.eval_tokens(
-                weights / "tokenizer.json", cb.positions, int(chat_config["vocab_size"])
-            )
-        else:
-            tokens = fidelity.EvalTokens(tokens=ref.tokens, seeded=ref.seeded)
+        tokens = _eval_tokens(weights, cb, chat_config, ref)
         request = validate.write_request(work / "request.json", tokens.tokens, ref.top_ids if ref else None)
         with activity.phase(cb.key, "run and fidelity"):
             try:
@@ -425,27 +432,49 @@ def check_cell(
         if not validation.ok:
             _checked(log, cb, keys, validation, None, on_line)
             raise ValidationFailed(f"{cell} failed its check: {validation.describe()}")
-        dist = fidelity.Distributions(method=f"{cb.quantization} library on {fam.runtime_device}",
-                                      tokens=tokens.tokens, seeded=tokens.seeded, **out["distributions"])  # fmt: skip
-        seconds = {"fidelity": dist.seconds or 0.0}
-        if ref is None:
-            path = work / "out" / validate.DISTRIBUTIONS_FILE
-            path.parent.mkdir(parents=True)
-            path.write_text(dist.model_dump_json(exclude={"probe_logprobs"}))
-            result = Fidelity(status="reference", reference=dist.method, evaluation=tokens.describe(),
-                              seconds=dist.seconds)  # fmt: skip
-            return seconds, {validate.DISTRIBUTIONS_FILE: path}, _checked(log, cb, keys, validation, result, on_line)
-        measured = fidelity_metrics.compare(ref, dist)
-        ok, why = fidelity.judge(measured, cb.thresholds)
-        result = Fidelity(status="passed" if ok else "failed", detail=why, reference=ref.method,
-                          evaluation=tokens.describe(), measured=measured, thresholds=cb.thresholds,
-                          seconds=dist.seconds)  # fmt: skip
-        return seconds, {}, _checked(log, cb, keys, validation, result, on_line)
+        seconds, outputs, result = _fidelity_of(work, cb, tokens, ref, out["distributions"], fam.runtime_device)
+        return seconds, outputs, _checked(log, cb, keys, validation, result, on_line)
 
     subject = Subject(cb.key, "check", cb.inputs, f"check {cell}",
                       [FailedCell(model=cb.model, quantization=cb.quantization, device=cb.device.name)])  # fmt: skip
     with toolchain.on_pool(cb.device.work_pool):
         return _run_steps(store, subject, steps, flow_run, force)
+
+
+def _eval_tokens(
+    weights: Path, cb: CheckBuild, chat_config: dict[str, Any], ref: fidelity.Distributions | None
+) -> fidelity.EvalTokens:
+    """The reference's tokens, else (this check is the reference) the evaluation text through the model's own
+    tokenizer."""
+    if ref is not None:
+        return fidelity.EvalTokens(tokens=ref.tokens, seeded=ref.seeded)
+    return fidelity_metrics.eval_tokens(weights / "tokenizer.json", cb.positions, int(chat_config["vocab_size"]))
+
+
+def _fidelity_of(
+    work: Path,
+    cb: CheckBuild,
+    tokens: fidelity.EvalTokens,
+    ref: fidelity.Distributions | None,
+    found: dict[str, Any],
+    device: str,
+) -> tuple[dict[str, float], dict[str, Path], Fidelity]:
+    """The library pass's fidelity: judged against the reference's, or, with none, kept as the reference of
+    the other cells of its source on this device."""
+    dist = fidelity.Distributions(method=f"{cb.quantization} library on {device}", tokens=tokens.tokens,
+                                  seeded=tokens.seeded, **found)  # fmt: skip
+    seconds = {"fidelity": dist.seconds or 0.0}
+    if ref is None:
+        path = work / "out" / validate.DISTRIBUTIONS_FILE
+        path.parent.mkdir(parents=True)
+        path.write_text(dist.model_dump_json(exclude={"probe_logprobs"}))
+        result = Fidelity(status="reference", reference=dist.method, evaluation=tokens.describe(), seconds=dist.seconds)
+        return seconds, {validate.DISTRIBUTIONS_FILE: path}, result
+    measured = fidelity_metrics.compare(ref, dist)
+    ok, why = fidelity.judge(measured, cb.thresholds)
+    return seconds, {}, Fidelity(status="passed" if ok else "failed", detail=why, reference=ref.method,
+                                 evaluation=tokens.describe(), measured=measured, thresholds=cb.thresholds,
+                                 seconds=dist.seconds)  # fmt: skip
 
 
 def _jit_keys(

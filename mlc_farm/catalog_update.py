@@ -139,32 +139,13 @@ def update_unit(
         lib = rec.record(pc.library) if pc.library else None
         if lib is None or lib.validation is None:
             continue
-        validation = library_validation(lib, model, convert, config, rec)
-        if not validation.ok:
-            unfit[pc.cell.device] = f"library {lib.key[:12]}: {validation.describe()}"
-            continue
         served = current.libs.get(pc.cell.device) if current else None
-        judged = cell_fidelity(plan, pc, rec, served)
-        if isinstance(judged, str):
-            unfit[pc.cell.device] = judged
-            rejected += 1
-            continue
-        cell_fid, run = judged
-        if run is not None:
-            validation = Validation(fits=validation.fits, run=run)
-        device = plan.lib_builds[lib.key].device
-        needs = (
-            memory.estimate(rec.doc(convert, "tensor-cache.json"), lib.library_metadata)
-            if lib.library_metadata
-            else None
-        )
-        check = rec.record(pc.check) if pc.check else None
-        libs[pc.cell.device] = LibRef(
-            key=lib.key, file=lib.files[0], target=device.target, host=device.host_triple, validation=validation,
-            memory=needs, fidelity=cell_fid, check=pc.check,
-            runtime=runtime.of_library(lib.toolchain, device, quantization, lib.cuda_archs),
-            jit_keys=(check.jit_keys if check else None) or {},
-        )  # fmt: skip
+        found = _lib_ref(plan, pc, lib, (convert, config), rec, served)
+        if isinstance(found, LibRef):
+            libs[pc.cell.device] = found
+        else:
+            unfit[pc.cell.device], failed_fidelity = found
+            rejected += failed_fidelity
     if rejected and not libs:
         detail = "no library of these weights passed its fidelity check: the catalog was left as it is"
         return result.model_copy(update={"status": "kept previous" if current else "not built", "unfit": unfit,
@@ -181,21 +162,56 @@ def update_unit(
         libs=libs,
         updated_at=now(),
     )
-    planned = {pc.cell.device for pc in cells}
+    return _move_entry(
+        store, result.model_copy(update={"unfit": unfit}), current, new, {pc.cell.device for pc in cells}
+    )
+
+
+def _lib_ref(
+    plan: Plan,
+    pc: PlanCell,
+    lib: BuildRecord,
+    weights: tuple[BuildRecord, BuildRecord],
+    rec: Records,
+    served: LibRef | None,
+) -> LibRef | tuple[str, bool]:
+    """The cell's library as the entry will serve it, or why not (and whether its fidelity was the reason)."""
+    convert, config = weights
+    validation = library_validation(lib, pc.cell.model, convert, config, rec)
+    if not validation.ok:
+        return f"library {lib.key[:12]}: {validation.describe()}", False
+    judged = cell_fidelity(plan, pc, rec, served)
+    if isinstance(judged, str):
+        return judged, True
+    cell_fid, run = judged
+    if run is not None:
+        validation = Validation(fits=validation.fits, run=run)
+    device = plan.lib_builds[lib.key].device
+    metadata = lib.library_metadata
+    needs = memory.estimate(rec.doc(convert, "tensor-cache.json"), metadata) if metadata else None
+    check = rec.record(pc.check) if pc.check else None
+    return LibRef(
+        key=lib.key, file=lib.files[0], target=device.target, host=device.host_triple, validation=validation,
+        memory=needs, fidelity=cell_fid, check=pc.check,
+        runtime=runtime.of_library(lib.toolchain, device, pc.cell.quantization, lib.cuda_archs),
+        jit_keys=(check.jit_keys if check else None) or {},
+    )  # fmt: skip
+
+
+def _move_entry(
+    store: ArtifactStore, result: UnitResult, current: CatalogEntry | None, new: CatalogEntry, planned: set[str]
+) -> UnitResult:
+    """Move the entry to `new` if the policy allows (re-decided against what is there at write time)."""
+    model, quantization = new.model, new.quantization
     if next_entry(current, new, planned) is None:
         if current:  # it keeps serving: signed, if it was written before signatures (a no-op once it is)
             sign_entry(store, current, entry_files)
         if current and (current.convert, current.config) == (new.convert, new.config):
-            return result.model_copy(update={"status": "unchanged", "unfit": unfit})
-        missing = sorted(planned - set(libs))
-        return result.model_copy(
-            update={
-                "status": "kept previous",
-                "unfit": unfit,
-                "detail": f"the new builds lack validated libraries for {', '.join(missing)}; "
-                "the previous complete entry keeps serving",
-            }
-        )
+            return result.model_copy(update={"status": "unchanged"})
+        missing = sorted(planned - set(new.libs))
+        detail = (f"the new builds lack validated libraries for {', '.join(missing)}; the previous complete entry "
+                  "keeps serving")  # fmt: skip
+        return result.model_copy(update={"status": "kept previous", "detail": detail})
 
     def write(old: dict[str, Any] | None) -> dict[str, Any]:
         # Re-decided against what is there now: another run may have moved the entry meanwhile. What it moves to
@@ -203,15 +219,14 @@ def update_unit(
         now_there = _as_entry(catalog_path(model, quantization), old)
         chosen = next_entry(now_there, new, planned)
         if chosen is not None or now_there is None:
-            moved = chosen or new
-            sign_entry(store, moved, entry_files)
+            sign_entry(store, chosen or new, entry_files)
         return (chosen or now_there or new).model_dump(mode="json")
 
     try:
         store.update_json(catalog_path(model, quantization), write, replace_damaged=False)
     except DamagedDocumentError as e:
-        return result.model_copy(update={"status": "damaged", "unfit": unfit, "detail": _kept_damaged(e)})
-    return result.model_copy(update={"status": "moved", "unfit": unfit})
+        return result.model_copy(update={"status": "damaged", "detail": _kept_damaged(e)})
+    return result.model_copy(update={"status": "moved"})
 
 
 def _as_entry(name: str, doc: dict[str, Any] | None) -> CatalogEntry | None:

@@ -122,9 +122,8 @@ def manifest(store: ArtifactStore, entry: CatalogEntry, files: dict[str, FileEnt
     }
 
 
-def model_card(entry: CatalogEntry, repo: str, lib_files: dict[str, str], signed_by: str | None = None) -> str:
-    """README.md with the front matter the Hub and the MLC community expect, how to run the model and, with
-    `signed_by` (the signing key's fingerprint), how to verify it."""
+def _card_meta(entry: CatalogEntry) -> dict[str, Any]:
+    """The card's front matter: what the Hub lists the repo under (library, tags, base model, license)."""
     webgpu = any("webllm" in _family(ref.target).exports for ref in entry.libs.values())
     meta: dict[str, Any] = {
         "library_name": "mlc-llm",
@@ -135,6 +134,13 @@ def model_card(entry: CatalogEntry, repo: str, lib_files: dict[str, str], signed
         meta["base_model_relation"] = "quantized"
     if entry.source.get("license"):
         meta["license"] = entry.source["license"]
+    return meta
+
+
+def model_card(entry: CatalogEntry, repo: str, lib_files: dict[str, str], signed_by: str | None = None) -> str:
+    """README.md with the front matter the Hub and the MLC community expect, how to run the model and, with
+    `signed_by` (the signing key's fingerprint), how to verify it."""
+    meta = _card_meta(entry)
     base = (
         f"[{entry.source['ref']}](https://huggingface.co/{entry.source['ref']}) at commit `{entry.source['identity']}`"
         if entry.source.get("kind") == "hf"
@@ -465,29 +471,9 @@ def publish(
     if private is None:
         private = bool(entry.source.get("restricted"))
     files = pull_files(store, model, quantization)
-    lib_files = {d: lib_path(entry, d) for d in entry.libs}
     api = HfApi(endpoint=hub_endpoint(), token=credentials.hf_token())
     with tempfile.TemporaryDirectory(prefix="mlc-farm-publish-") as tmp:
-        root = Path(tmp)
-        local = {p: root / p for p in files}
-        for p, f in files.items():
-            store.get_blob(f.sha256, local[p])
-        card = model_card(entry, repo, lib_files, fingerprint(public_key(credentials.signing_key())))
-        listing = json.dumps(manifest(store, entry, files), indent=2) + "\n"  # of the build's files only
-
-        def add(name: str, text: str) -> None:
-            """A file the farm writes into the folder beside the build's files."""
-            local[name] = root / name
-            local[name].write_text(text)
-            data = local[name].read_bytes()
-            files[name] = FileEntry(path=name, size=len(data), sha256=hashlib.sha256(data).hexdigest())
-
-        add(CARD, card)
-        add(MANIFEST, listing)
-        # Provenance of every file above, then the folder's signature over all of them (model-signing format).
-        digests = {p: f.sha256 for p, f in files.items()}
-        add(provenance.FILE, sign_statement(store, provenance.statement(entry, entry_records(store, entry), digests)))
-        add(SIGNATURE, sign_folder(store, {p: f.sha256 for p, f in files.items()}, repo.split("/")[-1]))
+        local, card = _stage(store, entry, repo, files, Path(tmp))
         try:
             if dry_run and (why := _hub_answers()):
                 adds, deletes, same = _diff(local, files, {})
@@ -516,6 +502,32 @@ def publish(
             raise _hub_error(e, repo) from None
     _record_published(store, entry, repo, info.oid)
     return result.model_copy(update={"commit": info.oid})
+
+
+def _stage(
+    store: ArtifactStore, entry: CatalogEntry, repo: str, files: dict[str, FileEntry], root: Path
+) -> tuple[dict[str, Path], str]:
+    """The folder to publish under `root`: the build's files, the card, the manifest, the provenance of all of
+    them and the folder's signature over everything (model-signing format); `files` gains the farm's own."""
+    local = {p: root / p for p in files}
+    for p, f in files.items():
+        store.get_blob(f.sha256, local[p])
+    card = model_card(entry, repo, {d: lib_path(entry, d) for d in entry.libs},
+                      fingerprint(public_key(credentials.signing_key())))  # fmt: skip
+    listing = json.dumps(manifest(store, entry, files), indent=2) + "\n"  # of the build's files only
+
+    def add(name: str, text: str) -> None:
+        local[name] = root / name
+        local[name].write_text(text)
+        data = local[name].read_bytes()
+        files[name] = FileEntry(path=name, size=len(data), sha256=hashlib.sha256(data).hexdigest())
+
+    add(CARD, card)
+    add(MANIFEST, listing)
+    digests = {p: f.sha256 for p, f in files.items()}
+    add(provenance.FILE, sign_statement(store, provenance.statement(entry, entry_records(store, entry), digests)))
+    add(SIGNATURE, sign_folder(store, {p: f.sha256 for p, f in files.items()}, repo.split("/")[-1]))
+    return local, card
 
 
 def _commit(

@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mlc_farm import jit, runtime
 from mlc_farm.catalog import CatalogEntry, FileEntry, LibRef, get_entry, read_blob_json, read_document
@@ -158,46 +159,66 @@ def install(
             lib_copy = fetched.setdefault(ref.file.sha256, Path(tmp) / f"{lib_name}-{ref.file.path}")
             if not lib_copy.exists():
                 store.get_blob(ref.file.sha256, lib_copy)
-            kind = jit.jit_device(ref.target)
-            assert kind is not None
-            if indices is not None:
-                found = jit.keys(config, [f"{kind}:{i}" for i in indices])
-            elif kind == "cpu":
-                found = jit.keys(config, ["cpu:0"])
-            else:
-                found = jit.keys(config, [], present=(lib_copy, kind))
-            if not found:
-                raise BadInput(f"--device {lib_name}: no {kind} device here to key its library by; give "
-                               "--device-index")  # fmt: skip
+            found = _jit_keys(config, lib_name, ref, lib_copy, indices)
             for dev, key in found.items():
                 planned[dev] = (jit.cache_file(home, key, dev), ref)
                 result.chosen[dev] = lib_name
-        conflicts = [(dev, path) for dev, (path, ref) in planned.items() if path.exists() and _differs(path, ref.file)]
-        if conflicts and not force:
-            dev, path = conflicts[0]
-            raise BadInput(
-                f"{path} (the JIT cache file of {dev}) holds another library ({path.stat().st_size} bytes, "
-                f"sha256 {file_sha256(path)[:12]}): --force replaces it"
-            )
-        result.replaced = [f"{path} ({file_sha256(path)[:12]})" for _, path in conflicts]
+        result.replaced = _replaced(planned, force)
         if result.weights_written:
             if weights.exists():
                 result.replaced.append(f"{weights} ({len(stale)} files differed)")
             with replacing(weights, "--as", replace=True) as staging:
                 for rel, f in files.items():
                     store.get_blob(f.sha256, staging / rel)
-        lib_dir = home / "model_lib"
-        _remove_old_parts(lib_dir)
-        with scratch(lib_dir, "mlc-farm-install") as copies:
-            for dev, (path, ref) in sorted(planned.items()):
-                result.libraries[dev] = path
-                if path.exists() and not _differs(path, ref.file):
-                    continue
-                part = copies / path.name  # a whole copy, renamed into place: never a partial library under its name
-                shutil.copyfile(fetched[ref.file.sha256], part)  # checked against its sha256 as it was fetched
-                os.replace(part, path)
-                result.written.append(dev)
+        _write_libraries(home / "model_lib", planned, fetched, result)
     return result
+
+
+def _jit_keys(
+    config: dict[str, Any], lib_name: str, ref: LibRef, lib_copy: Path, indices: list[int] | None
+) -> dict[str, jit.JitKey]:
+    """The JIT key of each device this library is installed for: the indices asked, else CPU 0, else every
+    device of its kind this machine has."""
+    kind = jit.jit_device(ref.target)
+    assert kind is not None
+    if indices is not None:
+        found = jit.keys(config, [f"{kind}:{i}" for i in indices])
+    elif kind == "cpu":
+        found = jit.keys(config, ["cpu:0"])
+    else:
+        found = jit.keys(config, [], present=(lib_copy, kind))
+    if not found:
+        raise BadInput(f"--device {lib_name}: no {kind} device here to key its library by; give --device-index")
+    return found
+
+
+def _replaced(planned: dict[str, tuple[Path, LibRef]], force: bool) -> list[str]:
+    """The JIT cache files that hold another library: refused unless `force`; what will be replaced."""
+    conflicts = [(dev, path) for dev, (path, ref) in planned.items() if path.exists() and _differs(path, ref.file)]
+    if conflicts and not force:
+        dev, path = conflicts[0]
+        raise BadInput(
+            f"{path} (the JIT cache file of {dev}) holds another library ({path.stat().st_size} bytes, "
+            f"sha256 {file_sha256(path)[:12]}): --force replaces it"
+        )
+    return [f"{path} ({file_sha256(path)[:12]})" for _, path in conflicts]
+
+
+def _write_libraries(
+    lib_dir: Path, planned: dict[str, tuple[Path, LibRef]], fetched: dict[str, Path], result: Installed
+) -> None:
+    """Each device's library under its JIT cache name: a whole copy, renamed into place (never a partial
+    library under its name), from the copy fetched and checked against its sha256."""
+    _remove_old_parts(lib_dir)
+    with scratch(lib_dir, "mlc-farm-install") as copies:
+        for dev, (path, ref) in sorted(planned.items()):
+            result.libraries[dev] = path
+            if path.exists() and not _differs(path, ref.file):
+                continue
+            part = copies / path.name
+            shutil.copyfile(fetched[ref.file.sha256], part)
+            os.replace(part, path)
+            result.written.append(dev)
 
 
 def _remove_old_parts(lib_dir: Path) -> None:

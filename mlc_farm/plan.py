@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from mlc_farm import capabilities, fidelity_rules, keys, twins
 from mlc_farm.fingerprints import Fingerprint
-from mlc_farm.matrix import Cell, DeviceSpec, Matrix, Overrides
+from mlc_farm.matrix import Cell, DeviceSpec, Matrix, ModelSpec, Overrides
 from mlc_farm.sources import ResolvedSource
 from mlc_farm.toolchain import ToolchainInfo, identity, of_pool
 
@@ -182,72 +182,75 @@ def make_plan(
     configs: dict[str, ConfigBuild] = {}
     libs: dict[str, LibBuild] = {}
     planned: list[PlanCell] = []
-    accepted = toolchain.names
     specs, devices = {m.id: m for m in matrix.models}, {d.name: d for d in matrix.devices}
     sourced: set[tuple[str, str, str, str]] = set()  # (library, model, convert, config) already in its sources
     for cell in cells:
         spec, src = specs[cell.model], sources[cell.model]
-        if src.error or src.identity is None or src.config is None:
-            planned.append(PlanCell(cell=cell, problem=src.error or "source not resolved"))
-            continue
-        model_type = spec.model_type or src.config.get("model_type")
-        if accepted and accepted.model_types is not None and model_type not in accepted.model_types:
-            problem = f"model type {model_type!r} (config.json of {cell.model}) is not one the toolchain knows"
+        if problem := _cell_problem(cell, spec, src, toolchain):
             planned.append(PlanCell(cell=cell, problem=problem))
             continue
-        fingerprint, note = _identity(matrix, spec.model_type, src, cell.quantization, fingerprints or {})
-        c_inputs = keys.convert_inputs(src.key_part(), cell.quantization, spec.model_type, toolchain, fingerprint)
-        c_key = keys.digest(c_inputs)
-        converts.setdefault(
-            c_key,
-            ConvertBuild(
-                key=c_key, model=cell.model, quantization=cell.quantization, model_type=spec.model_type,
-                inputs=c_inputs, toolchain=identity(toolchain), identity_note=note,
-            ),
-        )  # fmt: skip
-        g_inputs = keys.config_inputs(
-            src.key_part(), cell.quantization, spec.conv_template, spec.overrides, spec.model_type, toolchain
-        )
-        g_key = keys.digest(g_inputs)
-        configs.setdefault(
-            g_key,
-            ConfigBuild(
-                key=g_key,
-                model=cell.model,
-                quantization=cell.quantization,
-                conv_template=spec.conv_template,
-                overrides=spec.overrides,
-                model_type=spec.model_type,
-                inputs=g_inputs,
-            ),
-        )
-        arch = {"model_type": model_type, "config": keys.architecture(src.config)}
-        device = devices[cell.device]
-        tools = capabilities.tools(device, toolchain.can_build(device.work_pool))
-        l_inputs = keys.library_inputs(arch, cell.quantization, spec.overrides, device,
-                                       of_pool(toolchain, device.work_pool), tools)  # fmt: skip
-        l_key = keys.digest(l_inputs)
-        lib = libs.setdefault(
-            l_key,
-            LibBuild(
-                key=l_key,
-                quantization=cell.quantization,
-                device=device,
-                overrides=spec.overrides,
-                sources=[],
-                users=[],
-                inputs=l_inputs,
-            ),
-        )
+        convert, config = _weights(matrix, cell, spec, src, toolchain, fingerprints or {})
+        converts.setdefault(convert.key, convert)
+        configs.setdefault(config.key, config)
+        made = _library(cell, spec, src, devices[cell.device], toolchain)
+        lib = libs.setdefault(made.key, made)
         lib.users.append(cell)
-        builds = ModelBuilds(model=cell.model, convert=c_key, config=g_key)
-        if (l_key, cell.model, c_key, g_key) not in sourced:
-            sourced.add((l_key, cell.model, c_key, g_key))
-            lib.sources.append(builds)
-        planned.append(PlanCell(cell=cell, convert=c_key, config=g_key, library=l_key))
+        if (lib.key, cell.model, convert.key, config.key) not in sourced:
+            sourced.add((lib.key, cell.model, convert.key, config.key))
+            lib.sources.append(ModelBuilds(model=cell.model, convert=convert.key, config=config.key))
+        planned.append(PlanCell(cell=cell, convert=convert.key, config=config.key, library=lib.key))
     references, checks = _checks(matrix, planned, sources, toolchain)
     return Plan(toolchain=toolchain, cells=planned, convert_builds=converts, config_builds=configs, lib_builds=libs,
                 reference_builds=references, check_builds=checks)  # fmt: skip
+
+
+def _model_type(spec: ModelSpec, src: ResolvedSource) -> Any:
+    return spec.model_type or (src.config or {}).get("model_type")
+
+
+def _cell_problem(cell: Cell, spec: ModelSpec, src: ResolvedSource, toolchain: ToolchainInfo) -> str | None:
+    """Why a cell cannot be planned: its source did not resolve, or the toolchain knows not its model type."""
+    if src.error or src.identity is None or src.config is None:
+        return src.error or "source not resolved"
+    accepted, model_type = toolchain.names, _model_type(spec, src)
+    if accepted and accepted.model_types is not None and model_type not in accepted.model_types:
+        return f"model type {model_type!r} (config.json of {cell.model}) is not one the toolchain knows"
+    return None
+
+
+def _weights(
+    matrix: Matrix,
+    cell: Cell,
+    spec: ModelSpec,
+    src: ResolvedSource,
+    toolchain: ToolchainInfo,
+    fingerprints: dict[str, Fingerprint],
+) -> tuple[ConvertBuild, ConfigBuild]:
+    """The cell's convert and config builds, keyed by what each reads."""
+    fingerprint, note = _identity(matrix, spec.model_type, src, cell.quantization, fingerprints)
+    c_inputs = keys.convert_inputs(src.key_part(), cell.quantization, spec.model_type, toolchain, fingerprint)
+    convert = ConvertBuild(key=keys.digest(c_inputs), model=cell.model, quantization=cell.quantization,
+                           model_type=spec.model_type, inputs=c_inputs, toolchain=identity(toolchain),
+                           identity_note=note)  # fmt: skip
+    g_inputs = keys.config_inputs(
+        src.key_part(), cell.quantization, spec.conv_template, spec.overrides, spec.model_type, toolchain
+    )
+    config = ConfigBuild(key=keys.digest(g_inputs), model=cell.model, quantization=cell.quantization,
+                         conv_template=spec.conv_template, overrides=spec.overrides, model_type=spec.model_type,
+                         inputs=g_inputs)  # fmt: skip
+    return convert, config
+
+
+def _library(
+    cell: Cell, spec: ModelSpec, src: ResolvedSource, device: DeviceSpec, toolchain: ToolchainInfo
+) -> LibBuild:
+    """The cell's library build, keyed by the architecture (shared by the models of one), not the model."""
+    arch = {"model_type": _model_type(spec, src), "config": keys.architecture(src.config or {})}
+    tools = capabilities.tools(device, toolchain.can_build(device.work_pool))
+    inputs = keys.library_inputs(arch, cell.quantization, spec.overrides, device, of_pool(toolchain, device.work_pool),
+                                 tools)  # fmt: skip
+    return LibBuild(key=keys.digest(inputs), quantization=cell.quantization, device=device, overrides=spec.overrides,
+                    sources=[], users=[], inputs=inputs)  # fmt: skip
 
 
 NO_REFERENCE = (

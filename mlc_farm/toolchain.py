@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -430,6 +430,21 @@ def dies_with_parent(cmd: list[str]) -> list[str]:
     return [setpriv, "--pdeathsig", "KILL", "--", *cmd] if setpriv else cmd
 
 
+def _stream(
+    proc: subprocess.Popen[bytes], log: IO[str], tail: deque[str], on_line: Callable[[str], None] | None
+) -> None:
+    """A step's output, cleaned, line by line into its log, the tail kept for its error and `on_line`."""
+    assert proc.stdout is not None
+    for raw in proc.stdout:  # binary: split on \n only, so progress redraws stay within their line
+        line = clean_line(raw.decode(errors="replace"))
+        if line is None:
+            continue
+        log.write(line + "\n")
+        tail.append(line)
+        if on_line:
+            on_line(line)
+
+
 def run(
     step: str,
     args: list[str],
@@ -474,15 +489,7 @@ def run(
         timer.start()
         try:
             with _tracked(proc):
-                assert proc.stdout is not None
-                for raw in proc.stdout:  # binary: split on \n only, so progress redraws stay within their line
-                    line = clean_line(raw.decode(errors="replace"))
-                    if line is None:
-                        continue
-                    log.write(line + "\n")
-                    tail.append(line)
-                    if on_line:
-                        on_line(line)
+                _stream(proc, log, tail, on_line)
                 code = proc.wait()
         finally:
             timer.cancel()

@@ -1,5 +1,5 @@
-"""The shape of the package (issue 29): no import cycle, in-function imports included; errors.py imports nothing
-of the project; the CLI starts without numpy, Prefect or boto3."""
+"""The shape of the package (issue 29): no import cycle, in-function imports included; functions a reader can
+hold; errors.py imports nothing of the project; the CLI starts without numpy, Prefect or boto3."""
 
 from __future__ import annotations
 
@@ -79,6 +79,18 @@ def test_no_module_imports_itself_through_others() -> None:
     modules = _modules()
     graph = {name: _imports(path, name, set(modules)) for name, path in modules.items()}
     assert _cycles(graph) == []
+
+
+def test_every_function_of_the_product_fits_on_a_screen() -> None:
+    """60 lines at most (ruff bounds its McCabe complexity at 15: pyproject.toml)."""
+    long = []
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) or not node.end_lineno:
+                continue
+            if (lines := node.end_lineno - node.lineno + 1) > 60:
+                long.append(f"{name}.{node.name}: {lines} lines")
+    assert long == []
 
 
 def test_errors_import_nothing_of_the_project() -> None:

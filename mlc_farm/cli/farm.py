@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +18,29 @@ from mlc_farm.cli._output import out
 from mlc_farm.errors import BadInput, NoWorker
 from mlc_farm.matrix import LoadedMatrix, load_matrix
 
+_StoreCredentials = Annotated[
+    bool, typer.Option("--store-credentials", help="Save the AWS keys and HF_TOKEN of this environment in blocks.")
+]
+_SigningKey = Annotated[
+    bool,
+    typer.Option(
+        "--signing-key", help="Make the farm's signing key in a Secret block (once) and print its public key."
+    ),
+]
+_Notify = Annotated[
+    str | None,
+    typer.Option("--notify", help="A notification block (TYPE/NAME, e.g. slack-webhook/ops) that hears of failed, "
+                 "kept, regressed or missed nightlies."),
+]  # fmt: skip
+_MissedAfter = Annotated[
+    str, typer.Option("--missed-after", help="A nightly that has not completed for this long notifies (e.g. 26h).")
+]
+_CheckPools = Annotated[
+    bool,
+    typer.Option("--check-pools", help="Then run `farm check-pool` for each pool of the matrix's devices (once the "
+                 "deployments exist and workers poll the pools)."),
+]  # fmt: skip
+
 
 @command(farm_app, "init")
 def farm_init(
@@ -24,67 +48,49 @@ def farm_init(
     pool_type: Annotated[PoolType, typer.Option("--type", help="The work pools' type.")] = PoolType.process,
     gpus: Annotated[int, typer.Option(help="Compiles at once per pool (one per GPU).")] = 1,
     pool_limit: Annotated[int | None, typer.Option(help="Flow runs at once per pool.")] = None,
-    store_credentials: Annotated[
-        bool,
-        typer.Option("--store-credentials", help="Save the AWS keys and HF_TOKEN of this environment in blocks."),
-    ] = False,
-    signing_key: Annotated[
-        bool,
-        typer.Option(
-            "--signing-key", help="Make the farm's signing key in a Secret block (once) and print its public key."
-        ),
-    ] = False,
-    notify: Annotated[
-        str | None,
-        typer.Option(
-            "--notify",
-            help="A notification block (TYPE/NAME, e.g. slack-webhook/ops) that hears of "
-            "failed, kept, regressed or missed nightlies.",
-        ),
-    ] = None,
-    missed_after: Annotated[
-        str, typer.Option("--missed-after", help="A nightly that has not completed for this long notifies (e.g. 26h).")
-    ] = "26h",
-    check_pools: Annotated[
-        bool,
-        typer.Option(
-            "--check-pools",
-            help="Then run `farm check-pool` for each pool of the matrix's devices "
-            "(once the deployments exist and workers poll the pools).",
-        ),
-    ] = False,
+    store_credentials: _StoreCredentials = False,
+    signing_key: _SigningKey = False,
+    notify: _Notify = None,
+    missed_after: _MissedAfter = "26h",
+    check_pools: _CheckPools = False,
 ) -> None:
     """Create or update the work pools of the matrix and their concurrency limits, and optionally the credential
     blocks and the nightly's automations (idempotent; PREFECT_API_URL)."""
-    from datetime import timedelta
-
     from mlc_farm import alerts
     from mlc_farm.farm import init, signing_key_block
     from mlc_farm.farm import store_credentials as save_credentials
-    from mlc_farm.settings import parse_seconds
 
     loaded = load_matrix(matrix)
+    window = _window(missed_after)
+    _say(init(loaded.matrix, pool_type.value, gpus, pool_limit))  # each step says what it did as it is done
+    if store_credentials:
+        _say(save_credentials(dict(os.environ))[0])
+    if signing_key:
+        _say(signing_key_block())
+    if notify:
+        _say(alerts.apply(notify, window))
+    if check_pools:
+        broken = [p for p in sorted({d.work_pool for d in loaded.matrix.devices}) if not _check_pool(loaded, p, None)]
+        if broken:
+            raise typer.Exit(1)
+
+
+def _say(lines: list[str]) -> None:
+    for line in lines:
+        out.print(line, highlight=False, soft_wrap=True)
+
+
+def _window(missed_after: str) -> timedelta:
+    """--missed-after as a duration Prefect's proactive triggers accept."""
+    from mlc_farm.settings import parse_seconds
+
     try:
         window = timedelta(seconds=float(parse_seconds(missed_after)))
     except ValueError as e:
         raise BadInput(f"--missed-after {missed_after!r}: {e}") from None
     if window < timedelta(seconds=10):
         raise BadInput(f"--missed-after {missed_after!r}: Prefect's proactive triggers need at least 10 s")
-    for line in init(loaded.matrix, pool_type.value, gpus, pool_limit):
-        out.print(line, highlight=False)
-    if store_credentials:
-        for line in save_credentials(dict(os.environ))[0]:
-            out.print(line, highlight=False, soft_wrap=True)
-    if signing_key:
-        for line in signing_key_block():
-            out.print(line, highlight=False, soft_wrap=True)
-    if notify:
-        for line in alerts.apply(notify, window):
-            out.print(line, highlight=False, soft_wrap=True)
-    if check_pools:
-        broken = [p for p in sorted({d.work_pool for d in loaded.matrix.devices}) if not _check_pool(loaded, p, None)]
-        if broken:
-            raise typer.Exit(1)
+    return window
 
 
 @command(farm_app, "check-pool")

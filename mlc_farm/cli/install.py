@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -16,6 +16,9 @@ from mlc_farm.errors import BadInput
 from mlc_farm.matrix import check_names
 from mlc_farm.names import shorten
 from mlc_farm.store import open_store
+
+if TYPE_CHECKING:
+    from mlc_farm.install import Installed
 
 MAX_DEVICES = 64  # device indices of one machine: more is a typo, and each would be a copy of the library
 
@@ -69,21 +72,34 @@ def install_cmd(
 ) -> None:
     """Put a built model where mlc_llm looks for HF://ORG/NAME: its weights in the cache, each library under the
     JIT key the local mlc_llm computes, so `mlc_llm chat|serve HF://ORG/NAME` and MLCEngine use them as they are."""
-    from mlc_farm import jit, toolchain
+    from mlc_farm import toolchain
     from mlc_farm.catalog import get_entry
     from mlc_farm.devices import local_gpu_archs
     from mlc_farm.install import default_name, install
 
     check_names(model=model, quantization=quantization, device=device)
     st = open_store(store, must_exist=True)
-    if mlc_home is not None and (not mlc_home.strip() or (Path(mlc_home).exists() and not Path(mlc_home).is_dir())):
-        raise BadInput(f"--mlc-home {shorten(mlc_home)}: give a directory (MLC_LLM_HOME), not "
-                       f"{'an empty path' if not mlc_home.strip() else 'a file'}")  # fmt: skip
-    home = Path(mlc_home) if mlc_home is not None else jit.mlc_llm_home()
+    home = _mlc_home(mlc_home)
     indices = _indices(device_index)
     repo = name or default_name(st, get_entry(st, model, quantization))
     done = install(st, model, quantization, home, repo, toolchain.probe(), device, indices, force, any_runtime,
                    local_gpu_archs(), built_with, allow_unsigned)  # fmt: skip
+    _report(done, repo)
+
+
+def _mlc_home(mlc_home: str | None) -> Path:
+    """--mlc-home, else mlc_llm's own default: a directory, never an empty path or a file."""
+    from mlc_farm import jit
+
+    if mlc_home is None:
+        return jit.mlc_llm_home()
+    if not mlc_home.strip() or (Path(mlc_home).exists() and not Path(mlc_home).is_dir()):
+        raise BadInput(f"--mlc-home {shorten(mlc_home)}: give a directory (MLC_LLM_HOME), not "
+                       f"{'an empty path' if not mlc_home.strip() else 'a file'}")  # fmt: skip
+    return Path(mlc_home)
+
+
+def _report(done: Installed, repo: str) -> None:
     for what in done.replaced:
         out.print(f"replaced {escape(what)}")
     if not done.weights_written and not done.written:
@@ -91,7 +107,6 @@ def install_cmd(
         return
     out.print(f"weights: {escape(str(done.weights))}" + ("" if done.weights_written else " (already there)"))
     for dev, path in sorted(done.libraries.items()):
-        lib = done.chosen[dev]
-        out.print(f"library for {dev}: {escape(str(path))} ({escape(lib)}'s)" + ("" if dev in done.written else
-                  " (already there)"))  # fmt: skip
+        there = "" if dev in done.written else " (already there)"
+        out.print(f"library for {dev}: {escape(str(path))} ({escape(done.chosen[dev])}'s){there}")
     out.print(f"run it: mlc_llm chat HF://{escape(repo)} --device {escape(next(iter(sorted(done.libraries))))}")
