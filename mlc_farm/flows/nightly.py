@@ -131,8 +131,14 @@ def check_pool(matrix_path: str, store: str) -> PoolCheckRun:
 
 
 def run_result(state: State) -> RunResult:
-    """How a nightly or build-model run ended, from its final state (the typed result it carries)."""
-    found = state.result(raise_on_failure=False)
+    """How a nightly or build-model run ended, from its final state (the typed result it carries; a state
+    without one, such as a run crashed before it returned, reads as failed cells with its message)."""
+    from prefect.exceptions import MissingResult
+
+    try:
+        found = state.result(raise_on_failure=False)
+    except MissingResult:
+        found = None
     if isinstance(found, RunResult):
         return found
     return RunResult(ok=state.is_completed(), message=state.message or state.name or "", reason="failed cells")
