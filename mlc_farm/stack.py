@@ -120,9 +120,10 @@ class PortTaken(StackError):
 _BIND_FAILED = (b"Port allocation failed", b"address already in use")  # SeaweedFS's words, uvicorn's
 
 
-def _bind_failed(log: Path) -> Callable[[], bool]:
-    """Whether the service, from now on, writes to `log` that a port it was given is taken."""
-    start = log.stat().st_size if log.exists() else 0
+def port_taken_in(log: Path, since: int | None = None) -> Callable[[], bool]:
+    """Whether the service writes to `log`, after byte `since` (default: from now on), that a port it was given
+    is taken."""
+    start = since if since is not None else log.stat().st_size if log.exists() else 0
 
     def failed() -> bool:
         with log.open("rb") as f:
@@ -184,7 +185,7 @@ def _seaweed_once(data_dir: Path, access_key: str, secret_key: str, s3_port: int
         *(f"-{flag}={port}" for flag, port in ports.items()),
     ]  # fmt: skip
     log = data_dir / "weed.log"
-    port_taken = _bind_failed(log)
+    port_taken = port_taken_in(log)
     service = _spawn("seaweedfs", args, log, {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key})
     service.url = f"http://127.0.0.1:{ports['s3.port']}"
     _wait(service, service.url, 90, ok_codes=(403,), gave_up=port_taken)  # any HTTP answer: the S3 port is up
@@ -290,7 +291,7 @@ def _temporary_prefect_once(log_dir: Path, timeout: float) -> Service:
     env = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "DO_NOT_TRACK": "1",
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}  # fmt: skip
     log = log_dir / "prefect-server.log"
-    port_taken = _bind_failed(log)
+    port_taken = port_taken_in(log)
     service = _spawn("Prefect's temporary server", dies_with_parent(args), log, env)
     service.url = f"http://127.0.0.1:{port}/api"
     try:

@@ -16,7 +16,7 @@ import pytest
 
 from mlc_farm.errors import StackError
 from mlc_farm.signatures import new_private_key
-from mlc_farm.stack import Service, free_ports, start_prefect_server, wait_for_prefect
+from mlc_farm.stack import Service, free_ports, port_taken_in, start_prefect_server, wait_for_prefect
 from mlc_farm.tiny_model import write_tiny_llama
 from tests.helpers import DOUBLE, MLC_LLM_SOURCE, ROOT, s3_client
 from tests.hub_server import LocalHub
@@ -119,7 +119,7 @@ def prefect_api() -> Iterator[str]:
     try:
         wait_for_prefect(server)
     except StackError:  # its port, free when chosen, was taken before it bound it (a busy machine): another
-        if b"address already in use" not in Path(server.log).read_bytes():
+        if not port_taken_in(Path(server.log), since=0)():
             raise
         home = Path(server.log).parent
         server = _SERVER["prefect"] = start_prefect_server(
