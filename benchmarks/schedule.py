@@ -1,4 +1,4 @@
-"""A simulated night of a farm: the real scheduler (mlc_farm.schedule) in FIFO and critical-path order, against
+"""A simulated night of a farm: the real scheduler (mlc_farm.planning.schedule) in FIFO and critical-path order, against
 the lower bound of any schedule (run by hand).
 
 A catalog of fine-tunes: architectures from 1B to 70B parameters, a few models each, x quantizations x
@@ -22,9 +22,9 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mlc_farm.matrix import expand, parse_matrix
-from mlc_farm.plan import LibBuild, Plan, make_plan
-from mlc_farm.schedule import Order, Scheduler
-from mlc_farm.sources import ResolvedSource
+from mlc_farm.planning.plan import LibBuild, Plan, make_plan
+from mlc_farm.planning.schedule import Order, Scheduler
+from mlc_farm.planning.sources import ResolvedSource
 from mlc_farm.toolchain import ToolchainInfo
 
 # (name, parameters in billions, hidden size, layers): 5 fine-tunes of each.

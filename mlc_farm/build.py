@@ -55,9 +55,9 @@ from mlc_farm.digests import file_sha256
 from mlc_farm.errors import BuildFailed, LibraryLoadError, StoreError, ToolchainError, ValidationFailed
 from mlc_farm.fidelity import Fidelity
 from mlc_farm.formatting import size
-from mlc_farm.plan import CheckBuild, ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, ReferenceBuild
+from mlc_farm.planning.plan import CheckBuild, ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, ReferenceBuild
+from mlc_farm.planning.sources import SourceFiles
 from mlc_farm.settings import load_settings
-from mlc_farm.sources import SourceFiles
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import blob_url, failure_path, record_path
 from mlc_farm.workdirs import workdir

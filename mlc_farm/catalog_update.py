@@ -32,9 +32,9 @@ from mlc_farm.entry_signatures import sign_entry
 from mlc_farm.errors import DamagedDocumentError
 from mlc_farm.fidelity import Fidelity
 from mlc_farm.fit import fit_check
-from mlc_farm.plan import Plan, PlanCell
+from mlc_farm.planning.plan import Plan, PlanCell
+from mlc_farm.planning.sources import ResolvedSource
 from mlc_farm.pull import entry_files
-from mlc_farm.sources import ResolvedSource
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import catalog_path
 

@@ -30,12 +30,12 @@ from mlc_farm.entry_signatures import sign_folder, sign_statement
 from mlc_farm.errors import PublishError, ServiceUnreachable, StoreError
 from mlc_farm.matrix import Matrix
 from mlc_farm.names import BuildKey, Name, RepoId
+from mlc_farm.planning.sources import hub_endpoint, hub_repo_url
 from mlc_farm.provenance import entry_records
 from mlc_farm.pull import lib_path, pull_files
 from mlc_farm.retry import retry_transient
 from mlc_farm.settings import load_settings
 from mlc_farm.signatures import SIGNATURE, fingerprint, public_key
-from mlc_farm.sources import hub_endpoint, hub_repo_url
 from mlc_farm.speed import LIVENESS_STEPS, of_phase
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import published_path

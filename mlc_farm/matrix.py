@@ -284,7 +284,7 @@ class Matrix(_Strict):
     # Thresholds of the fidelity gate over the defaults of each quantization family (mlc_farm.fidelity_rules).
     fidelity: fidelity_rules.Rules | None = None
     # What a convert key holds of the toolchain: its conversion fingerprint (a tiny twin converted by it:
-    # mlc_farm/twins.py), so a nightly re-converts only what its converter changed; or `toolchain`: its version.
+    # mlc_farm/planning/twins.py), so a nightly re-converts only what its converter changed; or `toolchain`: its version.
     convert_identity: Literal["fingerprint", "toolchain"] = "fingerprint"
 
     def device(self, name: str) -> DeviceSpec:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pydantic import BaseModel
 
 from mlc_farm.formatting import clock
-from mlc_farm.plan import Plan
+from mlc_farm.planning.plan import Plan
 
 Span = tuple[float, float]  # (start, end), seconds since the run started
 

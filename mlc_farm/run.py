@@ -20,13 +20,11 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel
 from rich.text import Text
 
-from mlc_farm import capabilities, lease, terminal
+from mlc_farm import lease, terminal
 from mlc_farm import toolchain as toolchain_steps
 from mlc_farm.catalog import BuildRecord, FailureRecord, all_records, load_failure, load_record, now, referenced_blobs
 from mlc_farm.catalog_update import UnitResult
-from mlc_farm.durations import estimate
 from mlc_farm.errors import BadInput, NamesRejected, PublishError, ToolchainUnavailable
-from mlc_farm.fingerprints import Fingerprint
 from mlc_farm.formatting import clock
 from mlc_farm.history import night_regressions
 from mlc_farm.hub import PublishResult, repo_for
@@ -42,10 +40,13 @@ from mlc_farm.matrix import (
     toolchain_problems,
 )
 from mlc_farm.night import NightReport, night_report
-from mlc_farm.plan import CheckBuild, LibBuild, ModelBuilds, Plan, conversion_classes, make_plan
-from mlc_farm.schedule import Build, Scheduler, to_build
+from mlc_farm.planning import capabilities
+from mlc_farm.planning.durations import estimate
+from mlc_farm.planning.fingerprints import Fingerprint
+from mlc_farm.planning.plan import CheckBuild, LibBuild, ModelBuilds, Plan, conversion_classes, make_plan
+from mlc_farm.planning.schedule import Build, Scheduler, to_build
+from mlc_farm.planning.sources import ResolvedSource
 from mlc_farm.settings import load_settings
-from mlc_farm.sources import ResolvedSource
 from mlc_farm.status import RunStatus, StatusDisplay
 from mlc_farm.store import ArtifactStore, open_store
 from mlc_farm.store.layout import BLOBS, blob_url, toolchain_path
@@ -66,7 +67,7 @@ class Engine(Protocol):
     def resolve(self, loaded: LoadedMatrix, models: list[ModelSpec]) -> dict[str, ResolvedSource]: ...
 
     def fingerprints(self, toolchain: ToolchainInfo, classes: dict[str, dict[str, Any]]) -> dict[str, Fingerprint]:
-        """The toolchain's conversion fingerprints of these classes (mlc_farm.fingerprints); {} where they cannot
+        """The toolchain's conversion fingerprints of these classes (mlc_farm.planning.fingerprints); {} where they cannot
         be had (convert keys then hold the toolchain version)."""
         ...
 

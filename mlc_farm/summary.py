@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mlc_farm.catalog_update import UnitResult
-from mlc_farm.plan import Plan
+from mlc_farm.planning.plan import Plan
 from mlc_farm.terminal import name_columns
 
 BY_ANOTHER_RUN: Literal["built by another run"] = (

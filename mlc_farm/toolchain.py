@@ -27,9 +27,9 @@ from typing import IO, Any
 from pydantic import BaseModel, ConfigDict
 
 from mlc_farm import stopping
-from mlc_farm.capabilities import Capabilities
 from mlc_farm.errors import StoreError, ToolchainError
 from mlc_farm.matrix import Accepted, DeviceSpec, Overrides
+from mlc_farm.planning.capabilities import Capabilities
 from mlc_farm.processes import kill_group
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import TOOLCHAINS

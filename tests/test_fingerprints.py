@@ -1,5 +1,5 @@
 """A new MLC nightly costs what it changes: convert keys hold the converter's fingerprint on a tiny twin
-(mlc_farm/twins.py), so unchanged conversion code reuses the weights and changed code re-converts exactly
+(mlc_farm/planning/twins.py), so unchanged conversion code reuses the weights and changed code re-converts exactly
 the sources it touches."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mlc_farm import twins
 from mlc_farm.catalog import entries
+from mlc_farm.planning import twins
 from mlc_farm.store import open_store
 from mlc_farm.tiny_model import write_tiny_llama
 from tests.helpers import run_cli, toolchain_calls

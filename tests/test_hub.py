@@ -14,7 +14,7 @@ import yaml
 
 from mlc_farm.catalog import now
 from mlc_farm.matrix import HFSource
-from mlc_farm.sources import fetch, resolve_hf
+from mlc_farm.planning.sources import fetch, resolve_hf
 from tests.conftest import TOKEN
 from tests.helpers import cli, unhashed
 from tests.hub_server import LocalHub

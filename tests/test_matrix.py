@@ -261,7 +261,7 @@ def test_the_farms_tiny_llama_is_a_source_every_worker_makes_the_same(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from mlc_farm.errors import BadInput
-    from mlc_farm.sources import fetch, resolve
+    from mlc_farm.planning.sources import fetch, resolve
 
     bad = problems_of(with_(models=[{"id": "t", "source": {"tiny": -1}, "conv_template": "LM"}]))
     assert any(p.startswith("models[0].source.tiny: Input should be greater than or equal to 0") for p in bad), bad

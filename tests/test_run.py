@@ -10,17 +10,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlc_farm import build, catalog_page, sources, toolchain
+from mlc_farm import build, catalog_page, toolchain
 from mlc_farm.catalog import BuildRecord, entries
 from mlc_farm.catalog_update import Records, UnitResult, update_unit
-from mlc_farm.fingerprints import Fingerprint, fingerprints
 from mlc_farm.hub import PublishResult
 from mlc_farm.matrix import LoadedMatrix, ModelSpec
 from mlc_farm.night import NightReport
-from mlc_farm.plan import CheckBuild, LibBuild, ModelBuilds, Plan, ReferenceBuild
+from mlc_farm.planning import sources
+from mlc_farm.planning.fingerprints import Fingerprint, fingerprints
+from mlc_farm.planning.plan import CheckBuild, LibBuild, ModelBuilds, Plan, ReferenceBuild
+from mlc_farm.planning.schedule import Build
+from mlc_farm.planning.sources import ResolvedSource
 from mlc_farm.run import MatrixRun, Progress, preflight
-from mlc_farm.schedule import Build
-from mlc_farm.sources import ResolvedSource
 from mlc_farm.store import ArtifactStore
 from mlc_farm.summary import Outcome, Summary
 from tests.helpers import ROOT

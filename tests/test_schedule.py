@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mlc_farm.schedule import Build, Scheduler, to_build
+from mlc_farm.planning.schedule import Build, Scheduler, to_build
 from tests.test_plan import SOURCES, matrix, plan_of
 
 PLAN = plan_of(matrix(), SOURCES)  # models base and tune (one architecture) x 2 quantizations x cpu, cuda

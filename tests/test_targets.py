@@ -151,7 +151,7 @@ def test_plan_checks_each_pool_with_its_own_stored_probe(tiny_models: Path, tmp_
     """This machine has no ROCm: its probe would refuse the ROCm pool's device; the farm's stored probe of that
     pool is the truth, and the plan says which probe it used for each pool."""
     from mlc_farm import toolchain
-    from mlc_farm.capabilities import Capabilities
+    from mlc_farm.planning.capabilities import Capabilities
 
     matrix, store = write(tiny_models, tmp_path, ROCM), tmp_path / "store"
     here = run_cli("plan", "--matrix", str(matrix), "--store", str(store))

@@ -13,14 +13,13 @@ from pydantic import ValidationError
 from rich.table import Table
 from rich.text import Text
 
-from mlc_farm import sources, toolchain
+from mlc_farm import toolchain
 from mlc_farm.catalog import load_record
 from mlc_farm.cli._app import app
 from mlc_farm.cli._errors import command
 from mlc_farm.cli._options import Format, MatrixOpt, ModelOpt, StoreOpt
 from mlc_farm.cli._output import out
 from mlc_farm.errors import BadInput, MatrixError, StoreError
-from mlc_farm.fingerprints import fingerprints
 from mlc_farm.matrix import (
     BUILTIN_NAMES,
     Accepted,
@@ -29,9 +28,11 @@ from mlc_farm.matrix import (
     select_cells,
     toolchain_problems,
 )
-from mlc_farm.plan import Plan, conversion_classes, make_plan
+from mlc_farm.planning import sources
+from mlc_farm.planning.fingerprints import fingerprints
+from mlc_farm.planning.plan import Plan, conversion_classes, make_plan
+from mlc_farm.planning.sources import ResolvedSource
 from mlc_farm.run import pools_of, unbuildable
-from mlc_farm.sources import ResolvedSource
 from mlc_farm.store import ArtifactStore, open_store
 from mlc_farm.store.layout import toolchain_path
 from mlc_farm.terminal import name_columns
@@ -213,8 +214,8 @@ def _how_fidelity(p: Plan) -> None:
 def _why_to_build(st: ArtifactStore, p: Plan, in_store: dict[str, bool]) -> None:
     """Why each build is to do: what differs from the closest build in the store."""
     from mlc_farm.catalog import all_records
-    from mlc_farm.explain import closest_build
     from mlc_farm.history import toolchain_name
+    from mlc_farm.planning.explain import closest_build
 
     records = [r for _, r in all_records(st)]
     builds: list[tuple[str, str, dict[str, Any]]] = [

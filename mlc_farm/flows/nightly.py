@@ -28,15 +28,15 @@ from mlc_farm.catalog import BuildRecord
 from mlc_farm.catalog_update import UnitResult
 from mlc_farm.errors import ToolchainUnavailable
 from mlc_farm.farm import idle_pools
-from mlc_farm.fingerprints import Fingerprint
 from mlc_farm.hub import PublishResult
 from mlc_farm.matrix import LoadedMatrix, ModelSpec
 from mlc_farm.night import NightReport
-from mlc_farm.plan import CheckBuild, LibBuild, ModelBuilds, Plan, ReferenceBuild
+from mlc_farm.planning.fingerprints import Fingerprint
+from mlc_farm.planning.plan import CheckBuild, LibBuild, ModelBuilds, Plan, ReferenceBuild
+from mlc_farm.planning.schedule import Build
+from mlc_farm.planning.sources import ResolvedSource
 from mlc_farm.run import REFUSED, MatrixRun, Mode, Preflight, Progress, RunResult, preflight
-from mlc_farm.schedule import Build
 from mlc_farm.settings import load_settings
-from mlc_farm.sources import ResolvedSource
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import toolchain_path
 from mlc_farm.summary import BY_ANOTHER_RUN, Built, CellRow, Outcome, Summary

@@ -14,10 +14,11 @@ from prefect.runtime import flow_run
 from pydantic import Field
 
 from mlc_farm import build as builds
-from mlc_farm import sources, toolchain
+from mlc_farm import toolchain
 from mlc_farm.farm import COMPILE_SLOT_LEASE, compile_limit
-from mlc_farm.plan import CheckBuild, ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, ReferenceBuild
-from mlc_farm.sources import ResolvedSource
+from mlc_farm.planning import sources
+from mlc_farm.planning.plan import CheckBuild, ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, ReferenceBuild
+from mlc_farm.planning.sources import ResolvedSource
 from mlc_farm.store import open_store
 from mlc_farm.store.layout import toolchain_path
 from mlc_farm.tasks.build import log_line

@@ -8,7 +8,7 @@
   `leases/gc.json`: a gc is running (mlc_farm/lease.py).
 - `failures/<key>.json`: the last failure of a key that has no build yet: the error and its log (kept by gc).
 - `published/<model>/<quant>.json`: the Hub repo a catalog entry was last published to, and its builds.
-- `fingerprints/<key>.json`: a toolchain's conversion fingerprint for a conversion class (mlc_farm/twins.py).
+- `fingerprints/<key>.json`: a toolchain's conversion fingerprint for a conversion class (mlc_farm/planning/twins.py).
 - `signatures/<model>/<quant>/<served>.json`: the farm's signature (a model-signing bundle) of a catalog entry's
   files, by the digest of the builds it serves; `signatures/folders/<digest>.json`: of a published folder, by the
   digest of its files (so publishing it again commits the same `model.sig`).

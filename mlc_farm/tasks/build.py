@@ -14,11 +14,12 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from mlc_farm import activity, build, catalog_page, fingerprints, sources, toolchain
+from mlc_farm import activity, build, catalog_page, toolchain
 from mlc_farm.catalog import READERS, BuildRecord
 from mlc_farm.catalog_update import Records, UnitResult, update_unit
-from mlc_farm.plan import CheckBuild, ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, Plan, ReferenceBuild
-from mlc_farm.sources import ResolvedSource
+from mlc_farm.planning import fingerprints, sources
+from mlc_farm.planning.plan import CheckBuild, ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, Plan, ReferenceBuild
+from mlc_farm.planning.sources import ResolvedSource
 from mlc_farm.store import open_store
 from mlc_farm.summary import Built
 

@@ -46,7 +46,7 @@ def convert_inputs(
     fingerprint: str | None = None,
 ) -> dict[str, Any]:
     """Inputs of convert_weight: the weights depend on the source, the quantization, the model type and what
-    the toolchain's converter does: its conversion fingerprint for this class when known (mlc_farm/twins.py),
+    the toolchain's converter does: its conversion fingerprint for this class when known (mlc_farm/planning/twins.py),
     else its identity; not on the conv template or gen_config's options (so editing those never reconverts).
     The convert device is left out: it does not change the output."""
     return {

@@ -1,7 +1,7 @@
 """Model sources: a Hugging Face repo@revision resolved to a commit, or a local directory by content.
 
 Resolution gives each source an identity (the commit, or the sha256 of the files the toolchain reads)
-and its config.json; both go into the build keys. A source is read, never trusted (mlc_farm/source_checks.py):
+and its config.json; both go into the build keys. A source is read, never trusted (mlc_farm/planning/source_checks.py):
 a link out of it or an impossible config.json makes it `invalid`, and its cells fail with the reason.
 """
 
@@ -23,8 +23,8 @@ from mlc_farm import credentials
 from mlc_farm.digests import file_sha256
 from mlc_farm.errors import BadInput
 from mlc_farm.matrix import HFSource, LoadedMatrix, LocalSource, ModelSpec, TinySource
+from mlc_farm.planning.source_checks import SourceRefused, inside, listed, read_config
 from mlc_farm.settings import load_settings
-from mlc_farm.source_checks import SourceRefused, inside, listed, read_config
 
 # What convert_weight and gen_config read from a model directory (shared/mlc-reference/README.md).
 TOOLCHAIN_FILES = (

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal, Union
 
-from mlc_farm.plan import CheckBuild, ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, Plan, ReferenceBuild
+from mlc_farm.planning.plan import CheckBuild, ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, Plan, ReferenceBuild
 
 Build = Union[ConvertBuild, ConfigBuild, LibBuild, ReferenceBuild, CheckBuild]  # noqa: UP007 (a runtime alias)
 Order = Literal["critical-path", "fifo"]

@@ -12,10 +12,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from mlc_farm import capabilities, fidelity_rules, keys, twins
-from mlc_farm.fingerprints import Fingerprint
+from mlc_farm import fidelity_rules
 from mlc_farm.matrix import Cell, DeviceSpec, Matrix, ModelSpec, Overrides
-from mlc_farm.sources import ResolvedSource
+from mlc_farm.planning import capabilities, keys, twins
+from mlc_farm.planning.fingerprints import Fingerprint
+from mlc_farm.planning.sources import ResolvedSource
 from mlc_farm.toolchain import ToolchainInfo, identity, of_pool
 
 
@@ -135,7 +136,7 @@ class Plan(BaseModel):
 def conversion_classes(
     matrix: Matrix, cells: list[Cell], sources: dict[str, ResolvedSource]
 ) -> dict[str, dict[str, Any]]:
-    """Every distinct conversion class of the cells that have a twin (mlc_farm.twins), by class key."""
+    """Every distinct conversion class of the cells that have a twin (mlc_farm.planning.twins), by class key."""
     out = {}
     for cell in cells:
         src, spec = sources[cell.model], matrix.model(cell.model)

@@ -18,8 +18,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from mlc_farm.catalog import BuildRecord
-from mlc_farm.keys import across_toolchains, digest
-from mlc_farm.plan import ConfigBuild, ConvertBuild, LibBuild, Plan
+from mlc_farm.planning.keys import across_toolchains, digest
+from mlc_farm.planning.plan import ConfigBuild, ConvertBuild, LibBuild, Plan
 
 DEFAULT_SECONDS = {"convert": 1800.0, "config": 30.0, "library": 600.0}
 

@@ -1,0 +1,8 @@
+"""What a matrix needs built, and in what order (pure but for the store and toolchain reads it is handed).
+
+Holds the plan (`plan.Plan` and its build models, each with its label and pool), the content keys, model
+sources and the checks made of them before anything runs, conversion twins and fingerprints, expected
+durations, the scheduling rule and why a build is still to do. May import the foundation modules
+(`mlc_farm.errors`, `settings`, `names`, `devices`, ...), `matrix`, `toolchain` and `store`; never a build,
+a check, a flow or the CLI.
+"""
