@@ -23,7 +23,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from mlc_farm import fidelity, fidelity_metrics, fidelity_rules, toolchain, toolchain_scripts, validate
+from mlc_farm import toolchain, toolchain_scripts
+from mlc_farm.checks import fidelity, fidelity_metrics, fidelity_rules, validate
 from mlc_farm.tiny_model import write_tiny_llama
 
 ONE_CPU_CELL = """

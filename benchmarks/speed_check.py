@@ -21,8 +21,8 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.fidelity import built_cell, median_seconds
-from mlc_farm import speed
-from mlc_farm.validate import run_library
+from mlc_farm.checks import speed
+from mlc_farm.checks.validate import run_library
 
 
 def toolchain(*args: str) -> None:

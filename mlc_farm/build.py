@@ -23,20 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mlc_farm import (
-    activity,
-    device_code,
-    fidelity,
-    fidelity_metrics,
-    fidelity_rules,
-    fit,
-    jit,
-    lease,
-    runtime,
-    toolchain,
-    toolchain_scripts,
-    validate,
-)
+from mlc_farm import activity, jit, lease, toolchain, toolchain_scripts
 from mlc_farm.catalog import (
     BuildRecord,
     FailedCell,
@@ -50,10 +37,11 @@ from mlc_farm.catalog import (
     read_blob_json,
     referenced_blobs,
 )
+from mlc_farm.checks import device_code, fidelity, fidelity_metrics, fidelity_rules, fit, runtime, validate
+from mlc_farm.checks.fidelity import Fidelity
 from mlc_farm.devices import family as device_family
 from mlc_farm.digests import file_sha256
 from mlc_farm.errors import BuildFailed, LibraryLoadError, StoreError, ToolchainError, ValidationFailed
-from mlc_farm.fidelity import Fidelity
 from mlc_farm.formatting import size
 from mlc_farm.planning.plan import CheckBuild, ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, ReferenceBuild
 from mlc_farm.planning.sources import SourceFiles

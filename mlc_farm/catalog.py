@@ -24,13 +24,13 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
+from mlc_farm.checks.fidelity import Fidelity
+from mlc_farm.checks.memory import MemoryEstimate
+from mlc_farm.checks.runtime import LibRuntime
+from mlc_farm.checks.speed import Speed
 from mlc_farm.errors import DamagedDocumentError, NotFound, UnsafeStoreName
-from mlc_farm.fidelity import Fidelity
 from mlc_farm.jit import JitKey
-from mlc_farm.memory import MemoryEstimate
 from mlc_farm.names import UNSAFE, BuildKey, Name, RelPath, Sha256
-from mlc_farm.runtime import LibRuntime
-from mlc_farm.speed import Speed
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import BUILDS, CATALOG, FAILURES, catalog_path, failure_path, record_path
 
@@ -108,7 +108,7 @@ class BuildRecord(BaseModel):
     # Libraries: what `vm["_metadata"]()` said, to check the fit of every model that shares the library.
     library_metadata: dict[str, Any] | None = None
     validation: Validation | None = None
-    # CUDA libraries: the SM architectures of the images the library holds, read from it (mlc_farm/device_code.py).
+    # CUDA libraries: the SM architectures of the images the library holds, read from it (mlc_farm/checks/device_code.py).
     cuda_archs: list[str] | None = None
     # Libraries: the model whose convert and config builds the validation used.
     validated_with: dict[str, str] | None = None

@@ -14,7 +14,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from mlc_farm import fidelity, memory, runtime
 from mlc_farm.catalog import (
     SCHEMA_VERSION,
     BuildRecord,
@@ -28,10 +27,11 @@ from mlc_farm.catalog import (
     now,
     read_blob_json,
 )
+from mlc_farm.checks import fidelity, memory, runtime
+from mlc_farm.checks.fidelity import Fidelity
+from mlc_farm.checks.fit import fit_check
 from mlc_farm.entry_signatures import sign_entry
 from mlc_farm.errors import DamagedDocumentError
-from mlc_farm.fidelity import Fidelity
-from mlc_farm.fit import fit_check
 from mlc_farm.planning.plan import Plan, PlanCell
 from mlc_farm.planning.sources import ResolvedSource
 from mlc_farm.pull import entry_files

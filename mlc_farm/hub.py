@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from mlc_farm import credentials, provenance
 from mlc_farm.catalog import CatalogEntry, FileEntry, get_entry, load_record, read_document
+from mlc_farm.checks.speed import LIVENESS_STEPS, of_phase
 from mlc_farm.devices import Family, of_target
 from mlc_farm.devices import family as device_family
 from mlc_farm.entry_signatures import sign_folder, sign_statement
@@ -36,7 +37,6 @@ from mlc_farm.pull import lib_path, pull_files
 from mlc_farm.retry import retry_transient
 from mlc_farm.settings import load_settings
 from mlc_farm.signatures import SIGNATURE, fingerprint, public_key
-from mlc_farm.speed import LIVENESS_STEPS, of_phase
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import published_path
 

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlc_farm import jit, runtime
+from mlc_farm import jit
 from mlc_farm.catalog import CatalogEntry, FileEntry, LibRef, get_entry, read_blob_json, read_document
+from mlc_farm.checks import runtime
 from mlc_farm.devices import runs_here
 from mlc_farm.digests import file_sha256
 from mlc_farm.entry_signatures import verified

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlc_farm.catalog import read_entry
-from mlc_farm.device_code import held
+from mlc_farm.checks.device_code import held
 from mlc_farm.errors import BadInput
 from mlc_farm.matrix import Matrix
 from mlc_farm.planning.capabilities import offload_problem

@@ -7,8 +7,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from mlc_farm import runtime, stopping
+from mlc_farm import stopping
 from mlc_farm.catalog import CatalogEntry, FileEntry, get_entry, load_record
+from mlc_farm.checks import runtime
 from mlc_farm.entry_signatures import verified
 from mlc_farm.errors import StoreError
 from mlc_farm.output_dir import replacing

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlc_farm import fidelity, fidelity_metrics, fidelity_rules, toolchain
+from mlc_farm import toolchain
 from mlc_farm.catalog import entries
+from mlc_farm.checks import fidelity, fidelity_metrics, fidelity_rules
 from mlc_farm.run import MatrixRun, Progress, RunResult, preflight
 from mlc_farm.store import open_store
 from tests.test_run import InPlace

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mlc_farm.memory import estimate, kv_bytes_per_element
+from mlc_farm.checks.memory import estimate, kv_bytes_per_element
 
 SAMPLE = Path(__file__).parent / "fixtures" / "mlc-reference" / "sample-library-q4f16_1"
 

@@ -256,7 +256,7 @@ def test_two_pools_with_different_toolchains_build_one_model_and_each_library_is
 
 
 def test_a_library_for_another_gpu_or_cpu_is_named_as_such() -> None:
-    from mlc_farm import runtime
+    from mlc_farm.checks import runtime
     from mlc_farm.matrix import DeviceSpec
     from mlc_farm.toolchain import ToolchainInfo
 

@@ -62,8 +62,9 @@ def _refuse_mismatched(
 ) -> None:
     """Exit 1 in one line, before anything is loaded, when the local runtime cannot load a library (of
     `device`, or every one; `runnable_only`: those whose device is on this machine, which validation runs)."""
-    from mlc_farm import runtime, toolchain
+    from mlc_farm import toolchain
     from mlc_farm.catalog import get_entry
+    from mlc_farm.checks import runtime
     from mlc_farm.devices import local_gpu_archs, runs_here
 
     entry = get_entry(st, model, quantization)
@@ -92,8 +93,8 @@ def validate_cmd(
     with the weights where its device is on this machine. Exit 1 if anything fails."""
     import tempfile
 
+    from mlc_farm.checks.validate import validate_pulled
     from mlc_farm.pull import pull
-    from mlc_farm.validate import validate_pulled
 
     check_names(model=model, quantization=quantization, device=device)
     st = open_store(store, must_exist=True)

@@ -10,7 +10,7 @@ import hashlib
 import json
 from typing import Any
 
-from mlc_farm import speed
+from mlc_farm.checks import speed
 from mlc_farm.matrix import DeviceSpec, Overrides
 from mlc_farm.toolchain import ToolchainInfo, identity
 

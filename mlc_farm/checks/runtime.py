@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from mlc_farm.device_code import held, runs_on
+from mlc_farm.checks.device_code import held, runs_on
 from mlc_farm.devices import of_target
 from mlc_farm.errors import BadInput, RuntimeMismatch
 from mlc_farm.matrix import DeviceSpec
@@ -27,7 +27,7 @@ class Needs(BaseModel):
     """What the machine that runs the library must offer."""
 
     device: str  # mlc_llm's `--device` kind: cuda, rocm, vulkan, metal, cpu, webgpu, ...
-    # The SM architectures of the library's CUDA images (read from it, mlc_farm/device_code.py), else those its
+    # The SM architectures of the library's CUDA images (read from it, mlc_farm/checks/device_code.py), else those its
     # cuda_archs or target's `arch` asked for (a record from before the check), as cuda_archs say them (86).
     cuda_archs: list[str] = []
     rocm_mcpu: str | None = None

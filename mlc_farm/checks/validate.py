@@ -1,7 +1,7 @@
 """Is a library fit to ship: does its metadata fit the weights it ships with, does it run where its device is.
 
 The library is loaded in the toolchain's own interpreter (`in_toolchain/run_library.py`, run like the probe);
-the fit itself is a pure comparison (`mlc_farm/fit.py`) of that metadata with `tensor-cache.json` and
+the fit itself is a pure comparison (`mlc_farm/checks/fit.py`) of that metadata with `tensor-cache.json` and
 `mlc-chat-config.json`, by the rules of shared/mlc-reference. A library whose device is absent is not run,
 and the result says so: nothing claims more than was checked.
 """
@@ -13,13 +13,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from mlc_farm import fidelity, fidelity_metrics, fidelity_rules, speed
 from mlc_farm.catalog import FitCheck, LibRef, RunCheck, Validation, get_entry, load_record, read_blob_json
+from mlc_farm.checks import fidelity, fidelity_metrics, fidelity_rules, speed
+from mlc_farm.checks.fit import fit_check
 from mlc_farm.devices import family as device_family
 from mlc_farm.devices import target_family
 from mlc_farm.digests import file_sha256
 from mlc_farm.errors import LibraryLoadError, StoreError
-from mlc_farm.fit import fit_check
 from mlc_farm.matrix import DeviceSpec
 from mlc_farm.pull import lib_path, pull_files
 from mlc_farm.store import ArtifactStore

@@ -1,5 +1,5 @@
 """The fidelity metrics (numpy): the evaluation tokens of a source, KL(reference || library) per position,
-top-1 agreement and perplexity, from two passes' distributions (mlc_farm/fidelity.py holds their records)."""
+top-1 agreement and perplexity, from two passes' distributions (mlc_farm/checks/fidelity.py holds their records)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mlc_farm.fidelity import Distributions, EvalTokens, Measured
-from mlc_farm.fidelity_rules import EVAL_TEXT, SEED
+from mlc_farm.checks.fidelity import Distributions, EvalTokens, Measured
+from mlc_farm.checks.fidelity_rules import EVAL_TEXT, SEED
 
 
 def eval_tokens(tokenizer_json: Path | None, n_positions: int, vocab_size: int) -> EvalTokens:

@@ -1,6 +1,6 @@
 """What a fidelity check is (its evaluation set, top-k, reference methods) and its gate's rules: the matrix's
 `fidelity:` section, the thresholds per quantization family, what counts as a regression. Apart from the
-measurement (mlc_farm/fidelity.py, numpy), so the matrix, the plan and the CLI load without numpy."""
+measurement (mlc_farm/checks/fidelity.py, numpy), so the matrix, the plan and the CLI load without numpy."""
 
 from __future__ import annotations
 
