@@ -90,8 +90,8 @@ def models(work: Path, n: int) -> Path:
 
 def fill(store, plan, work: Path) -> None:  # type: ignore[no-untyped-def]
     """A record for every build of the plan, pointing at one tiny blob (16 writes at a time)."""
-    from mlc_farm.catalog import BuildRecord, FileEntry, FitCheck, RunCheck, Validation, now
     from mlc_farm.checks.fidelity import Fidelity
+    from mlc_farm.records.schema import BuildRecord, FileEntry, FitCheck, RunCheck, Validation, now
     from mlc_farm.store.layout import record_path
 
     blob = work / "blob"
@@ -137,13 +137,13 @@ def run(work: Path, url: str, n: int) -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from mlc_farm import toolchain
-    from mlc_farm.catalog import load_record
     from mlc_farm.flows.nightly import nightly_build
     from mlc_farm.matrix import expand, load_matrix
     from mlc_farm.planning import sources
     from mlc_farm.planning.fingerprints import fingerprints
     from mlc_farm.planning.plan import conversion_classes, make_plan
     from mlc_farm.planning.schedule import to_build
+    from mlc_farm.records.reads import load_record
     from mlc_farm.run import pools_of
     from mlc_farm.stack import start_temporary_prefect
     from mlc_farm.store import open_store

@@ -23,20 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mlc_farm import activity, jit, lease, toolchain, toolchain_scripts
-from mlc_farm.catalog import (
-    BuildRecord,
-    FailedCell,
-    FailureRecord,
-    FileEntry,
-    Kind,
-    RunCheck,
-    Validation,
-    load_record,
-    now,
-    read_blob_json,
-    referenced_blobs,
-)
+from mlc_farm import activity, jit, toolchain, toolchain_scripts
 from mlc_farm.checks import device_code, fidelity, fidelity_metrics, fidelity_rules, fit, runtime, validate
 from mlc_farm.checks.fidelity import Fidelity
 from mlc_farm.devices import family as device_family
@@ -45,8 +32,20 @@ from mlc_farm.errors import BuildFailed, LibraryLoadError, StoreError, Toolchain
 from mlc_farm.formatting import size
 from mlc_farm.planning.plan import CheckBuild, ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, ReferenceBuild
 from mlc_farm.planning.sources import SourceFiles
+from mlc_farm.records.reads import load_record, read_blob_json
+from mlc_farm.records.schema import (
+    BuildRecord,
+    FailedCell,
+    FailureRecord,
+    FileEntry,
+    Kind,
+    RunCheck,
+    Validation,
+    now,
+    referenced_blobs,
+)
 from mlc_farm.settings import load_settings
-from mlc_farm.store import ArtifactStore
+from mlc_farm.store import ArtifactStore, lease
 from mlc_farm.store.layout import blob_url, failure_path, record_path
 from mlc_farm.workdirs import workdir
 

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 from mlc_farm import credentials, provenance, signatures
-from mlc_farm.catalog import CatalogEntry, FileEntry
 from mlc_farm.planning.keys import digest
+from mlc_farm.records.schema import CatalogEntry, FileEntry
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import entry_signature_path, folder_signature_path
 

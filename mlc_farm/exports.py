@@ -19,7 +19,6 @@ import base64
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from mlc_farm.catalog import BuildRecord, CatalogEntry, FileEntry, load_record
 from mlc_farm.checks.memory import MB, kv_bytes_per_element
 from mlc_farm.checks.runtime import matches
 from mlc_farm.devices import FAMILIES, of_target
@@ -27,6 +26,8 @@ from mlc_farm.errors import BadInput, NothingToExport, redact_urls
 from mlc_farm.hub import published
 from mlc_farm.names import shorten
 from mlc_farm.pull import lib_path
+from mlc_farm.records.reads import load_record
+from mlc_farm.records.schema import BuildRecord, CatalogEntry, FileEntry
 from mlc_farm.store import ArtifactStore
 
 Runtime = Literal["webllm", "app", "mlc-serve"]

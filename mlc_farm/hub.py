@@ -23,7 +23,6 @@ import yaml
 from pydantic import BaseModel
 
 from mlc_farm import credentials, provenance
-from mlc_farm.catalog import CatalogEntry, FileEntry, get_entry, load_record, read_document
 from mlc_farm.checks.speed import LIVENESS_STEPS, of_phase
 from mlc_farm.devices import Family, of_target
 from mlc_farm.devices import family as device_family
@@ -34,6 +33,8 @@ from mlc_farm.names import BuildKey, Name, RepoId
 from mlc_farm.planning.sources import hub_endpoint, hub_repo_url
 from mlc_farm.provenance import entry_records
 from mlc_farm.pull import lib_path, pull_files
+from mlc_farm.records.reads import get_entry, load_record, read_document
+from mlc_farm.records.schema import CatalogEntry, FileEntry
 from mlc_farm.retry import retry_transient
 from mlc_farm.settings import load_settings
 from mlc_farm.signatures import SIGNATURE, fingerprint, public_key

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlc_farm.catalog import read_entry
 from mlc_farm.checks.device_code import held
 from mlc_farm.errors import BadInput
 from mlc_farm.matrix import Matrix
 from mlc_farm.planning.capabilities import offload_problem
+from mlc_farm.records.reads import read_entry
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import toolchain_path
 from mlc_farm.summary import CellRow

@@ -12,8 +12,9 @@ from __future__ import annotations
 from importlib.metadata import version
 from typing import Any
 
-from mlc_farm.catalog import BuildRecord, CatalogEntry, load_record
 from mlc_farm.errors import StoreError
+from mlc_farm.records.reads import load_record
+from mlc_farm.records.schema import BuildRecord, CatalogEntry
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import catalog_path
 

@@ -20,13 +20,12 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel
 from rich.text import Text
 
-from mlc_farm import lease, terminal
+from mlc_farm import terminal
 from mlc_farm import toolchain as toolchain_steps
-from mlc_farm.catalog import BuildRecord, FailureRecord, all_records, load_failure, load_record, now, referenced_blobs
-from mlc_farm.catalog_update import UnitResult
+from mlc_farm.catalog.history import night_regressions
+from mlc_farm.catalog.update import UnitResult
 from mlc_farm.errors import BadInput, NamesRejected, PublishError, ToolchainUnavailable
 from mlc_farm.formatting import clock
-from mlc_farm.history import night_regressions
 from mlc_farm.hub import PublishResult, repo_for
 from mlc_farm.matrix import (
     BUILTIN_NAMES,
@@ -46,9 +45,11 @@ from mlc_farm.planning.fingerprints import Fingerprint
 from mlc_farm.planning.plan import CheckBuild, LibBuild, ModelBuilds, Plan, conversion_classes, make_plan
 from mlc_farm.planning.schedule import Build, Scheduler, to_build
 from mlc_farm.planning.sources import ResolvedSource
+from mlc_farm.records.reads import all_records, load_failure, load_record
+from mlc_farm.records.schema import BuildRecord, FailureRecord, now, referenced_blobs
 from mlc_farm.settings import load_settings
 from mlc_farm.status import RunStatus, StatusDisplay
-from mlc_farm.store import ArtifactStore, open_store
+from mlc_farm.store import ArtifactStore, lease, open_store
 from mlc_farm.store.layout import BLOBS, blob_url, toolchain_path
 from mlc_farm.summary import DONE, Outcome, Summary, summarize
 from mlc_farm.toolchain import SNAPSHOT_POOL, ToolchainInfo

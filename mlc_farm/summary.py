@@ -13,7 +13,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from mlc_farm.catalog_update import UnitResult
+from mlc_farm.catalog.update import UnitResult
 from mlc_farm.planning.plan import Plan
 from mlc_farm.terminal import name_columns
 
@@ -63,7 +63,7 @@ class Summary(BaseModel):
     rows: list[CellRow]
     steps: dict[str, dict[str, int]]
     units: list[UnitResult] = []
-    regressions: list[str] = []  # against the previous toolchain (mlc_farm.history)
+    regressions: list[str] = []  # against the previous toolchain (mlc_farm.catalog.history)
 
     @property
     def failed(self) -> list[CellRow]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from mlc_farm.catalog import entries
+from mlc_farm.records.reads import entries
 from mlc_farm.store.local import LocalStore
 from tests.helpers import ROOT, cli, toolchain_calls, unhashed
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from mlc_farm.catalog import all_records, read_entry
 from mlc_farm.checks.device_code import CudaCode, cuda_code, cuda_problem, runs_on
+from mlc_farm.records.reads import all_records, read_entry
 from mlc_farm.store.layout import blob_path
 from mlc_farm.store.local import LocalStore
 from tests.helpers import DOUBLE, built_store, cli, run_cli, toolchain_calls

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from mlc_farm import toolchain
-from mlc_farm.catalog import entries
 from mlc_farm.checks import fidelity, fidelity_metrics, fidelity_rules
+from mlc_farm.records.reads import entries
 from mlc_farm.run import MatrixRun, Progress, RunResult, preflight
 from mlc_farm.store import open_store
 from tests.test_run import InPlace
@@ -215,8 +215,8 @@ def test_history_keeps_a_point_per_toolchain_and_lists_what_regressed(
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert [v in shown.stdout for v in ("0.20.0.dev0", "0.21.0.dev1", "0.21.0.dev2")] == [True] * 3
     assert "regression: tokens/s down" in shown.stdout
-    from mlc_farm.catalog import all_records
-    from mlc_farm.history import series
+    from mlc_farm.catalog.history import series
+    from mlc_farm.records.reads import all_records
 
     libraries = series([r for _, r in all_records(open_store(str(store)))], by="library")
     cpu = [points for (_, label), points in libraries.items() if label == "llama q4f16_1 llvm"]
@@ -231,7 +231,7 @@ def test_history_keeps_a_point_per_toolchain_and_lists_what_regressed(
 def test_a_speed_drop_within_the_spread_of_the_runs_is_no_regression() -> None:
     from datetime import datetime, timezone
 
-    from mlc_farm.history import Point, regressions, speed_series
+    from mlc_farm.catalog.history import Point, regressions, speed_series
 
     def at(runs: list[float], kl: float = 0.05, memory: int = 100) -> Point:
         t = datetime.now(timezone.utc)

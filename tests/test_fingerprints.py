@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mlc_farm.catalog import entries
 from mlc_farm.planning import twins
+from mlc_farm.records.reads import entries
 from mlc_farm.store import open_store
 from mlc_farm.tiny_model import write_tiny_llama
 from tests.helpers import run_cli, toolchain_calls

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlc_farm.catalog import now
 from mlc_farm.matrix import HFSource
 from mlc_farm.planning.sources import fetch, resolve_hf
+from mlc_farm.records.schema import now
 from tests.conftest import TOKEN
 from tests.helpers import cli, unhashed
 from tests.hub_server import LocalHub
@@ -263,10 +263,10 @@ def test_publish_dry_run_wrong_token_and_deletion(
 
 
 def test_the_card_links_its_base_and_says_what_each_library_needs() -> None:
-    from mlc_farm.catalog import CatalogEntry, FileEntry, FitCheck, LibRef, RunCheck, Validation
     from mlc_farm.checks.memory import MemoryEstimate
     from mlc_farm.checks.speed import Speed
     from mlc_farm.hub import model_card
+    from mlc_farm.records.schema import CatalogEntry, FileEntry, FitCheck, LibRef, RunCheck, Validation
 
     def lib(target: str, ran: bool) -> LibRef:
         speeds = [Speed(phase="decode", method="VM decode", tokens_per_s=42.0, runs=[41.0, 42.0, 43.0]),

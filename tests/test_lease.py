@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from mlc_farm import lease, stopping
+from mlc_farm import stopping
 from mlc_farm.errors import Stopped, StoreError
+from mlc_farm.store import lease
 from mlc_farm.store.layout import lease_path
 from mlc_farm.store.local import LocalStore
 

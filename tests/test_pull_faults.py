@@ -233,7 +233,7 @@ def test_killed_installs_leave_nothing_after_the_next_install_and_after_gc(
             "--mlc-home", str(home), "--store", s3_store_url]  # fmt: skip
     env = {**os.environ, "AWS_ENDPOINT_URL": proxy.endpoint, "TMPDIR": str(temp)}
 
-    from mlc_farm.catalog import get_entry
+    from mlc_farm.records.reads import get_entry
     from mlc_farm.store import open_store
 
     library = get_entry(open_store(s3_store_url), "tiny-llama-a", "q0f16").libs["cpu"].file.sha256

@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mlc_farm import build, catalog_page, toolchain
-from mlc_farm.catalog import BuildRecord, entries
-from mlc_farm.catalog_update import Records, UnitResult, update_unit
+from mlc_farm.catalog.update import Records, UnitResult, update_unit
 from mlc_farm.hub import PublishResult
 from mlc_farm.matrix import LoadedMatrix, ModelSpec
 from mlc_farm.night import NightReport
@@ -21,6 +20,8 @@ from mlc_farm.planning.fingerprints import Fingerprint, fingerprints
 from mlc_farm.planning.plan import CheckBuild, LibBuild, ModelBuilds, Plan, ReferenceBuild
 from mlc_farm.planning.schedule import Build
 from mlc_farm.planning.sources import ResolvedSource
+from mlc_farm.records.reads import entries
+from mlc_farm.records.schema import BuildRecord
 from mlc_farm.run import MatrixRun, Progress, preflight
 from mlc_farm.store import ArtifactStore
 from mlc_farm.summary import Outcome, Summary

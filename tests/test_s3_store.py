@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from mlc_farm.build import store_files
+from mlc_farm.catalog.gc import collect
 from mlc_farm.errors import StoreError, StoreUnavailable, WriteConflict
-from mlc_farm.gc import collect
 from mlc_farm.retry import is_transient
 from mlc_farm.store import open_store
 from mlc_farm.store.layout import blob_path
@@ -218,7 +218,7 @@ def test_gc_removes_only_unreferenced_old_blobs_and_stale_uploads(s3_store_url: 
 
 
 def _record(entry) -> dict:
-    from mlc_farm.catalog import BuildRecord, now
+    from mlc_farm.records.schema import BuildRecord, now
 
     return BuildRecord(
         key="k", kind="convert", files=[entry], inputs={}, toolchain={}, started_at=now(), finished_at=now(), seconds={}

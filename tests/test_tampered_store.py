@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from mlc_farm.catalog import FileEntry, load_record, read_entry
 from mlc_farm.digests import file_sha256
+from mlc_farm.records.reads import load_record, read_entry
+from mlc_farm.records.schema import FileEntry
 from mlc_farm.store.layout import catalog_path, published_path, record_path
 from mlc_farm.store.local import LocalStore
 from tests.helpers import ONE_CELL, built_store, run_cli

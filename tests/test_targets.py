@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mlc_farm.catalog import entries, load_record
+from mlc_farm.records.reads import entries, load_record
 from mlc_farm.store import open_store
 from tests.helpers import DOUBLE, REFERENCE, run_cli, toolchain_calls
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlc_farm.catalog import entries, read_entry
+from mlc_farm.records.reads import entries, read_entry
 from mlc_farm.store.local import LocalStore
 from tests.conftest import TINY_MATRIX
 from tests.helpers import run_cli, toolchain_calls

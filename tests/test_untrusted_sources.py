@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mlc_farm.catalog import read_entry
+from mlc_farm.records.reads import read_entry
 from mlc_farm.store.local import LocalStore
 from tests.helpers import ROOT, cli, run_cli, toolchain_calls
 from tests.hub_server import LocalHub

@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mlc_farm.catalog import load_record
 from mlc_farm.cli._app import app
 from mlc_farm.cli._errors import command
 from mlc_farm.cli._options import StoreOpt
@@ -19,6 +18,7 @@ from mlc_farm.formatting import size
 from mlc_farm.matrix import (
     check_names,
 )
+from mlc_farm.records.reads import load_record
 from mlc_farm.store import open_store
 from mlc_farm.store.layout import blob_path
 from mlc_farm.terminal import name_columns, printable
@@ -27,7 +27,7 @@ from mlc_farm.terminal import name_columns, printable
 @command(app, "ls")
 def list_catalog(store: StoreOpt = None) -> None:
     """List the catalog: model, quantization, each device's library and its validation, sizes, build time."""
-    from mlc_farm.catalog import entries
+    from mlc_farm.records.reads import entries
 
     st = open_store(store, must_exist=True)
     found = entries(st)
@@ -71,7 +71,7 @@ def verify_cmd(
     store: StoreOpt = None,
 ) -> None:
     """Check that every catalog entry and build record points at blobs that exist; --deep re-hashes them."""
-    from mlc_farm.catalog import deep_verify, verify
+    from mlc_farm.catalog.verify import deep_verify, verify
 
     if repair and not deep:
         raise BadInput("--repair needs --deep")
@@ -109,7 +109,7 @@ def gc(
     """Remove blobs no build record points at, and uploads that killed runs left unfinished."""
     from datetime import timedelta
 
-    from mlc_farm.gc import collect
+    from mlc_farm.catalog.gc import collect
 
     if not 0 <= min_age_hours <= MAX_AGE_HOURS:
         raise BadInput(f"--min-age-hours: {min_age_hours:g} is not a number of hours from 0 to {MAX_AGE_HOURS:g} "
@@ -143,7 +143,7 @@ def show_log(
     the logs of the builds its catalog entry serves (weights, config, the device's library)."""
     import tempfile
 
-    from mlc_farm.logs import by_cell, by_key
+    from mlc_farm.catalog.logs import by_cell, by_key
 
     if len(target) in (2, 3):
         check_names(model=target[0], quantization=target[1], device=target[2] if len(target) == 3 else None)

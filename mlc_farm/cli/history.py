@@ -28,8 +28,8 @@ def history_cmd(
     """Print each device's series: decode tokens/s (median and range of the timed runs) and prefill tokens/s with
     the method that measured them (speeds compare only within one), peak memory, top-1 and KL against the source,
     one row per toolchain, with the newest toolchain's regressions."""
-    from mlc_farm.catalog import all_records
-    from mlc_farm.history import regressions, series
+    from mlc_farm.catalog.history import regressions, series
+    from mlc_farm.records.reads import all_records
 
     check_names(model=model, quantization=quantization, device=device)
     records = [r for _, r in all_records(open_store(store, must_exist=True))]

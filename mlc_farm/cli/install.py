@@ -73,9 +73,9 @@ def install_cmd(
     """Put a built model where mlc_llm looks for HF://ORG/NAME: its weights in the cache, each library under the
     JIT key the local mlc_llm computes, so `mlc_llm chat|serve HF://ORG/NAME` and MLCEngine use them as they are."""
     from mlc_farm import toolchain
-    from mlc_farm.catalog import get_entry
     from mlc_farm.devices import local_gpu_archs
     from mlc_farm.install import default_name, install
+    from mlc_farm.records.reads import get_entry
 
     check_names(model=model, quantization=quantization, device=device)
     st = open_store(store, must_exist=True)

@@ -14,7 +14,6 @@ from rich.table import Table
 from rich.text import Text
 
 from mlc_farm import toolchain
-from mlc_farm.catalog import load_record
 from mlc_farm.cli._app import app
 from mlc_farm.cli._errors import command
 from mlc_farm.cli._options import Format, MatrixOpt, ModelOpt, StoreOpt
@@ -32,6 +31,7 @@ from mlc_farm.planning import sources
 from mlc_farm.planning.fingerprints import fingerprints
 from mlc_farm.planning.plan import Plan, conversion_classes, make_plan
 from mlc_farm.planning.sources import ResolvedSource
+from mlc_farm.records.reads import load_record
 from mlc_farm.run import pools_of, unbuildable
 from mlc_farm.store import ArtifactStore, open_store
 from mlc_farm.store.layout import toolchain_path
@@ -213,9 +213,9 @@ def _how_fidelity(p: Plan) -> None:
 
 def _why_to_build(st: ArtifactStore, p: Plan, in_store: dict[str, bool]) -> None:
     """Why each build is to do: what differs from the closest build in the store."""
-    from mlc_farm.catalog import all_records
-    from mlc_farm.history import toolchain_name
+    from mlc_farm.catalog.history import toolchain_name
     from mlc_farm.planning.explain import closest_build
+    from mlc_farm.records.reads import all_records
 
     records = [r for _, r in all_records(st)]
     builds: list[tuple[str, str, dict[str, Any]]] = [

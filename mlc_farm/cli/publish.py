@@ -37,8 +37,8 @@ def export_configs(
 ) -> None:
     """Print the catalog (or --model's entries) as the config a runtime reads: WebLLM model records, app
     entries for iphone/android, or model dirs and libraries for mlc_llm serve / MLCEngine."""
-    from mlc_farm.catalog import entries
     from mlc_farm.exports import check_base_url, export
+    from mlc_farm.records.reads import entries
 
     if base_url is not None:
         check_base_url(base_url)

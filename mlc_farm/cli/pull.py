@@ -63,9 +63,9 @@ def _refuse_mismatched(
     """Exit 1 in one line, before anything is loaded, when the local runtime cannot load a library (of
     `device`, or every one; `runnable_only`: those whose device is on this machine, which validation runs)."""
     from mlc_farm import toolchain
-    from mlc_farm.catalog import get_entry
     from mlc_farm.checks import runtime
     from mlc_farm.devices import local_gpu_archs, runs_here
+    from mlc_farm.records.reads import get_entry
 
     entry = get_entry(st, model, quantization)
     libs = {d: ref.runtime for d, ref in entry.libs.items() if device in (None, d)}
@@ -172,10 +172,10 @@ def provenance_cmd(
     the worker image, host and flow run of each build. The files are checked against the farm's signature and the
     statement against the farm's signature of it first; DEVICE shows only the files and builds of that library."""
     from mlc_farm import provenance
-    from mlc_farm.catalog import get_entry
     from mlc_farm.credentials import trusted_keys
     from mlc_farm.entry_signatures import signed_provenance, verified
     from mlc_farm.pull import entry_files, lib_path
+    from mlc_farm.records.reads import get_entry
     from mlc_farm.signatures import SignatureRefused, signed_statement
 
     check_names(model=model, quantization=quantization, device=device)

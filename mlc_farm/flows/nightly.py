@@ -24,8 +24,7 @@ from pydantic import BaseModel
 
 from mlc_farm import alerts
 from mlc_farm import toolchain as toolchain_steps
-from mlc_farm.catalog import BuildRecord
-from mlc_farm.catalog_update import UnitResult
+from mlc_farm.catalog.update import UnitResult
 from mlc_farm.errors import ToolchainUnavailable
 from mlc_farm.farm import idle_pools
 from mlc_farm.hub import PublishResult
@@ -35,6 +34,7 @@ from mlc_farm.planning.fingerprints import Fingerprint
 from mlc_farm.planning.plan import CheckBuild, LibBuild, ModelBuilds, Plan, ReferenceBuild
 from mlc_farm.planning.schedule import Build
 from mlc_farm.planning.sources import ResolvedSource
+from mlc_farm.records.schema import BuildRecord
 from mlc_farm.run import REFUSED, MatrixRun, Mode, Preflight, Progress, RunResult, preflight
 from mlc_farm.settings import load_settings
 from mlc_farm.store import ArtifactStore

@@ -17,9 +17,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from mlc_farm.catalog import BuildRecord
 from mlc_farm.planning.keys import across_toolchains, digest
 from mlc_farm.planning.plan import ConfigBuild, ConvertBuild, LibBuild, Plan
+from mlc_farm.records.schema import BuildRecord
 
 DEFAULT_SECONDS = {"convert": 1800.0, "config": 30.0, "library": 600.0}
 

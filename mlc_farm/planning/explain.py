@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from mlc_farm.catalog import BuildRecord
+from mlc_farm.records.schema import BuildRecord
 
 
 class Explanation(BaseModel):

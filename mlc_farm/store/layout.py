@@ -5,7 +5,7 @@
 - `catalog/<model>/<quant>.json`: the current convert, config and each device's library of a model x quantization.
 - `toolchains/<pool>.json`: the toolchain a farm pool probed (farm mode).
 - `leases/<key>.json`: who is building a key right now, until when, and the blobs it is about to reference;
-  `leases/gc.json`: a gc is running (mlc_farm/lease.py).
+  `leases/gc.json`: a gc is running (mlc_farm/store/lease.py).
 - `failures/<key>.json`: the last failure of a key that has no build yet: the error and its log (kept by gc).
 - `published/<model>/<quant>.json`: the Hub repo a catalog entry was last published to, and its builds.
 - `fingerprints/<key>.json`: a toolchain's conversion fingerprint for a conversion class (mlc_farm/planning/twins.py).

@@ -15,11 +15,12 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from mlc_farm import activity, build, catalog_page, toolchain
-from mlc_farm.catalog import READERS, BuildRecord
-from mlc_farm.catalog_update import Records, UnitResult, update_unit
+from mlc_farm.catalog.update import Records, UnitResult, update_unit
 from mlc_farm.planning import fingerprints, sources
 from mlc_farm.planning.plan import CheckBuild, ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, Plan, ReferenceBuild
 from mlc_farm.planning.sources import ResolvedSource
+from mlc_farm.records.reads import READERS
+from mlc_farm.records.schema import BuildRecord
 from mlc_farm.store import open_store
 from mlc_farm.summary import Built
 

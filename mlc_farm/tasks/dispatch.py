@@ -9,8 +9,8 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
 
-from mlc_farm.catalog import load_record
 from mlc_farm.errors import BuildFailed
+from mlc_farm.records.reads import load_record
 from mlc_farm.store import open_store
 from mlc_farm.summary import Built
 

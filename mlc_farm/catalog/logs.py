@@ -6,9 +6,10 @@ import re
 
 from pydantic import BaseModel
 
-from mlc_farm.catalog import FileEntry, all_failures, load_failure, load_record, read_entry
 from mlc_farm.errors import BadInput, NotFound
 from mlc_farm.names import shorten
+from mlc_farm.records.reads import all_failures, load_failure, load_record, read_entry
+from mlc_farm.records.schema import FileEntry
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import BUILDS, FAILURES
 

@@ -4,7 +4,7 @@ printed keep working; a failure record goes once its key has built.
 
 Safe beside running builds: gc holds its lease in the store while it collects and keeps every blob that a
 live build lease names (builds name their blobs before they put or re-use any, then wait out a running gc:
-see mlc_farm/lease.py), and the unfinished uploads of live builds stay. `min_age` keeps anything younger as
+see mlc_farm/store/lease.py), and the unfinished uploads of live builds stay. `min_age` keeps anything younger as
 well (default 24 h).
 """
 
@@ -14,11 +14,11 @@ from datetime import timedelta
 
 from pydantic import BaseModel
 
-from mlc_farm import lease
-from mlc_farm.catalog import all_failures, all_records, referenced_blobs
 from mlc_farm.output_dir import clean_noted
+from mlc_farm.records.reads import all_failures, all_records
+from mlc_farm.records.schema import referenced_blobs
 from mlc_farm.settings import load_settings
-from mlc_farm.store import ArtifactStore
+from mlc_farm.store import ArtifactStore, lease
 
 
 class GcReport(BaseModel):

@@ -31,9 +31,9 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from mlc_farm import stopping
-from mlc_farm.catalog import read_all
 from mlc_farm.errors import DamagedDocumentError, StoreError
 from mlc_farm.processes import process_alive
+from mlc_farm.records.reads import read_all
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import CLOCK, GC_LEASE, LEASES, lease_path
 

@@ -4,7 +4,7 @@ Each library is checked against this model's weights: a library validated with a
 architecture must still fit this model's tensor-cache.json and mlc-chat-config.json (a pure check of the
 metadata its record keeps); the cell's check gives its run with these weights and its fidelity, judged
 against the matrix's thresholds and against the same cell under the previous toolchain (the entry being
-served). A library that fails either is left out, so it is never current. `catalog.next_entry` then decides
+served). A library that fails either is left out, so it is never current. `next_entry` then decides
 whether the entry moves.
 """
 
@@ -14,19 +14,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from mlc_farm.catalog import (
-    SCHEMA_VERSION,
-    BuildRecord,
-    CatalogEntry,
-    LibRef,
-    RunCheck,
-    Validation,
-    first_problem,
-    load_record,
-    next_entry,
-    now,
-    read_blob_json,
-)
 from mlc_farm.checks import fidelity, memory, runtime
 from mlc_farm.checks.fidelity import Fidelity
 from mlc_farm.checks.fit import fit_check
@@ -35,6 +22,8 @@ from mlc_farm.errors import DamagedDocumentError
 from mlc_farm.planning.plan import Plan, PlanCell
 from mlc_farm.planning.sources import ResolvedSource
 from mlc_farm.pull import entry_files
+from mlc_farm.records.reads import first_problem, load_record, read_blob_json
+from mlc_farm.records.schema import SCHEMA_VERSION, BuildRecord, CatalogEntry, LibRef, RunCheck, Validation, now
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import catalog_path
 
@@ -255,3 +244,25 @@ def _kept_damaged(e: DamagedDocumentError) -> str:
         f"{e}: it was kept as it is, not replaced by an entry that may list fewer libraries; repair or delete "
         "it (`mlc-farm verify` names it), then run again"
     )
+
+
+def next_entry(current: CatalogEntry | None, new: CatalogEntry, planned: set[str]) -> CatalogEntry | None:
+    """What the catalog should hold after a run, or None to leave it as it is.
+
+    - Same convert and config builds as now: add or replace the libraries that were built and validated, keep
+      the others (a device that failed tonight keeps last night's library of the same weights).
+    - New weights: move only when every planned device has a validated library, or when nothing better is
+      being served (no entry yet, or one that covers no more devices). Otherwise the previous entry keeps
+      serving: a nightly whose compiles all fail must not switch users to weights with no libraries.
+    """
+    if current and (current.convert, current.config) == (new.convert, new.config):
+        libs = {**current.libs, **new.libs}
+        merged = new.model_copy(update={"libs": libs, "missing": sorted(planned - set(libs))})
+        same = libs == current.libs  # a library's validation or memory estimate for these weights counts too
+        return None if same and merged.missing == current.missing and merged.source == current.source else merged
+    new = new.model_copy(update={"missing": sorted(planned - set(new.libs))})
+    if not new.missing or current is None:
+        return new
+    if current.missing and set(current.libs) <= set(new.libs):
+        return new
+    return None
