@@ -137,6 +137,7 @@ def run(work: Path, url: str, n: int) -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from mlc_farm import toolchain
+    from mlc_farm.building.run import pools_of
     from mlc_farm.flows.nightly import nightly_build
     from mlc_farm.matrix import expand, load_matrix
     from mlc_farm.planning import sources
@@ -144,7 +145,6 @@ def run(work: Path, url: str, n: int) -> None:
     from mlc_farm.planning.plan import conversion_classes, make_plan
     from mlc_farm.planning.schedule import to_build
     from mlc_farm.records.reads import load_record
-    from mlc_farm.run import pools_of
     from mlc_farm.stack import start_temporary_prefect
     from mlc_farm.store import open_store
 

@@ -45,7 +45,7 @@ def worker(mode: str, src: Path, dst: Path, url: str) -> None:
     bucket, _, prefix = url.removeprefix("s3://").partition("/")
     files = sorted(p for p in src.iterdir())
     if mode == "farm-up":
-        from mlc_farm.build import store_files
+        from mlc_farm.building.build import store_files
         from mlc_farm.store import open_store
 
         entries = store_files(open_store(url), {p.name: p for p in files})

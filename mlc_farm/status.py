@@ -11,7 +11,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
-from mlc_farm import activity
+from mlc_farm.building import activity
 from mlc_farm.formatting import clock
 
 

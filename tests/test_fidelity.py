@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from mlc_farm import toolchain
+from mlc_farm.building.run import MatrixRun, Progress, RunResult, preflight
 from mlc_farm.checks import fidelity, fidelity_metrics, fidelity_rules
 from mlc_farm.records.reads import entries
-from mlc_farm.run import MatrixRun, Progress, RunResult, preflight
 from mlc_farm.store import open_store
 from tests.test_run import InPlace
 

@@ -1,4 +1,4 @@
-"""The run of a matrix without Prefect (mlc_farm/run.py): an engine that builds each build in place, here,
+"""The run of a matrix without Prefect (mlc_farm/building/run.py): an engine that builds each build in place, here,
 runs the same steps the nightly flow runs, with the toolchain double."""
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlc_farm import build, catalog_page, toolchain
+from mlc_farm import catalog_page, toolchain
+from mlc_farm.building import build
+from mlc_farm.building.run import MatrixRun, Progress, preflight
 from mlc_farm.catalog.update import Records, UnitResult, update_unit
 from mlc_farm.hub import PublishResult
 from mlc_farm.matrix import LoadedMatrix, ModelSpec
@@ -22,7 +24,6 @@ from mlc_farm.planning.schedule import Build
 from mlc_farm.planning.sources import ResolvedSource
 from mlc_farm.records.reads import entries
 from mlc_farm.records.schema import BuildRecord
-from mlc_farm.run import MatrixRun, Progress, preflight
 from mlc_farm.store import ArtifactStore
 from mlc_farm.summary import Outcome, Summary
 from tests.helpers import ROOT
@@ -113,6 +114,6 @@ def test_a_run_builds_the_matrix_then_reuses_it_without_prefect(tiny_matrix: Pat
 
 
 def test_the_run_and_its_steps_import_no_prefect() -> None:
-    ask = "import sys, mlc_farm.run; print(sorted(m for m in sys.modules if m.split('.')[0] == 'prefect'))"
+    ask = "import sys, mlc_farm.building.run; print(sorted(m for m in sys.modules if m.split('.')[0] == 'prefect'))"
     done = subprocess.run([sys.executable, "-c", ask], capture_output=True, text=True, cwd=ROOT, check=True)
     assert done.stdout.strip() == "[]"

@@ -205,7 +205,7 @@ def test_two_pools_with_different_toolchains_build_one_model_and_each_library_is
     import stat
 
     from mlc_farm import toolchain
-    from mlc_farm.run import MatrixRun, Progress, preflight
+    from mlc_farm.building.run import MatrixRun, Progress, preflight
     from tests.test_run import InPlace
 
     stable = tmp_path / "stable-python"  # another mlc_llm release installed beside tonight's

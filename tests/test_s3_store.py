@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from mlc_farm.build import store_files
+from mlc_farm.building.build import store_files
 from mlc_farm.catalog.gc import collect
 from mlc_farm.errors import StoreError, StoreUnavailable, WriteConflict
 from mlc_farm.retry import is_transient

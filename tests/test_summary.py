@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from mlc_farm import activity
+from mlc_farm.building import activity
 from mlc_farm.formatting import clock
 from mlc_farm.status import RunStatus
 from mlc_farm.summary import CellRow, Summary

@@ -92,7 +92,7 @@ def build(
     store: StoreOpt = None,
 ) -> None:
     """Build the matrix locally: the nightly flow in this process, with Prefect's temporary server."""
-    from mlc_farm.run import preflight
+    from mlc_farm.building.run import preflight
 
     # The run's own pre-flight, once: the flow is handed its probe instead of making another.
     pre = preflight(str(matrix), model or None, None, None, store, lambda st, pools: toolchain.probe_here(pools))

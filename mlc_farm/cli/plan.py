@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mlc_farm import toolchain
+from mlc_farm.building.run import pools_of, unbuildable
 from mlc_farm.cli._app import app
 from mlc_farm.cli._errors import command
 from mlc_farm.cli._options import Format, MatrixOpt, ModelOpt, StoreOpt
@@ -32,7 +33,6 @@ from mlc_farm.planning.fingerprints import fingerprints
 from mlc_farm.planning.plan import Plan, conversion_classes, make_plan
 from mlc_farm.planning.sources import ResolvedSource
 from mlc_farm.records.reads import load_record
-from mlc_farm.run import pools_of, unbuildable
 from mlc_farm.store import ArtifactStore, open_store
 from mlc_farm.store.layout import toolchain_path
 from mlc_farm.terminal import name_columns

@@ -1,4 +1,4 @@
-"""The nightly build, wired to Prefect: the run itself is mlc_farm/run.py; this module gives it Prefect's
+"""The nightly build, wired to Prefect: the run itself is mlc_farm/building/run.py; this module gives it Prefect's
 tasks, flow runs on work pools, and artifacts.
 
 Embedded mode: `mlc-farm build` runs this flow in one process with Prefect's temporary server. Farm mode
@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from mlc_farm import alerts
 from mlc_farm import toolchain as toolchain_steps
+from mlc_farm.building.run import REFUSED, MatrixRun, Mode, Preflight, Progress, RunResult, preflight
 from mlc_farm.catalog.update import UnitResult
 from mlc_farm.errors import ToolchainUnavailable
 from mlc_farm.farm import idle_pools
@@ -35,7 +36,6 @@ from mlc_farm.planning.plan import CheckBuild, LibBuild, ModelBuilds, Plan, Refe
 from mlc_farm.planning.schedule import Build
 from mlc_farm.planning.sources import ResolvedSource
 from mlc_farm.records.schema import BuildRecord
-from mlc_farm.run import REFUSED, MatrixRun, Mode, Preflight, Progress, RunResult, preflight
 from mlc_farm.settings import load_settings
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import toolchain_path
@@ -155,7 +155,7 @@ def _stoppable(
     probed: ToolchainInfo | None,
     engine: PrefectEngine | None = None,
 ) -> State:
-    """Wire Prefect to the run (mlc_farm/run.py). SIGINT or SIGTERM (Prefect's TerminationSignal) while it
+    """Wire Prefect to the run (mlc_farm/building/run.py). SIGINT or SIGTERM (Prefect's TerminationSignal) while it
     builds: kill the toolchain steps and end the run Cancelled (not Crashed), saying what finished."""
     from prefect.exceptions import TerminationSignal
     from prefect.states import Cancelled

@@ -1,4 +1,4 @@
-"""Prefect tasks: thin wrappers over mlc_farm.build.
+"""Prefect tasks: thin wrappers over mlc_farm.building.build.
 
 No task is retried by Prefect: a toolchain failure or a bad input gives the same error again, and a service
 (S3, the Hub) is retried by the one layer around each call (mlc_farm.retry.retry_transient), so retries
@@ -14,7 +14,8 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from mlc_farm import activity, build, catalog_page, toolchain
+from mlc_farm import catalog_page, toolchain
+from mlc_farm.building import activity, build
 from mlc_farm.catalog.update import Records, UnitResult, update_unit
 from mlc_farm.planning import fingerprints, sources
 from mlc_farm.planning.plan import CheckBuild, ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, Plan, ReferenceBuild

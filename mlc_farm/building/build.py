@@ -23,7 +23,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mlc_farm import activity, jit, toolchain, toolchain_scripts
+from mlc_farm import jit, toolchain, toolchain_scripts
+from mlc_farm.building import activity
+from mlc_farm.building.workdirs import workdir
 from mlc_farm.checks import device_code, fidelity, fidelity_metrics, fidelity_rules, fit, runtime, validate
 from mlc_farm.checks.fidelity import Fidelity
 from mlc_farm.devices import family as device_family
@@ -47,7 +49,6 @@ from mlc_farm.records.schema import (
 from mlc_farm.settings import load_settings
 from mlc_farm.store import ArtifactStore, lease
 from mlc_farm.store.layout import blob_url, failure_path, record_path
-from mlc_farm.workdirs import workdir
 
 LIB_FILE = "model-lib"
 

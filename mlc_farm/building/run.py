@@ -22,6 +22,7 @@ from rich.text import Text
 
 from mlc_farm import terminal
 from mlc_farm import toolchain as toolchain_steps
+from mlc_farm.building.workdirs import remove_stale_workdirs
 from mlc_farm.catalog.history import night_regressions
 from mlc_farm.catalog.update import UnitResult
 from mlc_farm.errors import BadInput, NamesRejected, PublishError, ToolchainUnavailable
@@ -53,7 +54,6 @@ from mlc_farm.store import ArtifactStore, lease, open_store
 from mlc_farm.store.layout import BLOBS, blob_url, toolchain_path
 from mlc_farm.summary import DONE, Outcome, Summary, summarize
 from mlc_farm.toolchain import SNAPSHOT_POOL, ToolchainInfo
-from mlc_farm.workdirs import remove_stale_workdirs
 
 Mode = Literal["embedded", "farm"]
 Target = tuple[str, bool | None]  # a Hub repo and whether it is private (None: as the source)
