@@ -13,9 +13,9 @@ from mlc_farm.errors import BadInput
 from mlc_farm.matrix import Matrix
 from mlc_farm.planning.capabilities import offload_problem
 from mlc_farm.records.reads import read_entry
+from mlc_farm.report.summary import CellRow
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import toolchain_path
-from mlc_farm.summary import CellRow
 from mlc_farm.toolchain import ToolchainInfo
 
 MODEL = "mlc-farm-pool-check"

@@ -67,7 +67,7 @@ def test_the_nightly_writes_a_page_people_can_browse(tiny_matrix: Path, tmp_path
 
 def test_no_value_can_become_markup_or_script(tmp_path: Path) -> None:
     """A store URL or a field holding the data placeholder, a closing script tag or a handler stays text."""
-    from mlc_farm.catalog_page import render
+    from mlc_farm.report.catalog_page import render
 
     evil = '__DATA__</script><img src=x onerror="document.body.dataset.pwned=1">&amp;__STORE__'
     row = {"model": evil, "quantization": "q0f16", "device": "cpu", "status": "served", "files": {},
@@ -106,7 +106,7 @@ def test_each_cell_draws_its_history_with_regressions_marked(
     tiny_models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Three nightlies of one cell, the last with a slower kernel and a library further from its source."""
-    from mlc_farm import catalog_page
+    from mlc_farm.report import catalog_page
     from mlc_farm.store import open_store
     from tests.test_fidelity import run, write_matrix
 

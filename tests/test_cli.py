@@ -265,7 +265,7 @@ def test_output_that_is_not_a_terminal_never_cuts_a_name(tiny_matrix: Path, tmp_
 def test_at_80_columns_every_table_keeps_model_quantization_and_device_whole(tiny_matrix: Path, tmp_path: Path) -> None:
     from rich.console import Console
 
-    from mlc_farm.summary import CellRow, Summary
+    from mlc_farm.report.summary import CellRow, Summary
     from tests.helpers import cli
 
     planned = cli("plan", "--matrix", str(tiny_matrix), "--store", str(tmp_path / "s"), env={"COLUMNS": "80"})

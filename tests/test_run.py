@@ -10,13 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlc_farm import catalog_page, toolchain
+from mlc_farm import toolchain
 from mlc_farm.building import build
 from mlc_farm.building.run import MatrixRun, Progress, preflight
 from mlc_farm.catalog.update import Records, UnitResult, update_unit
 from mlc_farm.hub import PublishResult
 from mlc_farm.matrix import LoadedMatrix, ModelSpec
-from mlc_farm.night import NightReport
 from mlc_farm.planning import sources
 from mlc_farm.planning.fingerprints import Fingerprint, fingerprints
 from mlc_farm.planning.plan import CheckBuild, LibBuild, ModelBuilds, Plan, ReferenceBuild
@@ -24,8 +23,10 @@ from mlc_farm.planning.schedule import Build
 from mlc_farm.planning.sources import ResolvedSource
 from mlc_farm.records.reads import entries
 from mlc_farm.records.schema import BuildRecord
+from mlc_farm.report import catalog_page
+from mlc_farm.report.night import NightReport
+from mlc_farm.report.summary import Outcome, Summary
 from mlc_farm.store import ArtifactStore
-from mlc_farm.summary import Outcome, Summary
 from tests.helpers import ROOT
 
 

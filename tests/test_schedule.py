@@ -131,7 +131,7 @@ def test_a_pool_never_idles_while_work_for_it_is_ready() -> None:
 
 
 def test_the_night_report_names_pool_use_and_the_longest_chain() -> None:
-    from mlc_farm.night import night_report
+    from mlc_farm.report.night import night_report
 
     convert = next(b for b in PLAN.convert_builds.values() if (b.model, b.quantization) == ("base", "q0f16"))
     config = next(b for b in PLAN.config_builds.values() if (b.model, b.quantization) == ("base", "q0f16"))

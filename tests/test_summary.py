@@ -6,8 +6,8 @@ from rich.console import Console
 
 from mlc_farm.building import activity
 from mlc_farm.formatting import clock
-from mlc_farm.status import RunStatus
-from mlc_farm.summary import CellRow, Summary
+from mlc_farm.report.status import RunStatus
+from mlc_farm.report.summary import CellRow, Summary
 
 
 def row(i: int, ok: bool = True) -> CellRow:
@@ -63,9 +63,9 @@ def test_the_status_names_the_phase_and_the_time() -> None:
 
 
 def test_a_nightlys_outcome_is_its_worst_news_and_names_what_to_run() -> None:
-    from mlc_farm.alerts import outcome
     from mlc_farm.catalog.update import UnitResult
-    from mlc_farm.summary import CellRow, Summary
+    from mlc_farm.report.alerts import outcome
+    from mlc_farm.report.summary import CellRow, Summary
 
     def row(device: str, status: str, detail: str = "") -> CellRow:
         return CellRow(model="m", quantization="q4f16_1", device=device, convert="built", config="built",

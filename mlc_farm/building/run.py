@@ -39,7 +39,6 @@ from mlc_farm.matrix import (
     select_cells,
     toolchain_problems,
 )
-from mlc_farm.night import NightReport, night_report
 from mlc_farm.planning import capabilities
 from mlc_farm.planning.durations import estimate
 from mlc_farm.planning.fingerprints import Fingerprint
@@ -48,11 +47,12 @@ from mlc_farm.planning.schedule import Build, Scheduler, to_build
 from mlc_farm.planning.sources import ResolvedSource
 from mlc_farm.records.reads import all_records, load_failure, load_record
 from mlc_farm.records.schema import BuildRecord, FailureRecord, now, referenced_blobs
+from mlc_farm.report.night import NightReport, night_report
+from mlc_farm.report.status import RunStatus, StatusDisplay
+from mlc_farm.report.summary import DONE, Outcome, Summary, summarize
 from mlc_farm.settings import load_settings
-from mlc_farm.status import RunStatus, StatusDisplay
 from mlc_farm.store import ArtifactStore, lease, open_store
 from mlc_farm.store.layout import BLOBS, blob_url, toolchain_path
-from mlc_farm.summary import DONE, Outcome, Summary, summarize
 from mlc_farm.toolchain import SNAPSHOT_POOL, ToolchainInfo
 
 Mode = Literal["embedded", "farm"]

@@ -128,7 +128,7 @@ def gc(
 @command(app, "page")
 def catalog_page_cmd(store: StoreOpt = None) -> None:
     """Write the catalog page (index.html + catalog.json) at the store's root; every build does it too."""
-    from mlc_farm.catalog_page import PAGE, write_page
+    from mlc_farm.report.catalog_page import PAGE, write_page
 
     st = open_store(store, must_exist=True)
     out.print(f"wrote {st.url}/{PAGE}: {write_page(st)}", soft_wrap=True)

@@ -56,9 +56,9 @@ def farm_init(
 ) -> None:
     """Create or update the work pools of the matrix and their concurrency limits, and optionally the credential
     blocks and the nightly's automations (idempotent; PREFECT_API_URL)."""
-    from mlc_farm import alerts
     from mlc_farm.farm import init, signing_key_block
     from mlc_farm.farm import store_credentials as save_credentials
+    from mlc_farm.report import alerts
 
     loaded = load_matrix(matrix)
     window = _window(missed_after)

@@ -22,7 +22,6 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 from pydantic import BaseModel
 
-from mlc_farm import alerts
 from mlc_farm import toolchain as toolchain_steps
 from mlc_farm.building.run import REFUSED, MatrixRun, Mode, Preflight, Progress, RunResult, preflight
 from mlc_farm.catalog.update import UnitResult
@@ -30,16 +29,17 @@ from mlc_farm.errors import ToolchainUnavailable
 from mlc_farm.farm import idle_pools
 from mlc_farm.hub import PublishResult
 from mlc_farm.matrix import LoadedMatrix, ModelSpec
-from mlc_farm.night import NightReport
 from mlc_farm.planning.fingerprints import Fingerprint
 from mlc_farm.planning.plan import CheckBuild, LibBuild, ModelBuilds, Plan, ReferenceBuild
 from mlc_farm.planning.schedule import Build
 from mlc_farm.planning.sources import ResolvedSource
 from mlc_farm.records.schema import BuildRecord
+from mlc_farm.report import alerts
+from mlc_farm.report.night import NightReport
+from mlc_farm.report.summary import BY_ANOTHER_RUN, Built, CellRow, Outcome, Summary
 from mlc_farm.settings import load_settings
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import toolchain_path
-from mlc_farm.summary import BY_ANOTHER_RUN, Built, CellRow, Outcome, Summary
 from mlc_farm.tasks.build import (
     build_from_source,
     build_library,

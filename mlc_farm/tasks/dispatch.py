@@ -11,8 +11,8 @@ from prefect.runtime import flow_run
 
 from mlc_farm.errors import BuildFailed
 from mlc_farm.records.reads import load_record
+from mlc_farm.report.summary import Built
 from mlc_farm.store import open_store
-from mlc_farm.summary import Built
 
 
 @task(retries=0, name="dispatch", task_run_name="{deployment} {key:.12}")

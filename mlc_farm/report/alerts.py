@@ -20,7 +20,7 @@ from uuid import UUID
 
 from pydantic import BaseModel
 
-from mlc_farm.summary import Summary
+from mlc_farm.report.summary import Summary
 
 NIGHTLY_FLOW = "nightly-build"
 BUILD_MODEL_FLOW = "build-model"
