@@ -18,11 +18,12 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.fidelity import built_cell, median_seconds
-from mlc_farm import credentials, provenance, signatures
-from mlc_farm.entry_signatures import verified
+from mlc_farm import credentials
 from mlc_farm.pull import entry_files
 from mlc_farm.records.reads import read_entry
 from mlc_farm.store.local import LocalStore
+from mlc_farm.trust import provenance, signatures
+from mlc_farm.trust.entry_signatures import verified
 
 
 def main() -> None:

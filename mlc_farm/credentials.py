@@ -99,7 +99,7 @@ def signing_key() -> bytes:
         ).encode()
     path = settings.cache_dir / LOCAL_KEY
     if not path.is_file():
-        from mlc_farm.signatures import new_private_key
+        from mlc_farm.trust.signatures import new_private_key
 
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".new-")  # 0600
@@ -116,7 +116,7 @@ def signing_key() -> bytes:
 
 def trusted_keys() -> list[bytes]:
     """The public keys whose signatures are accepted: MLC_FARM_TRUSTED_KEYS's files, else the signing key's."""
-    from mlc_farm.signatures import public_key
+    from mlc_farm.trust.signatures import public_key
 
     names = load_settings().trusted_keys
     if not names:

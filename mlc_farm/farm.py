@@ -175,7 +175,7 @@ def signing_key_block() -> list[str]:
     from prefect.blocks.system import Secret
 
     from mlc_farm.settings import load_settings
-    from mlc_farm.signatures import fingerprint, new_private_key, public_key
+    from mlc_farm.trust.signatures import fingerprint, new_private_key, public_key
 
     name = load_settings().signing_key_block or "mlc-farm-signing-key"
     try:

@@ -22,24 +22,25 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel
 
-from mlc_farm import credentials, provenance
+from mlc_farm import credentials
 from mlc_farm.checks.speed import LIVENESS_STEPS, of_phase
 from mlc_farm.devices import Family, of_target
 from mlc_farm.devices import family as device_family
-from mlc_farm.entry_signatures import sign_folder, sign_statement
 from mlc_farm.errors import PublishError, ServiceUnreachable, StoreError
 from mlc_farm.matrix import Matrix
 from mlc_farm.names import BuildKey, Name, RepoId
 from mlc_farm.planning.sources import hub_endpoint, hub_repo_url
-from mlc_farm.provenance import entry_records
 from mlc_farm.pull import lib_path, pull_files
 from mlc_farm.records.reads import get_entry, load_record, read_document
 from mlc_farm.records.schema import CatalogEntry, FileEntry
 from mlc_farm.retry import retry_transient
 from mlc_farm.settings import load_settings
-from mlc_farm.signatures import SIGNATURE, fingerprint, public_key
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import published_path
+from mlc_farm.trust import provenance
+from mlc_farm.trust.entry_signatures import sign_folder, sign_statement
+from mlc_farm.trust.provenance import entry_records
+from mlc_farm.trust.signatures import SIGNATURE, fingerprint, public_key
 
 T = TypeVar("T")
 MANIFEST = "mlc-farm-manifest.json"

@@ -21,7 +21,6 @@ from mlc_farm import jit
 from mlc_farm.checks import runtime
 from mlc_farm.devices import runs_here
 from mlc_farm.digests import file_sha256
-from mlc_farm.entry_signatures import verified
 from mlc_farm.errors import BadInput
 from mlc_farm.hub import Published
 from mlc_farm.output_dir import replacing, scratch
@@ -31,6 +30,7 @@ from mlc_farm.records.schema import CatalogEntry, FileEntry, LibRef
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import published_path
 from mlc_farm.toolchain import ToolchainInfo
+from mlc_farm.trust.entry_signatures import verified
 
 
 @dataclass

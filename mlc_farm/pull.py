@@ -9,14 +9,14 @@ from pathlib import Path
 
 from mlc_farm import stopping
 from mlc_farm.checks import runtime
-from mlc_farm.entry_signatures import verified
 from mlc_farm.errors import StoreError
 from mlc_farm.output_dir import replacing
 from mlc_farm.records.reads import get_entry, load_record
 from mlc_farm.records.schema import CatalogEntry, FileEntry
-from mlc_farm.signatures import SIGNATURE
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import catalog_path
+from mlc_farm.trust.entry_signatures import verified
+from mlc_farm.trust.signatures import SIGNATURE
 
 
 def lib_filename(model: str, quantization: str, device: str, sha256: str, ext: str) -> str:

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from mlc_farm.errors import StackError
-from mlc_farm.signatures import new_private_key
 from mlc_farm.stack import Service, free_ports, port_taken_in, start_prefect_server, wait_for_prefect
 from mlc_farm.tiny_model import write_tiny_llama
+from mlc_farm.trust.signatures import new_private_key
 from tests.helpers import DOUBLE, MLC_LLM_SOURCE, ROOT, s3_client
 from tests.hub_server import LocalHub
 from tests.seaweed import SeaweedS3

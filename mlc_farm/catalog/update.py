@@ -17,7 +17,6 @@ from pydantic import BaseModel, ValidationError
 from mlc_farm.checks import fidelity, memory, runtime
 from mlc_farm.checks.fidelity import Fidelity
 from mlc_farm.checks.fit import fit_check
-from mlc_farm.entry_signatures import sign_entry
 from mlc_farm.errors import DamagedDocumentError
 from mlc_farm.planning.plan import Plan, PlanCell
 from mlc_farm.planning.sources import ResolvedSource
@@ -26,6 +25,7 @@ from mlc_farm.records.reads import first_problem, load_record, read_blob_json
 from mlc_farm.records.schema import SCHEMA_VERSION, BuildRecord, CatalogEntry, LibRef, RunCheck, Validation, now
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import catalog_path
+from mlc_farm.trust.entry_signatures import sign_entry
 
 
 class UnitResult(BaseModel):

@@ -9,13 +9,14 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from mlc_farm import credentials, provenance, signatures
+from mlc_farm import credentials
 from mlc_farm.planning.keys import digest
 from mlc_farm.records.schema import CatalogEntry, FileEntry
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import entry_signature_path, folder_signature_path
+from mlc_farm.trust import provenance, signatures
 
-log = logging.getLogger("mlc_farm.signatures")
+log = logging.getLogger("mlc_farm.trust.signatures")
 
 
 def _path(entry: CatalogEntry) -> str:
