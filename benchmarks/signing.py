@@ -19,7 +19,7 @@ from pathlib import Path
 
 from benchmarks.fidelity import built_cell, median_seconds
 from mlc_farm import credentials
-from mlc_farm.pull import entry_files
+from mlc_farm.distribute.pull import entry_files
 from mlc_farm.records.reads import read_entry
 from mlc_farm.store.local import LocalStore
 from mlc_farm.trust import provenance, signatures

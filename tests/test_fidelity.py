@@ -166,7 +166,7 @@ def test_a_kl_regression_under_a_new_toolchain_fails_the_cell_and_keeps_the_prev
 
 
 def test_the_numbers_are_shown_wherever_the_validation_is(tiny_models: Path, tmp_path: Path) -> None:
-    from mlc_farm.hub import manifest, model_card
+    from mlc_farm.distribute.hub import manifest, model_card
     from tests.helpers import run_cli
 
     matrix, store = write_matrix(tiny_models, tmp_path, "[q0f16, q4f16_1]"), tmp_path / "store"

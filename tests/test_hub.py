@@ -265,7 +265,7 @@ def test_publish_dry_run_wrong_token_and_deletion(
 def test_the_card_links_its_base_and_says_what_each_library_needs() -> None:
     from mlc_farm.checks.memory import MemoryEstimate
     from mlc_farm.checks.speed import Speed
-    from mlc_farm.hub import model_card
+    from mlc_farm.distribute.hub import model_card
     from mlc_farm.records.schema import CatalogEntry, FileEntry, FitCheck, LibRef, RunCheck, Validation
 
     def lib(target: str, ran: bool) -> LibRef:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mlc_farm import jit
+from mlc_farm.distribute import jit
 from mlc_farm.records.reads import entries
 from mlc_farm.store import open_store
 from tests.helpers import DOUBLE, REFERENCE, ROOT, run_cli, toolchain_calls

@@ -23,13 +23,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mlc_farm import jit, toolchain, toolchain_scripts
+from mlc_farm import toolchain, toolchain_scripts
 from mlc_farm.building import activity
 from mlc_farm.building.workdirs import workdir
 from mlc_farm.checks import device_code, fidelity, fidelity_metrics, fidelity_rules, fit, runtime, validate
 from mlc_farm.checks.fidelity import Fidelity
 from mlc_farm.devices import family as device_family
 from mlc_farm.digests import file_sha256
+from mlc_farm.distribute import jit
 from mlc_farm.errors import BuildFailed, LibraryLoadError, StoreError, ToolchainError, ValidationFailed
 from mlc_farm.formatting import size
 from mlc_farm.planning.plan import CheckBuild, ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, ReferenceBuild

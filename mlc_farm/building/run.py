@@ -25,9 +25,9 @@ from mlc_farm import toolchain as toolchain_steps
 from mlc_farm.building.workdirs import remove_stale_workdirs
 from mlc_farm.catalog.history import night_regressions
 from mlc_farm.catalog.update import UnitResult
+from mlc_farm.distribute.hub import PublishResult, repo_for
 from mlc_farm.errors import BadInput, NamesRejected, PublishError, ToolchainUnavailable
 from mlc_farm.formatting import clock
-from mlc_farm.hub import PublishResult, repo_for
 from mlc_farm.matrix import (
     BUILTIN_NAMES,
     Cell,

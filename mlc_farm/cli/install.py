@@ -18,7 +18,7 @@ from mlc_farm.names import shorten
 from mlc_farm.store import open_store
 
 if TYPE_CHECKING:
-    from mlc_farm.install import Installed
+    from mlc_farm.distribute.install import Installed
 
 MAX_DEVICES = 64  # device indices of one machine: more is a typo, and each would be a copy of the library
 
@@ -74,7 +74,7 @@ def install_cmd(
     JIT key the local mlc_llm computes, so `mlc_llm chat|serve HF://ORG/NAME` and MLCEngine use them as they are."""
     from mlc_farm import toolchain
     from mlc_farm.devices import local_gpu_archs
-    from mlc_farm.install import default_name, install
+    from mlc_farm.distribute.install import default_name, install
     from mlc_farm.records.reads import get_entry
 
     check_names(model=model, quantization=quantization, device=device)
@@ -89,7 +89,7 @@ def install_cmd(
 
 def _mlc_home(mlc_home: str | None) -> Path:
     """--mlc-home, else mlc_llm's own default: a directory, never an empty path or a file."""
-    from mlc_farm import jit
+    from mlc_farm.distribute import jit
 
     if mlc_home is None:
         return jit.mlc_llm_home()

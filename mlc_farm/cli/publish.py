@@ -37,7 +37,7 @@ def export_configs(
 ) -> None:
     """Print the catalog (or --model's entries) as the config a runtime reads: WebLLM model records, app
     entries for iphone/android, or model dirs and libraries for mlc_llm serve / MLCEngine."""
-    from mlc_farm.exports import check_base_url, export
+    from mlc_farm.distribute.exports import check_base_url, export
     from mlc_farm.records.reads import entries
 
     if base_url is not None:
@@ -60,7 +60,7 @@ def publish_cmd(
     store: StoreOpt = None,
 ) -> None:
     """Publish a built model x quantization to its Hugging Face repo, in one commit (HF_TOKEN)."""
-    from mlc_farm.hub import publish, repo_for
+    from mlc_farm.distribute.hub import publish, repo_for
 
     check_names(model=model, quantization=quantization)
     loaded = load_matrix(matrix)

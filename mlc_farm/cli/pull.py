@@ -40,7 +40,7 @@ def pull_cmd(
 ) -> None:
     """Write an MLC-ready directory (config, weights, tokenizer, libs/, the farm's model.sig), every file checked
     against the farm's signature and by sha256."""
-    from mlc_farm.pull import pull
+    from mlc_farm.distribute.pull import pull
 
     check_names(model=model, quantization=quantization, device=device)
     st = open_store(store, must_exist=True)
@@ -94,7 +94,7 @@ def validate_cmd(
     import tempfile
 
     from mlc_farm.checks.validate import validate_pulled
-    from mlc_farm.pull import pull
+    from mlc_farm.distribute.pull import pull
 
     check_names(model=model, quantization=quantization, device=device)
     st = open_store(store, must_exist=True)
@@ -132,7 +132,7 @@ def url(
 ) -> None:
     """Print presigned download URLs (S3 store) for people without credentials: one line per file, `path`, size,
     sha256 and URL separated by tabs."""
-    from mlc_farm.pull import pull_files
+    from mlc_farm.distribute.pull import pull_files
 
     check_names(model=model, quantization=quantization, device=device)
     st = open_store(store, must_exist=True)
@@ -172,7 +172,7 @@ def provenance_cmd(
     the worker image, host and flow run of each build. The files are checked against the farm's signature and the
     statement against the farm's signature of it first; DEVICE shows only the files and builds of that library."""
     from mlc_farm.credentials import trusted_keys
-    from mlc_farm.pull import entry_files, lib_path
+    from mlc_farm.distribute.pull import entry_files, lib_path
     from mlc_farm.records.reads import get_entry
     from mlc_farm.trust import provenance
     from mlc_farm.trust.entry_signatures import signed_provenance, verified

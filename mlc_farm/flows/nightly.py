@@ -25,9 +25,9 @@ from pydantic import BaseModel
 from mlc_farm import toolchain as toolchain_steps
 from mlc_farm.building.run import REFUSED, MatrixRun, Mode, Preflight, Progress, RunResult, preflight
 from mlc_farm.catalog.update import UnitResult
+from mlc_farm.distribute.hub import PublishResult
 from mlc_farm.errors import ToolchainUnavailable
 from mlc_farm.farm import idle_pools
-from mlc_farm.hub import PublishResult
 from mlc_farm.matrix import LoadedMatrix, ModelSpec
 from mlc_farm.planning.fingerprints import Fingerprint
 from mlc_farm.planning.plan import CheckBuild, LibBuild, ModelBuilds, Plan, ReferenceBuild

@@ -17,7 +17,7 @@ from mlc_farm.checks.fidelity import Fidelity
 from mlc_farm.checks.memory import MemoryEstimate
 from mlc_farm.checks.runtime import LibRuntime
 from mlc_farm.checks.speed import Speed
-from mlc_farm.jit import JitKey
+from mlc_farm.distribute.jit import JitKey
 from mlc_farm.names import BuildKey, Name, RelPath, Sha256
 
 SCHEMA_VERSION: Literal[2] = 2

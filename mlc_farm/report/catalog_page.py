@@ -19,9 +19,9 @@ from typing import Any
 
 from mlc_farm.catalog.history import Point, regressions, series, speed_series
 from mlc_farm.checks.speed import of_phase
-from mlc_farm.hub import Published, published
+from mlc_farm.distribute.hub import Published, published
+from mlc_farm.distribute.pull import lib_path
 from mlc_farm.planning.sources import hub_repo_url
-from mlc_farm.pull import lib_path
 from mlc_farm.records.reads import all_failures, all_records, entries, load_record
 from mlc_farm.records.schema import CatalogEntry, FailureRecord
 from mlc_farm.store import ArtifactStore

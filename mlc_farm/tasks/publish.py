@@ -1,10 +1,10 @@
-"""Prefect task: publish one model x quantization to the Hugging Face Hub (thin over mlc_farm.hub)."""
+"""Prefect task: publish one model x quantization to the Hugging Face Hub (thin over mlc_farm.distribute.hub)."""
 
 from __future__ import annotations
 
 from prefect import task
 
-from mlc_farm import hub
+from mlc_farm.distribute import hub
 from mlc_farm.store import open_store
 
 

@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlc_farm import jit
 from mlc_farm.checks import runtime
 from mlc_farm.devices import runs_here
 from mlc_farm.digests import file_sha256
+from mlc_farm.distribute import jit
+from mlc_farm.distribute.hub import Published
+from mlc_farm.distribute.output_dir import replacing, scratch
+from mlc_farm.distribute.pull import LIB_DIR, lib_path, pull_files
 from mlc_farm.errors import BadInput
-from mlc_farm.hub import Published
-from mlc_farm.output_dir import replacing, scratch
-from mlc_farm.pull import LIB_DIR, lib_path, pull_files
 from mlc_farm.records.reads import get_entry, read_blob_json, read_document
 from mlc_farm.records.schema import CatalogEntry, FileEntry, LibRef
 from mlc_farm.store import ArtifactStore

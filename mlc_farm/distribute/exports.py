@@ -22,10 +22,10 @@ from urllib.parse import urlsplit
 from mlc_farm.checks.memory import MB, kv_bytes_per_element
 from mlc_farm.checks.runtime import matches
 from mlc_farm.devices import FAMILIES, of_target
+from mlc_farm.distribute.hub import published
+from mlc_farm.distribute.pull import lib_path
 from mlc_farm.errors import BadInput, NothingToExport, redact_urls
-from mlc_farm.hub import published
 from mlc_farm.names import shorten
-from mlc_farm.pull import lib_path
 from mlc_farm.records.reads import load_record
 from mlc_farm.records.schema import BuildRecord, CatalogEntry, FileEntry
 from mlc_farm.store import ArtifactStore

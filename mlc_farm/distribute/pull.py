@@ -9,8 +9,8 @@ from pathlib import Path
 
 from mlc_farm import stopping
 from mlc_farm.checks import runtime
+from mlc_farm.distribute.output_dir import replacing
 from mlc_farm.errors import StoreError
-from mlc_farm.output_dir import replacing
 from mlc_farm.records.reads import get_entry, load_record
 from mlc_farm.records.schema import CatalogEntry, FileEntry
 from mlc_farm.store import ArtifactStore
