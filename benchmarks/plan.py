@@ -53,7 +53,7 @@ def seaweed(work: Path) -> Iterator[str]:
     """A SeaweedFS S3 server for this run, with a bucket; yields the store URL."""
     import boto3
 
-    from mlc_farm.stack import start_seaweed
+    from mlc_farm.farm.stack import start_seaweed
 
     key, secret = "bench", secrets.token_hex(16)
     server = start_seaweed(work / "seaweed", key, secret)
@@ -138,6 +138,7 @@ def run(work: Path, url: str, n: int) -> None:
 
     from mlc_farm import toolchain
     from mlc_farm.building.run import pools_of
+    from mlc_farm.farm.stack import start_temporary_prefect
     from mlc_farm.flows.nightly import nightly_build
     from mlc_farm.matrix import expand, load_matrix
     from mlc_farm.planning import sources
@@ -145,7 +146,6 @@ def run(work: Path, url: str, n: int) -> None:
     from mlc_farm.planning.plan import conversion_classes, make_plan
     from mlc_farm.planning.schedule import to_build
     from mlc_farm.records.reads import load_record
-    from mlc_farm.stack import start_temporary_prefect
     from mlc_farm.store import open_store
 
     matrix_path = models(work, n)

@@ -1,7 +1,7 @@
 """One record per device family: everything the farm knows about a family, in one place.
 
 A new family is one record here plus its infra files (a pool template per pool type in
-`mlc_farm/pools/`, a deployment in prefect.yaml, an image and Helm values if it needs its own workers).
+`mlc_farm/farm/templates/`, a deployment in prefect.yaml, an image and Helm values if it needs its own workers).
 Everything else (the matrix's checks, library names, validation, the model card, the exports, farm pools)
 reads from this table. The facts come from shared/mlc-reference: `compile --device` presets and local
 devices, TVM target kinds, and the library kind `compile -o` writes.
@@ -56,7 +56,7 @@ class Family:
     - `absent`: why that device is not on this machine (None: it is).
     - `mlc_device`: what a user passes to `mlc_llm chat/serve --device` for its libraries.
     - `convert_on`: it can be `convert_weight --device`.
-    - `pool_template`: the base job template of its work pools (`mlc_farm/pools/<type>-<template>.json`).
+    - `pool_template`: the base job template of its work pools (`mlc_farm/farm/templates/<type>-<template>.json`).
     - `exports`: the runtimes whose exports list its libraries (`webllm`, `app`).
     - `compile_needs`: what compiling for it needs on the pool beyond the wheel (mlc_farm/planning/capabilities.py).
     """

@@ -12,7 +12,7 @@ mkdir -p "$dir"
 export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-mlc-farm}"
 export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-mlc-farm-local-secret}"
 # Every other port SeaweedFS opens (master, volume, filer, ...) on a free one: only the S3 port is fixed.
-others=$(.venv/bin/python -c "from mlc_farm.stack import SEAWEED_PORTS, free_ports
+others=$(.venv/bin/python -c "from mlc_farm.farm.stack import SEAWEED_PORTS, free_ports
 print(' '.join(f'-{f}={p}' for f, p in zip(SEAWEED_PORTS, free_ports(len(SEAWEED_PORTS))) if f != 's3.port'))")
 # The exports, secret key included, in a file only you can read: nothing prints the secret.
 (

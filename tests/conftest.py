@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from mlc_farm.errors import StackError
-from mlc_farm.stack import Service, free_ports, port_taken_in, start_prefect_server, wait_for_prefect
+from mlc_farm.farm.stack import Service, free_ports, port_taken_in, start_prefect_server, wait_for_prefect
 from mlc_farm.tiny_model import write_tiny_llama
 from mlc_farm.trust.signatures import new_private_key
 from tests.helpers import DOUBLE, MLC_LLM_SOURCE, ROOT, s3_client
@@ -52,7 +52,7 @@ _HOME_READY = threading.Thread(target=lambda: _set_up_home(_HOME), daemon=True)
 def _set_up_home(home: Path) -> None:
     """Start and stop a temporary server in `home`, as `mlc-farm build` does (in a process of its own: the
     tests' environment is theirs)."""
-    code = "import pathlib, mlc_farm.stack as s; s.start_temporary_prefect(pathlib.Path(sys.argv[1])).stop()"
+    code = "import pathlib, mlc_farm.farm.stack as s; s.start_temporary_prefect(pathlib.Path(sys.argv[1])).stop()"
     env = {**os.environ, "PREFECT_HOME": str(home), "DO_NOT_TRACK": "1"}
     subprocess.run([sys.executable, "-c", f"import sys; {code}", str(home / "logs")], env=env, timeout=300, check=True)
 

@@ -1,4 +1,4 @@
-"""A real S3 server for the tests: SeaweedFS on free ports of 127.0.0.1 (mlc_farm.stack starts it), stopped
+"""A real S3 server for the tests: SeaweedFS on free ports of 127.0.0.1 (mlc_farm.farm.stack starts it), stopped
 by its PID. Also used by benchmarks/transfer.py."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlc_farm.stack import Service, start_seaweed
+from mlc_farm.farm.stack import Service, start_seaweed
 
 
 @dataclass

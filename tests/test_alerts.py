@@ -203,7 +203,7 @@ def test_farm_init_crashes_zombie_runs_and_a_nightly_names_a_pool_no_worker_poll
     from prefect.automations import Automation
     from prefect.client.orchestration import get_client
 
-    from mlc_farm.farm import ZOMBIE_AUTOMATION
+    from mlc_farm.farm.pools import ZOMBIE_AUTOMATION
     from mlc_farm.flows.nightly import nightly_build
 
     matrix = tiny_models / f"idle-{tmp_path.name}.yaml"  # pools of its own: no other test's worker polls them

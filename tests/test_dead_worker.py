@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mlc_farm.stack import start_worker
+from mlc_farm.farm.stack import start_worker
 from tests.helpers import ROOT, cli, prefect, toolchain_calls
 
 pytestmark = pytest.mark.slow
@@ -91,7 +91,7 @@ def test_a_worker_killed_mid_build_is_crashed_named_and_rebuilt_by_the_next_nigh
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.objects import StateType
 
-    from mlc_farm.farm import ZOMBIE_AUTOMATION, idle_pools, zombie_automation
+    from mlc_farm.farm.pools import ZOMBIE_AUTOMATION, idle_pools, zombie_automation
     from mlc_farm.flows.nightly import nightly_build
 
     matrix = tiny_models / f"dead-{tmp_path.name}.yaml"

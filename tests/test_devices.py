@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from mlc_farm.devices import FAMILIES, GENERIC_HOST, of_target
-from mlc_farm.farm import POOLS
+from mlc_farm.farm.pools import POOLS
 from tests.helpers import ROOT
 
 

@@ -145,7 +145,7 @@ models:
 def test_farm_up_is_idempotent_and_down_deletes_data_unless_kept(tmp_path: Path, tiny_models: Path) -> None:
     import boto3
 
-    from mlc_farm.stack import LocalStack, postgres_root
+    from mlc_farm.farm.stack import LocalStack, postgres_root
 
     matrix, state = tiny_models / f"one-{tmp_path.name}.yaml", tmp_path / "farm"
     matrix.write_text(ONE_POOL)

@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from mlc_farm.farm import FARM_TAG
+from mlc_farm.farm.pools import FARM_TAG
 from mlc_farm.matrix import load_matrix
 from tests.helpers import ROOT
 
@@ -32,7 +32,7 @@ def job_configuration(kind: str, family: str):
     from prefect_docker.worker import DockerWorkerJobConfiguration
     from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
 
-    template = json.loads((ROOT / "mlc_farm" / "pools" / f"{kind}-{family}.json").read_text())
+    template = json.loads((ROOT / "mlc_farm" / "farm" / "templates" / f"{kind}-{family}.json").read_text())
     values = {k: v["default"] for k, v in template["variables"]["properties"].items() if "default" in v} | SAMPLE
     cls = {"docker": DockerWorkerJobConfiguration, "kubernetes": KubernetesWorkerJobConfiguration}[kind]
     return cls(**apply_values(template["job_configuration"], values))

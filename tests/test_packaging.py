@@ -22,7 +22,7 @@ def test_the_wheel_holds_one_top_level_package_and_its_data(tmp_path: Path) -> N
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names if not n.startswith("mlc_farm-")} == {"mlc_farm"}
     for needed in ("flows/nightly.py", "flows/workers.py", "tasks/build.py", "in_toolchain/run_library.py", "checks/eval/fidelity-v1.txt",
-                   "pools/docker-cuda.json", "pools/kubernetes-rocm.json", "cli/__main__.py"):  # fmt: skip
+                   "farm/templates/docker-cuda.json", "farm/templates/kubernetes-rocm.json", "cli/__main__.py"):  # fmt: skip
         assert f"mlc_farm/{needed}" in names, needed
     assert not [n for n in names if n.startswith("tests/") or "/double/" in n]  # the double is never shipped
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mlc_farm.stack import start_worker
+from mlc_farm.farm.stack import start_worker
 from tests.helpers import ROOT, cli, prefect
 
 MATRIX = """
@@ -26,7 +26,7 @@ models: [{id: tiny-llama-a, source: {path: models/a}, conv_template: LM}]
 def test_check_pool_reports_a_working_pool_and_names_what_a_broken_one_lacks(
     prefect_api: str, tiny_models: Path, tmp_path: Path
 ) -> None:
-    from mlc_farm.farm import idle_pools
+    from mlc_farm.farm.pools import idle_pools
 
     matrix = tiny_models / f"pools-{tmp_path.name}.yaml"
     matrix.write_text(MATRIX)

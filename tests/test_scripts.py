@@ -80,7 +80,7 @@ def test_local_s3_writes_pasteable_exports_without_printing_the_secret(tmp_path:
 
     import httpx
 
-    from mlc_farm.stack import free_ports
+    from mlc_farm.farm.stack import free_ports
 
     (port,) = free_ports(1)
     env = {**os.environ, "AWS_SECRET_ACCESS_KEY": "never-printed-secret"}

@@ -43,7 +43,7 @@ class Runtime(str, Enum):
 
 
 class PoolType(str, Enum):
-    """The work pool types `farm init` makes (their base job templates: mlc_farm/pools/)."""
+    """The work pool types `farm init` makes (their base job templates: mlc_farm/farm/templates/)."""
 
     process = "process"
     docker = "docker"

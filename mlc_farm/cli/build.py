@@ -20,7 +20,7 @@ from mlc_farm.cli._app import app
 from mlc_farm.cli._errors import command, terminated
 from mlc_farm.cli._options import MatrixOpt, ModelOpt, StoreOpt
 from mlc_farm.cli._output import err, fail, out
-from mlc_farm.stack import Service
+from mlc_farm.farm.stack import Service
 
 
 @contextlib.contextmanager
@@ -32,7 +32,7 @@ def _prefect_api() -> Iterator[None]:
     from prefect.logging.handlers import APILogWorker
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from mlc_farm.stack import start_temporary_prefect
+    from mlc_farm.farm.stack import start_temporary_prefect
 
     if os.environ.get("PREFECT_API_URL"):
         yield

@@ -56,8 +56,8 @@ def farm_init(
 ) -> None:
     """Create or update the work pools of the matrix and their concurrency limits, and optionally the credential
     blocks and the nightly's automations (idempotent; PREFECT_API_URL)."""
-    from mlc_farm.farm import init, signing_key_block
-    from mlc_farm.farm import store_credentials as save_credentials
+    from mlc_farm.farm.pools import init, signing_key_block
+    from mlc_farm.farm.pools import store_credentials as save_credentials
     from mlc_farm.report import alerts
 
     loaded = load_matrix(matrix)
@@ -116,9 +116,9 @@ def _check_pool(loaded: LoadedMatrix, pool: str, store: str | None) -> bool:
     import yaml
     from prefect.settings import PREFECT_API_URL
 
-    from mlc_farm.farm import idle_pools
+    from mlc_farm.farm.pool_check import check_matrix, check_store_url, report
+    from mlc_farm.farm.pools import idle_pools
     from mlc_farm.flows.nightly import check_pool
-    from mlc_farm.pool_check import check_matrix, check_store_url, report
     from mlc_farm.store import open_store
 
     doc = check_matrix(loaded.matrix, pool)
@@ -149,8 +149,8 @@ def farm_up(
     data."""
     import secrets
 
-    from mlc_farm import stack
-    from mlc_farm.farm import pools_of
+    from mlc_farm.farm import stack
+    from mlc_farm.farm.pools import pools_of
 
     pools = sorted(pools_of(load_matrix(matrix).matrix))
     use = f"use it: source {directory}/env.sh; mlc-farm farm init; prefect --no-prompt deploy --all"
@@ -180,7 +180,7 @@ def farm_up(
         s3.create_bucket(Bucket=bucket)
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from mlc_farm.farm import store_credentials
+    from mlc_farm.farm.pools import store_credentials
 
     with temporary_settings({PREFECT_API_URL: running.api_url}):  # the stack's keys (and HF_TOKEN) in blocks too
         hf = {"HF_TOKEN": os.environ["HF_TOKEN"]} if os.environ.get("HF_TOKEN") else {}
@@ -216,7 +216,7 @@ def farm_down(
 ) -> None:
     """Stop what `farm up` started and delete its data: the PostgreSQL database (the Prefect history), the S3
     data (every artifact built into it) and env.sh; --keep-data keeps them for the next `farm up`."""
-    from mlc_farm import stack
+    from mlc_farm.farm import stack
 
     if not (directory / "stack.json").exists():
         raise BadInput(f"no stack is running from {directory}")

@@ -27,7 +27,7 @@ from mlc_farm.building.run import REFUSED, MatrixRun, Mode, Preflight, Progress,
 from mlc_farm.catalog.update import UnitResult
 from mlc_farm.distribute.hub import PublishResult
 from mlc_farm.errors import ToolchainUnavailable
-from mlc_farm.farm import idle_pools
+from mlc_farm.farm.pools import idle_pools
 from mlc_farm.matrix import LoadedMatrix, ModelSpec
 from mlc_farm.planning.fingerprints import Fingerprint
 from mlc_farm.planning.plan import CheckBuild, LibBuild, ModelBuilds, Plan, ReferenceBuild

@@ -15,7 +15,7 @@ from pydantic import Field
 
 from mlc_farm import toolchain
 from mlc_farm.building import build as builds
-from mlc_farm.farm import COMPILE_SLOT_LEASE, compile_limit
+from mlc_farm.farm.pools import COMPILE_SLOT_LEASE, compile_limit
 from mlc_farm.planning import sources
 from mlc_farm.planning.plan import CheckBuild, ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, ReferenceBuild
 from mlc_farm.planning.sources import ResolvedSource

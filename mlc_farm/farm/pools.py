@@ -2,7 +2,7 @@
 
 One pool converts weights (`weights_pool`, CPU), one per device family compiles; each pool gets a
 concurrency limit (builds at once) and a global concurrency limit `mlc-compile-<pool>` (compiles at once:
-one per GPU). Docker and Kubernetes pools take their base job template from mlc_farm/pools/ (package data),
+one per GPU). Docker and Kubernetes pools take their base job template from mlc_farm/farm/templates/ (package data),
 the one its device family names (mlc_farm/devices.py).
 """
 
@@ -16,7 +16,7 @@ from typing import Any, cast
 from mlc_farm.devices import family as device_family
 from mlc_farm.matrix import Matrix
 
-POOLS = files("mlc_farm") / "pools"
+POOLS = files("mlc_farm.farm") / "templates"
 
 
 ZOMBIE_AUTOMATION = "mlc-farm: crash zombie runs"

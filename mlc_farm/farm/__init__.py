@@ -1,0 +1,6 @@
+"""Farm mode's ground: the work pools of a matrix and their limits (`pools`, `farm init`, with each pool
+type's base job template in `templates/`), the local stack without Docker (`stack`: PostgreSQL, a Prefect
+server, SeaweedFS, workers) and whether a pool works before a nightly needs it (`pool_check`).
+
+May import the foundation modules, `toolchain`, `checks` (device code), `records` and `store`.
+"""
