@@ -14,14 +14,13 @@ from tests.helpers import ROOT
 LIST = """
 import importlib, json, pkgutil
 from prefect import Flow, Task
-from mlc_farm import flows, tasks
+from mlc_farm import orchestrate
 found = {}
-for package in (flows, tasks):
-    for info in pkgutil.iter_modules(package.__path__):
-        module = importlib.import_module(f"{package.__name__}.{info.name}")
-        for obj in vars(module).values():
-            if isinstance(obj, (Flow, Task)):
-                found[f"{type(obj).__name__} {obj.name}"] = obj.retries
+for info in pkgutil.iter_modules(orchestrate.__path__):
+    module = importlib.import_module(f"mlc_farm.orchestrate.{info.name}")
+    for obj in vars(module).values():
+        if isinstance(obj, (Flow, Task)):
+            found[f"{type(obj).__name__} {obj.name}"] = obj.retries
 print(json.dumps(found))
 """
 

@@ -29,6 +29,19 @@ from mlc_farm.distribute.hub import PublishResult
 from mlc_farm.errors import ToolchainUnavailable
 from mlc_farm.farm.pools import idle_pools
 from mlc_farm.matrix import LoadedMatrix, ModelSpec
+from mlc_farm.orchestrate.build_tasks import (
+    build_from_source,
+    build_library,
+    build_reference,
+    check_cell,
+    conversion_fingerprints,
+    probe_toolchain,
+    resolve_sources,
+    update_catalog,
+    write_catalog_page,
+)
+from mlc_farm.orchestrate.dispatch import dispatch
+from mlc_farm.orchestrate.publish_task import publish_unit
 from mlc_farm.planning.fingerprints import Fingerprint
 from mlc_farm.planning.plan import CheckBuild, LibBuild, ModelBuilds, Plan, ReferenceBuild
 from mlc_farm.planning.schedule import Build
@@ -40,19 +53,6 @@ from mlc_farm.report.summary import BY_ANOTHER_RUN, Built, CellRow, Outcome, Sum
 from mlc_farm.settings import load_settings
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import toolchain_path
-from mlc_farm.tasks.build import (
-    build_from_source,
-    build_library,
-    build_reference,
-    check_cell,
-    conversion_fingerprints,
-    probe_toolchain,
-    resolve_sources,
-    update_catalog,
-    write_catalog_page,
-)
-from mlc_farm.tasks.dispatch import dispatch
-from mlc_farm.tasks.publish import publish_unit
 from mlc_farm.toolchain import ToolchainInfo
 
 # Threads for tasks: the scheduler starts at most MLC_FARM_PARALLEL builds in embedded mode; in farm mode each
