@@ -23,9 +23,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from mlc_farm import toolchain, toolchain_scripts
 from mlc_farm.checks import fidelity, fidelity_metrics, fidelity_rules, validate
 from mlc_farm.tiny_model import write_tiny_llama
+from mlc_farm.toolchain.invoke import command, in_toolchain
 
 ONE_CPU_CELL = """
 quantizations: [q4f16_1]
@@ -68,7 +68,7 @@ def main() -> None:
         work = Path(tmp)
         source = write_tiny_llama(work / "source")
         built = work / "built"
-        mlc = toolchain.command()
+        mlc = command()
         for step in (["convert_weight", str(source), "--quantization", args.quantization, "-o", str(built)],
                      ["gen_config", str(source), "--quantization", args.quantization, "--conv-template", "LM",
                       "-o", str(built)],
@@ -78,7 +78,7 @@ def main() -> None:
         ref_request = validate.write_request(work / "ref.json", tokens.tokens, None)
 
         def reference() -> dict:
-            return toolchain_scripts.in_toolchain("reference.py", [str(source), str(ref_request)], 600, ("ref", "ref"))
+            return in_toolchain("reference.py", [str(source), str(ref_request)], 600, ("ref", "ref"))
 
         ref = fidelity.Distributions(method="bench", tokens=tokens.tokens, seeded=tokens.seeded, **reference())
         request = validate.write_request(work / "req.json", tokens.tokens, ref.top_ids)
@@ -89,7 +89,7 @@ def main() -> None:
         out = validate.run_library(lib, "cpu", built, 600, request)
         measured = fidelity_metrics.compare(ref, fidelity.Distributions(method="lib", tokens=tokens.tokens,
                                                                 seeded=tokens.seeded, **out["distributions"]))  # fmt: skip
-    print(f"toolchain: {' '.join(toolchain.command())} ({sys.version.split()[0]}); {args.quantization}, "
+    print(f"toolchain: {' '.join(command())} ({sys.version.split()[0]}); {args.quantization}, "
           f"{args.positions} positions ({tokens.describe()}), median of {args.repeat}")  # fmt: skip
     print(f"validation run alone (baseline):     {baseline:7.2f} s")
     print(f"cell check (run + fidelity pass):    {check:7.2f} s   {check / baseline:5.2f}x the baseline")

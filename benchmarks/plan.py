@@ -136,7 +136,6 @@ def run(work: Path, url: str, n: int) -> None:
     from prefect import flow
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from mlc_farm import toolchain
     from mlc_farm.building.run import pools_of
     from mlc_farm.farm.stack import start_temporary_prefect
     from mlc_farm.matrix import expand, load_matrix
@@ -147,6 +146,7 @@ def run(work: Path, url: str, n: int) -> None:
     from mlc_farm.planning.schedule import to_build
     from mlc_farm.records.reads import load_record
     from mlc_farm.store import open_store
+    from mlc_farm.toolchain.probe import probe_here
 
     matrix_path = models(work, n)
     store = open_store(url)
@@ -155,7 +155,7 @@ def run(work: Path, url: str, n: int) -> None:
         loaded = load_matrix(matrix_path)
         cells = expand(loaded.matrix)
     # The toolchain double, probed as the run probes it (per pool): subprocesses, the same with or without work.
-    tc = toolchain.probe_here(pools_of(loaded.matrix, cells))
+    tc = probe_here(pools_of(loaded.matrix, cells))
     with timed("work: hash the sources", t):
         srcs = sources.resolve(loaded, loaded.matrix.models)
     classes = conversion_classes(loaded.matrix, cells, srcs)

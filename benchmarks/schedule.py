@@ -25,7 +25,7 @@ from mlc_farm.matrix import expand, parse_matrix
 from mlc_farm.planning.plan import LibBuild, Plan, make_plan
 from mlc_farm.planning.schedule import Order, Scheduler
 from mlc_farm.planning.sources import ResolvedSource
-from mlc_farm.toolchain import ToolchainInfo
+from mlc_farm.toolchain.info import ToolchainInfo
 
 # (name, parameters in billions, hidden size, layers): 5 fine-tunes of each.
 ARCHS = [("1b", 1, 2048, 16), ("3b", 3, 3072, 28), ("7b", 7, 4096, 32), ("8b", 8, 4096, 36),

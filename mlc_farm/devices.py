@@ -58,7 +58,7 @@ class Family:
     - `convert_on`: it can be `convert_weight --device`.
     - `pool_template`: the base job template of its work pools (`mlc_farm/farm/templates/<type>-<template>.json`).
     - `exports`: the runtimes whose exports list its libraries (`webllm`, `app`).
-    - `compile_needs`: what compiling for it needs on the pool beyond the wheel (mlc_farm/planning/capabilities.py).
+    - `compile_needs`: what compiling for it needs on the pool beyond the wheel (mlc_farm/toolchain/capabilities.py).
     """
 
     name: str

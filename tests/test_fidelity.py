@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlc_farm import toolchain
 from mlc_farm.building.run import MatrixRun, Progress, RunResult, preflight
 from mlc_farm.checks import fidelity, fidelity_metrics, fidelity_rules
 from mlc_farm.records.reads import entries
 from mlc_farm.store import open_store
+from mlc_farm.toolchain.probe import probe
 from tests.test_run import InPlace
 
 MATRIX = """
@@ -34,7 +34,7 @@ def write_matrix(tiny_models: Path, tmp_path: Path, quants: str, extra: str = ""
 
 
 def run(matrix: Path, store: Path) -> tuple[RunResult, InPlace]:
-    pre = preflight(str(matrix), None, None, None, str(store), lambda st, p: toolchain.probe())
+    pre = preflight(str(matrix), None, None, None, str(store), lambda st, p: probe())
     engine = InPlace(pre.store)
     return MatrixRun(pre, engine, False, Progress(), logging.getLogger("test")).execute(), engine
 
@@ -264,7 +264,7 @@ def test_a_models_own_fidelity_section_adjusts_the_global_one(tiny_models: Path,
     path.write_text(text)
     loaded = load_matrix(path)
     srcs = sources.resolve(loaded, loaded.matrix.models)
-    plan = make_plan(loaded.matrix, expand(loaded.matrix), srcs, toolchain.probe())
+    plan = make_plan(loaded.matrix, expand(loaded.matrix), srcs, probe())
     (cb,) = [b for b in plan.check_builds.values() if b.device.name == "cpu"]
     assert (cb.thresholds.max_kl, cb.thresholds.gate, cb.positions) == (0.05, False, 64)  # the model's, over all
 

@@ -209,7 +209,7 @@ def test_host_defaults_to_a_generic_triple_for_the_family() -> None:
 
 def test_names_are_checked_against_what_the_toolchain_accepts() -> None:
     from mlc_farm.matrix import BUILTIN_NAMES, toolchain_problems
-    from mlc_farm.toolchain import probe
+    from mlc_farm.toolchain.probe.probe import probe
 
     names = probe().names
     assert names is not None and "redpajama_chat" in names.conv_templates and "llama" in names.model_types

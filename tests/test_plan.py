@@ -11,7 +11,7 @@ from mlc_farm.matrix import expand, parse_matrix
 from mlc_farm.planning.plan import make_plan
 from mlc_farm.planning.sources import ResolvedSource, resolve_local
 from mlc_farm.tiny_model import write_tiny_llama
-from mlc_farm.toolchain import ToolchainInfo
+from mlc_farm.toolchain.info import ToolchainInfo
 
 TC = ToolchainInfo(mlc_llm_version="0.20.0", mlc_llm_commit="a" * 40, tvm_version="0.22", tvm_commit="b" * 40)
 CONFIG = {"model_type": "llama", "hidden_size": 128, "num_hidden_layers": 2, "vocab_size": 1000}

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlc_farm import toolchain
 from mlc_farm.building import build
 from mlc_farm.building.run import MatrixRun, Progress, preflight
 from mlc_farm.catalog.update import Records, UnitResult, update_unit
@@ -27,6 +26,8 @@ from mlc_farm.report import catalog_page
 from mlc_farm.report.night import NightReport
 from mlc_farm.report.summary import Outcome, Summary
 from mlc_farm.store import ArtifactStore
+from mlc_farm.toolchain.info import ToolchainInfo
+from mlc_farm.toolchain.probe import probe
 from tests.helpers import ROOT
 
 
@@ -48,7 +49,7 @@ class InPlace:
     def resolve(self, loaded: LoadedMatrix, models: list[ModelSpec]) -> dict[str, ResolvedSource]:
         return sources.resolve(loaded, models)
 
-    def fingerprints(self, tc: toolchain.ToolchainInfo, classes: dict[str, dict]) -> dict[str, Fingerprint]:
+    def fingerprints(self, tc: ToolchainInfo, classes: dict[str, dict]) -> dict[str, Fingerprint]:
         return fingerprints(self.store, tc, classes)
 
     def start(self, b: Build, builds: ModelBuilds | None, source: ResolvedSource | None) -> Done:
@@ -95,7 +96,7 @@ class InPlace:
 
 def test_a_run_builds_the_matrix_then_reuses_it_without_prefect(tiny_matrix: Path, tmp_path: Path) -> None:
     def run() -> tuple[bool, str]:
-        pre = preflight(str(tiny_matrix), None, None, None, str(tmp_path / "store"), lambda st, p: toolchain.probe())
+        pre = preflight(str(tiny_matrix), None, None, None, str(tmp_path / "store"), lambda st, p: probe())
         engine = InPlace(pre.store)
         done = MatrixRun(pre, engine, False, Progress(), logging.getLogger("test")).execute()
         return done.ok, done.message

@@ -204,8 +204,8 @@ def test_two_pools_with_different_toolchains_build_one_model_and_each_library_is
     import logging
     import stat
 
-    from mlc_farm import toolchain
     from mlc_farm.building.run import MatrixRun, Progress, preflight
+    from mlc_farm.toolchain.probe import probe_here
     from tests.test_run import InPlace
 
     stable = tmp_path / "stable-python"  # another mlc_llm release installed beside tonight's
@@ -214,7 +214,7 @@ def test_two_pools_with_different_toolchains_build_one_model_and_each_library_is
     monkeypatch.setenv("MLC_FARM_POOL_MLC_LLM", json.dumps({"mlc-stable": f"{stable} -m mlc_llm"}))
     matrix, store = tiny_models / f"two-{tmp_path.name}.yaml", tmp_path / "store"
     matrix.write_text(TWO_RUNTIMES)
-    pre = preflight(str(matrix), None, None, None, str(store), lambda st, pools: toolchain.probe_here(pools))
+    pre = preflight(str(matrix), None, None, None, str(store), lambda st, pools: probe_here(pools))
     assert set(pre.toolchain.pools) == {"mlc-stable"} and pre.toolchain.mlc_llm_version == "0.20.0.dev0"
     result = MatrixRun(pre, InPlace(pre.store), False, Progress(), logging.getLogger("test")).execute()
     assert result.ok, result.message
@@ -258,7 +258,7 @@ def test_two_pools_with_different_toolchains_build_one_model_and_each_library_is
 def test_a_library_for_another_gpu_or_cpu_is_named_as_such() -> None:
     from mlc_farm.checks import runtime
     from mlc_farm.matrix import DeviceSpec
-    from mlc_farm.toolchain import ToolchainInfo
+    from mlc_farm.toolchain.info import ToolchainInfo
 
     tc = {"mlc_llm_version": "0.20", "mlc_llm_commit": "a" * 40, "tvm_version": "0.22", "tvm_commit": "b" * 40}
     here = ToolchainInfo(**tc)

@@ -17,7 +17,7 @@ def _modules() -> dict[str, Path]:
     """Every module of the package by dotted name."""
     found = {}
     for path in PACKAGE.rglob("*.py"):
-        if "in_toolchain" in path.parts:  # scripts run in the toolchain's interpreter, never imported
+        if path.parent.name == "scripts":  # scripts run in the toolchain's interpreter, never imported
             continue
         parts = path.relative_to(ROOT).with_suffix("").parts
         found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path

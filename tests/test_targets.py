@@ -150,14 +150,14 @@ models:
 def test_plan_checks_each_pool_with_its_own_stored_probe(tiny_models: Path, tmp_path: Path) -> None:
     """This machine has no ROCm: its probe would refuse the ROCm pool's device; the farm's stored probe of that
     pool is the truth, and the plan says which probe it used for each pool."""
-    from mlc_farm import toolchain
-    from mlc_farm.planning.capabilities import Capabilities
+    from mlc_farm.toolchain.capabilities import Capabilities
+    from mlc_farm.toolchain.probe import probe
 
     matrix, store = write(tiny_models, tmp_path, ROCM), tmp_path / "store"
     here = run_cli("plan", "--matrix", str(matrix), "--store", str(store))
     assert here.returncode == 2 and "the ROCm toolchain not found" in " ".join(here.stderr.split())
-    probe = toolchain.probe().model_copy(update={"capabilities": Capabilities(rocm="6.2.4")})
-    open_store(str(store)).write_json("toolchains/mlc-rocm.json", probe.model_dump())
+    found = probe().model_copy(update={"capabilities": Capabilities(rocm="6.2.4")})
+    open_store(str(store)).write_json("toolchains/mlc-rocm.json", found.model_dump())
     farm = run_cli("plan", "--matrix", str(matrix), "--store", str(store))
     said = " ".join(farm.stdout.split())
     assert farm.returncode == 0, farm.stdout + farm.stderr

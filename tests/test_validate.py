@@ -169,10 +169,10 @@ def test_a_library_runs_through_mlc_engine_or_the_tvm_runtime(
 
 def test_the_warm_up_run_is_not_counted() -> None:
     """The timing rule of the check's script, run as the toolchain's interpreter runs it."""
-    from mlc_farm.toolchain_scripts import _SCRIPTS
+    from mlc_farm.toolchain.invoke import SCRIPTS
 
     scope: dict = {"__name__": "run_library"}
-    exec((_SCRIPTS / "distributions.py").read_text() + (_SCRIPTS / "run_library.py").read_text(), scope)
+    exec((SCRIPTS / "distributions.py").read_text() + (SCRIPTS / "run_library.py").read_text(), scope)
     seconds = iter([9.0, 1.0, 2.0, 4.0])  # the first run of a set is the slowest (module load, allocations)
     assert scope["timed"](3, lambda: next(seconds)) == [1.0, 2.0, 4.0]
     figure = scope["speed"]("decode", "m", 128, [1.0, 2.0, 4.0])

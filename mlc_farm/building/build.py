@@ -23,7 +23,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mlc_farm import toolchain, toolchain_scripts
 from mlc_farm.building import activity
 from mlc_farm.building.workdirs import workdir
 from mlc_farm.checks import device_code, fidelity, fidelity_metrics, fidelity_rules, fit, runtime, validate
@@ -50,6 +49,8 @@ from mlc_farm.records.schema import (
 from mlc_farm.settings import load_settings
 from mlc_farm.store import ArtifactStore, lease
 from mlc_farm.store.layout import blob_url, failure_path, record_path
+from mlc_farm.toolchain import invoke
+from mlc_farm.toolchain.commands import compile_args, compile_env, convert_weight_args, gen_config_args
 
 LIB_FILE = "model-lib"
 
@@ -229,13 +230,13 @@ def build_from_source(
         src, out = source.stage(work / b.model), work / "out"
         if isinstance(b, ConvertBuild):
             step = "convert_weight"
-            args = toolchain.convert_weight_args(src, b.quantization, out, convert_device, b.model_type)
+            args = convert_weight_args(src, b.quantization, out, convert_device, b.model_type)
         else:
             step = "gen_config"
-            args = toolchain.gen_config_args(src, b.quantization, b.conv_template, b.overrides, out, b.model_type)
+            args = gen_config_args(src, b.quantization, b.conv_template, b.overrides, out, b.model_type)
         cell = f"{b.model}/{b.quantization}"
         with activity.phase(b.key, step):
-            seconds = toolchain.run(step, args, cell=cell, log_path=log, timeout=_timeout(timeout), on_line=on_line)
+            seconds = invoke.run(step, args, cell=cell, log_path=log, timeout=_timeout(timeout), on_line=on_line)
         return {step: seconds}, _outputs(out), {}
 
     subject = Subject(
@@ -280,10 +281,10 @@ def build_library(
     def steps(work: Path, log: Path) -> tuple[dict[str, float], dict[str, Path], dict[str, Any]]:
         config_path = work / "config" / "mlc-chat-config.json"
         store.get_blob(_file(config, "mlc-chat-config.json").sha256, config_path)
-        args = toolchain.compile_args(config_path, lb.device, lb.overrides, work / lib_name)
-        env = toolchain.compile_env(lb.device)
+        args = compile_args(config_path, lb.device, lb.overrides, work / lib_name)
+        env = compile_env(lb.device)
         with activity.phase(lb.key, "compile"):
-            seconds = toolchain.run(
+            seconds = invoke.run(
                 "compile", args, cell=users, log_path=log, timeout=_timeout(timeout), env=env, on_line=on_line
             )
         extra: dict[str, Any] = {}
@@ -307,7 +308,7 @@ def build_library(
 
     cells = [FailedCell(model=c.model, quantization=c.quantization, device=c.device) for c in lb.users]
     subject = Subject(lb.key, "library", lb.inputs, f"library {lb.device.name}/{lb.quantization}", cells)
-    with toolchain.on_pool(lb.device.work_pool):  # the toolchain of the device's pool compiles and loads it
+    with invoke.on_pool(lb.device.work_pool):  # the toolchain of the device's pool compiles and loads it
         return _run_steps(store, subject, steps, flow_run, force)
 
 
@@ -355,7 +356,7 @@ def build_reference(
         request = validate.write_request(work / "request.json", tokens.tokens, None)
         with activity.phase(rb.key, "reference pass"):
             try:
-                out = toolchain_scripts.in_toolchain("reference.py", [str(source_dir), str(request)], _timeout(timeout),
+                out = invoke.in_toolchain("reference.py", [str(source_dir), str(request)], _timeout(timeout),
                                             ("the reference pass", "make the reference pass"))  # fmt: skip
             except LibraryLoadError as e:
                 raise ValidationFailed(str(e)) from None
@@ -426,7 +427,7 @@ def check_cell(
 
     subject = Subject(cb.key, "check", cb.inputs, f"check {cell}",
                       [FailedCell(model=cb.model, quantization=cb.quantization, device=cb.device.name)])  # fmt: skip
-    with toolchain.on_pool(cb.device.work_pool):
+    with invoke.on_pool(cb.device.work_pool):
         return _run_steps(store, subject, steps, flow_run, force)
 
 

@@ -21,7 +21,6 @@ from pydantic import BaseModel
 from rich.text import Text
 
 from mlc_farm import terminal
-from mlc_farm import toolchain as toolchain_steps
 from mlc_farm.building.workdirs import remove_stale_workdirs
 from mlc_farm.catalog.history import night_regressions
 from mlc_farm.catalog.update import UnitResult
@@ -39,7 +38,6 @@ from mlc_farm.matrix import (
     select_cells,
     toolchain_problems,
 )
-from mlc_farm.planning import capabilities
 from mlc_farm.planning.durations import estimate
 from mlc_farm.planning.fingerprints import Fingerprint
 from mlc_farm.planning.plan import CheckBuild, LibBuild, ModelBuilds, Plan, conversion_classes, make_plan
@@ -53,7 +51,9 @@ from mlc_farm.report.summary import DONE, Outcome, Summary, summarize
 from mlc_farm.settings import load_settings
 from mlc_farm.store import ArtifactStore, lease, open_store
 from mlc_farm.store.layout import BLOBS, blob_url, toolchain_path
-from mlc_farm.toolchain import SNAPSHOT_POOL, ToolchainInfo
+from mlc_farm.toolchain import capabilities
+from mlc_farm.toolchain.info import SNAPSHOT_POOL, ToolchainInfo
+from mlc_farm.toolchain.process import accept_steps
 
 Mode = Literal["embedded", "farm"]
 Target = tuple[str, bool | None]  # a Hub repo and whether it is private (None: as the source)
@@ -208,7 +208,7 @@ class MatrixRun:
         self.console = terminal.console()
 
     def execute(self) -> RunResult:
-        toolchain_steps.accept_steps()
+        accept_steps()
         self.began = now()
         self.log.info("toolchain: %s", self.pre.toolchain.describe())
         self.keep_probe()

@@ -14,7 +14,7 @@ import re
 import struct
 from dataclasses import dataclass
 
-from mlc_farm.planning.capabilities import arch_number
+from mlc_farm.toolchain.capabilities import arch_number
 
 FATBIN_MAGIC = struct.pack("<I", 0xBA55ED50)
 EM_CUDA = 190

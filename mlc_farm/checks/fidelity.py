@@ -3,7 +3,7 @@ sequence, against a reference's (shared/mlc-reference, "Next-token distributions
 
 Pure: the records of a check (its tokens, distributions, measures) and the gate; the metrics (top-1 agreement, KL(reference || library) per position, the
 perplexity of the text under both), the thresholds per quantization family and the gate. The passes themselves
-run in the toolchain's interpreter (`in_toolchain/reference.py`, `in_toolchain/run_library.py`).
+run in the toolchain's interpreter (`toolchain/scripts/reference.py`, `toolchain/scripts/run_library.py`).
 
 A pass keeps, per position, the top-k log-probabilities and their token ids: KL is computed over those k
 tokens and one bucket for the rest of the vocabulary, a lower bound of the full KL that is exact as k grows

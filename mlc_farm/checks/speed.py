@@ -2,7 +2,7 @@
 a real NVIDIA GPU": at batch 1 the loop around the kernels dominates a short run that reads the logits back each
 step, and the first run of a set is the slowest).
 
-So the check (`in_toolchain/run_library.py`) first runs a few decode steps reading the logits back (the library
+So the check (`toolchain/scripts/run_library.py`) first runs a few decode steps reading the logits back (the library
 works), then times: decode, after a warm-up run, `DECODE_STEPS` steps per run with the logits left on the device
 and one synchronisation at the end; prefill, one prompt of `PREFILL_TOKENS` (or the library's chunk); and,
 where the toolchain has it, MLCEngine's chat completions as a method of their own. Each figure keeps its method

@@ -1,6 +1,6 @@
 """Is a library fit to ship: does its metadata fit the weights it ships with, does it run where its device is.
 
-The library is loaded in the toolchain's own interpreter (`in_toolchain/run_library.py`, run like the probe);
+The library is loaded in the toolchain's own interpreter (`toolchain/scripts/run_library.py`, run like the probe);
 the fit itself is a pure comparison (`mlc_farm/checks/fit.py`) of that metadata with `tensor-cache.json` and
 `mlc-chat-config.json`, by the rules of shared/mlc-reference. A library whose device is absent is not run,
 and the result says so: nothing claims more than was checked.
@@ -24,7 +24,7 @@ from mlc_farm.matrix import DeviceSpec
 from mlc_farm.records.reads import get_entry, load_record, read_blob_json
 from mlc_farm.records.schema import FitCheck, LibRef, RunCheck, Validation
 from mlc_farm.store import ArtifactStore
-from mlc_farm.toolchain_scripts import in_toolchain
+from mlc_farm.toolchain.invoke import in_toolchain
 
 REFERENCE_FILE, DISTRIBUTIONS_FILE = "reference.json", "distributions.json"  # a reference's, a reference check's
 

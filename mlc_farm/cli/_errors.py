@@ -15,9 +15,10 @@ import click
 import typer
 from rich.text import Text
 
-from mlc_farm import stopping, toolchain
+from mlc_farm import stopping
 from mlc_farm.cli._output import err
 from mlc_farm.errors import FarmError, redact_urls
+from mlc_farm.toolchain.process import stop_all
 
 _debug: list[bool] = [False]  # --debug: the traceback instead of the message
 _signalled: list[int] = []  # the stop signals this process received
@@ -47,7 +48,7 @@ def terminated(signum: int, _frame: object) -> None:
     from prefect.exceptions import TerminationSignal
 
     _signalled.append(signum)
-    toolchain.stop_all()
+    stop_all()
     raise TerminationSignal(signal=signum)
 
 

@@ -15,12 +15,13 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from mlc_farm import toolchain
 from mlc_farm.cli._app import app
 from mlc_farm.cli._errors import command, terminated
 from mlc_farm.cli._options import MatrixOpt, ModelOpt, StoreOpt
 from mlc_farm.cli._output import err, fail, out
 from mlc_farm.farm.stack import Service
+from mlc_farm.toolchain.probe import probe_here
+from mlc_farm.toolchain.process import stop_all
 
 
 @contextlib.contextmanager
@@ -61,7 +62,7 @@ def _watch(server: Service, every: float = 1.0) -> threading.Event:
     def watch() -> None:
         while not stop.wait(every):
             if not server.alive():
-                toolchain.stop_all()
+                stop_all()
                 err.print(Text.assemble(("error:", "red"), f" Prefect's temporary server stopped (its log: {server.log}); "
                           "the running toolchain steps were stopped. What finished is kept in the store: run the same "
                           "command again to finish the rest"), soft_wrap=True)  # fmt: skip
@@ -95,7 +96,7 @@ def build(
     from mlc_farm.building.run import preflight
 
     # The run's own pre-flight, once: the flow is handed its probe instead of making another.
-    pre = preflight(str(matrix), model or None, None, None, store, lambda st, pools: toolchain.probe_here(pools))
+    pre = preflight(str(matrix), model or None, None, None, store, lambda st, pools: probe_here(pools))
 
     # Prefect's temporary server: a generous start on a loaded 2-core worker, and no telemetry from it.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")

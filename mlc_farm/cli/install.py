@@ -72,17 +72,17 @@ def install_cmd(
 ) -> None:
     """Put a built model where mlc_llm looks for HF://ORG/NAME: its weights in the cache, each library under the
     JIT key the local mlc_llm computes, so `mlc_llm chat|serve HF://ORG/NAME` and MLCEngine use them as they are."""
-    from mlc_farm import toolchain
     from mlc_farm.devices import local_gpu_archs
     from mlc_farm.distribute.install import default_name, install
     from mlc_farm.records.reads import get_entry
+    from mlc_farm.toolchain.probe import probe
 
     check_names(model=model, quantization=quantization, device=device)
     st = open_store(store, must_exist=True)
     home = _mlc_home(mlc_home)
     indices = _indices(device_index)
     repo = name or default_name(st, get_entry(st, model, quantization))
-    done = install(st, model, quantization, home, repo, toolchain.probe(), device, indices, force, any_runtime,
+    done = install(st, model, quantization, home, repo, probe(), device, indices, force, any_runtime,
                    local_gpu_archs(), built_with, allow_unsigned)  # fmt: skip
     _report(done, repo)
 

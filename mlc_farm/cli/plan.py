@@ -13,7 +13,6 @@ from pydantic import ValidationError
 from rich.table import Table
 from rich.text import Text
 
-from mlc_farm import toolchain
 from mlc_farm.building.run import pools_of, unbuildable
 from mlc_farm.cli._app import app
 from mlc_farm.cli._errors import command
@@ -36,12 +35,14 @@ from mlc_farm.records.reads import load_record
 from mlc_farm.store import ArtifactStore, open_store
 from mlc_farm.store.layout import toolchain_path
 from mlc_farm.terminal import name_columns
+from mlc_farm.toolchain.info import ToolchainInfo, names_snapshot, of_pools
+from mlc_farm.toolchain.probe import probe_here
 
 
-def names_accepted(loaded: LoadedMatrix, tc: toolchain.ToolchainInfo, st: ArtifactStore) -> Accepted:
+def names_accepted(loaded: LoadedMatrix, tc: ToolchainInfo, st: ArtifactStore) -> Accepted:
     """Names the installed toolchain would reject are bad input, found before anything runs; without one, the
     names of the newest toolchain probed into the store, else the built-in list."""
-    accepted = tc.names or toolchain.names_snapshot(st) or BUILTIN_NAMES
+    accepted = tc.names or names_snapshot(st) or BUILTIN_NAMES
     if problems := toolchain_problems(loaded.matrix, accepted):
         raise MatrixError(loaded.file, [*problems, f"(names checked against {accepted.source})"])
     return accepted
@@ -54,7 +55,7 @@ class Planned:
     loaded: LoadedMatrix
     store: ArtifactStore
     pools: list[str]
-    toolchain: toolchain.ToolchainInfo
+    toolchain: ToolchainInfo
     probes: dict[str, str]  # pool -> which probe it was checked with
     accepted: Accepted
     sources: dict[str, ResolvedSource]
@@ -82,7 +83,7 @@ def planned(matrix: Path, model: list[str] | None, store: str | None) -> Planned
     cells = select_cells(loaded.matrix, loaded.file, model)
     st = open_store(store)
     pools = pools_of(loaded.matrix, cells)
-    tc, probes = _pool_probes(st, pools, toolchain.probe_here(pools))
+    tc, probes = _pool_probes(st, pools, probe_here(pools))
     cannot = unbuildable(loaded.matrix, cells, tc) if tc.known else []
     accepted = names_accepted(loaded, tc, st)
     wanted = {c.model for c in cells}
@@ -283,9 +284,7 @@ def _plan_table(p: Plan, loaded: LoadedMatrix, in_store: dict[str, bool | None],
     return t
 
 
-def _pool_probes(
-    st: ArtifactStore, pools: list[str], here: toolchain.ToolchainInfo
-) -> tuple[toolchain.ToolchainInfo, dict[str, str]]:
+def _pool_probes(st: ArtifactStore, pools: list[str], here: ToolchainInfo) -> tuple[ToolchainInfo, dict[str, str]]:
     """What each pool can build is its own probe's (`toolchains/<pool>.json`, written by the farm's
     probe-toolchain runs) where the store has one: this machine's tools say nothing of a ROCm pool's. With every
     pool's stored probe, the plan is the farm's (its toolchains and keys); else this machine's, with the stored
@@ -294,9 +293,9 @@ def _pool_probes(
     for pool in pools:
         with contextlib.suppress(StoreError, ValidationError):
             if (doc := st.read_json(toolchain_path(pool))) is not None:
-                stored[pool] = toolchain.ToolchainInfo.model_validate(doc)
+                stored[pool] = ToolchainInfo.model_validate(doc)
     said = {p: f"its stored probe ({toolchain_path(p)})" if p in stored else "this machine's probe" for p in pools}
     if stored and len(stored) == len(pools) and all(t.known for t in stored.values()):
-        return toolchain.of_pools(stored, pools[0]), said
+        return of_pools(stored, pools[0]), said
     caps = {p: here.can_build(p) for p in pools} | {p: t.capabilities for p, t in stored.items()}
     return here.model_copy(update={"pool_capabilities": caps}), said

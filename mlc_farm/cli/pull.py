@@ -62,10 +62,10 @@ def _refuse_mismatched(
 ) -> None:
     """Exit 1 in one line, before anything is loaded, when the local runtime cannot load a library (of
     `device`, or every one; `runnable_only`: those whose device is on this machine, which validation runs)."""
-    from mlc_farm import toolchain
     from mlc_farm.checks import runtime
     from mlc_farm.devices import local_gpu_archs, runs_here
     from mlc_farm.records.reads import get_entry
+    from mlc_farm.toolchain.probe import probe
 
     entry = get_entry(st, model, quantization)
     libs = {d: ref.runtime for d, ref in entry.libs.items() if device in (None, d)}
@@ -74,7 +74,7 @@ def _refuse_mismatched(
     if runnable_only:
         libs = {d: r for d, r in libs.items() if runs_here(entry.libs[d].target)}
     if libs:
-        runtime.refuse_mismatched(libs, toolchain.probe(), local_gpu_archs())
+        runtime.refuse_mismatched(libs, probe(), local_gpu_archs())
 
 
 @command(app, "validate")

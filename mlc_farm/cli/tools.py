@@ -7,11 +7,11 @@ from typing import Annotated
 
 import typer
 
-from mlc_farm import toolchain
 from mlc_farm.cli._app import app
 from mlc_farm.cli._errors import command
 from mlc_farm.cli._output import out
 from mlc_farm.errors import PermanentError
+from mlc_farm.toolchain.probe import probe
 
 
 @command(app, "toolchain")
@@ -23,7 +23,7 @@ def show_toolchain(
 ) -> None:
     """Print the mlc_llm/TVM identity this machine would build with, and the compilers beyond the wheel it has
     (emcc, nvcc, Xcode, the NDK, ROCm); exit 1 if mlc_llm is unusable."""
-    tc = toolchain.probe()
+    tc = probe()
     if not tc.known:
         raise PermanentError(f"toolchain unknown: {tc.error}")
     out.print(f"toolchain: {tc.describe()} [{tc.mlc_llm_dist}]", highlight=False, markup=False)

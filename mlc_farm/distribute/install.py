@@ -29,7 +29,7 @@ from mlc_farm.records.reads import get_entry, read_blob_json, read_document
 from mlc_farm.records.schema import CatalogEntry, FileEntry, LibRef
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import published_path
-from mlc_farm.toolchain import ToolchainInfo
+from mlc_farm.toolchain.info import ToolchainInfo
 from mlc_farm.trust.entry_signatures import verified
 
 

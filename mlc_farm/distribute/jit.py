@@ -1,6 +1,6 @@
 """Where mlc_llm's own resolution looks for a model and its library (shared/mlc-reference, "How mlc_llm
 itself finds a model and its library"): the cache root, the weights of an `HF://` name, and the JIT cache file
-of a library, whose md5 only the toolchain's interpreter can compute (`in_toolchain/jit_key.py`)."""
+of a library, whose md5 only the toolchain's interpreter can compute (`toolchain/scripts/jit_key.py`)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from mlc_farm.devices import of_target
 from mlc_farm.names import Md5
-from mlc_farm.toolchain_scripts import in_toolchain
+from mlc_farm.toolchain.invoke import in_toolchain
 
 SYSTEM_LIBRARY_DEVICES = ("iphone", "macabi", "android")  # JIT devices of system libraries: plain, no index
 RECORDED_INDICES = range(8)  # the device indices whose keys a catalog entry lists (eight GPUs per machine)

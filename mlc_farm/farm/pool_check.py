@@ -11,12 +11,12 @@ from typing import Any
 from mlc_farm.checks.device_code import held
 from mlc_farm.errors import BadInput
 from mlc_farm.matrix import Matrix
-from mlc_farm.planning.capabilities import offload_problem
 from mlc_farm.records.reads import read_entry
 from mlc_farm.report.summary import CellRow
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import toolchain_path
-from mlc_farm.toolchain import ToolchainInfo
+from mlc_farm.toolchain.capabilities import offload_problem
+from mlc_farm.toolchain.info import ToolchainInfo
 
 MODEL = "mlc-farm-pool-check"
 QUANTIZATION = "q4f16_1"  # the MLC catalog's usual build; the pool's offload for the others is read from its probe

@@ -282,7 +282,7 @@ def start_temporary_prefect(log_dir: Path, timeout: float = 180) -> Service:
 def _temporary_prefect_once(log_dir: Path, timeout: float) -> Service:
     import prefect
 
-    from mlc_farm.toolchain import dies_with_parent
+    from mlc_farm.toolchain.process import dies_with_parent
 
     port = free_ports(1)[0]
     args = [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",

@@ -14,7 +14,6 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from mlc_farm import toolchain
 from mlc_farm.building import activity, build
 from mlc_farm.catalog.update import Records, UnitResult, update_unit
 from mlc_farm.planning import fingerprints, sources
@@ -25,6 +24,8 @@ from mlc_farm.records.schema import BuildRecord
 from mlc_farm.report import catalog_page
 from mlc_farm.report.summary import Built
 from mlc_farm.store import open_store
+from mlc_farm.toolchain.info import ToolchainInfo, identity
+from mlc_farm.toolchain.probe import probe, probe_here
 
 
 def log_line(line: str) -> None:
@@ -33,16 +34,16 @@ def log_line(line: str) -> None:
 
 
 @task(retries=0, name="probe-toolchain")
-def probe_toolchain(pools: list[str]) -> toolchain.ToolchainInfo:
-    return toolchain.probe_here(pools)
+def probe_toolchain(pools: list[str]) -> ToolchainInfo:
+    return probe_here(pools)
 
 
 @task(retries=0, name="conversion-fingerprints", cache_policy=NO_CACHE)
 def conversion_fingerprints(
-    store_url: str, run_toolchain: toolchain.ToolchainInfo, classes: dict[str, dict[str, Any]]
+    store_url: str, run_toolchain: ToolchainInfo, classes: dict[str, dict[str, Any]]
 ) -> dict[str, fingerprints.Fingerprint]:
-    here = toolchain.probe()
-    if toolchain.identity(here) != toolchain.identity(run_toolchain):
+    here = probe()
+    if identity(here) != identity(run_toolchain):
         get_run_logger().warning("conversion fingerprints not computed: this process runs %s, the run %s; convert "
                                  "keys hold the toolchain version", here.describe(), run_toolchain.describe())  # fmt: skip
         return {}

@@ -22,7 +22,6 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 from pydantic import BaseModel
 
-from mlc_farm import toolchain as toolchain_steps
 from mlc_farm.building.run import REFUSED, MatrixRun, Mode, Preflight, Progress, RunResult, preflight
 from mlc_farm.catalog.update import UnitResult
 from mlc_farm.distribute.hub import PublishResult
@@ -53,7 +52,8 @@ from mlc_farm.report.summary import BY_ANOTHER_RUN, Built, CellRow, Outcome, Sum
 from mlc_farm.settings import load_settings
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import toolchain_path
-from mlc_farm.toolchain import ToolchainInfo
+from mlc_farm.toolchain.info import ToolchainInfo, of_pools
+from mlc_farm.toolchain.process import stop_all
 
 # Threads for tasks: the scheduler starts at most MLC_FARM_PARALLEL builds in embedded mode; in farm mode each
 # task only waits for a flow run on a pool, whose own limits decide how many builds run.
@@ -172,7 +172,7 @@ def _stoppable(
         done = MatrixRun(pre, engine, force, progress, get_run_logger()).execute()
         return (Completed if done.ok else Failed)(message=done.message, data=done)
     except (KeyboardInterrupt, TerminationSignal) as e:
-        toolchain_steps.stop_all()
+        stop_all()
         name = "SIGINT" if isinstance(e, KeyboardInterrupt) else signal.Signals(e.signal).name
         message = (
             f"stopped by {name}: {progress.kept()} of {progress.to_run} builds finished and are kept in the "
@@ -208,7 +208,7 @@ class PrefectEngine:
             pool: ToolchainInfo.model_validate(st.read_json(toolchain_path(pool)) or {"error": "no probe"})
             for pool in pools
         }
-        return toolchain_steps.of_pools(found, pools[0])
+        return of_pools(found, pools[0])
 
     def resolve(self, loaded: LoadedMatrix, models: list[ModelSpec]) -> dict[str, ResolvedSource]:
         return resolve_sources(_as_is(loaded), _as_is(models))

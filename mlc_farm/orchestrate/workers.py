@@ -13,7 +13,6 @@ from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 from pydantic import Field
 
-from mlc_farm import toolchain
 from mlc_farm.building import build as builds
 from mlc_farm.farm.pools import COMPILE_SLOT_LEASE, compile_limit
 from mlc_farm.orchestrate.build_tasks import log_line
@@ -22,11 +21,12 @@ from mlc_farm.planning.plan import CheckBuild, ConfigBuild, ConvertBuild, LibBui
 from mlc_farm.planning.sources import ResolvedSource
 from mlc_farm.store import open_store
 from mlc_farm.store.layout import toolchain_path
+from mlc_farm.toolchain.probe import probe
 
 
 @flow(retries=0, name="probe-toolchain", flow_run_name="probe toolchain on {pool}")
 def probe_toolchain_flow(pool: str, store: str | None = None) -> None:
-    open_store(store).write_json(toolchain_path(pool), toolchain.probe().model_dump())
+    open_store(store).write_json(toolchain_path(pool), probe().model_dump())
 
 
 def _weights_run_name() -> str:

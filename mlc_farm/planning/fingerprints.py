@@ -11,14 +11,15 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from mlc_farm import toolchain
 from mlc_farm.errors import ToolchainError
 from mlc_farm.planning import twins
 from mlc_farm.planning.keys import digest
 from mlc_farm.settings import load_settings
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import fingerprint_path
-from mlc_farm.toolchain import ToolchainInfo, identity
+from mlc_farm.toolchain.commands import convert_weight_args
+from mlc_farm.toolchain.info import ToolchainInfo, identity
+from mlc_farm.toolchain.invoke import run
 
 
 class Fingerprint(BaseModel):
@@ -35,10 +36,10 @@ def _convert_twin(cls: dict[str, Any]) -> tuple[str | None, str | None]:
     with tempfile.TemporaryDirectory(prefix="mlc-farm-twin-", dir=base) as tmp:
         work = Path(tmp)
         twin = twins.write_twin(cls, work / "twin")
-        args = toolchain.convert_weight_args(twin, cls["quantization"], work / "out", "cpu", None)
+        args = convert_weight_args(twin, cls["quantization"], work / "out", "cpu", None)
         label = f"twin {cls['architecture'].get('model_type')}/{cls['quantization']}"
         try:
-            toolchain.run("convert_weight", args, cell=label, log_path=work / "twin.log", timeout=600)
+            run("convert_weight", args, cell=label, log_path=work / "twin.log", timeout=600)
         except ToolchainError as e:
             return None, f"the twin's convert_weight failed ({str(e).splitlines()[0]})"
         return twins.fingerprint(work / "out"), None

@@ -12,7 +12,7 @@ from typing import Any
 
 from mlc_farm.checks import speed
 from mlc_farm.matrix import DeviceSpec, Overrides
-from mlc_farm.toolchain import ToolchainInfo, identity
+from mlc_farm.toolchain.info import ToolchainInfo, identity
 
 # config.json fields that describe the checkpoint or the tokenizer, not the architecture: two fine-tunes
 # that differ only here share a model library.

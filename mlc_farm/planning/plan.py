@@ -14,10 +14,11 @@ from pydantic import BaseModel
 
 from mlc_farm.checks import fidelity_rules
 from mlc_farm.matrix import Cell, DeviceSpec, Matrix, ModelSpec, Overrides
-from mlc_farm.planning import capabilities, keys, twins
+from mlc_farm.planning import keys, twins
 from mlc_farm.planning.fingerprints import Fingerprint
 from mlc_farm.planning.sources import ResolvedSource
-from mlc_farm.toolchain import ToolchainInfo, identity, of_pool
+from mlc_farm.toolchain import capabilities
+from mlc_farm.toolchain.info import ToolchainInfo, identity, of_pool
 
 
 class ConvertBuild(BaseModel):

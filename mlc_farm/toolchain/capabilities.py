@@ -1,5 +1,5 @@
 """What a pool can compile, and what each target needs of it (shared/mlc-reference, "What each target needs on
-the machine that compiles"). Pure: the probe (`toolchain._PROBE`, in the toolchain's interpreter and
+the machine that compiles"). Pure: the probe (`toolchain/scripts/probe.py`, in the toolchain's interpreter and
 environment) finds the tools; here a device is checked against them before anything runs."""
 
 from __future__ import annotations
