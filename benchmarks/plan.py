@@ -138,7 +138,8 @@ def run(work: Path, url: str, n: int) -> None:
 
     from mlc_farm.building.run import pools_of
     from mlc_farm.farm.stack import start_temporary_prefect
-    from mlc_farm.matrix import expand, load_matrix
+    from mlc_farm.matrix.cells import expand
+    from mlc_farm.matrix.load import load_matrix
     from mlc_farm.orchestrate.nightly import nightly_build
     from mlc_farm.planning import sources
     from mlc_farm.planning.fingerprints import fingerprints

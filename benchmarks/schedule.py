@@ -21,7 +21,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mlc_farm.matrix import expand, parse_matrix
+from mlc_farm.matrix.cells import expand
+from mlc_farm.matrix.load import parse_matrix
 from mlc_farm.planning.plan import LibBuild, Plan, make_plan
 from mlc_farm.planning.schedule import Order, Scheduler
 from mlc_farm.planning.sources import ResolvedSource

@@ -253,7 +253,8 @@ def test_a_speed_drop_within_the_spread_of_the_runs_is_no_regression() -> None:
 
 def test_a_models_own_fidelity_section_adjusts_the_global_one(tiny_models: Path, tmp_path: Path) -> None:
     from mlc_farm.errors import MatrixError
-    from mlc_farm.matrix import expand, load_matrix
+    from mlc_farm.matrix.cells import expand
+    from mlc_farm.matrix.load import load_matrix
     from mlc_farm.planning import sources
     from mlc_farm.planning.plan import make_plan
 

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mlc_farm.errors import MatrixError
-from mlc_farm.matrix import load_matrix, parse_matrix
+from mlc_farm.matrix.load import load_matrix, parse_matrix
 from tests.helpers import run_cli
 from tests.test_matrix import BASE
 

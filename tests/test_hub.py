@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlc_farm.matrix import HFSource
+from mlc_farm.matrix.schema import HFSource
 from mlc_farm.planning.sources import fetch, resolve_hf
 from mlc_farm.records.schema import now
 from tests.conftest import TOKEN

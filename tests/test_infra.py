@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from mlc_farm.farm.pools import FARM_TAG
-from mlc_farm.matrix import load_matrix
+from mlc_farm.matrix.load import load_matrix
 from tests.helpers import ROOT
 
 K8S_VERSION = "1.30.0"

@@ -8,7 +8,9 @@ import pytest
 import yaml
 
 from mlc_farm.errors import MatrixError
-from mlc_farm.matrix import Cell, expand, load_matrix, parse_matrix, select_cells
+from mlc_farm.matrix.cells import expand, select_cells
+from mlc_farm.matrix.load import load_matrix, parse_matrix
+from mlc_farm.matrix.schema import Cell
 from tests.helpers import ROOT, cli
 
 BASE = {
@@ -208,8 +210,9 @@ def test_host_defaults_to_a_generic_triple_for_the_family() -> None:
 
 
 def test_names_are_checked_against_what_the_toolchain_accepts() -> None:
-    from mlc_farm.matrix import BUILTIN_NAMES, toolchain_problems
-    from mlc_farm.toolchain.probe.probe import probe
+    from mlc_farm.matrix.load import toolchain_problems
+    from mlc_farm.matrix.schema import BUILTIN_NAMES
+    from mlc_farm.toolchain.probe import probe
 
     names = probe().names
     assert names is not None and "redpajama_chat" in names.conv_templates and "llama" in names.model_types

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from mlc_farm.matrix import expand, parse_matrix
+from mlc_farm.matrix.cells import expand
+from mlc_farm.matrix.load import parse_matrix
 from mlc_farm.planning.plan import make_plan
 from mlc_farm.planning.sources import ResolvedSource, resolve_local
 from mlc_farm.tiny_model import write_tiny_llama

@@ -14,7 +14,7 @@ from mlc_farm.building import build
 from mlc_farm.building.run import MatrixRun, Progress, preflight
 from mlc_farm.catalog.update import Records, UnitResult, update_unit
 from mlc_farm.distribute.hub import PublishResult
-from mlc_farm.matrix import LoadedMatrix, ModelSpec
+from mlc_farm.matrix.schema import LoadedMatrix, ModelSpec
 from mlc_farm.planning import sources
 from mlc_farm.planning.fingerprints import Fingerprint, fingerprints
 from mlc_farm.planning.plan import CheckBuild, LibBuild, ModelBuilds, Plan, ReferenceBuild

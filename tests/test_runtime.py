@@ -257,7 +257,7 @@ def test_two_pools_with_different_toolchains_build_one_model_and_each_library_is
 
 def test_a_library_for_another_gpu_or_cpu_is_named_as_such() -> None:
     from mlc_farm.checks import runtime
-    from mlc_farm.matrix import DeviceSpec
+    from mlc_farm.matrix.schema import DeviceSpec
     from mlc_farm.toolchain.info import ToolchainInfo
 
     tc = {"mlc_llm_version": "0.20", "mlc_llm_commit": "a" * 40, "tvm_version": "0.22", "tvm_commit": "b" * 40}

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mlc_farm.errors import ToolchainError
-from mlc_farm.matrix import DeviceSpec, Overrides
+from mlc_farm.matrix.schema import DeviceSpec, Overrides
 from mlc_farm.toolchain.commands import compile_args, compile_env, convert_weight_args, gen_config_args
 from mlc_farm.toolchain.invoke import command, run
 from mlc_farm.toolchain.probe import probe

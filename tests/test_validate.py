@@ -17,7 +17,7 @@ from mlc_farm.catalog.update import next_entry
 from mlc_farm.checks import speed
 from mlc_farm.checks.fit import fits
 from mlc_farm.checks.validate import validate_library
-from mlc_farm.matrix import DeviceSpec
+from mlc_farm.matrix.schema import DeviceSpec
 from mlc_farm.records.schema import CatalogEntry, FileEntry, FitCheck, LibRef, RunCheck, Validation
 from tests.helpers import REFERENCE
 

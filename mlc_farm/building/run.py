@@ -27,17 +27,9 @@ from mlc_farm.catalog.update import UnitResult
 from mlc_farm.distribute.hub import PublishResult, repo_for
 from mlc_farm.errors import BadInput, NamesRejected, PublishError, ToolchainUnavailable
 from mlc_farm.formatting import clock
-from mlc_farm.matrix import (
-    BUILTIN_NAMES,
-    Cell,
-    DeviceSpec,
-    LoadedMatrix,
-    Matrix,
-    ModelSpec,
-    load_matrix,
-    select_cells,
-    toolchain_problems,
-)
+from mlc_farm.matrix.cells import select_cells
+from mlc_farm.matrix.load import load_matrix, toolchain_problems
+from mlc_farm.matrix.schema import BUILTIN_NAMES, Cell, DeviceSpec, LoadedMatrix, Matrix, ModelSpec
 from mlc_farm.planning.durations import estimate
 from mlc_farm.planning.fingerprints import Fingerprint
 from mlc_farm.planning.plan import CheckBuild, LibBuild, ModelBuilds, Plan, conversion_classes, make_plan

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from mlc_farm.checks.device_code import held, runs_on
 from mlc_farm.devices import of_target
 from mlc_farm.errors import BadInput, RuntimeMismatch
-from mlc_farm.matrix import DeviceSpec
+from mlc_farm.matrix.schema import DeviceSpec
 from mlc_farm.toolchain.info import ToolchainInfo
 
 

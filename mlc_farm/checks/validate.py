@@ -20,7 +20,7 @@ from mlc_farm.devices import target_family
 from mlc_farm.digests import file_sha256
 from mlc_farm.distribute.pull import lib_path, pull_files
 from mlc_farm.errors import LibraryLoadError, StoreError
-from mlc_farm.matrix import DeviceSpec
+from mlc_farm.matrix.schema import DeviceSpec
 from mlc_farm.records.reads import get_entry, load_record, read_blob_json
 from mlc_farm.records.schema import FitCheck, LibRef, RunCheck, Validation
 from mlc_farm.store import ArtifactStore

@@ -15,9 +15,7 @@ from mlc_farm.cli._options import StoreOpt
 from mlc_farm.cli._output import bytes_bar, err, out
 from mlc_farm.errors import BadInput
 from mlc_farm.formatting import size
-from mlc_farm.matrix import (
-    check_names,
-)
+from mlc_farm.matrix.schema import check_names
 from mlc_farm.records.reads import load_record
 from mlc_farm.store import open_store
 from mlc_farm.store.layout import blob_path

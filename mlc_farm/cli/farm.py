@@ -16,7 +16,8 @@ from mlc_farm.cli._errors import command
 from mlc_farm.cli._options import MatrixOpt, PoolType
 from mlc_farm.cli._output import out
 from mlc_farm.errors import BadInput, NoWorker
-from mlc_farm.matrix import LoadedMatrix, load_matrix
+from mlc_farm.matrix.load import load_matrix
+from mlc_farm.matrix.schema import LoadedMatrix
 
 _StoreCredentials = Annotated[
     bool, typer.Option("--store-credentials", help="Save the AWS keys and HF_TOKEN of this environment in blocks.")

@@ -14,7 +14,7 @@ from mlc_farm.cli._options import StoreOpt
 from mlc_farm.cli._output import out
 from mlc_farm.errors import NotFound
 from mlc_farm.formatting import size
-from mlc_farm.matrix import check_names
+from mlc_farm.matrix.schema import check_names
 from mlc_farm.store import open_store
 
 

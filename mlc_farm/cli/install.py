@@ -13,7 +13,7 @@ from mlc_farm.cli._errors import command
 from mlc_farm.cli._options import AllowUnsignedOpt, RuntimeOpt, StoreOpt
 from mlc_farm.cli._output import out
 from mlc_farm.errors import BadInput
-from mlc_farm.matrix import check_names
+from mlc_farm.matrix.schema import check_names
 from mlc_farm.names import shorten
 from mlc_farm.store import open_store
 

@@ -19,14 +19,9 @@ from mlc_farm.cli._errors import command
 from mlc_farm.cli._options import Format, MatrixOpt, ModelOpt, StoreOpt
 from mlc_farm.cli._output import out
 from mlc_farm.errors import BadInput, MatrixError, StoreError
-from mlc_farm.matrix import (
-    BUILTIN_NAMES,
-    Accepted,
-    LoadedMatrix,
-    load_matrix,
-    select_cells,
-    toolchain_problems,
-)
+from mlc_farm.matrix.cells import select_cells
+from mlc_farm.matrix.load import load_matrix, toolchain_problems
+from mlc_farm.matrix.schema import BUILTIN_NAMES, Accepted, LoadedMatrix
 from mlc_farm.planning import sources
 from mlc_farm.planning.fingerprints import fingerprints
 from mlc_farm.planning.plan import Plan, conversion_classes, make_plan

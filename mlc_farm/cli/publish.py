@@ -15,11 +15,9 @@ from mlc_farm.cli._errors import command
 from mlc_farm.cli._options import MatrixOpt, ModelOpt, Runtime, RuntimeOpt, StoreOpt
 from mlc_farm.cli._output import err, out
 from mlc_farm.errors import BadInput
-from mlc_farm.matrix import (
-    check_names,
-    load_matrix,
-    select_cells,
-)
+from mlc_farm.matrix.cells import select_cells
+from mlc_farm.matrix.load import load_matrix
+from mlc_farm.matrix.schema import check_names
 from mlc_farm.store import open_store
 from mlc_farm.terminal import printable
 

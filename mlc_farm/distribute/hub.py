@@ -28,7 +28,7 @@ from mlc_farm.devices import Family, of_target
 from mlc_farm.devices import family as device_family
 from mlc_farm.distribute.pull import lib_path, pull_files
 from mlc_farm.errors import PublishError, ServiceUnreachable, StoreError
-from mlc_farm.matrix import Matrix
+from mlc_farm.matrix.schema import Matrix
 from mlc_farm.names import BuildKey, Name, RepoId
 from mlc_farm.planning.sources import hub_endpoint, hub_repo_url
 from mlc_farm.records.reads import get_entry, load_record, read_document

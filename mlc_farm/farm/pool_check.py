@@ -10,7 +10,7 @@ from typing import Any
 
 from mlc_farm.checks.device_code import held
 from mlc_farm.errors import BadInput
-from mlc_farm.matrix import Matrix
+from mlc_farm.matrix.schema import Matrix
 from mlc_farm.records.reads import read_entry
 from mlc_farm.report.summary import CellRow
 from mlc_farm.store import ArtifactStore

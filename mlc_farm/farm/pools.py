@@ -14,7 +14,7 @@ from importlib.resources import files
 from typing import Any, cast
 
 from mlc_farm.devices import family as device_family
-from mlc_farm.matrix import Matrix
+from mlc_farm.matrix.schema import Matrix
 
 POOLS = files("mlc_farm.farm") / "templates"
 

@@ -27,7 +27,7 @@ from mlc_farm.catalog.update import UnitResult
 from mlc_farm.distribute.hub import PublishResult
 from mlc_farm.errors import ToolchainUnavailable
 from mlc_farm.farm.pools import idle_pools
-from mlc_farm.matrix import LoadedMatrix, ModelSpec
+from mlc_farm.matrix.schema import LoadedMatrix, ModelSpec
 from mlc_farm.orchestrate.build_tasks import (
     build_from_source,
     build_library,

@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from mlc_farm.checks import speed
-from mlc_farm.matrix import DeviceSpec, Overrides
+from mlc_farm.matrix.schema import DeviceSpec, Overrides
 from mlc_farm.toolchain.info import ToolchainInfo, identity
 
 # config.json fields that describe the checkpoint or the tokenizer, not the architecture: two fine-tunes

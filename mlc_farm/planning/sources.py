@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from mlc_farm import credentials
 from mlc_farm.digests import file_sha256
 from mlc_farm.errors import BadInput
-from mlc_farm.matrix import HFSource, LoadedMatrix, LocalSource, ModelSpec, TinySource
+from mlc_farm.matrix.schema import HFSource, LoadedMatrix, LocalSource, ModelSpec, TinySource
 from mlc_farm.planning.source_checks import SourceRefused, inside, listed, read_config
 from mlc_farm.settings import load_settings
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pydantic import BaseModel
 
 from mlc_farm.devices import of_target
-from mlc_farm.matrix import DeviceSpec
+from mlc_farm.matrix.schema import DeviceSpec
 
 
 class Capabilities(BaseModel):

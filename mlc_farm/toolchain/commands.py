@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mlc_farm.matrix import DeviceSpec, Overrides
+from mlc_farm.matrix.schema import DeviceSpec, Overrides
 
 
 def convert_weight_args(

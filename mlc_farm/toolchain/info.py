@@ -9,7 +9,7 @@ import contextlib
 from pydantic import BaseModel, ConfigDict
 
 from mlc_farm.errors import StoreError
-from mlc_farm.matrix import Accepted
+from mlc_farm.matrix.schema import Accepted
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import TOOLCHAINS
 from mlc_farm.toolchain.capabilities import Capabilities

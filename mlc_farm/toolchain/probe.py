@@ -8,7 +8,7 @@ import json
 import shlex
 import subprocess
 
-from mlc_farm.matrix import Accepted
+from mlc_farm.matrix.schema import Accepted
 from mlc_farm.toolchain.info import ToolchainInfo, of_pools
 from mlc_farm.toolchain.invoke import SCRIPTS, command, interpreter, on_pool
 from mlc_farm.toolchain.process import toolchain_env
