@@ -136,7 +136,7 @@ def run(work: Path, url: str, n: int) -> None:
     from prefect import flow
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from mlc_farm.building.run import pools_of
+    from mlc_farm.building.preflight import pools_of
     from mlc_farm.farm.stack import start_temporary_prefect
     from mlc_farm.matrix.cells import expand
     from mlc_farm.matrix.load import load_matrix

@@ -21,7 +21,7 @@ import pytest
 
 from mlc_farm.records.reads import entries
 from mlc_farm.store.local import LocalStore
-from tests.helpers import ROOT, cli, toolchain_calls, unhashed
+from tests.helpers import ROOT, cli, run_cli, toolchain_calls, unhashed
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
@@ -544,3 +544,19 @@ def test_a_lease_that_is_not_renewed_lapses_by_the_waiters_own_clock(tiny_matrix
     done = cli("build", "--matrix", str(tiny_matrix), "--store", str(store), env=env)
     assert done.returncode == 0, done.stdout + done.stderr  # not renewed for 3 s as this build saw it: lapsed
     assert steps(calls)["convert_weight"] == 4
+
+
+def test_the_cli_makes_the_preflight_once_and_hands_it_to_the_flow(
+    tiny_matrix: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The matrix is loaded, the store checked and the toolchain probed once per `mlc-farm build`: the flow runs
+    on the pre-flight the CLI made (before Prefect started) instead of making its own."""
+    from mlc_farm.building import preflight
+    from mlc_farm.matrix.load import load_matrix
+
+    loads: list[str] = []
+    monkeypatch.setattr(preflight, "load_matrix", lambda path: loads.append(path) or load_matrix(path))
+    monkeypatch.setenv("MLC_DOUBLE_FAIL", "convert_weight")  # the run ends at its first build
+    done = run_cli("build", "--matrix", str(tiny_matrix), "--store", str(tmp_path / "store"), "--model", "tiny-llama-a")
+    assert done.returncode == 1 and "injected failure in convert_weight" in done.stdout, done.stdout + done.stderr
+    assert loads == [str(tiny_matrix)]

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlc_farm.building.run import MatrixRun, Progress, RunResult, preflight
+from mlc_farm.building.preflight import preflight
+from mlc_farm.building.run import MatrixRun, Progress, RunResult
 from mlc_farm.checks import fidelity, fidelity_metrics, fidelity_rules
 from mlc_farm.records.reads import entries
 from mlc_farm.store import open_store
@@ -35,7 +36,7 @@ def write_matrix(tiny_models: Path, tmp_path: Path, quants: str, extra: str = ""
 
 def run(matrix: Path, store: Path) -> tuple[RunResult, InPlace]:
     pre = preflight(str(matrix), None, None, None, str(store), lambda st, p: probe())
-    engine = InPlace(pre.store)
+    engine = InPlace(pre.store())
     return MatrixRun(pre, engine, False, Progress(), logging.getLogger("test")).execute(), engine
 
 

@@ -278,3 +278,17 @@ def test_the_farms_tiny_llama_is_a_source_every_worker_makes_the_same(
                                            "tokenizer_config.json"]  # fmt: skip
     with pytest.raises(BadInput, match="made here differs from the one planned"):
         fetch(source.model_copy(update={"identity": "0" * 64}))
+
+
+def test_a_loaded_matrix_is_plain_data_that_comes_back_the_same(tiny_matrix: Path) -> None:
+    """A run's pre-flight holds its matrix and is handed to the flow as a parameter: written out as JSON (no
+    serializer warning for a local or tiny source) and read back, it is the same matrix."""
+    import warnings
+
+    from mlc_farm.matrix.schema import LoadedMatrix
+
+    loaded = load_matrix(tiny_matrix)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = LoadedMatrix.model_validate(loaded.model_dump(mode="json"))
+    assert again == loaded and {type(m.source).__name__ for m in again.matrix.models} == {"LocalSource"}

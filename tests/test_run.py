@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from mlc_farm.building import build
-from mlc_farm.building.run import MatrixRun, Progress, preflight
+from mlc_farm.building.preflight import preflight
+from mlc_farm.building.run import MatrixRun, Progress
 from mlc_farm.catalog.update import Records, UnitResult, update_unit
 from mlc_farm.distribute.hub import PublishResult
 from mlc_farm.matrix.schema import LoadedMatrix, ModelSpec
@@ -97,7 +98,7 @@ class InPlace:
 def test_a_run_builds_the_matrix_then_reuses_it_without_prefect(tiny_matrix: Path, tmp_path: Path) -> None:
     def run() -> tuple[bool, str]:
         pre = preflight(str(tiny_matrix), None, None, None, str(tmp_path / "store"), lambda st, p: probe())
-        engine = InPlace(pre.store)
+        engine = InPlace(pre.store())
         done = MatrixRun(pre, engine, False, Progress(), logging.getLogger("test")).execute()
         return done.ok, done.message
 

@@ -204,7 +204,8 @@ def test_two_pools_with_different_toolchains_build_one_model_and_each_library_is
     import logging
     import stat
 
-    from mlc_farm.building.run import MatrixRun, Progress, preflight
+    from mlc_farm.building.preflight import preflight
+    from mlc_farm.building.run import MatrixRun, Progress
     from mlc_farm.toolchain.probe import probe_here
     from tests.test_run import InPlace
 
@@ -216,7 +217,7 @@ def test_two_pools_with_different_toolchains_build_one_model_and_each_library_is
     matrix.write_text(TWO_RUNTIMES)
     pre = preflight(str(matrix), None, None, None, str(store), lambda st, pools: probe_here(pools))
     assert set(pre.toolchain.pools) == {"mlc-stable"} and pre.toolchain.mlc_llm_version == "0.20.0.dev0"
-    result = MatrixRun(pre, InPlace(pre.store), False, Progress(), logging.getLogger("test")).execute()
+    result = MatrixRun(pre, InPlace(pre.store()), False, Progress(), logging.getLogger("test")).execute()
     assert result.ok, result.message
 
     (entry,) = entries(open_store(str(store)))

@@ -2,9 +2,9 @@
 catalog, report, publish, page.
 
 The orchestrator plugs in through `Engine`: where each build runs and how one waits for it, how sources are
-resolved and the toolchain probed, the catalog update, publishing and the run's artifacts. `flows/nightly.py`
+resolved and the toolchain probed, the catalog update, publishing and the run's artifacts. `orchestrate/nightly.py`
 gives Prefect's (tasks in this process, or flow runs on work pools); a test can give one that builds in
-place. The CLI calls the same `preflight` before it starts the flow, and hands its probe to it.
+place. A run starts from its `Preflight` (mlc_farm/building/preflight.py), made once.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import dataclasses
 import functools
 import logging
 import threading
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
@@ -21,15 +20,13 @@ from pydantic import BaseModel
 from rich.text import Text
 
 from mlc_farm import terminal
+from mlc_farm.building.preflight import Preflight
 from mlc_farm.building.workdirs import remove_stale_workdirs
 from mlc_farm.catalog.history import night_regressions
 from mlc_farm.catalog.update import UnitResult
-from mlc_farm.distribute.hub import PublishResult, repo_for
-from mlc_farm.errors import BadInput, NamesRejected, PublishError, ToolchainUnavailable
+from mlc_farm.distribute.hub import PublishResult
 from mlc_farm.formatting import clock
-from mlc_farm.matrix.cells import select_cells
-from mlc_farm.matrix.load import load_matrix, toolchain_problems
-from mlc_farm.matrix.schema import BUILTIN_NAMES, Cell, DeviceSpec, LoadedMatrix, Matrix, ModelSpec
+from mlc_farm.matrix.schema import DeviceSpec, LoadedMatrix, ModelSpec
 from mlc_farm.planning.durations import estimate
 from mlc_farm.planning.fingerprints import Fingerprint
 from mlc_farm.planning.plan import CheckBuild, LibBuild, ModelBuilds, Plan, conversion_classes, make_plan
@@ -41,14 +38,12 @@ from mlc_farm.report.night import NightReport, night_report
 from mlc_farm.report.status import RunStatus, StatusDisplay
 from mlc_farm.report.summary import DONE, Outcome, Summary, summarize
 from mlc_farm.settings import load_settings
-from mlc_farm.store import ArtifactStore, lease, open_store
+from mlc_farm.store import lease
 from mlc_farm.store.layout import BLOBS, blob_url, toolchain_path
-from mlc_farm.toolchain import capabilities
 from mlc_farm.toolchain.info import SNAPSHOT_POOL, ToolchainInfo
 from mlc_farm.toolchain.process import accept_steps
 
 Mode = Literal["embedded", "farm"]
-Target = tuple[str, bool | None]  # a Hub repo and whether it is private (None: as the source)
 HUB_UNREACHABLE = "the Hugging Face Hub could not be reached to resolve the sources"
 
 
@@ -109,73 +104,6 @@ def usable(outcome: Outcome | None) -> bool:
     return outcome is not None and outcome.status in DONE
 
 
-@dataclasses.dataclass
-class Preflight:
-    """Everything checked before anything runs: the matrix and its cells, where each is published, the store,
-    the toolchain and the names it accepts."""
-
-    loaded: LoadedMatrix
-    cells: list[Cell]
-    targets: dict[tuple[str, str], Target | None]
-    store: ArtifactStore
-    toolchain: ToolchainInfo
-    pools: list[str]
-
-
-def unbuildable(matrix: Matrix, cells: list[Cell], toolchain: ToolchainInfo) -> list[str]:
-    """The devices of the cells whose pool cannot build their target (no emcc for webgpu, cuda_archs beyond
-    the pool's nvcc, an opt that needs cuBLAS where TVM has none...), a line each."""
-    devices = [matrix.device(name) for name in sorted({c.device for c in cells})]
-    found = capabilities.problems(devices, toolchain.can_build)
-    for device, quantization in sorted({(c.device, c.quantization) for c in cells}):
-        spec = matrix.device(device)
-        if why := capabilities.offload_problem(spec, quantization, spec.work_pool, toolchain.can_build(spec.work_pool)):
-            found.append(why)
-    return found
-
-
-def refuse_unbuildable(matrix: Matrix, cells: list[Cell], toolchain: ToolchainInfo) -> None:
-    """Exit 2 before anything runs when a device's pool cannot build its target: otherwise it would fail at
-    compile time, after its conversion spent its GPU time."""
-    if found := unbuildable(matrix, cells, toolchain):
-        raise BadInput("\n".join(found))
-
-
-def pools_of(matrix: Matrix, cells: list[Cell]) -> list[str]:
-    """The pools the cells build on: the weights pool (weights, configs, references: the run's toolchain) first."""
-    return [matrix.weights_pool, *sorted({matrix.device(c.device).work_pool for c in cells} - {matrix.weights_pool})]
-
-
-def preflight(
-    matrix_path: str,
-    models: list[str] | None,
-    quantizations: list[str] | None,
-    devices: list[str] | None,
-    store_url: str | None,
-    probe: Callable[[ArtifactStore, list[str]], ToolchainInfo],
-) -> Preflight:
-    """Load and select the matrix, open the store, probe the toolchain (`probe(store, pools)`, the weights pool
-    first) and check the matrix's names against it: the errors a run can have before it builds anything."""
-    loaded = load_matrix(matrix_path)
-    matrix = loaded.matrix
-    cells = select_cells(matrix, loaded.file, models, quantizations, devices)
-    targets = {(c.model, c.quantization): repo_for(matrix, c.model, c.quantization) for c in cells}
-    store = open_store(store_url)
-    store.check_writable()  # before anything is spent, not after the first build
-    pools = pools_of(matrix, cells)
-    toolchain = probe(store, pools)
-    if not toolchain.known:
-        raise ToolchainUnavailable(f"toolchain unavailable: {toolchain.error}")
-    accepted = toolchain.names or BUILTIN_NAMES
-    if problems := toolchain_problems(matrix, accepted):
-        raise NamesRejected(loaded.file, [*problems, f"(names checked against {accepted.source})"])
-    refuse_unbuildable(matrix, cells, toolchain)
-    return Preflight(loaded, cells, targets, store, toolchain, pools)
-
-
-REFUSED = (PublishError, ToolchainUnavailable, NamesRejected)  # pre-flight errors that end a run Failed
-
-
 class RunResult(BaseModel):
     """How a run ended, as the CLI and the flow's callers read it (never parsed out of a message): `reason`
     "hub unreachable" is a service's fault (exit 3, a later run may do), "stopped" names the signal."""
@@ -193,8 +121,8 @@ class MatrixRun:
         self, pre: Preflight, engine: Engine, force: bool, progress: Progress, log: logging.Logger | Any
     ) -> None:
         self.pre, self.engine, self.force, self.progress, self.log = pre, engine, force, progress, log
-        self.store = pre.store
-        self.matrix = pre.loaded.matrix
+        self.store = pre.store()
+        self.matrix = pre.matrix
         self.began: datetime = now()
         self.records: dict[str, BuildRecord] = {}  # read once: on S3 each look-up is a GET
         self.console = terminal.console()
@@ -381,9 +309,7 @@ class MatrixRun:
     def publish(self, failed_units: set[tuple[str, str]]) -> tuple[list[dict[str, str]], int]:
         """Publish every model x quantization whose cells all succeeded (a partial set would delete libraries
         from the Hub), in matrix order; (rows for the artifact, how many failed)."""
-        units = [
-            (m, q, *target) for (m, q), target in self.pre.targets.items() if target and (m, q) not in failed_units
-        ]
+        units = [unit for unit in self.pre.targets if unit[:2] not in failed_units]
         rows, failures = [], 0
         for repo, result in self.engine.publish(units) if units else []:
             if isinstance(result, Exception):

@@ -93,9 +93,9 @@ def build(
     store: StoreOpt = None,
 ) -> None:
     """Build the matrix locally: the nightly flow in this process, with Prefect's temporary server."""
-    from mlc_farm.building.run import preflight
+    from mlc_farm.building.preflight import preflight
 
-    # The run's own pre-flight, once: the flow is handed its probe instead of making another.
+    # The run's pre-flight, once, before Prefect starts: the flow is handed it instead of making another.
     pre = preflight(str(matrix), model or None, None, None, store, lambda st, pools: probe_here(pools))
 
     # Prefect's temporary server: a generous start on a loaded 2-core worker, and no telemetry from it.
@@ -114,7 +114,7 @@ def build(
             out.print(f"marked {crashed} flow runs of killed builds Crashed in Prefect", highlight=False)
         with tags(*run_tags()):
             state = nightly_build(
-                str(matrix), models=model or None, force=force, store=store, toolchain=pre.toolchain, return_state=True
+                str(matrix), models=model or None, force=force, store=store, checked=pre, return_state=True
             )
     ended = run_result(state)
     if ended.signal:

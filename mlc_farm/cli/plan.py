@@ -13,34 +13,23 @@ from pydantic import ValidationError
 from rich.table import Table
 from rich.text import Text
 
-from mlc_farm.building.run import pools_of, unbuildable
+from mlc_farm.building.preflight import preflight
 from mlc_farm.cli._app import app
 from mlc_farm.cli._errors import command
 from mlc_farm.cli._options import Format, MatrixOpt, ModelOpt, StoreOpt
 from mlc_farm.cli._output import out
-from mlc_farm.errors import BadInput, MatrixError, StoreError
-from mlc_farm.matrix.cells import select_cells
-from mlc_farm.matrix.load import load_matrix, toolchain_problems
-from mlc_farm.matrix.schema import BUILTIN_NAMES, Accepted, LoadedMatrix
+from mlc_farm.errors import BadInput, StoreError
+from mlc_farm.matrix.schema import Accepted, LoadedMatrix
 from mlc_farm.planning import sources
 from mlc_farm.planning.fingerprints import fingerprints
 from mlc_farm.planning.plan import Plan, conversion_classes, make_plan
 from mlc_farm.planning.sources import ResolvedSource
 from mlc_farm.records.reads import load_record
-from mlc_farm.store import ArtifactStore, open_store
+from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import toolchain_path
 from mlc_farm.terminal import name_columns
-from mlc_farm.toolchain.info import ToolchainInfo, names_snapshot, of_pools
+from mlc_farm.toolchain.info import ToolchainInfo, of_pools
 from mlc_farm.toolchain.probe import probe_here
-
-
-def names_accepted(loaded: LoadedMatrix, tc: ToolchainInfo, st: ArtifactStore) -> Accepted:
-    """Names the installed toolchain would reject are bad input, found before anything runs; without one, the
-    names of the newest toolchain probed into the store, else the built-in list."""
-    accepted = tc.names or names_snapshot(st) or BUILTIN_NAMES
-    if problems := toolchain_problems(loaded.matrix, accepted):
-        raise MatrixError(loaded.file, [*problems, f"(names checked against {accepted.source})"])
-    return accepted
 
 
 @dataclass
@@ -74,13 +63,15 @@ class Planned:
 
 
 def planned(matrix: Path, model: list[str] | None, store: str | None) -> Planned:
-    loaded = load_matrix(matrix)
-    cells = select_cells(loaded.matrix, loaded.file, model)
-    st = open_store(store)
-    pools = pools_of(loaded.matrix, cells)
-    tc, probes = _pool_probes(st, pools, probe_here(pools))
-    cannot = unbuildable(loaded.matrix, cells, tc) if tc.known else []
-    accepted = names_accepted(loaded, tc, st)
+    probes: dict[str, str] = {}
+
+    def probe(st: ArtifactStore, pools: list[str]) -> ToolchainInfo:
+        tc, found = _pool_probes(st, pools, probe_here(pools))
+        probes.update(found)
+        return tc
+
+    pre = preflight(str(matrix), model, None, None, store, probe, building=False)
+    loaded, cells, st, tc, cannot = pre.loaded, pre.cells, pre.store(), pre.toolchain, list(pre.unbuildable)
     wanted = {c.model for c in cells}
     srcs = sources.resolve(loaded, [m for m in loaded.matrix.models if m.id in wanted])
     cannot += [s.error for s in srcs.values() if s.invalid and s.error]
@@ -88,7 +79,7 @@ def planned(matrix: Path, model: list[str] | None, store: str | None) -> Planned
     p = make_plan(loaded.matrix, cells, srcs, tc, fingerprints(st, tc, classes) if classes else {})
     # With an unknown toolchain the keys that hold it are not the keys a build would have: the store is not asked.
     in_store = {k: (load_record(st, k) is not None) if tc.known else None for k in p.all_keys()}
-    return Planned(loaded, st, pools, tc, probes, accepted, srcs, p, in_store, cannot)
+    return Planned(loaded, st, pre.pools, tc, probes, pre.accepted, srcs, p, in_store, cannot)
 
 
 @command(app)

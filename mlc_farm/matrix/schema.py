@@ -137,7 +137,10 @@ class HFSource(_Strict):
 
 
 def _source_kind(value: Any) -> str:
-    """Which kind of source a matrix entry means, so that its problems are those of that kind only."""
+    """Which kind of source a matrix entry means, so that its problems are those of that kind only (and which
+    kind a source already made is, when a matrix is written out: a flow's parameters)."""
+    if isinstance(value, LocalSource | TinySource):
+        return "Local" if isinstance(value, LocalSource) else "Tiny"
     if isinstance(value, dict) and "hf" not in value:
         if "path" in value:
             return "Local"

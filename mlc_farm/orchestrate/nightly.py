@@ -22,7 +22,8 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 from pydantic import BaseModel
 
-from mlc_farm.building.run import REFUSED, MatrixRun, Mode, Preflight, Progress, RunResult, preflight
+from mlc_farm.building.preflight import REFUSED, Preflight, Probe, preflight
+from mlc_farm.building.run import MatrixRun, Mode, Progress, RunResult
 from mlc_farm.catalog.update import UnitResult
 from mlc_farm.distribute.hub import PublishResult
 from mlc_farm.errors import ToolchainUnavailable
@@ -90,11 +91,11 @@ def nightly_build(
     force: bool = False,
     store: str | None = None,
     mode: Mode = "embedded",
-    toolchain: ToolchainInfo | None = None,
+    checked: Preflight | None = None,
 ) -> State:
-    """Build the whole matrix (or some models): what the nightly schedule runs. `toolchain`: the probe the
-    CLI already made (embedded mode), so it is not made twice."""
-    return _stoppable(matrix_path, models, None, None, force, store, mode, toolchain)
+    """Build the whole matrix (or some models): what the nightly schedule runs. `checked`: the pre-flight the
+    CLI already made of these arguments (embedded mode), so it is not made twice."""
+    return _stoppable(matrix_path, models, None, None, force, store, mode, checked)[0]
 
 
 @flow(retries=0, name="build-model", task_runner=RUNNER, log_prints=True)
@@ -108,7 +109,7 @@ def build_model(
     mode: Mode = "farm",
 ) -> State:
     """Build one model of the matrix (`prefect deployment run 'build-model/build-model' --param model=...`)."""
-    return _stoppable(matrix_path, [model], quantizations, devices, force, store, mode, None)
+    return _stoppable(matrix_path, [model], quantizations, devices, force, store, mode)[0]
 
 
 class PoolCheckRun(BaseModel):
@@ -124,9 +125,8 @@ def check_pool(matrix_path: str, store: str) -> PoolCheckRun:
     """`mlc-farm farm check-pool`: the pool-check matrix built through a nightly's deployments (farm mode), every
     build made again (`force`: the pool is what is checked, not the store), with no alert: nobody is paged for
     a check an operator is watching."""
-    engine = PrefectEngine("farm", True, alert=False)
-    state = _stoppable(matrix_path, None, None, None, True, store, "farm", None, engine)
-    rows = engine.summary.rows if engine.summary else []
+    state, engine = _stoppable(matrix_path, None, None, None, True, store, "farm", alert=False)
+    rows = engine.summary.rows if engine and engine.summary else []
     return PoolCheckRun(ok=state.is_completed(), message=state.message or state.name or "", rows=rows)
 
 
@@ -152,25 +152,24 @@ def _stoppable(
     force: bool,
     store: str | None,
     mode: Mode,
-    probed: ToolchainInfo | None,
-    engine: PrefectEngine | None = None,
-) -> State:
-    """Wire Prefect to the run (mlc_farm/building/run.py). SIGINT or SIGTERM (Prefect's TerminationSignal) while it
-    builds: kill the toolchain steps and end the run Cancelled (not Crashed), saying what finished."""
+    checked: Preflight | None = None,
+    alert: bool = True,
+) -> tuple[State, PrefectEngine | None]:
+    """Wire Prefect to the run (mlc_farm/building/run.py), after its pre-flight (`checked`, else made here).
+    SIGINT or SIGTERM (Prefect's TerminationSignal) while it builds: kill the toolchain steps and end the run
+    Cancelled (not Crashed), saying what finished. The engine it ran with, if it got that far."""
     from prefect.exceptions import TerminationSignal
     from prefect.states import Cancelled
 
-    progress = Progress()
+    progress, engine = Progress(), None
     try:
-        engine = engine or PrefectEngine(mode, force)
-        probe = (lambda st, pools: probed) if probed else engine.probe
         try:
-            pre = preflight(matrix_path, models, quantizations, devices, store, probe)
+            pre = checked or preflight(matrix_path, models, quantizations, devices, store, probe_for(mode))
         except REFUSED as e:
-            return Failed(message=str(e), data=RunResult(ok=False, message=str(e), reason="refused"))
-        engine.bind(pre)
+            return Failed(message=str(e), data=RunResult(ok=False, message=str(e), reason="refused")), None
+        engine = PrefectEngine(mode, force, pre, alert)
         done = MatrixRun(pre, engine, force, progress, get_run_logger()).execute()
-        return (Completed if done.ok else Failed)(message=done.message, data=done)
+        return (Completed if done.ok else Failed)(message=done.message, data=done), engine
     except (KeyboardInterrupt, TerminationSignal) as e:
         stop_all()
         name = "SIGINT" if isinstance(e, KeyboardInterrupt) else signal.Signals(e.signal).name
@@ -179,26 +178,17 @@ def _stoppable(
             f"store ({progress.reused} were there already); the running toolchain steps were killed, and running "
             "the same command again finishes the rest"
         )
-        return Cancelled(message=message, data=RunResult(ok=False, message=message, reason="stopped", signal=name))
+        stopped = RunResult(ok=False, message=message, reason="stopped", signal=name)
+        return Cancelled(message=message, data=stopped), engine
 
 
-class PrefectEngine:
-    """The run's orchestrator: tasks in this process (embedded), or flow runs on each device's work pool
-    through `run_deployment` (farm); Prefect artifacts for the summary, the matrix, the night and publishing."""
+def probe_for(mode: Mode) -> Probe:
+    """Embedded: this machine. Farm: every pool's image, each building (and keying) its devices' libraries
+    with its own toolchain; the weights pool (`pools[0]`) is the run's."""
+    if mode == "embedded":
+        return lambda st, pools: probe_toolchain(pools)
 
-    def __init__(self, mode: Mode, force: bool, alert: bool = True):
-        self.mode, self.force, self.alert = mode, force, alert
-        self.summary: Summary | None = None
-
-    def bind(self, pre: Preflight) -> None:
-        self.store_url = pre.store.url
-        self.convert_device, self.weights_pool = pre.loaded.matrix.convert_device, pre.loaded.matrix.weights_pool
-
-    def probe(self, st: ArtifactStore, pools: list[str]) -> ToolchainInfo:
-        """Embedded: this machine. Farm: every pool's image, each building (and keying) its devices' libraries
-        with its own toolchain; the weights pool (`pools[0]`) is the run's."""
-        if self.mode == "embedded":
-            return probe_toolchain(pools)
+    def on_pools(st: ArtifactStore, pools: list[str]) -> ToolchainInfo:
         if idle := idle_pools(pools):  # a run there would wait for ever: say so instead
             raise ToolchainUnavailable("; ".join(idle))
         futures = [dispatch.submit(f"probe-toolchain/{pool}", {"pool": pool, "store": st.url}, pool) for pool in pools]
@@ -209,6 +199,19 @@ class PrefectEngine:
             for pool in pools
         }
         return of_pools(found, pools[0])
+
+    return on_pools
+
+
+class PrefectEngine:
+    """The run's orchestrator: tasks in this process (embedded), or flow runs on each device's work pool
+    through `run_deployment` (farm); Prefect artifacts for the summary, the matrix, the night and publishing."""
+
+    def __init__(self, mode: Mode, force: bool, pre: Preflight, alert: bool = True):
+        self.mode, self.force, self.alert = mode, force, alert
+        self.store_url = pre.store_url
+        self.convert_device, self.weights_pool = pre.matrix.convert_device, pre.matrix.weights_pool
+        self.summary: Summary | None = None
 
     def resolve(self, loaded: LoadedMatrix, models: list[ModelSpec]) -> dict[str, ResolvedSource]:
         return resolve_sources(_as_is(loaded), _as_is(models))
