@@ -65,6 +65,10 @@ class StoreUnavailable(ServiceUnreachable):
     """The store did not answer, or kept failing (5xx, throttling) after its own retries: worth a retry later."""
 
 
+class MissingObject(StoreError):
+    """An object the store was asked for is not there (a blob a record names, gone): every backend says so alike."""
+
+
 class CorruptBlobError(StoreError):
     """A blob whose bytes do not match its sha256."""
 

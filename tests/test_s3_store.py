@@ -286,3 +286,21 @@ def test_a_burst_of_500s_is_ridden_out_running_each_build_once(
     assert done.returncode == 0, done.stdout + done.stderr
     assert proxy.burst_until > 0  # the burst did happen during the build
     assert steps(calls) == {"convert_weight": 4, "gen_config": 4, "compile": 4}  # each build once
+
+
+def test_one_store_per_process_shares_its_client_until_closed(
+    s3_store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every task of a build opens the store by URL: they share one client, transfer manager and pool of
+    threads (one bound on memory), until the process closes them at exit."""
+    from mlc_farm.store import close_stores
+
+    first = open_store(s3_store_url)
+    assert open_store(s3_store_url) is first
+    monkeypatch.setenv("MLC_FARM_S3_CHUNK_MB", "6")  # other settings: another client
+    other = open_store(s3_store_url)
+    assert other is not first and isinstance(other, S3Store) and other.transfer.multipart_chunksize == 6 * 1024 * 1024
+    close_stores()
+    assert isinstance(first, S3Store) and first._pool._shutdown  # type: ignore[attr-defined]
+    again = open_store(s3_store_url)
+    assert again is not other and again.read_json("nothing.json") is None

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
+import hashlib
+import json
 import re
+import threading
 from collections.abc import Callable, Collection, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -76,6 +80,10 @@ class ArtifactStore(Protocol):
         age is counted from, so this machine's clock plays no part."""
         ...
 
+    def close(self) -> None:
+        """Give back what the store holds (clients, connections, threads); `close_stores` does it at exit."""
+        ...
+
 
 def open_store(url: str | None = None, must_exist: bool = False) -> ArtifactStore:
     """The store at `url`, else MLC_FARM_STORE, else ./artifacts: `s3://bucket/prefix`, `file://DIR` or a plain
@@ -116,9 +124,29 @@ def _open_local(url: str, settings: Settings, must_exist: bool) -> ArtifactStore
 
 
 def _open_s3(url: str, settings: Settings, must_exist: bool) -> ArtifactStore:
-    from mlc_farm.store.s3 import S3Store  # boto3 is loaded only for an S3 store
+    """One S3 store per process for a URL, settings and credentials: every task of a build shares its client,
+    transfer manager and threads (and their bound on memory), instead of each making its own."""
+    from mlc_farm.store.s3 import S3Store, client_identity  # boto3 is loaded only for an S3 store
 
-    return S3Store(url, settings)
+    key = hashlib.sha256(json.dumps([url, settings.model_dump(mode="json"), client_identity()]).encode()).hexdigest()
+    with _OPEN_LOCK:
+        if (store := _OPEN.get(key)) is None:
+            store = _OPEN[key] = S3Store(url, settings)
+    return store
+
+
+def close_stores() -> None:
+    """Close every store this process keeps open (at exit; a test may call it to start afresh)."""
+    with _OPEN_LOCK:
+        stores = list(_OPEN.values())
+        _OPEN.clear()
+    for store in stores:
+        store.close()
+
+
+_OPEN: dict[str, ArtifactStore] = {}
+_OPEN_LOCK = threading.Lock()
+atexit.register(close_stores)
 
 
 # A backend per URL scheme: a new one is a function here and a module beside local.py and s3.py.

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from mlc_farm.errors import BadInput, CorruptBlobError, DamagedDocumentError, StoreError
+from mlc_farm.errors import BadInput, CorruptBlobError, DamagedDocumentError, MissingObject, StoreError
 from mlc_farm.processes import process_alive
 from mlc_farm.settings import load_settings
 from mlc_farm.store.documents import parse_document
@@ -102,7 +102,12 @@ class LocalStore:
         dest.parent.mkdir(parents=True, exist_ok=True)
         part = dest.with_name(dest.name + ".part")
         try:
-            got = _copy_hashed(src, part, progress)
+            try:
+                got = _copy_hashed(src, part, progress)
+            except FileNotFoundError:
+                if src.exists():  # what went missing is the destination's directory, not the blob
+                    raise
+                raise MissingObject(f"{self.url}/{blob_path(sha256)} is missing") from None
             if got != sha256:
                 raise CorruptBlobError(f"{self.url}/{blob_path(sha256)} is corrupt (sha256 {got})")
             os.replace(part, dest)
@@ -160,6 +165,9 @@ class LocalStore:
         for name in self.names(prefix):
             st = (self.root / name).stat()
             yield name, st.st_size, datetime.fromtimestamp(st.st_mtime, timezone.utc)
+
+    def close(self) -> None:
+        """Nothing held between calls."""
 
     def delete(self, name: str) -> None:
         (self.root / name).unlink(missing_ok=True)

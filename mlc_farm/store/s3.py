@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -40,47 +41,33 @@ from botocore.exceptions import (
     ConnectionClosedError,
     ConnectTimeoutError,
     EndpointConnectionError,
-    HTTPClientError,
-    IncompleteReadError,
     ReadTimeoutError,
 )
-from botocore.exceptions import ConnectionError as BotoConnectionError
 from s3transfer.subscribers import BaseSubscriber
 
 from mlc_farm import credentials
 from mlc_farm.errors import (
     BadInput,
-    ClockSkew,
     CorruptBlobError,
     DamagedDocumentError,
+    MissingObject,
     StoreError,
     StoreUnavailable,
     WriteConflict,
     redact_urls,
 )
 from mlc_farm.names import shorten
-from mlc_farm.retry import is_transient, retry_transient
+from mlc_farm.retry import retry_transient
 from mlc_farm.settings import Settings, load_settings
 from mlc_farm.store.documents import parse_document
 from mlc_farm.store.layout import blob_path
+from mlc_farm.store.s3_errors import InvalidRange, dropped, farm_error, no_bucket, s3_errors
 
 MB = 1024 * 1024
 T = TypeVar("T")
 _ANSWERED: set[tuple[str | None, str]] = set()  # (endpoint, bucket) pairs that answered a ping in this process
-_DENIED = {"AccessDenied", "403", "SignatureDoesNotMatch", "InvalidAccessKeyId", "ExpiredToken", "InvalidToken"}
-_MISSING = {"NoSuchKey", "404", "NotFound"}
-_THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "ServiceUnavailable", "503"}
-_CONFLICT = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
-
-
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # S3's bucket naming rules
 _ENDPOINT = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?")
-
-
-def _transient(error: BaseException) -> bool:
-    """botocore's dropped, refused, cut or timed-out connections, beside the farm's own allow-list: the S3
-    client's errors, known here only (the boundary maps them to StoreUnavailable)."""
-    return is_transient(error) or isinstance(error, (BotoConnectionError, HTTPClientError, IncompleteReadError))
 
 
 def transfer_config(settings: Settings) -> TransferConfig:
@@ -95,21 +82,13 @@ def transfer_config(settings: Settings) -> TransferConfig:
     )
 
 
-def _clock_skew(e: ClientError) -> float | None:
-    """This machine's clock minus the store's, when a refusal is for that (RequestTimeTooSkewed, or an answer
-    whose `Date` is more than 15 minutes off ours: S3 refuses such signatures whatever the code says)."""
-    from email.utils import parsedate_to_datetime
-
-    date = e.response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
-    try:
-        theirs = parsedate_to_datetime(date) if date else None
-    except (TypeError, ValueError):
-        theirs = None
-    skew = (datetime.now(timezone.utc) - theirs).total_seconds() if theirs and theirs.tzinfo else None
-    code = str(e.response.get("Error", {}).get("Code"))
-    if code == "RequestTimeTooSkewed" or (skew is not None and abs(skew) > 900):
-        return skew if skew is not None else 0.0
-    return None
+def client_identity() -> list[str | None]:
+    """What an S3 client is made of beside the URL and settings (the environment's AWS_* names and the
+    credentials found), as digests: a store is shared only by callers that would make the same client."""
+    creds = credentials.aws()
+    values = [*sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith("AWS_")),
+              *map(str, dataclasses.astuple(creds))]  # fmt: skip
+    return [hashlib.sha256(v.encode()).hexdigest() for v in values]
 
 
 class S3Store:
@@ -169,6 +148,11 @@ class S3Store:
         self._lock = threading.Lock()
         self.client.meta.events.register("before-call.s3", self._count)
 
+    def close(self) -> None:
+        self._manager.shutdown()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.client.close()
+
     def check_writable(self) -> None:
         """Before a build spends anything: the credentials may write here (a small object, put and deleted)."""
         name = f"tmp/writable-{uuid.uuid4().hex}"
@@ -186,18 +170,17 @@ class S3Store:
         client = self._session.client("s3", endpoint_url=self.endpoint, config=self._config.merge(quick))
         try:
             retry_transient(
-                lambda: client.head_bucket(Bucket=self.bucket), budget=seconds * attempts, transient=_transient
+                lambda: client.head_bucket(Bucket=self.bucket), budget=seconds * attempts, transient=dropped
             )
         except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError) as e:
-            where = self._where
             raise StoreUnavailable(
-                f"cannot reach {where} for s3://{self.bucket}: no answer in {seconds * attempts:g} s "
+                f"cannot reach {self._where} for s3://{self.bucket}: no answer in {seconds * attempts:g} s "
                 f"({type(e).__name__}); check AWS_ENDPOINT_URL / MLC_FARM_STORE and the network"
             ) from None
-        except ClientError as e:
-            if str(e.response.get("Error", {}).get("Code")) in ("404", "NoSuchBucket", "NotFound"):
-                e.response["Error"]["Code"] = "NoSuchBucket"
-            error = self._error(e, "checking the bucket")
+        except (ClientError, BotoCoreError) as e:
+            error = farm_error(e, self._names, self.bucket, "checking the bucket")
+            if isinstance(error, MissingObject):
+                raise no_bucket(self._names, self.bucket) from None
             if not isinstance(error, StoreUnavailable):  # a 5xx answers: the real work's retries ride it out
                 raise error from None
         _ANSWERED.add((self.endpoint, self.bucket))
@@ -211,88 +194,44 @@ class S3Store:
         """The endpoint, for messages."""
         return self.endpoint or "AWS S3"
 
+    @property
+    def _names(self) -> str:
+        """The bucket and its endpoint, for messages."""
+        return f"s3://{self.bucket}" + (f" at {self.endpoint}" if self.endpoint else "")
+
     def _key(self, name: str) -> str:
         return f"{self.prefix}/{name}" if self.prefix else name
 
     def _call(self, what: str, request: Callable[[], T]) -> T:
-        """`request` under the one retry layer: 5xx and throttling (as StoreUnavailable) and dropped connections
-        are retried for MLC_FARM_RETRY_SECONDS; then they are StoreUnavailable naming the endpoint. Other client
-        errors (missing, denied, conflict) reach the caller as they are, at once."""
+        """`request` under the one retry layer, its errors in the farm's words (mlc_farm/store/s3_errors.py): 5xx,
+        throttling and dropped connections are retried for MLC_FARM_RETRY_SECONDS, then StoreUnavailable naming
+        the endpoint; other errors (missing, denied, conflict) reach the caller at once."""
 
         def attempt() -> T:
-            try:
+            with s3_errors(self._names, self.bucket, what):
                 return request()
-            except ClientError as e:
-                error = self._error(e, what)
-                if isinstance(error, (StoreUnavailable, ClockSkew)):
-                    raise error from None
-                raise
 
-        try:
-            return retry_transient(attempt, budget=self.retry_seconds, transient=_transient)
-        except (StoreUnavailable, ClockSkew):
-            raise
-        except ClientError:
-            raise  # the caller turns it into words (missing, denied, conflict)
-        except Exception as e:
-            where = self._where
-            if _transient(e):
-                raise StoreUnavailable(
-                    f"s3://{self.bucket} at {where} kept dropping the connection ({type(e).__name__}) while {what}; "
-                    "try again later"
-                ) from None
-            if isinstance(e, BotoCoreError):  # no botocore error leaves the store
-                raise StoreError(f"s3://{self.bucket} at {where}: {type(e).__name__} while {what}: {e}") from None
-            raise
-
-    def _error(self, e: ClientError, what: str) -> StoreError | StoreUnavailable | ClockSkew:
-        """An error in words a user can act on; never with credentials in it. 5xx and throttling are transient
-        (StoreUnavailable): a later attempt may succeed."""
-        code = str(e.response.get("Error", {}).get("Code", "unknown"))
-        status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-        where = f"s3://{self.bucket}" + (f" at {self.endpoint}" if self.endpoint else "")
-        if status >= 500 or status == 429 or code in _THROTTLED:
-            said = f"HTTP {code}" if code.isdigit() else code
-            return StoreUnavailable(f"{where} kept failing ({said}) while {what}; try again later")
-        if status == 403 and (skew := _clock_skew(e)) is not None:
-            return ClockSkew(
-                f"the local clock is {skew:+.0f} s off the store's ({where}); requests are refused (S3 rejects a "
-                f"signature more than 15 minutes off): set this machine's clock right (NTP), then run again"
-            )
-        if code in _DENIED:
-            return StoreError(
-                f"access denied ({code}) to {where} while {what}: check AWS_ACCESS_KEY_ID / "
-                "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) and the bucket policy"
-            )
-        if code == "NoSuchBucket":
-            return StoreError(f"bucket {self.bucket!r} does not exist at {where}: create it or fix MLC_FARM_STORE")
-        return StoreError(f"S3 error {code} from {where} while {what}")
+        return retry_transient(attempt, budget=self.retry_seconds, transient=lambda e: isinstance(e, StoreUnavailable))
 
     def _head(self, name: str, checksums: bool = False) -> dict[str, Any] | None:
+        extra = {"ChecksumMode": "ENABLED"} if checksums else {}
         try:
-            extra = {"ChecksumMode": "ENABLED"} if checksums else {}
             head: dict[str, Any] = self._call(
                 f"reading {name}", lambda: self.client.head_object(Bucket=self.bucket, Key=self._key(name), **extra)
             )
-        except ClientError as e:
-            code = str(e.response.get("Error", {}).get("Code"))
-            if code in _MISSING:
-                # HEAD has no body: a missing bucket also answers 404, so tell the two apart once.
-                if not self._bucket_ok:
-                    self._check_bucket()
-                return None
-            raise self._error(e, f"reading {name}") from None
+        except MissingObject:
+            # HEAD has no body: a missing bucket also answers 404, so tell the two apart once.
+            if not self._bucket_ok:
+                self._check_bucket()
+            return None
         return head
 
     def _check_bucket(self) -> None:
         try:
             self._call("checking the bucket", lambda: self.client.head_bucket(Bucket=self.bucket))
-            self._bucket_ok = True
-        except ClientError as e:
-            code = str(e.response.get("Error", {}).get("Code"))
-            if code in ("404", "NoSuchBucket", "NotFound"):
-                e.response["Error"]["Code"] = "NoSuchBucket"
-            raise self._error(e, "checking the bucket") from None
+        except MissingObject:
+            raise no_bucket(self._names, self.bucket) from None
+        self._bucket_ok = True
 
     def has_blob(self, sha256: str) -> bool:
         return self._head(blob_path(sha256)) is not None
@@ -318,10 +257,8 @@ class S3Store:
                 f"uploading {path.name}",
                 lambda: self._manager.upload(str(path), self.bucket, key, extra, subscribers=watch).result(),
             )
-        except ClientError as e:
-            if str(e.response.get("Error", {}).get("Code")) == "BadDigest":
-                raise CorruptBlobError(f"{path} changed while being uploaded") from None
-            raise self._error(e, f"uploading {path.name}") from None
+        except CorruptBlobError:
+            raise CorruptBlobError(f"{path} changed while being uploaded") from None
         return True
 
     def _upload_checksum(self, path: Path) -> str:
@@ -345,10 +282,8 @@ class S3Store:
 
         try:
             digest = self._call(f"reading blob {sha256[:12]}", read)
-        except ClientError as e:
-            if str(e.response.get("Error", {}).get("Code")) in _MISSING:
-                return "missing"
-            raise self._error(e, f"reading blob {sha256[:12]}") from None
+        except MissingObject:
+            return "missing"
         return None if digest == sha256 else f"corrupt (its content hashes to {digest})"
 
     def get_blob(self, sha256: str, dest: Path, progress: Callable[[int], None] | None = None) -> None:
@@ -362,7 +297,10 @@ class S3Store:
         hasher = hashlib.sha256()
         try:
             with part.open("wb") as f:
-                first, total = self._get_range(key, 0, chunk)
+                try:
+                    first, total = self._get_range(key, 0, chunk)
+                except MissingObject:
+                    raise MissingObject(f"{self.url}/{blob_path(sha256)} is missing") from None
                 f.write(first)
                 hasher.update(first)
                 if progress:
@@ -372,8 +310,6 @@ class S3Store:
             if hasher.hexdigest() != sha256:
                 raise CorruptBlobError(f"{self.url}/{blob_path(sha256)} is corrupt (sha256 {hasher.hexdigest()})")
             os.replace(part, dest)
-        except ClientError as e:
-            raise self._error(e, f"downloading {dest.name}") from None
         finally:
             part.unlink(missing_ok=True)
 
@@ -395,8 +331,8 @@ class S3Store:
 
         try:
             return self._call(f"downloading {key}", fetch)
-        except ClientError as e:
-            if str(e.response.get("Error", {}).get("Code")) == "InvalidRange" and start == 0:
+        except InvalidRange:
+            if start == 0:
                 return b"", 0  # an empty object has no byte 0
             raise
 
@@ -483,10 +419,8 @@ class S3Store:
 
         try:
             raw, etag = self._call(f"reading {name}", fetch)
-        except ClientError as e:
-            if str(e.response.get("Error", {}).get("Code")) in _MISSING:
-                return None
-            raise self._error(e, f"reading {name}") from None
+        except MissingObject:
+            return None
         try:
             return parse_document(f"{self.url}/{name}", raw), etag
         except DamagedDocumentError:
@@ -508,10 +442,10 @@ class S3Store:
                     Bucket=self.bucket, Key=self._key(name), Body=body, ContentType=content_type, **conditions
                 ),
             )
-        except ClientError as e:
-            if str(e.response.get("Error", {}).get("Code")) in _CONFLICT and conditions:
-                raise WriteConflict from None
-            raise self._error(e, f"writing {name}") from None
+        except WriteConflict:
+            if conditions:
+                raise
+            raise StoreError(f"{self._names}: another writer held {name} while writing it; try again") from None
 
     def update_json(
         self,
@@ -539,15 +473,12 @@ class S3Store:
         strip = len(self._key(""))
         after: dict[str, str] = {}
         while True:  # page by page, so that a retry repeats one page, not the whole listing
-            try:
-                page = self._call(
-                    f"listing {prefix}",
-                    lambda after=after: self.client.list_objects_v2(  # type: ignore[misc]
-                        Bucket=self.bucket, Prefix=self._key(prefix), **after
-                    ),
-                )
-            except ClientError as e:
-                raise self._error(e, f"listing {prefix}") from None
+            page = self._call(
+                f"listing {prefix}",
+                lambda after=after: self.client.list_objects_v2(  # type: ignore[misc]
+                    Bucket=self.bucket, Prefix=self._key(prefix), **after
+                ),
+            )
             for obj in page.get("Contents", []):
                 yield obj["Key"][strip:], obj["Size"], obj["LastModified"]
             if not page.get("IsTruncated"):
@@ -555,10 +486,7 @@ class S3Store:
             after = {"ContinuationToken": page["NextContinuationToken"]}
 
     def delete(self, name: str) -> None:
-        try:
-            self._call(f"deleting {name}", lambda: self.client.delete_object(Bucket=self.bucket, Key=self._key(name)))
-        except ClientError as e:
-            raise self._error(e, f"deleting {name}") from None
+        self._call(f"deleting {name}", lambda: self.client.delete_object(Bucket=self.bucket, Key=self._key(name)))
 
     def abort_stale_uploads(
         self, older_than: timedelta, dry_run: bool = False, keep: Collection[str] = (), now: datetime | None = None
@@ -567,31 +495,28 @@ class S3Store:
         uploads of the blobs in `keep` (those of live builds)."""
         cutoff = (now or datetime.now(timezone.utc)) - older_than
         aborted = []
-        try:
-            pages = self.client.get_paginator("list_multipart_uploads").paginate(
-                Bucket=self.bucket, Prefix=self._key("")
-            )
-            for page in self._call("listing multipart uploads", lambda: list(pages)):
-                for up in page.get("Uploads", []):
-                    if up["Initiated"] <= cutoff and up["Key"].rsplit("/", 1)[-1] not in keep:
-                        if not dry_run:
+        pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=self._key(""))
+        for page in self._call("listing multipart uploads", lambda: list(pages)):
+            for up in page.get("Uploads", []):
+                if up["Initiated"] <= cutoff and up["Key"].rsplit("/", 1)[-1] not in keep:
+                    if not dry_run:
+                        with contextlib.suppress(MissingObject):  # aborted meanwhile (a concurrent gc)
                             self._call(
                                 f"aborting the upload of {up['Key']}",
                                 lambda up=up: self.client.abort_multipart_upload(  # type: ignore[misc]
                                     Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"]
                                 ),
                             )
-                        aborted.append(up["Key"])
-        except ClientError as e:
-            raise self._error(e, "listing multipart uploads") from None
+                    aborted.append(up["Key"])
         return aborted
 
     def presigned_url(self, name: str, expires: int) -> str:
-        return str(
-            self.client.generate_presigned_url(
-                "get_object", Params={"Bucket": self.bucket, "Key": self._key(name)}, ExpiresIn=expires
+        with s3_errors(self._names, self.bucket, f"signing a URL of {name}"):
+            return str(
+                self.client.generate_presigned_url(
+                    "get_object", Params={"Bucket": self.bucket, "Key": self._key(name)}, ExpiresIn=expires
+                )
             )
-        )
 
 
 class _Progress(BaseSubscriber):  # type: ignore[misc]  # s3transfer has no type hints
