@@ -100,3 +100,12 @@ def test_exports_for_every_runtime(hub: LocalHub, tiny_models: Path, tmp_path: P
     assert (
         bad.returncode == 2 and "'gguf' is not one of 'webllm', 'app', 'mlc-serve'" in said
     )  # typer checks the choice
+
+
+def test_the_clis_runtimes_are_the_registrys() -> None:
+    """`mlc-farm export RUNTIME` offers every format of the registry and nothing else (the CLI keeps its own
+    list so that it starts without loading the exports)."""
+    from mlc_farm.cli._options import Runtime
+    from mlc_farm.distribute.exports import FORMATS
+
+    assert [r.value for r in Runtime] == list(FORMATS)

@@ -16,7 +16,9 @@ carry their content hash, so no URL of a library ever serves other bytes (WebLLM
 from __future__ import annotations
 
 import base64
-from typing import Any, Literal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from mlc_farm.checks.memory import MB, kv_bytes_per_element
@@ -30,7 +32,7 @@ from mlc_farm.records.reads import load_record
 from mlc_farm.records.schema import BuildRecord, CatalogEntry, FileEntry
 from mlc_farm.store import ArtifactStore
 
-Runtime = Literal["webllm", "app", "mlc-serve"]
+Record = dict[str, Any]
 LOW_RESOURCE_MB = 2048  # WebLLM's "low resource" models fit in about 2 GB
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "merges.txt")
 
@@ -128,53 +130,84 @@ def _system_lib_prefix(lib: BuildRecord | None, entry: CatalogEntry) -> str:
     return f"{model_type or entry.model}_{entry.quantization}".replace("-", "_")
 
 
+def _webllm_records(store: ArtifactStore, entry: CatalogEntry, where: Located, devices: list[str]) -> list[Record]:
+    return [_webllm(store, entry, where, d) for d in devices]
+
+
+def _app_records(store: ArtifactStore, entry: CatalogEntry, where: Located, devices: list[str]) -> list[Record]:
+    return [
+        {
+            "model_id": repo_name(entry),
+            "model_lib": _system_lib_prefix(load_record(store, entry.libs[d].key), entry),
+            "model_url": where.model,
+            "estimated_vram_bytes": (memory.total_bytes if (memory := entry.libs[d].memory) else None),
+            "device": d,
+        }
+        for d in devices
+    ]
+
+
+def _serve_records(store: ArtifactStore, entry: CatalogEntry, where: Located, devices: list[str]) -> list[Record]:
+    archs = _cuda_archs(entry, set(devices))
+    return [
+        {
+            "model_id": repo_name(entry),
+            "model": where.model,
+            "model_lib": {d: where.url(lib_path(entry, d)) for d in devices},
+            **({"cuda_archs": archs} if archs else {}),
+        }
+    ]
+
+
+@dataclass(frozen=True)
+class Format:
+    """A runtime's config: the key its list is under, and the records of one catalog entry's libraries
+    (`devices`, in order: those whose family lists this runtime in its `exports`, or every one when
+    `every_family`)."""
+
+    key: str
+    records: Callable[[ArtifactStore, CatalogEntry, Located, list[str]], list[Record]]
+    every_family: bool = False
+
+
+# A runtime per name: a new export format is a function above and a line here (the CLI's choices follow).
+FORMATS: dict[str, Format] = {
+    "webllm": Format("model_list", _webllm_records),
+    "app": Format("model_list", _app_records),
+    "mlc-serve": Format("models", _serve_records, every_family=True),
+}
+
+
 def export(
     store: ArtifactStore,
     entries: list[CatalogEntry],
-    runtime: Runtime,
+    runtime: str,
     base_url: str | None,
     built_with: str | None = None,
 ) -> dict[str, Any]:
     """The config document of `runtime` for `entries` (only the libraries of the mlc_llm `built_with` names, when
     given); bad input when an entry has nowhere to be found."""
+    fmt = FORMATS[runtime]
     unplaced = []
-    out: list[dict[str, Any]] = []
+    out: list[Record] = []
     for entry in entries:
         where = locate(store, entry, base_url)
         if where is None:
             unplaced.append(f"{entry.model} {entry.quantization}")
             continue
-        wanted = {d for d, ref in entry.libs.items() if built_with is None or matches(ref.runtime, built_with)}
-        exported = {d: d in wanted and runtime in _exports(ref.target) for d, ref in entry.libs.items()}
-        if runtime == "webllm":
-            out += [_webllm(store, entry, where, d) for d in sorted(entry.libs) if exported[d]]
-        elif runtime == "app":
-            for d in sorted(d for d in entry.libs if exported[d]):
-                ref = entry.libs[d]
-                out.append({
-                    "model_id": repo_name(entry),
-                    "model_lib": _system_lib_prefix(load_record(store, ref.key), entry),
-                    "model_url": where.model,
-                    "estimated_vram_bytes": ref.memory.total_bytes if ref.memory else None,
-                    "device": d,
-                })  # fmt: skip
-        else:
-            out.append({
-                "model_id": repo_name(entry),
-                "model": where.model,
-                "model_lib": {d: where.url(lib_path(entry, d)) for d in sorted(wanted)},
-                **({"cuda_archs": archs} if (archs := _cuda_archs(entry, wanted)) else {}),
-            })  # fmt: skip
+        devices = [d for d, ref in sorted(entry.libs.items())
+                   if (built_with is None or matches(ref.runtime, built_with))
+                   and (fmt.every_family or runtime in _exports(ref.target))]  # fmt: skip
+        out += fmt.records(store, entry, where, devices)
     if unplaced:
         raise BadInput(
             f"not published to the Hub with its current builds: {', '.join(unplaced)}; publish them "
             "(`mlc-farm publish`) or give --base-url where `mlc-farm pull` directories are served"
         )
     if not out:
-        families = " or ".join(f.name for f in FAMILIES.values() if runtime in f.exports) or "any"
+        families = " or ".join(f.name for f in FAMILIES.values() if fmt.every_family or runtime in f.exports)
         raise NothingToExport(
             f"nothing to export for {runtime}: {len(entries)} catalog entries, none with a library for {families}; "
             "add a device of that family to the matrix and build it"
         )
-    key = {"webllm": "model_list", "app": "model_list", "mlc-serve": "models"}[runtime]
-    return {key: out}
+    return {fmt.key: out}
