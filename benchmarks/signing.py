@@ -18,11 +18,10 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.fidelity import built_cell, median_seconds
-from mlc_farm import credentials
 from mlc_farm.distribute.pull import entry_files
 from mlc_farm.records.reads import read_entry
 from mlc_farm.store.local import LocalStore
-from mlc_farm.trust import provenance, signatures
+from mlc_farm.trust import keys, provenance, signatures
 from mlc_farm.trust.entry_signatures import verified
 
 
@@ -39,7 +38,7 @@ def main() -> None:
         assert entry is not None
         files = entry_files(store, entry)
         digests = {p: f.sha256 for p, f in files.items()}
-        key, trusted = credentials.signing_key(), credentials.trusted_keys()
+        key, trusted = keys.signing_key(), keys.trusted_keys()
         records = provenance.entry_records(store, entry)
         sign_s = median_seconds(lambda: signatures.sign(digests, "tiny", key), args.repeat)
         statement = provenance.statement(entry, records, digests)

@@ -10,10 +10,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 from mlc_farm.errors import BadInput, remember_secret
 from mlc_farm.settings import load_settings
@@ -52,7 +50,7 @@ def aws() -> Aws:
 def _aws_block(name: str) -> Aws:
     from prefect_aws import AwsCredentials
 
-    block = _load(AwsCredentials, name, "MLC_FARM_AWS_CREDENTIALS_BLOCK")
+    block = load_block(AwsCredentials, name, "MLC_FARM_AWS_CREDENTIALS_BLOCK")
     secret = block.aws_secret_access_key.get_secret_value() if block.aws_secret_access_key else None
     token = block.aws_session_token
     for value in (secret, token):
@@ -74,63 +72,12 @@ def hf_token() -> str | None:
 def _hf_block(name: str) -> str:
     from prefect.blocks.system import Secret
 
-    value = str(_load(Secret, name, "MLC_FARM_HF_TOKEN_BLOCK").get())
+    value = str(load_block(Secret, name, "MLC_FARM_HF_TOKEN_BLOCK").get())
     remember_secret(value)
     return value
 
 
-LOCAL_KEY = "signing/private.pem"  # under the cache dir: the key of a machine given none
-
-
-def signing_key() -> bytes:
-    """The farm's private signing key (PEM): MLC_FARM_SIGNING_KEY's file, else the Secret block of
-    MLC_FARM_SIGNING_KEY_BLOCK, else this machine's own key (made now, 0600, if there is none yet)."""
-    settings = load_settings()
-    if settings.signing_key is not None:
-        try:
-            return settings.signing_key.read_bytes()
-        except OSError as e:
-            raise BadInput(f"MLC_FARM_SIGNING_KEY={str(settings.signing_key)!r}: {e.strerror or e}") from None
-    if settings.signing_key_block:
-        from prefect.blocks.system import Secret
-
-        return str(
-            _load(Secret, settings.signing_key_block, "MLC_FARM_SIGNING_KEY_BLOCK", "--signing-key").get()
-        ).encode()
-    path = settings.cache_dir / LOCAL_KEY
-    if not path.is_file():
-        from mlc_farm.trust.signatures import new_private_key
-
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".new-")  # 0600
-        with os.fdopen(fd, "wb") as f:
-            f.write(new_private_key())
-        try:
-            os.link(tmp, path)  # the first key made wins (another thread or process may race): never replaced
-        except FileExistsError:
-            pass
-        finally:
-            os.unlink(tmp)
-    return path.read_bytes()
-
-
-def trusted_keys() -> list[bytes]:
-    """The public keys whose signatures are accepted: MLC_FARM_TRUSTED_KEYS's files, else the signing key's."""
-    from mlc_farm.trust.signatures import public_key
-
-    names = load_settings().trusted_keys
-    if not names:
-        return [public_key(signing_key())]
-    keys = []
-    for name in (n.strip() for n in names.split(",") if n.strip()):
-        try:
-            keys.append(Path(name).read_bytes())
-        except OSError as e:
-            raise BadInput(f"MLC_FARM_TRUSTED_KEYS: {name!r}: {e.strerror or e}") from None
-    return keys
-
-
-def _load(kind: type, name: str, setting: str, made_by: str = "--store-credentials"):  # type: ignore[no-untyped-def]
+def load_block(kind: type, name: str, setting: str, made_by: str = "--store-credentials"):  # type: ignore[no-untyped-def]
     """A block by name; a clear error naming the setting when it is not there or the server does not answer."""
     from prefect.settings import PREFECT_API_URL
 

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from mlc_farm.credentials import signing_key, trusted_keys
 from mlc_farm.errors import BadInput
 from mlc_farm.records.reads import load_record, read_entry
 from mlc_farm.records.schema import CatalogEntry, FileEntry
 from mlc_farm.store.layout import record_path
 from mlc_farm.store.local import LocalStore
 from mlc_farm.trust import provenance, signatures
+from mlc_farm.trust.keys import signing_key, trusted_keys
 from tests.helpers import ONE_CELL, ROOT, built_store, cli, run_cli
 from tests.hub_server import LocalHub
 

@@ -6,7 +6,7 @@ in the build's own work directory, so what it writes there (convert_weight write
 builds of one source do not race. A library is validated before its record is written: a library that does
 not fit its weights or does not run is a failed build, never a record.
 
-The Prefect tasks in `tasks/` wrap these; they can also run on a worker that has only the store.
+The Prefect tasks in `orchestrate/build_tasks.py` wrap these; they can also run on a worker that has only the store.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from mlc_farm.records.schema import (
     FailedCell,
     FailureRecord,
     FileEntry,
+    JitKey,
     Kind,
     RunCheck,
     Validation,
@@ -469,7 +470,7 @@ def _fidelity_of(
 
 def _jit_keys(
     chat_config: dict[str, Any], cb: CheckBuild, log: Path, timeout: float | None
-) -> dict[str, jit.JitKey] | None:
+) -> dict[str, JitKey] | None:
     """The names mlc_llm's JIT cache gives this cell's library (the engine's defaults, every device index a
     machine may have): what `mlc-farm install` writes, listed in the entry so anyone can check a cache file."""
     try:
@@ -483,7 +484,7 @@ def _jit_keys(
 def _checked(
     log: Path,
     cb: CheckBuild,
-    keys: dict[str, jit.JitKey] | None,
+    keys: dict[str, JitKey] | None,
     validation: Validation,
     result: Fidelity | None,
     on_line: Callable[[str], None] | None,

@@ -146,7 +146,7 @@ def verify_signature_cmd(
 ) -> None:
     """Check a folder against its model.sig: every file as the farm signed it, none added or missing, signed by a
     trusted key (MLC_FARM_TRUSTED_KEYS). Exit 1 if not."""
-    from mlc_farm.credentials import trusted_keys
+    from mlc_farm.trust.keys import trusted_keys
     from mlc_farm.trust.signatures import verify_folder
 
     if not directory.is_dir():
@@ -169,11 +169,11 @@ def provenance_cmd(
     with its sha256, the source and its commit, the matrix options, the toolchain, the conversion fingerprint, and
     the worker image, host and flow run of each build. The files are checked against the farm's signature and the
     statement against the farm's signature of it first; DEVICE shows only the files and builds of that library."""
-    from mlc_farm.credentials import trusted_keys
     from mlc_farm.distribute.pull import entry_files, lib_path
     from mlc_farm.records.reads import get_entry
     from mlc_farm.trust import provenance
     from mlc_farm.trust.entry_signatures import signed_provenance, verified
+    from mlc_farm.trust.keys import trusted_keys
     from mlc_farm.trust.signatures import SignatureRefused, signed_statement
 
     check_names(model=model, quantization=quantization, device=device)

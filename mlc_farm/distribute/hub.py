@@ -31,13 +31,14 @@ from mlc_farm.errors import PublishError, ServiceUnreachable, StoreError
 from mlc_farm.matrix.schema import Matrix
 from mlc_farm.names import BuildKey, Name, RepoId
 from mlc_farm.planning.sources import hub_endpoint, hub_repo_url
-from mlc_farm.records.reads import get_entry, load_record, read_document
+from mlc_farm.records.reads import get_entry, load_record
 from mlc_farm.records.schema import CatalogEntry, FileEntry
 from mlc_farm.retry import retry_transient
 from mlc_farm.settings import load_settings
 from mlc_farm.store import ArtifactStore
+from mlc_farm.store.documents import read_document
 from mlc_farm.store.layout import published_path
-from mlc_farm.trust import provenance
+from mlc_farm.trust import keys, provenance
 from mlc_farm.trust.entry_signatures import sign_folder, sign_statement
 from mlc_farm.trust.provenance import entry_records
 from mlc_farm.trust.signatures import SIGNATURE, fingerprint, public_key
@@ -515,7 +516,7 @@ def _stage(
     for p, f in files.items():
         store.get_blob(f.sha256, local[p])
     card = model_card(entry, repo, {d: lib_path(entry, d) for d in entry.libs},
-                      fingerprint(public_key(credentials.signing_key())))  # fmt: skip
+                      fingerprint(public_key(keys.signing_key())))  # fmt: skip
     listing = json.dumps(manifest(store, entry, files), indent=2) + "\n"  # of the build's files only
 
     def add(name: str, text: str) -> None:

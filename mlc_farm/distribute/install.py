@@ -25,9 +25,10 @@ from mlc_farm.distribute.hub import Published
 from mlc_farm.distribute.output_dir import replacing, scratch
 from mlc_farm.distribute.pull import LIB_DIR, lib_path, pull_files
 from mlc_farm.errors import BadInput
-from mlc_farm.records.reads import get_entry, read_blob_json, read_document
-from mlc_farm.records.schema import CatalogEntry, FileEntry, LibRef
+from mlc_farm.records.reads import get_entry, read_blob_json
+from mlc_farm.records.schema import CatalogEntry, FileEntry, JitKey, LibRef
 from mlc_farm.store import ArtifactStore
+from mlc_farm.store.documents import read_document
 from mlc_farm.store.layout import published_path
 from mlc_farm.toolchain.info import ToolchainInfo
 from mlc_farm.trust.entry_signatures import verified
@@ -178,7 +179,7 @@ def install(
 
 def _jit_keys(
     config: dict[str, Any], lib_name: str, ref: LibRef, lib_copy: Path, indices: list[int] | None
-) -> dict[str, jit.JitKey]:
+) -> dict[str, JitKey]:
     """The JIT key of each device this library is installed for: the indices asked, else CPU 0, else every
     device of its kind this machine has."""
     kind = jit.jit_device(ref.target)

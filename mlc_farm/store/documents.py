@@ -1,11 +1,30 @@
-"""Reading a store document: JSON written by others, read as untrusted (damaged, truncated, not an object)."""
+"""Reading a store document: JSON written by others, read as untrusted. A document that does not parse or
+validate (truncated by a crash, or written by an older farm) is reported and treated as missing, so whatever
+wrote it runs again instead of the farm failing on it; a name in it that would be a path elsewhere is a
+tampered store, refused."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+import logging
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol, TypeVar
 
-from mlc_farm.errors import DamagedDocumentError
+from pydantic import BaseModel, ValidationError
+
+from mlc_farm.errors import DamagedDocumentError, UnsafeStoreName
+from mlc_farm.names import UNSAFE
+
+log = logging.getLogger(__name__)
+
+
+class Documents(Protocol):
+    """What reading a document needs of a store (every ArtifactStore has it)."""
+
+    url: str
+
+    def read_json(self, name: str) -> dict[str, Any] | None: ...
 
 
 def parse_document(where: str, raw: bytes | str) -> dict[str, Any]:
@@ -17,3 +36,47 @@ def parse_document(where: str, raw: bytes | str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise DamagedDocumentError(f"{where} is damaged (a JSON {type(data).__name__}, not an object)")
     return data
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_document(store: Documents, name: str, model: type[M]) -> M | None:
+    """A store document as `model`, or None when it is missing or damaged (reported, never raised). A name in
+    it that breaks the path rule (mlc_farm/names.py) is not damage but a tampered store: UnsafeStoreName."""
+    try:
+        data = store.read_json(name)
+        return model.model_validate(data) if data is not None else None
+    except DamagedDocumentError as e:
+        log.warning("%s; treated as missing, the next build rewrites it", e)
+    except ValidationError as e:
+        if unsafe := [p for p in e.errors() if p["type"] == UNSAFE]:
+            where = ".".join(str(part) for part in unsafe[0]["loc"])
+            raise UnsafeStoreName(
+                f"{store.url}/{name}: {where}: {unsafe[0]['msg']}: refused, nothing was written (whoever can write "
+                "to the store wrote a name that would be a path elsewhere; repair or delete the document)"
+            ) from None
+        log.warning(
+            "%s/%s is not a %s this farm can read (%s); treated as missing, the next build rewrites it",
+            store.url, name, model.__name__, first_problem(e),
+        )  # fmt: skip
+    return None
+
+
+def first_problem(e: ValidationError) -> str:
+    """`field.path: what is wrong` of the first error of a document that does not validate."""
+    first = e.errors()[0]
+    return f"{'.'.join(str(p) for p in first['loc']) or 'document'}: {first['msg']}"
+
+
+READERS = 16  # store documents read at once: on S3 each is a GET, so a catalog of thousands reads in seconds
+
+
+def read_all(store: Documents, names: Iterable[str], model: type[M]) -> Iterator[tuple[str, M]]:
+    """(name, document) of every readable one of `names`, READERS at a time, in order."""
+    with ThreadPoolExecutor(max_workers=READERS) as pool:
+        for name, doc in zip(
+            names := list(names), pool.map(lambda n: read_document(store, n, model), names), strict=True
+        ):
+            if doc is not None:
+                yield name, doc

@@ -33,8 +33,8 @@ from pydantic import BaseModel, ValidationError
 from mlc_farm import stopping
 from mlc_farm.errors import DamagedDocumentError, StoreError
 from mlc_farm.processes import process_alive
-from mlc_farm.records.reads import read_all
 from mlc_farm.store import ArtifactStore
+from mlc_farm.store.documents import read_all
 from mlc_farm.store.layout import CLOCK, GC_LEASE, LEASES, lease_path
 
 Clock = Callable[[], float]

@@ -9,12 +9,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from mlc_farm import credentials
 from mlc_farm.planning.keys import digest
 from mlc_farm.records.schema import CatalogEntry, FileEntry
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import entry_signature_path, folder_signature_path
-from mlc_farm.trust import provenance, signatures
+from mlc_farm.trust import keys, provenance, signatures
 
 log = logging.getLogger("mlc_farm.trust.signatures")
 
@@ -34,19 +33,19 @@ def sign_entry(
         return
     digests = {p: f.sha256 for p, f in files_of(store, entry).items()}
     sign_statement(store, provenance.statement(entry, provenance.entry_records(store, entry), digests))
-    bundle = signatures.sign(digests, f"{entry.model}-{entry.quantization}", credentials.signing_key())
+    bundle = signatures.sign(digests, f"{entry.model}-{entry.quantization}", keys.signing_key())
     store.write_json(name, json.loads(bundle))
 
 
 def sign_folder(store: ArtifactStore, files: dict[str, str], name: str) -> str:
     """The signature (bundle JSON) of a published folder's files (path -> sha256), made once and kept in the
     store by what it signs: publishing the same folder again commits the same `model.sig`, not a new one."""
-    return _kept(store, signatures.files_digest(files), lambda: signatures.sign(files, name, credentials.signing_key()))
+    return _kept(store, signatures.files_digest(files), lambda: signatures.sign(files, name, keys.signing_key()))
 
 
 def sign_statement(store: ArtifactStore, statement: dict[str, Any]) -> str:
     """A provenance statement signed (bundle JSON), made once per statement and kept like a folder's signature."""
-    return _kept(store, digest(statement), lambda: signatures.sign_statement(statement, credentials.signing_key()))
+    return _kept(store, digest(statement), lambda: signatures.sign_statement(statement, keys.signing_key()))
 
 
 def signed_provenance(store: ArtifactStore, statement: dict[str, Any]) -> str | None:
@@ -91,6 +90,6 @@ def verified(
         log.warning("%s is unsigned: taken without a signature (--allow-unsigned)", what)
         return None
     bundle = _text(doc)
-    signed = signatures.signed_files(bundle, credentials.trusted_keys(), what)
+    signed = signatures.signed_files(bundle, keys.trusted_keys(), what)
     signatures.check({p: f.sha256 for p, f in files.items()}, signed, what, whole)
     return bundle
