@@ -23,7 +23,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from mlc_farm.checks import fidelity, fidelity_metrics, fidelity_rules, validate
+from mlc_farm.checks import fidelity, fidelity_metrics, validate
+from mlc_farm.matrix import fidelity_rules
 from mlc_farm.tiny_model import write_tiny_llama
 from mlc_farm.toolchain.invoke import command, in_toolchain
 

@@ -91,7 +91,8 @@ def models(work: Path, n: int) -> Path:
 def fill(store, plan, work: Path) -> None:  # type: ignore[no-untyped-def]
     """A record for every build of the plan, pointing at one tiny blob (16 writes at a time)."""
     from mlc_farm.checks.fidelity import Fidelity
-    from mlc_farm.records.schema import BuildRecord, FileEntry, FitCheck, RunCheck, Validation, now
+    from mlc_farm.checks.results import FitCheck, RunCheck, Validation
+    from mlc_farm.records.schema import BuildRecord, FileEntry, now
     from mlc_farm.store.layout import record_path
 
     blob = work / "blob"

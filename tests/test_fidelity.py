@@ -11,7 +11,8 @@ import pytest
 
 from mlc_farm.building.preflight import preflight
 from mlc_farm.building.run import MatrixRun, Progress, RunResult
-from mlc_farm.checks import fidelity, fidelity_metrics, fidelity_rules
+from mlc_farm.checks import fidelity, fidelity_metrics
+from mlc_farm.matrix import fidelity_rules
 from mlc_farm.records.reads import entries
 from mlc_farm.store import open_store
 from mlc_farm.toolchain.probe import probe

@@ -264,9 +264,10 @@ def test_publish_dry_run_wrong_token_and_deletion(
 
 def test_the_card_links_its_base_and_says_what_each_library_needs() -> None:
     from mlc_farm.checks.memory import MemoryEstimate
+    from mlc_farm.checks.results import FitCheck, RunCheck, Validation
     from mlc_farm.checks.speed import Speed
     from mlc_farm.distribute.hub import model_card
-    from mlc_farm.records.schema import CatalogEntry, FileEntry, FitCheck, LibRef, RunCheck, Validation
+    from mlc_farm.records.schema import CatalogEntry, FileEntry, LibRef
 
     def lib(target: str, ran: bool) -> LibRef:
         speeds = [Speed(phase="decode", method="VM decode", tokens_per_s=42.0, runs=[41.0, 42.0, 43.0]),

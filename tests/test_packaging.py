@@ -21,7 +21,7 @@ def test_the_wheel_holds_one_top_level_package_and_its_data(tmp_path: Path) -> N
     [wheel] = tmp_path.glob("mlc_farm-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names if not n.startswith("mlc_farm-")} == {"mlc_farm"}
-    for needed in ("orchestrate/nightly.py", "orchestrate/workers.py", "orchestrate/build_tasks.py", "toolchain/scripts/run_library.py", "toolchain/scripts/probe.py", "checks/eval/fidelity-v1.txt",
+    for needed in ("orchestrate/nightly.py", "orchestrate/workers.py", "orchestrate/build_tasks.py", "toolchain/scripts/run_library.py", "toolchain/scripts/probe.py", "matrix/eval/fidelity-v1.txt",
                    "farm/templates/docker-cuda.json", "farm/templates/kubernetes-rocm.json", "cli/__main__.py"):  # fmt: skip
         assert f"mlc_farm/{needed}" in names, needed
     assert not [n for n in names if n.startswith("tests/") or "/double/" in n]  # the double is never shipped

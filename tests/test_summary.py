@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from mlc_farm.building import activity
 from mlc_farm.formatting import clock
+from mlc_farm.report import activity
 from mlc_farm.report.status import RunStatus
 from mlc_farm.report.summary import CellRow, Summary
 

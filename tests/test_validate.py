@@ -16,9 +16,10 @@ import pytest
 from mlc_farm.catalog.update import next_entry
 from mlc_farm.checks import speed
 from mlc_farm.checks.fit import fits
+from mlc_farm.checks.results import FitCheck, RunCheck, Validation
 from mlc_farm.checks.validate import validate_library
 from mlc_farm.matrix.schema import DeviceSpec
-from mlc_farm.records.schema import CatalogEntry, FileEntry, FitCheck, LibRef, RunCheck, Validation
+from mlc_farm.records.schema import CatalogEntry, FileEntry, LibRef
 from tests.helpers import REFERENCE
 
 SAMPLE = REFERENCE / "sample-library-q4f16_1"

@@ -23,15 +23,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mlc_farm.building import activity
 from mlc_farm.building.workdirs import workdir
-from mlc_farm.checks import device_code, fidelity, fidelity_metrics, fidelity_rules, fit, runtime, validate
+from mlc_farm.checks import device_code, fidelity, fidelity_metrics, fit, runtime, validate
 from mlc_farm.checks.fidelity import Fidelity
+from mlc_farm.checks.results import RunCheck, Validation
 from mlc_farm.devices import family as device_family
 from mlc_farm.digests import file_sha256
 from mlc_farm.distribute import jit
+from mlc_farm.distribute.revalidate import reference_distributions
 from mlc_farm.errors import BuildFailed, LibraryLoadError, StoreError, ToolchainError, ValidationFailed
 from mlc_farm.formatting import size
+from mlc_farm.matrix import fidelity_rules
 from mlc_farm.planning.plan import CheckBuild, ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, ReferenceBuild
 from mlc_farm.planning.sources import SourceFiles
 from mlc_farm.records.reads import load_record, read_blob_json
@@ -42,11 +44,10 @@ from mlc_farm.records.schema import (
     FileEntry,
     JitKey,
     Kind,
-    RunCheck,
-    Validation,
     now,
     referenced_blobs,
 )
+from mlc_farm.report import activity
 from mlc_farm.settings import load_settings
 from mlc_farm.store import ArtifactStore, lease
 from mlc_farm.store.layout import blob_url, failure_path, record_path
@@ -406,7 +407,7 @@ def check_cell(
         weights = _fetch_model(store, convert, config, work / "model")
         lib_file = work / lib.files[0].path
         store.get_blob(lib.files[0].sha256, lib_file)
-        ref = validate.reference_distributions(store, cb.reference) if cb.reference else None
+        ref = reference_distributions(store, cb.reference) if cb.reference else None
         if isinstance(ref, str):
             run = RunCheck(status="not run", detail=ref)
             result = Fidelity(status="not measured", detail=ref)

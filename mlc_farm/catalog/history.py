@@ -15,8 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from mlc_farm.checks.fidelity_rules import kl_regressed
 from mlc_farm.checks.speed import of_phase
+from mlc_farm.matrix.fidelity_rules import kl_regressed
 from mlc_farm.planning.keys import across_toolchains
 from mlc_farm.records.schema import BuildRecord
 

@@ -17,12 +17,13 @@ from pydantic import BaseModel, ValidationError
 from mlc_farm.checks import fidelity, memory, runtime
 from mlc_farm.checks.fidelity import Fidelity
 from mlc_farm.checks.fit import fit_check
+from mlc_farm.checks.results import RunCheck, Validation
 from mlc_farm.distribute.pull import entry_files
 from mlc_farm.errors import DamagedDocumentError
 from mlc_farm.planning.plan import Plan, PlanCell
 from mlc_farm.planning.sources import ResolvedSource
 from mlc_farm.records.reads import load_record, read_blob_json
-from mlc_farm.records.schema import SCHEMA_VERSION, BuildRecord, CatalogEntry, LibRef, RunCheck, Validation, now
+from mlc_farm.records.schema import SCHEMA_VERSION, BuildRecord, CatalogEntry, LibRef, now
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.documents import first_problem
 from mlc_farm.store.layout import catalog_path

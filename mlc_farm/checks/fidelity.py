@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from mlc_farm.checks.fidelity_rules import EVAL_SET, SEED, Thresholds, kl_regressed
+from mlc_farm.matrix.fidelity_rules import EVAL_SET, SEED, Thresholds, kl_regressed
 
 
 class EvalTokens(BaseModel):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from mlc_farm.checks.fidelity import Distributions, EvalTokens, Measured
-from mlc_farm.checks.fidelity_rules import EVAL_TEXT, SEED
+from mlc_farm.matrix.fidelity_rules import EVAL_TEXT, SEED
 
 
 def eval_tokens(tokenizer_json: Path | None, n_positions: int, vocab_size: int) -> EvalTokens:

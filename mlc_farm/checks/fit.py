@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlc_farm.records.schema import FitCheck
+from mlc_farm.checks.results import FitCheck
 
 
 def fits(metadata: dict[str, Any], tensor_cache: dict[str, Any], chat_config: dict[str, Any]) -> list[str]:

@@ -91,8 +91,8 @@ def validate_cmd(
     with the weights where its device is on this machine. Exit 1 if anything fails."""
     import tempfile
 
-    from mlc_farm.checks.validate import validate_pulled
     from mlc_farm.distribute.pull import pull
+    from mlc_farm.distribute.revalidate import validate_pulled
 
     check_names(model=model, quantization=quantization, device=device)
     st = open_store(store, must_exist=True)

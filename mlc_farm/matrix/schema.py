@@ -24,10 +24,10 @@ from pydantic import (
     model_validator,
 )
 
-from mlc_farm.checks import fidelity_rules
 from mlc_farm.devices import FAMILIES, target_family
 from mlc_farm.devices import family as device_family
 from mlc_farm.errors import BadInput
+from mlc_farm.matrix import fidelity_rules
 from mlc_farm.names import shorten, unsafe, unsafe_repo
 
 # The names `mlc_llm convert_weight --quantization` accepts (shared/mlc-reference/README.md).
@@ -316,7 +316,7 @@ class Matrix(_Strict):
     # Farm mode: the work pool that converts weights (no GPU needed with convert_device cpu).
     weights_pool: PoolName = "mlc-cpu"
     publish: Publish | None = None
-    # Thresholds of the fidelity gate over the defaults of each quantization family (mlc_farm.checks.fidelity_rules).
+    # Thresholds of the fidelity gate over the defaults of each quantization family (mlc_farm.matrix.fidelity_rules).
     fidelity: fidelity_rules.Rules | None = None
     # What a convert key holds of the toolchain: its conversion fingerprint (a tiny twin converted by it:
     # mlc_farm/planning/twins.py), so a nightly re-converts only what its converter changed; or `toolchain`: its version.

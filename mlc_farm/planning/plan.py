@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from mlc_farm.checks import fidelity_rules
+from mlc_farm.matrix import fidelity_rules
 from mlc_farm.matrix.schema import Cell, DeviceSpec, Matrix, ModelSpec, Overrides
 from mlc_farm.planning import keys, twins
 from mlc_farm.planning.fingerprints import Fingerprint

@@ -11,8 +11,8 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
-from mlc_farm.building import activity
 from mlc_farm.formatting import clock
+from mlc_farm.report import activity
 
 
 class RunStatus:
