@@ -81,6 +81,30 @@ def test_no_module_imports_itself_through_others() -> None:
     assert _cycles(graph) == []
 
 
+# The packages from the lowest up: each imports only the foundation (the modules at the top of mlc_farm) and
+# packages before it here, as each `__init__` says; README's map follows this order.
+LAYERS = ["store", "matrix", "toolchain", "checks", "records", "planning", "trust", "distribute", "catalog",
+          "report", "building", "farm", "orchestrate", "cli"]  # fmt: skip
+
+
+def _package(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or (PACKAGE / parts[-1]).is_dir() else ""
+
+
+def test_each_package_imports_only_the_layers_below_it() -> None:
+    modules = _modules()
+    assert {_package(m) for m in modules} == {"", *LAYERS}  # a new package takes its place in LAYERS
+    rank = {"": -1, **{name: i for i, name in enumerate(LAYERS)}}
+    upward = sorted(
+        f"{name} -> {dep}"
+        for name, path in modules.items()
+        for dep in _imports(path, name, set(modules))
+        if rank[_package(dep)] > rank[_package(name)]
+    )
+    assert upward == []
+
+
 def test_every_function_of_the_product_fits_on_a_screen() -> None:
     """60 lines at most (ruff bounds its McCabe complexity at 15: pyproject.toml)."""
     long = []

@@ -1,8 +1,8 @@
-"""Doing the work without Prefect: one build start to finish (`build`), one run of a matrix step by step
-(`run.MatrixRun`: pre-flight, plan, what to build, dispatch, outcomes, the catalog), what each build is doing
-right now (`activity`) and builds' scratch directories (`workdirs`).
+"""Doing the work without Prefect: the pre-flight (`preflight`), one build start to finish (`build`), one run of
+a matrix step by step (`run.MatrixRun`: plan, what to build, dispatch, outcomes, the catalog) and builds'
+scratch directories (`workdirs`).
 
-Main types: `build.Subject`, `run.MatrixRun`, `run.Engine` (what an orchestrator gives a run), `run.RunResult`.
-May import every package below it (`planning`, `toolchain`, `checks`, `records`, `catalog`, `trust`,
-`store`); the Prefect flows wrap it, and it never imports them.
+Main types: `preflight.Preflight`, `build.Subject`, `run.MatrixRun`, `run.Engine` (what an orchestrator gives
+a run), `run.RunResult`. May import the foundation modules and every layer below it (`store` up to
+`report`); the Prefect flows wrap it, and it never imports them.
 """

@@ -2,5 +2,5 @@
 type's base job template in `templates/`), the local stack without Docker (`stack`: PostgreSQL, a Prefect
 server, SeaweedFS, workers) and whether a pool works before a nightly needs it (`pool_check`).
 
-May import the foundation modules, `toolchain`, `checks` (device code), `records` and `store`.
+May import the foundation modules and the layers below it (`store` up to `building`).
 """

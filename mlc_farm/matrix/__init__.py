@@ -1,6 +1,7 @@
 """matrix.yaml: its schema (`schema.Matrix`, `DeviceSpec`, `ModelSpec`, `Cell`), loading it as hostile input
-with every problem named (`load`), and its cells (`cells`).
+with every problem named (`load`), its cells (`cells`), and the fidelity rules a matrix may set
+(`fidelity_rules`, with the evaluation text in `eval/`).
 
-Never imports numpy or anything that runs: the CLI loads it to refuse bad input in milliseconds. May import
-the foundation modules (`errors`, `names`, `devices`) and `checks.fidelity_rules` (a matrix's thresholds).
+Never imports numpy or anything that runs: the CLI loads it to refuse bad input in milliseconds. Imports only
+the foundation modules (tests/test_structure.py holds every package to its layer).
 """

@@ -3,5 +3,5 @@ the flows of the work pools (`workers`), thin tasks over `building` (`build_task
 mode's dispatch of a build to its pool (`dispatch`) and runs of killed builds (`runs`). Every task and flow
 pins retries=0.
 
-May import everything but the CLI; nothing outside it and the CLI imports it.
+May import everything but the CLI; only the CLI imports it.
 """

@@ -2,7 +2,6 @@
 
 Holds the plan (`plan.Plan` and its build models, each with its label and pool), the content keys, model
 sources and the checks made of them before anything runs, conversion twins and fingerprints, expected
-durations, the scheduling rule and why a build is still to do. May import the foundation modules
-(`mlc_farm.errors`, `settings`, `names`, `devices`, ...), `matrix`, `toolchain` and `store`; never a build,
-a check, a flow or the CLI.
+durations, the scheduling rule and why a build is still to do. May import the foundation modules and the
+layers below it: `store`, `matrix`, `toolchain`, `checks`, `records`.
 """

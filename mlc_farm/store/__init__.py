@@ -1,4 +1,9 @@
-"""Artifact stores: one protocol, a local directory (the embedded default) and S3, chosen by URL."""
+"""Artifact stores: one protocol (`ArtifactStore`), a local directory (the embedded default) and S3, chosen by
+URL from a scheme registry; every path written (`layout`), documents read as untrusted (`documents`), S3's
+errors in one table (`s3_errors`), and leases (`lease`: one builder per key, gc's).
+
+The lowest layer: imports only the foundation modules (`errors`, `settings`, `names`, `retry`, ...).
+"""
 
 from __future__ import annotations
 

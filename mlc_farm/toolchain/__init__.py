@@ -5,5 +5,5 @@ command lines of shared/mlc-reference (`commands`), calling it (`invoke`: a step
 
 `scripts/` holds every script run in the toolchain's own interpreter (the probe, a library's run, the
 reference's logits, a JIT key): they import only what the reference documents and are never imported by
-mlc_farm. May import the foundation modules, `matrix` and `store`.
+mlc_farm. May import the foundation modules, `store` and `matrix`.
 """
