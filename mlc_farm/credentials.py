@@ -56,8 +56,13 @@ def _aws_block(name: str) -> Aws:
     for value in (secret, token):
         remember_secret(value)
     params = block.aws_client_parameters
-    return Aws(access_key_id=block.aws_access_key_id, secret_access_key=secret, session_token=token,
-               region=block.region_name, endpoint=params.endpoint_url if params else None)  # fmt: skip
+    return Aws(
+        access_key_id=block.aws_access_key_id,
+        secret_access_key=secret,
+        session_token=token,
+        region=block.region_name,
+        endpoint=params.endpoint_url if params else None,
+    )
 
 
 def hf_token() -> str | None:

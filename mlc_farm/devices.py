@@ -147,8 +147,13 @@ def local_gpu_archs() -> list[str] | None:
     if smi is None:
         return None
     try:
-        out = subprocess.run([smi, "--query-gpu=compute_cap", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=20, check=True).stdout  # fmt: skip
+        out = subprocess.run(
+            [smi, "--query-gpu=compute_cap", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     archs = sorted({line.strip().replace(".", "") for line in out.splitlines() if line.strip()})

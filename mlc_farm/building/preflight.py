@@ -83,8 +83,16 @@ def preflight(
     cannot = unbuildable(matrix, cells, toolchain) if toolchain.known else []
     if building and cannot:  # it would fail at compile time, after its conversion spent its GPU time
         raise BadInput("\n".join(cannot))
-    pre = Preflight(loaded=loaded, cells=cells, targets=targets, store_url=store.url, pools=pools,
-                    toolchain=toolchain, accepted=accepted, unbuildable=cannot)  # fmt: skip
+    pre = Preflight(
+        loaded=loaded,
+        cells=cells,
+        targets=targets,
+        store_url=store.url,
+        pools=pools,
+        toolchain=toolchain,
+        accepted=accepted,
+        unbuildable=cannot,
+    )
     pre._store = store
     return pre
 

@@ -165,8 +165,9 @@ class MatrixRun:
     def clean_up(self) -> None:
         """What earlier runs that died left: unfinished uploads (begun long before a live run would finish a
         blob) and, in embedded mode, their work directories."""
-        stale = self.store.abort_stale_uploads(timedelta(hours=load_settings().stale_upload_hours),
-                                               now=lease.store_now(self.store))  # fmt: skip
+        stale = self.store.abort_stale_uploads(
+            timedelta(hours=load_settings().stale_upload_hours), now=lease.store_now(self.store)
+        )
         if stale:
             self.log.info("aborted %d unfinished uploads left by earlier runs", len(stale))
         if self.engine.mode == "embedded" and (left := remove_stale_workdirs()):
@@ -333,14 +334,22 @@ class MatrixRun:
             message = f"{HUB_UNREACHABLE}; {message}"
         if failed or publish_failures or damaged:
             failures = f"; failed: {summary.failures()}" if failed else ""
-            return RunResult(ok=False, message=f"{len(failed)} of {len(summary.rows)} cells failed; {message}{failures}",
-                             reason="hub unreachable" if hub_down else "failed cells")  # fmt: skip
+            return RunResult(
+                ok=False,
+                message=f"{len(failed)} of {len(summary.rows)} cells failed; {message}{failures}",
+                reason="hub unreachable" if hub_down else "failed cells",
+            )
         return RunResult(ok=True, message=message)
 
 
 def _builds(plan: Plan) -> dict[str, Build]:
-    return {**plan.convert_builds, **plan.config_builds, **plan.lib_builds, **plan.reference_builds,
-            **plan.check_builds}  # fmt: skip
+    return {
+        **plan.convert_builds,
+        **plan.config_builds,
+        **plan.lib_builds,
+        **plan.reference_builds,
+        **plan.check_builds,
+    }
 
 
 def on_device(build: Build) -> DeviceSpec | None:

@@ -58,13 +58,17 @@ def point(record: BuildRecord) -> Point:
     run = record.validation.run if record.validation else None
     measured = record.fidelity.measured if record.fidelity else None
     return Point(
-        toolchain=toolchain_name(record.toolchain), at=record.finished_at, check=record.key,
-        tokens_per_s=run.tokens_per_s if run else None, tokens_per_s_runs=(run.tokens_per_s_runs or []) if run else [],
+        toolchain=toolchain_name(record.toolchain),
+        at=record.finished_at,
+        check=record.key,
+        tokens_per_s=run.tokens_per_s if run else None,
+        tokens_per_s_runs=(run.tokens_per_s_runs or []) if run else [],
         method=run.method if run else None,
         prefill_tokens_per_s=(prefill.tokens_per_s if run and (prefill := of_phase(run.speeds, "prefill")) else None),
         peak_memory_bytes=run.peak_memory_bytes if run else None,
-        top1=measured.top1 if measured else None, kl_mean=measured.kl_mean if measured else None,
-    )  # fmt: skip
+        top1=measured.top1 if measured else None,
+        kl_mean=measured.kl_mean if measured else None,
+    )
 
 
 def series(records: list[BuildRecord], by: str = "cell") -> dict[tuple[str, ...], list[Point]]:
@@ -124,6 +128,8 @@ def night_regressions(records: list[BuildRecord], checks: set[str]) -> list[str]
     lines = []
     for (model, quantization, device), points in sorted(series(records).items()):
         if points[-1].check in checks:
-            lines += [f"{model} {quantization} {device}: {r.describe()} ({points[-2].toolchain} -> "
-                      f"{points[-1].toolchain})" for r in regressions(points)]  # fmt: skip
+            lines += [
+                f"{model} {quantization} {device}: {r.describe()} ({points[-2].toolchain} -> {points[-1].toolchain})"
+                for r in regressions(points)
+            ]
     return lines

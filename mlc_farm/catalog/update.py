@@ -139,8 +139,9 @@ def update_unit(
             rejected += failed_fidelity
     if rejected and not libs:
         detail = "no library of these weights passed its fidelity check: the catalog was left as it is"
-        return result.model_copy(update={"status": "kept previous" if current else "not built", "unfit": unfit,
-                                         "detail": detail})  # fmt: skip
+        return result.model_copy(
+            update={"status": "kept previous" if current else "not built", "unfit": unfit, "detail": detail}
+        )
     _borrow_memory(
         libs, current.libs if current and (current.convert, current.config) == (convert.key, config.key) else {}
     )
@@ -182,11 +183,17 @@ def _lib_ref(
     needs = memory.estimate(rec.doc(convert, "tensor-cache.json"), metadata) if metadata else None
     check = rec.record(pc.check) if pc.check else None
     return LibRef(
-        key=lib.key, file=lib.files[0], target=device.target, host=device.host_triple, validation=validation,
-        memory=needs, fidelity=cell_fid, check=pc.check,
+        key=lib.key,
+        file=lib.files[0],
+        target=device.target,
+        host=device.host_triple,
+        validation=validation,
+        memory=needs,
+        fidelity=cell_fid,
+        check=pc.check,
         runtime=runtime.of_library(lib.toolchain, device, pc.cell.quantization, lib.cuda_archs),
         jit_keys=(check.jit_keys if check else None) or {},
-    )  # fmt: skip
+    )
 
 
 def _move_entry(
@@ -200,8 +207,10 @@ def _move_entry(
         if current and (current.convert, current.config) == (new.convert, new.config):
             return result.model_copy(update={"status": "unchanged"})
         missing = sorted(planned - set(new.libs))
-        detail = (f"the new builds lack validated libraries for {', '.join(missing)}; the previous complete entry "
-                  "keeps serving")  # fmt: skip
+        detail = (
+            f"the new builds lack validated libraries for {', '.join(missing)}; the previous complete entry "
+            "keeps serving"
+        )
         return result.model_copy(update={"status": "kept previous", "detail": detail})
 
     def write(old: dict[str, Any] | None) -> dict[str, Any]:

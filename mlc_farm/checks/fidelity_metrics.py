@@ -57,6 +57,11 @@ def compare(reference: Distributions, library: Distributions) -> Measured:
     def ppl(next_logprobs: list[float]) -> float | None:
         return None if reference.seeded else math.exp(-float(np.mean(next_logprobs)))
 
-    return Measured(top1=top1, kl_mean=float(kl.mean()), kl_p99=float(np.percentile(kl, 99)),
-                    ppl_reference=ppl(reference.next_logprobs), ppl_library=ppl(library.next_logprobs),
-                    positions=len(kl))  # fmt: skip
+    return Measured(
+        top1=top1,
+        kl_mean=float(kl.mean()),
+        kl_p99=float(np.percentile(kl, 99)),
+        ppl_reference=ppl(reference.next_logprobs),
+        ppl_library=ppl(library.next_logprobs),
+        positions=len(kl),
+    )

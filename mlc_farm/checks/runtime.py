@@ -72,8 +72,13 @@ def needs_of(device: DeviceSpec, quantization: str) -> Needs:
     if kind == "cuda" and not archs and (arch := _target_field(device.target, "arch")):
         archs = [arch.removeprefix("sm_")]  # as cuda_archs say them: 86, 90a
     features = ["shader-f16"] if kind == "webgpu" and "f16" in quantization else []
-    return Needs(device=kind, cuda_archs=archs, rocm_mcpu=_target_field(device.target, "mcpu") if kind == "rocm"
-                 else None, features=features, host=device.host_triple)  # fmt: skip
+    return Needs(
+        device=kind,
+        cuda_archs=archs,
+        rocm_mcpu=_target_field(device.target, "mcpu") if kind == "rocm" else None,
+        features=features,
+        host=device.host_triple,
+    )
 
 
 def of_library(
@@ -131,8 +136,11 @@ def mismatch(
             "is yours"
         )
     if not arch_runs(lib, local_gpu_archs):
-        gpus = f"this GPU is {held(local_gpu_archs or [])}" if len(local_gpu_archs or []) == 1 else (
-            f"these GPUs are {held(local_gpu_archs or [])}")  # fmt: skip
+        gpus = (
+            f"this GPU is {held(local_gpu_archs or [])}"
+            if len(local_gpu_archs or []) == 1
+            else (f"these GPUs are {held(local_gpu_archs or [])}")
+        )
         return f"library holds {held(lib.needs.cuda_archs)}; {gpus}: take a build whose cuda_archs include yours"
     return None
 
@@ -156,8 +164,10 @@ def built_with(libs: dict[str, LibRuntime | None], wanted: str, what: str) -> li
     found = [d for d, lib in sorted(libs.items()) if matches(lib, wanted)]
     if not found:
         there = sorted({f"{lib.mlc_llm_version} ({lib.mlc_llm_commit[:12]})" for lib in libs.values() if lib})
-        raise BadInput(f"--runtime {wanted}: no library of {what} was built with it; built with: "
-                       f"{', '.join(there) or 'unrecorded runtimes'}")  # fmt: skip
+        raise BadInput(
+            f"--runtime {wanted}: no library of {what} was built with it; built with: "
+            f"{', '.join(there) or 'unrecorded runtimes'}"
+        )
     return found
 
 

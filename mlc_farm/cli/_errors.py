@@ -76,12 +76,15 @@ def _errors() -> list[tuple[tuple[type[BaseException], ...], int, Callable[[Base
         ((FarmError,), 0, str),  # 0: the error's own exit_code
         ((httpx.TransportError,), 3, _http_unreachable),
         ((ConnectionError, TimeoutError), 3, _cannot_reach("a service", "Check the network and the endpoint settings")),
-        ((PermissionError, FileExistsError, NotADirectoryError, IsADirectoryError), 2,
-         lambda e: f"cannot use {getattr(e, 'filename', '') or 'a path'}: {getattr(e, 'strerror', '') or e}"),
+        (
+            (PermissionError, FileExistsError, NotADirectoryError, IsADirectoryError),
+            2,
+            lambda e: f"cannot use {getattr(e, 'filename', '') or 'a path'}: {getattr(e, 'strerror', '') or e}",
+        ),
         ((OSError,), 1, lambda e: f"{getattr(e, 'filename', '') or 'I/O error'}: {getattr(e, 'strerror', '') or e}"),
         ((TerminationSignal,), 128 + signal.SIGTERM, lambda e: _stopped("SIGTERM")),
         ((KeyboardInterrupt,), 128 + signal.SIGINT, lambda e: _stopped("SIGINT")),
-    ]  # fmt: skip
+    ]
 
 
 def message_for(error: BaseException) -> tuple[int, str]:

@@ -63,9 +63,15 @@ def _watch(server: Service, every: float = 1.0) -> threading.Event:
         while not stop.wait(every):
             if not server.alive():
                 stop_all()
-                err.print(Text.assemble(("error:", "red"), f" Prefect's temporary server stopped (its log: {server.log}); "
-                          "the running toolchain steps were stopped. What finished is kept in the store: run the same "
-                          "command again to finish the rest"), soft_wrap=True)  # fmt: skip
+                err.print(
+                    Text.assemble(
+                        ("error:", "red"),
+                        f" Prefect's temporary server stopped (its log: {server.log}); "
+                        "the running toolchain steps were stopped. What finished is kept in the store: run the same "
+                        "command again to finish the rest",
+                    ),
+                    soft_wrap=True,
+                )
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(3)

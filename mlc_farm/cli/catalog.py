@@ -110,8 +110,9 @@ def gc(
     from mlc_farm.catalog.gc import collect
 
     if not 0 <= min_age_hours <= MAX_AGE_HOURS:
-        raise BadInput(f"--min-age-hours: {min_age_hours:g} is not a number of hours from 0 to {MAX_AGE_HOURS:g} "
-                       "(ten years)")  # fmt: skip
+        raise BadInput(
+            f"--min-age-hours: {min_age_hours:g} is not a number of hours from 0 to {MAX_AGE_HOURS:g} (ten years)"
+        )
     report = collect(open_store(store, must_exist=True), timedelta(hours=min_age_hours), dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     for name in [*report.blobs, *report.uploads, *report.failures, *report.staging]:

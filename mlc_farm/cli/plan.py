@@ -49,8 +49,13 @@ class Planned:
 
     def kinds(self) -> dict[str, dict[str, Any]]:
         p = self.plan
-        return {"convert": p.convert_builds, "config": p.config_builds, "library": p.lib_builds,
-                "reference": p.reference_builds, "check": p.check_builds}  # fmt: skip
+        return {
+            "convert": p.convert_builds,
+            "config": p.config_builds,
+            "library": p.lib_builds,
+            "reference": p.reference_builds,
+            "check": p.check_builds,
+        }
 
     def counts(self) -> dict[str, int]:
         p = self.plan
@@ -112,16 +117,30 @@ def _as_json(found: Planned) -> dict[str, Any]:
         for kind, builds in (("convert", p.convert_builds), ("config", p.config_builds))
     }
     libraries = [
-        {"key": lb.key, "quantization": lb.quantization, "device": lb.device.name, "target": lb.device.target,
-         "host": lb.device.host_triple, "pool": lb.device.work_pool, "sources": [b.model_dump() for b in lb.sources],
-         "cells": [c.model_dump() for c in lb.users], "in_store": in_store[lb.key]}
+        {
+            "key": lb.key,
+            "quantization": lb.quantization,
+            "device": lb.device.name,
+            "target": lb.device.target,
+            "host": lb.device.host_triple,
+            "pool": lb.device.work_pool,
+            "sources": [b.model_dump() for b in lb.sources],
+            "cells": [c.model_dump() for c in lb.users],
+            "in_store": in_store[lb.key],
+        }
         for lb in p.lib_builds.values()
-    ]  # fmt: skip
+    ]
     checks = [
-        {"key": k, "cell": f"{b.model}/{b.quantization}/{b.device.name}", "role": b.role, "reference": b.reference,
-         "thresholds": b.thresholds.model_dump(), "in_store": in_store[k]}
+        {
+            "key": k,
+            "cell": f"{b.model}/{b.quantization}/{b.device.name}",
+            "role": b.role,
+            "reference": b.reference,
+            "thresholds": b.thresholds.model_dump(),
+            "in_store": in_store[k],
+        }
         for k, b in p.check_builds.items()
-    ]  # fmt: skip
+    ]
     return {
         "matrix": found.loaded.file,
         "store": found.store.url,
@@ -143,10 +162,14 @@ def _as_json(found: Planned) -> dict[str, Any]:
 
 def _print_plan(found: Planned, explain: bool) -> None:
     p, tc, counts = found.plan, found.toolchain, found.counts()
-    out.print(f"toolchain: {tc.describe()}; names checked against {found.accepted.source}", highlight=False,
-              soft_wrap=True)  # fmt: skip
-    out.print("pools checked with: " + "; ".join(f"{pool}: {how}" for pool, how in found.probes.items()),
-              highlight=False, soft_wrap=True)  # fmt: skip
+    out.print(
+        f"toolchain: {tc.describe()}; names checked against {found.accepted.source}", highlight=False, soft_wrap=True
+    )
+    out.print(
+        "pools checked with: " + "; ".join(f"{pool}: {how}" for pool, how in found.probes.items()),
+        highlight=False,
+        soft_wrap=True,
+    )
     out.print(
         _plan_table(p, found.loaded, found.in_store, title=f"plan for {found.loaded.file}", wide=out.width >= 120)
     )
@@ -168,8 +191,9 @@ def _print_plan(found: Planned, explain: bool) -> None:
             "not the ones a build would have and what the store has cannot be told; fix MLC_FARM_MLC_LLM "
             "(`mlc-farm toolchain` says what is wrong)"
         )
-        out.print("pool capabilities were not checked (no toolchain here): a target a pool cannot build fails at "
-                  "compile time")  # fmt: skip
+        out.print(
+            "pool capabilities were not checked (no toolchain here): a target a pool cannot build fails at compile time"
+        )
     if explain and tc.known:
         _why_to_build(found.store, p, {k: bool(v) for k, v in found.in_store.items()})
         _how_fidelity(p)
@@ -216,9 +240,13 @@ def _why_to_build(st: ArtifactStore, p: Plan, in_store: dict[str, bool]) -> None
         fp = b.inputs["toolchain"].get("conversion_fingerprint")
         done = load_record(st, key) if in_store[key] and fp else None
         if done is not None and done.toolchain != b.toolchain:
-            out.print(f"convert {b.model}/{b.quantization} {key[:12]} reused: conversion unchanged under "
-                      f"{toolchain_name(b.toolchain)} (fingerprint {fp[:12]} = that of "
-                      f"{toolchain_name(done.toolchain)}, which converted it)", highlight=False, soft_wrap=True)  # fmt: skip
+            out.print(
+                f"convert {b.model}/{b.quantization} {key[:12]} reused: conversion unchanged under "
+                f"{toolchain_name(b.toolchain)} (fingerprint {fp[:12]} = that of "
+                f"{toolchain_name(done.toolchain)}, which converted it)",
+                highlight=False,
+                soft_wrap=True,
+            )
     todo = [(label, key, inputs) for label, key, inputs in builds if not in_store[key]]
     if not builds:
         out.print("\nno build was planned: every cell is unresolved or cannot be built (see above)")
@@ -242,8 +270,15 @@ def _plan_table(p: Plan, loaded: LoadedMatrix, in_store: dict[str, bool | None],
     t = Table(title=title)
     cells = [pc.cell for pc in p.cells]
     pools = [loaded.matrix.device(c.device).work_pool for c in cells]
-    name_columns(t, {"model": [c.model for c in cells], "quant": [c.quantization for c in cells],
-                     "device": [c.device for c in cells], "pool": pools})  # fmt: skip
+    name_columns(
+        t,
+        {
+            "model": [c.model for c in cells],
+            "quant": [c.quantization for c in cells],
+            "device": [c.device for c in cells],
+            "pool": pools,
+        },
+    )
     for col in _STEPS if wide else ("builds",):
         t.add_column(col, overflow="fold")
 

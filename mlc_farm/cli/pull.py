@@ -45,8 +45,17 @@ def pull_cmd(
     if check_runtime:
         _refuse_mismatched(st, model, quantization, device, built_with)
     with bytes_bar("downloading, every sha256 checked") as progress:
-        files = pull(st, model, quantization, output, device, built_with, replace=force, progress=progress,
-                     allow_unsigned=allow_unsigned)  # fmt: skip
+        files = pull(
+            st,
+            model,
+            quantization,
+            output,
+            device,
+            built_with,
+            replace=force,
+            progress=progress,
+            allow_unsigned=allow_unsigned,
+        )
     out.print(f"wrote {len(files)} files to {output}, every sha256 verified")
 
 

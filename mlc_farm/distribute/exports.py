@@ -118,8 +118,11 @@ def _webllm(store: ArtifactStore, entry: CatalogEntry, where: Located, device: s
 
 def _cuda_archs(entry: CatalogEntry, devices: set[str]) -> dict[str, list[str]]:
     """The CUDA architectures each library holds binaries for: what a server's GPU must be one of."""
-    return {d: r.runtime.needs.cuda_archs for d in sorted(devices) if (r := entry.libs[d]).runtime and
-            r.runtime.needs.cuda_archs}  # fmt: skip
+    return {
+        d: r.runtime.needs.cuda_archs
+        for d in sorted(devices)
+        if (r := entry.libs[d]).runtime and r.runtime.needs.cuda_archs
+    }
 
 
 def _system_lib_prefix(lib: BuildRecord | None, entry: CatalogEntry) -> str:
@@ -195,9 +198,12 @@ def export(
         if where is None:
             unplaced.append(f"{entry.model} {entry.quantization}")
             continue
-        devices = [d for d, ref in sorted(entry.libs.items())
-                   if (built_with is None or matches(ref.runtime, built_with))
-                   and (fmt.every_family or runtime in _exports(ref.target))]  # fmt: skip
+        devices = [
+            d
+            for d, ref in sorted(entry.libs.items())
+            if (built_with is None or matches(ref.runtime, built_with))
+            and (fmt.every_family or runtime in _exports(ref.target))
+        ]
         out += fmt.records(store, entry, where, devices)
     if unplaced:
         raise BadInput(

@@ -237,8 +237,10 @@ def _run_it(repo: str, lib_files: dict[str, str], entry: CatalogEntry) -> str:
         f"Or download it (`huggingface-cli download {repo} --local-dir {name}`) and use the library of your device:",
         "",
         "```bash",
-        *(f"mlc_llm chat ./{name} --device {_runtime_device(entry.libs[d].target)} --model-lib ./{name}/{path}"
-          for d, path in sorted(lib_files.items())),
+        *(
+            f"mlc_llm chat ./{name} --device {_runtime_device(entry.libs[d].target)} --model-lib ./{name}/{path}"
+            for d, path in sorted(lib_files.items())
+        ),
         f"mlc_llm serve ./{name} --device {device} --model-lib ./{name}/{first[1]}",
         "```",
         "",
@@ -252,7 +254,7 @@ def _run_it(repo: str, lib_files: dict[str, str], entry: CatalogEntry) -> str:
         "print(reply.choices[0].message.content)",
         "engine.terminate()",
         "```",
-    ]  # fmt: skip
+    ]
     web = next((p for d, p in sorted(lib_files.items()) if "webllm" in _family(entry.libs[d].target).exports), None)
     if web:
         out += [
@@ -282,8 +284,10 @@ def _runtime_device(target: str) -> str:
 
 def fidelity_table(entry: CatalogEntry, devices: list[str]) -> str:
     """A row per device: what the reference was, on which tokens, and the numbers (or why there are none)."""
-    rows = ["| device | reference | evaluation | top-1 | mean KL | p99 KL | perplexity (reference / library) |",
-            "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    rows = [
+        "| device | reference | evaluation | top-1 | mean KL | p99 KL | perplexity (reference / library) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for d in devices:
         f = entry.libs[d].fidelity
         if f is None or f.measured is None:
@@ -425,14 +429,20 @@ def _hub_error(error: Exception, repo: str) -> Exception:
         return error
     status, budget = _status(cause), load_settings().retry_seconds
     if status == 429:
-        return ServiceUnreachable(f"the Hub is rate-limiting {repo}: it still answered 429 after {budget:g} s of "
-                                  "retries (MLC_FARM_RETRY_SECONDS), or asked to wait beyond them; try again later")  # fmt: skip
+        return ServiceUnreachable(
+            f"the Hub is rate-limiting {repo}: it still answered 429 after {budget:g} s of "
+            "retries (MLC_FARM_RETRY_SECONDS), or asked to wait beyond them; try again later"
+        )
     if status >= 500:
-        return ServiceUnreachable(f"the Hub kept failing {repo} (HTTP {status}) for {budget:g} s of retries "
-                                  "(MLC_FARM_RETRY_SECONDS); try again later")  # fmt: skip
+        return ServiceUnreachable(
+            f"the Hub kept failing {repo} (HTTP {status}) for {budget:g} s of retries "
+            "(MLC_FARM_RETRY_SECONDS); try again later"
+        )
     if status == 412:
-        return PublishError(f"someone else pushed to {repo} while this publish ran, twice (HTTP 412 on the commit "
-                            "after reading it again): publish again once they are done")  # fmt: skip
+        return PublishError(
+            f"someone else pushed to {repo} while this publish ran, twice (HTTP 412 on the commit "
+            "after reading it again): publish again once they are done"
+        )
     return PublishError(
         f"the Hub refused {repo} (HTTP {status}): check that HF_TOKEN can write to it"
         + (" and that the organization exists" if status in (401, 403, 404) else "")
@@ -488,8 +498,7 @@ def publish(
             for attempt in (1, 2):  # a commit answered 412 (someone pushed since we read): read again, once
                 head = _head(api, repo) if not dry_run else None
                 adds, deletes, same = _diff(local, files, _remote(api, repo, head) if head or dry_run else {})
-                result = PublishResult(repo=repo, operations=adds + deletes, unchanged=same, dry_run=dry_run,
-                                       card=card)  # fmt: skip
+                result = PublishResult(repo=repo, operations=adds + deletes, unchanged=same, dry_run=dry_run, card=card)
                 if dry_run:
                     return result
                 if not result.operations:  # the repo holds these files already: pinned to the commit it is at
@@ -515,8 +524,9 @@ def _stage(
     local = {p: root / p for p in files}
     for p, f in files.items():
         store.get_blob(f.sha256, local[p])
-    card = model_card(entry, repo, {d: lib_path(entry, d) for d in entry.libs},
-                      fingerprint(public_key(keys.signing_key())))  # fmt: skip
+    card = model_card(
+        entry, repo, {d: lib_path(entry, d) for d in entry.libs}, fingerprint(public_key(keys.signing_key()))
+    )
     listing = json.dumps(manifest(store, entry, files), indent=2) + "\n"  # of the build's files only
 
     def add(name: str, text: str) -> None:
@@ -534,9 +544,15 @@ def _stage(
 
 
 def _commit(
-    api: Any, repo: str, private: bool, local: dict[str, Path], adds: list[Operation], deletes: list[Operation],
-    message: str, parent: str | None,
-) -> Any:  # fmt: skip
+    api: Any,
+    repo: str,
+    private: bool,
+    local: dict[str, Path],
+    adds: list[Operation],
+    deletes: list[Operation],
+    message: str,
+    parent: str | None,
+) -> Any:
     """One commit of the diff on top of `parent` (the commit the diff was read at): the Hub refuses it with 412
     when someone pushed since."""
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete

@@ -52,8 +52,9 @@ def default_name(store: ArtifactStore, entry: CatalogEntry) -> str:
 
 def check_name(name: str) -> str:
     parts = name.split("/")
-    if len(parts) != 2 or not all(p and p not in (".", "..") and p.replace("-", "").replace("_", "").replace(
-            ".", "").isalnum() for p in parts):  # fmt: skip
+    if len(parts) != 2 or not all(
+        p and p not in (".", "..") and p.replace("-", "").replace("_", "").replace(".", "").isalnum() for p in parts
+    ):
         raise BadInput(f"--as {name!r}: give ORG/NAME (letters, digits, '-', '_', '.'), as in HF://ORG/NAME")
     return name
 
@@ -89,8 +90,10 @@ def chosen_libraries(
     else:
         chosen = {d: ref for d, ref in entry.libs.items() if runs_here(ref.target)}
         if not chosen:
-            raise BadInput(f"none of the libraries of {what} ({', '.join(sorted(entry.libs))}) is for a device on this "
-                           "machine; name one with --device")  # fmt: skip
+            raise BadInput(
+                f"none of the libraries of {what} ({', '.join(sorted(entry.libs))}) is for a device on this "
+                "machine; name one with --device"
+            )
     if built_with is not None:
         chosen = {d: chosen[d] for d in runtime.built_with({d: r.runtime for d, r in chosen.items()}, built_with, what)}
     elif local.known:
@@ -101,17 +104,23 @@ def chosen_libraries(
     for name, ref in chosen.items():
         kind = jit.jit_device(ref.target)
         if kind is None:
-            raise BadInput(f"--device {name}: a {ref.target} library is not loaded by mlc_llm (WebLLM fetches it: "
-                           "`mlc-farm export webllm`)")  # fmt: skip
+            raise BadInput(
+                f"--device {name}: a {ref.target} library is not loaded by mlc_llm (WebLLM fetches it: "
+                "`mlc-farm export webllm`)"
+            )
         if kind in jit.SYSTEM_LIBRARY_DEVICES:
-            raise BadInput(f"--device {name}: a {ref.target} library is linked into an app by `mlc_llm package`, "
-                           "not loaded from the cache: `mlc-farm export app`")  # fmt: skip
+            raise BadInput(
+                f"--device {name}: a {ref.target} library is linked into an app by `mlc_llm package`, "
+                "not loaded from the cache: `mlc-farm export app`"
+            )
     kinds: dict[str, list[str]] = {}
     for name, ref in sorted(chosen.items()):
         kinds.setdefault(str(jit.jit_device(ref.target)), []).append(name)
     if shared := next((names for names in kinds.values() if len(names) > 1), None):
-        raise BadInput(f"{', '.join(shared)} would share mlc_llm's JIT cache name on this machine: choose one with "
-                       "--device (or --runtime)")  # fmt: skip
+        raise BadInput(
+            f"{', '.join(shared)} would share mlc_llm's JIT cache name on this machine: choose one with "
+            "--device (or --runtime)"
+        )
     return chosen
 
 

@@ -82,10 +82,12 @@ def pulled_fidelity(
     out = run_library(lib, runtime, weights_dir, timeout, request)
     if "distributions" not in out:
         return fidelity.Fidelity(status="not measured", detail=out.get("run", {}).get("detail", "it did not run"))
-    dist = fidelity.Distributions(method="this copy", tokens=reference.tokens, seeded=reference.seeded,
-                                  **out["distributions"])  # fmt: skip
+    dist = fidelity.Distributions(
+        method="this copy", tokens=reference.tokens, seeded=reference.seeded, **out["distributions"]
+    )
     measured = fidelity_metrics.compare(reference, dist)
     limits = check.fidelity.thresholds
     ok, why = fidelity.judge(measured, limits) if limits else (True, "")
-    return check.fidelity.model_copy(update={"status": "passed" if ok else "failed", "detail": why,
-                                             "measured": measured, "seconds": dist.seconds})  # fmt: skip
+    return check.fidelity.model_copy(
+        update={"status": "passed" if ok else "failed", "detail": why, "measured": measured, "seconds": dist.seconds}
+    )

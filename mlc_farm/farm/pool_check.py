@@ -70,8 +70,9 @@ def report(
     for row in rows:
         if row.status != "ok":
             works = False
-            lines.append(f"  device {row.device}: FAILED ({row.detail or row.status})" + (f"; log: {row.log}"
-                         if row.log else ""))  # fmt: skip
+            lines.append(
+                f"  device {row.device}: FAILED ({row.detail or row.status})" + (f"; log: {row.log}" if row.log else "")
+            )
             continue
         ref = entry.libs.get(row.device) if entry else None
         lines.append(f"  device {row.device}: built; {row.validation}")

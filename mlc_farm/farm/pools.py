@@ -187,8 +187,13 @@ def signing_key_block() -> list[str]:
         Secret(value=pem.decode()).save(name)
         said = f"Secret block {name!r}: a new signing key"
     public = public_key(pem)
-    return [said, f"workers: MLC_FARM_SIGNING_KEY_BLOCK={name}", f"public key ({fingerprint(public)}), give it to "
-            "users (MLC_FARM_TRUSTED_KEYS, model_signing verify --public_key):", public.decode().strip()]  # fmt: skip
+    return [
+        said,
+        f"workers: MLC_FARM_SIGNING_KEY_BLOCK={name}",
+        f"public key ({fingerprint(public)}), give it to "
+        "users (MLC_FARM_TRUSTED_KEYS, model_signing verify --public_key):",
+        public.decode().strip(),
+    ]
 
 
 def store_credentials(env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
@@ -217,8 +222,10 @@ def store_credentials(env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
             aws_client_parameters=AwsClientParameters(endpoint_url=endpoint),
         ).save(aws_block, overwrite=True)
         names["MLC_FARM_AWS_CREDENTIALS_BLOCK"] = aws_block
-        done.append(f"AwsCredentials block {aws_block!r}: the store's keys{' and endpoint' if endpoint else ''}; "
-                    f"workers: MLC_FARM_AWS_CREDENTIALS_BLOCK={aws_block}")  # fmt: skip
+        done.append(
+            f"AwsCredentials block {aws_block!r}: the store's keys{' and endpoint' if endpoint else ''}; "
+            f"workers: MLC_FARM_AWS_CREDENTIALS_BLOCK={aws_block}"
+        )
     else:
         done.append("no AwsCredentials block: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set here")
     if token := env.get("HF_TOKEN"):

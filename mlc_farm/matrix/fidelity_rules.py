@@ -36,8 +36,10 @@ class Thresholds(BaseModel):
     gate: bool = True
 
     def describe(self) -> str:
-        bounds = [f"top-1 >= {self.min_top1:g}" if self.min_top1 is not None else "",
-                  f"KL <= {self.max_kl:g}" if self.max_kl is not None else ""]  # fmt: skip
+        bounds = [
+            f"top-1 >= {self.min_top1:g}" if self.min_top1 is not None else "",
+            f"KL <= {self.max_kl:g}" if self.max_kl is not None else "",
+        ]
         text = " and ".join(b for b in bounds if b) or "no bound"
         return text if self.gate else f"{text} (recorded, not gated)"
 

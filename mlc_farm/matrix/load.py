@@ -91,15 +91,19 @@ def _pydantic_problems(err: ValidationError) -> list[str]:
 def _check_names(m: Matrix, base_dir: Path) -> list[str]:
     """Names that must be unique or must name something: devices, models, their sources, repos and rules."""
     device_names = [d.name for d in m.devices]
-    problems = [f"devices[{i}].name: duplicate device {d.name!r}" for i, d in enumerate(m.devices)
-                if d.name in device_names[:i]]  # fmt: skip
+    problems = [
+        f"devices[{i}].name: duplicate device {d.name!r}" for i, d in enumerate(m.devices) if d.name in device_names[:i]
+    ]
     seen: set[str] = set()
     for i, model in enumerate(m.models):
         if model.id in seen:
             problems.append(f"models[{i}].id: duplicate model id {model.id!r}")
         seen.add(model.id)
-        problems += [_unknown_device(f"models[{i}].devices[{j}]", name, device_names)
-                     for j, name in enumerate(model.devices or []) if name not in device_names]  # fmt: skip
+        problems += [
+            _unknown_device(f"models[{i}].devices[{j}]", name, device_names)
+            for j, name in enumerate(model.devices or [])
+            if name not in device_names
+        ]
         problems += _source_problems(f"models[{i}].source.path", model, base_dir)
         problems += _repo_problems(f"models[{i}].publish.repo", model, m)
     return problems + _rule_problems(m, device_names)

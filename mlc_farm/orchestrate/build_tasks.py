@@ -44,8 +44,12 @@ def conversion_fingerprints(
 ) -> dict[str, fingerprints.Fingerprint]:
     here = probe()
     if identity(here) != identity(run_toolchain):
-        get_run_logger().warning("conversion fingerprints not computed: this process runs %s, the run %s; convert "
-                                 "keys hold the toolchain version", here.describe(), run_toolchain.describe())  # fmt: skip
+        get_run_logger().warning(
+            "conversion fingerprints not computed: this process runs %s, the run %s; convert "
+            "keys hold the toolchain version",
+            here.describe(),
+            run_toolchain.describe(),
+        )
         return {}
     return fingerprints.fingerprints(open_store(store_url), run_toolchain, classes)
 
@@ -85,8 +89,12 @@ def build_reference(store_url: str, rb: ReferenceBuild, source: ResolvedSource, 
     return _built(build.build_reference(st, rb, files, flow_run=run, force=force), run)
 
 
-@task(retries=0, name="check-cell", task_run_name="check {cb.model}/{cb.quantization}/{cb.device.name}",
-      tags=["mlc-compile"])  # fmt: skip
+@task(
+    retries=0,
+    name="check-cell",
+    task_run_name="check {cb.model}/{cb.quantization}/{cb.device.name}",
+    tags=["mlc-compile"],
+)
 def check_cell(store_url: str, cb: CheckBuild, force: bool) -> Built:
     store, run = open_store(store_url), _run_id()
     return _built(build.check_cell(store, cb, on_line=log_line, flow_run=run, force=force), run)

@@ -238,8 +238,13 @@ class PrefectEngine:
             return dispatch.submit(
                 f"build-library/{build.device.work_pool}", _jsonable(params), build.key, self.store_url
             )
-        params = {"build": build, "source": source, "convert_device": self.convert_device,
-                  "store": self.store_url, "force": self.force}  # fmt: skip
+        params = {
+            "build": build,
+            "source": source,
+            "convert_device": self.convert_device,
+            "store": self.store_url,
+            "force": self.force,
+        }
         return dispatch.submit(f"build-weights/{self.weights_pool}", _jsonable(params), build.key, self.store_url)
 
     def finished(self, handles: list[Any], timeout: float) -> list[Any]:
@@ -266,8 +271,10 @@ class PrefectEngine:
         results: list[tuple[str, PublishResult | Exception]] = []
         limit = load_settings().parallel
         for first in range(0, len(units), limit):
-            wave = [(repo, publish_unit.submit(self.store_url, m, q, repo, private))
-                    for m, q, repo, private in units[first : first + limit]]  # fmt: skip
+            wave = [
+                (repo, publish_unit.submit(self.store_url, m, q, repo, private))
+                for m, q, repo, private in units[first : first + limit]
+            ]
             for repo, future in wave:
                 future.wait()
                 try:

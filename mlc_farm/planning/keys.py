@@ -16,11 +16,27 @@ from mlc_farm.toolchain.info import ToolchainInfo, identity
 
 # config.json fields that describe the checkpoint or the tokenizer, not the architecture: two fine-tunes
 # that differ only here share a model library.
-NON_ARCHITECTURE_FIELDS = frozenset({
-    "_name_or_path", "architectures", "auto_map", "bos_token_id", "eos_token_id", "pad_token_id",
-    "torch_dtype", "dtype", "transformers_version", "use_cache", "initializer_range", "attention_dropout",
-    "hidden_dropout", "output_attentions", "output_hidden_states", "return_dict", "quantization_config",
-})  # fmt: skip
+NON_ARCHITECTURE_FIELDS = frozenset(
+    {
+        "_name_or_path",
+        "architectures",
+        "auto_map",
+        "bos_token_id",
+        "eos_token_id",
+        "pad_token_id",
+        "torch_dtype",
+        "dtype",
+        "transformers_version",
+        "use_cache",
+        "initializer_range",
+        "attention_dropout",
+        "hidden_dropout",
+        "output_attentions",
+        "output_hidden_states",
+        "return_dict",
+        "quantization_config",
+    }
+)
 
 
 def digest(obj: Any) -> str:
@@ -111,8 +127,14 @@ def library_inputs(
 def reference_inputs(source: dict[str, Any], eval_set: str, positions: int, method: str, top_k: int) -> dict[str, Any]:
     """Inputs of a fidelity reference: the source and the evaluation, never the toolchain (a float32 pass of
     the source is the same function under every MLC nightly), so it is computed once."""
-    return {"kind": "reference", "source": source, "eval_set": eval_set, "positions": positions, "method": method,
-            "top_k": top_k}  # fmt: skip
+    return {
+        "kind": "reference",
+        "source": source,
+        "eval_set": eval_set,
+        "positions": positions,
+        "method": method,
+        "top_k": top_k,
+    }
 
 
 def check_inputs(
@@ -128,6 +150,16 @@ def check_inputs(
 ) -> dict[str, Any]:
     """Inputs of a cell's check: its library, weights and config, its reference, the evaluation and how speed is
     measured (the toolchain is in the library's key already; named here for the history of each cell)."""
-    return {"kind": "check", "library": library, "convert": convert, "config": config, "reference": reference,
-            "role": role, "eval_set": eval_set, "positions": positions, "top_k": top_k,
-            "toolchain": identity(toolchain), "speed": speed.PLAN}  # fmt: skip
+    return {
+        "kind": "check",
+        "library": library,
+        "convert": convert,
+        "config": config,
+        "reference": reference,
+        "role": role,
+        "eval_set": eval_set,
+        "positions": positions,
+        "top_k": top_k,
+        "toolchain": identity(toolchain),
+        "speed": speed.PLAN,
+    }

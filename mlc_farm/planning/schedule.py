@@ -55,8 +55,11 @@ class Scheduler:
         self.failed: set[str] = set()
         self.running: dict[str, str] = {}  # key -> pool
         # Plan order (configs first: seconds each) breaks ties, and is the whole order in "fifo".
-        weights: list[Build] = [*plan.config_builds.values(), *plan.convert_builds.values(),
-                                *plan.reference_builds.values()]  # fmt: skip
+        weights: list[Build] = [
+            *plan.config_builds.values(),
+            *plan.convert_builds.values(),
+            *plan.reference_builds.values(),
+        ]
         self.ready: list[tuple[Build, ModelBuilds | None]] = [(b, None) for b in weights if b.key in todo]
         self.waiting: list[LibBuild] = [lb for lb in plan.lib_builds.values() if lb.key in todo]
         self.checks: list[CheckBuild] = [cb for cb in plan.check_builds.values() if cb.key in todo]

@@ -52,8 +52,11 @@ def inside(model: str, directory: Path, names: list[str], root: Path | None = No
         except (RuntimeError, OSError):  # a loop: RuntimeError up to Python 3.12, OSError (ELOOP) after
             raise _refuse(model, f"{name} is a link loop (through {os.readlink(path)})") from None
         if not real.is_relative_to(top):
-            raise _refuse(model, f"{name} is a link to {real}, outside the source {top}: refused, as any file "
-                                 "that leaves a model folder is (copy the file into the folder instead)")  # fmt: skip
+            raise _refuse(
+                model,
+                f"{name} is a link to {real}, outside the source {top}: refused, as any file "
+                "that leaves a model folder is (copy the file into the folder instead)",
+            )
         if not real.is_file():
             raise _refuse(model, f"{name} is not a regular file")
         out[name] = real

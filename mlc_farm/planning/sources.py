@@ -74,8 +74,15 @@ def resolve_local(model: str, path: Path) -> ResolvedSource:
     readme = files.pop("README.md", None)
     listing = [(name, real.stat().st_size, file_sha256(real)) for name, real in files.items()]
     identity = hashlib.sha256(json.dumps(listing).encode()).hexdigest()
-    return ResolvedSource(model=model, kind="local", ref=str(path), identity=identity, config=config,
-                          license=_card_license(readme), files={name: sha for name, _, sha in listing})  # fmt: skip
+    return ResolvedSource(
+        model=model,
+        kind="local",
+        ref=str(path),
+        identity=identity,
+        config=config,
+        license=_card_license(readme),
+        files={name: sha for name, _, sha in listing},
+    )
 
 
 def _card_license(readme: Path | None) -> str | None:
@@ -205,8 +212,10 @@ def fetch(source: ResolvedSource, cache_dir: Path | None = None) -> SourceFiles:
     if source.kind == "tiny":
         made = resolve_tiny(source.model, int(source.revision or 0))
         if made.identity != source.identity:
-            raise BadInput(f"model {source.model}: {source.ref} made here differs from the one planned (another "
-                           "numpy or tokenizers version than the planner's?)")  # fmt: skip
+            raise BadInput(
+                f"model {source.model}: {source.ref} made here differs from the one planned (another "
+                "numpy or tokenizers version than the planner's?)"
+            )
         path = tiny_dir(int(source.revision or 0))
         return SourceFiles(source.model, inside(source.model, path, needed_files(listed(path))))
     from huggingface_hub import HfApi, snapshot_download

@@ -22,8 +22,17 @@ from mlc_farm.planning.keys import architecture, digest
 
 TWIN_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 # Sizes the twin shrinks; every other architecture field is kept as the source has it.
-SIZE_FIELDS = frozenset({"hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                         "num_key_value_heads", "vocab_size", "head_dim"})  # fmt: skip
+SIZE_FIELDS = frozenset(
+    {
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "vocab_size",
+        "head_dim",
+    }
+)
 GROUP = 32  # the largest group size of MLC's group quantizations: twin dimensions are multiples of it
 # A twin's parameters at most (the largest real classes, head size 256 with 16:1 grouped queries, take ~75M):
 # the twin is written in memory, so a class whose twin would be larger keeps version keys instead.
@@ -72,9 +81,17 @@ def twin_config(cls: dict[str, Any]) -> dict[str, Any]:
     while (kv * ratio * head_dim) % GROUP:
         kv += 1
     heads = kv * ratio
-    return {**cls["architecture"], "hidden_size": heads * head_dim, "intermediate_size": 2 * GROUP,
-            "num_hidden_layers": 2, "num_attention_heads": heads, "num_key_value_heads": kv, "head_dim": head_dim,
-            "vocab_size": 8 * GROUP, "torch_dtype": cls["dtype"]}  # fmt: skip
+    return {
+        **cls["architecture"],
+        "hidden_size": heads * head_dim,
+        "intermediate_size": 2 * GROUP,
+        "num_hidden_layers": 2,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv,
+        "head_dim": head_dim,
+        "vocab_size": 8 * GROUP,
+        "torch_dtype": cls["dtype"],
+    }
 
 
 def _tensor_names(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
@@ -89,14 +106,23 @@ def _tensor_names(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
         names["lm_head.weight"] = (config["vocab_size"], h)
     for i in range(config["num_hidden_layers"]):
         p = f"model.layers.{i}."
-        names |= {p + "input_layernorm.weight": (h,), p + "post_attention_layernorm.weight": (h,),
-                  p + "self_attn.q_proj.weight": (q, h), p + "self_attn.k_proj.weight": (kv, h),
-                  p + "self_attn.v_proj.weight": (kv, h), p + "self_attn.o_proj.weight": (h, q),
-                  p + "mlp.gate_proj.weight": (inter, h), p + "mlp.up_proj.weight": (inter, h),
-                  p + "mlp.down_proj.weight": (h, inter)}  # fmt: skip
+        names |= {
+            p + "input_layernorm.weight": (h,),
+            p + "post_attention_layernorm.weight": (h,),
+            p + "self_attn.q_proj.weight": (q, h),
+            p + "self_attn.k_proj.weight": (kv, h),
+            p + "self_attn.v_proj.weight": (kv, h),
+            p + "self_attn.o_proj.weight": (h, q),
+            p + "mlp.gate_proj.weight": (inter, h),
+            p + "mlp.up_proj.weight": (inter, h),
+            p + "mlp.down_proj.weight": (h, inter),
+        }
         if bias:
-            names |= {p + "self_attn.q_proj.bias": (q,), p + "self_attn.k_proj.bias": (kv,),
-                      p + "self_attn.v_proj.bias": (kv,)}  # fmt: skip
+            names |= {
+                p + "self_attn.q_proj.bias": (q,),
+                p + "self_attn.k_proj.bias": (kv,),
+                p + "self_attn.v_proj.bias": (kv,),
+            }
         if config["model_type"] == "qwen3":
             names |= {p + "self_attn.q_norm.weight": (head_dim,), p + "self_attn.k_norm.weight": (head_dim,)}
     return names

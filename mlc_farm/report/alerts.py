@@ -61,8 +61,15 @@ def outcome(summary: Summary, artifact: str | None) -> NightlyOutcome:
             lines += [f"{title}:", *(f"- {item}" for item in items)]
     if artifact:
         lines.append(f"summary: {artifact}")
-    return NightlyOutcome(outcome=status, cells_ok=sum(r.status == "ok" for r in summary.rows), failed=failed,
-                          kept=kept, regressions=summary.regressions, artifact=artifact, message="\n".join(lines))  # fmt: skip
+    return NightlyOutcome(
+        outcome=status,
+        cells_ok=sum(r.status == "ok" for r in summary.rows),
+        failed=failed,
+        kept=kept,
+        regressions=summary.regressions,
+        artifact=artifact,
+        message="\n".join(lines),
+    )
 
 
 def emit(found: NightlyOutcome, flow_run: str | None) -> None:
@@ -83,18 +90,26 @@ def _flow(name: str) -> dict[str, str]:
 def automations(block_id: UUID, missed_after: timedelta, prefix: str = "mlc-farm") -> list[Any]:
     """The automations of `farm init --notify`: each sends the notification block `block_id`."""
     return [
-        _failed(block_id, f"{prefix}: nightly failed", NIGHTLY_FLOW,
-                "A nightly ended Failed or Crashed: its final state message names the failing cells.",
-                "mlc-farm nightly {{ flow_run.name }} ended {{ flow_run.state.name }}",
-                "mlc-farm nightly {{ flow_run.name }} ended {{ flow_run.state.name }}:\n{{ flow_run.state.message }}"),
-        _failed(block_id, f"{prefix}: build-model failed", BUILD_MODEL_FLOW,
-                "A build of one model (the build-model deployment) ended Failed or Crashed.",
-                "mlc-farm build of {{ flow_run.parameters.model }} ({{ flow_run.name }}) ended {{ flow_run.state.name }}",
-                "mlc-farm build-model run {{ flow_run.name }} for model {{ flow_run.parameters.model }} ended "
-                "{{ flow_run.state.name }}:\n{{ flow_run.state.message }}"),
+        _failed(
+            block_id,
+            f"{prefix}: nightly failed",
+            NIGHTLY_FLOW,
+            "A nightly ended Failed or Crashed: its final state message names the failing cells.",
+            "mlc-farm nightly {{ flow_run.name }} ended {{ flow_run.state.name }}",
+            "mlc-farm nightly {{ flow_run.name }} ended {{ flow_run.state.name }}:\n{{ flow_run.state.message }}",
+        ),
+        _failed(
+            block_id,
+            f"{prefix}: build-model failed",
+            BUILD_MODEL_FLOW,
+            "A build of one model (the build-model deployment) ended Failed or Crashed.",
+            "mlc-farm build of {{ flow_run.parameters.model }} ({{ flow_run.name }}) ended {{ flow_run.state.name }}",
+            "mlc-farm build-model run {{ flow_run.name }} for model {{ flow_run.parameters.model }} ended "
+            "{{ flow_run.state.name }}:\n{{ flow_run.state.message }}",
+        ),
         _needs_attention(block_id, f"{prefix}: nightly needs attention"),
         _did_not_run(block_id, f"{prefix}: nightly did not run", missed_after),
-    ]  # fmt: skip
+    ]
 
 
 def _send(block_id: UUID, subject: str, body: str) -> list[Any]:
@@ -194,8 +209,10 @@ def _notification_block(block: str) -> Any:
 
     kind, _, name = block.partition("/")
     if not kind or not name:
-        raise BadInput(f"--notify {shorten(block)}: give TYPE/NAME of a notification block, e.g. custom-webhook/ops "
-                       "(`prefect block ls` lists them)")  # fmt: skip
+        raise BadInput(
+            f"--notify {shorten(block)}: give TYPE/NAME of a notification block, e.g. custom-webhook/ops "
+            "(`prefect block ls` lists them)"
+        )
     try:
         found = cast(Block, Block.load(block))
     except (ValueError, KeyError) as e:

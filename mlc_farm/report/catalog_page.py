@@ -66,13 +66,20 @@ def _history(points: list[Point]) -> dict[str, Any]:
     are another series), and what the newest toolchain lost."""
     speeds = speed_series(points)
     return {
-        "points": [{"toolchain": p.toolchain, "at": p.at.isoformat(timespec="seconds"),
-                    "tokens_per_s": p.tokens_per_s if p in speeds else None,
-                    "tokens_per_s_runs": p.tokens_per_s_runs if p in speeds else [], "kl": p.kl_mean,
-                    "memory_bytes": p.peak_memory_bytes} for p in points],
+        "points": [
+            {
+                "toolchain": p.toolchain,
+                "at": p.at.isoformat(timespec="seconds"),
+                "tokens_per_s": p.tokens_per_s if p in speeds else None,
+                "tokens_per_s_runs": p.tokens_per_s_runs if p in speeds else [],
+                "kl": p.kl_mean,
+                "memory_bytes": p.peak_memory_bytes,
+            }
+            for p in points
+        ],
         "speed_method": points[-1].method if points else None,
         "regressions": [{"what": r.what, "describe": r.describe()} for r in regressions(points)],
-    }  # fmt: skip
+    }
 
 
 def _row(

@@ -28,9 +28,13 @@ class NightReport(BaseModel):
     longest_chain_seconds: float
 
     def markdown(self) -> str:
-        lines = [f"Wall time {clock(self.wall_seconds)}; longest chain {clock(self.longest_chain_seconds)}: "
-                 + (" -> ".join(self.longest_chain) or "none"), "", "| pool | slots | builds | build time | utilisation |",
-                 "|---|---|---|---|---|"]  # fmt: skip
+        lines = [
+            f"Wall time {clock(self.wall_seconds)}; longest chain {clock(self.longest_chain_seconds)}: "
+            + (" -> ".join(self.longest_chain) or "none"),
+            "",
+            "| pool | slots | builds | build time | utilisation |",
+            "|---|---|---|---|---|",
+        ]
         for p in self.pools:
             use = f"{p.utilisation:.0%}" if p.utilisation is not None else "-"
             lines.append(f"| {p.pool} | {p.slots or '-'} | {p.builds} | {clock(p.busy_seconds)} | {use} |")

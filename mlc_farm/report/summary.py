@@ -125,8 +125,11 @@ class Summary(BaseModel):
         per cell instead. The log links are printed below it in full, never cut."""
         shown = self.rows if rows is None else rows
         steps = STEPS if any(r.check for r in shown) else STEPS[:-1]  # no empty column: no check was planned
-        names = {"model": [r.model for r in shown], "quant": [r.quantization for r in shown],
-                 "device": [r.device for r in shown]}  # fmt: skip
+        names = {
+            "model": [r.model for r in shown],
+            "quant": [r.quantization for r in shown],
+            "device": [r.device for r in shown],
+        }
         named = sum(max([len(k), *map(len, v)]) + 3 for k, v in names.items())
         if width is not None and width - named < MIN_COLUMN * (len(steps) + 2):
             return Group(Text("mlc-farm build summary", style="italic"), *(self._block(r, steps) for r in shown))
@@ -137,9 +140,13 @@ class Summary(BaseModel):
         for r in shown:
             statuses = (r.convert, r.config, r.library, r.check)[: len(steps)]
             t.add_row(
-                Text(r.model), Text(r.quantization), Text(r.device),
-                *(Text(s, COLOUR[s]) if s else Text("-") for s in statuses), Text(r.validation), Text(r.detail),
-            )  # fmt: skip
+                Text(r.model),
+                Text(r.quantization),
+                Text(r.device),
+                *(Text(s, COLOUR[s]) if s else Text("-") for s in statuses),
+                Text(r.validation),
+                Text(r.detail),
+            )
         return t
 
     @staticmethod

@@ -96,8 +96,9 @@ def open_store(url: str | None = None, must_exist: bool = False) -> ArtifactStor
     so a mistyped local store is an error instead of an empty catalog."""
     settings = load_settings()
     if url is not None and not url.strip():
-        raise BadInput("--store '': give a store (a path, file://DIR or s3://bucket/prefix), or leave it out to use "
-                       "MLC_FARM_STORE")  # fmt: skip
+        raise BadInput(
+            "--store '': give a store (a path, file://DIR or s3://bucket/prefix), or leave it out to use MLC_FARM_STORE"
+        )
     url = url or settings.store
     if len(url) > 1024:
         raise BadInput(f"store {shorten(url)}: an address of {len(url)} characters; no path or URL is that long")

@@ -58,8 +58,11 @@ def read_document(store: Documents, name: str, model: type[M]) -> M | None:
             ) from None
         log.warning(
             "%s/%s is not a %s this farm can read (%s); treated as missing, the next build rewrites it",
-            store.url, name, model.__name__, first_problem(e),
-        )  # fmt: skip
+            store.url,
+            name,
+            model.__name__,
+            first_problem(e),
+        )
     return None
 
 

@@ -86,8 +86,10 @@ def client_identity() -> list[str | None]:
     """What an S3 client is made of beside the URL and settings (the environment's AWS_* names and the
     credentials found), as digests: a store is shared only by callers that would make the same client."""
     creds = credentials.aws()
-    values = [*sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith("AWS_")),
-              *map(str, dataclasses.astuple(creds))]  # fmt: skip
+    values = [
+        *sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith("AWS_")),
+        *map(str, dataclasses.astuple(creds)),
+    ]
     return [hashlib.sha256(v.encode()).hexdigest() for v in values]
 
 
@@ -100,8 +102,10 @@ class S3Store:
         if not bucket:
             raise BadInput(f"{shorten(url)}: expected s3://bucket/prefix")
         if not _BUCKET.fullmatch(bucket):
-            raise BadInput(f"store {shorten(url)}: {shorten(bucket)} is not a bucket name (3 to 63 lowercase letters, "
-                           "digits, '.' and '-', starting and ending with a letter or digit)")  # fmt: skip
+            raise BadInput(
+                f"store {shorten(url)}: {shorten(bucket)} is not a bucket name (3 to 63 lowercase letters, "
+                "digits, '.' and '-', starting and ending with a letter or digit)"
+            )
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         creds = credentials.aws()
@@ -113,8 +117,10 @@ class S3Store:
         )
         endpoint = creds.endpoint
         if endpoint and not _ENDPOINT.fullmatch(endpoint):
-            raise BadInput(f"AWS_ENDPOINT_URL {shorten(redact_urls(endpoint.split('?')[0]))}: expected http(s)://HOST"
-                           "[:PORT][/PATH], with no credentials or query in it")  # fmt: skip
+            raise BadInput(
+                f"AWS_ENDPOINT_URL {shorten(redact_urls(endpoint.split('?')[0]))}: expected http(s)://HOST"
+                "[:PORT][/PATH], with no credentials or query in it"
+            )
         # A silent server is given up after a quarter of the retry budget (at most 60 s), so that a stalled
         # answer leaves the budget time to retry, and the budget holds.
         self.retry_seconds = settings.retry_seconds

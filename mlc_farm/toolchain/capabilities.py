@@ -37,9 +37,13 @@ class Capabilities(BaseModel):
             f"TVM_NDK_CC: {self.ndk_cc or 'not set'}",
             f"nvcc: {self.nvcc or 'not found'}{archs}",
             f"ROCm: {self.rocm or 'not found'}",
-            "offload: " + (", ".join(f"{k} {'yes' if v else 'no'}" for k, v in sorted(self.offload.items()))
-                           if self.offload is not None else "not known"),
-        ]  # fmt: skip
+            "offload: "
+            + (
+                ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in sorted(self.offload.items()))
+                if self.offload is not None
+                else "not known"
+            ),
+        ]
 
 
 def _span(archs: list[str]) -> str:
@@ -89,14 +93,18 @@ def problem(device: DeviceSpec, pool: str, caps: Capabilities) -> str | None:
     wanted = needs(device)
     missing = [m for n in wanted if (m := _missing(n, caps))]
     if missing:
-        return (f"device {device.name}: target {device.target} needs {' and '.join(wanted)} on pool {pool}; "
-                f"{', '.join(missing)}")  # fmt: skip
+        return (
+            f"device {device.name}: target {device.target} needs {' and '.join(wanted)} on pool {pool}; "
+            f"{', '.join(missing)}"
+        )
     # `nvcc --list-gpu-arch` names the base architectures (90); 90a and 100f are their feature variants.
     bases = {arch_number(a) for a in caps.nvcc_archs}
     beyond = [a for a in device.cuda_archs if caps.nvcc_archs and arch_number(a) not in bases]
     if beyond:
-        return (f"device {device.name}: cuda_archs {', '.join(beyond)} are beyond {caps.nvcc} on pool {pool}, which "
-                f"targets {_span(caps.nvcc_archs)}")  # fmt: skip
+        return (
+            f"device {device.name}: cuda_archs {', '.join(beyond)} are beyond {caps.nvcc} on pool {pool}, which "
+            f"targets {_span(caps.nvcc_archs)}"
+        )
     return None
 
 
@@ -132,9 +140,11 @@ def offload_problem(device: DeviceSpec, quantization: str, pool: str, caps: Capa
         return None
     what = ", ".join(LIBRARY[OFFLOAD_FLAGS[f]] for f in lacking)
     how = ";".join(f"{f}=0" for f in lacking)
-    return (f"device {device.name} ({quantization}): its opt ({device.opt or 'the default, O2'}) compiles with "
-            f"{', '.join(lacking)}, and pool {pool}'s TVM has no {what}: give the device opt: '{how}' (or run it "
-            "on a pool whose TVM has it)")  # fmt: skip
+    return (
+        f"device {device.name} ({quantization}): its opt ({device.opt or 'the default, O2'}) compiles with "
+        f"{', '.join(lacking)}, and pool {pool}'s TVM has no {what}: give the device opt: '{how}' (or run it "
+        "on a pool whose TVM has it)"
+    )
 
 
 def tools(device: DeviceSpec, caps: Capabilities) -> dict[str, str]:

@@ -27,11 +27,17 @@ BUILD_TYPE = "https://github.com/mlc-farm/mlc-farm/blob/main/README.md#supply-ch
 def _source(source: dict[str, Any]) -> dict[str, Any]:
     """The source as a SLSA resolved dependency: a Hub repo at its commit, or a local directory by its files."""
     if source.get("kind") == "hf":
-        return {"uri": f"https://huggingface.co/{source['ref']}", "digest": {"gitCommit": source.get("identity")},
-                "annotations": {"revision": source.get("revision"), "license": source.get("license")}}  # fmt: skip
+        return {
+            "uri": f"https://huggingface.co/{source['ref']}",
+            "digest": {"gitCommit": source.get("identity")},
+            "annotations": {"revision": source.get("revision"), "license": source.get("license")},
+        }
     files = source.get("files") or {}
-    return {"name": "local model directory", "digest": {"sha256": source.get("identity")},
-            "annotations": {"path": source.get("ref"), "files": files}}  # fmt: skip
+    return {
+        "name": "local model directory",
+        "digest": {"sha256": source.get("identity")},
+        "annotations": {"path": source.get("ref"), "files": files},
+    }
 
 
 def _build(kind: str, record: BuildRecord) -> dict[str, Any]:

@@ -35,8 +35,9 @@ def new_private_key() -> bytes:
     from cryptography.hazmat.primitives.asymmetric import ec
 
     key = ec.generate_private_key(ec.SECP256R1())
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())  # fmt: skip
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def public_key(private_pem: bytes) -> bytes:
@@ -79,8 +80,10 @@ def sign(files: dict[str, str], name: str, private_pem: bytes) -> str:
     from model_signing._hashing.hashing import Digest
     from model_signing._signing import sign_ec_key, signing
 
-    items = [manifest.FileManifestItem(path=pathlib.PurePosixPath(p), digest=Digest("sha256", bytes.fromhex(h)))
-             for p, h in sorted(files.items())]  # fmt: skip
+    items = [
+        manifest.FileManifestItem(path=pathlib.PurePosixPath(p), digest=Digest("sha256", bytes.fromhex(h)))
+        for p, h in sorted(files.items())
+    ]
     kind = manifest._FileSerialization("sha256", allow_symlinks=False, ignore_paths=[pathlib.Path(SIGNATURE)])
     with _key_file(private_pem) as key:
         signature = sign_ec_key.Signer(key).sign(signing.Payload(manifest.Manifest(name, items, kind)))
@@ -107,8 +110,10 @@ def check(files: dict[str, str], signed: dict[str, str], what: str, whole: bool)
         if path not in signed:
             raise SignatureRefused(f"{what}: {path} is not among the files the farm signed: refused")
         if signed[path] != sha:
-            raise SignatureRefused(f"{what}: {path} is not the file the farm signed (sha256 {sha[:12]}, signed "
-                                   f"{signed[path][:12]}): refused")  # fmt: skip
+            raise SignatureRefused(
+                f"{what}: {path} is not the file the farm signed (sha256 {sha[:12]}, signed "
+                f"{signed[path][:12]}): refused"
+            )
     if whole and (gone := sorted(set(signed) - set(files))):
         raise SignatureRefused(f"{what}: {gone[0]} was signed but is missing: refused")
 
@@ -154,12 +159,18 @@ def sign_statement(statement: dict[str, Any], private_pem: bytes) -> str:
     assert isinstance(key, ec.EllipticCurvePrivateKey), "public_key() refuses other keys first"
     sig = key.sign(pae(payload), ec.ECDSA(hashes.SHA256()))
     hint = fingerprint(public_key(private_pem)).removeprefix("sha256:")
-    return json.dumps({
-        "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
-        "verificationMaterial": {"publicKey": {"hint": hint}, "tlogEntries": []},
-        "dsseEnvelope": {"payload": base64.b64encode(payload).decode(), "payloadType": _IN_TOTO,
-                         "signatures": [{"sig": base64.b64encode(sig).decode(), "keyid": ""}]},
-    }, sort_keys=True)  # fmt: skip
+    return json.dumps(
+        {
+            "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+            "verificationMaterial": {"publicKey": {"hint": hint}, "tlogEntries": []},
+            "dsseEnvelope": {
+                "payload": base64.b64encode(payload).decode(),
+                "payloadType": _IN_TOTO,
+                "signatures": [{"sig": base64.b64encode(sig).decode(), "keyid": ""}],
+            },
+        },
+        sort_keys=True,
+    )
 
 
 def signed_statement(bundle: str, trusted: list[bytes], what: str) -> dict[str, Any]:

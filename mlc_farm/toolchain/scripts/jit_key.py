@@ -62,8 +62,13 @@ def keys(chat, devices, overrides, opt):
     model_config = normalised_model_config(chat, overrides)
     out = {}
     for device in devices:
-        key = {"model_config": model_config, "overrides": overrides_text(overrides), "opt": OPT_TEXT[opt],
-               "device": device, "model_type": chat["model_type"]}  # fmt: skip
+        key = {
+            "model_config": model_config,
+            "overrides": overrides_text(overrides),
+            "opt": OPT_TEXT[opt],
+            "device": device,
+            "model_type": chat["model_type"],
+        }
         prefix = None
         if device in SYSTEM_LIBRARY_DEVICES:
             prefix = f"{chat['model_type']}_{chat['quantization']}_{md5_of(key)}".replace("-", "_")

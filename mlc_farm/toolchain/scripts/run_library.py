@@ -39,9 +39,12 @@ class Runner:
     def new_sequence(self):
         shape, builtin, meta = self.tvm.runtime.ShapeTuple, self.tvm.get_global_func, self.meta
         self.kv = self.vm["create_tir_paged_kv_cache"](
-            shape([1]), shape([self.capacity()]), shape([meta["prefill_chunk_size"]]), shape([16]),
+            shape([1]),
+            shape([self.capacity()]),
+            shape([meta["prefill_chunk_size"]]),
+            shape([16]),
             shape([int(meta["sliding_window_size"] != -1)]),
-        )  # fmt: skip
+        )
         builtin("vm.builtin.kv_state_add_sequence")(self.kv, 0)
 
     def capacity(self):
@@ -89,8 +92,12 @@ def timed(runs, one):
 
 def speed(phase, method, tokens, seconds):
     speeds = sorted(tokens / s for s in seconds if s > 0)
-    return {"phase": phase, "method": method, "tokens_per_s": speeds[len(speeds) // 2] if speeds else None,
-            "runs": speeds}  # fmt: skip
+    return {
+        "phase": phase,
+        "method": method,
+        "tokens_per_s": speeds[len(speeds) // 2] if speeds else None,
+        "runs": speeds,
+    }
 
 
 def decode_speed(runner, steps, runs):
@@ -111,8 +118,10 @@ def decode_speed(runner, steps, runs):
         runner.device.sync()
         return time.perf_counter() - start
 
-    method = (f"TVM VM decode: {steps} steps per run after a 1-token prefill, logits left on the device, one "
-              f"sync per run; median of {runs} runs after a warm-up run")  # fmt: skip
+    method = (
+        f"TVM VM decode: {steps} steps per run after a 1-token prefill, logits left on the device, one "
+        f"sync per run; median of {runs} runs after a warm-up run"
+    )
     return speed("decode", method, steps, timed(runs, one))
 
 
@@ -167,8 +176,10 @@ def engine_speed(device_name, weights_dir, lib, steps, runs):
         seconds = timed(runs, one)
     finally:
         engine.terminate()
-    method = (f"MLCEngine chat completion of up to {steps} tokens (prefill and sampling included); median of "
-              f"{runs} runs after a warm-up run")  # fmt: skip
+    method = (
+        f"MLCEngine chat completion of up to {steps} tokens (prefill and sampling included); median of "
+        f"{runs} runs after a warm-up run"
+    )
     return speed("decode", method, min(made[1:]), seconds)
 
 
@@ -186,8 +197,13 @@ def run_checks(runner, lib, device_name, weights_dir, plan):
         has_engine = False
     if has_engine:
         speeds.append(engine_speed(device_name, weights_dir, lib, steps, runs))
-    return {"status": "passed", "method": decode["method"], "tokens_per_s": decode["tokens_per_s"],
-            "tokens_per_s_runs": decode["runs"], "speeds": speeds}  # fmt: skip
+    return {
+        "status": "passed",
+        "method": decode["method"],
+        "tokens_per_s": decode["tokens_per_s"],
+        "tokens_per_s_runs": decode["runs"],
+        "speeds": speeds,
+    }
 
 
 def main(argv):
