@@ -89,6 +89,19 @@ class Engine(Protocol):
 
 
 @dataclasses.dataclass
+class Work:
+    """What a run builds, chosen once its plan is made: the plan and its sources, the keys to build, the
+    outcomes of those the store has, and the scheduler and labels that dispatch the rest."""
+
+    sources: dict[str, ResolvedSource]
+    plan: Plan
+    todo: set[str]
+    outcomes: dict[str, Outcome]
+    scheduler: Scheduler
+    labels: dict[str, str]
+
+
+@dataclasses.dataclass
 class Progress:
     """What a run has done so far: enough to say, when it is stopped, what is kept and what is left."""
 
@@ -115,7 +128,8 @@ class RunResult(BaseModel):
 
 
 class MatrixRun:
-    """One run, in named steps; `execute` runs them in order."""
+    """One run, in named steps; `execute` runs them in order, each handing what it found to the next (the
+    plan, then the `Work` chosen from it) rather than leaving it on the run half-made."""
 
     def __init__(
         self, pre: Preflight, engine: Engine, force: bool, progress: Progress, log: logging.Logger | Any
@@ -132,22 +146,22 @@ class MatrixRun:
         self.began = now()
         self.log.info("toolchain: %s", self.pre.toolchain.describe())
         self.keep_probe()
-        self.make_plan()
+        sources, plan = self.make_plan()
         self.clean_up()
-        self.choose()
-        status = self.dispatch()
-        outcomes = self.collect()
-        units = self.engine.update_catalog(self.plan, self.sources, self.records)
-        summary = summarize(self.plan, outcomes, units)
-        summary.regressions = night_regressions([r for _, r in all_records(self.store)], set(self.plan.check_builds))
-        night = self.report(summary, status)
+        work = self.choose(sources, plan)
+        status = self.dispatch(work)
+        outcomes = self.collect(work)
+        units = self.engine.update_catalog(plan, sources, self.records)
+        summary = summarize(plan, outcomes, units)
+        summary.regressions = night_regressions([r for _, r in all_records(self.store)], set(plan.check_builds))
+        night = self.report(work, summary, status)
         failed_units = {(r.model, r.quantization) for r in summary.failed} | {
             (u.model, u.quantization) for u in units if u.status in ("kept previous", "not built", "damaged")
         }
         published, publish_failures = self.publish(failed_units)
         self.engine.write_page()  # after publishing: its links go to the Hub repos that hold these builds
         self.engine.artifacts(summary, night, published)
-        return self.result(summary, units, publish_failures)
+        return self.result(work, summary, units, publish_failures)
 
     def keep_probe(self) -> None:
         """Embedded runs keep their probe in the store (farm pools keep theirs): `plan` on a machine without a
@@ -155,12 +169,12 @@ class MatrixRun:
         if self.engine.mode == "embedded":
             self.store.write_json(toolchain_path(SNAPSHOT_POOL), self.pre.toolchain.model_dump())
 
-    def make_plan(self) -> None:
+    def make_plan(self) -> tuple[dict[str, ResolvedSource], Plan]:
         wanted = {c.model for c in self.pre.cells}
-        self.sources = self.engine.resolve(self.pre.loaded, [m for m in self.matrix.models if m.id in wanted])
-        classes = conversion_classes(self.matrix, self.pre.cells, self.sources)
+        sources = self.engine.resolve(self.pre.loaded, [m for m in self.matrix.models if m.id in wanted])
+        classes = conversion_classes(self.matrix, self.pre.cells, sources)
         found = self.engine.fingerprints(self.pre.toolchain, classes) if classes else {}
-        self.plan = make_plan(self.matrix, self.pre.cells, self.sources, self.pre.toolchain, found)
+        return sources, make_plan(self.matrix, self.pre.cells, sources, self.pre.toolchain, found)
 
     def clean_up(self) -> None:
         """What earlier runs that died left: unfinished uploads (begun long before a live run would finish a
@@ -173,7 +187,7 @@ class MatrixRun:
         if self.engine.mode == "embedded" and (left := remove_stale_workdirs()):
             self.log.info("removed %d work directories that killed builds left behind", len(left))
 
-    def choose(self) -> None:
+    def choose(self, sources: dict[str, ResolvedSource], plan: Plan) -> Work:
         """The builds to run: those whose record is missing, damaged or points at missing blobs (or all, forced)."""
         lock = threading.Lock()
 
@@ -198,38 +212,35 @@ class MatrixRun:
             self.records[key] = record
             return True
 
-        self.todo = to_build(self.plan, have, self.force)
-        self.outcomes = {k: Outcome(status="reused") for k in self.plan.all_keys() if k not in self.todo}
-        self.scheduler = self._scheduler()
-        self.labels = _labels(self.plan)
-        self.progress.to_run, self.progress.reused = len(self.todo), len(self.outcomes)
+        todo = to_build(plan, have, self.force)
+        reused = {k: Outcome(status="reused") for k in plan.all_keys() if k not in todo}
+        self.progress.to_run, self.progress.reused = len(todo), len(reused)
+        return Work(sources, plan, todo, reused, self._scheduler(sources, plan, todo), _labels(plan))
 
-    def _scheduler(self) -> Scheduler:
+    def _scheduler(self, sources: dict[str, ResolvedSource], plan: Plan, todo: set[str]) -> Scheduler:
         """Critical-path order from the durations of earlier builds, over the engine's pools and slots."""
         durations = (
-            estimate(self.plan, [r for _, r in all_records(self.store)], {m: s.config for m, s in self.sources.items()})
-            if self.todo
+            estimate(plan, [r for _, r in all_records(self.store)], {m: s.config for m, s in sources.items()})
+            if todo
             else {}
         )
-        builds = list(_builds(self.plan).values())
+        builds = list(_builds(plan).values())
         pools = {b.key: d.work_pool if (d := on_device(b)) else self.matrix.weights_pool for b in builds}
         if self.engine.mode == "embedded":  # one pool of MLC_FARM_PARALLEL slots
-            return Scheduler(self.plan, self.todo, {"local": load_settings().parallel}, durations=durations)
-        return Scheduler(
-            self.plan, self.todo, self.engine.slots(set(pools.values())), lambda b: pools[b.key], durations
-        )
+            return Scheduler(plan, todo, {"local": load_settings().parallel}, durations=durations)
+        return Scheduler(plan, todo, self.engine.slots(set(pools.values())), lambda b: pools[b.key], durations)
 
-    def dispatch(self) -> RunStatus:
+    def dispatch(self, work: Work) -> RunStatus:
         """Start what the scheduler allows, a line per finished build and a live status of the running ones,
         until nothing runs; the status keeps when each build ran."""
-        self.console.print(f"{len(self.todo)} builds to run, {len(self.outcomes)} reused", soft_wrap=True)
-        status = RunStatus(self.labels, len(self.todo))
+        self.console.print(f"{len(work.todo)} builds to run, {len(work.outcomes)} reused", soft_wrap=True)
+        status = RunStatus(work.labels, len(work.todo))
         running: dict[Any, str] = {}
         finished = self.progress.finished
 
         def start_allowed() -> None:
-            for build, builds in self.scheduler.starts():
-                source = None if isinstance(build, LibBuild | CheckBuild) else self.sources[build.model]
+            for build, builds in work.scheduler.starts():
+                source = None if isinstance(build, LibBuild | CheckBuild) else work.sources[build.model]
                 running[self.engine.start(build, builds, source)] = build.key
                 status.start(build.key)
 
@@ -241,21 +252,21 @@ class MatrixRun:
                     key = running.pop(handle)
                     finished[key] = self.engine.outcome(handle)
                     ok = usable(finished[key])
-                    self.scheduler.finish(key, ok)
+                    work.scheduler.finish(key, ok)
                     status.finish(key, ok)
                     start_allowed()
                     mark = ("ok", "green") if ok else ("FAILED", "red")
                     took = clock(status.now() - status.started)
                     line = Text.assemble(
-                        f"[{len(finished)}/{len(self.todo)}] ", mark, f" {self.labels[key]} (at {took})"
+                        f"[{len(finished)}/{len(work.todo)}] ", mark, f" {work.labels[key]} (at {took})"
                     )
                     display.print(line)
         return status
 
-    def collect(self) -> dict[str, Outcome]:
+    def collect(self, work: Work) -> dict[str, Outcome]:
         """Every build's outcome, with its log and validation (or, in farm mode, the failure the worker wrote)."""
-        outcomes = self.outcomes | self.progress.finished
-        for b in self.scheduler.never_started():
+        outcomes = work.outcomes | self.progress.finished
+        for b in work.scheduler.never_started():
             why = (
                 "one of its inputs failed"
                 if isinstance(b, CheckBuild)
@@ -280,12 +291,12 @@ class MatrixRun:
         failure = load_failure(self.store, key)
         return failure if failure and failure.failed_at >= self.began else None
 
-    def report(self, summary: Summary, status: RunStatus) -> NightReport:
+    def report(self, work: Work, summary: Summary, status: RunStatus) -> NightReport:
         """The summary table (every cell of a small matrix, the failed ones of a big one), the night's use of
         the pools, and each failure with its log."""
-        pool_of = {key: self.scheduler.pool_of(b) for key, b in _builds(self.plan).items()}
+        pool_of = {key: work.scheduler.pool_of(b) for key, b in _builds(work.plan).items()}
         elapsed = status.now() - status.started
-        night = night_report(self.plan, status.spans, pool_of, self.scheduler.slots, self.labels, elapsed)
+        night = night_report(work.plan, status.spans, pool_of, work.scheduler.slots, work.labels, elapsed)
         shown = summary.for_console()
         if shown:
             self.console.print(summary.table(shown, self.console.width))
@@ -324,12 +335,12 @@ class MatrixRun:
             self.console.print(f"published {repo}: {done} ({detail})", soft_wrap=True)
         return rows, failures
 
-    def result(self, summary: Summary, units: list[UnitResult], publish_failures: int) -> RunResult:
+    def result(self, work: Work, summary: Summary, units: list[UnitResult], publish_failures: int) -> RunResult:
         failed, message = summary.failed, summary.message()
         damaged = [u for u in units if u.status == "damaged"]
         if publish_failures:
             message += f"; {publish_failures} publish failed"
-        hub_down = bool(failed) and all(r.status == "unresolved" and self.sources[r.model].unreachable for r in failed)
+        hub_down = bool(failed) and all(r.status == "unresolved" and work.sources[r.model].unreachable for r in failed)
         if hub_down:
             message = f"{HUB_UNREACHABLE}; {message}"
         if failed or publish_failures or damaged:
