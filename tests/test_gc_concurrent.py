@@ -79,8 +79,7 @@ def test_gc_keeps_the_temporary_files_of_a_live_process(tmp_path: Path) -> None:
 HOLDER = """
 import sys, time
 from pathlib import Path
-from mlc_farm import lease
-from mlc_farm.store import open_store
+from mlc_farm.store import lease, open_store
 
 store, blob, sha = open_store(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 with lease.held(store, "f" * 64, 60, lambda: None) as holding:
