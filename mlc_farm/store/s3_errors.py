@@ -57,9 +57,13 @@ def clock_skew(e: ClientError) -> float | None:
     return None
 
 
+# A connection dropped, refused, cut or timed out: botocore's and the standard library's.
+DROPPED = (BotoConnectionError, HTTPClientError, IncompleteReadError, ConnectionError, TimeoutError)
+
+
 def dropped(error: BaseException) -> bool:
-    """botocore's dropped, refused, cut or timed-out connections, beside the farm's own allow-list."""
-    return is_transient(error) or isinstance(error, (BotoConnectionError, HTTPClientError, IncompleteReadError))
+    """A dropped connection, beside the farm's own allow-list of transient errors."""
+    return is_transient(error) or isinstance(error, DROPPED)
 
 
 def no_bucket(where: str, bucket: str) -> StoreError:
@@ -70,7 +74,7 @@ def farm_error(e: BaseException, where: str, bucket: str, what: str) -> BaseExce
     """The farm's error for a botocore one (`where`: the bucket and endpoint, for messages); others as they are."""
     if isinstance(e, ClientError):
         return _client_error(e, where, bucket, what)
-    if isinstance(e, (BotoConnectionError, HTTPClientError, IncompleteReadError, ConnectionError, TimeoutError)):
+    if isinstance(e, DROPPED):
         return StoreUnavailable(
             f"{where} kept dropping the connection ({type(e).__name__}) while {what}; try again later"
         )
@@ -111,5 +115,5 @@ def s3_errors(where: str, bucket: str, what: str) -> Iterator[None]:
     """Every botocore error raised in the block leaves it as the farm's (`farm_error`)."""
     try:
         yield
-    except (ClientError, BotoCoreError, ConnectionError, TimeoutError) as e:
+    except (ClientError, BotoCoreError, *DROPPED) as e:
         raise farm_error(e, where, bucket, what) from None
