@@ -282,7 +282,8 @@ def build_library(
 
     def steps(work: Path, log: Path) -> tuple[dict[str, float], dict[str, Path], dict[str, Any]]:
         config_path = work / "config" / "mlc-chat-config.json"
-        store.get_blob(_file(config, "mlc-chat-config.json").sha256, config_path)
+        chat = _file(config, "mlc-chat-config.json")
+        store.get_blob(chat.sha256, config_path, size=chat.size)
         args = compile_args(config_path, lb.device, lb.overrides, work / lib_name)
         env = compile_env(lb.device)
         with activity.phase(lb.key, "compile"):
@@ -317,7 +318,7 @@ def build_library(
 def _fetch_model(store: ArtifactStore, convert: BuildRecord, config: BuildRecord, into: Path) -> Path:
     """The weights, mlc-chat-config.json and tokenizer a library runs with, as one directory."""
     for f in [*convert.files, *config.files]:
-        store.get_blob(f.sha256, into / f.path)
+        store.get_blob(f.sha256, into / f.path, size=f.size)
     return into
 
 
@@ -406,7 +407,7 @@ def check_cell(
             return {}, {}, _checked(log, cb, keys, Validation(fits=fits, run=run), result, on_line)
         weights = _fetch_model(store, convert, config, work / "model")
         lib_file = work / lib.files[0].path
-        store.get_blob(lib.files[0].sha256, lib_file)
+        store.get_blob(lib.files[0].sha256, lib_file, size=lib.files[0].size)
         ref = reference_distributions(store, cb.reference) if cb.reference else None
         if isinstance(ref, str):
             run = RunCheck(status="not run", detail=ref)

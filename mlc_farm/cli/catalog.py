@@ -161,6 +161,6 @@ def show_log(
                 sys.stdout.write("(no log was kept)\n")
                 continue
             path = Path(tmp) / f"{i}.log"
-            st.get_blob(f.log.sha256, path)
+            st.get_blob(f.log.sha256, path, size=f.log.size)
             sys.stdout.write(printable(path.read_text(errors="replace")))
     sys.stdout.flush()

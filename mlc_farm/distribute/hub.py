@@ -523,7 +523,7 @@ def _stage(
     them and the folder's signature over everything (model-signing format); `files` gains the farm's own."""
     local = {p: root / p for p in files}
     for p, f in files.items():
-        store.get_blob(f.sha256, local[p])
+        store.get_blob(f.sha256, local[p], size=f.size)
     card = model_card(
         entry, repo, {d: lib_path(entry, d) for d in entry.libs}, fingerprint(public_key(keys.signing_key()))
     )

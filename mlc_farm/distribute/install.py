@@ -170,7 +170,7 @@ def install(
         for lib_name, ref in sorted(libs.items()):
             lib_copy = fetched.setdefault(ref.file.sha256, Path(tmp) / f"{lib_name}-{ref.file.path}")
             if not lib_copy.exists():
-                store.get_blob(ref.file.sha256, lib_copy)
+                store.get_blob(ref.file.sha256, lib_copy, size=ref.file.size)
             found = _jit_keys(config, lib_name, ref, lib_copy, indices)
             for dev, key in found.items():
                 planned[dev] = (jit.cache_file(home, key, dev), ref)
@@ -181,7 +181,7 @@ def install(
                 result.replaced.append(f"{weights} ({len(stale)} files differed)")
             with replacing(weights, "--as", replace=True) as staging:
                 for rel, f in files.items():
-                    store.get_blob(f.sha256, staging / rel)
+                    store.get_blob(f.sha256, staging / rel, size=f.size)
         _write_libraries(home / "model_lib", planned, fetched, result)
     return result
 

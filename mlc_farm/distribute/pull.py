@@ -101,7 +101,7 @@ def pull(
     with replacing(out, "-o", replace) as staging:
 
         def one(item: tuple[str, FileEntry]) -> Path:
-            store.get_blob(item[1].sha256, staging / item[0], landed)
+            store.get_blob(item[1].sha256, staging / item[0], landed, item[1].size)
             return out / item[0]
 
         pool = ThreadPoolExecutor(max_workers=workers)  # many small tokenizer/config files: overlap them

@@ -5,7 +5,6 @@ rewritten instead of the farm failing on it.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +13,8 @@ from typing import Any
 from mlc_farm.errors import NotFound
 from mlc_farm.records.schema import BuildRecord, CatalogEntry, FailureRecord, FileEntry
 from mlc_farm.store import ArtifactStore
-from mlc_farm.store.documents import read_all, read_document
-from mlc_farm.store.layout import BUILDS, CATALOG, FAILURES, catalog_path, failure_path, record_path
+from mlc_farm.store.documents import parse_document, read_all, read_document
+from mlc_farm.store.layout import BUILDS, CATALOG, FAILURES, blob_path, catalog_path, failure_path, record_path
 
 
 def load_record(store: ArtifactStore, key: str) -> BuildRecord | None:
@@ -60,6 +59,5 @@ def read_blob_json(store: ArtifactStore, file: FileEntry) -> dict[str, Any]:
     """A small JSON output (tensor-cache.json, mlc-chat-config.json), fetched and verified."""
     with tempfile.TemporaryDirectory(prefix="mlc-farm-doc-") as tmp:
         path = Path(tmp) / "doc.json"
-        store.get_blob(file.sha256, path)
-        doc: dict[str, Any] = json.loads(path.read_text())
-        return doc
+        store.get_blob(file.sha256, path, size=file.size)
+        return parse_document(f"{store.url}/{blob_path(file.sha256)} ({file.path})", path.read_bytes())

@@ -49,9 +49,12 @@ class ArtifactStore(Protocol):
         """Read the blob and hash it: None when it holds what its name says, else what is wrong."""
         ...
 
-    def get_blob(self, sha256: str, dest: Path, progress: Callable[[int], None] | None = None) -> None:
+    def get_blob(
+        self, sha256: str, dest: Path, progress: Callable[[int], None] | None = None, size: int | None = None
+    ) -> None:
         """Write the blob to `dest`, verified; nothing is left at `dest` if it does not match. `progress` gets
-        byte counts as they land."""
+        byte counts as they land. `size`, the recorded size, bounds the read: a blob that is larger is
+        CorruptBlobError at its first byte too many (a hostile store can hold anything under a name)."""
         ...
 
     def read_json(self, name: str) -> dict[str, Any] | None: ...

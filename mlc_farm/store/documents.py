@@ -27,15 +27,44 @@ class Documents(Protocol):
     def read_json(self, name: str) -> dict[str, Any] | None: ...
 
 
+MAX_DOCUMENT = 32 * 2**20  # a store document (record, entry, signature) is kilobytes; far past this is hostile
+MAX_DEPTH = 64  # nesting of any document the farm writes is under 10
+
+
 def parse_document(where: str, raw: bytes | str) -> dict[str, Any]:
-    """A store document's JSON, or DamagedDocumentError naming the object (truncated, not UTF-8, not an object)."""
+    """A store document's JSON, or DamagedDocumentError naming the object (truncated, not UTF-8, not an object,
+    larger than MAX_DOCUMENT or nested deeper than MAX_DEPTH)."""
+    return parse_bounded(where, raw, MAX_DOCUMENT, DamagedDocumentError)
+
+
+def parse_bounded(where: str, raw: bytes | str, limit: int, error: type[Exception]) -> dict[str, Any]:
+    """A JSON object read from others, within `limit` bytes and MAX_DEPTH levels; else `error` naming `where`."""
+    if len(raw) > limit:
+        raise error(f"{where} is damaged (over {limit // 2**20} MiB: no document the farm writes is that large)")
     try:
         data = json.loads(raw)
+    except RecursionError:
+        raise error(f"{where} is damaged (nested deeper than {MAX_DEPTH} levels)") from None
     except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
-        raise DamagedDocumentError(f"{where} is damaged ({e})") from None
+        raise error(f"{where} is damaged ({e})") from None
     if not isinstance(data, dict):
-        raise DamagedDocumentError(f"{where} is damaged (a JSON {type(data).__name__}, not an object)")
+        raise error(f"{where} is damaged (a JSON {type(data).__name__}, not an object)")
+    if _depth(data) > MAX_DEPTH:
+        raise error(f"{where} is damaged (nested deeper than {MAX_DEPTH} levels)")
     return data
+
+
+def _depth(doc: Any) -> int:
+    """How deep a parsed document nests, walked without recursion (a deep one must not exhaust the stack)."""
+    deepest, todo = 0, [(doc, 1)]
+    while todo:
+        node, level = todo.pop()
+        deepest = max(deepest, level)
+        if level > MAX_DEPTH:
+            break
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        todo.extend((c, level + 1) for c in children if isinstance(c, dict | list))
+    return deepest
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -7,22 +7,24 @@ temporary file that no record points at.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
 import os
 import socket
+import stat
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from mlc_farm.errors import BadInput, CorruptBlobError, DamagedDocumentError, MissingObject, StoreError
 from mlc_farm.processes import process_alive
 from mlc_farm.settings import load_settings
-from mlc_farm.store.documents import parse_document
+from mlc_farm.store.documents import MAX_DOCUMENT, parse_document
 from mlc_farm.store.layout import blob_path
 
 _CHUNK = 8 << 20
@@ -77,7 +79,8 @@ class LocalStore:
             return False
         tmp = self._tmp()
         try:
-            got = _copy_hashed(path, tmp, progress)
+            with path.open("rb") as src, tmp.open("wb") as out:
+                got = _copy_hashed(src, out, progress)
             if got != sha256:
                 raise CorruptBlobError(f"{path} changed while being stored (sha256 {got})")
             self._publish(tmp, blob_path(sha256))
@@ -86,40 +89,43 @@ class LocalStore:
         return True
 
     def check_blob(self, sha256: str, progress: Callable[[int], None] | None = None) -> str | None:
-        h = hashlib.sha256()
+        where = f"{self.url}/{blob_path(sha256)}"
         try:
-            with (self.root / blob_path(sha256)).open("rb") as f:
-                while block := f.read(_CHUNK):
-                    h.update(block)
-                    if progress:
-                        progress(len(block))
-        except FileNotFoundError:
+            fd = _open_regular(self.root / blob_path(sha256), where)
+        except StoreError as e:
+            return str(e).removeprefix(f"{where} is ")
+        if fd is None:
             return "missing"
-        return None if h.hexdigest() == sha256 else f"corrupt (its content hashes to {h.hexdigest()})"
+        with os.fdopen(fd, "rb") as f:
+            got = _copy_hashed(f, _Discard(), progress)
+        return None if got == sha256 else f"corrupt (its content hashes to {got})"
 
-    def get_blob(self, sha256: str, dest: Path, progress: Callable[[int], None] | None = None) -> None:
-        src = self.root / blob_path(sha256)
+    def get_blob(
+        self, sha256: str, dest: Path, progress: Callable[[int], None] | None = None, size: int | None = None
+    ) -> None:
+        where = f"{self.url}/{blob_path(sha256)}"
         dest.parent.mkdir(parents=True, exist_ok=True)
         part = dest.with_name(dest.name + ".part")
         try:
-            try:
-                got = _copy_hashed(src, part, progress)
-            except FileNotFoundError:
-                if src.exists():  # what went missing is the destination's directory, not the blob
-                    raise
-                raise MissingObject(f"{self.url}/{blob_path(sha256)} is missing") from None
+            fd = _open_regular(self.root / blob_path(sha256), where)
+            if fd is None:
+                raise MissingObject(f"{where} is missing")
+            with os.fdopen(fd, "rb") as src, part.open("wb") as out:
+                got = _copy_hashed(src, out, progress, size, where)
             if got != sha256:
-                raise CorruptBlobError(f"{self.url}/{blob_path(sha256)} is corrupt (sha256 {got})")
+                raise CorruptBlobError(f"{where} is corrupt (sha256 {got})")
             os.replace(part, dest)
         finally:
             part.unlink(missing_ok=True)
 
     def read_json(self, name: str) -> dict[str, Any] | None:
-        try:
-            raw = (self.root / name).read_bytes()
-        except FileNotFoundError:
+        where = f"{self.url}/{name}"
+        fd = _open_regular(self.root / name, where)
+        if fd is None:
             return None
-        return parse_document(f"{self.url}/{name}", raw)
+        with os.fdopen(fd, "rb") as f:
+            raw = f.read(MAX_DOCUMENT + 1)
+        return parse_document(where, raw)
 
     def write_json(self, name: str, data: dict[str, Any]) -> None:
         self.write_text(name, json.dumps(data, indent=2, sort_keys=True, default=str), "application/json")
@@ -197,13 +203,46 @@ class LocalStore:
         return stale
 
 
-def _copy_hashed(src: Path, dest: Path, progress: Callable[[int], None] | None = None) -> str:
-    """Copy in one pass, returning the sha256 of what was read."""
-    h = hashlib.sha256()
-    with src.open("rb") as f, dest.open("wb") as out:
-        while block := f.read(_CHUNK):
-            h.update(block)
-            out.write(block)
-            if progress:
-                progress(len(block))
+class _Discard:
+    """A sink for bytes that are only hashed."""
+
+    def write(self, block: bytes) -> int:
+        return len(block)
+
+
+def _open_regular(path: Path, where: str) -> int | None:
+    """A read-only descriptor of a regular file of the store, None when there is none: a link, a FIFO or a device
+    in its place is a tampered store (read through, it would hang or never end), refused without blocking."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise StoreError(f"{where} is a link, not a file: refused (the store was tampered with)") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise StoreError(f"{where} is not a regular file: refused (the store was tampered with)")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def _copy_hashed(
+    src: BinaryIO,
+    out: BinaryIO | _Discard,
+    progress: Callable[[int], None] | None = None,
+    size: int | None = None,
+    where: str = "",
+) -> str:
+    """Copy in one pass, returning the sha256 of what was read; past `size` bytes, CorruptBlobError."""
+    h, done = hashlib.sha256(), 0
+    while block := src.read(_CHUNK if size is None else min(_CHUNK, size - done + 1)):
+        done += len(block)
+        if size is not None and done > size:
+            raise CorruptBlobError(f"{where} is larger than its recorded {size} bytes: refused")
+        h.update(block)
+        out.write(block)
+        if progress:
+            progress(len(block))
     return h.hexdigest()

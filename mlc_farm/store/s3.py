@@ -59,7 +59,7 @@ from mlc_farm.errors import (
 from mlc_farm.names import shorten
 from mlc_farm.retry import retry_transient
 from mlc_farm.settings import Settings, load_settings
-from mlc_farm.store.documents import parse_document
+from mlc_farm.store.documents import MAX_DOCUMENT, parse_document
 from mlc_farm.store.layout import blob_path
 from mlc_farm.store.s3_errors import InvalidRange, dropped, farm_error, no_bucket, s3_errors
 
@@ -292,10 +292,13 @@ class S3Store:
             return "missing"
         return None if digest == sha256 else f"corrupt (its content hashes to {digest})"
 
-    def get_blob(self, sha256: str, dest: Path, progress: Callable[[int], None] | None = None) -> None:
+    def get_blob(
+        self, sha256: str, dest: Path, progress: Callable[[int], None] | None = None, size: int | None = None
+    ) -> None:
         """Parallel ranged GETs written in place, hashed in order as they land: one pass, verified.
 
-        At most `max_concurrency` ranges (plus each download's first) are in memory, whatever the sizes.
+        At most `max_concurrency` ranges (plus each download's first) are in memory, whatever the sizes; an object
+        larger than its recorded `size` is refused at its first range, before the rest is asked for.
         """
         dest.parent.mkdir(parents=True, exist_ok=True)
         part = dest.with_name(dest.name + ".part")
@@ -307,6 +310,10 @@ class S3Store:
                     first, total = self._get_range(key, 0, chunk)
                 except MissingObject:
                     raise MissingObject(f"{self.url}/{blob_path(sha256)} is missing") from None
+                if size is not None and total > size:
+                    raise CorruptBlobError(
+                        f"{self.url}/{blob_path(sha256)} is larger than its recorded {size} bytes ({total}): refused"
+                    )
                 f.write(first)
                 hasher.update(first)
                 if progress:
@@ -419,15 +426,20 @@ class S3Store:
         return found[0] if found else None
 
     def _get_json(self, name: str, damaged_ok: bool = False) -> tuple[dict[str, Any] | None, str] | None:
-        def fetch() -> tuple[bytes, str]:
+        def fetch() -> tuple[bytes | None, str]:
             obj = self.client.get_object(Bucket=self.bucket, Key=self._key(name))
-            return obj["Body"].read(), obj["ETag"]
+            if obj.get("ContentLength", 0) > MAX_DOCUMENT:  # too large to be ours: refused unread
+                obj["Body"].close()
+                return None, obj["ETag"]
+            return obj["Body"].read(MAX_DOCUMENT + 1), obj["ETag"]
 
         try:
             raw, etag = self._call(f"reading {name}", fetch)
         except MissingObject:
             return None
         try:
+            if raw is None:
+                raise DamagedDocumentError(f"{self.url}/{name} is damaged (over {MAX_DOCUMENT // 2**20} MiB)")
             return parse_document(f"{self.url}/{name}", raw), etag
         except DamagedDocumentError:
             if damaged_ok:

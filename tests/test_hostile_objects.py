@@ -1,0 +1,91 @@
+"""Store objects that are not what they claim (issue 37, item 6): a FIFO, a link to /dev/zero, a blob larger than
+its record says, a 300 MB document and one nested 200,000 deep each end at once with one named error, on the local
+store; on S3 a blob larger than its recorded size is refused at its first range."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from mlc_farm.errors import CorruptBlobError, DamagedDocumentError, MissingObject, StoreError
+from mlc_farm.store.layout import blob_path
+from mlc_farm.store.local import LocalStore
+from tests.helpers import run_cli
+
+SHA = hashlib.sha256(b"x").hexdigest()
+
+
+def blob_at(store: Path, sha: str = SHA) -> Path:
+    path = store / blob_path(sha)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def quickly(call, error: type[Exception], match: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(error, match=match):
+        call()
+    assert time.monotonic() - started < 5
+
+
+def test_a_fifo_or_a_link_in_the_store_is_refused_without_reading_it(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    os.mkfifo(blob_at(tmp_path / "store"))
+    quickly(lambda: store.get_blob(SHA, tmp_path / "out"), StoreError, "not a regular file")
+    assert store.check_blob(SHA) == "not a regular file: refused (the store was tampered with)"
+    blob_at(tmp_path / "store").unlink()
+    blob_at(tmp_path / "store").symlink_to("/dev/zero")
+    quickly(lambda: store.get_blob(SHA, tmp_path / "out", size=1), StoreError, "is a link, not a file")
+    (tmp_path / "store" / "catalog" / "m").mkdir(parents=True)
+    os.mkfifo(tmp_path / "store" / "catalog" / "m" / "q.json")
+    quickly(lambda: store.read_json("catalog/m/q.json"), StoreError, "not a regular file")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.part").exists()
+    with pytest.raises(MissingObject):
+        store.get_blob(hashlib.sha256(b"y").hexdigest(), tmp_path / "out")
+
+
+def test_a_blob_larger_than_its_record_says_stops_at_the_first_byte_too_many(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    with blob_at(tmp_path / "store").open("wb") as f:
+        f.truncate(2**40)  # a terabyte, sparse: read to the end it would fill any disk
+    quickly(lambda: store.get_blob(SHA, tmp_path / "out", size=1), CorruptBlobError, "larger than its recorded 1")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.part").exists()
+
+
+@pytest.mark.parametrize("shape", ["300 MB", "200,000 deep"])
+def test_a_huge_or_deep_document_is_one_named_error(tmp_path: Path, shape: str) -> None:
+    root = tmp_path / "store"
+    doc = root / "catalog" / "tiny" / "q0f16.json"
+    doc.parent.mkdir(parents=True)
+    if shape == "300 MB":
+        with doc.open("wb") as f:
+            f.write(b'{"a": "')
+            f.truncate(300 * 2**20)  # sparse
+    else:
+        doc.write_text('{"a": ' + "[" * 200_000 + "]" * 200_000 + "}")
+    quickly(lambda: LocalStore(root).read_json("catalog/tiny/q0f16.json"), DamagedDocumentError,
+            "over 32 MiB" if shape == "300 MB" else "nested deeper than 64")  # fmt: skip
+    for args in (["ls"], ["pull", "tiny", "q0f16", "-o", str(tmp_path / "out")], ["verify"]):
+        said = run_cli(*args, "--store", str(root))
+        assert said.returncode in (0, 1, 2), (args, said.stdout, said.stderr)
+        assert "Traceback" not in said.stdout + said.stderr and "internal error" not in said.stderr, said.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_s3_refuses_a_blob_larger_than_its_record_at_the_first_range(s3_store_url: str, tmp_path: Path) -> None:
+    from mlc_farm.store import open_store
+
+    store = open_store(s3_store_url)
+    big = tmp_path / "big"
+    big.write_bytes(b"z" * (3 * 2**20))
+    sha = hashlib.sha256(big.read_bytes()).hexdigest()
+    store.put_blob(big, sha)
+    with pytest.raises(CorruptBlobError, match="larger than its recorded 10 bytes"):
+        store.get_blob(sha, tmp_path / "out", size=10)
+    assert not (tmp_path / "out").exists()
+    store.get_blob(sha, tmp_path / "out", size=big.stat().st_size)
+    assert (tmp_path / "out").read_bytes() == big.read_bytes()
