@@ -76,17 +76,32 @@ class Settings(BaseSettings):
     )
     signing_key: Path | None = Field(
         None,
-        description="PEM file of the farm's elliptic-curve private key, which signs every catalog entry and published "
-        "folder (default: the Secret block of MLC_FARM_SIGNING_KEY_BLOCK, else this machine's own key, made on first "
-        "use as `signing/private.pem` in MLC_FARM_CACHE).",
+        description="PEM file of the farm's elliptic-curve private key, which signs every build's attestation, catalog "
+        "entry and published folder (default: the Secret block of MLC_FARM_SIGNING_KEY_BLOCK, else, for embedded "
+        "builds only, this machine's own key, made on first use as `signing/private.pem` in MLC_FARM_CACHE). Refused "
+        "when others can read or write it or write its directory.",
     )
     signing_key_block: BlockName | None = Field(
         None, description="A Secret block holding the signing key's PEM (`farm init --signing-key` makes one)."
     )
     trusted_keys: str | None = Field(
         None,
-        description="Comma-separated PEM public key files whose signatures `pull` and `install` accept (default: the "
-        "public half of the signing key).",
+        description="Comma-separated PEM public key files whose signatures are accepted: the farm's attestations, and "
+        "the entries `pull`, `install`, `export`, `url`, `validate` and `publish` take (several while a key rotates; "
+        "default: the public half of the signing key).",
+    )
+    signature_days: float = Field(
+        7,
+        gt=0,
+        allow_inf_nan=False,
+        description="How long a catalog entry's signature is valid: each nightly "
+        "renews those signed longer than MLC_FARM_SIGNATURE_RENEW_HOURS ago; a client refuses an expired one.",
+    )
+    signature_renew_hours: float = Field(
+        20,
+        ge=0,
+        allow_inf_nan=False,
+        description="A nightly re-signs an entry signed longer ago than this.",
     )
     hf_org: str | None = Field(None, description="Hub organization when the matrix's `publish.org` is not set.")
     home: str | None = Field(

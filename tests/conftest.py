@@ -17,7 +17,7 @@ import pytest
 from mlc_farm.errors import StackError
 from mlc_farm.farm.stack import Service, free_ports, port_taken_in, start_prefect_server, wait_for_prefect
 from mlc_farm.tiny_model import write_tiny_llama
-from mlc_farm.trust.signatures import new_private_key
+from mlc_farm.trust.dsse import new_private_key
 from tests.helpers import DOUBLE, MLC_LLM_SOURCE, ROOT, s3_client
 from tests.hub_server import LocalHub
 from tests.seaweed import SeaweedS3
@@ -57,6 +57,9 @@ def _set_up_home(home: Path) -> None:
     subprocess.run([sys.executable, "-c", f"import sys; {code}", str(home / "logs")], env=env, timeout=300, check=True)
 
 
+KEY_DIR = pytest.StashKey[Path]()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """xdist gives its workers an 80-column terminal size: the CLI's consoles (made when the tests import them)
     must see what a pipe sees, as in a run without workers. Every build and pull of the run (module fixtures
@@ -64,7 +67,9 @@ def pytest_configure(config: pytest.Config) -> None:
     if os.environ.get("PYTEST_XDIST_WORKER"):
         for name in ("COLUMNS", "LINES"):
             os.environ.pop(name, None)
-    key = Path(tempfile.mkdtemp(prefix="mlc-farm-key-")) / "farm.pem"
+    config.stash[KEY_DIR] = Path(tempfile.mkdtemp(prefix="mlc-farm-key-"))  # 0700; removed when the run ends
+    key = config.stash[KEY_DIR] / "farm.pem"
+    key.touch(mode=0o600)
     key.write_bytes(new_private_key())
     os.environ["MLC_FARM_SIGNING_KEY"] = str(key)
     # Prefect's console log handler keeps the stderr of the moment Prefect sets up logging: here, before any
@@ -73,6 +78,12 @@ def pytest_configure(config: pytest.Config) -> None:
     import prefect.logging.configuration
 
     prefect.logging.configuration.setup_logging()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The run's signing key goes with it: nothing of the tests stays in the temporary directory."""
+    if KEY_DIR in config.stash:
+        shutil.rmtree(config.stash[KEY_DIR], ignore_errors=True)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

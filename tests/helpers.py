@@ -87,3 +87,24 @@ def built_store(tiny_models: Path, tmp_path: Path, text: str = ONE_CELL) -> tupl
     done = cli("build", "--matrix", str(matrix), "--store", str(store))
     assert done.returncode == 0, done.stdout + done.stderr
     return store, matrix
+
+
+def farm_edit(store: Path, model: str, quantization: str, change: Any = None, signed_at: Any = None) -> None:
+    """Change a catalog entry as the farm itself would (a device leaving the matrix, ...) and sign it with the
+    farm's key, as the nightly that made the change does: an edit by anyone else is refused by every reader."""
+    from mlc_farm.records.reads import read_entry
+    from mlc_farm.records.schema import CatalogEntry
+    from mlc_farm.store.layout import catalog_path
+    from mlc_farm.store.local import LocalStore
+    from mlc_farm.trust import attestations, keys
+    from mlc_farm.trust.entry_signatures import sign_entry
+
+    st, trusted = LocalStore(store), keys.trusted_keys()
+    entry = read_entry(st, model, quantization)
+    assert entry is not None
+    doc = entry.model_dump(mode="json")
+    if change:
+        change(doc)
+    signed = sign_entry(st, CatalogEntry.model_validate(doc), keys.signing_key(),
+                        lambda k: attestations.attested(st, k, trusted), signed_at=signed_at)  # fmt: skip
+    st.write_json(catalog_path(model, quantization), signed.model_dump(mode="json"))

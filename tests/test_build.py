@@ -88,7 +88,10 @@ def test_build_reuse_and_pull(tiny_matrix: Path, tmp_path: Path) -> None:
     }  # as on a terminal: the byte progress bar is drawn
     done = cli("pull", "tiny-llama-b", "q4f16_1", "--device", "cpu", "-o", str(out), "--store", str(store), env=tty)
     assert done.returncode == 0, done.stderr
-    total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file() and p.name != "model.sig")
+    # A one-device pull carries the entry's signature too, and verifies: the other devices' libraries are named.
+    checked = cli("verify-signature", str(out))
+    assert checked.returncode == 0 and "signed libraries not here" in checked.stdout, checked.stdout + checked.stderr
     bar = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", done.stderr)  # without its colours and cursor moves
     assert "downloading, every sha256 checked" in bar and f"{total / 1000:.1f}/{total / 1000:.1f} kB" in bar, bar
     # What the toolchain writes for this cell, produced again directly: the pulled files are the same bytes.

@@ -87,7 +87,7 @@ def test_the_small_things_a_user_meets_are_clear_messages_with_exit_2(
     said["file"] = run("ls", "--store", "file://")
     said["long"] = run("ls", "--store", "x" * 3000)
     said["notify"] = run("farm", "init", "--notify", "ops")
-    assert all(code == 2 for code, _ in said.values()), said
+    assert all(code == 2 for code, _ in said.values()), {k: v for k, v in said.items() if v[0] != 2}
     texts = {k: " ".join(text.split()) for k, (_, text) in said.items()}
     assert "'Bad_Bucket!' is not a bucket name" in texts["bucket"]
     assert "AWS_ENDPOINT_URL 'http://127.0.0.1:9/'" in texts["endpoint"] and "SECRET" not in texts["endpoint"]

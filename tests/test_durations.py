@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+from mlc_farm.digests import digest
 from mlc_farm.planning.durations import DEFAULT_SECONDS, bits_per_weight, estimate, parameters
-from mlc_farm.planning.keys import digest
 from mlc_farm.records.schema import BuildRecord, FileEntry
 from tests.test_plan import SOURCES, matrix, plan_of
 

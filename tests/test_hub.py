@@ -16,7 +16,7 @@ from mlc_farm.matrix.schema import HFSource
 from mlc_farm.planning.sources import fetch, resolve_hf
 from mlc_farm.records.schema import now
 from tests.conftest import TOKEN
-from tests.helpers import cli, unhashed
+from tests.helpers import cli, farm_edit, unhashed
 from tests.hub_server import LocalHub
 
 
@@ -242,10 +242,7 @@ def test_publish_dry_run_wrong_token_and_deletion(
     assert len(times) == 3 and all(b - a >= 2 for a, b in itertools.pairwise(times)), times
 
     # The catalog loses the vulkan library (as if the device left the matrix): republishing deletes it.
-    entry_path = store / "catalog" / "tiny-llama-a" / "q0f16.json"
-    entry = json.loads(entry_path.read_text())
-    del entry["libs"]["vulkan"]
-    entry_path.write_text(json.dumps(entry))
+    farm_edit(store, "tiny-llama-a", "q0f16", lambda entry: entry["libs"].pop("vulkan"))
     hub.state.push_before_commits = 1  # someone pushes between the publish reading the repo and its commit
     again = cli("publish", "tiny-llama-a", "q0f16", "--matrix", str(matrix), "--store", str(store))
     assert again.returncode == 0, again.stderr  # 412: read again, commit again on their commit
@@ -256,8 +253,7 @@ def test_publish_dry_run_wrong_token_and_deletion(
     assert not any(unhashed(p) == "libs/tiny-llama-a-q0f16-vulkan.so" for p in repo_files(hub, repo))
     assert TOKEN not in dry.stdout + real.stdout + again.stdout + again.stderr
     hub.state.push_before_commits = 2  # they push again after the publish read the repo again: it says so
-    entry["libs"] = {}
-    entry_path.write_text(json.dumps(entry))
+    farm_edit(store, "tiny-llama-a", "q0f16", lambda entry: entry.update(libs={}))
     raced = cli("publish", "tiny-llama-a", "q0f16", "--matrix", str(matrix), "--store", str(store))
     assert raced.returncode == 1 and "someone else pushed to farm-org/tiny-llama-a-q0f16-MLC" in raced.stderr
 

@@ -20,7 +20,7 @@ from mlc_farm.records.reads import load_record, read_entry
 from mlc_farm.records.schema import CatalogEntry, FileEntry
 from mlc_farm.store.layout import record_path
 from mlc_farm.store.local import LocalStore
-from mlc_farm.trust import provenance, signatures
+from mlc_farm.trust import dsse, provenance, signatures
 from mlc_farm.trust.keys import signing_key, trusted_keys
 from tests.helpers import ONE_CELL, ROOT, built_store, cli, run_cli
 from tests.hub_server import LocalHub
@@ -75,7 +75,7 @@ def test_a_signed_folder_verifies_and_any_change_is_caught(tmp_path: Path) -> No
                                            "libs/m-cpu.so": b"\x7fELF lib"})  # fmt: skip
     files = {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
              for p in folder.rglob("*") if p.is_file()}  # fmt: skip
-    (folder / signatures.SIGNATURE).write_text(signatures.sign(files, "m", signing_key()))
+    (folder / signatures.SIGNATURE).write_text(json.dumps(signatures.sign(files, "m", signing_key())))
     public = tmp_path / "farm.pub"
     public.write_bytes(trusted_keys()[0])
     assert library_verifies(folder, public, command=True)
@@ -84,7 +84,7 @@ def test_a_signed_folder_verifies_and_any_change_is_caught(tmp_path: Path) -> No
         assert not library_verifies(copy, public, command=what == "a file added"), what
         with pytest.raises(signatures.SignatureRefused):
             signatures.verify_folder(copy, trusted_keys())
-    stranger = signatures.public_key(signatures.new_private_key())
+    stranger = dsse.public_key(dsse.new_private_key())
     with pytest.raises(signatures.SignatureRefused, match="not made by a trusted key"):
         signatures.verify_folder(folder, [stranger])
 
@@ -124,17 +124,20 @@ def test_published_and_pulled_folders_are_signed_and_a_swapped_blob_is_refused(
     said = run_cli("verify-signature", str(published))
     assert said.returncode == 0 and "each as the farm signed it" in said.stdout, said.stdout + said.stderr
     card = (published / "README.md").read_text()
-    assert signatures.fingerprint(trusted_keys()[0]) in card and "model_signing verify key" in card
+    assert dsse.fingerprint(trusted_keys()[0]) in card and "model_signing verify key" in card
     for what, copy in tampered_copies(published, tmp_path).items():
         assert not library_verifies(copy, public), what
         refused = run_cli("verify-signature", str(copy))
         assert refused.returncode == 1 and "refused" in refused.stderr, (what, refused.stderr)
 
     # The signed provenance: every other file as subject, the source, the toolchain and the fingerprint.
-    statement = signatures.signed_statement((published / provenance.FILE).read_text(), trusted_keys(), "provenance")
+    statement = dsse.verify((published / provenance.FILE).read_text(), trusted_keys(), "provenance").statement
     subjects = {s["name"]: s["digest"]["sha256"] for s in statement["subject"]}
     on_hub = {p: hashlib.sha256((published / p).read_bytes()).hexdigest() for p in signatures.folder_files(published)}
-    assert subjects == {p: h for p, h in on_hub.items() if p != provenance.FILE}
+    # The entry's signed provenance: its pull's files (the card and manifest are the folder's, under model.sig).
+    assert subjects == {
+        p: h for p, h in on_hub.items() if p not in (provenance.FILE, "README.md", "mlc-farm-manifest.json")
+    }
     assert statement["predicateType"] == "https://slsa.dev/provenance/v1"
     build = statement["predicate"]["buildDefinition"]
     source = build["resolvedDependencies"][0]
@@ -152,11 +155,10 @@ def test_published_and_pulled_folders_are_signed_and_a_swapped_blob_is_refused(
     assert pull_files == set(subjects) - {"README.md", "mlc-farm-manifest.json"}
     one = run_cli("provenance", "tiny-llama-a", "q4f16_1", "cpu", "--bundle", "--store", str(store))
     assert (
-        signatures.signed_statement(one.stdout, trusted_keys(), "bundle")["subject"]
-        == json.loads(printed.stdout)["subject"]
+        dsse.verify(one.stdout, trusted_keys(), "bundle").statement["subject"] == json.loads(printed.stdout)["subject"]
     )
     page = json.loads((store / "catalog.json").read_text())
-    assert signatures.fingerprint(trusted_keys()[0]) in page["verify"]
+    assert dsse.fingerprint(trusted_keys()[0]) in page["verify"]
     assert page["rows"][0]["files"]["provenance"].endswith(provenance.FILE)
 
     # A whole pull carries the entry's signature, which model-signing accepts too.
@@ -174,15 +176,29 @@ def test_published_and_pulled_folders_are_signed_and_a_swapped_blob_is_refused(
         assert refused.returncode == 1 and "tokenizer.json is not the file the farm signed" in said, said
     assert not (tmp_path / "again").exists() and not (tmp_path / "mlc").exists()
 
-    # An unsigned store: refused, unless --allow-unsigned (with a warning).
-    shutil.rmtree(store / "signatures")
-    swap_blob(store, entry.config, "tokenizer.json", json.dumps({"version": "1.0"}).encode())
+    # A store from before signatures (no attestation, no signature): refused, unless --allow-unsigned, with a
+    # warning, on a machine that never verified this entry signed (this one did: refused whatever the flag).
+    as_before_signatures(store)
     refused = run_cli("pull", "tiny-llama-a", "q4f16_1", "-o", str(tmp_path / "unsigned"), "--store", str(store))
-    assert refused.returncode == 1 and "holds no signature" in refused.stderr and not (tmp_path / "unsigned").exists()
-    taken = run_cli("pull", "tiny-llama-a", "q4f16_1", "-o", str(tmp_path / "unsigned"), "--store", str(store),
-                    "--allow-unsigned")  # fmt: skip
-    assert taken.returncode == 0 and "unsigned" in taken.stderr, taken.stderr
+    assert refused.returncode == 1 and "the entry is unsigned" in refused.stderr
+    assert not (tmp_path / "unsigned").exists()
+    allowed = ("pull", "tiny-llama-a", "q4f16_1", "-o", str(tmp_path / "unsigned"), "--store", str(store),
+               "--allow-unsigned")  # fmt: skip
+    refused = run_cli(*allowed)
+    assert refused.returncode == 1 and "verified a signed version of it before" in " ".join(refused.stderr.split())
+    taken = run_cli(*allowed, env={"MLC_FARM_CACHE": str(tmp_path / "new-machine")})
+    assert taken.returncode == 0 and "none of its builds carries an attestation" in " ".join(taken.stderr.split())
     assert not (tmp_path / "unsigned" / signatures.SIGNATURE).exists()
+
+
+def as_before_signatures(store: Path) -> None:
+    """Every record without its attestation and every entry without its signature, as a store written before
+    them has it."""
+    for folder, field in (("builds", "attestation"), ("catalog", "signature")):
+        for path in (store / folder).rglob("*.json"):
+            doc = json.loads(path.read_text())
+            doc.pop(field, None)
+            path.write_text(json.dumps(doc))
 
 
 @pytest.mark.usefixtures("prefect_api")
@@ -197,7 +213,7 @@ def test_farm_init_makes_the_signing_key_once(tiny_matrix: Path, monkeypatch: py
     assert "as it was" in again.stdout
     public = first.stdout[first.stdout.index("-----BEGIN PUBLIC KEY") :].split("-----END PUBLIC KEY-----")[0]
     assert public in again.stdout
-    assert signatures.public_key(signing_key()).decode().startswith(public)  # the block's key signs from now on
+    assert signing_key().public.decode().startswith(public)  # the block's key signs from now on
 
 
 def test_a_machine_given_no_key_makes_its_own_once_and_trusts_it(
@@ -206,23 +222,65 @@ def test_a_machine_given_no_key_makes_its_own_once_and_trusts_it(
     monkeypatch.delenv("MLC_FARM_SIGNING_KEY")
     made = signing_key()
     path = tmp_path / "cache" / "signing" / "private.pem"  # MLC_FARM_CACHE of the test
-    assert path.read_bytes() == made and path.stat().st_mode & 0o777 == 0o600
-    assert signing_key() == made and trusted_keys() == [signatures.public_key(made)]
+    assert path.read_bytes() == made.pem and path.stat().st_mode & 0o777 == 0o600
+    assert signing_key() == made and trusted_keys() == [made.public]
     assert [p.name for p in path.parent.iterdir()] == ["private.pem"]
     monkeypatch.setenv("MLC_FARM_TRUSTED_KEYS", str(tmp_path / "missing.pub"))
-    with pytest.raises(BadInput, match=r"MLC_FARM_TRUSTED_KEYS: .*missing\.pub"):
+    with pytest.raises(BadInput, match=r"MLC_FARM_TRUSTED_KEYS=.*missing\.pub.*No such file"):
+        trusted_keys()
+
+
+def test_a_key_someone_else_could_have_written_is_refused_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A private key planted in a writable MLC_FARM_CACHE, or given in a file others can read or write, or in a
+    directory others can write, is refused naming why; so is a trusted public key in such a directory."""
+    monkeypatch.delenv("MLC_FARM_SIGNING_KEY")
+    planted = tmp_path / "cache" / "signing"
+    planted.mkdir(parents=True)
+    planted.chmod(0o777)  # a cache others can write: a key found there may be theirs
+    (planted / "private.pem").write_bytes(dsse.new_private_key())
+    (planted / "private.pem").chmod(0o600)
+    with pytest.raises(BadInput, match="others can write its directory"):
+        signing_key()
+    mine = tmp_path / "keys"
+    mine.mkdir(mode=0o700)
+    key = mine / "farm.pem"
+    key.write_bytes(dsse.new_private_key())
+    monkeypatch.setenv("MLC_FARM_SIGNING_KEY", str(key))
+    key.chmod(0o644)
+    with pytest.raises(BadInput, match=r"others can read it \(mode 644; chmod 600 it\)"):
+        signing_key()
+    key.chmod(0o600)
+    assert signing_key().public.startswith(b"-----BEGIN PUBLIC KEY")
+    public = planted / "farm.pub"
+    public.write_bytes(signing_key().public)
+    monkeypatch.setenv("MLC_FARM_TRUSTED_KEYS", str(public))
+    with pytest.raises(BadInput, match=r"MLC_FARM_TRUSTED_KEYS=.*others can write its directory"):
         trusted_keys()
 
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_api")
-def test_a_store_from_before_signatures_is_signed_by_its_next_nightly(tiny_models: Path, tmp_path: Path) -> None:
+def test_a_store_from_before_attestations_is_signed_only_when_an_operator_says_so(
+    tiny_models: Path, tmp_path: Path
+) -> None:
+    """The nightly never signs what its builds did not attest (it builds them again); `resign --adopt` takes the
+    store as it is, hashing every blob again against its record first."""
     store, matrix = built_store(tiny_models, tmp_path, ONE_CELL.replace("publish: {org: farm-org}\n", ""))
-    shutil.rmtree(store / "signatures")  # as a store written before signatures has it
+    as_before_signatures(store)
+    again = shutil.copytree(store, tmp_path / "again")
     out = tmp_path / "out"
     assert run_cli("pull", "tiny-llama-a", "q4f16_1", "-o", str(out), "--store", str(store)).returncode == 1
-    again = cli("build", "--matrix", str(matrix), "--store", str(store))
-    assert again.returncode == 0 and "0 builds to run" in again.stdout, again.stdout + again.stderr
+    left = run_cli("resign", "--store", str(store))
+    assert left.returncode == 1 and "left tiny-llama-a q4f16_1: unsigned" in left.stdout, left.stdout
+    adopted = run_cli("resign", "--adopt", "--store", str(store))
+    assert adopted.returncode == 0 and "every record without an attestation is taken" in adopted.stderr
+    assert "attested builds/" in adopted.stdout and "signed tiny-llama-a q4f16_1" in adopted.stdout
+    assert run_cli("verify", "--store", str(store)).returncode == 0
     pulled = run_cli("pull", "tiny-llama-a", "q4f16_1", "-o", str(out), "--store", str(store))
     assert pulled.returncode == 0, pulled.stderr
     assert signatures.verify_folder(out, trusted_keys())
+    rebuilt = cli("build", "--matrix", str(matrix), "--store", str(again))  # no operator: built again, then signed
+    assert rebuilt.returncode == 0 and "0 builds to run" not in rebuilt.stdout, rebuilt.stdout + rebuilt.stderr
+    assert run_cli("pull", "tiny-llama-a", "q4f16_1", "-o", str(tmp_path / "o2"), "--store", str(again)).returncode == 0

@@ -141,7 +141,10 @@ def test_control_characters_from_the_store_never_reach_the_terminal(tiny_models:
                  "tiny-llama-a", "q4f16_1"]):  # fmt: skip
         result = run_cli(*args, "--store", str(store))
         shown = result.stdout + result.stderr
-        assert result.returncode == 0, (args, shown)
+        if args[0] == "export":  # bytes leave the store: the changed entry is not the one the farm signed
+            assert result.returncode == 1 and "not the one the farm signed" in shown, shown
+        else:
+            assert result.returncode == 0, (args, shown)
         assert not any(c in shown for c in ESCAPES), (args, shown)
     assert "compiling[2J]52;c;Y3VybCBldmlsLnNoIHwgc2g= done31m" in run_cli("log", "tiny-llama-a", "q4f16_1", "cpu",
                                                                           "--store", str(store)).stdout  # fmt: skip

@@ -53,6 +53,7 @@ from mlc_farm.store import ArtifactStore, lease
 from mlc_farm.store.layout import blob_url, failure_path, record_path
 from mlc_farm.toolchain import invoke
 from mlc_farm.toolchain.commands import compile_args, compile_env, convert_weight_args, gen_config_args
+from mlc_farm.trust import attestations, keys
 
 LIB_FILE = "model-lib"
 
@@ -109,12 +110,14 @@ class Subject:
 
 def _run_steps(store: ArtifactStore, subject: Subject, steps: Steps, flow_run: str | None, force: bool) -> BuildRecord:
     """Under the key's lease, run `steps(work, log)` -> (seconds, outputs, extra record fields), then store
-    the blobs and the record. When another run holds the lease, its record is waited for and returned."""
+    the blobs and the record. When another run holds the lease, its record is waited for and returned. The
+    signing key is read first: a build that could not sign what it made does not start."""
     started, key = now(), subject.key
+    signing_key, trusted = keys.signing_key(), keys.trusted_keys()
 
     def built_meanwhile() -> BuildRecord | None:
-        """A whole build of this key that another run finished (forced: since this build started)."""
-        record = load_record(store, key)
+        """A whole build of this key that another run finished and signed (forced: since this build started)."""
+        record = attestations.attested(store, key, trusted)
         if record is None or (force and record.finished_at < started):
             return None
         return record if all(store.has_blob(f.sha256) for f in referenced_blobs(record)) else None
@@ -128,7 +131,7 @@ def _run_steps(store: ArtifactStore, subject: Subject, steps: Steps, flow_run: s
         if holding.elsewhere is not None:
             record: BuildRecord = holding.elsewhere
             return record
-        return _build(store, subject, steps, flow_run, started, holding)
+        return _build(store, subject, steps, flow_run, started, holding, signing_key)
 
 
 def _build(
@@ -138,6 +141,7 @@ def _build(
     flow_run: str | None,
     started: datetime,
     holding: lease.Holding,
+    signing_key: keys.SigningKey,
 ) -> BuildRecord:
     """The build itself: steps in a scratch directory, blobs, then the record (last, for readers). A failure
     leaves a failure record with the log instead, until the key builds. The blobs are named in the lease before
@@ -151,23 +155,27 @@ def _build(
         except (ToolchainError, ValidationFailed) as e:
             log = _record_failure(store, subject, e, log_path, flow_run, holding)
             raise BuildFailed(str(e), blob_url(store.url, log.sha256) if log else None) from None
-        # The outputs are on disk: the store's retries wait out an outage; the toolchain never runs again.
-        files, log_entry = _upload(store, key, outputs, log_path, holding)
+        # The outputs are on disk: hashed here and signed before anything leaves this process (what the store
+        # says later is never what is signed); the store's retries wait out an outage; the toolchain never runs again.
+        hashes = hash_files({**outputs, "build.log": log_path})
+        listed = {n: FileEntry(path=n, size=p.stat().st_size, sha256=hashes[n]) for n, p in outputs.items()}
         record = BuildRecord(
             key=key,
             kind=subject.kind,
-            files=files,
+            files=sorted(listed.values(), key=lambda f: f.path),
             inputs=inputs,
             toolchain=subject.toolchain or inputs.get("toolchain", {}),  # {} for a reference: the same under all
             started_at=started,
             finished_at=now(),
             seconds=seconds,
-            log=log_entry,
+            log=FileEntry(path="build.log", size=log_path.stat().st_size, sha256=hashes["build.log"]),
             flow_run=flow_run,
             host=socket.gethostname(),
             image=os.environ.get("MLC_FARM_IMAGE"),
             **extra,
         )
+        record = attestations.attest(record, signing_key)
+        _upload(store, key, {**outputs, "build.log": log_path}, hashes, holding)
         # Last: only now does the build exist for readers, with every blob already in place.
         store.write_json(record_path(key), record.model_dump(mode="json"))
         store.delete(failure_path(key))  # an earlier failure of this key is history now
@@ -198,20 +206,19 @@ def _record_failure(
 
 
 def _upload(
-    store: ArtifactStore, key: str, outputs: dict[str, Path], log_path: Path, holding: lease.Holding
-) -> tuple[list[FileEntry], FileEntry]:
-    """The outputs and the log as blobs, named in the lease first; the status line counts the bytes sent."""
+    store: ArtifactStore, key: str, files: dict[str, Path], hashes: dict[str, str], holding: lease.Holding
+) -> None:
+    """The outputs and the log as the blobs of the digests the build signed, named in the lease first; the status
+    line counts the bytes sent. A file changed since it was hashed is refused by the store (its digest differs)."""
     with activity.phase(key, "uploading"):
-        total, sent = sum(p.stat().st_size for p in outputs.values()), Counter[str]()
+        total, sent = sum(p.stat().st_size for p in files.values()), Counter[str]()
 
         def uploaded(n: int) -> None:
             sent["bytes"] += n
             activity.rename(key, f"uploading {size(sent['bytes'])} of {size(total)}")
 
-        hashes = hash_files({**outputs, "build.log": log_path})
         holding.announce(list(hashes.values()))
-        files = store_files(store, outputs, hashes, progress=uploaded)
-        return files, store_files(store, {"build.log": log_path}, hashes)[0]
+        store_files(store, files, hashes, progress=uploaded)
 
 
 def build_from_source(

@@ -42,6 +42,7 @@ from mlc_farm.store import lease
 from mlc_farm.store.layout import BLOBS, blob_url, toolchain_path
 from mlc_farm.toolchain.info import SNAPSHOT_POOL, ToolchainInfo
 from mlc_farm.toolchain.process import accept_steps
+from mlc_farm.trust import attestations, keys
 
 Mode = Literal["embedded", "farm"]
 HUB_UNREACHABLE = "the Hugging Face Hub could not be reached to resolve the sources"
@@ -188,7 +189,8 @@ class MatrixRun:
             self.log.info("removed %d work directories that killed builds left behind", len(left))
 
     def choose(self, sources: dict[str, ResolvedSource], plan: Plan) -> Work:
-        """The builds to run: those whose record is missing, damaged or points at missing blobs (or all, forced)."""
+        """The builds to run: those whose record is missing, damaged, not signed by its build (no attestation, or
+        one that does not verify) or points at missing blobs (or all, forced)."""
         lock = threading.Lock()
 
         @functools.cache
@@ -200,8 +202,10 @@ class MatrixRun:
             with lock:
                 return listed()
 
+        trusted = keys.trusted_keys()
+
         def have(key: str) -> bool:
-            record = load_record(self.store, key)
+            record = attestations.attested(self.store, key, trusted)  # one its build did not sign is built again
             if record is None:
                 return False
             if missing := [f.path for f in referenced_blobs(record) if f.sha256 not in stored_blobs()]:

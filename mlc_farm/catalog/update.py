@@ -10,24 +10,29 @@ whether the entry moves.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
+from mlc_farm.catalog import renewal
 from mlc_farm.checks import fidelity, memory, runtime
 from mlc_farm.checks.fidelity import Fidelity
 from mlc_farm.checks.fit import fit_check
 from mlc_farm.checks.results import RunCheck, Validation
-from mlc_farm.distribute.pull import entry_files
 from mlc_farm.errors import DamagedDocumentError
 from mlc_farm.planning.plan import Plan, PlanCell
 from mlc_farm.planning.sources import ResolvedSource
-from mlc_farm.records.reads import load_record, read_blob_json
+from mlc_farm.records.reads import read_blob_json
 from mlc_farm.records.schema import SCHEMA_VERSION, BuildRecord, CatalogEntry, LibRef, now
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.documents import first_problem
 from mlc_farm.store.layout import catalog_path
-from mlc_farm.trust.entry_signatures import sign_entry
+from mlc_farm.trust import attestations, keys
+from mlc_farm.trust.dsse import SignatureRefused
+from mlc_farm.trust.entry_signatures import sign_entry, signed
+
+log = logging.getLogger(__name__)
 
 
 class UnitResult(BaseModel):
@@ -42,16 +47,19 @@ class UnitResult(BaseModel):
 
 
 class Records:
-    """Build records and small JSON outputs read once per run (on S3 each is a GET)."""
+    """Build records whose attestation verifies, and small JSON outputs, read once per run (on S3 each is a GET);
+    the farm's keys, read once. A record its build did not sign is not there (it is built again, never served)."""
 
     def __init__(self, store: ArtifactStore, known: dict[str, BuildRecord] | None = None):
         self.store = store
+        self.trusted = keys.trusted_keys()
+        self.signing_key = keys.signing_key()
         self._records: dict[str, BuildRecord | None] = dict(known or {})
         self._docs: dict[str, dict[str, Any]] = {}
 
     def record(self, key: str) -> BuildRecord | None:
         if key not in self._records:
-            self._records[key] = load_record(self.store, key)
+            self._records[key] = attestations.attested(self.store, key, self.trusted)
         return self._records[key]
 
     def doc(self, record: BuildRecord, name: str) -> dict[str, Any]:
@@ -122,7 +130,7 @@ def update_unit(
     if convert is None or config is None:
         return result.model_copy(update={"detail": "its convert or config build failed"})
     try:
-        current = _entry_now(store, model, quantization)
+        current = _trusted(_entry_now(store, model, quantization), rec)
     except DamagedDocumentError as e:
         return result.model_copy(update={"status": "damaged", "detail": _kept_damaged(e)})
     libs, unfit, rejected = {}, {}, 0
@@ -155,7 +163,7 @@ def update_unit(
         updated_at=now(),
     )
     return _move_entry(
-        store, result.model_copy(update={"unfit": unfit}), current, new, {pc.cell.device for pc in cells}
+        store, result.model_copy(update={"unfit": unfit}), current, new, {pc.cell.device for pc in cells}, rec
     )
 
 
@@ -196,37 +204,63 @@ def _lib_ref(
     )
 
 
+def _trusted(current: CatalogEntry | None, rec: Records) -> CatalogEntry | None:
+    """The entry being served, as far as the farm itself signed it: one whose signature does not verify for its
+    name (unsigned, tampered, of another entry) is not merged into what the farm signs next, but replaced by
+    tonight's builds (reported in the log)."""
+    if current is None:
+        return None
+    try:
+        signed(current, current.model, current.quantization, rec.trusted)
+    except SignatureRefused as e:
+        log.warning("%s: not taken as what the farm serves; tonight's builds replace it", e)
+        return None
+    return current
+
+
 def _move_entry(
-    store: ArtifactStore, result: UnitResult, current: CatalogEntry | None, new: CatalogEntry, planned: set[str]
+    store: ArtifactStore,
+    result: UnitResult,
+    current: CatalogEntry | None,
+    new: CatalogEntry,
+    planned: set[str],
+    rec: Records,
 ) -> UnitResult:
-    """Move the entry to `new` if the policy allows (re-decided against what is there at write time)."""
+    """Move the entry to `new` if the policy allows (re-decided against what is there at write time), signed; an
+    entry that stays is signed again when its signature is due (mlc_farm/catalog/renewal.py)."""
     model, quantization = new.model, new.quantization
-    if next_entry(current, new, planned) is None:
-        if current:  # it keeps serving: signed, if it was written before signatures (a no-op once it is)
-            sign_entry(store, current, entry_files)
-        if current and (current.convert, current.config) == (new.convert, new.config):
-            return result.model_copy(update={"status": "unchanged"})
-        missing = sorted(planned - set(new.libs))
-        detail = (
-            f"the new builds lack validated libraries for {', '.join(missing)}; the previous complete entry "
-            "keeps serving"
-        )
-        return result.model_copy(update={"status": "kept previous", "detail": detail})
+    stays = next_entry(current, new, planned) is None
+    if stays and current and not renewal.due(store, current, rec.signing_key, rec.trusted, rec.record):
+        return _stayed(result, current, new, planned)
 
     def write(old: dict[str, Any] | None) -> dict[str, Any]:
-        # Re-decided against what is there now: another run may have moved the entry meanwhile. What it moves to
-        # is signed first, so no reader ever sees an entry without its signature.
-        now_there = _as_entry(catalog_path(model, quantization), old)
-        chosen = next_entry(now_there, new, planned)
-        if chosen is not None or now_there is None:
-            sign_entry(store, chosen or new, entry_files)
-        return (chosen or now_there or new).model_dump(mode="json")
+        # Re-decided against what is there now: another run may have moved the entry meanwhile. What it moves to is
+        # signed in the same write, so no reader ever sees an entry without its signature.
+        now_there = _trusted(_as_entry(catalog_path(model, quantization), old), rec)
+        chosen = next_entry(now_there, new, planned) or now_there or new
+        after = renewal.version_of(chosen, rec.trusted)
+        return sign_entry(store, chosen, rec.signing_key, rec.record, after).model_dump(mode="json")
 
     try:
         store.update_json(catalog_path(model, quantization), write, replace_damaged=False)
     except DamagedDocumentError as e:
         return result.model_copy(update={"status": "damaged", "detail": _kept_damaged(e)})
-    return result.model_copy(update={"status": "moved"})
+    except SignatureRefused as e:
+        detail = f"not signed ({e}); the catalog was left as it is"
+        return result.model_copy(update={"status": "kept previous" if current else "not built", "detail": detail})
+    return (
+        _stayed(result, current, new, planned) if stays and current else result.model_copy(update={"status": "moved"})
+    )
+
+
+def _stayed(result: UnitResult, current: CatalogEntry, new: CatalogEntry, planned: set[str]) -> UnitResult:
+    if (current.convert, current.config) == (new.convert, new.config):
+        return result.model_copy(update={"status": "unchanged"})
+    missing = sorted(planned - set(new.libs))
+    detail = (
+        f"the new builds lack validated libraries for {', '.join(missing)}; the previous complete entry keeps serving"
+    )
+    return result.model_copy(update={"status": "kept previous", "detail": detail})
 
 
 def _as_entry(name: str, doc: dict[str, Any] | None) -> CatalogEntry | None:

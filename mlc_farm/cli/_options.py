@@ -23,8 +23,16 @@ AllowUnsignedOpt = Annotated[
     bool,
     typer.Option(
         "--allow-unsigned",
-        help="Take an entry the store holds no signature of, with a warning (a signature that does not match is "
-        "refused anyway).",
+        help="Take an unsigned entry none of whose builds carries an attestation, with a warning (an entry with a "
+        "signature or attestation that fails, or one this machine saw signed, is refused anyway).",
+    ),
+]
+AllowExpiredOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-expired",
+        help="Take an entry whose signature has expired (no nightly renewed it), with a warning; every other check "
+        "still holds.",
     ),
 ]
 

@@ -1,4 +1,4 @@
-"""Reading and keeping the store: `ls`, `verify`, `gc`, `page`, `log`."""
+"""Reading and keeping the store: `ls`, `verify`, `resign`, `gc`, `page`, `log`."""
 
 from __future__ import annotations
 
@@ -68,7 +68,9 @@ def verify_cmd(
     ] = False,
     store: StoreOpt = None,
 ) -> None:
-    """Check that every catalog entry and build record points at blobs that exist; --deep re-hashes them."""
+    """Check that every catalog entry and build record points at blobs that exist, that every entry's signature
+    holds as a pull checks it (not missing, failing, expired or stale) and every record carries its build's
+    attestation; --deep re-hashes every blob. Exit 1 on any problem."""
     from mlc_farm.catalog.verify import deep_verify, verify
 
     if repair and not deep:
@@ -93,6 +95,34 @@ def verify_cmd(
     if problems or bad:
         raise typer.Exit(1)
     out.print("store is consistent" + (", every blob re-hashed" if deep else ""))
+
+
+@command(app, "resign")
+def resign_cmd(
+    adopt: Annotated[
+        bool,
+        typer.Option(
+            "--adopt",
+            help="Trust the store as it is now: attest every record from before attestations whose blobs hash as "
+            "it says (each blob is read again), and sign its unsigned entries too.",
+        ),
+    ] = False,
+    store: StoreOpt = None,
+) -> None:
+    """Sign every catalog entry again with the current signing key, from its builds' attestations that verify
+    with a trusted key (after rotating the key; the nightly does it for its matrix). Exit 1 if any is left."""
+    from mlc_farm.catalog.resign import adopt as adopt_records
+    from mlc_farm.catalog.resign import resign
+    from mlc_farm.trust import keys
+
+    st, key, trusted = open_store(store, must_exist=True), keys.signing_key(), keys.trusted_keys()
+    if adopt:
+        err.print("--adopt: every record without an attestation is taken as the store holds it now", highlight=False)
+    lines = [*(adopt_records(st, key, trusted) if adopt else []), *resign(st, key, trusted, adopt)]
+    for line in lines:
+        out.print(printable(line), highlight=False, soft_wrap=True)
+    if any(line.startswith("left ") for line in lines):
+        raise typer.Exit(1)
 
 
 MAX_AGE_HOURS = 24 * 366 * 10  # beyond it nothing is younger, and timedelta would overflow

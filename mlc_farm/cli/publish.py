@@ -12,7 +12,7 @@ from rich.table import Table
 
 from mlc_farm.cli._app import app
 from mlc_farm.cli._errors import command
-from mlc_farm.cli._options import MatrixOpt, ModelOpt, Runtime, RuntimeOpt, StoreOpt
+from mlc_farm.cli._options import AllowExpiredOpt, MatrixOpt, ModelOpt, Runtime, RuntimeOpt, StoreOpt
 from mlc_farm.cli._output import err, out
 from mlc_farm.errors import BadInput
 from mlc_farm.matrix.cells import select_cells
@@ -31,19 +31,23 @@ def export_configs(
         typer.Option("--base-url", help="Where `mlc-farm pull` directories are served, for unpublished entries."),
     ] = None,
     built_with: RuntimeOpt = None,
+    allow_expired: AllowExpiredOpt = False,
     store: StoreOpt = None,
 ) -> None:
     """Print the catalog (or --model's entries) as the config a runtime reads: WebLLM model records, app
-    entries for iphone/android, or model dirs and libraries for mlc_llm serve / MLCEngine."""
+    entries for iphone/android, or model dirs and libraries for mlc_llm serve / MLCEngine. Every entry is checked
+    against the farm's signature first (its integrity hashes are the signed digests)."""
     from mlc_farm.distribute.exports import check_base_url, export
     from mlc_farm.records.reads import entries
+    from mlc_farm.trust.entry_signatures import trusted_entry
 
     if base_url is not None:
         check_base_url(base_url)
     st = open_store(store, must_exist=True)
-    found = [e for e in entries(st) if not model or e.model in model]
-    if model and (unknown := sorted(set(model) - {e.model for e in found})):
+    listed = [e for e in entries(st) if not model or e.model in model]
+    if model and (unknown := sorted(set(model) - {e.model for e in listed})):
         raise BadInput(f"--model: no catalog entry of {', '.join(unknown)} in {st.url} (`mlc-farm ls` lists them)")
+    found = [trusted_entry(st, e.model, e.quantization, allow_expired=allow_expired).entry for e in listed]
     print(json.dumps(export(st, found, runtime.value, base_url, built_with), indent=2))
 
 

@@ -12,7 +12,7 @@ from rich.text import Text
 
 from mlc_farm.cli._app import app
 from mlc_farm.cli._errors import command
-from mlc_farm.cli._options import AllowUnsignedOpt, RuntimeOpt, StoreOpt
+from mlc_farm.cli._options import AllowExpiredOpt, AllowUnsignedOpt, RuntimeOpt, StoreOpt
 from mlc_farm.cli._output import bytes_bar, err, out
 from mlc_farm.errors import BadInput
 from mlc_farm.formatting import size
@@ -34,6 +34,7 @@ def pull_cmd(
     ] = False,
     built_with: RuntimeOpt = None,
     allow_unsigned: AllowUnsignedOpt = False,
+    allow_expired: AllowExpiredOpt = False,
     store: StoreOpt = None,
 ) -> None:
     """Write an MLC-ready directory (config, weights, tokenizer, libs/, the farm's model.sig), every file checked
@@ -55,6 +56,7 @@ def pull_cmd(
             replace=force,
             progress=progress,
             allow_unsigned=allow_unsigned,
+            allow_expired=allow_expired,
         )
     out.print(f"wrote {len(files)} files to {output}, every sha256 verified")
 
@@ -94,24 +96,27 @@ def validate_cmd(
         typer.Option("--dir", help="A directory `mlc-farm pull` wrote (default: pull into a temporary one)."),
     ] = None,
     allow_unsigned: AllowUnsignedOpt = False,
+    allow_expired: AllowExpiredOpt = False,
     store: StoreOpt = None,
 ) -> None:
-    """Check a built model again: files against the catalog, each library's fit to the weights, and a run
-    with the weights where its device is on this machine. Exit 1 if anything fails."""
+    """Check a built model again: its files (pulled now, or in --dir) against the farm's signature, each library's
+    fit to the weights, and a run with the weights where its device is on this machine. Exit 1 if anything fails."""
     import tempfile
 
     from mlc_farm.distribute.pull import pull
     from mlc_farm.distribute.revalidate import validate_pulled
+    from mlc_farm.trust.entry_signatures import trusted_files
 
     check_names(model=model, quantization=quantization, device=device)
     st = open_store(store, must_exist=True)
     _refuse_mismatched(st, model, quantization, device, runnable_only=True)
+    found, files = trusted_files(st, model, quantization, device, None, allow_unsigned, allow_expired)
     with tempfile.TemporaryDirectory(prefix="mlc-farm-validate-") as tmp:
         where = directory
         if where is None:
             where = Path(tmp)
-            pull(st, model, quantization, where, device, allow_unsigned=allow_unsigned)
-        results = validate_pulled(st, model, quantization, where, device)
+            pull(st, model, quantization, where, device, allow_unsigned=allow_unsigned, allow_expired=allow_expired)
+        results = validate_pulled(st, found, files, where, device)
     t = Table(title=f"{model} {quantization}: validation")
     for col in ("device", "fits the weights", "run", "tokens/s", "peak memory", "fidelity"):
         t.add_column(col, overflow="fold")
@@ -135,16 +140,18 @@ def url(
     expires: Annotated[
         int, typer.Option(help="Seconds the links stay valid: 1 to 604800 (7 days, S3's longest).", min=1, max=604800)
     ] = 3600,
+    allow_expired: AllowExpiredOpt = False,
     store: StoreOpt = None,
 ) -> None:
     """Print presigned download URLs (S3 store) for people without credentials: one line per file, `path`, size,
-    sha256 and URL separated by tabs."""
-    from mlc_farm.distribute.pull import pull_files
+    sha256 and URL separated by tabs; each file one the farm signed for this entry."""
+    from mlc_farm.trust.entry_signatures import trusted_files
 
     check_names(model=model, quantization=quantization, device=device)
     st = open_store(store, must_exist=True)
     st.presigned_url("catalog.json", 1)  # a store without links says so before anything is read
-    for rel, f in pull_files(st, model, quantization, device).items():
+    _, files = trusted_files(st, model, quantization, device, allow_expired=allow_expired)
+    for rel, f in files.items():
         print(f"{rel}\t{f.size}\t{f.sha256}\t{st.presigned_url(blob_path(f.sha256), expires)}")
     err.print(f"links expire in {expires} s; check each file's sha256 after download")
 
@@ -153,15 +160,21 @@ def url(
 def verify_signature_cmd(
     directory: Annotated[Path, typer.Argument(help="A folder downloaded by any means (pull, huggingface-cli, ...).")],
 ) -> None:
-    """Check a folder against its model.sig: every file as the farm signed it, none added or missing, signed by a
-    trusted key (MLC_FARM_TRUSTED_KEYS). Exit 1 if not."""
+    """Check a folder against its model.sig: every file as the farm signed it, none added, signed by a trusted key
+    (MLC_FARM_TRUSTED_KEYS), none missing but other devices' libraries (a one-device pull: named). Exit 1 if not."""
+    from mlc_farm.records.folder import LIB_DIR
     from mlc_farm.trust.keys import trusted_keys
-    from mlc_farm.trust.signatures import verify_folder
+    from mlc_farm.trust.signatures import check, folder_files, read_signature
 
     if not directory.is_dir():
         raise BadInput(f"{directory} is not a directory")
-    signed = verify_folder(directory, trusted_keys())
-    out.print(f"{directory}: {len(signed)} files, each as the farm signed it")
+    found, signed = read_signature(directory, trusted_keys())
+    here = folder_files(directory)
+    libraries = {p for p in signed if p.startswith(f"{LIB_DIR}/")}
+    check(here, {p: h for p, h in signed.items() if p not in libraries or p in here}, str(directory), whole=True)
+    out.print(f"{directory}: {len(here)} files, each as the farm signed it ({found.key[:19]}...)")
+    if absent := sorted(libraries - set(here)):
+        out.print(f"signed libraries not here (a one-device pull holds only its own): {', '.join(absent)}")
 
 
 @command(app, "provenance")
@@ -178,31 +191,20 @@ def provenance_cmd(
     with its sha256, the source and its commit, the matrix options, the toolchain, the conversion fingerprint, and
     the worker image, host and flow run of each build. The files are checked against the farm's signature and the
     statement against the farm's signature of it first; DEVICE shows only the files and builds of that library."""
-    from mlc_farm.distribute.pull import entry_files, lib_path
-    from mlc_farm.records.reads import get_entry
-    from mlc_farm.trust import provenance
-    from mlc_farm.trust.entry_signatures import signed_provenance, verified
-    from mlc_farm.trust.keys import trusted_keys
-    from mlc_farm.trust.signatures import SignatureRefused, signed_statement
+    from mlc_farm.records.folder import lib_path
+    from mlc_farm.trust.entry_signatures import signed_provenance, trusted_entry
 
     check_names(model=model, quantization=quantization, device=device)
     st = open_store(store, must_exist=True)
-    entry = get_entry(st, model, quantization)
+    found = trusted_entry(st, model, quantization)
+    entry = found.entry
     if device is not None and device not in entry.libs:
         raise BadInput(f"{model} {quantization} has no library for device {device!r}; built: {', '.join(entry.libs)}")
-    files = entry_files(st, entry)
-    verified(st, entry, files, whole=True, allow_unsigned=False)
-    statement = provenance.statement(
-        entry, provenance.entry_records(st, entry), {p: f.sha256 for p, f in files.items()}
-    )
-    signed = signed_provenance(st, statement)
-    if signed is None:
-        raise SignatureRefused(f"{model} {quantization}: the store holds no signed provenance of these builds")
-    checked = signed_statement(signed, trusted_keys(), f"the provenance of {model} {quantization}")
+    checked, signed = signed_provenance(st, found)
     if device is not None:  # a view of the signed statement: the shared files, that library, its builds
         other = {lib_path(entry, d) for d in entry.libs if d != device}
         checked["subject"] = [s for s in checked["subject"] if s["name"] not in other]
         keep = {"convert", "config", f"library {device}"}
         runs = checked["predicate"]["runDetails"]
         runs["byproducts"] = [b for b in runs["byproducts"] if b["name"].rsplit(" ", 1)[0] in keep]
-    print(signed if bundle else json.dumps(checked, indent=2))
+    print(json.dumps(signed, sort_keys=True) if bundle else json.dumps(checked, indent=2))

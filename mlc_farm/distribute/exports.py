@@ -25,12 +25,14 @@ from mlc_farm.checks.memory import MB, kv_bytes_per_element
 from mlc_farm.checks.runtime import matches
 from mlc_farm.devices import FAMILIES, of_target
 from mlc_farm.distribute.hub import published
-from mlc_farm.distribute.pull import lib_path
 from mlc_farm.errors import BadInput, NothingToExport, redact_urls
 from mlc_farm.names import shorten
+from mlc_farm.records.folder import entry_files, lib_path
 from mlc_farm.records.reads import load_record
 from mlc_farm.records.schema import BuildRecord, CatalogEntry, FileEntry
 from mlc_farm.store import ArtifactStore
+from mlc_farm.trust.entry_signatures import Trusted, signed
+from mlc_farm.trust.keys import trusted_keys
 
 Record = dict[str, Any]
 LOW_RESOURCE_MB = 2048  # WebLLM's "low resource" models fit in about 2 GB
@@ -90,8 +92,10 @@ def locate(store: ArtifactStore, entry: CatalogEntry, base_url: str | None) -> L
 
 
 def _files(store: ArtifactStore, entry: CatalogEntry) -> dict[str, FileEntry]:
-    records = [load_record(store, entry.convert), load_record(store, entry.config)]
-    return {f.path: f for r in records if r for f in r.files}
+    """The entry's files, each the one its signature signs: their digests are the SRI hashes a browser checks."""
+    files = entry_files(store, entry)
+    Trusted(entry, signed(entry, entry.model, entry.quantization, trusted_keys())).check(files, whole=True)
+    return files
 
 
 def _webllm(store: ArtifactStore, entry: CatalogEntry, where: Located, device: str) -> dict[str, Any]:

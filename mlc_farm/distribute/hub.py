@@ -26,12 +26,12 @@ from mlc_farm import credentials
 from mlc_farm.checks.speed import LIVENESS_STEPS, of_phase
 from mlc_farm.devices import Family, of_target
 from mlc_farm.devices import family as device_family
-from mlc_farm.distribute.pull import lib_path, pull_files
 from mlc_farm.errors import PublishError, ServiceUnreachable, StoreError
 from mlc_farm.matrix.schema import Matrix
 from mlc_farm.names import BuildKey, Name, RepoId
 from mlc_farm.planning.sources import hub_endpoint, hub_repo_url
-from mlc_farm.records.reads import get_entry, load_record
+from mlc_farm.records.folder import lib_path
+from mlc_farm.records.reads import load_record
 from mlc_farm.records.schema import CatalogEntry, FileEntry
 from mlc_farm.retry import retry_transient
 from mlc_farm.settings import load_settings
@@ -39,9 +39,8 @@ from mlc_farm.store import ArtifactStore
 from mlc_farm.store.documents import read_document
 from mlc_farm.store.layout import published_path
 from mlc_farm.trust import keys, provenance
-from mlc_farm.trust.entry_signatures import sign_folder, sign_statement
-from mlc_farm.trust.provenance import entry_records
-from mlc_farm.trust.signatures import SIGNATURE, fingerprint, public_key
+from mlc_farm.trust.entry_signatures import Trusted, sign_folder, signed_provenance, trusted_files
+from mlc_farm.trust.signatures import SIGNATURE
 
 T = TypeVar("T")
 MANIFEST = "mlc-farm-manifest.json"
@@ -480,13 +479,13 @@ def publish(
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, HTTPError  # type: ignore[attr-defined]  # its HTTP client's
 
-    entry = get_entry(store, model, quantization)
+    found, files = trusted_files(store, model, quantization)  # publishes only what verifies (else exit 1)
+    entry = found.entry
     if private is None:
         private = bool(entry.source.get("restricted"))
-    files = pull_files(store, model, quantization)
     api = HfApi(endpoint=hub_endpoint(), token=credentials.hf_token())
     with tempfile.TemporaryDirectory(prefix="mlc-farm-publish-") as tmp:
-        local, card = _stage(store, entry, repo, files, Path(tmp))
+        local, card = _stage(store, found, repo, files, Path(tmp))
         try:
             if dry_run and (why := _hub_answers()):
                 adds, deletes, same = _diff(local, files, {})
@@ -517,16 +516,16 @@ def publish(
 
 
 def _stage(
-    store: ArtifactStore, entry: CatalogEntry, repo: str, files: dict[str, FileEntry], root: Path
+    store: ArtifactStore, found: Trusted, repo: str, files: dict[str, FileEntry], root: Path
 ) -> tuple[dict[str, Path], str]:
-    """The folder to publish under `root`: the build's files, the card, the manifest, the provenance of all of
-    them and the folder's signature over everything (model-signing format); `files` gains the farm's own."""
+    """The folder to publish under `root`: the build's files (the digests the entry's verified signature holds,
+    each checked as it lands), the card, the manifest, the entry's signed provenance and the folder's signature
+    over everything (model-signing format); `files` gains the farm's own."""
+    entry, key = found.entry, keys.signing_key()
     local = {p: root / p for p in files}
     for p, f in files.items():
         store.get_blob(f.sha256, local[p], size=f.size)
-    card = model_card(
-        entry, repo, {d: lib_path(entry, d) for d in entry.libs}, fingerprint(public_key(keys.signing_key()))
-    )
+    card = model_card(entry, repo, {d: lib_path(entry, d) for d in entry.libs}, key.fingerprint)
     listing = json.dumps(manifest(store, entry, files), indent=2) + "\n"  # of the build's files only
 
     def add(name: str, text: str) -> None:
@@ -537,9 +536,9 @@ def _stage(
 
     add(CARD, card)
     add(MANIFEST, listing)
-    digests = {p: f.sha256 for p, f in files.items()}
-    add(provenance.FILE, sign_statement(store, provenance.statement(entry, entry_records(store, entry), digests)))
-    add(SIGNATURE, sign_folder(store, {p: f.sha256 for p, f in files.items()}, repo.split("/")[-1]))
+    add(provenance.FILE, json.dumps(signed_provenance(store, found)[1], sort_keys=True))
+    bundle = sign_folder(store, {p: f.sha256 for p, f in files.items()}, repo.split("/")[-1], key)
+    add(SIGNATURE, json.dumps(bundle, sort_keys=True))
     return local, card
 
 

@@ -23,15 +23,15 @@ from mlc_farm.digests import file_sha256
 from mlc_farm.distribute import jit
 from mlc_farm.distribute.hub import Published
 from mlc_farm.distribute.output_dir import replacing, scratch
-from mlc_farm.distribute.pull import LIB_DIR, lib_path, pull_files
 from mlc_farm.errors import BadInput
-from mlc_farm.records.reads import get_entry, read_blob_json
+from mlc_farm.records.folder import LIB_DIR, entry_files, lib_path
+from mlc_farm.records.reads import read_blob_json
 from mlc_farm.records.schema import CatalogEntry, FileEntry, JitKey, LibRef
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.documents import read_document
 from mlc_farm.store.layout import published_path
 from mlc_farm.toolchain.info import ToolchainInfo
-from mlc_farm.trust.entry_signatures import verified
+from mlc_farm.trust.entry_signatures import trusted_entry
 
 
 @dataclass
@@ -129,8 +129,7 @@ def _differs(path: Path, want: FileEntry) -> bool:
 
 
 def _weight_files(store: ArtifactStore, entry: CatalogEntry) -> dict[str, FileEntry]:
-    files = pull_files(store, entry.model, entry.quantization)
-    return {p: f for p, f in files.items() if not p.startswith(f"{LIB_DIR}/")}
+    return {p: f for p, f in entry_files(store, entry).items() if not p.startswith(f"{LIB_DIR}/")}
 
 
 def install(
@@ -147,14 +146,16 @@ def install(
     gpu_archs: list[str] | None = None,
     built_with: str | None = None,
     allow_unsigned: bool = False,
+    allow_expired: bool = False,
 ) -> Installed:
-    entry = get_entry(store, model, quantization)
+    trusted = trusted_entry(store, model, quantization, allow_unsigned, allow_expired)
+    entry = trusted.entry
     libs = chosen_libraries(entry, device, built_with, local, gpu_archs)
     if not any_runtime:
         runtime.refuse_mismatched({d: ref.runtime for d, ref in libs.items()}, local, gpu_archs)
     files = _weight_files(store, entry)
     # Every file to be written is the one the farm signed, before anything is written.
-    verified(store, entry, files | {lib_path(entry, d): ref.file for d, ref in libs.items()}, False, allow_unsigned)
+    trusted.check(files | {lib_path(entry, d): ref.file for d, ref in libs.items()}, whole=False)
     weights = jit.weights_dir(home, check_name(name))
     stale = [p for p, f in files.items() if _differs(weights / p, f)] if weights.exists() else list(files)
     result = Installed(weights=weights, weights_written=bool(stale))

@@ -15,23 +15,24 @@ from mlc_farm.checks.validate import DISTRIBUTIONS_FILE, REFERENCE_FILE, run_lib
 from mlc_farm.devices import family as device_family
 from mlc_farm.devices import target_family
 from mlc_farm.digests import file_sha256
-from mlc_farm.distribute.pull import lib_path, pull_files
 from mlc_farm.errors import StoreError
 from mlc_farm.matrix.schema import DeviceSpec
-from mlc_farm.records.reads import get_entry, load_record, read_blob_json
-from mlc_farm.records.schema import LibRef
+from mlc_farm.records.folder import lib_path
+from mlc_farm.records.reads import load_record, read_blob_json
+from mlc_farm.records.schema import FileEntry, LibRef
 from mlc_farm.store import ArtifactStore
+from mlc_farm.trust.entry_signatures import Trusted
 
 
 def validate_pulled(
-    store: ArtifactStore, model: str, quantization: str, directory: Path, device: str | None
+    store: ArtifactStore, found: Trusted, files: dict[str, FileEntry], directory: Path, device: str | None
 ) -> dict[str, tuple[Validation, fidelity.Fidelity | None]]:
-    """The checks of a build, run again on a pulled directory: every file against the catalog's sha256, then
-    each library (or `device`'s) for fit and, where its device is here, a run with these weights and its
-    fidelity against the reference the farm's check used."""
-
-    entry = get_entry(store, model, quantization)
-    for rel, f in pull_files(store, model, quantization, device).items():
+    """The checks of a build, run again on a pulled directory: every file against the signed entry's sha256
+    (`found`, `files`: `trusted_files`), then each library (or `device`'s) for fit and, where its device is here, a
+    run with these weights and its fidelity against the reference the farm's check used."""
+    entry = found.entry
+    model, quantization = entry.model, entry.quantization
+    for rel, f in files.items():
         path = directory / rel
         if not path.is_file():
             raise StoreError(f"{path} is missing: pull {model} {quantization} again")

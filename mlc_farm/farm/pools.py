@@ -43,8 +43,8 @@ def pools_of(matrix: Matrix) -> dict[str, str]:
 
 def base_job_template(pool_type: str, family: str) -> dict[str, Any]:
     """The pool type's job template (ours for docker and kubernetes), whose runs send Prefect heartbeats every
-    HEARTBEAT_SECONDS: a run whose worker dies without a word (SIGKILL, out of memory) is marked Crashed by
-    the zombie automation instead of staying Running."""
+    HEARTBEAT_SECONDS (a run whose worker dies without a word, SIGKILL or out of memory, is marked Crashed by
+    the zombie automation instead of staying Running) and name the farm's signing key's Secret block."""
     if pool_type == "process":
         from prefect.workers.process import ProcessWorker
 
@@ -55,8 +55,19 @@ def base_job_template(pool_type: str, family: str) -> dict[str, Any]:
             raise FileNotFoundError(f"no base job template {path} for a {pool_type} pool of family {family}")
         template = json.loads(path.read_text())
     env = template["variables"]["properties"]["env"]
-    env["default"] = {**(env.get("default") or {}), "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS)}
+    env["default"] = {
+        **(env.get("default") or {}),
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
+        "MLC_FARM_SIGNING_KEY_BLOCK": key_block_name(),  # every worker signs with the farm's one key
+    }
     return template
+
+
+def key_block_name() -> str:
+    """The Secret block of the farm's signing key (MLC_FARM_SIGNING_KEY_BLOCK, else mlc-farm-signing-key)."""
+    from mlc_farm.settings import load_settings
+
+    return load_settings().signing_key_block or "mlc-farm-signing-key"
 
 
 def init(matrix: Matrix, pool_type: str, gpus: int, pool_limit: int | None) -> list[str]:
@@ -174,10 +185,9 @@ def signing_key_block() -> list[str]:
     never replaced (what was signed with it stays verifiable); lines saying so, the public key and its fingerprint."""
     from prefect.blocks.system import Secret
 
-    from mlc_farm.settings import load_settings
-    from mlc_farm.trust.signatures import fingerprint, new_private_key, public_key
+    from mlc_farm.trust.dsse import fingerprint, new_private_key, public_key
 
-    name = load_settings().signing_key_block or "mlc-farm-signing-key"
+    name = key_block_name()
     try:
         block: Any = Secret.load(name)
         pem = str(block.get()).encode()

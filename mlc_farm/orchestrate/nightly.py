@@ -26,7 +26,7 @@ from mlc_farm.building.preflight import REFUSED, Preflight, Probe, preflight
 from mlc_farm.building.run import MatrixRun, Mode, Progress, RunResult
 from mlc_farm.catalog.update import UnitResult
 from mlc_farm.distribute.hub import PublishResult
-from mlc_farm.errors import ToolchainUnavailable
+from mlc_farm.errors import BadInput, ToolchainUnavailable
 from mlc_farm.farm.pools import idle_pools
 from mlc_farm.matrix.schema import LoadedMatrix, ModelSpec
 from mlc_farm.orchestrate.build_tasks import (
@@ -55,6 +55,7 @@ from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import toolchain_path
 from mlc_farm.toolchain.info import ToolchainInfo, of_pools
 from mlc_farm.toolchain.process import stop_all
+from mlc_farm.trust import keys
 
 # Threads for tasks: the scheduler starts at most MLC_FARM_PARALLEL builds in embedded mode; in farm mode each
 # task only waits for a flow run on a pool, whose own limits decide how many builds run.
@@ -164,8 +165,10 @@ def _stoppable(
     progress, engine = Progress(), None
     try:
         try:
+            if mode == "farm":  # every worker signs with the farm's one key: none, and nothing is asked or built
+                keys.require_farm_key()
             pre = checked or preflight(matrix_path, models, quantizations, devices, store, probe_for(mode))
-        except REFUSED as e:
+        except (*REFUSED, BadInput) as e:
             return Failed(message=str(e), data=RunResult(ok=False, message=str(e), reason="refused")), None
         engine = PrefectEngine(mode, force, pre, alert)
         done = MatrixRun(pre, engine, force, progress, get_run_logger()).execute()

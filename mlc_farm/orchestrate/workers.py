@@ -22,6 +22,7 @@ from mlc_farm.planning.sources import ResolvedSource
 from mlc_farm.store import open_store
 from mlc_farm.store.layout import toolchain_path
 from mlc_farm.toolchain.probe import probe
+from mlc_farm.trust import keys
 
 
 @flow(retries=0, name="probe-toolchain", flow_run_name="probe toolchain on {pool}")
@@ -47,6 +48,7 @@ def build_weights_flow(
 ) -> str:
     """A convert, config or fidelity reference build, on the weights pool (CPU is enough with convert_device:
     cpu): each reads the source."""
+    keys.require_farm_key()  # a worker never signs with a key of its own
     run = str(flow_run.get_id())
     if isinstance(build, ReferenceBuild):
         return builds.build_reference(open_store(store), build, sources.fetch(source), flow_run=run, force=force).key
@@ -69,6 +71,7 @@ def build_library_flow(
     force: bool = False,
 ) -> str:
     """A library build, or a cell's check (run and fidelity), on the device's pool."""
+    keys.require_farm_key()
     run, st = str(flow_run.get_id()), open_store(store)
     if isinstance(lb, CheckBuild):
         return builds.check_cell(st, lb, on_line=log_line, flow_run=run, force=force).key

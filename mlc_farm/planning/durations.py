@@ -17,7 +17,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from mlc_farm.planning.keys import across_toolchains, digest
+from mlc_farm.digests import digest
+from mlc_farm.planning.keys import across_toolchains
 from mlc_farm.planning.plan import ConfigBuild, ConvertBuild, LibBuild, Plan
 from mlc_farm.records.schema import BuildRecord
 

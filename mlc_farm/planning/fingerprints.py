@@ -11,9 +11,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from mlc_farm.digests import digest
 from mlc_farm.errors import ToolchainError
 from mlc_farm.planning import twins
-from mlc_farm.planning.keys import digest
 from mlc_farm.settings import load_settings
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import fingerprint_path

@@ -6,11 +6,10 @@ new MLC nightly or a new model revision recompiles.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 from mlc_farm.checks import speed
+from mlc_farm.digests import digest
 from mlc_farm.matrix.schema import DeviceSpec, Overrides
 from mlc_farm.toolchain.info import ToolchainInfo, identity
 
@@ -37,11 +36,6 @@ NON_ARCHITECTURE_FIELDS = frozenset(
         "quantization_config",
     }
 )
-
-
-def digest(obj: Any) -> str:
-    """sha256 of the canonical JSON of `obj` (sorted keys, no whitespace)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def across_toolchains(inputs: dict[str, Any]) -> str:

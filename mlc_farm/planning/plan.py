@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from mlc_farm.digests import digest
 from mlc_farm.matrix import fidelity_rules
 from mlc_farm.matrix.schema import Cell, DeviceSpec, Matrix, ModelSpec, Overrides
 from mlc_farm.planning import keys, twins
@@ -231,13 +232,13 @@ def _weights(
     """The cell's convert and config builds, keyed by what each reads."""
     fingerprint, note = _identity(matrix, spec.model_type, src, cell.quantization, fingerprints)
     c_inputs = keys.convert_inputs(src.key_part(), cell.quantization, spec.model_type, toolchain, fingerprint)
-    convert = ConvertBuild(key=keys.digest(c_inputs), model=cell.model, quantization=cell.quantization,
+    convert = ConvertBuild(key=digest(c_inputs), model=cell.model, quantization=cell.quantization,
                            model_type=spec.model_type, inputs=c_inputs, toolchain=identity(toolchain),
                            identity_note=note)  # fmt: skip
     g_inputs = keys.config_inputs(
         src.key_part(), cell.quantization, spec.conv_template, spec.overrides, spec.model_type, toolchain
     )
-    config = ConfigBuild(key=keys.digest(g_inputs), model=cell.model, quantization=cell.quantization,
+    config = ConfigBuild(key=digest(g_inputs), model=cell.model, quantization=cell.quantization,
                          conv_template=spec.conv_template, overrides=spec.overrides, model_type=spec.model_type,
                          inputs=g_inputs)  # fmt: skip
     return convert, config
@@ -251,7 +252,7 @@ def _library(
     tools = capabilities.tools(device, toolchain.can_build(device.work_pool))
     inputs = keys.library_inputs(arch, cell.quantization, spec.overrides, device, of_pool(toolchain, device.work_pool),
                                  tools)  # fmt: skip
-    return LibBuild(key=keys.digest(inputs), quantization=cell.quantization, device=device, overrides=spec.overrides,
+    return LibBuild(key=digest(inputs), quantization=cell.quantization, device=device, overrides=spec.overrides,
                     sources=[], users=[], inputs=inputs)  # fmt: skip
 
 
@@ -277,7 +278,7 @@ def _checks(
         builds = ModelBuilds(model=c.model, convert=pc.convert or "", config=pc.config or "")
         inputs = keys.check_inputs(pc.library or "", builds.convert, builds.config, reference, role, fidelity_rules.EVAL_SET,
                                    n, fidelity_rules.TOP_K, of_pool(toolchain, matrix.device(c.device).work_pool))  # fmt: skip
-        key = keys.digest(inputs)
+        key = digest(inputs)
         checks[key] = CheckBuild(
             key=key, model=c.model, quantization=c.quantization, device=matrix.device(c.device),
             library=pc.library or "", builds=builds, reference=reference, role=role, positions=n,
@@ -301,9 +302,9 @@ def _checks(
             inputs = keys.reference_inputs(sources[pc.cell.model].key_part(), fidelity_rules.EVAL_SET, n,
                                            fidelity_rules.METHOD_TRANSFORMERS, fidelity_rules.TOP_K)  # fmt: skip
             ref = references.setdefault(
-                keys.digest(inputs),
+                digest(inputs),
                 ReferenceBuild(
-                    key=keys.digest(inputs), model=pc.cell.model, positions=n, tools=toolchain.reference, inputs=inputs
+                    key=digest(inputs), model=pc.cell.model, positions=n, tools=toolchain.reference, inputs=inputs
                 ),
             )
             check(pc, ref.key, "measured")

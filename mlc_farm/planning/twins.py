@@ -18,7 +18,8 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from mlc_farm.planning.keys import architecture, digest
+from mlc_farm.digests import digest
+from mlc_farm.planning.keys import architecture
 
 TWIN_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 # Sizes the twin shrinks; every other architecture field is kept as the source has it.

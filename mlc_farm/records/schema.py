@@ -68,6 +68,9 @@ class BuildRecord(BaseModel):
     cell: dict[str, Name] | None = None
     # Checks: the names mlc_llm's JIT cache gives the library with these weights' config, per device string.
     jit_keys: dict[str, JitKey] | None = None
+    # The build's signed in-toto statement of its outputs and of this record, made where it was built before
+    # anything was uploaded (mlc_farm/trust/attestations.py); None in records from before attestations.
+    attestation: dict[str, Any] | None = None
 
     @property
     def size(self) -> int:
@@ -129,6 +132,9 @@ class CatalogEntry(BaseModel):
     # Planned devices with no validated library yet (only in an entry that had no complete predecessor).
     missing: list[Name] = []
     updated_at: datetime
+    # The farm's signature of this entry under its name (mlc_farm/trust/entry_signatures.py): the files of its pull,
+    # this document, a version that only grows and an expiry; None in entries from before it.
+    signature: dict[str, Any] | None = None
 
 
 def now() -> datetime:

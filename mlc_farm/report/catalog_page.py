@@ -20,14 +20,16 @@ from typing import Any
 from mlc_farm.catalog.history import Point, regressions, series, speed_series
 from mlc_farm.checks.speed import of_phase
 from mlc_farm.distribute.hub import Published, published
-from mlc_farm.distribute.pull import lib_path
 from mlc_farm.planning.sources import hub_repo_url
+from mlc_farm.records.folder import lib_path
 from mlc_farm.records.reads import all_failures, all_records, entries, load_record
 from mlc_farm.records.schema import CatalogEntry, FailureRecord
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import blob_path
 from mlc_farm.trust import provenance
-from mlc_farm.trust.entry_signatures import signed_by
+from mlc_farm.trust.dsse import SignatureRefused
+from mlc_farm.trust.entry_signatures import signed
+from mlc_farm.trust.keys import trusted_keys
 from mlc_farm.trust.signatures import SIGNATURE
 
 PAGE, DATA = "index.html", "catalog.json"
@@ -131,14 +133,23 @@ def _row(
 
 
 def catalog_rows(store: ArtifactStore) -> list[dict[str, Any]]:
-    rows, failures = [], _failures(store)
+    rows, failures, trusted = [], _failures(store), trusted_keys()
     cells = series([r for _, r in all_records(store)])
     for entry in sorted(entries(store), key=lambda e: (e.model, e.quantization)):
-        found, signer = published(store, entry), signed_by(store, entry)  # once per entry, for each device's row
+        found, signer = published(store, entry), _signer(entry, trusted)  # once per entry, for each device's row
         for device in sorted({*entry.libs, *entry.missing}):
             points = cells.get((entry.model, entry.quantization, device), [])
             rows.append(_row(store, entry, device, found, failures, points, signer))
     return rows
+
+
+def _signer(entry: CatalogEntry, trusted: list[bytes]) -> str | None:
+    """The fingerprint of the trusted key whose signature of this entry verifies (None: none does): what the page
+    shows comes from a verified signature, never from the key hint a bundle in the store claims."""
+    try:
+        return signed(entry, entry.model, entry.quantization, trusted).key
+    except SignatureRefused:
+        return None
 
 
 def verify_note(keys: set[str]) -> str:

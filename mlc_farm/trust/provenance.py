@@ -12,11 +12,7 @@ from __future__ import annotations
 from importlib.metadata import version
 from typing import Any
 
-from mlc_farm.errors import StoreError
-from mlc_farm.records.reads import load_record
 from mlc_farm.records.schema import BuildRecord, CatalogEntry
-from mlc_farm.store import ArtifactStore
-from mlc_farm.store.layout import catalog_path
 
 FILE = "provenance.sigstore.json"  # a Sigstore bundle whose DSSE envelope holds the statement
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -101,13 +97,3 @@ def statement(entry: CatalogEntry, records: dict[str, BuildRecord], files: dict[
             },
         },
     }
-
-
-def entry_records(store: ArtifactStore, entry: CatalogEntry) -> dict[str, BuildRecord]:
-    """The records of every build the entry serves, by key; one missing is a StoreError naming it."""
-    out = {}
-    for key in {entry.convert, entry.config, *(ref.key for ref in entry.libs.values())}:
-        if (record := load_record(store, key)) is None:
-            raise StoreError(f"{catalog_path(entry.model, entry.quantization)} points at a missing build {key}")
-        out[key] = record
-    return out

@@ -1,106 +1,64 @@
 """Signatures in the OpenSSF model-signing format (`model.sig`: a Sigstore bundle whose DSSE envelope holds an
-in-toto statement listing every file's sha256), made with the farm's elliptic-curve key, offline.
+in-toto statement listing every file's sha256), made with the farm's elliptic-curve key, offline, in memory.
 
-A folder's manifest is its files' sha256 digests, which the store already holds: the farm signs a catalog entry
-or a published folder from its records, without downloading anything, and the signature verifies with
-`model_signing verify` on the folder once the files are there (it hashes them the same way: sha256 per file).
+The statement is model-signing's own (predicate `https://model_signing/signature/v1.0`: the serialization and a
+resource per file, the subject the digest of them all), so `model_signing verify key` accepts the folder once its
+files are there; the farm adds what model-signing leaves open ("other properties can go here"): the name and
+time the signature is bound to (`mlc_farm` in the predicate, mlc_farm/trust/entry_signatures.py).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import pathlib
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mlc_farm.digests import file_sha256
-from mlc_farm.errors import BadInput, PermanentError
+from mlc_farm.trust import dsse
+from mlc_farm.trust.dsse import SignatureRefused, SigningKey
 
 SIGNATURE = "model.sig"  # in a signed folder: the one file its signature does not cover
+PREDICATE_TYPE = "https://model_signing/signature/v1.0"
+BINDING = "mlc_farm"  # the predicate's field of what the farm binds beyond the files
 # Not part of a folder, as model-signing has it (git's files), and huggingface_hub's download bookkeeping.
 _NOT_OURS = (".git", ".gitattributes", ".github", ".gitignore", ".cache/huggingface")
+_SERIALIZATION = {"method": "files", "hash_type": "sha256", "allow_symlinks": False, "ignore_paths": [SIGNATURE]}
 
 
-class SignatureRefused(PermanentError):
-    """A folder or a store entry whose files are not the ones the farm signed, or that nobody trusted signed."""
+def manifest(files: dict[str, str], name: str, binding: dict[str, Any] | None = None) -> dict[str, Any]:
+    """model-signing's statement of a folder of `files` (path -> sha256) named `name`, with the farm's `binding`."""
+    ordered = sorted(files, key=PurePosixPath)  # model-signing's order: the root digest is over the digests in it
+    root = hashlib.sha256(b"".join(bytes.fromhex(files[p]) for p in ordered)).hexdigest()
+    predicate: dict[str, Any] = {
+        "serialization": _SERIALIZATION,
+        "resources": [{"name": p, "algorithm": "sha256", "digest": files[p]} for p in ordered],
+    }
+    if binding is not None:
+        predicate[BINDING] = binding
+    return {
+        "_type": dsse.STATEMENT_TYPE,
+        "subject": [{"name": name, "digest": {"sha256": root}}],
+        "predicateType": PREDICATE_TYPE,
+        "predicate": predicate,
+    }
 
 
-def new_private_key() -> bytes:
-    """A new P-256 private key, PEM (PKCS#8, unencrypted: it is kept in a Secret block or a 0600 file)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+def sign(files: dict[str, str], name: str, key: SigningKey, binding: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The bundle signing a folder of `files` (relative path -> sha256) named `name`."""
+    return key.sign(manifest(files, name, binding))
 
 
-def public_key(private_pem: bytes) -> bytes:
-    """The PEM public key (SubjectPublicKeyInfo) of a private key; a key that is not one is BadInput."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
+def files_of(statement: dict[str, Any], what: str) -> dict[str, str]:
+    """The files (path -> sha256) a verified model-signing statement lists, once its root digest holds."""
     try:
-        key = serialization.load_pem_private_key(private_pem, None)
-    except (ValueError, TypeError) as e:
-        raise BadInput(f"the signing key is not an unencrypted PEM private key ({e})") from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise BadInput("the signing key is not an elliptic-curve key (model-signing signs with P-256/P-384/P-521)")
-    return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-def fingerprint(public_pem: bytes) -> str:
-    """`sha256:<hex>` of the PEM public key: the key hint model-signing writes into every bundle."""
-    return f"sha256:{hashlib.sha256(public_pem).hexdigest()}"
-
-
-def files_digest(files: dict[str, str]) -> str:
-    """What a signature covers, as one digest: the sorted (path, sha256) pairs."""
-    return hashlib.sha256(json.dumps(sorted(files.items()), separators=(",", ":")).encode()).hexdigest()
-
-
-@contextmanager
-def _key_file(pem: bytes) -> Iterator[pathlib.Path]:
-    """model-signing reads keys from files: a 0600 file in a private temporary directory, gone afterwards."""
-    with tempfile.TemporaryDirectory(prefix="mlc-farm-key-") as tmp:
-        path = Path(tmp) / "key.pem"
-        path.touch(mode=0o600)
-        path.write_bytes(pem)
-        yield path
-
-
-def sign(files: dict[str, str], name: str, private_pem: bytes) -> str:
-    """The bundle (JSON text) signing a folder of `files` (relative path -> sha256) named `name`."""
-    from model_signing import manifest
-    from model_signing._hashing.hashing import Digest
-    from model_signing._signing import sign_ec_key, signing
-
-    items = [
-        manifest.FileManifestItem(path=pathlib.PurePosixPath(p), digest=Digest("sha256", bytes.fromhex(h)))
-        for p, h in sorted(files.items())
-    ]
-    kind = manifest._FileSerialization("sha256", allow_symlinks=False, ignore_paths=[pathlib.Path(SIGNATURE)])
-    with _key_file(private_pem) as key:
-        signature = sign_ec_key.Signer(key).sign(signing.Payload(manifest.Manifest(name, items, kind)))
-    bundle: str = signature.bundle.to_json()  # type: ignore[attr-defined]
-    return bundle
-
-
-def signed_files(bundle: str, trusted: list[bytes], what: str) -> dict[str, str]:
-    """The files (path -> sha256) a model-signing bundle signs, once it verifies with one of the `trusted` keys."""
-    from model_signing._signing.signing import dsse_payload_to_manifest
-
-    statement = signed_statement(bundle, trusted, what)
-    try:
-        signed = dsse_payload_to_manifest(statement)
-    except (ValueError, KeyError, TypeError) as e:
-        raise SignatureRefused(f"{what}: its signature does not list files as model-signing does ({e})") from None
-    return {rd.identifier: rd.digest.digest_value.hex() for rd in signed.resource_descriptors()}
+        if statement["predicateType"] != PREDICATE_TYPE:
+            raise SignatureRefused(f"{what}: its signature does not list files as model-signing does")
+        files = {r["name"]: r["digest"] for r in statement["predicate"]["resources"] if r["algorithm"] == "sha256"}
+        if manifest(files, statement["subject"][0]["name"])["subject"] != statement["subject"]:
+            raise SignatureRefused(f"{what}: its signature's files do not hash to its subject")
+    except (KeyError, TypeError, ValueError, IndexError):
+        raise SignatureRefused(f"{what}: its signature does not list files as model-signing does") from None
+    return files
 
 
 def check(files: dict[str, str], signed: dict[str, str], what: str, whole: bool) -> None:
@@ -132,69 +90,20 @@ def folder_files(folder: Path) -> dict[str, str]:
     return out
 
 
-def verify_folder(folder: Path, trusted: list[bytes]) -> dict[str, str]:
-    """A downloaded folder holds exactly the files its `model.sig` signs, signed by a trusted key."""
+def read_signature(folder: Path, trusted: list[bytes]) -> tuple[dsse.Verified, dict[str, str]]:
+    """A folder's `model.sig` verified with a trusted key: the statement and the files it signs."""
     sig = folder / SIGNATURE
-    if not sig.is_file():
+    if not sig.is_file() or sig.is_symlink():
         raise SignatureRefused(f"{folder}: no {SIGNATURE}: unsigned")
-    signed = signed_files(sig.read_text(errors="replace"), trusted, str(folder))
-    check(folder_files(folder), signed, str(folder), whole=True)
+    with sig.open("rb") as f:
+        raw = f.read(dsse.MAX_BUNDLE + 1)
+    found = dsse.verify(raw, trusted, str(folder))
+    return found, files_of(found.statement, str(folder))
+
+
+def verify_folder(folder: Path, trusted: list[bytes], whole: bool = True) -> dict[str, str]:
+    """A downloaded folder holds exactly the files its `model.sig` signs (`whole`; else only files it signs), signed
+    by a trusted key: the signed files."""
+    _, signed = read_signature(folder, trusted)
+    check(folder_files(folder), signed, str(folder), whole)
     return signed
-
-
-_IN_TOTO = "application/vnd.in-toto+json"
-
-
-def sign_statement(statement: dict[str, Any], private_pem: bytes) -> str:
-    """An in-toto statement signed as model-signing signs its own: a Sigstore bundle (v0.3) whose DSSE envelope
-    holds the statement, with the key's hint (its fingerprint without `sha256:`)."""
-    import base64
-
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from model_signing._signing.sign_sigstore_pb import pae
-
-    payload = json.dumps(statement, sort_keys=True).encode()
-    key = serialization.load_pem_private_key(private_pem, None)
-    assert isinstance(key, ec.EllipticCurvePrivateKey), "public_key() refuses other keys first"
-    sig = key.sign(pae(payload), ec.ECDSA(hashes.SHA256()))
-    hint = fingerprint(public_key(private_pem)).removeprefix("sha256:")
-    return json.dumps(
-        {
-            "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
-            "verificationMaterial": {"publicKey": {"hint": hint}, "tlogEntries": []},
-            "dsseEnvelope": {
-                "payload": base64.b64encode(payload).decode(),
-                "payloadType": _IN_TOTO,
-                "signatures": [{"sig": base64.b64encode(sig).decode(), "keyid": ""}],
-            },
-        },
-        sort_keys=True,
-    )
-
-
-def signed_statement(bundle: str, trusted: list[bytes], what: str) -> dict[str, Any]:
-    """The in-toto statement of a bundle (a `model.sig`, or a provenance), once its DSSE envelope verifies with one
-    of the `trusted` public keys."""
-    from model_signing._signing import sign_ec_key, sign_sigstore_pb
-
-    if not trusted:
-        raise SignatureRefused(f"{what}: no public key is trusted (MLC_FARM_TRUSTED_KEYS)")
-    with tempfile.TemporaryDirectory(prefix="mlc-farm-sig-") as tmp:
-        path = Path(tmp) / "bundle.json"
-        path.write_text(bundle)
-        try:
-            signature = sign_sigstore_pb.Signature.read(path)
-        except (ValueError, KeyError, TypeError) as e:
-            raise SignatureRefused(f"{what}: its signature is not a Sigstore bundle ({e})") from None
-        for pem in trusted:
-            with _key_file(pem) as key:
-                try:
-                    kind, payload = sign_ec_key.Verifier(key)._verify_signed_content(signature)
-                except Exception:  # a wrong key: cryptography's InvalidSignature, ValueError
-                    continue
-            if kind != _IN_TOTO:
-                raise SignatureRefused(f"{what}: its payload is {kind}, not an in-toto statement")
-            doc: dict[str, Any] = json.loads(payload)
-            return doc
-    raise SignatureRefused(f"{what}: its signature was not made by a trusted key (MLC_FARM_TRUSTED_KEYS)")
