@@ -182,3 +182,64 @@ def test_a_bad_source_fails_only_its_own_cells_and_its_secret_goes_nowhere(
         for path in root.rglob("*"):
             assert not path.is_file() or secret not in path.read_bytes(), path
     assert not any(secret in f.data for r in hub.state.repos.values() for c in r.commits for f in c.files.values())
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_a_source_file_swapped_for_a_link_when_gen_config_starts_leaves_no_secret(
+    tiny_models: Path, tmp_path: Path
+) -> None:
+    """What the toolchain reads is what was checked (issue 37, item 5): a file of a local source swapped for a link
+    to a secret as gen_config starts (after every check) is not read through, in that build or the next."""
+    shutil.copytree(tiny_models / "models", tmp_path / "models")
+    (tmp_path / "matrix.yaml").write_text(
+        "quantizations: [q4f16_1]\ndevices: [{name: cpu, family: cpu, target: llvm}]\n"
+        "models: [{id: tiny-llama-a, source: {path: models/a}, conv_template: LM}]\n"
+    )
+    secret = tmp_path / "credentials.json"
+    secret.write_text('{"aws_secret_access_key": "SECRET-OF-THE-USER"}')
+    victim = tmp_path / "models" / "a" / "tokenizer_config.json"
+    original = victim.read_bytes()
+    swapper = tmp_path / "mlc_llm_swapping"  # the toolchain, with the attacker's swap as gen_config starts
+    swapper.write_text(
+        f"#!{sys.executable}\nimport os, runpy, sys\n"
+        f"if sys.argv[1:2] == ['gen_config']:\n    os.unlink({str(victim)!r}); os.symlink({str(secret)!r}, {str(victim)!r})\n"
+        "sys.argv[0] = 'mlc_llm'\nrunpy.run_module('mlc_llm', run_name='__main__', alter_sys=True)\n"
+    )
+    swapper.chmod(0o755)
+    store = tmp_path / "store"
+    args = ("build", "--matrix", str(tmp_path / "matrix.yaml"), "--store", str(store))
+    first = cli(*args, env={"MLC_FARM_MLC_LLM": str(swapper)})
+    assert victim.is_symlink(), first.stdout + first.stderr  # the swap happened, during the build
+
+    def leaked() -> list[str]:
+        return [str(p) for p in tmp_path.rglob("*") if p.is_file() and not p.is_symlink() and p != secret
+                and b"SECRET-OF-THE-USER" in p.read_bytes()]  # fmt: skip
+
+    assert leaked() == []
+    victim.unlink()
+    victim.write_bytes(original)  # put back: the next nightly reuses nothing that read the secret
+    again = cli(*args)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert (
+        run_cli("pull", "tiny-llama-a", "q4f16_1", "-o", str(tmp_path / "pulled"), "--store", str(store)).returncode
+        == 0
+    )
+    assert leaked() == [] and (tmp_path / "pulled" / "tokenizer_config.json").read_bytes() == original
+
+
+def test_a_staged_source_is_exactly_what_was_checked(tiny_models: Path, tmp_path: Path) -> None:
+    """Staging opens each file without following a link and copies what is not weights, hashed against the key."""
+    from mlc_farm.errors import ValidationFailed
+    from mlc_farm.planning.sources import fetch, resolve_local
+
+    model = Path(shutil.copytree(tiny_models / "models" / "a", tmp_path / "a"))
+    files = fetch(resolve_local("m", model))
+    staged = files.stage(tmp_path / "staged")
+    assert not (staged / "tokenizer_config.json").is_symlink() and (staged / "model.safetensors").exists()
+    (model / "tokenizer.json").write_text("{}")  # changed after its key was made
+    with pytest.raises(ValidationFailed, match=r"tokenizer\.json changed after it was checked"):
+        files.stage(tmp_path / "again")
+    (model / "config.json").unlink()
+    (model / "config.json").symlink_to(tmp_path / "elsewhere.json")
+    with pytest.raises(ValidationFailed, match=r"config\.json is no longer the file that was checked"):
+        files.stage(tmp_path / "third")

@@ -12,6 +12,7 @@ import fnmatch
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from pydantic import BaseModel
 
 from mlc_farm import credentials
 from mlc_farm.digests import file_sha256
-from mlc_farm.errors import BadInput
+from mlc_farm.errors import BadInput, ValidationFailed
 from mlc_farm.matrix.schema import HFSource, LoadedMatrix, LocalSource, ModelSpec, TinySource
 from mlc_farm.planning.source_checks import SourceRefused, inside, listed, read_config
 from mlc_farm.settings import load_settings
@@ -187,20 +188,73 @@ def resolve_tiny(model: str, seed: int) -> ResolvedSource:
     )
 
 
+WEIGHTS = ("*.safetensors", "*.bin")  # linked into a staging directory; every other file is copied
+
+
 @dataclass(frozen=True)
 class SourceFiles:
-    """The files of a source the toolchain reads, each as the real file it is, every one inside the source."""
+    """The files of a source the toolchain reads, each as the real file it is, every one inside the source;
+    `hashes`: the sha256 of each as its key was made from them (a local source), None where the key is the Hub's
+    commit."""
 
     model: str
     files: dict[str, Path]
+    hashes: dict[str, str] | None = None
 
     def stage(self, staging: Path) -> Path:
-        """A directory of symlinks to these files: no copy of multi-GB weights, nothing that leaves the source,
-        and anything the toolchain writes lands in `staging`, not in the source."""
+        """A directory the toolchain reads the source through, holding exactly what was checked: each file opened
+        without following a link (one put in its place after the check is refused), the small files (config,
+        tokenizer) copied and hashed against the key's hashes, the weights linked to the very file opened (a hard
+        link where the filesystem allows, so a later swap of the name is not followed). Anything the toolchain
+        writes lands in `staging`, not in the source."""
+        if self.hashes is not None and set(self.files) != set(self.hashes):
+            changed = sorted(set(self.files) ^ set(self.hashes))[0]
+            raise ValidationFailed(f"model {self.model}: {changed} was added or removed since its key was made")
         staging.mkdir(parents=True)
         for name, real in self.files.items():
-            (staging / name).symlink_to(real)
+            fd = _open_checked(self.model, name, real)
+            with os.fdopen(fd, "rb") as src:
+                if any(fnmatch.fnmatch(name, p) for p in WEIGHTS):
+                    _link(src.fileno(), real, staging / name)
+                    continue
+                with (staging / name).open("wb") as out:
+                    got = _copy_hashing(src, out)
+            if self.hashes is not None and got != self.hashes[name]:
+                raise ValidationFailed(
+                    f"model {self.model}: {name} changed after it was checked (sha256 {got[:12]}, its key was made "
+                    f"from {self.hashes[name][:12]}): nothing of it was stored"
+                )
         return staging
+
+
+def _open_checked(model: str, name: str, real: Path) -> int:
+    """A descriptor of the checked file itself: a link or anything but a regular file in its place is refused."""
+    try:
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        raise ValidationFailed(f"model {model}: {name} is no longer the file that was checked ({e.strerror})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ValidationFailed(f"model {model}: {name} is no longer a regular file: refused")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def _link(fd: int, real: Path, dest: Path) -> None:
+    """`dest` as a hard link to the open file (Linux: its /proc/self/fd entry), else, on another filesystem, a
+    symbolic link to the checked path."""
+    try:
+        os.link(f"/proc/self/fd/{fd}", dest, follow_symlinks=True)
+    except OSError:
+        dest.symlink_to(real)
+
+
+def _copy_hashing(src: Any, out: Any) -> str:
+    h = hashlib.sha256()
+    while block := src.read(8 << 20):
+        h.update(block)
+        out.write(block)
+    return h.hexdigest()
 
 
 def fetch(source: ResolvedSource, cache_dir: Path | None = None) -> SourceFiles:
@@ -208,7 +262,7 @@ def fetch(source: ResolvedSource, cache_dir: Path | None = None) -> SourceFiles:
     in the cache (its links point into the repo's own `blobs/`, inside its cache folder)."""
     if source.kind == "local":
         path = Path(source.ref)
-        return SourceFiles(source.model, inside(source.model, path, needed_files(listed(path))))
+        return SourceFiles(source.model, inside(source.model, path, needed_files(listed(path))), source.files)
     if source.kind == "tiny":
         made = resolve_tiny(source.model, int(source.revision or 0))
         if made.identity != source.identity:
@@ -217,7 +271,7 @@ def fetch(source: ResolvedSource, cache_dir: Path | None = None) -> SourceFiles:
                 "numpy or tokenizers version than the planner's?)"
             )
         path = tiny_dir(int(source.revision or 0))
-        return SourceFiles(source.model, inside(source.model, path, needed_files(listed(path))))
+        return SourceFiles(source.model, inside(source.model, path, needed_files(listed(path))), source.files)
     from huggingface_hub import HfApi, snapshot_download
 
     if not source.identity:
