@@ -270,3 +270,20 @@ def test_a_killed_signer_leaves_no_private_key_on_disk(tmp_path: Path) -> None:
     body = b"".join(signing_key().pem.splitlines()[1:-1])
     assert not any(body[:40] in p.read_bytes() for p in tmp.rglob("*") if p.is_file())
     assert list(tmp.iterdir()) == []
+
+
+def test_an_unsigned_published_document_names_nothing(store: Path, tmp_path: Path) -> None:
+    """A `published/` document the farm did not sign cannot rename install's default `HF://` name to a well-known
+    repo, nor point an export at it."""
+    e = entry(store)
+    planted = {"repo": "meta-llama/Llama-3.1-8B-Instruct", "commit": None, "convert": e.convert,
+               "config": e.config, "libs": {d: r.key for d, r in e.libs.items()}}  # fmt: skip
+    path = store / "published" / "tiny-llama-a" / "q4f16_1.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(planted))
+    done = run_cli("install", "tiny-llama-a", "q4f16_1", "--mlc-home", str(tmp_path / "mlc"), "--any-runtime",
+                   "--store", str(store))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "meta-llama" not in done.stdout and "HF://mlc-farm/tiny-llama-a-q4f16_1-MLC" in " ".join(done.stdout.split())
+    exported = run_cli("export", "mlc-serve", "--model", "tiny-llama-a", "--store", str(store))
+    assert exported.returncode == 2 and "meta-llama" not in exported.stdout + exported.stderr

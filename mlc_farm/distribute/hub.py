@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import socket
 import tempfile
@@ -26,6 +27,7 @@ from mlc_farm import credentials
 from mlc_farm.checks.speed import LIVENESS_STEPS, of_phase
 from mlc_farm.devices import Family, of_target
 from mlc_farm.devices import family as device_family
+from mlc_farm.digests import digest
 from mlc_farm.errors import PublishError, ServiceUnreachable, StoreError
 from mlc_farm.matrix.schema import Matrix
 from mlc_farm.names import BuildKey, Name, RepoId
@@ -38,13 +40,16 @@ from mlc_farm.settings import load_settings
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.documents import read_document
 from mlc_farm.store.layout import published_path
-from mlc_farm.trust import keys, provenance
+from mlc_farm.trust import dsse, keys, provenance
+from mlc_farm.trust.dsse import STATEMENT_TYPE, SignatureRefused
 from mlc_farm.trust.entry_signatures import Trusted, sign_folder, signed_provenance, trusted_files
 from mlc_farm.trust.signatures import SIGNATURE
 
 T = TypeVar("T")
 MANIFEST = "mlc-farm-manifest.json"
 CARD = "README.md"
+PUBLISHED_TYPE = "https://github.com/mlc-farm/mlc-farm/blob/main/README.md#signatures"  # a published document's
+log = logging.getLogger(__name__)
 
 
 class Operation(BaseModel):
@@ -572,6 +577,9 @@ class Published(BaseModel):
     convert: BuildKey
     config: BuildKey
     libs: dict[Name, BuildKey]  # device -> library key
+    # The farm's signature of this document for its entry's name: an unsigned one names nothing (its repo could be
+    # anyone's), so no export, page or install default follows it.
+    signature: dict[str, Any] | None = None
 
     def root(self) -> str:
         """The URL its files are under, pinned to the commit that published them (`resolve/<commit>/`): it never
@@ -586,10 +594,47 @@ class Published(BaseModel):
 def _record_published(store: ArtifactStore, entry: CatalogEntry, repo: str, commit: str | None) -> None:
     libs = {d: ref.key for d, ref in entry.libs.items()}
     doc = Published(repo=repo, commit=commit, convert=entry.convert, config=entry.config, libs=libs)
-    store.write_json(published_path(entry.model, entry.quantization), doc.model_dump(mode="json"))
+    signature = keys.signing_key().sign(_published_statement(entry.model, entry.quantization, doc))
+    store.write_json(
+        published_path(entry.model, entry.quantization),
+        doc.model_copy(update={"signature": signature}).model_dump(mode="json"),
+    )
+
+
+def _published_statement(model: str, quantization: str, doc: Published) -> dict[str, Any]:
+    """What the farm signs of a published document: its name (the entry's) and its content."""
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": [
+            {
+                "name": f"{model}/{quantization}",
+                "digest": {"sha256": digest(doc.model_dump(mode="json", exclude={"signature"}))},
+            }
+        ],
+        "predicateType": PUBLISHED_TYPE,
+        "predicate": {"repo": doc.repo, "commit": doc.commit},
+    }
+
+
+def signed_published(store: ArtifactStore, model: str, quantization: str) -> Published | None:
+    """The Hub repo the farm published this entry to, if the farm signed that (else None, with a warning when a
+    document is there: whoever can write to the store could have written it)."""
+    found = read_document(store, published_path(model, quantization), Published)
+    if found is None:
+        return None
+    try:
+        if found.signature is None:
+            raise SignatureRefused("unsigned")
+        checked = dsse.verify(found.signature, keys.trusted_keys(), published_path(model, quantization))
+        if checked.statement != _published_statement(model, quantization, found):
+            raise SignatureRefused("signed for another entry or other content")
+    except SignatureRefused as e:
+        log.warning("%s/%s is not the farm's (%s): ignored", store.url, published_path(model, quantization), e)
+        return None
+    return found
 
 
 def published(store: ArtifactStore, entry: CatalogEntry) -> Published | None:
-    """The Hub repo that holds exactly this entry's builds, if it was published."""
-    found = read_document(store, published_path(entry.model, entry.quantization), Published)
+    """The Hub repo that holds exactly this entry's builds, if the farm published it there."""
+    found = signed_published(store, entry.model, entry.quantization)
     return found if found and found.serves(entry) else None

@@ -21,15 +21,13 @@ from mlc_farm.checks import runtime
 from mlc_farm.devices import runs_here
 from mlc_farm.digests import file_sha256
 from mlc_farm.distribute import jit
-from mlc_farm.distribute.hub import Published
+from mlc_farm.distribute.hub import signed_published
 from mlc_farm.distribute.output_dir import replacing, scratch
 from mlc_farm.errors import BadInput
 from mlc_farm.records.folder import LIB_DIR, entry_files, lib_path
 from mlc_farm.records.reads import read_blob_json
 from mlc_farm.records.schema import CatalogEntry, FileEntry, JitKey, LibRef
 from mlc_farm.store import ArtifactStore
-from mlc_farm.store.documents import read_document
-from mlc_farm.store.layout import published_path
 from mlc_farm.toolchain.info import ToolchainInfo
 from mlc_farm.trust.entry_signatures import trusted_entry
 
@@ -45,8 +43,8 @@ class Installed:
 
 
 def default_name(store: ArtifactStore, entry: CatalogEntry) -> str:
-    """The Hub repo the entry is published to, else `mlc-farm/{model}-{quant}-MLC`."""
-    doc = read_document(store, published_path(entry.model, entry.quantization), Published)
+    """The Hub repo the farm signed that it published the entry to, else `mlc-farm/{model}-{quant}-MLC`."""
+    doc = signed_published(store, entry.model, entry.quantization)
     return doc.repo if doc else f"mlc-farm/{entry.model}-{entry.quantization}-MLC"
 
 
