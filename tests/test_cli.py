@@ -3,6 +3,8 @@ documented exit code. Driven in-process with typer's CliRunner."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -310,3 +312,16 @@ def test_secrets_in_a_clients_exception_text_are_redacted(monkeypatch: pytest.Mo
     )
     assert "pw" not in said and "SECRET1" not in said and "deadbeef" not in said and "AKIA" not in said
     assert "hf_abcdefgh12345678" not in said and "x=1" in said and "host:9" in said
+
+
+def test_whatever_a_stop_interrupts_ends_as_the_stop() -> None:
+    """A SIGTERM that lands in a lock's bookkeeping makes CPython raise `release unlocked lock` instead of the
+    stop (one SIGTERM in five during a build): the command still ends as stopped, exit 143, not exit 1."""
+    code = (
+        "import signal, typer; from mlc_farm.cli import _errors\n"
+        "def run():\n    _errors._signalled.append(signal.SIGTERM)\n    raise RuntimeError('release unlocked lock')\n"
+        "app = typer.Typer(); app.command()(_errors.handled(run)); app()"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 143 and "stopped by SIGTERM" in done.stderr, done.stderr
+    assert "release unlocked lock" not in done.stderr and "internal error" not in done.stderr

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,7 +17,7 @@ import pytest
 from mlc_farm.errors import CorruptBlobError, DamagedDocumentError, MissingObject, StoreError
 from mlc_farm.store.layout import blob_path
 from mlc_farm.store.local import LocalStore
-from tests.helpers import run_cli
+from tests.helpers import ROOT, UNPUBLISHED_CELL, run_cli
 
 SHA = hashlib.sha256(b"x").hexdigest()
 
@@ -89,3 +92,29 @@ def test_s3_refuses_a_blob_larger_than_its_record_at_the_first_range(s3_store_ur
     assert not (tmp_path / "out").exists()
     store.get_blob(sha, tmp_path / "out", size=big.stat().st_size)
     assert (tmp_path / "out").read_bytes() == big.read_bytes()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="mounts a small filesystem: root")
+@pytest.mark.parametrize("how", ["full", "read-only"])
+def test_a_full_or_read_only_store_ends_the_build_with_its_summary(tiny_models: Path, tmp_path: Path, how: str) -> None:
+    """The store's disk fills up (a 300 kB filesystem) or turns read-only during a build: the run ends exit 1
+    with its summary and the store's own words, never a bare OSError (issue 37, item 7)."""
+    matrix = tiny_models / f"one-{tmp_path.name}.yaml"
+    matrix.write_text(UNPUBLISHED_CELL)
+    store = tmp_path / "store"
+    store.mkdir()
+    build = f"{sys.executable} -m mlc_farm.cli build --matrix {matrix} --store {store}"
+    script = (
+        f"mount -t tmpfs -o size=300k tmpfs {store} && {build}"
+        if how == "full"
+        else f"mount -t tmpfs -o size=64m tmpfs {store} && {build} >/dev/null && "
+        # read-only as soon as the first toolchain step of the rebuild starts (it then sleeps 3 s)
+        f"(while [ ! -s {tmp_path}/calls ]; do sleep 0.1; done; mount -o remount,ro {store}) & "
+        f"MLC_DOUBLE_LOG={tmp_path}/calls MLC_DOUBLE_SLEEP=3 {build} --force"
+    )
+    done = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    said = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode == 1, said
+    assert "mlc-farm build summary" in said and "internal error" not in said and "Traceback" not in said, said
+    assert ("No space left on device" if how == "full" else "Read-only file system") in said, said

@@ -25,6 +25,7 @@ from mlc_farm.building.workdirs import remove_stale_workdirs
 from mlc_farm.catalog.history import night_regressions
 from mlc_farm.catalog.update import UnitResult
 from mlc_farm.distribute.hub import PublishResult
+from mlc_farm.errors import StoreError
 from mlc_farm.formatting import clock
 from mlc_farm.matrix.schema import DeviceSpec, LoadedMatrix, ModelSpec
 from mlc_farm.planning.durations import estimate
@@ -152,17 +153,29 @@ class MatrixRun:
         work = self.choose(sources, plan)
         status = self.dispatch(work)
         outcomes = self.collect(work)
-        units = self.engine.update_catalog(plan, sources, self.records)
+        try:
+            units, refused = self.engine.update_catalog(plan, sources, self.records), None
+        except StoreError as e:  # a full or read-only store: the run still ends with its summary, saying so
+            units, refused = [], str(e)
         summary = summarize(plan, outcomes, units)
         summary.regressions = night_regressions([r for _, r in all_records(self.store)], set(plan.check_builds))
         night = self.report(work, summary, status)
         failed_units = {(r.model, r.quantization) for r in summary.failed} | {
             (u.model, u.quantization) for u in units if u.status in ("kept previous", "not built", "damaged")
         }
-        published, publish_failures = self.publish(failed_units)
-        self.engine.write_page()  # after publishing: its links go to the Hub repos that hold these builds
+        published, publish_failures = self.publish(failed_units) if refused is None else ([], 0)
+        try:
+            if refused is None:
+                self.engine.write_page()  # after publishing: its links go to the Hub repos that hold these builds
+        except StoreError as e:
+            refused = str(e)
         self.engine.artifacts(summary, night, published)
-        return self.result(work, summary, units, publish_failures)
+        result = self.result(work, summary, units, publish_failures)
+        if refused is not None:
+            self.log.error("the store refused a write: %s", refused)
+            return RunResult(ok=False, message=f"the store refused a write ({refused}); {result.message}",
+                             reason="failed cells")  # fmt: skip
+        return result
 
     def keep_probe(self) -> None:
         """Embedded runs keep their probe in the store (farm pools keep theirs): `plan` on a machine without a

@@ -118,6 +118,10 @@ def handled(f: Callable[..., Any]) -> Callable[..., Any]:
             if _debug[0] or isinstance(e, SystemExit):
                 raise
             code, message = message_for(e)
+            if _signalled and not isinstance(e, FarmError):
+                # Whatever the signal interrupted mid-way (CPython raises `release unlocked lock` when the stop lands
+                # in a lock's own bookkeeping) is the stop, not a bug of its own.
+                code, message = 128 + _signalled[0], _stopped(signal.Signals(_signalled[0]).name)
             err.print(Text.assemble(("error:", "red"), f" {message}"), soft_wrap=True)
             if _signalled:
                 # Stopped: what this command wrote is cleaned up by now; threads still blocked in a read or a

@@ -28,6 +28,7 @@ from mlc_farm.store.documents import MAX_DOCUMENT, parse_document
 from mlc_farm.store.layout import blob_path
 
 _CHUNK = 8 << 20
+_REFUSED_WRITES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 _HOST = socket.gethostname().replace("/", "_")
 
 
@@ -56,17 +57,32 @@ class LocalStore:
     def _tmp(self) -> Path:
         """A new temporary file, with the permissions the umask gives (mkstemp's 0600 would hide blobs from the
         other users of a shared store)."""
-        (self.root / "tmp").mkdir(parents=True, exist_ok=True)
         path = self.root / "tmp" / f"{_HOST}-{os.getpid()}-{uuid.uuid4().hex}"
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        with self._writing("tmp/"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
         return path
 
     def _publish(self, tmp: Path, name: str) -> None:
         dest = self.root / name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with tmp.open("rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
+        with self._writing(name):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with tmp.open("rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, dest)
+
+    @contextlib.contextmanager
+    def _writing(self, name: str) -> Iterator[None]:
+        """A write the store's disk refuses (full, over quota, read-only, not ours) is a StoreError saying so."""
+        try:
+            yield
+        except OSError as e:
+            if e.errno not in _REFUSED_WRITES:
+                raise
+            raise StoreError(
+                f"{self.url}: cannot write {name} ({e.strerror}): free space or make the store writable, then "
+                "run again (what was written is kept)"
+            ) from None
 
     def has_blob(self, sha256: str) -> bool:
         return (self.root / blob_path(sha256)).is_file()
@@ -79,7 +95,7 @@ class LocalStore:
             return False
         tmp = self._tmp()
         try:
-            with path.open("rb") as src, tmp.open("wb") as out:
+            with self._writing(blob_path(sha256)), path.open("rb") as src, tmp.open("wb") as out:
                 got = _copy_hashed(src, out, progress)
             if got != sha256:
                 raise CorruptBlobError(f"{path} changed while being stored (sha256 {got})")
@@ -132,8 +148,12 @@ class LocalStore:
 
     def write_text(self, name: str, text: str, content_type: str) -> None:
         tmp = self._tmp()
-        tmp.write_text(text, encoding="utf-8")
-        self._publish(tmp, name)
+        try:
+            with self._writing(name):
+                tmp.write_text(text, encoding="utf-8")
+            self._publish(tmp, name)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def update_json(
         self, name: str, change: Callable[[dict[str, Any] | None], dict[str, Any]], replace_damaged: bool = True
