@@ -287,3 +287,15 @@ def test_an_unsigned_published_document_names_nothing(store: Path, tmp_path: Pat
     assert "meta-llama" not in done.stdout and "HF://mlc-farm/tiny-llama-a-q4f16_1-MLC" in " ".join(done.stdout.split())
     exported = run_cli("export", "mlc-serve", "--model", "tiny-llama-a", "--store", str(store))
     assert exported.returncode == 2 and "meta-llama" not in exported.stdout + exported.stderr
+
+
+def test_a_pull_follows_the_umask(store: Path, tmp_path: Path) -> None:
+    """Pulled folders are 0755 and their files 0644 under umask 022 (a web server or a fleet can read them)."""
+    old = os.umask(0o022)
+    try:
+        assert pull(store, tmp_path / "out").returncode == 0
+    finally:
+        os.umask(old)
+    modes = {p.relative_to(tmp_path).as_posix(): p.stat().st_mode & 0o777 for p in (tmp_path / "out").rglob("*")}
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755
+    assert all(m == (0o755 if (tmp_path / p).is_dir() else 0o644) for p, m in modes.items()), modes

@@ -92,11 +92,20 @@ def replacing(out: Path, what: str, replace: bool = False) -> Iterator[Path]:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}{_WRITING}", dir=target.parent))
+        staging.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would hide a pull from the web server that serves it
     except OSError as e:
         raise BadInput(f"{what} {out}: cannot write there ({e.strerror})") from None
     with _held(staging):
         yield staging
         _swap(staging, target)
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it (os.umask sets it: a race with other threads)."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        status = Path("/proc/self/status").read_text().splitlines()
+        return int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
+    return 0o022
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -127,7 +128,6 @@ class Verified:
 def verify(bundle: bytes | str | dict[str, Any], trusted: list[bytes], what: str) -> Verified:
     """The statement of a bundle, once its DSSE signature verifies with one of the `trusted` public keys."""
     from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
     if not trusted:
@@ -135,8 +135,7 @@ def verify(bundle: bytes | str | dict[str, Any], trusted: list[bytes], what: str
     doc = bundle if isinstance(bundle, dict) else parse_bounded(what, bundle, MAX_BUNDLE, SignatureRefused)
     payload, sig = _envelope(doc, what)
     for pem in trusted:
-        public = serialization.load_pem_public_key(pem)
-        if not isinstance(public, ec.EllipticCurvePublicKey) or public.curve.name not in _HASHES:
+        if (public := _public(pem)) is None:
             continue
         try:
             public.verify(sig, pae(payload), ec.ECDSA(_HASHES[public.curve.name]()))
@@ -147,6 +146,20 @@ def verify(bundle: bytes | str | dict[str, Any], trusted: list[bytes], what: str
             raise SignatureRefused(f"{what}: its payload is not an in-toto statement")
         return Verified(statement, fingerprint(pem))
     raise SignatureRefused(f"{what}: its signature was not made by a trusted key (MLC_FARM_TRUSTED_KEYS)")
+
+
+@functools.lru_cache(maxsize=16)
+def _public(pem: bytes) -> Any:
+    """A trusted PEM public key, parsed once (a nightly verifies thousands of attestations with the same few);
+    None for one model-signing cannot sign with."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    try:
+        public = serialization.load_pem_public_key(pem)
+    except ValueError:
+        raise BadInput("a trusted key is not a PEM public key (MLC_FARM_TRUSTED_KEYS)") from None
+    return public if isinstance(public, ec.EllipticCurvePublicKey) and public.curve.name in _HASHES else None
 
 
 def _envelope(doc: dict[str, Any], what: str) -> tuple[bytes, bytes]:
