@@ -13,22 +13,18 @@ from mlc_farm.records.schema import BuildRecord, CatalogEntry
 from mlc_farm.settings import load_settings
 from mlc_farm.store import ArtifactStore
 from mlc_farm.trust.dsse import SignatureRefused, SigningKey
-from mlc_farm.trust.entry_signatures import attested_records, signed
+from mlc_farm.trust.entry_signatures import Signed, attested_records
 
 
 def due(
     store: ArtifactStore,
     current: CatalogEntry,
+    found: Signed,
     key: SigningKey,
-    trusted: list[bytes],
     record_of: Callable[[str], BuildRecord | None],
     now: datetime | None = None,
 ) -> str | None:
-    """Why the entry's signature must be made again, None when it holds as it is."""
-    try:
-        found = signed(current, current.model, current.quantization, trusted)
-    except SignatureRefused as e:
-        return str(e)
+    """Why the entry's signature (`found`, verified) must be made again, None when it holds as it is."""
     if found.key != key.fingerprint:
         return f"signed by {found.key[:19]}, not the signing key {key.fingerprint[:19]}"
     if (now or datetime.now(timezone.utc)) - found.signed_at >= timedelta(hours=load_settings().signature_renew_hours):
@@ -42,10 +38,10 @@ def due(
     return None
 
 
-def version_of(entry: CatalogEntry, trusted: list[bytes]) -> int:
+def version_of(entry: CatalogEntry, verified: Callable[[CatalogEntry], Signed]) -> int:
     """The version of the entry's signature (0: none that verifies): a new one is above it."""
     try:
-        version: int = signed(entry, entry.model, entry.quantization, trusted).binding["version"]
+        version: int = verified(entry).binding["version"]
     except SignatureRefused:
         return 0
     return version

@@ -43,7 +43,7 @@ def resign(store: ArtifactStore, key: SigningKey, trusted: list[bytes], adopted:
             continue
         try:
             fresh = sign_entry(store, entry, key, lambda k: attestations.attested(store, k, trusted),
-                               version_of(entry, trusted))  # fmt: skip
+                               version_of(entry, lambda e: signed(e, e.model, e.quantization, trusted)))  # fmt: skip
         except SignatureRefused as e:
             yield f"left {what}: {e}"
             continue

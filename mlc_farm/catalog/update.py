@@ -20,6 +20,7 @@ from mlc_farm.checks import fidelity, memory, runtime
 from mlc_farm.checks.fidelity import Fidelity
 from mlc_farm.checks.fit import fit_check
 from mlc_farm.checks.results import RunCheck, Validation
+from mlc_farm.digests import digest
 from mlc_farm.errors import DamagedDocumentError
 from mlc_farm.planning.plan import Plan, PlanCell
 from mlc_farm.planning.sources import ResolvedSource
@@ -30,7 +31,7 @@ from mlc_farm.store.documents import first_problem
 from mlc_farm.store.layout import catalog_path
 from mlc_farm.trust import attestations, keys
 from mlc_farm.trust.dsse import SignatureRefused
-from mlc_farm.trust.entry_signatures import sign_entry, signed
+from mlc_farm.trust.entry_signatures import Signed, sign_entry, signed
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +57,26 @@ class Records:
         self.signing_key = keys.signing_key()
         self._records: dict[str, BuildRecord | None] = dict(known or {})
         self._docs: dict[str, dict[str, Any]] = {}
+        self._signed: dict[str, Signed | SignatureRefused] = {}
 
     def record(self, key: str) -> BuildRecord | None:
         if key not in self._records:
             self._records[key] = attestations.attested(self.store, key, self.trusted)
         return self._records[key]
+
+    def signature(self, entry: CatalogEntry) -> Signed:
+        """The entry's signature verified for its own name (SignatureRefused: it does not hold), once per entry
+        document: an entry read again in its write verifies without a second signature check."""
+        mark = digest(entry.model_dump(mode="json"))
+        if mark not in self._signed:
+            try:
+                self._signed[mark] = signed(entry, entry.model, entry.quantization, self.trusted)
+            except SignatureRefused as e:
+                self._signed[mark] = e
+        found = self._signed[mark]
+        if isinstance(found, SignatureRefused):
+            raise found
+        return found
 
     def doc(self, record: BuildRecord, name: str) -> dict[str, Any]:
         file = next(f for f in record.files if f.path == name)
@@ -211,7 +227,7 @@ def _trusted(current: CatalogEntry | None, rec: Records) -> CatalogEntry | None:
     if current is None:
         return None
     try:
-        signed(current, current.model, current.quantization, rec.trusted)
+        rec.signature(current)
     except SignatureRefused as e:
         log.warning("%s: not taken as what the farm serves; tonight's builds replace it", e)
         return None
@@ -230,7 +246,7 @@ def _move_entry(
     entry that stays is signed again when its signature is due (mlc_farm/catalog/renewal.py)."""
     model, quantization = new.model, new.quantization
     stays = next_entry(current, new, planned) is None
-    if stays and current and not renewal.due(store, current, rec.signing_key, rec.trusted, rec.record):
+    if stays and current and not renewal.due(store, current, rec.signature(current), rec.signing_key, rec.record):
         return _stayed(result, current, new, planned)
 
     def write(old: dict[str, Any] | None) -> dict[str, Any]:
@@ -238,7 +254,7 @@ def _move_entry(
         # signed in the same write, so no reader ever sees an entry without its signature.
         now_there = _trusted(_as_entry(catalog_path(model, quantization), old), rec)
         chosen = next_entry(now_there, new, planned) or now_there or new
-        after = renewal.version_of(chosen, rec.trusted)
+        after = renewal.version_of(now_there, rec.signature) if now_there else 0  # above what it replaces
         return sign_entry(store, chosen, rec.signing_key, rec.record, after).model_dump(mode="json")
 
     try:
