@@ -61,19 +61,36 @@ def farm_init(
     from mlc_farm.farm.pools import store_credentials as save_credentials
     from mlc_farm.report import alerts
 
+    # Every option is checked before anything is created, and only on the farm's own Prefect server.
     loaded = load_matrix(matrix)
     window = _window(missed_after)
+    if notify:
+        alerts.check_block_name(notify)
+    _farm_api("farm init")
+    notifier = alerts.notification_block(notify) if notify else None
     _say(init(loaded.matrix, pool_type.value, gpus, pool_limit))  # each step says what it did as it is done
     if store_credentials:
         _say(save_credentials(dict(os.environ))[0])
     if signing_key:
         _say(signing_key_block())
     if notify:
-        _say(alerts.apply(notify, window))
+        _say(alerts.apply(notify, notifier, window))
     if check_pools:
         broken = [p for p in sorted({d.work_pool for d in loaded.matrix.devices}) if not _check_pool(loaded, p, None)]
         if broken:
             raise typer.Exit(1)
+
+
+def _farm_api(what: str) -> None:
+    """BadInput unless PREFECT_API_URL names the farm's Prefect server: without it, Prefect would start a
+    temporary server whose pools, blocks and automations vanish with this command."""
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        raise BadInput(
+            f"{what} works on the farm's Prefect server: set PREFECT_API_URL to it (`mlc-farm farm up` starts one "
+            "here and prints it; `prefect server start` is another); nothing was created"
+        )
 
 
 def _say(lines: list[str]) -> None:
@@ -115,7 +132,6 @@ def _check_pool(loaded: LoadedMatrix, pool: str, store: str | None) -> bool:
     import tempfile
 
     import yaml
-    from prefect.settings import PREFECT_API_URL
 
     from mlc_farm.farm.pool_check import check_matrix, check_store_url, report
     from mlc_farm.farm.pools import idle_pools
@@ -123,8 +139,7 @@ def _check_pool(loaded: LoadedMatrix, pool: str, store: str | None) -> bool:
     from mlc_farm.store import open_store
 
     doc = check_matrix(loaded.matrix, pool)
-    if not PREFECT_API_URL.value():
-        raise BadInput("farm check-pool runs on the farm: set PREFECT_API_URL to its Prefect server")
+    _farm_api("farm check-pool")
     if idle := idle_pools([loaded.matrix.weights_pool, pool]):
         raise NoWorker("; ".join(idle))
     url = store or check_store_url(open_store().url)

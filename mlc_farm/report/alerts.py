@@ -181,12 +181,11 @@ def _did_not_run(block_id: UUID, name: str, missed_after: timedelta) -> Any:
     )
 
 
-def apply(block: str, missed_after: timedelta, prefix: str = "mlc-farm") -> list[str]:
-    """Create or update the automations for the notification block named `block` (any of Prefect's
-    notification blocks, as TYPE/NAME: `slack-webhook/ops`); a line each."""
+def apply(block: str, notifier: Any, missed_after: timedelta, prefix: str = "mlc-farm") -> list[str]:
+    """Create or update the automations for the notification block `notifier` named `block` (TYPE/NAME, as
+    `notification_block` found it); a line each."""
     from prefect.automations import Automation
 
-    notifier = _notification_block(block)
     assert notifier._block_document_id is not None
     done = []
     for wanted in automations(notifier._block_document_id, missed_after, prefix):
@@ -201,9 +200,8 @@ def apply(block: str, missed_after: timedelta, prefix: str = "mlc-farm") -> list
     return done
 
 
-def _notification_block(block: str) -> Any:
-    from prefect.blocks.core import Block
-
+def check_block_name(block: str) -> str:
+    """A notification block's name as TYPE/NAME, else BadInput saying what to give (no Prefect API asked)."""
     from mlc_farm.errors import BadInput
     from mlc_farm.names import shorten
 
@@ -213,6 +211,17 @@ def _notification_block(block: str) -> Any:
             f"--notify {shorten(block)}: give TYPE/NAME of a notification block, e.g. custom-webhook/ops "
             "(`prefect block ls` lists them)"
         )
+    return block
+
+
+def notification_block(block: str) -> Any:
+    """The notification block named `block` (any of Prefect's, as TYPE/NAME: `slack-webhook/ops`), else BadInput
+    saying what to give: found before anything is created."""
+    from prefect.blocks.core import Block
+
+    from mlc_farm.errors import BadInput
+
+    check_block_name(block)
     try:
         found = cast(Block, Block.load(block))
     except (ValueError, KeyError) as e:
