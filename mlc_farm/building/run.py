@@ -362,9 +362,14 @@ class MatrixRun:
             message = f"{HUB_UNREACHABLE}; {message}"
         if failed or publish_failures or damaged:
             failures = f"; failed: {summary.failures()}" if failed else ""
+            first = (
+                f"{len(failed)} of {len(summary.rows)} cells failed"
+                if failed or not publish_failures
+                else f"every cell built, but {publish_failures} publish failed"
+            )
             return RunResult(
                 ok=False,
-                message=f"{len(failed)} of {len(summary.rows)} cells failed; {message}{failures}",
+                message=f"{first}; {message}{failures}",
                 reason="hub unreachable" if hub_down else "failed cells",
             )
         return RunResult(ok=True, message=message)

@@ -71,6 +71,8 @@ def publish_cmd(
     if target is None:
         raise BadInput(f"{loaded.file}: publishing is not configured for {model} (add a `publish:` section)")
     result = publish(open_store(store, must_exist=True), model, quantization, *target, dry_run=dry_run)
+    if result.note:  # first: what it did not do
+        err.print(f"note: {result.note}", soft_wrap=True)
     t = Table(title=f"{result.repo}: {'would commit' if dry_run else 'commit'}")
     for col in ("op", "path", "size", "sha256"):
         t.add_column(col)
@@ -81,7 +83,6 @@ def publish_cmd(
         card = printable(result.card)  # as it is (markdown), but for control characters
         sys.stdout.write(card if card.endswith("\n") else card + "\n")
     if result.note:
-        err.print(f"note: {result.note}", soft_wrap=True)
         return
     if not result.operations:
         out.print(f"{result.repo} is up to date ({result.unchanged} files unchanged): no commit")
