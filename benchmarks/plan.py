@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import os
 import secrets
+import shutil
 import sys
 import tempfile
 import time
@@ -132,6 +133,7 @@ def main() -> None:
     os.environ["PATH"] = os.pathsep.join([str(ROOT / "tests" / "double" / "bin"), os.environ["PATH"]])  # its nvcc
     sys.path.insert(0, str(ROOT))
     with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, work, True)  # last: the servers are stopped first
         url = stack.enter_context(seaweed(work)) if args.seaweed else args.store or str(work / "store")
         run(work, url, args.models)
 
