@@ -299,3 +299,19 @@ def test_a_pull_follows_the_umask(store: Path, tmp_path: Path) -> None:
     modes = {p.relative_to(tmp_path).as_posix(): p.stat().st_mode & 0o777 for p in (tmp_path / "out").rglob("*")}
     assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755
     assert all(m == (0o755 if (tmp_path / p).is_dir() else 0o644) for p, m in modes.items()), modes
+
+
+def test_ls_fits_80_columns_without_breaking_a_word(store: Path) -> None:
+    """(Issue 39, item 5; this module's store serves.) At 80 columns `ls` prints no line wider than the terminal and
+    breaks no word: every word is one the wide layout prints whole."""
+    narrow = cli("ls", "--store", str(store), env={"COLUMNS": "80"})  # a process of its own: its consoles' width
+    wide = cli("ls", "--store", str(store), env={"COLUMNS": "300"})
+    assert narrow.returncode == 0 and wide.returncode == 0, narrow.stderr
+    lines = narrow.stdout.splitlines()
+    assert lines and max(len(line) for line in lines) <= 80, narrow.stdout
+
+    def words(text: str) -> set[str]:
+        return {w.strip(",;:") for w in text.split()}
+
+    assert words(narrow.stdout) <= words(wide.stdout) | {"built", "weights"}, words(narrow.stdout) - words(wide.stdout)
+    assert "tiny-llama-a q4f16_1: cpu; weights" in narrow.stdout

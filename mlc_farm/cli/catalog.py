@@ -17,7 +17,8 @@ from mlc_farm.errors import BadInput
 from mlc_farm.formatting import size
 from mlc_farm.matrix.schema import check_names
 from mlc_farm.records.reads import load_record
-from mlc_farm.store import open_store
+from mlc_farm.records.schema import CatalogEntry
+from mlc_farm.store import ArtifactStore, open_store
 from mlc_farm.store.layout import blob_path
 from mlc_farm.terminal import name_columns, printable
 
@@ -29,35 +30,51 @@ def list_catalog(store: StoreOpt = None) -> None:
 
     st = open_store(store, must_exist=True)
     found = entries(st)
-    t = Table(title="catalog")
-    name_columns(t, {"model": [e.model for e in found], "quant": [e.quantization for e in found]})
-    for col in ("devices", "runtimes", "weight files", "libraries", "built"):
-        t.add_column(col, overflow="fold")
-    checks = []
-    for e in found:
-        weights = load_record(st, e.convert)
-        t.add_row(
-            e.model,
-            e.quantization,
-            ", ".join(sorted(e.libs)) or "-",
-            "; ".join(sorted({ref.runtime.describe() for ref in e.libs.values() if ref.runtime})) or "-",
-            size(weights.size if weights else 0),
-            size(sum(ref.file.size for ref in e.libs.values())),
-            weights.finished_at.isoformat(timespec="seconds") if weights else "missing",
-        )
-        checks += [
-            f"  {e.model} {e.quantization} {d}: {ref.validation.describe()}"
-            + (f"; built with {ref.runtime.describe()}" if ref.runtime else "")
-            + (f"; needs {ref.memory.describe()}" if ref.memory else "")
-            + (f"; {ref.fidelity.describe()}" if ref.fidelity else "")
-            for d, ref in sorted(e.libs.items())
-        ]
-        checks += [f"  {e.model} {e.quantization} {d}: no validated library yet" for d in e.missing]
-    out.print(t)
+    rows = [_listed(st, e) for e in found]
+    if out.width >= WIDE:
+        t = Table(title="catalog")
+        name_columns(t, {"model": [e.model for e in found], "quant": [e.quantization for e in found]})
+        for col in ("devices", "runtimes", "weight files", "libraries", "built"):
+            t.add_column(col, overflow="fold")
+        for e, row in zip(found, rows, strict=True):
+            t.add_row(e.model, e.quantization, *row)
+        out.print(t)
+    else:  # a narrow terminal: an entry a line, wrapped between words, never through one
+        for e, (devices, _, weights, libraries, built) in zip(found, rows, strict=True):
+            out.print(f"{e.model} {e.quantization}: {devices}; weights {weights}, libraries {libraries}, built {built}",
+                      highlight=False)  # fmt: skip
+    checks = [line for e in found for line in _checks(e)]
     if checks:
         out.print("validation (fit to the weights; run and fidelity where the device was present):", highlight=False)
         for line in checks:
-            out.print(line, highlight=False, soft_wrap=True)
+            out.print(line, highlight=False, soft_wrap=out.width >= WIDE)
+
+
+WIDE = 120  # columns from which `ls` shows a table; below it, lines that wrap between words
+
+
+def _listed(st: ArtifactStore, e: CatalogEntry) -> tuple[str, str, str, str, str]:
+    """An entry's devices, runtimes, weight and library sizes and build time, as `ls` shows them."""
+    weights = load_record(st, e.convert)
+    return (
+        ", ".join(sorted(e.libs)) or "-",
+        "; ".join(sorted({ref.runtime.describe() for ref in e.libs.values() if ref.runtime})) or "-",
+        size(weights.size if weights else 0),
+        size(sum(ref.file.size for ref in e.libs.values())),
+        weights.finished_at.isoformat(timespec="minutes").replace("T", " ") if weights else "missing",
+    )
+
+
+def _checks(e: CatalogEntry) -> list[str]:
+    """A line per device of the entry: its validation, runtime, memory and fidelity."""
+    lines = [
+        f"  {e.model} {e.quantization} {d}: {ref.validation.describe()}"
+        + (f"; built with {ref.runtime.describe()}" if ref.runtime else "")
+        + (f"; needs {ref.memory.describe()}" if ref.memory else "")
+        + (f"; {ref.fidelity.describe()}" if ref.fidelity else "")
+        for d, ref in sorted(e.libs.items())
+    ]
+    return lines + [f"  {e.model} {e.quantization} {d}: no validated library yet" for d in e.missing]
 
 
 @command(app, "verify")
