@@ -81,13 +81,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """The run's signing key and set-up Prefect home go with it: nothing of the tests stays in the temporary
-    directory."""
+    """The run's signing key goes with it (pytest_sessionfinish removes the set-up Prefect home)."""
     if KEY_DIR in config.stash:
         shutil.rmtree(config.stash[KEY_DIR], ignore_errors=True)
-    if _HOME_READY.ident is not None:
-        _HOME_READY.join(timeout=60)
-    shutil.rmtree(_HOME, ignore_errors=True)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
