@@ -231,9 +231,8 @@ def test_farm_init_crashes_zombie_runs_and_a_nightly_names_a_pool_no_worker_poll
         zombie.delete()
 
 
-def test_farm_init_checks_everything_before_it_creates_anything(tiny_models: Path, tmp_path: Path) -> None:
-    """Without a Prefect API it refuses (exit 2, saying how to get one) instead of filling a temporary server
-    that vanishes; with one, a --notify block that does not exist is refused before any pool is made."""
+def own_pool_matrix(tiny_models: Path, tmp_path: Path) -> tuple[Path, str]:
+    """A one-cell matrix whose only pool is new: what `farm init` creates is this test's alone."""
     pool = f"pool-{uuid.uuid4().hex[:10]}"
     matrix = tiny_models / f"init-{tmp_path.name}.yaml"
     matrix.write_text(
@@ -241,6 +240,13 @@ def test_farm_init_checks_everything_before_it_creates_anything(tiny_models: Pat
         f"devices: [{{name: cpu, family: cpu, target: llvm, pool: {pool}}}]\n"
         "models: [{id: tiny-llama-a, source: {path: models/a}, conv_template: LM}]\n"
     )
+    return matrix, pool
+
+
+def test_farm_init_checks_everything_before_it_creates_anything(tiny_models: Path, tmp_path: Path) -> None:
+    """Without a Prefect API it refuses (exit 2, saying how to get one) instead of filling a temporary server
+    that vanishes; with one, a --notify block that does not exist is refused before any pool is made."""
+    matrix, _ = own_pool_matrix(tiny_models, tmp_path)
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # a shell with no farm to talk to
     offline = subprocess.run([sys.executable, "-m", "mlc_farm.cli", "farm", "init", "--matrix", str(matrix)],
                              capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)  # fmt: skip
@@ -254,13 +260,7 @@ def test_farm_init_with_a_missing_notify_block_creates_no_pool(tiny_models: Path
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 
-    pool = f"pool-{uuid.uuid4().hex[:10]}"
-    matrix = tiny_models / f"init-{tmp_path.name}.yaml"
-    matrix.write_text(
-        f"quantizations: [q4f16_1]\nweights_pool: {pool}\n"
-        f"devices: [{{name: cpu, family: cpu, target: llvm, pool: {pool}}}]\n"
-        "models: [{id: tiny-llama-a, source: {path: models/a}, conv_template: LM}]\n"
-    )
+    matrix, pool = own_pool_matrix(tiny_models, tmp_path)
     refused = run_cli("farm", "init", "--matrix", str(matrix), "--notify", "custom-webhook/nobody-made-it")
     assert refused.returncode == 2 and "no such block" in refused.stderr, refused.stderr
     with get_client(sync_client=True) as client, pytest.raises(ObjectNotFound):
