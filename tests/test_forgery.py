@@ -244,6 +244,7 @@ def test_a_rotated_key_and_a_rebuild_with_other_bytes_leave_every_entry_pullable
 
 
 def test_a_farm_run_without_the_farm_key_refuses_before_it_builds(tiny_models: Path, monkeypatch) -> None:
+    from mlc_farm.building.run import RunFailed
     from mlc_farm.orchestrate.nightly import nightly_build, run_result
 
     monkeypatch.delenv("MLC_FARM_SIGNING_KEY")
@@ -252,6 +253,10 @@ def test_a_farm_run_without_the_farm_key_refuses_before_it_builds(tiny_models: P
     result = run_result(state)
     assert state.is_failed() and result.reason == "refused", result
     assert "farm mode needs the farm's signing key: set MLC_FARM_SIGNING_KEY_BLOCK" in result.message
+    # Called for its result, the failed run raises what it carries, never Prefect's "Unexpected result" TypeError.
+    with pytest.raises(RunFailed, match="farm mode needs the farm's signing key") as raised:
+        nightly_build(str(tiny_models / "forgery.yaml"), store=str(tiny_models / "no-store"), mode="farm")
+    assert raised.value.result == result
     assert not (tiny_models / "no-store").exists()
 
 

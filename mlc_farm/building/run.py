@@ -129,6 +129,19 @@ class RunResult(BaseModel):
     signal: str | None = None
 
 
+class RunFailed(Exception):
+    """A run that did not end well, as its final state carries it: Prefect raises a failed state's data when its
+    result is asked for, so the data is this exception (a plain result there is Prefect's own TypeError), which
+    holds how the run ended."""
+
+    def __init__(self, result: RunResult) -> None:
+        super().__init__(result.message)
+        self.result = result
+
+    def __reduce__(self) -> tuple[type[RunFailed], tuple[RunResult]]:  # pickled with the state's result
+        return RunFailed, (self.result,)
+
+
 class MatrixRun:
     """One run, in named steps; `execute` runs them in order, each handing what it found to the next (the
     plan, then the `Work` chosen from it) rather than leaving it on the run half-made."""

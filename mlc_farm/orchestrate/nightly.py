@@ -23,7 +23,7 @@ from prefect.utilities.annotations import quote
 from pydantic import BaseModel
 
 from mlc_farm.building.preflight import REFUSED, Preflight, Probe, preflight
-from mlc_farm.building.run import MatrixRun, Mode, Progress, RunResult
+from mlc_farm.building.run import MatrixRun, Mode, Progress, RunFailed, RunResult
 from mlc_farm.catalog.update import UnitResult
 from mlc_farm.distribute.hub import PublishResult
 from mlc_farm.errors import BadInput, ToolchainUnavailable
@@ -140,6 +140,8 @@ def run_result(state: State) -> RunResult:
         found = state.result(raise_on_failure=False)
     except MissingResult:
         found = None
+    if isinstance(found, RunFailed):
+        return found.result
     if isinstance(found, RunResult):
         return found
     return RunResult(ok=state.is_completed(), message=state.message or state.name or "", reason="failed cells")
@@ -169,10 +171,12 @@ def _stoppable(
                 keys.require_farm_key()
             pre = checked or preflight(matrix_path, models, quantizations, devices, store, probe_for(mode))
         except (*REFUSED, BadInput) as e:
-            return Failed(message=str(e), data=RunResult(ok=False, message=str(e), reason="refused")), None
+            return Failed(message=str(e), data=RunFailed(RunResult(ok=False, message=str(e), reason="refused"))), None
         engine = PrefectEngine(mode, force, pre, alert)
         done = MatrixRun(pre, engine, force, progress, get_run_logger()).execute()
-        return (Completed if done.ok else Failed)(message=done.message, data=done), engine
+        if done.ok:
+            return Completed(message=done.message, data=done), engine
+        return Failed(message=done.message, data=RunFailed(done)), engine
     except (KeyboardInterrupt, TerminationSignal) as e:
         stop_all()
         name = "SIGINT" if isinstance(e, KeyboardInterrupt) else signal.Signals(e.signal).name
@@ -182,7 +186,7 @@ def _stoppable(
             "the same command again finishes the rest"
         )
         stopped = RunResult(ok=False, message=message, reason="stopped", signal=name)
-        return Cancelled(message=message, data=stopped), engine
+        return Cancelled(message=message, data=RunFailed(stopped)), engine
 
 
 def probe_for(mode: Mode) -> Probe:
