@@ -57,6 +57,7 @@ def test_check_pool_reports_a_working_pool_and_names_what_a_broken_one_lacks(
         assert "decode " in said and "TVM VM decode: 128 steps" in said and "TVM VM prefill" in said
         assert "device h100: built; fit not checked; not run: no cuda device" in said  # no GPU on this worker
         assert "its library holds sm_90" in said
+        assert "| INFO" not in said + works.stderr and "Finished in state" not in said + works.stderr  # its answer only
         # Beside the farm's store, never in it.
         assert (tmp_path / "store-pool-check" / "catalog").is_dir() and not (tmp_path / "store").exists()
 

@@ -37,3 +37,15 @@ def bytes_bar(what: str) -> Iterator[Callable[[int, int], None]]:
     with Progress(*columns, console=err, transient=True) as bar:
         task = bar.add_task(what, total=None)
         yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def quiet_prefect() -> None:
+    """Prefect's own console lines (task states, tracebacks of failed tasks, the toolchain's output) stay in
+    the Prefect log (UI, API); the console gets the command's own answer (a build's progress and summary, a pool
+    check's report)."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    loggers = [logging.getLogger(), *(logging.getLogger(name) for name in list(logging.root.manager.loggerDict))]
+    for handler in (h for lg in loggers for h in getattr(lg, "handlers", [])):
+        if isinstance(handler, PrefectConsoleHandler):
+            handler.setLevel(logging.CRITICAL + 1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import signal
 import sys
@@ -18,7 +17,7 @@ from rich.text import Text
 from mlc_farm.cli._app import app
 from mlc_farm.cli._errors import command, terminated
 from mlc_farm.cli._options import MatrixOpt, ModelOpt, StoreOpt
-from mlc_farm.cli._output import err, fail, out
+from mlc_farm.cli._output import err, fail, out, quiet_prefect
 from mlc_farm.farm.stack import Service
 from mlc_farm.toolchain.probe import probe_here
 from mlc_farm.toolchain.process import stop_all
@@ -80,17 +79,6 @@ def _watch(server: Service, every: float = 1.0) -> threading.Event:
     return stop
 
 
-def _quiet_engine() -> None:
-    """Prefect's own console lines (task states, tracebacks of failed tasks, the toolchain's output) stay in
-    the Prefect log (UI, API); the console gets the build's progress and summary from the flow itself."""
-    from prefect.logging.handlers import PrefectConsoleHandler
-
-    loggers = [logging.getLogger(), *(logging.getLogger(name) for name in list(logging.root.manager.loggerDict))]
-    for handler in (h for lg in loggers for h in getattr(lg, "handlers", [])):
-        if isinstance(handler, PrefectConsoleHandler):
-            handler.setLevel(logging.CRITICAL + 1)
-
-
 @command(app)
 def build(
     matrix: MatrixOpt = Path("matrix.yaml"),
@@ -113,7 +101,7 @@ def build(
     from mlc_farm.orchestrate.nightly import nightly_build, run_result
     from mlc_farm.orchestrate.runs import crash_dead_runs, run_tags
 
-    _quiet_engine()
+    quiet_prefect()
     signal.signal(signal.SIGTERM, terminated)  # Prefect's engine hands SIGTERM back to this once it unwound
     with _prefect_api():
         if crashed := crash_dead_runs():

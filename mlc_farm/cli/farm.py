@@ -14,7 +14,7 @@ from rich.text import Text
 from mlc_farm.cli._app import farm_app
 from mlc_farm.cli._errors import command
 from mlc_farm.cli._options import MatrixOpt, PoolType
-from mlc_farm.cli._output import out
+from mlc_farm.cli._output import out, quiet_prefect
 from mlc_farm.errors import BadInput, NoWorker
 from mlc_farm.matrix.load import load_matrix
 from mlc_farm.matrix.schema import LoadedMatrix
@@ -146,6 +146,7 @@ def _check_pool(loaded: LoadedMatrix, pool: str, store: str | None) -> bool:
     with tempfile.TemporaryDirectory(prefix="mlc-farm-pool-check-") as tmp:
         path = Path(tmp) / "pool-check.yaml"
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        quiet_prefect()  # its answer is the report below, not Prefect's log lines
         done = check_pool(str(path), url)
     lines, works = report(open_store(url), loaded.matrix, pool, done.ok, done.message, done.rows)
     for line in lines:
