@@ -320,3 +320,12 @@ def test_ls_fits_80_columns_without_breaking_a_word(store: Path) -> None:
 
     assert words(narrow.stdout) <= words(wide.stdout) | {"built", "weights"}, words(narrow.stdout) - words(wide.stdout)
     assert "tiny-llama-a q4f16_1: cpu; weights" in narrow.stdout
+
+
+def test_a_missing_device_is_exit_2_as_a_missing_model(store: Path, tmp_path: Path) -> None:
+    """(Issue 39, item 7; this module's store serves.) Asking for a device the entry has no library for is bad
+    input, exit 2, as asking for a model the catalog does not have."""
+    said = run_cli("pull", "tiny-llama-a", "q4f16_1", "--device", "nope", "-o", str(tmp_path / "o"),
+                   "--store", str(store))  # fmt: skip
+    assert said.returncode == 2 and "has no library for device 'nope'; built: cpu" in said.stderr, said.stderr
+    assert not (tmp_path / "o").exists()

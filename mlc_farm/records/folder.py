@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from mlc_farm.checks import runtime
-from mlc_farm.errors import StoreError
+from mlc_farm.errors import NotFound, StoreError
 from mlc_farm.records.reads import load_record
 from mlc_farm.records.schema import BuildRecord, CatalogEntry, FileEntry
 from mlc_farm.store import ArtifactStore
@@ -51,7 +51,7 @@ def entry_files(
             raise StoreError(f"{catalog_path(model, quantization)} points at a missing build {key}")
         wanted |= {f.path: f for f in record.files}
     if device is not None and device not in entry.libs:
-        raise StoreError(
+        raise NotFound(
             f"{model} {quantization} has no library for device {device!r}; "
             f"built: {', '.join(sorted(entry.libs)) or 'none'}"
         )
