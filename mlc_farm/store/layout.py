@@ -9,9 +9,9 @@
 - `failures/<key>.json`: the last failure of a key that has no build yet: the error and its log (kept by gc).
 - `published/<model>/<quant>.json`: the Hub repo a catalog entry was last published to, and its builds.
 - `fingerprints/<key>.json`: a toolchain's conversion fingerprint for a conversion class (mlc_farm/planning/twins.py).
-- `signatures/<model>/<quant>/<served>.json`: the farm's signature (a model-signing bundle) of a catalog entry's
-  files, by the digest of the builds it serves; `signatures/folders/<digest>.json`: of a published folder, by the
-  digest of its files (so publishing it again commits the same `model.sig`).
+- `signatures/folders/<digest>.json`: a signed document kept by the digest of what it signs: a published folder's
+  `model.sig` (by its files) and an entry's provenance (by its statement, which the entry's signature names).
+  Build records carry their build's attestation, and catalog entries their signature, inside them.
 
 Written in the order blobs, record, catalog, so a reader never follows a pointer to nothing.
 """
@@ -60,10 +60,6 @@ def lease_path(key: str) -> str:
 
 def toolchain_path(pool: str) -> str:
     return f"{TOOLCHAINS}{pool}.json"
-
-
-def entry_signature_path(model: str, quantization: str, served: str) -> str:
-    return f"signatures/{model}/{quantization}/{served}.json"
 
 
 def folder_signature_path(digest: str) -> str:
