@@ -12,7 +12,6 @@ import fnmatch
 import hashlib
 import json
 import os
-import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from mlc_farm import credentials
-from mlc_farm.digests import file_sha256
+from mlc_farm.digests import NotRegular, copy_sha256, file_sha256, open_regular
 from mlc_farm.errors import BadInput, ValidationFailed
 from mlc_farm.matrix.schema import HFSource, LoadedMatrix, LocalSource, ModelSpec, TinySource
 from mlc_farm.planning.source_checks import SourceRefused, inside, listed, read_config
@@ -218,7 +217,8 @@ class SourceFiles:
                     _link(src.fileno(), real, staging / name)
                     continue
                 with (staging / name).open("wb") as out:
-                    got = _copy_hashing(src, out)
+                    got = copy_sha256(src, out)
+                    assert got is not None  # no limit: always a digest
             if self.hashes is not None and got != self.hashes[name]:
                 raise ValidationFailed(
                     f"model {self.model}: {name} changed after it was checked (sha256 {got[:12]}, its key was made "
@@ -230,14 +230,13 @@ class SourceFiles:
 def _open_checked(model: str, name: str, real: Path) -> int:
     """A descriptor of the checked file itself: a link or anything but a regular file in its place is refused."""
     try:
-        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        return open_regular(real)
+    except NotRegular as e:
+        if e.link:
+            raise ValidationFailed(f"model {model}: {name} is no longer the file that was checked (a link)") from None
+        raise ValidationFailed(f"model {model}: {name} is no longer a regular file: refused") from None
     except OSError as e:
         raise ValidationFailed(f"model {model}: {name} is no longer the file that was checked ({e.strerror})") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise ValidationFailed(f"model {model}: {name} is no longer a regular file: refused")
-    os.set_blocking(fd, True)
-    return fd
 
 
 def _link(fd: int, real: Path, dest: Path) -> None:
@@ -247,14 +246,6 @@ def _link(fd: int, real: Path, dest: Path) -> None:
         os.link(f"/proc/self/fd/{fd}", dest, follow_symlinks=True)
     except OSError:
         dest.symlink_to(real)
-
-
-def _copy_hashing(src: Any, out: Any) -> str:
-    h = hashlib.sha256()
-    while block := src.read(8 << 20):
-        h.update(block)
-        out.write(block)
-    return h.hexdigest()
 
 
 def fetch(source: ResolvedSource, cache_dir: Path | None = None) -> SourceFiles:

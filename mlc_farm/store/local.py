@@ -9,11 +9,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import socket
-import stat
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterator
@@ -21,6 +19,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from mlc_farm.digests import NotRegular, copy_sha256, open_regular
 from mlc_farm.errors import BadInput, CorruptBlobError, DamagedDocumentError, MissingObject, StoreError
 from mlc_farm.processes import process_alive
 from mlc_farm.settings import load_settings
@@ -232,20 +231,14 @@ class _Discard:
 
 def _open_regular(path: Path, where: str) -> int | None:
     """A read-only descriptor of a regular file of the store, None when there is none: a link, a FIFO or a device
-    in its place is a tampered store (read through, it would hang or never end), refused without blocking."""
+    in its place is a tampered store, refused."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        return open_regular(path)
     except FileNotFoundError:
         return None
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise StoreError(f"{where} is a link, not a file: refused (the store was tampered with)") from None
-        raise
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise StoreError(f"{where} is not a regular file: refused (the store was tampered with)")
-    os.set_blocking(fd, True)
-    return fd
+    except NotRegular as e:
+        said = "a link, not a file" if e.link else "not a regular file"
+        raise StoreError(f"{where} is {said}: refused (the store was tampered with)") from None
 
 
 def _copy_hashed(
@@ -256,13 +249,7 @@ def _copy_hashed(
     where: str = "",
 ) -> str:
     """Copy in one pass, returning the sha256 of what was read; past `size` bytes, CorruptBlobError."""
-    h, done = hashlib.sha256(), 0
-    while block := src.read(_CHUNK if size is None else min(_CHUNK, size - done + 1)):
-        done += len(block)
-        if size is not None and done > size:
-            raise CorruptBlobError(f"{where} is larger than its recorded {size} bytes: refused")
-        h.update(block)
-        out.write(block)
-        if progress:
-            progress(len(block))
-    return h.hexdigest()
+    got = copy_sha256(src, out, progress, size, _CHUNK)
+    if got is None:
+        raise CorruptBlobError(f"{where} is larger than its recorded {size} bytes: refused")
+    return got
