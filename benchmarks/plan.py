@@ -144,9 +144,9 @@ def run(work: Path, url: str, n: int) -> None:
 
     from mlc_farm.building.preflight import pools_of
     from mlc_farm.farm.stack import start_temporary_prefect
+    from mlc_farm.flows.nightly import nightly_build
     from mlc_farm.matrix.cells import expand
     from mlc_farm.matrix.load import load_matrix
-    from mlc_farm.orchestrate.nightly import nightly_build
     from mlc_farm.planning import sources
     from mlc_farm.planning.fingerprints import fingerprints
     from mlc_farm.planning.plan import conversion_classes, make_plan

@@ -171,7 +171,7 @@ def test_a_nightly_with_a_failing_cell_notifies_with_its_cells_and_log_commands(
 def test_a_failed_build_model_run_notifies_in_its_own_words(
     hook: tuple[Hook, str], tiny_models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mlc_farm.orchestrate.nightly import build_model
+    from mlc_farm.flows.nightly import build_model
 
     receiver, block = hook
     matrix = write(tiny_models, tmp_path)
@@ -204,7 +204,7 @@ def test_farm_init_crashes_zombie_runs_and_a_nightly_names_a_pool_no_worker_poll
     from prefect.client.orchestration import get_client
 
     from mlc_farm.farm.pools import ZOMBIE_AUTOMATION
-    from mlc_farm.orchestrate.nightly import nightly_build
+    from mlc_farm.flows.nightly import nightly_build
 
     matrix = tiny_models / f"idle-{tmp_path.name}.yaml"  # pools of its own: no other test's worker polls them
     matrix.write_text(MATRIX.replace("pool: mlc-cpu", "pool: mlc-idle") + "weights_pool: mlc-idle\n")

@@ -66,7 +66,7 @@ def _a_retried_dispatch_reuses_its_run(store: str) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
 
-    from mlc_farm.orchestrate.dispatch import dispatch
+    from mlc_farm.tasks.dispatch import dispatch
 
     with get_client(sync_client=True) as client:
         only = DeploymentFilter(name=DeploymentFilterName(any_=["mlc-cuda"]))
@@ -92,7 +92,7 @@ def test_a_worker_killed_mid_build_is_crashed_named_and_rebuilt_by_the_next_nigh
     from prefect.client.schemas.objects import StateType
 
     from mlc_farm.farm.pools import ZOMBIE_AUTOMATION, idle_pools, zombie_automation
-    from mlc_farm.orchestrate.nightly import nightly_build
+    from mlc_farm.flows.nightly import nightly_build
 
     matrix = tiny_models / f"dead-{tmp_path.name}.yaml"
     matrix.write_text(MATRIX)

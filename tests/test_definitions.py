@@ -14,11 +14,11 @@ from tests.helpers import ROOT
 LIST = """
 import importlib, json, pkgutil
 from prefect import Flow, Task
-from mlc_farm import orchestrate
+from mlc_farm import flows, tasks
+modules = [f"{p.__name__}.{i.name}" for p in (flows, tasks) for i in pkgutil.iter_modules(p.__path__)]
 found = {}
-for info in pkgutil.iter_modules(orchestrate.__path__):
-    module = importlib.import_module(f"mlc_farm.orchestrate.{info.name}")
-    for obj in vars(module).values():
+for name in modules:
+    for obj in vars(importlib.import_module(name)).values():
         if isinstance(obj, (Flow, Task)):
             found[f"{type(obj).__name__} {obj.name}"] = obj.retries
 print(json.dumps(found))

@@ -245,7 +245,7 @@ def test_a_rotated_key_and_a_rebuild_with_other_bytes_leave_every_entry_pullable
 
 def test_a_farm_run_without_the_farm_key_refuses_before_it_builds(tiny_models: Path, monkeypatch) -> None:
     from mlc_farm.building.run import RunFailed
-    from mlc_farm.orchestrate.nightly import nightly_build, run_result
+    from mlc_farm.flows.nightly import nightly_build, run_result
 
     monkeypatch.delenv("MLC_FARM_SIGNING_KEY")
     state = nightly_build(str(tiny_models / "forgery.yaml"), store=str(tiny_models / "no-store"), mode="farm",

@@ -46,6 +46,18 @@ def test_dockerfiles_pass_hadolint() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+@pytest.mark.parametrize("dockerfile", ["Dockerfile.cuda", "Dockerfile.rocm"])
+def test_worker_images_copy_what_the_package_links_to(dockerfile: str) -> None:
+    """mlc_farm/flows and mlc_farm/tasks are links to the top-level flows/ and tasks/: an image that copied only
+    mlc_farm/ would install a package without its flows, and its workers would find no entrypoint."""
+    links = [p for p in (ROOT / "mlc_farm").iterdir() if p.is_symlink()]
+    assert {p.name for p in links} == {"flows", "tasks"}
+    copies = [line.split() for line in (ROOT / dockerfile).read_text().splitlines() if line.startswith("COPY ")]
+    copied = {Path(source).as_posix() for words in copies for source in words[1:-1]}
+    for link in links:
+        assert (link.parent / link.readlink()).resolve().relative_to(ROOT).as_posix() in copied, link.name
+
+
 @pytest.mark.parametrize("family", ["cuda", "rocm", "cpu"])
 def test_kubernetes_job_templates_validate(family: str) -> None:
     from prefect.client.schemas.objects import FlowRun

@@ -6,7 +6,7 @@ in the build's own work directory, so what it writes there (convert_weight write
 builds of one source do not race. A library is validated before its record is written: a library that does
 not fit its weights or does not run is a failed build, never a record.
 
-The Prefect tasks in `orchestrate/build_tasks.py` wrap these; they can also run on a worker that has only the store.
+The Prefect tasks in `tasks/builds.py` wrap these; they can also run on a worker that has only the store.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 catalog, report, publish, page.
 
 The orchestrator plugs in through `Engine`: where each build runs and how one waits for it, how sources are
-resolved and the toolchain probed, the catalog update, publishing and the run's artifacts. `orchestrate/nightly.py`
+resolved and the toolchain probed, the catalog update, publishing and the run's artifacts. `flows/engine.py`
 gives Prefect's (tasks in this process, or flow runs on work pools); a test can give one that builds in
 place. A run starts from its `Preflight` (mlc_farm/building/preflight.py), made once.
 """

@@ -98,8 +98,8 @@ def build(
     os.environ.setdefault("DO_NOT_TRACK", "1")
     from prefect import tags
 
-    from mlc_farm.orchestrate.nightly import nightly_build, run_result
-    from mlc_farm.orchestrate.runs import crash_dead_runs, run_tags
+    from mlc_farm.flows.nightly import nightly_build, run_result
+    from mlc_farm.flows.runs import crash_dead_runs, run_tags
 
     quiet_prefect()
     signal.signal(signal.SIGTERM, terminated)  # Prefect's engine hands SIGTERM back to this once it unwound

@@ -135,7 +135,7 @@ def _check_pool(loaded: LoadedMatrix, pool: str, store: str | None) -> bool:
 
     from mlc_farm.farm.pool_check import check_matrix, check_store_url, report
     from mlc_farm.farm.pools import idle_pools
-    from mlc_farm.orchestrate.nightly import check_pool
+    from mlc_farm.flows.nightly import check_pool
     from mlc_farm.store import open_store
 
     doc = check_matrix(loaded.matrix, pool)

@@ -15,12 +15,12 @@ from pydantic import Field
 
 from mlc_farm.building import build as builds
 from mlc_farm.farm.pools import COMPILE_SLOT_LEASE, compile_limit
-from mlc_farm.orchestrate.build_tasks import log_line
 from mlc_farm.planning import sources
 from mlc_farm.planning.plan import CheckBuild, ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, ReferenceBuild
 from mlc_farm.planning.sources import ResolvedSource
 from mlc_farm.store import open_store
 from mlc_farm.store.layout import toolchain_path
+from mlc_farm.tasks.builds import log_line
 from mlc_farm.toolchain.probe import probe
 from mlc_farm.trust import keys
 

@@ -1,0 +1,190 @@
+"""The engine a run is given under Prefect (mlc_farm/building/run.py's `Engine`): each build a task in this
+process (embedded) or a flow run on its device's work pool through `run_deployment` (farm), the catalog update
+and publishing as tasks, and the run's artifacts and alert.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar, cast
+
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.futures import PrefectFuture, wait
+from prefect.runtime import flow_run as runtime_flow_run
+from prefect.utilities.annotations import quote
+from pydantic import BaseModel
+
+from mlc_farm.building.preflight import Preflight
+from mlc_farm.building.run import Mode
+from mlc_farm.catalog.update import UnitResult
+from mlc_farm.distribute.hub import PublishResult
+from mlc_farm.matrix.schema import LoadedMatrix, ModelSpec
+from mlc_farm.planning.fingerprints import Fingerprint
+from mlc_farm.planning.plan import CheckBuild, LibBuild, ModelBuilds, Plan, ReferenceBuild
+from mlc_farm.planning.schedule import Build
+from mlc_farm.planning.sources import ResolvedSource
+from mlc_farm.records.schema import BuildRecord
+from mlc_farm.report import alerts
+from mlc_farm.report.night import NightReport
+from mlc_farm.report.summary import BY_ANOTHER_RUN, Built, Outcome, Summary
+from mlc_farm.settings import load_settings
+from mlc_farm.tasks.builds import (
+    build_from_source,
+    build_library,
+    build_reference,
+    check_cell,
+    conversion_fingerprints,
+    resolve_sources,
+    update_catalog,
+    write_catalog_page,
+)
+from mlc_farm.tasks.dispatch import dispatch
+from mlc_farm.tasks.publish import publish_unit
+from mlc_farm.toolchain.info import ToolchainInfo
+
+GRID_CELLS = 500  # a bigger matrix's picture shows its cells that are not OK; the summary table has every cell
+T = TypeVar("T")
+
+
+def _as_is(value: T) -> T:
+    """A big task argument that Prefect passes as it is: without quote() it walks every nested value looking
+    for futures, which took seconds per task at thousands of cells."""
+    return cast(T, quote(value))
+
+
+def _outcome(future: PrefectFuture[Any]) -> Outcome:
+    future.wait()
+    state = future.state
+    if state.is_completed():
+        built = state.result()
+        waited = isinstance(built, Built) and built.by_another_run
+        return Outcome(status=BY_ANOTHER_RUN if waited else "built", log=None)
+    try:
+        state.result()
+    except Exception as e:
+        return Outcome(status="failed", detail=str(e), log=getattr(e, "log", None))
+    return Outcome(status="failed", detail=state.message or state.name or "failed")
+
+
+class PrefectEngine:
+    """The run's orchestrator: tasks in this process (embedded), or flow runs on each device's work pool
+    through `run_deployment` (farm); Prefect artifacts for the summary, the matrix, the night and publishing."""
+
+    def __init__(self, mode: Mode, force: bool, pre: Preflight, alert: bool = True):
+        self.mode, self.force, self.alert = mode, force, alert
+        self.store_url = pre.store_url
+        self.convert_device, self.weights_pool = pre.matrix.convert_device, pre.matrix.weights_pool
+        self.summary: Summary | None = None
+
+    def resolve(self, loaded: LoadedMatrix, models: list[ModelSpec]) -> dict[str, ResolvedSource]:
+        return resolve_sources(_as_is(loaded), _as_is(models))
+
+    def fingerprints(self, toolchain: ToolchainInfo, classes: dict[str, dict[str, Any]]) -> dict[str, Fingerprint]:
+        """Twins convert in seconds on a CPU: here, with this process's toolchain, when it is the run's (farm
+        mode: the image of the pool the nightly runs on); otherwise none, and convert keys hold the version."""
+        return conversion_fingerprints(self.store_url, _as_is(toolchain), _as_is(classes))
+
+    def start(self, build: Build, builds: ModelBuilds | None, source: ResolvedSource | None) -> PrefectFuture[Any]:
+        """Embedded: a task here. Farm: a flow run on the build's pool (the device's, else the weights pool)."""
+        if self.mode == "embedded":
+            if isinstance(build, LibBuild):
+                assert builds is not None
+                return build_library.submit(self.store_url, build, builds, self.force)
+            if isinstance(build, CheckBuild):
+                return check_cell.submit(self.store_url, build, self.force)
+            assert source is not None
+            if isinstance(build, ReferenceBuild):
+                return build_reference.submit(self.store_url, build, source, self.force)
+            return build_from_source.submit(self.store_url, build, source, self.convert_device, self.force)
+        if isinstance(build, LibBuild | CheckBuild):
+            params: dict[str, Any] = {"lb": build, "builds_from": builds, "store": self.store_url, "force": self.force}
+            return dispatch.submit(
+                f"build-library/{build.device.work_pool}", _jsonable(params), build.key, self.store_url
+            )
+        params = {
+            "build": build,
+            "source": source,
+            "convert_device": self.convert_device,
+            "store": self.store_url,
+            "force": self.force,
+        }
+        return dispatch.submit(f"build-weights/{self.weights_pool}", _jsonable(params), build.key, self.store_url)
+
+    def finished(self, handles: list[Any], timeout: float) -> list[Any]:
+        return list(wait(handles, timeout=timeout).done)
+
+    def outcome(self, handle: Any) -> Outcome:
+        return _outcome(handle)
+
+    def slots(self, pools: set[str]) -> dict[str, int | None]:
+        """Each work pool's concurrency limit in Prefect (None: no limit)."""
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            return {pool: client.read_work_pool(pool).concurrency_limit for pool in pools}
+
+    def update_catalog(
+        self, plan: Plan, sources: dict[str, ResolvedSource], records: dict[str, BuildRecord]
+    ) -> list[UnitResult]:
+        return update_catalog(self.store_url, _as_is(plan), _as_is(sources), _as_is(records))
+
+    def publish(self, units: list[tuple[str, str, str, bool | None]]) -> list[tuple[str, PublishResult | Exception]]:
+        """MLC_FARM_PARALLEL at a time, in matrix order: repos that share a library then mostly find it already
+        uploaded by an earlier one."""
+        results: list[tuple[str, PublishResult | Exception]] = []
+        limit = load_settings().parallel
+        for first in range(0, len(units), limit):
+            wave = [
+                (repo, publish_unit.submit(self.store_url, m, q, repo, private))
+                for m, q, repo, private in units[first : first + limit]
+            ]
+            for repo, future in wave:
+                future.wait()
+                try:
+                    results.append((repo, future.result()))
+                except Exception as e:
+                    results.append((repo, e))
+        return results
+
+    def write_page(self) -> None:
+        write_catalog_page(self.store_url)
+
+    def artifacts(self, summary: Summary, night: NightReport, published: list[dict[str, str]]) -> None:
+        self.summary = summary
+        big = summary.for_console(GRID_CELLS) is not summary.rows
+        create_markdown_artifact(
+            key="mlc-farm-matrix",
+            markdown=summary.grid(summary.failed if big else None),
+            description=f"The {'cells that are not OK' if big else 'matrix'} of this run (every cell: "
+            "mlc-farm-build-summary).",
+        )
+        table = create_table_artifact(
+            key="mlc-farm-build-summary",
+            table=[r.model_dump() for r in summary.rows],
+            description="Every cell of the matrix: built, reused or failed, and where its log is.\n\n"
+            + night.markdown(),
+        )
+        create_markdown_artifact(key="mlc-farm-night", markdown=night.markdown(), description="How the night went.")
+        if summary.regressions:
+            create_markdown_artifact(
+                key="mlc-farm-regressions",
+                markdown="\n".join(f"- {line}" for line in summary.regressions),
+                description="Cells slower, further from their source or bigger than under the previous toolchain.",
+            )
+        if published:
+            create_table_artifact(
+                key="mlc-farm-publish", table=published, description="Hugging Face repos of this run."
+            )
+        if self.alert:
+            alerts.emit(alerts.outcome(summary, _artifact_link(table)), runtime_flow_run.id)
+
+
+def _artifact_link(artifact: Any) -> str:
+    """Where a person opens an artifact: the UI's page when PREFECT_UI_URL is set, else its id and key."""
+    from prefect.settings import PREFECT_UI_URL
+
+    ui = PREFECT_UI_URL.value()
+    return f"{ui}/artifacts/artifact/{artifact}" if ui else f"artifact {artifact} (mlc-farm-build-summary)"
+
+
+def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.model_dump(mode="json") if isinstance(v, BaseModel) else v for k, v in params.items()}
