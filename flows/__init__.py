@@ -7,5 +7,7 @@ This directory sits at the top of the checkout, as the design card lays out, and
 `mlc_farm.flows` through the link `mlc_farm/flows`: the wheel carries it, so an installed `mlc-farm build` runs
 without a checkout, and workers load prefect.yaml's `flows/...` entrypoints from theirs.
 
-May import everything but the CLI; only the CLI imports it.
+May import the foundation modules and `building`, `farm`, `matrix`, `planning`, `records`, `report`, `store`,
+`tasks`, `toolchain`, `trust` (Prefect flows: a run given tasks, pools and artifacts; tests/test_structure.py holds
+the table).
 """

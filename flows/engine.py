@@ -15,17 +15,16 @@ from pydantic import BaseModel
 
 from mlc_farm.building.preflight import Preflight
 from mlc_farm.building.run import Mode
-from mlc_farm.catalog.update import UnitResult
-from mlc_farm.distribute.hub import PublishResult
 from mlc_farm.matrix.schema import LoadedMatrix, ModelSpec
 from mlc_farm.planning.fingerprints import Fingerprint
 from mlc_farm.planning.plan import CheckBuild, LibBuild, ModelBuilds, Plan, ReferenceBuild
 from mlc_farm.planning.schedule import Build
 from mlc_farm.planning.sources import ResolvedSource
+from mlc_farm.records.outcomes import BY_ANOTHER_RUN, Built, Outcome, PublishResult, UnitResult
 from mlc_farm.records.schema import BuildRecord
 from mlc_farm.report import alerts
 from mlc_farm.report.night import NightReport
-from mlc_farm.report.summary import BY_ANOTHER_RUN, Built, Outcome, Summary
+from mlc_farm.report.summary import Summary
 from mlc_farm.settings import load_settings
 from mlc_farm.tasks.builds import (
     build_from_source,

@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from mlc_farm.errors import BadInput, remember_secret
+from mlc_farm.errors import BadInput, ServiceUnreachable, remember_secret
 from mlc_farm.settings import load_settings
 
 ENV_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_PROFILE")  # the environment has credentials of its own
@@ -83,18 +83,33 @@ def _hf_block(name: str) -> str:
 
 
 def load_block(kind: type, name: str, setting: str, made_by: str = "--store-credentials"):  # type: ignore[no-untyped-def]
-    """A block by name; a clear error naming the setting when it is not there or the server does not answer."""
+    """A block by name. Not there: bad input naming the setting (exit 2). The Prefect server dropping the
+    connection or failing (5xx) while it is read: a service (exit 3), whatever the block."""
+    import httpx
     from prefect.settings import PREFECT_API_URL
 
+    where = f"the Prefect server at {PREFECT_API_URL.value() or '(no PREFECT_API_URL)'}"
     try:
         return kind.load(name)  # type: ignore[attr-defined]
     except ValueError:
         raise BadInput(
-            f"{setting}={name!r}: no {kind.__name__} block of that name on the Prefect server at "
-            f"{PREFECT_API_URL.value() or '(no PREFECT_API_URL)'}; `mlc-farm farm init {made_by}` creates it"
+            f"{setting}={name!r}: no {kind.__name__} block of that name on {where}; `mlc-farm farm init {made_by}` "
+            "creates it"
         ) from None
+    except (httpx.TransportError, ConnectionError, TimeoutError) as e:
+        raise ServiceUnreachable(
+            f"{setting}={name!r}: {where} dropped the connection while the block was read ({type(e).__name__}); "
+            "try again once it answers"
+        ) from None
+    except httpx.HTTPStatusError as e:
+        if e.response.status_code >= 500 or e.response.status_code == 429:
+            raise ServiceUnreachable(
+                f"{setting}={name!r}: {where} failed (HTTP {e.response.status_code}) while the block was read; "
+                "try again later"
+            ) from None
+        raise BadInput(f"{setting}={name!r}: {where} refused the block (HTTP {e.response.status_code})") from None
     except Exception as e:
         raise BadInput(
-            f"{setting}={name!r}: the block could not be read from the Prefect server at "
-            f"{PREFECT_API_URL.value() or '(no PREFECT_API_URL)'} ({type(e).__name__}); is PREFECT_API_URL set?"
+            f"{setting}={name!r}: the block could not be read from {where} ({type(e).__name__}); is "
+            "PREFECT_API_URL set?"
         ) from None

@@ -152,6 +152,15 @@ class PublishError(PermanentError):
     """Publishing cannot go on (no org, no access, a refused commit); says what to do."""
 
 
+class HubRefused(PermanentError):
+    """The Hugging Face Hub answered no (a gated, missing, disabled or refused repo, a bad name): asking again
+    gives the same answer."""
+
+
+class HubConflict(TransientError):
+    """A Hub commit whose parent moved (HTTP 412: someone pushed since the repo was read): read it again."""
+
+
 class NothingToExport(PermanentError):
     """No library of the catalog (or of --model) is for the runtime asked: an empty config would look fine."""
 

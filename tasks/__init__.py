@@ -6,5 +6,7 @@ retries=0.
 At the top of the checkout as the design card lays out; the package `mlc_farm.tasks` through the link
 `mlc_farm/tasks` (see flows/__init__.py).
 
-May import every package of the core; the flows and the CLI import it.
+May import the foundation modules and `building`, `catalog`, `distribute`, `planning`, `records`, `report`,
+`store`, `toolchain` (Prefect tasks over the builds, the catalog, publishing and the page; tests/test_structure.py
+holds the table).
 """

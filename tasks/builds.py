@@ -15,13 +15,13 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from mlc_farm.building import build
-from mlc_farm.catalog.update import Records, UnitResult, update_unit
+from mlc_farm.catalog.update import Records, update_unit
 from mlc_farm.planning import fingerprints, sources
 from mlc_farm.planning.plan import CheckBuild, ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, Plan, ReferenceBuild
 from mlc_farm.planning.sources import ResolvedSource
+from mlc_farm.records.outcomes import Built, UnitResult
 from mlc_farm.records.schema import BuildRecord
 from mlc_farm.report import activity, catalog_page
-from mlc_farm.report.summary import Built
 from mlc_farm.store import open_store
 from mlc_farm.store.documents import READERS
 from mlc_farm.toolchain.info import ToolchainInfo, identity

@@ -10,8 +10,8 @@ from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
 
 from mlc_farm.errors import BuildFailed
+from mlc_farm.records.outcomes import Built
 from mlc_farm.records.reads import load_record
-from mlc_farm.report.summary import Built
 from mlc_farm.store import open_store
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import task
 
 from mlc_farm.distribute import hub
+from mlc_farm.records.outcomes import PublishResult
 from mlc_farm.store import open_store
 
 
@@ -14,5 +15,5 @@ from mlc_farm.store import open_store
     task_run_name="publish {repo}",
     tags=["mlc-publish"],
 )
-def publish_unit(store_url: str, model: str, quantization: str, repo: str, private: bool | None) -> hub.PublishResult:
+def publish_unit(store_url: str, model: str, quantization: str, repo: str, private: bool | None) -> PublishResult:
     return hub.publish(open_store(store_url), model, quantization, repo, private)

@@ -107,7 +107,8 @@ def test_local_source_identity_is_its_content(tmp_path: Path) -> None:
 
 
 def test_summary_grid_pictures_every_cell() -> None:
-    from mlc_farm.report.summary import Outcome, summarize
+    from mlc_farm.records.outcomes import Outcome
+    from mlc_farm.report.summary import summarize
 
     p = plan_of(matrix(), SOURCES)
     outcomes = {k: Outcome(status="built") for k in p.all_keys()}
@@ -125,7 +126,8 @@ def test_summary_grid_pictures_every_cell() -> None:
 
 def test_summary_counts_each_step_on_its_own() -> None:
     """Built weights are never reported as reused: convert, config and library have their own counts."""
-    from mlc_farm.report.summary import Outcome, summarize
+    from mlc_farm.records.outcomes import Outcome
+    from mlc_farm.report.summary import summarize
 
     p = plan_of(matrix(), SOURCES)
     outcomes = {k: Outcome(status="reused") for k in p.all_keys()}

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from mlc_farm.distribute.output_dir import replacing
 from mlc_farm.errors import CorruptBlobError, StoreUnavailable
+from mlc_farm.output_dir import replacing
 from mlc_farm.store.s3 import S3Store
 from tests.faults import TamperingProxy
 from tests.helpers import ROOT, cli, run_cli

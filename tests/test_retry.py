@@ -59,7 +59,7 @@ def test_a_wait_the_service_asks_for_is_waited_at_least_or_not_at_all() -> None:
     import httpx
     from huggingface_hub.errors import HfHubHTTPError
 
-    from mlc_farm.distribute.hub import retry_after
+    from mlc_farm.huggingface.errors import retry_after
 
     def limited(headers: dict[str, str]) -> HfHubHTTPError:
         request = httpx.Request("POST", "https://hub.example/api/models/o/n/commit/main")

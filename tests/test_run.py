@@ -13,19 +13,19 @@ from typing import Any
 from mlc_farm.building import build
 from mlc_farm.building.preflight import preflight
 from mlc_farm.building.run import MatrixRun, Progress
-from mlc_farm.catalog.update import Records, UnitResult, update_unit
-from mlc_farm.distribute.hub import PublishResult
+from mlc_farm.catalog.update import Records, update_unit
 from mlc_farm.matrix.schema import LoadedMatrix, ModelSpec
 from mlc_farm.planning import sources
 from mlc_farm.planning.fingerprints import Fingerprint, fingerprints
 from mlc_farm.planning.plan import CheckBuild, LibBuild, ModelBuilds, Plan, ReferenceBuild
 from mlc_farm.planning.schedule import Build
 from mlc_farm.planning.sources import ResolvedSource
+from mlc_farm.records.outcomes import Outcome, PublishResult, UnitResult
 from mlc_farm.records.reads import entries
 from mlc_farm.records.schema import BuildRecord
 from mlc_farm.report import catalog_page
 from mlc_farm.report.night import NightReport
-from mlc_farm.report.summary import Outcome, Summary
+from mlc_farm.report.summary import Summary
 from mlc_farm.store import ArtifactStore
 from mlc_farm.toolchain.info import ToolchainInfo
 from mlc_farm.toolchain.probe import probe

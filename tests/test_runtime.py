@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from mlc_farm.distribute import jit
 from mlc_farm.records.reads import entries
 from mlc_farm.store import open_store
+from mlc_farm.toolchain import jit
 from tests.helpers import DOUBLE, REFERENCE, ROOT, run_cli, toolchain_calls
 from tests.test_fidelity import run, write_matrix
 

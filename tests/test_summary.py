@@ -63,7 +63,7 @@ def test_the_status_names_the_phase_and_the_time() -> None:
 
 
 def test_a_nightlys_outcome_is_its_worst_news_and_names_what_to_run() -> None:
-    from mlc_farm.catalog.update import UnitResult
+    from mlc_farm.records.outcomes import UnitResult
     from mlc_farm.report.alerts import outcome
     from mlc_farm.report.summary import CellRow, Summary
 

@@ -3,6 +3,7 @@ a matrix step by step (`run.MatrixRun`: plan, what to build, dispatch, outcomes,
 scratch directories (`workdirs`).
 
 Main types: `preflight.Preflight`, `build.Subject`, `run.MatrixRun`, `run.Engine` (what an orchestrator gives
-a run), `run.RunResult`. May import the foundation modules and every layer below it (`store` up to
-`report`); the Prefect flows wrap it, and it never imports them.
+a run), `run.RunResult`. May import the foundation modules and `catalog`, `checks`, `matrix`, `planning`,
+`records`, `report`, `store`, `toolchain`, `trust` (runs a plan's builds and hands the catalog and the report what
+they found; tests/test_structure.py holds the table).
 """

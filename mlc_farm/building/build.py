@@ -29,30 +29,20 @@ from mlc_farm.checks.fidelity import Fidelity
 from mlc_farm.checks.results import RunCheck, Validation
 from mlc_farm.devices import family as device_family
 from mlc_farm.digests import file_sha256
-from mlc_farm.distribute import jit
-from mlc_farm.distribute.revalidate import reference_distributions
 from mlc_farm.errors import BuildFailed, LibraryLoadError, StoreError, ToolchainError, ValidationFailed
 from mlc_farm.formatting import size
 from mlc_farm.matrix import fidelity_rules
 from mlc_farm.planning.plan import CheckBuild, ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, ReferenceBuild
 from mlc_farm.planning.sources import SourceFiles
-from mlc_farm.records.reads import load_record, read_blob_json
-from mlc_farm.records.schema import (
-    BuildRecord,
-    FailedCell,
-    FailureRecord,
-    FileEntry,
-    JitKey,
-    Kind,
-    now,
-    referenced_blobs,
-)
+from mlc_farm.records.reads import load_record, read_blob_json, reference_distributions
+from mlc_farm.records.schema import BuildRecord, FailedCell, FailureRecord, FileEntry, Kind, now, referenced_blobs
 from mlc_farm.report import activity
 from mlc_farm.settings import load_settings
 from mlc_farm.store import ArtifactStore, lease
 from mlc_farm.store.layout import blob_url, failure_path, record_path
-from mlc_farm.toolchain import invoke
+from mlc_farm.toolchain import invoke, jit
 from mlc_farm.toolchain.commands import compile_args, compile_env, convert_weight_args, gen_config_args
+from mlc_farm.toolchain.jit import JitKey
 from mlc_farm.trust import attestations, keys
 
 LIB_FILE = "model-lib"

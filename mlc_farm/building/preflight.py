@@ -11,10 +11,10 @@ from collections.abc import Callable
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
-from mlc_farm.distribute.hub import repo_for
 from mlc_farm.errors import BadInput, NamesRejected, PublishError, ToolchainUnavailable
 from mlc_farm.matrix.cells import select_cells
 from mlc_farm.matrix.load import load_matrix, toolchain_problems
+from mlc_farm.matrix.repos import repo_for
 from mlc_farm.matrix.schema import BUILTIN_NAMES, Accepted, Cell, LoadedMatrix, Matrix
 from mlc_farm.store import ArtifactStore, open_store
 from mlc_farm.toolchain import capabilities

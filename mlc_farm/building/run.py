@@ -23,8 +23,6 @@ from mlc_farm import terminal
 from mlc_farm.building.preflight import Preflight
 from mlc_farm.building.workdirs import remove_stale_workdirs
 from mlc_farm.catalog.history import night_regressions
-from mlc_farm.catalog.update import UnitResult
-from mlc_farm.distribute.hub import PublishResult
 from mlc_farm.errors import StoreError
 from mlc_farm.formatting import clock
 from mlc_farm.matrix.schema import DeviceSpec, LoadedMatrix, ModelSpec
@@ -33,11 +31,12 @@ from mlc_farm.planning.fingerprints import Fingerprint
 from mlc_farm.planning.plan import CheckBuild, LibBuild, ModelBuilds, Plan, conversion_classes, make_plan
 from mlc_farm.planning.schedule import Build, Scheduler, to_build
 from mlc_farm.planning.sources import ResolvedSource
+from mlc_farm.records.outcomes import DONE, Outcome, PublishResult, UnitResult
 from mlc_farm.records.reads import all_records, load_failure, load_record
 from mlc_farm.records.schema import BuildRecord, FailureRecord, now, referenced_blobs
 from mlc_farm.report.night import NightReport, night_report
 from mlc_farm.report.status import RunStatus, StatusDisplay
-from mlc_farm.report.summary import DONE, Outcome, Summary, summarize
+from mlc_farm.report.summary import Summary, summarize
 from mlc_farm.settings import load_settings
 from mlc_farm.store import lease
 from mlc_farm.store.layout import BLOBS, blob_url, toolchain_path

@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from pydantic import BaseModel
 
-from mlc_farm.distribute.output_dir import clean_noted
+from mlc_farm.output_dir import clean_noted
 from mlc_farm.records.reads import all_failures, all_records
 from mlc_farm.records.schema import referenced_blobs
 from mlc_farm.settings import load_settings

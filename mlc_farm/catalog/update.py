@@ -11,9 +11,9 @@ whether the entry moves.
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from mlc_farm.catalog import renewal
 from mlc_farm.checks import fidelity, memory, runtime
@@ -24,6 +24,7 @@ from mlc_farm.digests import digest
 from mlc_farm.errors import DamagedDocumentError
 from mlc_farm.planning.plan import Plan, PlanCell
 from mlc_farm.planning.sources import ResolvedSource
+from mlc_farm.records.outcomes import UnitResult
 from mlc_farm.records.reads import read_blob_json
 from mlc_farm.records.schema import SCHEMA_VERSION, BuildRecord, CatalogEntry, LibRef, now
 from mlc_farm.store import ArtifactStore
@@ -34,17 +35,6 @@ from mlc_farm.trust.dsse import SignatureRefused
 from mlc_farm.trust.entry_signatures import Signed, sign_entry, signed
 
 log = logging.getLogger(__name__)
-
-
-class UnitResult(BaseModel):
-    """What happened to one catalog entry: moved to this run's builds, already there, or kept (and why)."""
-
-    model: str
-    quantization: str
-    status: Literal["moved", "unchanged", "kept previous", "not built", "damaged"]
-    detail: str = ""
-    # Devices whose library is not in the entry for this model, and why (e.g. it does not fit these weights).
-    unfit: dict[str, str] = {}
 
 
 class Records:

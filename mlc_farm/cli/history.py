@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -17,6 +17,10 @@ from mlc_farm.formatting import size
 from mlc_farm.matrix.schema import check_names
 from mlc_farm.store import open_store
 
+if TYPE_CHECKING:
+    from mlc_farm.catalog.history import Point
+    from mlc_farm.records.schema import BuildRecord
+
 
 @command(app, "history")
 def history_cmd(
@@ -28,7 +32,7 @@ def history_cmd(
     """Print each device's series: decode tokens/s (median and range of the timed runs) and prefill tokens/s with
     the method that measured them (speeds compare only within one), peak memory, top-1 and KL against the source,
     one row per toolchain, with the newest toolchain's regressions."""
-    from mlc_farm.catalog.history import regressions, series
+    from mlc_farm.catalog.history import series
     from mlc_farm.records.reads import all_records
 
     check_names(model=model, quantization=quantization, device=device)
@@ -38,37 +42,50 @@ def history_cmd(
         for cell, points in series(records).items()
         if cell[:2] == (model, quantization) and device in (None, cell[2])
     }
-    # Checks that could not run the library (no such device where it was built) measured nothing: said as such.
-    unrun = {
-        r.cell["device"]: r.validation.run.detail or r.validation.run.status
-        for r in records
-        if r.kind == "check" and r.cell and r.validation and r.validation.run.status != "passed"
-        and (r.cell["model"], r.cell["quantization"]) == (model, quantization) and device in (None, r.cell["device"])
-        and r.cell["device"] not in found
-    }  # fmt: skip
+    unrun = _unrun(records, model, quantization, device, set(found))
     for name, why in sorted(unrun.items()):
         out.print(Text(f"{model} {quantization} {name}: checked, but its library did not run ({why}): no speed, "
                        "memory or fidelity was measured"), soft_wrap=True)  # fmt: skip
     if not found and not unrun:
         raise NotFound(f"no checked build of {model} {quantization}{f' {device}' if device else ''} in the store")
     for name, points in sorted(found.items()):
-        t = Table(title=f"{model} {quantization} {name}")
-        for col in ("toolchain", "checked", "method", "decode tok/s", "range", "prefill tok/s", "peak memory",
-                    "top-1", "KL"):  # fmt: skip
-            t.add_column(col)
-        methods = list(dict.fromkeys(p.method or "not recorded" for p in points))
-        for p in points:
-            runs = f"{min(p.tokens_per_s_runs):.1f}-{max(p.tokens_per_s_runs):.1f}" if p.tokens_per_s_runs else "-"
-            t.add_row(
-                Text(p.toolchain), p.at.isoformat(timespec="seconds"), str(methods.index(p.method or "not recorded") + 1),
-                f"{p.tokens_per_s:.1f}" if p.tokens_per_s else "-", runs,
-                f"{p.prefill_tokens_per_s:.1f}" if p.prefill_tokens_per_s else "-",
-                size(p.peak_memory_bytes) if p.peak_memory_bytes else "-",
-                f"{p.top1:.3f}" if p.top1 is not None else "not measured",
-                f"{p.kl_mean:.4g}" if p.kl_mean is not None else "not measured",
-            )  # fmt: skip
-        out.print(t)
-        for i, method in enumerate(methods, 1):  # speeds compare only within one method: each is a series
-            out.print(Text(f"method {i}: {method}"), soft_wrap=True)
-        for r in regressions(points):
-            out.print(Text(f"regression: {r.describe()}", "yellow"), soft_wrap=True)
+        _print_series(f"{model} {quantization} {name}", points)
+
+
+def _unrun(
+    records: list[BuildRecord], model: str, quantization: str, device: str | None, found: set[str]
+) -> dict[str, str]:
+    """Devices whose check could not run the library (no such device where it was built): they measured
+    nothing, and say so."""
+    cells = [(r, r.cell) for r in records if r.kind == "check" and r.cell and r.validation]
+    return {
+        cell["device"]: r.validation.run.detail or r.validation.run.status
+        for r, cell in cells
+        if r.validation and r.validation.run.status != "passed" and (cell["model"], cell["quantization"]) == (model, quantization)
+        and device in (None, cell["device"]) and cell["device"] not in found
+    }  # fmt: skip
+
+
+def _print_series(title: str, points: list[Point]) -> None:
+    from mlc_farm.catalog.history import regressions
+
+    t = Table(title=title)
+    for col in ("toolchain", "checked", "method", "decode tok/s", "range", "prefill tok/s", "peak memory",
+                "top-1", "KL"):  # fmt: skip
+        t.add_column(col)
+    methods = list(dict.fromkeys(p.method or "not recorded" for p in points))
+    for p in points:
+        runs = f"{min(p.tokens_per_s_runs):.1f}-{max(p.tokens_per_s_runs):.1f}" if p.tokens_per_s_runs else "-"
+        t.add_row(
+            Text(p.toolchain), p.at.isoformat(timespec="seconds"), str(methods.index(p.method or "not recorded") + 1),
+            f"{p.tokens_per_s:.1f}" if p.tokens_per_s else "-", runs,
+            f"{p.prefill_tokens_per_s:.1f}" if p.prefill_tokens_per_s else "-",
+            size(p.peak_memory_bytes) if p.peak_memory_bytes else "-",
+            f"{p.top1:.3f}" if p.top1 is not None else "not measured",
+            f"{p.kl_mean:.4g}" if p.kl_mean is not None else "not measured",
+        )  # fmt: skip
+    out.print(t)
+    for i, method in enumerate(methods, 1):  # speeds compare only within one method: each is a series
+        out.print(Text(f"method {i}: {method}"), soft_wrap=True)
+    for r in regressions(points):
+        out.print(Text(f"regression: {r.describe()}", "yellow"), soft_wrap=True)

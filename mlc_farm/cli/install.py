@@ -89,7 +89,7 @@ def install_cmd(
 
 def _mlc_home(mlc_home: str | None) -> Path:
     """--mlc-home, else mlc_llm's own default: a directory, never an empty path or a file."""
-    from mlc_farm.distribute import jit
+    from mlc_farm.toolchain import jit
 
     if mlc_home is None:
         return jit.mlc_llm_home()

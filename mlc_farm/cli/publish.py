@@ -62,7 +62,8 @@ def publish_cmd(
     store: StoreOpt = None,
 ) -> None:
     """Publish a built model x quantization to its Hugging Face repo, in one commit (HF_TOKEN)."""
-    from mlc_farm.distribute.hub import publish, repo_for
+    from mlc_farm.distribute.hub import publish
+    from mlc_farm.matrix.repos import repo_for
 
     check_names(model=model, quantization=quantization)
     loaded = load_matrix(matrix)

@@ -45,7 +45,7 @@ def tiny_model(
     force: Annotated[bool, typer.Option("--force", help="Replace a non-empty OUTPUT directory.")] = False,
 ) -> None:
     """Write a tiny random Llama in Hugging Face format (for examples/tiny-cpu.yaml and tests)."""
-    from mlc_farm.distribute.output_dir import replacing
+    from mlc_farm.output_dir import replacing
     from mlc_farm.tiny_model import write_tiny_llama
 
     with replacing(output, "OUTPUT", force) as staging:

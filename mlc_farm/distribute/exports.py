@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from mlc_farm.catalog.published import published
 from mlc_farm.checks.memory import MB, kv_bytes_per_element
 from mlc_farm.checks.runtime import matches
 from mlc_farm.devices import FAMILIES, of_target
-from mlc_farm.distribute.hub import published
 from mlc_farm.errors import BadInput, NothingToExport, redact_urls
 from mlc_farm.names import shorten
 from mlc_farm.records.folder import entry_files, lib_path

@@ -11,77 +11,32 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import socket
 import tempfile
-from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal, TypeVar
-from urllib.parse import urlsplit
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel
 
-from mlc_farm import credentials
+from mlc_farm.catalog import published
 from mlc_farm.checks.speed import LIVENESS_STEPS, of_phase
 from mlc_farm.devices import Family, of_target
 from mlc_farm.devices import family as device_family
-from mlc_farm.digests import digest
-from mlc_farm.errors import PublishError, ServiceUnreachable, StoreError
-from mlc_farm.matrix.schema import Matrix
-from mlc_farm.names import BuildKey, Name, RepoId
-from mlc_farm.planning.sources import hub_endpoint, hub_repo_url
+from mlc_farm.errors import HubConflict, PublishError, StoreError
+from mlc_farm.huggingface.client import Hub
+from mlc_farm.huggingface.endpoint import unanswerable
 from mlc_farm.records.folder import lib_path
+from mlc_farm.records.outcomes import Operation, PublishResult
 from mlc_farm.records.reads import load_record
 from mlc_farm.records.schema import CatalogEntry, FileEntry
-from mlc_farm.retry import retry_transient
-from mlc_farm.settings import load_settings
 from mlc_farm.store import ArtifactStore
-from mlc_farm.store.documents import read_document
-from mlc_farm.store.layout import published_path
-from mlc_farm.trust import dsse, keys, provenance
-from mlc_farm.trust.dsse import STATEMENT_TYPE, SignatureRefused
+from mlc_farm.trust import keys, provenance
 from mlc_farm.trust.entry_signatures import Trusted, sign_folder, signed_provenance, trusted_files
 from mlc_farm.trust.signatures import SIGNATURE
 
 T = TypeVar("T")
 MANIFEST = "mlc-farm-manifest.json"
 CARD = "README.md"
-PUBLISHED_TYPE = "https://github.com/mlc-farm/mlc-farm/blob/main/README.md#signatures"  # a published document's
 log = logging.getLogger(__name__)
-
-
-class Operation(BaseModel):
-    op: Literal["add", "delete"]
-    path: str
-    size: int | None = None
-    sha256: str | None = None
-
-
-class PublishResult(BaseModel):
-    repo: str
-    operations: list[Operation]
-    unchanged: int
-    commit: str | None = None
-    dry_run: bool = False
-    card: str = ""
-    note: str = ""  # what a dry run could not compare
-
-
-def repo_for(matrix: Matrix, model: str, quantization: str) -> tuple[str, bool | None] | None:
-    """(repo id, private) for a model x quantization, or None when it is not to be published; private None
-    when the matrix does not say (then it follows the source: see `publish`)."""
-    spec = matrix.model(model)
-    if matrix.publish is None or not spec.publish.enabled:
-        return None
-    org = matrix.publish.org or load_settings().hf_org
-    template = spec.publish.repo or matrix.publish.repo
-    if "{org}" in template and not org:
-        raise PublishError("publishing needs an organization: set publish.org in the matrix or MLC_FARM_HF_ORG")
-    repo = template.format(org=org, model=model, quant=quantization)
-    private = spec.publish.private if spec.publish.private is not None else matrix.publish.private
-    return repo, private
 
 
 def git_blob_id(path: Path) -> str:
@@ -326,36 +281,6 @@ def _card_row(entry: CatalogEntry, device: str, path: str) -> str:
     return f"| {device} | `{ref.target}` | `{path}` | {built} | {fits} | {ran} | {speed} | {prefill} | {needs} |"
 
 
-def _remote(api: Any, repo: str, revision: str | None = None) -> dict[str, tuple[str, str | None]]:
-    """path -> (git blob id, LFS sha256 or None) of the repo at `revision` (its main branch by default); empty
-    for a new repo."""
-    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
-
-    try:
-        return {
-            f.path: (f.blob_id, f.lfs.sha256 if f.lfs else None)
-            for f in api.list_repo_tree(repo, revision=revision, recursive=True, expand=True)
-            if hasattr(f, "blob_id")
-        }
-    except (RepositoryNotFoundError, RevisionNotFoundError):
-        return {}
-
-
-def _hub_answers(seconds: float = 3.0) -> str | None:
-    """None when the Hub can be asked now; else why not (offline mode, or no connection in `seconds`). A dry run
-    asks this first instead of riding out huggingface_hub's retries."""
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        return "HF_HUB_OFFLINE is set"
-    url = urlsplit(hub_endpoint() or "https://huggingface.co")
-    try:
-        socket.create_connection(
-            (url.hostname or "", url.port or (443 if url.scheme == "https" else 80)), seconds
-        ).close()
-    except OSError as e:
-        return f"no connection to {url.scheme}://{url.netloc} ({e.strerror or type(e).__name__})"
-    return None
-
-
 def _diff(
     local: dict[str, Path], entries: dict[str, FileEntry], remote: dict[str, tuple[str, str | None]]
 ) -> tuple[list[Operation], list[Operation], int]:
@@ -371,153 +296,44 @@ def _diff(
     return adds, deletes, same
 
 
-def _hub_transient(error: BaseException) -> bool:
-    """Hub answers worth another attempt: 5xx, 429, and the HTTP client's connection errors and timeouts
-    (huggingface_hub 1.x: httpx's HTTPError)."""
-    from huggingface_hub.errors import HfHubHTTPError, HTTPError  # type: ignore[attr-defined]  # its HTTP client's
-
-    if isinstance(error, HfHubHTTPError):
-        status = error.response.status_code if error.response is not None else 0
-        return status >= 500 or status == 429
-    # The HTTP client's connection errors and timeouts; any other OSError (a missing file) is not the Hub's.
-    return isinstance(error, (HTTPError, ConnectionError, TimeoutError))
-
-
-def _with_backoff(call: Callable[[], T]) -> T:
-    """A Hub call that huggingface_hub does not retry itself (reading the repo's head, creating it, the commit)
-    under the one retry layer (MLC_FARM_RETRY_SECONDS), waiting at least what a 429 or 503's Retry-After asks; a
-    commit is atomic, so a retry never leaves half of one. Listing the repo and uploading LFS files are retried
-    by huggingface_hub alone (which honours Retry-After in seconds itself)."""
-    return retry_transient(call, transient=_hub_transient, asked_wait=retry_after)
-
-
-def retry_after(error: BaseException) -> float | None:
-    """The seconds a Hub answer's `Retry-After` asks to wait: a number, or an HTTP date (read against the answer's
-    own `Date`, so this machine's clock does not matter); None when it asks nothing."""
-    from email.utils import parsedate_to_datetime
-
-    from huggingface_hub.errors import HfHubHTTPError
-
-    response = error.response if isinstance(error, HfHubHTTPError) else None
-    value = (response.headers.get("Retry-After") or "").strip() if response is not None else ""
-    if not value:
-        return None
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-        sent = parsedate_to_datetime(response.headers["Date"]) if response and "Date" in response.headers else None
-    except (TypeError, ValueError, IndexError):
-        return None
-    now = sent or datetime.now(timezone.utc)
-    return max(0.0, (when - now).total_seconds()) if when.tzinfo and now.tzinfo else None
-
-
-def _status(error: BaseException) -> int:
-    from huggingface_hub.errors import HfHubHTTPError
-
-    response = error.response if isinstance(error, HfHubHTTPError) else None
-    return response.status_code if response is not None else 0
-
-
-def _hub_error(error: Exception, repo: str) -> Exception:
-    """What a Hub failure that outlasted the retries means for this publish, in the farm's terms (never an
-    internal error): huggingface_hub's upload threads wrap the HTTP error in a RuntimeError."""
-    from huggingface_hub.errors import HfHubHTTPError, HTTPError  # type: ignore[attr-defined]  # its HTTP client's
-
-    cause = error.__cause__ if isinstance(error, RuntimeError) and isinstance(error.__cause__, HTTPError) else error
-    assert isinstance(cause, Exception)
-    if unreachable := _unreachable(cause):
-        return unreachable
-    if not isinstance(cause, HfHubHTTPError):
-        return error
-    status, budget = _status(cause), load_settings().retry_seconds
-    if status == 429:
-        return ServiceUnreachable(
-            f"the Hub is rate-limiting {repo}: it still answered 429 after {budget:g} s of "
-            "retries (MLC_FARM_RETRY_SECONDS), or asked to wait beyond them; try again later"
-        )
-    if status >= 500:
-        return ServiceUnreachable(
-            f"the Hub kept failing {repo} (HTTP {status}) for {budget:g} s of retries "
-            "(MLC_FARM_RETRY_SECONDS); try again later"
-        )
-    if status == 412:
-        return PublishError(
-            f"someone else pushed to {repo} while this publish ran, twice (HTTP 412 on the commit "
-            "after reading it again): publish again once they are done"
-        )
-    return PublishError(
-        f"the Hub refused {repo} (HTTP {status}): check that HF_TOKEN can write to it"
-        + (" and that the organization exists" if status in (401, 403, 404) else "")
-    )
-
-
-def _head(api: Any, repo: str) -> str | None:
-    """The commit the repo's main branch is at: the parent its next commit must have; None for a new repo."""
-    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
-
-    try:
-        sha: str | None = _with_backoff(lambda: api.model_info(repo).sha)
-    except (RepositoryNotFoundError, RevisionNotFoundError):
-        return None
-    return sha
-
-
-def _unreachable(error: BaseException) -> ServiceUnreachable | None:
-    """A connection error of the Hub's HTTP client (not an HTTP answer) as the service error it is."""
-    from huggingface_hub.errors import HfHubHTTPError, HTTPError  # type: ignore[attr-defined]  # its HTTP client's
-
-    if isinstance(error, HTTPError) and not isinstance(error, HfHubHTTPError):
-        return ServiceUnreachable(
-            f"cannot reach the Hugging Face Hub at {hub_endpoint() or 'https://huggingface.co'} "
-            f"({type(error).__name__}: {error}); check HF_ENDPOINT and the network"
-        )
-    return None
-
-
 def publish(
     store: ArtifactStore, model: str, quantization: str, repo: str, private: bool | None, dry_run: bool = False
 ) -> PublishResult:
     """Make `repo` hold exactly this build, in one commit; `dry_run` only reads the Hub. Unless the matrix says
     (`private`), a repo made from a gated or private source is private: its terms may not allow more."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError, HTTPError  # type: ignore[attr-defined]  # its HTTP client's
-
     found, files = trusted_files(store, model, quantization)  # publishes only what verifies (else exit 1)
     entry = found.entry
     if private is None:
         private = bool(entry.source.get("restricted"))
-    api = HfApi(endpoint=hub_endpoint(), token=credentials.hf_token())
+    hub = Hub()
     with tempfile.TemporaryDirectory(prefix="mlc-farm-publish-") as tmp:
         local, card = _stage(store, found, repo, files, Path(tmp))
-        try:
-            if dry_run and (why := _hub_answers()):
-                adds, deletes, same = _diff(local, files, {})
-                note = (
-                    f"the Hub was not asked ({why}): every file is listed as an add; what {repo} has was not compared"
-                )
-                return PublishResult(repo=repo, operations=adds, unchanged=0, dry_run=True, card=card, note=note)
-            message = f"mlc-farm: {model} {quantization} ({', '.join(sorted(entry.libs)) or 'no libraries'})"
-            for attempt in (1, 2):  # a commit answered 412 (someone pushed since we read): read again, once
-                head = _head(api, repo) if not dry_run else None
-                adds, deletes, same = _diff(local, files, _remote(api, repo, head) if head or dry_run else {})
-                result = PublishResult(repo=repo, operations=adds + deletes, unchanged=same, dry_run=dry_run, card=card)
-                if dry_run:
-                    return result
-                if not result.operations:  # the repo holds these files already: pinned to the commit it is at
-                    _record_published(store, entry, repo, head)
-                    return result
-                try:
-                    info = _commit(api, repo, private, local, adds, deletes, message, head)
-                    break
-                except HfHubHTTPError as e:
-                    if _status(e) != 412 or attempt == 2:
-                        raise
-        except (HTTPError, RuntimeError) as e:
-            raise _hub_error(e, repo) from None
-    _record_published(store, entry, repo, info.oid)
-    return result.model_copy(update={"commit": info.oid})
+        if dry_run and (why := unanswerable()):
+            adds, deletes, same = _diff(local, files, {})
+            note = f"the Hub was not asked ({why}): every file is listed as an add; what {repo} has was not compared"
+            return PublishResult(repo=repo, operations=adds, unchanged=0, dry_run=True, card=card, note=note)
+        message = f"mlc-farm: {model} {quantization} ({', '.join(sorted(entry.libs)) or 'no libraries'})"
+        for attempt in (1, 2):  # a commit answered 412 (someone pushed since we read): read again, once
+            head = hub.head(repo) if not dry_run else None
+            adds, deletes, same = _diff(local, files, hub.tree(repo, head) if head or dry_run else {})
+            result = PublishResult(repo=repo, operations=adds + deletes, unchanged=same, dry_run=dry_run, card=card)
+            if dry_run:
+                return result
+            if not result.operations:  # the repo holds these files already: pinned to the commit it is at
+                published.record_published(store, entry, repo, head)
+                return result
+            try:
+                commit = hub.commit(repo, private, {o.path: local[o.path] for o in adds}, [o.path for o in deletes],
+                                    message, head)  # fmt: skip
+                break
+            except HubConflict:
+                if attempt == 2:
+                    raise PublishError(
+                        f"someone else pushed to {repo} while this publish ran, twice (HTTP 412 on the commit "
+                        "after reading it again): publish again once they are done"
+                    ) from None
+    published.record_published(store, entry, repo, commit)
+    return result.model_copy(update={"commit": commit})
 
 
 def _stage(
@@ -545,96 +361,3 @@ def _stage(
     bundle = sign_folder(store, {p: f.sha256 for p, f in files.items()}, repo.split("/")[-1], key)
     add(SIGNATURE, json.dumps(bundle, sort_keys=True))
     return local, card
-
-
-def _commit(
-    api: Any,
-    repo: str,
-    private: bool,
-    local: dict[str, Path],
-    adds: list[Operation],
-    deletes: list[Operation],
-    message: str,
-    parent: str | None,
-) -> Any:
-    """One commit of the diff on top of `parent` (the commit the diff was read at): the Hub refuses it with 412
-    when someone pushed since."""
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
-
-    _with_backoff(lambda: api.create_repo(repo, private=private, exist_ok=True))
-    additions = [CommitOperationAdd(path_in_repo=o.path, path_or_fileobj=str(local[o.path])) for o in adds]
-    api.preupload_lfs_files(repo, additions)  # each part retried by huggingface_hub; the commit by us
-    operations: list[CommitOperationAdd | CommitOperationDelete] = [*additions]
-    operations += [CommitOperationDelete(path_in_repo=o.path) for o in deletes]
-    return _with_backoff(lambda: api.create_commit(repo, operations, commit_message=message, parent_commit=parent))
-
-
-class Published(BaseModel):
-    """Where a catalog entry's builds are on the Hub: exports point there while the entry is still these builds."""
-
-    repo: RepoId
-    commit: str | None
-    convert: BuildKey
-    config: BuildKey
-    libs: dict[Name, BuildKey]  # device -> library key
-    # The farm's signature of this document for its entry's name: an unsigned one names nothing (its repo could be
-    # anyone's), so no export, page or install default follows it.
-    signature: dict[str, Any] | None = None
-
-    def root(self) -> str:
-        """The URL its files are under, pinned to the commit that published them (`resolve/<commit>/`): it never
-        serves other bytes, whatever is committed later (a record from before commits were kept: `main`)."""
-        return f"{hub_repo_url(self.repo)}/resolve/{self.commit or 'main'}/"
-
-    def serves(self, entry: CatalogEntry) -> bool:
-        libs = {d: ref.key for d, ref in entry.libs.items()}
-        return (self.convert, self.config, self.libs) == (entry.convert, entry.config, libs)
-
-
-def _record_published(store: ArtifactStore, entry: CatalogEntry, repo: str, commit: str | None) -> None:
-    libs = {d: ref.key for d, ref in entry.libs.items()}
-    doc = Published(repo=repo, commit=commit, convert=entry.convert, config=entry.config, libs=libs)
-    signature = keys.signing_key().sign(_published_statement(entry.model, entry.quantization, doc))
-    store.write_json(
-        published_path(entry.model, entry.quantization),
-        doc.model_copy(update={"signature": signature}).model_dump(mode="json"),
-    )
-
-
-def _published_statement(model: str, quantization: str, doc: Published) -> dict[str, Any]:
-    """What the farm signs of a published document: its name (the entry's) and its content."""
-    return {
-        "_type": STATEMENT_TYPE,
-        "subject": [
-            {
-                "name": f"{model}/{quantization}",
-                "digest": {"sha256": digest(doc.model_dump(mode="json", exclude={"signature"}))},
-            }
-        ],
-        "predicateType": PUBLISHED_TYPE,
-        "predicate": {"repo": doc.repo, "commit": doc.commit},
-    }
-
-
-def signed_published(store: ArtifactStore, model: str, quantization: str) -> Published | None:
-    """The Hub repo the farm published this entry to, if the farm signed that (else None, with a warning when a
-    document is there: whoever can write to the store could have written it)."""
-    found = read_document(store, published_path(model, quantization), Published)
-    if found is None:
-        return None
-    try:
-        if found.signature is None:
-            raise SignatureRefused("unsigned")
-        checked = dsse.verify(found.signature, keys.trusted_keys(), published_path(model, quantization))
-        if checked.statement != _published_statement(model, quantization, found):
-            raise SignatureRefused("signed for another entry or other content")
-    except SignatureRefused as e:
-        log.warning("%s/%s is not the farm's (%s): ignored", store.url, published_path(model, quantization), e)
-        return None
-    return found
-
-
-def published(store: ArtifactStore, entry: CatalogEntry) -> Published | None:
-    """The Hub repo that holds exactly this entry's builds, if the farm published it there."""
-    found = signed_published(store, entry.model, entry.quantization)
-    return found if found and found.serves(entry) else None

@@ -17,18 +17,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlc_farm.catalog.published import signed_published
 from mlc_farm.checks import runtime
 from mlc_farm.devices import runs_here
 from mlc_farm.digests import file_sha256
-from mlc_farm.distribute import jit
-from mlc_farm.distribute.hub import signed_published
-from mlc_farm.distribute.output_dir import replacing, scratch
 from mlc_farm.errors import BadInput
+from mlc_farm.output_dir import replacing, scratch
 from mlc_farm.records.folder import LIB_DIR, entry_files, lib_path
 from mlc_farm.records.reads import read_blob_json
-from mlc_farm.records.schema import CatalogEntry, FileEntry, JitKey, LibRef
+from mlc_farm.records.schema import CatalogEntry, FileEntry, LibRef
 from mlc_farm.store import ArtifactStore
+from mlc_farm.toolchain import jit
 from mlc_farm.toolchain.info import ToolchainInfo
+from mlc_farm.toolchain.jit import JitKey
 from mlc_farm.trust.entry_signatures import trusted_entry
 
 
@@ -79,19 +80,7 @@ def chosen_libraries(
     libraries, those with binaries for the local GPUs (`gpu_archs`, from nvidia-smi). One library per mlc_llm
     device kind: they would share its JIT cache name."""
     what = f"{entry.model} {entry.quantization}"
-    if device is not None:
-        if device not in entry.libs:
-            raise BadInput(
-                f"--device {device!r}: {what} has libraries for {', '.join(sorted(entry.libs)) or 'no device'}"
-            )
-        chosen = {device: entry.libs[device]}
-    else:
-        chosen = {d: ref for d, ref in entry.libs.items() if runs_here(ref.target)}
-        if not chosen:
-            raise BadInput(
-                f"none of the libraries of {what} ({', '.join(sorted(entry.libs))}) is for a device on this "
-                "machine; name one with --device"
-            )
+    chosen = _for_device(entry, device, what)
     if built_with is not None:
         chosen = {d: chosen[d] for d in runtime.built_with({d: r.runtime for d, r in chosen.items()}, built_with, what)}
     elif local.known:
@@ -99,6 +88,29 @@ def chosen_libraries(
         chosen = loadable or chosen
     if device is None and gpu_archs:
         chosen = _for_these_gpus(chosen, gpu_archs)
+    _one_per_jit_kind(chosen)
+    return chosen
+
+
+def _for_device(entry: CatalogEntry, device: str | None, what: str) -> dict[str, LibRef]:
+    """`device`'s library, or every library for a device on this machine."""
+    if device is not None:
+        if device not in entry.libs:
+            raise BadInput(
+                f"--device {device!r}: {what} has libraries for {', '.join(sorted(entry.libs)) or 'no device'}"
+            )
+        return {device: entry.libs[device]}
+    chosen = {d: ref for d, ref in entry.libs.items() if runs_here(ref.target)}
+    if not chosen:
+        raise BadInput(
+            f"none of the libraries of {what} ({', '.join(sorted(entry.libs))}) is for a device on this "
+            "machine; name one with --device"
+        )
+    return chosen
+
+
+def _one_per_jit_kind(chosen: dict[str, LibRef]) -> None:
+    """Refuse libraries mlc_llm does not load from its cache, and two that would share one JIT cache name."""
     for name, ref in chosen.items():
         kind = jit.jit_device(ref.target)
         if kind is None:
@@ -119,7 +131,6 @@ def chosen_libraries(
             f"{', '.join(shared)} would share mlc_llm's JIT cache name on this machine: choose one with "
             "--device (or --runtime)"
         )
-    return chosen
 
 
 def _differs(path: Path, want: FileEntry) -> bool:

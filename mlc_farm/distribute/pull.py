@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from mlc_farm import stopping
-from mlc_farm.distribute.output_dir import replacing
+from mlc_farm.output_dir import replacing
 from mlc_farm.records.schema import FileEntry
 from mlc_farm.store import ArtifactStore
 from mlc_farm.trust.entry_signatures import trusted_files

@@ -11,14 +11,14 @@ from pathlib import Path
 
 from mlc_farm.checks import fidelity, fidelity_metrics
 from mlc_farm.checks.results import Validation
-from mlc_farm.checks.validate import DISTRIBUTIONS_FILE, REFERENCE_FILE, run_library, validate_library, write_request
+from mlc_farm.checks.validate import run_library, validate_library, write_request
 from mlc_farm.devices import family as device_family
 from mlc_farm.devices import target_family
 from mlc_farm.digests import file_sha256
 from mlc_farm.errors import StoreError
 from mlc_farm.matrix.schema import DeviceSpec
 from mlc_farm.records.folder import lib_path
-from mlc_farm.records.reads import load_record, read_blob_json
+from mlc_farm.records.reads import load_record, reference_distributions
 from mlc_farm.records.schema import FileEntry, LibRef
 from mlc_farm.store import ArtifactStore
 from mlc_farm.trust.entry_signatures import Trusted
@@ -55,18 +55,6 @@ def validate_pulled(
                 measured = pulled_fidelity(store, ref, lib, runtime, directory, Path(work), 3600)
         results[name] = (validation, measured)
     return results
-
-
-def reference_distributions(store: ArtifactStore, key: str) -> fidelity.Distributions | str:
-    """The distributions of a reference build, or of a check whose library pass is the reference; a string:
-    why there are none (a reference library that did not run where it was checked)."""
-    record = load_record(store, key)
-    if record is None:
-        return f"its reference {key[:12]} has no build record"
-    name = REFERENCE_FILE if record.kind == "reference" else DISTRIBUTIONS_FILE
-    if not any(f.path == name for f in record.files):
-        return f"its reference ({record.fidelity.describe() if record.fidelity else key[:12]}) has no distributions"
-    return fidelity.Distributions.model_validate(read_blob_json(store, next(f for f in record.files if f.path == name)))
 
 
 def pulled_fidelity(

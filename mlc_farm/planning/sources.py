@@ -19,9 +19,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from mlc_farm import credentials
 from mlc_farm.digests import NotRegular, copy_sha256, file_sha256, open_regular
-from mlc_farm.errors import BadInput, ValidationFailed
+from mlc_farm.errors import BadInput, HubRefused, ServiceUnreachable, ValidationFailed
 from mlc_farm.matrix.schema import HFSource, LoadedMatrix, LocalSource, ModelSpec, TinySource
 from mlc_farm.planning.source_checks import SourceRefused, inside, listed, read_config
 from mlc_farm.settings import load_settings
@@ -99,58 +98,27 @@ def _card_license(readme: Path | None) -> str | None:
     return None
 
 
-def hub_endpoint() -> str | None:
-    """HF_ENDPOINT read at call time (huggingface_hub reads it once, at import)."""
-    return os.environ.get("HF_ENDPOINT") or None
-
-
-def hub_repo_url(repo: str) -> str:
-    """The web address of a Hub repo (on HF_ENDPOINT when set): its files are under `/resolve/main/`."""
-    return f"{(hub_endpoint() or 'https://huggingface.co').rstrip('/')}/{repo}"
-
-
 def resolve_hf(model: str, source: HFSource) -> ResolvedSource:
-    """Resolve the revision to a commit and read config.json; offline or denied gives `error`, not a raise."""
-    from huggingface_hub import HfApi, hf_hub_download
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        OfflineModeIsEnabled,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
+    """Resolve the revision to a commit and read config.json; a Hub that refuses or cannot be reached gives
+    `error` (and `unreachable`), not a raise. The token is read first: a bad setting is bad input."""
+    from mlc_farm.huggingface.client import Hub
 
     base = ResolvedSource(model=model, kind="hf", ref=source.hf, revision=source.revision)
-    unreachable = False
+    hub = Hub()
     try:
-        token = credentials.hf_token()
-        info = HfApi(endpoint=hub_endpoint(), token=token).model_info(source.hf, revision=source.revision)
-        config_path = hf_hub_download(source.hf, "config.json", revision=info.sha, endpoint=hub_endpoint(), token=token)
-    except GatedRepoError:
-        why = f"{source.hf} is gated: accept its license on the Hub and set HF_TOKEN"
-    except RepositoryNotFoundError:
-        why = f"{source.hf} was not found (or is private: set HF_TOKEN)"
-    except RevisionNotFoundError:
-        why = f"{source.hf} has no revision {source.revision!r}"
-    except OfflineModeIsEnabled:
-        why, unreachable = f"{source.hf}: offline (HF_HUB_OFFLINE is set), its revision cannot be resolved", True
-    except HfHubHTTPError as e:
-        status = e.response.status_code if e.response is not None else 0
-        why = f"the Hugging Face Hub refused {source.hf}@{source.revision}: HTTP {status}"
-        unreachable = status >= 500 or status == 429
-    except Exception as e:  # the HTTP client's own connection errors differ between huggingface_hub versions
-        why, unreachable = f"cannot reach the Hugging Face Hub for {source.hf}: {type(e).__name__}", True
-    else:
-        try:
-            config = read_config(model, Path(config_path))
-        except SourceRefused as e:
-            return base.model_copy(update={"error": str(e), "invalid": True})
-        license_ = getattr(info.card_data, "license", None) if info.card_data else None
-        restricted = bool(getattr(info, "gated", False)) or bool(getattr(info, "private", False))
-        return base.model_copy(
-            update={"identity": info.sha, "config": config, "license": license_, "restricted": restricted}
-        )
-    return base.model_copy(update={"error": why, "unreachable": unreachable})
+        info = hub.model_info(source.hf, source.revision)
+        config_path = hub.download(source.hf, "config.json", info.sha)
+    except HubRefused as e:
+        return base.model_copy(update={"error": str(e)})
+    except ServiceUnreachable as e:
+        return base.model_copy(update={"error": str(e), "unreachable": True})
+    try:
+        config = read_config(model, config_path)
+    except SourceRefused as e:
+        return base.model_copy(update={"error": str(e), "invalid": True})
+    return base.model_copy(
+        update={"identity": info.sha, "config": config, "license": info.license, "restricted": info.restricted}
+    )
 
 
 def resolve(loaded: LoadedMatrix, models: list[ModelSpec]) -> dict[str, ResolvedSource]:
@@ -263,19 +231,14 @@ def fetch(source: ResolvedSource, cache_dir: Path | None = None) -> SourceFiles:
             )
         path = tiny_dir(int(source.revision or 0))
         return SourceFiles(source.model, inside(source.model, path, needed_files(listed(path))), source.files)
-    from huggingface_hub import HfApi, snapshot_download
+    from mlc_farm.huggingface.client import Hub
 
     if not source.identity:
         raise BadInput(source.error or f"model {source.model}: source not resolved")
-    token = credentials.hf_token()
-    api = HfApi(endpoint=hub_endpoint(), token=token)
-    names = [s.rfilename for s in api.model_info(source.ref, revision=source.identity).siblings or []]
+    hub = Hub()
+    names = hub.model_info(source.ref, source.identity).files
     cache = cache_dir or load_settings().cache_dir / "hf"
-    snapshot = Path(
-        snapshot_download(
-            source.ref, revision=source.identity, allow_patterns=needed_files(names), cache_dir=cache, token=token
-        )
-    )
+    snapshot = hub.snapshot(source.ref, source.identity, needed_files(names), cache)
     # snapshots/<commit>/ of the repo's cache folder models--ORG--NAME, which holds its blobs/
     return SourceFiles(
         source.model, inside(source.model, snapshot, needed_files(listed(snapshot)), snapshot.parents[1])

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from mlc_farm.checks import fidelity
+from mlc_farm.checks.validate import DISTRIBUTIONS_FILE, REFERENCE_FILE
 from mlc_farm.errors import NotFound
 from mlc_farm.records.schema import BuildRecord, CatalogEntry, FailureRecord, FileEntry
 from mlc_farm.store import ArtifactStore
@@ -61,3 +63,15 @@ def read_blob_json(store: ArtifactStore, file: FileEntry) -> dict[str, Any]:
         path = Path(tmp) / "doc.json"
         store.get_blob(file.sha256, path, size=file.size)
         return parse_document(f"{store.url}/{blob_path(file.sha256)} ({file.path})", path.read_bytes())
+
+
+def reference_distributions(store: ArtifactStore, key: str) -> fidelity.Distributions | str:
+    """The distributions of a reference build, or of a check whose library pass is the reference; a string:
+    why there are none (a reference library that did not run where it was checked)."""
+    record = load_record(store, key)
+    if record is None:
+        return f"its reference {key[:12]} has no build record"
+    name = REFERENCE_FILE if record.kind == "reference" else DISTRIBUTIONS_FILE
+    if not any(f.path == name for f in record.files):
+        return f"its reference ({record.fidelity.describe() if record.fidelity else key[:12]}) has no distributions"
+    return fidelity.Distributions.model_validate(read_blob_json(store, next(f for f in record.files if f.path == name)))

@@ -17,19 +17,13 @@ from mlc_farm.checks.fidelity import Fidelity
 from mlc_farm.checks.memory import MemoryEstimate
 from mlc_farm.checks.results import Validation
 from mlc_farm.checks.runtime import LibRuntime
-from mlc_farm.names import BuildKey, Md5, Name, RelPath, Sha256
+from mlc_farm.names import BuildKey, Name, RelPath, Sha256
+from mlc_farm.toolchain.jit import JitKey
 
 SCHEMA_VERSION: Literal[2] = 2
 
 
 Kind = Literal["convert", "config", "library", "reference", "check"]
-
-
-class JitKey(BaseModel):
-    """A library's name in mlc_llm's JIT cache (`distribute/jit.py` computes it the way mlc_llm does)."""
-
-    md5: Md5  # a file name in mlc_llm's cache (install writes there)
-    system_lib_prefix: str | None = None
 
 
 class FileEntry(BaseModel):

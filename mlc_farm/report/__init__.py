@@ -2,6 +2,7 @@
 the night's report (utilisation, critical path), the outcome event and the automations that alert on it, and
 the static catalog page.
 
-May import the foundation modules and the layers below it: `store` up to `catalog`; never a build or a flow
-(they call it with what they have).
+May import the foundation modules and `catalog`, `checks`, `huggingface`, `planning`, `records`, `store`, `trust`
+(tells what a plan, the catalog and its history say, with links to the Hub; tests/test_structure.py holds the
+table).
 """

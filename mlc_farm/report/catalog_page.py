@@ -18,9 +18,9 @@ import re
 from typing import Any
 
 from mlc_farm.catalog.history import Point, regressions, series, speed_series
+from mlc_farm.catalog.published import Published, published
 from mlc_farm.checks.speed import of_phase
-from mlc_farm.distribute.hub import Published, published
-from mlc_farm.planning.sources import hub_repo_url
+from mlc_farm.huggingface.endpoint import repo_url
 from mlc_farm.records.folder import lib_path
 from mlc_farm.records.reads import all_failures, all_records, entries, load_record
 from mlc_farm.records.schema import CatalogEntry, FailureRecord
@@ -94,42 +94,48 @@ def _row(
     signer: str | None,
 ) -> dict[str, Any]:
     weights, config = load_record(store, entry.convert), load_record(store, entry.config)
-    ref = entry.libs.get(device)
     files = [f for r in (weights, config) if r for f in r.files]
     root = hub.root() if hub else None  # pinned to the commit that published these builds
     links = {f.path: (f"{root}{f.path}" if root else blob_path(f.sha256)) for f in files}
     if root:  # a published folder carries its signature and its signed provenance
         links |= {"model.sig": f"{root}{SIGNATURE}", "provenance": f"{root}{provenance.FILE}"}
-    row: dict[str, Any] = {
+    return {
         "model": entry.model,
         "quantization": entry.quantization,
         "device": device,
-        "status": "served" if ref else "missing",
-        "validation": ref.validation.describe() if ref else "no validated library yet",
-        "tokens_per_s": ref.validation.run.tokens_per_s if ref else None,
-        "prefill_tokens_per_s": prefill.tokens_per_s
-        if ref and (prefill := of_phase(ref.validation.run.speeds, "prefill"))
-        else None,
-        "speed_method": ref.validation.run.method if ref else None,
-        "fidelity": (ref.fidelity.describe() if ref.fidelity else "fidelity not measured (built before fidelity)")
-        if ref
-        else "",
+        **_library(entry, device, root),
         "weights_bytes": sum(f.size for f in weights.files) if weights else None,
-        "library_bytes": ref.file.size if ref else None,
-        "memory_bytes": ref.memory.total_bytes if ref and ref.memory else None,
         "built_at": weights.finished_at.isoformat(timespec="seconds") if weights else None,
-        "toolchain": ref.runtime.describe_all() if ref and ref.runtime else None,
         "source": entry.source.get("ref") or entry.source.get("kind"),
         "source_commit": entry.source.get("identity"),
         "signed_by": signer,
-        "hub": hub_repo_url(hub.repo) if hub else None,
+        "hub": repo_url(hub.repo) if hub else None,
         "files": links,
-        **_failure(entry, device, failures, served=ref is not None),
+        **_failure(entry, device, failures, served=device in entry.libs),
         "history": _history(points),
     }
-    if ref:
-        row["library"] = f"{root}{lib_path(entry, device)}" if root else blob_path(ref.file.sha256)
-    return row
+
+
+def _library(entry: CatalogEntry, device: str, root: str | None) -> dict[str, Any]:
+    """The fields of a row that its device's library gives (a device without one: what it lacks)."""
+    ref = entry.libs.get(device)
+    if ref is None:
+        return {"status": "missing", "validation": "no validated library yet", "fidelity": ""} | dict.fromkeys(
+            ("tokens_per_s", "prefill_tokens_per_s", "speed_method", "library_bytes", "memory_bytes", "toolchain")
+        )
+    run, prefill = ref.validation.run, of_phase(ref.validation.run.speeds, "prefill")
+    return {
+        "status": "served",
+        "validation": ref.validation.describe(),
+        "tokens_per_s": run.tokens_per_s,
+        "prefill_tokens_per_s": prefill.tokens_per_s if prefill else None,
+        "speed_method": run.method,
+        "fidelity": ref.fidelity.describe() if ref.fidelity else "fidelity not measured (built before fidelity)",
+        "library_bytes": ref.file.size,
+        "memory_bytes": ref.memory.total_bytes if ref.memory else None,
+        "toolchain": ref.runtime.describe_all() if ref.runtime else None,
+        "library": f"{root}{lib_path(entry, device)}" if root else blob_path(ref.file.sha256),
+    }
 
 
 def catalog_rows(store: ArtifactStore) -> list[dict[str, Any]]:

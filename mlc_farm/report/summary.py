@@ -13,31 +13,11 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from mlc_farm.catalog.update import UnitResult
-from mlc_farm.planning.plan import Plan
+from mlc_farm.planning.plan import Plan, PlanCell
+from mlc_farm.records.outcomes import BY_ANOTHER_RUN, DONE, Outcome, Status, UnitResult
 from mlc_farm.terminal import name_columns
 
-BY_ANOTHER_RUN: Literal["built by another run"] = (
-    "built by another run"  # waited for: an overlapping run held the key's lease and built it
-)
-Status = Literal["built", "built by another run", "reused", "failed", "not run", "unresolved"]
-DONE: tuple[Status, ...] = ("built", BY_ANOTHER_RUN, "reused")  # the build's record is in the store
 STEPS = ("convert", "config", "library", "check")
-
-
-class Built(BaseModel):
-    """What a build returns to the run: its key, and whether another run built it while this one waited for
-    the key's lease (embedded: the task's own record; farm: the record's flow run against the child run)."""
-
-    key: str
-    by_another_run: bool = False
-
-
-class Outcome(BaseModel):
-    status: Status
-    detail: str = ""
-    log: str | None = None
-    validation: str = ""
 
 
 COLOUR = {"built": "green", BY_ANOTHER_RUN: "cyan", "reused": "cyan", "failed": "red", "not run": "yellow",
@@ -78,9 +58,12 @@ class Summary(BaseModel):
             for step, counts in self.steps.items()
             if any(counts.values())
         )
-        unresolved = {r.model: r.detail for r in self.rows if r.status == "unresolved"}
-        if unresolved:
+        if unresolved := {r.model: r.detail for r in self.rows if r.status == "unresolved"}:
             head += " (" + "; ".join(f"{m}: {why}" for m, why in unresolved.items()) + ")"
+        return f"{head}{f' ({steps})' if steps else ''}{self._catalog_note()}"
+
+    def _catalog_note(self) -> str:
+        """What the run did not move in the catalog, and why, after the counts."""
         kept = [u for u in self.units if u.status == "kept previous"]
         damaged = [f"{u.model} {u.quantization}" for u in self.units if u.status == "damaged"]
         tail = f"; {len(kept)} catalog entries kept at their previous builds" if kept else ""
@@ -88,7 +71,7 @@ class Summary(BaseModel):
             tail += f"; {len(self.regressions)} regressions against the previous toolchain"
         if damaged:
             tail += f"; catalog entries damaged and left as they are: {', '.join(damaged)} (`mlc-farm verify`)"
-        return f"{head}{f' ({steps})' if steps else ''}{tail}"
+        return tail
 
     def failures(self, limit: int = 10) -> str:
         """The failed cells, each with its reason and the command that prints its log (for the run's final state
@@ -162,49 +145,41 @@ class Summary(BaseModel):
         return line
 
 
+def _unresolved(pc: PlanCell) -> CellRow:
+    return CellRow(
+        **pc.cell.model_dump(), convert="unresolved", config="unresolved", library="not run", validation="",
+        status="unresolved", log="", detail=pc.problem or "",
+    )  # fmt: skip
+
+
+def _cell_row(pc: PlanCell, outcomes: dict[str, Outcome], unfit: str) -> CellRow:
+    """One cell's row from its builds' outcomes: the first that failed or did not run says why; `unfit`: why its
+    library is not in the catalog entry, when it is not."""
+    assert pc.convert and pc.config and pc.library
+    convert, config, lib = outcomes[pc.convert], outcomes[pc.config], outcomes[pc.library]
+    check = outcomes.get(pc.check) if pc.check else None
+    steps = [convert, config, lib, *([check] if check else [])]
+    bad = next((o for o in steps if o.status in ("failed", "not run")), None)
+    detail = (bad.detail or bad.status).splitlines()[0] if bad else unfit
+    shown = check.validation if check and check.validation else lib.validation
+    if not pc.check and pc.no_fidelity:
+        shown += f"; fidelity not measured: {pc.no_fidelity}"
+    done = all(o.status in DONE for o in steps)
+    return CellRow(
+        **pc.cell.model_dump(), convert=convert.status, config=config.status, library=lib.status,
+        check=check.status if check else None, validation=shown, status="ok" if done and not detail else "failed",
+        log=(bad or lib).log or "", detail=detail,
+    )  # fmt: skip
+
+
 def summarize(plan: Plan, outcomes: dict[str, Outcome], units: list[UnitResult] | None = None) -> Summary:
     unfit = {(u.model, u.quantization, d): why for u in units or [] for d, why in u.unfit.items()}
-    rows = []
-    for pc in plan.cells:
-        c = pc.cell
-        if pc.problem or pc.convert is None or pc.config is None or pc.library is None:
-            rows.append(
-                CellRow(
-                    **c.model_dump(),
-                    convert="unresolved",
-                    config="unresolved",
-                    library="not run",
-                    validation="",
-                    status="unresolved",
-                    log="",
-                    detail=pc.problem or "",
-                )
-            )
-            continue
-        steps = [outcomes[pc.convert], outcomes[pc.config], outcomes[pc.library]]
-        check = outcomes.get(pc.check) if pc.check else None
-        steps += [check] if check else []
-        bad = next((o for o in steps if o.status in ("failed", "not run")), None)
-        detail = (
-            (bad.detail or bad.status).splitlines()[0] if bad else unfit.get((c.model, c.quantization, c.device), "")
-        )
-        lib = steps[2]
-        shown = check.validation if check and check.validation else lib.validation
-        if not pc.check and pc.no_fidelity:
-            shown += f"; fidelity not measured: {pc.no_fidelity}"
-        rows.append(
-            CellRow(
-                **c.model_dump(),
-                convert=steps[0].status,
-                config=steps[1].status,
-                library=lib.status,
-                check=check.status if check else None,
-                validation=shown,
-                status="ok" if all(o.status in DONE for o in steps) and not detail else "failed",
-                log=(bad or lib).log or "",
-                detail=detail,
-            )
-        )
+    rows = [
+        _unresolved(pc)
+        if pc.problem or pc.convert is None or pc.config is None or pc.library is None
+        else _cell_row(pc, outcomes, unfit.get((pc.cell.model, pc.cell.quantization, pc.cell.device), ""))
+        for pc in plan.cells
+    ]
     builds: dict[str, Iterable[str]] = {
         "convert": plan.convert_builds,
         "config": plan.config_builds,

@@ -2,7 +2,8 @@
 URL from a scheme registry; every path written (`layout`), documents read as untrusted (`documents`), S3's
 errors in one table (`s3_errors`), and leases (`lease`: one builder per key, gc's).
 
-The lowest layer: imports only the foundation modules (`errors`, `settings`, `names`, `retry`, ...).
+May import the foundation modules only (bytes and documents by path: knows nothing of what they mean;
+tests/test_structure.py holds the table).
 """
 
 from __future__ import annotations
