@@ -45,7 +45,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 _SERVER: dict[str, Service] = {}
 # A Prefect home whose database a temporary server has already set up (migrations, block types): an embedded
 # build spends ~7 s of its first start on that, in every test's fresh home. Made once, in the background.
-_HOME = Path(tempfile.mkdtemp(prefix="mlc-farm-prefect-home-"))
+_HOME = Path()  # made in pytest_configure, inside the run's temporary root
 _HOME_READY = threading.Thread(target=lambda: _set_up_home(_HOME), daemon=True)
 
 
@@ -58,15 +58,25 @@ def _set_up_home(home: Path) -> None:
 
 
 KEY_DIR = pytest.StashKey[Path]()
+TMP_ROOT = pytest.StashKey[Path]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """xdist gives its workers an 80-column terminal size: the CLI's consoles (made when the tests import them)
+    """One temporary root for the whole run (TMPDIR, inherited by the xdist workers and every process the tests
+    start, so a killed build's leftovers land there too), removed when the run ends: the suite leaves nothing in
+    /tmp. xdist gives its workers an 80-column terminal size: the CLI's consoles (made when the tests import them)
     must see what a pipe sees, as in a run without workers. Every build and pull of the run (module fixtures
     included) signs and trusts one farm key, as a farm's machines do; tests of the keys themselves unset it."""
+    global _HOME
     if os.environ.get("PYTEST_XDIST_WORKER"):
         for name in ("COLUMNS", "LINES"):
             os.environ.pop(name, None)
+    if not hasattr(config, "workerinput"):  # the controller, or a run without workers (a test's own pytest too)
+        config.stash[TMP_ROOT] = root = Path(tempfile.mkdtemp(prefix="mlc-farm-tests-"))
+        os.environ["TMPDIR"] = tempfile.tempdir = str(root)
+        # The settings file of a developer's quick start (./mlc-farm.env) is theirs, not the tests'.
+        os.environ["MLC_FARM_SETTINGS_FILE"] = str(root / "no-settings-file.env")
+    _HOME = Path(tempfile.mkdtemp(prefix="mlc-farm-prefect-home-"))
     config.stash[KEY_DIR] = Path(tempfile.mkdtemp(prefix="mlc-farm-key-"))  # 0700; removed when the run ends
     key = config.stash[KEY_DIR] / "farm.pem"
     key.touch(mode=0o600)
@@ -81,9 +91,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """The run's signing key goes with it (pytest_sessionfinish removes the set-up Prefect home)."""
+    """The run's signing key goes with it, and (once the workers are gone) the run's temporary root."""
     if KEY_DIR in config.stash:
         shutil.rmtree(config.stash[KEY_DIR], ignore_errors=True)
+    if TMP_ROOT in config.stash:
+        shutil.rmtree(config.stash[TMP_ROOT], ignore_errors=True)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -94,6 +106,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if not any("prefect_api" in getattr(item, "fixturenames", ()) for item in session.items):
         return
     home = Path(tempfile.mkdtemp(prefix="mlc-farm-prefect-"))
+    print(f"\nmlc-farm tests: the shared Prefect test server starts in {home}")
     _SERVER["prefect"] = start_prefect_server(
         home, f"sqlite+aiosqlite:///{home / 'prefect.db'}", free_ports(1)[0], wait=False
     )

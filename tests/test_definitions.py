@@ -35,9 +35,12 @@ def test_every_task_and_flow_has_zero_retries_whatever_the_defaults() -> None:
 
 
 def test_the_unit_tests_alone_start_no_prefect_server(tmp_path: Path) -> None:
-    """`pytest tests/test_schedule.py` is a fast loop: no server boots for tests that do not need one."""
-    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    """`pytest tests/test_schedule.py` is a fast loop: no server boots for tests that do not need one; and a run
+    leaves nothing in its TMPDIR (its keys, Prefect homes and pytest's own directories go with it)."""
+    (tmp := tmp_path / "tmp").mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp)}
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_schedule.py"],
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:]
-    assert not list(tmp_path.glob("mlc-farm-prefect-*"))  # the shared server's home was never made
+    assert "the shared Prefect test server starts" not in done.stdout
+    assert list(tmp.iterdir()) == []
