@@ -7,6 +7,7 @@ The README's settings table is generated from this class (`settings_table`) and 
 from __future__ import annotations
 
 import math
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -125,17 +126,30 @@ class Settings(BaseSettings):
         return self.cache or Path.home() / ".cache" / "mlc-farm"
 
 
+SETTINGS_FILE = "mlc-farm.env"  # in the working directory; MLC_FARM_SETTINGS_FILE names another
+
+
+def settings_file() -> Path | None:
+    """The settings file the quick start writes (`MLC_FARM_X=value` lines), when there is one: what a new shell
+    goes on with. The environment wins over it."""
+    path = Path(os.environ.get("MLC_FARM_SETTINGS_FILE") or SETTINGS_FILE)
+    return path if path.is_file() else None
+
+
 def load_settings() -> Settings:
-    """Read the environment now; a bad value is BadInput naming the variable, the value and what is expected."""
+    """Read the environment (and the settings file) now; a bad value is BadInput naming the variable, where it was
+    set, the value and what is expected."""
+    file = settings_file()
     try:
-        return Settings()
+        return Settings(_env_file=file)
     except ValidationError as e:
         problems = []
         for err in e.errors():
             name = "MLC_FARM_" + str(err["loc"][0]).upper()
             value = str(err.get("input"))
             shown = value if len(value) <= 40 else value[:37] + "..."
-            problems.append(f"{name}={shown!r}: {err['msg'].removeprefix('Value error, ')}")
+            where = f" (in {file})" if file and name not in os.environ else ""
+            problems.append(f"{name}={shown!r}{where}: {err['msg'].removeprefix('Value error, ')}")
         raise BadInput("invalid setting: " + "; ".join(problems)) from None
 
 

@@ -9,18 +9,51 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
 farm=.venv/bin/mlc-farm
+
+# The settings file a new shell goes on with (mlc-farm reads ./mlc-farm.env, or $MLC_FARM_SETTINGS_FILE; the
+# environment wins over it): NAME VALUE pairs, each value written as python-dotenv reads it back.
+write_settings() {
+  local file="${MLC_FARM_SETTINGS_FILE:-mlc-farm.env}"
+  .venv/bin/python - "$file" "$@" <<'PY'
+import sys
+file, pairs = sys.argv[1], sys.argv[2:]
+lines = ["# Written by scripts/quickstart.sh: what `mlc-farm` reads when run from this directory. The environment",
+         "# wins over it; edit it, or delete it to go back to the defaults."]
+for name, value in zip(pairs[::2], pairs[1::2]):
+    quoted = "'" + value + "'" if "'" not in value else '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    lines.append(f"{name}={quoted}")
+with open(file, "w") as f:
+    f.write("\n".join(lines) + "\n")
+PY
+  echo "settings for the next commands: $file"
+}
+
+next_steps() {
+  cat <<MSG
+
+Next, in a new shell from this directory (source .venv/bin/activate; $1):
+  mlc-farm ls                                            the catalog just built
+  mlc-farm pull tiny-llama-a q4f16_1 -o tiny-llama-a-q4f16_1 && mlc-farm verify-signature tiny-llama-a-q4f16_1
+                                                         an MLC-ready folder, every file checked against its signature
+  mlc-farm page                                          the catalog page, at the store's root (index.html)
+MSG
+}
 if [ "${1:-}" = "--stand-in" ]; then
   cat <<'MSG'
 A STAND-IN, not MLC: the toolchain double of the tests (tests/double: a mlc_llm and TVM that compute the tiny
 Llama with numpy, write libraries only it can load, and follow the real tool's command line and outputs) builds
 examples/tiny-cpu.yaml into ./artifacts-stand-in. Nothing it makes runs in the real mlc_llm.
 MSG
-  export PYTHONPATH="$PWD/tests/double${PYTHONPATH:+:$PYTHONPATH}" PATH="$PWD/tests/double/bin:$PATH"
-  export MLC_FARM_STORE="${MLC_FARM_STORE:-$PWD/artifacts-stand-in}"
+  # The double is this venv's Python with tests/double on its path: the toolchain command carries it, so every
+  # later command (in any shell) uses the same stand-in without a variable of its own.
+  write_settings MLC_FARM_STORE "${MLC_FARM_STORE:-$PWD/artifacts-stand-in}" \
+    MLC_FARM_MLC_LLM "PYTHONPATH=$(printf %q "$PWD/tests/double") $(printf %q "$PWD/.venv/bin/python") -m mlc_llm"
+  unset MLC_FARM_STORE MLC_FARM_MLC_LLM
   [ -d examples/tiny-models/tiny-llama-a ] || $farm tiny-model examples/tiny-models/tiny-llama-a --seed 1
   [ -d examples/tiny-models/tiny-llama-b ] || $farm tiny-model examples/tiny-models/tiny-llama-b --seed 2
   $farm build --matrix examples/tiny-cpu.yaml
   $farm ls
+  next_steps "the stand-in and its store are in the settings file"
   exit 0
 fi
 
@@ -47,10 +80,12 @@ MSG
   fi
 fi
 # A failed cell must not hide what was built: list the catalog and the hint, then end with the build's code.
+write_settings MLC_FARM_STORE "${MLC_FARM_STORE:-$PWD/artifacts}" ${MLC_FARM_MLC_LLM:+MLC_FARM_MLC_LLM "$MLC_FARM_MLC_LLM"}
 status=0
 $farm build --matrix examples/tiny-cpu.yaml || status=$?
 $farm ls || true
 path_hint
+[ "$status" -ne 0 ] || next_steps "the store is in the settings file"
 if [ "$status" -ne 0 ]; then
   echo "the build ended with exit code $status: the failed cells and their logs are listed above (mlc-farm log MODEL QUANT)"
 fi

@@ -28,6 +28,19 @@ def test_the_readme_lists_every_setting() -> None:
     assert settings_table() in (ROOT / "README.md").read_text()
 
 
+def test_the_settings_file_is_read_under_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    file = tmp_path / "mlc-farm.env"
+    file.write_text("# the quick start's\nMLC_FARM_PARALLEL=7\nMLC_FARM_STORE='/srv/store one'\n")
+    monkeypatch.setenv("MLC_FARM_SETTINGS_FILE", str(file))
+    monkeypatch.delenv("MLC_FARM_STORE", raising=False)
+    assert (load_settings().parallel, load_settings().store) == (7, "/srv/store one")
+    monkeypatch.setenv("MLC_FARM_PARALLEL", "3")  # the environment wins
+    assert load_settings().parallel == 3
+    file.write_text("MLC_FARM_STEP_TIMEOUT=soon\n")
+    code, said = run("ls")
+    assert code == 2 and f"MLC_FARM_STEP_TIMEOUT='soon' (in {file})" in said
+
+
 @pytest.mark.parametrize(
     ("value", "seconds"), [("14400", 14400), ("4h", 14400), ("4 h", 14400), ("1h30m", 5400), ("90s", 90)]
 )

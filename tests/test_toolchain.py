@@ -12,9 +12,10 @@ import pytest
 from mlc_farm.errors import ToolchainError
 from mlc_farm.matrix.schema import DeviceSpec, Overrides
 from mlc_farm.toolchain.commands import compile_args, compile_env, convert_weight_args, gen_config_args
-from mlc_farm.toolchain.invoke import command, run
+from mlc_farm.toolchain.invoke import command, command_env, run
 from mlc_farm.toolchain.probe import probe
 from mlc_farm.toolchain.process import clean_line
+from tests.helpers import DOUBLE
 
 CUDA = DeviceSpec(
     name="cuda-multi", family="cuda", target='{"kind":"cuda","arch":"sm_80"}', cuda_archs=["80", "90a"], opt="O3"
@@ -43,6 +44,25 @@ def test_command_is_configurable(monkeypatch: pytest.MonkeyPatch) -> None:
     assert command() == [sys.executable, "-m", "mlc_llm"]
     monkeypatch.setenv("MLC_FARM_MLC_LLM", "/opt/mlc/bin/python -m mlc_llm")
     assert command() == ["/opt/mlc/bin/python", "-m", "mlc_llm"]
+    monkeypatch.setenv("MLC_FARM_MLC_LLM", "LD_LIBRARY_PATH=/opt/rocm/lib 'A_B=x y' /opt/mlc/bin/python -m mlc_llm")
+    assert command() == ["/opt/mlc/bin/python", "-m", "mlc_llm"]
+    assert command_env() == {"LD_LIBRARY_PATH": "/opt/rocm/lib", "A_B": "x y"}
+
+
+def test_the_commands_environment_reaches_its_steps_and_scripts(
+    model_a: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The quick start's stand-in is `PYTHONPATH=tests/double python -m mlc_llm`: with no PYTHONPATH of the
+    farm's own, the steps, the probe and the scripts in the toolchain's interpreter all find the double."""
+    double = str(DOUBLE)
+    monkeypatch.delenv("PYTHONPATH")
+    monkeypatch.setenv("MLC_FARM_MLC_LLM", f"PYTHONPATH={double} MLC_DOUBLE_ENV_DUMP={tmp_path / 'env.log'} "
+                                           f"{sys.executable} -m mlc_llm")  # fmt: skip
+    assert probe().known
+    args = convert_weight_args(model_a, "q4f16_1", tmp_path / "o", "cpu", None)
+    run("convert_weight", args, cell="a/q4f16_1", log_path=tmp_path / "l.log", timeout=60)
+    seen = json.loads((tmp_path / "env.log").read_text().splitlines()[-1])
+    assert seen["PYTHONPATH"] == double
 
 
 def test_probe_reads_versions_from_the_toolchain_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,7 +11,10 @@ import typer
 MatrixOpt = Annotated[Path, typer.Option("--matrix", "-m", help="The matrix file.")]
 StoreOpt = Annotated[
     str | None,
-    typer.Option("--store", help="file://DIR or s3://bucket/prefix (default: $MLC_FARM_STORE or ./artifacts)."),
+    typer.Option(
+        "--store",
+        help="file://DIR or s3://bucket/prefix (default: $MLC_FARM_STORE, else ./mlc-farm.env's, else ./artifacts).",
+    ),
 ]
 RuntimeOpt = Annotated[
     str | None,

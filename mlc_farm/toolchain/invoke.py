@@ -12,6 +12,7 @@ import contextvars
 import errno
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -27,6 +28,7 @@ from typing import IO, Any
 from mlc_farm.errors import LibraryLoadError, ToolchainError
 from mlc_farm.toolchain.process import clean_line, dies_with_parent, run_captured, tool_error, toolchain_env, tracked
 
+_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 _pool: contextvars.ContextVar[str | None] = contextvars.ContextVar("mlc_farm_pool", default=None)
 
 
@@ -40,14 +42,30 @@ def on_pool(pool: str | None) -> Iterator[None]:
         _pool.reset(token)
 
 
-def command() -> list[str]:
-    """The `mlc_llm` command line prefix: the current pool's (MLC_FARM_POOL_MLC_LLM), else MLC_FARM_MLC_LLM, else
-    this Python's."""
+def _configured() -> tuple[dict[str, str], list[str]]:
+    """The current pool's mlc_llm command (MLC_FARM_POOL_MLC_LLM), else MLC_FARM_MLC_LLM, else this Python's:
+    the `NAME=value` words before it (as in a shell: `PYTHONPATH=/opt/x /opt/mlc/bin/python -m mlc_llm`) are
+    the environment its steps and scripts run with, the rest its command line."""
     from mlc_farm.settings import load_settings
 
     settings = load_settings()
     configured = settings.pool_mlc_llm.get(_pool.get() or "") or settings.mlc_llm
-    return shlex.split(configured) if configured else [sys.executable, "-m", "mlc_llm"]
+    words = shlex.split(configured) if configured else [sys.executable, "-m", "mlc_llm"]
+    env: dict[str, str] = {}
+    while words and _ASSIGNMENT.match(words[0]):
+        name, _, value = words.pop(0).partition("=")
+        env[name] = value
+    return env, words
+
+
+def command() -> list[str]:
+    """The `mlc_llm` command line prefix (see `_configured`)."""
+    return _configured()[1]
+
+
+def command_env() -> dict[str, str]:
+    """The environment the configured command sets for the toolchain (see `_configured`)."""
+    return _configured()[0]
 
 
 def _interpreter(cmd: list[str]) -> str | None:
@@ -114,7 +132,7 @@ def run(
                 dies_with_parent(full),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                env=toolchain_env(env),
+                env=toolchain_env({**command_env(), **(env or {})}),
                 start_new_session=True,
             )
         except OSError as e:
@@ -152,7 +170,7 @@ def in_toolchain(script: str, args: list[str], timeout: float, what: tuple[str, 
         raise LibraryLoadError(f"cannot tell which Python runs {' '.join(command())!r}")
     code = (SCRIPTS / "distributions.py").read_text() + "\n" + (SCRIPTS / script).read_text()
     try:
-        done = run_captured([python, "-c", code, *args], timeout)
+        done = run_captured([python, "-c", code, *args], timeout, command_env())
     except subprocess.TimeoutExpired:
         raise LibraryLoadError(f"{what[0]} took more than {timeout:g} s") from None
     lines = done.stdout.strip().splitlines()

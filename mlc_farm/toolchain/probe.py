@@ -10,7 +10,7 @@ import subprocess
 
 from mlc_farm.matrix.schema import Accepted
 from mlc_farm.toolchain.info import ToolchainInfo, of_pools
-from mlc_farm.toolchain.invoke import SCRIPTS, command, interpreter, on_pool
+from mlc_farm.toolchain.invoke import SCRIPTS, command, command_env, interpreter, on_pool
 from mlc_farm.toolchain.process import toolchain_env
 
 INSTALL_HINT = (
@@ -49,7 +49,7 @@ def probe(timeout: float = 120) -> ToolchainInfo:
             capture_output=True,
             text=True,
             timeout=timeout,
-            env=toolchain_env(),
+            env=toolchain_env(command_env()),
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as e:

@@ -85,7 +85,9 @@ def tracked(proc: subprocess.Popen[Any]) -> Iterator[None]:
             _running.discard(proc.pid)
 
 
-def run_captured(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+def run_captured(
+    args: list[str], timeout: float, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run a short program in the toolchain's interpreter (library validation): like `run`, in its own process
     group, with the allow-listed environment, dying with the build and stopped by `stop_all`."""
     proc = subprocess.Popen(
@@ -93,7 +95,7 @@ def run_captured(args: list[str], timeout: float) -> subprocess.CompletedProcess
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=toolchain_env(),
+        env=toolchain_env(env),
         start_new_session=True,
     )
     with tracked(proc):
