@@ -9,6 +9,7 @@ with a table artifact naming every failure and its log.
 
 from __future__ import annotations
 
+import logging
 import signal
 from typing import Any
 
@@ -118,18 +119,19 @@ def _stoppable(
     from prefect.states import Cancelled
 
     progress, engine = Progress(), None
+    _said_once()
     try:
         try:
             if mode == "farm":  # every worker signs with the farm's one key: none, and nothing is asked or built
                 keys.require_farm_key()
             pre = checked or preflight(matrix_path, models, quantizations, devices, store, probe_for(mode))
         except (*REFUSED, BadInput) as e:
-            return Failed(message=str(e), data=RunFailed(RunResult(ok=False, message=str(e), reason="refused"))), None
+            return _failed(RunResult(ok=False, message=str(e), reason="refused")), None
         engine = PrefectEngine(mode, force, pre, alert)
         done = MatrixRun(pre, engine, force, progress, get_run_logger()).execute()
         if done.ok:
             return Completed(message=done.message, data=done), engine
-        return Failed(message=done.message, data=RunFailed(done)), engine
+        return _failed(done), engine
     except (KeyboardInterrupt, TerminationSignal) as e:
         stop_all()
         name = "SIGINT" if isinstance(e, KeyboardInterrupt) else signal.Signals(e.signal).name
@@ -138,8 +140,33 @@ def _stoppable(
             f"store ({progress.reused} were there already); the running toolchain steps were killed, and running "
             "the same command again finishes the rest"
         )
+        get_run_logger().error(message)
         stopped = RunResult(ok=False, message=message, reason="stopped", signal=name)
         return Cancelled(message=message, data=RunFailed(stopped)), engine
+
+
+class _ReportedFailure(logging.Filter):
+    """A run that ends Failed has said why (its log and state message); a worker's Prefect engine then raises
+    the failed state's data and logs its own traceback of it. That record goes: the reason was said once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], RunFailed))
+
+
+def _said_once() -> None:
+    logger = logging.getLogger("prefect.flow_runs")
+    if not any(isinstance(f, _ReportedFailure) for f in logger.filters):
+        logger.addFilter(_ReportedFailure())
+
+
+def _failed(result: RunResult) -> State:
+    """The run's Failed state, its message the reason, said in its log too: `prefect deployment run --watch`
+    streams the log, then prints only the state's name."""
+    from prefect.logging.handlers import APILogHandler
+
+    get_run_logger().error(result.message)
+    APILogHandler().flush()  # sent before the state: a watcher stops at the state and would miss a later log
+    return Failed(message=result.message, data=RunFailed(result))
 
 
 def probe_for(mode: Mode) -> Probe:

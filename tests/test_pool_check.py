@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,6 +70,36 @@ def test_check_pool_reports_a_working_pool_and_names_what_a_broken_one_lacks(
         )
         assert "device a100: FAILED" in said and "holds the CUDA source only" in said and "libcuda.so.1" in said
         assert "pool mlc-rocm does not work" in said, said
+
+        # A weights pool whose workers cannot import mlc_llm: a farm run ends Failed and says why where a user
+        # looks (issue 39, item 2): the log `--watch` streams, and the state message the UI shows.
+        workers[0].stop()
+        workers[0] = start_worker(tmp_path / "prefect", prefect_api, "mlc-cpu", {**env, "PYTHONPATH": ""})
+        run = ("deployment", "run", "build-model/build-model", "--param", "model=tiny-llama-a", "--param",
+               f"matrix_path={matrix}", "--watch", "--watch-timeout", "600")  # fmt: skip
+        failed = prefect(*run, env=env)
+        shown = " ".join((failed.stdout + failed.stderr).split())  # the console wraps the log's lines
+        assert failed.returncode == 1 and "Flow run finished in state 'Failed'" in shown, shown
+        reason = "toolchain unavailable: pool mlc-cpu: mlc_llm is not importable"
+        assert reason in shown and "Traceback" not in shown, shown  # the log streamed, before the state
+        state, logs = last_run("build-model")
+        assert (state.message or "").startswith(reason)
+        # Prefect's own report of a failed run ends in the run's reason; no error of the farm's making (a final
+        # state Prefect cannot read was `TypeError: Unexpected result for failed state`).
+        assert logs[0].startswith(reason) and not [line for line in logs if "TypeError" in line], logs
     finally:
         for worker in workers:
             worker.stop()
+
+
+def last_run(flow: str) -> tuple[Any, list[str]]:
+    """The newest run of `flow` on the suite's server: its state and its log lines."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName, LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        [run] = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow])),
+                                      sort=FlowRunSort.START_TIME_DESC, limit=1)  # fmt: skip
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+    return run.state, [log.message for log in logs]

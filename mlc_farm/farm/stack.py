@@ -183,6 +183,8 @@ def _seaweed_once(data_dir: Path, access_key: str, secret_key: str, s3_port: int
         _binary("weed"), "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
         "-master.telemetry=false", "-webdav=false", "-admin.ui=false",
         *(f"-{flag}={port}" for flag, port in ports.items()),
+        # its local socket in the temp dir the farm was given (weed's default is /tmp, whatever TMPDIR says)
+        f"-s3.localSocket={Path(tempfile.gettempdir()) / 'mlc-farm-weed-{}.sock'.format(ports['s3.port'])}",
     ]  # fmt: skip
     log = data_dir / "weed.log"
     port_taken = port_taken_in(log)
@@ -248,6 +250,14 @@ def prefect_env(home: Path, api_url: str | None = None) -> dict[str, str]:
     return env | ({"PREFECT_API_URL": api_url} if api_url else {})
 
 
+# A farm's server streams its runs' logs: `prefect deployment run --watch` then shows why a run failed, not
+# only that it did (Prefect's default streams events alone).
+STREAM_LOGS = {
+    "PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED": "true",
+    "PREFECT_SERVER_LOGS_STREAM_PUBLISHING_ENABLED": "true",
+}
+
+
 def start_prefect_server(home: Path, database_url: str, port: int, wait: bool = True) -> Service:
     """A Prefect server on 127.0.0.1:`port`; `wait=False` returns at once (see `wait_for_prefect`)."""
     env = prefect_env(home) | {
@@ -255,6 +265,7 @@ def start_prefect_server(home: Path, database_url: str, port: int, wait: bool = 
         "PREFECT_SERVER_API_HOST": "127.0.0.1",
         "PREFECT_SERVER_API_PORT": str(port),
         "PREFECT_UI_ENABLED": "false",
+        **STREAM_LOGS,
     }
     service = _spawn("prefect-server", [_binary("prefect"), "server", "start", "--host", "127.0.0.1", "--port",
                                          str(port), "--no-ui"], home / "server.log", env)  # fmt: skip
