@@ -10,6 +10,7 @@ devices, TVM target kinds, and the library kind `compile -o` writes.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -32,7 +33,12 @@ def _no_kfd() -> str | None:
 
 
 def _no_vulkan() -> str | None:
-    found = any(Path(d).is_dir() and any(Path(d).glob("*.json")) for d in _VULKAN_ICDS)
+    """No Vulkan driver: where the Vulkan loader looks (VK_DRIVER_FILES or VK_ICD_FILENAMES when set, else the
+    ICD directories). A driver only says the device may be there: whether the toolchain's runtime can use it
+    is its own answer (toolchain/scripts/run_library.py)."""
+    named = os.environ.get("VK_DRIVER_FILES") or os.environ.get("VK_ICD_FILENAMES")
+    places = [Path(p) for p in named.split(os.pathsep) if p] if named else [Path(d) for d in _VULKAN_ICDS]
+    found = any(p.is_file() or (p.is_dir() and any(p.glob("*.json"))) for p in places)
     return None if found else "no vulkan device (no Vulkan driver ICD)"
 
 

@@ -189,7 +189,7 @@ def test_the_numbers_are_shown_wherever_the_validation_is(tiny_models: Path, tmp
     row = next(line for line in card.splitlines() if line.startswith("| cpu | transformers float32"))
     kl = entry.libs["cpu"].fidelity.measured.kl_mean  # type: ignore[union-attr]
     assert "fidelity-v1 text, 128 positions" in row and f"{kl:.4g}" in row
-    assert "| vulkan | not measured: the library did not run here |" in card
+    assert "| vulkan | not measured: " in card  # no driver ("did not run here"), or none in this runtime
     doc = manifest(open_store(str(store)), entry, {})
     assert doc["builds"]["libraries"]["cpu"]["fidelity"]["measured"]["kl_mean"] == kl
 

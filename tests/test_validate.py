@@ -208,6 +208,29 @@ def test_what_is_not_run_says_why(model_a: Path, tmp_path: Path) -> None:
     assert v.fits.status == "passed" and v.run.status == "not run"
 
 
+def test_a_device_the_toolchains_runtime_lacks_is_not_run_whatever_the_drivers(
+    model_a: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Vulkan driver on the machine (an ICD the Vulkan loader is pointed at, as mesa's lavapipe installs one)
+    and a toolchain whose runtime has no Vulkan (the PyPI TVM is built with USE_VULKAN=OFF; the double without
+    MLC_DOUBLE_DEVICES): the library is not run, and says why, as the runtime said it. Where the runtime has the
+    device, the same library runs."""
+    out, _ = built_library(model_a, tmp_path)
+    lib = tmp_path / "vulkan.so"
+    subprocess.run([sys.executable, "-m", "mlc_llm", "compile", str(out / "mlc-chat-config.json"), "--device",
+                    "vulkan:generic", "--host", "x86_64-unknown-linux-gnu", "-o", str(lib)], check=True,
+                   capture_output=True)  # fmt: skip
+    (icd := tmp_path / "lvp_icd.x86_64.json").write_text('{"file_format_version": "1.0.0"}')
+    monkeypatch.setenv("VK_DRIVER_FILES", str(icd))
+    vulkan = DeviceSpec(name="v", family="vulkan", target="vulkan:generic")
+    meta, v = validate_library(lib, vulkan, "a", *docs(out), out)
+    assert meta is None and v.run.status == "not run" and v.ok, v
+    assert v.run.detail.startswith("no vulkan device in this toolchain's runtime (vulkan(0) does not exist for it")
+    monkeypatch.setenv("MLC_DOUBLE_DEVICES", "vulkan")
+    _, v = validate_library(lib, vulkan, "a", *docs(out), out)
+    assert v.run.status == "passed" and v.fits.status == "passed", v
+
+
 def test_bad_libraries_fail(model_a: Path, tmp_path: Path) -> None:
     out, lib = built_library(model_a, tmp_path, "MLC_DOUBLE_BAD_METADATA=1")
     _, v = validate_library(lib, CPU, "a", *docs(out), out)

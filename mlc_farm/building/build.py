@@ -397,19 +397,22 @@ def check_cell(
         fits = fit.fit_check(lib.library_metadata, tensor_cache, chat_config)
         keys = _jit_keys(chat_config, cb, log, timeout)
         fam = device_family(cb.device.family)
-        if (absent := fam.missing_here()) or fam.runtime_device is None:
-            why = absent or f"no {cb.device.family} device here"
-            run = RunCheck(status="not run", detail=why)
-            result = Fidelity(status="not measured", detail="the library did not run here")
+
+        def not_run(why: str, measured: str | None = None) -> tuple[dict[str, float], dict[str, Path], dict[str, Any]]:
+            run, result = (
+                RunCheck(status="not run", detail=why),
+                Fidelity(status="not measured", detail=measured or why),
+            )
             return {}, {}, _checked(log, cb, keys, Validation(fits=fits, run=run), result, on_line)
+
+        if (absent := fam.missing_here()) or fam.runtime_device is None:
+            return not_run(absent or f"no {cb.device.family} device here", "the library did not run here")
         weights = _fetch_model(store, convert, config, work / "model")
         lib_file = work / lib.files[0].path
         store.get_blob(lib.files[0].sha256, lib_file, size=lib.files[0].size)
         ref = reference_distributions(store, cb.reference) if cb.reference else None
         if isinstance(ref, str):
-            run = RunCheck(status="not run", detail=ref)
-            result = Fidelity(status="not measured", detail=ref)
-            return {}, {}, _checked(log, cb, keys, Validation(fits=fits, run=run), result, on_line)
+            return not_run(ref)
         tokens = _eval_tokens(weights, cb, chat_config, ref)
         request = validate.write_request(work / "request.json", tokens.tokens, ref.top_ids if ref else None)
         with activity.phase(cb.key, "run and fidelity"):
@@ -417,6 +420,8 @@ def check_cell(
                 out = validate.run_library(lib_file, fam.runtime_device, weights, _timeout(timeout), request)
             except LibraryLoadError as e:
                 raise ValidationFailed(f"{cell}: {e}") from None
+        if lacking := validate.lacks_device(out, fam.runtime_device):
+            return not_run(lacking)
         run = RunCheck(**out["run"], device=fam.runtime_device, ran_with=cb.model)
         validation = Validation(fits=fits, run=run)
         if not validation.ok:

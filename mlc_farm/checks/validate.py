@@ -36,6 +36,12 @@ def run_library(
     return in_toolchain("run_library.py", args, timeout, ("loading the library", "load the library"))
 
 
+def lacks_device(result: dict[str, Any], runtime: str) -> str | None:
+    """Why the library did not run, when the toolchain's own runtime has no such device (the driver files of the
+    machine can only say a device is absent, never that this runtime can use it); None when it ran."""
+    return f"no {runtime} device in this toolchain's runtime ({result['absent']})" if "absent" in result else None
+
+
 def validate_library(
     lib: Path,
     device: DeviceSpec,
@@ -62,6 +68,13 @@ def validate_library(
         return None, Validation(
             fits=FitCheck(status="not checked", detail=str(e)),
             run=RunCheck(status="failed", detail=str(e), device=runtime),
+        )
+    if why := lacks_device(result, runtime):
+        return None, Validation(
+            fits=FitCheck(
+                status="not checked", detail=f"a {device.family} library cannot be loaded without its device"
+            ),
+            run=RunCheck(status="not run", detail=why),
         )
     metadata = result["metadata"]
     run = (

@@ -100,6 +100,8 @@ def _mlc_home(mlc_home: str | None) -> Path:
 
 
 def _report(done: Installed, repo: str) -> None:
+    for name, why in sorted(done.not_here.items()):
+        out.print(f"not installed: {escape(name)}'s library ({escape(why)})")
     for what in done.replaced:
         out.print(f"replaced {escape(what)}")
     if not done.weights_written and not done.written:

@@ -41,6 +41,8 @@ class Installed:
     chosen: dict[str, str] = field(default_factory=dict)  # device string -> the catalog device of its library
     written: list[str] = field(default_factory=list)  # device strings whose file was (re)written
     replaced: list[str] = field(default_factory=list)  # what --force replaced, said as such
+    # catalog devices whose library was left out: a driver is here, but the toolchain's runtime has no such device
+    not_here: dict[str, str] = field(default_factory=dict)
 
 
 def default_name(store: ArtifactStore, entry: CatalogEntry) -> str:
@@ -181,10 +183,17 @@ def install(
             lib_copy = fetched.setdefault(ref.file.sha256, Path(tmp) / f"{lib_name}-{ref.file.path}")
             if not lib_copy.exists():
                 store.get_blob(ref.file.sha256, lib_copy, size=ref.file.size)
-            found = _jit_keys(config, lib_name, ref, lib_copy, indices)
+            found = _jit_keys(config, lib_name, ref, lib_copy, indices, required=device is not None)
+            if not found:
+                result.not_here[lib_name] = f"no {jit.jit_device(ref.target)} device in this toolchain's runtime"
             for dev, key in found.items():
                 planned[dev] = (jit.cache_file(home, key, dev), ref)
                 result.chosen[dev] = lib_name
+        if not planned:
+            raise BadInput(
+                f"none of the libraries of {model} {quantization} runs here: "
+                + "; ".join(f"{d}: {why}" for d, why in result.not_here.items())
+            )
         result.replaced = _replaced(planned, force)
         if result.weights_written:
             if weights.exists():
@@ -197,10 +206,11 @@ def install(
 
 
 def _jit_keys(
-    config: dict[str, Any], lib_name: str, ref: LibRef, lib_copy: Path, indices: list[int] | None
+    config: dict[str, Any], lib_name: str, ref: LibRef, lib_copy: Path, indices: list[int] | None, required: bool
 ) -> dict[str, JitKey]:
     """The JIT key of each device this library is installed for: the indices asked, else CPU 0, else every
-    device of its kind this machine has."""
+    device of its kind the toolchain's runtime has (none: a library chosen by default is left out, one named
+    with --device is refused)."""
     kind = jit.jit_device(ref.target)
     assert kind is not None
     if indices is not None:
@@ -209,7 +219,7 @@ def _jit_keys(
         found = jit.keys(config, ["cpu:0"])
     else:
         found = jit.keys(config, [], present=(lib_copy, kind))
-    if not found:
+    if not found and required:
         raise BadInput(f"--device {lib_name}: no {kind} device here to key its library by; give --device-index")
     return found
 

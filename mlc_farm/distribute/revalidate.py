@@ -11,7 +11,7 @@ from pathlib import Path
 
 from mlc_farm.checks import fidelity, fidelity_metrics
 from mlc_farm.checks.results import Validation
-from mlc_farm.checks.validate import run_library, validate_library, write_request
+from mlc_farm.checks.validate import lacks_device, run_library, validate_library, write_request
 from mlc_farm.devices import family as device_family
 from mlc_farm.devices import target_family
 from mlc_farm.digests import file_sha256
@@ -70,7 +70,8 @@ def pulled_fidelity(
     request = write_request(work / "request.json", reference.tokens, reference.top_ids)
     out = run_library(lib, runtime, weights_dir, timeout, request)
     if "distributions" not in out:
-        return fidelity.Fidelity(status="not measured", detail=out.get("run", {}).get("detail", "it did not run"))
+        why = lacks_device(out, runtime) or out.get("run", {}).get("detail", "it did not run")
+        return fidelity.Fidelity(status="not measured", detail=why)
     dist = fidelity.Distributions(
         method="this copy", tokens=reference.tokens, seeded=reference.seeded, **out["distributions"]
     )

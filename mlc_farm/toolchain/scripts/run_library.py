@@ -7,7 +7,8 @@ Uses only what shared/mlc-reference documents: `tvm.runtime.load_module`, `tvm.r
 `create_tir_paged_kv_cache`, `prefill` and `decode` (driven with the KV-state builtins the way mlc_llm's own
 `testing/debug_chat.py` drives them), and `mlc_llm.MLCEngine` when the toolchain has its C++ runtime; for the
 speeds (the reference's "speeds measured three ways"), TVM's `Device.sync()` after the timed steps instead of
-a copy of the logits to the host each step.
+a copy of the logits to the host each step; and TVM's `Device.exist`, only to tell a device this runtime lacks
+(a driver on the machine, a TVM built without it: `tvm.vulkan(0).exist` is False) from a library that fails.
 
 usage: python - LIBRARY DEVICE [WEIGHTS_DIR LIVENESS_STEPS DECODE_STEPS RUNS PREFILL_TOKENS [REQUEST_JSON]]
   (request: {"tokens": [...], "k": K, "probe_ids": [[...], ...] or null})
@@ -211,7 +212,15 @@ def main(argv):
 
     lib, device_name = argv[0], argv[1]
     device = getattr(tvm, device_name)(0)
-    vm = tvm.relax.VirtualMachine(tvm.runtime.load_module(lib), device)
+    try:
+        vm = tvm.relax.VirtualMachine(tvm.runtime.load_module(lib), device)
+    except Exception as e:
+        # A library runs only where its device is present. When this runtime has no such device (a driver on the
+        # machine, but a TVM built without it), that is the answer, not the library's failure.
+        if device_name == "cpu" or getattr(device, "exist", True):
+            raise
+        print(json.dumps({"absent": f"{device_name}(0) does not exist for it: {type(e).__name__}: {e}"}))
+        return
     meta = json.loads(vm["_metadata"]())
     out = {"metadata": meta}
     if len(argv) > 2:

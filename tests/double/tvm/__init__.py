@@ -27,6 +27,12 @@ class Device:
             counts[kind] = int(n or 1)
         return self.index < counts.get(self.kind, 0)
 
+    @property
+    def exist(self) -> bool:
+        """TVM's `Device.exist`: whether this runtime has the device (as the real one, False for a kind it was
+        built without, whatever drivers the machine has)."""
+        return self.present
+
     def __repr__(self) -> str:
         return f"{self.kind}({self.index})"
 
