@@ -81,6 +81,15 @@ def _check_target(out: Path, what: str, replace: bool) -> None:
         raise BadInput(f"{what} {shown} is not empty: write into a new directory, or add --force to replace it")
 
 
+def _why_not(target: Path, error: OSError) -> str:
+    """What is in the way of a directory at `target`: a file where one of its parents should be a directory, or
+    the system's own words."""
+    for parent in target.parents:
+        if parent.exists():
+            return f"{parent} is a file, not a directory" if not parent.is_dir() else str(error.strerror)
+    return str(error.strerror)
+
+
 @contextlib.contextmanager
 def replacing(out: Path, what: str, replace: bool = False) -> Iterator[Path]:
     """A staging directory beside `out`, which becomes `out` only when the block succeeds: a failed or
@@ -94,7 +103,7 @@ def replacing(out: Path, what: str, replace: bool = False) -> Iterator[Path]:
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}{_WRITING}", dir=target.parent))
         staging.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would hide a pull from the web server that serves it
     except OSError as e:
-        raise BadInput(f"{what} {out}: cannot write there ({e.strerror})") from None
+        raise BadInput(f"{what} {out}: cannot write there ({_why_not(target, e)})") from None
     with _held(staging):
         yield staging
         _swap(staging, target)

@@ -57,7 +57,9 @@ def test_the_nightly_writes_a_page_people_can_browse(tiny_matrix: Path, tmp_path
     assert cpu.count('class="row"') == 4 and "4 of 8 rows shown: 4 libraries served, 0 missing." in cpu
     one = browse(page, "?model=tiny-llama-b&quantization=q0f16", "--dump-dom")
     assert one.count('class="row"') == 2 and "fits; ran on cpu" in one and "not run: no vulkan device" in one
-    assert one.count("\u2714") == 2  # the matrix picture: one model x quantization, two devices served
+    # The matrix picture: one model x quantization, two devices served; the one never run is not marked as
+    # validated (issue 39, item 7).
+    assert one.count("\u2714") == 2 and one.count("\u25cb") == 2  # each: one in the grid, one in the legend
 
     SCREENSHOT.parent.mkdir(exist_ok=True)
     SCREENSHOT.unlink(missing_ok=True)

@@ -338,3 +338,31 @@ def test_whatever_a_stop_interrupts_ends_as_the_stop() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert done.returncode == 143 and "stopped by SIGTERM" in done.stderr, done.stderr
     assert "release unlocked lock" not in done.stderr and "internal error" not in done.stderr
+
+
+def test_usage_errors_and_pull_errors_are_one_line_like_every_other(tmp_path: Path) -> None:
+    """Typer's boxed panel is not the farm's style: a usage error is one `error:` line naming the help to read;
+    and an error before any byte moves is not preceded by the empty line of a progress bar (issue 39, item 7)."""
+    (tmp_path / "catalog").mkdir()
+    cases = {
+        ("url", "m", "q4f16_1", "--expires", "-1"): "error: Invalid value for '--expires': Input should be greater "
+        "than or equal to 1 (`python -m mlc_farm.cli url --help`)",
+        ("ls", "--bogus"): "error: No such option: --bogus (`python -m mlc_farm.cli ls --help`)",
+        ("pull", "m", "q4f16_1", "-o", str(tmp_path / "o"), "--store", str(tmp_path)): "error: ",
+    }
+    for args, said in cases.items():
+        done = cli(*args)
+        assert done.returncode == 2 and done.stderr.startswith(said), (args, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1 and "╭" not in done.stderr, done.stderr
+
+
+def test_an_output_under_a_file_says_which_file(tmp_path: Path) -> None:
+    from mlc_farm.errors import BadInput
+    from mlc_farm.output_dir import replacing
+
+    (tmp_path / "a-file").write_text("")
+    with (
+        pytest.raises(BadInput, match=r"-o .*/a-file/sub: cannot write there \(.*/a-file is a file, not a directory\)"),
+        replacing(tmp_path / "a-file" / "sub", "-o"),
+    ):
+        pass

@@ -7,8 +7,33 @@ May import the foundation modules and `building`, `catalog`, `checks`, `distribu
 holds the table).
 """
 
+import sys
+
+import typer
+from rich.text import Text
+
 from mlc_farm.cli import build, catalog, farm, history, install, plan, publish, pull, tools  # noqa: F401  (registers the commands)
 from mlc_farm.cli._app import app
 from mlc_farm.cli._errors import message_for
+from mlc_farm.cli._output import err
 
-__all__ = ["app", "message_for"]
+__all__ = ["app", "main", "message_for"]
+
+
+def main() -> None:
+    """The `mlc-farm` command: a usage error (an unknown option, a value typer refuses) in the one-line style
+    of every other error, with the help to read, instead of typer's boxed panel."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.TyperException as e:  # typer's click errors: usage, a bad value, no arguments
+        if type(e).__name__ == "NoArgsIsHelpError":
+            e.show()  # type: ignore[attr-defined]  # click's: the help
+        else:
+            ctx = getattr(e, "ctx", None)
+            hint = f" (`{ctx.command_path} --help`)" if ctx is not None else ""
+            err.print(Text.assemble(("error:", "red"), f" {e.format_message()}{hint}"), soft_wrap=True)
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        err.print(Text.assemble(("error:", "red"), " aborted"))
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,5 +1,5 @@
 """`python -m mlc_farm.cli`: the `mlc-farm` command."""
 
-from mlc_farm.cli import app
+from mlc_farm.cli import main
 
-app()
+main()

@@ -108,7 +108,7 @@ def handled(f: Callable[..., Any]) -> Callable[..., Any]:
             done = f(*args, **kwargs)
             sys.stdout.flush()  # here, not at exit: a reader that went away is met below
             return done
-        except (typer.Exit, typer.Abort, click.exceptions.ClickException):
+        except (typer.Exit, typer.Abort, typer.TyperException, click.exceptions.ClickException):
             raise
         except BrokenPipeError:
             # The reader of the output went away (`| head -1`): nobody to tell, nothing went wrong here.

@@ -33,6 +33,9 @@ def bytes_bar(what: str) -> Iterator[Callable[[int, int], None]]:
     """A progress bar of bytes on stderr (gone once done); yields `progress(done, total)`."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
+    if not err.is_terminal:  # a log or a pipe: no bar (rich would leave an empty line where it was)
+        yield lambda done, total: None
+        return
     columns = (what, BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err, transient=True) as bar:
         task = bar.add_task(what, total=None)

@@ -187,8 +187,8 @@ def _print_plan(found: Planned, explain: bool) -> None:
     )
     if not tc.known:
         out.print(
-            f"the toolchain is unknown ({tc.error}): every key holds the toolchain's identity, so these keys are "
-            "not the ones a build would have and what the store has cannot be told; fix MLC_FARM_MLC_LLM "
+            "the toolchain is unknown (why: the first line): every key holds the toolchain's identity, so these "
+            "keys are not the ones a build would have and what the store has cannot be told; fix MLC_FARM_MLC_LLM "
             "(`mlc-farm toolchain` says what is wrong)"
         )
         out.print(

@@ -26,7 +26,8 @@ def show_toolchain(
     tc = probe()
     if not tc.known:
         raise PermanentError(f"toolchain unknown: {tc.error}")
-    out.print(f"toolchain: {tc.describe()} [{tc.mlc_llm_dist}]", highlight=False, markup=False)
+    dist = "" if tc.mlc_llm_dist == "unknown" else f" (installed as {tc.mlc_llm_dist})"
+    out.print(f"toolchain: {tc.describe()}{dist}", highlight=False, markup=False)
     out.print("can compile with:", highlight=False)
     for line in tc.capabilities.lines():
         out.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)

@@ -120,12 +120,18 @@ def _library(entry: CatalogEntry, device: str, root: str | None) -> dict[str, An
     """The fields of a row that its device's library gives (a device without one: what it lacks)."""
     ref = entry.libs.get(device)
     if ref is None:
-        return {"status": "missing", "validation": "no validated library yet", "fidelity": ""} | dict.fromkeys(
+        return {
+            "status": "missing",
+            "ran": False,
+            "validation": "no validated library yet",
+            "fidelity": "",
+        } | dict.fromkeys(
             ("tokens_per_s", "prefill_tokens_per_s", "speed_method", "library_bytes", "memory_bytes", "toolchain")
         )
     run, prefill = ref.validation.run, of_phase(ref.validation.run.speeds, "prefill")
     return {
         "status": "served",
+        "ran": run.status == "passed",  # served but never run on its device: not the same mark as a validated one
         "validation": ref.validation.describe(),
         "tokens_per_s": run.tokens_per_s,
         "prefill_tokens_per_s": prefill.tokens_per_s if prefill else None,
@@ -197,13 +203,15 @@ _TEMPLATE = """<!doctype html>
 <style>
 body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}
 table{border-collapse:collapse;margin:.8em 0}th,td{border:1px solid #ccc;padding:.25em .5em;text-align:left}
-th{background:#f3f3f3}.served{color:#15692c}.missing{color:#a11}.num{text-align:right}
+th{background:#f3f3f3}.served{color:#15692c}.missing{color:#a11}.not-run{color:#8a6d00}.num{text-align:right}
 #grid td{text-align:center}label{margin-right:1em}
 </style></head><body>
 <h1>mlc-farm catalog</h1><p>Store: <code>__STORE__</code>. <span id="count"></span></p><p id="verify"></p>
 <div><label>model <select id="model"></select></label><label>quantization <select id="quantization"></select></label>
 <label>device <select id="device"></select></label></div>
 <h2>Matrix</h2><table id="grid"></table>
+<p>&#10004; served, and ran on its device &middot; &#9675; served, never run on its device (none where it was
+checked; hover for why) &middot; &#10008; missing</p>
 <h2>Libraries</h2>
 <table id="rows"><thead><tr><th>model</th><th>quantization</th><th>device</th><th>status</th><th>validation</th>
 <th>fidelity</th><th>history (decode tokens/s, KL)</th><th>decode tokens/s</th><th>prefill tokens/s</th><th>weight files</th><th>library</th><th>memory to run</th><th>built</th><th>toolchain</th>
@@ -288,7 +296,9 @@ function show() {
     const tr = grid.insertRow(); cell(tr, m); cell(tr, q);
     for (const d of devices) {
       const r = rows.find(x => x.model === m && x.quantization === q && x.device === d);
-      cell(tr, r ? (r.status === "served" ? "\\u2714" : "\\u2718") : "", r ? r.status : "");
+      const mark = !r ? "" : r.status !== "served" ? "\\u2718" : r.ran ? "\\u2714" : "\\u25cb";
+      const td = cell(tr, mark, r ? (r.status === "served" && !r.ran ? "not-run" : r.status) : "");
+      if (r) td.title = r.validation;
     }
   }
 }
