@@ -322,6 +322,26 @@ def test_ls_fits_80_columns_without_breaking_a_word(store: Path) -> None:
     assert "tiny-llama-a q4f16_1: cpu; weights" in narrow.stdout
 
 
+def test_history_plan_and_the_publish_dry_run_fit_80_columns(store: Path, tiny_models: Path) -> None:
+    """(Issue 39, item 5; this module's store serves.) At 80 columns no line is wider than the terminal and no
+    value is cut: history prints a block per toolchain, the dry-run's paths stay whole (its sha256s to 12)."""
+    narrow = {"COLUMNS": "80", "HF_HUB_OFFLINE": "1"}
+    said = {
+        "history": cli("history", "tiny-llama-a", "q4f16_1", "--store", str(store), env=narrow),
+        "plan": cli("plan", "--matrix", str(tiny_models / "forgery.yaml"), "--store", str(store), env=narrow),
+    }
+    publish = tiny_models / "forgery-publish.yaml"
+    said["dry-run"] = cli("publish", "tiny-llama-a", "q4f16_1", "--matrix", str(publish), "--dry-run", "--store",
+                          str(store), env=narrow)  # fmt: skip
+    for name, done in said.items():
+        lines = (done.stdout + done.stderr).splitlines()
+        assert done.returncode == 0 and lines, (name, done.stdout + done.stderr)
+        assert max(map(len, lines)) <= 80 and "…" not in done.stdout, (name, done.stdout + done.stderr)
+    assert "decode tok/s" in said["history"].stdout and "top-1" in said["history"].stdout
+    library = entry(store).libs["cpu"]
+    assert f"libs/tiny-llama-a-q4f16_1-cpu-{library.file.sha256[:12]}.so" in said["dry-run"].stdout
+
+
 def test_a_missing_device_is_exit_2_as_a_missing_model(store: Path, tmp_path: Path) -> None:
     """(Issue 39, item 7; this module's store serves.) Asking for a device the entry has no library for is bad
     input, exit 2, as asking for a model the catalog does not have."""

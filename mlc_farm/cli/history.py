@@ -66,26 +66,43 @@ def _unrun(
     }  # fmt: skip
 
 
+COLUMNS = ("toolchain", "checked", "method", "decode tok/s", "range", "prefill tok/s", "peak memory", "top-1", "KL")
+
+
+def _values(p: Point, method: int) -> tuple[str, ...]:
+    """One point's values, in COLUMNS' order."""
+    runs = f"{min(p.tokens_per_s_runs):.1f}-{max(p.tokens_per_s_runs):.1f}" if p.tokens_per_s_runs else "-"
+    return (
+        p.toolchain, p.at.isoformat(timespec="seconds"), str(method),
+        f"{p.tokens_per_s:.1f}" if p.tokens_per_s else "-", runs,
+        f"{p.prefill_tokens_per_s:.1f}" if p.prefill_tokens_per_s else "-",
+        size(p.peak_memory_bytes) if p.peak_memory_bytes else "-",
+        f"{p.top1:.3f}" if p.top1 is not None else "not measured",
+        f"{p.kl_mean:.4g}" if p.kl_mean is not None else "not measured",
+    )  # fmt: skip
+
+
 def _print_series(title: str, points: list[Point]) -> None:
+    """A table; where it would not fit the terminal whole (80 columns), one block of lines per toolchain, every
+    value whole. The methods and regressions wrap at words."""
     from mlc_farm.catalog.history import regressions
 
-    t = Table(title=title)
-    for col in ("toolchain", "checked", "method", "decode tok/s", "range", "prefill tok/s", "peak memory",
-                "top-1", "KL"):  # fmt: skip
-        t.add_column(col)
     methods = list(dict.fromkeys(p.method or "not recorded" for p in points))
-    for p in points:
-        runs = f"{min(p.tokens_per_s_runs):.1f}-{max(p.tokens_per_s_runs):.1f}" if p.tokens_per_s_runs else "-"
-        t.add_row(
-            Text(p.toolchain), p.at.isoformat(timespec="seconds"), str(methods.index(p.method or "not recorded") + 1),
-            f"{p.tokens_per_s:.1f}" if p.tokens_per_s else "-", runs,
-            f"{p.prefill_tokens_per_s:.1f}" if p.prefill_tokens_per_s else "-",
-            size(p.peak_memory_bytes) if p.peak_memory_bytes else "-",
-            f"{p.top1:.3f}" if p.top1 is not None else "not measured",
-            f"{p.kl_mean:.4g}" if p.kl_mean is not None else "not measured",
-        )  # fmt: skip
-    out.print(t)
+    rows = [_values(p, methods.index(p.method or "not recorded") + 1) for p in points]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(COLUMNS)]
+    if sum(widths) + 3 * len(COLUMNS) + 1 <= out.width:  # the table whole: each cell, its padding and borders
+        t = Table(title=title)
+        for col in COLUMNS:
+            t.add_column(col, no_wrap=True)
+        for row in rows:
+            t.add_row(Text(row[0]), *row[1:])
+        out.print(t)
+    else:
+        out.print(Text(title, style="italic"))
+        for row in rows:
+            out.print(Text(f"{row[0]}, checked {row[1]}:", style="bold"))
+            out.print(Text("  " + "; ".join(f"{c} {v}" for c, v in zip(COLUMNS[2:], row[2:], strict=True))))
     for i, method in enumerate(methods, 1):  # speeds compare only within one method: each is a series
-        out.print(Text(f"method {i}: {method}"), soft_wrap=True)
+        out.print(Text(f"method {i}: {method}"))
     for r in regressions(points):
-        out.print(Text(f"regression: {r.describe()}", "yellow"), soft_wrap=True)
+        out.print(Text(f"regression: {r.describe()}", "yellow"))

@@ -162,20 +162,14 @@ def _as_json(found: Planned) -> dict[str, Any]:
 
 def _print_plan(found: Planned, explain: bool) -> None:
     p, tc, counts = found.plan, found.toolchain, found.counts()
-    out.print(
-        f"toolchain: {tc.describe()}; names checked against {found.accepted.source}", highlight=False, soft_wrap=True
-    )
-    out.print(
-        "pools checked with: " + "; ".join(f"{pool}: {how}" for pool, how in found.probes.items()),
-        highlight=False,
-        soft_wrap=True,
-    )
+    out.print(Text(f"toolchain: {tc.describe()}; names checked against {found.accepted.source}"))
+    out.print(Text("pools checked with: " + "; ".join(f"{pool}: {how}" for pool, how in found.probes.items())))
     out.print(
         _plan_table(p, found.loaded, found.in_store, title=f"plan for {found.loaded.file}", wide=out.width >= 120)
     )
     for src in found.sources.values():
         if src.error and not src.invalid:
-            out.print(Text.assemble(("unresolved source", "red"), f" {src.model}: {src.error}"), soft_wrap=True)
+            out.print(Text.assemble(("unresolved source", "red"), f" {src.model}: {src.error}"))
 
     def stored(kind: str) -> str:
         return f"{counts[f'{kind}_builds_in_store']} in store" if tc.known else "store not asked"

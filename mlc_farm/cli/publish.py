@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from mlc_farm.cli._app import app
 from mlc_farm.cli._errors import command
@@ -19,7 +19,7 @@ from mlc_farm.matrix.cells import select_cells
 from mlc_farm.matrix.load import load_matrix
 from mlc_farm.matrix.schema import check_names
 from mlc_farm.store import open_store
-from mlc_farm.terminal import printable
+from mlc_farm.terminal import name_columns, printable
 
 
 @command(app, "export")
@@ -73,16 +73,19 @@ def publish_cmd(
         raise BadInput(f"{loaded.file}: publishing is not configured for {model} (add a `publish:` section)")
     result = publish(open_store(store, must_exist=True), model, quantization, *target, dry_run=dry_run)
     if result.note:  # first: what it did not do
-        err.print(f"note: {result.note}", soft_wrap=True)
+        err.print(Text(f"note: {result.note}"))
     t = Table(title=f"{result.repo}: {'would commit' if dry_run else 'commit'}")
-    for col in ("op", "path", "size", "sha256"):
-        t.add_column(col)
+    name_columns(t, {"op": [o.op for o in result.operations], "path": [o.path for o in result.operations]})
+    t.add_column("size", no_wrap=True, min_width=max((len(str(o.size)) for o in result.operations), default=4))
+    widest = max((len(o.path) for o in result.operations), default=0)
+    whole = widest + 64 + 4 * 3 + 3 + 10 <= out.width  # op, path, size and a whole sha256 fit the terminal
+    t.add_column("sha256" if whole else "sha256 (12)", no_wrap=True)  # its first 12: the manifest has each whole
     for o in result.operations:
-        t.add_row(o.op, o.path, "" if o.size is None else str(o.size), o.sha256 or "")
+        digest = (o.sha256 or "") if whole else (o.sha256 or "")[:12]
+        t.add_row(o.op, Text(o.path), "" if o.size is None else str(o.size), digest)
     out.print(t)
-    if dry_run:
-        card = printable(result.card)  # as it is (markdown), but for control characters
-        sys.stdout.write(card if card.endswith("\n") else card + "\n")
+    if dry_run:  # the card as it is (markdown) but for control characters: wrapped only on a terminal
+        out.print(Text(printable(result.card).rstrip("\n")))
     if result.note:
         return
     if not result.operations:
