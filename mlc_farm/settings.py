@@ -1,7 +1,7 @@
 """Every MLC_FARM_* setting in one place: typed, validated, and read when a command or a flow starts (never at
 import), so a bad value is one clear error naming the variable, and a changed value is seen.
 
-The README's settings table is generated from this class (`settings_table`) and a test keeps them equal.
+The documentation's settings page is generated from this class (`settings_table`, docs/gen_reference.py).
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def load_settings() -> Settings:
 
 
 def settings_table() -> str:
-    """The README's table of settings, generated from the class."""
+    """The settings table of the documentation (docs/reference/settings.md), generated from the class."""
     rows = ["| variable | default | what it sets |", "| --- | --- | --- |"]
     for name, field in Settings.model_fields.items():
         default = field.default

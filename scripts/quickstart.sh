@@ -32,10 +32,10 @@ next_steps() {
   cat <<MSG
 
 Next, in a new shell from this directory (source .venv/bin/activate; $1):
-  mlc-farm ls                                            the catalog just built
-  mlc-farm pull tiny-llama-a q4f16_1 -o tiny-llama-a-q4f16_1 && mlc-farm verify-signature tiny-llama-a-q4f16_1
-                                                         an MLC-ready folder, every file checked against its signature
-  mlc-farm page                                          the catalog page, at the store's root (index.html)
+  mlc-farm ls                                                   # the catalog just built
+  mlc-farm pull tiny-llama-a q4f16_1 -o tiny-llama-a-q4f16_1    # an MLC-ready folder, every file checked
+  mlc-farm verify-signature tiny-llama-a-q4f16_1                # ... against the farm's signature, by anyone
+The rest of the tour is in README.md ("A five-minute tour").
 MSG
 }
 if [ "${1:-}" = "--stand-in" ]; then

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mlc_farm.cli import app
-from mlc_farm.settings import load_settings, settings_table
+from mlc_farm.settings import load_settings
 from tests.helpers import ROOT, cli
 
 runner = CliRunner()
@@ -22,10 +22,6 @@ def run(*args: str) -> tuple[int, str]:
     text = result.stdout + (result.stderr if result.stderr_bytes is not None else "")
     assert "Traceback" not in text
     return result.exit_code, " ".join(text.split())
-
-
-def test_the_readme_lists_every_setting() -> None:
-    assert settings_table() in (ROOT / "README.md").read_text()
 
 
 def test_the_settings_file_is_read_under_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -110,28 +110,39 @@ def test_local_s3_writes_pasteable_exports_without_printing_the_secret(tmp_path:
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_api")
+def tour() -> list[str]:
+    """The commands of README.md's five-minute tour, as printed there."""
+    text = (ROOT / "README.md").read_text().split("## A five-minute tour", 1)[1]
+    block = text.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+
+
 def test_a_newcomer_without_the_wheels_sees_a_build_with_the_stand_in_and_goes_on_from_it(tmp_path: Path) -> None:
-    """The quick start's next steps run as printed in a new shell with the venv activated and no variable of the
-    farm's: its settings file says where the store and the stand-in are. (The file is written under tmp_path,
-    named by MLC_FARM_SETTINGS_FILE, so that the test leaves the clone as it was; the mlc_llm cache too.)"""
-    settings, cache = tmp_path / "mlc-farm.env", str(tmp_path / "cache")  # the cache: where this machine's key is
+    """The quick start's next steps and README's tour run as printed, in a new shell with no variable of the
+    farm's: the settings file the quick start wrote says where the store and the stand-in are. The tour runs in a
+    view of the clone (its .venv and examples linked, the settings file in it) so that the test writes nothing
+    into the clone; HOME stands in for the user's (their cache holds this machine's signing key)."""
+    view, home = tmp_path / "clone", tmp_path / "home"
+    for name in (".venv", "examples"):
+        (view / name).parent.mkdir(parents=True, exist_ok=True)
+        (view / name).symlink_to(ROOT / name)
     env = {"HF_HUB_OFFLINE": "1", "MLC_FARM_STORE": str(tmp_path / "store"), "MLC_FARM_WORK_DIR": str(tmp_path / "w"),
-           "MLC_FARM_SETTINGS_FILE": str(settings), "MLC_FARM_CACHE": cache}  # fmt: skip
-    done = script("quickstart.sh", "--stand-in", env=env, drop=("MLC_FARM_SIGNING_KEY",))
+           "MLC_FARM_SETTINGS_FILE": str(view / "mlc-farm.env"), "HOME": str(home)}  # fmt: skip
+    done = script("quickstart.sh", "--stand-in", env=env, drop=("MLC_FARM_SIGNING_KEY", "MLC_FARM_CACHE"))
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.startswith("A STAND-IN, not MLC") and "8 cells: 8 ok" in done.stdout
     assert "tiny-llama-b" in done.stdout.split("catalog", 1)[1] and not (ROOT / "artifacts-stand-in").exists()
     printed = done.stdout.split("Next, in a new shell", 1)[1]
-    commands = [line.strip().split("  ")[0] for line in printed.splitlines()[1:] if line.startswith("  mlc-farm")]
-    assert len(commands) == 3, printed
+    next_steps = [line.split("  #")[0].strip() for line in printed.splitlines()[1:] if line.startswith("  mlc-farm")]
+    assert len(next_steps) == 3 and set(next_steps) <= set(tour()), (next_steps, tour())
     new_shell = {k: v for k, v in os.environ.items() if not k.startswith(("MLC_FARM_", "MLC_DOUBLE", "PYTHONPATH"))}
-    new_shell |= {"MLC_FARM_SETTINGS_FILE": str(settings), "MLC_FARM_CACHE": cache, "HF_HUB_OFFLINE": "1",
-                  "MLC_LLM_HOME": str(tmp_path / "mlc-llm-home")}  # fmt: skip
-    tour = [*commands, f"mlc-farm plan --matrix {ROOT}/examples/tiny-cpu.yaml", "mlc-farm history tiny-llama-a q4f16_1 cpu",
-            "mlc-farm install tiny-llama-a q4f16_1 --device cpu"]  # fmt: skip
-    for line in tour:
-        ran = subprocess.run(["bash", "-c", f"source .venv/bin/activate && cd {tmp_path} && {line}"],
-                             capture_output=True, text=True, cwd=ROOT, env=new_shell, timeout=300)  # fmt: skip
+    new_shell |= {"HOME": str(home), "HF_HUB_OFFLINE": "1", "MLC_LLM_HOME": str(tmp_path / "mlc-llm-home")}
+    for line in [*tour(), "mlc-farm install tiny-llama-a q4f16_1 --device cpu"]:
+        ran = subprocess.run(["bash", "-c", f"source .venv/bin/activate && {line}"], capture_output=True, text=True,
+                             cwd=view, env=new_shell, timeout=300)  # fmt: skip
         assert ran.returncode == 0, (line, ran.stdout[-2000:], ran.stderr[-2000:])
         assert "Traceback" not in ran.stdout + ran.stderr
-    assert (tmp_path / "store" / "index.html").is_file()  # the page, at the store's root
+    assert (tmp_path / "store" / "index.html").is_file() and (view / "tiny-llama-a-q4f16_1" / "model.sig").is_file()
+    planned = subprocess.run(["bash", "-c", "source .venv/bin/activate && mlc-farm plan --matrix examples/tiny-cpu.yaml"],
+                             capture_output=True, text=True, cwd=view, env=new_shell, timeout=300)  # fmt: skip
+    assert "4 convert builds (4 in store)" in planned.stdout, planned.stdout  # the second build is a no-op

@@ -44,7 +44,7 @@ class Thresholds(BaseModel):
         return text if self.gate else f"{text} (recorded, not gated)"
 
 
-# Per quantization family, from what honest builds of real models measure (README, "Fidelity"): unquantized
+# Per quantization family, from what honest builds of real models measure (docs/concepts/validation.md, "Fidelity"): unquantized
 # builds agree almost exactly; 8-bit floats lose little; 4- and 3-bit group quantization get a KL bound a few
 # times what honest builds of small real models measure, so broken kernels or configs (KL of several nats) fail.
 DEFAULTS = {
