@@ -73,6 +73,7 @@ def pytest_configure(config: pytest.Config) -> None:
             os.environ.pop(name, None)
     if not hasattr(config, "workerinput"):  # the controller, or a run without workers (a test's own pytest too)
         config.stash[TMP_ROOT] = root = Path(tempfile.mkdtemp(prefix="mlc-farm-tests-"))
+        root.chmod(0o711)  # PostgreSQL's own user (the farm's stack drops root for it) passes through to its data
         os.environ["TMPDIR"] = tempfile.tempdir = str(root)
         # The settings file of a developer's quick start (./mlc-farm.env) is theirs, not the tests'.
         os.environ["MLC_FARM_SETTINGS_FILE"] = str(root / "no-settings-file.env")
