@@ -38,8 +38,10 @@ class Hub:
         self.api = HfApi(endpoint=self.endpoint, token=self.token)
 
     def model_info(self, repo: str, revision: str | None) -> RepoInfo:
+        """Asked once: a plan or a nightly says at once that a source cannot be resolved (the run then ends
+        `hub unreachable`, exit 3, and the next one resolves it), rather than waiting out the retry budget."""
         with hub_errors(repo, self.endpoint, revision):
-            info = with_backoff(lambda: self.api.model_info(repo, revision=revision))
+            info = self.api.model_info(repo, revision=revision)
         card = info.card_data
         return RepoInfo(
             sha=str(info.sha),
