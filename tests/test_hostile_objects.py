@@ -109,8 +109,10 @@ def test_a_full_or_read_only_store_ends_the_build_with_its_summary(tiny_models: 
         f"mount -t tmpfs -o size=300k tmpfs {store} && {build}"
         if how == "full"
         else f"mount -t tmpfs -o size=64m tmpfs {store} && {build} >/dev/null && "
-        # read-only as soon as the first toolchain step of the rebuild starts (it then sleeps 3 s)
-        f"(while [ ! -s {tmp_path}/calls ]; do sleep 0.1; done; mount -o remount,ro {store}) & "
+        # read-only as soon as the first toolchain step of the rebuild starts (it then sleeps 3 s); a remount is
+        # refused while a file is open for writing there (a parallel build's upload), so it is tried until it holds
+        f"(while [ ! -s {tmp_path}/calls ]; do sleep 0.1; done; "
+        f"until mount -o remount,ro {store} 2>/dev/null; do sleep 0.05; done) & "
         f"MLC_DOUBLE_LOG={tmp_path}/calls MLC_DOUBLE_SLEEP=3 {build} --force"
     )
     done = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=600)
