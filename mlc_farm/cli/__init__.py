@@ -10,12 +10,11 @@ holds the table).
 import sys
 
 import typer
-from rich.text import Text
 
 from mlc_farm.cli import build, catalog, farm, history, install, plan, publish, pull, tools  # noqa: F401  (registers the commands)
 from mlc_farm.cli._app import app
 from mlc_farm.cli._errors import message_for
-from mlc_farm.cli._output import err
+from mlc_farm.cli._output import fail
 
 __all__ = ["app", "main", "message_for"]
 
@@ -31,9 +30,8 @@ def main() -> None:
         else:
             ctx = getattr(e, "ctx", None)
             hint = f" (`{ctx.command_path} --help`)" if ctx is not None else ""
-            err.print(Text.assemble(("error:", "red"), f" {e.format_message()}{hint}"), soft_wrap=True)
+            fail(f"{e.format_message()}{hint}", e.exit_code)
         sys.exit(e.exit_code)
     except typer.Abort:
-        err.print(Text.assemble(("error:", "red"), " aborted"))
-        sys.exit(1)
+        sys.exit(fail("aborted", 1).exit_code)
     sys.exit(code if isinstance(code, int) else 0)
