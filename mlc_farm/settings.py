@@ -129,11 +129,89 @@ class Settings(BaseSettings):
 SETTINGS_FILE = "mlc-farm.env"  # in the working directory; MLC_FARM_SETTINGS_FILE names another
 
 
+def settings_path() -> Path:
+    return Path(os.environ.get("MLC_FARM_SETTINGS_FILE") or SETTINGS_FILE)
+
+
 def settings_file() -> Path | None:
-    """The settings file the quick start writes (`MLC_FARM_X=value` lines), when there is one: what a new shell
-    goes on with. The environment wins over it."""
-    path = Path(os.environ.get("MLC_FARM_SETTINGS_FILE") or SETTINGS_FILE)
+    """The settings file the quick start and `farm up` write (`MLC_FARM_X=value` lines), when there is one: what
+    a new shell goes on with. The environment wins over it."""
+    path = settings_path()
     return path if path.is_file() else None
+
+
+# Besides MLC_FARM_*, the one name the settings file may give: the Prefect server `farm up` started, so that a
+# new shell's commands read the farm's credential blocks without `source env.sh`.
+EXPORTED = ("PREFECT_API_URL",)
+
+
+def export_settings_file() -> None:
+    """Put the settings file's EXPORTED names in this process's environment where the environment lacks them;
+    before Prefect is imported, which reads its settings then."""
+    from dotenv import dotenv_values
+
+    if (file := settings_file()) is None:
+        return
+    values = dotenv_values(file)
+    for name in EXPORTED:
+        if (value := values.get(name)) and name not in os.environ:
+            os.environ[name] = value
+
+
+def _quoted(value: str) -> str:
+    """`value` as python-dotenv reads it back (scripts/quickstart.sh writes the same way)."""
+    if "'" not in value:
+        return f"'{value}'"
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _marks(tag: str) -> tuple[str, str]:
+    return f"# {tag}: begin (a later line wins; removed by the command that wrote it)", f"# {tag}: end"
+
+
+def _without_block(lines: list[str], tag: str) -> list[str]:
+    begin, end = _marks(tag)
+    if begin not in lines or end not in lines[lines.index(begin) :]:
+        return lines
+    start = lines.index(begin)
+    stop = lines.index(end, start)
+    return lines[:start] + lines[stop + 1 :]
+
+
+def _rewrite(path: Path, lines: list[str]) -> None:
+    """Replace the file whole (a temporary file renamed over it), keeping its mode."""
+    mode = path.stat().st_mode & 0o777 if path.exists() else None
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text("".join(line + "\n" for line in lines))
+    if mode is not None:
+        temporary.chmod(mode)
+    temporary.replace(path)
+
+
+def set_settings_block(tag: str, values: dict[str, str]) -> Path:
+    """Write `values` as one block marked `tag` at the end of the settings file (replacing the block of the same
+    tag): they win over the lines above them, which come back when the block is removed."""
+    path = settings_path()
+    lines = _without_block(path.read_text().splitlines() if path.is_file() else [], tag)
+    begin, end = _marks(tag)
+    _rewrite(path, [*lines, begin, *(f"{k}={_quoted(v)}" for k, v in values.items()), end])
+    return path
+
+
+def remove_settings_block(tag: str) -> Path | None:
+    """Remove the block marked `tag` from the settings file; the file itself goes when nothing else is in it.
+    Returns the file when it held the block."""
+    if (path := settings_file()) is None:
+        return None
+    lines = path.read_text().splitlines()
+    rest = _without_block(lines, tag)
+    if rest == lines:
+        return None
+    if any(line.strip() for line in rest):
+        _rewrite(path, rest)
+    else:
+        path.unlink()
+    return path
 
 
 def load_settings() -> Settings:

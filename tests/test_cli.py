@@ -3,6 +3,7 @@ documented exit code. Driven in-process with typer's CliRunner."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,36 @@ def test_the_settings_file_is_read_under_the_environment(tmp_path: Path, monkeyp
     file.write_text("MLC_FARM_STEP_TIMEOUT=soon\n")
     code, said = run("ls")
     assert code == 2 and f"MLC_FARM_STEP_TIMEOUT='soon' (in {file})" in said
+
+
+def test_a_settings_block_wins_until_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlc_farm.settings import export_settings_file, remove_settings_block, set_settings_block
+
+    file = tmp_path / "mlc-farm.env"
+    before = "# the quick start's\nMLC_FARM_STORE='/srv/stand-in'\n"
+    file.write_text(before)
+    file.chmod(0o640)
+    monkeypatch.setenv("MLC_FARM_SETTINGS_FILE", str(file))
+    monkeypatch.delenv("MLC_FARM_STORE", raising=False)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    for _ in range(2):  # written again, the block replaces itself
+        set_settings_block('farm up --dir "/x"', {"MLC_FARM_STORE": "s3://b/p", "PREFECT_API_URL": "http://h/api"})
+    assert file.read_text().count("farm up") == 2 and oct(file.stat().st_mode & 0o777) == "0o640"
+    assert load_settings().store == "s3://b/p"
+    export_settings_file()
+    assert os.environ["PREFECT_API_URL"] == "http://h/api"
+    monkeypatch.setenv("PREFECT_API_URL", "http://mine/api")  # the environment wins
+    export_settings_file()
+    assert os.environ["PREFECT_API_URL"] == "http://mine/api"
+    assert remove_settings_block('farm up --dir "/other"') is None
+    assert remove_settings_block('farm up --dir "/x"') == file and file.read_text() == before
+    assert load_settings().store == "/srv/stand-in"
+    set_settings_block("t", {"MLC_FARM_HF_ORG": "it's"})
+    assert load_settings().hf_org == "it's"
+    file.write_text("")
+    set_settings_block("t", {"MLC_FARM_HF_ORG": "o"})
+    remove_settings_block("t")
+    assert not file.exists()  # it held nothing else
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,6 +37,10 @@ def farm(tmp_path: Path, tiny_models: Path, monkeypatch: pytest.MonkeyPatch) -> 
     calls, state = tmp_path / "calls.log", tmp_path / "farm"
     # The workers' toolchain fails tiny-llama-b's weights: a failed build in farm mode.
     worker_env = {"MLC_DOUBLE_LOG": str(calls), "MLC_DOUBLE_FAIL": "convert_weight:tiny-llama-b"}
+    # The quick start's settings file (its stand-in store) is where `farm up` names the farm for a new shell.
+    settings = tmp_path / "mlc-farm.env"
+    settings.write_text(f"MLC_FARM_STORE='{tmp_path / 'artifacts-stand-in'}'\n")
+    monkeypatch.setenv("MLC_FARM_SETTINGS_FILE", str(settings))
     up = cli("farm", "up", "--dir", str(state), "--matrix", str(matrix), env=worker_env)
     assert up.returncode == 0, up.stdout + up.stderr
     try:
@@ -47,6 +52,7 @@ def farm(tmp_path: Path, tiny_models: Path, monkeypatch: pytest.MonkeyPatch) -> 
     finally:
         assert cli("farm", "down", "--dir", str(state)).returncode == 0
         assert not (state / "stack.json").exists()
+        assert settings.read_text() == f"MLC_FARM_STORE='{tmp_path / 'artifacts-stand-in'}'\n"  # as it was
 
 
 def test_build_model_deployment_sends_each_build_to_its_pool(farm, tmp_path: Path) -> None:
@@ -112,6 +118,17 @@ def test_build_model_deployment_sends_each_build_to_its_pool(farm, tmp_path: Pat
         "tiny-llama-a-q4f16_1-cpu.so", "tiny-llama-a-q4f16_1-vulkan.so",
     ]  # fmt: skip
 
+    # A new shell without env.sh goes on: the settings file names the farm's store, blocks and API, no secret.
+    named = Path(os.environ["MLC_FARM_SETTINGS_FILE"]).read_text()
+    assert env["AWS_SECRET_ACCESS_KEY"] not in named and f"PREFECT_API_URL='{env['PREFECT_API_URL']}'" in named
+    bare = {k: v for k, v in os.environ.items() if k not in env and not k.startswith(("AWS_", "PREFECT_"))}
+    for args in (["ls"], ["pull", "tiny-llama-a", "q4f16_1", "-o", str(tmp_path / "again")],
+                 ["verify-signature", str(tmp_path / "again")], ["history", "tiny-llama-a", "q4f16_1"]):  # fmt: skip
+        done = subprocess.run([sys.executable, "-m", "mlc_farm.cli", *args], capture_output=True, text=True,
+                              env=bare, cwd=tmp_path)  # fmt: skip
+        assert done.returncode == 0, (args, done.stdout, done.stderr)
+        assert "tiny-llama-a" in done.stdout or args[0] != "ls", done.stdout
+
     # A build that fails on a worker: the run's summary links the worker's log, and `mlc-farm log` prints it.
     failed = prefect(
         "deployment", "run", "build-model/build-model", "--param", "model=tiny-llama-b",
@@ -142,13 +159,17 @@ models:
 """
 
 
-def test_farm_up_is_idempotent_and_down_deletes_data_unless_kept(tmp_path: Path, tiny_models: Path) -> None:
+def test_farm_up_is_idempotent_and_down_deletes_data_unless_kept(
+    tmp_path: Path, tiny_models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import boto3
 
     from mlc_farm.farm.stack import LocalStack, postgres_root
 
     matrix, state = tiny_models / f"one-{tmp_path.name}.yaml", tmp_path / "farm"
     matrix.write_text(ONE_POOL)
+    settings = tmp_path / "mlc-farm.env"
+    monkeypatch.setenv("MLC_FARM_SETTINGS_FILE", str(settings))
 
     def up() -> subprocess.CompletedProcess:
         done = cli("farm", "up", "--dir", str(state), "--matrix", str(matrix))
@@ -174,8 +195,10 @@ def test_farm_up_is_idempotent_and_down_deletes_data_unless_kept(tmp_path: Path,
         s3(env).put_object(Bucket="mlc-farm", Key="artifacts/kept.txt", Body=b"kept")
         assert cli("farm", "init", "--matrix", str(matrix), env=env).returncode == 0
 
+        assert "PREFECT_API_URL=" in settings.read_text()  # the settings file `farm up` wrote names the farm
         kept = cli("farm", "down", "--dir", str(state), "--keep-data")
         assert kept.returncode == 0 and "its data stays" in kept.stdout
+        assert not settings.exists()  # it held nothing else
         up()
         env = exports()
         assert s3(env).get_object(Bucket="mlc-farm", Key="artifacts/kept.txt")["Body"].read() == b"kept"

@@ -10,7 +10,7 @@ import typer
 
 from mlc_farm.cli._errors import handled, interrupted, show_tracebacks, terminated
 from mlc_farm.cli._output import Warnings, out
-from mlc_farm.settings import load_settings
+from mlc_farm.settings import export_settings_file, load_settings
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -43,6 +43,7 @@ def main(
     logger = logging.getLogger("mlc_farm")
     logger.handlers[:] = [Warnings(level=logging.WARNING)]
     logger.propagate = False  # not through the handlers Prefect installs on the root logger
+    export_settings_file()
     load_settings()
     signal.signal(signal.SIGTERM, terminated)  # every command stops within seconds of SIGTERM or Ctrl-C
     signal.signal(signal.SIGINT, interrupted)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -18,6 +19,7 @@ from mlc_farm.cli._output import out, quiet_prefect
 from mlc_farm.errors import BadInput, NoWorker
 from mlc_farm.matrix.load import load_matrix
 from mlc_farm.matrix.schema import LoadedMatrix
+from mlc_farm.settings import remove_settings_block, set_settings_block
 
 _StoreCredentials = Annotated[
     bool, typer.Option("--store-credentials", help="Save the AWS keys and HF_TOKEN of this environment in blocks.")
@@ -179,6 +181,7 @@ def farm_up(
                 highlight=False,
                 soft_wrap=True,
             )
+            _point_settings(directory)
             out.print(use, highlight=False, soft_wrap=True)
             return
         out.print(f"the stack of {directory} has stopped services: starting it again on its data", soft_wrap=True)
@@ -208,12 +211,27 @@ def farm_up(
     env_sh.write_text("".join(f"export {k}={v}\n" for k, v in (running.env(key, secret) | env | blocks).items()))
     for line in saved:
         out.print(line, highlight=False, soft_wrap=True)
+    _point_settings(directory)
     out.print(
         f"stack up: Prefect API {running.api_url}, S3 {running.s3_endpoint}, workers for {', '.join(pools)}",
         highlight=False,
         soft_wrap=True,
     )
     out.print(use, highlight=False, soft_wrap=True)
+
+
+def _point_settings(directory: Path) -> None:
+    """Point the settings file at the farm of `directory` (its store, credential blocks and Prefect API), so that
+    a new shell's `mlc-farm` commands use it without `source env.sh`; its secrets stay in env.sh and the blocks."""
+    exports = _exports(directory / "env.sh")
+    names = ["MLC_FARM_STORE", "MLC_FARM_AWS_CREDENTIALS_BLOCK", "MLC_FARM_HF_TOKEN_BLOCK", "PREFECT_API_URL"]
+    settings = set_settings_block(_settings_tag(directory), {k: exports[k] for k in names if k in exports})
+    out.print(Text(f"the next commands from this directory use this farm: {settings} names it (no secret)"))
+
+
+def _settings_tag(directory: Path) -> str:
+    """The mark of the settings-file block `farm up --dir DIR` writes and `farm down --dir DIR` removes."""
+    return f"farm up --dir {json.dumps(str(directory.resolve()))}"
 
 
 def _exports(env_sh: Path) -> dict[str, str]:
@@ -238,6 +256,8 @@ def farm_down(
     if not (directory / "stack.json").exists():
         raise BadInput(f"no stack is running from {directory}")
     stack.LocalStack.load(directory).stop()
+    if settings := remove_settings_block(_settings_tag(directory)):
+        out.print(Text(f"{settings} no longer names this farm"))
     if keep_data:
         out.print(
             f"stack stopped; its data stays in {directory} for the next `mlc-farm farm up --dir {directory}`",
