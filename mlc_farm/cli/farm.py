@@ -205,10 +205,7 @@ def farm_up(
     with temporary_settings({PREFECT_API_URL: running.api_url}):  # the stack's keys (and HF_TOKEN) in blocks too
         hf = {"HF_TOKEN": os.environ["HF_TOKEN"]} if os.environ.get("HF_TOKEN") else {}
         saved, blocks = store_credentials(running.env(key, secret) | hf)
-    env_sh = directory / "env.sh"
-    env_sh.touch(mode=0o600)
-    env_sh.chmod(0o600)  # before the secret goes in
-    env_sh.write_text("".join(f"export {k}={v}\n" for k, v in (running.env(key, secret) | env | blocks).items()))
+    _write_env_sh(directory / "env.sh", running.env(key, secret) | env | blocks)
     for line in saved:
         out.print(line, highlight=False, soft_wrap=True)
     _point_settings(directory)
@@ -218,6 +215,12 @@ def farm_up(
         soft_wrap=True,
     )
     out.print(use, highlight=False, soft_wrap=True)
+
+
+def _write_env_sh(env_sh: Path, exports: dict[str, str]) -> None:
+    env_sh.touch(mode=0o600)
+    env_sh.chmod(0o600)  # before the secret goes in
+    env_sh.write_text("".join(f"export {k}={v}\n" for k, v in exports.items()))
 
 
 def _point_settings(directory: Path) -> None:
