@@ -7,7 +7,6 @@ never multiply and an outage never reruns a conversion or a compile.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -15,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from mlc_farm.building import build
-from mlc_farm.catalog.update import Records, update_unit
+from mlc_farm.catalog.update import update_units
 from mlc_farm.planning import fingerprints, sources
 from mlc_farm.planning.plan import CheckBuild, ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, Plan, ReferenceBuild
 from mlc_farm.planning.sources import ResolvedSource
@@ -23,7 +22,6 @@ from mlc_farm.records.outcomes import Built, UnitResult
 from mlc_farm.records.schema import BuildRecord
 from mlc_farm.report import activity, catalog_page
 from mlc_farm.store import open_store
-from mlc_farm.store.documents import READERS
 from mlc_farm.toolchain.info import ToolchainInfo, identity
 from mlc_farm.toolchain.probe import probe, probe_here
 
@@ -108,12 +106,7 @@ def _built(record: BuildRecord, run: str | None) -> Built:
 def update_catalog(
     store_url: str, plan: Plan, resolved: dict[str, ResolvedSource], known: dict[str, BuildRecord]
 ) -> list[UnitResult]:
-    """One task for every catalog entry, READERS entries at a time (on S3 each reads and maybe writes a few
-    objects): a no-op nightly over thousands of cells stays a matter of seconds."""
-    records = Records(open_store(store_url), known)
-    units = [(m, q) for m, q in plan.units if m in resolved and resolved[m].error is None]
-    with ThreadPoolExecutor(max_workers=READERS) as pool:
-        return list(pool.map(lambda u: update_unit(records.store, plan, resolved[u[0]], u[0], u[1], records), units))
+    return update_units(open_store(store_url), plan, resolved, known)
 
 
 @task(retries=0, name="catalog-page", cache_policy=NO_CACHE)

@@ -15,6 +15,7 @@ pytestmark = pytest.mark.slow
 
 SMALLEST = {
     "plan.py": (["--models", "1"], "no-op nightly / work:"),
+    "noop_build.py": (["--repeat", "1"], "no-op build / plan:"),
     "schedule.py": (["--seeds", "1"], "critical-path: makespan / bound"),
     "fingerprints.py": (["--models", "3", "--nights", "5", "--changes", "1"], "fingerprint keys:"),
     "fidelity.py": (["--positions", "16", "--repeat", "1"], "kl_mean"),

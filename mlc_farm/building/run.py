@@ -156,17 +156,25 @@ class MatrixRun:
         self.console = terminal.console()
 
     def execute(self) -> RunResult:
+        return self.complete(self.prepare())
+
+    def prepare(self) -> Work:
+        """The run up to its choice of builds: the plan, and what the store already has. `mlc-farm build` asks
+        this first, without Prefect, and completes a run with nothing to build there too."""
         accept_steps()
         self.began = now()
         self.log.info("toolchain: %s", self.pre.toolchain.describe())
         self.keep_probe()
         sources, plan = self.make_plan()
         self.clean_up()
-        work = self.choose(sources, plan)
+        return self.choose(sources, plan)
+
+    def complete(self, work: Work) -> RunResult:
+        """Run the chosen builds, then move the catalog, report, publish and write the page."""
         status = self.dispatch(work)
-        outcomes = self.collect(work)
+        outcomes, plan = self.collect(work), work.plan
         try:
-            units, refused = self.engine.update_catalog(plan, sources, self.records), None
+            units, refused = self.engine.update_catalog(plan, work.sources, self.records), None
         except StoreError as e:  # a full or read-only store: the run still ends with its summary, saying so
             units, refused = [], str(e)
         summary = summarize(plan, outcomes, units)

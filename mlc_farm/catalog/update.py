@@ -11,6 +11,7 @@ whether the entry moves.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pydantic import ValidationError
@@ -28,7 +29,7 @@ from mlc_farm.records.outcomes import UnitResult
 from mlc_farm.records.reads import read_blob_json
 from mlc_farm.records.schema import SCHEMA_VERSION, BuildRecord, CatalogEntry, LibRef, now
 from mlc_farm.store import ArtifactStore
-from mlc_farm.store.documents import first_problem
+from mlc_farm.store.documents import READERS, first_problem
 from mlc_farm.store.layout import catalog_path
 from mlc_farm.trust import attestations, keys
 from mlc_farm.trust.dsse import SignatureRefused
@@ -123,6 +124,17 @@ def _borrow_memory(libs: dict[str, LibRef], served: dict[str, LibRef]) -> None:
         for ref in libs.values():
             if ref.memory is None:
                 ref.memory = known[1].model_copy(update={"borrowed_from": known[0]})
+
+
+def update_units(
+    store: ArtifactStore, plan: Plan, resolved: dict[str, ResolvedSource], known: dict[str, BuildRecord]
+) -> list[UnitResult]:
+    """Every catalog entry of the plan, READERS entries at a time (on S3 each reads and maybe writes a few
+    objects): a no-op nightly over thousands of cells stays a matter of seconds."""
+    records = Records(store, known)
+    units = [(m, q) for m, q in plan.units if m in resolved and resolved[m].error is None]
+    with ThreadPoolExecutor(max_workers=READERS) as pool:
+        return list(pool.map(lambda u: update_unit(store, plan, resolved[u[0]], u[0], u[1], records), units))
 
 
 def update_unit(

@@ -1,8 +1,9 @@
-"""`mlc-farm build`: the nightly flow in this process, on Prefect's temporary server."""
+"""`mlc-farm build`: the nightly flow in this process, on Prefect's temporary server, once its plan has work."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -14,6 +15,8 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
+from mlc_farm.building.preflight import Preflight
+from mlc_farm.building.run import RunResult
 from mlc_farm.cli._app import app
 from mlc_farm.cli._errors import command, terminated
 from mlc_farm.cli._options import MatrixOpt, ModelOpt, StoreOpt
@@ -86,11 +89,15 @@ def build(
     force: Annotated[bool, typer.Option("--force", help="Rebuild even what the store has.")] = False,
     store: StoreOpt = None,
 ) -> None:
-    """Build the matrix locally: the nightly flow in this process, with Prefect's temporary server."""
+    """Build the matrix locally: the nightly flow in this process, with Prefect's temporary server; with nothing to
+    build, at the cost of its plan, without Prefect."""
     from mlc_farm.building.preflight import preflight
 
     # The run's pre-flight, once, before Prefect starts: the flow is handed it instead of making another.
     pre = preflight(str(matrix), model or None, None, None, store, lambda st, pools: probe_here(pools))
+    if (done := _without_prefect(pre, force)) is not None:
+        _ended(done)
+        return
 
     # Prefect's temporary server: a generous start on a loaded 2-core worker, and no telemetry from it.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
@@ -110,7 +117,24 @@ def build(
             state = nightly_build(
                 str(matrix), models=model or None, force=force, store=store, checked=pre, return_state=True
             )
-    ended = run_result(state)
+    _ended(run_result(state))
+
+
+def _without_prefect(pre: Preflight, force: bool) -> RunResult | None:
+    """The run, when its plan has nothing to build: its catalog, publishing and page, in this process (no
+    Prefect server, at about the cost of `mlc-farm plan`). None when there are builds to run."""
+    from mlc_farm.building.run import MatrixRun, Progress
+    from mlc_farm.cli._direct import DirectEngine
+
+    silent = logging.getLogger("mlc_farm.build.direct")  # what the flow would log to Prefect: said in the result
+    silent.addHandler(logging.NullHandler())
+    silent.propagate = False
+    run = MatrixRun(pre, DirectEngine(pre), force, Progress(), silent)
+    work = run.prepare()
+    return None if work.todo else run.complete(work)
+
+
+def _ended(ended: RunResult) -> None:
     if ended.signal:
         raise fail(ended.message, 128 + signal.Signals[ended.signal])
     if not ended.ok:
