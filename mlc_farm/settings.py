@@ -114,6 +114,19 @@ class Settings(BaseSettings):
     s3_chunk_mb: int = Field(16, ge=5, le=5120, description="S3 multipart part size in MB.")
     s3_concurrency: int = Field(8, ge=1, le=64, description="S3 parts or ranges in flight per process.")
     s3_range_mb: int = Field(8, ge=1, le=1024, description="S3 ranged-GET size in MB.")
+    speed_seconds: Seconds = Field(
+        30,
+        description="The most a library's check spends timing its speeds; it spends a tenth of the library's compile "
+        "(at least 1 s) when that is less, and stops sooner when the figures are stable.",
+    )
+    speed_regression: float = Field(
+        0.10,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description="A speed is a regression when it dropped by more than this fraction and outside the spread of "
+        "both toolchains' timed runs.",
+    )
     status_seconds: Seconds = Field(
         60, description="How often `mlc-farm build` prints its status when the output is not a terminal."
     )

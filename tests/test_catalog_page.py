@@ -128,6 +128,7 @@ def test_each_cell_draws_its_history_with_regressions_marked(
     dom = browse(store / "index.html", "?device=cpu", "--dump-dom")
     assert dom.count('class="chart tokens_per_s"') == 1 and dom.count('class="chart kl"') == 1
     assert dom.count('class="regression"') == 2  # the newest point of both charts
+    assert "A speed regression: tokens/s down by more than 10%" in dom  # the page says its threshold
     assert "<title>KL: " in dom and "not measured" not in dom.split('class="chart kl"')[1].split("</svg>")[0]
     HISTORY_SCREENSHOT.parent.mkdir(exist_ok=True)
     HISTORY_SCREENSHOT.unlink(missing_ok=True)

@@ -217,6 +217,7 @@ def test_history_keeps_a_point_per_toolchain_and_lists_what_regressed(
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert [v in shown.stdout for v in ("0.20.0.dev0", "0.21.0.dev1", "0.21.0.dev2")] == [True] * 3
     assert "regression: tokens/s down" in shown.stdout
+    assert "a speed regression: tokens/s down by more than 10%, with every timed run below" in shown.stdout
     from mlc_farm.catalog.history import series
     from mlc_farm.records.reads import all_records
 
@@ -241,6 +242,10 @@ def test_a_speed_drop_within_the_spread_of_the_runs_is_no_regression() -> None:
                      kl_mean=kl, peak_memory_bytes=memory, check="k")  # fmt: skip
 
     assert regressions([at([100, 110, 120]), at([90, 95, 101])]) == []  # the ranges overlap: noise
+    # A shared machine's 2%, even with every run below the old ones, is no regression; 20% is.
+    assert regressions([at([100, 100.5, 101]), at([97.5, 98, 98.5])]) == []
+    (slower,) = regressions([at([100, 100.5, 101]), at([80, 80.4, 80.8])])
+    assert slower.describe() == "tokens/s down: 100.5 -> 80.4 (20%: beyond 10% and the spread of the timed runs)"
     (drop,) = regressions([at([100, 110, 120]), at([80, 85, 99])])
     assert drop.what == "tokens/s" and (drop.before, drop.after) == (110, 85)
     assert [r.what for r in regressions([at([100]), at([100], kl=0.2, memory=120)])] == ["KL", "memory"]

@@ -159,25 +159,98 @@ def test_a_library_runs_through_mlc_engine_or_the_tvm_runtime(
     assert (decode.phase, prefill.phase, engine.phase) == ("decode", "prefill", "decode")
     # The headline is the VM's decode, measured the way the kernels run; MLCEngine's is a method of its own.
     assert v.run.method == decode.method and v.run.tokens_per_s == decode.tokens_per_s
-    assert "128 steps per run" in decode.method and "logits left on the device" in decode.method
-    assert "after a warm-up run" in decode.method and len(decode.runs) == speed.TIMED_RUNS
-    assert "one prompt of 512 tokens" in prefill.method and prefill.tokens_per_s and decode.tokens_per_s
+    assert decode.steps == 128 and "logits left on the device" in decode.method  # a fast device: the full plan
+    assert "after a warm-up run" in decode.method and speed.MIN_RUNS <= len(decode.runs) <= speed.MAX_RUNS
+    assert decode.stopped in ("stable", f"{speed.MAX_RUNS} runs", "time budget")
+    assert prefill.steps == 512 and prefill.tokens_per_s and decode.tokens_per_s
     assert engine.method.startswith("MLCEngine") and engine.tokens_per_s
     monkeypatch.setenv("MLC_DOUBLE_NO_RUNTIME", "1")  # a toolchain without libmlc_llm: the TVM runtime alone
     _, v = validate_library(lib, CPU, "a", *docs(out), out)
     assert v.run.status == "passed" and [s.method for s in v.run.speeds] == [decode.method, prefill.method]
 
 
-def test_the_warm_up_run_is_not_counted() -> None:
-    """The timing rule of the check's script, run as the toolchain's interpreter runs it."""
+class Clock:
+    """time.perf_counter for the check's script, moved by the runs it times instead of by waiting."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+def timing_rules() -> tuple[dict, Clock]:
+    """The timing rules of the check's script, run as the toolchain's interpreter runs it, on a clock of ours."""
     from mlc_farm.toolchain.invoke import SCRIPTS
 
     scope: dict = {"__name__": "run_library"}
     exec((SCRIPTS / "distributions.py").read_text() + (SCRIPTS / "run_library.py").read_text(), scope)
-    seconds = iter([9.0, 1.0, 2.0, 4.0])  # the first run of a set is the slowest (module load, allocations)
-    assert scope["timed"](3, lambda: next(seconds)) == [1.0, 2.0, 4.0]
-    figure = scope["speed"]("decode", "m", 128, [1.0, 2.0, 4.0])
-    assert figure == {"phase": "decode", "method": "m", "tokens_per_s": 64.0, "runs": [32.0, 64.0, 128.0]}
+    clock = Clock()
+    scope["time"] = clock
+    return scope, clock
+
+
+def test_the_timed_runs_stop_when_stable_or_when_the_budget_is_spent() -> None:
+    scope, clock = timing_rules()
+    plan = {**speed.PLAN, "seconds": 10.0}
+
+    def runs(*seconds: float):
+        left = iter(seconds)
+
+        def one() -> float:
+            took = next(left)
+            clock.now += took
+            return took
+
+        return one
+
+    # The first run of a set is the slowest (module load, allocations): a warm-up run, not counted.
+    assert scope["timed"](runs(9.0, 1.0, 1.01, 1.02, 5.0), 100, plan) == ([1.0, 1.01, 1.02], "stable")
+    assert scope["timed"](runs(*[1.0, 2.0] * 20), 100, plan) == ([2.0, 1.0] * 5, "10 runs")  # noise: at most 10
+    assert scope["timed"](runs(9.0, 1.0, 2.0, 4.0, 1.0), 10, plan) == ([1.0], "time budget")  # at least one run
+    assert scope["timed"](runs(1.0, 1.01, 1.02), 100, plan, True) == ([1.0, 1.01, 1.02], "stable")  # warmed up
+    figure = scope["speed"]("decode", "m", 128, [1.0, 2.0, 4.0], "stable")
+    assert figure == {"phase": "decode", "method": "m", "tokens_per_s": 64.0, "runs": [32.0, 64.0, 128.0],
+                      "steps": 128, "stopped": "stable"}  # fmt: skip
+
+
+def test_a_slow_device_is_timed_on_fewer_steps_within_its_share() -> None:
+    scope, _ = timing_rules()
+    plan = speed.PLAN
+
+    def at(seconds_per_step: float):
+        return lambda n: n * seconds_per_step
+
+    # A fast device is timed on the whole plan; a slow one doubles the steps from the least only while the next
+    # size's three runs fit its share; the slowest still times the plan's least. Any sizing run warms it up.
+    assert scope["sized"](at(0.001), 128, 5.0, plan) == (128, True)
+    assert scope["sized"](at(0.125), 128, 5.0, plan) == (8, True)  # 8 tokens/s: 3 runs of 16 steps take 6 s
+    assert scope["sized"](at(0.02), 128, 5.0, plan) == (64, True)
+    assert scope["sized"](at(10.0), 128, 5.0, plan) == (speed.MIN_STEPS, True)
+    assert scope["sized"](at(0.001), 3, 5.0, plan) == (3, False)  # a context smaller than the least: no sizing
+    assert speed.budget(20.0, 30) == 2.0 and speed.budget(600.0, 30) == 30 and speed.budget(0.5, 30) == 1.0
+
+
+def test_a_slow_device_gets_a_check_within_its_budget(
+    model_a: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The double's bandwidth turned down: a decode step takes ~60 ms (the old plan's 4 x 128 steps alone: 30 s).
+    What the runs timed, by the script's own clock, stays within each phase's share of the budget."""
+    from mlc_farm.checks.validate import run_library
+
+    out, lib = built_library(model_a, tmp_path)
+    weights = sum(p.stat().st_size for p in out.glob("params_shard_*.bin"))
+    monkeypatch.setenv("MLC_DOUBLE_BANDWIDTH", str(weights / 0.06))
+    budget = 2.0
+    run = RunCheck(**run_library(lib, "cpu", out, 600, speed_seconds=budget)["run"])
+    assert run.status == "passed", run.detail
+    decode, prefill, engine = run.speeds
+    assert decode.steps is not None and decode.steps < speed.DECODE_STEPS and decode.tokens_per_s
+    for figure, share in ((decode, budget / 2), (prefill, budget / 4), (engine, budget / 4)):
+        timed = sum((figure.steps or 0) / r for r in figure.runs)
+        # Each phase stops at its first run past its share: at most one run over it.
+        assert timed <= share + max((figure.steps or 0) / r for r in figure.runs), (figure, share)
+        assert figure.stopped and figure.runs, figure
 
 
 def test_a_4_bit_library_decodes_faster_than_a_16_bit_one_where_reading_weights_dominates(

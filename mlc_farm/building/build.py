@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mlc_farm.building.workdirs import workdir
-from mlc_farm.checks import device_code, fidelity, fidelity_metrics, fit, runtime, validate
+from mlc_farm.checks import device_code, fidelity, fidelity_metrics, fit, runtime, speed, validate
 from mlc_farm.checks.fidelity import Fidelity
 from mlc_farm.checks.results import RunCheck, Validation
 from mlc_farm.devices import family as device_family
@@ -417,7 +417,8 @@ def check_cell(
         request = validate.write_request(work / "request.json", tokens.tokens, ref.top_ids if ref else None)
         with activity.phase(cb.key, "run and fidelity"):
             try:
-                out = validate.run_library(lib_file, fam.runtime_device, weights, _timeout(timeout), request)
+                budget = speed.budget(lib.seconds.get("compile"), load_settings().speed_seconds)
+                out = validate.run_library(lib_file, fam.runtime_device, weights, _timeout(timeout), request, budget)
             except LibraryLoadError as e:
                 raise ValidationFailed(f"{cell}: {e}") from None
         if lacking := validate.lacks_device(out, fam.runtime_device):

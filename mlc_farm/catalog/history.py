@@ -2,8 +2,9 @@
 its own): one point per toolchain, per catalog cell and per library (architecture x quantization x target),
 and the regressions of the newest toolchain against the one before. Pure, given the records.
 
-Timing is noisy: a point keeps every timed run's tokens/s, and a drop counts only when the new runs are all
-below the old ones (the two ranges do not overlap). Speeds compare only within one method (`speed.py`): a
+Timing is noisy: a point keeps every timed run's tokens/s, and a drop counts only when it is more than
+MLC_FARM_SPEED_REGRESSION (10%) of the old figure and the new runs are all below the old ones (the two ranges
+do not overlap): a shared machine's 2% is not a regression. Speeds compare only within one method (`speed.py`): a
 change of method starts a new series instead of flagging a regression. KL counts when it is far worse (`fidelity.judge`'s rule);
 peak memory when it grew by more than a tenth.
 """
@@ -19,6 +20,7 @@ from mlc_farm.checks.speed import of_phase
 from mlc_farm.matrix.fidelity_rules import kl_regressed
 from mlc_farm.planning.keys import across_toolchains
 from mlc_farm.records.schema import BuildRecord
+from mlc_farm.settings import load_settings
 
 MEMORY_GROWTH = 1.10
 
@@ -43,7 +45,11 @@ class Regression(BaseModel):
 
     def describe(self) -> str:
         if self.what == "tokens/s":
-            return f"tokens/s down: {self.before:.1f} -> {self.after:.1f} (beyond the spread of the timed runs)"
+            drop = 1 - self.after / self.before if self.before else 0
+            return (
+                f"tokens/s down: {self.before:.1f} -> {self.after:.1f} ({drop:.0%}: beyond "
+                f"{speed_floor():.0%} and the spread of the timed runs)"
+            )
         if self.what == "KL":
             return f"KL up: {self.before:.4g} -> {self.after:.4g}"
         return f"peak memory up: {self.before / 2**20:.0f} MB -> {self.after / 2**20:.0f} MB"
@@ -104,7 +110,7 @@ def regressions(points: list[Point]) -> list[Regression]:
     old, new = points[-2], points[-1]
     found = []
     runs = (old.tokens_per_s_runs, new.tokens_per_s_runs) if old.method == new.method else ([], [])  # a new series
-    if runs[0] and runs[1] and max(runs[1]) < min(runs[0]):
+    if runs[0] and runs[1] and max(runs[1]) < min(runs[0]) and slower(old.tokens_per_s, new.tokens_per_s):
         found.append(Regression(what="tokens/s", before=old.tokens_per_s or 0, after=new.tokens_per_s or 0))
     if old.kl_mean is not None and new.kl_mean is not None and kl_regressed(new.kl_mean, old.kl_mean):
         found.append(Regression(what="KL", before=old.kl_mean, after=new.kl_mean))
@@ -115,6 +121,23 @@ def regressions(points: list[Point]) -> list[Regression]:
     ):
         found.append(Regression(what="memory", before=old.peak_memory_bytes, after=new.peak_memory_bytes))
     return found
+
+
+def speed_floor() -> float:
+    return load_settings().speed_regression
+
+
+def slower(before: float | None, after: float | None) -> bool:
+    """The figure dropped by more than the floor noise stays under (MLC_FARM_SPEED_REGRESSION)."""
+    return bool(before and after is not None and after < (1 - speed_floor()) * before)
+
+
+SPEED_RULE = "tokens/s down by more than {floor:.0%}, with every timed run below the previous toolchain's"
+
+
+def speed_rule() -> str:
+    """What makes a speed regression, for the page and `history`."""
+    return SPEED_RULE.format(floor=speed_floor())
 
 
 def speed_series(points: list[Point]) -> list[Point]:

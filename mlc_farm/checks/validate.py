@@ -19,20 +19,28 @@ from mlc_farm.devices import family as device_family
 from mlc_farm.errors import LibraryLoadError
 from mlc_farm.matrix import fidelity_rules
 from mlc_farm.matrix.schema import DeviceSpec
+from mlc_farm.settings import load_settings
 from mlc_farm.toolchain.invoke import in_toolchain
 
 REFERENCE_FILE, DISTRIBUTIONS_FILE = "reference.json", "distributions.json"  # a reference's, a reference check's
 
 
 def run_library(
-    lib: Path, device: str, weights_dir: Path | None, timeout: float, request: Path | None = None
+    lib: Path,
+    device: str,
+    weights_dir: Path | None,
+    timeout: float,
+    request: Path | None = None,
+    speed_seconds: float | None = None,
 ) -> dict[str, Any]:
-    """Load `lib` in the toolchain's interpreter on `device`; with weights, also run it (and, given a fidelity
-    request, make its teacher-forced pass). The script's JSON."""
+    """Load `lib` in the toolchain's interpreter on `device`; with weights, also run it, timing its speeds within
+    `speed_seconds` (default MLC_FARM_SPEED_SECONDS), and, given a fidelity request, make its teacher-forced
+    pass. The script's JSON."""
     args = [str(lib), device]
     if weights_dir:
-        plan = (speed.LIVENESS_STEPS, speed.DECODE_STEPS, speed.TIMED_RUNS, speed.PREFILL_TOKENS)
-        args += [str(weights_dir), *map(str, plan), *([str(request)] if request else [])]
+        seconds = load_settings().speed_seconds if speed_seconds is None else speed_seconds
+        plan = json.dumps({**speed.PLAN, "seconds": seconds})
+        args += [str(weights_dir), plan, *([str(request)] if request else [])]
     return in_toolchain("run_library.py", args, timeout, ("loading the library", "load the library"))
 
 

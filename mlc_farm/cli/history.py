@@ -85,7 +85,7 @@ def _values(p: Point, method: int) -> tuple[str, ...]:
 def _print_series(title: str, points: list[Point]) -> None:
     """A table; where it would not fit the terminal whole (80 columns), one block of lines per toolchain, every
     value whole. The methods and regressions wrap at words."""
-    from mlc_farm.catalog.history import regressions
+    from mlc_farm.catalog.history import regressions, speed_rule
 
     methods = list(dict.fromkeys(p.method or "not recorded" for p in points))
     rows = [_values(p, methods.index(p.method or "not recorded") + 1) for p in points]
@@ -106,3 +106,4 @@ def _print_series(title: str, points: list[Point]) -> None:
         out.print(Text(f"method {i}: {method}"))
     for r in regressions(points):
         out.print(Text(f"regression: {r.describe()}", "yellow"))
+    out.print(Text(f"a speed regression: {speed_rule()}"))

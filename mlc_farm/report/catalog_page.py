@@ -17,7 +17,7 @@ import json
 import re
 from typing import Any
 
-from mlc_farm.catalog.history import Point, regressions, series, speed_series
+from mlc_farm.catalog.history import Point, regressions, series, speed_rule, speed_series
 from mlc_farm.catalog.published import Published, published
 from mlc_farm.checks.speed import of_phase
 from mlc_farm.huggingface.endpoint import repo_url
@@ -180,7 +180,12 @@ def verify_note(keys: set[str]) -> str:
 def write_page(store: ArtifactStore) -> str:
     """Write index.html and catalog.json at the store's root; what they hold, in the page's own words."""
     rows = catalog_rows(store)
-    data = {"store": store.url, "rows": rows, "verify": verify_note({r["signed_by"] for r in rows if r["signed_by"]})}
+    data = {
+        "store": store.url,
+        "rows": rows,
+        "verify": verify_note({r["signed_by"] for r in rows if r["signed_by"]}),
+        "regression_rule": f"A speed regression: {speed_rule()}.",
+    }
     store.write_json(DATA, data)
     store.write_text(PAGE, render(data), "text/html; charset=utf-8")
     served = sum(r["status"] == "served" for r in rows)
@@ -207,6 +212,7 @@ th{background:#f3f3f3}.served{color:#15692c}.missing{color:#a11}.not-run{color:#
 #grid td{text-align:center}label{margin-right:1em}
 </style></head><body>
 <h1>mlc-farm catalog</h1><p>Store: <code>__STORE__</code>. <span id="count"></span></p><p id="verify"></p>
+<p id="regression-rule"></p>
 <div><label>model <select id="model"></select></label><label>quantization <select id="quantization"></select></label>
 <label>device <select id="device"></select></label></div>
 <h2>Matrix</h2><table id="grid"></table>
@@ -220,6 +226,7 @@ checked; hover for why) &middot; &#10008; missing</p>
 <script>
 const data = JSON.parse(document.getElementById("catalog").textContent);
 document.getElementById("verify").textContent = data.verify || "";
+document.getElementById("regression-rule").textContent = data.regression_rule || "";
 const keys = ["model", "quantization", "device"];
 const params = new URLSearchParams(location.search);
 const size = n => n == null ? "-" : n < 1048576 ? (n / 1024).toFixed(1) + " KB" : (n / 1048576).toFixed(1) + " MB";

@@ -10,8 +10,9 @@ speeds (the reference's "speeds measured three ways"), TVM's `Device.sync()` aft
 a copy of the logits to the host each step; and TVM's `Device.exist`, only to tell a device this runtime lacks
 (a driver on the machine, a TVM built without it: `tvm.vulkan(0).exist` is False) from a library that fails.
 
-usage: python - LIBRARY DEVICE [WEIGHTS_DIR LIVENESS_STEPS DECODE_STEPS RUNS PREFILL_TOKENS [REQUEST_JSON]]
-  (request: {"tokens": [...], "k": K, "probe_ids": [[...], ...] or null})
+usage: python - LIBRARY DEVICE [WEIGHTS_DIR PLAN_JSON [REQUEST_JSON]]
+  (plan: mlc_farm/checks/speed.py's PLAN and "seconds", the budget of the timed phases;
+   request: {"tokens": [...], "k": K, "probe_ids": [[...], ...] or null})
 """
 
 # ruff: noqa: F821  (json, sys, time, summarize and read_request come from distributions.py, which runs first)
@@ -84,32 +85,64 @@ def liveness(runner, steps):
         token = int(runner.step([token], "decode").argmax())
 
 
-def timed(runs, one):
-    """`one()`'s seconds over `runs` runs after a warm-up run that is not counted (the first run of a set is the
-    slowest: module load, allocations)."""
-    one()
-    return [one() for _ in range(runs)]
+def timed(one, share, plan, warm=False):
+    """`one()`'s seconds per run: a warm-up run first unless the library is `warm` (not counted: the first run
+    of a set is the slowest, module load and allocations), then runs until the last of them agree (stable), the
+    most runs were made, or `share` seconds are spent, with at least one timed run. The runs, and why they
+    stopped."""
+    least, most = plan["runs"]
+    began = time.perf_counter()
+    if not warm:
+        one()
+    runs = []
+    while True:
+        runs.append(one())
+        last = sorted(runs[-least:])
+        if len(runs) >= least and last[-1] - last[0] <= plan["stable"] * last[len(last) // 2]:
+            return runs, "stable"
+        if len(runs) >= most:
+            return runs, f"{most} runs"
+        if time.perf_counter() - began >= share:
+            return runs, "time budget"
 
 
-def speed(phase, method, tokens, seconds):
+def sized(one, most, share, plan):
+    """How many steps (or prompt tokens) a run takes: doubling from the plan's least while a run of the next size
+    and the fewest timed runs still fit in `share` seconds, up to `most` (a fast device: the plan's full size);
+    and whether a run was made (it warmed the library up: module load and allocations are done)."""
+    n, warm = min(plan["min_steps"], most), False
+    while n < most:
+        took, warm = one(n), True
+        if took * 2 * plan["runs"][0] > share:
+            return n, warm
+        n = min(2 * n, most)
+    return n, warm
+
+
+def speed(phase, method, tokens, seconds, stopped):
+    """The figure of a phase: the median of its runs' tokens/s, every run, the tokens each run timed (not in the
+    method: a slower device times fewer steps, and its figure must still compare with the last toolchain's)."""
     speeds = sorted(tokens / s for s in seconds if s > 0)
     return {
         "phase": phase,
         "method": method,
         "tokens_per_s": speeds[len(speeds) // 2] if speeds else None,
         "runs": speeds,
+        "steps": tokens,
+        "stopped": stopped,
     }
 
 
-def decode_speed(runner, steps, runs):
+def decode_speed(runner, share, plan):
     """Tokens/s of decode as the kernels run: one token in, the logits left on the device, one synchronisation
     at the end of each run, so the figure is the library's and not the loop's copies to the host."""
     import numpy as np
 
-    steps = min(steps, runner.capacity() - 1)  # one prompt token, then every step in the context
+    began = time.perf_counter()
+    most = min(plan["decode_steps"], runner.capacity() - 1)  # one prompt token, then every step in the context
     token = runner.tvm.runtime.tensor(np.array([1], dtype="int32"), runner.device)
 
-    def one():
+    def run(steps):
         runner.new_sequence()
         runner.forward(token, 1, "prefill")
         runner.device.sync()
@@ -119,21 +152,24 @@ def decode_speed(runner, steps, runs):
         runner.device.sync()
         return time.perf_counter() - start
 
+    steps, warm = sized(run, most, share, plan)
+    seconds, stopped = timed(lambda: run(steps), share - (time.perf_counter() - began), plan, warm)
     method = (
-        f"TVM VM decode: {steps} steps per run after a 1-token prefill, logits left on the device, one "
-        f"sync per run; median of {runs} runs after a warm-up run"
+        "TVM VM decode: steps after a 1-token prefill, logits left on the device, one sync per run; median of "
+        "the runs after a warm-up run"
     )
-    return speed("decode", method, steps, timed(runs, one))
+    return speed("decode", method, steps, seconds, stopped), steps
 
 
-def prefill_speed(runner, tokens, runs):
-    """Tokens/s of one long prompt (`tokens`, or the library's prefill chunk or context if smaller): one call."""
+def prefill_speed(runner, share, plan):
+    """Tokens/s of one long prompt (the plan's, or the library's prefill chunk or context if smaller): one call."""
     import numpy as np
 
-    n = min(tokens, runner.meta["prefill_chunk_size"], runner.capacity())
-    ids = runner.tvm.runtime.tensor(np.arange(1, n + 1, dtype="int32") % runner.vocab, runner.device)
+    began = time.perf_counter()
+    most = min(plan["prefill"], runner.meta["prefill_chunk_size"], runner.capacity())
 
-    def one():
+    def run(n):
+        ids = runner.tvm.runtime.tensor(np.arange(1, n + 1, dtype="int32") % runner.vocab, runner.device)
         runner.new_sequence()
         runner.device.sync()
         start = time.perf_counter()
@@ -141,8 +177,10 @@ def prefill_speed(runner, tokens, runs):
         runner.device.sync()
         return time.perf_counter() - start
 
-    method = f"TVM VM prefill: one prompt of {n} tokens per run, one sync; median of {runs} runs after a warm-up run"
-    return speed("prefill", method, n, timed(runs, one))
+    n, warm = sized(run, most, share, plan)
+    seconds, stopped = timed(lambda: run(n), share - (time.perf_counter() - began), plan, warm)
+    method = "TVM VM prefill: one prompt per run, one sync; median of the runs after a warm-up run"
+    return speed("prefill", method, n, seconds, stopped)
 
 
 def teacher_forced(runner, request):
@@ -156,11 +194,12 @@ def teacher_forced(runner, request):
     return {**out, "seconds": time.perf_counter() - start}
 
 
-def engine_speed(device_name, weights_dir, lib, steps, runs):
+def engine_speed(device_name, weights_dir, lib, steps, share, plan):
     """The public way to run a model: chat completions through MLCEngine, its own method (prefill, sampling and
     detokenizing included), never mixed with the VM's figures."""
     from mlc_llm import MLCEngine
 
+    began = time.perf_counter()
     engine = MLCEngine(model=weights_dir, device=device_name, model_lib=lib, mode="local")
     made = []
 
@@ -174,22 +213,20 @@ def engine_speed(device_name, weights_dir, lib, steps, runs):
         return seconds
 
     try:
-        seconds = timed(runs, one)
+        seconds, stopped = timed(one, share - (time.perf_counter() - began), plan)
     finally:
         engine.terminate()
-    method = (
-        f"MLCEngine chat completion of up to {steps} tokens (prefill and sampling included); median of "
-        f"{runs} runs after a warm-up run"
-    )
-    return speed("decode", method, min(made[1:]), seconds)
+    method = "MLCEngine chat completion (prefill and sampling included); median of the runs after a warm-up run"
+    return speed("decode", method, min(made[1:]), seconds, stopped)
 
 
 def run_checks(runner, lib, device_name, weights_dir, plan):
-    """Liveness, then the speeds: the VM's decode and prefill, and MLCEngine's where the toolchain has it."""
-    live, steps, runs, prefill = plan
-    liveness(runner, live)
-    decode = decode_speed(runner, steps, runs)
-    speeds = [decode, prefill_speed(runner, prefill, runs)]
+    """Liveness, then the speeds within the plan's seconds: half to the VM's decode, a quarter to its prefill, a
+    quarter to MLCEngine's where the toolchain has it."""
+    budget = plan["seconds"]
+    liveness(runner, plan["liveness"])
+    decode, steps = decode_speed(runner, budget / 2, plan)
+    speeds = [decode, prefill_speed(runner, budget / 4, plan)]
     try:
         import mlc_llm
 
@@ -197,7 +234,7 @@ def run_checks(runner, lib, device_name, weights_dir, plan):
     except ImportError:
         has_engine = False
     if has_engine:
-        speeds.append(engine_speed(device_name, weights_dir, lib, steps, runs))
+        speeds.append(engine_speed(device_name, weights_dir, lib, steps, budget / 4, plan))
     return {
         "status": "passed",
         "method": decode["method"],
@@ -224,7 +261,7 @@ def main(argv):
     meta = json.loads(vm["_metadata"]())
     out = {"metadata": meta}
     if len(argv) > 2:
-        weights_dir, plan = argv[2], [int(a) for a in argv[3:7]]
+        weights_dir, plan = argv[2], json.loads(argv[3])
         try:
             runner = Runner(tvm, vm, meta, device, weights_dir)
             if runner.missing:
@@ -234,8 +271,8 @@ def main(argv):
                 }
             else:
                 run = run_checks(runner, lib, device_name, weights_dir, plan)
-                if len(argv) > 7:
-                    out["distributions"] = teacher_forced(runner, read_request(argv[7]))
+                if len(argv) > 4:
+                    out["distributions"] = teacher_forced(runner, read_request(argv[4]))
         except Exception as e:  # the library or the weights are at fault: a result, not a crash
             run = {"status": "failed", "detail": f"{type(e).__name__}: {e}"}
         out["run"] = {**run, "peak_memory_bytes": peak_rss()}
