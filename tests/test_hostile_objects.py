@@ -109,14 +109,48 @@ def test_a_full_or_read_only_store_ends_the_build_with_its_summary(tiny_models: 
         f"mount -t tmpfs -o size=300k tmpfs {store} && {build}"
         if how == "full"
         else f"mount -t tmpfs -o size=64m tmpfs {store} && {build} >/dev/null && "
-        # read-only as soon as the first toolchain step of the rebuild starts (it then sleeps 3 s); a remount is
-        # refused while a file is open for writing there (a parallel build's upload), so it is tried until it holds
-        f"(while [ ! -s {tmp_path}/calls ]; do sleep 0.1; done; "
-        f"until mount -o remount,ro {store} 2>/dev/null; do sleep 0.05; done) & "
-        f"MLC_DOUBLE_LOG={tmp_path}/calls MLC_DOUBLE_SLEEP=3 {build} --force"
+        # Read-only as soon as the rebuild's first toolchain step starts (it then sleeps 5 s). One build at a time,
+        # so that no upload holds a file open for writing then (a remount is refused while one does); the remount
+        # is still tried until it holds, for at most 5 s, with its output away from the test's pipes.
+        f"(while [ ! -s {tmp_path}/calls ]; do sleep 0.1; done; for _ in $(seq 100); do "
+        f"mount -o remount,ro {store} && echo remounted > {tmp_path}/ro && break; sleep 0.05; done) "
+        f">/dev/null 2>&1 & MLC_FARM_PARALLEL=1 MLC_DOUBLE_LOG={tmp_path}/calls MLC_DOUBLE_SLEEP=5 {build} --force"
     )
     done = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=600)
     said = " ".join((done.stdout + done.stderr).split())
+    assert how == "full" or (tmp_path / "ro").exists(), f"the store was never remounted read-only: {said}"
     assert done.returncode == 1, said
     assert "mlc-farm build summary" in said and "internal error" not in said and "Traceback" not in said, said
     assert ("No space left on device" if how == "full" else "Read-only file system") in said, said
+
+
+def test_a_field_the_farm_does_not_know_is_refused_when_written_and_dropped_with_a_note_when_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from datetime import datetime, timezone
+
+    from pydantic import ValidationError
+
+    from mlc_farm.checks.results import FitCheck, RunCheck, Validation
+    from mlc_farm.records.schema import BuildRecord
+    from mlc_farm.store.documents import read_document
+
+    at = datetime(2026, 12, 6, tzinfo=timezone.utc)
+    fields = {"key": SHA, "kind": "library", "files": [], "inputs": {}, "toolchain": {}, "started_at": at,
+              "finished_at": at, "seconds": {"compile": 1.0}}  # fmt: skip
+    with pytest.raises(ValidationError, match="validaton"):  # a misspelt field is an error where it is made
+        BuildRecord(**fields, validaton=None)
+    with pytest.raises(ValidationError, match="tokens_per_sec"):
+        RunCheck(status="passed", tokens_per_sec=1.0)
+    record = BuildRecord(**fields, validation=Validation(fits=FitCheck(status="passed"), run=RunCheck(status="passed")))
+    newer = record.model_dump(mode="json") | {"energy_joules": 3.5}  # what a newer mlc-farm may write
+    newer["validation"]["run"]["power_watts"] = 300
+    store = LocalStore(tmp_path / "store")
+    store.write_json("builds/newer.json", newer)
+    with caplog.at_level("WARNING", logger="mlc_farm"):
+        read = read_document(store, "builds/newer.json", BuildRecord)
+        assert read_document(store, "builds/newer.json", BuildRecord) == read
+    assert read == record
+    assert [r.getMessage().split(": ", 1)[1] for r in caplog.records] == [
+        "fields this mlc-farm does not know (energy_joules, power_watts), ignored (a newer mlc-farm wrote them)"
+    ]  # once
