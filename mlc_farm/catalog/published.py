@@ -6,8 +6,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pydantic import BaseModel
-
 from mlc_farm.digests import digest
 from mlc_farm.huggingface.endpoint import repo_url
 from mlc_farm.names import BuildKey, Name, RepoId
@@ -17,13 +15,14 @@ from mlc_farm.store.documents import read_document
 from mlc_farm.store.layout import published_path
 from mlc_farm.trust import dsse, keys
 from mlc_farm.trust.dsse import STATEMENT_TYPE, SignatureRefused
+from mlc_farm.written import Written
 
 log = logging.getLogger(__name__)
 
 PUBLISHED_TYPE = "https://github.com/mlc-farm/mlc-farm/blob/main/README.md#signatures"  # a published document's
 
 
-class Published(BaseModel):
+class Published(Written):
     """Where a catalog entry's builds are on the Hub: exports point there while the entry is still these builds."""
 
     repo: RepoId

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel
-
 from mlc_farm.matrix.fidelity_rules import EVAL_SET, SEED, Thresholds, kl_regressed
+from mlc_farm.written import Written
 
 
-class EvalTokens(BaseModel):
+class EvalTokens(Written):
     """The sequence every pass of a source runs: `tokens[i + 1]` is predicted at position i."""
 
     tokens: list[int]
@@ -35,7 +34,7 @@ class EvalTokens(BaseModel):
         )
 
 
-class Distributions(BaseModel):
+class Distributions(Written):
     """One pass over the evaluation tokens: per position, the top-k token ids and log-probabilities and the
     log-probability of the next token; a library pass also gives its log-probabilities at the reference's
     top-k ids (`probe_logprobs`) and its own top-1."""
@@ -50,7 +49,7 @@ class Distributions(BaseModel):
     seconds: float | None = None
 
 
-class Measured(BaseModel):
+class Measured(Written):
     top1: float
     kl_mean: float
     kl_p99: float
@@ -59,7 +58,7 @@ class Measured(BaseModel):
     positions: int
 
 
-class Fidelity(BaseModel):
+class Fidelity(Written):
     """A library's fidelity to its source, as a build record, catalog entry, card and page show it."""
 
     status: Literal["passed", "failed", "not measured", "reference"]

@@ -15,14 +15,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import BaseModel
-
 from mlc_farm.formatting import size
+from mlc_farm.written import Written
 
 MB = 1024 * 1024
 
 
-class MemoryEstimate(BaseModel):
+class MemoryEstimate(Written):
     weights_bytes: int
     temp_bytes: int
     kv_cache_bytes: int

@@ -5,19 +5,20 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import Field
 
 from mlc_farm.checks.speed import Speed
+from mlc_farm.written import Written
 
 
-class FitCheck(BaseModel):
+class FitCheck(Written):
     """Does the library's metadata fit the weights and config it ships with (names, dtypes, shapes, options)."""
 
     status: Literal["passed", "failed", "not checked"]
     detail: str = ""
 
 
-class RunCheck(BaseModel):
+class RunCheck(Written):
     """Did the library generate with real weights on its device: finite logits, decode speed, peak memory."""
 
     status: Literal["passed", "failed", "not run"]
@@ -26,12 +27,14 @@ class RunCheck(BaseModel):
     method: str | None = None  # how tokens_per_s was measured: a figure compares only with one of its method
     tokens_per_s: float | None = None  # decode through the VM: the median of the timed runs
     tokens_per_s_runs: list[float] | None = None  # each timed run's, the noise band of a later comparison
-    speeds: list[Speed] = []  # every figure with its phase and method (decode, prefill, MLCEngine's)
+    speeds: list[Speed] = Field(
+        default_factory=list
+    )  # every figure with its phase and method (decode, prefill, MLCEngine's)
     peak_memory_bytes: int | None = None
     ran_with: str | None = None
 
 
-class Validation(BaseModel):
+class Validation(Written):
     fits: FitCheck
     run: RunCheck
 

@@ -14,28 +14,29 @@ import platform
 import re
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import Field
 
 from mlc_farm.checks.device_code import held, runs_on
 from mlc_farm.devices import of_target
 from mlc_farm.errors import BadInput, RuntimeMismatch
 from mlc_farm.matrix.schema import DeviceSpec
 from mlc_farm.toolchain.info import ToolchainInfo
+from mlc_farm.written import Written
 
 
-class Needs(BaseModel):
+class Needs(Written):
     """What the machine that runs the library must offer."""
 
     device: str  # mlc_llm's `--device` kind: cuda, rocm, vulkan, metal, cpu, webgpu, ...
     # The SM architectures of the library's CUDA images (read from it, mlc_farm/checks/device_code.py), else those its
     # cuda_archs or target's `arch` asked for (a record from before the check), as cuda_archs say them (86).
-    cuda_archs: list[str] = []
+    cuda_archs: list[str] = Field(default_factory=list)
     rocm_mcpu: str | None = None
-    features: list[str] = []  # e.g. shader-f16 for a WebGPU f16 build
+    features: list[str] = Field(default_factory=list)  # e.g. shader-f16 for a WebGPU f16 build
     host: str  # the host triple the CPU part was compiled for
 
 
-class LibRuntime(BaseModel):
+class LibRuntime(Written):
     """The runtime a library was compiled with, and what it needs of the device."""
 
     mlc_llm_version: str

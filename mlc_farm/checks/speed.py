@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import Field
+
+from mlc_farm.written import Written
 
 LIVENESS_STEPS = 8  # decode steps whose logits are read back and checked, before anything is timed
 DECODE_STEPS = 128  # per timed decode run, at most
@@ -47,13 +49,13 @@ def budget(compile_seconds: float | None, most: float) -> float:
     return max(MIN_BUDGET, min(most, BUDGET_SHARE * compile_seconds))
 
 
-class Speed(BaseModel):
+class Speed(Written):
     """One measured speed: its phase, how it was measured (the words say it whole), the median, every run."""
 
     phase: Literal["decode", "prefill"]
     method: str
     tokens_per_s: float | None = None
-    runs: list[float] = []
+    runs: list[float] = Field(default_factory=list)
     steps: int | None = None  # tokens per timed run: decode steps, prompt tokens, or the completion's tokens
     stopped: str | None = None  # why the timed runs stopped: "stable", "time budget", "10 runs"
 

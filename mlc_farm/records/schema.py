@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from mlc_farm.checks.fidelity import Fidelity
 from mlc_farm.checks.memory import MemoryEstimate
@@ -19,6 +19,7 @@ from mlc_farm.checks.results import Validation
 from mlc_farm.checks.runtime import LibRuntime
 from mlc_farm.names import BuildKey, Name, RelPath, Sha256
 from mlc_farm.toolchain.jit import JitKey
+from mlc_farm.written import Written
 
 SCHEMA_VERSION: Literal[2] = 2
 
@@ -26,7 +27,7 @@ SCHEMA_VERSION: Literal[2] = 2
 Kind = Literal["convert", "config", "library", "reference", "check"]
 
 
-class FileEntry(BaseModel):
+class FileEntry(Written):
     """One output file. Its path becomes a path on a user's disk (pull, publish, install), so it is checked
     wherever a record is read (mlc_farm/names.py)."""
 
@@ -35,7 +36,7 @@ class FileEntry(BaseModel):
     sha256: Sha256
 
 
-class BuildRecord(BaseModel):
+class BuildRecord(Written):
     schema_version: Literal[2] = SCHEMA_VERSION
     key: BuildKey
     kind: Kind
@@ -71,7 +72,7 @@ class BuildRecord(BaseModel):
         return sum(f.size for f in self.files)
 
 
-class FailedCell(BaseModel):
+class FailedCell(Written):
     """A matrix cell a failed build was for; `device` None for weights and config (every device of the cell)."""
 
     model: Name
@@ -79,7 +80,7 @@ class FailedCell(BaseModel):
     device: Name | None = None
 
 
-class FailureRecord(BaseModel):
+class FailureRecord(Written):
     """The last failure of a build key: what failed, the tool's own error and the log. It keeps the log alive
     (gc) so that the links a failed run printed still work, and goes once the key builds."""
 
@@ -102,7 +103,7 @@ class FailureRecord(BaseModel):
         )
 
 
-class LibRef(BaseModel):
+class LibRef(Written):
     key: BuildKey
     file: FileEntry
     target: str
@@ -112,10 +113,12 @@ class LibRef(BaseModel):
     fidelity: Fidelity | None = None  # with this entry's weights, on the device (None: from before fidelity)
     check: BuildKey | None = None  # the check build that measured it
     runtime: LibRuntime | None = None  # what it was compiled with and needs (None: from before runtimes)
-    jit_keys: dict[str, JitKey] = {}  # mlc_llm's JIT cache name per device string, with this entry's config
+    jit_keys: dict[str, JitKey] = Field(
+        default_factory=dict
+    )  # mlc_llm's JIT cache name per device string, with this entry's config
 
 
-class CatalogEntry(BaseModel):
+class CatalogEntry(Written):
     schema_version: Literal[2] = SCHEMA_VERSION
     model: Name
     quantization: Name
@@ -124,7 +127,7 @@ class CatalogEntry(BaseModel):
     config: BuildKey
     libs: dict[Name, LibRef]
     # Planned devices with no validated library yet (only in an entry that had no complete predecessor).
-    missing: list[Name] = []
+    missing: list[Name] = Field(default_factory=list)
     updated_at: datetime
     # The farm's signature of this entry under its name (mlc_farm/trust/entry_signatures.py): the files of its pull,
     # this document, a version that only grows and an expiry; None in entries from before it.

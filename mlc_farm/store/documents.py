@@ -75,7 +75,7 @@ def read_document(store: Documents, name: str, model: type[M]) -> M | None:
     it that breaks the path rule (mlc_farm/names.py) is not damage but a tampered store: UnsafeStoreName."""
     try:
         data = store.read_json(name)
-        return model.model_validate(data) if data is not None else None
+        return _tolerant(model, data, f"{store.url}/{name}") if data is not None else None
     except DamagedDocumentError as e:
         log.warning("%s; treated as missing, the next build rewrites it", e)
     except ValidationError as e:
@@ -93,6 +93,31 @@ def read_document(store: Documents, name: str, model: type[M]) -> M | None:
             first_problem(e),
         )
     return None
+
+
+def _tolerant(model: type[M], data: Any, where: str) -> M:
+    """`data` as `model`; fields the model does not know (a newer farm wrote them) are dropped with a note, where
+    the farm's own writes refuse them (mlc_farm/written.py)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        unknown = [p["loc"] for p in e.errors() if p["type"] == "extra_forbidden"]
+        if not unknown or len(unknown) < len(e.errors()):
+            raise
+    for loc in unknown:
+        parent = data
+        for part in loc[:-1]:
+            parent = parent[part]
+        parent.pop(loc[-1], None)
+    fields = sorted({str(loc[-1]) for loc in unknown})
+    if (model.__name__, *fields) not in _NOTED:  # once per kind of document and fields, not once per record
+        _NOTED.add((model.__name__, *fields))
+        log.warning("%s: fields this mlc-farm does not know (%s), ignored (a newer mlc-farm wrote them)", where,
+                    ", ".join(fields))  # fmt: skip
+    return model.model_validate(data)
+
+
+_NOTED: set[tuple[str, ...]] = set()
 
 
 def first_problem(e: ValidationError) -> str:

@@ -12,17 +12,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
 from mlc_farm.devices import of_target
 from mlc_farm.names import Md5
 from mlc_farm.toolchain.invoke import in_toolchain
+from mlc_farm.written import Written
 
 SYSTEM_LIBRARY_DEVICES = ("iphone", "macabi", "android")  # JIT devices of system libraries: plain, no index
 RECORDED_INDICES = range(8)  # the device indices whose keys a catalog entry lists (eight GPUs per machine)
 
 
-class JitKey(BaseModel):
+class JitKey(Written):
     """A library's name in mlc_llm's JIT cache (`toolchain/jit.py` computes it the way mlc_llm does)."""
 
     md5: Md5  # a file name in mlc_llm's cache (install writes there)
