@@ -80,7 +80,8 @@ class PrefectEngine:
     def fingerprints(self, toolchain: ToolchainInfo, classes: dict[str, dict[str, Any]]) -> dict[str, Fingerprint]:
         """Twins convert in seconds on a CPU: here, with this process's toolchain, when it is the run's (farm
         mode: the image of the pool the nightly runs on); otherwise none, and convert keys hold the version."""
-        return conversion_fingerprints(self.store_url, _as_is(toolchain), _as_is(classes))
+        here = self.mode == "embedded"  # the run's toolchain was probed in this process
+        return conversion_fingerprints(self.store_url, _as_is(toolchain), _as_is(classes), here)
 
     def start(self, build: Build, builds: ModelBuilds | None, source: ResolvedSource | None) -> PrefectFuture[Any]:
         """Embedded: a task here. Farm: a flow run on the build's pool (the device's, else the weights pool)."""
@@ -144,8 +145,8 @@ class PrefectEngine:
                     results.append((repo, e))
         return results
 
-    def write_page(self) -> None:
-        write_catalog_page(self.store_url)
+    def write_page(self, records: list[BuildRecord]) -> None:
+        write_catalog_page(self.store_url, _as_is(records))
 
     def artifacts(self, summary: Summary, night: NightReport, published: list[dict[str, str]]) -> None:
         self.summary = summary

@@ -38,9 +38,10 @@ def probe_toolchain(pools: list[str]) -> ToolchainInfo:
 
 @task(retries=0, name="conversion-fingerprints", cache_policy=NO_CACHE)
 def conversion_fingerprints(
-    store_url: str, run_toolchain: ToolchainInfo, classes: dict[str, dict[str, Any]]
+    store_url: str, run_toolchain: ToolchainInfo, classes: dict[str, dict[str, Any]], probed_here: bool = False
 ) -> dict[str, fingerprints.Fingerprint]:
-    here = probe()
+    """`probed_here`: the run's toolchain is this process's (embedded mode), not probed again."""
+    here = run_toolchain if probed_here else probe()
     if identity(here) != identity(run_toolchain):
         get_run_logger().warning(
             "conversion fingerprints not computed: this process runs %s, the run %s; convert "
@@ -110,9 +111,9 @@ def update_catalog(
 
 
 @task(retries=0, name="catalog-page", cache_policy=NO_CACHE)
-def write_catalog_page(store_url: str) -> str:
+def write_catalog_page(store_url: str, records: list[BuildRecord] | None = None) -> str:
     """index.html and catalog.json at the store's root: the catalog for people without a Prefect login."""
-    return catalog_page.write_page(open_store(store_url))
+    return catalog_page.write_page(open_store(store_url), records)
 
 
 def _run_id() -> str:

@@ -88,8 +88,8 @@ class InPlace:
     def publish(self, units: list[tuple[str, str, str, bool | None]]) -> list[tuple[str, PublishResult | Exception]]:
         return []
 
-    def write_page(self) -> None:
-        catalog_page.write_page(self.store)
+    def write_page(self, records: list[BuildRecord]) -> None:
+        catalog_page.write_page(self.store, records)
 
     def artifacts(self, summary: Summary, night: NightReport, published: list[dict[str, str]]) -> None:
         self.summaries.append(summary)

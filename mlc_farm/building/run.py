@@ -82,7 +82,9 @@ class Engine(Protocol):
         """Publish (model, quantization, repo, private) units; each repo's result or error."""
         ...
 
-    def write_page(self) -> None: ...
+    def write_page(self, records: list[BuildRecord]) -> None:
+        """The catalog page, given every build record of the store."""
+        ...
 
     def artifacts(self, summary: Summary, night: NightReport, published: list[dict[str, str]]) -> None:
         """Keep the run's summary, matrix picture, night report and publish results where its users look."""
@@ -178,7 +180,8 @@ class MatrixRun:
         except StoreError as e:  # a full or read-only store: the run still ends with its summary, saying so
             units, refused = [], str(e)
         summary = summarize(plan, outcomes, units)
-        summary.regressions = night_regressions([r for _, r in all_records(self.store)], set(plan.check_builds))
+        history = [r for _, r in all_records(self.store, self.records)]  # the regressions' and the page's series
+        summary.regressions = night_regressions(history, set(plan.check_builds))
         night = self.report(work, summary, status)
         failed_units = {(r.model, r.quantization) for r in summary.failed} | {
             (u.model, u.quantization) for u in units if u.status in ("kept previous", "not built", "damaged")
@@ -186,7 +189,7 @@ class MatrixRun:
         published, publish_failures = self.publish(failed_units) if refused is None else ([], 0)
         try:
             if refused is None:
-                self.engine.write_page()  # after publishing: its links go to the Hub repos that hold these builds
+                self.engine.write_page(history)  # after publishing: its links go to the Hub repos of these builds
         except StoreError as e:
             refused = str(e)
         self.engine.artifacts(summary, night, published)

@@ -76,8 +76,8 @@ class DirectEngine:
         with ThreadPoolExecutor(max_workers=load_settings().parallel) as pool:
             return list(pool.map(one, units))
 
-    def write_page(self) -> None:
-        catalog_page.write_page(self.store)
+    def write_page(self, records: list[BuildRecord]) -> None:
+        catalog_page.write_page(self.store, records)
 
     def artifacts(self, summary: Summary, night: NightReport, published: list[dict[str, str]]) -> None:
         return None

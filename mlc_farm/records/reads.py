@@ -6,7 +6,7 @@ rewritten instead of the farm failing on it.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +23,18 @@ def load_record(store: ArtifactStore, key: str) -> BuildRecord | None:
     return read_document(store, record_path(key), BuildRecord)
 
 
-def all_records(store: ArtifactStore) -> Iterator[tuple[str, BuildRecord]]:
-    """(store name, record) of every readable build record in the store."""
-    return read_all(store, store.names(BUILDS), BuildRecord)
+def all_records(
+    store: ArtifactStore, known: Mapping[str, BuildRecord] | None = None
+) -> Iterator[tuple[str, BuildRecord]]:
+    """(store name, record) of every readable build record in the store; those of `known` (by key: records the
+    caller read already) are not read again."""
+    known = known or {}
+    names = list(store.names(BUILDS))
+    have = {record_path(key): record for key, record in known.items()}
+    read = dict(read_all(store, [n for n in names if n not in have], BuildRecord))
+    for name in names:
+        if (record := have.get(name) or read.get(name)) is not None:
+            yield name, record
 
 
 def load_failure(store: ArtifactStore, key: str) -> FailureRecord | None:

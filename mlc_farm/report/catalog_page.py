@@ -23,7 +23,7 @@ from mlc_farm.checks.speed import of_phase
 from mlc_farm.huggingface.endpoint import repo_url
 from mlc_farm.records.folder import lib_path
 from mlc_farm.records.reads import all_failures, all_records, entries, load_record
-from mlc_farm.records.schema import CatalogEntry, FailureRecord
+from mlc_farm.records.schema import BuildRecord, CatalogEntry, FailureRecord
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import blob_path
 from mlc_farm.trust import provenance
@@ -92,8 +92,9 @@ def _row(
     failures: Failures,
     points: list[Point],
     signer: str | None,
+    records: dict[str, BuildRecord],
 ) -> dict[str, Any]:
-    weights, config = load_record(store, entry.convert), load_record(store, entry.config)
+    weights, config = (records.get(k) or load_record(store, k) for k in (entry.convert, entry.config))
     files = [f for r in (weights, config) if r for f in r.files]
     root = hub.root() if hub else None  # pinned to the commit that published these builds
     links = {f.path: (f"{root}{f.path}" if root else blob_path(f.sha256)) for f in files}
@@ -144,14 +145,16 @@ def _library(entry: CatalogEntry, device: str, root: str | None) -> dict[str, An
     }
 
 
-def catalog_rows(store: ArtifactStore) -> list[dict[str, Any]]:
+def catalog_rows(store: ArtifactStore, records: list[BuildRecord] | None = None) -> list[dict[str, Any]]:
+    """A row per entry and device; `records`: every build record of the store, when the caller read them."""
     rows, failures, trusted = [], _failures(store), trusted_keys()
-    cells = series([r for _, r in all_records(store)])
+    records = records if records is not None else [r for _, r in all_records(store)]
+    cells, by_key = series(records), {r.key: r for r in records}
     for entry in sorted(entries(store), key=lambda e: (e.model, e.quantization)):
         found, signer = published(store, entry), _signer(entry, trusted)  # once per entry, for each device's row
         for device in sorted({*entry.libs, *entry.missing}):
             points = cells.get((entry.model, entry.quantization, device), [])
-            rows.append(_row(store, entry, device, found, failures, points, signer))
+            rows.append(_row(store, entry, device, found, failures, points, signer, by_key))
     return rows
 
 
@@ -177,9 +180,10 @@ def verify_note(keys: set[str]) -> str:
     )
 
 
-def write_page(store: ArtifactStore) -> str:
-    """Write index.html and catalog.json at the store's root; what they hold, in the page's own words."""
-    rows = catalog_rows(store)
+def write_page(store: ArtifactStore, records: list[BuildRecord] | None = None) -> str:
+    """Write index.html and catalog.json at the store's root (`records`: every build record of the store, when
+    the caller read them already); what they hold, in the page's own words."""
+    rows = catalog_rows(store, records)
     data = {
         "store": store.url,
         "rows": rows,
