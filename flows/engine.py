@@ -20,7 +20,7 @@ from mlc_farm.planning.fingerprints import Fingerprint
 from mlc_farm.planning.plan import CheckBuild, LibBuild, ModelBuilds, Plan, ReferenceBuild
 from mlc_farm.planning.schedule import Build
 from mlc_farm.planning.sources import ResolvedSource
-from mlc_farm.records.outcomes import BY_ANOTHER_RUN, Built, Outcome, PublishResult, UnitResult
+from mlc_farm.records.outcomes import BY_ANOTHER_RUN, Built, Outcome, PublishResult, PublishTarget, UnitResult
 from mlc_farm.records.schema import BuildRecord
 from mlc_farm.report import alerts
 from mlc_farm.report.night import NightReport
@@ -127,15 +127,15 @@ class PrefectEngine:
     ) -> list[UnitResult]:
         return update_catalog(self.store_url, _as_is(plan), _as_is(sources), _as_is(records))
 
-    def publish(self, units: list[tuple[str, str, str, bool | None]]) -> list[tuple[str, PublishResult | Exception]]:
+    def publish(self, units: list[PublishTarget]) -> list[tuple[str, PublishResult | Exception]]:
         """MLC_FARM_PARALLEL at a time, in matrix order: repos that share a library then mostly find it already
         uploaded by an earlier one."""
         results: list[tuple[str, PublishResult | Exception]] = []
         limit = load_settings().parallel
         for first in range(0, len(units), limit):
             wave = [
-                (repo, publish_unit.submit(self.store_url, m, q, repo, private))
-                for m, q, repo, private in units[first : first + limit]
+                (t.repo, publish_unit.submit(self.store_url, t.model, t.quantization, t.repo, t.private))
+                for t in units[first : first + limit]
             ]
             for repo, future in wave:
                 future.wait()

@@ -20,7 +20,7 @@ from mlc_farm.planning.fingerprints import Fingerprint, fingerprints
 from mlc_farm.planning.plan import CheckBuild, LibBuild, ModelBuilds, Plan, ReferenceBuild
 from mlc_farm.planning.schedule import Build
 from mlc_farm.planning.sources import ResolvedSource
-from mlc_farm.records.outcomes import Outcome, PublishResult, UnitResult
+from mlc_farm.records.outcomes import Outcome, PublishResult, PublishTarget, UnitResult
 from mlc_farm.records.reads import entries
 from mlc_farm.records.schema import BuildRecord
 from mlc_farm.report import catalog_page
@@ -85,7 +85,7 @@ class InPlace:
         rec = Records(self.store, records)
         return [update_unit(self.store, plan, resolved[m], m, q, rec) for m, q in plan.units]
 
-    def publish(self, units: list[tuple[str, str, str, bool | None]]) -> list[tuple[str, PublishResult | Exception]]:
+    def publish(self, units: list[PublishTarget]) -> list[tuple[str, PublishResult | Exception]]:
         return []
 
     def write_page(self, records: list[BuildRecord]) -> None:

@@ -16,6 +16,7 @@ from mlc_farm.matrix.cells import select_cells
 from mlc_farm.matrix.load import load_matrix, toolchain_problems
 from mlc_farm.matrix.repos import repo_for
 from mlc_farm.matrix.schema import BUILTIN_NAMES, Accepted, Cell, LoadedMatrix, Matrix
+from mlc_farm.records.outcomes import PublishTarget
 from mlc_farm.store import ArtifactStore, open_store
 from mlc_farm.toolchain import capabilities
 from mlc_farm.toolchain.info import ToolchainInfo, names_snapshot
@@ -32,7 +33,7 @@ class Preflight(BaseModel):
 
     loaded: LoadedMatrix
     cells: list[Cell]
-    targets: list[tuple[str, str, str, bool | None]]  # (model, quantization, Hub repo, private) to publish
+    targets: list[PublishTarget]
     store_url: str
     pools: list[str]  # the weights pool (weights, configs, references: the run's toolchain) first
     toolchain: ToolchainInfo
@@ -69,7 +70,7 @@ def preflight(
     matrix = loaded.matrix
     cells = select_cells(matrix, loaded.file, models, quantizations, devices)
     units = dict.fromkeys((c.model, c.quantization) for c in cells)
-    targets = [(m, q, *target) for m, q in units if (target := repo_for(matrix, m, q))]
+    targets = [PublishTarget(m, q, *target) for m, q in units if (target := repo_for(matrix, m, q))]
     store = open_store(store_url)
     if building:
         store.check_writable()  # before anything is spent, not after the first build

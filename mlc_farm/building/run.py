@@ -31,7 +31,7 @@ from mlc_farm.planning.fingerprints import Fingerprint
 from mlc_farm.planning.plan import CheckBuild, LibBuild, ModelBuilds, Plan, conversion_classes, make_plan
 from mlc_farm.planning.schedule import Build, Scheduler, to_build
 from mlc_farm.planning.sources import ResolvedSource
-from mlc_farm.records.outcomes import DONE, Outcome, PublishResult, UnitResult
+from mlc_farm.records.outcomes import DONE, Outcome, PublishResult, PublishTarget, UnitResult
 from mlc_farm.records.reads import all_records, load_failure, load_record
 from mlc_farm.records.schema import BuildRecord, FailureRecord, now, referenced_blobs
 from mlc_farm.report.night import NightReport, night_report
@@ -78,7 +78,7 @@ class Engine(Protocol):
         self, plan: Plan, sources: dict[str, ResolvedSource], records: dict[str, BuildRecord]
     ) -> list[UnitResult]: ...
 
-    def publish(self, units: list[tuple[str, str, str, bool | None]]) -> list[tuple[str, PublishResult | Exception]]:
+    def publish(self, units: list[PublishTarget]) -> list[tuple[str, PublishResult | Exception]]:
         """Publish (model, quantization, repo, private) units; each repo's result or error."""
         ...
 
@@ -361,7 +361,7 @@ class MatrixRun:
     def publish(self, failed_units: set[tuple[str, str]]) -> tuple[list[dict[str, str]], int]:
         """Publish every model x quantization whose cells all succeeded (a partial set would delete libraries
         from the Hub), in matrix order; (rows for the artifact, how many failed)."""
-        units = [unit for unit in self.pre.targets if unit[:2] not in failed_units]
+        units = [t for t in self.pre.targets if (t.model, t.quantization) not in failed_units]
         rows, failures = [], 0
         for repo, result in self.engine.publish(units) if units else []:
             if isinstance(result, Exception):

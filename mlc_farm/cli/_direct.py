@@ -18,7 +18,7 @@ from mlc_farm.planning.fingerprints import Fingerprint
 from mlc_farm.planning.plan import ModelBuilds, Plan
 from mlc_farm.planning.schedule import Build
 from mlc_farm.planning.sources import ResolvedSource
-from mlc_farm.records.outcomes import Outcome, PublishResult, UnitResult
+from mlc_farm.records.outcomes import Outcome, PublishResult, PublishTarget, UnitResult
 from mlc_farm.records.schema import BuildRecord
 from mlc_farm.report import catalog_page
 from mlc_farm.report.night import NightReport
@@ -63,15 +63,14 @@ class DirectEngine:
     ) -> list[UnitResult]:
         return update_units(self.store, plan, resolved, records)
 
-    def publish(self, units: list[tuple[str, str, str, bool | None]]) -> list[tuple[str, PublishResult | Exception]]:
+    def publish(self, units: list[PublishTarget]) -> list[tuple[str, PublishResult | Exception]]:
         """MLC_FARM_PARALLEL at a time, results in matrix order (as the flow's engine does)."""
 
-        def one(unit: tuple[str, str, str, bool | None]) -> tuple[str, PublishResult | Exception]:
-            model, quantization, repo, private = unit
+        def one(t: PublishTarget) -> tuple[str, PublishResult | Exception]:
             try:
-                return repo, hub.publish(self.store, model, quantization, repo, private)
+                return t.repo, hub.publish(self.store, t.model, t.quantization, t.repo, t.private)
             except Exception as e:  # each repo's failure is its row; the others go on
-                return repo, e
+                return t.repo, e
 
         with ThreadPoolExecutor(max_workers=load_settings().parallel) as pool:
             return list(pool.map(one, units))

@@ -4,7 +4,7 @@ run (building/), the tasks and the report share them without importing each othe
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from pydantic import BaseModel
 
@@ -50,6 +50,15 @@ class Operation(BaseModel):
     path: str
     size: int | None = None
     sha256: str | None = None
+
+
+class PublishTarget(NamedTuple):
+    """A model x quantization to publish, and where: its Hub repo and whether it is private (None: as it is)."""
+
+    model: str
+    quantization: str
+    repo: str
+    private: bool | None
 
 
 class PublishResult(BaseModel):
