@@ -18,10 +18,10 @@ import socket
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from mlc_farm.building.workdirs import workdir
 from mlc_farm.checks import device_code, fidelity, fidelity_metrics, fit, runtime, speed, validate
@@ -83,7 +83,29 @@ def _outputs(out: Path) -> dict[str, Path]:
     return {p.relative_to(out).as_posix(): p for p in out.rglob("*") if p.is_file()}
 
 
-Steps = Callable[[Path, Path], tuple[dict[str, float], dict[str, Path], dict[str, Any]]]
+class Found(TypedDict, total=False):
+    """The record fields a kind's steps find (a library's metadata and validation, a check's fidelity): typed,
+    so a misspelt one is a type error where it is set."""
+
+    library_metadata: dict[str, Any] | None
+    validation: Validation | None
+    validated_with: dict[str, str] | None
+    cuda_archs: list[str] | None
+    fidelity: Fidelity | None
+    cell: dict[str, str] | None
+    jit_keys: dict[str, JitKey] | None
+
+
+@dataclass(frozen=True)
+class Made:
+    """What a build's steps made: each step's seconds, the output files by name, and the fields they found."""
+
+    seconds: dict[str, float]
+    outputs: dict[str, Path]
+    found: Found = field(default_factory=lambda: Found())
+
+
+Steps = Callable[[Path, Path], Made]
 
 
 @dataclass(frozen=True)
@@ -99,7 +121,7 @@ class Subject:
 
 
 def _run_steps(store: ArtifactStore, subject: Subject, steps: Steps, flow_run: str | None, force: bool) -> BuildRecord:
-    """Under the key's lease, run `steps(work, log)` -> (seconds, outputs, extra record fields), then store
+    """Under the key's lease, run `steps(work, log)` -> what they made, then store
     the blobs and the record. When another run holds the lease, its record is waited for and returned. The
     signing key is read first: a build that could not sign what it made does not start."""
     started, key = now(), subject.key
@@ -141,12 +163,13 @@ def _build(
     log_path = work / "build.log"
     try:
         try:
-            seconds, outputs, extra = steps(work, log_path)
+            made = steps(work, log_path)
         except (ToolchainError, ValidationFailed) as e:
             log = _record_failure(store, subject, e, log_path, flow_run, holding)
             raise BuildFailed(str(e), blob_url(store.url, log.sha256) if log else None) from None
         # The outputs are on disk: hashed here and signed before anything leaves this process (what the store
         # says later is never what is signed); the store's retries wait out an outage; the toolchain never runs again.
+        outputs = made.outputs
         hashes = hash_files({**outputs, "build.log": log_path})
         listed = {n: FileEntry(path=n, size=p.stat().st_size, sha256=hashes[n]) for n, p in outputs.items()}
         record = BuildRecord(
@@ -157,12 +180,12 @@ def _build(
             toolchain=subject.toolchain or inputs.get("toolchain", {}),  # {} for a reference: the same under all
             started_at=started,
             finished_at=now(),
-            seconds=seconds,
+            seconds=made.seconds,
             log=FileEntry(path="build.log", size=log_path.stat().st_size, sha256=hashes["build.log"]),
             flow_run=flow_run,
             host=socket.gethostname(),
             image=os.environ.get("MLC_FARM_IMAGE"),
-            **extra,
+            **made.found,
         )
         record = attestations.attest(record, signing_key)
         _upload(store, key, {**outputs, "build.log": log_path}, hashes, holding)
@@ -225,7 +248,7 @@ def build_from_source(
     """A build that reads the source: convert_weight (params_shard_*.bin, tensor-cache.json) or gen_config
     (mlc-chat-config.json and the tokenizer files), on a staging directory of the source."""
 
-    def steps(work: Path, log: Path) -> tuple[dict[str, float], dict[str, Path], dict[str, Any]]:
+    def steps(work: Path, log: Path) -> Made:
         src, out = source.stage(work / b.model), work / "out"
         if isinstance(b, ConvertBuild):
             step = "convert_weight"
@@ -236,7 +259,7 @@ def build_from_source(
         cell = f"{b.model}/{b.quantization}"
         with activity.phase(b.key, step):
             seconds = invoke.run(step, args, cell=cell, log_path=log, timeout=_timeout(timeout), on_line=on_line)
-        return {step: seconds}, _outputs(out), {}
+        return Made({step: seconds}, _outputs(out))
 
     subject = Subject(
         b.key,
@@ -277,7 +300,7 @@ def build_library(
     lib_name = f"{LIB_FILE}.{lb.device.library_ext}"
     users = ", ".join(f"{c.model}/{c.quantization}/{c.device}" for c in lb.users)
 
-    def steps(work: Path, log: Path) -> tuple[dict[str, float], dict[str, Path], dict[str, Any]]:
+    def steps(work: Path, log: Path) -> Made:
         config_path = work / "config" / "mlc-chat-config.json"
         chat = _file(config, "mlc-chat-config.json")
         store.get_blob(chat.sha256, config_path, size=chat.size)
@@ -287,14 +310,14 @@ def build_library(
             seconds = invoke.run(
                 "compile", args, cell=users, log_path=log, timeout=_timeout(timeout), env=env, on_line=on_line
             )
-        extra: dict[str, Any] = {}
+        found = Found()
         if (needs := runtime.needs_of(lb.device, lb.quantization)).device == "cuda":
             # The device code it holds, read where it is built: a library without a binary for its
             # architectures is not built, whatever the compile said.
             code = device_code.cuda_code((work / lib_name).read_bytes())
             if problem := device_code.cuda_problem(code, needs.cuda_archs):
                 raise ValidationFailed(f"library for {users}: {problem}")
-            extra["cuda_archs"] = code.archs
+            found["cuda_archs"] = code.archs
         with activity.phase(lb.key, "validating"):
             metadata, validation = _validate(store, lb, builds, work, convert, config, _timeout(timeout))
         with log.open("a", encoding="utf-8") as f:
@@ -303,8 +326,8 @@ def build_library(
             on_line(f"validation with {builds.model}'s weights: {validation.describe()}")
         if not validation.ok:
             raise ValidationFailed(f"library for {users} failed validation: {validation.describe()}")
-        extra |= {"library_metadata": metadata, "validation": validation, "validated_with": builds.model_dump()}
-        return {"compile": seconds}, {lib_name: work / lib_name}, extra
+        found.update(Found(library_metadata=metadata, validation=validation, validated_with=builds.model_dump()))
+        return Made({"compile": seconds}, {lib_name: work / lib_name}, found)
 
     cells = [FailedCell(model=c.model, quantization=c.quantization, device=c.device) for c in lb.users]
     subject = Subject(lb.key, "library", lb.inputs, f"library {lb.device.name}/{lb.quantization}", cells)
@@ -349,7 +372,7 @@ def build_reference(
     """The source's reference distributions over the evaluation tokens, from transformers in float32 in the
     toolchain's interpreter."""
 
-    def steps(work: Path, log: Path) -> tuple[dict[str, float], dict[str, Path], dict[str, Any]]:
+    def steps(work: Path, log: Path) -> Made:
         source_dir = source.stage(work / rb.model)
         config = json.loads((source_dir / "config.json").read_text())
         tokens = fidelity_metrics.eval_tokens(source_dir / "tokenizer.json", rb.positions, int(config["vocab_size"]))
@@ -369,7 +392,7 @@ def build_reference(
         path = work / "out" / validate.REFERENCE_FILE
         path.parent.mkdir(parents=True)
         path.write_text(dist.model_dump_json())
-        return {"reference": dist.seconds or 0.0}, {validate.REFERENCE_FILE: path}, {}
+        return Made({"reference": dist.seconds or 0.0}, {validate.REFERENCE_FILE: path})
 
     subject = Subject(rb.key, "reference", rb.inputs, f"reference {rb.model}", [])
     return _run_steps(store, subject, steps, flow_run, force)
@@ -391,19 +414,19 @@ def check_cell(
                             (cb.builds.convert, "convert build"), (cb.builds.config, "config build")))  # fmt: skip
     cell = f"{cb.model}/{cb.quantization}/{cb.device.name}"
 
-    def steps(work: Path, log: Path) -> tuple[dict[str, float], dict[str, Path], dict[str, Any]]:
+    def steps(work: Path, log: Path) -> Made:
         tensor_cache = read_blob_json(store, _file(convert, "tensor-cache.json"))
         chat_config = read_blob_json(store, _file(config, "mlc-chat-config.json"))
         fits = fit.fit_check(lib.library_metadata, tensor_cache, chat_config)
         keys = _jit_keys(chat_config, cb, log, timeout)
         fam = device_family(cb.device.family)
 
-        def not_run(why: str, measured: str | None = None) -> tuple[dict[str, float], dict[str, Path], dict[str, Any]]:
+        def not_run(why: str, measured: str | None = None) -> Made:
             run, result = (
                 RunCheck(status="not run", detail=why),
                 Fidelity(status="not measured", detail=measured or why),
             )
-            return {}, {}, _checked(log, cb, keys, Validation(fits=fits, run=run), result, on_line)
+            return Made({}, {}, _checked(log, cb, keys, Validation(fits=fits, run=run), result, on_line))
 
         if (absent := fam.missing_here()) or fam.runtime_device is None:
             return not_run(absent or f"no {cb.device.family} device here", "the library did not run here")
@@ -429,7 +452,7 @@ def check_cell(
             _checked(log, cb, keys, validation, None, on_line)
             raise ValidationFailed(f"{cell} failed its check: {validation.describe()}")
         seconds, outputs, result = _fidelity_of(work, cb, tokens, ref, out["distributions"], fam.runtime_device)
-        return seconds, outputs, _checked(log, cb, keys, validation, result, on_line)
+        return Made(seconds, outputs, _checked(log, cb, keys, validation, result, on_line))
 
     subject = Subject(cb.key, "check", cb.inputs, f"check {cell}",
                       [FailedCell(model=cb.model, quantization=cb.quantization, device=cb.device.name)])  # fmt: skip
@@ -493,7 +516,7 @@ def _checked(
     validation: Validation,
     result: Fidelity | None,
     on_line: Callable[[str], None] | None,
-) -> dict[str, Any]:
+) -> Found:
     """Log the check's outcome; the check record's own fields."""
     line = f"check of {cb.model}/{cb.quantization}/{cb.device.name}: {validation.describe()}" + (
         f"; {result.describe()}" if result else ""
@@ -503,4 +526,4 @@ def _checked(
     if on_line:
         on_line(line)
     names = {"model": cb.model, "quantization": cb.quantization, "device": cb.device.name}
-    return {"validation": validation, "fidelity": result, "cell": names, "jit_keys": keys}
+    return Found(validation=validation, fidelity=result, cell=names, jit_keys=keys)
