@@ -115,7 +115,7 @@ def test_each_cell_draws_its_history_with_regressions_marked(
     loose = "fidelity: {max_kl: 10, min_top1: 0, gate: false}"  # recorded, not gated: the new libraries serve
     matrix, store = write_matrix(tiny_models, tmp_path, "[q4f16_1]", loose), tmp_path / "store"
     for version, env in (("0.20.0.dev0", {}), ("0.21.0.dev1", {}),
-                         ("0.21.0.dev2", {"MLC_DOUBLE_DECODE_SLEEP": "0.002", "MLC_DOUBLE_ROPE_BASE": "1"})):  # fmt: skip
+                         ("0.21.0.dev2", {"MLC_DOUBLE_DECODE_SLEEP": "0.01", "MLC_DOUBLE_ROPE_BASE": "1"})):  # fmt: skip
         monkeypatch.setenv("MLC_DOUBLE_VERSION", version)
         for k, v in env.items():
             monkeypatch.setenv(k, v)

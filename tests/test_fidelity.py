@@ -208,7 +208,7 @@ def test_history_keeps_a_point_per_toolchain_and_lists_what_regressed(
     monkeypatch.setenv("MLC_DOUBLE_VERSION", "0.21.0.dev1")
     assert run(matrix, store)[0].ok  # (whether noise is taken for a drop: the next test, without timing)
     monkeypatch.setenv("MLC_DOUBLE_VERSION", "0.21.0.dev2")
-    monkeypatch.setenv("MLC_DOUBLE_DECODE_SLEEP", "0.002")  # a slower kernel in this nightly
+    monkeypatch.setenv("MLC_DOUBLE_DECODE_SLEEP", "0.01")  # a kernel 20x slower: no load hides it
     slow, engine = run(matrix, store)
     assert slow.ok and "1 regressions against the previous toolchain" in slow.message
     (line,) = engine.summaries[0].regressions

@@ -55,7 +55,7 @@ def test_check_pool_reports_a_working_pool_and_names_what_a_broken_one_lacks(
         assert works.returncode == 0, works.stdout + works.stderr
         assert "pool mlc-cuda works" in said and "nvcc: Cuda compilation tools" in said and "offload: " in said
         assert "device cpu: built; fits; ran on cpu" in said and "fidelity passed" in said
-        assert "decode " in said and "TVM VM decode: 128 steps" in said and "TVM VM prefill" in said
+        assert "decode " in said and "TVM VM decode: steps after" in said and "TVM VM prefill" in said
         assert "device h100: built; fit not checked; not run: no cuda device" in said  # no GPU on this worker
         assert "its library holds sm_90" in said
         assert "| INFO" not in said + works.stderr and "Finished in state" not in said + works.stderr  # its answer only
