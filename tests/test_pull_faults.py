@@ -118,7 +118,7 @@ def tampered(s3_store_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
 
 
 def _window_is_whole(store: S3Store) -> bool:
-    return store._window._value == store.transfer.max_request_concurrency  # type: ignore[attr-defined]
+    return store._window._value == store.concurrency  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("mode", ["short", "cut", "stall"])

@@ -20,7 +20,7 @@ import pytest
 
 from mlc_farm.building.build import store_files
 from mlc_farm.catalog.gc import collect
-from mlc_farm.errors import StoreError, StoreUnavailable, WriteConflict
+from mlc_farm.errors import CorruptBlobError, StoreError, StoreUnavailable, WriteConflict
 from mlc_farm.retry import is_transient
 from mlc_farm.store import open_store
 from mlc_farm.store.layout import blob_path
@@ -55,7 +55,7 @@ def test_multipart_round_trip_with_verified_checksums(
     assert sum(sent_bytes) == big.stat().st_size and len(sent_bytes) > 1  # progress as the parts go
     head = s3_client().head_object(Bucket=store.bucket, Key=f"farm/{blob_path(digest)}", ChecksumMode="ENABLED")
     assert head["ContentLength"] == big.stat().st_size
-    assert head["ChecksumSHA256"].endswith("-5")  # the server holds (and checked) a SHA-256 per part
+    assert head["ChecksumCRC32"].endswith("-5")  # the server holds (and checked) a CRC32 per part
 
     before = dict(store.requests)
     assert store.put_blob(big, digest) is False  # already there: one HEAD, nothing sent
@@ -67,6 +67,42 @@ def test_multipart_round_trip_with_verified_checksums(
     store.get_blob(digest, out, landed.append)
     assert out.read_bytes() == big.read_bytes()
     assert sum(landed) == big.stat().st_size and len(landed) > 1  # progress as the ranges land
+
+
+@pytest.mark.parametrize("size", [1000, 12 * 1024 * 1024 + 3])
+def test_a_file_changed_since_it_was_hashed_is_not_stored(
+    s3_store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    """The upload hashes the bytes it sends (one read): bytes that are not what was hashed and signed never
+    become the blob of that digest, and a refused multipart upload is aborted, not left for gc."""
+    monkeypatch.setenv("MLC_FARM_S3_CHUNK_MB", "5")
+    store = open_store(s3_store_url)
+    f = tmp_path / "params_shard_0.bin"
+    signed = random_file(f, size, seed=21)
+    random_file(f, size, seed=22)  # rewritten after it was hashed
+    with pytest.raises(CorruptBlobError, match=f"{f.name} changed since it was hashed"):
+        store.put_blob(f, signed)
+    assert not store.has_blob(signed)
+    assert not s3_client().list_multipart_uploads(Bucket=bucket_of(s3_store_url)).get("Uploads")
+
+
+def test_blobs_an_older_farm_uploaded_with_sha256_checksums_are_not_sent_again(
+    s3_store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from boto3.s3.transfer import TransferConfig
+
+    monkeypatch.setenv("MLC_FARM_S3_CHUNK_MB", "5")
+    store = open_store(s3_store_url)
+    assert isinstance(store, S3Store)
+    old = TransferConfig(multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024)
+    for i, size in enumerate([1000, 11 * 1024 * 1024]):
+        f = tmp_path / f"f{i}"
+        digest = random_file(f, size, seed=30 + i)
+        key = f"farm/{blob_path(digest)}"
+        s3_client().upload_file(str(f), store.bucket, key, ExtraArgs={"ChecksumAlgorithm": "SHA256"}, Config=old)
+        before = store.requests["PutObject"] + store.requests["UploadPart"]
+        assert store.put_blob(f, digest) is False
+        assert store.requests["PutObject"] + store.requests["UploadPart"] == before
 
 
 def test_killed_upload_is_finished_by_the_next_run_sending_only_what_is_missing(
@@ -291,7 +327,7 @@ def test_a_burst_of_500s_is_ridden_out_running_each_build_once(
 def test_one_store_per_process_shares_its_client_until_closed(
     s3_store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every task of a build opens the store by URL: they share one client, transfer manager and pool of
+    """Every task of a build opens the store by URL: they share one client and pool of
     threads (one bound on memory), until the process closes them at exit."""
     from mlc_farm.store import close_stores
 
@@ -299,7 +335,7 @@ def test_one_store_per_process_shares_its_client_until_closed(
     assert open_store(s3_store_url) is first
     monkeypatch.setenv("MLC_FARM_S3_CHUNK_MB", "6")  # other settings: another client
     other = open_store(s3_store_url)
-    assert other is not first and isinstance(other, S3Store) and other.transfer.multipart_chunksize == 6 * 1024 * 1024
+    assert other is not first and isinstance(other, S3Store) and other.chunk_size == 6 * 1024 * 1024
     close_stores()
     assert isinstance(first, S3Store) and first._pool._shutdown  # type: ignore[attr-defined]
     again = open_store(s3_store_url)

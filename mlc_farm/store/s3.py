@@ -2,11 +2,13 @@
 SeaweedFS).
 
 Endpoint, region and credentials come from the standard AWS environment and config (AWS_ENDPOINT_URL,
-profiles, instance roles); path-style addressing when an endpoint is given. Blobs go up as parallel
-multipart uploads with SHA-256 part checksums the server verifies, and come down as parallel ranged GETs
-into a temporary file, hashed as they land, and renamed only once the sha256 matches.
+profiles, instance roles); path-style addressing when an endpoint is given. A blob goes up in parts read once:
+each part is hashed into the file's sha256 as it is read and sent in parallel with a CRC32 the server checks,
+and the upload is completed only if the bytes sent hash to the blob's name. Blobs come down as parallel ranged
+GETs into a temporary file, hashed as they land, and renamed only once the sha256 matches. At most
+MLC_FARM_S3_CONCURRENCY parts or ranges are in memory at once, across every transfer of a store.
 
-Retries: every request (a HEAD, a GET and its body, a PUT, a page of a listing, a whole file upload) is retried
+Retries: every request (a HEAD, a GET and its body, a PUT, a part of an upload, a page of a listing) is retried
 by the one layer `mlc_farm.retry.retry_transient` for MLC_FARM_RETRY_SECONDS on 5xx, throttling and dropped
 connections; botocore's own retries are off, so attempts never multiply. What outlives the budget is
 StoreUnavailable (exit 3); permanent errors raise StoreError naming the bucket and what to check.
@@ -18,6 +20,7 @@ import base64
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import random
@@ -25,15 +28,15 @@ import re
 import threading
 import time
 import uuid
+import zlib
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import boto3
-from boto3.s3.transfer import TransferConfig, create_transfer_manager
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -43,7 +46,6 @@ from botocore.exceptions import (
     EndpointConnectionError,
     ReadTimeoutError,
 )
-from s3transfer.subscribers import BaseSubscriber
 
 from mlc_farm import credentials
 from mlc_farm.errors import (
@@ -64,22 +66,23 @@ from mlc_farm.store.layout import blob_path
 from mlc_farm.store.s3_errors import InvalidRange, dropped, farm_error, no_bucket, s3_errors
 
 MB = 1024 * 1024
+_MAX_PARTS = 10_000  # S3's limit on the parts of one upload
 T = TypeVar("T")
 _ANSWERED: set[tuple[str | None, str]] = set()  # (endpoint, bucket) pairs that answered a ping in this process
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # S3's bucket naming rules
 _ENDPOINT = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?")
 
 
-def transfer_config(settings: Settings) -> TransferConfig:
-    """Parts of 16 MB, 8 at a time: fast on one link, and memory stays near 8 x 16 MB whatever the file size."""
-    chunk = settings.s3_chunk_mb * MB
-    return TransferConfig(
-        multipart_threshold=chunk,
-        multipart_chunksize=chunk,
-        max_concurrency=settings.s3_concurrency,
-        max_io_queue=64,
-        use_threads=True,
-    )
+def _crc32(data: bytes) -> bytes:
+    return zlib.crc32(data).to_bytes(4, "big")
+
+
+# The checksums a blob's HEAD may carry (CRC32 as this store writes them, SHA-256 as it wrote them before),
+# each as the digest of one part; S3 reports a multipart object's as the digest of its parts' digests, "-N".
+_PART_DIGESTS: dict[str, Callable[[bytes], bytes]] = {
+    "ChecksumCRC32": _crc32,
+    "ChecksumSHA256": lambda data: hashlib.sha256(data).digest(),
+}
 
 
 def client_identity() -> list[str | None]:
@@ -143,19 +146,18 @@ class S3Store:
             )
         self._session, self._config = session, config
         self.client = session.client("s3", endpoint_url=endpoint, config=config)
-        self.transfer = transfer_config(settings)
-        # One transfer manager for the store: parts of every file share one bounded pool (as the AWS CLI does).
-        self._manager = create_transfer_manager(self.client, self.transfer)
+        # Parts of 16 MB, 8 at a time: fast on one link, and memory near 8 x 16 MB whatever the file sizes.
+        self.chunk_size, self.concurrency = settings.s3_chunk_mb * MB, settings.s3_concurrency
         self._bucket_ok = False
-        self._pool = ThreadPoolExecutor(max_workers=self.transfer.max_request_concurrency)
-        # Ranges in memory (in flight or waiting to be hashed), across every download of this store.
-        self._window = threading.Semaphore(self.transfer.max_request_concurrency)
+        # One pool and one window for the store: the parts and ranges of every transfer share them (as the AWS
+        # CLI does), so memory is bounded by the store, not by the number of files moving at once.
+        self._pool = ThreadPoolExecutor(max_workers=self.concurrency)
+        self._window = threading.Semaphore(self.concurrency)
         self.requests: Counter[str] = Counter()
         self._lock = threading.Lock()
         self.client.meta.events.register("before-call.s3", self._count)
 
     def close(self) -> None:
-        self._manager.shutdown()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.client.close()
 
@@ -243,38 +245,111 @@ class S3Store:
         return self._head(blob_path(sha256)) is not None
 
     def put_blob(self, path: Path, sha256: str, progress: Callable[[int], None] | None = None) -> bool:
-        # One HEAD: the server keeps the SHA-256 (per part) of what was uploaded with a checksum. Anything else
-        # under this name (another size, no checksum, other bytes) is replaced.
+        # One HEAD: the server keeps a checksum (per part) of what was uploaded with one. Anything else under
+        # this name (another size, no checksum, other bytes) is replaced.
         head = self._head(blob_path(sha256), checksums=True)
-        if (
-            head is not None
-            and head.get("ContentLength") == path.stat().st_size
-            and head.get("ChecksumSHA256") == self._upload_checksum(path)
-        ):
+        if head is not None and self._holds(head, path):
             if progress:
                 progress(path.stat().st_size)
             return False
         key = self._key(blob_path(sha256))
-        extra = {"ChecksumAlgorithm": "SHA256"}
-        watch = [_Progress(progress)] if progress else None
-        try:
-            # Retried whole: the file is on disk; an upload cut half-way leaves nothing a reader sees.
-            self._call(
-                f"uploading {path.name}",
-                lambda: self._manager.upload(str(path), self.bucket, key, extra, subscribers=watch).result(),
-            )
-        except CorruptBlobError:
-            raise CorruptBlobError(f"{path} changed while being uploaded") from None
+        with path.open("rb") as f:
+            if path.stat().st_size < self.chunk_size:
+                data = f.read(self.chunk_size)
+                _refuse_changed(path, sha256, hashlib.sha256(data).hexdigest())
+                crc = _b64(_crc32(data))
+                self._call(
+                    f"uploading {path.name}",
+                    lambda: self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ChecksumCRC32=crc),
+                )
+                if progress:
+                    progress(len(data))
+            else:
+                self._put_parts(f, path, key, sha256, progress)
         return True
 
-    def _upload_checksum(self, path: Path) -> str:
-        """The ChecksumSHA256 S3 reports for `path` uploaded by this store: of the file, or of its parts' digests."""
-        size, chunk = path.stat().st_size, self.transfer.multipart_chunksize
+    def _holds(self, head: dict[str, Any], path: Path) -> bool:
+        """Whether the object `head` describes is `path`'s bytes: its size, and its checksum part by part."""
+        size = path.stat().st_size
+        field = next((name for name in _PART_DIGESTS if head.get(name)), None)
+        if field is None or head.get("ContentLength") != size:
+            return False
+        digest = _PART_DIGESTS[field]
         with path.open("rb") as f:
-            if size < self.transfer.multipart_threshold:
-                return base64.b64encode(hashlib.sha256(f.read()).digest()).decode()
-            parts = [hashlib.sha256(block).digest() for block in iter(lambda: f.read(chunk), b"")]
-        return base64.b64encode(hashlib.sha256(b"".join(parts)).digest()).decode() + f"-{len(parts)}"
+            if size < self.chunk_size:
+                return bool(head[field] == _b64(digest(f.read())))
+            parts = [digest(block) for block in iter(lambda: f.read(self.chunk_size), b"")]
+        return bool(head[field] == f"{_b64(digest(b''.join(parts)))}-{len(parts)}")
+
+    def _put_parts(
+        self, f: BinaryIO, path: Path, key: str, sha256: str, progress: Callable[[int], None] | None
+    ) -> None:
+        """A multipart upload read once: each part is hashed in order as it is read, then sent in parallel from
+        memory (a failed part is sent again, not the file); completed only if the file hashed to its name, else
+        aborted, so readers never see it. At most the store's window of parts is held at once."""
+        what, size = f"uploading {path.name}", path.stat().st_size
+        if -(-size // self.chunk_size) > _MAX_PARTS:
+            raise BadInput(
+                f"{path}: {size} bytes is over S3's {_MAX_PARTS} parts of MLC_FARM_S3_CHUNK_MB={self.chunk_size // MB}"
+            )
+        upload = self._call(
+            what, lambda: self.client.create_multipart_upload(Bucket=self.bucket, Key=key, ChecksumAlgorithm="CRC32")
+        )["UploadId"]
+
+        failed = threading.Event()
+
+        def send(number: int, data: bytes) -> dict[str, Any]:
+            try:
+                crc = _b64(_crc32(data))
+                sent = self._call(
+                    what,
+                    lambda: self.client.upload_part(
+                        Bucket=self.bucket, Key=key, UploadId=upload, PartNumber=number, Body=data, ChecksumCRC32=crc
+                    ),
+                )
+                if progress:
+                    progress(len(data))
+                return {"PartNumber": number, "ETag": sent["ETag"], "ChecksumCRC32": crc}
+            except BaseException:
+                failed.set()
+                raise
+            finally:
+                self._window.release()
+
+        hasher, futures = hashlib.sha256(), list[Future[dict[str, Any]]]()
+        try:
+            for number in itertools.count(1):
+                self._window.acquire()
+                if failed.is_set() or not (data := f.read(self.chunk_size)):
+                    self._window.release()
+                    break
+                hasher.update(data)
+                futures.append(self._pool.submit(send, number, data))
+            parts = [x.result() for x in futures]
+            _refuse_changed(path, sha256, hasher.hexdigest())
+            self._complete(what, key, upload, parts)
+        except BaseException:
+            for x in futures:
+                if x.cancel():  # never sent: its part of the window is given back here
+                    self._window.release()
+            wait(futures)
+            with contextlib.suppress(ClientError, BotoCoreError):  # else gc aborts it later
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload)
+            raise
+
+    def _complete(self, what: str, key: str, upload: str, parts: list[dict[str, Any]]) -> None:
+        """The upload completed; a retry after an answer lost on the way finds it done (the upload is gone and
+        the object there)."""
+        try:
+            self._call(
+                what,
+                lambda: self.client.complete_multipart_upload(
+                    Bucket=self.bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": parts}
+                ),
+            )
+        except MissingObject:
+            if self._head(key[len(self._key("")) :]) is None:
+                raise
 
     def check_blob(self, sha256: str, progress: Callable[[int], None] | None = None) -> str | None:
         def read() -> str:
@@ -537,11 +612,11 @@ class S3Store:
             )
 
 
-class _Progress(BaseSubscriber):  # type: ignore[misc]  # s3transfer has no type hints
-    """s3transfer's progress events as byte counts."""
+def _b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode()
 
-    def __init__(self, progress: Callable[[int], None]):
-        self.progress = progress
 
-    def on_progress(self, future: Any, bytes_transferred: int, **kwargs: Any) -> None:
-        self.progress(bytes_transferred)
+def _refuse_changed(path: Path, sha256: str, got: str) -> None:
+    """The bytes read for an upload are the bytes that were hashed (and signed): else nothing is stored."""
+    if got != sha256:
+        raise CorruptBlobError(f"{path} changed since it was hashed (its bytes now hash to {got}): not stored")
