@@ -20,6 +20,7 @@ import base64
 import contextlib
 import dataclasses
 import hashlib
+import io
 import itertools
 import json
 import os
@@ -34,7 +35,7 @@ from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, TypeVar
 
 import boto3
 from botocore.config import Config
@@ -73,7 +74,7 @@ _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # S3's bucket naming 
 _ENDPOINT = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?")
 
 
-def _crc32(data: bytes) -> bytes:
+def _crc32(data: bytes | memoryview) -> bytes:
     return zlib.crc32(data).to_bytes(4, "big")
 
 
@@ -153,6 +154,7 @@ class S3Store:
         # CLI does), so memory is bounded by the store, not by the number of files moving at once.
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency)
         self._window = threading.Semaphore(self.concurrency)
+        self._buffers = _Buffers(self._window, self.chunk_size)
         self.requests: Counter[str] = Counter()
         self._lock = threading.Lock()
         self.client.meta.events.register("before-call.s3", self._count)
@@ -254,18 +256,22 @@ class S3Store:
             return False
         key = self._key(blob_path(sha256))
         with path.open("rb") as f:
-            if path.stat().st_size < self.chunk_size:
-                data = f.read(self.chunk_size)
-                _refuse_changed(path, sha256, hashlib.sha256(data).hexdigest())
-                crc = _b64(_crc32(data))
+            if path.stat().st_size >= self.chunk_size:
+                self._put_parts(f, path, key, sha256, progress)
+                return True
+            buffer = self._buffers.take()
+            try:
+                part = memoryview(buffer)[: f.readinto(buffer)]
+                _refuse_changed(path, sha256, hashlib.sha256(part).hexdigest())
+                crc = _b64(_crc32(part))
                 self._call(
                     f"uploading {path.name}",
-                    lambda: self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ChecksumCRC32=crc),
+                    lambda: self.client.put_object(Bucket=self.bucket, Key=key, Body=_Body(part), ChecksumCRC32=crc),
                 )
-                if progress:
-                    progress(len(data))
-            else:
-                self._put_parts(f, path, key, sha256, progress)
+            finally:
+                self._buffers.give(buffer)
+        if progress:
+            progress(len(part))
         return True
 
     def _holds(self, head: dict[str, Any], path: Path) -> bool:
@@ -282,7 +288,7 @@ class S3Store:
         return bool(head[field] == f"{_b64(digest(b''.join(parts)))}-{len(parts)}")
 
     def _put_parts(
-        self, f: BinaryIO, path: Path, key: str, sha256: str, progress: Callable[[int], None] | None
+        self, f: io.BufferedReader, path: Path, key: str, sha256: str, progress: Callable[[int], None] | None
     ) -> None:
         """A multipart upload read once: each part is hashed in order as it is read, then sent in parallel from
         memory (a failed part is sent again, not the file); completed only if the file hashed to its name, else
@@ -298,40 +304,41 @@ class S3Store:
 
         failed = threading.Event()
 
-        def send(number: int, data: bytes) -> dict[str, Any]:
+        def send(number: int, buffer: bytearray, part: memoryview) -> dict[str, Any]:
             try:
-                crc = _b64(_crc32(data))
+                crc = _b64(_crc32(part))
                 sent = self._call(
                     what,
                     lambda: self.client.upload_part(
-                        Bucket=self.bucket, Key=key, UploadId=upload, PartNumber=number, Body=data, ChecksumCRC32=crc
+                        Bucket=self.bucket, Key=key, UploadId=upload, PartNumber=number, Body=_Body(part),
+                        ChecksumCRC32=crc,
                     ),
-                )
+                )  # fmt: skip
                 if progress:
-                    progress(len(data))
+                    progress(len(part))
                 return {"PartNumber": number, "ETag": sent["ETag"], "ChecksumCRC32": crc}
             except BaseException:
                 failed.set()
                 raise
             finally:
-                self._window.release()
+                self._buffers.give(buffer)
 
-        hasher, futures = hashlib.sha256(), list[Future[dict[str, Any]]]()
+        hasher, futures = hashlib.sha256(), dict[Future[dict[str, Any]], bytearray]()
         try:
             for number in itertools.count(1):
-                self._window.acquire()
-                if failed.is_set() or not (data := f.read(self.chunk_size)):
-                    self._window.release()
+                buffer = self._buffers.take()
+                if failed.is_set() or not (got := f.readinto(buffer)):
+                    self._buffers.give(buffer)
                     break
-                hasher.update(data)
-                futures.append(self._pool.submit(send, number, data))
+                hasher.update(part := memoryview(buffer)[:got])
+                futures[self._pool.submit(send, number, buffer, part)] = buffer
             parts = [x.result() for x in futures]
             _refuse_changed(path, sha256, hasher.hexdigest())
             self._complete(what, key, upload, parts)
         except BaseException:
-            for x in futures:
-                if x.cancel():  # never sent: its part of the window is given back here
-                    self._window.release()
+            for x, buffer in futures.items():
+                if x.cancel():  # never sent: its buffer is given back here
+                    self._buffers.give(buffer)
             wait(futures)
             with contextlib.suppress(ClientError, BotoCoreError):  # else gc aborts it later
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload)
@@ -620,3 +627,46 @@ def _refuse_changed(path: Path, sha256: str, got: str) -> None:
     """The bytes read for an upload are the bytes that were hashed (and signed): else nothing is stored."""
     if got != sha256:
         raise CorruptBlobError(f"{path} changed since it was hashed (its bytes now hash to {got}): not stored")
+
+
+class _Buffers:
+    """An upload's parts are read into buffers of the store's window, reused: at most the window's count in
+    memory, and no new 16 MB allocation per part (which the allocator would keep as the process's memory)."""
+
+    def __init__(self, window: threading.Semaphore, size: int):
+        self._window, self._size = window, size
+        self._free: list[bytearray] = []
+        self._lock = threading.Lock()
+
+    def take(self) -> bytearray:
+        self._window.acquire()
+        with self._lock:
+            return self._free.pop() if self._free else bytearray(self._size)
+
+    def give(self, buffer: bytearray) -> None:
+        with self._lock:
+            self._free.append(buffer)
+        self._window.release()
+
+
+class _Body:
+    """A part in its buffer, as the file botocore reads to sign and send it (and rewinds to send it again)."""
+
+    def __init__(self, part: memoryview):
+        self._part, self._at = part, 0
+
+    def __len__(self) -> int:
+        return len(self._part)
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self._part) if size is None or size < 0 else min(len(self._part), self._at + size)
+        block = self._part[self._at : end].tobytes()
+        self._at = end
+        return block
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._at = offset + {io.SEEK_SET: 0, io.SEEK_CUR: self._at, io.SEEK_END: len(self._part)}[whence]
+        return self._at
+
+    def tell(self) -> int:
+        return self._at
