@@ -15,6 +15,7 @@ from __future__ import annotations
 import html
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from mlc_farm.catalog.history import Point, regressions, series, speed_rule, speed_series
@@ -25,6 +26,7 @@ from mlc_farm.records.folder import lib_path
 from mlc_farm.records.reads import all_failures, all_records, entries, load_record
 from mlc_farm.records.schema import BuildRecord, CatalogEntry, FailureRecord
 from mlc_farm.store import ArtifactStore
+from mlc_farm.store.documents import READERS
 from mlc_farm.store.layout import blob_path
 from mlc_farm.trust import provenance
 from mlc_farm.trust.dsse import SignatureRefused
@@ -150,11 +152,13 @@ def catalog_rows(store: ArtifactStore, records: list[BuildRecord] | None = None)
     rows, failures, trusted = [], _failures(store), trusted_keys()
     records = records if records is not None else [r for _, r in all_records(store)]
     cells, by_key = series(records), {r.key: r for r in records}
-    for entry in sorted(entries(store), key=lambda e: (e.model, e.quantization)):
-        found, signer = published(store, entry), _signer(entry, trusted)  # once per entry, for each device's row
-        for device in sorted({*entry.libs, *entry.missing}):
-            points = cells.get((entry.model, entry.quantization, device), [])
-            rows.append(_row(store, entry, device, found, failures, points, signer, by_key))
+    listed = sorted(entries(store), key=lambda e: (e.model, e.quantization))
+    with ThreadPoolExecutor(max_workers=READERS) as pool:  # on S3 each entry's published record is a GET
+        about = pool.map(lambda e: (published(store, e), _signer(e, trusted)), listed)
+        for entry, (found, signer) in zip(listed, about, strict=True):  # once per entry, for each device's row
+            for device in sorted({*entry.libs, *entry.missing}):
+                points = cells.get((entry.model, entry.quantization, device), [])
+                rows.append(_row(store, entry, device, found, failures, points, signer, by_key))
     return rows
 
 
