@@ -241,21 +241,21 @@ def test_a_speed_drop_within_the_spread_of_the_runs_is_no_regression() -> None:
         return Point(toolchain=str(runs), at=t, tokens_per_s=sorted(runs)[len(runs) // 2], tokens_per_s_runs=runs,
                      kl_mean=kl, peak_memory_bytes=memory, check="k")  # fmt: skip
 
-    assert regressions([at([100, 110, 120]), at([90, 95, 101])]) == []  # the ranges overlap: noise
+    assert regressions([at([100, 110, 120]), at([90, 95, 101])], 0.1) == []  # the ranges overlap: noise
     # A shared machine's 2%, even with every run below the old ones, is no regression; 20% is.
-    assert regressions([at([100, 100.5, 101]), at([97.5, 98, 98.5])]) == []
-    (slower,) = regressions([at([100, 100.5, 101]), at([80, 80.4, 80.8])])
+    assert regressions([at([100, 100.5, 101]), at([97.5, 98, 98.5])], 0.1) == []
+    (slower,) = regressions([at([100, 100.5, 101]), at([80, 80.4, 80.8])], 0.1)
     assert slower.describe() == "tokens/s down: 100.5 -> 80.4 (20%: beyond 10% and the spread of the timed runs)"
-    (drop,) = regressions([at([100, 110, 120]), at([80, 85, 99])])
+    (drop,) = regressions([at([100, 110, 120]), at([80, 85, 99])], 0.1)
     assert drop.what == "tokens/s" and (drop.before, drop.after) == (110, 85)
-    assert [r.what for r in regressions([at([100]), at([100], kl=0.2, memory=120)])] == ["KL", "memory"]
+    assert [r.what for r in regressions([at([100]), at([100], kl=0.2, memory=120)], 0.1)] == ["KL", "memory"]
     # Another method is another series: 499 tokens/s of a short loop reading logits back, then 231 measured on
     # the device, is no regression; the page draws the new series alone.
     old, new = at([499, 500, 501]), at([230, 231, 232])
     old.method, new.method = "8 steps, logits read back", "128 steps on the device"
-    assert regressions([old, new]) == []
+    assert regressions([old, new], 0.1) == []
     assert speed_series([old, new]) == [new]
-    assert regressions([at([100], kl=0.05), at([100], kl=0.1)]) == []  # within 2x + 0.01
+    assert regressions([at([100], kl=0.05), at([100], kl=0.1)], 0.1) == []  # within 2x + 0.01
 
 
 def test_a_models_own_fidelity_section_adjusts_the_global_one(tiny_models: Path, tmp_path: Path) -> None:

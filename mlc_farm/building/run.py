@@ -181,7 +181,7 @@ class MatrixRun:
             units, refused = [], str(e)
         summary = summarize(plan, outcomes, units)
         history = [r for _, r in all_records(self.store, self.records)]  # the regressions' and the page's series
-        summary.regressions = night_regressions(history, set(plan.check_builds))
+        summary.regressions = night_regressions(history, set(plan.check_builds), load_settings().speed_regression)
         night = self.report(work, summary, status)
         failed_units = {(r.model, r.quantization) for r in summary.failed} | {
             (u.model, u.quantization) for u in units if u.status in ("kept previous", "not built", "damaged")

@@ -20,7 +20,6 @@ from mlc_farm.checks.speed import of_phase
 from mlc_farm.matrix.fidelity_rules import kl_regressed
 from mlc_farm.planning.keys import across_toolchains
 from mlc_farm.records.schema import BuildRecord
-from mlc_farm.settings import load_settings
 
 MEMORY_GROWTH = 1.10
 
@@ -42,13 +41,14 @@ class Regression(BaseModel):
     what: str  # "tokens/s", "KL", "memory"
     before: float
     after: float
+    floor: float = 0.0  # tokens/s: the relative drop it had to pass (MLC_FARM_SPEED_REGRESSION)
 
     def describe(self) -> str:
         if self.what == "tokens/s":
             drop = 1 - self.after / self.before if self.before else 0
             return (
                 f"tokens/s down: {self.before:.1f} -> {self.after:.1f} ({drop:.0%}: beyond "
-                f"{speed_floor():.0%} and the spread of the timed runs)"
+                f"{self.floor:.0%} and the spread of the timed runs)"
             )
         if self.what == "KL":
             return f"KL up: {self.before:.4g} -> {self.after:.4g}"
@@ -103,15 +103,18 @@ def library_label(lib: BuildRecord) -> str:
     return f"{model.get('model_type', 'model')} {lib.inputs.get('quantization')} {lib.inputs.get('target')}"
 
 
-def regressions(points: list[Point]) -> list[Regression]:
-    """What the newest point lost against the one before it (a different toolchain)."""
+def regressions(points: list[Point], floor: float) -> list[Regression]:
+    """What the newest point lost against the one before it (a different toolchain); tokens/s only when it dropped
+    by more than `floor` (relative) with every timed run below the old ones."""
     if len(points) < 2:
         return []
     old, new = points[-2], points[-1]
     found = []
     runs = (old.tokens_per_s_runs, new.tokens_per_s_runs) if old.method == new.method else ([], [])  # a new series
-    if runs[0] and runs[1] and max(runs[1]) < min(runs[0]) and slower(old.tokens_per_s, new.tokens_per_s):
-        found.append(Regression(what="tokens/s", before=old.tokens_per_s or 0, after=new.tokens_per_s or 0))
+    if runs[0] and runs[1] and max(runs[1]) < min(runs[0]) and slower(old.tokens_per_s, new.tokens_per_s, floor):
+        found.append(
+            Regression(what="tokens/s", before=old.tokens_per_s or 0, after=new.tokens_per_s or 0, floor=floor)
+        )
     if old.kl_mean is not None and new.kl_mean is not None and kl_regressed(new.kl_mean, old.kl_mean):
         found.append(Regression(what="KL", before=old.kl_mean, after=new.kl_mean))
     if (
@@ -123,21 +126,17 @@ def regressions(points: list[Point]) -> list[Regression]:
     return found
 
 
-def speed_floor() -> float:
-    return load_settings().speed_regression
-
-
-def slower(before: float | None, after: float | None) -> bool:
+def slower(before: float | None, after: float | None, floor: float) -> bool:
     """The figure dropped by more than the floor noise stays under (MLC_FARM_SPEED_REGRESSION)."""
-    return bool(before and after is not None and after < (1 - speed_floor()) * before)
+    return bool(before and after is not None and after < (1 - floor) * before)
 
 
 SPEED_RULE = "tokens/s down by more than {floor:.0%}, with every timed run below the previous toolchain's"
 
 
-def speed_rule() -> str:
+def speed_rule(floor: float) -> str:
     """What makes a speed regression, for the page and `history`."""
-    return SPEED_RULE.format(floor=speed_floor())
+    return SPEED_RULE.format(floor=floor)
 
 
 def speed_series(points: list[Point]) -> list[Point]:
@@ -145,7 +144,7 @@ def speed_series(points: list[Point]) -> list[Point]:
     return [p for p in points if p.method == points[-1].method] if points else []
 
 
-def night_regressions(records: list[BuildRecord], checks: set[str]) -> list[str]:
+def night_regressions(records: list[BuildRecord], checks: set[str], floor: float) -> list[str]:
     """Each regression of a cell whose newest point is one of `checks` (tonight's), against the toolchain
     before, one line each."""
     lines = []
@@ -153,6 +152,6 @@ def night_regressions(records: list[BuildRecord], checks: set[str]) -> list[str]
         if points[-1].check in checks:
             lines += [
                 f"{model} {quantization} {device}: {r.describe()} ({points[-2].toolchain} -> {points[-1].toolchain})"
-                for r in regressions(points)
+                for r in regressions(points, floor)
             ]
     return lines

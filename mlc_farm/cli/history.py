@@ -86,6 +86,7 @@ def _print_series(title: str, points: list[Point]) -> None:
     """A table; where it would not fit the terminal whole (80 columns), one block of lines per toolchain, every
     value whole. The methods and regressions wrap at words."""
     from mlc_farm.catalog.history import regressions, speed_rule
+    from mlc_farm.settings import load_settings
 
     methods = list(dict.fromkeys(p.method or "not recorded" for p in points))
     rows = [_values(p, methods.index(p.method or "not recorded") + 1) for p in points]
@@ -104,6 +105,7 @@ def _print_series(title: str, points: list[Point]) -> None:
             out.print(Text("  " + "; ".join(f"{c} {v}" for c, v in zip(COLUMNS[2:], row[2:], strict=True))))
     for i, method in enumerate(methods, 1):  # speeds compare only within one method: each is a series
         out.print(Text(f"method {i}: {method}"))
-    for r in regressions(points):
+    floor = load_settings().speed_regression
+    for r in regressions(points, floor):
         out.print(Text(f"regression: {r.describe()}", "yellow"))
-    out.print(Text(f"a speed regression: {speed_rule()}"))
+    out.print(Text(f"a speed regression: {speed_rule(floor)}"))

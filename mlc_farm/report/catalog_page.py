@@ -25,6 +25,7 @@ from mlc_farm.huggingface.endpoint import repo_url
 from mlc_farm.records.folder import lib_path
 from mlc_farm.records.reads import all_failures, all_records, entries, load_record
 from mlc_farm.records.schema import BuildRecord, CatalogEntry, FailureRecord
+from mlc_farm.settings import load_settings
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.documents import READERS
 from mlc_farm.store.layout import blob_path
@@ -65,7 +66,7 @@ def _failure(entry: CatalogEntry, device: str, failures: Failures, served: bool)
     }
 
 
-def _history(points: list[Point]) -> dict[str, Any]:
+def _history(points: list[Point], floor: float) -> dict[str, Any]:
     """A cell's series for the page's charts (tokens/s of the newest speed method only: another method's figures
     are another series), and what the newest toolchain lost."""
     speeds = speed_series(points)
@@ -82,7 +83,7 @@ def _history(points: list[Point]) -> dict[str, Any]:
             for p in points
         ],
         "speed_method": points[-1].method if points else None,
-        "regressions": [{"what": r.what, "describe": r.describe()} for r in regressions(points)],
+        "regressions": [{"what": r.what, "describe": r.describe()} for r in regressions(points, floor)],
     }
 
 
@@ -92,7 +93,7 @@ def _row(
     device: str,
     hub: Published | None,
     failures: Failures,
-    points: list[Point],
+    history: dict[str, Any],
     signer: str | None,
     records: dict[str, BuildRecord],
 ) -> dict[str, Any]:
@@ -115,7 +116,7 @@ def _row(
         "hub": repo_url(hub.repo) if hub else None,
         "files": links,
         **_failure(entry, device, failures, served=device in entry.libs),
-        "history": _history(points),
+        "history": history,
     }
 
 
@@ -149,7 +150,7 @@ def _library(entry: CatalogEntry, device: str, root: str | None) -> dict[str, An
 
 def catalog_rows(store: ArtifactStore, records: list[BuildRecord] | None = None) -> list[dict[str, Any]]:
     """A row per entry and device; `records`: every build record of the store, when the caller read them."""
-    rows, failures, trusted = [], _failures(store), trusted_keys()
+    rows, failures, trusted, floor = [], _failures(store), trusted_keys(), load_settings().speed_regression
     records = records if records is not None else [r for _, r in all_records(store)]
     cells, by_key = series(records), {r.key: r for r in records}
     listed = sorted(entries(store), key=lambda e: (e.model, e.quantization))
@@ -157,8 +158,8 @@ def catalog_rows(store: ArtifactStore, records: list[BuildRecord] | None = None)
         about = pool.map(lambda e: (published(store, e), _signer(e, trusted)), listed)
         for entry, (found, signer) in zip(listed, about, strict=True):  # once per entry, for each device's row
             for device in sorted({*entry.libs, *entry.missing}):
-                points = cells.get((entry.model, entry.quantization, device), [])
-                rows.append(_row(store, entry, device, found, failures, points, signer, by_key))
+                history = _history(cells.get((entry.model, entry.quantization, device), []), floor)
+                rows.append(_row(store, entry, device, found, failures, history, signer, by_key))
     return rows
 
 
@@ -192,7 +193,7 @@ def write_page(store: ArtifactStore, records: list[BuildRecord] | None = None) -
         "store": store.url,
         "rows": rows,
         "verify": verify_note({r["signed_by"] for r in rows if r["signed_by"]}),
-        "regression_rule": f"A speed regression: {speed_rule()}.",
+        "regression_rule": f"A speed regression: {speed_rule(load_settings().speed_regression)}.",
     }
     store.write_json(DATA, data)
     store.write_text(PAGE, render(data), "text/html; charset=utf-8")
