@@ -25,6 +25,8 @@ from mlc_farm.records.reads import entries
 from mlc_farm.records.schema import BuildRecord
 from mlc_farm.report import catalog_page
 from mlc_farm.report.night import NightReport
+from mlc_farm.report.run_report import TerminalReport
+from mlc_farm.report.status import StatusDisplay
 from mlc_farm.report.summary import Summary
 from mlc_farm.store import ArtifactStore
 from mlc_farm.toolchain.info import ToolchainInfo
@@ -95,11 +97,32 @@ class InPlace:
         self.summaries.append(summary)
 
 
+class Told(TerminalReport):
+    """The terminal's report, and what the run told it, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[tuple[Any, ...]] = []
+
+    def planned(self, todo: int, reused: int) -> None:
+        self.events.append(("planned", todo, reused))
+
+    def finished(self, display: StatusDisplay, done: int, of: int, ok: bool, label: str, at: str) -> None:
+        self.events.append(("finished", done, of, ok))
+
+    def ended(self, summary: Summary, night: NightReport) -> None:
+        self.events.append(("ended", len(summary.rows)))
+
+
 def test_a_run_builds_the_matrix_then_reuses_it_without_prefect(tiny_matrix: Path, tmp_path: Path) -> None:
+    """... and tells its report what it did: the run decides, the report (the terminal's here) renders."""
+    told: list[list[tuple[Any, ...]]] = []
+
     def run() -> tuple[bool, str]:
         pre = preflight(str(tiny_matrix), None, None, None, str(tmp_path / "store"), lambda st, p: probe())
-        engine = InPlace(pre.store())
-        done = MatrixRun(pre, engine, False, Progress(), logging.getLogger("test")).execute()
+        engine, report = InPlace(pre.store()), Told()
+        done = MatrixRun(pre, engine, False, Progress(), logging.getLogger("test"), report).execute()
+        told.append(report.events)
         return done.ok, done.message
 
     assert run() == (
@@ -114,6 +137,9 @@ def test_a_run_builds_the_matrix_then_reuses_it_without_prefect(tiny_matrix: Pat
 
     served = entries(open_store(str(tmp_path / "store")))
     assert len(served) == 4 and all(set(e.libs) == {"cpu", "vulkan"} for e in served)
+    built, reused = told
+    assert built == [("planned", 22, 0), *(("finished", n, 22, True) for n in range(1, 23)), ("ended", 8)]
+    assert reused == [("planned", 0, 22), ("ended", 8)]
 
 
 def test_the_run_and_its_steps_import_no_prefect() -> None:

@@ -4,7 +4,8 @@ catalog, report, publish, page.
 The orchestrator plugs in through `Engine`: where each build runs and how one waits for it, how sources are
 resolved and the toolchain probed, the catalog update, publishing and the run's artifacts. `flows/engine.py`
 gives Prefect's (tasks in this process, or flow runs on work pools); a test can give one that builds in
-place. A run starts from its `Preflight` (mlc_farm/building/preflight.py), made once.
+place. Beside it, a `RunReport` is handed what the run has to say (mlc_farm/report/run_report.py: the
+terminal's). A run starts from its `Preflight` (mlc_farm/building/preflight.py), made once.
 """
 
 from __future__ import annotations
@@ -17,9 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
-from rich.text import Text
 
-from mlc_farm import terminal
 from mlc_farm.building.preflight import Preflight
 from mlc_farm.building.workdirs import remove_stale_workdirs
 from mlc_farm.catalog.history import night_regressions
@@ -35,6 +34,7 @@ from mlc_farm.records.outcomes import DONE, Outcome, PublishResult, PublishTarge
 from mlc_farm.records.reads import all_records, load_failure, load_record
 from mlc_farm.records.schema import BuildRecord, FailureRecord, now, referenced_blobs
 from mlc_farm.report.night import NightReport, night_report
+from mlc_farm.report.run_report import TerminalReport
 from mlc_farm.report.status import RunStatus, StatusDisplay
 from mlc_farm.report.summary import Summary, summarize
 from mlc_farm.settings import load_settings
@@ -89,6 +89,20 @@ class Engine(Protocol):
     def artifacts(self, summary: Summary, night: NightReport, published: list[dict[str, str]]) -> None:
         """Keep the run's summary, matrix picture, night report and publish results where its users look."""
         ...
+
+
+class RunReport(Protocol):
+    """What a run says as it goes and when it ends (mlc_farm/report/run_report.py renders it on the terminal)."""
+
+    def planned(self, todo: int, reused: int) -> None: ...
+
+    def live(self, status: RunStatus) -> StatusDisplay: ...
+
+    def finished(self, display: StatusDisplay, done: int, of: int, ok: bool, label: str, at: str) -> None: ...
+
+    def ended(self, summary: Summary, night: NightReport) -> None: ...
+
+    def published(self, row: dict[str, str]) -> None: ...
 
 
 @dataclasses.dataclass
@@ -148,14 +162,20 @@ class MatrixRun:
     plan, then the `Work` chosen from it) rather than leaving it on the run half-made."""
 
     def __init__(
-        self, pre: Preflight, engine: Engine, force: bool, progress: Progress, log: logging.Logger | Any
+        self,
+        pre: Preflight,
+        engine: Engine,
+        force: bool,
+        progress: Progress,
+        log: logging.Logger | Any,
+        report: RunReport | None = None,
     ) -> None:
         self.pre, self.engine, self.force, self.progress, self.log = pre, engine, force, progress, log
+        self.report = report or TerminalReport()
         self.store = pre.store()
         self.matrix = pre.matrix
         self.began: datetime = now()
         self.records: dict[str, BuildRecord] = {}  # read once: on S3 each look-up is a GET
-        self.console = terminal.console()
 
     def execute(self) -> RunResult:
         return self.complete(self.prepare())
@@ -182,7 +202,7 @@ class MatrixRun:
         summary = summarize(plan, outcomes, units)
         history = [r for _, r in all_records(self.store, self.records)]  # the regressions' and the page's series
         summary.regressions = night_regressions(history, set(plan.check_builds), load_settings().speed_regression)
-        night = self.report(work, summary, status)
+        night = self.ended(work, summary, status)
         failed_units = {(r.model, r.quantization) for r in summary.failed} | {
             (u.model, u.quantization) for u in units if u.status in ("kept previous", "not built", "damaged")
         }
@@ -273,7 +293,7 @@ class MatrixRun:
     def dispatch(self, work: Work) -> RunStatus:
         """Start what the scheduler allows, a line per finished build and a live status of the running ones,
         until nothing runs; the status keeps when each build ran."""
-        self.console.print(f"{len(work.todo)} builds to run, {len(work.outcomes)} reused", soft_wrap=True)
+        self.report.planned(len(work.todo), len(work.outcomes))
         status = RunStatus(work.labels, len(work.todo))
         running: dict[Any, str] = {}
         finished = self.progress.finished
@@ -284,7 +304,7 @@ class MatrixRun:
                 running[self.engine.start(build, builds, source)] = build.key
                 status.start(build.key)
 
-        with StatusDisplay(self.console, status, load_settings().status_seconds) as display:
+        with self.report.live(status) as display:
             start_allowed()
             while running:
                 display.tick()
@@ -295,12 +315,8 @@ class MatrixRun:
                     work.scheduler.finish(key, ok)
                     status.finish(key, ok)
                     start_allowed()
-                    mark = ("ok", "green") if ok else ("FAILED", "red")
-                    took = clock(status.now() - status.started)
-                    line = Text.assemble(
-                        f"[{len(finished)}/{len(work.todo)}] ", mark, f" {work.labels[key]} (at {took})"
-                    )
-                    display.print(line)
+                    at = clock(status.now() - status.started)
+                    self.report.finished(display, len(finished), len(work.todo), ok, work.labels[key], at)
         return status
 
     def collect(self, work: Work) -> dict[str, Outcome]:
@@ -331,29 +347,12 @@ class MatrixRun:
         failure = load_failure(self.store, key)
         return failure if failure and failure.failed_at >= self.began else None
 
-    def report(self, work: Work, summary: Summary, status: RunStatus) -> NightReport:
-        """The summary table (every cell of a small matrix, the failed ones of a big one), the night's use of
-        the pools, and each failure with its log."""
+    def ended(self, work: Work, summary: Summary, status: RunStatus) -> NightReport:
+        """The night's use of the pools, reported with the summary; a damaged entry in the run's log too."""
         pool_of = {key: work.scheduler.pool_of(b) for key, b in _builds(work.plan).items()}
         elapsed = status.now() - status.started
         night = night_report(work.plan, status.spans, pool_of, work.scheduler.slots, work.labels, elapsed)
-        shown = summary.for_console()
-        if shown:
-            self.console.print(summary.table(shown, self.console.width))
-        if hidden := len(summary.rows) - len(shown):
-            self.console.print(
-                f"{hidden} ok cells not listed; every cell is in the run's mlc-farm-build-summary artifact",
-                soft_wrap=True,
-            )
-        if night.pools:
-            self.console.print(night.line(), soft_wrap=True, markup=False)
-        for r in summary.failed:
-            detail = f" {r.model}/{r.quantization}/{r.device}: {r.detail}" + (f"\n  log: {r.log}" if r.log else "")
-            self.console.print(Text.assemble(("FAILED", "red"), detail), soft_wrap=True)
-        if summary.regressions:
-            self.console.print("regressions against the previous toolchain:", soft_wrap=True)
-            for line in summary.regressions:
-                self.console.print(Text(f"  {line}", "yellow"), soft_wrap=True)
+        self.report.ended(summary, night)
         for u in (u for u in summary.units if u.status == "damaged"):
             self.log.error("%s %s: %s", u.model, u.quantization, u.detail)
         return night
@@ -367,12 +366,11 @@ class MatrixRun:
             if isinstance(result, Exception):
                 failures += 1
                 rows.append({"repo": repo, "result": "failed", "detail": str(result)})
-                self.console.print(Text.assemble(("PUBLISH FAILED", "red"), f" {repo}: {result}"), soft_wrap=True)
-                continue
-            done = f"commit {result.commit}" if result.commit else "unchanged, no commit"
-            detail = f"{len(result.operations)} operations, {result.unchanged} files unchanged"
-            rows.append({"repo": repo, "result": done, "detail": detail})
-            self.console.print(f"published {repo}: {done} ({detail})", soft_wrap=True)
+            else:
+                done = f"commit {result.commit}" if result.commit else "unchanged, no commit"
+                detail = f"{len(result.operations)} operations, {result.unchanged} files unchanged"
+                rows.append({"repo": repo, "result": done, "detail": detail})
+            self.report.published(rows[-1])
         return rows, failures
 
     def result(self, work: Work, summary: Summary, units: list[UnitResult], publish_failures: int) -> RunResult:
