@@ -16,6 +16,7 @@ from pydantic import BeforeValidator, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mlc_farm.errors import BadInput
+from mlc_farm.whole_files import replace_whole
 
 _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400}
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d)")
@@ -193,12 +194,7 @@ def _without_block(lines: list[str], tag: str) -> list[str]:
 
 def _rewrite(path: Path, lines: list[str]) -> None:
     """Replace the file whole (a temporary file renamed over it), keeping its mode."""
-    mode = path.stat().st_mode & 0o777 if path.exists() else None
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text("".join(line + "\n" for line in lines))
-    if mode is not None:
-        temporary.chmod(mode)
-    temporary.replace(path)
+    replace_whole(path, "".join(line + "\n" for line in lines), path.stat().st_mode & 0o777 if path.exists() else None)
 
 
 def set_settings_block(tag: str, values: dict[str, str]) -> Path:

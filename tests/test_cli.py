@@ -38,6 +38,20 @@ def test_the_settings_file_is_read_under_the_environment(tmp_path: Path, monkeyp
     assert code == 2 and f"MLC_FARM_STEP_TIMEOUT='soon' (in {file})" in said
 
 
+def test_a_file_replaced_whole_is_the_old_or_the_new_and_leaves_nothing_beside_it(tmp_path: Path) -> None:
+    from mlc_farm.whole_files import replace_whole
+
+    path = tmp_path / "mlc-farm.env"
+    path.write_text("MLC_FARM_STORE=./artifacts\n")
+    path.chmod(0o640)
+    with pytest.raises(UnicodeEncodeError):
+        replace_whole(path, "MLC_FARM_STORE=\udc80", 0o640)  # a write that fails half-way
+    assert path.read_text() == "MLC_FARM_STORE=./artifacts\n" and os.listdir(tmp_path) == ["mlc-farm.env"]
+    replace_whole(path, "MLC_FARM_STORE=s3://b/p\n", 0o640)
+    assert path.read_text() == "MLC_FARM_STORE=s3://b/p\n" and oct(path.stat().st_mode & 0o777) == "0o640"
+    assert os.listdir(tmp_path) == ["mlc-farm.env"]
+
+
 def test_a_settings_block_wins_until_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from mlc_farm.settings import export_settings_file, remove_settings_block, set_settings_block
 

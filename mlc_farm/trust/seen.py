@@ -10,14 +10,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from mlc_farm.settings import load_settings
 from mlc_farm.store.documents import MAX_DOCUMENT, parse_bounded
 from mlc_farm.trust.dsse import SignatureRefused
+from mlc_farm.whole_files import replace_whole
 
 FILE = "trust/seen.json"
 
@@ -37,10 +36,7 @@ def _locked() -> Iterator[dict[str, dict[str, int]]]:
         before = json.dumps(seen, sort_keys=True)
         yield seen
         if json.dumps(seen, sort_keys=True) != before:
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".seen-")
-            with os.fdopen(fd, "w") as f:
-                json.dump(seen, f, sort_keys=True, indent=1)
-            os.replace(tmp, path)
+            replace_whole(path, json.dumps(seen, sort_keys=True, indent=1), 0o600)
 
 
 def _read(path: Path) -> dict[str, dict[str, int]]:
