@@ -38,6 +38,18 @@ def test_the_settings_file_is_read_under_the_environment(tmp_path: Path, monkeyp
     assert code == 2 and f"MLC_FARM_STEP_TIMEOUT='soon' (in {file})" in said
 
 
+def test_a_stop_is_explained_without_loading_prefect() -> None:
+    """A command stopped before it loaded Prefect (planning, a pull) ends at once: explaining the stop imports
+    neither Prefect nor httpx, which alone take seconds (over ten on a loaded machine)."""
+    ask = (
+        "import sys, signal; from mlc_farm.cli import _errors as e; "
+        "print(e.message_for(KeyboardInterrupt())[0], e.message_for(e.Terminated())[0], "
+        "sorted({m.split('.')[0] for m in sys.modules} & {'prefect', 'httpx'}))"
+    )
+    done = subprocess.run([sys.executable, "-c", ask], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert done.stdout.split() == ["130", "143", "[]"]
+
+
 def test_a_file_replaced_whole_is_the_old_or_the_new_and_leaves_nothing_beside_it(tmp_path: Path) -> None:
     from mlc_farm.whole_files import replace_whole
 

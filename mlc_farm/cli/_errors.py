@@ -44,12 +44,18 @@ def _http_unreachable(e: BaseException) -> str:
     )
 
 
-def terminated(signum: int, _frame: object) -> None:
-    from prefect.exceptions import TerminationSignal
+class Terminated(BaseException):
+    """SIGTERM, in a command that has not loaded Prefect (a BaseException, as KeyboardInterrupt is)."""
 
+
+def terminated(signum: int, _frame: object) -> None:
     _signalled.append(signum)
     stop_all()
-    raise TerminationSignal(signal=signum)
+    if "prefect.exceptions" in sys.modules:  # a flow runs: Prefect's engine unwinds it on its own signal
+        from prefect.exceptions import TerminationSignal
+
+        raise TerminationSignal(signal=signum)
+    raise Terminated  # not importing Prefect now: that alone takes seconds, more on a loaded machine
 
 
 def interrupted(signum: int, frame: FrameType | None) -> None:
@@ -65,16 +71,19 @@ def _stopped(name: str) -> str:
     )
 
 
+def _loaded(module: str, name: str) -> tuple[type[BaseException], ...]:
+    """The error class `name` of `module` if the module is loaded (else none of its errors can have been raised):
+    naming a class never imports Prefect or httpx, seconds that a stopped command would wait for."""
+    return (getattr(sys.modules[module], name),) if module in sys.modules else ()
+
+
 def _errors() -> list[tuple[tuple[type[BaseException], ...], int, Callable[[BaseException], str]]]:
     """The one table from an error to what a person reads and the exit code (see mlc_farm.errors)."""
-    import httpx
-    from prefect.exceptions import TerminationSignal
-
     # The store and the Hub map their clients' errors to ours at their boundary; the Prefect API's client is
     # httpx, met here.
     return [
         ((FarmError,), 0, str),  # 0: the error's own exit_code
-        ((httpx.TransportError,), 3, _http_unreachable),
+        (_loaded("httpx", "TransportError"), 3, _http_unreachable),
         ((ConnectionError, TimeoutError), 3, _cannot_reach("a service", "Check the network and the endpoint settings")),
         (
             (PermissionError, FileExistsError, NotADirectoryError, IsADirectoryError),
@@ -82,7 +91,11 @@ def _errors() -> list[tuple[tuple[type[BaseException], ...], int, Callable[[Base
             lambda e: f"cannot use {getattr(e, 'filename', '') or 'a path'}: {getattr(e, 'strerror', '') or e}",
         ),
         ((OSError,), 1, lambda e: f"{getattr(e, 'filename', '') or 'I/O error'}: {getattr(e, 'strerror', '') or e}"),
-        ((TerminationSignal,), 128 + signal.SIGTERM, lambda e: _stopped("SIGTERM")),
+        (
+            (Terminated, *_loaded("prefect.exceptions", "TerminationSignal")),
+            128 + signal.SIGTERM,
+            lambda e: _stopped("SIGTERM"),
+        ),
         ((KeyboardInterrupt,), 128 + signal.SIGINT, lambda e: _stopped("SIGINT")),
     ]
 
