@@ -191,26 +191,6 @@ def test_an_older_entry_put_back_is_refused_and_an_expired_one_unless_allowed(st
     assert problems.returncode == 1 and "expired on" in problems.stderr
 
 
-def test_a_kept_verdict_is_of_the_very_document_name_and_keys(store: Path) -> None:
-    """A process verifies each entry once (the catalog update, then the page): the verdict it keeps is of the
-    document, the name and the trusted keys together, so no other document, name or key set inherits it."""
-    from mlc_farm.trust.entry_signatures import signed
-    from mlc_farm.trust.keys import trusted_keys
-
-    e, trusted = entry(store), trusted_keys()
-    first = signed(e, e.model, e.quantization, trusted)
-    assert signed(e, e.model, e.quantization, trusted) is first
-    with pytest.raises(dsse.SignatureRefused, match="its signature is for tiny-llama-a q4f16_1"):
-        signed(e, "tiny-llama-b", e.quantization, trusted)
-    changed = e.model_copy(update={"updated_at": e.updated_at + timedelta(seconds=1)})
-    with pytest.raises(dsse.SignatureRefused, match="not the one the farm signed"):
-        signed(changed, e.model, e.quantization, trusted)
-    with pytest.raises(dsse.SignatureRefused, match="not made by a trusted key"):
-        signed(e, e.model, e.quantization, [dsse.public_key(dsse.new_private_key())])
-    with pytest.raises(dsse.SignatureRefused, match="not made by a trusted key"):  # refused again, not from memory
-        signed(e, e.model, e.quantization, [dsse.public_key(dsse.new_private_key())])
-
-
 def test_provenance_placed_under_another_entry_is_refused(store: Path) -> None:
     st = LocalStore(store)
     a, b = entry(store), entry(store, "tiny-llama-b")

@@ -21,6 +21,7 @@ from mlc_farm.checks import fidelity, memory, runtime
 from mlc_farm.checks.fidelity import Fidelity
 from mlc_farm.checks.fit import fit_check
 from mlc_farm.checks.results import RunCheck, Validation
+from mlc_farm.digests import digest
 from mlc_farm.errors import DamagedDocumentError
 from mlc_farm.planning.plan import Plan, PlanCell
 from mlc_farm.planning.sources import ResolvedSource
@@ -47,6 +48,7 @@ class Records:
         self.signing_key = keys.signing_key()
         self._records: dict[str, BuildRecord | None] = dict(known or {})
         self._docs: dict[str, dict[str, Any]] = {}
+        self._signed: dict[str, Signed | SignatureRefused] = {}
 
     def record(self, key: str) -> BuildRecord | None:
         if key not in self._records:
@@ -54,8 +56,18 @@ class Records:
         return self._records[key]
 
     def signature(self, entry: CatalogEntry) -> Signed:
-        """The entry's signature verified for its own name (SignatureRefused: it does not hold)."""
-        return signed(entry, entry.model, entry.quantization, self.trusted)
+        """The entry's signature verified for its own name (SignatureRefused: it does not hold), once per entry
+        document: an entry read again in its write verifies without a second signature check."""
+        mark = digest(entry.model_dump(mode="json"))
+        if mark not in self._signed:
+            try:
+                self._signed[mark] = signed(entry, entry.model, entry.quantization, self.trusted)
+            except SignatureRefused as e:
+                self._signed[mark] = e
+        found = self._signed[mark]
+        if isinstance(found, SignatureRefused):
+            raise found
+        return found
 
     def doc(self, record: BuildRecord, name: str) -> dict[str, Any]:
         file = next(f for f in record.files if f.path == name)

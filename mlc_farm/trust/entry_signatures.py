@@ -122,30 +122,9 @@ class Signed:
         return datetime.fromisoformat(self.binding["signed_at"])
 
 
-# Verdicts on entry documents in this process: the catalog update and the page (and a check of many pulls) verify
-# each entry once. A verdict is of the very document, name and keys, so it holds for as long as they are the same.
-_VERDICTS: dict[tuple[str, str, str, tuple[bytes, ...]], Signed | SignatureRefused] = {}
-_MAX_VERDICTS = 20_000
-
-
 def signed(entry: CatalogEntry, model: str, quantization: str, trusted: list[bytes]) -> Signed:
     """The entry's signature verified with a trusted key, for this name, over this very document (its expiry and
     version are the caller's to judge)."""
-    mark = (digest(entry.model_dump(mode="json")), model, quantization, tuple(trusted))
-    if (found := _VERDICTS.get(mark)) is None:
-        try:
-            found = _verify(entry, model, quantization, trusted)
-        except SignatureRefused as e:
-            found = e
-        if len(_VERDICTS) >= _MAX_VERDICTS:
-            _VERDICTS.clear()
-        _VERDICTS[mark] = found
-    if isinstance(found, SignatureRefused):
-        raise type(found)(*found.args)  # a new exception each time: one traceback each
-    return found
-
-
-def _verify(entry: CatalogEntry, model: str, quantization: str, trusted: list[bytes]) -> Signed:
     what = f"{model} {quantization}"
     if entry.signature is None:
         raise SignatureRefused(f"{what}: the entry is unsigned")
