@@ -50,6 +50,24 @@ def test_a_stop_is_explained_without_loading_prefect() -> None:
     assert done.stdout.split() == ["130", "143", "[]"]
 
 
+def test_a_ctrl_c_while_the_command_imports_is_one_line_not_a_traceback() -> None:
+    """The first half second of every command imports its modules, before its stop handlers are set: a Ctrl-C
+    there (made certain here by an import that raises it) ends with exit 130 and one line."""
+    ask = (
+        "import sys\n"
+        "class CtrlC:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'typer': raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, CtrlC())\n"
+        "sys.argv = ['mlc-farm', 'plan']\n"
+        "from mlc_farm.cli import main\n"
+        "main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", ask], capture_output=True, text=True, cwd=ROOT)
+    assert (done.returncode, done.stdout) == (130, "")
+    assert done.stderr == "error: stopped by SIGINT before the command began: nothing was touched\n"
+
+
 def test_a_file_replaced_whole_is_the_old_or_the_new_and_leaves_nothing_beside_it(tmp_path: Path) -> None:
     from mlc_farm.whole_files import replace_whole
 

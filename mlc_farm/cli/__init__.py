@@ -1,6 +1,6 @@
 """`mlc-farm`, in parts: one module per command group (plan, build, catalog, history, pull, publish, farm, tools),
-the error table on its own (`_errors.py`), shared options and output. Importing this package registers every
-command on `app`.
+the error table on its own (`_errors.py`), shared options and output. `app` (with every command on it) and
+`message_for` are imported on first use: `main` imports them inside its own guard.
 
 May import the foundation modules and `building`, `catalog`, `checks`, `distribute`, `farm`, `flows`, `matrix`,
 `planning`, `records`, `report`, `store`, `toolchain`, `trust` (every command: the top; tests/test_structure.py
@@ -8,30 +8,26 @@ holds the table).
 """
 
 import sys
+from typing import Any
 
-import typer
-
-from mlc_farm.cli import build, catalog, farm, history, install, plan, publish, pull, tools  # noqa: F401  (registers the commands)
-from mlc_farm.cli._app import app
-from mlc_farm.cli._errors import message_for
-from mlc_farm.cli._output import fail
-
-__all__ = ["app", "main", "message_for"]
+STOPPED_EARLY = "error: stopped by SIGINT before the command began: nothing was touched"
 
 
 def main() -> None:
-    """The `mlc-farm` command: a usage error (an unknown option, a value typer refuses) in the one-line style
-    of every other error, with the help to read, instead of typer's boxed panel."""
+    """The `mlc-farm` command. Its modules take about half a second to import, before its stop handlers are
+    set: a Ctrl-C then ends like any other stop (exit 130, one line), never with a traceback."""
     try:
-        code = app(standalone_mode=False)
-    except typer.TyperException as e:  # typer's click errors: usage, a bad value, no arguments
-        if type(e).__name__ == "NoArgsIsHelpError":
-            e.show()  # type: ignore[attr-defined]  # click's: the help
-        else:
-            ctx = getattr(e, "ctx", None)
-            hint = f" (`{ctx.command_path} --help`)" if ctx is not None else ""
-            fail(f"{e.format_message()}{hint}", e.exit_code)
-        sys.exit(e.exit_code)
-    except typer.Abort:
-        sys.exit(fail("aborted", 1).exit_code)
-    sys.exit(code if isinstance(code, int) else 0)
+        from mlc_farm.cli._main import run
+    except KeyboardInterrupt:
+        print(STOPPED_EARLY, file=sys.stderr)
+        sys.exit(130)
+    run()
+
+
+def __getattr__(name: str) -> Any:
+    """`app` and `message_for`, imported when first asked for (tests, the docs' reference)."""
+    if name in ("app", "message_for"):
+        from mlc_farm.cli import _main
+
+        return getattr(_main, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
