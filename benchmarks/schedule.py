@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mlc_farm.matrix.cells import expand
 from mlc_farm.matrix.load import parse_matrix
+from mlc_farm.planning.kinds import all_builds
 from mlc_farm.planning.plan import LibBuild, Plan, make_plan
 from mlc_farm.planning.schedule import Order, Scheduler
 from mlc_farm.planning.sources import ResolvedSource
@@ -85,7 +86,7 @@ def catalog() -> tuple[Plan, dict[str, float], dict[str, str]]:
 def simulate(plan: Plan, expected: dict[str, float], actual: dict[str, float], pools: dict[str, str],
              order: Order) -> float:  # fmt: skip
     """The makespan of a night run by the real scheduler: start what it says, finish the earliest build."""
-    s = Scheduler(plan, set(plan.all_keys()), SLOTS, lambda b: pools[b.key], expected, order)
+    s = Scheduler(plan, set(all_builds(plan)), SLOTS, lambda b: pools[b.key], expected, order)
     clock, running = 0.0, {}
     while True:
         for b, _ in s.starts():

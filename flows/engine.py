@@ -17,8 +17,8 @@ from mlc_farm.building.preflight import Preflight
 from mlc_farm.building.run import Mode
 from mlc_farm.matrix.schema import LoadedMatrix, ModelSpec
 from mlc_farm.planning.fingerprints import Fingerprint
-from mlc_farm.planning.plan import CheckBuild, LibBuild, ModelBuilds, Plan, ReferenceBuild
-from mlc_farm.planning.schedule import Build
+from mlc_farm.planning.kinds import Build, on_device
+from mlc_farm.planning.plan import ModelBuilds, Plan
 from mlc_farm.planning.sources import ResolvedSource
 from mlc_farm.records.outcomes import BY_ANOTHER_RUN, Built, Outcome, PublishResult, PublishTarget, UnitResult
 from mlc_farm.records.schema import BuildRecord
@@ -27,12 +27,9 @@ from mlc_farm.report.night import NightReport
 from mlc_farm.report.summary import Summary
 from mlc_farm.settings import load_settings
 from mlc_farm.tasks.builds import (
-    build_from_source,
-    build_library,
-    build_reference,
-    check_cell,
     conversion_fingerprints,
     resolve_sources,
+    run_build,
     update_catalog,
     write_catalog_page,
 )
@@ -86,20 +83,10 @@ class PrefectEngine:
     def start(self, build: Build, builds: ModelBuilds | None, source: ResolvedSource | None) -> PrefectFuture[Any]:
         """Embedded: a task here. Farm: a flow run on the build's pool (the device's, else the weights pool)."""
         if self.mode == "embedded":
-            if isinstance(build, LibBuild):
-                assert builds is not None
-                return build_library.submit(self.store_url, build, builds, self.force)
-            if isinstance(build, CheckBuild):
-                return check_cell.submit(self.store_url, build, self.force)
-            assert source is not None
-            if isinstance(build, ReferenceBuild):
-                return build_reference.submit(self.store_url, build, source, self.force)
-            return build_from_source.submit(self.store_url, build, source, self.convert_device, self.force)
-        if isinstance(build, LibBuild | CheckBuild):
+            return run_build.submit(self.store_url, build, builds, source, self.convert_device, self.force)
+        if (device := on_device(build)) is not None:
             params: dict[str, Any] = {"lb": build, "builds_from": builds, "store": self.store_url, "force": self.force}
-            return dispatch.submit(
-                f"build-library/{build.device.work_pool}", _jsonable(params), build.key, self.store_url
-            )
+            return dispatch.submit(f"build-library/{device.work_pool}", _jsonable(params), build.key, self.store_url)
         params = {
             "build": build,
             "source": source,

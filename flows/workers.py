@@ -13,10 +13,12 @@ from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 from pydantic import Field
 
-from mlc_farm.building import build as builds
+from mlc_farm.building import runners
+from mlc_farm.building.runners import Given
 from mlc_farm.farm.pools import COMPILE_SLOT_LEASE, compile_limit
 from mlc_farm.planning import sources
-from mlc_farm.planning.plan import CheckBuild, ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, ReferenceBuild
+from mlc_farm.planning.kinds import DeviceBuild, WeightsBuild, kind_of
+from mlc_farm.planning.plan import ModelBuilds
 from mlc_farm.planning.sources import ResolvedSource
 from mlc_farm.store import open_store
 from mlc_farm.store.layout import toolchain_path
@@ -40,7 +42,7 @@ def _weights_run_name() -> str:
 
 @flow(retries=0, name="build-weights", flow_run_name=_weights_run_name)
 def build_weights_flow(
-    build: Annotated[ConvertBuild | ConfigBuild | ReferenceBuild, Field(discriminator="kind")],
+    build: Annotated[WeightsBuild, Field(discriminator="kind")],
     source: ResolvedSource,
     convert_device: str,
     store: str | None = None,
@@ -50,30 +52,25 @@ def build_weights_flow(
     cpu): each reads the source."""
     keys.require_farm_key()  # a worker never signs with a key of its own
     run = str(flow_run.get_id())
-    if isinstance(build, ReferenceBuild):
-        return builds.build_reference(open_store(store), build, sources.fetch(source), flow_run=run, force=force).key
-    return builds.build_from_source(
-        open_store(store),
-        build,
-        sources.fetch(source),
-        convert_device,
-        on_line=log_line,
-        force=force,
-        flow_run=run,
-    ).key
+    given = Given(
+        files=sources.fetch(source), convert_device=convert_device, on_line=log_line, flow_run=run, force=force
+    )
+    return runners.run(open_store(store), build, given).key
 
 
 @flow(retries=0, name="build-library", flow_run_name="{lb.kind} {lb.device.name}/{lb.quantization}")
 def build_library_flow(
-    lb: Annotated[LibBuild | CheckBuild, Field(discriminator="kind")],
+    lb: Annotated[DeviceBuild, Field(discriminator="kind")],
     builds_from: ModelBuilds,
     store: str | None = None,
     force: bool = False,
 ) -> str:
-    """A library build, or a cell's check (run and fidelity), on the device's pool."""
+    """A library build, or a cell's check (run and fidelity), on the device's pool; a kind that compiles holds
+    one of the pool's compile slots while it runs."""
     keys.require_farm_key()
     run, st = str(flow_run.get_id()), open_store(store)
-    if isinstance(lb, CheckBuild):
-        return builds.check_cell(st, lb, on_line=log_line, flow_run=run, force=force).key
+    given = Given(builds=builds_from, on_line=log_line, flow_run=run, force=force)
+    if not kind_of(lb).compiles:
+        return runners.run(st, lb, given).key
     with concurrency(compile_limit(lb.device.work_pool), occupy=1, lease_duration=COMPILE_SLOT_LEASE.total_seconds()):
-        return builds.build_library(st, lb, builds_from, on_line=log_line, flow_run=run, force=force).key
+        return runners.run(st, lb, given).key

@@ -1,4 +1,4 @@
-"""Prefect tasks: thin wrappers over mlc_farm.building.build.
+"""Prefect tasks: thin wrappers over mlc_farm.building (one task runs a build of any kind).
 
 No task is retried by Prefect: a toolchain failure or a bad input gives the same error again, and a service
 (S3, the Hub) is retried by the one layer around each call (mlc_farm.retry.retry_transient), so retries
@@ -11,12 +11,14 @@ from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
+from prefect.runtime import flow_run, task_run
 
-from mlc_farm.building import build
+from mlc_farm.building import runners
+from mlc_farm.building.runners import Given
 from mlc_farm.catalog.update import update_units
 from mlc_farm.planning import fingerprints, sources
-from mlc_farm.planning.plan import CheckBuild, ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, Plan, ReferenceBuild
+from mlc_farm.planning.kinds import Build, label
+from mlc_farm.planning.plan import ModelBuilds, Plan
 from mlc_farm.planning.sources import ResolvedSource
 from mlc_farm.records.outcomes import Built, UnitResult
 from mlc_farm.records.schema import BuildRecord
@@ -58,45 +60,30 @@ def resolve_sources(loaded: Any, models: list[Any]) -> dict[str, ResolvedSource]
     return sources.resolve(loaded, models)
 
 
-@task(retries=0, name="build-from-source", task_run_name="{b.kind} {b.model}/{b.quantization}", tags=["mlc-weights"])
-def build_from_source(
-    store_url: str, b: ConvertBuild | ConfigBuild, source: ResolvedSource, convert_device: str, force: bool
+def _task_run_name() -> str:
+    """`convert tiny/q4f16_1`, `library cpu/q4f16_1 (3f2a...)`: the build's label."""
+    return label(task_run.parameters["b"])
+
+
+@task(retries=0, name="build", task_run_name=_task_run_name)
+def run_build(
+    store_url: str,
+    b: Build,
+    builds: ModelBuilds | None,
+    source: ResolvedSource | None,
+    convert_device: str,
+    force: bool,
 ) -> Built:
-    with activity.phase(b.key, "fetching the source"):
-        st, files = open_store(store_url), sources.fetch(source)
-    run = _run_id()
-    record = build.build_from_source(st, b, files, convert_device, on_line=log_line, flow_run=run, force=force)
-    return _built(record, run)
-
-
-@task(
-    retries=0,
-    name="build-library",
-    task_run_name="library {lb.device.name}/{lb.quantization} {lb.key:.12}",
-    tags=["mlc-compile"],
-)
-def build_library(store_url: str, lb: LibBuild, builds: ModelBuilds, force: bool) -> Built:
-    store, run = open_store(store_url), _run_id()
-    return _built(build.build_library(store, lb, builds, on_line=log_line, flow_run=run, force=force), run)
-
-
-@task(retries=0, name="build-reference", task_run_name="reference {rb.model}", tags=["mlc-weights"])
-def build_reference(store_url: str, rb: ReferenceBuild, source: ResolvedSource, force: bool) -> Built:
-    with activity.phase(rb.key, "fetching the source"):
-        st, files = open_store(store_url), sources.fetch(source)
-    run = _run_id()
-    return _built(build.build_reference(st, rb, files, flow_run=run, force=force), run)
-
-
-@task(
-    retries=0,
-    name="check-cell",
-    task_run_name="check {cb.model}/{cb.quantization}/{cb.device.name}",
-    tags=["mlc-compile"],
-)
-def check_cell(store_url: str, cb: CheckBuild, force: bool) -> Built:
-    store, run = open_store(store_url), _run_id()
-    return _built(build.check_cell(store, cb, on_line=log_line, flow_run=run, force=force), run)
+    """Any kind of build, in this process: a kind that runs on the weights pool fetches its source first."""
+    st, run = open_store(store_url), _run_id()
+    files = None
+    if source is not None:
+        with activity.phase(b.key, "fetching the source"):
+            files = sources.fetch(source)
+    given = Given(
+        files=files, builds=builds, convert_device=convert_device, on_line=log_line, flow_run=run, force=force
+    )
+    return _built(runners.run(st, b, given), run)
 
 
 def _built(record: BuildRecord, run: str | None) -> Built:

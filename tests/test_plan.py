@@ -9,6 +9,7 @@ import yaml
 
 from mlc_farm.matrix.cells import expand
 from mlc_farm.matrix.load import parse_matrix
+from mlc_farm.planning.kinds import all_builds
 from mlc_farm.planning.plan import make_plan
 from mlc_farm.planning.sources import ResolvedSource, resolve_local
 from mlc_farm.tiny_model import write_tiny_llama
@@ -111,7 +112,7 @@ def test_summary_grid_pictures_every_cell() -> None:
     from mlc_farm.report.summary import summarize
 
     p = plan_of(matrix(), SOURCES)
-    outcomes = {k: Outcome(status="built") for k in p.all_keys()}
+    outcomes = {k: Outcome(status="built") for k in all_builds(p)}
     cuda_lib = next(k for k, lb in p.lib_builds.items() if lb.device.name == "cuda" and lb.quantization == "q0f16")
     outcomes[cuda_lib] = Outcome(status="failed", detail="compile failed")
     grid = summarize(p, outcomes).grid().splitlines()
@@ -130,7 +131,7 @@ def test_summary_counts_each_step_on_its_own() -> None:
     from mlc_farm.report.summary import summarize
 
     p = plan_of(matrix(), SOURCES)
-    outcomes = {k: Outcome(status="reused") for k in p.all_keys()}
+    outcomes = {k: Outcome(status="reused") for k in all_builds(p)}
     outcomes |= {k: Outcome(status="built") for k in p.config_builds}
     summary = summarize(p, outcomes)
     assert summary.message() == "8 cells: 8 ok (convert 4 reused; config 4 built; library 4 reused; check 8 reused)"

@@ -10,15 +10,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlc_farm.building import build
+from mlc_farm.building import runners
 from mlc_farm.building.preflight import preflight
 from mlc_farm.building.run import MatrixRun, Progress
+from mlc_farm.building.runners import Given
 from mlc_farm.catalog.update import Records, update_unit
 from mlc_farm.matrix.schema import LoadedMatrix, ModelSpec
 from mlc_farm.planning import sources
 from mlc_farm.planning.fingerprints import Fingerprint, fingerprints
-from mlc_farm.planning.plan import CheckBuild, LibBuild, ModelBuilds, Plan, ReferenceBuild
-from mlc_farm.planning.schedule import Build
+from mlc_farm.planning.kinds import Build
+from mlc_farm.planning.plan import ModelBuilds, Plan
 from mlc_farm.planning.sources import ResolvedSource
 from mlc_farm.records.outcomes import Outcome, PublishResult, PublishTarget, UnitResult
 from mlc_farm.records.reads import entries
@@ -57,17 +58,7 @@ class InPlace:
 
     def start(self, b: Build, builds: ModelBuilds | None, source: ResolvedSource | None) -> Done:
         try:
-            if isinstance(b, LibBuild):
-                assert builds is not None
-                build.build_library(self.store, b, builds)
-            elif isinstance(b, CheckBuild):
-                build.check_cell(self.store, b)
-            elif isinstance(b, ReferenceBuild):
-                assert source is not None
-                build.build_reference(self.store, b, sources.fetch(source))
-            else:
-                assert source is not None
-                build.build_from_source(self.store, b, sources.fetch(source), "cpu")
+            runners.run(self.store, b, Given(files=source and sources.fetch(source), builds=builds))
         except Exception as e:
             return Done(Outcome(status="failed", detail=str(e)))
         return Done(Outcome(status="built"))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from mlc_farm.planning.schedule import Build, Scheduler, to_build
+from mlc_farm.planning.kinds import Build, all_builds
+from mlc_farm.planning.schedule import Scheduler, to_build
 from tests.test_plan import SOURCES, matrix, plan_of
 
 PLAN = plan_of(matrix(), SOURCES)  # models base and tune (one architecture) x 2 quantizations x cpu, cuda
@@ -20,13 +21,13 @@ def finish_all(s: Scheduler, started: list, failing: set[str] = frozenset()) -> 
 def test_reused_work_is_skipped_and_force_runs_everything() -> None:
     have = set(PLAN.convert_builds) | set(PLAN.lib_builds) | set(PLAN.check_builds)
     assert to_build(PLAN, have.__contains__, force=False) == set(PLAN.config_builds)
-    assert to_build(PLAN, have.__contains__, force=True) == set(PLAN.all_keys())
+    assert to_build(PLAN, have.__contains__, force=True) == set(all_builds(PLAN))
     s = Scheduler(PLAN, set(PLAN.config_builds))
     assert kinds(s.starts()) == ["config"] * 4 and s.waiting == []
 
 
 def test_convert_and_config_start_at_once_libraries_wait_for_both() -> None:
-    s = Scheduler(PLAN, set(PLAN.all_keys()))
+    s = Scheduler(PLAN, set(all_builds(PLAN)))
     first = s.starts()
     assert kinds(first) == ["config"] * 4 + ["convert"] * 4
     configs = [(b, m) for b, m in first if b.kind == "config"]
@@ -38,7 +39,7 @@ def test_convert_and_config_start_at_once_libraries_wait_for_both() -> None:
 
 
 def test_a_failed_model_does_not_sink_a_shared_library() -> None:
-    s = Scheduler(PLAN, set(PLAN.all_keys()))
+    s = Scheduler(PLAN, set(all_builds(PLAN)))
     first = s.starts()
     base_converts = {b.key for b, _ in first if b.kind == "convert" and b.model == "base"}
     finish_all(s, first, failing=base_converts)
@@ -47,7 +48,7 @@ def test_a_failed_model_does_not_sink_a_shared_library() -> None:
 
 
 def test_a_library_whose_models_all_failed_never_starts() -> None:
-    s = Scheduler(PLAN, set(PLAN.all_keys()))
+    s = Scheduler(PLAN, set(all_builds(PLAN)))
     first = s.starts()
     finish_all(s, first, failing={b.key for b, _ in first if b.kind == "convert"})
     assert s.starts() == [] and not s.running
@@ -55,13 +56,13 @@ def test_a_library_whose_models_all_failed_never_starts() -> None:
 
 
 def test_at_most_limit_builds_run_at_once() -> None:
-    s = Scheduler(PLAN, set(PLAN.all_keys()), slots={"local": 3})
+    s = Scheduler(PLAN, set(all_builds(PLAN)), slots={"local": 3})
     ran = [b.key for b, _ in s.starts()]
     while s.running:
         assert len(s.running) <= 3
         s.finish(sorted(s.running)[0], True)
         ran += [b.key for b, _ in s.starts()]
-    assert sorted(ran) == sorted(PLAN.all_keys())  # every build, each once
+    assert sorted(ran) == sorted(all_builds(PLAN))  # every build, each once
 
 
 def pool(b) -> str:
@@ -92,8 +93,8 @@ def test_the_longest_remaining_path_starts_first() -> None:
         k: 100.0 if (b.quantization, b.device.name) == ("q0f16", "cuda") else 5.0 for k, b in PLAN.lib_builds.items()
     }
     slots = {"cpu": 1, "gpu": 1}
-    cp, order = run(Scheduler(PLAN, set(PLAN.all_keys()), slots, pool, durations), durations)
-    fifo, _ = run(Scheduler(PLAN, set(PLAN.all_keys()), slots, pool, durations, order="fifo"), durations)
+    cp, order = run(Scheduler(PLAN, set(all_builds(PLAN)), slots, pool, durations), durations)
+    fifo, _ = run(Scheduler(PLAN, set(all_builds(PLAN)), slots, pool, durations, order="fifo"), durations)
     first_convert = next(PLAN.convert_builds[k] for k in order if k in PLAN.convert_builds)
     assert first_convert.quantization == "q0f16"
     # The bound: the weights pool's work (2 x 50 + 2 x 10) plus the shortest tail after it (5): 125.
@@ -109,14 +110,14 @@ def test_a_library_whose_checks_are_long_compiles_first() -> None:
     def on_gpu(b: Build) -> str:
         return "gpu" if b.kind in ("library", "check") else "cpu"
 
-    cp, order = run(Scheduler(PLAN, set(PLAN.all_keys()), {"gpu": 1}, on_gpu, durations), durations)
-    fifo, _ = run(Scheduler(PLAN, set(PLAN.all_keys()), {"gpu": 1}, on_gpu, durations, order="fifo"), durations)
+    cp, order = run(Scheduler(PLAN, set(all_builds(PLAN)), {"gpu": 1}, on_gpu, durations), durations)
+    fifo, _ = run(Scheduler(PLAN, set(all_builds(PLAN)), {"gpu": 1}, on_gpu, durations, order="fifo"), durations)
     assert next(PLAN.lib_builds[k] for k in order if k in PLAN.lib_builds).device.name == "cuda"
     assert cp <= fifo, (cp, fifo)
 
 
 def test_a_pool_never_idles_while_work_for_it_is_ready() -> None:
-    s = Scheduler(PLAN, set(PLAN.all_keys()), {"cpu": 1, "gpu": 2}, pool)
+    s = Scheduler(PLAN, set(all_builds(PLAN)), {"cpu": 1, "gpu": 2}, pool)
     first = s.starts()
     assert len(first) == 1  # one weights slot
     while not any(b.kind == "library" for b in (PLAN.lib_builds.get(k) for k in s.running) if b):
@@ -151,7 +152,7 @@ def test_the_night_report_names_pool_use_and_the_longest_chain() -> None:
 
 def test_a_check_waits_for_its_library_weights_and_reference_and_never_starts_without_them() -> None:
     """Without transformers, each model's q0f16 check on a device is the reference of its q4f16_1 check."""
-    s = Scheduler(PLAN, set(PLAN.all_keys()))
+    s = Scheduler(PLAN, set(all_builds(PLAN)))
     weights = s.starts()
     finish_all(s, weights)
     libs = s.starts()

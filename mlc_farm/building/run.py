@@ -24,11 +24,12 @@ from mlc_farm.building.workdirs import remove_stale_workdirs
 from mlc_farm.catalog.history import night_regressions
 from mlc_farm.errors import StoreError
 from mlc_farm.formatting import clock
-from mlc_farm.matrix.schema import DeviceSpec, LoadedMatrix, ModelSpec
+from mlc_farm.matrix.schema import LoadedMatrix, ModelSpec
 from mlc_farm.planning.durations import estimate
 from mlc_farm.planning.fingerprints import Fingerprint
-from mlc_farm.planning.plan import CheckBuild, LibBuild, ModelBuilds, Plan, conversion_classes, make_plan
-from mlc_farm.planning.schedule import Build, Scheduler, to_build
+from mlc_farm.planning.kinds import Build, all_builds, kind_of, label, on_device, reads
+from mlc_farm.planning.plan import ModelBuilds, Plan, conversion_classes, make_plan
+from mlc_farm.planning.schedule import Scheduler, to_build
 from mlc_farm.planning.sources import ResolvedSource
 from mlc_farm.records.outcomes import DONE, Outcome, PublishResult, PublishTarget, UnitResult
 from mlc_farm.records.reads import all_records, load_failure, load_record
@@ -273,7 +274,7 @@ class MatrixRun:
             return True
 
         todo = to_build(plan, have, self.force)
-        reused = {k: Outcome(status="reused") for k in plan.all_keys() if k not in todo}
+        reused = {k: Outcome(status="reused") for k in all_builds(plan) if k not in todo}
         self.progress.to_run, self.progress.reused = len(todo), len(reused)
         return Work(sources, plan, todo, reused, self._scheduler(sources, plan, todo), _labels(plan))
 
@@ -284,7 +285,7 @@ class MatrixRun:
             if todo
             else {}
         )
-        builds = list(_builds(plan).values())
+        builds = list(all_builds(plan).values())
         pools = {b.key: d.work_pool if (d := on_device(b)) else self.matrix.weights_pool for b in builds}
         if self.engine.mode == "embedded":  # one pool of MLC_FARM_PARALLEL slots
             return Scheduler(plan, todo, {"local": load_settings().parallel}, durations=durations)
@@ -300,7 +301,7 @@ class MatrixRun:
 
         def start_allowed() -> None:
             for build, builds in work.scheduler.starts():
-                source = None if isinstance(build, LibBuild | CheckBuild) else work.sources[build.model]
+                source = work.sources[model] if (model := reads(build)) else None
                 running[self.engine.start(build, builds, source)] = build.key
                 status.start(build.key)
 
@@ -323,12 +324,7 @@ class MatrixRun:
         """Every build's outcome, with its log and validation (or, in farm mode, the failure the worker wrote)."""
         outcomes = work.outcomes | self.progress.finished
         for b in work.scheduler.never_started():
-            why = (
-                "one of its inputs failed"
-                if isinstance(b, CheckBuild)
-                else "none of its models' convert and config builds succeeded"
-            )
-            outcomes[b.key] = Outcome(status="not run", detail=why)
+            outcomes[b.key] = Outcome(status="not run", detail=kind_of(b).waits)
         for key, o in outcomes.items():
             if o.status in DONE:
                 record = self.records.get(key) or load_record(self.store, key)
@@ -349,7 +345,7 @@ class MatrixRun:
 
     def ended(self, work: Work, summary: Summary, status: RunStatus) -> NightReport:
         """The night's use of the pools, reported with the summary; a damaged entry in the run's log too."""
-        pool_of = {key: work.scheduler.pool_of(b) for key, b in _builds(work.plan).items()}
+        pool_of = {key: work.scheduler.pool_of(b) for key, b in all_builds(work.plan).items()}
         elapsed = status.now() - status.started
         night = night_report(work.plan, status.spans, pool_of, work.scheduler.slots, work.labels, elapsed)
         self.report.ended(summary, night)
@@ -396,27 +392,5 @@ class MatrixRun:
         return RunResult(ok=True, message=message)
 
 
-def _builds(plan: Plan) -> dict[str, Build]:
-    return {
-        **plan.convert_builds,
-        **plan.config_builds,
-        **plan.lib_builds,
-        **plan.reference_builds,
-        **plan.check_builds,
-    }
-
-
-def on_device(build: Build) -> DeviceSpec | None:
-    """The device whose pool runs the build (None: the weights pool, which reads the source)."""
-    return build.device if isinstance(build, LibBuild | CheckBuild) else None
-
-
 def _labels(plan: Plan) -> dict[str, str]:
-    """A short name per build for progress lines: `convert tiny-llama-a/q4f16_1`, `library cpu/q4f16_1`."""
-    return {
-        **{k: f"convert {b.model}/{b.quantization}" for k, b in plan.convert_builds.items()},
-        **{k: f"config {b.model}/{b.quantization}" for k, b in plan.config_builds.items()},
-        **{k: f"library {b.device.name}/{b.quantization} ({b.key[:12]})" for k, b in plan.lib_builds.items()},
-        **{k: f"reference {b.model}" for k, b in plan.reference_builds.items()},
-        **{k: f"check {b.model}/{b.quantization}/{b.device.name}" for k, b in plan.check_builds.items()},
-    }
+    return {key: label(b) for key, b in all_builds(plan).items()}

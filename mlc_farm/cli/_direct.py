@@ -15,8 +15,8 @@ from mlc_farm.distribute import hub
 from mlc_farm.matrix.schema import LoadedMatrix, ModelSpec
 from mlc_farm.planning import fingerprints, sources
 from mlc_farm.planning.fingerprints import Fingerprint
+from mlc_farm.planning.kinds import Build
 from mlc_farm.planning.plan import ModelBuilds, Plan
-from mlc_farm.planning.schedule import Build
 from mlc_farm.planning.sources import ResolvedSource
 from mlc_farm.records.outcomes import Outcome, PublishResult, PublishTarget, UnitResult
 from mlc_farm.records.schema import BuildRecord

@@ -22,6 +22,7 @@ from mlc_farm.errors import BadInput, StoreError
 from mlc_farm.matrix.schema import Accepted, LoadedMatrix
 from mlc_farm.planning import sources
 from mlc_farm.planning.fingerprints import fingerprints
+from mlc_farm.planning.kinds import BY_NAME, all_builds, by_kind, kind_of
 from mlc_farm.planning.plan import Plan, conversion_classes, make_plan
 from mlc_farm.planning.sources import ResolvedSource
 from mlc_farm.records.reads import load_record
@@ -47,20 +48,10 @@ class Planned:
     in_store: dict[str, bool | None]  # None: not asked (the toolchain is unknown)
     cannot: list[str]  # what the pools cannot build, sources that are invalid: exit 2 after the plan is shown
 
-    def kinds(self) -> dict[str, dict[str, Any]]:
-        p = self.plan
-        return {
-            "convert": p.convert_builds,
-            "config": p.config_builds,
-            "library": p.lib_builds,
-            "reference": p.reference_builds,
-            "check": p.check_builds,
-        }
-
     def counts(self) -> dict[str, int]:
         p = self.plan
         counts = {"cells": len(p.cells), "unresolved_cells": sum(pc.problem is not None for pc in p.cells)}
-        for kind, builds in self.kinds().items():
+        for kind, builds in by_kind(p).items():
             counts[f"{kind}_builds"] = len(builds)
             counts[f"{kind}_builds_in_store"] = sum(bool(self.in_store[k]) for k in builds)
         counts["libraries_shared"] = sum(len(lb.users) - 1 for lb in p.lib_builds.values())
@@ -83,7 +74,7 @@ def planned(matrix: Path, model: list[str] | None, store: str | None) -> Planned
     classes = conversion_classes(loaded.matrix, cells, srcs) if tc.known else {}
     p = make_plan(loaded.matrix, cells, srcs, tc, fingerprints(st, tc, classes) if classes else {})
     # With an unknown toolchain the keys that hold it are not the keys a build would have: the store is not asked.
-    in_store = {k: (load_record(st, k) is not None) if tc.known else None for k in p.all_keys()}
+    in_store = {k: (load_record(st, k) is not None) if tc.known else None for k in all_builds(p)}
     return Planned(loaded, st, pre.pools, tc, probes, pre.accepted, srcs, p, in_store, cannot)
 
 
@@ -176,7 +167,7 @@ def _print_plan(found: Planned, explain: bool) -> None:
 
     out.print(
         f"{counts['cells']} cells -> "
-        + ", ".join(f"{counts[f'{k}_builds']} {k} builds ({stored(k)})" for k in found.kinds())
+        + ", ".join(f"{counts[f'{k}_builds']} {k} builds ({stored(k)})" for k in BY_NAME)
         + f"; {counts['libraries_shared']} cells reuse a library built for another model of the same architecture"
     )
     if not tc.known:
@@ -223,13 +214,7 @@ def _why_to_build(st: ArtifactStore, p: Plan, in_store: dict[str, bool]) -> None
     from mlc_farm.records.reads import all_records
 
     records = [r for _, r in all_records(st)]
-    builds: list[tuple[str, str, dict[str, Any]]] = [
-        *((f"convert {b.model}/{b.quantization}", k, b.inputs) for k, b in p.convert_builds.items()),
-        *((f"config {b.model}/{b.quantization}", k, b.inputs) for k, b in p.config_builds.items()),
-        *((f"library {b.device.name}/{b.quantization}", k, b.inputs) for k, b in p.lib_builds.items()),
-        *((f"reference {b.model}", k, b.inputs) for k, b in p.reference_builds.items()),
-        *((f"check {b.model}/{b.quantization}/{b.device.name}", k, b.inputs) for k, b in p.check_builds.items()),
-    ]
+    builds = [(kind_of(b).label(b), k, b.inputs) for k, b in all_builds(p).items()]
     for key, b in p.convert_builds.items():
         fp = b.inputs["toolchain"].get("conversion_fingerprint")
         done = load_record(st, key) if in_store[key] and fp else None

@@ -130,10 +130,6 @@ class Plan(BaseModel):
             out.setdefault((pc.cell.model, pc.cell.quantization), []).append(pc)
         return out
 
-    def all_keys(self) -> list[str]:
-        return [*self.convert_builds, *self.config_builds, *self.lib_builds, *self.reference_builds,
-                *self.check_builds]  # fmt: skip
-
 
 def conversion_classes(
     matrix: Matrix, cells: list[Cell], sources: dict[str, ResolvedSource]

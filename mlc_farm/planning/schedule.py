@@ -20,18 +20,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal, Union
+from typing import Literal
 
-from mlc_farm.planning.plan import CheckBuild, ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, Plan, ReferenceBuild
+from mlc_farm.planning.kinds import KINDS, Build, DeviceBuild, all_builds, on_device
+from mlc_farm.planning.plan import CheckBuild, LibBuild, ModelBuilds, Plan
 
-Build = Union[ConvertBuild, ConfigBuild, LibBuild, ReferenceBuild, CheckBuild]  # noqa: UP007 (a runtime alias)
 Order = Literal["critical-path", "fifo"]
 
 
 def to_build(plan: Plan, have: Callable[[str], bool], force: bool, workers: int = 16) -> set[str]:
     """The keys of the plan that must run: those with no record, or all of them when forced. The look-ups
     (a GET each on S3) run `workers` at a time."""
-    keys = plan.all_keys()
+    keys = all_builds(plan)
     if force:
         return set(keys)
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -51,15 +51,14 @@ class Scheduler:
         """`slots`: builds at once per pool (a pool not named, or None, has no limit of ours)."""
         self.slots, self.pool_of, self.order = dict(slots or {}), pool_of, order
         self.durations = dict(durations or {})
-        self.ok: set[str] = set(plan.all_keys()) - todo  # reused: usable from the start
+        self.ok: set[str] = set(all_builds(plan)) - todo  # reused: usable from the start
         self.failed: set[str] = set()
         self.running: dict[str, str] = {}  # key -> pool
-        # Plan order (configs first: seconds each) breaks ties, and is the whole order in "fifo".
+        # Plan order (quick kinds first: configs take seconds) breaks ties, and is the whole order in "fifo".
         weights: list[Build] = [
-            *plan.config_builds.values(),
-            *plan.convert_builds.values(),
-            *plan.reference_builds.values(),
-        ]
+            b for kind in sorted(KINDS, key=lambda k: not k.quick) if kind.runs_on == "weights"
+            for b in kind.builds(plan).values()
+        ]  # fmt: skip
         self.ready: list[tuple[Build, ModelBuilds | None]] = [(b, None) for b in weights if b.key in todo]
         self.waiting: list[LibBuild] = [lb for lb in plan.lib_builds.values() if lb.key in todo]
         self.checks: list[CheckBuild] = [cb for cb in plan.check_builds.values() if cb.key in todo]
@@ -74,7 +73,7 @@ class Scheduler:
         (a reference check first waits for the checks it is the reference of). So the conversions that feed a
         loaded pool, or that many checks wait for, go first, longest first."""
         backlog: dict[str, float] = {}
-        device_work = [*self.waiting, *self.checks, *(b for b, _ in self.ready if isinstance(b, LibBuild | CheckBuild))]
+        device_work = [*self.waiting, *self.checks, *(b for b, _ in self.ready if on_device(b))]
         for b in device_work:
             pool = self.pool_of(b)
             backlog[pool] = backlog.get(pool, 0.0) + self.durations.get(b.key, 0.0)
@@ -127,7 +126,7 @@ class Scheduler:
         self.running.pop(key, None)
         (self.ok if ok else self.failed).add(key)
 
-    def never_started(self) -> list[LibBuild | CheckBuild]:
+    def never_started(self) -> list[DeviceBuild]:
         """Builds left waiting once nothing runs: libraries none of whose models' weights could be built, checks
         one of whose inputs failed."""
         return [*self.waiting, *self.checks] if not self.running and not self.ready else []

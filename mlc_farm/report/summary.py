@@ -5,7 +5,6 @@ validation, and where the log is. Each step is counted on its own, so a summary 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Literal
 
 from pydantic import BaseModel
@@ -13,6 +12,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from mlc_farm.planning.kinds import by_kind
 from mlc_farm.planning.plan import Plan, PlanCell
 from mlc_farm.records.outcomes import BY_ANOTHER_RUN, DONE, Outcome, Status, UnitResult
 from mlc_farm.terminal import name_columns
@@ -180,18 +180,11 @@ def summarize(plan: Plan, outcomes: dict[str, Outcome], units: list[UnitResult] 
         else _cell_row(pc, outcomes, unfit.get((pc.cell.model, pc.cell.quantization, pc.cell.device), ""))
         for pc in plan.cells
     ]
-    builds: dict[str, Iterable[str]] = {
-        "convert": plan.convert_builds,
-        "config": plan.config_builds,
-        "library": plan.lib_builds,
-        "reference": plan.reference_builds,
-        "check": plan.check_builds,
-    }
     counts = {
         step: {
             s: sum(outcomes[k].status == s for k in keys if k in outcomes)
             for s in ("built", BY_ANOTHER_RUN, "reused", "failed", "not run")
         }
-        for step, keys in builds.items()
+        for step, keys in by_kind(plan).items()
     }
     return Summary(rows=rows, steps=counts, units=units or [])
