@@ -3,6 +3,7 @@ rewritten, and paths read from the store never escape. In-process CLI (typer's C
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -19,6 +20,18 @@ pytestmark = pytest.mark.usefixtures("prefect_api")
 def build(matrix: Path, store: str, calls: Path, *extra: str):
     return run_cli("build", "--matrix", str(matrix), "--store", store, "--model", "tiny-llama-a", *extra,
                    env={"MLC_DOUBLE_LOG": str(calls)})  # fmt: skip
+
+
+def servers_left() -> list[str]:
+    """This process's child processes that serve Prefect's API (uvicorn)."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        with contextlib.suppress(OSError):
+            ppid = next(int(line.split()[1]) for line in status.read_text().splitlines() if line.startswith("PPid:"))
+            args = (status.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            if ppid == os.getpid() and "uvicorn" in args:
+                found.append(args)
+    return found
 
 
 def read_doc(store: str, name: str) -> dict:
@@ -71,6 +84,9 @@ def test_a_flipped_byte_is_found_and_healed_by_the_next_build(
     healed = build(tiny_matrix, store_url, calls)
     assert healed.returncode == 0, healed.stdout + healed.stderr
     assert steps(calls) == {"convert_weight": 1}  # only the build whose blob was bad
+    # The rebuild was said in the run's log, not from a look-up's thread, where Prefect, finding no API address,
+    # started a server of its own that outlived the build.
+    assert servers_left() == []
     assert run_cli("verify", "--deep", "--store", store_url).returncode == 0
 
 

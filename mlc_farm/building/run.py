@@ -260,20 +260,26 @@ class MatrixRun:
                 return listed()
 
         trusted = keys.trusted_keys()
+        # Said once the look-ups are done, from this thread: a line logged from a look-up's thread reaches Prefect
+        # without the run's context (no API address), and Prefect starts a server of its own to take it.
+        broken: list[str] = []
 
         def have(key: str) -> bool:
             record = attestations.attested(self.store, key, trusted)  # one its build did not sign is built again
             if record is None:
                 return False
             if missing := [f.path for f in referenced_blobs(record) if f.sha256 not in stored_blobs()]:
-                self.log.warning(
-                    "build %s points at %d missing blobs (%s): rebuilding it", key[:12], len(missing), missing[0]
-                )
+                with lock:
+                    broken.append(
+                        f"build {key[:12]} points at {len(missing)} missing blobs ({missing[0]}): rebuilding it"
+                    )
                 return False
             self.records[key] = record
             return True
 
         todo = to_build(plan, have, self.force)
+        for line in sorted(broken):
+            self.log.warning("%s", line)
         reused = {k: Outcome(status="reused") for k in all_builds(plan) if k not in todo}
         self.progress.to_run, self.progress.reused = len(todo), len(reused)
         return Work(sources, plan, todo, reused, self._scheduler(sources, plan, todo), _labels(plan))
