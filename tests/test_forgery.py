@@ -243,6 +243,23 @@ def test_a_rotated_key_and_a_rebuild_with_other_bytes_leave_every_entry_pullable
     assert run_cli("verify", "--store", str(store), env=rotating).returncode == 0
 
 
+def test_a_nightly_renews_a_signature_older_than_the_renewal_window_and_only_that(
+    store: Path, tiny_models: Path
+) -> None:
+    """MLC_FARM_SIGNATURE_RENEW_HOURS (20): an entry signed 21 hours ago is signed again by a nightly with nothing
+    to build, one signed an hour ago is left as it is (the window is read once per run, not per entry)."""
+    from mlc_farm.trust.entry_signatures import signed
+    from mlc_farm.trust.keys import trusted_keys
+
+    now = datetime.now(timezone.utc)
+    farm_edit(store, "tiny-llama-a", "q0f16", signed_at=now - timedelta(hours=21))
+    farm_edit(store, "tiny-llama-b", "q0f16", signed_at=now - timedelta(hours=1))
+    nightly(store, tiny_models)
+    a, b = (signed(e, e.model, e.quantization, trusted_keys()).signed_at
+            for e in (entry(store, "tiny-llama-a", "q0f16"), entry(store, "tiny-llama-b", "q0f16")))  # fmt: skip
+    assert a >= now and abs(b - (now - timedelta(hours=1))) < timedelta(seconds=1)
+
+
 def test_a_farm_run_without_the_farm_key_refuses_before_it_builds(tiny_models: Path, monkeypatch) -> None:
     from mlc_farm.building.run import RunFailed
     from mlc_farm.flows.nightly import nightly_build, run_result

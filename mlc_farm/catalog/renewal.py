@@ -10,7 +10,6 @@ from datetime import datetime, timedelta, timezone
 
 from mlc_farm.records.folder import entry_files
 from mlc_farm.records.schema import BuildRecord, CatalogEntry
-from mlc_farm.settings import load_settings
 from mlc_farm.store import ArtifactStore
 from mlc_farm.trust.dsse import SignatureRefused, SigningKey
 from mlc_farm.trust.entry_signatures import Signed, attested_records
@@ -22,12 +21,15 @@ def due(
     found: Signed,
     key: SigningKey,
     record_of: Callable[[str], BuildRecord | None],
+    renew_after: timedelta,
     now: datetime | None = None,
 ) -> str | None:
-    """Why the entry's signature (`found`, verified) must be made again, None when it holds as it is."""
+    """Why the entry's signature (`found`, verified) must be made again, None when it holds as it is.
+    `renew_after`: MLC_FARM_SIGNATURE_RENEW_HOURS, read once by the caller (reading the settings costs
+    milliseconds, seconds over a catalog's entries)."""
     if found.key != key.fingerprint:
         return f"signed by {found.key[:19]}, not the signing key {key.fingerprint[:19]}"
-    if (now or datetime.now(timezone.utc)) - found.signed_at >= timedelta(hours=load_settings().signature_renew_hours):
+    if (now or datetime.now(timezone.utc)) - found.signed_at >= renew_after:
         return f"signed on {found.signed_at:%Y-%m-%d %H:%M}: renewed"
     try:
         records = attested_records(current, record_of)

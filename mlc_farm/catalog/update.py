@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -28,6 +29,7 @@ from mlc_farm.planning.sources import ResolvedSource
 from mlc_farm.records.outcomes import UnitResult
 from mlc_farm.records.reads import read_blob_json
 from mlc_farm.records.schema import SCHEMA_VERSION, BuildRecord, CatalogEntry, LibRef, now
+from mlc_farm.settings import load_settings
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.documents import READERS, first_problem
 from mlc_farm.store.layout import catalog_path
@@ -40,12 +42,13 @@ log = logging.getLogger(__name__)
 
 class Records:
     """Build records whose attestation verifies, and small JSON outputs, read once per run (on S3 each is a GET);
-    the farm's keys, read once. A record its build did not sign is not there (it is built again, never served)."""
+    the farm's keys and settings, read once. A record its build did not sign is not there (it is built again, never served)."""
 
     def __init__(self, store: ArtifactStore, known: dict[str, BuildRecord] | None = None):
         self.store = store
         self.trusted = keys.trusted_keys()
         self.signing_key = keys.signing_key()
+        self.renew_after = timedelta(hours=load_settings().signature_renew_hours)
         self._records: dict[str, BuildRecord | None] = dict(known or {})
         self._docs: dict[str, dict[str, Any]] = {}
         self._signed: dict[str, Signed | SignatureRefused] = {}
@@ -248,7 +251,11 @@ def _move_entry(
     entry that stays is signed again when its signature is due (mlc_farm/catalog/renewal.py)."""
     model, quantization = new.model, new.quantization
     stays = next_entry(current, new, planned) is None
-    if stays and current and not renewal.due(store, current, rec.signature(current), rec.signing_key, rec.record):
+    if (
+        stays
+        and current
+        and not renewal.due(store, current, rec.signature(current), rec.signing_key, rec.record, rec.renew_after)
+    ):
         return _stayed(result, current, new, planned)
 
     def write(old: dict[str, Any] | None) -> dict[str, Any]:
