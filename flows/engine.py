@@ -21,7 +21,7 @@ from mlc_farm.planning.kinds import Build, on_device
 from mlc_farm.planning.plan import ModelBuilds, Plan
 from mlc_farm.planning.sources import ResolvedSource
 from mlc_farm.records.outcomes import BY_ANOTHER_RUN, Built, Outcome, PublishResult, PublishTarget, UnitResult
-from mlc_farm.records.schema import BuildRecord
+from mlc_farm.records.schema import BuildRecord, CatalogEntry
 from mlc_farm.report import alerts
 from mlc_farm.report.night import NightReport
 from mlc_farm.report.summary import Summary
@@ -132,8 +132,8 @@ class PrefectEngine:
                     results.append((repo, e))
         return results
 
-    def write_page(self, records: list[BuildRecord]) -> None:
-        write_catalog_page(self.store_url, _as_is(records))
+    def write_page(self, records: list[BuildRecord], known: list[CatalogEntry]) -> None:
+        write_catalog_page(self.store_url, _as_is(records), _as_is(known))
 
     def artifacts(self, summary: Summary, night: NightReport, published: list[dict[str, str]]) -> None:
         self.summary = summary

@@ -21,7 +21,7 @@ from mlc_farm.planning.kinds import Build, label
 from mlc_farm.planning.plan import ModelBuilds, Plan
 from mlc_farm.planning.sources import ResolvedSource
 from mlc_farm.records.outcomes import Built, UnitResult
-from mlc_farm.records.schema import BuildRecord
+from mlc_farm.records.schema import BuildRecord, CatalogEntry
 from mlc_farm.report import activity, catalog_page
 from mlc_farm.store import open_store
 from mlc_farm.toolchain.info import ToolchainInfo, identity
@@ -98,9 +98,11 @@ def update_catalog(
 
 
 @task(retries=0, name="catalog-page", cache_policy=NO_CACHE)
-def write_catalog_page(store_url: str, records: list[BuildRecord] | None = None) -> str:
+def write_catalog_page(
+    store_url: str, records: list[BuildRecord] | None = None, known: list[CatalogEntry] | None = None
+) -> str:
     """index.html and catalog.json at the store's root: the catalog for people without a Prefect login."""
-    return catalog_page.write_page(open_store(store_url), records)
+    return catalog_page.write_page(open_store(store_url), records, known or ())
 
 
 def _run_id() -> str:

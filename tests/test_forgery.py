@@ -260,6 +260,21 @@ def test_a_nightly_renews_a_signature_older_than_the_renewal_window_and_only_tha
     assert a >= now and abs(b - (now - timedelta(hours=1))) < timedelta(seconds=1)
 
 
+def test_entries_a_run_read_are_not_read_again_and_one_deleted_since_is_not_listed(store: Path) -> None:
+    """The page takes the entries the catalog update read and left as they were (it still verifies their
+    signatures), reads the others, and lists only what the store holds now."""
+    from mlc_farm.records.reads import entries
+
+    st = LocalStore(store)
+    listed = entries(st)
+    kept = listed[0].model_copy()
+    gone = listed[1].model_copy()
+    (store / catalog_path(gone.model, gone.quantization)).unlink()
+    again = entries(st, [kept, gone])
+    assert [(e.model, e.quantization) for e in again] == [(e.model, e.quantization) for e in listed if e != listed[1]]
+    assert again[0] is kept and all(e is not gone for e in again)
+
+
 def test_a_farm_run_without_the_farm_key_refuses_before_it_builds(tiny_models: Path, monkeypatch) -> None:
     from mlc_farm.building.run import RunFailed
     from mlc_farm.flows.nightly import nightly_build, run_result

@@ -23,7 +23,7 @@ from mlc_farm.planning.plan import ModelBuilds, Plan
 from mlc_farm.planning.sources import ResolvedSource
 from mlc_farm.records.outcomes import Outcome, PublishResult, PublishTarget, UnitResult
 from mlc_farm.records.reads import entries
-from mlc_farm.records.schema import BuildRecord
+from mlc_farm.records.schema import BuildRecord, CatalogEntry
 from mlc_farm.report import catalog_page
 from mlc_farm.report.night import NightReport
 from mlc_farm.report.run_report import TerminalReport
@@ -81,8 +81,8 @@ class InPlace:
     def publish(self, units: list[PublishTarget]) -> list[tuple[str, PublishResult | Exception]]:
         return []
 
-    def write_page(self, records: list[BuildRecord]) -> None:
-        catalog_page.write_page(self.store, records)
+    def write_page(self, records: list[BuildRecord], known: list[CatalogEntry]) -> None:
+        catalog_page.write_page(self.store, records, known)
 
     def artifacts(self, summary: Summary, night: NightReport, published: list[dict[str, str]]) -> None:
         self.summaries.append(summary)

@@ -33,7 +33,7 @@ from mlc_farm.planning.schedule import Scheduler, to_build
 from mlc_farm.planning.sources import ResolvedSource
 from mlc_farm.records.outcomes import DONE, Outcome, PublishResult, PublishTarget, UnitResult
 from mlc_farm.records.reads import all_records, load_failure, load_record
-from mlc_farm.records.schema import BuildRecord, FailureRecord, now, referenced_blobs
+from mlc_farm.records.schema import BuildRecord, CatalogEntry, FailureRecord, now, referenced_blobs
 from mlc_farm.report.night import NightReport, night_report
 from mlc_farm.report.run_report import TerminalReport
 from mlc_farm.report.status import RunStatus, StatusDisplay
@@ -83,8 +83,8 @@ class Engine(Protocol):
         """Publish (model, quantization, repo, private) units; each repo's result or error."""
         ...
 
-    def write_page(self, records: list[BuildRecord]) -> None:
-        """The catalog page, given every build record of the store."""
+    def write_page(self, records: list[BuildRecord], known: list[CatalogEntry]) -> None:
+        """The catalog page, given every build record of the store and the entries this run left as they were."""
         ...
 
     def artifacts(self, summary: Summary, night: NightReport, published: list[dict[str, str]]) -> None:
@@ -210,7 +210,8 @@ class MatrixRun:
         published, publish_failures = self.publish(failed_units) if refused is None else ([], 0)
         try:
             if refused is None:
-                self.engine.write_page(history)  # after publishing: its links go to the Hub repos of these builds
+                # After publishing: its links go to the Hub repos of these builds.
+                self.engine.write_page(history, [u.entry for u in units if u.entry])
         except StoreError as e:
             refused = str(e)
         self.engine.artifacts(summary, night, published)

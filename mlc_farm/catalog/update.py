@@ -256,7 +256,7 @@ def _move_entry(
         and current
         and not renewal.due(store, current, rec.signature(current), rec.signing_key, rec.record, rec.renew_after)
     ):
-        return _stayed(result, current, new, planned)
+        return _stayed(result, current, new, planned).model_copy(update={"entry": current})  # as read: unwritten
 
     def write(old: dict[str, Any] | None) -> dict[str, Any]:
         # Re-decided against what is there now: another run may have moved the entry meanwhile. What it moves to is

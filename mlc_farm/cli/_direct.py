@@ -19,7 +19,7 @@ from mlc_farm.planning.kinds import Build
 from mlc_farm.planning.plan import ModelBuilds, Plan
 from mlc_farm.planning.sources import ResolvedSource
 from mlc_farm.records.outcomes import Outcome, PublishResult, PublishTarget, UnitResult
-from mlc_farm.records.schema import BuildRecord
+from mlc_farm.records.schema import BuildRecord, CatalogEntry
 from mlc_farm.report import catalog_page
 from mlc_farm.report.night import NightReport
 from mlc_farm.report.summary import Summary
@@ -75,8 +75,8 @@ class DirectEngine:
         with ThreadPoolExecutor(max_workers=load_settings().parallel) as pool:
             return list(pool.map(one, units))
 
-    def write_page(self, records: list[BuildRecord]) -> None:
-        catalog_page.write_page(self.store, records)
+    def write_page(self, records: list[BuildRecord], known: list[CatalogEntry]) -> None:
+        catalog_page.write_page(self.store, records, known)
 
     def artifacts(self, summary: Summary, night: NightReport, published: list[dict[str, str]]) -> None:
         return None

@@ -8,6 +8,8 @@ from typing import Literal, NamedTuple
 
 from pydantic import BaseModel
 
+from mlc_farm.records.schema import CatalogEntry
+
 BY_ANOTHER_RUN: Literal["built by another run"] = (
     "built by another run"  # waited for: an overlapping run held the key's lease and built it
 )
@@ -41,6 +43,8 @@ class UnitResult(BaseModel):
     detail: str = ""
     # Devices whose library is not in the entry for this model, and why (e.g. it does not fit these weights).
     unfit: dict[str, str] = {}
+    # The entry as the store holds it, when this run read it and left it as it was: the page need not read it again.
+    entry: CatalogEntry | None = None
 
 
 class Operation(BaseModel):

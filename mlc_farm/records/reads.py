@@ -6,7 +6,7 @@ rewritten instead of the farm failing on it.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +50,13 @@ def read_entry(store: ArtifactStore, model: str, quantization: str) -> CatalogEn
     return read_document(store, catalog_path(model, quantization), CatalogEntry)
 
 
-def entries(store: ArtifactStore) -> list[CatalogEntry]:
-    """Every readable catalog entry (one JSON file per model x quantization)."""
-    return [e for _, e in read_all(store, (n for n in store.names(CATALOG) if n.endswith(".json")), CatalogEntry)]
+def entries(store: ArtifactStore, known: Iterable[CatalogEntry] = ()) -> list[CatalogEntry]:
+    """Every readable catalog entry (one JSON file per model x quantization), in the store's order; `known`: entries
+    the caller read (and checked) already, not read again."""
+    have = {catalog_path(e.model, e.quantization): e for e in known}
+    names = [n for n in store.names(CATALOG) if n.endswith(".json")]
+    read = dict(read_all(store, (n for n in names if n not in have), CatalogEntry))
+    return [e for n in names if (e := have.get(n) or read.get(n)) is not None]
 
 
 def get_entry(store: ArtifactStore, model: str, quantization: str) -> CatalogEntry:

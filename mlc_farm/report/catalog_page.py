@@ -15,6 +15,7 @@ from __future__ import annotations
 import html
 import json
 import re
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -149,15 +150,19 @@ def _library(entry: CatalogEntry, device: str, root: str | None) -> dict[str, An
 
 
 def catalog_rows(
-    store: ArtifactStore, records: list[BuildRecord] | None = None, floor: float | None = None
+    store: ArtifactStore,
+    records: list[BuildRecord] | None = None,
+    floor: float | None = None,
+    known: Iterable[CatalogEntry] = (),
 ) -> list[dict[str, Any]]:
     """A row per entry and device; `records`: every build record of the store, when the caller read them; `floor`:
-    MLC_FARM_SPEED_REGRESSION, when the caller read it."""
+    MLC_FARM_SPEED_REGRESSION, when the caller read it; `known`: entries the caller read and left as they are (each
+    signature is still verified here: the page says who signed what it shows)."""
     floor = load_settings().speed_regression if floor is None else floor
     rows, failures, trusted = [], _failures(store), trusted_keys()
     records = records if records is not None else [r for _, r in all_records(store)]
     cells, by_key = series(records), {r.key: r for r in records}
-    listed = sorted(entries(store), key=lambda e: (e.model, e.quantization))
+    listed = sorted(entries(store, known), key=lambda e: (e.model, e.quantization))
     with ThreadPoolExecutor(max_workers=READERS) as pool:  # on S3 each entry's published record is a GET
         about = pool.map(lambda e: (published(store, e), _signer(e, trusted)), listed)
         for entry, (found, signer) in zip(listed, about, strict=True):  # once per entry, for each device's row
@@ -189,11 +194,13 @@ def verify_note(keys: set[str]) -> str:
     )
 
 
-def write_page(store: ArtifactStore, records: list[BuildRecord] | None = None) -> str:
-    """Write index.html and catalog.json at the store's root (`records`: every build record of the store, when
-    the caller read them already); what they hold, in the page's own words."""
+def write_page(
+    store: ArtifactStore, records: list[BuildRecord] | None = None, known: Iterable[CatalogEntry] = ()
+) -> str:
+    """Write index.html and catalog.json at the store's root (`records`: every build record of the store, `known`:
+    entries left as they were, when the caller read them already); what they hold, in the page's own words."""
     floor = load_settings().speed_regression
-    rows = catalog_rows(store, records, floor)
+    rows = catalog_rows(store, records, floor, known)
     data = {
         "store": store.url,
         "rows": rows,
