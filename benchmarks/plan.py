@@ -93,6 +93,7 @@ def fill(store, plan, work: Path) -> None:  # type: ignore[no-untyped-def]
     """A record for every build of the plan, attested, pointing at one tiny blob (16 writes at a time)."""
     from mlc_farm.checks.fidelity import Fidelity
     from mlc_farm.checks.results import FitCheck, RunCheck, Validation
+    from mlc_farm.planning.kinds import all_builds
     from mlc_farm.records.schema import BuildRecord, FileEntry, now
     from mlc_farm.store.layout import record_path
     from mlc_farm.trust import attestations, keys
@@ -113,10 +114,8 @@ def fill(store, plan, work: Path) -> None:  # type: ignore[no-untyped-def]
         store.write_json(record_path(key), attestations.attest(record, key_).model_dump(mode="json"))
 
     key_ = keys.signing_key()  # each stand-in record signed as its build would have signed it
-    builds = {**plan.convert_builds, **plan.config_builds, **plan.lib_builds, **plan.reference_builds,
-              **plan.check_builds}  # fmt: skip
     with ThreadPoolExecutor(max_workers=16) as pool:
-        list(pool.map(write, builds.items()))
+        list(pool.map(write, all_builds(plan).items()))
 
 
 def main() -> None:
