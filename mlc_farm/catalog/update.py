@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 
 class Records:
     """Build records whose attestation verifies, and small JSON outputs, read once per run (on S3 each is a GET);
-    the farm's keys and settings, read once. A record its build did not sign is not there (it is built again, never served)."""
+    the farm's keys and settings, read once. A record its build did not sign is not there (it is built again, never
+    served)."""
 
     def __init__(self, store: ArtifactStore, known: dict[str, BuildRecord] | None = None):
         self.store = store

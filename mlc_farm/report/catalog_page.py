@@ -150,15 +150,11 @@ def _library(entry: CatalogEntry, device: str, root: str | None) -> dict[str, An
 
 
 def catalog_rows(
-    store: ArtifactStore,
-    records: list[BuildRecord] | None = None,
-    floor: float | None = None,
-    known: Iterable[CatalogEntry] = (),
+    store: ArtifactStore, records: list[BuildRecord] | None, floor: float, known: Iterable[CatalogEntry]
 ) -> list[dict[str, Any]]:
     """A row per entry and device; `records`: every build record of the store, when the caller read them; `floor`:
-    MLC_FARM_SPEED_REGRESSION, when the caller read it; `known`: entries the caller read and left as they are (each
-    signature is still verified here: the page says who signed what it shows)."""
-    floor = load_settings().speed_regression if floor is None else floor
+    MLC_FARM_SPEED_REGRESSION; `known`: entries the caller read and left as they are (each signature is still
+    verified here: the page says who signed what it shows)."""
     rows, failures, trusted = [], _failures(store), trusted_keys()
     records = records if records is not None else [r for _, r in all_records(store)]
     cells, by_key = series(records), {r.key: r for r in records}
