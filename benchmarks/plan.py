@@ -94,7 +94,7 @@ def fill(store, plan, work: Path) -> None:  # type: ignore[no-untyped-def]
     from mlc_farm.checks.fidelity import Fidelity
     from mlc_farm.checks.results import FitCheck, RunCheck, Validation
     from mlc_farm.planning.kinds import all_builds
-    from mlc_farm.records.schema import BuildRecord, FileEntry, now
+    from mlc_farm.records.schema import RECORD, FileEntry, now, stored
     from mlc_farm.store.layout import record_path
     from mlc_farm.trust import attestations, keys
 
@@ -107,11 +107,12 @@ def fill(store, plan, work: Path) -> None:  # type: ignore[no-untyped-def]
 
     def write(item) -> None:  # type: ignore[no-untyped-def]
         key, b = item
-        record = BuildRecord(key=key, kind=b.kind, files=[entry], inputs=b.inputs, toolchain=b.inputs.get("toolchain", {}),
-                             started_at=now(), finished_at=now(), seconds={}, log=entry,
-                             validation=not_run if b.kind in ("library", "check") else None,
-                             fidelity=unmeasured if b.kind == "check" else None)  # fmt: skip
-        store.write_json(record_path(key), attestations.attest(record, key_).model_dump(mode="json"))
+        found = {"validation": not_run} if b.kind == "library" else {}
+        found = {"validation": not_run, "fidelity": unmeasured} if b.kind == "check" else found
+        record = RECORD.validate(dict(key=key, kind=b.kind, files=[entry], inputs=b.inputs, started_at=now(),
+                                             toolchain=b.inputs.get("toolchain", {}), finished_at=now(), seconds={},
+                                             log=entry, **found))  # fmt: skip
+        store.write_json(record_path(key), stored(attestations.attest(record, key_)))
 
     key_ = keys.signing_key()  # each stand-in record signed as its build would have signed it
     with ThreadPoolExecutor(max_workers=16) as pool:

@@ -1,15 +1,13 @@
 """The engine a run is given under Prefect (mlc_farm/building/run.py's `Engine`): each build a task in this
 process (embedded) or a flow run on its device's work pool through `run_deployment` (farm), the catalog update
-and publishing as tasks, and the run's artifacts and alert.
+and publishing as tasks. What the run says (its artifacts and alert) is mlc_farm/report/prefect_report.py's.
 """
 
 from __future__ import annotations
 
 from typing import Any, TypeVar, cast
 
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import PrefectFuture, wait
-from prefect.runtime import flow_run as runtime_flow_run
 from prefect.utilities.annotations import quote
 from pydantic import BaseModel
 
@@ -22,9 +20,6 @@ from mlc_farm.planning.plan import ModelBuilds, Plan
 from mlc_farm.planning.sources import ResolvedSource
 from mlc_farm.records.outcomes import BY_ANOTHER_RUN, Built, Outcome, PublishResult, PublishTarget, UnitResult
 from mlc_farm.records.schema import BuildRecord, CatalogEntry
-from mlc_farm.report import alerts
-from mlc_farm.report.night import NightReport
-from mlc_farm.report.summary import Summary
 from mlc_farm.settings import load_settings
 from mlc_farm.tasks.builds import (
     conversion_fingerprints,
@@ -37,7 +32,6 @@ from mlc_farm.tasks.dispatch import dispatch
 from mlc_farm.tasks.publish import publish_unit
 from mlc_farm.toolchain.info import ToolchainInfo
 
-GRID_CELLS = 500  # a bigger matrix's picture shows its cells that are not OK; the summary table has every cell
 T = TypeVar("T")
 
 
@@ -63,13 +57,12 @@ def _outcome(future: PrefectFuture[Any]) -> Outcome:
 
 class PrefectEngine:
     """The run's orchestrator: tasks in this process (embedded), or flow runs on each device's work pool
-    through `run_deployment` (farm); Prefect artifacts for the summary, the matrix, the night and publishing."""
+    through `run_deployment` (farm)."""
 
-    def __init__(self, mode: Mode, force: bool, pre: Preflight, alert: bool = True):
-        self.mode, self.force, self.alert = mode, force, alert
+    def __init__(self, mode: Mode, force: bool, pre: Preflight):
+        self.mode, self.force = mode, force
         self.store_url = pre.store_url
         self.convert_device, self.weights_pool = pre.matrix.convert_device, pre.matrix.weights_pool
-        self.summary: Summary | None = None
 
     def resolve(self, loaded: LoadedMatrix, models: list[ModelSpec]) -> dict[str, ResolvedSource]:
         return resolve_sources(_as_is(loaded), _as_is(models))
@@ -134,43 +127,6 @@ class PrefectEngine:
 
     def write_page(self, records: list[BuildRecord], known: list[CatalogEntry]) -> None:
         write_catalog_page(self.store_url, _as_is(records), _as_is(known))
-
-    def artifacts(self, summary: Summary, night: NightReport, published: list[dict[str, str]]) -> None:
-        self.summary = summary
-        big = summary.for_console(GRID_CELLS) is not summary.rows
-        create_markdown_artifact(
-            key="mlc-farm-matrix",
-            markdown=summary.grid(summary.failed if big else None),
-            description=f"The {'cells that are not OK' if big else 'matrix'} of this run (every cell: "
-            "mlc-farm-build-summary).",
-        )
-        table = create_table_artifact(
-            key="mlc-farm-build-summary",
-            table=[r.model_dump() for r in summary.rows],
-            description="Every cell of the matrix: built, reused or failed, and where its log is.\n\n"
-            + night.markdown(),
-        )
-        create_markdown_artifact(key="mlc-farm-night", markdown=night.markdown(), description="How the night went.")
-        if summary.regressions:
-            create_markdown_artifact(
-                key="mlc-farm-regressions",
-                markdown="\n".join(f"- {line}" for line in summary.regressions),
-                description="Cells slower, further from their source or bigger than under the previous toolchain.",
-            )
-        if published:
-            create_table_artifact(
-                key="mlc-farm-publish", table=published, description="Hugging Face repos of this run."
-            )
-        if self.alert:
-            alerts.emit(alerts.outcome(summary, _artifact_link(table)), runtime_flow_run.id)
-
-
-def _artifact_link(artifact: Any) -> str:
-    """Where a person opens an artifact: the UI's page when PREFECT_UI_URL is set, else its id and key."""
-    from prefect.settings import PREFECT_UI_URL
-
-    ui = PREFECT_UI_URL.value()
-    return f"{ui}/artifacts/artifact/{artifact}" if ui else f"artifact {artifact} (mlc-farm-build-summary)"
 
 
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:

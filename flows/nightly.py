@@ -1,5 +1,5 @@
 """The nightly, build-model and check-pool flows: the run itself is mlc_farm/building/run.py, its Prefect
-engine flows/engine.py.
+engine flows/engine.py, what it says (terminal, artifacts, alert) mlc_farm/report/prefect_report.py.
 
 Embedded mode: `mlc-farm build` runs this flow in one process with Prefect's temporary server. Farm mode
 (the deployments of prefect.yaml): this flow runs on a small CPU pool and sends every build to the work
@@ -24,6 +24,7 @@ from mlc_farm.building.run import MatrixRun, Mode, Progress, RunFailed, RunResul
 from mlc_farm.errors import BadInput, ToolchainUnavailable
 from mlc_farm.farm.pools import idle_pools
 from mlc_farm.flows.engine import PrefectEngine
+from mlc_farm.report.prefect_report import PrefectReport
 from mlc_farm.report.summary import CellRow
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import toolchain_path
@@ -50,7 +51,7 @@ def nightly_build(
 ) -> State:
     """Build the whole matrix (or some models): what the nightly schedule runs. `checked`: the pre-flight the
     CLI already made of these arguments (embedded mode), so it is not made twice."""
-    return _stoppable(matrix_path, models, None, None, force, store, mode, checked)[0]
+    return _stoppable(matrix_path, models, None, None, force, store, mode, checked)
 
 
 @flow(retries=0, name="build-model", task_runner=RUNNER, log_prints=True)
@@ -64,7 +65,7 @@ def build_model(
     mode: Mode = "farm",
 ) -> State:
     """Build one model of the matrix (`prefect deployment run 'build-model/build-model' --param model=...`)."""
-    return _stoppable(matrix_path, [model], quantizations, devices, force, store, mode)[0]
+    return _stoppable(matrix_path, [model], quantizations, devices, force, store, mode)
 
 
 class PoolCheckRun(BaseModel):
@@ -80,8 +81,9 @@ def check_pool(matrix_path: str, store: str) -> PoolCheckRun:
     """`mlc-farm farm check-pool`: the pool-check matrix built through a nightly's deployments (farm mode), every
     build made again (`force`: the pool is what is checked, not the store), with no alert: nobody is paged for
     a check an operator is watching."""
-    state, engine = _stoppable(matrix_path, None, None, None, True, store, "farm", alert=False)
-    rows = engine.summary.rows if engine and engine.summary else []
+    report = PrefectReport(alert=False)
+    state = _stoppable(matrix_path, None, None, None, True, store, "farm", report=report)
+    rows = report.summary.rows if report.summary else []
     return PoolCheckRun(ok=state.is_completed(), message=state.message or state.name or "", rows=rows)
 
 
@@ -110,15 +112,15 @@ def _stoppable(
     store: str | None,
     mode: Mode,
     checked: Preflight | None = None,
-    alert: bool = True,
-) -> tuple[State, PrefectEngine | None]:
+    report: PrefectReport | None = None,
+) -> State:
     """Wire Prefect to the run (mlc_farm/building/run.py), after its pre-flight (`checked`, else made here).
     SIGINT or SIGTERM (Prefect's TerminationSignal) while it builds: kill the toolchain steps and end the run
-    Cancelled (not Crashed), saying what finished. The engine it ran with, if it got that far."""
+    Cancelled (not Crashed), saying what finished. `report`: what the run says (a nightly's alerts)."""
     from prefect.exceptions import TerminationSignal
     from prefect.states import Cancelled
 
-    progress, engine = Progress(), None
+    progress = Progress()
     _said_once()
     try:
         try:
@@ -126,12 +128,12 @@ def _stoppable(
                 keys.require_farm_key()
             pre = checked or preflight(matrix_path, models, quantizations, devices, store, probe_for(mode))
         except (*REFUSED, BadInput) as e:
-            return _failed(RunResult(ok=False, message=str(e), reason="refused")), None
-        engine = PrefectEngine(mode, force, pre, alert)
-        done = MatrixRun(pre, engine, force, progress, get_run_logger()).execute()
+            return _failed(RunResult(ok=False, message=str(e), reason="refused"))
+        engine, said = PrefectEngine(mode, force, pre), report or PrefectReport()
+        done = MatrixRun(pre, engine, force, progress, get_run_logger(), said).execute()
         if done.ok:
-            return Completed(message=done.message, data=done), engine
-        return _failed(done), engine
+            return Completed(message=done.message, data=done)
+        return _failed(done)
     except (KeyboardInterrupt, TerminationSignal) as e:
         stop_all()
         name = "SIGINT" if isinstance(e, KeyboardInterrupt) else signal.Signals(e.signal).name
@@ -142,7 +144,7 @@ def _stoppable(
         )
         get_run_logger().error(message)
         stopped = RunResult(ok=False, message=message, reason="stopped", signal=name)
-        return Cancelled(message=message, data=RunFailed(stopped)), engine
+        return Cancelled(message=message, data=RunFailed(stopped))
 
 
 class _ReportedFailure(logging.Filter):

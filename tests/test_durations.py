@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 from mlc_farm.digests import digest
 from mlc_farm.planning.durations import DEFAULT_SECONDS, bits_per_weight, estimate, parameters
-from mlc_farm.records.schema import BuildRecord, FileEntry
+from mlc_farm.records.schema import RECORD, BuildRecord, FileEntry
 from tests.test_plan import SOURCES, matrix, plan_of
 
 PLAN = plan_of(matrix(), SOURCES)
@@ -16,8 +16,9 @@ T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
 def record(inputs: dict, seconds: float, size: int = 1000) -> BuildRecord:
     f = FileEntry(path="params_shard_0.bin", size=size, sha256="0" * 64)
-    return BuildRecord(key=digest(inputs), kind=inputs["kind"], files=[f], inputs=inputs, toolchain=inputs["toolchain"],
-                       started_at=T0, finished_at=T0 + timedelta(seconds=seconds), seconds={})  # fmt: skip
+    return RECORD.validate(dict(key=digest(inputs), kind=inputs["kind"], files=[f], inputs=inputs,
+                                       toolchain=inputs["toolchain"], started_at=T0,
+                                       finished_at=T0 + timedelta(seconds=seconds), seconds={}))  # fmt: skip
 
 
 def older_toolchain(inputs: dict) -> dict:

@@ -16,7 +16,7 @@ from mlc_farm.matrix import fidelity_rules
 from mlc_farm.records.reads import entries
 from mlc_farm.store import open_store
 from mlc_farm.toolchain.probe import probe
-from tests.test_run import InPlace
+from tests.test_run import InPlace, Told
 
 MATRIX = """
 quantizations: {quants}
@@ -35,10 +35,10 @@ def write_matrix(tiny_models: Path, tmp_path: Path, quants: str, extra: str = ""
     return path
 
 
-def run(matrix: Path, store: Path) -> tuple[RunResult, InPlace]:
+def run(matrix: Path, store: Path) -> tuple[RunResult, Told]:
     pre = preflight(str(matrix), None, None, None, str(store), lambda st, p: probe())
-    engine = InPlace(pre.store())
-    return MatrixRun(pre, engine, False, Progress(), logging.getLogger("test")).execute(), engine
+    report = Told()
+    return MatrixRun(pre, InPlace(pre.store()), False, Progress(), logging.getLogger("test"), report).execute(), report
 
 
 def served(store: Path) -> dict[str, dict]:
@@ -88,7 +88,7 @@ def test_each_library_is_measured_against_one_reference_per_source(
     matrix, store = write_matrix(tiny_models, tmp_path, "[q0f32, q4f16_1, q3f16_1]"), tmp_path / "store"
     passes = tmp_path / "reference.log"
     monkeypatch.setenv("MLC_DOUBLE_REFERENCE_LOG", str(passes))
-    done, _engine = run(matrix, store)
+    done, _report = run(matrix, store)
     assert done.ok, done.message
     libs = served(store)
     q0 = libs["q0f32"]["cpu"].fidelity
@@ -117,10 +117,10 @@ def test_a_library_that_computes_another_function_fails_its_cell_and_is_never_se
     catalog = {p: p.read_bytes() for p in (store / "catalog").rglob("*.json")}
     monkeypatch.setenv("MLC_DOUBLE_VERSION", "0.21.0.dev1")
     monkeypatch.setenv("MLC_DOUBLE_ROPE_BASE", "1")
-    done, engine = run(matrix, store)
+    done, report = run(matrix, store)
     assert not done.ok and "1 of 2 cells failed" in done.message
     assert "tiny q0f16 cpu: fidelity failed: top-1" in done.message and "KL" in done.message
-    row = next(r for r in engine.summaries[0].rows if r.device == "cpu")
+    row = next(r for r in report.summaries[0].rows if r.device == "cpu")
     assert row.status == "failed" and "fits; ran on cpu" in row.validation  # every other check passed it
     assert {p: p.read_bytes() for p in (store / "catalog").rglob("*.json")} == catalog  # last night's keeps serving
 
@@ -134,11 +134,11 @@ def test_without_torch_the_highest_precision_build_is_the_reference_and_without_
 ) -> None:
     monkeypatch.setenv("MLC_DOUBLE_NO_TORCH", "1")
     alone = write_matrix(tiny_models, tmp_path, "[q4f16_1]")
-    done, engine = run(alone, tmp_path / "alone")
+    done, report = run(alone, tmp_path / "alone")
     assert done.ok, done.message
     f = served(tmp_path / "alone")["q4f16_1"]["cpu"].fidelity
     assert f is not None and f.status == "not measured" and f.measured is None and "no reference" in f.detail
-    assert all("fidelity not measured: no reference" in r.validation for r in engine.summaries[0].rows)
+    assert all("fidelity not measured: no reference" in r.validation for r in report.summaries[0].rows)
 
     both = write_matrix(tiny_models, tmp_path, "[q0f16, q4f16_1]")
     done, _ = run(both, tmp_path / "both")
@@ -160,7 +160,7 @@ def test_a_kl_regression_under_a_new_toolchain_fails_the_cell_and_keeps_the_prev
     before = served(store)["q4f16_1"]["cpu"]
     monkeypatch.setenv("MLC_DOUBLE_VERSION", "0.21.0.dev1")
     monkeypatch.setenv("MLC_DOUBLE_ROPE_BASE", "1")
-    nightly, _engine = run(matrix, store)
+    nightly, _report = run(matrix, store)
     assert not nightly.ok
     old = before.fidelity.measured.kl_mean  # type: ignore[union-attr]
     assert "under the previous one" in nightly.message and f"{old:.4f} under the previous" in nightly.message
@@ -209,9 +209,9 @@ def test_history_keeps_a_point_per_toolchain_and_lists_what_regressed(
     assert run(matrix, store)[0].ok  # (whether noise is taken for a drop: the next test, without timing)
     monkeypatch.setenv("MLC_DOUBLE_VERSION", "0.21.0.dev2")
     monkeypatch.setenv("MLC_DOUBLE_DECODE_SLEEP", "0.01")  # a kernel 20x slower: no load hides it
-    slow, engine = run(matrix, store)
+    slow, report = run(matrix, store)
     assert slow.ok and "1 regressions against the previous toolchain" in slow.message
-    (line,) = engine.summaries[0].regressions
+    (line,) = report.summaries[0].regressions
     assert line.startswith("tiny q4f16_1 cpu: tokens/s down:") and "mlc_llm 0.21.0.dev1" in line
     shown = run_cli("history", "tiny", "q4f16_1", "cpu", "--store", str(store), env={"COLUMNS": "200"})
     assert shown.returncode == 0, shown.stdout + shown.stderr

@@ -132,24 +132,26 @@ def test_a_field_the_farm_does_not_know_is_refused_when_written_and_dropped_with
     from pydantic import ValidationError
 
     from mlc_farm.checks.results import FitCheck, RunCheck, Validation
-    from mlc_farm.records.schema import BuildRecord
+    from mlc_farm.records.schema import RECORD, LibraryRecord
     from mlc_farm.store.documents import read_document
 
     at = datetime(2026, 12, 6, tzinfo=timezone.utc)
     fields = {"key": SHA, "kind": "library", "files": [], "inputs": {}, "toolchain": {}, "started_at": at,
               "finished_at": at, "seconds": {"compile": 1.0}}  # fmt: skip
     with pytest.raises(ValidationError, match="validaton"):  # a misspelt field is an error where it is made
-        BuildRecord(**fields, validaton=None)
+        LibraryRecord(**fields, validaton=None)
     with pytest.raises(ValidationError, match="tokens_per_sec"):
         RunCheck(status="passed", tokens_per_sec=1.0)
-    record = BuildRecord(**fields, validation=Validation(fits=FitCheck(status="passed"), run=RunCheck(status="passed")))
+    record = LibraryRecord(
+        **fields, validation=Validation(fits=FitCheck(status="passed"), run=RunCheck(status="passed"))
+    )
     newer = record.model_dump(mode="json") | {"energy_joules": 3.5}  # what a newer mlc-farm may write
     newer["validation"]["run"]["power_watts"] = 300
     store = LocalStore(tmp_path / "store")
     store.write_json("builds/newer.json", newer)
     with caplog.at_level("WARNING", logger="mlc_farm"):
-        read = read_document(store, "builds/newer.json", BuildRecord)
-        assert read_document(store, "builds/newer.json", BuildRecord) == read
+        read = read_document(store, "builds/newer.json", RECORD)
+        assert read_document(store, "builds/newer.json", RECORD) == read
     assert read == record
     assert [r.getMessage().split(": ", 1)[1] for r in caplog.records] == [
         "fields this mlc-farm does not know (energy_joules, power_watts), ignored (a newer mlc-farm wrote them)"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,6 @@ class InPlace:
 
     store: ArtifactStore
     mode: str = "embedded"
-    summaries: list[Summary] = field(default_factory=list)
 
     def resolve(self, loaded: LoadedMatrix, models: list[ModelSpec]) -> dict[str, ResolvedSource]:
         return sources.resolve(loaded, models)
@@ -84,9 +83,6 @@ class InPlace:
     def write_page(self, records: list[BuildRecord], known: list[CatalogEntry]) -> None:
         catalog_page.write_page(self.store, records, known)
 
-    def artifacts(self, summary: Summary, night: NightReport, published: list[dict[str, str]]) -> None:
-        self.summaries.append(summary)
-
 
 class Told(TerminalReport):
     """The terminal's report, and what the run told it, in order."""
@@ -94,6 +90,7 @@ class Told(TerminalReport):
     def __init__(self) -> None:
         super().__init__()
         self.events: list[tuple[Any, ...]] = []
+        self.summaries: list[Summary] = []
 
     def planned(self, todo: int, reused: int) -> None:
         self.events.append(("planned", todo, reused))
@@ -103,6 +100,10 @@ class Told(TerminalReport):
 
     def ended(self, summary: Summary, night: NightReport) -> None:
         self.events.append(("ended", len(summary.rows)))
+        self.summaries.append(summary)
+
+    def closed(self) -> None:
+        self.events.append(("closed",))
 
 
 def test_a_run_builds_the_matrix_then_reuses_it_without_prefect(tiny_matrix: Path, tmp_path: Path) -> None:
@@ -129,8 +130,13 @@ def test_a_run_builds_the_matrix_then_reuses_it_without_prefect(tiny_matrix: Pat
     served = entries(open_store(str(tmp_path / "store")))
     assert len(served) == 4 and all(set(e.libs) == {"cpu", "vulkan"} for e in served)
     built, reused = told
-    assert built == [("planned", 22, 0), *(("finished", n, 22, True) for n in range(1, 23)), ("ended", 8)]
-    assert reused == [("planned", 0, 22), ("ended", 8)]
+    assert built == [
+        ("planned", 22, 0),
+        *(("finished", n, 22, True) for n in range(1, 23)),
+        ("ended", 8),
+        ("closed",),
+    ]
+    assert reused == [("planned", 0, 22), ("ended", 8), ("closed",)]
 
 
 def test_the_run_and_its_steps_import_no_prefect() -> None:

@@ -254,10 +254,10 @@ def test_gc_removes_only_unreferenced_old_blobs_and_stale_uploads(s3_store_url: 
 
 
 def _record(entry) -> dict:
-    from mlc_farm.records.schema import BuildRecord, now
+    from mlc_farm.records.schema import ConvertRecord, now
 
-    return BuildRecord(
-        key="k", kind="convert", files=[entry], inputs={}, toolchain={}, started_at=now(), finished_at=now(), seconds={}
+    return ConvertRecord(
+        key="k", files=[entry], inputs={}, toolchain={}, started_at=now(), finished_at=now(), seconds={}
     ).model_dump(mode="json")
 
 

@@ -35,7 +35,22 @@ from mlc_farm.matrix import fidelity_rules
 from mlc_farm.planning.plan import CheckBuild, ConfigBuild, ConvertBuild, LibBuild, ModelBuilds, ReferenceBuild
 from mlc_farm.planning.sources import SourceFiles
 from mlc_farm.records.reads import load_record, read_blob_json, reference_distributions
-from mlc_farm.records.schema import BuildRecord, FailedCell, FailureRecord, FileEntry, Kind, now, referenced_blobs
+from mlc_farm.records.schema import (
+    RECORD,
+    BuildRecord,
+    ConfigRecord,
+    ConvertRecord,
+    FailedCell,
+    FailureRecord,
+    FileEntry,
+    Kind,
+    LibraryRecord,
+    R,
+    now,
+    of_kind,
+    referenced_blobs,
+    stored,
+)
 from mlc_farm.report import activity
 from mlc_farm.settings import load_settings
 from mlc_farm.store import ArtifactStore, lease
@@ -172,25 +187,28 @@ def _build(
         outputs = made.outputs
         hashes = hash_files({**outputs, "build.log": log_path})
         listed = {n: FileEntry(path=n, size=p.stat().st_size, sha256=hashes[n]) for n, p in outputs.items()}
-        record = BuildRecord(
-            key=key,
-            kind=subject.kind,
-            files=sorted(listed.values(), key=lambda f: f.path),
-            inputs=inputs,
-            toolchain=subject.toolchain or inputs.get("toolchain", {}),  # {} for a reference: the same under all
-            started_at=started,
-            finished_at=now(),
-            seconds=made.seconds,
-            log=FileEntry(path="build.log", size=log_path.stat().st_size, sha256=hashes["build.log"]),
-            flow_run=flow_run,
-            host=socket.gethostname(),
-            image=os.environ.get("MLC_FARM_IMAGE"),
-            **made.found,
+        # The record of the subject's kind: a field its kind does not have is refused here, not dropped.
+        record = RECORD.validate(
+            dict(
+                key=key,
+                kind=subject.kind,
+                files=sorted(listed.values(), key=lambda f: f.path),
+                inputs=inputs,
+                toolchain=subject.toolchain or inputs.get("toolchain", {}),  # {} for a reference: the same under all
+                started_at=started,
+                finished_at=now(),
+                seconds=made.seconds,
+                log=FileEntry(path="build.log", size=log_path.stat().st_size, sha256=hashes["build.log"]),
+                flow_run=flow_run,
+                host=socket.gethostname(),
+                image=os.environ.get("MLC_FARM_IMAGE"),
+                **made.found,
+            )
         )
         record = attestations.attest(record, signing_key)
         _upload(store, key, {**outputs, "build.log": log_path}, hashes, holding)
         # Last: only now does the build exist for readers, with every blob already in place.
-        store.write_json(record_path(key), record.model_dump(mode="json"))
+        store.write_json(record_path(key), stored(record))
         store.delete(failure_path(key))  # an earlier failure of this key is history now
         return record
     finally:
@@ -272,11 +290,19 @@ def build_from_source(
     return _run_steps(store, subject, steps, flow_run, force)
 
 
-def _record(store: ArtifactStore, key: str, what: str) -> BuildRecord:
-    record = load_record(store, key)
+def _record(store: ArtifactStore, key: str, kind: type[R], what: str) -> R:
+    record = of_kind(load_record(store, key), kind)
     if record is None:
-        raise StoreError(f"{what} {key[:12]} has no build record in {store.url}")
+        raise StoreError(f"{what} {key[:12]} has no build record of its kind in {store.url}")
     return record
+
+
+def _weights(store: ArtifactStore, builds: ModelBuilds) -> tuple[ConvertRecord, ConfigRecord]:
+    """The records of the convert and config builds a library runs with."""
+    return (
+        _record(store, builds.convert, ConvertRecord, "convert build"),
+        _record(store, builds.config, ConfigRecord, "config build"),
+    )
 
 
 def _file(record: BuildRecord, name: str) -> FileEntry:
@@ -295,8 +321,7 @@ def build_library(
 ) -> BuildRecord:
     """compile the mlc-chat-config.json of `builds` for one target, then validate the library against that
     model's weights: its metadata must fit them, and where the device is present it must run."""
-    convert = _record(store, builds.convert, "convert build")
-    config = _record(store, builds.config, "config build")
+    convert, config = _weights(store, builds)
     lib_name = f"{LIB_FILE}.{lb.device.library_ext}"
     users = ", ".join(f"{c.model}/{c.quantization}/{c.device}" for c in lb.users)
 
@@ -410,8 +435,7 @@ def check_cell(
     """The cell on its device: its library with its weights, run (median tokens/s of several timed runs) and
     the teacher-forced pass of fidelity, in one tracked, killable process; a run that fails fails the check. The
     fidelity numbers are judged here against the night's thresholds and again when the catalog moves."""
-    lib, convert, config = (_record(store, k, w) for k, w in ((cb.library, "library"),
-                            (cb.builds.convert, "convert build"), (cb.builds.config, "config build")))  # fmt: skip
+    lib, (convert, config) = _record(store, cb.library, LibraryRecord, "library"), _weights(store, cb.builds)
     cell = f"{cb.model}/{cb.quantization}/{cb.device.name}"
 
     def steps(work: Path, log: Path) -> Made:

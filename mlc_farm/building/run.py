@@ -33,7 +33,15 @@ from mlc_farm.planning.schedule import Scheduler, to_build
 from mlc_farm.planning.sources import ResolvedSource
 from mlc_farm.records.outcomes import DONE, Outcome, PublishResult, PublishTarget, UnitResult
 from mlc_farm.records.reads import all_records, load_failure, load_record
-from mlc_farm.records.schema import BuildRecord, CatalogEntry, FailureRecord, now, referenced_blobs
+from mlc_farm.records.schema import (
+    BuildRecord,
+    CatalogEntry,
+    CheckRecord,
+    FailureRecord,
+    LibraryRecord,
+    now,
+    referenced_blobs,
+)
 from mlc_farm.report.night import NightReport, night_report
 from mlc_farm.report.run_report import TerminalReport
 from mlc_farm.report.status import RunStatus, StatusDisplay
@@ -87,13 +95,10 @@ class Engine(Protocol):
         """The catalog page, given every build record of the store and the entries this run left as they were."""
         ...
 
-    def artifacts(self, summary: Summary, night: NightReport, published: list[dict[str, str]]) -> None:
-        """Keep the run's summary, matrix picture, night report and publish results where its users look."""
-        ...
-
 
 class RunReport(Protocol):
-    """What a run says as it goes and when it ends (mlc_farm/report/run_report.py renders it on the terminal)."""
+    """What a run says as it goes and when it ends: mlc_farm/report/run_report.py renders it on the terminal,
+    report/prefect_report.py also as the run's artifacts and alert."""
 
     def planned(self, todo: int, reused: int) -> None: ...
 
@@ -104,6 +109,10 @@ class RunReport(Protocol):
     def ended(self, summary: Summary, night: NightReport) -> None: ...
 
     def published(self, row: dict[str, str]) -> None: ...
+
+    def closed(self) -> None:
+        """The run has said everything: a report that keeps what it was told (artifacts, an alert) keeps it now."""
+        ...
 
 
 @dataclasses.dataclass
@@ -203,18 +212,18 @@ class MatrixRun:
         summary = summarize(plan, outcomes, units)
         history = [r for _, r in all_records(self.store, self.records)]  # the regressions' and the page's series
         summary.regressions = night_regressions(history, set(plan.check_builds), load_settings().speed_regression)
-        night = self.ended(work, summary, status)
+        self.ended(work, summary, status)
         failed_units = {(r.model, r.quantization) for r in summary.failed} | {
             (u.model, u.quantization) for u in units if u.status in ("kept previous", "not built", "damaged")
         }
-        published, publish_failures = self.publish(failed_units) if refused is None else ([], 0)
+        publish_failures = self.publish(failed_units) if refused is None else 0
         try:
             if refused is None:
                 # After publishing: its links go to the Hub repos of these builds.
                 self.engine.write_page(history, [u.entry for u in units if u.entry])
         except StoreError as e:
             refused = str(e)
-        self.engine.artifacts(summary, night, published)
+        self.report.closed()
         result = self.result(work, summary, units, publish_failures)
         if refused is not None:
             self.log.error("the store refused a write: %s", refused)
@@ -338,8 +347,7 @@ class MatrixRun:
                 if record:
                     self.records[key] = record
                     o.log = blob_url(self.store.url, record.log.sha256) if record.log else None
-                    shown = [record.validation.describe()] if record.validation else []
-                    o.validation = "; ".join([*shown, *([record.fidelity.describe()] if record.fidelity else [])])
+                    o.validation = _findings(record)
             elif o.status == "failed" and not o.log and (failure := self._failure_since_began(key)):
                 # Farm mode: the worker wrote what failed; the dispatcher only saw its flow run end Failed.
                 o.log = blob_url(self.store.url, failure.log.sha256) if failure.log else None
@@ -350,7 +358,7 @@ class MatrixRun:
         failure = load_failure(self.store, key)
         return failure if failure and failure.failed_at >= self.began else None
 
-    def ended(self, work: Work, summary: Summary, status: RunStatus) -> NightReport:
+    def ended(self, work: Work, summary: Summary, status: RunStatus) -> None:
         """The night's use of the pools, reported with the summary; a damaged entry in the run's log too."""
         pool_of = {key: work.scheduler.pool_of(b) for key, b in all_builds(work.plan).items()}
         elapsed = status.now() - status.started
@@ -358,23 +366,21 @@ class MatrixRun:
         self.report.ended(summary, night)
         for u in (u for u in summary.units if u.status == "damaged"):
             self.log.error("%s %s: %s", u.model, u.quantization, u.detail)
-        return night
 
-    def publish(self, failed_units: set[tuple[str, str]]) -> tuple[list[dict[str, str]], int]:
+    def publish(self, failed_units: set[tuple[str, str]]) -> int:
         """Publish every model x quantization whose cells all succeeded (a partial set would delete libraries
-        from the Hub), in matrix order; (rows for the artifact, how many failed)."""
+        from the Hub), in matrix order, telling the report each repo's row; how many failed."""
         units = [t for t in self.pre.targets if (t.model, t.quantization) not in failed_units]
-        rows, failures = [], 0
+        failures = 0
         for repo, result in self.engine.publish(units) if units else []:
             if isinstance(result, Exception):
                 failures += 1
-                rows.append({"repo": repo, "result": "failed", "detail": str(result)})
+                self.report.published({"repo": repo, "result": "failed", "detail": str(result)})
             else:
                 done = f"commit {result.commit}" if result.commit else "unchanged, no commit"
                 detail = f"{len(result.operations)} operations, {result.unchanged} files unchanged"
-                rows.append({"repo": repo, "result": done, "detail": detail})
-            self.report.published(rows[-1])
-        return rows, failures
+                self.report.published({"repo": repo, "result": done, "detail": detail})
+        return failures
 
     def result(self, work: Work, summary: Summary, units: list[UnitResult], publish_failures: int) -> RunResult:
         failed, message = summary.failed, summary.message()
@@ -401,3 +407,10 @@ class MatrixRun:
 
 def _labels(plan: Plan) -> dict[str, str]:
     return {key: label(b) for key, b in all_builds(plan).items()}
+
+
+def _findings(record: BuildRecord) -> str:
+    """What a library's or a check's build found (its validation, a check's fidelity), as the summary shows it."""
+    validation = record.validation if isinstance(record, LibraryRecord | CheckRecord) else None
+    fid = record.fidelity if isinstance(record, CheckRecord) else None
+    return "; ".join(found.describe() for found in (validation, fid) if found)

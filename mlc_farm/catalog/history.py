@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from mlc_farm.checks.speed import of_phase
 from mlc_farm.matrix.fidelity_rules import kl_regressed
 from mlc_farm.planning.keys import across_toolchains
-from mlc_farm.records.schema import BuildRecord
+from mlc_farm.records.schema import BuildRecord, CheckRecord
 
 MEMORY_GROWTH = 1.10
 
@@ -60,7 +60,7 @@ def toolchain_name(toolchain: dict[str, Any]) -> str:
     return f"mlc_llm {toolchain.get('mlc_llm_version', 'unknown')}" + (f" ({commit})" if commit else "")
 
 
-def point(record: BuildRecord) -> Point:
+def point(record: CheckRecord) -> Point:
     run = record.validation.run if record.validation else None
     measured = record.fidelity.measured if record.fidelity else None
     return Point(

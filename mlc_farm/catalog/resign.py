@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 from mlc_farm.catalog.renewal import version_of
 from mlc_farm.records.reads import all_records, entries
-from mlc_farm.records.schema import CatalogEntry, referenced_blobs
+from mlc_farm.records.schema import CatalogEntry, referenced_blobs, stored
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.layout import catalog_path, record_path
 from mlc_farm.trust import attestations
@@ -29,7 +29,7 @@ def adopt(store: ArtifactStore, key: SigningKey, trusted: list[bytes]) -> Iterat
         if bad:
             yield f"left {name}: {bad[0]}"
             continue
-        store.write_json(record_path(record.key), attestations.attest(record, key).model_dump(mode="json"))
+        store.write_json(record_path(record.key), stored(attestations.attest(record, key)))
         yield f"attested {name} ({len(record.files)} files hashed again)"
 
 

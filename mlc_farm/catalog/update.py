@@ -28,7 +28,19 @@ from mlc_farm.planning.plan import Plan, PlanCell
 from mlc_farm.planning.sources import ResolvedSource
 from mlc_farm.records.outcomes import UnitResult
 from mlc_farm.records.reads import read_blob_json
-from mlc_farm.records.schema import SCHEMA_VERSION, BuildRecord, CatalogEntry, LibRef, now
+from mlc_farm.records.schema import (
+    SCHEMA_VERSION,
+    BuildRecord,
+    CatalogEntry,
+    CheckRecord,
+    ConfigRecord,
+    ConvertRecord,
+    LibraryRecord,
+    LibRef,
+    R,
+    now,
+    of_kind,
+)
 from mlc_farm.settings import load_settings
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.documents import READERS, first_problem
@@ -59,6 +71,10 @@ class Records:
             self._records[key] = attestations.attested(self.store, key, self.trusted)
         return self._records[key]
 
+    def of(self, key: str | None, kind: type[R]) -> R | None:
+        """The verified record of `key` if it is of `kind` (None: no key, no record, or another kind's)."""
+        return of_kind(self.record(key), kind) if key else None
+
     def signature(self, entry: CatalogEntry) -> Signed:
         """The entry's signature verified for its own name (SignatureRefused: it does not hold), once per entry
         document: an entry read again in its write verifies without a second signature check."""
@@ -81,7 +97,7 @@ class Records:
 
 
 def library_validation(
-    lib: BuildRecord, model: str, convert: BuildRecord, config: BuildRecord, rec: Records
+    lib: LibraryRecord, model: str, convert: BuildRecord, config: BuildRecord, rec: Records
 ) -> Validation:
     """The library's validation for this model's weights."""
     assert lib.validation is not None
@@ -103,7 +119,7 @@ def cell_fidelity(
     previous toolchain."""
     if pc.check is None:
         return Fidelity(status="not measured", detail=pc.no_fidelity or "no check was planned"), None
-    record = rec.record(pc.check)
+    record = rec.of(pc.check, CheckRecord)
     if record is None or record.fidelity is None:
         return f"its check {pc.check[:12]} did not complete"
     found = record.fidelity
@@ -148,7 +164,8 @@ def update_unit(
     result = UnitResult(model=model, quantization=quantization, status="not built")
     if not cells:
         return result
-    convert, config = rec.record(cells[0].convert), rec.record(cells[0].config)  # type: ignore[arg-type]
+    first = cells[0]
+    convert, config = rec.of(first.convert, ConvertRecord), rec.of(first.config, ConfigRecord)
     if convert is None or config is None:
         return result.model_copy(update={"detail": "its convert or config build failed"})
     try:
@@ -157,7 +174,7 @@ def update_unit(
         return result.model_copy(update={"status": "damaged", "detail": _kept_damaged(e)})
     libs, unfit, rejected = {}, {}, 0
     for pc in cells:
-        lib = rec.record(pc.library) if pc.library else None
+        lib = rec.of(pc.library, LibraryRecord)
         if lib is None or lib.validation is None:
             continue
         served = current.libs.get(pc.cell.device) if current else None
@@ -192,7 +209,7 @@ def update_unit(
 def _lib_ref(
     plan: Plan,
     pc: PlanCell,
-    lib: BuildRecord,
+    lib: LibraryRecord,
     weights: tuple[BuildRecord, BuildRecord],
     rec: Records,
     served: LibRef | None,
@@ -211,7 +228,7 @@ def _lib_ref(
     device = plan.lib_builds[lib.key].device
     metadata = lib.library_metadata
     needs = memory.estimate(rec.doc(convert, "tensor-cache.json"), metadata) if metadata else None
-    check = rec.record(pc.check) if pc.check else None
+    check = rec.of(pc.check, CheckRecord)
     return LibRef(
         key=lib.key,
         file=lib.files[0],

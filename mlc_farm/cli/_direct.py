@@ -21,8 +21,6 @@ from mlc_farm.planning.sources import ResolvedSource
 from mlc_farm.records.outcomes import Outcome, PublishResult, PublishTarget, UnitResult
 from mlc_farm.records.schema import BuildRecord, CatalogEntry
 from mlc_farm.report import catalog_page
-from mlc_farm.report.night import NightReport
-from mlc_farm.report.summary import Summary
 from mlc_farm.settings import load_settings
 from mlc_farm.store import open_store
 
@@ -32,8 +30,8 @@ class NeedsPrefect(Exception):
 
 
 class DirectEngine:
-    """The store and the Hub called from this process; no task, no artifact (a temporary server's artifacts
-    vanish with it), no alert (alerts are a farm's, sent from its server)."""
+    """The store and the Hub called from this process; no task. Its run reports on the terminal alone: no
+    artifact (a temporary server's vanish with it), no alert (alerts are a farm's, sent from its server)."""
 
     mode: Mode = "embedded"
 
@@ -77,6 +75,3 @@ class DirectEngine:
 
     def write_page(self, records: list[BuildRecord], known: list[CatalogEntry]) -> None:
         catalog_page.write_page(self.store, records, known)
-
-    def artifacts(self, summary: Summary, night: NightReport, published: list[dict[str, str]]) -> None:
-        return None

@@ -29,7 +29,7 @@ from mlc_farm.errors import BadInput, NothingToExport, redact_urls
 from mlc_farm.names import shorten
 from mlc_farm.records.folder import entry_files, lib_path
 from mlc_farm.records.reads import load_record
-from mlc_farm.records.schema import BuildRecord, CatalogEntry, FileEntry
+from mlc_farm.records.schema import CatalogEntry, FileEntry, LibraryRecord, of_kind
 from mlc_farm.store import ArtifactStore
 from mlc_farm.trust.entry_signatures import Trusted, signed
 from mlc_farm.trust.keys import trusted_keys
@@ -129,7 +129,7 @@ def _cuda_archs(entry: CatalogEntry, devices: set[str]) -> dict[str, list[str]]:
     }
 
 
-def _system_lib_prefix(lib: BuildRecord | None, entry: CatalogEntry) -> str:
+def _system_lib_prefix(lib: LibraryRecord | None, entry: CatalogEntry) -> str:
     """`{model_type}_{quantization}`: what `mlc_llm package` links a phone library under."""
     model_type = ((lib.library_metadata or {}).get("model_type") if lib else None) or (
         (lib.inputs.get("model") or {}).get("model_type") if lib else None
@@ -145,7 +145,7 @@ def _app_records(store: ArtifactStore, entry: CatalogEntry, where: Located, devi
     return [
         {
             "model_id": repo_name(entry),
-            "model_lib": _system_lib_prefix(load_record(store, entry.libs[d].key), entry),
+            "model_lib": _system_lib_prefix(of_kind(load_record(store, entry.libs[d].key), LibraryRecord), entry),
             "model_url": where.model,
             "estimated_vram_bytes": (memory.total_bytes if (memory := entry.libs[d].memory) else None),
             "device": d,

@@ -19,7 +19,7 @@ from mlc_farm.errors import StoreError
 from mlc_farm.matrix.schema import DeviceSpec
 from mlc_farm.records.folder import lib_path
 from mlc_farm.records.reads import load_record, reference_distributions
-from mlc_farm.records.schema import FileEntry, LibRef
+from mlc_farm.records.schema import CheckRecord, FileEntry, LibRef, of_kind
 from mlc_farm.store import ArtifactStore
 from mlc_farm.trust.entry_signatures import Trusted
 
@@ -61,7 +61,7 @@ def pulled_fidelity(
     store: ArtifactStore, ref: LibRef, lib: Path, runtime: str, weights_dir: Path, work: Path, timeout: float
 ) -> fidelity.Fidelity:
     """The library's fidelity measured again with these files, against the reference its check used."""
-    check = load_record(store, ref.check) if ref.check else None
+    check = of_kind(load_record(store, ref.check), CheckRecord) if ref.check else None
     if check is None or check.fidelity is None or check.fidelity.measured is None:
         return ref.fidelity or fidelity.Fidelity(status="not measured", detail="the farm measured none")
     reference = reference_distributions(store, check.inputs["reference"])

@@ -20,7 +20,7 @@ from typing import Any
 from mlc_farm.digests import digest
 from mlc_farm.planning.keys import across_toolchains
 from mlc_farm.planning.plan import ConfigBuild, ConvertBuild, LibBuild, Plan
-from mlc_farm.records.schema import BuildRecord
+from mlc_farm.records.schema import BuildRecord, ConfigRecord, ConvertRecord
 
 DEFAULT_SECONDS = {"convert": 1800.0, "config": 30.0, "library": 600.0}
 
@@ -93,7 +93,7 @@ def estimate(plan: Plan, records: Iterable[BuildRecord], configs: dict[str, dict
 def _weights_estimate(
     b: ConvertBuild | ConfigBuild,
     by_inputs: dict[str, float],
-    weights: list[BuildRecord],
+    weights: list[ConvertRecord | ConfigRecord],
     config: dict[str, Any] | None,
     rate: Any,
 ) -> float:

@@ -13,14 +13,14 @@ from typing import Any
 from mlc_farm.checks import fidelity
 from mlc_farm.checks.validate import DISTRIBUTIONS_FILE, REFERENCE_FILE
 from mlc_farm.errors import NotFound
-from mlc_farm.records.schema import BuildRecord, CatalogEntry, FailureRecord, FileEntry
+from mlc_farm.records.schema import RECORD, BuildRecord, CatalogEntry, CheckRecord, FailureRecord, FileEntry
 from mlc_farm.store import ArtifactStore
 from mlc_farm.store.documents import parse_document, read_all, read_document
 from mlc_farm.store.layout import BUILDS, CATALOG, FAILURES, blob_path, catalog_path, failure_path, record_path
 
 
 def load_record(store: ArtifactStore, key: str) -> BuildRecord | None:
-    return read_document(store, record_path(key), BuildRecord)
+    return read_document(store, record_path(key), RECORD)
 
 
 def all_records(
@@ -31,7 +31,7 @@ def all_records(
     known = known or {}
     names = list(store.names(BUILDS))
     have = {record_path(key): record for key, record in known.items()}
-    read = dict(read_all(store, [n for n in names if n not in have], BuildRecord))
+    read = dict(read_all(store, [n for n in names if n not in have], RECORD))
     for name in names:
         if (record := have.get(name) or read.get(name)) is not None:
             yield name, record
@@ -86,5 +86,6 @@ def reference_distributions(store: ArtifactStore, key: str) -> fidelity.Distribu
         return f"its reference {key[:12]} has no build record"
     name = REFERENCE_FILE if record.kind == "reference" else DISTRIBUTIONS_FILE
     if not any(f.path == name for f in record.files):
-        return f"its reference ({record.fidelity.describe() if record.fidelity else key[:12]}) has no distributions"
+        found = record.fidelity if isinstance(record, CheckRecord) else None
+        return f"its reference ({found.describe() if found else key[:12]}) has no distributions"
     return fidelity.Distributions.model_validate(read_blob_json(store, next(f for f in record.files if f.path == name)))

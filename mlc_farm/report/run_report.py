@@ -51,6 +51,9 @@ class TerminalReport:
             for line in summary.regressions:
                 self.console.print(Text(f"  {line}", "yellow"), soft_wrap=True)
 
+    def closed(self) -> None:
+        """Everything was printed as it came."""
+
     def published(self, row: dict[str, str]) -> None:
         """A publish's row (repo, result, detail), as the run's artifact holds it."""
         if row["result"] == "failed":

@@ -9,9 +9,10 @@ import json
 import logging
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from mlc_farm.errors import DamagedDocumentError, UnsafeStoreName
 from mlc_farm.names import UNSAFE
@@ -67,12 +68,40 @@ def _depth(doc: Any) -> int:
     return deepest
 
 
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M")
 
 
-def read_document(store: Documents, name: str, model: type[M]) -> M | None:
+@dataclass(frozen=True)
+class Tagged(Generic[M]):
+    """A document that is one of several models told apart by a field (a build record, by its kind). Its errors
+    name the member's tag before the field's path; the tag is no key of the document, so it is left out of the
+    paths read here."""
+
+    name: str
+    adapter: TypeAdapter[M]
+
+    def validate(self, data: Any) -> M:
+        return self.adapter.validate_python(data)
+
+
+Schema = type[M] | Tagged[M]
+_ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
+
+
+def _parts(schema: Schema[M]) -> tuple[str, TypeAdapter[M], int]:
+    """The schema's name in messages, what validates it (made once per model), and how many leading parts of
+    an error's path are not the document's (a tag)."""
+    if isinstance(schema, Tagged):
+        return schema.name, schema.adapter, 1
+    if schema not in _ADAPTERS:
+        _ADAPTERS[schema] = TypeAdapter(schema)
+    return schema.__name__, _ADAPTERS[schema], 0
+
+
+def read_document(store: Documents, name: str, model: Schema[M]) -> M | None:
     """A store document as `model`, or None when it is missing or damaged (reported, never raised). A name in
     it that breaks the path rule (mlc_farm/names.py) is not damage but a tampered store: UnsafeStoreName."""
+    what, _, tag = _parts(model)
     try:
         data = store.read_json(name)
         return _tolerant(model, data, f"{store.url}/{name}") if data is not None else None
@@ -80,7 +109,7 @@ def read_document(store: Documents, name: str, model: type[M]) -> M | None:
         log.warning("%s; treated as missing, the next build rewrites it", e)
     except ValidationError as e:
         if unsafe := [p for p in e.errors() if p["type"] == UNSAFE]:
-            where = ".".join(str(part) for part in unsafe[0]["loc"])
+            where = ".".join(str(part) for part in unsafe[0]["loc"][tag:])
             raise UnsafeStoreName(
                 f"{store.url}/{name}: {where}: {unsafe[0]['msg']}: refused, nothing was written (whoever can write "
                 "to the store wrote a name that would be a path elsewhere; repair or delete the document)"
@@ -89,19 +118,20 @@ def read_document(store: Documents, name: str, model: type[M]) -> M | None:
             "%s/%s is not a %s this farm can read (%s); treated as missing, the next build rewrites it",
             store.url,
             name,
-            model.__name__,
-            first_problem(e),
+            what,
+            first_problem(e, tag),
         )
     return None
 
 
-def _tolerant(model: type[M], data: Any, where: str) -> M:
+def _tolerant(model: Schema[M], data: Any, where: str) -> M:
     """`data` as `model`; fields the model does not know (a newer farm wrote them) are dropped with a note, where
     the farm's own writes refuse them (mlc_farm/written.py)."""
+    what, adapter, tag = _parts(model)
     try:
-        return model.model_validate(data)
+        return adapter.validate_python(data)
     except ValidationError as e:
-        unknown = [p["loc"] for p in e.errors() if p["type"] == "extra_forbidden"]
+        unknown = [p["loc"][tag:] for p in e.errors() if p["type"] == "extra_forbidden"]
         if not unknown or len(unknown) < len(e.errors()):
             raise
     for loc in unknown:
@@ -110,26 +140,27 @@ def _tolerant(model: type[M], data: Any, where: str) -> M:
             parent = parent[part]
         parent.pop(loc[-1], None)
     fields = sorted({str(loc[-1]) for loc in unknown})
-    if (model.__name__, *fields) not in _NOTED:  # once per kind of document and fields, not once per record
-        _NOTED.add((model.__name__, *fields))
+    if (what, *fields) not in _NOTED:  # once per kind of document and fields, not once per record
+        _NOTED.add((what, *fields))
         log.warning("%s: fields this mlc-farm does not know (%s), ignored (a newer mlc-farm wrote them)", where,
                     ", ".join(fields))  # fmt: skip
-    return model.model_validate(data)
+    return adapter.validate_python(data)
 
 
 _NOTED: set[tuple[str, ...]] = set()
 
 
-def first_problem(e: ValidationError) -> str:
-    """`field.path: what is wrong` of the first error of a document that does not validate."""
+def first_problem(e: ValidationError, tag: int = 0) -> str:
+    """`field.path: what is wrong` of the first error of a document that does not validate (`tag`: leading parts
+    of the path that are a union's tag, not a field)."""
     first = e.errors()[0]
-    return f"{'.'.join(str(p) for p in first['loc']) or 'document'}: {first['msg']}"
+    return f"{'.'.join(str(p) for p in first['loc'][tag:]) or 'document'}: {first['msg']}"
 
 
 READERS = 16  # store documents read at once: on S3 each is a GET, so a catalog of thousands reads in seconds
 
 
-def read_all(store: Documents, names: Iterable[str], model: type[M]) -> Iterator[tuple[str, M]]:
+def read_all(store: Documents, names: Iterable[str], model: Schema[M]) -> Iterator[tuple[str, M]]:
     """(name, document) of every readable one of `names`, READERS at a time, in order."""
     with ThreadPoolExecutor(max_workers=READERS) as pool:
         for name, doc in zip(

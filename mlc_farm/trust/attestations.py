@@ -15,7 +15,7 @@ from typing import Any
 
 from mlc_farm.digests import digest
 from mlc_farm.records.reads import load_record
-from mlc_farm.records.schema import BuildRecord
+from mlc_farm.records.schema import BuildRecord, stored
 from mlc_farm.store import ArtifactStore
 from mlc_farm.trust import dsse
 from mlc_farm.trust.dsse import SignatureRefused, SigningKey
@@ -35,7 +35,7 @@ class Unattested(SignatureRefused):
 
 def record_digest(record: BuildRecord) -> str:
     """The digest of a record's every field but its attestation, in the form the store keeps it."""
-    return digest(record.model_dump(mode="json", exclude={"attestation"}))
+    return digest({k: v for k, v in stored(record).items() if k != "attestation"})
 
 
 def _dependencies(inputs: dict[str, Any]) -> list[dict[str, Any]]:
