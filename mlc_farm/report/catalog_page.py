@@ -17,7 +17,7 @@ import json
 import re
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypedDict
 
 from mlc_farm.catalog.history import Point, regressions, series, speed_rule, speed_series
 from mlc_farm.catalog.published import Published, published
@@ -42,6 +42,65 @@ PAGE, DATA = "index.html", "catalog.json"
 Failures = dict[tuple[str, str, str | None], FailureRecord]
 
 
+# catalog.json, which the page and scripts read: its rows typed, so a field the page reads is one the farm writes.
+class PagePoint(TypedDict):
+    toolchain: str
+    at: str
+    tokens_per_s: float | None  # None: another speed method than the newest's
+    tokens_per_s_runs: list[float]
+    kl: float | None
+    memory_bytes: int | None
+
+
+class PageRegression(TypedDict):
+    what: str
+    describe: str
+
+
+class PageHistory(TypedDict):
+    points: list[PagePoint]
+    speed_method: str | None
+    regressions: list[PageRegression]
+
+
+class PageLibrary(TypedDict):
+    """A row's fields from its device's library (a device without one: what it lacks, figures None)."""
+
+    status: str  # "served" or "missing"
+    ran: bool
+    validation: str
+    fidelity: str
+    tokens_per_s: float | None
+    prefill_tokens_per_s: float | None
+    speed_method: str | None
+    library_bytes: int | None
+    memory_bytes: int | None
+    toolchain: str | None
+    library: str | None  # its download link
+
+
+class PageFailure(TypedDict, total=False):
+    """What last failed for a cell, when something did."""
+
+    failure: str
+    failure_log: str | None
+    failure_command: str
+
+
+class PageRow(PageLibrary, PageFailure):
+    model: str
+    quantization: str
+    device: str
+    weights_bytes: int | None
+    built_at: str | None
+    source: str | None
+    source_commit: str | None
+    signed_by: str | None
+    hub: str | None
+    files: dict[str, str]
+    history: PageHistory
+
+
 def _failures(store: ArtifactStore) -> Failures:
     """The newest failure of each cell (device None: the weights or config of every device of the cell)."""
     found: Failures = {}
@@ -53,12 +112,12 @@ def _failures(store: ArtifactStore) -> Failures:
     return found
 
 
-def _failure(entry: CatalogEntry, device: str, failures: Failures, served: bool) -> dict[str, Any]:
+def _failure(entry: CatalogEntry, device: str, failures: Failures, served: bool) -> PageFailure:
     """What last failed for this cell since its entry moved (a served library may be kept at older builds)."""
     cell = [failures.get((entry.model, entry.quantization, d)) for d in (device, None)]
     failed = [f for f in cell if f and (not served or f.failed_at > entry.updated_at)]
     if not failed:
-        return {}
+        return PageFailure()
     last = max(failed, key=lambda f: f.failed_at)
     return {
         "failure": last.error.strip().splitlines()[0][:300] if last.error.strip() else "failed",
@@ -67,7 +126,7 @@ def _failure(entry: CatalogEntry, device: str, failures: Failures, served: bool)
     }
 
 
-def _history(points: list[Point], floor: float) -> dict[str, Any]:
+def _history(points: list[Point], floor: float) -> PageHistory:
     """A cell's series for the page's charts (tokens/s of the newest speed method only: another method's figures
     are another series), and what the newest toolchain lost."""
     speeds = speed_series(points)
@@ -94,10 +153,10 @@ def _row(
     device: str,
     hub: Published | None,
     failures: Failures,
-    history: dict[str, Any],
+    history: PageHistory,
     signer: str | None,
     records: dict[str, BuildRecord],
-) -> dict[str, Any]:
+) -> PageRow:
     weights, config = (records.get(k) or load_record(store, k) for k in (entry.convert, entry.config))
     files = [f for r in (weights, config) if r for f in r.files]
     root = hub.root() if hub else None  # pinned to the commit that published these builds
@@ -121,18 +180,13 @@ def _row(
     }
 
 
-def _library(entry: CatalogEntry, device: str, root: str | None) -> dict[str, Any]:
+def _library(entry: CatalogEntry, device: str, root: str | None) -> PageLibrary:
     """The fields of a row that its device's library gives (a device without one: what it lacks)."""
     ref = entry.libs.get(device)
     if ref is None:
-        return {
-            "status": "missing",
-            "ran": False,
-            "validation": "no validated library yet",
-            "fidelity": "",
-        } | dict.fromkeys(
-            ("tokens_per_s", "prefill_tokens_per_s", "speed_method", "library_bytes", "memory_bytes", "toolchain")
-        )
+        return PageLibrary(status="missing", ran=False, validation="no validated library yet", fidelity="",
+                           tokens_per_s=None, prefill_tokens_per_s=None, speed_method=None, library_bytes=None,
+                           memory_bytes=None, toolchain=None, library=None)  # fmt: skip
     run, prefill = ref.validation.run, of_phase(ref.validation.run.speeds, "prefill")
     return {
         "status": "served",
@@ -151,7 +205,7 @@ def _library(entry: CatalogEntry, device: str, root: str | None) -> dict[str, An
 
 def catalog_rows(
     store: ArtifactStore, records: list[BuildRecord] | None, floor: float, known: Iterable[CatalogEntry]
-) -> list[dict[str, Any]]:
+) -> list[PageRow]:
     """A row per entry and device; `records`: every build record of the store, when the caller read them; `floor`:
     MLC_FARM_SPEED_REGRESSION; `known`: entries the caller read and left as they are (each signature is still
     verified here: the page says who signed what it shows)."""
