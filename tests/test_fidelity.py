@@ -82,6 +82,7 @@ def test_the_text_goes_through_the_models_tokenizer_or_seeded_ids_say_so(tiny_mo
     )  # seeded: the same each time
 
 
+@pytest.mark.slow
 def test_each_library_is_measured_against_one_reference_per_source(
     tiny_models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -108,6 +109,7 @@ def test_each_library_is_measured_against_one_reference_per_source(
     assert len(passes.read_text().splitlines()) == 1  # still the one reference
 
 
+@pytest.mark.slow
 def test_a_library_that_computes_another_function_fails_its_cell_and_is_never_served(
     tiny_models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -129,6 +131,7 @@ def test_a_library_that_computes_another_function_fails_its_cell_and_is_never_se
     assert "cpu" not in served(fresh)["q0f16"]  # never current, even with nothing else to serve
 
 
+@pytest.mark.slow
 def test_without_torch_the_highest_precision_build_is_the_reference_and_without_one_nothing_is_claimed(
     tiny_models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -150,6 +153,7 @@ def test_without_torch_the_highest_precision_build_is_the_reference_and_without_
     assert q4.measured is not None and 0.01 < q4.measured.kl_mean < 0.25
 
 
+@pytest.mark.slow
 def test_a_kl_regression_under_a_new_toolchain_fails_the_cell_and_keeps_the_previous_entry(
     tiny_models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -167,6 +171,7 @@ def test_a_kl_regression_under_a_new_toolchain_fails_the_cell_and_keeps_the_prev
     assert served(store)["q4f16_1"]["cpu"] == before  # the previous entry keeps serving
 
 
+@pytest.mark.slow
 def test_the_numbers_are_shown_wherever_the_validation_is(tiny_models: Path, tmp_path: Path) -> None:
     from mlc_farm.distribute.hub import manifest, model_card
     from tests.helpers import run_cli
@@ -198,6 +203,7 @@ def test_the_numbers_are_shown_wherever_the_validation_is(tiny_models: Path, tmp
     assert "tiny/q4f16_1/cpu: against transformers" in planned.stdout and "KL <= 0.25" in planned.stdout
 
 
+@pytest.mark.slow
 def test_history_keeps_a_point_per_toolchain_and_lists_what_regressed(
     tiny_models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -72,6 +72,7 @@ def test_the_twin_keeps_the_architecture_and_shrinks_the_sizes(tmp_path: Path) -
     assert "lm_head.weight" not in names and "model.layers.0.self_attn.q_proj.bias" in names  # tied; qwen2 biases
 
 
+@pytest.mark.slow
 def test_a_new_nightly_reuses_unchanged_conversions_and_reconverts_what_changed(
     catalog: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -105,6 +106,7 @@ def test_a_new_nightly_reuses_unchanged_conversions_and_reconverts_what_changed(
     assert now["llama"] == first["llama"] and now["mistral"] != first["mistral"]
 
 
+@pytest.mark.slow
 def test_a_twin_that_fails_falls_back_to_the_version_key(
     catalog: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -119,6 +121,7 @@ def test_a_twin_that_fails_falls_back_to_the_version_key(
     assert "keyed by the toolchain version: the twin's convert_weight failed" in why.stdout
 
 
+@pytest.mark.slow
 def test_convert_identity_toolchain_converts_everything_again(
     catalog: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

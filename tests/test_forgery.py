@@ -29,7 +29,9 @@ from mlc_farm.trust.keys import signing_key
 from tests.helpers import DOUBLE, MLC_LLM_SOURCE, ROOT, cli, farm_edit, run_cli
 from tests.hub_server import LocalHub
 
-pytestmark = pytest.mark.usefixtures("prefect_api")
+# One worker runs the module (scripts/test.sh schedules by xdist group), so its store is built once per run:
+# a module fixture is made again each time a worker comes back to a module, five times per run before.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api"), pytest.mark.xdist_group("forgery")]
 
 MATRIX = """
 quantizations: [q0f16, q4f16_1]
@@ -42,12 +44,13 @@ EVIL = b"\x7fELF the attacker's library"
 
 
 @pytest.fixture(scope="module")
-def built(tiny_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """2 models x 2 quantizations on cpu, built once for the module (each test works on its own copy)."""
+def built(tiny_models: Path, tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> Path:
+    """2 models x 2 quantizations on cpu, built once for the module against the run's Prefect server (each test
+    works on its own copy)."""
     root = tmp_path_factory.mktemp("forgery")
     (tiny_models / "forgery.yaml").write_text(MATRIX)
     (tiny_models / "forgery-publish.yaml").write_text(MATRIX + "publish: {org: farm-org}\n")
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {
+    env = {**os.environ, "PREFECT_API_URL": prefect_api} | {
         "PYTHONPATH": os.pathsep.join([str(DOUBLE), str(ROOT)]),
         "PATH": os.pathsep.join([str(DOUBLE / "bin"), os.environ["PATH"]]),
         "MLC_LLM_SOURCE_DIR": str(MLC_LLM_SOURCE), "MLC_FARM_WORK_DIR": str(root / "work"),

@@ -100,6 +100,7 @@ def test_build_force_replaces_a_corrupt_blob(tiny_matrix: Path, tmp_path: Path) 
     assert oct((Path(store) / "blobs" / "sha256" / shard_of(store, "q0f16")).stat().st_mode & 0o777) != "0o600"
 
 
+@pytest.mark.slow
 def test_damaged_documents_are_reported_records_rebuilt_and_catalog_entries_kept(
     tiny_matrix: Path, tmp_path: Path
 ) -> None:
@@ -135,6 +136,7 @@ def test_damaged_documents_are_reported_records_rebuilt_and_catalog_entries_kept
     assert run_cli("verify", "--deep", "--store", str(store)).returncode == 0
 
 
+@pytest.mark.slow
 def test_paths_read_from_the_store_never_escape(tiny_matrix: Path, tmp_path: Path) -> None:
     store, calls = tmp_path / "store", tmp_path / "calls.log"
     assert build(tiny_matrix, str(store), calls).returncode == 0

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from mlc_farm.building import runners
 from mlc_farm.building.preflight import preflight
 from mlc_farm.building.run import MatrixRun, Progress
@@ -106,6 +108,7 @@ class Told(TerminalReport):
         self.events.append(("closed",))
 
 
+@pytest.mark.slow
 def test_a_run_builds_the_matrix_then_reuses_it_without_prefect(tiny_matrix: Path, tmp_path: Path) -> None:
     """... and tells its report what it did: the run decides, the report (the terminal's here) renders."""
     told: list[list[tuple[Any, ...]]] = []

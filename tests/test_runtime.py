@@ -203,6 +203,7 @@ models:
 """
 
 
+@pytest.mark.slow
 def test_two_pools_with_different_toolchains_build_one_model_and_each_library_is_picked_by_runtime(
     tiny_models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -117,6 +117,7 @@ def tour() -> list[str]:
     return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 def test_a_newcomer_without_the_wheels_sees_a_build_with_the_stand_in_and_goes_on_from_it(tmp_path: Path) -> None:
     """The quick start's next steps and README's tour run as printed, in a new shell with no variable of the
     farm's: the settings file the quick start wrote says where the store and the stand-in are. The tour runs in a

@@ -62,6 +62,7 @@ def test_a_webgpu_device_on_a_pool_without_emcc_is_refused_before_any_step_runs(
     assert "emcc not found, mlc_wasm_runtime.bc not found" in done.stderr
 
 
+@pytest.mark.slow
 def test_with_emcc_and_the_bitcode_the_same_matrix_builds_a_wasm_that_names_its_emcc(
     tiny_models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

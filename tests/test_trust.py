@@ -42,6 +42,7 @@ def own_models(tiny_models: Path, tmp_path: Path, text: str = TINY_MATRIX) -> Pa
     return tmp_path / "matrix.yaml"
 
 
+@pytest.mark.slow
 def test_sources_stay_untouched_even_on_a_read_only_volume(tiny_models: Path, tmp_path: Path) -> None:
     matrix = own_models(tiny_models, tmp_path)
     store, calls = tmp_path / "store", tmp_path / "calls.log"
@@ -178,6 +179,7 @@ def test_a_library_that_does_not_fit_fails_its_cell_and_changes_nothing(
     assert all(len(hub.commits(r)) == 1 for r in repos)
 
 
+@pytest.mark.slow
 def test_nan_logits_fail_where_the_library_runs(tiny_models: Path, tmp_path: Path) -> None:
     matrix = own_models(tiny_models, tmp_path)
     store, calls = tmp_path / "store", tmp_path / "calls.log"
@@ -194,6 +196,7 @@ def test_nan_logits_fail_where_the_library_runs(tiny_models: Path, tmp_path: Pat
     assert "no validated library yet" in run_cli("ls", "--store", str(store)).stdout
 
 
+@pytest.mark.slow
 def test_a_nightly_whose_compiles_all_fail_keeps_the_previous_entries(tiny_models: Path, tmp_path: Path) -> None:
     matrix = own_models(tiny_models, tmp_path)
     store, calls = tmp_path / "store", tmp_path / "calls.log"

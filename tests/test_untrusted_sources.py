@@ -184,6 +184,7 @@ def test_a_bad_source_fails_only_its_own_cells_and_its_secret_goes_nowhere(
     assert not any(secret in f.data for r in hub.state.repos.values() for c in r.commits for f in c.files.values())
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("prefect_api")
 def test_a_source_file_swapped_for_a_link_when_gen_config_starts_leaves_no_secret(
     tiny_models: Path, tmp_path: Path

@@ -149,6 +149,7 @@ def docs(out: Path) -> tuple[dict, dict]:
     return json.loads((out / "tensor-cache.json").read_text()), json.loads((out / "mlc-chat-config.json").read_text())
 
 
+@pytest.mark.slow
 def test_a_library_runs_through_mlc_engine_or_the_tvm_runtime(
     model_a: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -253,6 +254,7 @@ def test_a_slow_device_gets_a_check_within_its_budget(
         assert figure.stopped and figure.runs, figure
 
 
+@pytest.mark.slow
 def test_a_4_bit_library_decodes_faster_than_a_16_bit_one_where_reading_weights_dominates(
     model_a: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
