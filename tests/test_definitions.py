@@ -45,3 +45,32 @@ def test_the_unit_tests_alone_start_no_prefect_server(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-2000:]
     assert "the shared Prefect test server starts" not in done.stdout
     assert list(tmp.iterdir()) == []
+
+
+GROUPED = """
+import os, pytest
+pytestmark = pytest.mark.xdist_group("shared")
+
+@pytest.fixture(scope="module")
+def made():
+    with open(os.environ["MADE_LOG"], "a") as log:
+        log.write(os.environ["PYTEST_XDIST_WORKER"] + "\\n")
+
+@pytest.mark.parametrize("i", range(6))
+def test_grouped(made, i):
+    pass
+"""
+
+
+def test_a_grouped_module_makes_what_it_shares_once(tmp_path: Path) -> None:
+    """scripts/test.sh's --dist loadgroup gives an xdist_group to one worker, so its module fixture (a store
+    built once, tests/test_forgery.py) is made once per run: a pytest that ignores the group makes it per worker."""
+    (tests := tmp_path / "grouped").mkdir()
+    (tests / "test_grouped.py").write_text(GROUPED)
+    (tests / "test_alone.py").write_text("".join(f"def test_{i}():\n    pass\n" for i in range(6)))
+    env = {**os.environ, "MADE_LOG": str(tmp_path / "made.log")}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2", "--dist",
+                           "loadgroup", "--rootdir", str(tests), "-c", os.devnull, str(tests)],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert len((tmp_path / "made.log").read_text().split()) == 1
