@@ -35,8 +35,10 @@ bash scripts/check-terraform.sh
 set +e
 # Three worker processes (pytest-xdist), or MLC_FARM_TEST_WORKERS: each starts its own test servers. On 2 cores
 # most of a test waits on servers, subprocesses and timeouts: three take ~0.75x the time of two. Tests marked
-# with one xdist_group run on one worker, one after another, so what they share is made once (loadgroup).
-.venv/bin/python -m pytest -n "${MLC_FARM_TEST_WORKERS:-3}" --dist loadgroup --durations=15 "${select[@]}" "$@"
+# with one xdist_group run on one worker, one after another, so what they share is made once (loadgroup), in
+# the suite's own order (tests/conftest.py: flows last, slow first), not by group size.
+.venv/bin/python -m pytest -n "${MLC_FARM_TEST_WORKERS:-3}" --dist loadgroup --no-loadscope-reorder --durations=15 \
+  "${select[@]}" "$@"
 code=$?
 set -e
 if [ "$code" -eq 5 ]; then
