@@ -1,7 +1,7 @@
 """The build kinds, one record each: where a kind's builds are in the plan, where they run, what they are
 given and what they are called. Every place that goes over all builds, names one, or sends one to a pool
-reads this table, so a new kind is its model and planning in `plan.py`, its key in `keys.py`, its steps in
-`building/build.py` with their line in `building/runners.py`, and one line here.
+reads this table, so a new kind is its model and planning in `plan.py`, its key in `keys.py`, its record type in
+`records/schema.py`, its steps in `building/build.py` with their line in `building/runners.py`, and one line here.
 """
 
 from __future__ import annotations
