@@ -117,8 +117,8 @@ class Settings(BaseSettings):
     s3_range_mb: int = Field(8, ge=1, le=1024, description="S3 ranged-GET size in MB.")
     speed_seconds: Seconds = Field(
         30,
-        description="The most a library's check spends timing its speeds; it spends a tenth of the library's compile "
-        "(at least 1 s) when that is less, and stops sooner when the figures are stable.",
+        description="The most a library's check spends timing its speeds (even below 1 s); it spends a tenth of the "
+        "library's compile (at least 1 s) when that is less, and stops sooner when the figures are stable.",
     )
     speed_regression: float = Field(
         0.10,

@@ -104,6 +104,7 @@ def test_a_failed_cell_shows_its_reason_and_log(tiny_matrix: Path, tmp_path: Pat
 HISTORY_SCREENSHOT = ROOT / "test-artifacts" / "catalog-history.png"
 
 
+@pytest.mark.usefixtures("product_speed_timing")
 def test_each_cell_draws_its_history_with_regressions_marked(
     tiny_models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

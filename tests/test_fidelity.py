@@ -204,6 +204,7 @@ def test_the_numbers_are_shown_wherever_the_validation_is(tiny_models: Path, tmp
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("product_speed_timing")
 def test_history_keeps_a_point_per_toolchain_and_lists_what_regressed(
     tiny_models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -150,6 +150,7 @@ def docs(out: Path) -> tuple[dict, dict]:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("product_speed_timing")
 def test_a_library_runs_through_mlc_engine_or_the_tvm_runtime(
     model_a: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -230,6 +231,7 @@ def test_a_slow_device_is_timed_on_fewer_steps_within_its_share() -> None:
     assert scope["sized"](at(10.0), 128, 5.0, plan) == (speed.MIN_STEPS, True)
     assert scope["sized"](at(0.001), 3, 5.0, plan) == (3, False)  # a context smaller than the least: no sizing
     assert speed.budget(20.0, 30) == 2.0 and speed.budget(600.0, 30) == 30 and speed.budget(0.5, 30) == 1.0
+    assert speed.budget(20.0, 0.25) == 0.25  # the setting is the most, even below the least a fast compile gets
 
 
 def test_a_slow_device_gets_a_check_within_its_budget(
@@ -255,6 +257,7 @@ def test_a_slow_device_gets_a_check_within_its_budget(
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("product_speed_timing")
 def test_a_4_bit_library_decodes_faster_than_a_16_bit_one_where_reading_weights_dominates(
     model_a: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
