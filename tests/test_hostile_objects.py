@@ -109,12 +109,14 @@ def test_a_full_or_read_only_store_ends_the_build_with_its_summary(tiny_models: 
         f"mount -t tmpfs -o size=300k tmpfs {store} && {build}"
         if how == "full"
         else f"mount -t tmpfs -o size=64m tmpfs {store} && {build} >/dev/null && "
-        # Read-only as soon as the rebuild's first toolchain step starts (it then sleeps 5 s). One build at a time,
-        # so that no upload holds a file open for writing then (a remount is refused while one does); the remount
-        # is still tried until it holds, for at most 5 s, with its output away from the test's pipes.
-        f"(while [ ! -s {tmp_path}/calls ]; do sleep 0.1; done; for _ in $(seq 100); do "
+        # Read-only as soon as the rebuild's first toolchain step starts (it then sleeps 5 s), after the build
+        # before it ended (the braces keep that list out of the background). One build at a time, so that no
+        # upload holds a file open for writing then (a remount is refused while one does); the remount is still
+        # tried until it holds, for at most 5 s, with its output away from the test's pipes.
+        f"{{ (while [ ! -s {tmp_path}/calls ]; do sleep 0.1; done; for _ in $(seq 100); do "
         f"mount -o remount,ro {store} && echo remounted > {tmp_path}/ro && break; sleep 0.05; done) "
-        f">/dev/null 2>&1 & MLC_FARM_PARALLEL=1 MLC_DOUBLE_LOG={tmp_path}/calls MLC_DOUBLE_SLEEP=5 {build} --force"
+        f">/dev/null 2>&1 & }} && MLC_FARM_PARALLEL=1 MLC_DOUBLE_LOG={tmp_path}/calls MLC_DOUBLE_SLEEP=5 "
+        f"{build} --force"
     )
     done = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=600)
     said = " ".join((done.stdout + done.stderr).split())

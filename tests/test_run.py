@@ -146,3 +146,26 @@ def test_the_run_and_its_steps_import_no_prefect() -> None:
     ask = "import sys, mlc_farm.building.run; print(sorted(m for m in sys.modules if m.split('.')[0] == 'prefect'))"
     done = subprocess.run([sys.executable, "-c", ask], capture_output=True, text=True, cwd=ROOT, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_a_store_that_refuses_writes_before_any_build_ends_the_run_saying_so(
+    tiny_matrix: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store turns read-only while the run plans (its probe is kept, its fingerprints computed): the run ends
+    failed with the store's words and nothing built, not with an exception out of the flow."""
+    import errno
+
+    from mlc_farm.store.local import LocalStore
+
+    pre = preflight(str(tiny_matrix), None, None, None, str(tmp_path / "store"), lambda st, p: probe())
+
+    def read_only(store: LocalStore, name: str, doc: object) -> None:
+        with store._writing(name):
+            raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(LocalStore, "write_json", read_only)
+    report = Told()
+    done = MatrixRun(pre, InPlace(pre.store()), False, Progress(), logging.getLogger("test"), report).execute()
+    assert not done.ok and done.reason == "failed cells" and report.events == []
+    assert done.message.startswith("the store refused a write (") and "Read-only file system" in done.message
+    assert done.message.endswith("; nothing was built")

@@ -188,7 +188,13 @@ class MatrixRun:
         self.records: dict[str, BuildRecord] = {}  # read once: on S3 each look-up is a GET
 
     def execute(self) -> RunResult:
-        return self.complete(self.prepare())
+        try:
+            work = self.prepare()
+        except StoreError as e:  # full or read-only before any build began (the probe, a fingerprint): no summary
+            self.log.error("the store refused a write: %s", e)
+            return RunResult(ok=False, message=f"the store refused a write ({e}); nothing was built",
+                             reason="failed cells")  # fmt: skip
+        return self.complete(work)
 
     def prepare(self) -> Work:
         """The run up to its choice of builds: the plan, and what the store already has. `mlc-farm build` asks
