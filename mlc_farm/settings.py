@@ -223,12 +223,35 @@ def remove_settings_block(tag: str) -> Path | None:
     return path
 
 
+_last: tuple[object, Settings] | None = None  # the last settings read, and what they were read from
+
+
+def _read_from(file: Path | None) -> object:
+    """What the settings depend on: the MLC_FARM_ variables (case-insensitive, as pydantic-settings reads them)
+    and the settings file's identity and version. The same inputs give the same (frozen) settings."""
+    env = sorted((k.upper(), v) for k, v in os.environ.items() if k.upper().startswith("MLC_FARM_"))
+    if file is None:
+        return None, env
+    try:
+        st = file.stat()
+    except OSError:  # gone since it was found: read afresh (and say so, if it matters) below
+        return object()
+    return str(file.absolute()), st.st_ino, st.st_mtime_ns, st.st_size, env
+
+
 def load_settings() -> Settings:
     """Read the environment (and the settings file) now; a bad value is BadInput naming the variable, where it was
-    set, the value and what is expected."""
+    set, the value and what is expected. Unchanged inputs give the settings read last without parsing them
+    again: a build asks hundreds of times."""
+    global _last
     file = settings_file()
+    source = _read_from(file)
+    if _last is not None and _last[0] == source:
+        return _last[1]
     try:
-        return Settings(_env_file=file)
+        settings = Settings(_env_file=file)
+        _last = source, settings
+        return settings
     except ValidationError as e:
         problems = []
         for err in e.errors():

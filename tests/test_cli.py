@@ -33,6 +33,9 @@ def test_the_settings_file_is_read_under_the_environment(tmp_path: Path, monkeyp
     assert (load_settings().parallel, load_settings().store) == (7, "/srv/store one")
     monkeypatch.setenv("MLC_FARM_PARALLEL", "3")  # the environment wins
     assert load_settings().parallel == 3
+    assert load_settings() is load_settings()  # read once while nothing they come from changes
+    file.write_text(file.read_text().replace("one", "two"))  # the same size, rewritten in place
+    assert load_settings().store == "/srv/store two"
     file.write_text("MLC_FARM_STEP_TIMEOUT=soon\n")
     code, said = run("ls")
     assert code == 2 and f"MLC_FARM_STEP_TIMEOUT='soon' (in {file})" in said

@@ -9,5 +9,12 @@ import os
 __version__ = os.environ.get("MLC_DOUBLE_VERSION", "0.20.0.dev0")
 __commit__ = os.environ.get("MLC_DOUBLE_COMMIT", "d0ub1e0000000000000000000000000000000000")
 
-if not os.environ.get("MLC_DOUBLE_NO_RUNTIME"):
-    from mlc_llm._engine import MLCEngine  # noqa: F401
+
+def __getattr__(name: str) -> object:
+    """`mlc_llm.MLCEngine`, loaded when asked for (it pulls in the double's TVM and NumPy, which the steps that
+    only write configs or compile never need: a tenth of a second per toolchain process)."""
+    if name == "MLCEngine" and not os.environ.get("MLC_DOUBLE_NO_RUNTIME"):
+        from mlc_llm._engine import MLCEngine
+
+        return MLCEngine
+    raise AttributeError(f"module 'mlc_llm' has no attribute {name!r}")

@@ -35,14 +35,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 import mlc_llm
 from mlc_llm import _library
 from mlc_llm.conversation_template import ConvTemplateRegistry
 from mlc_llm.model import MODELS
 from mlc_llm.quantization import QUANTIZATION
+
+if TYPE_CHECKING:
+    import numpy as np
 
 QUANTIZATIONS = list(QUANTIZATION)
 MODEL_TYPES = ["auto", *MODELS]
@@ -188,12 +190,16 @@ def load_weights(path: Path, source_format: str) -> dict[str, np.ndarray]:
 
 
 def bf16_bytes(a: np.ndarray) -> bytes:
+    import numpy as np
+
     bits = a.astype(np.float32).view(np.uint32)
     return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16).tobytes()
 
 
 def params(weights: dict[str, np.ndarray], layers: int) -> list[tuple[str, np.ndarray]]:
     """MLC's parameter order and fusions (qkv_proj, gate_up_proj) for a Llama."""
+    import numpy as np
+
     out = [
         ("lm_head.weight", weights["lm_head.weight"]),
         ("model.embed_tokens.weight", weights["model.embed_tokens.weight"]),
@@ -215,6 +221,8 @@ def params(weights: dict[str, np.ndarray], layers: int) -> list[tuple[str, np.nd
 
 def quantize(name: str, w: np.ndarray, q: str) -> list[tuple[str, str, list[int], bytes, int]]:
     """[(name, dtype, shape, stored bytes, logical bytes)] for one parameter."""
+    import numpy as np
+
     bits, dtype, scale_dtype = _library.layout(q)
     if bits >= 16 or w.ndim == 1:
         if dtype == "float32":
