@@ -30,8 +30,13 @@ fi
 export DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-.venv/bin/mypy
 bash scripts/check-terraform.sh
+# mypy (half a minute from a fresh clone, on one core) runs beside the tests, whose first seconds wait on their
+# servers' start; its verdict is printed, and counts, when they end.
+mypy_log=$(mktemp)
+.venv/bin/mypy >"$mypy_log" 2>&1 &
+mypy_pid=$!
+trap 'kill "$mypy_pid" 2>/dev/null; rm -f "$mypy_log"' EXIT
 set +e
 # Three worker processes (pytest-xdist), or MLC_FARM_TEST_WORKERS: each starts its own test servers. On 2 cores
 # most of a test waits on servers, subprocesses and timeouts: three take ~0.75x the time of two. Tests marked
@@ -40,9 +45,16 @@ set +e
 .venv/bin/python -m pytest -n "${MLC_FARM_TEST_WORKERS:-3}" --dist loadgroup --no-loadscope-reorder --durations=15 \
   "${select[@]}" "$@"
 code=$?
+wait "$mypy_pid"
+mypy_code=$?
 set -e
+cat "$mypy_log"
+if [ "$mypy_code" -ne 0 ]; then
+  echo "mypy found problems (above)" >&2
+fi
 if [ "$code" -eq 5 ]; then
   echo "pytest collected no tests: that is a failure here" >&2
   exit 1
 fi
+[ "$code" -ne 0 ] || code=$mypy_code
 exit "$code"

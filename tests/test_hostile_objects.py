@@ -96,6 +96,7 @@ def test_s3_refuses_a_blob_larger_than_its_record_at_the_first_range(s3_store_ur
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="mounts a small filesystem: root")
+@pytest.mark.usefixtures("prefect_api")  # the builds' flows on the suite's server: the store is what is tested
 @pytest.mark.parametrize("how", ["full", "read-only"])
 def test_a_full_or_read_only_store_ends_the_build_with_its_summary(tiny_models: Path, tmp_path: Path, how: str) -> None:
     """The store's disk fills up (a 300 kB filesystem) or turns read-only during a build: the run ends exit 1
