@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -9,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DOUBLE = Path(__file__).resolve().parent / "double"
@@ -41,6 +44,24 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> 
         timeout=timeout,
         cwd=ROOT,
     )
+
+
+# The work pools of prefect.yaml's deployments. On the suite's Prefect server the tests that deploy to them
+# (test_pool_check, test_dead_worker) share one xdist group, so that they never run at once: one's workers would
+# take the other's flow runs.
+SUITE_POOLS = pytest.mark.xdist_group("suite-pools")
+
+
+def without_pools(pools: list[str]) -> None:
+    """Delete these work pools on the Prefect server (their workers with them): a test that makes and deploys to
+    them starts from none, not from workers an earlier test stopped, which Prefect counts online for minutes."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        for pool in pools:
+            with contextlib.suppress(ObjectNotFound):
+                client.delete_work_pool(pool)
 
 
 def prefect(*args: str, env: dict[str, Any], timeout: float = 600) -> subprocess.CompletedProcess[str]:

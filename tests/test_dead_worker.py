@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from mlc_farm.farm.stack import start_worker
-from tests.helpers import ROOT, cli, prefect, toolchain_calls
+from tests.helpers import ROOT, SUITE_POOLS, cli, prefect, toolchain_calls, without_pools
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, SUITE_POOLS]
 
 MATRIX = """
 quantizations: [q4f16_1]
@@ -98,6 +98,7 @@ def test_a_worker_killed_mid_build_is_crashed_named_and_rebuilt_by_the_next_nigh
     matrix.write_text(MATRIX)
     store, calls = tmp_path / "store", tmp_path / "calls.log"
     env = {"MLC_FARM_HOME": str(ROOT), "MLC_FARM_STORE": str(store), "MLC_DOUBLE_LOG": str(calls)}
+    without_pools(["mlc-cpu", "mlc-cuda", "mlc-rocm"])
     # The dead run's compile slot lapses COMPILE_SLOT_LEASE after its last renewal: a second GPU spares the test
     # that wait (the run's crash is what is tested here).
     made = cli("farm", "init", "--matrix", str(matrix), "--gpus", "2", env=env)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from mlc_farm.farm.stack import start_worker
-from tests.helpers import ROOT, cli, prefect
+from tests.helpers import ROOT, SUITE_POOLS, cli, prefect, without_pools
 
 MATRIX = """
 quantizations: [q4f16_1, q0f16]
@@ -24,6 +24,7 @@ models: [{id: tiny-llama-a, source: {path: models/a}, conv_template: LM}]
 
 
 @pytest.mark.slow
+@SUITE_POOLS
 def test_check_pool_reports_a_working_pool_and_names_what_a_broken_one_lacks(
     prefect_api: str, tiny_models: Path, tmp_path: Path
 ) -> None:
@@ -32,6 +33,7 @@ def test_check_pool_reports_a_working_pool_and_names_what_a_broken_one_lacks(
     matrix = tiny_models / f"pools-{tmp_path.name}.yaml"
     matrix.write_text(MATRIX)
     env = {"MLC_FARM_HOME": str(ROOT), "MLC_FARM_STORE": str(tmp_path / "store")}
+    without_pools(["mlc-cpu", "mlc-cuda", "mlc-rocm"])
     assert cli("farm", "init", "--matrix", str(matrix), env=env).returncode == 0
     deployed = prefect("deploy", "--all", env=env)
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
