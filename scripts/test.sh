@@ -36,12 +36,12 @@ bash scripts/check-terraform.sh
 mypy_log=$(mktemp)
 .venv/bin/mypy >"$mypy_log" 2>&1 &
 mypy_pid=$!
-trap 'kill "$mypy_pid" 2>/dev/null; rm -f "$mypy_log"' EXIT
+trap 'kill "$mypy_pid" 2>/dev/null || true; rm -f "$mypy_log"' EXIT
 set +e
 # Three worker processes (pytest-xdist), or MLC_FARM_TEST_WORKERS: each starts its own test servers. On 2 cores
 # most of a test waits on servers, subprocesses and timeouts: three take ~0.75x the time of two. Tests marked
 # with one xdist_group run on one worker, one after another, so what they share is made once (loadgroup), in
-# the suite's own order (tests/conftest.py: flows last, slow first), not by group size.
+# the suite's own order (tests/conftest.py: groups first, flows last, slow first), not by group size.
 .venv/bin/python -m pytest -n "${MLC_FARM_TEST_WORKERS:-3}" --dist loadgroup --no-loadscope-reorder --durations=15 \
   "${select[@]}" "$@"
 code=$?

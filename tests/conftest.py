@@ -128,9 +128,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that run flows go last, once the shared server has had the unit tests' time to boot; in each
-    group the slow tests first, so that the workers end on short tests (no long one left running alone)."""
-    items.sort(key=lambda item: ("prefect_api" in getattr(item, "fixturenames", ()),
+    """The xdist groups first: each runs on one worker, one test after another (the farm-pool tests: minutes),
+    and started last it would be the run's tail. Then the other tests that run flows go last, once the shared
+    server has had the unit tests' time to boot; in each part the slow tests first, so that the workers end on
+    short tests (no long one left running alone)."""
+    items.sort(key=lambda item: (item.get_closest_marker("xdist_group") is None,
+                                 "prefect_api" in getattr(item, "fixturenames", ()),
                                  item.get_closest_marker("slow") is None))  # fmt: skip
 
 
