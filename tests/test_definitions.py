@@ -49,7 +49,7 @@ def test_the_unit_tests_alone_start_no_prefect_server(tmp_path: Path) -> None:
 
 GROUPED = """
 import os, pytest
-pytestmark = pytest.mark.xdist_group("shared")
+pytestmark = pytest.mark.xdist_group("one-store")
 
 @pytest.fixture(scope="module")
 def made():
