@@ -234,7 +234,7 @@ def _read_from(file: Path | None) -> object:
         return None, env
     try:
         st = file.stat()
-    except OSError:  # gone since it was found: read afresh (and say so, if it matters) below
+    except OSError:  # gone since it was found: a key equal to none before, so it is read afresh
         return object()
     return str(file.absolute()), st.st_ino, st.st_mtime_ns, st.st_size, env
 
