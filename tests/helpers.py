@@ -49,17 +49,18 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> 
 # The work pools of prefect.yaml's deployments. On the suite's Prefect server the tests that deploy to them
 # (test_pool_check, test_dead_worker) share one xdist group, so that they never run at once: one's workers would
 # take the other's flow runs.
+POOLS = ["mlc-cpu", "mlc-cuda", "mlc-rocm"]
 SUITE_POOLS = pytest.mark.xdist_group("suite-pools")
 
 
-def without_pools(pools: list[str]) -> None:
-    """Delete these work pools on the Prefect server (their workers with them): a test that makes and deploys to
-    them starts from none, not from workers an earlier test stopped, which Prefect counts online for minutes."""
+def without_pools() -> None:
+    """Delete POOLS on the Prefect server (their workers with them): a test that makes and deploys to them
+    starts from none, not from workers an earlier test stopped, which Prefect counts online for minutes."""
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 
     with get_client(sync_client=True) as client:
-        for pool in pools:
+        for pool in POOLS:
             with contextlib.suppress(ObjectNotFound):
                 client.delete_work_pool(pool)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, cli, prefect, s3_client, toolchain_calls, unhashed
+from tests.helpers import POOLS, ROOT, cli, prefect, s3_client, toolchain_calls, unhashed
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,6 @@ models:
   - {id: tiny-llama-a, source: {path: models/a}, conv_template: LM}
   - {id: tiny-llama-b, source: {path: models/b}, conv_template: LM}
 """
-POOLS = ["mlc-cpu", "mlc-cuda", "mlc-rocm"]
 
 
 @pytest.fixture

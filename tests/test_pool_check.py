@@ -33,7 +33,7 @@ def test_check_pool_reports_a_working_pool_and_names_what_a_broken_one_lacks(
     matrix = tiny_models / f"pools-{tmp_path.name}.yaml"
     matrix.write_text(MATRIX)
     env = {"MLC_FARM_HOME": str(ROOT), "MLC_FARM_STORE": str(tmp_path / "store")}
-    without_pools(["mlc-cpu", "mlc-cuda", "mlc-rocm"])
+    without_pools()
     assert cli("farm", "init", "--matrix", str(matrix), env=env).returncode == 0
     deployed = prefect("deploy", "--all", env=env)
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr

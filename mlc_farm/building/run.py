@@ -191,9 +191,7 @@ class MatrixRun:
         try:
             work = self.prepare()
         except StoreError as e:  # full or read-only before any build began (the probe, a fingerprint): no summary
-            self.log.error("the store refused a write: %s", e)
-            return RunResult(ok=False, message=f"the store refused a write ({e}); nothing was built",
-                             reason="failed cells")  # fmt: skip
+            return self.refused(str(e), "nothing was built")
         return self.complete(work)
 
     def prepare(self) -> Work:
@@ -231,11 +229,12 @@ class MatrixRun:
             refused = str(e)
         self.report.closed()
         result = self.result(work, summary, units, publish_failures)
-        if refused is not None:
-            self.log.error("the store refused a write: %s", refused)
-            return RunResult(ok=False, message=f"the store refused a write ({refused}); {result.message}",
-                             reason="failed cells")  # fmt: skip
-        return result
+        return result if refused is None else self.refused(refused, result.message)
+
+    def refused(self, why: str, then: str) -> RunResult:
+        """The run's end when the store refused a write (full, read-only): failed, in the store's words."""
+        self.log.error("the store refused a write: %s", why)
+        return RunResult(ok=False, message=f"the store refused a write ({why}); {then}", reason="failed cells")
 
     def keep_probe(self) -> None:
         """Embedded runs keep their probe in the store (farm pools keep theirs): `plan` on a machine without a
