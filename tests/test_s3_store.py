@@ -50,7 +50,11 @@ def test_multipart_round_trip_with_verified_checksums(
     big = tmp_path / "params_shard_0.bin"
     digest = random_file(big, 23 * 1024 * 1024 + 7, seed=1)
     sent_bytes: list[int] = []
+    signed: list[bytes] = []  # what each request says of its body's hash (over http, as to a local store)
+    store.client.meta.events.register("before-send.s3", lambda request, **_: signed.append(
+        request.headers["X-Amz-Content-SHA256"]))  # fmt: skip
     assert store.put_blob(big, digest, sent_bytes.append) is True
+    assert set(signed) == {b"UNSIGNED-PAYLOAD"}  # no part hashed a third time for its signature
     assert store.requests["UploadPart"] == 5 and store.requests["CompleteMultipartUpload"] == 1
     assert sum(sent_bytes) == big.stat().st_size and len(sent_bytes) > 1  # progress as the parts go
     head = s3_client().head_object(Bucket=store.bucket, Key=f"farm/{blob_path(digest)}", ChecksumMode="ENABLED")
