@@ -129,19 +129,7 @@ class S3Store:
         # answer leaves the budget time to retry, and the budget holds.
         self.retry_seconds = settings.retry_seconds
         self.read_timeout = min(60.0, max(1.0, settings.retry_seconds / 4))
-        config = Config(
-            retries={"mode": "standard", "total_max_attempts": 1},  # the one retry layer is `_call`
-            connect_timeout=5,
-            read_timeout=self.read_timeout,
-            max_pool_connections=32,
-            # Never a SHA-256 of each request's body for its signature: over https botocore already skips it
-            # for a part that carries a checksum, but over http (a store on the local network) it would hash every
-            # byte a third time. A part's CRC32 is checked by the server, and a blob's sha256 by the farm as it
-            # reads the file and on every download; a document's CRC32 likewise (`write_text`).
-            s3={"payload_signing_enabled": False, **({"addressing_style": "path"} if endpoint else {})},
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-        )
+        config = _client_config(endpoint, self.read_timeout)
         self.endpoint = endpoint
         if session.get_credentials() is None:
             raise StoreError(
@@ -623,6 +611,23 @@ class S3Store:
                     "get_object", Params={"Bucket": self.bucket, "Key": self._key(name)}, ExpiresIn=expires
                 )
             )
+
+
+def _client_config(endpoint: str | None, read_timeout: float) -> Config:
+    """botocore's settings for the store: no retries of its own (the one retry layer is `S3Store._call`), and no
+    SHA-256 of each request's body for its signature. Over https botocore already skips that hash for a part that
+    carries a checksum; over http (a store on the local network) it would hash every byte a third time. A part's
+    CRC32 is checked by the server, and a blob's sha256 by the farm as it reads the file and on every download; a
+    document's CRC32 likewise (`write_text`)."""
+    return Config(
+        retries={"mode": "standard", "total_max_attempts": 1},
+        connect_timeout=5,
+        read_timeout=read_timeout,
+        max_pool_connections=32,
+        s3={"payload_signing_enabled": False, **({"addressing_style": "path"} if endpoint else {})},
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
 
 
 def _b64(digest: bytes) -> str:
