@@ -8,9 +8,11 @@ import subprocess
 import sys
 import tempfile
 import threading
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -123,8 +125,31 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
         APILogWorker.drain_all(timeout=10)  # what the in-process flows still queue, before the server goes
         EventsWorker.drain_all(timeout=10)
+        answered = _answers(server.url)
         server.stop()
+        if not answered:  # it stopped during the run: its log is kept for the run's summary, which prints it
+            worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+            shutil.copy(server.log, Path(tempfile.gettempdir()) / f"{DEAD_SERVER_LOG}{worker}.log")
         shutil.rmtree(Path(server.log).parent, ignore_errors=True)
+
+
+DEAD_SERVER_LOG = "shared-prefect-server-stopped-"
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=10):
+            return True
+    except OSError:
+        return False
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """A shared Prefect server that stopped answering during the run fails the tests that needed it afterwards
+    with `cannot reach`: its log's end says why (seen once, at the end of a loaded run)."""
+    for log in sorted(config.stash[TMP_ROOT].glob(f"{DEAD_SERVER_LOG}*.log")) if TMP_ROOT in config.stash else []:
+        terminalreporter.write_sep("-", f"{log.stem}: the end of its log")
+        terminalreporter.write_line("\n".join(log.read_text(errors="replace").splitlines()[-60:]))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
