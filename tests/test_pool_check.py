@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from mlc_farm.farm.stack import start_worker
-from tests.helpers import ROOT, SUITE_POOLS, cli, prefect, without_pools
+from tests.helpers import POOLS, ROOT, SUITE_POOLS, cli, prefect, without_pools
 
 MATRIX = """
 quantizations: [q4f16_1, q0f16]
@@ -50,7 +50,7 @@ def test_check_pool_reports_a_working_pool_and_names_what_a_broken_one_lacks(
                (("mlc-cpu", {}), ("mlc-cuda", {}), ("mlc-rocm", broken_pool))]  # fmt: skip
     try:
         deadline = time.monotonic() + 120
-        while idle_pools(["mlc-cpu", "mlc-cuda", "mlc-rocm"]) and time.monotonic() < deadline:
+        while idle_pools(POOLS) and time.monotonic() < deadline:
             time.sleep(1)
         works = cli(*check, env=env, timeout=900)
         said = works.stdout
