@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +47,13 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 _SERVER: dict[str, Service] = {}
-# A Prefect home whose database a temporary server has already set up (migrations, block types): an embedded
-# build spends ~7 s of its first start on that, in every test's fresh home. Made once, in the background.
+# A Prefect home whose database a temporary server has already set up (migrations, block types): a server's
+# first start spends ~15 CPU s on that (on this machine's 2 cores), a start in a home made ready ~7. Made once per
+# run (see `_ready_home`) and copied: into `_HOME`, which every slow test's embedded builds start from, and into
+# the shared server's home.
 _HOME = Path()  # made in pytest_configure, inside the run's temporary root
-_HOME_READY = threading.Thread(target=lambda: _set_up_home(_HOME), daemon=True)
+_BOOT = ThreadPoolExecutor(max_workers=2, thread_name_prefix="prefect-boot")
+_BOOTING: dict[str, Future[Any]] = {}
 
 
 def _set_up_home(home: Path) -> None:
@@ -57,6 +62,39 @@ def _set_up_home(home: Path) -> None:
     code = "import pathlib, mlc_farm.farm.stack as s; s.start_temporary_prefect(pathlib.Path(sys.argv[1])).stop()"
     env = {**os.environ, "PREFECT_HOME": str(home), "DO_NOT_TRACK": "1"}
     subprocess.run([sys.executable, "-c", f"import sys; {code}", str(home / "logs")], env=env, timeout=300, check=True)
+
+
+def _ready_home(into: Path) -> None:
+    """Copy the run's ready Prefect home into `into`. The first process of the run to ask (an xdist worker, or
+    the only process) makes it, under a lock in the run's temporary root that the others wait on."""
+    root = Path(tempfile.gettempdir())
+    ready = root / "prefect-home-ready"
+    with (root / "prefect-home-ready.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not ready.is_dir():
+            making = Path(tempfile.mkdtemp(prefix="prefect-home-making-"))
+            _set_up_home(making)
+            making.rename(ready)
+    shutil.copytree(ready, into, dirs_exist_ok=True, ignore=shutil.ignore_patterns("logs"))
+
+
+# The loops of the shared server that nothing on it needs: no deployment on it keeps a schedule (test_pool_check
+# deletes the nightly it deploys), no run on it is paused, and none is cancelled through the API. Each loop wakes
+# every 5-20 s: together about 1.5 CPU s a minute of each worker's server (measured), a minute of CPU per run.
+_SHARED_SERVER_SETTINGS = {f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false" for name in
+                           ("SCHEDULER", "LATE_RUNS", "PAUSE_EXPIRATIONS", "CANCELLATION_CLEANUP")}  # fmt: skip
+
+
+def _start_shared_server() -> None:
+    home = Path(tempfile.mkdtemp(prefix="mlc-farm-prefect-"))
+    print(f"\nmlc-farm tests: the shared Prefect test server starts in {home}")
+    _ready_home(home)
+    _SERVER["prefect"] = _shared_server(home)
+
+
+def _shared_server(home: Path) -> Service:
+    database = f"sqlite+aiosqlite:///{home / 'prefect.db'}"
+    return start_prefect_server(home, database, free_ports(1)[0], wait=False, settings=_SHARED_SERVER_SETTINGS)
 
 
 KEY_DIR = pytest.StashKey[Path]()
@@ -102,22 +140,19 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Start the shared Prefect test server once the tests are chosen, and only if one of them needs it,
-    without waiting: it boots while the unit tests run (the tests that need it run last, see below)."""
+    """Once the tests are chosen, and only for what they need: the ready Prefect home of the slow tests, and the
+    shared Prefect test server (in a copy of that home), made in the background while the unit tests run (the
+    tests that need the server run last, see below)."""
     if any(item.get_closest_marker("slow") for item in session.items):
-        _HOME_READY.start()
-    if not any("prefect_api" in getattr(item, "fixturenames", ()) for item in session.items):
-        return
-    home = Path(tempfile.mkdtemp(prefix="mlc-farm-prefect-"))
-    print(f"\nmlc-farm tests: the shared Prefect test server starts in {home}")
-    _SERVER["prefect"] = start_prefect_server(
-        home, f"sqlite+aiosqlite:///{home / 'prefect.db'}", free_ports(1)[0], wait=False
-    )
+        _BOOTING["home"] = _BOOT.submit(_ready_home, _HOME)
+    if any("prefect_api" in getattr(item, "fixturenames", ()) for item in session.items):
+        _BOOTING["server"] = _BOOT.submit(_start_shared_server)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    if _HOME_READY.ident is not None:
-        _HOME_READY.join()
+    for booting in _BOOTING.values():
+        with contextlib.suppress(Exception):  # a failed start has failed the tests that needed it
+            booting.result()
     shutil.rmtree(_HOME, ignore_errors=True)
     if server := _SERVER.pop("prefect", None):
         from prefect.events.worker import EventsWorker
@@ -164,20 +199,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def prefect_api() -> Iterator[str]:
-    """One real Prefect server (SQLite) for the whole run: every flow, in this process or in a CLI subprocess,
-    runs against it instead of starting a temporary server of its own."""
+    """One real Prefect server (SQLite) for the whole run of this process (each xdist worker has its own): every
+    flow, in this process or in a CLI subprocess, runs against it instead of starting a temporary server."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    _BOOTING["server"].result()
     server = _SERVER["prefect"]
     try:
         wait_for_prefect(server)
     except StackError:  # its port, free when chosen, was taken before it bound it (a busy machine): another
         if not port_taken_in(Path(server.log), since=0)():
             raise
-        home = Path(server.log).parent
-        server = _SERVER["prefect"] = start_prefect_server(
-            home, f"sqlite+aiosqlite:///{home / 'prefect.db'}", free_ports(1)[0]
-        )
+        server = _SERVER["prefect"] = _shared_server(Path(server.log).parent)
+        wait_for_prefect(server)
     os.environ["PREFECT_API_URL"] = server.url
     with temporary_settings({PREFECT_API_URL: server.url}):
         yield server.url
@@ -190,8 +224,8 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytes
     if "prefect_api" not in request.fixturenames:
         monkeypatch.delenv("PREFECT_API_URL", raising=False)
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))
-    if request.node.get_closest_marker("slow") and _HOME_READY.ident is not None:
-        _HOME_READY.join()
+    if request.node.get_closest_marker("slow") and "home" in _BOOTING:
+        _BOOTING["home"].result()
         shutil.copytree(_HOME, tmp_path / "prefect-home", ignore=shutil.ignore_patterns("logs"))
     monkeypatch.setenv("DO_NOT_TRACK", "1")
     monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

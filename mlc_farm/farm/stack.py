@@ -258,14 +258,18 @@ STREAM_LOGS = {
 }
 
 
-def start_prefect_server(home: Path, database_url: str, port: int, wait: bool = True) -> Service:
-    """A Prefect server on 127.0.0.1:`port`; `wait=False` returns at once (see `wait_for_prefect`)."""
+def start_prefect_server(
+    home: Path, database_url: str, port: int, wait: bool = True, settings: dict[str, str] | None = None
+) -> Service:
+    """A Prefect server on 127.0.0.1:`port`, with Prefect `settings` of the caller's (environment variables);
+    `wait=False` returns at once (see `wait_for_prefect`)."""
     env = prefect_env(home) | {
         "PREFECT_API_DATABASE_CONNECTION_URL": database_url,
         "PREFECT_SERVER_API_HOST": "127.0.0.1",
         "PREFECT_SERVER_API_PORT": str(port),
         "PREFECT_UI_ENABLED": "false",
         **STREAM_LOGS,
+        **(settings or {}),
     }
     service = _spawn("prefect-server", [_binary("prefect"), "server", "start", "--host", "127.0.0.1", "--port",
                                          str(port), "--no-ui"], home / "server.log", env)  # fmt: skip
