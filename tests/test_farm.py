@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -163,7 +164,7 @@ def test_farm_up_is_idempotent_and_down_deletes_data_unless_kept(
 ) -> None:
     import boto3
 
-    from mlc_farm.farm.stack import LocalStack, postgres_root
+    from mlc_farm.farm.stack import LocalStack, postgres_root, unix_sockets
 
     matrix, state = tiny_models / f"one-{tmp_path.name}.yaml", tmp_path / "farm"
     matrix.write_text(ONE_POOL)
@@ -208,13 +209,21 @@ def test_farm_up_is_idempotent_and_down_deletes_data_unless_kept(
             assert client.read_work_pool("mlc-cpu").name == "mlc-cpu"  # the database was kept
 
         seaweed = next(s for s in LocalStack.load(state).services if s.name == "seaweedfs")
+        ports = re.findall(r"port(?:\.grpc)?=(\d+)", Path(f"/proc/{seaweed.pid}/cmdline").read_text())
         os.killpg(seaweed.pid, 9)
+        for port in ports:  # the sockets a SIGKILL leaves in /tmp are this test's to remove
+            for path in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+                path.unlink()
         restarted = up()
         assert "has stopped services: starting it again on its data" in restarted.stdout
         assert s3(exports()).get_object(Bucket="mlc-farm", Key="artifacts/kept.txt")["Body"].read() == b"kept"
+        seaweed = next(s for s in LocalStack.load(state).services if s.name == "seaweedfs")
+        held = unix_sockets(seaweed.pid)
     finally:
         if (state / "stack.json").exists():
             down = cli("farm", "down", "--dir", str(state))
             assert down.returncode == 0 and "deleted its data" in down.stdout, down.stdout + down.stderr
     assert not (state / "seaweedfs").exists() and not (state / "env.sh").exists()
+    # SeaweedFS makes its sockets in /tmp whatever TMPDIR says, and leaves them: `farm down` removes them.
+    assert held and [path for path in held if path.exists()] == []
     assert not postgres_root(state / "postgres").exists() and not (state / "postgres").exists()

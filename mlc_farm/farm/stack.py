@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -27,9 +28,11 @@ from pathlib import Path
 
 from mlc_farm.errors import StackError
 
+# Every port `weed mini` binds, each chosen free: one left out is its port + 10000 (admin.port.grpc was), which
+# nobody checked was free, and past 65535 for a port above 55535.
 SEAWEED_PORTS = (
     "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
-    "s3.port", "s3.port.grpc", "s3.port.iceberg", "s3.port.lance", "debug.port", "admin.port",
+    "s3.port", "s3.port.grpc", "s3.port.iceberg", "s3.port.lance", "debug.port", "admin.port", "admin.port.grpc",
 )  # fmt: skip
 
 
@@ -65,6 +68,7 @@ class Service:
     url: str = ""
 
     def stop(self, timeout: float = 20) -> None:
+        sockets = unix_sockets(self.pid)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
@@ -77,27 +81,60 @@ class Service:
             time.sleep(0.05)
         else:
             os.killpg(self.pid, signal.SIGKILL)
+        _remove_sockets(sockets)
 
     def alive(self) -> bool:
         return _group_alive(self.pid)
 
 
+def _members(pgid: int) -> list[int]:
+    """The processes of a process group that are not zombies (zombies of a dead parent may never be reaped in a
+    container whose init does not reap them)."""
+    members = []
+    for status in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            parts = status.read_text().rsplit(")", 1)[1].split()
+            if int(parts[2]) == pgid and parts[0] != "Z":  # state, ppid, pgrp
+                members.append(int(status.parent.name))
+    return members
+
+
 def _group_alive(pgid: int) -> bool:
-    """Whether a process group has a member that is not a zombie (zombies of a dead parent may never be reaped
-    in a container whose init does not reap them)."""
-    proc = Path("/proc")
-    if not proc.is_dir():
+    if not Path("/proc").is_dir():
         try:
             os.killpg(pgid, 0)
         except ProcessLookupError:
             return False
         return True
-    for stat in proc.glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) == pgid and fields[0] != "Z":  # state, ppid, pgrp
-                return True
-    return False
+    return bool(_members(pgid))
+
+
+def unix_sockets(pgid: int) -> list[Path]:
+    """The files of the Unix sockets a process group holds (Linux). SeaweedFS makes a dozen in /tmp, whatever
+    TMPDIR says, and leaves them behind when stopped: every `farm up` and test run left ~9 there."""
+    inodes = set()
+    for pid in _members(pgid):
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if (target := os.readlink(fd)).startswith("socket:["):
+                        inodes.add(target[8:-1])
+    try:
+        lines = Path("/proc/net/unix").read_text().splitlines()[1:]
+    except OSError:
+        return []
+    # Num RefCount Protocol Flags Type St Inode Path (a path of "@..." is abstract: no file)
+    # (a connection accepted on a listening socket is listed with its path too)
+    return sorted({Path(f[7]) for f in map(str.split, lines) if len(f) > 7 and f[6] in inodes and f[7][0] == "/"})
+
+
+def _remove_sockets(paths: list[Path]) -> None:
+    """Unlink what is still, at each path, a socket of this user's (never a file someone put there since)."""
+    for path in paths:
+        with contextlib.suppress(OSError):
+            st = path.lstat()
+            if stat.S_ISSOCK(st.st_mode) and st.st_uid == os.geteuid():
+                path.unlink()
 
 
 def _spawn(
