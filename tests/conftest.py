@@ -54,6 +54,7 @@ _SERVER: dict[str, Service] = {}
 _HOME = Path()  # made in pytest_configure, inside the run's temporary root
 _BOOT = ThreadPoolExecutor(max_workers=2, thread_name_prefix="prefect-boot")
 _BOOTING: dict[str, Future[Any]] = {}
+_ANSWERED: set[str] = set()  # the URLs of the shared servers that answered a test
 
 
 def _set_up_home(home: Path) -> None:
@@ -160,7 +161,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
         APILogWorker.drain_all(timeout=10)  # what the in-process flows still queue, before the server goes
         EventsWorker.drain_all(timeout=10)
-        answered = _answers(server.url)
+        answered = server.url not in _ANSWERED or _answers(server.url)  # (one that no test waited on may be booting)
         server.stop()
         if not answered:  # it stopped during the run: its log is kept for the run's summary, which prints it
             worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
@@ -212,6 +213,7 @@ def prefect_api() -> Iterator[str]:
             raise
         server = _SERVER["prefect"] = _shared_server(Path(server.log).parent)
         wait_for_prefect(server)
+    _ANSWERED.add(server.url)
     os.environ["PREFECT_API_URL"] = server.url
     with temporary_settings({PREFECT_API_URL: server.url}):
         yield server.url
