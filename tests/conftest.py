@@ -49,9 +49,8 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 _SERVER: dict[str, Service] = {}
 # A Prefect home whose database a temporary server has already set up (migrations, block types): a server's
 # first start spends ~15 CPU s on that (on this machine's 2 cores), a start in a home made ready ~7. Made once per
-# run (see `_ready_home`) and copied: into `_HOME`, which every slow test's embedded builds start from, and into
-# the shared server's home.
-_HOME = Path()  # made in pytest_configure, inside the run's temporary root
+# run (see `_ready_home`) and copied: into every slow test's home (its embedded builds start from it), and into
+# the shared server's.
 _BOOT = ThreadPoolExecutor(max_workers=2, thread_name_prefix="prefect-boot")
 _BOOTING: dict[str, Future[Any]] = {}
 _ANSWERED: set[str] = set()  # the URLs of the shared servers that answered a test
@@ -65,9 +64,9 @@ def _set_up_home(home: Path) -> None:
     subprocess.run([sys.executable, "-c", f"import sys; {code}", str(home / "logs")], env=env, timeout=300, check=True)
 
 
-def _ready_home(into: Path) -> None:
-    """Copy the run's ready Prefect home into `into`. The first process of the run to ask (an xdist worker, or
-    the only process) makes it, under a lock in the run's temporary root that the others wait on."""
+def _ready_home() -> Path:
+    """The run's ready Prefect home, in its temporary root. The first process of the run to ask (an xdist worker,
+    or the only process) makes it, under a lock that the others wait on."""
     root = Path(tempfile.gettempdir())
     ready = root / "prefect-home-ready"
     with (root / "prefect-home-ready.lock").open("w") as lock:
@@ -76,6 +75,10 @@ def _ready_home(into: Path) -> None:
             making = Path(tempfile.mkdtemp(prefix="prefect-home-making-"))
             _set_up_home(making)
             making.rename(ready)
+    return ready
+
+
+def _copy_home(ready: Path, into: Path) -> None:
     shutil.copytree(ready, into, dirs_exist_ok=True, ignore=shutil.ignore_patterns("logs"))
 
 
@@ -89,7 +92,7 @@ _SHARED_SERVER_SETTINGS = {f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false" fo
 def _start_shared_server() -> None:
     home = Path(tempfile.mkdtemp(prefix="mlc-farm-prefect-"))
     print(f"\nmlc-farm tests: the shared Prefect test server starts in {home}")
-    _ready_home(home)
+    _copy_home(_ready_home(), home)
     _SERVER["prefect"] = _shared_server(home)
 
 
@@ -108,7 +111,6 @@ def pytest_configure(config: pytest.Config) -> None:
     /tmp. xdist gives its workers an 80-column terminal size: the CLI's consoles (made when the tests import them)
     must see what a pipe sees, as in a run without workers. Every build and pull of the run (module fixtures
     included) signs and trusts one farm key, as a farm's machines do; tests of the keys themselves unset it."""
-    global _HOME
     if os.environ.get("PYTEST_XDIST_WORKER"):
         for name in ("COLUMNS", "LINES"):
             os.environ.pop(name, None)
@@ -118,7 +120,6 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ["TMPDIR"] = tempfile.tempdir = str(root)
         # The settings file of a developer's quick start (./mlc-farm.env) is theirs, not the tests'.
         os.environ["MLC_FARM_SETTINGS_FILE"] = str(root / "no-settings-file.env")
-    _HOME = Path(tempfile.mkdtemp(prefix="mlc-farm-prefect-home-"))
     config.stash[KEY_DIR] = Path(tempfile.mkdtemp(prefix="mlc-farm-key-"))  # 0700; removed when the run ends
     key = config.stash[KEY_DIR] / "farm.pem"
     key.touch(mode=0o600)
@@ -145,7 +146,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     shared Prefect test server (in a copy of that home), made in the background while the unit tests run (the
     tests that need the server run last, see below)."""
     if any(item.get_closest_marker("slow") for item in session.items):
-        _BOOTING["home"] = _BOOT.submit(_ready_home, _HOME)
+        _BOOTING["home"] = _BOOT.submit(_ready_home)
     if any("prefect_api" in getattr(item, "fixturenames", ()) for item in session.items):
         _BOOTING["server"] = _BOOT.submit(_start_shared_server)
 
@@ -154,7 +155,6 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     for booting in _BOOTING.values():
         with contextlib.suppress(Exception):  # a failed start has failed the tests that needed it
             booting.result()
-    shutil.rmtree(_HOME, ignore_errors=True)
     if server := _SERVER.pop("prefect", None):
         from prefect.events.worker import EventsWorker
         from prefect.logging.handlers import APILogWorker
@@ -227,8 +227,7 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytes
         monkeypatch.delenv("PREFECT_API_URL", raising=False)
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))
     if request.node.get_closest_marker("slow") and "home" in _BOOTING:
-        _BOOTING["home"].result()
-        shutil.copytree(_HOME, tmp_path / "prefect-home", ignore=shutil.ignore_patterns("logs"))
+        _copy_home(_BOOTING["home"].result(), tmp_path / "prefect-home")
     monkeypatch.setenv("DO_NOT_TRACK", "1")
     monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     monkeypatch.setenv("PREFECT_LOGGING_LEVEL", "WARNING")

@@ -110,8 +110,8 @@ def _group_alive(pgid: int) -> bool:
 
 
 def unix_sockets(pgid: int) -> list[Path]:
-    """The files of the Unix sockets a process group holds (Linux). SeaweedFS makes a dozen in /tmp, whatever
-    TMPDIR says, and leaves them behind when stopped: every `farm up` and test run left ~9 there."""
+    """The files of the Unix sockets a process group holds (Linux). SeaweedFS makes seven in /tmp, whatever
+    TMPDIR says, and leaves them behind when stopped: every `farm up` and test run left them there."""
     inodes = set()
     for pid in _members(pgid):
         with contextlib.suppress(OSError):
