@@ -25,5 +25,22 @@ ENV
 )
 echo "S3 on http://127.0.0.1:${s3_port}; in another shell: source $dir/env.sh"
 # shellcheck disable=SC2086  # $others is a list of flags
-exec .venv/bin/weed mini -dir="$dir" -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3.port="$s3_port" $others \
-  -master.telemetry=false -webdav=false -admin.ui=false -bucket=mlc-farm
+.venv/bin/weed mini -dir="$dir" -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3.port="$s3_port" $others \
+  -master.telemetry=false -webdav=false -admin.ui=false -bucket=mlc-farm &
+weed=$!
+# weed puts sockets in /tmp, whatever TMPDIR says, and leaves some when stopped (its S3 socket, the S3 and admin
+# gRPC ones): once it has ended, those of its ports go (each only if still a socket of this user's).
+set +e
+trap 'kill -TERM "$weed" 2>/dev/null' INT TERM
+wait "$weed"
+status=$?
+while kill -0 "$weed" 2>/dev/null; do
+  wait "$weed"
+  status=$?
+done
+for flag in "-s3.port=$s3_port" $others; do
+  for socket in /tmp/seaweedfs-*-"${flag##*=}".sock; do
+    if [ -S "$socket" ] && [ -O "$socket" ]; then rm -f "$socket"; fi
+  done
+done
+exit "$status"

@@ -106,6 +106,8 @@ def test_local_s3_writes_pasteable_exports_without_printing_the_secret(tmp_path:
         os.killpg(proc.pid, signal.SIGTERM)
         output, _ = proc.communicate(timeout=30)
     assert f"source {tmp_path / 's3' / 'env.sh'}" in output and "never-printed-secret" not in output
+    # weed's own S3 socket, which it made in /tmp and left there when stopped, went with it
+    assert not Path(f"/tmp/seaweedfs-s3-{port}.sock").exists()
 
 
 @pytest.mark.slow
