@@ -5,9 +5,10 @@ and publishing as tasks. What the run says (its artifacts and alert) is mlc_farm
 
 from __future__ import annotations
 
+from concurrent.futures import FIRST_COMPLETED, wait
 from typing import Any, TypeVar, cast
 
-from prefect.futures import PrefectFuture, wait
+from prefect.futures import PrefectConcurrentFuture, PrefectFuture
 from prefect.utilities.annotations import quote
 from pydantic import BaseModel
 
@@ -55,6 +56,17 @@ def _outcome(future: PrefectFuture[Any]) -> Outcome:
     return Outcome(status="failed", detail=state.message or state.name or "failed")
 
 
+def ended(handles: list[PrefectConcurrentFuture[Any]], timeout: float) -> list[PrefectConcurrentFuture[Any]]:
+    """The builds that ended, as soon as one has (else none after `timeout` s), so that what waits on them
+    starts at once. Not `prefect.futures.wait`: it waits out its whole timeout for every future, and in the
+    main thread (the flow of `mlc-farm build`) it times out with SIGALRM, whose exception can land between the
+    steps of its own lock handling and fail the flow with `RuntimeError: release unlocked lock` (it did, in a
+    build whose futures ended as the alarm went off)."""
+    by_future = {handle.wrapped_future: handle for handle in handles}
+    done, _ = wait(by_future, timeout=timeout, return_when=FIRST_COMPLETED)
+    return [by_future[f] for f in done]
+
+
 class PrefectEngine:
     """The run's orchestrator: tasks in this process (embedded), or flow runs on each device's work pool
     through `run_deployment` (farm)."""
@@ -89,8 +101,8 @@ class PrefectEngine:
         }
         return dispatch.submit(f"build-weights/{self.weights_pool}", _jsonable(params), build.key, self.store_url)
 
-    def finished(self, handles: list[Any], timeout: float) -> list[Any]:
-        return list(wait(handles, timeout=timeout).done)
+    def finished(self, handles: list[PrefectConcurrentFuture[Any]], timeout: float) -> list[Any]:
+        return ended(handles, timeout)
 
     def outcome(self, handle: Any) -> Outcome:
         return _outcome(handle)
