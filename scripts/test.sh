@@ -11,6 +11,10 @@ if [ "${1:-}" = "--all" ]; then
   shift
 fi
 bash scripts/setup.sh
+# The project's bytecode, written once: the tests start hundreds of Python processes (the CLI, flow runs, the
+# toolchain double), and where PYTHONDONTWRITEBYTECODE is set (as on the CI machine) each compiled every module
+# of mlc_farm it imported, again (~0.1-0.2 CPU s a process). Python reads bytecode that is there even so.
+.venv/bin/python -m compileall -q -j 0 mlc_farm flows tasks tests >/dev/null
 # The catalog page is tested in a real browser: Debian's chromium, installed once. CI also installs mesa's
 # Vulkan driver (lavapipe), as any desktop with a GPU has one: the suite must pass where a Vulkan driver is
 # installed but the toolchain's runtime has no Vulkan, as where there is none.
