@@ -163,13 +163,18 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         EventsWorker.drain_all(timeout=10)
         answered = server.url not in _ANSWERED or _answers(server.url)  # (one that no test waited on may be booting)
         server.stop()
-        if not answered:  # it stopped during the run: its log is kept for the run's summary, which prints it
-            worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-            shutil.copy(server.log, Path(tempfile.gettempdir()) / f"{DEAD_SERVER_LOG}{worker}.log")
+        if not answered:
+            _keep_log_of_dead(server, "prefect")
         shutil.rmtree(Path(server.log).parent, ignore_errors=True)
 
 
-DEAD_SERVER_LOG = "shared-prefect-server-stopped-"
+DEAD_SERVER_LOG = "shared-server-stopped-"
+
+
+def _keep_log_of_dead(server: Service, name: str) -> None:
+    """A shared server stopped during the run: its log is kept for the run's summary, which prints it."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    shutil.copy(server.log, Path(tempfile.gettempdir()) / f"{DEAD_SERVER_LOG}{name}-{worker}.log")
 
 
 def _answers(url: str) -> bool:
@@ -181,8 +186,8 @@ def _answers(url: str) -> bool:
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    """A shared Prefect server that stopped answering during the run fails the tests that needed it afterwards
-    with `cannot reach`: its log's end says why (seen once, at the end of a loaded run)."""
+    """A shared server that stopped during the run fails the tests that needed it afterwards (`cannot reach`,
+    `connection refused`): its log's end says why (seen once each, for Prefect and for SeaweedFS)."""
     for log in sorted(config.stash[TMP_ROOT].glob(f"{DEAD_SERVER_LOG}*.log")) if TMP_ROOT in config.stash else []:
         terminalreporter.write_sep("-", f"{log.stem}: the end of its log")
         terminalreporter.write_line("\n".join(log.read_text(errors="replace").splitlines()[-60:]))
@@ -290,7 +295,10 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
     """One real SeaweedFS S3 server for the whole session, on free ports of 127.0.0.1."""
     server = SeaweedS3.start(tmp_path_factory.mktemp("seaweed"))
     yield server
+    died = not server.service.alive()
     server.stop()
+    if died:
+        _keep_log_of_dead(server.service, "seaweed")
 
 
 @pytest.fixture

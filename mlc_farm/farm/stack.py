@@ -1,8 +1,8 @@
 """The local farm stack without Docker, on 127.0.0.1: PostgreSQL, a Prefect server on it, SeaweedFS as S3,
 and process workers. Used by `mlc-farm farm up/down` and by the integration tests.
 
-Every port is chosen free; every service is stopped by its PID (process group). PostgreSQL refuses to run
-as root, so as root it runs as the `postgres` user.
+Every port is chosen free, below the kernel's ephemeral range (see `free_ports`); every service is stopped by
+its PID (process group). PostgreSQL refuses to run as root, so as root it runs as the `postgres` user.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import glob
 import hashlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -29,14 +30,61 @@ from pathlib import Path
 from mlc_farm.errors import StackError
 
 # Every port `weed mini` binds, each chosen free: one left out is its port + 10000 (admin.port.grpc was), which
-# nobody checked was free, and past 65535 for a port above 55535.
+# nobody checked was free, and past 65535 for a port above 55535. Its plugin worker dials the admin's gRPC at
+# admin.port + 10000 whatever admin.port.grpc says: the two are chosen as such a pair, first.
 SEAWEED_PORTS = (
-    "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
-    "s3.port", "s3.port.grpc", "s3.port.iceberg", "s3.port.lance", "debug.port", "admin.port", "admin.port.grpc",
+    "admin.port", "admin.port.grpc", "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
+    "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc", "s3.port.iceberg", "s3.port.lance", "debug.port",
 )  # fmt: skip
+ADMIN_GRPC_OFFSET = 10000
 
 
-def free_ports(n: int) -> list[int]:
+def _assigned_below() -> int:
+    """The start of the kernel's ephemeral range, from which every outgoing connection and every bind to port 0
+    takes a port."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+def free_ports(n: int, pair_offset: int = 0) -> list[int]:
+    """`n` ports free on 127.0.0.1, at random below the ephemeral range: one chosen there stays free until its
+    service binds it, where one the kernel gave out may meanwhile become the local end of any connection (a test
+    S3 server whose late-binding part lost its port that way died mid-run). With `pair_offset`, the second port
+    is the first plus it (weed's admin gRPC). Where that range is too small: ports the kernel gives."""
+    candidates = range(10000, _assigned_below() - pair_offset)
+    if len(candidates) < 100 * n:
+        return _kernel_ports(n)
+    held: dict[int, socket.socket] = {}
+    try:
+        for port in random.SystemRandom().sample(candidates, 100 * n):
+            group = [port, port + pair_offset] if pair_offset and not held else [port]
+            bound = [sock for p in group if (sock := _bound(p))]
+            if len(bound) == len(group):
+                held.update(zip(group, bound, strict=True))
+            else:
+                for sock in bound:
+                    sock.close()
+            if len(held) >= n:
+                return list(held)
+    finally:
+        for sock in held.values():
+            sock.close()
+    raise StackError(f"found no {n} free ports on 127.0.0.1")
+
+
+def _bound(port: int) -> socket.socket | None:
+    sock = socket.socket()
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def _kernel_ports(n: int) -> list[int]:
     socks = [socket.socket() for _ in range(n)]
     try:
         for s in socks:
@@ -213,7 +261,7 @@ def start_seaweed(data_dir: Path, access_key: str, secret_key: str, s3_port: int
 
 
 def _seaweed_once(data_dir: Path, access_key: str, secret_key: str, s3_port: int | None) -> Service:
-    ports = dict(zip(SEAWEED_PORTS, free_ports(len(SEAWEED_PORTS)), strict=True))
+    ports = dict(zip(SEAWEED_PORTS, free_ports(len(SEAWEED_PORTS), ADMIN_GRPC_OFFSET), strict=True))
     if s3_port:
         ports["s3.port"] = s3_port
     args = [
