@@ -50,9 +50,10 @@ def _assigned_below() -> int:
 
 def free_ports(n: int, pair_offset: int = 0) -> list[int]:
     """`n` ports free on 127.0.0.1, at random below the ephemeral range: one chosen there stays free until its
-    service binds it, where one the kernel gave out may meanwhile become the local end of any connection (a test
-    S3 server whose late-binding part lost its port that way died mid-run). With `pair_offset`, the second port
-    is the first plus it (weed's admin gRPC). Where that range is too small: ports the kernel gives."""
+    service binds it, where one the kernel gave out may meanwhile become the local end of any connection (the
+    likeliest reason a test S3 server, whose parts bind their ports seconds apart, died mid-run). With
+    `pair_offset`, the second port is the first plus it (weed's admin gRPC). Where that range is too small:
+    ports the kernel gives."""
     candidates = range(10000, _assigned_below() - pair_offset)
     if len(candidates) < 100 * n:
         return _kernel_ports(n)
