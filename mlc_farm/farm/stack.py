@@ -277,7 +277,26 @@ def _seaweed_once(data_dir: Path, access_key: str, secret_key: str, s3_port: int
     service = _spawn("seaweedfs", args, log, {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key})
     service.url = f"http://127.0.0.1:{ports['s3.port']}"
     _wait(service, service.url, 90, ok_codes=(403,), gave_up=port_taken)  # any HTTP answer: the S3 port is up
+    _settle(service, log, port_taken)
     return service
+
+
+# What `weed mini` logs once every part of it has bound its ports (its S3 port answers some time before).
+_WEED_READY = b"All enabled components are running and ready to use"
+
+
+def _settle(service: Service, log: Path, port_taken: Callable[[], bool], seconds: float = 20) -> None:
+    """Until weed says all its parts run (~0.5 s after its S3 port answers, here): a part whose port was taken
+    meanwhile is then a retry with new ports, not a server that dies under the first requests. A weed that says
+    it otherwise (another version) is taken as it is after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and _WEED_READY not in log.read_bytes():
+        if port_taken():
+            service.stop()
+            raise PortTaken(f"{service.name} found a port taken:\n{_tail(log)}")
+        if not service.alive():
+            raise StackError(f"{service.name} exited:\n{_tail(log)}")
+        time.sleep(0.1)
 
 
 def postgres_root(data_dir: Path) -> Path:
