@@ -228,6 +228,28 @@ def _wait(
     gave_up: Callable[[], bool] = lambda: False,
 ) -> None:
     """Until `probe_url` answers; StackError when the service exits or time is out, PortTaken when `gave_up`."""
+
+    def answers() -> bool:
+        try:
+            urllib.request.urlopen(probe_url, timeout=2)
+            return True
+        except urllib.error.HTTPError as e:
+            return e.code in ok_codes
+        except OSError:
+            return False
+
+    if not _until(service, answers, timeout, gave_up, 0.3):
+        service.stop()
+        raise StackError(
+            f"{service.name} did not answer on {probe_url} within {timeout:g} s:\n{_tail(Path(service.log))}"
+        )
+
+
+def _until(
+    service: Service, ready: Callable[[], bool], timeout: float, gave_up: Callable[[], bool], poll: float
+) -> bool:
+    """Whether `ready` came true within `timeout` s; StackError when the service exits meanwhile, PortTaken
+    (the service stopped) when `gave_up`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if gave_up():
@@ -237,17 +259,10 @@ def _wait(
             os.kill(service.pid, 0)
         except ProcessLookupError:
             raise StackError(f"{service.name} exited:\n{_tail(Path(service.log))}") from None
-        try:
-            urllib.request.urlopen(probe_url, timeout=2)
-            return
-        except urllib.error.HTTPError as e:
-            if e.code in ok_codes:
-                return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    service.stop()
-    raise StackError(f"{service.name} did not answer on {probe_url} within {timeout:g} s:\n{_tail(Path(service.log))}")
+        if ready():
+            return True
+        time.sleep(poll)
+    return False
 
 
 def start_seaweed(data_dir: Path, access_key: str, secret_key: str, s3_port: int | None = None) -> Service:
@@ -289,14 +304,7 @@ def _settle(service: Service, log: Path, port_taken: Callable[[], bool], seconds
     """Until weed says all its parts run (~0.5 s after its S3 port answers, here): a part whose port was taken
     meanwhile is then a retry with new ports, not a server that dies under the first requests. A weed that says
     it otherwise (another version) is taken as it is after `seconds`."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and _WEED_READY not in log.read_bytes():
-        if port_taken():
-            service.stop()
-            raise PortTaken(f"{service.name} found a port taken:\n{_tail(log)}")
-        if not service.alive():
-            raise StackError(f"{service.name} exited:\n{_tail(log)}")
-        time.sleep(0.1)
+    _until(service, lambda: _WEED_READY in log.read_bytes(), seconds, port_taken, 0.1)
 
 
 def postgres_root(data_dir: Path) -> Path:
