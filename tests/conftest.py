@@ -36,6 +36,11 @@ models:
   - {id: tiny-llama-b, source: {path: models/b}, conv_template: LM}
 """
 
+# The tests start ~2,000 Python processes that import NumPy (the double, the toolchain scripts); with its default
+# of a thread per core, OpenBLAS spent ~0.09 CPU s of each import on starting and parking its threads. The tests'
+# arithmetic is on matrices of a few hundred numbers: one thread does it.
+os.environ["OPENBLAS_NUM_THREADS"] = "1"
+
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:

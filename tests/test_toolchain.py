@@ -149,6 +149,7 @@ def test_the_toolchain_sees_no_secrets(model_a: Path, tmp_path: Path, monkeypatc
     run("convert_weight", args, cell="a/q4f16_1", log_path=tmp_path / "l.log", timeout=60)
     seen = json.loads((tmp_path / "env.log").read_text().splitlines()[0])
     assert "PATH" in seen and "PYTHONPATH" in seen
+    assert "OPENBLAS_NUM_THREADS" in seen  # its numeric libraries' settings reach it (conftest sets this one)
     assert not [name for name in seen if name.startswith(("AWS_", "HF_", "MLC_FARM_"))]
 
 

@@ -18,12 +18,13 @@ from typing import Any
 from mlc_farm import stopping
 from mlc_farm.processes import kill_group
 
-# What the toolchain may see of our environment: the system, Python, GPU runtimes and MLC/TVM options. Never
-# the store's or the Hub's credentials (AWS_*, HF_TOKEN), which it does not need.
+# What the toolchain may see of our environment: the system, Python, the thread and core settings of its numeric
+# libraries (OpenMP, OpenBLAS), GPU runtimes and MLC/TVM options. Never the store's or the Hub's credentials
+# (AWS_*, HF_TOKEN), which it does not need.
 _ENV_NAMES = re.compile(
     r"^(PATH|HOME|USER|LOGNAME|SHELL|TERM|TZ|LANG|LANGUAGE|TMPDIR|TEMP|TMP|PYTHONPATH|PYTHONHOME|PYTHONUNBUFFERED"
-    r"|VIRTUAL_ENV|CONDA_PREFIX|LD_LIBRARY_PATH|OMP_NUM_THREADS|LC_\w+|CUDA_\w+|NVIDIA_\w+|ROCM_\w+|HIP_\w+"
-    r"|HSA_\w+|VK_\w+|TVM_\w+|MLC_(?!FARM_)\w+)\Z"
+    r"|VIRTUAL_ENV|CONDA_PREFIX|LD_LIBRARY_PATH|OMP_NUM_THREADS|OPENBLAS_\w+|LC_\w+|CUDA_\w+|NVIDIA_\w+"
+    r"|ROCM_\w+|HIP_\w+|HSA_\w+|VK_\w+|TVM_\w+|MLC_(?!FARM_)\w+)\Z"
 )
 
 
