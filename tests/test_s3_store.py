@@ -45,6 +45,7 @@ def test_multipart_round_trip_with_verified_checksums(
     s3_store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MLC_FARM_S3_CHUNK_MB", "5")
+    monkeypatch.setenv("MLC_FARM_S3_RANGE_MB", "1")
     store = open_store(s3_store_url)
     assert isinstance(store, S3Store)
     big = tmp_path / "params_shard_0.bin"
@@ -71,6 +72,11 @@ def test_multipart_round_trip_with_verified_checksums(
     store.get_blob(digest, out, landed.append)
     assert out.read_bytes() == big.read_bytes()
     assert sum(landed) == big.stat().st_size and len(landed) > 1  # progress as the ranges land
+    # The 24 ranges were read into reused buffers, each given back: at most the window's and the first range's.
+    made = len(store._ranges._free)
+    assert 1 < made <= store.concurrency + 1
+    store.get_blob(digest, tmp_path / "again.bin")
+    assert len(store._ranges._free) == made and (tmp_path / "again.bin").read_bytes() == big.read_bytes()
 
 
 @pytest.mark.parametrize("size", [1000, 12 * 1024 * 1024 + 3])

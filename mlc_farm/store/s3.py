@@ -146,7 +146,8 @@ class S3Store:
         # CLI does), so memory is bounded by the store, not by the number of files moving at once.
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency)
         self._window = threading.Semaphore(self.concurrency)
-        self._buffers = _Buffers(self._window, self.chunk_size)
+        self._buffers = _Buffers(self.chunk_size, self._window)
+        self._ranges = _Buffers(self.range_size)  # a download's ranges: _get_rest holds the window for them
         self.requests: Counter[str] = Counter()
         self._lock = threading.Lock()
         self.client.meta.events.register("before-call.s3", self._count)
@@ -377,11 +378,11 @@ class S3Store:
         dest.parent.mkdir(parents=True, exist_ok=True)
         part = dest.with_name(dest.name + ".part")
         key, chunk = self._key(blob_path(sha256)), self.range_size
-        hasher = hashlib.sha256()
+        hasher, buffer = hashlib.sha256(), self._ranges.take()
         try:
             with part.open("wb") as f:
                 try:
-                    first, total = self._get_range(key, 0, chunk)
+                    first, total = self._get_range(key, 0, chunk, buffer)
                 except MissingObject:
                     raise MissingObject(f"{self.url}/{blob_path(sha256)} is missing") from None
                 if size is not None and total > size:
@@ -398,38 +399,40 @@ class S3Store:
                 raise CorruptBlobError(f"{self.url}/{blob_path(sha256)} is corrupt (sha256 {hasher.hexdigest()})")
             os.replace(part, dest)
         finally:
+            self._ranges.give(buffer)
             part.unlink(missing_ok=True)
 
-    def _get_range(self, key: str, start: int, length: int) -> tuple[bytes, int]:
-        """Bytes [start, start+length) and the object's total size. A body that is cut, stalls or comes short
-        is fetched again, within the one retry budget: each read waits no longer than what is left of it."""
+    def _get_range(self, key: str, start: int, length: int, buffer: bytearray) -> tuple[memoryview, int]:
+        """Bytes [start, start+length), read into `buffer`, and the object's total size. A body that is cut,
+        stalls or comes short is fetched again, within the one retry budget: each read waits no longer than
+        what is left of it."""
         deadline = time.monotonic() + self.retry_seconds
 
-        def fetch() -> tuple[bytes, int]:
+        def fetch() -> tuple[memoryview, int]:
             obj = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{start + length - 1}")
-            data = self._read_body(obj, key, deadline)
-            total = int(obj.get("ContentRange", f"/{len(data)}").rsplit("/", 1)[1])
-            if len(data) != (want := max(0, min(length, total - start))):
+            sent = int(obj.get("ContentLength") or 0)
+            total = int(obj.get("ContentRange", f"/{sent}").rsplit("/", 1)[1])
+            want = max(0, min(length, total - start))
+            got = self._read_body(obj, key, deadline, memoryview(buffer)[: min(sent, want)])
+            if got != want or sent != want:  # short, cut, or more than was asked for
                 raise StoreUnavailable(
-                    f"s3://{self.bucket} at {self._where} kept sending {len(data)} of the {want} "
-                    f"bytes asked for at byte {start} of {key}; try again later"
+                    f"s3://{self.bucket} at {self._where} kept sending {sent if got == want else got} of the "
+                    f"{want} bytes asked for at byte {start} of {key}; try again later"
                 )
-            return data, total
+            return memoryview(buffer)[:got], total
 
         try:
             return self._call(f"downloading {key}", fetch)
         except InvalidRange:
             if start == 0:
-                return b"", 0  # an empty object has no byte 0
+                return memoryview(b""), 0  # an empty object has no byte 0
             raise
 
-    def _read_body(self, obj: dict[str, Any], key: str, deadline: float) -> bytes:
-        """A response body read in blocks, none waiting past `deadline`: a stalled stream cannot hold a download
-        past the retry budget. Ends at the length the server announced, or where the stream ends (short)."""
-        body, want = obj["Body"], int(obj.get("ContentLength") or 0)
-        blocks: list[bytes] = []
-        got = 0
-        while got < want:
+    def _read_body(self, obj: dict[str, Any], key: str, deadline: float, into: memoryview) -> int:
+        """A response body read into `into` in blocks, none waiting past `deadline`: a stalled stream cannot hold
+        a download past the retry budget. How many bytes came: all of `into`, or fewer where the stream ended."""
+        body, got = obj["Body"], 0
+        while got < len(into):
             left = deadline - time.monotonic()
             if left <= 0:
                 raise StoreUnavailable(
@@ -438,39 +441,42 @@ class S3Store:
             if left < self.read_timeout:
                 with contextlib.suppress(AttributeError):  # a stream the server already closed
                     body.set_socket_timeout(left)
-            if not (block := body.read(min(1 << 20, want - got))):
+            if not (block := body.read(min(1 << 20, len(into) - got))):
                 break
-            blocks.append(block)
+            into[got : got + len(block)] = block
             got += len(block)
-        return b"".join(blocks)
+        return got
 
     def _get_rest(
         self, key: str, fd: int, start: int, total: int, chunk: int, hasher: Any, progress: Callable[[int], None] | None
     ) -> None:
         """The ranges after the first, in parallel, hashed in order. Every range this download holds of the
-        store's window is given back however it ends (a failed range, a cancelled one), so a failure never
-        starves later downloads and never leaves this one waiting."""
+        store's window, and its buffer, is given back however it ends (a failed range, a cancelled one), so a
+        failure never starves later downloads and never leaves this one waiting."""
         window, lock, failed = self._window, threading.Lock(), threading.Event()
-        landed: dict[int, bytes] = {}
+        landed: dict[int, tuple[bytearray, memoryview]] = {}
         state = {"next": start, "held": 0}
 
         def fetch(offset: int) -> None:
+            buffer = self._ranges.take()
             try:
-                data, _ = self._get_range(key, offset, min(chunk, total - offset))
+                data, _ = self._get_range(key, offset, min(chunk, total - offset), buffer)
                 os.pwrite(fd, data, offset)  # a full disk fails the download as a cut stream does
             except BaseException:
+                self._ranges.give(buffer)
                 failed.set()
                 raise
             if progress:
                 progress(len(data))
             with lock:
-                landed[offset] = data
+                landed[offset] = (buffer, data)
                 while state["next"] in landed:  # hash in order; free each range once hashed
-                    block = landed.pop(state["next"])
+                    hashed, block = landed.pop(state["next"])
                     hasher.update(block)
                     state["next"] += len(block)
                     state["held"] -= 1
                     window.release()
+                    self._ranges.give(hashed)
 
         futures = []
         try:
@@ -491,6 +497,8 @@ class S3Store:
             with lock:
                 for _ in range(state["held"]):
                     window.release()
+                for buffer, _ in landed.values():
+                    self._ranges.give(buffer)
                 landed.clear()
         if state["next"] != total:
             raise StoreError(f"{key}: download stopped at byte {state['next']} of {total}")
@@ -641,23 +649,27 @@ def _refuse_changed(path: Path, sha256: str, got: str) -> None:
 
 
 class _Buffers:
-    """An upload's parts are read into buffers of the store's window, reused: at most the window's count in
-    memory, and no new 16 MB allocation per part (which the allocator would keep as the process's memory)."""
+    """Buffers of one part or range each, reused: no new allocation per part or range. Fresh 8 MB allocations,
+    one per range, made a download fault in twice the pages (and spend up to twice the kernel time) of the same
+    download into reused buffers. With a `window`, taking a buffer also takes a place in it (an upload's parts:
+    at most the window's count in memory)."""
 
-    def __init__(self, window: threading.Semaphore, size: int):
+    def __init__(self, size: int, window: threading.Semaphore | None = None):
         self._window, self._size = window, size
         self._free: list[bytearray] = []
         self._lock = threading.Lock()
 
     def take(self) -> bytearray:
-        self._window.acquire()
+        if self._window:
+            self._window.acquire()
         with self._lock:
             return self._free.pop() if self._free else bytearray(self._size)
 
     def give(self, buffer: bytearray) -> None:
         with self._lock:
             self._free.append(buffer)
-        self._window.release()
+        if self._window:
+            self._window.release()
 
 
 class _Body:
