@@ -46,11 +46,13 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> 
     )
 
 
-# The work pools of prefect.yaml's deployments. On the suite's Prefect server the tests that deploy to them
-# (test_pool_check, test_dead_worker) share one xdist group, so that they never run at once: one's workers would
-# take the other's flow runs.
+# The work pools of prefect.yaml's deployments: a test that deploys to them on its worker's Prefect server starts
+# with them deleted (`without_pools`), so that no earlier test's workers take its flow runs.
 POOLS = ["mlc-cpu", "mlc-cuda", "mlc-rocm"]
-SUITE_POOLS = pytest.mark.xdist_group("suite-pools")
+# The tests that spend minutes waiting on Prefect (heartbeats, a worker's polls, each flow run's start) with little
+# CPU: the pool tests and the farm stack's. One xdist group runs them on one worker, one after another: on 2 cores
+# the other two workers then keep both cores busy, where two of these waiting at once would leave one idle.
+WAITS_ON_PREFECT = pytest.mark.xdist_group("waits-on-prefect")
 
 
 def without_pools() -> None:

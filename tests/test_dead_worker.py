@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from mlc_farm.farm.stack import start_worker
-from tests.helpers import ROOT, SUITE_POOLS, cli, prefect, toolchain_calls, without_pools
+from tests.helpers import ROOT, WAITS_ON_PREFECT, cli, prefect, toolchain_calls, without_pools
 
-pytestmark = [pytest.mark.slow, SUITE_POOLS]
+pytestmark = [pytest.mark.slow, WAITS_ON_PREFECT]
 
 MATRIX = """
 quantizations: [q4f16_1]

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import POOLS, ROOT, cli, prefect, s3_client, toolchain_calls, unhashed
+from tests.helpers import POOLS, ROOT, WAITS_ON_PREFECT, cli, prefect, s3_client, toolchain_calls, unhashed
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, WAITS_ON_PREFECT]
 
 FARM_MATRIX = """
 quantizations: [q4f16_1]

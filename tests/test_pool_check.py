@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from mlc_farm.farm.stack import start_worker
-from tests.helpers import POOLS, ROOT, SUITE_POOLS, cli, prefect, without_pools
+from tests.helpers import POOLS, ROOT, WAITS_ON_PREFECT, cli, prefect, without_pools
 
 MATRIX = """
 quantizations: [q4f16_1, q0f16]
@@ -24,7 +24,7 @@ models: [{id: tiny-llama-a, source: {path: models/a}, conv_template: LM}]
 
 
 @pytest.mark.slow
-@SUITE_POOLS
+@WAITS_ON_PREFECT
 def test_check_pool_reports_a_working_pool_and_names_what_a_broken_one_lacks(
     prefect_api: str, tiny_models: Path, tmp_path: Path
 ) -> None:
