@@ -199,7 +199,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The xdist groups first: each runs on one worker, one test after another (the farm-pool tests: minutes),
+    """The xdist groups first: each runs on one worker, one test after another (those that wait on Prefect: minutes),
     and started last it would be the run's tail. Then the other tests that run flows go last, once the shared
     server has had the unit tests' time to boot; in each part the slow tests first, so that the workers end on
     short tests (no long one left running alone)."""

@@ -77,5 +77,30 @@ def test_a_port_taken_before_a_late_part_of_weed_binds_it_is_a_restart_on_new_po
     try:
         assert len(chosen) == 2 and service.alive()
         assert service.url == f"http://127.0.0.1:{chosen[1]['s3.port']}"
+        # Nothing is left of the weed that ended: none of the sockets its parts made in /tmp.
+        assert not [path for port in chosen[0].values() for path in Path("/tmp").glob(f"seaweedfs-*-{port}.sock")]
     finally:
         service.stop()
+
+
+def test_the_sockets_of_a_weed_that_ended_go_and_another_weeds_stay() -> None:
+    """weed makes Unix sockets in /tmp named for its ports and leaves them when it ends on a taken port: those
+    that no process has open go; one still open (another weed's, on the port this one could not take) stays, and
+    so does a file of that name that is not a socket."""
+    from mlc_farm.farm import stack
+
+    dead, live, other = free_ports(3)
+    paths = {port: Path(f"/tmp/seaweedfs-admin-grpc-{port}.sock") for port in (dead, live, other)}
+    ended, listening = socket.socket(socket.AF_UNIX), socket.socket(socket.AF_UNIX)
+    try:
+        ended.bind(str(paths[dead]))
+        ended.close()  # its file stays, as a socket nobody has open
+        listening.bind(str(paths[live]))
+        listening.listen()
+        paths[other].write_text("not a socket")
+        stack._remove_weeds_dead_sockets([dead, live, other])
+        assert not paths[dead].exists() and paths[live].is_socket() and paths[other].read_text() == "not a socket"
+    finally:
+        listening.close()
+        for path in paths.values():
+            path.unlink(missing_ok=True)

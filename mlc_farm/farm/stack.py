@@ -23,7 +23,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -168,13 +168,18 @@ def unix_sockets(pgid: int) -> list[Path]:
                 with contextlib.suppress(OSError):
                     if (target := os.readlink(fd)).startswith("socket:["):
                         inodes.add(target[8:-1])
+    return sorted({path for inode, path in _unix_socket_files() if inode in inodes})
+
+
+def _unix_socket_files() -> list[tuple[str, Path]]:
+    """(inode, file) of every Unix socket of this machine that has a file (Linux)."""
     try:
         lines = Path("/proc/net/unix").read_text().splitlines()[1:]
     except OSError:
         return []
     # Num RefCount Protocol Flags Type St Inode Path (a path of "@..." is abstract: no file)
     # (a connection accepted on a listening socket is listed with its path too)
-    return sorted({Path(f[7]) for f in map(str.split, lines) if len(f) > 7 and f[6] in inodes and f[7][0] == "/"})
+    return [(f[6], Path(f[7])) for f in map(str.split, lines) if len(f) > 7 and f[7][0] == "/"]
 
 
 def _remove_sockets(paths: list[Path]) -> None:
@@ -291,9 +296,22 @@ def _seaweed_once(data_dir: Path, access_key: str, secret_key: str, s3_port: int
     port_taken = port_taken_in(log)
     service = _spawn("seaweedfs", args, log, {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key})
     service.url = f"http://127.0.0.1:{ports['s3.port']}"
-    _wait(service, service.url, 90, ok_codes=(403,), gave_up=port_taken)  # any HTTP answer: the S3 port is up
-    _settle(service, log, port_taken)
+    try:
+        _wait(service, service.url, 90, ok_codes=(403,), gave_up=port_taken)  # any HTTP answer: the S3 port is up
+        _settle(service, log, port_taken)
+    except StackError:
+        _remove_weeds_dead_sockets(ports.values())
+        raise
     return service
+
+
+def _remove_weeds_dead_sockets(ports: Iterable[int]) -> None:
+    """The sockets weed made in /tmp, named for `ports`, that no process has open: a weed that ended before it
+    was stopped (one of its ports taken) leaves those its parts had made. A socket of that name still open is
+    another weed's, on the port this one could not take: it stays."""
+    made = [path for port in ports for path in Path("/tmp").glob(f"seaweedfs-*-{port}.sock")]
+    open_now = {path for _, path in _unix_socket_files()}  # after: a socket file exists only once it is bound
+    _remove_sockets([path for path in made if path not in open_now])
 
 
 # What `weed mini` logs once every part of it has bound its ports (its S3 port answers some time before).
