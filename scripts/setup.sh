@@ -21,7 +21,7 @@ fi
 stamp=.venv/.mlc-farm-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip uv
-  # uv installs the ~1 GB of packages in ~15 s where pip took ~40 (it fetches and unpacks in parallel, and links
+  # uv installs the ~1 GB of packages in ~20 s where pip took ~40 (it fetches and unpacks in parallel, and links
   # from its cache on a second install). It writes their bytecode as pip does: where PYTHONDONTWRITEBYTECODE is
   # set, every process would otherwise compile what it imports of Prefect, each time. uv reads no pip
   # configuration: where it fails (a package index reached only through pip.conf), pip installs instead.

@@ -650,9 +650,9 @@ def _refuse_changed(path: Path, sha256: str, got: str) -> None:
 
 class _Buffers:
     """Buffers of one part or range each, reused: no new allocation per part or range. Fresh 8 MB allocations,
-    one per range, made a download fault in twice the pages (and spend up to twice the kernel time) of the same
-    download into reused buffers. With a `window`, taking a buffer also takes a place in it (an upload's parts:
-    at most the window's count in memory)."""
+    one per range, made a download fault in three to four times the pages of the same download into reused
+    buffers. With a `window`, taking a buffer also takes a place in it (an upload's parts: at most the window's
+    count in memory)."""
 
     def __init__(self, size: int, window: threading.Semaphore | None = None):
         self._window, self._size = window, size
