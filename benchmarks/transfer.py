@@ -1,14 +1,14 @@
 """Upload and download of an artifact set (~2 GB: a few 500 MB shards and many small files) to a local
 SeaweedFS, by the mlc-farm S3 store and by two baselines measured in the same run: a plain loop of boto3
-upload_file/download_file, and the AWS CLI (`aws s3 cp --recursive`). Prints MB/s, the ratio to each
-baseline, and each process's peak memory (run by hand).
+upload_file/download_file, and the AWS CLI (`aws s3 cp --recursive`). Prints each one's median of --rounds runs
+(MB/s, peak memory, CPU) and the ratio to each baseline (run by hand).
 
-    .venv/bin/python benchmarks/transfer.py [--shards 4 --shard-mb 500 --small 300]
+    .venv/bin/python benchmarks/transfer.py [--shards 4 --shard-mb 500 --small 300 --rounds 3]
 
 The AWS CLI is taken from $AWS_CLI, else `aws` on PATH (pip install 'mlc-farm[bench]' provides it).
 mlc-farm's upload includes hashing every file first (its content address, the digest a build signs), then
 sends each file read once, checking as it reads that the bytes are the ones hashed; its download checks every
-sha256 as the ranges land.
+sha256 as the ranges land. Every round uploads to new keys: the default set takes ~20 GB of temporary disk.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def worker(mode: str, src: Path, dst: Path, url: str) -> None:
         from mlc_farm.store import open_store
 
         store = open_store(url)
-        entries = json.loads((src.parent / "farm-manifest" / "manifest.json").read_text())
+        entries = json.loads((src / "manifest.json").read_text())  # src: the upload's folder
         with ThreadPoolExecutor(max_workers=4) as pool:  # as `mlc-farm pull` does
             list(pool.map(lambda e: store.get_blob(e["sha256"], dst / e["path"]), entries))
     elif mode == "boto3-up":
@@ -78,7 +78,10 @@ def worker(mode: str, src: Path, dst: Path, url: str) -> None:
         raise SystemExit(f"unknown mode {mode}")
 
 
-def measure(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float]:
+Run = tuple[float, float, float]  # seconds, peak RSS in MB, CPU seconds
+
+
+def measure(cmd: list[str], env: dict[str, str]) -> Run:
     """(seconds, peak RSS in MB, CPU seconds) of one child process: on a machine whose cores the server shares,
     the client's CPU is what it takes from the server."""
     start = time.perf_counter()
@@ -91,25 +94,81 @@ def measure(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float]:
 
 
 # The AWS CLI's read timeout: 10 s, not its default 60 (a local server answers in milliseconds, so only a stall
-# waits that long). A try longer than most of this beyond the boto3 loop's time stalled.
+# waits that long). A try longer than most of this beyond the fastest run of the same transfer stalled.
 CLI_READ_TIMEOUT = 10
 CLI_TRIES = 3
 
 
 def measure_cli(
-    cmd: list[str], env: dict[str, str], boto3_seconds: float, clean: Callable[[], None] = lambda: None
-) -> tuple[tuple[float, float, float], int]:
+    cmd: list[str], env: dict[str, str], fastest: float, clean: Callable[[], None] = lambda: None
+) -> tuple[Run, int]:
     """The AWS CLI's run, and how many tries stalled. On SeaweedFS the CLI sometimes waits out its read timeout
     on a small PUT answered with no length (then retries): such a try measures the timeout, not a transfer,
-    and would print a bogus speed-up. A try that took most of a read timeout longer than the boto3 loop is discarded
-    and run again, at most CLI_TRIES times; the last is kept."""
+    and would print a bogus speed-up. A try that took most of a read timeout longer than the fastest run so far
+    of the same transfer is discarded and run again, at most CLI_TRIES times; the last is kept."""
     for stalled in range(CLI_TRIES):
         clean()
         run = measure(cmd, env)
-        if run[0] < boto3_seconds + 0.8 * CLI_READ_TIMEOUT:
+        if run[0] < fastest + 0.8 * CLI_READ_TIMEOUT:
             return run, stalled
         print(f"(the aws cli took {run[0]:.0f} s: it waited out its read timeout; tried again)")
     return run, CLI_TRIES
+
+
+def orders(clients: list[str], rounds: int) -> list[list[str]]:
+    """The clients' order in each round, rotated: each takes each place in turn, so that none always runs
+    right after the same other one."""
+    return [clients[r % len(clients) :] + clients[: r % len(clients)] for r in range(rounds)]
+
+
+def median(runs: list[Run]) -> Run:
+    return sorted(runs)[(len(runs) - 1) // 2]
+
+
+class Bench:
+    """One direction's runs of every client, round after round, and the AWS CLI's stalled tries."""
+
+    def __init__(
+        self, way: str, commands: dict[str, Callable[[int], list[str]]], env: dict[str, str], clean: Callable[[], None]
+    ):
+        self.way, self.commands, self.env, self.clean = way, commands, env, clean
+        self.runs: dict[str, list[Run]] = {name: [] for name in commands}
+        self.stalls = 0
+
+    def run(self, rounds: int) -> None:
+        for r, order in enumerate(orders(list(self.commands), rounds)):
+            for name in order:
+                self.clean()
+                if name == "aws cli":
+                    got, stalled = measure_cli(self.commands[name](r), self.env, self.fastest(), self.clean)
+                    self.stalls += stalled
+                else:
+                    got = measure(self.commands[name](r), self.env)
+                self.runs[name].append(got)
+        self.clean()
+
+    def fastest(self) -> float:
+        return min((run[0] for runs in self.runs.values() for run in runs), default=float("inf"))
+
+    def report(self, mb: float) -> None:
+        for name, runs in self.runs.items():
+            seconds, peak, cpu = median(runs)
+            spread = f"{min(r[0] for r in runs):.1f}-{max(r[0] for r in runs):.1f}"
+            print(
+                f"{name + ' ' + self.way:22s} {seconds:8.1f} {spread:>10s} {mb / seconds:8.0f} {peak:8.0f} {cpu:8.1f}"
+            )
+
+    def ratio(self, baseline: str) -> str:
+        farm, base = self.runs["mlc-farm"], self.runs[baseline]
+        said = f"{median(base)[0] / median(farm)[0]:.2f}x"
+        if len(farm) > 1:
+            said += " (by round: " + ", ".join(f"{b[0] / f[0]:.2f}x" for f, b in zip(farm, base, strict=True)) + ")"
+        tries = CLI_TRIES * len(base)
+        if baseline == "aws cli" and self.stalls == tries:
+            return f"not measured (the aws cli hit its {CLI_READ_TIMEOUT} s read timeout in every try)"
+        if baseline == "aws cli" and self.stalls:
+            said += f" (after {self.stalls} of its tries stalled on its read timeout and were discarded)"
+        return said
 
 
 def main() -> None:
@@ -117,6 +176,7 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--shard-mb", type=int, default=500)
     parser.add_argument("--small", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--worker", nargs=4, metavar=("MODE", "SRC", "DST", "URL"))
     args = parser.parse_args()
     if args.worker:
@@ -143,56 +203,44 @@ def main() -> None:
         mb = total / 1e6
         print(f"artifact set: {len(list(src.iterdir()))} files, {mb:.0f} MB; server {server.endpoint}\n")
 
-        def me(mode: str, dst: Path, url: str) -> list[str]:
+        def me(mode: str, src: Path, dst: Path, url: str) -> list[str]:
             dst.mkdir(parents=True, exist_ok=True)
             return [sys.executable, __file__, "--worker", mode, str(src), str(dst), url]
 
-        runs: dict[str, tuple[float, float, float]] = {}
-        stalls: dict[str, int] = {}
         cli = [aws, "s3", "cp", "--recursive", "--quiet", "--cli-read-timeout", str(CLI_READ_TIMEOUT)]
-        runs["mlc-farm upload"] = measure(me("farm-up", work / "farm-manifest", f"s3://{bucket}/farm"), env)
-        runs["boto3 loop upload"] = measure(me("boto3-up", work / "x", f"s3://{bucket}/boto3"), env)
-        runs["aws cli upload"], stalls["upload"] = measure_cli(
-            [*cli, str(src), f"s3://{bucket}/cli/"], env, runs["boto3 loop upload"][0]
-        )
-        cli_down = [*cli, f"s3://{bucket}/cli/", str(work / "down")]
-        downloads: dict[str, Callable[[], tuple[tuple[float, float, float], int]]] = {
-            "mlc-farm download": lambda: (measure(me("farm-down", work / "down", f"s3://{bucket}/farm"), env), 0),
-            "boto3 loop download": lambda: (measure(me("boto3-down", work / "down", f"s3://{bucket}/boto3"), env), 0),
-            "aws cli download": lambda: measure_cli(
-                cli_down, env, runs["boto3 loop download"][0], lambda: shutil.rmtree(work / "down", True)
-            ),
-        }
-        # Each download twice, in one order then the other, and the faster of its two runs kept: here the first
-        # download after the uploads took up to 1.7x as long as the same download run again, whichever it was.
-        stalls["download"] = 0
-        for order in (list(downloads), list(reversed(downloads))):
-            for name in order:
-                run, stalled = downloads[name]()
-                runs[name], stalls["download"] = min(run, runs.get(name, run)), stalls["download"] + stalled
-                shutil.rmtree(work / "down", True)
-        tries = {"upload": CLI_TRIES, "download": 2 * CLI_TRIES}
+        down = work / "down"
+        up = Bench("upload", {
+            "mlc-farm": lambda r: me("farm-up", src, work / f"farm-{r}", f"s3://{bucket}/farm-{r}"),
+            "boto3 loop": lambda r: me("boto3-up", src, work / "x", f"s3://{bucket}/boto3-{r}"),
+            "aws cli": lambda r: [*cli, str(src), f"s3://{bucket}/cli-{r}/"],
+        }, env, lambda: None)  # fmt: skip
+        up.run(args.rounds)
+        downs = Bench("download", {  # each round downloads what the first round uploaded
+            "mlc-farm": lambda r: me("farm-down", work / "farm-0", down, f"s3://{bucket}/farm-0"),
+            "boto3 loop": lambda r: me("boto3-down", src, down, f"s3://{bucket}/boto3-0"),
+            "aws cli": lambda r: [*cli, f"s3://{bucket}/cli-0/", str(down)],
+        }, env, lambda: shutil.rmtree(down, True))  # fmt: skip
+        # Not counted: the first download after the uploads was the slowest of its client's, whichever client it
+        # was (the farm's 13.2 s against 5.3-6.2 s after it, the CLI's 19.0 s against 9.0-12.5 s).
+        measure(downs.commands["boto3 loop"](0), env)
+        downs.run(args.rounds)
 
-        print(f"{'':22s} {'seconds':>8s} {'MB/s':>8s} {'peak MB':>8s} {'CPU s':>8s}")
-        for name, (seconds, peak, cpu) in runs.items():
-            print(f"{name:22s} {seconds:8.1f} {mb / seconds:8.0f} {peak:8.0f} {cpu:8.1f}")
-        hashed = float((work / "farm-manifest" / "hash-seconds").read_text())
-        sending = runs["mlc-farm upload"][0] - hashed
+        head = f"median of {args.rounds} rounds"
+        print(f"{head:22s} {'seconds':>8s} {'range':>10s} {'MB/s':>8s} {'peak MB':>8s} {'CPU s':>8s}")
+        up.report(mb)
+        downs.report(mb)
+        farm_up = median(up.runs["mlc-farm"])
+        hashed = float((work / f"farm-{up.runs['mlc-farm'].index(farm_up)}" / "hash-seconds").read_text())
+        sending = farm_up[0] - hashed
         print(
             f"\nmlc-farm upload: {hashed:.1f} s hashing the files (the digests a build signs), {sending:.1f} s "
             f"sending them (each read once, hashed again as it goes): sending alone "
-            f"{runs['aws cli upload'][0] / sending:.2f}x the aws cli"
+            f"{median(up.runs['aws cli'])[0] / sending:.2f}x the aws cli"
         )
-        for way in ("upload", "download"):
-            farm = runs[f"mlc-farm {way}"][0]
-            cli_ratio = f"{runs[f'aws cli {way}'][0] / farm:.2f}x"
-            if stalls[way] == tries[way]:
-                cli_ratio = f"not measured (the aws cli hit its {CLI_READ_TIMEOUT} s read timeout in every try)"
-            elif stalls[way]:
-                cli_ratio += f" (after {stalls[way]} of its tries stalled on its read timeout and were discarded)"
+        for bench in (up, downs):
             print(
-                f"\n{way}: mlc-farm vs boto3 loop {runs[f'boto3 loop {way}'][0] / farm:.2f}x, "
-                f"vs aws cli {cli_ratio} (higher is faster)"
+                f"\n{bench.way}: mlc-farm vs boto3 loop {bench.ratio('boto3 loop')}, "
+                f"vs aws cli {bench.ratio('aws cli')} (higher is faster)"
             )
     finally:
         if "server" in locals():

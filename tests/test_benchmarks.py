@@ -21,7 +21,10 @@ SMALLEST = {
     "fidelity.py": (["--positions", "16", "--repeat", "1"], "kl_mean"),
     "signing.py": (["--files", "5", "--repeat", "1"], "model.sig"),
     "speed_check.py": (["--repeat", "1", "--slow", "160"], "check run with speeds, bounded"),
-    "transfer.py": (["--shards", "1", "--shard-mb", "1", "--small", "3"], "download: mlc-farm vs boto3 loop"),
+    "transfer.py": (
+        ["--shards", "1", "--shard-mb", "1", "--small", "3", "--rounds", "1"],
+        "download: mlc-farm vs boto3 loop",
+    ),
 }
 
 
