@@ -20,8 +20,9 @@ def finish_all(s: Scheduler, started: list, failing: set[str] = frozenset()) -> 
 
 def test_reused_work_is_skipped_and_force_runs_everything() -> None:
     have = set(PLAN.convert_builds) | set(PLAN.lib_builds) | set(PLAN.check_builds)
-    assert to_build(PLAN, have.__contains__, force=False) == set(PLAN.config_builds)
-    assert to_build(PLAN, have.__contains__, force=True) == set(all_builds(PLAN))
+    for workers in (1, 4):
+        assert to_build(PLAN, have.__contains__, force=False, workers=workers) == set(PLAN.config_builds)
+    assert to_build(PLAN, have.__contains__, force=True, workers=4) == set(all_builds(PLAN))
     s = Scheduler(PLAN, set(PLAN.config_builds))
     assert kinds(s.starts()) == ["config"] * 4 and s.waiting == []
 

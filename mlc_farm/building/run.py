@@ -292,7 +292,7 @@ class MatrixRun:
             self.records[key] = record
             return True
 
-        todo = to_build(plan, have, self.force)
+        todo = to_build(plan, have, self.force, self.store.readers)
         for line in sorted(broken):
             self.log.warning("%s", line)
         reused = {k: Outcome(status="reused") for k in all_builds(plan) if k not in todo}

@@ -11,7 +11,6 @@ whether the entry moves.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -24,6 +23,7 @@ from mlc_farm.checks.fit import fit_check
 from mlc_farm.checks.results import RunCheck, Validation
 from mlc_farm.digests import digest
 from mlc_farm.errors import DamagedDocumentError
+from mlc_farm.parallel import each
 from mlc_farm.planning.plan import Plan, PlanCell
 from mlc_farm.planning.sources import ResolvedSource
 from mlc_farm.records.outcomes import UnitResult
@@ -43,7 +43,7 @@ from mlc_farm.records.schema import (
 )
 from mlc_farm.settings import load_settings
 from mlc_farm.store import ArtifactStore
-from mlc_farm.store.documents import READERS, first_problem
+from mlc_farm.store.documents import first_problem
 from mlc_farm.store.layout import catalog_path
 from mlc_farm.trust import attestations, keys
 from mlc_farm.trust.dsse import SignatureRefused
@@ -149,12 +149,11 @@ def _borrow_memory(libs: dict[str, LibRef], served: dict[str, LibRef]) -> None:
 def update_units(
     store: ArtifactStore, plan: Plan, resolved: dict[str, ResolvedSource], known: dict[str, BuildRecord]
 ) -> list[UnitResult]:
-    """Every catalog entry of the plan, READERS entries at a time (on S3 each reads and maybe writes a few
+    """Every catalog entry of the plan, the store's `readers` at a time (on S3 each reads and maybe writes a few
     objects): a no-op nightly over thousands of cells stays a matter of seconds."""
     records = Records(store, known)
     units = [(m, q) for m, q in plan.units if m in resolved and resolved[m].error is None]
-    with ThreadPoolExecutor(max_workers=READERS) as pool:
-        return list(pool.map(lambda u: update_unit(store, plan, resolved[u[0]], u[0], u[1], records), units))
+    return each(lambda u: update_unit(store, plan, resolved[u[0]], u[0], u[1], records), units, store.readers)
 
 
 def update_unit(

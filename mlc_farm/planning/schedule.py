@@ -19,23 +19,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
+from mlc_farm.parallel import each
 from mlc_farm.planning.kinds import KINDS, Build, DeviceBuild, all_builds, on_device
 from mlc_farm.planning.plan import CheckBuild, LibBuild, ModelBuilds, Plan
 
 Order = Literal["critical-path", "fifo"]
 
 
-def to_build(plan: Plan, have: Callable[[str], bool], force: bool, workers: int = 16) -> set[str]:
+def to_build(plan: Plan, have: Callable[[str], bool], force: bool, workers: int) -> set[str]:
     """The keys of the plan that must run: those with no record, or all of them when forced. The look-ups
-    (a GET each on S3) run `workers` at a time."""
+    (a GET each on S3) run `workers` at a time (the store's `readers`)."""
     keys = all_builds(plan)
     if force:
         return set(keys)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return {key for key, found in zip(keys, pool.map(have, keys), strict=True) if not found}
+    return {key for key, found in zip(keys, each(have, keys, workers), strict=True) if not found}
 
 
 class Scheduler:

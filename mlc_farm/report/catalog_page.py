@@ -16,19 +16,18 @@ import html
 import json
 import re
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypedDict
 
 from mlc_farm.catalog.history import Point, regressions, series, speed_rule, speed_series
 from mlc_farm.catalog.published import Published, published
 from mlc_farm.checks.speed import of_phase
 from mlc_farm.huggingface.endpoint import repo_url
+from mlc_farm.parallel import each
 from mlc_farm.records.folder import lib_path
 from mlc_farm.records.reads import all_failures, all_records, entries, load_record
 from mlc_farm.records.schema import BuildRecord, CatalogEntry, FailureRecord
 from mlc_farm.settings import load_settings
 from mlc_farm.store import ArtifactStore
-from mlc_farm.store.documents import READERS
 from mlc_farm.store.layout import blob_path
 from mlc_farm.trust import provenance
 from mlc_farm.trust.dsse import SignatureRefused
@@ -213,12 +212,11 @@ def catalog_rows(
     records = records if records is not None else [r for _, r in all_records(store)]
     cells, by_key = series(records), {r.key: r for r in records}
     listed = sorted(entries(store, known), key=lambda e: (e.model, e.quantization))
-    with ThreadPoolExecutor(max_workers=READERS) as pool:  # on S3 each entry's published record is a GET
-        about = pool.map(lambda e: (published(store, e), _signer(e, trusted)), listed)
-        for entry, (found, signer) in zip(listed, about, strict=True):  # once per entry, for each device's row
-            for device in sorted({*entry.libs, *entry.missing}):
-                history = _history(cells.get((entry.model, entry.quantization, device), []), floor)
-                rows.append(_row(store, entry, device, found, failures, history, signer, by_key))
+    about = each(lambda e: (published(store, e), _signer(e, trusted)), listed, store.readers)  # on S3 a GET each
+    for entry, (found, signer) in zip(listed, about, strict=True):  # once per entry, for each device's row
+        for device in sorted({*entry.libs, *entry.missing}):
+            history = _history(cells.get((entry.model, entry.quantization, device), []), floor)
+            rows.append(_row(store, entry, device, found, failures, history, signer, by_key))
     return rows
 
 

@@ -25,6 +25,7 @@ from mlc_farm.settings import Settings, load_settings
 
 class ArtifactStore(Protocol):
     url: str
+    readers: int  # documents read at once: S3's GETs wait on the network, a directory's reads on nothing
 
     def ping(self) -> None:
         """Fail fast, naming the store, when it cannot be reached (an endpoint that never answers)."""

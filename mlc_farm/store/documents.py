@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -16,6 +15,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from mlc_farm.errors import DamagedDocumentError, UnsafeStoreName
 from mlc_farm.names import UNSAFE
+from mlc_farm.parallel import each
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,7 @@ class Documents(Protocol):
     """What reading a document needs of a store (every ArtifactStore has it)."""
 
     url: str
+    readers: int
 
     def read_json(self, name: str) -> dict[str, Any] | None: ...
 
@@ -157,14 +158,9 @@ def first_problem(e: ValidationError, tag: int = 0) -> str:
     return f"{'.'.join(str(p) for p in first['loc'][tag:]) or 'document'}: {first['msg']}"
 
 
-READERS = 16  # store documents read at once: on S3 each is a GET, so a catalog of thousands reads in seconds
-
-
 def read_all(store: Documents, names: Iterable[str], model: Schema[M]) -> Iterator[tuple[str, M]]:
-    """(name, document) of every readable one of `names`, READERS at a time, in order."""
-    with ThreadPoolExecutor(max_workers=READERS) as pool:
-        for name, doc in zip(
-            names := list(names), pool.map(lambda n: read_document(store, n, model), names), strict=True
-        ):
-            if doc is not None:
-                yield name, doc
+    """(name, document) of every readable one of `names`, the store's `readers` at a time, in order."""
+    names = list(names)
+    for name, doc in zip(names, each(lambda n: read_document(store, n, model), names, store.readers), strict=True):
+        if doc is not None:
+            yield name, doc

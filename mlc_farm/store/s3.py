@@ -98,6 +98,8 @@ def client_identity() -> list[str | None]:
 
 
 class S3Store:
+    readers = 16  # each document is a GET: sixteen at once read a catalog of thousands in seconds
+
     def __init__(self, url: str, settings: Settings | None = None):
         settings = settings or load_settings()
         # Ranged GETs of 8 MB: small enough to keep memory low, large enough for full speed.
