@@ -292,6 +292,22 @@ def test_killed_build_is_finished_by_the_next_run(tiny_matrix: Path, tmp_path: P
     assert len(entries(LocalStore(store))) == 4
 
 
+def test_the_temporary_server_s_flow_runs_send_no_heartbeats(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing watches a temporary server's runs for heartbeats, and Prefect's heartbeat thread holds each flow
+    run's end for up to a second: `mlc-farm build` turns them off there, and only there."""
+    from prefect.settings import get_current_settings
+
+    from mlc_farm.cli.build import _prefect_api
+
+    monkeypatch.delenv("PREFECT_API_URL")
+    beats = get_current_settings().flows.heartbeat_frequency
+    assert beats == 180
+    with _prefect_api():
+        now = get_current_settings()
+        assert now.flows.heartbeat_frequency is None and now.api.url and "127.0.0.1" in now.api.url
+    assert get_current_settings().flows.heartbeat_frequency == beats
+
+
 def test_a_dead_temporary_prefect_server_ends_the_build_within_seconds_and_the_rerun_finishes(
     tiny_models: Path, tmp_path: Path
 ) -> None:
