@@ -37,8 +37,9 @@ def each(call: Callable[[T], R], items: Iterable[T], workers: int) -> list[R]:
                 failed.set()
                 raise
 
-    with ThreadPoolExecutor(max_workers=min(workers, len(todo))) as pool:
-        running = [pool.submit(work) for _ in range(min(workers, len(todo)))]
+    threads = min(workers, len(todo))
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        running = [pool.submit(work) for _ in range(threads)]
     for done in running:
         done.result()
     return [got[i] for i in range(len(todo))]
