@@ -18,7 +18,8 @@ R = TypeVar("R")
 
 def each(call: Callable[[T], R], items: Iterable[T], workers: int) -> list[R]:
     """`call` of every item, in the items' order, at most `workers` at once (one: in this thread). The first
-    exception is raised once the running calls end; no item is started after it."""
+    exception is raised once the running calls end; no item is started after it, nor after an interrupt of the
+    waiting thread."""
     todo = list(items)
     if workers <= 1 or len(todo) <= 1:
         return [call(item) for item in todo]
@@ -38,8 +39,12 @@ def each(call: Callable[[T], R], items: Iterable[T], workers: int) -> list[R]:
                 raise
 
     threads = min(workers, len(todo))
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        running = [pool.submit(work) for _ in range(threads)]
+    try:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            running = [pool.submit(work) for _ in range(threads)]
+    except BaseException:  # interrupted while it waits (SIGINT, SIGTERM): the workers take no further item
+        failed.set()
+        raise
     for done in running:
         done.result()
     return [got[i] for i in range(len(todo))]

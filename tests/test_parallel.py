@@ -3,6 +3,7 @@ stops the rest from starting."""
 
 from __future__ import annotations
 
+import signal
 import threading
 
 import pytest
@@ -56,3 +57,38 @@ def test_the_first_failure_is_raised_and_no_item_starts_after_it() -> None:
     with pytest.raises(ValueError, match="item 0"):
         each(call, range(1000), 2)
     assert started[:2] in ([0, 1], [1, 0]) and len(started) < 1000  # the other worker stopped taking items
+
+
+def test_an_interrupt_of_the_waiting_thread_stops_the_workers_taking_items() -> None:
+    """A signal handled while `each` waits (SIGINT, SIGTERM as the commands handle them) ends it; the workers
+    finish the calls they hold and take no further item, so a command stops within seconds."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals are handled in the main thread")
+
+    class Stopped(Exception):
+        pass
+
+    interrupted = threading.Event()
+
+    def stop(*_: object) -> None:
+        interrupted.set()
+        raise Stopped
+
+    started: list[int] = []
+
+    def call(i: int) -> int:
+        started.append(i)
+        if i == 0:
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)
+        interrupted.wait(10)  # every call holds its worker until the waiting thread was interrupted
+        return i
+
+    before, threads = signal.signal(signal.SIGUSR1, stop), set(threading.enumerate())
+    try:
+        with pytest.raises(Stopped):
+            each(call, range(1000), 2)
+    finally:
+        signal.signal(signal.SIGUSR1, before)
+    for worker in set(threading.enumerate()) - threads:  # `each`'s workers, once they are done
+        worker.join(10)
+    assert interrupted.is_set() and len(started) < 1000
