@@ -24,6 +24,7 @@ from mlc_farm.building.workdirs import remove_stale_workdirs
 from mlc_farm.catalog.history import night_regressions
 from mlc_farm.errors import StoreError
 from mlc_farm.formatting import clock
+from mlc_farm.gc_tuning import fewer_full_collections
 from mlc_farm.matrix.schema import LoadedMatrix, ModelSpec
 from mlc_farm.planning.durations import estimate
 from mlc_farm.planning.fingerprints import Fingerprint
@@ -188,11 +189,12 @@ class MatrixRun:
         self.records: dict[str, BuildRecord] = {}  # read once: on S3 each look-up is a GET
 
     def execute(self) -> RunResult:
-        try:
-            work = self.prepare()
-        except StoreError as e:  # full or read-only before any build began (the probe, a fingerprint): no summary
-            return self.refused(str(e), "nothing was built")
-        return self.complete(work)
+        with fewer_full_collections():  # the records read are kept to the end: fewer walks over them
+            try:
+                work = self.prepare()
+            except StoreError as e:  # full or read-only before any build began (the probe, a fingerprint): no summary
+                return self.refused(str(e), "nothing was built")
+            return self.complete(work)
 
     def prepare(self) -> Work:
         """The run up to its choice of builds: the plan, and what the store already has. `mlc-farm build` asks
