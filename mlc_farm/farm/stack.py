@@ -520,8 +520,9 @@ def up(directory: Path, pools: list[str], access_key: str, secret_key: str, work
     try:
         pg_port, api_port = free_ports(2)
         started.append(start_postgres(directory / "postgres", pg_port))
-        started.append(start_prefect_server(home, started[0].url, api_port))
-        started.append(start_seaweed(directory / "seaweedfs", access_key, secret_key))
+        started.append(start_prefect_server(home, started[0].url, api_port, wait=False))
+        started.append(start_seaweed(directory / "seaweedfs", access_key, secret_key))  # while Prefect migrates
+        wait_for_prefect(started[1])
         stack = LocalStack(str(directory), started[1].url, started[2].url, started)
         env = stack.env(access_key, secret_key) | worker_env
         started += [start_worker(home, stack.api_url, pool, env) for pool in pools]
