@@ -417,6 +417,10 @@ def runs_of(pid: int) -> list:
         ]
 
 
+def _shown_running(pid: int) -> bool:
+    return any(run.state.is_running() and any(t.state.is_running() for t in tasks) for run, tasks in runs_of(pid))
+
+
 def test_a_killed_build_takes_its_toolchain_step_with_it(tiny_matrix: Path, tmp_path: Path) -> None:
     """The toolchain step runs in its own session (so a timeout kills its compilers), yet dies with the build;
     Prefect still shows the killed build Running, until the next build marks it Crashed."""
@@ -429,6 +433,11 @@ def test_a_killed_build_takes_its_toolchain_step_with_it(tiny_matrix: Path, tmp_
     try:
         steps_running = hanging_steps(calls)
         assert steps_running and all(_alive(pid) for pid in steps_running)
+        # Task runs reach the server as events, recorded a moment later: the kill waits until the server shows them
+        # (a kill before that loses them, and nothing would be left Running to test).
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _shown_running(proc.pid):
+            time.sleep(0.5)
         proc.kill()  # the build process alone, as the OOM killer would
         proc.wait()
         deadline = time.monotonic() + 10
