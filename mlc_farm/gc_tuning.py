@@ -1,6 +1,6 @@
 """Fewer full collections while a run reads the store: a run keeps every build record it read (hundreds of
 thousands of objects at catalog scale) for its whole length, and CPython's default thresholds then walk all of
-them again every few thousand allocations (1.1-1.6 s of a 10-12 s no-op nightly at 5,000 cells). mypy tunes its
+them again every few thousand allocations (1.3 s of a 9.8 s no-op nightly at 5,000 cells). mypy tunes its
 collector for the same reason. Young objects are still collected as often as before, so cyclic garbage that
 dies young costs no more memory; what survives waits ten times as long for a full collection."""
 
