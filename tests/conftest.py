@@ -216,9 +216,10 @@ BEHIND_THE_GROUP = 10
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """The waits-on-prefect group is the run's critical path (minutes of flow runs, each a Python process that
     imports Prefect), and on 2 cores the other workers' tests took its CPU: it ran at about half its speed alone
-    (the pool check 209 s in CI, 109 s alone). An xdist worker lowers its own priority (and so its servers' and
-    subprocesses') before its first test outside that group: the group gets a core when it needs one, the others
-    fill the rest. Never raised again: the group runs first, on one worker."""
+    (the pool check 209 s in CI, 109 s alone). An xdist worker lowers its own priority (and so that of every
+    process its tests start; its shared servers, started at collection, keep theirs) before its first test outside
+    that group: the group gets a core when it needs one, the others fill the rest. Never raised again: the group
+    runs first, on one worker."""
     group = item.get_closest_marker("xdist_group")
     if os.environ.get("PYTEST_XDIST_WORKER") and (group is None or group.args != WAITS_ON_PREFECT.mark.args):
         now = os.getpriority(os.PRIO_PROCESS, 0)
