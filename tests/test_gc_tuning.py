@@ -31,13 +31,22 @@ def test_never_more_often_than_before_and_restored_after_a_failure() -> None:
     assert gc.get_threshold() == (500, 20, 1000)
 
 
-def test_a_run_has_them(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """The run's steps (planning, the look-ups, the catalog) are inside the block."""
+def test_a_run_s_steps_have_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Planning with the look-ups (`prepare`) and the catalog, report and page (`complete`), whoever runs them (a
+    flow, or `mlc-farm build` with nothing to build)."""
     from mlc_farm.building import run
 
-    seen = []
-    monkeypatch.setattr(run.MatrixRun, "prepare", lambda self: seen.append(gc.get_threshold()[2]) or 1 / 0)
+    seen: list[int] = []
+
+    def stop(*_: object) -> None:
+        seen.append(gc.get_threshold()[2])
+        raise ZeroDivisionError
+
+    monkeypatch.setattr(run, "accept_steps", stop)  # the first thing `prepare` does
+    steps = type("Steps", (), {"dispatch": stop})()  # the first thing `complete` does
     gc.set_threshold(700, 10, 10)
     with pytest.raises(ZeroDivisionError):
-        run.MatrixRun.execute(object.__new__(run.MatrixRun))
-    assert seen == [FULL_EVERY] and gc.get_threshold() == (700, 10, 10)
+        run.MatrixRun.prepare(steps)  # type: ignore[arg-type]
+    with pytest.raises(ZeroDivisionError):
+        run.MatrixRun.complete(steps, None)  # type: ignore[arg-type]
+    assert seen == [FULL_EVERY, FULL_EVERY] and gc.get_threshold() == (700, 10, 10)

@@ -189,13 +189,13 @@ class MatrixRun:
         self.records: dict[str, BuildRecord] = {}  # read once: on S3 each look-up is a GET
 
     def execute(self) -> RunResult:
-        with fewer_full_collections():  # the records read are kept to the end: fewer walks over them
-            try:
-                work = self.prepare()
-            except StoreError as e:  # full or read-only before any build began (the probe, a fingerprint): no summary
-                return self.refused(str(e), "nothing was built")
-            return self.complete(work)
+        try:
+            work = self.prepare()
+        except StoreError as e:  # full or read-only before any build began (the probe, a fingerprint): no summary
+            return self.refused(str(e), "nothing was built")
+        return self.complete(work)
 
+    @fewer_full_collections()  # the records read are kept to the end: fewer walks over them
     def prepare(self) -> Work:
         """The run up to its choice of builds: the plan, and what the store already has. `mlc-farm build` asks
         this first, without Prefect, and completes a run with nothing to build there too."""
@@ -207,6 +207,7 @@ class MatrixRun:
         self.clean_up()
         return self.choose(sources, plan)
 
+    @fewer_full_collections()
     def complete(self, work: Work) -> RunResult:
         """Run the chosen builds, then move the catalog, report, publish and write the page."""
         status = self.dispatch(work)

@@ -22,7 +22,6 @@ from mlc_farm.cli._errors import command, terminated
 from mlc_farm.cli._options import MatrixOpt, ModelOpt, StoreOpt
 from mlc_farm.cli._output import err, fail, out, quiet_prefect
 from mlc_farm.farm.stack import Service
-from mlc_farm.gc_tuning import fewer_full_collections
 from mlc_farm.toolchain.probe import probe_here
 from mlc_farm.toolchain.process import stop_all
 
@@ -134,9 +133,8 @@ def _without_prefect(pre: Preflight, force: bool) -> RunResult | None:
     silent.addHandler(logging.NullHandler())
     silent.propagate = False
     run = MatrixRun(pre, DirectEngine(pre), force, Progress(), silent)
-    with fewer_full_collections():
-        work = run.prepare()
-        return None if work.todo else run.complete(work)
+    work = run.prepare()
+    return None if work.todo else run.complete(work)
 
 
 def _ended(ended: RunResult) -> None:
