@@ -182,11 +182,11 @@ def run(work: Path, url: str, n: int, rounds: int) -> None:
         with fewer_full_collections():
             with timed("work: load + validate the matrix", t):
                 found = load_matrix(matrix_path)
-                expand(found.matrix)
+                found_cells = expand(found.matrix)
             with timed("work: hash the sources", t):
                 srcs = sources.resolve(found, found.matrix.models)
             with timed("work: keys (plan)", t):
-                keyed = make_plan(found.matrix, cells, srcs, tc, fingerprints(store, tc, classes))
+                keyed = make_plan(found.matrix, found_cells, srcs, tc, fingerprints(store, tc, classes))
             with timed("work: look up every key, its attestation verified", t):
                 todo = to_build(keyed, lambda k: attestations.attested(store, k, trusted) is not None, False,
                                 store.readers)  # fmt: skip

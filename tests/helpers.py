@@ -81,6 +81,15 @@ def unhashed(path: str) -> str:
     return re.sub(r"-[0-9a-f]{12}(\.[a-z]+)$", r"\1", path)
 
 
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie has already died)."""
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in state
+
+
 def toolchain_calls(log: Path) -> list[dict[str, Any]]:
     """The invocations the double recorded (MLC_DOUBLE_LOG)."""
     if not log.exists():

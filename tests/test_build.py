@@ -21,7 +21,7 @@ import pytest
 
 from mlc_farm.records.reads import entries
 from mlc_farm.store.local import LocalStore
-from tests.helpers import ROOT, cli, run_cli, toolchain_calls, unhashed
+from tests.helpers import ROOT, alive, cli, run_cli, toolchain_calls, unhashed
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
@@ -395,14 +395,6 @@ def hanging_steps(calls: Path, timeout: float = 240) -> list[int]:
     raise AssertionError("no convert_weight step started")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return False
-    return "\nState:\tZ" not in state  # a zombie has already died
-
-
 def runs_of(pid: int) -> list:
     """The Prefect flow runs (with their task runs) of the `mlc-farm build` process `pid`, from the server."""
     from prefect.client.orchestration import get_client
@@ -432,7 +424,7 @@ def test_a_killed_build_takes_its_toolchain_step_with_it(tiny_matrix: Path, tmp_
     )  # fmt: skip
     try:
         steps_running = hanging_steps(calls)
-        assert steps_running and all(_alive(pid) for pid in steps_running)
+        assert steps_running and all(alive(pid) for pid in steps_running)
         # Task runs reach the server as events, recorded a moment later: the kill waits until the server shows them
         # (a kill before that loses them, and nothing would be left Running to test).
         deadline = time.monotonic() + 60
@@ -441,9 +433,9 @@ def test_a_killed_build_takes_its_toolchain_step_with_it(tiny_matrix: Path, tmp_
         proc.kill()  # the build process alone, as the OOM killer would
         proc.wait()
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(_alive(pid) for pid in steps_running):
+        while time.monotonic() < deadline and any(alive(pid) for pid in steps_running):
             time.sleep(0.2)
-        assert not any(_alive(pid) for pid in steps_running)
+        assert not any(alive(pid) for pid in steps_running)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
@@ -478,7 +470,7 @@ def test_ctrl_c_and_sigterm_stop_the_build_within_seconds(
         # What finished is kept, and said (the hanging conversions start first: the longest path).
         assert re.search(rf"stopped by {signal.Signals(signum).name}: \d+ of 22 builds finished and are kept", stderr)
         assert "running the same command again finishes the rest" in stderr and "Traceback" not in stderr
-        assert not any(_alive(pid) for pid in hanging)
+        assert not any(alive(pid) for pid in hanging)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
@@ -511,9 +503,9 @@ def test_sigkill_leaves_nothing_running_and_the_next_run_cleans_up(tiny_matrix: 
         proc.kill()
         proc.wait()
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(_alive(p) for p in started):
+        while time.monotonic() < deadline and any(alive(p) for p in started):
             time.sleep(0.2)
-        assert not [p for p in started if _alive(p)]
+        assert not [p for p in started if alive(p)]
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from mlc_farm.farm import stack
+from tests.helpers import alive
 
 pytestmark = pytest.mark.slow
 
@@ -19,13 +20,12 @@ def _started_from(directory: Path) -> list[int]:
         try:
             cmdline = (proc / "cmdline").read_bytes()
             environ = (proc / "environ").read_bytes()
-            state = (proc / "status").read_text()
         except OSError:
             continue
         ours = str(stack.postgres_root(directory / "postgres")).encode() in cmdline or (
             f"PREFECT_HOME={directory / 'prefect'}".encode() in environ.split(b"\0")
         )
-        if ours and "\nState:\tZ" not in state:
+        if ours and alive(int(proc.name)):
             found.append(int(proc.name))
     return found
 
